@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Start or stop a private, throwaway MariaDB for sluice's tests, demo and benchmarks.
+#
+#   scripts/mariadb.sh start [DIR]   install mariadb-server if missing, initialise DIR (default: a new
+#                                    mktemp dir), start mariadbd on a free 127.0.0.1 port, create the
+#                                    `app` user (password `app`) and database `app`, and print
+#                                    shell assignments: MARIADB_DIR=… MARIADB_PORT=… MARIADB_PID=…
+#   scripts/mariadb.sh stop DIR      stop the server started in DIR (by its pid) and delete DIR
+#   scripts/mariadb.sh restart DIR   stop and start the server in DIR again on the same port (keeps data)
+#
+# Environment: MARIADB_PORT (use this port instead of a free one), MARIADB_EXTRA_ARGS (extra mariadbd
+# flags, e.g. "--max-connections=2000"). Everything is logged to DIR/mariadb.log.
+set -euo pipefail
+
+log() { echo "mariadb.sh: $*" >&2; }
+
+ensure_installed() {
+  if command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1 \
+     && command -v mariadb >/dev/null 2>&1; then
+    return
+  fi
+  log "installing mariadb-server (apt-get)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mariadb-server mariadb-client >&2
+}
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }
+
+launch() {
+  local dir=$1 port=$2
+  local user_args=()
+  if [ "$(id -u)" -eq 0 ]; then user_args=(--user=root); fi
+  # shellcheck disable=SC2086
+  "$(mariadbd_bin)" --no-defaults "${user_args[@]}" \
+    --datadir="$dir/data" --socket="$dir/mariadb.sock" --pid-file="$dir/mariadb.pid" \
+    --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+    --log-error="$dir/mariadb.log" --max-allowed-packet=64M --max-connections=400 \
+    --innodb-buffer-pool-size=256M --innodb-log-file-size=64M --innodb-flush-log-at-trx-commit=2 \
+    --performance-schema=OFF --skip-log-bin --local-infile=1 \
+    ${MARIADB_EXTRA_ARGS:-} >/dev/null 2>&1 &
+  local pid=$!
+  echo "$pid" > "$dir/mariadbd.pid"
+  echo "$port" > "$dir/port"
+  # Wait (bounded) until the server answers on its socket.
+  for _ in $(seq 1 300); do
+    if mariadb --no-defaults -uroot --socket="$dir/mariadb.sock" -e 'SELECT 1' >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "mariadbd exited during start; last log lines:"; tail -n 20 "$dir/mariadb.log" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+  log "mariadbd did not become ready within 30 s"; tail -n 20 "$dir/mariadb.log" >&2 || true
+  return 1
+}
+
+start() {
+  ensure_installed
+  local dir=${1:-}
+  if [ -z "$dir" ]; then dir=$(mktemp -d /tmp/sluice-mariadb.XXXXXX); fi
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  local port=${MARIADB_PORT:-$(free_port)}
+  if [ ! -d "$dir/data/mysql" ]; then
+    local user_args=()
+    if [ "$(id -u)" -eq 0 ]; then user_args=(--user=root); fi
+    mariadb-install-db --no-defaults "${user_args[@]}" --datadir="$dir/data" \
+      --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
+      || { log "mariadb-install-db failed:"; tail -n 20 "$dir/install.log" >&2; return 1; }
+  fi
+  launch "$dir" "$port"
+  mariadb --no-defaults -uroot --socket="$dir/mariadb.sock" <<'SQL'
+CREATE DATABASE IF NOT EXISTS app;
+CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('app');
+CREATE USER IF NOT EXISTS 'app'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('app');
+GRANT ALL PRIVILEGES ON *.* TO 'app'@'%';
+GRANT ALL PRIVILEGES ON *.* TO 'app'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+  echo "MARIADB_DIR=$dir"
+  echo "MARIADB_PORT=$port"
+  echo "MARIADB_PID=$(cat "$dir/mariadbd.pid")"
+}
+
+stop_server() {
+  local dir=$1
+  [ -f "$dir/mariadbd.pid" ] || return 0
+  local pid; pid=$(cat "$dir/mariadbd.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then log "mariadbd $pid ignored SIGTERM for 30 s; killing"; kill -KILL "$pid" || true; fi
+  fi
+  rm -f "$dir/mariadbd.pid"
+}
+
+case "${1:-}" in
+  start) shift; start "${1:-}" ;;
+  stop)
+    [ -n "${2:-}" ] || { log "usage: $0 stop DIR"; exit 2; }
+    stop_server "$2"
+    case "$2" in /tmp/sluice-mariadb.*) rm -rf "$2" ;; esac ;;
+  restart)
+    [ -n "${2:-}" ] || { log "usage: $0 restart DIR"; exit 2; }
+    port=$(cat "$2/port"); stop_server "$2"; launch "$2" "$port"
+    echo "MARIADB_DIR=$2"; echo "MARIADB_PORT=$port"; echo "MARIADB_PID=$(cat "$2/mariadbd.pid")" ;;
+  *) log "usage: $0 start [DIR] | stop DIR | restart DIR"; exit 2 ;;
+esac
