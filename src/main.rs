@@ -1,1 +1,145 @@
-fn main() {}
+//! The `sluice` command: run the proxy, check a configuration, or hash a password.
+
+use clap::{Parser, Subcommand};
+use sluice::config::{Config, LogFormat, Overrides};
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "MySQL-protocol connection-multiplexing proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Client-facing address (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Backend address host:port (repeatable; replaces the configured backends).
+    #[arg(long = "backend")]
+    backends: Vec<String>,
+    /// Number of shards (0 = one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Log format: human or json.
+    #[arg(long, value_parser = parse_format)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. "info" or "sluice=debug".
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a configuration file and report every problem.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the hashes of a password (read from the terminal or standard input) for the config.
+    HashPassword,
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{s:?} is not a log format (human or json)")),
+    }
+}
+
+fn load(path: &std::path::Path, overrides: &Overrides) -> Result<Config, String> {
+    let mut cfg = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    cfg.apply(overrides);
+    cfg.validate()
+        .map_err(|e| format!("{}:\n{e}", path.display()))?;
+    Ok(cfg)
+}
+
+fn read_password() -> std::io::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        // Turn off echo while the password is typed.
+        // SAFETY: termios calls on stdin with a local struct.
+        let mut term: libc::termios = unsafe { std::mem::zeroed() };
+        let have = unsafe { libc::tcgetattr(0, &mut term) } == 0;
+        if have {
+            let mut quiet = term;
+            quiet.c_lflag &= !libc::ECHO;
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+        }
+        let mut line = String::new();
+        let r = stdin.lock().read_line(&mut line);
+        if have {
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &term) };
+        }
+        eprintln!();
+        r?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        backends: cli.backends.clone(),
+        shards: cli.shards,
+        log_format: cli.log_format,
+        log_level: cli.log_level.clone(),
+    };
+    match cli.command {
+        Some(Cmd::CheckConfig { file }) => match load(&file, &overrides) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Cmd::HashPassword) => match read_password() {
+            Ok(pw) => {
+                print!("{}", sluice::auth::hash_lines(pw.as_bytes()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot read the password: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let Some(path) = cli.config.as_deref() else {
+                eprintln!("sluice: --config FILE is required (see config/sluice.example.toml)");
+                return ExitCode::from(2);
+            };
+            let cfg = match load(path, &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            sluice::server::init_logging(&cfg);
+            match sluice::server::run(cfg, 0, 1) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

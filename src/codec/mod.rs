@@ -11,6 +11,7 @@ pub mod caps;
 pub mod command;
 pub mod frame;
 pub mod handshake;
+pub mod login;
 pub mod packets;
 pub mod response;
 pub mod wire;

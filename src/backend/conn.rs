@@ -1,0 +1,478 @@
+//! One upstream connection: a glommio `TcpStream` (backend connections are few, so they live in
+//! glommio's ring like any other I/O), its read buffer, the capabilities negotiated, and the
+//! session settings currently applied on it.
+
+use crate::buf::ReadBuf;
+use crate::codec::caps::{cap, status};
+use crate::codec::command::{com, ChangeUser, ResponseKind};
+use crate::codec::frame::{encode_packet, scan_packet, take_packet, FrameHeader, Scan, HEADER_LEN};
+use crate::codec::handshake::Handshake;
+use crate::codec::login::{Login, LoginParams, LoginStep, BASE_CAPABILITIES};
+use crate::codec::packets::{ErrPacket, OkPacket};
+use crate::codec::response::{ResponseTracker, Role};
+use crate::session::state::Settings;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Turns on every session tracker sluice relies on (re-run after each COM_RESET_CONNECTION,
+/// which returns them to the server's global defaults).
+pub const ENABLE_TRACKERS: &str = "SET SESSION session_track_schema = ON, \
+     session_track_state_change = ON, session_track_system_variables = '*', \
+     session_track_transaction_info = 'CHARACTERISTICS'";
+
+/// Capabilities of every backend connection; per-client flags from [`cap::PROFILE`] are added.
+pub const BACKEND_CAPABILITIES: u32 = BASE_CAPABILITIES
+    | cap::SESSION_TRACK
+    | cap::DEPRECATE_EOF
+    | cap::LOCAL_FILES
+    | cap::MULTI_STATEMENTS;
+
+/// Why a backend operation failed.
+#[derive(Debug)]
+pub enum BackendError {
+    /// I/O or protocol failure: the connection is unusable.
+    Broken(String),
+    /// The server answered with an ERR; the connection is still usable.
+    Server {
+        code: u16,
+        sql_state: [u8; 5],
+        message: String,
+    },
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::Broken(s) => f.write_str(s),
+            BackendError::Server {
+                code,
+                sql_state,
+                message,
+            } => write!(
+                f,
+                "ERROR {code} ({}): {message}",
+                String::from_utf8_lossy(sql_state)
+            ),
+        }
+    }
+}
+
+pub type BResult<T> = Result<T, BackendError>;
+
+fn broken(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Broken(format!("{what}: {e}"))
+}
+
+/// Credentials and identity for opening backend connections.
+#[derive(Debug, Clone)]
+pub struct ConnectSpec {
+    pub backend: u16,
+    pub address: SocketAddr,
+    pub user: Vec<u8>,
+    pub password: Vec<u8>,
+    /// Client flags from [`cap::PROFILE`] this connection carries.
+    pub profile: u32,
+    pub timeout: Duration,
+}
+
+pub struct BackendConn {
+    stream: TcpStream,
+    pub rbuf: ReadBuf,
+    pub backend: u16,
+    pub profile: u32,
+    pub caps: u32,
+    /// The server's connection (thread) id, for KILL QUERY.
+    pub thread_id: u32,
+    /// Status flags from the last OK/EOF.
+    pub status: u16,
+    /// Settings applied on this connection (relative to a fresh one).
+    pub settings: Rc<Settings>,
+    /// Multi-statements are on (COM_SET_OPTION state).
+    pub multi_statements: bool,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
+    nonce: Vec<u8>,
+    auth_plugin: Vec<u8>,
+}
+
+impl BackendConn {
+    /// Opens, authenticates and prepares (trackers on) a connection.
+    pub async fn connect(spec: &ConnectSpec, fresh: Rc<Settings>) -> BResult<BackendConn> {
+        let fut = Self::connect_inner(spec, fresh);
+        match glommio::timer::timeout(spec.timeout, async { Ok(fut.await) }).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Broken(format!(
+                "no answer within {} ms",
+                spec.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn connect_inner(spec: &ConnectSpec, fresh: Rc<Settings>) -> BResult<BackendConn> {
+        let stream = TcpStream::connect(spec.address)
+            .await
+            .map_err(|e| broken("connect", e))?;
+        let _ = stream.set_nodelay(true);
+        let mut c = BackendConn {
+            stream,
+            rbuf: ReadBuf::with_capacity(16 << 10),
+            backend: spec.backend,
+            profile: spec.profile,
+            caps: 0,
+            thread_id: 0,
+            status: 0,
+            settings: fresh,
+            multi_statements: true,
+            created: Instant::now(),
+            last_used: Instant::now(),
+            nonce: Vec::new(),
+            auth_plugin: crate::codec::auth::NATIVE_PASSWORD.to_vec(),
+        };
+        let (seq, greeting) = c.read_packet().await?;
+        let hs = Handshake::decode(&greeting).map_err(|e| broken("greeting", e))?;
+        c.thread_id = hs.connection_id;
+        c.nonce = hs.nonce.clone();
+        let mut login = Login::new(LoginParams {
+            user: spec.user.clone(),
+            password: spec.password.clone(),
+            database: None,
+            collation: crate::bootstrap::BACKEND_COLLATION,
+            capabilities: BACKEND_CAPABILITIES | spec.profile,
+            mariadb_capabilities: 0,
+            attributes: vec![(b"program_name".to_vec(), b"sluice".to_vec())],
+            secure_transport: false,
+        });
+        let resp = login.respond(&hs).map_err(|e| broken("login", e))?;
+        c.caps = login.capabilities();
+        let need = cap::SESSION_TRACK | cap::DEPRECATE_EOF | cap::PROTOCOL_41;
+        if c.caps & need != need {
+            return Err(BackendError::Broken(
+                "server lacks CLIENT_SESSION_TRACK or CLIENT_DEPRECATE_EOF (MySQL 5.7+ or MariaDB 10.2+ needed)".into(),
+            ));
+        }
+        let mut seq = seq.wrapping_add(1);
+        c.write_packet(seq, &resp).await?;
+        loop {
+            let (s, p) = c.read_packet().await?;
+            seq = s.wrapping_add(1);
+            match login.on_packet(&p) {
+                Ok(LoginStep::Done { status }) => {
+                    c.status = status;
+                    c.auth_plugin = login.plugin().to_vec();
+                    break;
+                }
+                Ok(LoginStep::Send(v)) if v.is_empty() => {}
+                Ok(LoginStep::Send(v)) => c.write_packet(seq, &v).await?,
+                Err(crate::codec::login::LoginError::Server {
+                    code,
+                    sql_state,
+                    message,
+                }) => {
+                    return Err(BackendError::Server {
+                        code,
+                        sql_state,
+                        message,
+                    })
+                }
+                Err(e) => return Err(broken("login", e)),
+            }
+        }
+        c.query_ok(ENABLE_TRACKERS).await?;
+        Ok(c)
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.stream.as_raw_fd()
+    }
+
+    /// Reads at least one more byte into the buffer.
+    pub async fn fill(&mut self) -> BResult<()> {
+        let spare = self.rbuf.spare(8192);
+        let n = self
+            .stream
+            .read(spare)
+            .await
+            .map_err(|e| broken("read", e))?;
+        if n == 0 {
+            return Err(BackendError::Broken("connection closed by server".into()));
+        }
+        self.rbuf.commit(n);
+        Ok(())
+    }
+
+    /// Reads one whole logical packet (for sluice's own commands; client responses are streamed).
+    pub async fn read_packet(&mut self) -> BResult<(u8, bytes::Bytes)> {
+        loop {
+            match scan_packet(self.rbuf.data(), 1 << 30).map_err(|e| broken("packet", e))? {
+                Scan::Complete(span) => {
+                    let mut tmp = bytes::BytesMut::from(&self.rbuf.data()[..span.wire_len]);
+                    self.rbuf.consume(span.wire_len);
+                    return Ok((span.last_seq, take_packet(&mut tmp, span)));
+                }
+                Scan::Incomplete { .. } => self.fill().await?,
+            }
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> BResult<()> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| broken("write", e))
+    }
+
+    pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> BResult<()> {
+        let mut out = Vec::with_capacity(payload.len() + HEADER_LEN);
+        encode_packet(&mut out, seq, payload);
+        self.write_all(&out).await
+    }
+
+    /// Runs one of sluice's own commands whose response is OK or ERR, consuming the whole
+    /// response; returns the OK's status and raw session state block.
+    pub async fn command_ok(
+        &mut self,
+        payload: &[u8],
+        kind: ResponseKind,
+    ) -> BResult<(u16, Vec<u8>)> {
+        self.write_packet(0, payload).await?;
+        self.finish_ok(kind).await
+    }
+
+    /// Reads the response to a command sent earlier and expects OK (any result sets are
+    /// discarded).
+    pub async fn finish_ok(&mut self, kind: ResponseKind) -> BResult<(u16, Vec<u8>)> {
+        let mut t = ResponseTracker::new(kind, true);
+        let mut result = Ok((self.status, Vec::new()));
+        while !t.is_done() {
+            let (_, p) = self.read_packet().await?;
+            match t
+                .on_packet(p.len(), &p)
+                .map_err(|e| broken("response", e))?
+            {
+                Role::Ok { status: st, .. } => {
+                    self.status = st;
+                    let ok = OkPacket::decode(&p, self.caps).map_err(|e| broken("OK", e))?;
+                    if let Ok((_, state)) = &mut result {
+                        state.extend_from_slice(ok.session_state);
+                    }
+                    result = result.map(|(_, s)| (st, s));
+                }
+                Role::RowsEnd { status: st, .. } => self.status = st,
+                Role::Err => {
+                    let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
+                    result = Err(BackendError::Server {
+                        code: e.code,
+                        sql_state: e.sql_state,
+                        message: String::from_utf8_lossy(e.message).into_owned(),
+                    });
+                }
+                Role::LocalInfile => {
+                    return Err(BackendError::Broken(
+                        "unexpected LOCAL INFILE request".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        result
+    }
+
+    pub async fn query_ok(&mut self, sql: &str) -> BResult<(u16, Vec<u8>)> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        crate::codec::command::encode_query(&mut p, sql.as_bytes());
+        self.command_ok(&p, ResponseKind::Query).await
+    }
+
+    /// Applies a settings plan in one round trip: COM_INIT_DB, one SET statement and
+    /// COM_SET_OPTION, pipelined, then their answers read in order.
+    pub async fn apply(
+        &mut self,
+        schema: Option<&str>,
+        set: Option<&str>,
+        set_option: Option<u16>,
+    ) -> BResult<()> {
+        let mut out = Vec::with_capacity(256);
+        let mut kinds = Vec::with_capacity(3);
+        if let Some(db) = schema {
+            let mut p = vec![com::INIT_DB];
+            p.extend_from_slice(db.as_bytes());
+            encode_packet(&mut out, 0, &p);
+            kinds.push(ResponseKind::OkErr);
+        }
+        if let Some(sql) = set {
+            let mut p = Vec::with_capacity(sql.len() + 1);
+            crate::codec::command::encode_query(&mut p, sql.as_bytes());
+            encode_packet(&mut out, 0, &p);
+            kinds.push(ResponseKind::Query);
+        }
+        if let Some(opt) = set_option {
+            let mut p = vec![com::SET_OPTION];
+            p.extend_from_slice(&opt.to_le_bytes());
+            encode_packet(&mut out, 0, &p);
+            kinds.push(ResponseKind::SetOption);
+        }
+        if kinds.is_empty() {
+            return Ok(());
+        }
+        self.write_all(&out).await?;
+        let mut first_err = None;
+        for k in kinds {
+            if let Err(e) = self.finish_ok(k).await {
+                if let BackendError::Broken(_) = e {
+                    return Err(e);
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a query returning one value (first column of the first row).
+    pub async fn query_value(&mut self, sql: &str) -> BResult<Option<String>> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        crate::codec::command::encode_query(&mut p, sql.as_bytes());
+        self.write_packet(0, &p).await?;
+        let mut t = ResponseTracker::new(ResponseKind::Query, true);
+        let mut value = None;
+        let mut err = None;
+        while !t.is_done() {
+            let (_, p) = self.read_packet().await?;
+            match t
+                .on_packet(p.len(), &p)
+                .map_err(|e| broken("response", e))?
+            {
+                Role::Row { .. } if value.is_none() => {
+                    let mut r = crate::codec::wire::Reader::new(&p);
+                    if r.peek_u8() != Some(0xFB) {
+                        let v = r.lenenc_bytes("value").map_err(|e| broken("row", e))?;
+                        value = Some(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
+                Role::Err => {
+                    let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
+                    err = Some(BackendError::Server {
+                        code: e.code,
+                        sql_state: e.sql_state,
+                        message: String::from_utf8_lossy(e.message).into_owned(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(value),
+        }
+    }
+
+    /// COM_RESET_CONNECTION, then the trackers back on, in one round trip (pipelined).
+    pub async fn reset(&mut self, fresh: Rc<Settings>) -> BResult<()> {
+        let mut out = Vec::with_capacity(128);
+        encode_packet(&mut out, 0, &[com::RESET_CONNECTION]);
+        let mut q = Vec::with_capacity(ENABLE_TRACKERS.len() + 1);
+        crate::codec::command::encode_query(&mut q, ENABLE_TRACKERS.as_bytes());
+        encode_packet(&mut out, 0, &q);
+        self.write_all(&out).await?;
+        let r1 = self.finish_ok(ResponseKind::OkErr).await;
+        let r2 = self.finish_ok(ResponseKind::Query).await;
+        r1?;
+        r2?;
+        // The schema survives COM_RESET_CONNECTION on MariaDB and MySQL.
+        let schema = self.settings.schema.clone();
+        self.settings = if schema.is_some() {
+            Rc::new(Settings {
+                schema,
+                vars: Vec::new(),
+            })
+        } else {
+            fresh
+        };
+        self.multi_statements = true;
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER back to the pool's own credentials without a schema: the only way to
+    /// deselect a schema. Trackers are re-enabled afterwards.
+    pub async fn change_user_clear(
+        &mut self,
+        spec: &ConnectSpec,
+        fresh: Rc<Settings>,
+    ) -> BResult<()> {
+        let params = LoginParams {
+            user: spec.user.clone(),
+            password: spec.password.clone(),
+            ..LoginParams::default()
+        };
+        let (mut login, scramble) =
+            Login::change_user(params, self.caps, &self.auth_plugin, self.nonce.clone())
+                .map_err(|e| broken("change user", e))?;
+        let cu = ChangeUser {
+            username: spec.user.clone(),
+            auth_response: scramble,
+            database: Vec::new(),
+            collation: Some(u16::from(crate::bootstrap::BACKEND_COLLATION)),
+            auth_plugin: Some(self.auth_plugin.clone()),
+            attributes: Vec::new(),
+        };
+        let mut p = Vec::new();
+        cu.encode(&mut p, self.caps);
+        self.write_packet(0, &p).await?;
+        loop {
+            let (s, p) = self.read_packet().await?;
+            match login.on_packet(&p) {
+                Ok(LoginStep::Done { status: st }) => {
+                    self.status = st;
+                    break;
+                }
+                Ok(LoginStep::Send(v)) if v.is_empty() => {}
+                Ok(LoginStep::Send(v)) => self.write_packet(s.wrapping_add(1), &v).await?,
+                Err(crate::codec::login::LoginError::Server {
+                    code,
+                    sql_state,
+                    message,
+                }) => {
+                    return Err(BackendError::Server {
+                        code,
+                        sql_state,
+                        message,
+                    })
+                }
+                Err(e) => return Err(broken("change user", e)),
+            }
+        }
+        self.query_ok(ENABLE_TRACKERS).await?;
+        self.settings = fresh;
+        self.multi_statements = true;
+        Ok(())
+    }
+
+    /// Is the connection still quiet and open? (A server that closed an idle connection has sent
+    /// EOF or an error packet; either way it must not be reused.)
+    pub fn is_healthy(&self) -> bool {
+        self.rbuf.is_empty() && crate::net::is_quiet_and_open(self.raw_fd())
+    }
+
+    /// Transaction open or other in-flight server state that ties the connection to its client.
+    pub fn in_transaction(&self) -> bool {
+        self.status & status::IN_TRANS != 0
+    }
+
+    /// Parses the frame header at the front of the read buffer, if present.
+    pub fn peek_header(&self) -> Option<FrameHeader> {
+        FrameHeader::parse(self.rbuf.data())
+    }
+
+    /// Shuts the socket down so the server notices at once (glommio closes it on drop).
+    pub async fn close(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both).await;
+    }
+}

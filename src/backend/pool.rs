@@ -1,0 +1,432 @@
+//! A shard's slice of the upstream pool for one (backend, user): idle connections, a bound on how
+//! many may be open, and a first-come first-served queue of commands waiting for one.
+//!
+//! Checkout returns a [`Lease`], an RAII guard: dropping it *discards* the connection (closes it
+//! and frees its slot), so every early exit — an error, a timeout, a client that vanished mid
+//! result set — can never return a connection in an unknown state. Only an explicit
+//! [`Lease::release`] puts a connection back, after the caller has seen the server say it is
+//! clean. A released connection goes straight to the oldest waiter when there is one.
+
+use super::conn::{BackendConn, ConnectSpec};
+use crate::error::Error;
+use crate::session::state::Settings;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Counters for metrics.
+#[derive(Default)]
+pub struct PoolStats {
+    pub checkouts: Cell<u64>,
+    pub waits: Cell<u64>,
+    pub timeouts: Cell<u64>,
+    pub connects: Cell<u64>,
+    pub connect_failures: Cell<u64>,
+    pub discarded: Cell<u64>,
+    /// Wait times in microseconds (checkouts that queued).
+    pub wait_hist: RefCell<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+enum Grant {
+    Conn(Box<BackendConn>),
+    /// Permission to open a new connection within the bound.
+    Slot,
+}
+
+struct Waiter {
+    profile: u32,
+    grant: RefCell<Option<Grant>>,
+    waker: Cell<Option<Waker>>,
+    gone: Cell<bool>,
+}
+
+pub struct Pool {
+    pub backend: u16,
+    pub user: u32,
+    spec: ConnectSpec,
+    fresh: Rc<Settings>,
+    idle: RefCell<Vec<BackendConn>>,
+    /// Connections counted against `limit`: idle, leased and being opened.
+    open: Cell<usize>,
+    limit: Cell<usize>,
+    waiters: RefCell<VecDeque<Rc<Waiter>>>,
+    pub stats: PoolStats,
+}
+
+/// Idle connections unused for longer than this are probed (MSG_PEEK) before reuse.
+const PROBE_AFTER: Duration = Duration::from_millis(500);
+
+impl Pool {
+    pub fn new(spec: ConnectSpec, user: u32, limit: usize, fresh: Rc<Settings>) -> Pool {
+        Pool {
+            backend: spec.backend,
+            user,
+            spec,
+            fresh,
+            idle: RefCell::new(Vec::new()),
+            open: Cell::new(0),
+            limit: Cell::new(limit),
+            waiters: RefCell::new(VecDeque::new()),
+            stats: PoolStats::default(),
+        }
+    }
+
+    pub fn spec(&self) -> &ConnectSpec {
+        &self.spec
+    }
+
+    pub fn fresh(&self) -> Rc<Settings> {
+        self.fresh.clone()
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.get()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiters
+            .borrow()
+            .iter()
+            .filter(|w| !w.gone.get())
+            .count()
+    }
+
+    /// Changes this shard's share; excess idle connections are closed.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.set(limit);
+        while self.open.get() > limit {
+            let Some(c) = self.idle.borrow_mut().pop() else {
+                break;
+            };
+            drop(c);
+            self.open.set(self.open.get() - 1);
+        }
+        while self.open.get() < limit && self.hand_slot() {}
+    }
+
+    /// Gets a connection for a client with `profile` and `wanted` settings, waiting until
+    /// `deadline` when the bound is reached.
+    pub async fn checkout(
+        self: &Rc<Self>,
+        profile: u32,
+        wanted: &Settings,
+        deadline: Instant,
+    ) -> Result<Lease, Error> {
+        self.stats.checkouts.set(self.stats.checkouts.get() + 1);
+        if let Some(conn) = self.take_idle(profile, wanted) {
+            return Ok(Lease {
+                pool: self.clone(),
+                conn: Some(conn),
+            });
+        }
+        if self.open.get() < self.limit.get() {
+            self.open.set(self.open.get() + 1);
+            return self.connect(profile).await;
+        }
+        // At the bound: an idle connection of another profile makes room (its slot is reused).
+        let other = self.idle.borrow_mut().pop();
+        if let Some(c) = other {
+            drop(c);
+            self.stats.discarded.set(self.stats.discarded.get() + 1);
+            return self.connect(profile).await;
+        }
+        self.wait(profile, deadline).await
+    }
+
+    fn take_idle(&self, profile: u32, wanted: &Settings) -> Option<BackendConn> {
+        let mut idle = self.idle.borrow_mut();
+        loop {
+            // Prefer a connection whose settings already match, then the most recently used.
+            let pos = idle
+                .iter()
+                .rposition(|c| c.profile == profile && *c.settings == *wanted)
+                .or_else(|| idle.iter().rposition(|c| c.profile == profile))?;
+            let conn = idle.remove(pos);
+            if conn.last_used.elapsed() > PROBE_AFTER && !conn.is_healthy() {
+                drop(conn);
+                self.open.set(self.open.get() - 1);
+                self.stats.discarded.set(self.stats.discarded.get() + 1);
+                continue;
+            }
+            return Some(conn);
+        }
+    }
+
+    /// Opens a connection under a slot already counted in `open`.
+    async fn connect(self: &Rc<Self>, profile: u32) -> Result<Lease, Error> {
+        let mut spec = self.spec.clone();
+        spec.profile = profile;
+        self.stats.connects.set(self.stats.connects.get() + 1);
+        match BackendConn::connect(&spec, self.fresh.clone()).await {
+            Ok(conn) => Ok(Lease {
+                pool: self.clone(),
+                conn: Some(conn),
+            }),
+            Err(e) => {
+                self.stats
+                    .connect_failures
+                    .set(self.stats.connect_failures.get() + 1);
+                self.free_slot();
+                Err(Error::BackendConnect {
+                    backend: self.spec.address.to_string(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+
+    async fn wait(self: &Rc<Self>, profile: u32, deadline: Instant) -> Result<Lease, Error> {
+        let started = Instant::now();
+        self.stats.waits.set(self.stats.waits.get() + 1);
+        let w = Rc::new(Waiter {
+            profile,
+            grant: RefCell::new(None),
+            waker: Cell::new(None),
+            gone: Cell::new(false),
+        });
+        self.waiters.borrow_mut().push_back(w.clone());
+        let guard = WaitGuard {
+            pool: self.clone(),
+            waiter: w.clone(),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = glommio::timer::timeout(left, async { Ok(WaitFor { waiter: &w }.await) }).await;
+        drop(guard);
+        let waited = started.elapsed();
+        if let Some(h) = self.stats.wait_hist.borrow_mut().as_mut() {
+            let _ = h.record(waited.as_micros() as u64);
+        }
+        match got {
+            Ok(Grant::Conn(conn)) => Ok(Lease {
+                pool: self.clone(),
+                conn: Some(*conn),
+            }),
+            Ok(Grant::Slot) => self.connect(profile).await,
+            Err(_) => {
+                self.stats.timeouts.set(self.stats.timeouts.get() + 1);
+                Err(Error::PoolTimeout {
+                    waited_ms: waited.as_millis() as u64,
+                })
+            }
+        }
+    }
+
+    fn first_live_waiter(waiters: &mut VecDeque<Rc<Waiter>>) {
+        while waiters.front().is_some_and(|w| w.gone.get()) {
+            waiters.pop_front();
+        }
+    }
+
+    fn grant(w: &Waiter, g: Grant) {
+        *w.grant.borrow_mut() = Some(g);
+        if let Some(wk) = w.waker.take() {
+            wk.wake();
+        }
+    }
+
+    /// Hands `conn` to the oldest live waiter of its profile. When only waiters for other
+    /// profiles wait, the connection is closed and its slot goes to the oldest of them. Returns
+    /// the connection when nobody waits.
+    fn hand_conn(&self, conn: BackendConn) -> Option<BackendConn> {
+        let mut waiters = self.waiters.borrow_mut();
+        Self::first_live_waiter(&mut waiters);
+        if waiters.is_empty() {
+            return Some(conn);
+        }
+        let idx = waiters
+            .iter()
+            .position(|w| !w.gone.get() && w.profile == conn.profile);
+        let w = waiters.remove(idx.unwrap_or(0)).expect("index in range");
+        drop(waiters);
+        if idx.is_some() {
+            Self::grant(&w, Grant::Conn(Box::new(conn)));
+        } else {
+            drop(conn);
+            self.stats.discarded.set(self.stats.discarded.get() + 1);
+            Self::grant(&w, Grant::Slot);
+        }
+        None
+    }
+
+    /// Gives a new slot (counted now) to the oldest live waiter; `false` when nobody waits.
+    fn hand_slot(&self) -> bool {
+        let mut waiters = self.waiters.borrow_mut();
+        Self::first_live_waiter(&mut waiters);
+        let Some(w) = waiters.pop_front() else {
+            return false;
+        };
+        drop(waiters);
+        self.open.set(self.open.get() + 1);
+        Self::grant(&w, Grant::Slot);
+        true
+    }
+
+    /// A counted connection is gone: its slot goes to a waiter, or back under the bound.
+    fn free_slot(&self) {
+        self.open.set(self.open.get() - 1);
+        if self.open.get() < self.limit.get() {
+            self.hand_slot();
+        }
+    }
+
+    fn release_conn(&self, mut conn: BackendConn) {
+        conn.last_used = Instant::now();
+        if self.open.get() > self.limit.get() {
+            // The share shrank while this connection was out.
+            drop(conn);
+            self.free_slot();
+            return;
+        }
+        if let Some(c) = self.hand_conn(conn) {
+            self.idle.borrow_mut().push(c);
+        }
+    }
+
+    /// Connections idle longer than `idle`, older than `lifetime`, or found closed are dropped;
+    /// returns how many were closed.
+    pub fn sweep(&self, idle: Duration, lifetime: Duration) -> usize {
+        let mut closed = 0;
+        let mut list = self.idle.borrow_mut();
+        list.retain(|c| {
+            let keep =
+                c.last_used.elapsed() < idle && c.created.elapsed() < lifetime && c.is_healthy();
+            if !keep {
+                closed += 1;
+            }
+            keep
+        });
+        drop(list);
+        for _ in 0..closed {
+            self.free_slot();
+        }
+        self.stats
+            .discarded
+            .set(self.stats.discarded.get() + closed as u64);
+        closed
+    }
+
+    /// Takes idle connections unused for `after` out for a health check.
+    pub fn take_for_check(&self, after: Duration) -> Vec<BackendConn> {
+        let mut list = self.idle.borrow_mut();
+        let (stale, fresh): (Vec<_>, Vec<_>) =
+            list.drain(..).partition(|c| c.last_used.elapsed() >= after);
+        *list = fresh;
+        stale
+    }
+
+    /// Lends a connection taken with [`Pool::take_for_check`] back, healthy or not.
+    pub fn checked(self: &Rc<Self>, conn: Option<BackendConn>) {
+        match conn {
+            Some(c) => self.release_conn(c),
+            None => {
+                self.stats.discarded.set(self.stats.discarded.get() + 1);
+                self.free_slot();
+            }
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        let n = {
+            let mut list = self.idle.borrow_mut();
+            let n = list.len();
+            list.clear();
+            n
+        };
+        for _ in 0..n {
+            self.free_slot();
+        }
+    }
+}
+
+struct WaitGuard {
+    pool: Rc<Pool>,
+    waiter: Rc<Waiter>,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.waiter.gone.set(true);
+        // A grant that arrived after the deadline fired must not be lost.
+        if let Some(g) = self.waiter.grant.borrow_mut().take() {
+            match g {
+                Grant::Conn(c) => self.pool.release_conn(*c),
+                Grant::Slot => self.pool.free_slot(),
+            }
+        }
+    }
+}
+
+struct WaitFor<'a> {
+    waiter: &'a Rc<Waiter>,
+}
+
+impl Future for WaitFor<'_> {
+    type Output = Grant;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
+        if let Some(g) = self.waiter.grant.borrow_mut().take() {
+            return Poll::Ready(g);
+        }
+        self.waiter.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// A checked-out connection. Dropping it discards the connection; [`Lease::release`] returns it.
+pub struct Lease {
+    pool: Rc<Pool>,
+    conn: Option<BackendConn>,
+}
+
+impl Lease {
+    pub fn conn(&mut self) -> &mut BackendConn {
+        self.conn
+            .as_mut()
+            .expect("lease holds a connection until released")
+    }
+
+    pub fn get(&self) -> &BackendConn {
+        self.conn
+            .as_ref()
+            .expect("lease holds a connection until released")
+    }
+
+    pub fn pool(&self) -> &Rc<Pool> {
+        &self.pool
+    }
+
+    /// Returns the connection to the pool (or to the oldest waiter). Call only when the server
+    /// reported it clean: no transaction, no pending result, no cursor.
+    pub fn release(mut self) {
+        let conn = self.conn.take().expect("lease holds a connection");
+        self.pool.release_conn(conn);
+    }
+
+    /// Discards the connection explicitly (same as dropping the lease).
+    pub fn discard(self) {}
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            drop(c);
+            self.pool
+                .stats
+                .discarded
+                .set(self.pool.stats.discarded.get() + 1);
+            self.pool.free_slot();
+        }
+    }
+}

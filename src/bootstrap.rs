@@ -1,0 +1,237 @@
+//! What sluice learns from its backends before it accepts clients: the server version string,
+//! capabilities and default collation it will present in its own greeting (so clients detect the
+//! same features as when they talk to the database directly), and the collation table that maps a
+//! client's handshake collation id to `SET NAMES` arguments.
+//!
+//! This runs once, on the main thread, before any executor starts; a blocking socket is the
+//! simplest correct tool here.
+
+use crate::codec::caps::{cap, mariadb_cap};
+use crate::codec::command::{self, ResponseKind};
+use crate::codec::frame::{encode_packet, scan_packet, take_packet, Scan};
+use crate::codec::handshake::Handshake;
+use crate::codec::login::{Login, LoginParams, LoginStep, BASE_CAPABILITIES};
+use crate::codec::packets::ErrPacket;
+use crate::codec::response::{ResponseTracker, Role};
+use crate::codec::wire::Reader;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// A collation the server knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collation {
+    pub charset: String,
+    pub name: String,
+}
+
+/// The server identity sluice presents to clients.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: Vec<u8>,
+    pub capabilities: u32,
+    pub mariadb_capabilities: u32,
+    pub collation: u8,
+    pub collations: HashMap<u16, Collation>,
+    /// Where this came from ("127.0.0.1:3306", or "defaults" when no backend answered).
+    pub source: String,
+}
+
+/// The collation sluice's own backend connections use: utf8mb4_general_ci, which every MySQL 5.5+
+/// and MariaDB server has.
+pub const BACKEND_COLLATION: u8 = 45;
+
+impl ServerInfo {
+    /// What sluice presents when no backend answered at start.
+    pub fn fallback() -> ServerInfo {
+        let mut collations = HashMap::new();
+        for (id, cs, name) in [
+            (8u16, "latin1", "latin1_swedish_ci"),
+            (33, "utf8mb3", "utf8mb3_general_ci"),
+            (45, "utf8mb4", "utf8mb4_general_ci"),
+            (46, "utf8mb4", "utf8mb4_bin"),
+            (63, "binary", "binary"),
+            (224, "utf8mb4", "utf8mb4_unicode_ci"),
+            (255, "utf8mb4", "utf8mb4_0900_ai_ci"),
+        ] {
+            collations.insert(
+                id,
+                Collation {
+                    charset: cs.into(),
+                    name: name.into(),
+                },
+            );
+        }
+        ServerInfo {
+            version: b"5.5.5-10.11.0-MariaDB-sluice".to_vec(),
+            capabilities: cap::PROXYABLE & !cap::LONG_PASSWORD,
+            mariadb_capabilities: 0,
+            collation: BACKEND_COLLATION,
+            collations,
+            source: "defaults".into(),
+        }
+    }
+
+    /// Capabilities sluice offers clients: the backend's, minus what sluice does not proxy.
+    pub fn client_capabilities(&self) -> u32 {
+        (self.capabilities & cap::PROXYABLE)
+            | cap::PROTOCOL_41
+            | cap::SECURE_CONNECTION
+            | cap::PLUGIN_AUTH
+    }
+
+    /// MariaDB extended capabilities sluice offers: none of the ones that change packet formats
+    /// (progress reports, bulk execution, extended or cached metadata).
+    pub fn client_mariadb_capabilities(&self) -> u32 {
+        self.mariadb_capabilities
+            & !(mariadb_cap::PROGRESS
+                | mariadb_cap::COM_MULTI
+                | mariadb_cap::STMT_BULK_OPERATIONS
+                | mariadb_cap::EXTENDED_METADATA
+                | mariadb_cap::CACHE_METADATA)
+    }
+}
+
+struct Blocking {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Blocking {
+    fn read_packet(&mut self) -> Result<(u8, Vec<u8>), String> {
+        loop {
+            match scan_packet(&self.buf, 1 << 30).map_err(|e| e.to_string())? {
+                Scan::Complete(span) => {
+                    let p = take_packet(&mut self.buf, span);
+                    return Ok((span.last_seq, p.to_vec()));
+                }
+                Scan::Incomplete { need } => {
+                    let mut chunk = vec![0u8; need.max(4096)];
+                    let n = self.s.read(&mut chunk).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("connection closed by server".into());
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+
+    fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), String> {
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        encode_packet(&mut out, seq, payload);
+        self.s.write_all(&out).map_err(|e| e.to_string())
+    }
+
+    /// Runs a query and returns its text rows (NULL as None).
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut p = Vec::new();
+        command::encode_query(&mut p, sql.as_bytes());
+        self.write_packet(0, &p)?;
+        let mut t = ResponseTracker::new(ResponseKind::Query, false);
+        let mut rows = Vec::new();
+        while !t.is_done() {
+            let (_, p) = self.read_packet()?;
+            match t.on_packet(p.len(), &p).map_err(|e| e.to_string())? {
+                Role::Err => {
+                    let e = ErrPacket::decode(&p).map_err(|e| e.to_string())?;
+                    return Err(format!(
+                        "{}: {}",
+                        e.code,
+                        String::from_utf8_lossy(e.message)
+                    ));
+                }
+                Role::Row { .. } => {
+                    let mut r = Reader::new(&p);
+                    let mut row = Vec::new();
+                    while !r.is_empty() {
+                        if r.peek_u8() == Some(0xFB) {
+                            r.skip(1, "NULL").map_err(|e| e.to_string())?;
+                            row.push(None);
+                        } else {
+                            let v = r.lenenc_bytes("column").map_err(|e| e.to_string())?;
+                            row.push(Some(String::from_utf8_lossy(v).into_owned()));
+                        }
+                    }
+                    rows.push(row);
+                }
+                _ => {}
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Connects to `address` with the given credentials and learns the server's identity.
+pub fn probe(
+    address: &str,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<ServerInfo, String> {
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address} resolves to no address"))?;
+    let s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut c = Blocking {
+        s,
+        buf: BytesMut::new(),
+    };
+    let (seq, g) = c.read_packet()?;
+    let greeting = Handshake::decode(&g).map_err(|e| format!("greeting from {address}: {e}"))?;
+    let mut login = Login::new(LoginParams {
+        user: user.as_bytes().to_vec(),
+        password: password.as_bytes().to_vec(),
+        collation: BACKEND_COLLATION,
+        capabilities: BASE_CAPABILITIES,
+        ..LoginParams::default()
+    });
+    let resp = login.respond(&greeting).map_err(|e| e.to_string())?;
+    let mut seq = seq.wrapping_add(1);
+    c.write_packet(seq, &resp)?;
+    loop {
+        let (s, p) = c.read_packet()?;
+        seq = s.wrapping_add(1);
+        match login
+            .on_packet(&p)
+            .map_err(|e| format!("login to {address} as {user}: {e}"))?
+        {
+            LoginStep::Done { .. } => break,
+            LoginStep::Send(v) if v.is_empty() => {}
+            LoginStep::Send(v) => c.write_packet(seq, &v)?,
+        }
+    }
+    let mut collations = HashMap::new();
+    for row in
+        c.query("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")?
+    {
+        if let [Some(id), Some(cs), Some(name)] = &row[..] {
+            if let Ok(id) = id.parse::<u16>() {
+                collations.insert(
+                    id,
+                    Collation {
+                        charset: cs.clone(),
+                        name: name.clone(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(ServerInfo {
+        version: greeting.server_version,
+        capabilities: greeting.capabilities,
+        mariadb_capabilities: greeting.mariadb_capabilities,
+        collation: greeting.collation,
+        collations,
+        source: address.to_string(),
+    })
+}

@@ -1,0 +1,540 @@
+//! Configuration: the TOML model, CLI overrides, and validation of the whole file before anything
+//! is applied. Every error names the key, the value and why it was refused.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// How long a client keeps a backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// For the whole client session.
+    Session,
+    /// For one transaction (or one statement outside a transaction).
+    Transaction,
+    /// For one statement; inside a transaction, as `transaction`.
+    Statement,
+}
+
+impl fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing address (restart to change).
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Shards (executor threads, one per core); 0 = one per available core.
+    #[serde(default)]
+    pub shards: usize,
+    /// Listen backlog of each shard's SO_REUSEPORT socket.
+    #[serde(default = "defaults::listen_backlog")]
+    pub listen_backlog: u32,
+    #[serde(default = "defaults::log_format")]
+    pub log_format: LogFormat,
+    /// A tracing filter: "info", "sluice=debug", …
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// Largest packet (command or response) sluice accepts from a client, in bytes.
+    #[serde(default = "defaults::max_packet_size")]
+    pub max_packet_size: usize,
+    /// Time a client has to complete the handshake and authentication.
+    #[serde(default = "defaults::handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Delay before every failed-login answer (same for unknown users and wrong passwords).
+    #[serde(default = "defaults::auth_failure_delay_ms")]
+    pub auth_failure_delay_ms: u64,
+    /// How long a client may take to send the rest of a packet it started (like MySQL's
+    /// net_read_timeout).
+    #[serde(default = "defaults::net_read_timeout_ms")]
+    pub net_read_timeout_ms: u64,
+    /// How long a client may leave its socket full while sluice sends it a result (like MySQL's
+    /// net_write_timeout).
+    #[serde(default = "defaults::net_write_timeout_ms")]
+    pub net_write_timeout_ms: u64,
+    /// On SIGTERM/SIGINT: how long commands in flight may take to finish.
+    #[serde(default = "defaults::shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(default = "defaults::pool_mode")]
+    pub mode: PoolMode,
+    /// Upstream connections per backend and user, across all shards.
+    #[serde(default = "defaults::pool_size")]
+    pub size: usize,
+    /// How long a command waits for a backend connection before it gets an error.
+    #[serde(default = "defaults::queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Timeout for opening and authenticating a backend connection.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Idle backend connections are closed after this long unused.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Backend connections are recycled after this age (when idle).
+    #[serde(default = "defaults::max_lifetime_ms")]
+    pub max_lifetime_ms: u64,
+    /// Idle backend connections unused this long are pinged before reuse.
+    #[serde(default = "defaults::health_check_interval_ms")]
+    pub health_check_interval_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults deserialize")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// host:port of a MySQL or MariaDB server.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name clients log in with.
+    pub name: String,
+    /// A hash from `sluice hash-password` ("*HEX…" or "sha2:HEX…"), or a plaintext password
+    /// (development only: sluice warns).
+    pub password: String,
+    /// The plugin clients authenticate with: "mysql_native_password" or "caching_sha2_password".
+    /// Default: what the password hash allows, mysql_native_password for plaintext.
+    #[serde(default)]
+    pub auth_plugin: Option<String>,
+    /// Credentials sluice uses for this user's backend connections.
+    pub backend_user: String,
+    #[serde(default)]
+    pub backend_password: String,
+    /// Overrides `pool.mode` for this user.
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+}
+
+mod defaults {
+    use super::{LogFormat, PoolMode};
+    pub fn listen() -> String {
+        "127.0.0.1:6033".into()
+    }
+    pub fn listen_backlog() -> u32 {
+        4096
+    }
+    pub fn log_format() -> LogFormat {
+        LogFormat::Human
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn max_packet_size() -> usize {
+        64 << 20
+    }
+    pub fn handshake_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn auth_failure_delay_ms() -> u64 {
+        100
+    }
+    pub fn net_read_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn net_write_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn shutdown_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn pool_mode() -> PoolMode {
+        PoolMode::Session
+    }
+    pub fn pool_size() -> usize {
+        64
+    }
+    pub fn queue_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        600_000
+    }
+    pub fn max_lifetime_ms() -> u64 {
+        3_600_000
+    }
+    pub fn health_check_interval_ms() -> u64 {
+        30_000
+    }
+}
+
+/// One problem found in a configuration: where, what and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub why: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.key, self.why)
+        } else {
+            write!(f, "{} = {}: {}", self.key, self.value, self.why)
+        }
+    }
+}
+
+/// Every problem in a configuration (validation does not stop at the first).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Overrides from the command line, applied before validation.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub backends: Vec<String>,
+    pub shards: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Parses TOML text (syntax and unknown keys are reported by the TOML layer).
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default();
+            ConfigErrors(vec![ConfigError {
+                key: "<file>".into(),
+                value: String::new(),
+                why: format!("{}{span}", e.message()),
+            }])
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: "<file>".into(),
+                value: path.display().to_string(),
+                why: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&text)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(l) = &o.listen {
+            self.listen = l.clone();
+        }
+        if !o.backends.is_empty() {
+            self.backends = o
+                .backends
+                .iter()
+                .map(|a| BackendConfig { address: a.clone() })
+                .collect();
+        }
+        if let Some(s) = o.shards {
+            self.shards = s;
+        }
+        if let Some(f) = o.log_format {
+            self.log_format = f;
+        }
+        if let Some(l) = &o.log_level {
+            self.log_level = l.clone();
+        }
+    }
+
+    /// Checks the whole configuration and reports every problem found.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut err = |key: &str, value: &dyn fmt::Display, why: &str| {
+            errs.push(ConfigError {
+                key: key.into(),
+                value: value.to_string(),
+                why: why.into(),
+            })
+        };
+        if self.listen.parse::<SocketAddr>().is_err() {
+            err(
+                "listen",
+                &format!("{:?}", self.listen),
+                "not an IP:port address",
+            );
+        }
+        if self.shards > 1024 {
+            err("shards", &self.shards, "more than 1024 shards");
+        }
+        if self.listen_backlog == 0 {
+            err("listen_backlog", &0, "must be at least 1");
+        }
+        if self.max_packet_size < 1024 || self.max_packet_size > 1 << 30 {
+            err(
+                "max_packet_size",
+                &self.max_packet_size,
+                "must be between 1024 and 1073741824 bytes",
+            );
+        }
+        for (key, v) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("net_read_timeout_ms", self.net_read_timeout_ms),
+            ("net_write_timeout_ms", self.net_write_timeout_ms),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms),
+        ] {
+            if v == 0 {
+                err(key, &0, "must be positive");
+            }
+        }
+        if self.auth_failure_delay_ms > 60_000 {
+            err(
+                "auth_failure_delay_ms",
+                &self.auth_failure_delay_ms,
+                "longer than a minute",
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            err(
+                "log_level",
+                &format!("{:?}", self.log_level),
+                &format!("not a log filter: {e}"),
+            );
+        }
+        let p = &self.pool;
+        if p.size == 0 {
+            err("pool.size", &0, "must be at least 1");
+        }
+        if p.size > 100_000 {
+            err(
+                "pool.size",
+                &p.size,
+                "more than 100000 upstream connections",
+            );
+        }
+        for (key, v) in [
+            ("pool.queue_timeout_ms", p.queue_timeout_ms),
+            ("pool.connect_timeout_ms", p.connect_timeout_ms),
+            ("pool.idle_timeout_ms", p.idle_timeout_ms),
+            ("pool.max_lifetime_ms", p.max_lifetime_ms),
+            ("pool.health_check_interval_ms", p.health_check_interval_ms),
+        ] {
+            if v == 0 {
+                err(key, &0, "must be positive");
+            }
+        }
+        if self.backends.is_empty() {
+            err(
+                "backends",
+                &"[]",
+                "at least one [[backends]] entry is needed",
+            );
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if let Err(why) = check_host_port(&b.address) {
+                err(
+                    &format!("backends[{i}].address"),
+                    &format!("{:?}", b.address),
+                    &why,
+                );
+            }
+        }
+        if self.users.is_empty() {
+            err("users", &"[]", "at least one [[users]] entry is needed");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let k = |f: &str| format!("users[{i}].{f}");
+            if u.name.is_empty() || u.name.len() > 80 || u.name.contains('\0') {
+                err(
+                    &k("name"),
+                    &format!("{:?}", u.name),
+                    "must be 1 to 80 characters, no NUL",
+                );
+            } else if !names.insert(u.name.as_str()) {
+                err(&k("name"), &format!("{:?}", u.name), "duplicate user name");
+            }
+            if u.backend_user.is_empty() {
+                err(&k("backend_user"), &"\"\"", "must not be empty");
+            }
+            if let Err(why) = crate::auth::Credential::parse(&u.password, u.auth_plugin.as_deref())
+            {
+                let shown = if crate::auth::looks_like_hash(&u.password) {
+                    format!("{:?}", u.password)
+                } else {
+                    "\"…\"".into()
+                };
+                let key = if why.contains("auth_plugin") {
+                    k("auth_plugin")
+                } else {
+                    k("password")
+                };
+                err(&key, &shown, &why);
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+
+    /// Shards to run: the configured number, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("expected host:port".into());
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("port {port:?} is not a number from 1 to 65535")),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        listen = "127.0.0.1:6033"
+        shards = 0
+        [pool]
+        mode = "session"
+        size = 64
+        queue_timeout_ms = 5000
+        [[backends]]
+        address = "127.0.0.1:3306"
+        [[users]]
+        name = "app"
+        password = "app"
+        backend_user = "app"
+        backend_password = "app"
+    "#;
+
+    #[test]
+    fn the_documented_minimal_shape_is_valid() {
+        let c = Config::parse(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pool.mode, PoolMode::Session);
+        assert_eq!(c.pool.size, 64);
+        assert_eq!(c.backends[0].address, "127.0.0.1:3306");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../config/sluice.example.toml");
+        Config::parse(text).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = Config::parse("lisen = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_value_and_reason() {
+        let text = r#"
+            listen = "nowhere"
+            [pool]
+            size = 0
+            [[backends]]
+            address = "db:99999"
+            [[users]]
+            name = "app"
+            password = "*ZZZ"
+            backend_user = ""
+        "#;
+        let errs = Config::parse(text).unwrap().validate().unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "pool.size",
+                "backends[0].address",
+                "users[0].backend_user",
+                "users[0].password"
+            ]
+        );
+        let msg = errs.to_string();
+        assert!(
+            msg.contains("listen = \"nowhere\": not an IP:port address"),
+            "{msg}"
+        );
+        assert!(msg.contains("port \"99999\""), "{msg}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::parse(MINIMAL).unwrap();
+        c.apply(&Overrides {
+            listen: Some("0.0.0.0:7000".into()),
+            backends: vec!["10.0.0.1:3306".into(), "10.0.0.2:3306".into()],
+            shards: Some(3),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7000");
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.shard_count(), 3);
+    }
+}

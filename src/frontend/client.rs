@@ -1,0 +1,214 @@
+//! I/O on a client socket while its session is active: plain non-blocking `recv`/`send` on the
+//! raw fd, readiness from the shard's poller (never glommio's ring), and buffers borrowed from
+//! the shard's pool for exactly as long as the session is active.
+
+use crate::buf::ReadBuf;
+use crate::codec::frame::{encode_packet, scan_packet, take_packet, Scan};
+use crate::error::{Error, Result};
+use crate::net;
+use crate::shard::poller::{BROKEN, READABLE, WRITABLE};
+use crate::shard::table::{ActiveCtl, Token};
+use crate::shard::Shard;
+use bytes::{Bytes, BytesMut};
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+pub struct ClientIo {
+    pub fd: RawFd,
+    pub token: Token,
+    pub ctl: Rc<ActiveCtl>,
+    pub rbuf: ReadBuf,
+    pub wbuf: Vec<u8>,
+    shard: Rc<Shard>,
+}
+
+/// What reading the next command found.
+pub enum Next {
+    /// A whole packet: its sequence id and payload.
+    Packet(u8, Bytes),
+    /// No bytes at all are waiting: the session can park.
+    Idle,
+    /// The client closed the connection cleanly between commands.
+    Closed,
+}
+
+impl ClientIo {
+    pub fn new(shard: Rc<Shard>, fd: RawFd, token: Token, ctl: Rc<ActiveCtl>) -> ClientIo {
+        ClientIo {
+            fd,
+            token,
+            ctl,
+            rbuf: shard.bufs.read_buf(),
+            wbuf: shard.bufs.write_buf(),
+            shard,
+        }
+    }
+
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+
+    /// Waits (up to `timeout`) until the poller reports `interest` (or an error) on the socket.
+    pub async fn wait(
+        &self,
+        interest: u32,
+        timeout: Option<Duration>,
+        what: &'static str,
+    ) -> Result<()> {
+        self.ctl.ready.set(0);
+        self.shard
+            .poller
+            .rearm(self.fd, self.token.to_u64(), interest)
+            .map_err(Error::ClientGone)?;
+        let ctl = self.ctl.clone();
+        let ready = poll_fn(move |cx| {
+            let r = ctl.ready.get();
+            if r & (interest | BROKEN) != 0 || ctl.interrupted() {
+                ctl.ready.set(0);
+                return Poll::Ready(());
+            }
+            ctl.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        });
+        match timeout {
+            None => ready.await,
+            Some(t) => glommio::timer::timeout(t, async {
+                ready.await;
+                Ok(())
+            })
+            .await
+            .map_err(|_| Error::ClientTimeout { what })?,
+        }
+        self.ctl.check()
+    }
+
+    /// Non-blocking read of whatever is available. `Ok(None)`: nothing now; `Ok(Some(0))`: EOF.
+    pub fn try_fill(&mut self) -> Result<Option<usize>> {
+        let spare = self.rbuf.spare(4096);
+        match net::recv(self.fd, spare) {
+            Ok(n) => {
+                self.rbuf.commit(n);
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(Error::ClientGone(e)),
+        }
+    }
+
+    /// Reads at least one more byte, waiting up to `timeout`. EOF is an error here (the client
+    /// left in the middle of something).
+    pub async fn fill(&mut self, timeout: Option<Duration>, what: &'static str) -> Result<()> {
+        loop {
+            match self.try_fill()? {
+                Some(0) => {
+                    return Err(Error::ClientGone(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client closed the connection",
+                    )))
+                }
+                Some(_) => return Ok(()),
+                None => self.wait(READABLE, timeout, what).await?,
+            }
+        }
+    }
+
+    /// The next whole packet, reading without waiting when nothing has arrived yet.
+    /// `max` bounds the payload: larger packets are refused from their headers.
+    pub async fn next_packet(&mut self, max: usize, timeout: Option<Duration>) -> Result<Next> {
+        loop {
+            match scan_packet(self.rbuf.data(), max) {
+                Err(e) if e.kind == crate::codec::CodecErrorKind::TooLarge => {
+                    return Err(Error::PacketTooLarge { limit: max })
+                }
+                Err(e) => return Err(Error::ClientProtocol(e)),
+                Ok(Scan::Complete(span)) => {
+                    let mut tmp = BytesMut::from(&self.rbuf.data()[..span.wire_len]);
+                    self.rbuf.consume(span.wire_len);
+                    return Ok(Next::Packet(span.last_seq, take_packet(&mut tmp, span)));
+                }
+                Ok(Scan::Incomplete { .. }) => {}
+            }
+            let had = self.rbuf.len();
+            match self.try_fill()? {
+                Some(0) if had == 0 => return Ok(Next::Closed),
+                Some(0) => {
+                    return Err(Error::ClientGone(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client closed the connection in the middle of a packet",
+                    )))
+                }
+                Some(_) => {}
+                None if had == 0 => return Ok(Next::Idle),
+                None => {
+                    self.wait(READABLE, timeout, "reading communication packets")
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Like [`next_packet`](Self::next_packet) but waits for the packet (handshake phase).
+    pub async fn read_packet(
+        &mut self,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(u8, Bytes)> {
+        loop {
+            match self.next_packet(max, timeout).await? {
+                Next::Packet(seq, p) => return Ok((seq, p)),
+                Next::Closed => {
+                    return Err(Error::ClientGone(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client closed the connection",
+                    )))
+                }
+                Next::Idle => {
+                    self.wait(READABLE, timeout, "reading communication packets")
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Queues a packet (split into frames as needed); returns the next sequence id.
+    pub fn queue(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        encode_packet(&mut self.wbuf, seq, payload)
+    }
+
+    /// Writes everything queued, waiting for the socket to drain up to `timeout` per stall.
+    pub async fn flush(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let mut off = 0;
+        while off < self.wbuf.len() {
+            match net::send(self.fd, &self.wbuf[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(WRITABLE, timeout, "writing communication packets")
+                        .await?
+                }
+                Err(e) => {
+                    self.wbuf.clear();
+                    return Err(Error::ClientGone(e));
+                }
+            }
+        }
+        self.wbuf.clear();
+        Ok(())
+    }
+}
+
+impl Drop for ClientIo {
+    fn drop(&mut self) {
+        let r = std::mem::take(&mut self.rbuf);
+        let w = std::mem::take(&mut self.wbuf);
+        if r.capacity() > 0 {
+            self.shard.bufs.give_read(r);
+        }
+        if w.capacity() > 0 {
+            self.shard.bufs.give_write(w);
+        }
+    }
+}

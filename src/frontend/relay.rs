@@ -1,0 +1,482 @@
+//! Relaying one command: send it to the backend, then stream the response to the client.
+//!
+//! Rows and column definitions pass through as opaque frames (a frame larger than the buffer is
+//! forwarded piece by piece as it arrives); only OK/ERR/EOF packets are decoded. Backend
+//! connections always use CLIENT_DEPRECATE_EOF and CLIENT_SESSION_TRACK, so the relay
+//! translates for clients that did not ask for them: it inserts the classic EOF packets (shifting
+//! every later sequence id by one), turns OK terminators into EOFs, and removes session-tracking
+//! payloads. Everything the server reported along the way is collected in [`Observed`].
+
+use super::client::ClientIo;
+use crate::backend::conn::{BackendConn, BackendError};
+use crate::codec::caps::{cap, status};
+use crate::codec::command::ResponseKind;
+use crate::codec::frame::{put_header, FrameHeader, HEADER_LEN, MAX_FRAME};
+use crate::codec::packets::{EofPacket, OkPacket, SessionChange, OK};
+use crate::codec::response::{ResponseTracker, Role};
+use crate::error::{Error, Reply};
+use crate::session::state::Settings;
+use std::time::Duration;
+
+/// What the server reported while answering one command.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Status flags of the last OK/EOF.
+    pub status: Option<u16>,
+    /// The client's settings after the command, when the server reported a change.
+    pub settings: Option<Settings>,
+    /// A "state changed" tracker item (user variables, temporary tables, PREPARE, …).
+    pub state_changed: bool,
+    /// The last transaction-state tracker value ("T_______", "_______L", …).
+    pub trx_state: Option<Vec<u8>>,
+    /// The last transaction-characteristics tracker value ("" when none are pending).
+    pub trx_characteristics: Option<Vec<u8>>,
+    /// character_set_connection was reported (MariaDB does not always report the collation).
+    pub charset_changed: bool,
+    /// Affected rows and last insert id of the last OK.
+    pub last_ok: Option<(u64, u64)>,
+    /// The response ended with an ERR (its code).
+    pub error: Option<u16>,
+    /// A result set was sent (for FOUND_ROWS/ROW_COUNT bookkeeping).
+    pub result_set: bool,
+    /// COM_STMT_PREPARE: the server's statement id, columns and parameters.
+    pub prepared: Option<(u32, u16, u16)>,
+    /// A cursor was opened (COM_STMT_EXECUTE with a cursor flag).
+    pub cursor_opened: bool,
+}
+
+/// How relaying failed.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    /// The client was already told (an ERR was sent in place of the rest of the response).
+    pub told_client: bool,
+    /// An ERR may still be sent: the client is at a packet boundary, at this sequence id.
+    pub next_seq: Option<u8>,
+}
+
+/// Timeouts and limits for one relay.
+pub struct RelayCtx<'a> {
+    pub client_caps: u32,
+    pub settings: &'a Settings,
+    pub client_timeout: Option<Duration>,
+    /// Sequence id of the first response packet (the number of frames in the command).
+    pub first_seq: u8,
+    pub backend_name: &'a str,
+}
+
+const FLUSH_AT: usize = 64 << 10;
+
+struct Relay<'a, 'b> {
+    io: &'a mut ClientIo,
+    be: &'a mut BackendConn,
+    ctx: &'a RelayCtx<'b>,
+    classic: bool,
+    strip: bool,
+    /// Client sequence id minus backend sequence id.
+    shift: u8,
+    /// Next sequence id the client expects.
+    next_client_seq: u8,
+    /// Part of a frame has been sent to the client: no packet may be inserted now.
+    mid_frame: bool,
+    obs: Observed,
+    working: Option<Settings>,
+}
+
+fn lost(be_name: &str, e: BackendError) -> Error {
+    Error::BackendLost {
+        backend: be_name.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl Relay<'_, '_> {
+    async fn ensure(&mut self, n: usize) -> Result<(), Error> {
+        while self.be.rbuf.len() < n {
+            self.be
+                .fill()
+                .await
+                .map_err(|e| lost(self.ctx.backend_name, e))?;
+        }
+        Ok(())
+    }
+
+    async fn maybe_flush(&mut self) -> Result<(), Error> {
+        if self.io.wbuf.len() >= FLUSH_AT {
+            self.io.flush(self.ctx.client_timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a packet of sluice's own making at the next client sequence id.
+    fn insert(&mut self, payload: &[u8]) {
+        let seq = self.next_client_seq;
+        self.next_client_seq = self.io.queue(seq, payload);
+        self.shift = self.shift.wrapping_add(1);
+    }
+
+    /// Queues a whole backend packet (already buffered) unchanged except for its sequence id.
+    fn forward_whole(&mut self, h: FrameHeader) {
+        let seq = h.seq.wrapping_add(self.shift);
+        put_header(&mut self.io.wbuf, h.len, seq);
+        self.io
+            .wbuf
+            .extend_from_slice(&self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len]);
+        self.be.rbuf.consume(HEADER_LEN + h.len);
+        self.next_client_seq = seq.wrapping_add(1);
+    }
+
+    /// Queues a replacement for the current backend packet (which is consumed).
+    fn replace(&mut self, h: FrameHeader, payload: &[u8]) {
+        let seq = h.seq.wrapping_add(self.shift);
+        put_header(&mut self.io.wbuf, payload.len(), seq);
+        self.io.wbuf.extend_from_slice(payload);
+        self.be.rbuf.consume(HEADER_LEN + h.len);
+        self.next_client_seq = seq.wrapping_add(1);
+    }
+
+    /// Streams a frame to the client as its bytes arrive.
+    async fn forward_stream(&mut self, h: FrameHeader) -> Result<(), Error> {
+        let seq = h.seq.wrapping_add(self.shift);
+        put_header(&mut self.io.wbuf, h.len, seq);
+        self.next_client_seq = seq.wrapping_add(1);
+        self.be.rbuf.consume(HEADER_LEN);
+        let mut left = h.len;
+        self.mid_frame = left > 0;
+        while left > 0 {
+            if self.be.rbuf.is_empty() {
+                self.be
+                    .fill()
+                    .await
+                    .map_err(|e| lost(self.ctx.backend_name, e))?;
+            }
+            let n = left.min(self.be.rbuf.len());
+            self.io.wbuf.extend_from_slice(&self.be.rbuf.data()[..n]);
+            self.be.rbuf.consume(n);
+            left -= n;
+            self.maybe_flush().await?;
+        }
+        self.mid_frame = false;
+        Ok(())
+    }
+
+    fn observe_ok(&mut self, payload: &[u8]) -> Result<OkPacket<'static>, Error> {
+        let ok = OkPacket::decode(payload, self.be.caps).map_err(|e| {
+            lost(
+                self.ctx.backend_name,
+                BackendError::Broken(format!("OK packet: {e}")),
+            )
+        })?;
+        self.obs.status = Some(ok.status);
+        self.be.status = ok.status;
+        if payload[0] == OK {
+            self.obs.last_ok = Some((ok.affected_rows, ok.last_insert_id));
+        }
+        if !ok.session_state.is_empty() {
+            let mut changes = Vec::new();
+            for c in ok.session_changes() {
+                let c = c.map_err(|e| {
+                    lost(
+                        self.ctx.backend_name,
+                        BackendError::Broken(format!("session state: {e}")),
+                    )
+                })?;
+                match c {
+                    SessionChange::StateChange(true) => self.obs.state_changed = true,
+                    SessionChange::TransactionState(s) => self.obs.trx_state = Some(s.to_vec()),
+                    SessionChange::TransactionCharacteristics(s) => {
+                        self.obs.trx_characteristics = Some(s.to_vec())
+                    }
+                    SessionChange::SystemVariable {
+                        name: b"character_set_connection",
+                        ..
+                    } => self.obs.charset_changed = true,
+                    _ => {}
+                }
+                changes.push(c);
+            }
+            let working = self
+                .working
+                .get_or_insert_with(|| self.ctx.settings.clone());
+            working.apply(changes);
+        }
+        // Only the status and counters are needed past this point.
+        Ok(OkPacket {
+            affected_rows: ok.affected_rows,
+            last_insert_id: ok.last_insert_id,
+            status: ok.status,
+            warnings: ok.warnings,
+            info: &[],
+            session_state: &[],
+        })
+    }
+
+    /// Sends an OK-shaped packet (header `OK`, or `EOF` for a terminator) on to a client that
+    /// uses the same format, removing session-tracking data for clients that did not ask for it.
+    fn emit_ok(&mut self, h: FrameHeader) -> Result<(), Error> {
+        if !self.strip {
+            self.forward_whole(h);
+            return Ok(());
+        }
+        let payload = &self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len];
+        let ok = OkPacket::decode(payload, self.be.caps).map_err(|e| {
+            lost(
+                self.ctx.backend_name,
+                BackendError::Broken(format!("OK packet: {e}")),
+            )
+        })?;
+        let mut out = Vec::with_capacity(16 + ok.info.len());
+        ok.encode(&mut out, payload[0], self.ctx.client_caps);
+        self.replace(h, &out);
+        Ok(())
+    }
+
+    fn eof(warnings: u16, status: u16) -> Vec<u8> {
+        let mut v = Vec::with_capacity(5);
+        EofPacket {
+            warnings,
+            status: status & !status::SESSION_STATE_CHANGED,
+        }
+        .encode(&mut v);
+        v
+    }
+
+    async fn run(&mut self, payload: &[u8], kind: ResponseKind) -> Result<(), Error> {
+        self.be
+            .write_packet(0, payload)
+            .await
+            .map_err(|e| lost(self.ctx.backend_name, e))?;
+        let mut t = ResponseTracker::new(kind, true);
+        let mut continued = false;
+        while !t.is_done() {
+            self.ensure(HEADER_LEN).await?;
+            let h = FrameHeader::parse(self.be.rbuf.data()).expect("header present");
+            if continued {
+                // A later frame of a long packet: opaque.
+                continued = h.len == MAX_FRAME;
+                self.forward_stream(h).await?;
+                continue;
+            }
+            if h.len == 0 {
+                return Err(lost(
+                    self.ctx.backend_name,
+                    BackendError::Broken("empty packet in a response".into()),
+                ));
+            }
+            self.ensure(HEADER_LEN + 1).await?;
+            let first = self.be.rbuf.data()[HEADER_LEN];
+            let whole = t.needs_whole(first, h.len);
+            if whole {
+                self.ensure(HEADER_LEN + h.len).await?;
+            }
+            let avail = (self.be.rbuf.len() - HEADER_LEN).min(h.len);
+            let role = t
+                .on_packet(h.len, &self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + avail])
+                .map_err(|e| {
+                    lost(
+                        self.ctx.backend_name,
+                        BackendError::Broken(format!("response: {e}")),
+                    )
+                })?;
+            continued = h.len == MAX_FRAME;
+            match role {
+                Role::Ok { .. } => {
+                    let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+                    self.observe_ok(&payload)?;
+                    if kind == ResponseKind::SetOption && self.classic {
+                        let st = self.be.status;
+                        self.replace(h, &Self::eof(0, st));
+                    } else {
+                        self.emit_ok(h)?;
+                    }
+                }
+                Role::RowsEnd {
+                    status: st,
+                    warnings,
+                    no_rows,
+                    ..
+                } => {
+                    let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+                    self.observe_ok(&payload)?;
+                    if self.classic {
+                        if no_rows && kind != ResponseKind::FieldList {
+                            let prev = self.be.status;
+                            self.insert(&Self::eof(0, prev));
+                        }
+                        self.replace(h, &Self::eof(warnings, st));
+                    } else {
+                        self.emit_ok(h)?;
+                    }
+                }
+                Role::CursorOpened {
+                    status: st,
+                    warnings,
+                } => {
+                    self.obs.cursor_opened = true;
+                    let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+                    self.observe_ok(&payload)?;
+                    if self.classic {
+                        self.replace(h, &Self::eof(warnings, st));
+                    } else {
+                        self.emit_ok(h)?;
+                    }
+                }
+                Role::Row { first_after_defs } => {
+                    if self.classic && first_after_defs {
+                        let st = self.be.status;
+                        self.insert(&Self::eof(0, st));
+                    }
+                    self.forward_stream(h).await?;
+                }
+                Role::ColumnDef { last } => {
+                    self.forward_stream(h).await?;
+                    if self.classic && last && kind == ResponseKind::Prepare {
+                        let st = self.be.status;
+                        self.insert(&Self::eof(0, st));
+                    }
+                }
+                Role::ColumnCount(_) => {
+                    self.obs.result_set = true;
+                    self.forward_whole(h);
+                }
+                Role::PrepareOk {
+                    statement_id,
+                    columns,
+                    params,
+                    ..
+                } => {
+                    self.obs.prepared = Some((statement_id, columns, params));
+                    self.forward_whole(h);
+                }
+                Role::Err => {
+                    self.obs.error = crate::codec::packets::ErrPacket::decode(
+                        &self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len],
+                    )
+                    .map(|e| e.code)
+                    .ok()
+                    .or(Some(0));
+                    self.forward_whole(h);
+                }
+                Role::LocalInfile => self.local_infile(h, &mut t).await?,
+                Role::DefsEof { .. } | Role::Statistics => self.forward_whole(h),
+            }
+            self.maybe_flush().await?;
+        }
+        if let Some(w) = self.working.take() {
+            if w != *self.ctx.settings {
+                self.obs.settings = Some(w);
+            }
+        }
+        self.io.flush(self.ctx.client_timeout).await
+    }
+
+    /// LOAD DATA LOCAL INFILE: hand the server's request to the client and relay its file, or
+    /// refuse on the client's behalf when it did not enable local files.
+    async fn local_infile(&mut self, h: FrameHeader, t: &mut ResponseTracker) -> Result<(), Error> {
+        if self.ctx.client_caps & cap::LOCAL_FILES == 0 {
+            // An empty file ends the server's request; the client is told the statement is not
+            // allowed, as a server would tell it.
+            let client_seq = h.seq.wrapping_add(self.shift);
+            self.be.rbuf.consume(HEADER_LEN + h.len);
+            self.be
+                .write_packet(h.seq.wrapping_add(1), &[])
+                .await
+                .map_err(|e| lost(self.ctx.backend_name, e))?;
+            t.infile_sent();
+            // Drain the server's answer to the empty file.
+            while !t.is_done() {
+                let (_, p) = self
+                    .be
+                    .read_packet()
+                    .await
+                    .map_err(|e| lost(self.ctx.backend_name, e))?;
+                let _ = t.on_packet(p.len(), &p);
+                if p.first() == Some(&OK) {
+                    if let Ok(ok) = OkPacket::decode(&p, self.be.caps) {
+                        self.be.status = ok.status;
+                    }
+                }
+            }
+            let r = Reply::new(1148, b"42000", "The used command is not allowed with this MariaDB version (the client did not enable LOCAL INFILE)");
+            let mut out = Vec::new();
+            r.encode(&mut out);
+            self.next_client_seq = self.io.queue(client_seq, &out);
+            self.obs.error = Some(1148);
+            return Ok(());
+        }
+        self.forward_whole(h);
+        self.io.flush(self.ctx.client_timeout).await?;
+        // The client's file, frame by frame, until its empty frame.
+        loop {
+            while self.io.rbuf.len() < HEADER_LEN {
+                self.io
+                    .fill(self.ctx.client_timeout, "reading LOCAL INFILE data")
+                    .await?;
+            }
+            let ch = FrameHeader::parse(self.io.rbuf.data()).expect("header present");
+            let mut hdr = Vec::with_capacity(HEADER_LEN);
+            put_header(&mut hdr, ch.len, ch.seq.wrapping_sub(self.shift));
+            self.io.rbuf.consume(HEADER_LEN);
+            self.be
+                .write_all(&hdr)
+                .await
+                .map_err(|e| lost(self.ctx.backend_name, e))?;
+            let mut left = ch.len;
+            while left > 0 {
+                if self.io.rbuf.is_empty() {
+                    self.io
+                        .fill(self.ctx.client_timeout, "reading LOCAL INFILE data")
+                        .await?;
+                }
+                let n = left.min(self.io.rbuf.len());
+                let chunk = self.io.rbuf.data()[..n].to_vec();
+                self.io.rbuf.consume(n);
+                self.be
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|e| lost(self.ctx.backend_name, e))?;
+                left -= n;
+            }
+            if ch.len == 0 {
+                break;
+            }
+        }
+        t.infile_sent();
+        Ok(())
+    }
+}
+
+/// Sends `payload` (a whole command) to the backend and relays the response to the client.
+pub async fn relay(
+    io: &mut ClientIo,
+    be: &mut BackendConn,
+    payload: &[u8],
+    kind: ResponseKind,
+    ctx: &RelayCtx<'_>,
+) -> Result<Observed, Failure> {
+    let classic = ctx.client_caps & cap::DEPRECATE_EOF == 0;
+    let strip = ctx.client_caps & cap::SESSION_TRACK == 0;
+    let mut r = Relay {
+        io,
+        be,
+        ctx,
+        classic,
+        strip,
+        shift: 0,
+        next_client_seq: ctx.first_seq,
+        mid_frame: false,
+        obs: Observed::default(),
+        working: None,
+    };
+    match r.run(payload, kind).await {
+        Ok(()) => Ok(r.obs),
+        Err(error) => {
+            let next_seq = (!r.mid_frame).then_some(r.next_client_seq);
+            Err(Failure {
+                error,
+                told_client: false,
+                next_seq,
+            })
+        }
+    }
+}

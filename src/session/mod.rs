@@ -1,0 +1,4 @@
+//! Pure per-client semantics: the session settings the server reports (schema and system
+//! variables), their replay on another backend, and the reasons a session must stay pinned.
+
+pub mod state;

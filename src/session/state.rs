@@ -1,0 +1,414 @@
+//! Session settings as the server reports them through its session trackers, and the statement
+//! that makes one backend connection's settings equal to a client's.
+//!
+//! A [`Settings`] value is the difference from a fresh backend connection: the current schema and
+//! every system variable that was changed, with the value the server reported. Settings are
+//! immutable and interned per shard, so a million clients with the same settings share one
+//! allocation and comparing a client with a backend is usually a pointer comparison.
+
+use crate::codec::packets::SessionChange;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// The selected schema (`None`: none selected).
+    pub schema: Option<Box<str>>,
+    /// Changed system variables, sorted by name, as the server reported them.
+    pub vars: Vec<(Box<str>, Box<str>)>,
+}
+
+/// Variables sluice itself sets on every backend connection; a client's values for them are not
+/// recorded or replayed.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with("session_track_")
+}
+
+/// The character set variables a fresh backend connection takes from its handshake collation
+/// (not from the global defaults, which `SET x = DEFAULT` would give).
+pub const CHARSET_VARS: [&str; 4] = [
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
+
+/// What a fresh backend connection's charset variables hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshCharset {
+    pub charset: String,
+    pub collation: String,
+}
+
+impl FreshCharset {
+    fn value(&self, name: &str) -> Option<&str> {
+        match name {
+            "collation_connection" => Some(&self.collation),
+            n if CHARSET_VARS.contains(&n) => Some(&self.charset),
+            _ => None,
+        }
+    }
+}
+
+impl Settings {
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+            .map(|i| self.vars[i].1.as_ref())
+    }
+
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        match self.vars.binary_search_by(|(n, _)| n.as_ref().cmp(name)) {
+            Ok(i) => self.vars[i].1 = value.into(),
+            Err(i) => self.vars.insert(i, (name.into(), value.into())),
+        }
+    }
+
+    /// Settings for a client that logged in with a collation other than the backends'.
+    pub fn for_collation(charset: &str, collation: &str, fresh: &FreshCharset) -> Settings {
+        let mut s = Settings::default();
+        if charset != fresh.charset || collation != fresh.collation {
+            for v in CHARSET_VARS {
+                s.set_var(
+                    v,
+                    if v == "collation_connection" {
+                        collation
+                    } else {
+                        charset
+                    },
+                );
+            }
+        }
+        s
+    }
+
+    /// Applies the changes an OK packet reported. Returns `true` if anything changed.
+    pub fn apply<'a>(&mut self, changes: impl IntoIterator<Item = SessionChange<'a>>) -> bool {
+        let mut changed = false;
+        for c in changes {
+            match c {
+                SessionChange::SystemVariable { name, value } => {
+                    let (Ok(name), Ok(value)) =
+                        (std::str::from_utf8(name), std::str::from_utf8(value))
+                    else {
+                        continue;
+                    };
+                    if is_reserved(name) || !is_identifier(name) {
+                        continue;
+                    }
+                    if self.var(name) != Some(value) {
+                        self.set_var(name, value);
+                        changed = true;
+                    }
+                }
+                SessionChange::Schema(s) => {
+                    let s = String::from_utf8_lossy(s);
+                    if self.schema.as_deref() != Some(&*s) {
+                        self.schema = Some(s.into());
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// What must run on a backend connection to give it a client's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// COM_INIT_DB with this schema.
+    pub schema: Option<Box<str>>,
+    /// The backend has a schema and the client has none: only COM_CHANGE_USER clears it.
+    pub clear_schema: bool,
+    /// One `SET @@SESSION.x = …, …` statement.
+    pub set: Option<String>,
+}
+
+impl SyncPlan {
+    pub fn is_empty(&self) -> bool {
+        self.schema.is_none() && !self.clear_schema && self.set.is_none()
+    }
+}
+
+/// Plans the commands that turn a backend's `current` settings into the client's `wanted` ones.
+/// `no_backslash_escapes`: the backend's sql_mode has NO_BACKSLASH_ESCAPES (from its status
+/// flags), which decides how string values are quoted.
+pub fn plan(
+    current: &Settings,
+    wanted: &Settings,
+    fresh: &FreshCharset,
+    no_backslash_escapes: bool,
+) -> SyncPlan {
+    let mut plan = SyncPlan::default();
+    match (&current.schema, &wanted.schema) {
+        (a, Some(b)) if a.as_deref() != Some(b) => plan.schema = Some(b.clone()),
+        (Some(_), None) => plan.clear_schema = true,
+        _ => {}
+    }
+    let mut assignments: Vec<String> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let (cv, wv) = (&current.vars, &wanted.vars);
+    while i < cv.len() || j < wv.len() {
+        let (name, value): (&str, Option<&str>) = match (cv.get(i), wv.get(j)) {
+            (Some(c), Some(w)) if c.0 == w.0 => {
+                i += 1;
+                j += 1;
+                if c.1 == w.1 {
+                    continue;
+                }
+                (&w.0, Some(&w.1))
+            }
+            (Some(c), Some(w)) if c.0 < w.0 => {
+                i += 1;
+                (&c.0, None)
+            }
+            (Some(c), None) => {
+                i += 1;
+                (&c.0, None)
+            }
+            (_, Some(w)) => {
+                j += 1;
+                (&w.0, Some(&w.1))
+            }
+            (None, None) => break,
+        };
+        let rhs = match value.or_else(|| fresh.value(name)) {
+            Some(v) => sql_value(name, v, no_backslash_escapes),
+            None => "DEFAULT".to_string(),
+        };
+        assignments.push(format!("@@SESSION.{name} = {rhs}"));
+    }
+    if !assignments.is_empty() {
+        plan.set = Some(format!("SET {}", assignments.join(", ")));
+    }
+    plan
+}
+
+/// A reported value as SQL: numbers bare (numeric variables refuse quoted values), an empty
+/// character set as NULL, everything else as a quoted string.
+fn sql_value(name: &str, v: &str, no_backslash_escapes: bool) -> String {
+    let numeric = {
+        let d = v.strip_prefix('-').unwrap_or(v);
+        !d.is_empty()
+            && d.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && d.bytes().filter(|&b| b == b'.').count() <= 1
+            && !d.starts_with('.')
+            && !d.ends_with('.')
+    };
+    if numeric {
+        return v.to_string();
+    }
+    if v.is_empty() && name.starts_with("character_set_") {
+        return "NULL".to_string();
+    }
+    quote(v, no_backslash_escapes)
+}
+
+/// Quotes a string literal for the backend's current sql_mode.
+pub fn quote(v: &str, no_backslash_escapes: bool) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' if !no_backslash_escapes => out.push_str("\\\\"),
+            '\0' if !no_backslash_escapes => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// One shard's interned settings: equal settings share one `Rc`.
+#[derive(Default)]
+pub struct Interner {
+    set: RefCell<HashSet<Rc<Settings>>>,
+}
+
+impl Interner {
+    pub fn intern(&self, s: Settings) -> Rc<Settings> {
+        let mut set = self.set.borrow_mut();
+        if let Some(existing) = set.get(&s) {
+            return existing.clone();
+        }
+        let rc = Rc::new(s);
+        set.insert(rc.clone());
+        rc
+    }
+
+    /// Drops entries nobody uses any more.
+    pub fn sweep(&self) {
+        self.set.borrow_mut().retain(|s| Rc::strong_count(s) > 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> FreshCharset {
+        FreshCharset {
+            charset: "utf8mb4".into(),
+            collation: "utf8mb4_general_ci".into(),
+        }
+    }
+
+    fn settings(schema: Option<&str>, vars: &[(&str, &str)]) -> Settings {
+        let mut s = Settings {
+            schema: schema.map(Into::into),
+            vars: vec![],
+        };
+        for (n, v) in vars {
+            s.set_var(n, v);
+        }
+        s
+    }
+
+    #[test]
+    fn equal_settings_need_nothing() {
+        let a = settings(Some("app"), &[("time_zone", "+01:00")]);
+        assert!(plan(&a, &a.clone(), &fresh(), false).is_empty());
+    }
+
+    #[test]
+    fn differences_become_one_statement_with_defaults_for_removed_vars() {
+        let backend = settings(
+            Some("a"),
+            &[
+                ("sql_mode", "ANSI"),
+                ("time_zone", "+01:00"),
+                ("wait_timeout", "5"),
+            ],
+        );
+        let client = settings(
+            Some("b"),
+            &[
+                ("autocommit", "OFF"),
+                ("time_zone", "+02:00"),
+                ("sql_select_limit", "100"),
+            ],
+        );
+        let p = plan(&backend, &client, &fresh(), false);
+        assert_eq!(p.schema.as_deref(), Some("b"));
+        assert_eq!(
+            p.set.as_deref(),
+            Some(
+                "SET @@SESSION.autocommit = 'OFF', @@SESSION.sql_mode = DEFAULT, \
+                 @@SESSION.sql_select_limit = 100, @@SESSION.time_zone = '+02:00', \
+                 @@SESSION.wait_timeout = DEFAULT"
+            )
+        );
+    }
+
+    #[test]
+    fn charset_vars_return_to_the_handshake_charset_not_the_global_default() {
+        let backend = settings(
+            None,
+            &[
+                ("character_set_client", "latin1"),
+                ("collation_connection", "latin1_swedish_ci"),
+            ],
+        );
+        let p = plan(&backend, &Settings::default(), &fresh(), false);
+        assert_eq!(
+            p.set.as_deref(),
+            Some("SET @@SESSION.character_set_client = 'utf8mb4', @@SESSION.collation_connection = 'utf8mb4_general_ci'")
+        );
+        let backend = settings(None, &[("character_set_results", "latin1")]);
+        let client = settings(None, &[("character_set_results", "")]);
+        assert_eq!(
+            plan(&backend, &client, &fresh(), false).set.as_deref(),
+            Some("SET @@SESSION.character_set_results = NULL")
+        );
+    }
+
+    #[test]
+    fn a_schemaless_client_on_a_backend_with_a_schema_needs_a_clear() {
+        let p = plan(
+            &settings(Some("app"), &[]),
+            &Settings::default(),
+            &fresh(),
+            false,
+        );
+        assert!(p.clear_schema);
+        assert!(p.schema.is_none());
+    }
+
+    #[test]
+    fn quoting_follows_the_backend_sql_mode() {
+        assert_eq!(quote(r"a'b\c", false), r"'a''b\\c'");
+        assert_eq!(quote(r"a'b\c", true), r"'a''b\c'");
+        assert_eq!(
+            sql_value("max_statement_time", "0.500000", false),
+            "0.500000"
+        );
+        assert_eq!(sql_value("time_zone", "+01:00", false), "'+01:00'");
+        assert_eq!(sql_value("x", "-5", false), "-5");
+        assert_eq!(sql_value("x", "1.2.3", false), "'1.2.3'");
+        assert_eq!(sql_value("sql_mode", "", false), "''");
+    }
+
+    #[test]
+    fn apply_records_reported_changes_and_skips_reserved_ones() {
+        let mut s = Settings::default();
+        let changed = s.apply([
+            SessionChange::SystemVariable {
+                name: b"time_zone",
+                value: b"+01:00",
+            },
+            SessionChange::SystemVariable {
+                name: b"session_track_system_variables",
+                value: b"",
+            },
+            SessionChange::SystemVariable {
+                name: b"bad name;",
+                value: b"x",
+            },
+            SessionChange::Schema(b"app"),
+            SessionChange::StateChange(true),
+        ]);
+        assert!(changed);
+        assert_eq!(s, settings(Some("app"), &[("time_zone", "+01:00")]));
+        assert!(!s.apply([SessionChange::Schema(b"app")]));
+    }
+
+    #[test]
+    fn for_collation_sets_all_four_charset_vars_only_when_different() {
+        assert_eq!(
+            Settings::for_collation("utf8mb4", "utf8mb4_general_ci", &fresh()),
+            Settings::default()
+        );
+        let s = Settings::for_collation("latin1", "latin1_swedish_ci", &fresh());
+        assert_eq!(s.var("character_set_results"), Some("latin1"));
+        assert_eq!(s.var("collation_connection"), Some("latin1_swedish_ci"));
+        assert_eq!(s.vars.len(), 4);
+    }
+
+    #[test]
+    fn interner_shares_and_sweeps() {
+        let i = Interner::default();
+        let a = i.intern(settings(Some("x"), &[]));
+        let b = i.intern(settings(Some("x"), &[]));
+        assert!(Rc::ptr_eq(&a, &b));
+        drop((a, b));
+        i.sweep();
+        assert!(i.is_empty());
+    }
+}

@@ -1,0 +1,736 @@
+//! A shard: one glommio executor pinned to one core, with its own SO_REUSEPORT listener, its
+//! session table, its slice of every pool and its buffers. Nothing in here is `Send`; other
+//! threads reach a shard only through its [`Mailbox`](poller::Mailbox).
+
+pub mod poller;
+pub mod table;
+
+use crate::backend::conn::{BackendConn, ConnectSpec};
+use crate::backend::pool::Pool;
+use crate::buf::BufPool;
+use crate::error::{Error, Reply};
+use crate::frontend::client::ClientIo;
+use crate::frontend::session::{self, Session, User};
+use crate::net;
+use crate::session::state::{FreshCharset, Interner, Settings};
+use crate::shared::{IdLayout, Shared};
+use poller::{Poller, READABLE};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+use table::{ActiveCtl, KillKind, SlotState, Table, Token};
+use tracing::{debug, info, warn};
+
+/// Token of the shard's listening socket in its poller.
+const LISTENER: u64 = u64::MAX - 1;
+/// How long a verified schema name is trusted without asking a backend again.
+const SCHEMA_TTL: Duration = Duration::from_secs(10);
+
+/// A one-shot reply slot that a shard fills from its own thread and another thread awaits.
+pub struct Reply1<T> {
+    inner: Arc<Mutex<(Option<T>, Option<Waker>)>>,
+}
+
+impl<T> Clone for Reply1<T> {
+    fn clone(&self) -> Self {
+        Reply1 {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> Default for Reply1<T> {
+    fn default() -> Self {
+        Reply1 {
+            inner: Arc::new(Mutex::new((None, None))),
+        }
+    }
+}
+
+impl<T> Reply1<T> {
+    pub fn send(&self, v: T) {
+        let w = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.0 = Some(v);
+            g.1.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    pub async fn recv(&self) -> T {
+        poll_fn(|cx| {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            match g.0.take() {
+                Some(v) => Poll::Ready(v),
+                None => {
+                    g.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Typed messages other threads send a shard.
+pub enum ShardMsg {
+    /// Stop accepting, let commands in flight finish, close everything.
+    Shutdown,
+    /// KILL a session of this shard; the reply says whether it was found and allowed.
+    Kill {
+        conn_id: u32,
+        kind: KillKind,
+        by_user: u32,
+        reply: Reply1<Result<(), Reply>>,
+    },
+    /// Re-check the drain condition (the last session left, or the deadline passed).
+    Wake,
+}
+
+/// Per-shard counters (summed over shards for metrics).
+#[derive(Default)]
+pub struct ShardStats {
+    pub accepted: Cell<u64>,
+    pub commands: Cell<u64>,
+    pub auth_failures: Cell<u64>,
+    pub refused_max_clients: Cell<u64>,
+    pub errors: RefCell<HashMap<&'static str, u64>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub poller: Poller<ShardMsg>,
+    pub table: RefCell<Table<Session>>,
+    pub bufs: BufPool,
+    pub interner: Interner,
+    /// A fresh backend connection's settings (interned, empty).
+    pub fresh: Rc<Settings>,
+    pub fresh_charset: FreshCharset,
+    pub stats: ShardStats,
+    users: HashMap<Vec<u8>, Rc<User>>,
+    /// `pools[user * backends + backend]`.
+    pools: Vec<Rc<Pool>>,
+    listener: RefCell<Option<OwnedFd>>,
+    ids: IdLayout,
+    next_id: Cell<u32>,
+    next_backend: Cell<usize>,
+    draining: Cell<bool>,
+    drain_deadline: Cell<Option<Instant>>,
+    schemas: RefCell<HashMap<(u32, Box<str>), Instant>>,
+}
+
+impl Shard {
+    fn new(
+        shared: Arc<Shared>,
+        id: usize,
+        core: Option<core_affinity::CoreId>,
+    ) -> std::io::Result<Shard> {
+        let poller = Poller::new(&format!("sluice-{id}"), core)?;
+        let interner = Interner::default();
+        let fresh = interner.intern(Settings::default());
+        let fc = shared
+            .server
+            .collations
+            .get(&u16::from(crate::bootstrap::BACKEND_COLLATION))
+            .cloned()
+            .unwrap_or(crate::bootstrap::Collation {
+                charset: "utf8mb4".into(),
+                name: "utf8mb4_general_ci".into(),
+            });
+        let fresh_charset = FreshCharset {
+            charset: fc.charset,
+            collation: fc.name,
+        };
+        let users = shared
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                (
+                    u.name.as_bytes().to_vec(),
+                    Rc::new(User {
+                        index: i as u32,
+                        name: u.name.clone().into(),
+                        credential: u.credential.clone(),
+                        pool_mode: u.pool_mode,
+                    }),
+                )
+            })
+            .collect();
+        let cfg = &shared.config;
+        let mut pools = Vec::new();
+        for (ui, u) in shared.users.iter().enumerate() {
+            for (bi, b) in shared.backends.iter().enumerate() {
+                let spec = ConnectSpec {
+                    backend: bi as u16,
+                    address: b.resolved,
+                    user: u.backend_user.as_bytes().to_vec(),
+                    password: u.backend_password.as_bytes().to_vec(),
+                    profile: 0,
+                    timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
+                };
+                let limit = shared.pool_share(cfg.pool.size, id);
+                let pool = Pool::new(spec, ui as u32, limit, fresh.clone());
+                *pool.stats.wait_hist.borrow_mut() =
+                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
+                pools.push(Rc::new(pool));
+            }
+        }
+        let ids = IdLayout::new(shared.workers, shared.shards);
+        Ok(Shard {
+            id,
+            poller,
+            table: RefCell::new(Table::default()),
+            bufs: BufPool::new(1024),
+            interner,
+            fresh,
+            fresh_charset,
+            stats: ShardStats::default(),
+            users,
+            pools,
+            listener: RefCell::new(None),
+            ids,
+            next_id: Cell::new(0),
+            next_backend: Cell::new(id),
+            draining: Cell::new(false),
+            drain_deadline: Cell::new(None),
+            schemas: RefCell::new(HashMap::new()),
+            shared,
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn user(&self, name: &[u8]) -> Option<Rc<User>> {
+        self.users.get(name).cloned()
+    }
+
+    pub fn pool(&self, user: u32, backend: u16) -> Rc<Pool> {
+        let n = self.shared.backends.len();
+        self.pools[user as usize * n + usize::from(backend)].clone()
+    }
+
+    pub fn pools(&self) -> &[Rc<Pool>] {
+        &self.pools
+    }
+
+    /// The backend a new session will use: round robin over the configured backends.
+    pub fn pick_backend(&self) -> u16 {
+        let n = self.shared.backends.len();
+        let i = self.next_backend.get();
+        self.next_backend.set(i.wrapping_add(1));
+        (i % n) as u16
+    }
+
+    fn next_conn_id(&self) -> u32 {
+        let local_bits = self.ids.local_bits();
+        let max = if local_bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << local_bits) - 1
+        };
+        let mut n = self.next_id.get().wrapping_add(1) & max;
+        if n == 0 {
+            n = 1;
+        }
+        self.next_id.set(n);
+        self.ids.compose(self.shared.worker, self.id as u32, n)
+    }
+
+    /// The settings a client has right after logging in with `collation` and `schema`.
+    pub fn initial_settings(&self, collation: u8, schema: Option<Box<str>>) -> Rc<Settings> {
+        let mut s = match self.shared.server.collations.get(&u16::from(collation)) {
+            Some(c) => Settings::for_collation(&c.charset, &c.name, &self.fresh_charset),
+            None => Settings::default(),
+        };
+        s.schema = schema;
+        self.interner.intern(s)
+    }
+
+    pub fn count_error(&self, e: &Error) {
+        *self.stats.errors.borrow_mut().entry(e.kind()).or_insert(0) += 1;
+    }
+
+    /// Puts an idle session back in the table and re-arms its socket.
+    pub fn park(self: &Rc<Self>, token: Token, sess: Session) {
+        if self.draining.get() {
+            let shard = self.clone();
+            glommio::spawn_local(async move { session::finish(&shard, token, sess).await })
+                .detach();
+            return;
+        }
+        let fd = sess.fd.as_raw_fd();
+        if let Err(sess) = self.table.borrow_mut().park(token, sess) {
+            warn!("park of a session whose slot is not active; closing it");
+            drop(sess);
+            return;
+        }
+        if let Err(e) = self.poller.rearm(fd, token.to_u64(), READABLE) {
+            debug!(error = %e, "re-arming a parked client failed; closing it");
+            if let Some(sess) = self.table.borrow_mut().remove(token) {
+                self.drop_session(sess);
+            }
+        }
+    }
+
+    /// Frees a session's slot (the session itself was consumed by the caller).
+    pub fn remove_session(&self, token: Token) {
+        if let Some(sess) = self.table.borrow_mut().remove(token) {
+            self.drop_session(sess);
+        }
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        if self.draining.get() && self.table.borrow().is_empty() {
+            self.poller.mailbox().post(ShardMsg::Wake);
+        }
+    }
+
+    fn drop_session(&self, sess: Session) {
+        // A parked session with a lease (session mode) is dropped without a reset: the lease
+        // discards its connection.
+        drop(sess);
+    }
+
+    /// Verifies that `user` may use schema `db`, asking a backend unless it did recently.
+    pub async fn check_schema(self: &Rc<Self>, user: u32, db: &str) -> Result<(), Reply> {
+        let key = (user, Box::<str>::from(db));
+        if self
+            .schemas
+            .borrow()
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < SCHEMA_TTL)
+        {
+            return Ok(());
+        }
+        let pool = self.pool(user, self.pick_backend());
+        let deadline =
+            Instant::now() + Duration::from_millis(self.shared.config.pool.queue_timeout_ms);
+        let mut lease = pool.checkout(0, &self.fresh, deadline).await.map_err(|e| {
+            e.reply()
+                .unwrap_or_else(|| Reply::new(9002, b"HY000", "sluice: backend unavailable"))
+        })?;
+        let mut p = vec![crate::codec::command::com::INIT_DB];
+        p.extend_from_slice(db.as_bytes());
+        match lease
+            .conn()
+            .command_ok(&p, crate::codec::command::ResponseKind::OkErr)
+            .await
+        {
+            Ok(_) => {
+                let mut s = (*lease.get().settings).clone();
+                s.schema = Some(db.into());
+                lease.conn().settings = self.interner.intern(s);
+                lease.release();
+                self.schemas.borrow_mut().insert(key, Instant::now());
+                Ok(())
+            }
+            Err(crate::backend::conn::BackendError::Server {
+                code,
+                sql_state,
+                message,
+            }) => {
+                lease.release();
+                Err(Reply::new(code, &sql_state, message))
+            }
+            Err(e) => Err(Reply::new(
+                9002,
+                b"HY000",
+                format!("sluice: backend unavailable: {e}"),
+            )),
+        }
+    }
+
+    /// KILL [QUERY] `conn_id`, on whichever shard it lives.
+    pub async fn kill(
+        self: &Rc<Self>,
+        conn_id: u32,
+        kind: KillKind,
+        by_user: u32,
+    ) -> Result<(), Error> {
+        let (worker, shard) = self.ids.locate(conn_id);
+        let r = if worker != self.shared.worker || shard as usize >= self.shared.shards {
+            Err(no_such_thread(conn_id))
+        } else if shard as usize == self.id {
+            self.kill_local(conn_id, kind, by_user).await
+        } else {
+            let reply = Reply1::default();
+            let Some(mb) = self
+                .shared
+                .mailboxes
+                .get()
+                .and_then(|m| m.get(shard as usize))
+            else {
+                return Err(Error::Refused(no_such_thread(conn_id)));
+            };
+            mb.post(ShardMsg::Kill {
+                conn_id,
+                kind,
+                by_user,
+                reply: reply.clone(),
+            });
+            reply.recv().await
+        };
+        r.map_err(Error::Refused)
+    }
+
+    async fn kill_local(
+        self: &Rc<Self>,
+        conn_id: u32,
+        kind: KillKind,
+        by_user: u32,
+    ) -> Result<(), Reply> {
+        let token = self
+            .table
+            .borrow()
+            .find_conn(conn_id)
+            .ok_or_else(|| no_such_thread(conn_id))?;
+        enum Target {
+            Parked,
+            Active(Rc<ActiveCtl>),
+        }
+        let target = {
+            let table = self.table.borrow();
+            let slot = table.get(token).ok_or_else(|| no_such_thread(conn_id))?;
+            let owner = match &slot.state {
+                SlotState::Parked(s) => s.user.index,
+                SlotState::Active(c) => c.user.get(),
+                SlotState::Free => return Err(no_such_thread(conn_id)),
+            };
+            if owner != by_user {
+                return Err(Reply::new(
+                    1095,
+                    b"HY000",
+                    format!("You are not owner of thread {conn_id}"),
+                ));
+            }
+            match &slot.state {
+                SlotState::Active(c) => Target::Active(c.clone()),
+                _ => Target::Parked,
+            }
+        };
+        match target {
+            Target::Parked => {
+                if kind == KillKind::Connection {
+                    let sess = self
+                        .table
+                        .borrow_mut()
+                        .unpark(token, Rc::new(ActiveCtl::default()));
+                    if let Some(sess) = sess {
+                        session::finish(self, token, sess).await;
+                    }
+                }
+                Ok(())
+            }
+            Target::Active(ctl) => {
+                if let Some((backend, thread)) = ctl.backend.get() {
+                    self.kill_backend_query(ctl.user.get(), backend, thread)
+                        .await;
+                }
+                if kind == KillKind::Connection {
+                    ctl.kill.set(Some(KillKind::Connection));
+                    ctl.notify(0);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Interrupts the statement running on a backend connection, over a short-lived connection
+    /// of its own (the pool may be exhausted by the very statement being killed).
+    async fn kill_backend_query(&self, user: u32, backend: u16, thread: u32) {
+        let spec = self.pool(user, backend).spec().clone();
+        match BackendConn::connect(&spec, self.fresh.clone()).await {
+            Ok(mut c) => {
+                if let Err(e) = c.query_ok(&format!("KILL QUERY {thread}")).await {
+                    debug!(error = %e, thread, "KILL QUERY on the backend failed");
+                }
+                c.close().await;
+            }
+            Err(e) => warn!(error = %e, "cannot open a connection to kill a backend query"),
+        }
+    }
+
+    fn on_message(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Shutdown => self.begin_shutdown(),
+            ShardMsg::Wake => {}
+            ShardMsg::Kill {
+                conn_id,
+                kind,
+                by_user,
+                reply,
+            } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    reply.send(shard.kill_local(conn_id, kind, by_user).await);
+                })
+                .detach();
+            }
+        }
+    }
+
+    fn begin_shutdown(self: &Rc<Self>) {
+        if self.draining.replace(true) {
+            return;
+        }
+        let deadline = Duration::from_millis(self.shared.config.shutdown_timeout_ms);
+        self.drain_deadline.set(Some(Instant::now() + deadline));
+        let mailbox = self.poller.mailbox();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(deadline).await;
+            mailbox.post(ShardMsg::Wake);
+        })
+        .detach();
+        if let Some(l) = self.listener.borrow_mut().take() {
+            self.poller.remove(l.as_raw_fd());
+        }
+        // Idle clients are closed now; active ones after their current command.
+        let tokens = self.table.borrow().tokens();
+        for t in tokens {
+            let sess = {
+                let mut table = self.table.borrow_mut();
+                let parked = matches!(table.get(t).map(|s| &s.state), Some(SlotState::Parked(_)));
+                if parked {
+                    table.unpark(t, Rc::new(ActiveCtl::default()))
+                } else {
+                    None
+                }
+            };
+            if let Some(sess) = sess {
+                let shard = self.clone();
+                glommio::spawn_local(async move { session::finish(&shard, t, sess).await })
+                    .detach();
+            }
+        }
+        for p in &self.pools {
+            p.close_idle();
+        }
+    }
+
+    fn on_accept(self: &Rc<Self>) {
+        let Some(lfd) = self.listener.borrow().as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        for _ in 0..128 {
+            match net::accept(lfd) {
+                Ok(Some((fd, peer))) => self.start_session(fd, peer),
+                Ok(None) => break,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    warn!(
+                        shard = self.id,
+                        "out of file descriptors: refusing new clients until some leave"
+                    );
+                    self.stats
+                        .refused_max_clients
+                        .set(self.stats.refused_max_clients.get() + 1);
+                    // Leave the connection in the backlog; try again after a pause.
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        shard.rearm_listener();
+                    })
+                    .detach();
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    break;
+                }
+            }
+        }
+        self.rearm_listener();
+    }
+
+    fn rearm_listener(&self) {
+        if let Some(l) = self.listener.borrow().as_ref() {
+            let _ = self.poller.rearm(l.as_raw_fd(), LISTENER, READABLE);
+        }
+    }
+
+    fn start_session(self: &Rc<Self>, fd: OwnedFd, peer: std::net::SocketAddr) {
+        self.stats.accepted.set(self.stats.accepted.get() + 1);
+        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        let conn_id = self.next_conn_id();
+        let ctl = Rc::new(ActiveCtl::default());
+        let token = self.table.borrow_mut().insert(conn_id, ctl.clone());
+        if let Err(e) = self.poller.add(fd.as_raw_fd(), token.to_u64(), 0) {
+            warn!(error = %e, "cannot watch a new client socket");
+            self.remove_session(token);
+            return;
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let mut io = ClientIo::new(shard.clone(), fd.as_raw_fd(), token, ctl.clone());
+            let r = crate::frontend::handshake::accept(&shard, &mut io, fd, conn_id, peer).await;
+            drop(io);
+            match r {
+                Ok(sess) => {
+                    ctl.user.set(sess.user.index);
+                    session::serve(shard, token, ctl, sess).await
+                }
+                Err(e) => {
+                    debug!(error = %e, %peer, "handshake failed");
+                    shard.count_error(&e);
+                    shard.remove_session(token);
+                }
+            }
+        })
+        .detach();
+    }
+
+    fn on_event(self: &Rc<Self>, token: u64, events: u32) {
+        if token == LISTENER {
+            self.on_accept();
+            return;
+        }
+        let token = Token::from_u64(token);
+        let ctl = {
+            let table = self.table.borrow();
+            match table.get(token).map(|s| &s.state) {
+                Some(SlotState::Active(ctl)) => Some(ctl.clone()),
+                Some(SlotState::Parked(_)) => None,
+                _ => return,
+            }
+        };
+        if let Some(ctl) = ctl {
+            ctl.notify(events);
+            return;
+        }
+        let ctl = Rc::new(ActiveCtl::default());
+        let Some(sess) = self.table.borrow_mut().unpark(token, ctl.clone()) else {
+            return;
+        };
+        ctl.user.set(sess.user.index);
+        glommio::spawn_local(session::serve(self.clone(), token, ctl, sess)).detach();
+    }
+
+    /// Turns poller events and mailbox messages into work, until the shard has drained.
+    async fn dispatch(self: Rc<Self>) {
+        let mut events = Vec::with_capacity(256);
+        let mut messages = Vec::new();
+        loop {
+            if self.draining.get() {
+                let left = self.table.borrow().len();
+                if left == 0 {
+                    return;
+                }
+                if self
+                    .drain_deadline
+                    .get()
+                    .is_some_and(|d| Instant::now() >= d)
+                {
+                    warn!(
+                        shard = self.id,
+                        sessions = left,
+                        "shutdown deadline passed; closing the rest"
+                    );
+                    return;
+                }
+            }
+            events.clear();
+            self.poller.poll_now(&mut events);
+            self.poller.try_take(&mut events, &mut messages);
+            if events.is_empty() && messages.is_empty() {
+                self.poller.arm();
+                poll_fn(|cx| self.poller.poll_take(cx, &mut events, &mut messages)).await;
+            }
+            for (t, ev) in events.drain(..) {
+                self.on_event(t, ev);
+            }
+            for m in messages.drain(..) {
+                self.on_message(m);
+            }
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Periodic pool maintenance: idle timeouts, lifetimes, health checks.
+    async fn janitor(self: Rc<Self>) {
+        let cfg = &self.shared.config.pool;
+        let idle = Duration::from_millis(cfg.idle_timeout_ms);
+        let lifetime = Duration::from_millis(cfg.max_lifetime_ms);
+        let check = Duration::from_millis(cfg.health_check_interval_ms);
+        let mut ticks = 0u64;
+        while !self.draining.get() {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            ticks += 1;
+            for pool in &self.pools {
+                pool.sweep(idle, lifetime);
+                for mut conn in pool.take_for_check(check) {
+                    let pool = pool.clone();
+                    glommio::spawn_local(async move {
+                        let ok = conn
+                            .command_ok(
+                                &[crate::codec::command::com::PING],
+                                crate::codec::command::ResponseKind::OkErr,
+                            )
+                            .await
+                            .is_ok();
+                        pool.checked(ok.then_some(conn));
+                    })
+                    .detach();
+                }
+            }
+            if ticks % 10 == 0 {
+                self.interner.sweep();
+                self.schemas
+                    .borrow_mut()
+                    .retain(|_, t| t.elapsed() < SCHEMA_TTL);
+            }
+        }
+    }
+}
+
+fn no_such_thread(id: u32) -> Reply {
+    Reply::new(1094, b"HY000", format!("Unknown thread id: {id}"))
+}
+
+/// Runs shard `id` on the current (executor) thread until it has shut down.
+pub async fn run(
+    shared: Arc<Shared>,
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    ready: std::sync::mpsc::Sender<Result<poller::Mailbox<ShardMsg>, String>>,
+) {
+    let addr: std::net::SocketAddr = match shared.config.listen.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(format!("listen: {e}")));
+            return;
+        }
+    };
+    let shard = match Shard::new(shared.clone(), id, core) {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: {e}")));
+            return;
+        }
+    };
+    let listener = match net::reuseport_listener(addr, shared.config.listen_backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("listen on {addr}: {e}")));
+            return;
+        }
+    };
+    if let Err(e) = shard.poller.add(listener.as_raw_fd(), LISTENER, READABLE) {
+        let _ = ready.send(Err(format!("watch listener: {e}")));
+        return;
+    }
+    *shard.listener.borrow_mut() = Some(listener);
+    let _ = ready.send(Ok(shard.poller.mailbox()));
+    info!(shard = id, %addr, "shard listening");
+    glommio::spawn_local(shard.clone().janitor()).detach();
+    shard.clone().dispatch().await;
+    info!(shard = id, "shard stopped");
+}

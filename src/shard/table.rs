@@ -1,0 +1,289 @@
+//! A shard's session table: one slot per client connection. A slot holds the session itself while
+//! the client is idle (*parked*: no task, no buffer), or a small control block while a task serves
+//! it (*active*). Tokens given to the poller carry the slot's generation, so an event for a slot
+//! that has since been reused is recognised and dropped.
+//!
+//! Storage is chunked (fixed 1024-slot blocks) rather than one growing `Vec`: growth never copies
+//! existing sessions and never leaves a doubled, half-empty allocation behind. Freed slots are
+//! reused first-in first-out, so a slot (and the poller token built from it) is not recycled right
+//! after its client leaves.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::Waker;
+
+const CHUNK: usize = 1024;
+
+/// Identifies a slot and its generation; what the poller hands back with each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    pub index: u32,
+    pub gen: u32,
+}
+
+impl Token {
+    pub fn to_u64(self) -> u64 {
+        u64::from(self.gen) << 32 | u64::from(self.index)
+    }
+    pub fn from_u64(v: u64) -> Token {
+        Token {
+            index: v as u32,
+            gen: (v >> 32) as u32,
+        }
+    }
+}
+
+/// How a KILL asked the session to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillKind {
+    /// KILL QUERY: interrupt the running statement, keep the session.
+    Query,
+    /// KILL [CONNECTION]: end the session.
+    Connection,
+    /// The proxy is shutting down: end the session after its current command.
+    Shutdown,
+}
+
+/// Shared between an active session's task and the shard: readiness delivered by the poller, the
+/// waker to call, and requests from elsewhere (KILL, shutdown).
+#[derive(Default)]
+pub struct ActiveCtl {
+    pub waker: Cell<Option<Waker>>,
+    pub ready: Cell<u32>,
+    pub kill: Cell<Option<KillKind>>,
+    /// The backend (index, server thread id) executing this session's command, for KILL QUERY.
+    pub backend: Cell<Option<(u16, u32)>>,
+    /// The session's user (index), for KILL permission checks.
+    pub user: Cell<u32>,
+}
+
+impl ActiveCtl {
+    /// Must the session stop waiting for its client (KILL CONNECTION, shutdown)?
+    pub fn interrupted(&self) -> bool {
+        matches!(
+            self.kill.get(),
+            Some(KillKind::Connection | KillKind::Shutdown)
+        )
+    }
+
+    /// The error that ends an interrupted session, if it was interrupted.
+    pub fn check(&self) -> crate::error::Result<()> {
+        match self.kill.get() {
+            Some(KillKind::Connection) => Err(crate::error::Error::Fatal(
+                crate::error::Reply::new(1927, b"70100", "Connection was killed"),
+            )),
+            Some(KillKind::Shutdown) => Err(crate::error::Error::Shutdown),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn notify(&self, events: u32) {
+        self.ready.set(self.ready.get() | events);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+pub enum SlotState<S> {
+    Free,
+    Parked(S),
+    Active(Rc<ActiveCtl>),
+}
+
+pub struct Slot<S> {
+    pub gen: u32,
+    /// The client-visible connection id of the session in this slot.
+    pub conn_id: u32,
+    pub state: SlotState<S>,
+}
+
+pub struct Table<S> {
+    chunks: Vec<Box<[Slot<S>]>>,
+    free: VecDeque<u32>,
+    used: usize,
+    parked: usize,
+}
+
+impl<S> Default for Table<S> {
+    fn default() -> Self {
+        Table {
+            chunks: Vec::new(),
+            free: VecDeque::new(),
+            used: 0,
+            parked: 0,
+        }
+    }
+}
+
+impl<S> Table<S> {
+    /// Sessions in the table (parked or active).
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    pub fn parked(&self) -> usize {
+        self.parked
+    }
+
+    fn slot_mut(&mut self, index: u32) -> Option<&mut Slot<S>> {
+        let i = index as usize;
+        self.chunks.get_mut(i / CHUNK).map(|c| &mut c[i % CHUNK])
+    }
+
+    fn slot(&self, index: u32) -> Option<&Slot<S>> {
+        let i = index as usize;
+        self.chunks.get(i / CHUNK).map(|c| &c[i % CHUNK])
+    }
+
+    /// Takes a free slot for a new, active session.
+    pub fn insert(&mut self, conn_id: u32, ctl: Rc<ActiveCtl>) -> Token {
+        if self.free.is_empty() {
+            let base = (self.chunks.len() * CHUNK) as u32;
+            let chunk: Vec<Slot<S>> = (0..CHUNK)
+                .map(|_| Slot {
+                    gen: 0,
+                    conn_id: 0,
+                    state: SlotState::Free,
+                })
+                .collect();
+            self.chunks.push(chunk.into_boxed_slice());
+            self.free.extend(base..base + CHUNK as u32);
+        }
+        let index = self.free.pop_front().expect("a free slot after growth");
+        let slot = self.slot_mut(index).expect("free slot exists");
+        slot.conn_id = conn_id;
+        slot.state = SlotState::Active(ctl);
+        let gen = slot.gen;
+        self.used += 1;
+        Token { index, gen }
+    }
+
+    /// The slot for `token`, if it still belongs to that token's session.
+    pub fn get(&self, token: Token) -> Option<&Slot<S>> {
+        self.slot(token.index)
+            .filter(|s| s.gen == token.gen && !matches!(s.state, SlotState::Free))
+    }
+
+    /// Parks `session` in its slot (which must be active).
+    pub fn park(&mut self, token: Token, session: S) -> Result<(), S> {
+        match self.slot_mut(token.index) {
+            Some(s) if s.gen == token.gen && matches!(s.state, SlotState::Active(_)) => {
+                s.state = SlotState::Parked(session);
+                self.parked += 1;
+                Ok(())
+            }
+            _ => Err(session),
+        }
+    }
+
+    /// Takes a parked session out for a task to serve, leaving `ctl` in its place.
+    pub fn unpark(&mut self, token: Token, ctl: Rc<ActiveCtl>) -> Option<S> {
+        let s = self.slot_mut(token.index)?;
+        if s.gen != token.gen || !matches!(s.state, SlotState::Parked(_)) {
+            return None;
+        }
+        let SlotState::Parked(session) = std::mem::replace(&mut s.state, SlotState::Active(ctl))
+        else {
+            unreachable!("checked above")
+        };
+        self.parked -= 1;
+        Some(session)
+    }
+
+    /// Frees the slot; returns the parked session if there was one.
+    pub fn remove(&mut self, token: Token) -> Option<S> {
+        let s = self.slot_mut(token.index)?;
+        if s.gen != token.gen || matches!(s.state, SlotState::Free) {
+            return None;
+        }
+        let old = std::mem::replace(&mut s.state, SlotState::Free);
+        s.gen = s.gen.wrapping_add(1);
+        self.used -= 1;
+        self.free.push_back(token.index);
+        match old {
+            SlotState::Parked(sess) => {
+                self.parked -= 1;
+                Some(sess)
+            }
+            _ => None,
+        }
+    }
+
+    /// Finds a session by its connection id (a scan: only KILL and admin requests need this).
+    pub fn find_conn(&self, conn_id: u32) -> Option<Token> {
+        self.chunks.iter().enumerate().find_map(|(ci, chunk)| {
+            chunk.iter().enumerate().find_map(|(i, s)| {
+                (s.conn_id == conn_id && !matches!(s.state, SlotState::Free)).then(|| Token {
+                    index: (ci * CHUNK + i) as u32,
+                    gen: s.gen,
+                })
+            })
+        })
+    }
+
+    /// Every occupied slot's token.
+    pub fn tokens(&self) -> Vec<Token> {
+        let mut out = Vec::with_capacity(self.used);
+        for (ci, chunk) in self.chunks.iter().enumerate() {
+            for (i, s) in chunk.iter().enumerate() {
+                if !matches!(s.state, SlotState::Free) {
+                    out.push(Token {
+                        index: (ci * CHUNK + i) as u32,
+                        gen: s.gen,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn park_unpark_and_stale_tokens() {
+        let mut t: Table<String> = Table::default();
+        let ctl = Rc::new(ActiveCtl::default());
+        let a = t.insert(7, ctl.clone());
+        assert_eq!(t.len(), 1);
+        t.park(a, "a".into()).unwrap();
+        assert_eq!(t.parked(), 1);
+        assert!(t.park(a, "again".into()).is_err(), "already parked");
+        assert_eq!(t.unpark(a, ctl.clone()).as_deref(), Some("a"));
+        assert!(t.unpark(a, ctl.clone()).is_none(), "already active");
+        assert_eq!(t.find_conn(7), Some(a));
+        assert!(t.remove(a).is_none());
+        assert!(t.get(a).is_none(), "stale token after removal");
+        let b = t.insert(8, ctl);
+        assert_ne!(
+            b.index, a.index,
+            "FIFO reuse does not hand the same slot back at once"
+        );
+        assert_eq!(Token::from_u64(b.to_u64()), b);
+    }
+
+    #[test]
+    fn grows_in_chunks_and_reuses_freed_slots() {
+        let mut t: Table<u32> = Table::default();
+        let ctl = Rc::new(ActiveCtl::default());
+        let toks: Vec<_> = (0..3000).map(|i| t.insert(i, ctl.clone())).collect();
+        assert_eq!(t.chunks.len(), 3);
+        for tok in &toks[..1000] {
+            t.remove(*tok);
+        }
+        for i in 0..1000 {
+            t.insert(5000 + i, ctl.clone());
+        }
+        assert_eq!(t.chunks.len(), 3, "freed slots were reused");
+        assert_eq!(t.len(), 3000);
+        assert_eq!(t.tokens().len(), 3000);
+    }
+}

@@ -1,0 +1,172 @@
+//! What every shard shares, built once at start from the validated configuration and what the
+//! backends told us: read-only, `Send + Sync`, behind an `Arc`. Per-shard state derives its own
+//! `Rc` copies from it, so nothing mutable crosses cores except typed messages.
+
+use crate::auth::Credential;
+use crate::bootstrap::ServerInfo;
+use crate::config::{Config, PoolMode};
+use crate::shard::poller::Mailbox;
+use crate::shard::ShardMsg;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    pub name: String,
+    pub credential: Credential,
+    pub backend_user: String,
+    pub backend_password: String,
+    pub pool_mode: PoolMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    pub address: String,
+    pub resolved: SocketAddr,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub users: Vec<UserSpec>,
+    pub backends: Vec<BackendSpec>,
+    pub server: ServerInfo,
+    pub shards: usize,
+    /// This process's index among the worker processes (0 with a single process).
+    pub worker: u32,
+    pub workers: u32,
+    /// Every shard's mailbox, indexed by shard id (set once all shards started).
+    pub mailboxes: OnceLock<Vec<Mailbox<ShardMsg>>>,
+    pub shutting_down: AtomicBool,
+    /// Client connections open in this process (admission control).
+    pub clients: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        server: ServerInfo,
+        worker: u32,
+        workers: u32,
+    ) -> Result<Shared, String> {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                Ok(UserSpec {
+                    name: u.name.clone(),
+                    credential: Credential::parse(&u.password, u.auth_plugin.as_deref())?,
+                    backend_user: u.backend_user.clone(),
+                    backend_password: u.backend_password.clone(),
+                    pool_mode: u.pool_mode.unwrap_or(config.pool.mode),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                let resolved = b
+                    .address
+                    .to_socket_addrs()
+                    .map_err(|e| format!("backends: cannot resolve {}: {e}", b.address))?
+                    .next()
+                    .ok_or_else(|| format!("backends: {} resolves to no address", b.address))?;
+                Ok(BackendSpec {
+                    address: b.address.clone(),
+                    resolved,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let shards = config.shard_count();
+        Ok(Shared {
+            config,
+            users,
+            backends,
+            server,
+            shards,
+            worker,
+            workers,
+            mailboxes: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            clients: AtomicUsize::new(0),
+        })
+    }
+
+    /// This shard's share of a pool of `total` connections: an even split, the remainder to the
+    /// lowest shards (and processes).
+    pub fn pool_share(&self, total: usize, shard: usize) -> usize {
+        let slots = self.shards * self.workers as usize;
+        let me = self.worker as usize * self.shards + shard;
+        total / slots + usize::from(me < total % slots)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Connection ids encode where a session lives: worker process, shard, then a per-shard counter.
+#[derive(Debug, Clone, Copy)]
+pub struct IdLayout {
+    pub worker_bits: u32,
+    pub shard_bits: u32,
+}
+
+impl IdLayout {
+    pub fn new(workers: u32, shards: usize) -> IdLayout {
+        let bits = |n: u64| {
+            if n <= 1 {
+                0
+            } else {
+                64 - (n - 1).leading_zeros()
+            }
+        };
+        IdLayout {
+            worker_bits: bits(u64::from(workers)),
+            shard_bits: bits(shards as u64),
+        }
+    }
+
+    pub fn local_bits(&self) -> u32 {
+        32 - self.worker_bits - self.shard_bits
+    }
+
+    pub fn compose(&self, worker: u32, shard: u32, local: u32) -> u32 {
+        let lb = u64::from(self.local_bits());
+        let local = u64::from(local) & ((1u64 << lb) - 1);
+        ((u64::from(worker) << (lb + u64::from(self.shard_bits)))
+            | (u64::from(shard) << lb)
+            | local) as u32
+    }
+
+    /// (worker, shard) of a connection id.
+    pub fn locate(&self, id: u32) -> (u32, u32) {
+        let lb = u64::from(self.local_bits());
+        let id = u64::from(id);
+        let shard = (id >> lb) & ((1u64 << self.shard_bits) - 1);
+        let worker = id >> (lb + u64::from(self.shard_bits));
+        (worker as u32, shard as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_their_location() {
+        for (workers, shards) in [(1, 1), (1, 2), (52, 2), (64, 64), (3, 5)] {
+            let l = IdLayout::new(workers, shards);
+            for w in [0, workers - 1] {
+                for s in [0, shards as u32 - 1] {
+                    let id = l.compose(w, s, 12345);
+                    assert_eq!(l.locate(id), (w, s), "{workers}x{shards}");
+                    assert_ne!(id, 0);
+                }
+            }
+        }
+        assert_eq!(IdLayout::new(1, 1).local_bits(), 32);
+        assert_eq!(IdLayout::new(52, 2).local_bits(), 25);
+    }
+}
