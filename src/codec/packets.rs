@@ -56,8 +56,15 @@ impl<'a> OkPacket<'a> {
             if status & status::SESSION_STATE_CHANGED != 0 && !r.is_empty() {
                 ok.session_state = r.lenenc_bytes("OK session state")?;
             }
-        } else {
-            ok.info = r.rest();
+        } else if !r.is_empty() {
+            // The protocol documentation says string<EOF>, but MariaDB and MySQL servers write a
+            // length-encoded string here too, and libmariadb and other drivers read it so. Accept
+            // both: a length prefix that spans exactly the rest, else the raw rest.
+            let rest = r.clone().rest();
+            ok.info = match r.lenenc_bytes("OK info") {
+                Ok(s) if r.is_empty() => s,
+                _ => rest,
+            };
         }
         Ok(ok)
     }
@@ -86,7 +93,10 @@ impl<'a> OkPacket<'a> {
         } else {
             out.put_u16_le(self.status & !status::SESSION_STATE_CHANGED);
             out.put_u16_le(self.warnings);
-            out.put_slice(self.info);
+            // Length-encoded, as servers send it (see `decode`).
+            if !self.info.is_empty() {
+                put_lenenc_bytes(out, self.info);
+            }
         }
     }
 
@@ -355,6 +365,21 @@ mod tests {
         let mut again = Vec::new();
         ok.encode(&mut again, OK, TRACK);
         assert_eq!(again, p);
+    }
+
+    #[test]
+    fn info_without_session_tracking_is_length_encoded_as_servers_send_it() {
+        // MariaDB 10.11 answering an UPDATE to a client without CLIENT_SESSION_TRACK.
+        let p = hex("0000000200000028526f7773206d6174636865643a203020204368616e6765643a203020205761726e696e67733a2030");
+        let ok = OkPacket::decode(&p, cap::PROTOCOL_41).unwrap();
+        assert_eq!(ok.info, b"Rows matched: 0  Changed: 0  Warnings: 0");
+        let mut out = Vec::new();
+        ok.encode(&mut out, OK, cap::PROTOCOL_41);
+        assert_eq!(out, p);
+        // A bare string<EOF> (as the documentation describes) is still understood.
+        let mut doc = vec![0, 0, 0, 2, 0, 0, 0];
+        doc.extend_from_slice(b"Rows matched: 1");
+        assert_eq!(OkPacket::decode(&doc, cap::PROTOCOL_41).unwrap().info, b"Rows matched: 1");
     }
 
     #[test]

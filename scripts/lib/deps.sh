@@ -1,0 +1,74 @@
+# Shared helpers for sluice's scripts: install what a fresh Debian machine lacks.
+# shellcheck shell=bash
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=${APT_UPDATED:-}
+apt_install() {
+  # apt_install PACKAGE... : installs the packages that are not installed yet.
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$APT_UPDATED" ]; then
+    echo "deps: apt-get update" >&2
+    as_root apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  echo "deps: installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >&2
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
+    exit 1
+  fi
+}
+
+ensure_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "deps: installing cargo-nextest" >&2
+    cargo install --locked cargo-nextest >&2
+  fi
+}
+
+ensure_mariadb() {
+  command -v mariadbd >/dev/null 2>&1 && command -v mariadb >/dev/null 2>&1 \
+    || apt_install mariadb-server mariadb-client
+}
+
+# A Python with the two drivers the tests use, in a private virtualenv under target/.
+ensure_python_drivers() {
+  local venv="$ROOT/target/test-python"
+  if [ ! -x "$venv/bin/python" ]; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+  fi
+  if ! "$venv/bin/python" -c 'import pymysql, mysql.connector' >/dev/null 2>&1; then
+    echo "deps: installing PyMySQL and mysql-connector-python into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check PyMySQL mysql-connector-python >&2
+  fi
+  export SLUICE_TEST_PYTHON="$venv/bin/python"
+}
+
+ensure_node_drivers() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  if [ ! -d "$ROOT/tests/drivers/node/node_modules/mysql2" ]; then
+    echo "deps: installing mysql2 (npm)" >&2
+    (cd "$ROOT/tests/drivers/node" && npm install --no-audit --no-fund --loglevel=error >&2)
+  fi
+}
+
+ensure_java_driver() {
+  command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
+  apt_install libmariadb-java
+  export SLUICE_TEST_JDBC_JAR=/usr/share/java/mariadb-java-client.jar
+}
+
+ensure_sysbench() {
+  command -v sysbench >/dev/null 2>&1 || apt_install sysbench
+}

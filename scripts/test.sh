@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs sluice's whole test suite on this machine: unit tests, integration tests against a real
+# MariaDB (started here in a private data dir on a free loopback port, stopped at the end), and
+# the driver tests (Python, Node, Java, Rust). Installs whatever is missing on a fresh Debian.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh FILTER     only tests whose name matches FILTER (passed to cargo nextest)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib/deps.sh
+. scripts/lib/deps.sh
+
+ensure_rust
+ensure_nextest
+ensure_mariadb
+ensure_sysbench
+ensure_python_drivers
+ensure_node_drivers
+ensure_java_driver
+
+MARIADB_DIR=$(mktemp -d /tmp/sluice-mariadb.XXXXXX)
+cleanup() { scripts/mariadb.sh stop "$MARIADB_DIR" || true; }
+trap cleanup EXIT INT TERM
+eval "$(scripts/mariadb.sh start "$MARIADB_DIR")"
+export SLUICE_TEST_MARIADB="127.0.0.1:$MARIADB_PORT"
+export SLUICE_TEST_MARIADB_DIR="$MARIADB_DIR"
+echo "test.sh: MariaDB on $SLUICE_TEST_MARIADB (pid $MARIADB_PID)" >&2
+
+cargo build --workspace --all-targets --quiet
+cargo nextest run --workspace --profile ci --no-fail-fast "$@"

@@ -1,0 +1,379 @@
+//! Shared helpers for the integration tests: the suite's MariaDB (started by `scripts/test.sh`),
+//! sluice started as a subprocess on a free port, and clients.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// host:port of the MariaDB the suite runs against (from `scripts/test.sh`).
+pub fn mariadb_addr() -> String {
+    std::env::var("SLUICE_TEST_MARIADB").unwrap_or_else(|_| {
+        panic!(
+            "SLUICE_TEST_MARIADB is not set: run the suite with scripts/test.sh, which starts a \
+             private MariaDB (or export SLUICE_TEST_MARIADB=127.0.0.1:PORT for one you started \
+             with scripts/mariadb.sh start)"
+        )
+    })
+}
+
+pub fn mariadb_port() -> u16 {
+    mariadb_addr().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running sluice process; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Sluice {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The default test configuration, with `extra` TOML appended to the top-level section and
+/// `pool`/`users` sections given explicitly.
+pub struct Config {
+    pub top: String,
+    pub pool: String,
+    pub users: String,
+    pub backends: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            top: "shards = 2\nauth_failure_delay_ms = 100\nshutdown_timeout_ms = 5000\n".into(),
+            pool: "mode = \"session\"\nsize = 16\nqueue_timeout_ms = 3000\n".into(),
+            users: "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n".into(),
+            backends: vec![mariadb_addr()],
+        }
+    }
+}
+
+impl Config {
+    pub fn pool(mut self, pool: &str) -> Self {
+        self.pool = pool.into();
+        self
+    }
+    /// Sets top-level `key = value` lines, replacing the defaults' lines for the same keys.
+    pub fn top(mut self, extra: &str) -> Self {
+        for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+            let key = line.split('=').next().unwrap().trim().to_string();
+            let mut kept: Vec<&str> =
+                self.top.lines().filter(|l| l.split('=').next().unwrap().trim() != key).collect();
+            kept.push(line);
+            self.top = kept.join("\n") + "\n";
+        }
+        self
+    }
+    pub fn users(mut self, users: &str) -> Self {
+        self.users = users.into();
+        self
+    }
+    pub fn backends(mut self, b: Vec<String>) -> Self {
+        self.backends = b;
+        self
+    }
+    fn render(&self, port: u16) -> String {
+        let mut s = format!("listen = \"127.0.0.1:{port}\"\n{}\n[pool]\n{}\n", self.top, self.pool);
+        for b in &self.backends {
+            s.push_str(&format!("[[backends]]\naddress = \"{b}\"\n"));
+        }
+        s.push_str(&self.users);
+        s
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sluice-test-{tag}-{}-{:016x}", std::process::id(), rand_u64()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+impl Sluice {
+    pub fn start() -> Sluice {
+        Sluice::with(Config::default())
+    }
+
+    pub fn with(cfg: Config) -> Sluice {
+        let port = free_port();
+        let dir = tmpdir("sluice");
+        let conf = dir.join("sluice.toml");
+        std::fs::write(&conf, cfg.render(port)).unwrap();
+        let log = dir.join("sluice.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("--log-level")
+            .arg("info,sluice=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice");
+        let mut s = Sluice { child: Some(child), port, dir, log };
+        s.wait_listening();
+        s
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluice exited ({st}) during start:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sluice did not listen within 20 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Is the process still running (no crash, no panic exit)?
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    pub fn url(&self, user: &str, password: &str, db: Option<&str>) -> String {
+        format!("mysql://{user}:{password}@127.0.0.1:{}/{}", self.port, db.unwrap_or(""))
+    }
+
+    /// A `mysql` crate connection as user app to database app.
+    pub fn conn(&self) -> mysql::Conn {
+        self.conn_as("app", "app", Some("app"))
+    }
+
+    pub fn conn_as(&self, user: &str, pw: &str, db: Option<&str>) -> mysql::Conn {
+        let opts = mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(self.port)
+            .user(Some(user))
+            .pass(Some(pw))
+            .db_name(db)
+            .prefer_socket(false)
+            .read_timeout(Some(Duration::from_secs(30)))
+            .write_timeout(Some(Duration::from_secs(30)));
+        mysql::Conn::new(opts).unwrap_or_else(|e| panic!("connect through sluice: {e}\n{}", self.log_text()))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sluice ignored SIGTERM for 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait().ok().flatten().is_none() {
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(8);
+                while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A direct connection to the suite's MariaDB as root-equivalent `app` (for checks from the
+/// server's side: SHOW STATUS, KILL, …).
+pub fn direct() -> mysql::Conn {
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(mariadb_port())
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    mysql::Conn::new(opts).expect("direct connection to MariaDB")
+}
+
+/// Runs the `mariadb` command-line client against sluice; returns (exit ok, stdout, stderr).
+pub fn mariadb_cli(port: u16, args: &[&str], sql: &str) -> (bool, String, String) {
+    let mut child = Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", &format!("-P{port}"), "-uapp", "-papp", "--batch"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the mariadb client");
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for a child with a deadline (killing it when the deadline passes).
+pub fn wait_output(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "child did not finish within {limit:?}; stdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The server-side error code and SQLSTATE of a `mysql` crate error.
+pub fn server_error(e: &mysql::Error) -> Option<(u16, String, String)> {
+    match e {
+        mysql::Error::MySqlError(m) => Some((m.code, m.state.clone(), m.message.clone())),
+        _ => None,
+    }
+}
+
+/// Backend connections MariaDB sees from user `app` other than `exclude_self` (for leak checks).
+pub fn backend_threads(direct: &mut mysql::Conn) -> usize {
+    use mysql::prelude::Queryable;
+    let n: Option<u64> = direct
+        .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app' AND ID <> CONNECTION_ID()")
+        .unwrap();
+    n.unwrap_or(0) as usize
+}
+
+/// A bare protocol client on a std socket, for tests that must send what no driver would.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    pub fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        RawClient { stream, buf: Vec::new() }
+    }
+
+    /// Connects and logs in as app/app (database app); returns the client after the OK.
+    pub fn login(port: u16) -> RawClient {
+        Self::login_with(port, sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF)
+    }
+
+    pub fn login_with(port: u16, caps: u32) -> RawClient {
+        use sluice::codec::login::{Login, LoginParams, LoginStep};
+        let mut c = RawClient::connect(port);
+        let (seq, g) = c.read_packet().expect("greeting");
+        let greeting = sluice::codec::handshake::Handshake::decode(&g).unwrap();
+        let mut login = Login::new(LoginParams {
+            user: b"app".to_vec(),
+            password: b"app".to_vec(),
+            database: Some(b"app".to_vec()),
+            collation: 45,
+            capabilities: caps,
+            ..LoginParams::default()
+        });
+        let resp = login.respond(&greeting).unwrap();
+        c.send(seq.wrapping_add(1), &resp);
+        loop {
+            let (s, p) = c.read_packet().expect("login answer");
+            match login.on_packet(&p).unwrap_or_else(|e| panic!("login failed: {e}")) {
+                LoginStep::Done { .. } => return c,
+                LoginStep::Send(v) if v.is_empty() => {}
+                LoginStep::Send(v) => c.send(s.wrapping_add(1), &v),
+            }
+        }
+    }
+
+    pub fn send(&mut self, seq: u8, payload: &[u8]) {
+        let mut out = Vec::new();
+        sluice::codec::frame::encode_packet(&mut out, seq, payload);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one packet; `None` when the peer closed the connection.
+    pub fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        use sluice::codec::frame::{scan_packet, Scan};
+        loop {
+            if let Ok(Scan::Complete(span)) = scan_packet(&self.buf, 1 << 30) {
+                let mut b = bytes::BytesMut::from(&self.buf[..span.wire_len]);
+                self.buf.drain(..span.wire_len);
+                let p = sluice::codec::frame::take_packet(&mut b, span);
+                return Some((span.last_seq, p.to_vec()));
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends a COM_QUERY and reads the whole response; returns its packets.
+    pub fn query(&mut self, sql: &str) -> Vec<Vec<u8>> {
+        use sluice::codec::command::ResponseKind;
+        use sluice::codec::response::ResponseTracker;
+        let mut p = vec![3u8];
+        p.extend_from_slice(sql.as_bytes());
+        self.send(0, &p);
+        let mut t = ResponseTracker::new(ResponseKind::Query, true);
+        let mut out = Vec::new();
+        while !t.is_done() {
+            let (_, p) = self.read_packet().expect("response packet");
+            t.on_packet(p.len(), &p).expect("well-formed response");
+            out.push(p);
+        }
+        out
+    }
+
+    /// Has the server closed the connection (reads EOF within the timeout)?
+    pub fn closed_by_peer(&mut self) -> bool {
+        self.read_packet().is_none()
+    }
+}
