@@ -128,8 +128,10 @@ impl IdLayout {
         }
     }
 
+    /// Bits of the per-shard counter. Ids stay below 2^31: several drivers (Connector/J among
+    /// them) read the handshake's thread id as a signed 32-bit integer.
     pub fn local_bits(&self) -> u32 {
-        32 - self.worker_bits - self.shard_bits
+        31 - self.worker_bits - self.shard_bits
     }
 
     pub fn compose(&self, worker: u32, shard: u32, local: u32) -> u32 {
@@ -166,7 +168,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(IdLayout::new(1, 1).local_bits(), 32);
-        assert_eq!(IdLayout::new(52, 2).local_bits(), 25);
+        assert_eq!(IdLayout::new(1, 1).local_bits(), 31);
+        assert_eq!(IdLayout::new(52, 2).local_bits(), 24);
+        let l = IdLayout::new(64, 64);
+        assert!(l.compose(63, 63, u32::MAX) < 1 << 31);
     }
 }

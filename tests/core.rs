@@ -198,14 +198,18 @@ fn session_state_does_not_leak_to_the_next_client_of_a_backend() {
     // One shard and one backend connection: the second client gets the first one's connection.
     let s = Sluice::with(Config::default().top("shards = 1").pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 5000"));
     let mut a = s.conn();
-    let a_thread: u64 = a.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    // CONNECTION_ID() is sluice's id for the client (what the handshake told it)...
+    let a_id: u64 = a.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    assert_eq!(a_id, u64::from(a.connection_id()));
+    // ...and @@pseudo_thread_id the backend connection's own.
+    let a_thread: u64 = a.query_first("SELECT @@pseudo_thread_id").unwrap().unwrap();
     a.query_drop("SET time_zone = '+05:00', sql_mode = 'ANSI_QUOTES', @secret = 'a-only'").unwrap();
     a.query_drop("SET NAMES latin1").unwrap();
     a.query_drop("CREATE TEMPORARY TABLE a_tmp (x INT)").unwrap();
     a.query_drop("USE mysql").unwrap();
     drop(a);
     let mut b = s.conn();
-    let b_thread: u64 = b.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    let b_thread: u64 = b.query_first("SELECT @@pseudo_thread_id").unwrap().unwrap();
     assert_eq!(a_thread, b_thread, "the test needs both clients on the same backend connection");
     let row: (String, String, Option<String>, String, String) = b
         .query_first("SELECT @@time_zone, @@sql_mode, @secret, @@character_set_client, DATABASE()")

@@ -79,6 +79,15 @@ pub struct ConnectSpec {
     pub timeout: Duration,
 }
 
+/// A statement prepared on this connection, shared by every client that prepared the same text
+/// under the same settings.
+pub struct Prepared {
+    pub settings: Rc<Settings>,
+    pub sql: Rc<[u8]>,
+    pub id: u32,
+    last_used: u64,
+}
+
 pub struct BackendConn {
     stream: TcpStream,
     pub rbuf: ReadBuf,
@@ -98,6 +107,9 @@ pub struct BackendConn {
     /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
     nonce: Vec<u8>,
     auth_plugin: Vec<u8>,
+    /// Statements prepared here (bounded; least recently used ones are closed).
+    prepared: Vec<Prepared>,
+    prepared_tick: u64,
 }
 
 impl BackendConn {
@@ -132,6 +144,8 @@ impl BackendConn {
             last_used: Instant::now(),
             nonce: Vec::new(),
             auth_plugin: crate::codec::auth::NATIVE_PASSWORD.to_vec(),
+            prepared: Vec::new(),
+            prepared_tick: 0,
         };
         let (seq, greeting) = c.read_packet().await?;
         let hs = Handshake::decode(&greeting).map_err(|e| broken("greeting", e))?;
@@ -396,7 +410,10 @@ impl BackendConn {
         } else {
             fresh
         };
-        self.multi_statements = true;
+        // COM_RESET_CONNECTION leaves the COM_SET_OPTION multi-statements setting as it was
+        // (MariaDB 10.11, checked), so `multi_statements` is kept. The server closed every
+        // prepared statement.
+        self.prepared.clear();
         Ok(())
     }
 
@@ -451,8 +468,99 @@ impl BackendConn {
         }
         self.query_ok(ENABLE_TRACKERS).await?;
         self.settings = fresh;
-        self.multi_statements = true;
+        // COM_CHANGE_USER does not restore the handshake's multi-statements flag either.
+        self.prepared.clear();
         Ok(())
+    }
+
+    /// The id of `sql` prepared here under `settings`, if it is.
+    pub fn prepared_id(&mut self, settings: &Rc<Settings>, sql: &Rc<[u8]>) -> Option<u32> {
+        self.prepared_tick += 1;
+        let tick = self.prepared_tick;
+        let p = self
+            .prepared
+            .iter_mut()
+            .find(|p| Rc::ptr_eq(&p.settings, settings) && (Rc::ptr_eq(&p.sql, sql) || p.sql == *sql))?;
+        p.last_used = tick;
+        Some(p.id)
+    }
+
+    /// Records a statement the server prepared here; returns the id of an older statement with
+    /// the same key, which the caller should close.
+    pub fn remember_prepared(&mut self, settings: Rc<Settings>, sql: Rc<[u8]>, id: u32) -> Option<u32> {
+        self.prepared_tick += 1;
+        let tick = self.prepared_tick;
+        if let Some(p) = self.prepared.iter_mut().find(|p| Rc::ptr_eq(&p.settings, &settings) && p.sql == sql) {
+            let old = std::mem::replace(&mut p.id, id);
+            p.last_used = tick;
+            return (old != id).then_some(old);
+        }
+        self.prepared.push(Prepared { settings, sql, id, last_used: tick });
+        None
+    }
+
+    /// Makes room for one more statement under `cap`: removes the least recently used entries
+    /// (never one `keep` protects) and returns their ids for the caller to close.
+    pub fn evict_prepared(&mut self, cap: usize, keep: impl Fn(&Prepared) -> bool) -> Vec<u32> {
+        let mut closed = Vec::new();
+        while self.prepared.len() >= cap.max(1) {
+            let victim = self
+                .prepared
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !keep(p))
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(i, _)| i);
+            match victim {
+                Some(i) => closed.push(self.prepared.swap_remove(i).id),
+                None => break,
+            }
+        }
+        closed
+    }
+
+    pub fn prepared_count(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// Closes statements on the server (COM_STMT_CLOSE has no response), pipelined in one write.
+    pub async fn close_statements(&mut self, ids: &[u32]) -> BResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(ids.len() * 9);
+        for id in ids {
+            let mut p = vec![com::STMT_CLOSE];
+            p.extend_from_slice(&id.to_le_bytes());
+            encode_packet(&mut out, 0, &p);
+        }
+        self.write_all(&out).await
+    }
+
+    /// Prepares `sql` for sluice's own use (the response is read and dropped); returns its id.
+    pub async fn prepare_quiet(&mut self, sql: &[u8]) -> BResult<u32> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(com::STMT_PREPARE);
+        p.extend_from_slice(sql);
+        self.write_packet(0, &p).await?;
+        let mut t = ResponseTracker::new(ResponseKind::Prepare, true);
+        let mut result = Err(BackendError::Broken("no PREPARE_OK".into()));
+        while !t.is_done() {
+            let (_, p) = self.read_packet().await?;
+            match t.on_packet(p.len(), &p).map_err(|e| broken("prepare response", e))? {
+                Role::PrepareOk { statement_id, .. } => result = Ok(statement_id),
+                Role::Err => {
+                    let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
+                    result = Err(BackendError::Server {
+                        code: e.code,
+                        sql_state: e.sql_state,
+                        message: String::from_utf8_lossy(e.message).into_owned(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        result
     }
 
     /// Is the connection still quiet and open? (A server that closed an idle connection has sent

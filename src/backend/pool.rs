@@ -49,11 +49,16 @@ pub struct Pool {
     pub user: u32,
     spec: ConnectSpec,
     fresh: Rc<Settings>,
-    idle: RefCell<Vec<BackendConn>>,
+    idle: RefCell<Vec<Box<BackendConn>>>,
     /// Connections counted against `limit`: idle, leased and being opened.
     open: Cell<usize>,
     limit: Cell<usize>,
     waiters: RefCell<VecDeque<Rc<Waiter>>>,
+    /// Sessions pinned to connections of this pool (and reservations for statements about to
+    /// pin), against `pin_limit`.
+    pinned: Cell<usize>,
+    pin_limit: Cell<usize>,
+    pin_waiters: RefCell<VecDeque<Waker>>,
     pub stats: PoolStats,
 }
 
@@ -71,8 +76,59 @@ impl Pool {
             open: Cell::new(0),
             limit: Cell::new(limit),
             waiters: RefCell::new(VecDeque::new()),
+            pinned: Cell::new(0),
+            pin_limit: Cell::new(limit),
+            pin_waiters: RefCell::new(VecDeque::new()),
             stats: PoolStats::default(),
         }
+    }
+
+    pub fn set_pin_limit(&self, limit: usize) {
+        self.pin_limit.set(limit);
+    }
+
+    pub fn pinned(&self) -> usize {
+        self.pinned.get()
+    }
+
+    /// Takes a unit of the pin budget if one is free.
+    pub fn pin_try_acquire(&self) -> bool {
+        if self.pinned.get() < self.pin_limit.get() {
+            self.pinned.set(self.pinned.get() + 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a pin the server reported and sluice could not refuse (over budget or not).
+    pub fn pin_force(&self) {
+        self.pinned.set(self.pinned.get() + 1);
+    }
+
+    pub fn pin_release(&self) {
+        self.pinned.set(self.pinned.get().saturating_sub(1));
+        if let Some(w) = self.pin_waiters.borrow_mut().pop_front() {
+            w.wake();
+        }
+    }
+
+    /// Waits until a unit of the pin budget is free and takes it; `false` at the deadline.
+    pub async fn pin_wait(&self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let fut = std::future::poll_fn(|cx| {
+            if self.pin_try_acquire() {
+                return Poll::Ready(());
+            }
+            self.pin_waiters.borrow_mut().push_back(cx.waker().clone());
+            Poll::Pending
+        });
+        glommio::timer::timeout(left, async {
+            fut.await;
+            Ok(())
+        })
+        .await
+        .is_ok()
     }
 
     pub fn spec(&self) -> &ConnectSpec {
@@ -145,7 +201,7 @@ impl Pool {
         self.wait(profile, deadline).await
     }
 
-    fn take_idle(&self, profile: u32, wanted: &Settings) -> Option<BackendConn> {
+    fn take_idle(&self, profile: u32, wanted: &Settings) -> Option<Box<BackendConn>> {
         let mut idle = self.idle.borrow_mut();
         loop {
             // Prefer a connection whose settings already match, then the most recently used.
@@ -170,10 +226,7 @@ impl Pool {
         spec.profile = profile;
         self.stats.connects.set(self.stats.connects.get() + 1);
         match BackendConn::connect(&spec, self.fresh.clone()).await {
-            Ok(conn) => Ok(Lease {
-                pool: self.clone(),
-                conn: Some(conn),
-            }),
+            Ok(conn) => Ok(Lease { pool: self.clone(), conn: Some(Box::new(conn)) }),
             Err(e) => {
                 self.stats
                     .connect_failures
@@ -211,7 +264,7 @@ impl Pool {
         match got {
             Ok(Grant::Conn(conn)) => Ok(Lease {
                 pool: self.clone(),
-                conn: Some(*conn),
+                conn: Some(conn),
             }),
             Ok(Grant::Slot) => self.connect(profile).await,
             Err(_) => {
@@ -239,7 +292,7 @@ impl Pool {
     /// Hands `conn` to the oldest live waiter of its profile. When only waiters for other
     /// profiles wait, the connection is closed and its slot goes to the oldest of them. Returns
     /// the connection when nobody waits.
-    fn hand_conn(&self, conn: BackendConn) -> Option<BackendConn> {
+    fn hand_conn(&self, conn: Box<BackendConn>) -> Option<Box<BackendConn>> {
         let mut waiters = self.waiters.borrow_mut();
         Self::first_live_waiter(&mut waiters);
         if waiters.is_empty() {
@@ -251,7 +304,7 @@ impl Pool {
         let w = waiters.remove(idx.unwrap_or(0)).expect("index in range");
         drop(waiters);
         if idx.is_some() {
-            Self::grant(&w, Grant::Conn(Box::new(conn)));
+            Self::grant(&w, Grant::Conn(conn));
         } else {
             drop(conn);
             self.stats.discarded.set(self.stats.discarded.get() + 1);
@@ -281,7 +334,7 @@ impl Pool {
         }
     }
 
-    fn release_conn(&self, mut conn: BackendConn) {
+    fn release_conn(&self, mut conn: Box<BackendConn>) {
         conn.last_used = Instant::now();
         if self.open.get() > self.limit.get() {
             // The share shrank while this connection was out.
@@ -318,7 +371,7 @@ impl Pool {
     }
 
     /// Takes idle connections unused for `after` out for a health check.
-    pub fn take_for_check(&self, after: Duration) -> Vec<BackendConn> {
+    pub fn take_for_check(&self, after: Duration) -> Vec<Box<BackendConn>> {
         let mut list = self.idle.borrow_mut();
         let (stale, fresh): (Vec<_>, Vec<_>) =
             list.drain(..).partition(|c| c.last_used.elapsed() >= after);
@@ -327,7 +380,7 @@ impl Pool {
     }
 
     /// Lends a connection taken with [`Pool::take_for_check`] back, healthy or not.
-    pub fn checked(self: &Rc<Self>, conn: Option<BackendConn>) {
+    pub fn checked(self: &Rc<Self>, conn: Option<Box<BackendConn>>) {
         match conn {
             Some(c) => self.release_conn(c),
             None => {
@@ -362,7 +415,7 @@ impl Drop for WaitGuard {
         // A grant that arrived after the deadline fired must not be lost.
         if let Some(g) = self.waiter.grant.borrow_mut().take() {
             match g {
-                Grant::Conn(c) => self.pool.release_conn(*c),
+                Grant::Conn(c) => self.pool.release_conn(c),
                 Grant::Slot => self.pool.free_slot(),
             }
         }
@@ -387,7 +440,7 @@ impl Future for WaitFor<'_> {
 /// A checked-out connection. Dropping it discards the connection; [`Lease::release`] returns it.
 pub struct Lease {
     pool: Rc<Pool>,
-    conn: Option<BackendConn>,
+    conn: Option<Box<BackendConn>>,
 }
 
 impl Lease {

@@ -28,6 +28,16 @@ impl fmt::Display for PoolMode {
     }
 }
 
+/// What happens to a statement that would pin a session when the pin budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinOverflow {
+    /// The statement is refused with error 9003.
+    Error,
+    /// The statement waits (up to `queue_timeout_ms`) for a pinned session to unpin.
+    Wait,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -103,6 +113,28 @@ pub struct PoolConfig {
     /// Idle backend connections unused this long are pinged before reuse.
     #[serde(default = "defaults::health_check_interval_ms")]
     pub health_check_interval_ms: u64,
+    /// Sessions that may be pinned to a backend at once, per backend and user (across shards);
+    /// 0 = half of `size`.
+    #[serde(default)]
+    pub pin_budget: usize,
+    /// "error" (refuse the statement that would pin) or "wait" (wait for a pinned session to
+    /// unpin, up to `queue_timeout_ms`).
+    #[serde(default = "defaults::pin_overflow")]
+    pub pin_overflow: PinOverflow,
+    /// Binary prepared statements kept per backend connection (least recently used are closed).
+    #[serde(default = "defaults::prepared_statements_per_connection")]
+    pub prepared_statements_per_connection: usize,
+}
+
+impl PoolConfig {
+    /// The pin budget in force (resolving the 0 default).
+    pub fn pin_budget(&self) -> usize {
+        if self.pin_budget == 0 {
+            (self.size / 2).max(1)
+        } else {
+            self.pin_budget
+        }
+    }
 }
 
 impl Default for PoolConfig {
@@ -172,7 +204,13 @@ mod defaults {
         10_000
     }
     pub fn pool_mode() -> PoolMode {
-        PoolMode::Session
+        PoolMode::Transaction
+    }
+    pub fn pin_overflow() -> super::PinOverflow {
+        super::PinOverflow::Error
+    }
+    pub fn prepared_statements_per_connection() -> usize {
+        128
     }
     pub fn pool_size() -> usize {
         64
@@ -364,6 +402,16 @@ impl Config {
             if v == 0 {
                 err(key, &0, "must be positive");
             }
+        }
+        if p.pin_budget > p.size {
+            err("pool.pin_budget", &p.pin_budget, "larger than pool.size");
+        }
+        if p.prepared_statements_per_connection == 0 || p.prepared_statements_per_connection > 16_000 {
+            err(
+                "pool.prepared_statements_per_connection",
+                &p.prepared_statements_per_connection,
+                "must be between 1 and 16000 (the server's max_prepared_stmt_count is shared by all connections)",
+            );
         }
         if self.backends.is_empty() {
             err(

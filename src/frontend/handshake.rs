@@ -160,18 +160,7 @@ pub async fn accept(
     };
     io.flush(timeout).await?;
     let backend = shard.pick_backend();
-    Ok(Session {
-        fd,
-        conn_id,
-        user,
-        caps,
-        collation,
-        settings,
-        lease: None,
-        backend,
-        multi_statements: caps & cap::MULTI_STATEMENTS != 0,
-        status: status::AUTOCOMMIT,
-    })
+    Ok(Session::new(fd, conn_id, user, caps, collation, settings, backend))
 }
 
 /// Checks the client's scramble, switching it to the user's plugin when it used another one.
@@ -248,11 +237,7 @@ pub(crate) async fn change_user(
     payload: &[u8],
     seq: u8,
 ) -> super::session::CmdResult {
-    let fail = |e: Error, s: u8| Failure {
-        error: e,
-        told_client: false,
-        next_seq: Some(s),
-    };
+    let fail = |e: Error, s: u8| Failure::new(e, Some(s));
     let cu =
         ChangeUser::decode(payload, sess.caps).map_err(|e| fail(e.into(), seq.wrapping_add(1)))?;
     // The scramble of COM_CHANGE_USER is computed over a nonce the client already has; sluice
@@ -293,11 +278,7 @@ pub(crate) async fn change_user(
         let host = crate::net::peer_addr(&sess.fd)
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        return Err(Failure {
-            error: Error::Fatal(Reply::access_denied(&cu.username, &host, !p.is_empty())),
-            told_client: false,
-            next_seq: Some(next),
-        });
+        return Err(Failure::new(Error::Fatal(Reply::access_denied(&cu.username, &host, !p.is_empty())), Some(next)));
     };
     if plugin == Plugin::CachingSha2 && !p.is_empty() {
         io.queue(next, &[AUTH_MORE_DATA, SHA2_FAST_AUTH_OK]);
@@ -313,18 +294,13 @@ pub(crate) async fn change_user(
         (!cu.database.is_empty()).then(|| String::from_utf8_lossy(&cu.database).into_owned());
     if let Some(db) = &schema {
         if let Err(reply) = shard.check_schema(user.index, db).await {
-            return Err(Failure {
-                error: Error::Refused(reply),
-                told_client: false,
-                next_seq: Some(next),
-            });
+            return Err(Failure::new(Error::Refused(reply), Some(next)));
         }
     }
     let collation = cu.collation.map(|c| c as u8).unwrap_or(sess.collation);
     sess.user = user;
     sess.collation = collation;
     sess.settings = shard.initial_settings(collation, schema.map(Into::into));
-    sess.multi_statements = sess.caps & cap::MULTI_STATEMENTS != 0;
     sess.status = status::AUTOCOMMIT;
     let mut out = Vec::with_capacity(16);
     encode_ok(&mut out, sess.status, sess.caps);

@@ -1,6 +1,7 @@
 //! The client side: accepting a connection, the handshake and authentication, the command loop
 //! of an active session, and relaying responses back.
 
+pub mod answer;
 pub mod client;
 pub mod handshake;
 pub mod relay;

@@ -37,8 +37,10 @@ pub struct Observed {
     pub last_ok: Option<(u64, u64)>,
     /// The response ended with an ERR (its code).
     pub error: Option<u16>,
-    /// A result set was sent (for FOUND_ROWS/ROW_COUNT bookkeeping).
+    /// The last result was a result set (for FOUND_ROWS/ROW_COUNT bookkeeping).
     pub result_set: bool,
+    /// Rows in the last result set.
+    pub rows: u64,
     /// COM_STMT_PREPARE: the server's statement id, columns and parameters.
     pub prepared: Option<(u32, u16, u16)>,
     /// A cursor was opened (COM_STMT_EXECUTE with a cursor flag).
@@ -53,6 +55,19 @@ pub struct Failure {
     pub told_client: bool,
     /// An ERR may still be sent: the client is at a packet boundary, at this sequence id.
     pub next_seq: Option<u8>,
+    /// The session survives this failure (overrides [`Error::closes_session`]): its backend was
+    /// lost between transactions, with nothing pinned to it.
+    pub keep_session: bool,
+}
+
+impl Failure {
+    pub fn new(error: Error, next_seq: Option<u8>) -> Failure {
+        Failure { error, told_client: false, next_seq, keep_session: false }
+    }
+
+    pub fn ends_session(&self) -> bool {
+        !self.keep_session && self.error.closes_session()
+    }
 }
 
 /// Timeouts and limits for one relay.
@@ -63,6 +78,8 @@ pub struct RelayCtx<'a> {
     /// Sequence id of the first response packet (the number of frames in the command).
     pub first_seq: u8,
     pub backend_name: &'a str,
+    /// COM_STMT_PREPARE: the statement id the client sees in place of the server's.
+    pub prepare_id: Option<u32>,
 }
 
 const FLUSH_AT: usize = 64 << 10;
@@ -281,6 +298,7 @@ impl Relay<'_, '_> {
             continued = h.len == MAX_FRAME;
             match role {
                 Role::Ok { .. } => {
+                    self.obs.result_set = false;
                     let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
                     self.observe_ok(&payload)?;
                     if kind == ResponseKind::SetOption && self.classic {
@@ -322,6 +340,7 @@ impl Relay<'_, '_> {
                     }
                 }
                 Role::Row { first_after_defs } => {
+                    self.obs.rows += 1;
                     if self.classic && first_after_defs {
                         let st = self.be.status;
                         self.insert(&Self::eof(0, st));
@@ -337,6 +356,7 @@ impl Relay<'_, '_> {
                 }
                 Role::ColumnCount(_) => {
                     self.obs.result_set = true;
+                    self.obs.rows = 0;
                     self.forward_whole(h);
                 }
                 Role::PrepareOk {
@@ -346,7 +366,14 @@ impl Relay<'_, '_> {
                     ..
                 } => {
                     self.obs.prepared = Some((statement_id, columns, params));
-                    self.forward_whole(h);
+                    match self.ctx.prepare_id {
+                        Some(id) => {
+                            let mut p = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+                            p[1..5].copy_from_slice(&id.to_le_bytes());
+                            self.replace(h, &p);
+                        }
+                        None => self.forward_whole(h),
+                    }
                 }
                 Role::Err => {
                     self.obs.error = crate::codec::packets::ErrPacket::decode(
@@ -472,11 +499,7 @@ pub async fn relay(
         Ok(()) => Ok(r.obs),
         Err(error) => {
             let next_seq = (!r.mid_frame).then_some(r.next_client_seq);
-            Err(Failure {
-                error,
-                told_client: false,
-                next_seq,
-            })
+            Err(Failure::new(error, next_seq))
         }
     }
 }

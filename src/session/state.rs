@@ -228,19 +228,25 @@ pub fn quote(v: &str, no_backslash_escapes: bool) -> String {
     out
 }
 
-/// One shard's interned settings: equal settings share one `Rc`.
-#[derive(Default)]
-pub struct Interner {
-    set: RefCell<HashSet<Rc<Settings>>>,
+/// One shard's interned values: equal values share one `Rc` (settings, SQL texts).
+pub struct Interner<T: ?Sized + Eq + std::hash::Hash> {
+    set: RefCell<HashSet<Rc<T>>>,
 }
 
-impl Interner {
-    pub fn intern(&self, s: Settings) -> Rc<Settings> {
+impl<T: ?Sized + Eq + std::hash::Hash> Default for Interner<T> {
+    fn default() -> Self {
+        Interner { set: RefCell::new(HashSet::new()) }
+    }
+}
+
+impl<T: ?Sized + Eq + std::hash::Hash> Interner<T> {
+    /// The shared copy of `v` (made from `make` the first time).
+    pub fn intern_with(&self, v: &T, make: impl FnOnce() -> Rc<T>) -> Rc<T> {
         let mut set = self.set.borrow_mut();
-        if let Some(existing) = set.get(&s) {
+        if let Some(existing) = set.get(v) {
             return existing.clone();
         }
-        let rc = Rc::new(s);
+        let rc = make();
         set.insert(rc.clone());
         rc
     }
@@ -256,6 +262,24 @@ impl Interner {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Interner<Settings> {
+    pub fn intern(&self, s: Settings) -> Rc<Settings> {
+        let mut set = self.set.borrow_mut();
+        if let Some(existing) = set.get(&s) {
+            return existing.clone();
+        }
+        let rc = Rc::new(s);
+        set.insert(rc.clone());
+        rc
+    }
+}
+
+impl Interner<[u8]> {
+    pub fn intern_bytes(&self, b: &[u8]) -> Rc<[u8]> {
+        self.intern_with(b, || Rc::from(b))
     }
 }
 
@@ -403,12 +427,15 @@ mod tests {
 
     #[test]
     fn interner_shares_and_sweeps() {
-        let i = Interner::default();
+        let i: Interner<Settings> = Interner::default();
         let a = i.intern(settings(Some("x"), &[]));
         let b = i.intern(settings(Some("x"), &[]));
         assert!(Rc::ptr_eq(&a, &b));
         drop((a, b));
         i.sweep();
         assert!(i.is_empty());
+        let t: Interner<[u8]> = Interner::default();
+        let x = t.intern_bytes(b"SELECT 1");
+        assert!(Rc::ptr_eq(&x, &t.intern_bytes(b"SELECT 1")));
     }
 }

@@ -103,6 +103,35 @@ pub struct ShardStats {
     pub auth_failures: Cell<u64>,
     pub refused_max_clients: Cell<u64>,
     pub errors: RefCell<HashMap<&'static str, u64>>,
+    /// Times a session became pinned, by reason.
+    pub pins_total: [Cell<u64>; 8],
+    /// Sessions pinned now, by reason.
+    pub pinned_now: [Cell<i64>; 8],
+    /// Statements refused because the pin budget was used up.
+    pub pin_refusals: Cell<u64>,
+    /// Settings applied to a backend before a command (a session moved between backends).
+    pub syncs: Cell<u64>,
+    /// Statements prepared on a backend on demand (not by the client's COM_STMT_PREPARE).
+    pub lazy_prepares: Cell<u64>,
+    /// Bytes read from and written to clients.
+    pub client_bytes_in: Cell<u64>,
+    pub client_bytes_out: Cell<u64>,
+}
+
+impl ShardStats {
+    /// Accounts for a session's pin reasons going from `before` to `after` (bit sets).
+    pub fn pin_transition(&self, before: u16, after: u16) {
+        for r in crate::session::pins::PinReason::ALL {
+            let (b, a) = (before & r.bit() != 0, after & r.bit() != 0);
+            let i = r as usize;
+            if a && !b {
+                self.pins_total[i].set(self.pins_total[i].get() + 1);
+                self.pinned_now[i].set(self.pinned_now[i].get() + 1);
+            } else if b && !a {
+                self.pinned_now[i].set(self.pinned_now[i].get() - 1);
+            }
+        }
+    }
 }
 
 pub struct Shard {
@@ -111,7 +140,9 @@ pub struct Shard {
     pub poller: Poller<ShardMsg>,
     pub table: RefCell<Table<Session>>,
     pub bufs: BufPool,
-    pub interner: Interner,
+    pub interner: Interner<Settings>,
+    /// Interned SQL texts of prepared statements.
+    pub sql: Interner<[u8]>,
     /// A fresh backend connection's settings (interned, empty).
     pub fresh: Rc<Settings>,
     pub fresh_charset: FreshCharset,
@@ -135,7 +166,7 @@ impl Shard {
         core: Option<core_affinity::CoreId>,
     ) -> std::io::Result<Shard> {
         let poller = Poller::new(&format!("sluice-{id}"), core)?;
-        let interner = Interner::default();
+        let interner: Interner<Settings> = Interner::default();
         let fresh = interner.intern(Settings::default());
         let fc = shared
             .server
@@ -180,6 +211,7 @@ impl Shard {
                 };
                 let limit = shared.pool_share(cfg.pool.size, id);
                 let pool = Pool::new(spec, ui as u32, limit, fresh.clone());
+                pool.set_pin_limit(shared.pool_share(cfg.pool.pin_budget(), id));
                 *pool.stats.wait_hist.borrow_mut() =
                     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
                 pools.push(Rc::new(pool));
@@ -192,6 +224,7 @@ impl Shard {
             table: RefCell::new(Table::default()),
             bufs: BufPool::new(1024),
             interner,
+            sql: Interner::default(),
             fresh,
             fresh_charset,
             stats: ShardStats::default(),

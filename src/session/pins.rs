@@ -1,0 +1,248 @@
+//! Why a session must stay on its backend connection, and when it may leave.
+//!
+//! Pins come from two sources: what the server reports (the transaction-state tracker's `L` for
+//! LOCK TABLES, pending transaction characteristics, a "state changed" report nothing explains)
+//! and what [`sql::analyze`](super::sql::analyze) sees in the statement (user variables,
+//! temporary tables, SQL-level PREPARE, named locks — MariaDB does not report them for statements
+//! that return rows). A pin is released when its state is gone: the last temporary table dropped,
+//! the last prepared statement deallocated, the last named lock released, UNLOCK TABLES; user
+//! variables and unexplained changes last until COM_RESET_CONNECTION or the end of the session.
+
+use super::sql::Effects;
+
+/// A reason a session is pinned (an index into per-reason metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PinReason {
+    UserVariable = 0,
+    TemporaryTable,
+    SqlPrepare,
+    NamedLock,
+    LockTables,
+    Handler,
+    TransactionCharacteristics,
+    UnknownStateChange,
+}
+
+impl PinReason {
+    pub const ALL: [PinReason; 8] = [
+        PinReason::UserVariable,
+        PinReason::TemporaryTable,
+        PinReason::SqlPrepare,
+        PinReason::NamedLock,
+        PinReason::LockTables,
+        PinReason::Handler,
+        PinReason::TransactionCharacteristics,
+        PinReason::UnknownStateChange,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PinReason::UserVariable => "user_variable",
+            PinReason::TemporaryTable => "temporary_table",
+            PinReason::SqlPrepare => "sql_prepare",
+            PinReason::NamedLock => "named_lock",
+            PinReason::LockTables => "lock_tables",
+            PinReason::Handler => "handler",
+            PinReason::TransactionCharacteristics => "transaction_characteristics",
+            PinReason::UnknownStateChange => "unknown_state_change",
+        }
+    }
+
+    pub fn bit(self) -> u16 {
+        1 << self as u8
+    }
+
+    /// The reason a statement that is about to run would pin for (checked against the budget).
+    pub fn predicted(e: &Effects) -> Option<PinReason> {
+        if e.user_var_write {
+            Some(PinReason::UserVariable)
+        } else if !e.temp_created.is_empty() {
+            Some(PinReason::TemporaryTable)
+        } else if !e.prepared.is_empty() {
+            Some(PinReason::SqlPrepare)
+        } else if !e.locks_acquired.is_empty() {
+            Some(PinReason::NamedLock)
+        } else if e.lock_tables {
+            Some(PinReason::LockTables)
+        } else if e.handler_open {
+            Some(PinReason::Handler)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the server said about the statement, as far as pins are concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reported<'a> {
+    pub failed: bool,
+    pub state_changed: bool,
+    pub trx_state: Option<&'a [u8]>,
+    pub trx_characteristics: Option<&'a [u8]>,
+    pub in_transaction: bool,
+}
+
+/// A session's pinned state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    user_vars: bool,
+    temp_tables: Vec<Vec<u8>>,
+    sql_prepared: Vec<Vec<u8>>,
+    named_locks: Vec<Vec<u8>>,
+    lock_tables: bool,
+    handler: bool,
+    trx_characteristics: bool,
+    unknown: bool,
+}
+
+impl Pins {
+    /// The reasons currently in force, as a bit set of [`PinReason::bit`].
+    pub fn mask(&self) -> u16 {
+        let mut m = 0;
+        for (on, r) in [
+            (self.user_vars, PinReason::UserVariable),
+            (!self.temp_tables.is_empty(), PinReason::TemporaryTable),
+            (!self.sql_prepared.is_empty(), PinReason::SqlPrepare),
+            (!self.named_locks.is_empty(), PinReason::NamedLock),
+            (self.lock_tables, PinReason::LockTables),
+            (self.handler, PinReason::Handler),
+            (self.trx_characteristics, PinReason::TransactionCharacteristics),
+            (self.unknown, PinReason::UnknownStateChange),
+        ] {
+            if on {
+                m |= r.bit();
+            }
+        }
+        m
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.mask() != 0
+    }
+
+    /// Updates the pins after a statement ran. Additions are applied even when the statement
+    /// failed (a conservative pin never leaks state); removals only when it succeeded.
+    pub fn after(&mut self, e: &Effects, r: Reported<'_>) {
+        if e.user_var_write {
+            self.user_vars = true;
+        }
+        for t in &e.temp_created {
+            if !self.temp_tables.contains(t) {
+                self.temp_tables.push(t.clone());
+            }
+        }
+        for p in &e.prepared {
+            if !self.sql_prepared.contains(p) {
+                self.sql_prepared.push(p.clone());
+            }
+        }
+        self.named_locks.extend(e.locks_acquired.iter().cloned());
+        if e.handler_open {
+            self.handler = true;
+        }
+        if e.lock_tables {
+            self.lock_tables = true;
+        }
+        if !r.failed {
+            self.temp_tables.retain(|t| !e.tables_dropped.contains(t));
+            self.sql_prepared.retain(|p| !e.deallocated.contains(p));
+            for l in &e.locks_released {
+                if let Some(i) = self.named_locks.iter().position(|x| x == l) {
+                    self.named_locks.remove(i);
+                }
+            }
+            if e.release_all_locks {
+                self.named_locks.clear();
+            }
+        }
+        // The server vouches for table locks (transaction-state tracker, 8 characters, 'L' last).
+        if let Some(ts) = r.trx_state {
+            self.lock_tables = ts.last() == Some(&b'L');
+        }
+        // One-shot characteristics (SET TRANSACTION …) pending outside a transaction.
+        if let Some(c) = r.trx_characteristics {
+            self.trx_characteristics = !c.is_empty() && !r.in_transaction;
+        }
+        if r.state_changed && !e.explains_state_change {
+            self.unknown = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sql::{analyze, Modes};
+    use super::*;
+
+    fn run(p: &mut Pins, sql: &str, r: Reported<'_>) {
+        p.after(&analyze(sql.as_bytes(), Modes::default()), r);
+    }
+
+    fn ok() -> Reported<'static> {
+        Reported::default()
+    }
+
+    #[test]
+    fn temporary_tables_pin_until_the_last_is_dropped() {
+        let mut p = Pins::default();
+        run(&mut p, "CREATE TEMPORARY TABLE a (x INT)", ok());
+        run(&mut p, "CREATE TEMPORARY TABLE b (x INT)", ok());
+        assert_eq!(p.mask(), PinReason::TemporaryTable.bit());
+        run(&mut p, "DROP TEMPORARY TABLE a", ok());
+        assert!(p.is_pinned());
+        run(&mut p, "DROP TABLE IF EXISTS b", Reported { failed: true, ..ok() });
+        assert!(p.is_pinned(), "a failed drop removes nothing");
+        run(&mut p, "DROP TABLE IF EXISTS b", ok());
+        assert!(!p.is_pinned());
+    }
+
+    #[test]
+    fn locks_prepares_and_user_variables() {
+        let mut p = Pins::default();
+        run(&mut p, "SELECT GET_LOCK('x', 1)", ok());
+        run(&mut p, "SELECT GET_LOCK('x', 1)", ok());
+        run(&mut p, "SELECT RELEASE_LOCK('x')", ok());
+        assert_eq!(p.mask(), PinReason::NamedLock.bit(), "locks are counted");
+        run(&mut p, "DO RELEASE_ALL_LOCKS()", ok());
+        assert!(!p.is_pinned());
+        run(&mut p, "PREPARE s FROM 'SELECT 1'", ok());
+        run(&mut p, "DEALLOCATE PREPARE s", ok());
+        assert!(!p.is_pinned());
+        run(&mut p, "SET @a = 1", ok());
+        run(&mut p, "SET @a = NULL", ok());
+        assert_eq!(p.mask(), PinReason::UserVariable.bit(), "user variables last until reset");
+    }
+
+    #[test]
+    fn server_reports_lock_tables_and_characteristics() {
+        let mut p = Pins::default();
+        run(&mut p, "LOCK TABLES t READ", Reported { trx_state: Some(b"_______L"), ..ok() });
+        assert_eq!(p.mask(), PinReason::LockTables.bit());
+        run(&mut p, "UNLOCK TABLES", Reported { trx_state: Some(b"________"), ..ok() });
+        assert!(!p.is_pinned());
+        run(&mut p, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", Reported {
+            trx_characteristics: Some(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;"),
+            ..ok()
+        });
+        assert_eq!(p.mask(), PinReason::TransactionCharacteristics.bit());
+        run(&mut p, "COMMIT", Reported { trx_characteristics: Some(b""), ..ok() });
+        assert!(!p.is_pinned());
+    }
+
+    #[test]
+    fn unexplained_state_changes_pin() {
+        let mut p = Pins::default();
+        run(&mut p, "SET time_zone = '+01:00'", Reported { state_changed: true, ..ok() });
+        assert!(!p.is_pinned());
+        run(&mut p, "CALL set_things()", Reported { state_changed: true, ..ok() });
+        assert_eq!(p.mask(), PinReason::UnknownStateChange.bit());
+    }
+
+    #[test]
+    fn predictions_for_the_budget() {
+        let e = analyze(b"SELECT @a := 1", Modes::default());
+        assert_eq!(PinReason::predicted(&e), Some(PinReason::UserVariable));
+        assert_eq!(PinReason::predicted(&analyze(b"SELECT 1", Modes::default())), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! A client's binary prepared statements, kept by sluice so they can be prepared lazily on
+//! whichever backend serves each execute: the SQL text (interned), the settings it was prepared
+//! under, its parameter count, and the parameter types last bound (a later execute may omit them,
+//! but the backend that serves it may never have seen them).
+
+use super::state::Settings;
+use crate::codec::command::com;
+use crate::codec::{CodecError, Result};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+#[derive(Debug, Clone)]
+pub struct ClientStmt {
+    pub sql: Rc<[u8]>,
+    /// The client's settings when it prepared (schema and sql_mode decide what the text means).
+    pub settings: Rc<Settings>,
+    pub params: u16,
+    pub columns: u16,
+    /// Parameter types (`2 × params` bytes) from the last execute that bound them.
+    pub types: Option<Box<[u8]>>,
+    /// COM_STMT_SEND_LONG_DATA sent since the last execute: the data lives on one backend.
+    pub long_data: bool,
+}
+
+/// A session's statements by client-visible id.
+#[derive(Debug, Default)]
+pub struct Stmts {
+    next_id: u32,
+    pub map: HashMap<u32, ClientStmt>,
+    /// The statement whose cursor is open (rows wait on the backend for COM_STMT_FETCH).
+    pub cursor: Option<u32>,
+}
+
+impl Stmts {
+    pub fn allocate_id(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+
+    /// Something ties the session to its backend: an open cursor or pending long data.
+    pub fn pending(&self) -> bool {
+        self.cursor.is_some() || self.map.values().any(|s| s.long_data)
+    }
+}
+
+/// Rewrites a COM_STMT_EXECUTE payload for a backend: the statement id becomes `backend_id`, and
+/// when the client relies on previously bound parameter types (new-params-bound flag 0), the
+/// `remembered` types are written in explicitly. Returns the new payload and the types this
+/// execute bound (to remember), if it bound any.
+pub fn rewrite_execute(payload: &[u8], backend_id: u32, params: u16, remembered: Option<&[u8]>) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    if payload.first() != Some(&com::STMT_EXECUTE) || payload.len() < 10 {
+        return Err(CodecError::truncated("COM_STMT_EXECUTE header"));
+    }
+    let mut out = Vec::with_capacity(payload.len() + 2 * usize::from(params) + 1);
+    out.push(com::STMT_EXECUTE);
+    out.extend_from_slice(&backend_id.to_le_bytes());
+    out.extend_from_slice(&payload[5..10]);
+    if params == 0 {
+        out.extend_from_slice(&payload[10..]);
+        return Ok((out, None));
+    }
+    let nb = (usize::from(params) + 7) / 8;
+    let flag_at = 10 + nb;
+    let flag = *payload.get(flag_at).ok_or(CodecError::truncated("COM_STMT_EXECUTE parameters"))?;
+    out.extend_from_slice(&payload[10..flag_at]);
+    let types_len = 2 * usize::from(params);
+    match (flag, remembered) {
+        (1, _) => {
+            let types = payload
+                .get(flag_at + 1..flag_at + 1 + types_len)
+                .ok_or(CodecError::truncated("COM_STMT_EXECUTE parameter types"))?;
+            out.extend_from_slice(&payload[flag_at..]);
+            Ok((out, Some(types.to_vec())))
+        }
+        (0, Some(t)) if t.len() == types_len => {
+            out.push(1);
+            out.extend_from_slice(t);
+            out.extend_from_slice(&payload[flag_at + 1..]);
+            Ok((out, None))
+        }
+        _ => {
+            out.extend_from_slice(&payload[flag_at..]);
+            Ok((out, None))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_types_are_rewritten() {
+        // stmt 7, no cursor, 1 iteration, 2 params: bitmap 1 byte, bound=1, types LONG, VARCHAR.
+        let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b00, 1, 3, 0, 0xfd, 0];
+        p.extend_from_slice(&[5, 0, 0, 0, 2, b'h', b'i']);
+        let (out, types) = rewrite_execute(&p, 0x0102_0304, 2, None).unwrap();
+        assert_eq!(&out[1..5], &0x0102_0304u32.to_le_bytes());
+        assert_eq!(types.as_deref(), Some(&[3, 0, 0xfd, 0][..]));
+        assert_eq!(&out[5..], &p[5..]);
+        // A later execute without types gets the remembered ones.
+        let mut q = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b00, 0];
+        q.extend_from_slice(&[6, 0, 0, 0, 2, b'y', b'o']);
+        let (out, none) = rewrite_execute(&q, 9, 2, types.as_deref()).unwrap();
+        assert!(none.is_none());
+        assert_eq!(out[11], 1);
+        assert_eq!(&out[12..16], &[3, 0, 0xfd, 0]);
+        assert_eq!(&out[16..], &[6, 0, 0, 0, 2, b'y', b'o']);
+    }
+
+    #[test]
+    fn statements_without_parameters_and_bad_packets() {
+        let p = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0];
+        let (out, t) = rewrite_execute(&p, 2, 0, None).unwrap();
+        assert_eq!(out, vec![0x17, 2, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert!(t.is_none());
+        assert!(rewrite_execute(&[0x17, 1, 0], 2, 0, None).is_err());
+        assert!(rewrite_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0], 2, 3, None).is_err());
+        assert!(rewrite_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3], 2, 3, None).is_err());
+    }
+
+    #[test]
+    fn ids_stay_positive() {
+        let mut s = Stmts::default();
+        assert_eq!(s.allocate_id(), 1);
+        s.next_id = u32::MAX;
+        assert_eq!(s.allocate_id(), 1);
+    }
+}
