@@ -55,6 +55,13 @@ impl Reply {
         .encode(out);
     }
 
+    /// The ERR a server sends in place of its greeting (nothing negotiated yet: no SQLSTATE).
+    pub fn encode_before_handshake(&self, out: &mut Vec<u8>) {
+        out.push(crate::codec::packets::ERR);
+        out.extend_from_slice(&self.code.to_le_bytes());
+        out.extend_from_slice(self.message.as_bytes());
+    }
+
     pub fn access_denied(user: &[u8], host: &str, with_password: bool) -> Reply {
         Reply::new(
             1045,

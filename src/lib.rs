@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod session;

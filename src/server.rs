@@ -120,8 +120,13 @@ pub fn run(cfg: Config, worker: u32, workers: u32) -> Result<(), String> {
             Err(_) => return Err("a shard exited during start-up".into()),
         }
     }
-    // Mailboxes arrive in start-up order; index them by shard id.
+    mailboxes.sort_by_key(|(id, _)| *id);
+    let mailboxes: Vec<_> = mailboxes.into_iter().map(|(_, mb)| mb).collect();
     let _ = shared.mailboxes.set(mailboxes.clone());
+    if !shared.config.metrics_listen.is_empty() {
+        crate::metrics::spawn(shared.clone(), &shared.config.metrics_listen)
+            .map_err(|e| format!("metrics_listen {}: {e}", shared.config.metrics_listen))?;
+    }
     info!(
         listen = %shared.config.listen,
         shards = shared.shards,

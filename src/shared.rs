@@ -9,7 +9,7 @@ use crate::shard::poller::Mailbox;
 use crate::shard::ShardMsg;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone)]
 pub struct UserSpec {
@@ -18,6 +18,7 @@ pub struct UserSpec {
     pub backend_user: String,
     pub backend_password: String,
     pub pool_mode: PoolMode,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,11 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Client connections open in this process (admission control).
     pub clients: AtomicUsize,
+    /// Authenticated connections per user in this process.
+    pub user_clients: Vec<AtomicUsize>,
+    /// Pinned sessions per pool (`user * backends + backend`) in this process: the pin budget is
+    /// a process-wide count, while connection slots are per shard and move by messages.
+    pub pinned: Vec<Arc<AtomicUsize>>,
 }
 
 impl Shared {
@@ -59,6 +65,7 @@ impl Shared {
                     backend_user: u.backend_user.clone(),
                     backend_password: u.backend_password.clone(),
                     pool_mode: u.pool_mode.unwrap_or(config.pool.mode),
+                    max_connections: u.max_connections,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -79,6 +86,10 @@ impl Shared {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let shards = config.shard_count();
+        let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
+        let pinned = (0..users.len() * backends.len())
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
         Ok(Shared {
             config,
             users,
@@ -90,6 +101,8 @@ impl Shared {
             mailboxes: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
+            user_clients,
+            pinned,
         })
     }
 
@@ -99,6 +112,34 @@ impl Shared {
         let slots = self.shards * self.workers as usize;
         let me = self.worker as usize * self.shards + shard;
         total / slots + usize::from(me < total % slots)
+    }
+
+    /// This process's share of a budget of `total` split evenly between worker processes.
+    pub fn worker_share(&self, total: usize) -> usize {
+        let w = self.workers as usize;
+        total / w + usize::from((self.worker as usize) < total % w)
+    }
+
+    /// Counts a login of `user`; `false` (nothing counted) when the user is at its limit.
+    pub fn admit_user(&self, user: u32) -> bool {
+        let limit = self.users[user as usize].max_connections;
+        let n = &self.user_clients[user as usize];
+        if limit == 0 {
+            n.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            (c < limit).then_some(c + 1)
+        })
+        .is_ok()
+    }
+
+    pub fn leave_user(&self, user: u32) {
+        let _ = self.user_clients[user as usize].fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |c| c.checked_sub(1),
+        );
     }
 
     pub fn is_shutting_down(&self) -> bool {

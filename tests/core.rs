@@ -10,7 +10,15 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn cli_runs_everyday_statements() {
-    let s = Sluice::start();
+    for mode in ["session", "transaction"] {
+        let s = Sluice::with(Config::default().pool(&format!(
+            "mode = \"{mode}\"\nsize = 4\nqueue_timeout_ms = 5000"
+        )));
+        cli_statements(&s);
+    }
+}
+
+fn cli_statements(s: &Sluice) {
     let sql = "DROP TABLE IF EXISTS cli_t;
 CREATE TABLE cli_t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20));
 INSERT INTO cli_t (v) VALUES ('a'), ('b'), ('c');
@@ -48,7 +56,10 @@ SELECT COUNT(*), GROUP_CONCAT(v ORDER BY id) FROM infile_t; DROP TABLE infile_t;
     );
     let (ok, out, err) = mariadb_cli(s.port, &["--local-infile=1", "app"], &sql);
     assert!(ok, "{err}");
-    assert_eq!(out, "COUNT(*)\tGROUP_CONCAT(v ORDER BY id)\n3\tone,two,three\n");
+    assert_eq!(
+        out,
+        "COUNT(*)\tGROUP_CONCAT(v ORDER BY id)\n3\tone,two,three\n"
+    );
     // A client that did not enable local files is refused the way a server refuses it.
     let (ok, _, err) = mariadb_cli(
         s.port,
@@ -66,16 +77,30 @@ fn blob_of_20_mib_round_trips_both_ways() {
     let s = Sluice::start();
     let mut c = s.conn();
     c.query_drop("DROP TABLE IF EXISTS blob_t").unwrap();
-    c.query_drop("CREATE TABLE blob_t (id INT PRIMARY KEY, b LONGBLOB)").unwrap();
-    let data: Vec<u8> = (0..20 * 1024 * 1024 + 7).map(|i: usize| (i * 7919 % 251) as u8).collect();
-    c.exec_drop("INSERT INTO blob_t VALUES (1, ?)", (data.clone(),)).unwrap();
-    let back: Vec<u8> = c.query_first("SELECT b FROM blob_t WHERE id = 1").unwrap().unwrap();
+    c.query_drop("CREATE TABLE blob_t (id INT PRIMARY KEY, b LONGBLOB)")
+        .unwrap();
+    let data: Vec<u8> = (0..20 * 1024 * 1024 + 7)
+        .map(|i: usize| (i * 7919 % 251) as u8)
+        .collect();
+    c.exec_drop("INSERT INTO blob_t VALUES (1, ?)", (data.clone(),))
+        .unwrap();
+    let back: Vec<u8> = c
+        .query_first("SELECT b FROM blob_t WHERE id = 1")
+        .unwrap()
+        .unwrap();
     assert_eq!(back.len(), data.len());
     assert!(back == data, "blob differs after the round trip");
     // The same through the text protocol, as a literal larger than one 16 MiB frame.
-    let hex: String = data[..9 * 1024 * 1024].iter().map(|b| format!("{b:02x}")).collect();
-    c.query_drop(format!("UPDATE blob_t SET b = X'{hex}' WHERE id = 1")).unwrap();
-    let len: u64 = c.query_first("SELECT LENGTH(b) FROM blob_t").unwrap().unwrap();
+    let hex: String = data[..9 * 1024 * 1024]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    c.query_drop(format!("UPDATE blob_t SET b = X'{hex}' WHERE id = 1"))
+        .unwrap();
+    let len: u64 = c
+        .query_first("SELECT LENGTH(b) FROM blob_t")
+        .unwrap()
+        .unwrap();
     assert_eq!(len, 9 * 1024 * 1024);
     c.query_drop("DROP TABLE blob_t").unwrap();
 }
@@ -89,7 +114,10 @@ fn server_errors_pass_through_with_code_and_sqlstate() {
     assert_eq!((code, state.as_str()), (1146, "42S02"));
     assert!(msg.contains("no_such_table"), "{msg}");
     let e = c.query_drop("SELEC 1").unwrap_err();
-    assert_eq!(server_error(&e).map(|x| (x.0, x.1)), Some((1064, "42000".to_string())));
+    assert_eq!(
+        server_error(&e).map(|x| (x.0, x.1)),
+        Some((1064, "42000".to_string()))
+    );
     // The session goes on after errors.
     let one: i64 = c.query_first("SELECT 1").unwrap().unwrap();
     assert_eq!(one, 1);
@@ -99,15 +127,17 @@ fn server_errors_pass_through_with_code_and_sqlstate() {
 fn prepared_statements_use_the_binary_protocol() {
     let s = Sluice::start();
     let mut c = s.conn();
-    c.query_drop("CREATE TABLE IF NOT EXISTS ps_t (id INT PRIMARY KEY, v VARCHAR(20), d DOUBLE)").unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS ps_t (id INT PRIMARY KEY, v VARCHAR(20), d DOUBLE)")
+        .unwrap();
     c.query_drop("DELETE FROM ps_t").unwrap();
     let ins = c.prep("INSERT INTO ps_t VALUES (?, ?, ?)").unwrap();
     for i in 0..50 {
         let v: Option<String> = (i % 5 != 0).then(|| format!("v{i}"));
         c.exec_drop(&ins, (i, v, i as f64 / 4.0)).unwrap();
     }
-    let rows: Vec<(i32, Option<String>, f64)> =
-        c.exec("SELECT id, v, d FROM ps_t WHERE id >= ? ORDER BY id", (45,)).unwrap();
+    let rows: Vec<(i32, Option<String>, f64)> = c
+        .exec("SELECT id, v, d FROM ps_t WHERE id >= ? ORDER BY id", (45,))
+        .unwrap();
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[0], (45, None, 11.25));
     assert_eq!(rows[1], (46, Some("v46".into()), 11.5));
@@ -126,17 +156,28 @@ fn wrong_password_and_unknown_user_get_the_same_answer_after_the_same_delay() {
             .user(Some(user))
             .pass(Some(pw))
             .prefer_socket(false);
-        let e = mysql::Conn::new(opts).err().expect("login must fail");
+        let Err(e) = mysql::Conn::new(opts) else {
+            panic!("login must fail")
+        };
         (server_error(&e).expect("a server error"), started.elapsed())
     };
     let ((c1, s1, m1), t1) = try_login("app", "wrong");
     let ((c2, s2, m2), t2) = try_login("nobody", "wrong");
     assert_eq!((c1, s1.as_str()), (1045, "28000"));
     assert_eq!((c2, s2.as_str()), (1045, "28000"));
-    assert_eq!(m1, "Access denied for user 'app'@'127.0.0.1' (using password: YES)");
-    assert_eq!(m2, "Access denied for user 'nobody'@'127.0.0.1' (using password: YES)");
+    assert_eq!(
+        m1,
+        "Access denied for user 'app'@'127.0.0.1' (using password: YES)"
+    );
+    assert_eq!(
+        m2,
+        "Access denied for user 'nobody'@'127.0.0.1' (using password: YES)"
+    );
     for t in [t1, t2] {
-        assert!(t >= Duration::from_millis(300), "refused after {t:?}, before the configured delay");
+        assert!(
+            t >= Duration::from_millis(300),
+            "refused after {t:?}, before the configured delay"
+        );
         assert!(t < Duration::from_secs(3), "refused after {t:?}");
     }
 }
@@ -171,7 +212,10 @@ fn hashed_credentials_for_both_plugins_log_in() {
     for user in ["native", "sha2"] {
         let mut c = s.conn_as(user, "s3cret", Some("app"));
         let u: String = c.query_first("SELECT CURRENT_USER()").unwrap().unwrap();
-        assert!(u.starts_with("app@"), "backend user is the configured one: {u}");
+        assert!(
+            u.starts_with("app@"),
+            "backend user is the configured one: {u}"
+        );
         let e = mysql::Conn::new(
             mysql::OptsBuilder::new()
                 .ip_or_hostname(Some("127.0.0.1"))
@@ -186,31 +230,53 @@ fn hashed_credentials_for_both_plugins_log_in() {
     }
     // The mariadb command-line client too (it switches to caching_sha2_password when asked).
     let out = std::process::Command::new("mariadb")
-        .args(["--no-defaults", "-h127.0.0.1", &format!("-P{}", s.port), "-usha2", "-ps3cret", "-N", "-e", "SELECT 7"])
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{}", s.port),
+            "-usha2",
+            "-ps3cret",
+            "-N",
+            "-e",
+            "SELECT 7",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
 }
 
 #[test]
 fn session_state_does_not_leak_to_the_next_client_of_a_backend() {
     // One shard and one backend connection: the second client gets the first one's connection.
-    let s = Sluice::with(Config::default().top("shards = 1").pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 5000"));
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 5000"),
+    );
     let mut a = s.conn();
     // CONNECTION_ID() is sluice's id for the client (what the handshake told it)...
     let a_id: u64 = a.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
     assert_eq!(a_id, u64::from(a.connection_id()));
     // ...and @@pseudo_thread_id the backend connection's own.
     let a_thread: u64 = a.query_first("SELECT @@pseudo_thread_id").unwrap().unwrap();
-    a.query_drop("SET time_zone = '+05:00', sql_mode = 'ANSI_QUOTES', @secret = 'a-only'").unwrap();
+    a.query_drop("SET time_zone = '+05:00', sql_mode = 'ANSI_QUOTES', @secret = 'a-only'")
+        .unwrap();
     a.query_drop("SET NAMES latin1").unwrap();
-    a.query_drop("CREATE TEMPORARY TABLE a_tmp (x INT)").unwrap();
+    a.query_drop("CREATE TEMPORARY TABLE a_tmp (x INT)")
+        .unwrap();
     a.query_drop("USE mysql").unwrap();
     drop(a);
     let mut b = s.conn();
     let b_thread: u64 = b.query_first("SELECT @@pseudo_thread_id").unwrap().unwrap();
-    assert_eq!(a_thread, b_thread, "the test needs both clients on the same backend connection");
+    assert_eq!(
+        a_thread, b_thread,
+        "the test needs both clients on the same backend connection"
+    );
     let row: (String, String, Option<String>, String, String) = b
         .query_first("SELECT @@time_zone, @@sql_mode, @secret, @@character_set_client, DATABASE()")
         .unwrap()
@@ -229,22 +295,38 @@ fn two_concurrent_clients_keep_their_own_state() {
     let s = Sluice::start();
     let mut a = s.conn();
     let mut b = s.conn();
-    a.query_drop("SET time_zone = '+01:00', @who = 'a'").unwrap();
-    b.query_drop("SET time_zone = '-07:00', @who = 'b'").unwrap();
+    a.query_drop("SET time_zone = '+01:00', @who = 'a'")
+        .unwrap();
+    b.query_drop("SET time_zone = '-07:00', @who = 'b'")
+        .unwrap();
     a.query_drop("USE mysql").unwrap();
     for _ in 0..20 {
-        let (tz, who, db): (String, String, String) =
-            a.query_first("SELECT @@time_zone, @who, DATABASE()").unwrap().unwrap();
-        assert_eq!((tz.as_str(), who.as_str(), db.as_str()), ("+01:00", "a", "mysql"));
-        let (tz, who, db): (String, String, String) =
-            b.query_first("SELECT @@time_zone, @who, DATABASE()").unwrap().unwrap();
-        assert_eq!((tz.as_str(), who.as_str(), db.as_str()), ("-07:00", "b", "app"));
+        let (tz, who, db): (String, String, String) = a
+            .query_first("SELECT @@time_zone, @who, DATABASE()")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (tz.as_str(), who.as_str(), db.as_str()),
+            ("+01:00", "a", "mysql")
+        );
+        let (tz, who, db): (String, String, String) = b
+            .query_first("SELECT @@time_zone, @who, DATABASE()")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (tz.as_str(), who.as_str(), db.as_str()),
+            ("-07:00", "b", "app")
+        );
     }
 }
 
 #[test]
 fn exhausted_pool_answers_with_a_clear_error_after_the_queue_timeout() {
-    let s = Sluice::with(Config::default().top("shards = 1").pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 400"));
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 400"),
+    );
     let mut holder = s.conn();
     holder.query_drop("SELECT 1").unwrap();
     // A bare client: drivers run queries while connecting, and this one must reach its first
@@ -256,8 +338,14 @@ fn exhausted_pool_answers_with_a_clear_error_after_the_queue_timeout() {
     let e = sluice::codec::packets::ErrPacket::decode(&r[0]).expect("an ERR packet");
     assert_eq!((e.code, &e.sql_state), (9001, b"HY000"));
     let msg = String::from_utf8_lossy(e.message);
-    assert!(msg.starts_with("sluice: no backend connection available within"), "{msg}");
-    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        msg.starts_with("sluice: no backend connection available within"),
+        "{msg}"
+    );
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     // Once the holder leaves, the waiter is served.
     drop(holder);
     let r = waiter.query("SELECT 1");
@@ -266,12 +354,15 @@ fn exhausted_pool_answers_with_a_clear_error_after_the_queue_timeout() {
 
 #[test]
 fn hostile_bytes_get_an_error_or_a_close_and_nobody_else_notices() {
-    let mut s = Sluice::with(Config::default().top("handshake_timeout_ms = 1000\nmax_packet_size = 1048576"));
+    let mut s = Sluice::with(
+        Config::default().top("handshake_timeout_ms = 1000\nmax_packet_size = 1048576"),
+    );
     let mut bystander = s.conn();
     // 1. Garbage instead of a handshake response.
     let mut c = RawClient::connect(s.port);
     c.read_packet().unwrap();
-    c.send_raw(b"\x05\x00\x00\x01garbage that is not a handshake response").unwrap();
+    c.send_raw(b"\x05\x00\x00\x01garbage that is not a handshake response")
+        .unwrap();
     assert!(c.read_packet().map(|p| p.1[0] == 0xFF).unwrap_or(true));
     // 2. A handshake response whose auth data announces 1 GiB.
     let mut c = RawClient::connect(s.port);
@@ -287,7 +378,11 @@ fn hostile_bytes_get_an_error_or_a_close_and_nobody_else_notices() {
     let mut c = RawClient::login(s.port);
     c.send_raw(&[0xFF, 0xFF, 0xFF, 0x00, 0x03]).unwrap();
     let (_, p) = c.read_packet().expect("an ERR before the close");
-    assert_eq!(&p[..3], &[0xFF, 0x81, 0x04], "ER_NET_PACKET_TOO_LARGE (1153)");
+    assert_eq!(
+        &p[..3],
+        &[0xFF, 0x81, 0x04],
+        "ER_NET_PACKET_TOO_LARGE (1153)"
+    );
     assert!(c.closed_by_peer());
     // 4. A truncated packet, then silence: closed after the read timeout... and a truncated
     // packet followed by a close.
@@ -330,7 +425,11 @@ fn hostile_bytes_get_an_error_or_a_close_and_nobody_else_notices() {
 
 #[test]
 fn a_client_vanishing_mid_result_set_does_not_leak_its_backend() {
-    let s = Sluice::with(Config::default().top("shards = 1").pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 5000"));
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"session\"\nsize = 1\nqueue_timeout_ms = 5000"),
+    );
     for _ in 0..3 {
         let mut c = RawClient::login(s.port);
         let mut p = vec![3u8];
@@ -353,7 +452,10 @@ fn a_client_vanishing_mid_result_set_does_not_leak_its_backend() {
         if n == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "abandoned queries still running on the backend");
+        assert!(
+            Instant::now() < deadline,
+            "abandoned queries still running on the backend"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -371,12 +473,17 @@ fn a_backend_dying_mid_command_gives_a_clear_error_not_a_hang() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let id: u64 = loop {
         let id: Option<u64> = d
-            .query_first("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'")
+            .query_first(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'",
+            )
             .unwrap();
         if let Some(id) = id {
             break id;
         }
-        assert!(Instant::now() < deadline, "the query never reached the backend");
+        assert!(
+            Instant::now() < deadline,
+            "the query never reached the backend"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     d.query_drop(format!("KILL CONNECTION {id}")).unwrap();
@@ -418,30 +525,61 @@ fn sigterm_lets_a_command_in_flight_finish_then_exits() {
     assert!(st.success(), "exit status {st}");
     let v = h.join().unwrap().unwrap().unwrap();
     assert_eq!(v, 5, "the in-flight query completed");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "no longer accepting");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no longer accepting"
+    );
 }
 
 #[test]
 fn check_config_accepts_the_example_and_explains_mistakes() {
     let bin = env!("CARGO_BIN_EXE_sluice");
     let example = common::repo_root().join("config/sluice.example.toml");
-    let out = std::process::Command::new(bin).arg("check-config").arg(&example).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = std::env::temp_dir().join(format!("sluice-bad-{}.toml", std::process::id()));
-    std::fs::write(&bad, "listen = \"nope\"\n[pool]\nsize = 0\n[[backends]]\naddress = \"x\"\n").unwrap();
-    let out = std::process::Command::new(bin).arg("check-config").arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "listen = \"nope\"\n[pool]\nsize = 0\n[[backends]]\naddress = \"x\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&bad);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["listen = \"nope\": not an IP:port address", "pool.size = 0", "backends[0].address", "users"] {
+    for needle in [
+        "listen = \"nope\": not an IP:port address",
+        "pool.size = 0",
+        "backends[0].address",
+        "users",
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
 
 #[test]
 fn sysbench_oltp_read_write_has_zero_errors() {
-    let s = Sluice::with(Config::default().pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000"));
-    let secs: u64 = std::env::var("SLUICE_SYSBENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    // Session mode here; transaction mode with server-side prepared statements is in
+    // tests/multiplex.rs.
+    let s = Sluice::with(
+        Config::default().pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000"),
+    );
+    let secs: u64 = std::env::var("SLUICE_SYSBENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
     let base = [
         "--db-driver=mysql".to_string(),
         "--mysql-host=127.0.0.1".into(),
@@ -464,22 +602,36 @@ fn sysbench_oltp_read_write_has_zero_errors() {
     };
     let _ = run(&["oltp_read_write", "cleanup"]);
     let out = run(&["oltp_read_write", "prepare"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = format!("--time={secs}");
     let out = run(&["--threads=16", &t, "oltp_read_write", "run"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Any error other than InnoDB's own deadlock / lock-wait answers (1213, 1205, 1020, which
     // sysbench retries by default and which happen without a proxy too) aborts sysbench with a
     // failure status, so success above means the proxy caused no error. The retried conflicts
     // must stay rare.
     let field = |label: &str, idx: usize| -> u64 {
-        let line = text.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no {label} in {text}"));
+        let line = text
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} in {text}"));
         line.split_whitespace().nth(idx).unwrap().parse().unwrap()
     };
     let txs = field("transactions:", 1);
     let retried = field("ignored errors:", 2);
     assert!(txs > 100, "{text}");
-    assert!(retried * 200 <= txs, "{retried} deadlock retries in {txs} transactions:\n{text}");
+    assert!(
+        retried * 200 <= txs,
+        "{retried} deadlock retries in {txs} transactions:\n{text}"
+    );
     let _ = run(&["oltp_read_write", "cleanup"]);
 }

@@ -477,25 +477,38 @@ impl BackendConn {
     pub fn prepared_id(&mut self, settings: &Rc<Settings>, sql: &Rc<[u8]>) -> Option<u32> {
         self.prepared_tick += 1;
         let tick = self.prepared_tick;
-        let p = self
-            .prepared
-            .iter_mut()
-            .find(|p| Rc::ptr_eq(&p.settings, settings) && (Rc::ptr_eq(&p.sql, sql) || p.sql == *sql))?;
+        let p = self.prepared.iter_mut().find(|p| {
+            Rc::ptr_eq(&p.settings, settings) && (Rc::ptr_eq(&p.sql, sql) || p.sql == *sql)
+        })?;
         p.last_used = tick;
         Some(p.id)
     }
 
     /// Records a statement the server prepared here; returns the id of an older statement with
     /// the same key, which the caller should close.
-    pub fn remember_prepared(&mut self, settings: Rc<Settings>, sql: Rc<[u8]>, id: u32) -> Option<u32> {
+    pub fn remember_prepared(
+        &mut self,
+        settings: Rc<Settings>,
+        sql: Rc<[u8]>,
+        id: u32,
+    ) -> Option<u32> {
         self.prepared_tick += 1;
         let tick = self.prepared_tick;
-        if let Some(p) = self.prepared.iter_mut().find(|p| Rc::ptr_eq(&p.settings, &settings) && p.sql == sql) {
+        if let Some(p) = self
+            .prepared
+            .iter_mut()
+            .find(|p| Rc::ptr_eq(&p.settings, &settings) && p.sql == sql)
+        {
             let old = std::mem::replace(&mut p.id, id);
             p.last_used = tick;
             return (old != id).then_some(old);
         }
-        self.prepared.push(Prepared { settings, sql, id, last_used: tick });
+        self.prepared.push(Prepared {
+            settings,
+            sql,
+            id,
+            last_used: tick,
+        });
         None
     }
 
@@ -547,7 +560,10 @@ impl BackendConn {
         let mut result = Err(BackendError::Broken("no PREPARE_OK".into()));
         while !t.is_done() {
             let (_, p) = self.read_packet().await?;
-            match t.on_packet(p.len(), &p).map_err(|e| broken("prepare response", e))? {
+            match t
+                .on_packet(p.len(), &p)
+                .map_err(|e| broken("prepare response", e))?
+            {
                 Role::PrepareOk { statement_id, .. } => result = Ok(statement_id),
                 Role::Err => {
                     let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
@@ -577,6 +593,21 @@ impl BackendConn {
     /// Parses the frame header at the front of the read buffer, if present.
     pub fn peek_header(&self) -> Option<FrameHeader> {
         FrameHeader::parse(self.rbuf.data())
+    }
+
+    /// Says COM_QUIT and waits (up to a second) for the server to close its end, so that a slot
+    /// handed to another shard is free on the server too.
+    pub async fn quit(mut self) {
+        let r = glommio::timer::timeout(Duration::from_secs(1), async {
+            let _ = self.write_packet(0, &[com::QUIT]).await;
+            while self.fill().await.is_ok() {
+                let n = self.rbuf.len();
+                self.rbuf.consume(n);
+            }
+            Ok(())
+        })
+        .await;
+        let _: Result<(), _> = r;
     }
 
     /// Shuts the socket down so the server notices at once (glommio closes it on drop).

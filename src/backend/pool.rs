@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -49,16 +51,24 @@ pub struct Pool {
     pub user: u32,
     spec: ConnectSpec,
     fresh: Rc<Settings>,
+    /// Boxed: connections move between this list, leases and waiters without copying, and a
+    /// lease (held by parked sessions) stays one pointer wide.
+    #[allow(clippy::vec_box)]
     idle: RefCell<Vec<Box<BackendConn>>>,
     /// Connections counted against `limit`: idle, leased and being opened.
     open: Cell<usize>,
     limit: Cell<usize>,
     waiters: RefCell<VecDeque<Rc<Waiter>>>,
-    /// Sessions pinned to connections of this pool (and reservations for statements about to
-    /// pin), against `pin_limit`.
+    /// Sessions pinned to connections of this pool on this shard (for metrics).
     pinned: Cell<usize>,
-    pin_limit: Cell<usize>,
-    pin_waiters: RefCell<VecDeque<Waker>>,
+    /// The pin budget is process-wide: a counter shared by every shard's slice of this pool.
+    pin_budget: Option<(Arc<AtomicUsize>, usize)>,
+    /// Asks another shard to lend this pool a slot (set by the shard; see [`Pool::lend`]).
+    starved: RefCell<Option<Box<dyn Fn()>>>,
+    /// Shards that lent this pool the slots above its own share, most recent last.
+    borrowed_from: RefCell<Vec<usize>>,
+    /// Janitor ticks in a row with a borrowed slot and nobody waiting.
+    spare_ticks: Cell<u32>,
     pub stats: PoolStats,
 }
 
@@ -77,14 +87,22 @@ impl Pool {
             limit: Cell::new(limit),
             waiters: RefCell::new(VecDeque::new()),
             pinned: Cell::new(0),
-            pin_limit: Cell::new(limit),
-            pin_waiters: RefCell::new(VecDeque::new()),
+            pin_budget: None,
+            starved: RefCell::new(None),
+            borrowed_from: RefCell::new(Vec::new()),
+            spare_ticks: Cell::new(0),
             stats: PoolStats::default(),
         }
     }
 
-    pub fn set_pin_limit(&self, limit: usize) {
-        self.pin_limit.set(limit);
+    /// Shares the process-wide pin budget `(counter, limit)`.
+    pub fn set_pin_budget(&mut self, counter: Arc<AtomicUsize>, limit: usize) {
+        self.pin_budget = Some((counter, limit));
+    }
+
+    /// Called when a checkout has to queue: asks another shard for a slot.
+    pub fn set_starved_hook(&self, f: Box<dyn Fn()>) {
+        *self.starved.borrow_mut() = Some(f);
     }
 
     pub fn pinned(&self) -> usize {
@@ -93,42 +111,48 @@ impl Pool {
 
     /// Takes a unit of the pin budget if one is free.
     pub fn pin_try_acquire(&self) -> bool {
-        if self.pinned.get() < self.pin_limit.get() {
+        let ok = match &self.pin_budget {
+            Some((n, limit)) => n
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    (c < *limit).then_some(c + 1)
+                })
+                .is_ok(),
+            None => true,
+        };
+        if ok {
             self.pinned.set(self.pinned.get() + 1);
-            true
-        } else {
-            false
         }
+        ok
     }
 
     /// Counts a pin the server reported and sluice could not refuse (over budget or not).
     pub fn pin_force(&self) {
+        if let Some((n, _)) = &self.pin_budget {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
         self.pinned.set(self.pinned.get() + 1);
     }
 
     pub fn pin_release(&self) {
-        self.pinned.set(self.pinned.get().saturating_sub(1));
-        if let Some(w) = self.pin_waiters.borrow_mut().pop_front() {
-            w.wake();
+        if let Some((n, _)) = &self.pin_budget {
+            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
         }
+        self.pinned.set(self.pinned.get().saturating_sub(1));
     }
 
-    /// Waits until a unit of the pin budget is free and takes it; `false` at the deadline.
+    /// Waits until a unit of the pin budget is free and takes it; `false` at the deadline. The
+    /// budget is shared with other shards, whose releases this shard cannot be woken by, so the
+    /// wait re-checks every 10 ms.
     pub async fn pin_wait(&self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let fut = std::future::poll_fn(|cx| {
+        loop {
             if self.pin_try_acquire() {
-                return Poll::Ready(());
+                return true;
             }
-            self.pin_waiters.borrow_mut().push_back(cx.waker().clone());
-            Poll::Pending
-        });
-        glommio::timer::timeout(left, async {
-            fut.await;
-            Ok(())
-        })
-        .await
-        .is_ok()
+            if Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn spec(&self) -> &ConnectSpec {
@@ -226,7 +250,10 @@ impl Pool {
         spec.profile = profile;
         self.stats.connects.set(self.stats.connects.get() + 1);
         match BackendConn::connect(&spec, self.fresh.clone()).await {
-            Ok(conn) => Ok(Lease { pool: self.clone(), conn: Some(Box::new(conn)) }),
+            Ok(conn) => Ok(Lease {
+                pool: self.clone(),
+                conn: Some(Box::new(conn)),
+            }),
             Err(e) => {
                 self.stats
                     .connect_failures
@@ -250,6 +277,9 @@ impl Pool {
             gone: Cell::new(false),
         });
         self.waiters.borrow_mut().push_back(w.clone());
+        if let Some(f) = self.starved.borrow().as_ref() {
+            f();
+        }
         let guard = WaitGuard {
             pool: self.clone(),
             waiter: w.clone(),
@@ -347,6 +377,68 @@ impl Pool {
         }
     }
 
+    /// Gives up one slot of this shard's share to a starved shard: unused headroom at once, or
+    /// an idle connection unused for at least `min_idle` (which the caller must close with
+    /// [`BackendConn::quit`] and then report with [`Pool::lent_closed`] before the slot is
+    /// handed over, so the server never sees more connections than the bound).
+    pub fn lend(&self, min_idle: Duration) -> Lent {
+        if self.open.get() < self.limit.get() {
+            self.limit.set(self.limit.get() - 1);
+            return Lent::Now;
+        }
+        let pos = self
+            .idle
+            .borrow()
+            .iter()
+            .position(|c| c.last_used.elapsed() >= min_idle);
+        match pos {
+            Some(i) => {
+                let c = self.idle.borrow_mut().remove(i);
+                self.stats.discarded.set(self.stats.discarded.get() + 1);
+                // `open` still counts the connection until it is closed.
+                self.limit.set(self.limit.get() - 1);
+                Lent::Closing(c)
+            }
+            None => Lent::No,
+        }
+    }
+
+    /// A connection given up by [`Pool::lend`] is closed.
+    pub fn lent_closed(&self) {
+        self.open.set(self.open.get() - 1);
+    }
+
+    /// A slot lent by shard `from` (or returned to us, with `from` = `None`): the share grows and
+    /// a waiter gets the slot at once.
+    pub fn receive_slot(&self, from: Option<usize>) {
+        self.limit.set(self.limit.get() + 1);
+        if let Some(f) = from {
+            self.borrowed_from.borrow_mut().push(f);
+        }
+        while self.open.get() < self.limit.get() && self.hand_slot() {}
+    }
+
+    /// Janitor: after two idle ticks with a borrowed slot and nobody waiting, gives one back;
+    /// returns the lender to notify.
+    pub fn maybe_return(&self) -> Option<(usize, Lent)> {
+        if self.borrowed_from.borrow().is_empty() || self.waiting() > 0 {
+            self.spare_ticks.set(0);
+            return None;
+        }
+        self.spare_ticks.set(self.spare_ticks.get() + 1);
+        if self.spare_ticks.get() < 2 {
+            return None;
+        }
+        match self.lend(Duration::ZERO) {
+            Lent::No => None,
+            lent => self
+                .borrowed_from
+                .borrow_mut()
+                .pop()
+                .map(|from| (from, lent)),
+        }
+    }
+
     /// Connections idle longer than `idle`, older than `lifetime`, or found closed are dropped;
     /// returns how many were closed.
     pub fn sweep(&self, idle: Duration, lifetime: Duration) -> usize {
@@ -435,6 +527,16 @@ impl Future for WaitFor<'_> {
         self.waiter.waker.set(Some(cx.waker().clone()));
         Poll::Pending
     }
+}
+
+/// What [`Pool::lend`] gave up.
+pub enum Lent {
+    /// Unused headroom: the slot can be handed over now.
+    Now,
+    /// An idle connection that must be closed first.
+    Closing(Box<BackendConn>),
+    /// Nothing to give.
+    No,
 }
 
 /// A checked-out connection. Dropping it discards the connection; [`Lease::release`] returns it.

@@ -379,7 +379,10 @@ mod tests {
         // A bare string<EOF> (as the documentation describes) is still understood.
         let mut doc = vec![0, 0, 0, 2, 0, 0, 0];
         doc.extend_from_slice(b"Rows matched: 1");
-        assert_eq!(OkPacket::decode(&doc, cap::PROTOCOL_41).unwrap().info, b"Rows matched: 1");
+        assert_eq!(
+            OkPacket::decode(&doc, cap::PROTOCOL_41).unwrap().info,
+            b"Rows matched: 1"
+        );
     }
 
     #[test]

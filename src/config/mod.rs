@@ -79,6 +79,13 @@ pub struct Config {
     /// net_write_timeout).
     #[serde(default = "defaults::net_write_timeout_ms")]
     pub net_write_timeout_ms: u64,
+    /// Client connections this process accepts at once (0 = no limit but the fd limit); further
+    /// clients get ERR 1040 "Too many connections".
+    #[serde(default)]
+    pub max_client_connections: usize,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty = off.
+    #[serde(default)]
+    pub metrics_listen: String,
     /// On SIGTERM/SIGINT: how long commands in flight may take to finish.
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
@@ -169,6 +176,9 @@ pub struct UserConfig {
     /// Overrides `pool.mode` for this user.
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Connections this user may have open at once (0 = no limit); further logins get ERR 1203.
+    #[serde(default)]
+    pub max_connections: usize,
 }
 
 mod defaults {
@@ -344,6 +354,13 @@ impl Config {
                 "not an IP:port address",
             );
         }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            err(
+                "metrics_listen",
+                &format!("{:?}", self.metrics_listen),
+                "not an IP:port address (or empty to turn metrics off)",
+            );
+        }
         if self.shards > 1024 {
             err("shards", &self.shards, "more than 1024 shards");
         }
@@ -406,7 +423,9 @@ impl Config {
         if p.pin_budget > p.size {
             err("pool.pin_budget", &p.pin_budget, "larger than pool.size");
         }
-        if p.prepared_statements_per_connection == 0 || p.prepared_statements_per_connection > 16_000 {
+        if p.prepared_statements_per_connection == 0
+            || p.prepared_statements_per_connection > 16_000
+        {
             err(
                 "pool.prepared_statements_per_connection",
                 &p.prepared_statements_per_connection,

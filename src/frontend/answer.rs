@@ -35,12 +35,22 @@ pub fn bigint_column(name: &[u8], unsigned: bool) -> Vec<u8> {
 }
 
 /// The packets (payloads) of a one-column, one-row result set whose value is `value`.
-pub fn single_value(name: &[u8], value: &str, unsigned: bool, status: u16, caps: u32) -> Vec<Vec<u8>> {
+pub fn single_value(
+    name: &[u8],
+    value: &str,
+    unsigned: bool,
+    status: u16,
+    caps: u32,
+) -> Vec<Vec<u8>> {
     let mut packets = vec![vec![1u8], bigint_column(name, unsigned)];
     let classic = caps & cap::DEPRECATE_EOF == 0;
     if classic {
         let mut e = Vec::with_capacity(5);
-        EofPacket { warnings: 0, status }.encode(&mut e);
+        EofPacket {
+            warnings: 0,
+            status,
+        }
+        .encode(&mut e);
         packets.push(e);
     }
     let mut row = Vec::with_capacity(value.len() + 1);
@@ -48,9 +58,17 @@ pub fn single_value(name: &[u8], value: &str, unsigned: bool, status: u16, caps:
     packets.push(row);
     let mut end = Vec::with_capacity(8);
     if classic {
-        EofPacket { warnings: 0, status }.encode(&mut end);
+        EofPacket {
+            warnings: 0,
+            status,
+        }
+        .encode(&mut end);
     } else {
-        OkPacket { status, ..OkPacket::default() }.encode(&mut end, EOF, caps);
+        OkPacket {
+            status,
+            ..OkPacket::default()
+        }
+        .encode(&mut end, EOF, caps);
     }
     packets.push(end);
     packets
@@ -64,7 +82,10 @@ mod tests {
 
     #[test]
     fn a_made_up_result_set_is_well_formed_in_both_framings() {
-        for (caps, deprecate) in [(cap::PROTOCOL_41, false), (cap::PROTOCOL_41 | cap::DEPRECATE_EOF, true)] {
+        for (caps, deprecate) in [
+            (cap::PROTOCOL_41, false),
+            (cap::PROTOCOL_41 | cap::DEPRECATE_EOF, true),
+        ] {
             let packets = single_value(b"LAST_INSERT_ID()", "42", true, 2, caps);
             let mut t = ResponseTracker::new(ResponseKind::Query, deprecate);
             let mut rows = 0;

@@ -92,6 +92,8 @@ impl ClientIo {
         match net::recv(self.fd, spare) {
             Ok(n) => {
                 self.rbuf.commit(n);
+                let s = &self.shard.stats.client_bytes_in;
+                s.set(s.get() + n as u64);
                 Ok(Some(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -195,6 +197,8 @@ impl ClientIo {
                 }
             }
         }
+        let s = &self.shard.stats.client_bytes_out;
+        s.set(s.get() + self.wbuf.len() as u64);
         self.wbuf.clear();
         Ok(())
     }

@@ -130,6 +130,18 @@ pub async fn accept(
                 return Err((Error::Fatal(reply), next));
             }
         }
+        // Counted last, so no failure after this point leaves the count behind.
+        if !shard.shared.admit_user(auth.user.index) {
+            let r = Reply::new(
+                1203,
+                b"42000",
+                format!(
+                    "User {} already has more than 'max_user_connections' active connections",
+                    auth.user.name
+                ),
+            );
+            return Err((Error::Fatal(r), next));
+        }
         let settings = shard.initial_settings(resp.collation, schema.map(Into::into));
         let mut out = Vec::with_capacity(16);
         encode_ok(&mut out, status::AUTOCOMMIT, caps);
@@ -158,9 +170,14 @@ pub async fn accept(
             return Err(e);
         }
     };
-    io.flush(timeout).await?;
+    if let Err(e) = io.flush(timeout).await {
+        shard.shared.leave_user(user.index);
+        return Err(e);
+    }
     let backend = shard.pick_backend();
-    Ok(Session::new(fd, conn_id, user, caps, collation, settings, backend))
+    Ok(Session::new(
+        fd, conn_id, user, caps, collation, settings, backend,
+    ))
 }
 
 /// Checks the client's scramble, switching it to the user's plugin when it used another one.
@@ -278,7 +295,10 @@ pub(crate) async fn change_user(
         let host = crate::net::peer_addr(&sess.fd)
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        return Err(Failure::new(Error::Fatal(Reply::access_denied(&cu.username, &host, !p.is_empty())), Some(next)));
+        return Err(Failure::new(
+            Error::Fatal(Reply::access_denied(&cu.username, &host, !p.is_empty())),
+            Some(next),
+        ));
     };
     if plugin == Plugin::CachingSha2 && !p.is_empty() {
         io.queue(next, &[AUTH_MORE_DATA, SHA2_FAST_AUTH_OK]);
@@ -296,6 +316,20 @@ pub(crate) async fn change_user(
         if let Err(reply) = shard.check_schema(user.index, db).await {
             return Err(Failure::new(Error::Refused(reply), Some(next)));
         }
+    }
+    if user.index != sess.user.index {
+        if !shard.shared.admit_user(user.index) {
+            let r = Reply::new(
+                1203,
+                b"42000",
+                format!(
+                    "User {} already has more than 'max_user_connections' active connections",
+                    user.name
+                ),
+            );
+            return Err(Failure::new(Error::Fatal(r), Some(next)));
+        }
+        shard.shared.leave_user(sess.user.index);
     }
     let collation = cu.collation.map(|c| c as u8).unwrap_or(sess.collation);
     sess.user = user;

@@ -62,7 +62,12 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(error: Error, next_seq: Option<u8>) -> Failure {
-        Failure { error, told_client: false, next_seq, keep_session: false }
+        Failure {
+            error,
+            told_client: false,
+            next_seq,
+            keep_session: false,
+        }
     }
 
     pub fn ends_session(&self) -> bool {
@@ -368,7 +373,8 @@ impl Relay<'_, '_> {
                     self.obs.prepared = Some((statement_id, columns, params));
                     match self.ctx.prepare_id {
                         Some(id) => {
-                            let mut p = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+                            let mut p =
+                                self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
                             p[1..5].copy_from_slice(&id.to_le_bytes());
                             self.replace(h, &p);
                         }

@@ -77,7 +77,15 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(fd: OwnedFd, conn_id: u32, user: Rc<User>, caps: u32, collation: u8, settings: Rc<Settings>, backend: u16) -> Session {
+    pub fn new(
+        fd: OwnedFd,
+        conn_id: u32,
+        user: Rc<User>,
+        caps: u32,
+        collation: u8,
+        settings: Rc<Settings>,
+        backend: u16,
+    ) -> Session {
         Session {
             fd,
             conn_id,
@@ -108,8 +116,14 @@ impl Session {
 
     fn modes(&self) -> Modes {
         let ansi = self.status & STATUS_ANSI_QUOTES != 0
-            || self.settings.var("sql_mode").is_some_and(|m| m.contains("ANSI"));
-        Modes { ansi_quotes: ansi, no_backslash_escapes: self.status & status::NO_BACKSLASH_ESCAPES != 0 }
+            || self
+                .settings
+                .var("sql_mode")
+                .is_some_and(|m| m.contains("ANSI"));
+        Modes {
+            ansi_quotes: ansi,
+            no_backslash_escapes: self.status & status::NO_BACKSLASH_ESCAPES != 0,
+        }
     }
 }
 
@@ -129,7 +143,9 @@ fn fail(error: Error, next_seq: u8) -> Failure {
 pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess: Session) {
     let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), token, ctl.clone());
     let max = shard.shared.config.max_packet_size;
-    let read_timeout = Some(Duration::from_millis(shard.shared.config.net_read_timeout_ms));
+    let read_timeout = Some(Duration::from_millis(
+        shard.shared.config.net_read_timeout_ms,
+    ));
     let reason: Option<Error> = loop {
         if let Err(e) = ctl.check() {
             break Some(e);
@@ -186,6 +202,7 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
 /// freed, its socket closed.
 pub async fn finish(shard: &Rc<Shard>, token: Token, mut sess: Session) {
     drop_backend_state(shard, &mut sess).await;
+    shard.shared.leave_user(sess.user.index);
     shard.remove_session(token);
     drop(sess);
 }
@@ -219,10 +236,20 @@ async fn reply_err(io: &mut ClientIo, seq: u8, reply: Reply) -> CmdResult {
     Ok(Flow::Continue)
 }
 
-async fn handle(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: &mut ClientIo, seq: u8, payload: Bytes) -> CmdResult {
+async fn handle(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    seq: u8,
+    payload: Bytes,
+) -> CmdResult {
     let next = seq.wrapping_add(1);
     let Some(&code) = payload.first() else {
-        return Err(fail(Error::ClientProtocol(crate::codec::CodecError::truncated("command")), next));
+        return Err(fail(
+            Error::ClientProtocol(crate::codec::CodecError::truncated("command")),
+            next,
+        ));
     };
     match command::disposition(code) {
         Disposition::Refuse => {
@@ -253,12 +280,17 @@ async fn handle(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: 
             }
             com::PROCESS_KILL => {
                 let target = command::kill_target(&payload).map_err(|e| fail(e.into(), next))?;
-                match shard.kill(target, KillKind::Connection, sess.user.index).await {
+                match shard
+                    .kill(target, KillKind::Connection, sess.user.index)
+                    .await
+                {
                     Ok(()) => reply_ok(io, sess, next).await,
                     Err(e) => Err(fail(e, next)),
                 }
             }
-            _ => forward(shard, ctl, sess, io, next, &payload, kind, None).await.map(|_| Flow::Continue),
+            _ => forward(shard, ctl, sess, io, next, &payload, kind, None)
+                .await
+                .map(|_| Flow::Continue),
         },
         Disposition::Forward(kind) => match code {
             com::QUERY => query(shard, ctl, sess, io, next, payload).await,
@@ -268,7 +300,9 @@ async fn handle(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: 
             com::STMT_CLOSE => stmt_close(shard, sess, &payload).await,
             com::STMT_RESET => stmt_reset(shard, ctl, sess, io, next, &payload).await,
             com::STMT_FETCH => stmt_fetch(shard, ctl, sess, io, next, &payload).await,
-            _ => forward(shard, ctl, sess, io, next, &payload, kind, None).await.map(|_| Flow::Continue),
+            _ => forward(shard, ctl, sess, io, next, &payload, kind, None)
+                .await
+                .map(|_| Flow::Continue),
         },
     }
 }
@@ -278,13 +312,28 @@ async fn set_option(sess: &mut Session, io: &mut ClientIo, payload: &[u8], next:
     match opt {
         set_option::MULTI_STATEMENTS_ON => sess.multi_statements = true,
         set_option::MULTI_STATEMENTS_OFF => sess.multi_statements = false,
-        _ => return reply_err(io, next, Reply::new(1047, b"08S01", "Unknown command (COM_SET_OPTION value)")).await,
+        _ => {
+            return reply_err(
+                io,
+                next,
+                Reply::new(1047, b"08S01", "Unknown command (COM_SET_OPTION value)"),
+            )
+            .await
+        }
     }
     let mut out = Vec::with_capacity(16);
     if sess.caps & cap::DEPRECATE_EOF != 0 {
-        OkPacket { status: sess.status, ..OkPacket::default() }.encode(&mut out, 0xFE, sess.caps);
+        OkPacket {
+            status: sess.status,
+            ..OkPacket::default()
+        }
+        .encode(&mut out, 0xFE, sess.caps);
     } else {
-        EofPacket { warnings: 0, status: sess.status }.encode(&mut out);
+        EofPacket {
+            warnings: 0,
+            status: sess.status,
+        }
+        .encode(&mut out);
     }
     io.queue(next, &out);
     io.flush(None).await.map_err(|e| fail(e, next))?;
@@ -328,7 +377,11 @@ fn set_pins(shard: &Rc<Shard>, sess: &mut Session, f: impl FnOnce(&mut Pins)) {
 
 /// Before a statement that would pin a session not pinned yet: take a unit of the pin budget,
 /// or refuse / wait as configured.
-async fn reserve_pin(shard: &Rc<Shard>, sess: &mut Session, reason: PinReason) -> Result<(), Error> {
+async fn reserve_pin(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    reason: PinReason,
+) -> Result<(), Error> {
     if sess.pin_counted || sess.mode() == PoolMode::Session {
         return Ok(());
     }
@@ -345,7 +398,10 @@ async fn reserve_pin(shard: &Rc<Shard>, sess: &mut Session, reason: PinReason) -
             return Ok(());
         }
     }
-    shard.stats.pin_refusals.set(shard.stats.pin_refusals.get() + 1);
+    shard
+        .stats
+        .pin_refusals
+        .set(shard.stats.pin_refusals.get() + 1);
     Err(Error::Refused(Reply::new(
         code::PIN_BUDGET,
         b"HY000",
@@ -357,30 +413,59 @@ async fn reserve_pin(shard: &Rc<Shard>, sess: &mut Session, reason: PinReason) -
     )))
 }
 
-async fn query(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: &mut ClientIo, next: u8, payload: Bytes) -> CmdResult {
+async fn query(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: Bytes,
+) -> CmdResult {
     let e = sql::analyze(&payload[1..], sess.modes());
     if let Some(ic) = &e.intercept {
         return answer(shard, sess, io, next, ic).await;
     }
     let payload = if e.connection_id_call {
         let mut p = vec![com::QUERY];
-        p.extend(sql::rewrite_connection_id(&payload[1..], sess.conn_id, sess.modes()));
+        p.extend(sql::rewrite_connection_id(
+            &payload[1..],
+            sess.conn_id,
+            sess.modes(),
+        ));
         Bytes::from(p)
     } else {
         payload
     };
     if sess.mode() != PoolMode::Session && !sess.pinned() {
         if let Some(reason) = PinReason::predicted(&e) {
-            reserve_pin(shard, sess, reason).await.map_err(|err| fail(err, next))?;
+            reserve_pin(shard, sess, reason)
+                .await
+                .map_err(|err| fail(err, next))?;
         }
     }
-    let obs = forward(shard, ctl, sess, io, next, &payload, ResponseKind::Query, Some(&e)).await?;
+    let obs = forward(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &payload,
+        ResponseKind::Query,
+        Some(&e),
+    )
+    .await?;
     let _ = obs;
     Ok(Flow::Continue)
 }
 
 /// Answers a statement sluice handles itself.
-async fn answer(shard: &Rc<Shard>, sess: &mut Session, io: &mut ClientIo, next: u8, ic: &Intercept) -> CmdResult {
+async fn answer(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    ic: &Intercept,
+) -> CmdResult {
     let (label, value, unsigned) = match ic {
         Intercept::LastInsertId(l) => (l, sess.last_insert_id.to_string(), true),
         Intercept::RowCount(l) => (l, sess.row_count.to_string(), false),
@@ -408,7 +493,8 @@ async fn answer(shard: &Rc<Shard>, sess: &mut Session, io: &mut ClientIo, next: 
         }
     };
     let mut seq = next;
-    for p in super::answer::single_value(label.as_slice(), &value, unsigned, sess.status, sess.caps) {
+    for p in super::answer::single_value(label.as_slice(), &value, unsigned, sess.status, sess.caps)
+    {
         seq = io.queue(seq, &p);
     }
     io.flush(None).await.map_err(|e| fail(e, next))?;
@@ -425,7 +511,8 @@ async fn acquire(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Error> 
         return Ok(l);
     }
     let pool = shard.pool(sess.user.index, sess.backend);
-    let deadline = Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
+    let deadline =
+        Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
     let profile = sess.caps & cap::PROFILE;
     let mut lease = pool.checkout(profile, &sess.settings, deadline).await?;
     let settings = sess.settings.clone();
@@ -435,16 +522,27 @@ async fn acquire(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Error> 
 
 fn backend_lost(shard: &Shard, lease: &Lease, e: BackendError) -> Error {
     match e {
-        BackendError::Server { code, sql_state, message } => Error::Refused(Reply::new(code, &sql_state, message)),
+        BackendError::Server {
+            code,
+            sql_state,
+            message,
+        } => Error::Refused(Reply::new(code, &sql_state, message)),
         BackendError::Broken(detail) => Error::BackendLost {
-            backend: shard.shared.backends[usize::from(lease.get().backend)].address.clone(),
+            backend: shard.shared.backends[usize::from(lease.get().backend)]
+                .address
+                .clone(),
             detail,
         },
     }
 }
 
 /// Makes a backend's settings equal to `settings`, in one round trip.
-pub async fn sync_to(shard: &Rc<Shard>, lease: &mut Lease, settings: &Rc<Settings>, multi: bool) -> Result<(), Error> {
+pub async fn sync_to(
+    shard: &Rc<Shard>,
+    lease: &mut Lease,
+    settings: &Rc<Settings>,
+    multi: bool,
+) -> Result<(), Error> {
     if Rc::ptr_eq(&lease.get().settings, settings) && lease.get().multi_statements == multi {
         return Ok(());
     }
@@ -452,15 +550,26 @@ pub async fn sync_to(shard: &Rc<Shard>, lease: &mut Lease, settings: &Rc<Setting
     let mut plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset, nbe);
     if plan.clear_schema {
         let spec = lease.pool().spec().clone();
-        if let Err(e) = lease.conn().change_user_clear(&spec, shard.fresh.clone()).await {
+        if let Err(e) = lease
+            .conn()
+            .change_user_clear(&spec, shard.fresh.clone())
+            .await
+        {
             return Err(backend_lost(shard, lease, e));
         }
         plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset, nbe);
     }
-    let set_option = (lease.get().multi_statements != multi)
-        .then_some(if multi { set_option::MULTI_STATEMENTS_ON } else { set_option::MULTI_STATEMENTS_OFF });
+    let set_option = (lease.get().multi_statements != multi).then_some(if multi {
+        set_option::MULTI_STATEMENTS_ON
+    } else {
+        set_option::MULTI_STATEMENTS_OFF
+    });
     shard.stats.syncs.set(shard.stats.syncs.get() + 1);
-    match lease.conn().apply(plan.schema.as_deref(), plan.set.as_deref(), set_option).await {
+    match lease
+        .conn()
+        .apply(plan.schema.as_deref(), plan.set.as_deref(), set_option)
+        .await
+    {
         Ok(()) => {
             lease.conn().settings = settings.clone();
             lease.conn().multi_statements = multi;
@@ -494,7 +603,10 @@ async fn forward(
         Err(mut f) => {
             // The lease is dropped: a connection that failed mid-response is discarded. Outside
             // a transaction, with nothing pinned to it, the session goes on with another one.
-            if matches!(f.error, Error::BackendLost { .. }) && !held_before && sess.mode() != PoolMode::Session {
+            if matches!(f.error, Error::BackendLost { .. })
+                && !held_before
+                && sess.mode() != PoolMode::Session
+            {
                 f.keep_session = true;
             }
             drop(lease);
@@ -521,13 +633,18 @@ async fn run_on(
     kind: ResponseKind,
     prepare_id: Option<u32>,
 ) -> Result<Observed, Failure> {
-    let backend_name = shard.shared.backends[usize::from(lease.get().backend)].address.clone();
-    ctl.backend.set(Some((lease.get().backend, lease.get().thread_id)));
+    let backend_name = shard.shared.backends[usize::from(lease.get().backend)]
+        .address
+        .clone();
+    ctl.backend
+        .set(Some((lease.get().backend, lease.get().thread_id)));
     let settings = sess.settings.clone();
     let ctx = RelayCtx {
         client_caps: sess.caps,
         settings: &settings,
-        client_timeout: Some(Duration::from_millis(shard.shared.config.net_write_timeout_ms)),
+        client_timeout: Some(Duration::from_millis(
+            shard.shared.config.net_write_timeout_ms,
+        )),
         first_seq: next,
         backend_name: &backend_name,
         prepare_id,
@@ -539,7 +656,11 @@ async fn run_on(
         let mut s = s;
         if obs.charset_changed {
             // MariaDB reports character_set_connection but not always collation_connection.
-            match lease.conn().query_value("SELECT @@collation_connection").await {
+            match lease
+                .conn()
+                .query_value("SELECT @@collation_connection")
+                .await
+            {
                 Ok(Some(c)) => s.set_var("collation_connection", &c),
                 Ok(None) => {}
                 Err(e) => {
@@ -560,7 +681,13 @@ async fn run_on(
 }
 
 /// Session bookkeeping after a command, then the release decision.
-async fn after_command(shard: &Rc<Shard>, sess: &mut Session, mut lease: Lease, obs: &Observed, effects: Option<&Effects>) -> Result<(), Failure> {
+async fn after_command(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    mut lease: Lease,
+    obs: &Observed,
+    effects: Option<&Effects>,
+) -> Result<(), Failure> {
     if let Some((_, id)) = obs.last_ok {
         if id != 0 {
             sess.last_insert_id = id;
@@ -610,8 +737,19 @@ async fn after_command(shard: &Rc<Shard>, sess: &mut Session, mut lease: Lease, 
     } else if obs.state_changed && sess.mode() != PoolMode::Session {
         // A command other than a query (prepared statement, COM_INIT_DB…) changed something the
         // trackers did not describe.
-        let e = Effects { explains_state_change: false, ..Effects::default() };
-        set_pins(shard, sess, |p| p.after(&e, Reported { state_changed: true, ..Reported::default() }));
+        let e = Effects {
+            explains_state_change: false,
+            ..Effects::default()
+        };
+        set_pins(shard, sess, |p| {
+            p.after(
+                &e,
+                Reported {
+                    state_changed: true,
+                    ..Reported::default()
+                },
+            )
+        });
     }
     sess.lease = Some(lease);
     maybe_release(sess, obs.error.is_some());
@@ -620,7 +758,9 @@ async fn after_command(shard: &Rc<Shard>, sess: &mut Session, mut lease: Lease, 
 
 /// Returns the backend to the pool unless something ties it to the session.
 fn maybe_release(sess: &mut Session, errored: bool) {
-    let Some(lease) = sess.lease.as_ref() else { return };
+    let Some(lease) = sess.lease.as_ref() else {
+        return;
+    };
     if sess.mode() == PoolMode::Session {
         return;
     }
@@ -639,7 +779,11 @@ fn maybe_release(sess: &mut Session, errored: bool) {
 }
 
 fn unknown_stmt(id: u32, cmd: &str) -> Reply {
-    Reply::new(1243, b"HY000", format!("Unknown prepared statement handler ({id}) given to {cmd}"))
+    Reply::new(
+        1243,
+        b"HY000",
+        format!("Unknown prepared statement handler ({id}) given to {cmd}"),
+    )
 }
 
 fn stmt_of(sess: &Session, id: u32) -> Option<ClientStmt> {
@@ -648,7 +792,12 @@ fn stmt_of(sess: &Session, id: u32) -> Option<ClientStmt> {
 
 /// The statement's id on `lease`'s backend, preparing it there first if needed (under the
 /// settings it was prepared with, which the backend then returns to the session's).
-async fn ensure_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease, stmt: &ClientStmt) -> Result<u32, Error> {
+async fn ensure_prepared(
+    shard: &Rc<Shard>,
+    sess: &Session,
+    lease: &mut Lease,
+    stmt: &ClientStmt,
+) -> Result<u32, Error> {
     if let Some(id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) {
         return Ok(id);
     }
@@ -661,8 +810,14 @@ async fn ensure_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease, s
         Ok(id) => id,
         Err(e) => return Err(backend_lost(shard, lease, e)),
     };
-    shard.stats.lazy_prepares.set(shard.stats.lazy_prepares.get() + 1);
-    if let Some(old) = lease.conn().remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id) {
+    shard
+        .stats
+        .lazy_prepares
+        .set(shard.stats.lazy_prepares.get() + 1);
+    if let Some(old) = lease
+        .conn()
+        .remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id)
+    {
         let _ = lease.conn().close_statements(&[old]).await;
     }
     if switch {
@@ -687,7 +842,9 @@ async fn evict_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease) ->
         })
         .unwrap_or_default();
     let victims = lease.conn().evict_prepared(cap, |p| {
-        pending.iter().any(|(s, q)| Rc::ptr_eq(s, &p.settings) && *q == p.sql)
+        pending
+            .iter()
+            .any(|(s, q)| Rc::ptr_eq(s, &p.settings) && *q == p.sql)
     });
     if let Err(e) = lease.conn().close_statements(&victims).await {
         return Err(backend_lost(shard, lease, e));
@@ -695,17 +852,39 @@ async fn evict_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease) ->
     Ok(())
 }
 
-async fn stmt_prepare(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: &mut ClientIo, next: u8, payload: Bytes) -> CmdResult {
+async fn stmt_prepare(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: Bytes,
+) -> CmdResult {
     let sql = shard.sql.intern_bytes(&payload[1..]);
     let client_id = sess.stmts.get_or_insert_with(Box::default).allocate_id();
     let mut lease = acquire(shard, sess).await.map_err(|e| fail(e, next))?;
     if let Err(e) = evict_prepared(shard, sess, &mut lease).await {
         return Err(fail(e, next));
     }
-    let obs = match run_on(shard, ctl, sess, io, next, &mut lease, &payload, ResponseKind::Prepare, Some(client_id)).await {
+    let obs = match run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &payload,
+        ResponseKind::Prepare,
+        Some(client_id),
+    )
+    .await
+    {
         Ok(o) => o,
         Err(mut f) => {
-            if matches!(f.error, Error::BackendLost { .. }) && sess.lease.is_none() && sess.mode() != PoolMode::Session {
+            if matches!(f.error, Error::BackendLost { .. })
+                && sess.lease.is_none()
+                && sess.mode() != PoolMode::Session
+            {
                 f.keep_session = true;
             }
             return Err(f);
@@ -713,17 +892,37 @@ async fn stmt_prepare(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session
     };
     if let Some((backend_id, columns, params)) = obs.prepared {
         let settings = sess.settings.clone();
-        if let Some(old) = lease.conn().remember_prepared(settings.clone(), sql.clone(), backend_id) {
+        if let Some(old) = lease
+            .conn()
+            .remember_prepared(settings.clone(), sql.clone(), backend_id)
+        {
             let _ = lease.conn().close_statements(&[old]).await;
         }
-        let stmt = ClientStmt { sql, settings, params, columns, types: None, long_data: false };
-        sess.stmts.get_or_insert_with(Box::default).map.insert(client_id, stmt);
+        let stmt = ClientStmt {
+            sql,
+            settings,
+            params,
+            columns,
+            types: None,
+            long_data: false,
+        };
+        sess.stmts
+            .get_or_insert_with(Box::default)
+            .map
+            .insert(client_id, stmt);
     }
     after_command(shard, sess, lease, &obs, None).await?;
     Ok(Flow::Continue)
 }
 
-async fn stmt_execute(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: &mut ClientIo, next: u8, payload: &[u8]) -> CmdResult {
+async fn stmt_execute(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+) -> CmdResult {
     let (client_id, _flags) = command::execute_flags(payload).map_err(|e| fail(e.into(), next))?;
     let Some(stmt) = stmt_of(sess, client_id) else {
         return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_execute")).await;
@@ -731,7 +930,9 @@ async fn stmt_execute(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session
     let effects = sql::analyze(&stmt.sql, sess.modes());
     if sess.mode() != PoolMode::Session && !sess.pinned() {
         if let Some(reason) = PinReason::predicted(&effects) {
-            reserve_pin(shard, sess, reason).await.map_err(|err| fail(err, next))?;
+            reserve_pin(shard, sess, reason)
+                .await
+                .map_err(|err| fail(err, next))?;
         }
     }
     let held_before = sess.lease.is_some();
@@ -747,11 +948,28 @@ async fn stmt_execute(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session
         }
         Err(e) => return Err(fail(e, next)),
     };
-    let (rewritten, bound) = rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref()).map_err(|e| fail(e.into(), next))?;
-    let obs = match run_on(shard, ctl, sess, io, next, &mut lease, &rewritten, ResponseKind::Execute, None).await {
+    let (rewritten, bound) =
+        rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
+            .map_err(|e| fail(e.into(), next))?;
+    let obs = match run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &rewritten,
+        ResponseKind::Execute,
+        None,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(mut f) => {
-            if matches!(f.error, Error::BackendLost { .. }) && !held_before && sess.mode() != PoolMode::Session {
+            if matches!(f.error, Error::BackendLost { .. })
+                && !held_before
+                && sess.mode() != PoolMode::Session
+            {
                 f.keep_session = true;
             }
             return Err(f);
@@ -777,10 +995,16 @@ async fn stmt_execute(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session
 /// COM_STMT_SEND_LONG_DATA: no response; the data accumulates on one backend, which the session
 /// keeps until the execute.
 async fn stmt_long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[u8]) -> CmdResult {
-    let Ok(client_id) = command::statement_id(payload) else { return Ok(Flow::Continue) };
+    let Ok(client_id) = command::statement_id(payload) else {
+        return Ok(Flow::Continue);
+    };
     // Unknown statements are ignored, as the server ignores them (there is no response).
-    let Some(stmt) = stmt_of(sess, client_id) else { return Ok(Flow::Continue) };
-    let mut lease = acquire(shard, sess).await.map_err(|e| Failure::new(e, None))?;
+    let Some(stmt) = stmt_of(sess, client_id) else {
+        return Ok(Flow::Continue);
+    };
+    let mut lease = acquire(shard, sess)
+        .await
+        .map_err(|e| Failure::new(e, None))?;
     let backend_id = match ensure_prepared(shard, sess, &mut lease, &stmt).await {
         Ok(id) => id,
         Err(e) => {
@@ -806,9 +1030,15 @@ async fn stmt_long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[u8]) -
 /// COM_STMT_CLOSE: no response. The backend keeps the statement for other clients (bounded by
 /// the LRU); only pending cursor or long data are cleared there.
 async fn stmt_close(shard: &Rc<Shard>, sess: &mut Session, payload: &[u8]) -> CmdResult {
-    let Ok(client_id) = command::statement_id(payload) else { return Ok(Flow::Continue) };
-    let Some(stmts) = sess.stmts.as_mut() else { return Ok(Flow::Continue) };
-    let Some(stmt) = stmts.map.remove(&client_id) else { return Ok(Flow::Continue) };
+    let Ok(client_id) = command::statement_id(payload) else {
+        return Ok(Flow::Continue);
+    };
+    let Some(stmts) = sess.stmts.as_mut() else {
+        return Ok(Flow::Continue);
+    };
+    let Some(stmt) = stmts.map.remove(&client_id) else {
+        return Ok(Flow::Continue);
+    };
     let had_pending = stmt.long_data || stmts.cursor == Some(client_id);
     if stmts.cursor == Some(client_id) {
         stmts.cursor = None;
@@ -831,12 +1061,22 @@ async fn stmt_close(shard: &Rc<Shard>, sess: &mut Session, payload: &[u8]) -> Cm
     Ok(Flow::Continue)
 }
 
-async fn stmt_reset(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: &mut ClientIo, next: u8, payload: &[u8]) -> CmdResult {
+async fn stmt_reset(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+) -> CmdResult {
     let client_id = command::statement_id(payload).map_err(|e| fail(e.into(), next))?;
     let Some(stmt) = stmt_of(sess, client_id) else {
         return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_reset")).await;
     };
-    let cursor = sess.stmts.as_ref().is_some_and(|s| s.cursor == Some(client_id));
+    let cursor = sess
+        .stmts
+        .as_ref()
+        .is_some_and(|s| s.cursor == Some(client_id));
     if !(stmt.long_data || cursor) || sess.lease.is_none() {
         // Nothing is pending for it anywhere: the reset is a no-op, answered here.
         return reply_ok(io, sess, next).await;
@@ -848,7 +1088,18 @@ async fn stmt_reset(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, 
     };
     let mut p = payload.to_vec();
     let _ = command::set_statement_id(&mut p, backend_id);
-    let obs = run_on(shard, ctl, sess, io, next, &mut lease, &p, ResponseKind::OkErr, None).await?;
+    let obs = run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &p,
+        ResponseKind::OkErr,
+        None,
+    )
+    .await?;
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
             s.long_data = false;
@@ -861,23 +1112,53 @@ async fn stmt_reset(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, 
     Ok(Flow::Continue)
 }
 
-async fn stmt_fetch(shard: &Rc<Shard>, ctl: &Rc<ActiveCtl>, sess: &mut Session, io: &mut ClientIo, next: u8, payload: &[u8]) -> CmdResult {
+async fn stmt_fetch(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+) -> CmdResult {
     let client_id = command::statement_id(payload).map_err(|e| fail(e.into(), next))?;
     let Some(stmt) = stmt_of(sess, client_id) else {
         return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_fetch")).await;
     };
-    let cursor = sess.stmts.as_ref().is_some_and(|s| s.cursor == Some(client_id));
+    let cursor = sess
+        .stmts
+        .as_ref()
+        .is_some_and(|s| s.cursor == Some(client_id));
     let backend_id = match sess.lease.as_mut() {
         Some(l) if cursor => l.conn().prepared_id(&stmt.settings, &stmt.sql),
         _ => None,
     };
     let Some(backend_id) = backend_id else {
-        return reply_err(io, next, Reply::new(1421, b"HY000", format!("The statement ({client_id}) has no open cursor."))).await;
+        return reply_err(
+            io,
+            next,
+            Reply::new(
+                1421,
+                b"HY000",
+                format!("The statement ({client_id}) has no open cursor."),
+            ),
+        )
+        .await;
     };
     let mut lease = sess.lease.take().expect("checked above");
     let mut p = payload.to_vec();
     let _ = command::set_statement_id(&mut p, backend_id);
-    let obs = run_on(shard, ctl, sess, io, next, &mut lease, &p, ResponseKind::Fetch, None).await?;
+    let obs = run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &p,
+        ResponseKind::Fetch,
+        None,
+    )
+    .await?;
     let st = obs.status.unwrap_or(0);
     if st & status::CURSOR_EXISTS == 0 || st & status::LAST_ROW_SENT != 0 || obs.error.is_some() {
         if let Some(stmts) = sess.stmts.as_mut() {

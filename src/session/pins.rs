@@ -107,7 +107,10 @@ impl Pins {
             (!self.named_locks.is_empty(), PinReason::NamedLock),
             (self.lock_tables, PinReason::LockTables),
             (self.handler, PinReason::Handler),
-            (self.trx_characteristics, PinReason::TransactionCharacteristics),
+            (
+                self.trx_characteristics,
+                PinReason::TransactionCharacteristics,
+            ),
             (self.unknown, PinReason::UnknownStateChange),
         ] {
             if on {
@@ -191,7 +194,14 @@ mod tests {
         assert_eq!(p.mask(), PinReason::TemporaryTable.bit());
         run(&mut p, "DROP TEMPORARY TABLE a", ok());
         assert!(p.is_pinned());
-        run(&mut p, "DROP TABLE IF EXISTS b", Reported { failed: true, ..ok() });
+        run(
+            &mut p,
+            "DROP TABLE IF EXISTS b",
+            Reported {
+                failed: true,
+                ..ok()
+            },
+        );
         assert!(p.is_pinned(), "a failed drop removes nothing");
         run(&mut p, "DROP TABLE IF EXISTS b", ok());
         assert!(!p.is_pinned());
@@ -211,31 +221,74 @@ mod tests {
         assert!(!p.is_pinned());
         run(&mut p, "SET @a = 1", ok());
         run(&mut p, "SET @a = NULL", ok());
-        assert_eq!(p.mask(), PinReason::UserVariable.bit(), "user variables last until reset");
+        assert_eq!(
+            p.mask(),
+            PinReason::UserVariable.bit(),
+            "user variables last until reset"
+        );
     }
 
     #[test]
     fn server_reports_lock_tables_and_characteristics() {
         let mut p = Pins::default();
-        run(&mut p, "LOCK TABLES t READ", Reported { trx_state: Some(b"_______L"), ..ok() });
+        run(
+            &mut p,
+            "LOCK TABLES t READ",
+            Reported {
+                trx_state: Some(b"_______L"),
+                ..ok()
+            },
+        );
         assert_eq!(p.mask(), PinReason::LockTables.bit());
-        run(&mut p, "UNLOCK TABLES", Reported { trx_state: Some(b"________"), ..ok() });
+        run(
+            &mut p,
+            "UNLOCK TABLES",
+            Reported {
+                trx_state: Some(b"________"),
+                ..ok()
+            },
+        );
         assert!(!p.is_pinned());
-        run(&mut p, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", Reported {
-            trx_characteristics: Some(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;"),
-            ..ok()
-        });
+        run(
+            &mut p,
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            Reported {
+                trx_characteristics: Some(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;"),
+                ..ok()
+            },
+        );
         assert_eq!(p.mask(), PinReason::TransactionCharacteristics.bit());
-        run(&mut p, "COMMIT", Reported { trx_characteristics: Some(b""), ..ok() });
+        run(
+            &mut p,
+            "COMMIT",
+            Reported {
+                trx_characteristics: Some(b""),
+                ..ok()
+            },
+        );
         assert!(!p.is_pinned());
     }
 
     #[test]
     fn unexplained_state_changes_pin() {
         let mut p = Pins::default();
-        run(&mut p, "SET time_zone = '+01:00'", Reported { state_changed: true, ..ok() });
+        run(
+            &mut p,
+            "SET time_zone = '+01:00'",
+            Reported {
+                state_changed: true,
+                ..ok()
+            },
+        );
         assert!(!p.is_pinned());
-        run(&mut p, "CALL set_things()", Reported { state_changed: true, ..ok() });
+        run(
+            &mut p,
+            "CALL set_things()",
+            Reported {
+                state_changed: true,
+                ..ok()
+            },
+        );
         assert_eq!(p.mask(), PinReason::UnknownStateChange.bit());
     }
 
@@ -243,6 +296,9 @@ mod tests {
     fn predictions_for_the_budget() {
         let e = analyze(b"SELECT @a := 1", Modes::default());
         assert_eq!(PinReason::predicted(&e), Some(PinReason::UserVariable));
-        assert_eq!(PinReason::predicted(&analyze(b"SELECT 1", Modes::default())), None);
+        assert_eq!(
+            PinReason::predicted(&analyze(b"SELECT 1", Modes::default())),
+            None
+        );
     }
 }

@@ -156,7 +156,10 @@ fn skip_line(sql: &[u8], i: usize) -> usize {
 }
 
 fn find(sql: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    sql.get(from..)?.windows(pat.len()).position(|w| w == pat).map(|p| from + p)
+    sql.get(from..)?
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .map(|p| from + p)
 }
 
 /// Reads a literal quoted with `q` starting at `i`; returns its content and the index after it.
@@ -277,8 +280,14 @@ impl Effects {
 /// Analyses a COM_QUERY text.
 pub fn analyze(sql: &[u8], modes: Modes) -> Effects {
     let toks = tokens(sql, modes);
-    let mut e = Effects { explains_state_change: true, ..Effects::default() };
-    let stmts: Vec<&[Tok<'_>]> = toks.split(|t| *t == Tok::Semicolon).filter(|s| !s.is_empty()).collect();
+    let mut e = Effects {
+        explains_state_change: true,
+        ..Effects::default()
+    };
+    let stmts: Vec<&[Tok<'_>]> = toks
+        .split(|t| *t == Tok::Semicolon)
+        .filter(|s| !s.is_empty())
+        .collect();
     e.statements = stmts.len();
     if stmts.len() == 1 {
         e.intercept = intercept(stmts[0]);
@@ -299,9 +308,13 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
                     e.user_var_write = true;
                 }
             }
-            Tok::Word(w) if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS") => e.calc_found_rows = true,
+            Tok::Word(w) if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS") => {
+                e.calc_found_rows = true
+            }
             Tok::Word(w) if w.eq_ignore_ascii_case(b"CONNECTION_ID") => e.connection_id_call = true,
-            Tok::Word(w) if w.len() > 14 && w[..14].eq_ignore_ascii_case(b"session_track_") => e.session_track = true,
+            Tok::Word(w) if w.len() > 14 && w[..14].eq_ignore_ascii_case(b"session_track_") => {
+                e.session_track = true
+            }
             Tok::SysVar(w) if contains_ci(w, b"session_track_") => e.session_track = true,
             Tok::Word(w) if matches!(s.get(i + 1), Some(Tok::Punct(b'('))) => {
                 let arg = name_of(s.get(i + 2));
@@ -323,7 +336,8 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
         for (i, t) in s.iter().enumerate() {
             if let Tok::UserVar(_) = t {
                 let prev_is_separator = i == 1 || matches!(s.get(i - 1), Some(Tok::Punct(b',')));
-                if prev_is_separator && matches!(s.get(i + 1), Some(Tok::Punct(b'=') | Tok::Assign)) {
+                if prev_is_separator && matches!(s.get(i + 1), Some(Tok::Punct(b'=') | Tok::Assign))
+                {
                     e.user_var_write = true;
                 }
             }
@@ -384,9 +398,25 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
         e.lock_tables = true;
     } else if is_kw(first, "HANDLER") {
         e.handler_open = s.iter().any(|t| is_kw(Some(t), "OPEN"));
-    } else if ["USE", "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "UNLOCK", "XA", "EXECUTE", "DO", "SELECT", "WITH", "VALUES", "TABLE"]
-        .iter()
-        .any(|k| is_kw(first, k))
+    } else if [
+        "USE",
+        "BEGIN",
+        "START",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "UNLOCK",
+        "XA",
+        "EXECUTE",
+        "DO",
+        "SELECT",
+        "WITH",
+        "VALUES",
+        "TABLE",
+    ]
+    .iter()
+    .any(|k| is_kw(first, k))
     {
         // Settings, transaction control, and queries whose effects are collected above.
     } else {
@@ -395,7 +425,8 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Recognises `SELECT f()` [`[AS] alias`] for the functions sluice answers, and `KILL`.
@@ -428,7 +459,10 @@ fn intercept(s: &[Tok<'_>]) -> Option<Intercept> {
         return None;
     }
     let (expr_end, label): (usize, Vec<u8>) = match s.get(1)? {
-        Tok::Word(f) if matches!(s.get(2), Some(Tok::Punct(b'('))) && matches!(s.get(3), Some(Tok::Punct(b')'))) => {
+        Tok::Word(f)
+            if matches!(s.get(2), Some(Tok::Punct(b'(')))
+                && matches!(s.get(3), Some(Tok::Punct(b')'))) =>
+        {
             (4, [*f, b"()".as_slice()].concat())
         }
         Tok::SysVar(v) => (2, [b"@@".as_slice(), v].concat()),
@@ -446,7 +480,9 @@ fn intercept(s: &[Tok<'_>]) -> Option<Intercept> {
         _ => return None,
     };
     match f.as_slice() {
-        b"LAST_INSERT_ID" | b"IDENTITY" | b"SESSION.IDENTITY" | b"SESSION.LAST_INSERT_ID" => Some(Intercept::LastInsertId(label)),
+        b"LAST_INSERT_ID" | b"IDENTITY" | b"SESSION.IDENTITY" | b"SESSION.LAST_INSERT_ID" => {
+            Some(Intercept::LastInsertId(label))
+        }
         b"ROW_COUNT" => Some(Intercept::RowCount(label)),
         b"FOUND_ROWS" => Some(Intercept::FoundRows(label)),
         b"CONNECTION_ID" => Some(Intercept::ConnectionId(label)),
@@ -467,14 +503,19 @@ pub fn rewrite_connection_id(sql: &[u8], id: u32, modes: Modes) -> Vec<u8> {
         match c {
             b'\'' | b'"' | b'`' => {
                 let q = c;
-                let no_bs = q == b'`' || modes.no_backslash_escapes || (q == b'"' && modes.ansi_quotes);
+                let no_bs =
+                    q == b'`' || modes.no_backslash_escapes || (q == b'"' && modes.ansi_quotes);
                 i = quoted(sql, i, q, no_bs).1;
             }
             b'#' => i = skip_line(sql, i),
-            b'-' if sql.get(i + 1) == Some(&b'-') && sql.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) => {
+            b'-' if sql.get(i + 1) == Some(&b'-')
+                && sql.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) =>
+            {
                 i = skip_line(sql, i)
             }
-            b'/' if sql.get(i + 1) == Some(&b'*') && !matches!(sql.get(i + 2), Some(b'!' | b'M')) => {
+            b'/' if sql.get(i + 1) == Some(&b'*')
+                && !matches!(sql.get(i + 2), Some(b'!' | b'M')) =>
+            {
                 i = find(sql, i + 2, b"*/").map(|e| e + 2).unwrap_or(n);
             }
             c if is_word(c) => {
@@ -516,7 +557,14 @@ mod tests {
 
     #[test]
     fn plain_settings_explain_their_state_change() {
-        for sql in ["SET time_zone = '+01:00'", "SET NAMES utf8mb4", "USE app", "SET SESSION sql_mode = ''", "BEGIN", "SET autocommit = 0, sql_select_limit = 5"] {
+        for sql in [
+            "SET time_zone = '+01:00'",
+            "SET NAMES utf8mb4",
+            "USE app",
+            "SET SESSION sql_mode = ''",
+            "BEGIN",
+            "SET autocommit = 0, sql_select_limit = 5",
+        ] {
             let e = a(sql);
             assert!(e.explains_state_change, "{sql}");
             assert!(!e.may_pin(), "{sql}");
@@ -536,7 +584,14 @@ mod tests {
         ] {
             assert!(a(sql).user_var_write, "{sql}");
         }
-        for sql in ["SELECT @a", "SELECT * FROM t WHERE x = @a", "SELECT '@a := 1'", "SELECT 1 -- @a := 1", "SELECT 1 /* @a := 2 */", "SET time_zone = @tz"] {
+        for sql in [
+            "SELECT @a",
+            "SELECT * FROM t WHERE x = @a",
+            "SELECT '@a := 1'",
+            "SELECT 1 -- @a := 1",
+            "SELECT 1 /* @a := 2 */",
+            "SET time_zone = @tz",
+        ] {
             assert!(!a(sql).user_var_write, "{sql}");
         }
     }
@@ -555,7 +610,10 @@ mod tests {
         assert_eq!(a("DROP PREPARE s1").deallocated, vec![b"s1".to_vec()]);
         let e = a("SELECT GET_LOCK('job-1', 10)");
         assert_eq!(e.locks_acquired, vec![b"job-1".to_vec()]);
-        assert_eq!(a("DO RELEASE_LOCK('job-1')").locks_released, vec![b"job-1".to_vec()]);
+        assert_eq!(
+            a("DO RELEASE_LOCK('job-1')").locks_released,
+            vec![b"job-1".to_vec()]
+        );
         assert!(a("SELECT RELEASE_ALL_LOCKS()").release_all_locks);
         assert!(a("LOCK TABLES t READ").lock_tables);
         assert!(a("HANDLER t OPEN").handler_open);
@@ -563,19 +621,42 @@ mod tests {
 
     #[test]
     fn unexplained_statements_are_flagged() {
-        for sql in ["CALL p()", "CREATE TABLE t (x INT)", "ALTER TABLE t ADD y INT", "INSERT INTO t VALUES (1)"] {
+        for sql in [
+            "CALL p()",
+            "CREATE TABLE t (x INT)",
+            "ALTER TABLE t ADD y INT",
+            "INSERT INTO t VALUES (1)",
+        ] {
             assert!(!a(sql).explains_state_change, "{sql}");
         }
     }
 
     #[test]
     fn intercepted_selects_and_their_labels() {
-        assert_eq!(a("SELECT LAST_INSERT_ID()").intercept, Some(Intercept::LastInsertId(b"LAST_INSERT_ID()".to_vec())));
-        assert_eq!(a("select last_insert_id() as id").intercept, Some(Intercept::LastInsertId(b"id".to_vec())));
-        assert_eq!(a("SELECT @@identity").intercept, Some(Intercept::LastInsertId(b"@@identity".to_vec())));
-        assert_eq!(a("SELECT CONNECTION_ID()").intercept, Some(Intercept::ConnectionId(b"CONNECTION_ID()".to_vec())));
-        assert_eq!(a("SELECT FOUND_ROWS() `n`").intercept, Some(Intercept::FoundRows(b"n".to_vec())));
-        assert_eq!(a("SELECT ROW_COUNT();").intercept, Some(Intercept::RowCount(b"ROW_COUNT()".to_vec())));
+        assert_eq!(
+            a("SELECT LAST_INSERT_ID()").intercept,
+            Some(Intercept::LastInsertId(b"LAST_INSERT_ID()".to_vec()))
+        );
+        assert_eq!(
+            a("select last_insert_id() as id").intercept,
+            Some(Intercept::LastInsertId(b"id".to_vec()))
+        );
+        assert_eq!(
+            a("SELECT @@identity").intercept,
+            Some(Intercept::LastInsertId(b"@@identity".to_vec()))
+        );
+        assert_eq!(
+            a("SELECT CONNECTION_ID()").intercept,
+            Some(Intercept::ConnectionId(b"CONNECTION_ID()".to_vec()))
+        );
+        assert_eq!(
+            a("SELECT FOUND_ROWS() `n`").intercept,
+            Some(Intercept::FoundRows(b"n".to_vec()))
+        );
+        assert_eq!(
+            a("SELECT ROW_COUNT();").intercept,
+            Some(Intercept::RowCount(b"ROW_COUNT()".to_vec()))
+        );
         assert_eq!(a("SELECT LAST_INSERT_ID(5)").intercept, None);
         assert_eq!(a("SELECT LAST_INSERT_ID(), 1").intercept, None);
         assert_eq!(a("SELECT 1; SELECT LAST_INSERT_ID()").intercept, None);
@@ -583,17 +664,44 @@ mod tests {
 
     #[test]
     fn kill_forms() {
-        assert_eq!(a("KILL 42").intercept, Some(Intercept::Kill { query_only: false, id: 42 }));
-        assert_eq!(a("KILL CONNECTION 42").intercept, Some(Intercept::Kill { query_only: false, id: 42 }));
-        assert_eq!(a("kill hard query 7").intercept, Some(Intercept::Kill { query_only: true, id: 7 }));
-        assert_eq!(a("KILL QUERY ID 7").intercept, Some(Intercept::KillUnsupported));
-        assert_eq!(a("KILL USER app").intercept, Some(Intercept::KillUnsupported));
+        assert_eq!(
+            a("KILL 42").intercept,
+            Some(Intercept::Kill {
+                query_only: false,
+                id: 42
+            })
+        );
+        assert_eq!(
+            a("KILL CONNECTION 42").intercept,
+            Some(Intercept::Kill {
+                query_only: false,
+                id: 42
+            })
+        );
+        assert_eq!(
+            a("kill hard query 7").intercept,
+            Some(Intercept::Kill {
+                query_only: true,
+                id: 7
+            })
+        );
+        assert_eq!(
+            a("KILL QUERY ID 7").intercept,
+            Some(Intercept::KillUnsupported)
+        );
+        assert_eq!(
+            a("KILL USER app").intercept,
+            Some(Intercept::KillUnsupported)
+        );
     }
 
     #[test]
     fn connection_id_rewrite_skips_literals_and_comments() {
         let out = rewrite_connection_id(b"SELECT CONNECTION_ID(), 'CONNECTION_ID()' /* CONNECTION_ID() */, connection_id ( ) + 1", 77, Modes::default());
-        assert_eq!(out, b"SELECT 77, 'CONNECTION_ID()' /* CONNECTION_ID() */, 77 + 1".to_vec());
+        assert_eq!(
+            out,
+            b"SELECT 77, 'CONNECTION_ID()' /* CONNECTION_ID() */, 77 + 1".to_vec()
+        );
         assert!(a("SELECT CONNECTION_ID() + 1").connection_id_call);
     }
 
@@ -603,9 +711,21 @@ mod tests {
         assert!(t.contains(&Tok::Str(b"it's".to_vec())));
         assert!(t.contains(&Tok::Str(b"a\"b".to_vec())));
         assert!(t.contains(&Tok::Ident(b"x`y".to_vec())));
-        let t = tokens(br#"SELECT "col""#, Modes { ansi_quotes: true, no_backslash_escapes: false });
+        let t = tokens(
+            br#"SELECT "col""#,
+            Modes {
+                ansi_quotes: true,
+                no_backslash_escapes: false,
+            },
+        );
         assert!(t.contains(&Tok::Ident(b"col".to_vec())));
-        let t = tokens(br"SELECT 'a\'", Modes { ansi_quotes: false, no_backslash_escapes: true });
+        let t = tokens(
+            br"SELECT 'a\'",
+            Modes {
+                ansi_quotes: false,
+                no_backslash_escapes: true,
+            },
+        );
         assert!(t.contains(&Tok::Str(b"a\\".to_vec())));
     }
 
@@ -623,7 +743,14 @@ mod tests {
                 v.push(alphabet[(seed % alphabet.len() as u64) as usize]);
             }
             let _ = analyze(&v, Modes::default());
-            let _ = rewrite_connection_id(&v, 1, Modes { ansi_quotes: true, no_backslash_escapes: true });
+            let _ = rewrite_connection_id(
+                &v,
+                1,
+                Modes {
+                    ansi_quotes: true,
+                    no_backslash_escapes: true,
+                },
+            );
         }
     }
 }

@@ -235,7 +235,9 @@ pub struct Interner<T: ?Sized + Eq + std::hash::Hash> {
 
 impl<T: ?Sized + Eq + std::hash::Hash> Default for Interner<T> {
     fn default() -> Self {
-        Interner { set: RefCell::new(HashSet::new()) }
+        Interner {
+            set: RefCell::new(HashSet::new()),
+        }
     }
 }
 

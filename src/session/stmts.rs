@@ -47,7 +47,12 @@ impl Stmts {
 /// when the client relies on previously bound parameter types (new-params-bound flag 0), the
 /// `remembered` types are written in explicitly. Returns the new payload and the types this
 /// execute bound (to remember), if it bound any.
-pub fn rewrite_execute(payload: &[u8], backend_id: u32, params: u16, remembered: Option<&[u8]>) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+pub fn rewrite_execute(
+    payload: &[u8],
+    backend_id: u32,
+    params: u16,
+    remembered: Option<&[u8]>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
     if payload.first() != Some(&com::STMT_EXECUTE) || payload.len() < 10 {
         return Err(CodecError::truncated("COM_STMT_EXECUTE header"));
     }
@@ -59,9 +64,11 @@ pub fn rewrite_execute(payload: &[u8], backend_id: u32, params: u16, remembered:
         out.extend_from_slice(&payload[10..]);
         return Ok((out, None));
     }
-    let nb = (usize::from(params) + 7) / 8;
+    let nb = usize::from(params).div_ceil(8);
     let flag_at = 10 + nb;
-    let flag = *payload.get(flag_at).ok_or(CodecError::truncated("COM_STMT_EXECUTE parameters"))?;
+    let flag = *payload
+        .get(flag_at)
+        .ok_or(CodecError::truncated("COM_STMT_EXECUTE parameters"))?;
     out.extend_from_slice(&payload[10..flag_at]);
     let types_len = 2 * usize::from(params);
     match (flag, remembered) {

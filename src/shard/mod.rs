@@ -6,7 +6,7 @@ pub mod poller;
 pub mod table;
 
 use crate::backend::conn::{BackendConn, ConnectSpec};
-use crate::backend::pool::Pool;
+use crate::backend::pool::{Lent, Pool};
 use crate::buf::BufPool;
 use crate::error::{Error, Reply};
 use crate::frontend::client::ClientIo;
@@ -29,6 +29,9 @@ use tracing::{debug, info, warn};
 
 /// Token of the shard's listening socket in its poller.
 const LISTENER: u64 = u64::MAX - 1;
+/// An idle connection is lent to a starved shard only after this long unused: short imbalances
+/// between busy shards resolve themselves; lending is for sustained skew.
+const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
 /// How long a verified schema name is trusted without asking a backend again.
 const SCHEMA_TTL: Duration = Duration::from_secs(10);
 
@@ -93,6 +96,23 @@ pub enum ShardMsg {
     },
     /// Re-check the drain condition (the last session left, or the deadline passed).
     Wake,
+    /// Lend pool `pool` one slot to shard `to`, or pass the request on (`hops` shards left).
+    /// `retry`: this lender already deferred the request once (its idle connections were too
+    /// recently used to give up).
+    Lend {
+        pool: usize,
+        to: usize,
+        hops: usize,
+        retry: bool,
+    },
+    /// Shard `from` lent pool `pool` a slot.
+    Granted { pool: usize, from: usize },
+    /// A slot lent earlier for pool `pool` comes back.
+    Return { pool: usize },
+    /// Send a snapshot of this shard's counters (metrics scrape).
+    Stats {
+        reply: std::sync::mpsc::Sender<crate::metrics::ShardSnapshot>,
+    },
 }
 
 /// Per-shard counters (summed over shards for metrics).
@@ -210,8 +230,14 @@ impl Shard {
                     timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
                 };
                 let limit = shared.pool_share(cfg.pool.size, id);
-                let pool = Pool::new(spec, ui as u32, limit, fresh.clone());
-                pool.set_pin_limit(shared.pool_share(cfg.pool.pin_budget(), id));
+                let mut pool = Pool::new(spec, ui as u32, limit, fresh.clone());
+                let index = pools.len();
+                pool.set_pin_budget(
+                    shared.pinned[index].clone(),
+                    shared.worker_share(cfg.pool.pin_budget()),
+                );
+                let link = shared.clone();
+                pool.set_starved_hook(Box::new(move || request_slot(&link, id, index)));
                 *pool.stats.wait_hist.borrow_mut() =
                     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
                 pools.push(Rc::new(pool));
@@ -493,10 +519,123 @@ impl Shard {
         }
     }
 
+    /// This shard's counters, for a metrics scrape.
+    pub fn snapshot(&self) -> crate::metrics::ShardSnapshot {
+        use crate::metrics::{PoolSnapshot, ShardSnapshot, WAIT_BUCKETS};
+        let s = &self.stats;
+        let table = self.table.borrow();
+        let mut snap = ShardSnapshot {
+            clients: table.len() as u64,
+            parked: table.parked() as u64,
+            accepted: s.accepted.get(),
+            commands: s.commands.get(),
+            auth_failures: s.auth_failures.get(),
+            refused_max_clients: s.refused_max_clients.get(),
+            pin_refusals: s.pin_refusals.get(),
+            syncs: s.syncs.get(),
+            lazy_prepares: s.lazy_prepares.get(),
+            client_bytes_in: s.client_bytes_in.get(),
+            client_bytes_out: s.client_bytes_out.get(),
+            errors: s.errors.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
+            ..ShardSnapshot::default()
+        };
+        for i in 0..8 {
+            snap.pins_total[i] = s.pins_total[i].get();
+            snap.pinned_now[i] = s.pinned_now[i].get();
+        }
+        for p in &self.pools {
+            let st = &p.stats;
+            let mut ps = PoolSnapshot {
+                backend: self.shared.backends[usize::from(p.backend)].address.clone(),
+                user: self.shared.users[p.user as usize].name.clone(),
+                open: p.open() as u64,
+                idle: p.idle_count() as u64,
+                limit: p.limit() as u64,
+                waiting: p.waiting() as u64,
+                pinned: p.pinned() as u64,
+                checkouts: st.checkouts.get(),
+                waits: st.waits.get(),
+                timeouts: st.timeouts.get(),
+                connects: st.connects.get(),
+                connect_failures: st.connect_failures.get(),
+                discarded: st.discarded.get(),
+                ..PoolSnapshot::default()
+            };
+            if let Some(h) = st.wait_hist.borrow().as_ref() {
+                for (i, bound) in WAIT_BUCKETS.iter().enumerate() {
+                    ps.wait_buckets[i] = h.count_between(0, (bound * 1e6) as u64);
+                }
+                ps.wait_count = h.len();
+                ps.wait_sum_s = h.mean() * h.len() as f64 / 1e6;
+            }
+            snap.pools.push(ps);
+        }
+        snap
+    }
+
     fn on_message(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Shutdown => self.begin_shutdown(),
             ShardMsg::Wake => {}
+            ShardMsg::Lend {
+                pool,
+                to,
+                hops,
+                retry,
+            } => {
+                let Some(mailboxes) = self.shared.mailboxes.get() else {
+                    return;
+                };
+                let Some(p) = self.pools.get(pool) else {
+                    return;
+                };
+                let granted = ShardMsg::Granted {
+                    pool,
+                    from: self.id,
+                };
+                match p.lend(LEND_IDLE_MIN) {
+                    Lent::Now => mailboxes[to].post(granted),
+                    Lent::Closing(conn) => self.close_then_post(p.clone(), conn, to, granted),
+                    Lent::No if hops > 1 => {
+                        let next = next_shard(self.id, to, mailboxes.len());
+                        mailboxes[next].post(ShardMsg::Lend {
+                            pool,
+                            to,
+                            hops: hops - 1,
+                            retry: false,
+                        });
+                    }
+                    Lent::No if !retry && p.idle_count() > 0 => {
+                        // Idle, but too recently used to give up: look again once it has aged.
+                        let me = mailboxes[self.id].clone();
+                        glommio::spawn_local(async move {
+                            glommio::timer::sleep(LEND_IDLE_MIN).await;
+                            me.post(ShardMsg::Lend {
+                                pool,
+                                to,
+                                hops: 1,
+                                retry: true,
+                            });
+                        })
+                        .detach();
+                    }
+                    Lent::No => {}
+                }
+            }
+            ShardMsg::Granted { pool, from } => {
+                debug!(shard = self.id, pool, from, "slot lent");
+                if let Some(p) = self.pools.get(pool) {
+                    p.receive_slot(Some(from));
+                }
+            }
+            ShardMsg::Return { pool } => {
+                if let Some(p) = self.pools.get(pool) {
+                    p.receive_slot(None);
+                }
+            }
+            ShardMsg::Stats { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
             ShardMsg::Kill {
                 conn_id,
                 kind,
@@ -510,6 +649,19 @@ impl Shard {
                 .detach();
             }
         }
+    }
+
+    /// Closes a connection given up for another shard, then tells that shard.
+    fn close_then_post(&self, pool: Rc<Pool>, conn: Box<BackendConn>, to: usize, msg: ShardMsg) {
+        let Some(mb) = self.shared.mailboxes.get().and_then(|m| m.get(to)).cloned() else {
+            return;
+        };
+        glommio::spawn_local(async move {
+            conn.quit().await;
+            pool.lent_closed();
+            mb.post(msg);
+        })
+        .detach();
     }
 
     fn begin_shutdown(self: &Rc<Self>) {
@@ -592,7 +744,23 @@ impl Shard {
 
     fn start_session(self: &Rc<Self>, fd: OwnedFd, peer: std::net::SocketAddr) {
         self.stats.accepted.set(self.stats.accepted.get() + 1);
-        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        let open = self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        let max = self.shared.config.max_client_connections;
+        if max > 0 && open >= max {
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            self.stats
+                .refused_max_clients
+                .set(self.stats.refused_max_clients.get() + 1);
+            // Like the server: an ERR instead of the greeting (sequence id 0), then close. The
+            // packet is tiny, so a non-blocking send of a fresh socket takes it whole.
+            let mut out = Vec::new();
+            let mut p = Vec::new();
+            Reply::new(1040, b"08004", "Too many connections").encode_before_handshake(&mut p);
+            crate::codec::frame::encode_packet(&mut out, 0, &p);
+            let _ = net::send(fd.as_raw_fd(), &out);
+            debug!(%peer, "refused: max_client_connections reached");
+            return;
+        }
         let conn_id = self.next_conn_id();
         let ctl = Rc::new(ActiveCtl::default());
         let token = self.table.borrow_mut().insert(conn_id, ctl.clone());
@@ -697,7 +865,21 @@ impl Shard {
         while !self.draining.get() {
             glommio::timer::sleep(Duration::from_secs(1)).await;
             ticks += 1;
-            for pool in &self.pools {
+            for (index, pool) in self.pools.iter().enumerate() {
+                match pool.maybe_return() {
+                    Some((lender, Lent::Now)) => {
+                        if let Some(mb) = self.shared.mailboxes.get().and_then(|m| m.get(lender)) {
+                            mb.post(ShardMsg::Return { pool: index });
+                        }
+                    }
+                    Some((lender, Lent::Closing(conn))) => self.close_then_post(
+                        pool.clone(),
+                        conn,
+                        lender,
+                        ShardMsg::Return { pool: index },
+                    ),
+                    _ => {}
+                }
                 pool.sweep(idle, lifetime);
                 for mut conn in pool.take_for_check(check) {
                     let pool = pool.clone();
@@ -724,6 +906,37 @@ impl Shard {
     }
 }
 
+/// The shard after `from` in ring order, skipping `asker`.
+fn next_shard(from: usize, asker: usize, n: usize) -> usize {
+    let mut s = (from + 1) % n;
+    if s == asker {
+        s = (s + 1) % n;
+    }
+    s
+}
+
+/// A checkout on `shard` queued for pool `pool`: ask the other shards, one after another, to
+/// lend a slot (cross-core traffic is messages only; the global bound never moves).
+fn request_slot(shared: &Shared, shard: usize, pool: usize) {
+    let Some(mailboxes) = shared.mailboxes.get() else {
+        return;
+    };
+    let n = mailboxes.len();
+    if n < 2 {
+        return;
+    }
+    debug!(
+        shard,
+        pool, "queue backed up: asking another shard to lend a slot"
+    );
+    mailboxes[next_shard(shard, shard, n)].post(ShardMsg::Lend {
+        pool,
+        to: shard,
+        hops: n - 1,
+        retry: false,
+    });
+}
+
 fn no_such_thread(id: u32) -> Reply {
     Reply::new(1094, b"HY000", format!("Unknown thread id: {id}"))
 }
@@ -733,7 +946,7 @@ pub async fn run(
     shared: Arc<Shared>,
     id: usize,
     core: Option<core_affinity::CoreId>,
-    ready: std::sync::mpsc::Sender<Result<poller::Mailbox<ShardMsg>, String>>,
+    ready: std::sync::mpsc::Sender<Result<(usize, poller::Mailbox<ShardMsg>), String>>,
 ) {
     let addr: std::net::SocketAddr = match shared.config.listen.parse() {
         Ok(a) => a,
@@ -761,7 +974,7 @@ pub async fn run(
         return;
     }
     *shard.listener.borrow_mut() = Some(listener);
-    let _ = ready.send(Ok(shard.poller.mailbox()));
+    let _ = ready.send(Ok((id, shard.poller.mailbox())));
     info!(shard = id, %addr, "shard listening");
     glommio::spawn_local(shard.clone().janitor()).detach();
     shard.clone().dispatch().await;

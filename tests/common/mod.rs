@@ -24,7 +24,11 @@ pub fn mariadb_port() -> u16 {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn repo_root() -> PathBuf {
@@ -52,7 +56,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             top: "shards = 2\nauth_failure_delay_ms = 100\nshutdown_timeout_ms = 5000\n".into(),
-            pool: "mode = \"session\"\nsize = 16\nqueue_timeout_ms = 3000\n".into(),
+            pool: "mode = \"transaction\"\nsize = 16\nqueue_timeout_ms = 3000\n".into(),
             users: "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n".into(),
             backends: vec![mariadb_addr()],
         }
@@ -68,8 +72,11 @@ impl Config {
     pub fn top(mut self, extra: &str) -> Self {
         for line in extra.lines().filter(|l| !l.trim().is_empty()) {
             let key = line.split('=').next().unwrap().trim().to_string();
-            let mut kept: Vec<&str> =
-                self.top.lines().filter(|l| l.split('=').next().unwrap().trim() != key).collect();
+            let mut kept: Vec<&str> = self
+                .top
+                .lines()
+                .filter(|l| l.split('=').next().unwrap().trim() != key)
+                .collect();
             kept.push(line);
             self.top = kept.join("\n") + "\n";
         }
@@ -84,7 +91,10 @@ impl Config {
         self
     }
     fn render(&self, port: u16) -> String {
-        let mut s = format!("listen = \"127.0.0.1:{port}\"\n{}\n[pool]\n{}\n", self.top, self.pool);
+        let mut s = format!(
+            "listen = \"127.0.0.1:{port}\"\n{}\n[pool]\n{}\n",
+            self.top, self.pool
+        );
         for b in &self.backends {
             s.push_str(&format!("[[backends]]\naddress = \"{b}\"\n"));
         }
@@ -94,14 +104,21 @@ impl Config {
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sluice-test-{tag}-{}-{:016x}", std::process::id(), rand_u64()));
+    let d = std::env::temp_dir().join(format!(
+        "sluice-test-{tag}-{}-{:016x}",
+        std::process::id(),
+        rand_u64()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
     u64::from_le_bytes(b)
 }
 
@@ -125,7 +142,12 @@ impl Sluice {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start sluice");
-        let mut s = Sluice { child: Some(child), port, dir, log };
+        let mut s = Sluice {
+            child: Some(child),
+            port,
+            dir,
+            log,
+        };
         s.wait_listening();
         s
     }
@@ -158,7 +180,11 @@ impl Sluice {
     }
 
     pub fn url(&self, user: &str, password: &str, db: Option<&str>) -> String {
-        format!("mysql://{user}:{password}@127.0.0.1:{}/{}", self.port, db.unwrap_or(""))
+        format!(
+            "mysql://{user}:{password}@127.0.0.1:{}/{}",
+            self.port,
+            db.unwrap_or("")
+        )
     }
 
     /// A `mysql` crate connection as user app to database app.
@@ -176,7 +202,8 @@ impl Sluice {
             .prefer_socket(false)
             .read_timeout(Some(Duration::from_secs(30)))
             .write_timeout(Some(Duration::from_secs(30)));
-        mysql::Conn::new(opts).unwrap_or_else(|e| panic!("connect through sluice: {e}\n{}", self.log_text()))
+        mysql::Conn::new(opts)
+            .unwrap_or_else(|e| panic!("connect through sluice: {e}\n{}", self.log_text()))
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
@@ -230,14 +257,26 @@ pub fn direct() -> mysql::Conn {
 /// Runs the `mariadb` command-line client against sluice; returns (exit ok, stdout, stderr).
 pub fn mariadb_cli(port: u16, args: &[&str], sql: &str) -> (bool, String, String) {
     let mut child = Command::new("mariadb")
-        .args(["--no-defaults", "-h127.0.0.1", &format!("-P{port}"), "-uapp", "-papp", "--batch"])
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-uapp",
+            "-papp",
+            "--batch",
+        ])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the mariadb client");
-    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
     let out = wait_output(child, Duration::from_secs(60));
     (
         out.status.success(),
@@ -292,14 +331,24 @@ pub struct RawClient {
 impl RawClient {
     pub fn connect(port: u16) -> RawClient {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        RawClient { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Connects and logs in as app/app (database app); returns the client after the OK.
     pub fn login(port: u16) -> RawClient {
-        Self::login_with(port, sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF)
+        Self::login_with(
+            port,
+            sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF,
+        )
     }
 
     pub fn login_with(port: u16, caps: u32) -> RawClient {
@@ -319,7 +368,10 @@ impl RawClient {
         c.send(seq.wrapping_add(1), &resp);
         loop {
             let (s, p) = c.read_packet().expect("login answer");
-            match login.on_packet(&p).unwrap_or_else(|e| panic!("login failed: {e}")) {
+            match login
+                .on_packet(&p)
+                .unwrap_or_else(|e| panic!("login failed: {e}"))
+            {
                 LoginStep::Done { .. } => return c,
                 LoginStep::Send(v) if v.is_empty() => {}
                 LoginStep::Send(v) => c.send(s.wrapping_add(1), &v),
@@ -376,4 +428,49 @@ impl RawClient {
     pub fn closed_by_peer(&mut self) -> bool {
         self.read_packet().is_none()
     }
+}
+
+/// Creates (once) a MariaDB account `name` / `pw` with all privileges, so a test can count its own
+/// sluice's backend connections from the server's side; returns a `[[users]]` section that makes
+/// sluice user app/app use it.
+pub fn dedicated_backend_user(name: &str) -> String {
+    use mysql::prelude::Queryable;
+    let mut d = direct();
+    d.query_drop(format!(
+        "CREATE USER IF NOT EXISTS '{name}'@'%' IDENTIFIED BY 'pw'"
+    ))
+    .unwrap();
+    d.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO '{name}'@'%'"))
+        .unwrap();
+    format!("[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"{name}\"\nbackend_password = \"pw\"\n")
+}
+
+/// Backend connections MariaDB has open for account `name`.
+pub fn threads_of(d: &mut mysql::Conn, name: &str) -> u64 {
+    use mysql::prelude::Queryable;
+    d.query_first(format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{name}'"
+    ))
+    .unwrap()
+    .unwrap_or(0)
+}
+
+/// Fetches sluice's Prometheus metrics from `port`.
+pub fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+    out
+}
+
+/// The value of the first metric line starting with `prefix` (name and labels).
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {prefix} in\n{text}"))
 }
