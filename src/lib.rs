@@ -8,6 +8,7 @@
 //! - [`backend`]: upstream connections and the pool;
 //! - [`config`], [`auth`], [`error`], [`bootstrap`], [`shared`], [`server`].
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod bootstrap;
@@ -22,3 +23,4 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod shared;
+pub mod supervisor;

@@ -33,6 +33,9 @@ struct Cli {
     /// Log filter, e.g. "info" or "sluice=debug".
     #[arg(long)]
     log_level: Option<String>,
+    /// Internal: run as worker INDEX/COUNT/SUPERVISOR_PID of a multi-process instance.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +63,23 @@ fn load(path: &std::path::Path, overrides: &Overrides) -> Result<Config, String>
     cfg.validate()
         .map_err(|e| format!("{}:\n{e}", path.display()))?;
     Ok(cfg)
+}
+
+/// `INDEX/COUNT/SUPERVISOR_PID`.
+fn parse_worker(s: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<u32> = s
+        .split('/')
+        .map(|p| {
+            p.parse()
+                .map_err(|_| format!("{s:?}: expected INDEX/COUNT/PID"))
+        })
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [i, n, pid] if i < n => Ok((i, n, pid)),
+        _ => Err(format!(
+            "{s:?}: expected INDEX/COUNT/PID with INDEX < COUNT"
+        )),
+    }
 }
 
 fn read_password() -> std::io::Result<String> {
@@ -133,7 +153,23 @@ fn main() -> ExitCode {
                 }
             };
             sluice::server::init_logging(&cfg);
-            match sluice::server::run(cfg, 0, 1) {
+            let worker = match cli.worker.as_deref().map(parse_worker) {
+                Some(Ok(w)) => Some(w),
+                Some(Err(e)) => {
+                    eprintln!("sluice: --worker {e}");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
+            let result = match worker {
+                Some((i, n, sup)) => sluice::server::run(cfg, i, n, Some(sup)),
+                None if cfg.workers > 1 => {
+                    let args: Vec<String> = std::env::args().skip(1).collect();
+                    sluice::supervisor::run(&cfg, &args)
+                }
+                None => sluice::server::run(cfg, 0, 1, None),
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sluice: {e}");

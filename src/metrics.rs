@@ -8,6 +8,7 @@
 use crate::session::pins::PinReason;
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -20,7 +21,7 @@ use tracing::{info, warn};
 pub const WAIT_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
 
 /// One pool's numbers on one shard.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PoolSnapshot {
     pub backend: String,
     pub user: String,
@@ -42,7 +43,7 @@ pub struct PoolSnapshot {
 }
 
 /// One shard's numbers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ShardSnapshot {
     pub clients: u64,
     pub parked: u64,
@@ -57,7 +58,7 @@ pub struct ShardSnapshot {
     pub client_bytes_out: u64,
     pub pins_total: [u64; 8],
     pub pinned_now: [i64; 8],
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<String, u64>,
     pub pools: Vec<PoolSnapshot>,
 }
 
@@ -83,220 +84,258 @@ pub fn collect(shared: &Shared, timeout: Duration) -> Vec<ShardSnapshot> {
     out
 }
 
-fn line(out: &mut String, name: &str, help: &str, kind: &str) {
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Renders the sum of `shards` in the Prometheus text format.
-pub fn render(shards: &[ShardSnapshot], worker: u32) -> String {
+/// One worker's shards summed, pools keyed by (backend, user).
+struct WorkerSum {
+    worker: u32,
+    s: ShardSnapshot,
+    pools: BTreeMap<(String, String), PoolSnapshot>,
+}
+
+fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
+    let mut s = ShardSnapshot::default();
+    let mut pools: BTreeMap<(String, String), PoolSnapshot> = BTreeMap::new();
+    for x in shards {
+        s.clients += x.clients;
+        s.parked += x.parked;
+        s.accepted += x.accepted;
+        s.commands += x.commands;
+        s.auth_failures += x.auth_failures;
+        s.refused_max_clients += x.refused_max_clients;
+        s.pin_refusals += x.pin_refusals;
+        s.syncs += x.syncs;
+        s.lazy_prepares += x.lazy_prepares;
+        s.client_bytes_in += x.client_bytes_in;
+        s.client_bytes_out += x.client_bytes_out;
+        for i in 0..8 {
+            s.pins_total[i] += x.pins_total[i];
+            s.pinned_now[i] += x.pinned_now[i];
+        }
+        for (k, v) in &x.errors {
+            *s.errors.entry(k.clone()).or_default() += v;
+        }
+        for p in &x.pools {
+            let e = pools
+                .entry((p.backend.clone(), p.user.clone()))
+                .or_default();
+            e.open += p.open;
+            e.idle += p.idle;
+            e.limit += p.limit;
+            e.waiting += p.waiting;
+            e.pinned += p.pinned;
+            e.checkouts += p.checkouts;
+            e.waits += p.waits;
+            e.timeouts += p.timeouts;
+            e.connects += p.connects;
+            e.connect_failures += p.connect_failures;
+            e.discarded += p.discarded;
+            for (a, b) in e.wait_buckets.iter_mut().zip(p.wait_buckets) {
+                *a += b;
+            }
+            e.wait_count += p.wait_count;
+            e.wait_sum_s += p.wait_sum_s;
+        }
+    }
+    WorkerSum { worker, s, pools }
+}
+
+/// Renders the metrics of one or more workers (each a list of shard snapshots) in the
+/// Prometheus text format: every family once, one series per worker.
+pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
+    let ws: Vec<WorkerSum> = workers.iter().map(|(w, s)| sum_worker(*w, s)).collect();
     let mut o = String::with_capacity(8192);
-    let sum = |f: &dyn Fn(&ShardSnapshot) -> u64| shards.iter().map(f).sum::<u64>();
-    let w = format!("worker=\"{worker}\"");
-    let clients = sum(&|s| s.clients);
-    let parked = sum(&|s| s.parked);
-    line(
+    let scalar =
+        |o: &mut String, name: &str, help: &str, kind: &str, f: &dyn Fn(&WorkerSum) -> String| {
+            family(o, name, help, kind);
+            for w in &ws {
+                let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", w.worker, f(w));
+            }
+        };
+    scalar(
         &mut o,
         "sluice_clients_connected",
         "Client connections open.",
         "gauge",
+        &|w| w.s.clients.to_string(),
     );
-    let _ = writeln!(o, "sluice_clients_connected{{{w}}} {clients}");
-    line(
+    scalar(
         &mut o,
         "sluice_clients_parked",
         "Idle clients parked (no task, no buffer).",
         "gauge",
+        &|w| w.s.parked.to_string(),
     );
-    let _ = writeln!(o, "sluice_clients_parked{{{w}}} {parked}");
-    line(
+    scalar(
         &mut o,
         "sluice_clients_active",
         "Clients being served (a task is running for them).",
         "gauge",
+        &|w| w.s.clients.saturating_sub(w.s.parked).to_string(),
     );
-    let _ = writeln!(
-        o,
-        "sluice_clients_active{{{w}}} {}",
-        clients.saturating_sub(parked)
-    );
-    let waiting: u64 = shards
-        .iter()
-        .flat_map(|s| &s.pools)
-        .map(|p| p.waiting)
-        .sum();
-    line(
+    scalar(
         &mut o,
         "sluice_clients_waiting",
         "Commands waiting for a backend connection.",
         "gauge",
+        &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
-    let _ = writeln!(o, "sluice_clients_waiting{{{w}}} {waiting}");
-    for (name, help, v) in [
+    type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
+    let counters: [Counter; 7] = [
         (
             "sluice_clients_accepted_total",
             "Client connections accepted.",
-            sum(&|s| s.accepted),
+            |s| s.accepted,
         ),
-        (
-            "sluice_commands_total",
-            "Client commands served.",
-            sum(&|s| s.commands),
-        ),
-        (
-            "sluice_auth_failures_total",
-            "Failed client logins.",
-            sum(&|s| s.auth_failures),
-        ),
+        ("sluice_commands_total", "Client commands served.", |s| {
+            s.commands
+        }),
+        ("sluice_auth_failures_total", "Failed client logins.", |s| {
+            s.auth_failures
+        }),
         (
             "sluice_clients_refused_total",
             "Clients refused at max_client_connections or the fd limit.",
-            sum(&|s| s.refused_max_clients),
+            |s| s.refused_max_clients,
         ),
         (
             "sluice_pin_refusals_total",
             "Statements refused because the pin budget was used up.",
-            sum(&|s| s.pin_refusals),
+            |s| s.pin_refusals,
         ),
         (
             "sluice_backend_syncs_total",
             "Times a backend was given a client's settings before a command.",
-            sum(&|s| s.syncs),
+            |s| s.syncs,
         ),
         (
             "sluice_lazy_prepares_total",
             "Statements prepared on a backend on demand.",
-            sum(&|s| s.lazy_prepares),
+            |s| s.lazy_prepares,
         ),
-    ] {
-        line(&mut o, name, help, "counter");
-        let _ = writeln!(o, "{name}{{{w}}} {v}");
+    ];
+    for (name, help, f) in counters {
+        scalar(&mut o, name, help, "counter", &|w| f(&w.s).to_string());
     }
-    line(
+    family(
         &mut o,
         "sluice_client_bytes_total",
         "Bytes read from / written to clients.",
         "counter",
     );
-    let _ = writeln!(
-        o,
-        "sluice_client_bytes_total{{{w},direction=\"in\"}} {}",
-        sum(&|s| s.client_bytes_in)
-    );
-    let _ = writeln!(
-        o,
-        "sluice_client_bytes_total{{{w},direction=\"out\"}} {}",
-        sum(&|s| s.client_bytes_out)
-    );
-    line(
+    for w in &ws {
+        let _ = writeln!(
+            o,
+            "sluice_client_bytes_total{{worker=\"{}\",direction=\"in\"}} {}",
+            w.worker, w.s.client_bytes_in
+        );
+        let _ = writeln!(
+            o,
+            "sluice_client_bytes_total{{worker=\"{}\",direction=\"out\"}} {}",
+            w.worker, w.s.client_bytes_out
+        );
+    }
+    family(
         &mut o,
         "sluice_pins_total",
         "Times a session became pinned to its backend, by reason.",
         "counter",
     );
-    for r in PinReason::ALL {
-        let v: u64 = shards.iter().map(|s| s.pins_total[r as usize]).sum();
-        let _ = writeln!(o, "sluice_pins_total{{{w},reason=\"{}\"}} {v}", r.name());
+    for w in &ws {
+        for r in PinReason::ALL {
+            let _ = writeln!(
+                o,
+                "sluice_pins_total{{worker=\"{}\",reason=\"{}\"}} {}",
+                w.worker,
+                r.name(),
+                w.s.pins_total[r as usize]
+            );
+        }
     }
-    line(
+    family(
         &mut o,
         "sluice_pinned_sessions",
         "Sessions pinned now, by reason.",
         "gauge",
     );
-    for r in PinReason::ALL {
-        let v: i64 = shards.iter().map(|s| s.pinned_now[r as usize]).sum();
-        let _ = writeln!(
-            o,
-            "sluice_pinned_sessions{{{w},reason=\"{}\"}} {v}",
-            r.name()
-        );
-    }
-    let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
-    for s in shards {
-        for (k, v) in &s.errors {
-            *errors.entry(k).or_default() += v;
+    for w in &ws {
+        for r in PinReason::ALL {
+            let _ = writeln!(
+                o,
+                "sluice_pinned_sessions{{worker=\"{}\",reason=\"{}\"}} {}",
+                w.worker,
+                r.name(),
+                w.s.pinned_now[r as usize]
+            );
         }
     }
-    line(
+    family(
         &mut o,
         "sluice_errors_total",
         "Errors by kind (origin: client, backend or proxy).",
         "counter",
     );
-    for (k, v) in &errors {
-        let _ = writeln!(o, "sluice_errors_total{{{w},kind=\"{k}\"}} {v}");
-    }
-    // Pools: summed over shards per (backend, user).
-    let mut pools: BTreeMap<(String, String), PoolSnapshot> = BTreeMap::new();
-    for p in shards.iter().flat_map(|s| &s.pools) {
-        let e = pools
-            .entry((p.backend.clone(), p.user.clone()))
-            .or_default();
-        e.open += p.open;
-        e.idle += p.idle;
-        e.limit += p.limit;
-        e.waiting += p.waiting;
-        e.pinned += p.pinned;
-        e.checkouts += p.checkouts;
-        e.waits += p.waits;
-        e.timeouts += p.timeouts;
-        e.connects += p.connects;
-        e.connect_failures += p.connect_failures;
-        e.discarded += p.discarded;
-        for (a, b) in e.wait_buckets.iter_mut().zip(p.wait_buckets) {
-            *a += b;
+    for w in &ws {
+        for (k, v) in &w.s.errors {
+            let _ = writeln!(
+                o,
+                "sluice_errors_total{{worker=\"{}\",kind=\"{k}\"}} {v}",
+                w.worker
+            );
         }
-        e.wait_count += p.wait_count;
-        e.wait_sum_s += p.wait_sum_s;
     }
-    let open: u64 = pools.values().map(|p| p.open).sum();
-    line(
+    family(
         &mut o,
         "sluice_backend_connections",
         "Backend connections by pool and state.",
         "gauge",
     );
-    for ((b, u), p) in &pools {
-        let l = format!("{w},backend=\"{b}\",user=\"{u}\"");
-        let _ = writeln!(
-            o,
-            "sluice_backend_connections{{{l},state=\"open\"}} {}",
-            p.open
-        );
-        let _ = writeln!(
-            o,
-            "sluice_backend_connections{{{l},state=\"idle\"}} {}",
-            p.idle
-        );
-        let _ = writeln!(
-            o,
-            "sluice_backend_connections{{{l},state=\"in_use\"}} {}",
-            p.open.saturating_sub(p.idle)
-        );
-        let _ = writeln!(
-            o,
-            "sluice_backend_connections{{{l},state=\"limit\"}} {}",
-            p.limit
-        );
+    for w in &ws {
+        for ((b, u), p) in &w.pools {
+            let l = format!("worker=\"{}\",backend=\"{b}\",user=\"{u}\"", w.worker);
+            let _ = writeln!(
+                o,
+                "sluice_backend_connections{{{l},state=\"open\"}} {}",
+                p.open
+            );
+            let _ = writeln!(
+                o,
+                "sluice_backend_connections{{{l},state=\"idle\"}} {}",
+                p.idle
+            );
+            let _ = writeln!(
+                o,
+                "sluice_backend_connections{{{l},state=\"in_use\"}} {}",
+                p.open.saturating_sub(p.idle)
+            );
+            let _ = writeln!(
+                o,
+                "sluice_backend_connections{{{l},state=\"limit\"}} {}",
+                p.limit
+            );
+        }
     }
-    line(
+    scalar(
         &mut o,
         "sluice_multiplexing_ratio",
         "Client connections per open backend connection.",
         "gauge",
+        &|w| {
+            let open: u64 = w.pools.values().map(|p| p.open).sum();
+            if open == 0 {
+                "0".into()
+            } else {
+                (w.s.clients as f64 / open as f64).to_string()
+            }
+        },
     );
-    let ratio = if open == 0 {
-        0.0
-    } else {
-        clients as f64 / open as f64
-    };
-    let _ = writeln!(o, "sluice_multiplexing_ratio{{{w}}} {ratio}");
-    for (name, help, f) in [
-        (
-            "sluice_pool_checkouts_total",
-            "Backend checkouts.",
-            (|p: &PoolSnapshot| p.checkouts) as fn(&PoolSnapshot) -> u64,
-        ),
+    type PoolCounter = (&'static str, &'static str, fn(&PoolSnapshot) -> u64);
+    let pool_counters: [PoolCounter; 6] = [
+        ("sluice_pool_checkouts_total", "Backend checkouts.", |p| {
+            p.checkouts
+        }),
         (
             "sluice_pool_queue_waits_total",
             "Checkouts that had to queue.",
@@ -319,63 +358,89 @@ pub fn render(shards: &[ShardSnapshot], worker: u32) -> String {
         ),
         (
             "sluice_pool_discarded_total",
-            "Backend connections closed (broken, aged, idle, unclean).",
+            "Backend connections closed (broken, aged, idle, unclean, lent).",
             |p| p.discarded,
         ),
-    ] {
-        line(&mut o, name, help, "counter");
-        for ((b, u), p) in &pools {
-            let _ = writeln!(o, "{name}{{{w},backend=\"{b}\",user=\"{u}\"}} {}", f(p));
+    ];
+    for (name, help, f) in pool_counters {
+        family(&mut o, name, help, "counter");
+        for w in &ws {
+            for ((b, u), p) in &w.pools {
+                let _ = writeln!(
+                    o,
+                    "{name}{{worker=\"{}\",backend=\"{b}\",user=\"{u}\"}} {}",
+                    w.worker,
+                    f(p)
+                );
+            }
         }
     }
-    line(
+    family(
         &mut o,
         "sluice_pool_pinned_sessions",
         "Sessions pinned, by pool (the pin budget counts these).",
         "gauge",
     );
-    for ((b, u), p) in &pools {
-        let _ = writeln!(
-            o,
-            "sluice_pool_pinned_sessions{{{w},backend=\"{b}\",user=\"{u}\"}} {}",
-            p.pinned
-        );
+    for w in &ws {
+        for ((b, u), p) in &w.pools {
+            let _ = writeln!(
+                o,
+                "sluice_pool_pinned_sessions{{worker=\"{}\",backend=\"{b}\",user=\"{u}\"}} {}",
+                w.worker, p.pinned
+            );
+        }
     }
-    line(
+    family(
         &mut o,
         "sluice_pool_queue_wait_seconds",
         "Time checkouts waited in the queue.",
         "histogram",
     );
-    for ((b, u), p) in &pools {
-        let l = format!("{w},backend=\"{b}\",user=\"{u}\"");
-        for (bound, c) in WAIT_BUCKETS.iter().zip(p.wait_buckets) {
+    for w in &ws {
+        for ((b, u), p) in &w.pools {
+            let l = format!("worker=\"{}\",backend=\"{b}\",user=\"{u}\"", w.worker);
+            for (bound, c) in WAIT_BUCKETS.iter().zip(p.wait_buckets) {
+                let _ = writeln!(
+                    o,
+                    "sluice_pool_queue_wait_seconds_bucket{{{l},le=\"{bound}\"}} {c}"
+                );
+            }
             let _ = writeln!(
                 o,
-                "sluice_pool_queue_wait_seconds_bucket{{{l},le=\"{bound}\"}} {c}"
+                "sluice_pool_queue_wait_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                p.wait_count
+            );
+            let _ = writeln!(
+                o,
+                "sluice_pool_queue_wait_seconds_sum{{{l}}} {}",
+                p.wait_sum_s
+            );
+            let _ = writeln!(
+                o,
+                "sluice_pool_queue_wait_seconds_count{{{l}}} {}",
+                p.wait_count
             );
         }
-        let _ = writeln!(
-            o,
-            "sluice_pool_queue_wait_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-            p.wait_count
-        );
-        let _ = writeln!(
-            o,
-            "sluice_pool_queue_wait_seconds_sum{{{l}}} {}",
-            p.wait_sum_s
-        );
-        let _ = writeln!(
-            o,
-            "sluice_pool_queue_wait_seconds_count{{{l}}} {}",
-            p.wait_count
-        );
     }
     o
 }
 
+/// Where a metrics endpoint gets its numbers: this process's shards, or every worker's.
+pub type Source = Box<dyn Fn() -> Vec<(u32, Vec<ShardSnapshot>)> + Send>;
+
+/// This process's shards as a metrics source.
+pub fn local_source(shared: Arc<Shared>) -> Source {
+    Box::new(move || {
+        let snaps = collect(&shared, Duration::from_secs(2));
+        if snaps.len() < shared.shards {
+            warn!(got = snaps.len(), "metrics: not every shard answered");
+        }
+        vec![(shared.worker, snaps)]
+    })
+}
+
 /// Serves `GET /metrics` on `addr` until the process exits.
-pub fn spawn(shared: Arc<Shared>, addr: &str) -> std::io::Result<()> {
+pub fn spawn(source: Source, addr: &str) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     info!(%addr, "metrics endpoint listening");
     std::thread::Builder::new().name("sluice-metrics".into()).spawn(move || {
@@ -387,11 +452,7 @@ pub fn spawn(shared: Arc<Shared>, addr: &str) -> std::io::Result<()> {
             let n = s.read(&mut req).unwrap_or(0);
             let head = String::from_utf8_lossy(&req[..n]);
             let (status, body) = if head.starts_with("GET /metrics") {
-                let snaps = collect(&shared, Duration::from_secs(2));
-                if snaps.len() < shared.shards {
-                    warn!(got = snaps.len(), "metrics: not every shard answered");
-                }
-                ("200 OK", render(&snaps, shared.worker))
+                ("200 OK", render(&source()))
             } else {
                 ("404 Not Found", "try GET /metrics\n".to_string())
             };
@@ -442,7 +503,16 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = render(&[a, b], 0);
+        let text = render(&[
+            (0, vec![a, b]),
+            (
+                1,
+                vec![ShardSnapshot {
+                    clients: 7,
+                    ..Default::default()
+                }],
+            ),
+        ]);
         for needle in [
             "sluice_clients_connected{worker=\"0\"} 15",
             "sluice_clients_active{worker=\"0\"} 2",
@@ -453,8 +523,15 @@ mod tests {
             "sluice_backend_connections{worker=\"0\",backend=\"db:3306\",user=\"app\",state=\"in_use\"} 3",
             "sluice_multiplexing_ratio{worker=\"0\"} 3",
             "sluice_pool_queue_wait_seconds_count{worker=\"0\",backend=\"db:3306\",user=\"app\"} 2",
+            "sluice_clients_connected{worker=\"1\"} 7",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        // Each family is declared once, whatever the number of workers.
+        assert_eq!(
+            text.matches("# TYPE sluice_clients_connected gauge")
+                .count(),
+            1
+        );
     }
 }

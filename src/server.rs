@@ -54,7 +54,7 @@ pub fn learn_server(cfg: &Config) -> ServerInfo {
     ServerInfo::fallback()
 }
 
-fn block_signals() -> libc::sigset_t {
+pub fn block_signals() -> libc::sigset_t {
     // SAFETY: plain signal-mask calls on a local set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -68,7 +68,7 @@ fn block_signals() -> libc::sigset_t {
 }
 
 /// Waits up to `timeout` for one of the blocked signals.
-fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+pub fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -79,15 +79,15 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
 }
 
 /// Runs the proxy until SIGTERM/SIGINT. `worker`/`workers` place this process among the worker
-/// processes sharing the listen address.
-pub fn run(cfg: Config, worker: u32, workers: u32) -> Result<(), String> {
+/// processes sharing the listen address; `supervisor` is their supervisor's pid.
+pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> Result<(), String> {
     for u in &cfg.users {
         if !crate::auth::looks_like_hash(&u.password) {
             warn!(user = %u.name, "password configured in plaintext; use `sluice hash-password` in production");
         }
     }
     let server = learn_server(&cfg);
-    let shared = Arc::new(Shared::new(cfg, server, worker, workers)?);
+    let shared = Arc::new(Shared::new(cfg, server, worker, workers, supervisor)?);
     let sigset = block_signals();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -123,9 +123,14 @@ pub fn run(cfg: Config, worker: u32, workers: u32) -> Result<(), String> {
     mailboxes.sort_by_key(|(id, _)| *id);
     let mailboxes: Vec<_> = mailboxes.into_iter().map(|(_, mb)| mb).collect();
     let _ = shared.mailboxes.set(mailboxes.clone());
-    if !shared.config.metrics_listen.is_empty() {
-        crate::metrics::spawn(shared.clone(), &shared.config.metrics_listen)
-            .map_err(|e| format!("metrics_listen {}: {e}", shared.config.metrics_listen))?;
+    if let Some(sup) = supervisor {
+        crate::admin::spawn(shared.clone(), sup).map_err(|e| format!("admin socket: {e}"))?;
+    } else if !shared.config.metrics_listen.is_empty() {
+        crate::metrics::spawn(
+            crate::metrics::local_source(shared.clone()),
+            &shared.config.metrics_listen,
+        )
+        .map_err(|e| format!("metrics_listen {}: {e}", shared.config.metrics_listen))?;
     }
     info!(
         listen = %shared.config.listen,

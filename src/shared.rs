@@ -36,6 +36,8 @@ pub struct Shared {
     /// This process's index among the worker processes (0 with a single process).
     pub worker: u32,
     pub workers: u32,
+    /// The supervisor's pid when this process is one of several workers (names admin sockets).
+    pub supervisor: Option<u32>,
     /// Every shard's mailbox, indexed by shard id (set once all shards started).
     pub mailboxes: OnceLock<Vec<Mailbox<ShardMsg>>>,
     pub shutting_down: AtomicBool,
@@ -54,6 +56,7 @@ impl Shared {
         server: ServerInfo,
         worker: u32,
         workers: u32,
+        supervisor: Option<u32>,
     ) -> Result<Shared, String> {
         let users = config
             .users
@@ -98,6 +101,7 @@ impl Shared {
             shards,
             worker,
             workers,
+            supervisor,
             mailboxes: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             clients: AtomicUsize::new(0),

@@ -54,6 +54,11 @@ pub struct Config {
     /// Shards (executor threads, one per core); 0 = one per available core.
     #[serde(default)]
     pub shards: usize,
+    /// Worker processes sharing the listen address (SO_REUSEPORT), each with `shards` shards and
+    /// an even share of the upstream pool; 1 = a single process, no supervisor. More workers let
+    /// one host hold more clients than one process's file-descriptor limit allows.
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
     /// Listen backlog of each shard's SO_REUSEPORT socket.
     #[serde(default = "defaults::listen_backlog")]
     pub listen_backlog: u32,
@@ -185,6 +190,9 @@ mod defaults {
     use super::{LogFormat, PoolMode};
     pub fn listen() -> String {
         "127.0.0.1:6033".into()
+    }
+    pub fn workers() -> usize {
+        1
     }
     pub fn listen_backlog() -> u32 {
         4096
@@ -360,6 +368,9 @@ impl Config {
                 &format!("{:?}", self.metrics_listen),
                 "not an IP:port address (or empty to turn metrics off)",
             );
+        }
+        if self.workers == 0 || self.workers > 1024 {
+            err("workers", &self.workers, "must be between 1 and 1024");
         }
         if self.shards > 1024 {
             err("shards", &self.shards, "more than 1024 shards");

@@ -35,9 +35,10 @@ const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
 /// How long a verified schema name is trusted without asking a backend again.
 const SCHEMA_TTL: Duration = Duration::from_secs(10);
 
-/// A one-shot reply slot that a shard fills from its own thread and another thread awaits.
+/// A one-shot reply slot filled on one thread and awaited on another: by a glommio task
+/// ([`Reply1::recv`]) or by a plain thread ([`Reply1::recv_blocking`]).
 pub struct Reply1<T> {
-    inner: Arc<Mutex<(Option<T>, Option<Waker>)>>,
+    inner: Arc<(Mutex<(Option<T>, Option<Waker>)>, std::sync::Condvar)>,
 }
 
 impl<T> Clone for Reply1<T> {
@@ -51,7 +52,7 @@ impl<T> Clone for Reply1<T> {
 impl<T> Default for Reply1<T> {
     fn default() -> Self {
         Reply1 {
-            inner: Arc::new(Mutex::new((None, None))),
+            inner: Arc::new((Mutex::new((None, None)), std::sync::Condvar::new())),
         }
     }
 }
@@ -59,10 +60,11 @@ impl<T> Default for Reply1<T> {
 impl<T> Reply1<T> {
     pub fn send(&self, v: T) {
         let w = {
-            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.inner.0.lock().unwrap_or_else(|p| p.into_inner());
             g.0 = Some(v);
             g.1.take()
         };
+        self.inner.1.notify_all();
         if let Some(w) = w {
             w.wake();
         }
@@ -70,7 +72,7 @@ impl<T> Reply1<T> {
 
     pub async fn recv(&self) -> T {
         poll_fn(|cx| {
-            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.inner.0.lock().unwrap_or_else(|p| p.into_inner());
             match g.0.take() {
                 Some(v) => Poll::Ready(v),
                 None => {
@@ -80,6 +82,17 @@ impl<T> Reply1<T> {
             }
         })
         .await
+    }
+
+    /// Waits on a plain thread, up to `timeout`.
+    pub fn recv_blocking(&self, timeout: Duration) -> Option<T> {
+        let g = self.inner.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut g, _) = self
+            .inner
+            .1
+            .wait_timeout_while(g, timeout, |v| v.0.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        g.0.take()
     }
 }
 
@@ -417,7 +430,23 @@ impl Shard {
         by_user: u32,
     ) -> Result<(), Error> {
         let (worker, shard) = self.ids.locate(conn_id);
-        let r = if worker != self.shared.worker || shard as usize >= self.shared.shards {
+        let r = if worker != self.shared.worker {
+            if worker >= self.shared.workers || self.shared.supervisor.is_none() {
+                Err(no_such_thread(conn_id))
+            } else {
+                // Another worker process: ask it over its admin socket, from a helper thread so
+                // this executor never blocks.
+                let reply = Reply1::default();
+                let r = reply.clone();
+                let sup = self.shared.supervisor.unwrap_or(0);
+                std::thread::spawn(move || {
+                    r.send(crate::admin::remote_kill(
+                        sup, worker, conn_id, kind, by_user,
+                    ))
+                });
+                reply.recv().await
+            }
+        } else if shard as usize >= self.shared.shards {
             Err(no_such_thread(conn_id))
         } else if shard as usize == self.id {
             self.kill_local(conn_id, kind, by_user).await
@@ -536,7 +565,12 @@ impl Shard {
             lazy_prepares: s.lazy_prepares.get(),
             client_bytes_in: s.client_bytes_in.get(),
             client_bytes_out: s.client_bytes_out.get(),
-            errors: s.errors.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
+            errors: s
+                .errors
+                .borrow()
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             ..ShardSnapshot::default()
         };
         for i in 0..8 {

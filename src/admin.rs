@@ -1,0 +1,159 @@
+//! The worker admin socket: how the processes of one sluice instance reach each other. Each worker
+//! listens on an abstract Unix socket named after the supervisor's pid and its own index (no file
+//! to clean up). A request is one line; the answer is one line:
+//!
+//! - `KILL <connection id> <query|connection> <user index>` → `OK` or
+//!   `ERR <code> <sqlstate> <message>`: KILL for a session living in this worker;
+//! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`).
+
+use crate::error::Reply;
+use crate::metrics::ShardSnapshot;
+use crate::shard::table::KillKind;
+use crate::shard::{Reply1, ShardMsg};
+use crate::shared::{IdLayout, Shared};
+use std::io::{BufRead, BufReader, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn socket_name(supervisor: u32, worker: u32) -> String {
+    format!("sluice/{supervisor}/{worker}")
+}
+
+fn addr(name: &str) -> std::io::Result<SocketAddr> {
+    SocketAddr::from_abstract_name(name.as_bytes())
+}
+
+/// Sends one request line to a worker and returns its answer line.
+pub fn request(supervisor: u32, worker: u32, line: &str) -> std::io::Result<String> {
+    let s = UnixStream::connect_addr(&addr(&socket_name(supervisor, worker))?)?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    (&s).write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer)?;
+    Ok(answer.trim_end().to_string())
+}
+
+/// KILL for a session of another worker.
+pub fn remote_kill(
+    supervisor: u32,
+    worker: u32,
+    conn_id: u32,
+    kind: KillKind,
+    user: u32,
+) -> Result<(), Reply> {
+    let kind = if kind == KillKind::Query {
+        "query"
+    } else {
+        "connection"
+    };
+    match request(supervisor, worker, &format!("KILL {conn_id} {kind} {user}")) {
+        Ok(a) if a == "OK" => Ok(()),
+        Ok(a) => Err(parse_err(&a).unwrap_or_else(|| {
+            Reply::new(1094, b"HY000", format!("Unknown thread id: {conn_id}"))
+        })),
+        Err(e) => Err(Reply::new(
+            1094,
+            b"HY000",
+            format!("Unknown thread id: {conn_id} (worker {worker} unreachable: {e})"),
+        )),
+    }
+}
+
+fn parse_err(a: &str) -> Option<Reply> {
+    let mut it = a.splitn(4, ' ');
+    if it.next()? != "ERR" {
+        return None;
+    }
+    let code = it.next()?.parse().ok()?;
+    let state: [u8; 5] = it.next()?.as_bytes().try_into().ok()?;
+    Some(Reply::new(code, &state, it.next().unwrap_or_default()))
+}
+
+/// A worker's shard snapshots, for the supervisor's metrics endpoint.
+pub fn remote_stats(supervisor: u32, worker: u32) -> Option<Vec<ShardSnapshot>> {
+    let a = request(supervisor, worker, "STATS").ok()?;
+    serde_json::from_str(&a).ok()
+}
+
+fn handle(shared: &Shared, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("STATS") => {
+            let snaps = crate::metrics::collect(shared, Duration::from_secs(2));
+            serde_json::to_string(&snaps).unwrap_or_else(|_| "[]".into())
+        }
+        Some("KILL") => {
+            let (Some(id), Some(kind), Some(user)) = (
+                words.next().and_then(|w| w.parse::<u32>().ok()),
+                words.next(),
+                words.next().and_then(|w| w.parse::<u32>().ok()),
+            ) else {
+                return "ERR 1064 42000 bad admin request".into();
+            };
+            let kind = if kind == "query" {
+                KillKind::Query
+            } else {
+                KillKind::Connection
+            };
+            let (_, shard) = IdLayout::new(shared.workers, shared.shards).locate(id);
+            let Some(mb) = shared.mailboxes.get().and_then(|m| m.get(shard as usize)) else {
+                return format!("ERR 1094 HY000 Unknown thread id: {id}");
+            };
+            let reply = Reply1::default();
+            mb.post(ShardMsg::Kill {
+                conn_id: id,
+                kind,
+                by_user: user,
+                reply: reply.clone(),
+            });
+            match reply.recv_blocking(TIMEOUT) {
+                Some(Ok(())) => "OK".into(),
+                Some(Err(r)) => format!(
+                    "ERR {} {} {}",
+                    r.code,
+                    String::from_utf8_lossy(&r.sql_state),
+                    r.message
+                ),
+                None => format!("ERR 1094 HY000 Unknown thread id: {id}"),
+            }
+        }
+        _ => "ERR 1064 42000 unknown admin request".into(),
+    }
+}
+
+/// Serves this worker's admin socket on a thread of its own.
+pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
+    let name = socket_name(supervisor, shared.worker);
+    let listener = UnixListener::bind_addr(&addr(&name)?)?;
+    std::thread::Builder::new()
+        .name("sluice-admin".into())
+        .spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { continue };
+                let shared = shared.clone();
+                // One short-lived thread per request: requests are rare (KILL, scrapes).
+                let _ = std::thread::Builder::new()
+                    .name("sluice-admin-req".into())
+                    .spawn(move || {
+                        let _ = s.set_read_timeout(Some(TIMEOUT));
+                        let _ = s.set_write_timeout(Some(TIMEOUT));
+                        let mut line = String::new();
+                        if BufReader::new(&s).read_line(&mut line).is_err() {
+                            return;
+                        }
+                        let answer = handle(&shared, line.trim());
+                        if let Err(e) = (&s).write_all(format!("{answer}\n").as_bytes()) {
+                            debug!(error = %e, "admin answer not delivered");
+                        }
+                    });
+            }
+            warn!("admin socket closed");
+        })?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `workers = N`: a supervisor process that starts N worker processes (this same binary, each
+//! with its shards on the shared SO_REUSEPORT address and 1/N of every pool), watches them,
+//! restarts one that dies, forwards SIGTERM/SIGINT for a clean drain, and serves the metrics of
+//! all of them.
+//!
+//! Several processes are how one host holds more clients than one process may have open files
+//! (20,000 on the machine sluice was built on); on a host with a high fd limit, `workers = 1`
+//! (no supervisor) does it all.
+
+use crate::admin;
+use crate::config::Config;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// A worker that dies this many times, each within `FLAP_WINDOW` of its start, is not restarted
+/// again: the whole instance stops with an error.
+const MAX_QUICK_DEATHS: u32 = 5;
+const FLAP_WINDOW: Duration = Duration::from_secs(10);
+
+struct Worker {
+    child: Option<Child>,
+    started: Instant,
+    quick_deaths: u32,
+}
+
+fn spawn_worker(args: &[String], i: usize, n: usize, me: u32) -> std::io::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Command::new(exe)
+        .args(args)
+        .arg("--worker")
+        .arg(format!("{i}/{n}/{me}"))
+        .spawn()
+}
+
+/// Runs the supervisor until every worker has stopped. `args` are this process's own command-line
+/// arguments, passed on to each worker.
+pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
+    let n = cfg.workers;
+    let me = std::process::id();
+    let sigset = crate::server::block_signals();
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        let child =
+            spawn_worker(args, i, n, me).map_err(|e| format!("cannot start worker {i}: {e}"))?;
+        workers.push(Worker {
+            child: Some(child),
+            started: Instant::now(),
+            quick_deaths: 0,
+        });
+    }
+    info!(workers = n, listen = %cfg.listen, "supervisor started its workers");
+    if !cfg.metrics_listen.is_empty() {
+        let source: crate::metrics::Source = Box::new(move || {
+            (0..n as u32)
+                .filter_map(|w| admin::remote_stats(me, w).map(|s| (w, s)))
+                .collect()
+        });
+        crate::metrics::spawn(source, &cfg.metrics_listen)
+            .map_err(|e| format!("metrics_listen {}: {e}", cfg.metrics_listen))?;
+    }
+    let mut stopping: Option<Instant> = None;
+    let mut failure: Option<String> = None;
+    loop {
+        if let Some(sig) = crate::server::wait_signal(&sigset, Duration::from_millis(200)) {
+            if sig == libc::SIGHUP {
+                info!("SIGHUP: configuration reload is not supported; restart to apply changes");
+            } else if stopping.is_none() {
+                info!(signal = sig, "supervisor: stopping workers");
+                stopping = Some(Instant::now());
+                signal_all(&workers, libc::SIGTERM);
+            } else {
+                warn!("second signal: killing workers");
+                signal_all(&workers, libc::SIGKILL);
+            }
+        }
+        for (i, w) in workers.iter_mut().enumerate() {
+            let Some(child) = w.child.as_mut() else {
+                continue;
+            };
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            w.child = None;
+            if stopping.is_some() {
+                continue;
+            }
+            w.quick_deaths = if w.started.elapsed() < FLAP_WINDOW {
+                w.quick_deaths + 1
+            } else {
+                1
+            };
+            if w.quick_deaths >= MAX_QUICK_DEATHS {
+                error!(worker = i, %status, "worker keeps dying at start; stopping the instance");
+                failure = Some(format!(
+                    "worker {i} died {} times in a row ({status})",
+                    w.quick_deaths
+                ));
+                stopping = Some(Instant::now());
+                break;
+            }
+            warn!(worker = i, %status, "worker exited; restarting it");
+            std::thread::sleep(Duration::from_millis(100 * u64::from(w.quick_deaths)));
+            match spawn_worker(args, i, n, me) {
+                Ok(c) => {
+                    w.child = Some(c);
+                    w.started = Instant::now();
+                }
+                Err(e) => error!(worker = i, error = %e, "cannot restart worker"),
+            }
+        }
+        if let Some(since) = stopping {
+            if failure.is_some() {
+                signal_all(&workers, libc::SIGTERM);
+            }
+            if workers.iter().all(|w| w.child.is_none()) {
+                break;
+            }
+            if since.elapsed()
+                > Duration::from_millis(cfg.shutdown_timeout_ms) + Duration::from_secs(5)
+            {
+                warn!("workers did not stop in time; killing them");
+                signal_all(&workers, libc::SIGKILL);
+                for w in &mut workers {
+                    if let Some(mut c) = w.child.take() {
+                        let _ = c.wait();
+                    }
+                }
+                break;
+            }
+        }
+    }
+    info!("supervisor stopped");
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+fn signal_all(workers: &[Worker], sig: i32) {
+    for w in workers {
+        if let Some(c) = &w.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+}
