@@ -480,7 +480,7 @@ mod tests {
         };
         a.pins_total[PinReason::UserVariable as usize] = 2;
         a.pinned_now[PinReason::UserVariable as usize] = 1;
-        a.errors.insert("pool_timeout", 3);
+        a.errors.insert("pool_timeout".into(), 3);
         a.pools.push(PoolSnapshot {
             backend: "db:3306".into(),
             user: "app".into(),

@@ -38,8 +38,11 @@ const SCHEMA_TTL: Duration = Duration::from_secs(10);
 /// A one-shot reply slot filled on one thread and awaited on another: by a glommio task
 /// ([`Reply1::recv`]) or by a plain thread ([`Reply1::recv_blocking`]).
 pub struct Reply1<T> {
-    inner: Arc<(Mutex<(Option<T>, Option<Waker>)>, std::sync::Condvar)>,
+    inner: Arc<(Mutex<Slot1<T>>, std::sync::Condvar)>,
 }
+
+/// The value, once sent, and the task waiting for it.
+type Slot1<T> = (Option<T>, Option<Waker>);
 
 impl<T> Clone for Reply1<T> {
     fn clone(&self) -> Self {
