@@ -17,7 +17,7 @@ use crate::codec::wire::Reader;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::Duration;
 
 /// A collation the server knows.
@@ -94,8 +94,12 @@ impl ServerInfo {
     }
 }
 
+/// A blocking socket of either kind.
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
 struct Blocking {
-    s: TcpStream,
+    s: Box<dyn Io>,
     buf: BytesMut,
 }
 
@@ -171,17 +175,26 @@ pub fn probe(
     password: &str,
     timeout: Duration,
 ) -> Result<ServerInfo, String> {
-    let addr = address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address} resolves to no address"))?;
-    let s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connect {address}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    let s: Box<dyn Io> = match crate::backend::conn::BackendAddr::resolve(address)? {
+        crate::backend::conn::BackendAddr::Tcp(addr) => {
+            let s = TcpStream::connect_timeout(&addr, timeout)
+                .map_err(|e| format!("connect {address}: {e}"))?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            s.set_write_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            Box::new(s)
+        }
+        crate::backend::conn::BackendAddr::Unix(path) => {
+            let s = std::os::unix::net::UnixStream::connect(&path)
+                .map_err(|e| format!("connect {address}: {e}"))?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            s.set_write_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            Box::new(s)
+        }
+    };
     let mut c = Blocking {
         s,
         buf: BytesMut::new(),

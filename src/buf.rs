@@ -88,9 +88,10 @@ impl ReadBuf {
 }
 
 /// Buffers that grew past this are not kept in the pool.
-const POOLED_MAX: usize = 64 << 10;
-/// Size of a fresh buffer.
-pub const DEFAULT_BUF: usize = 16 << 10;
+const POOLED_MAX: usize = 16 << 10;
+/// Size of a fresh buffer: enough for a handshake or a typical command; buffers grow on demand
+/// (result sets are streamed through the write buffer in 64 KiB flushes).
+pub const DEFAULT_BUF: usize = 4 << 10;
 
 /// Per-shard free lists of read and write buffers.
 #[derive(Default)]
@@ -136,6 +137,13 @@ impl BufPool {
             b.clear();
             writes.push(b);
         }
+    }
+
+    /// Keeps at most `keep` buffers of each kind (the janitor calls this when the shard is
+    /// quiet, so a connection storm's high-water mark does not stay resident).
+    pub fn trim(&self, keep: usize) {
+        self.reads.borrow_mut().truncate(keep);
+        self.writes.borrow_mut().truncate(keep);
     }
 
     /// Buffers waiting in the pool (for metrics).

@@ -7,7 +7,7 @@ use crate::bootstrap::ServerInfo;
 use crate::config::{Config, PoolMode};
 use crate::shard::poller::Mailbox;
 use crate::shard::ShardMsg;
-use std::net::{SocketAddr, ToSocketAddrs};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -24,7 +24,7 @@ pub struct UserSpec {
 #[derive(Debug, Clone)]
 pub struct BackendSpec {
     pub address: String,
-    pub resolved: SocketAddr,
+    pub resolved: crate::backend::conn::BackendAddr,
 }
 
 pub struct Shared {
@@ -76,12 +76,8 @@ impl Shared {
             .backends
             .iter()
             .map(|b| {
-                let resolved = b
-                    .address
-                    .to_socket_addrs()
-                    .map_err(|e| format!("backends: cannot resolve {}: {e}", b.address))?
-                    .next()
-                    .ok_or_else(|| format!("backends: {} resolves to no address", b.address))?;
+                let resolved = crate::backend::conn::BackendAddr::resolve(&b.address)
+                    .map_err(|e| format!("backends: {e}"))?;
                 Ok(BackendSpec {
                     address: b.address.clone(),
                     resolved,

@@ -635,3 +635,24 @@ fn sysbench_oltp_read_write_has_zero_errors() {
     );
     let _ = run(&["oltp_read_write", "cleanup"]);
 }
+
+#[test]
+fn a_backend_on_a_unix_socket() {
+    let dir = std::env::var("SLUICE_TEST_MARIADB_DIR")
+        .expect("SLUICE_TEST_MARIADB_DIR (scripts/test.sh sets it)");
+    let sock = format!("unix:{dir}/mariadb.sock");
+    let s = Sluice::with(Config::default().backends(vec![sock]));
+    let mut c = s.conn();
+    let (v, via): (i64, String) = c.query_first("SELECT 41 + 1, @@socket").unwrap().unwrap();
+    assert_eq!(v, 42);
+    assert!(via.ends_with("mariadb.sock"), "{via}");
+    let mut d = direct();
+    let n: u64 = d
+        .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE HOST = 'localhost' AND USER = 'app'")
+        .unwrap()
+        .unwrap();
+    assert!(
+        n >= 1,
+        "sluice's backend connection came in over the socket"
+    );
+}

@@ -67,11 +67,94 @@ fn broken(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Broken(format!("{what}: {e}"))
 }
 
+/// Where a backend listens: TCP, or a Unix socket on this host (`unix:/path`), which costs the
+/// kernel far less per packet than loopback TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl BackendAddr {
+    /// Parses `host:port` (resolved now) or `unix:/path`.
+    pub fn resolve(s: &str) -> Result<BackendAddr, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(BackendAddr::Unix(path.into()));
+        }
+        use std::net::ToSocketAddrs;
+        s.to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {s}: {e}"))?
+            .next()
+            .map(BackendAddr::Tcp)
+            .ok_or_else(|| format!("{s} resolves to no address"))
+    }
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddr::Tcp(a) => write!(f, "{a}"),
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A backend socket of either kind.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(glommio::net::UnixStream),
+}
+
+impl Stream {
+    async fn connect(addr: &BackendAddr) -> std::io::Result<(Stream, std::os::fd::RawFd)> {
+        match addr {
+            BackendAddr::Tcp(a) => {
+                let s = TcpStream::connect(*a).await?;
+                let _ = s.set_nodelay(true);
+                let fd = s.as_raw_fd();
+                Ok((Stream::Tcp(s), fd))
+            }
+            BackendAddr::Unix(p) => {
+                // A Unix-socket connect completes (or fails) at once; glommio takes the socket
+                // over from std (its own stream does not expose the fd, needed for health probes).
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                let s = std::os::unix::net::UnixStream::connect(p)?;
+                s.set_nonblocking(true)?;
+                let fd = s.into_raw_fd();
+                // SAFETY: `fd` is a connected socket we own; glommio takes ownership.
+                let g = unsafe { glommio::net::UnixStream::from_raw_fd(fd) };
+                Ok((Stream::Unix(g), fd))
+            }
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf).await,
+            Stream::Unix(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(buf).await,
+            Stream::Unix(s) => s.write_all(buf).await,
+        }
+    }
+
+    async fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both).await,
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both).await,
+        };
+    }
+}
+
 /// Credentials and identity for opening backend connections.
 #[derive(Debug, Clone)]
 pub struct ConnectSpec {
     pub backend: u16,
-    pub address: SocketAddr,
+    pub address: BackendAddr,
     pub user: Vec<u8>,
     pub password: Vec<u8>,
     /// Client flags from [`cap::PROFILE`] this connection carries.
@@ -89,7 +172,9 @@ pub struct Prepared {
 }
 
 pub struct BackendConn {
-    stream: TcpStream,
+    stream: Stream,
+    /// The socket's fd (for non-blocking health probes).
+    fd: std::os::fd::RawFd,
     pub rbuf: ReadBuf,
     pub backend: u16,
     pub profile: u32,
@@ -126,12 +211,12 @@ impl BackendConn {
     }
 
     async fn connect_inner(spec: &ConnectSpec, fresh: Rc<Settings>) -> BResult<BackendConn> {
-        let stream = TcpStream::connect(spec.address)
+        let (stream, fd) = Stream::connect(&spec.address)
             .await
             .map_err(|e| broken("connect", e))?;
-        let _ = stream.set_nodelay(true);
         let mut c = BackendConn {
             stream,
+            fd,
             rbuf: ReadBuf::with_capacity(16 << 10),
             backend: spec.backend,
             profile: spec.profile,
@@ -201,7 +286,7 @@ impl BackendConn {
     }
 
     pub fn raw_fd(&self) -> i32 {
-        self.stream.as_raw_fd()
+        self.fd
     }
 
     /// Reads at least one more byte into the buffer.
@@ -612,6 +697,6 @@ impl BackendConn {
 
     /// Shuts the socket down so the server notices at once (glommio closes it on drop).
     pub async fn close(self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both).await;
+        self.stream.shutdown().await;
     }
 }

@@ -512,6 +512,13 @@ impl Config {
 }
 
 fn check_host_port(s: &str) -> Result<(), String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return if path.starts_with('/') {
+            Ok(())
+        } else {
+            Err("a unix: address needs an absolute path".into())
+        };
+    }
     if s.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }

@@ -239,7 +239,7 @@ impl Shard {
             for (bi, b) in shared.backends.iter().enumerate() {
                 let spec = ConnectSpec {
                     backend: bi as u16,
-                    address: b.resolved,
+                    address: b.resolved.clone(),
                     user: u.backend_user.as_bytes().to_vec(),
                     password: u.backend_password.as_bytes().to_vec(),
                     profile: 0,
@@ -264,7 +264,7 @@ impl Shard {
             id,
             poller,
             table: RefCell::new(Table::default()),
-            bufs: BufPool::new(1024),
+            bufs: BufPool::new(128),
             interner,
             sql: Interner::default(),
             fresh,
@@ -899,6 +899,7 @@ impl Shard {
         let lifetime = Duration::from_millis(cfg.max_lifetime_ms);
         let check = Duration::from_millis(cfg.health_check_interval_ms);
         let mut ticks = 0u64;
+        let mut last_accepted = 0u64;
         while !self.draining.get() {
             glommio::timer::sleep(Duration::from_secs(1)).await;
             ticks += 1;
@@ -935,9 +936,23 @@ impl Shard {
             }
             if ticks % 10 == 0 {
                 self.interner.sweep();
+                self.sql.sweep();
                 self.schemas
                     .borrow_mut()
                     .retain(|_, t| t.elapsed() < SCHEMA_TTL);
+            }
+            // After a burst (a connection storm, a spike of active clients) give the memory back:
+            // pooled buffers down to a small reserve, and glibc's free pages to the kernel.
+            let active = {
+                let table = self.table.borrow();
+                table.len() - table.parked()
+            };
+            let accepted = self.stats.accepted.get();
+            if active < 16 && (accepted != last_accepted || self.bufs.pooled() > 32) {
+                self.bufs.trim(16);
+                // SAFETY: malloc_trim only releases free memory.
+                unsafe { libc::malloc_trim(0) };
+                last_accepted = accepted;
             }
         }
     }

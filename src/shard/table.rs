@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
-const CHUNK: usize = 1024;
+/// Slots per chunk: 4096 × ~100 B is over glibc's mmap threshold, so chunks live in their own
+/// mappings rather than interleaved with short-lived heap allocations.
+const CHUNK: usize = 4096;
 
 /// Identifies a slot and its generation; what the poller hands back with each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,16 +276,17 @@ mod tests {
     fn grows_in_chunks_and_reuses_freed_slots() {
         let mut t: Table<u32> = Table::default();
         let ctl = Rc::new(ActiveCtl::default());
-        let toks: Vec<_> = (0..3000).map(|i| t.insert(i, ctl.clone())).collect();
+        let n = 2 * CHUNK as u32 + 10;
+        let toks: Vec<_> = (0..n).map(|i| t.insert(i, ctl.clone())).collect();
         assert_eq!(t.chunks.len(), 3);
         for tok in &toks[..1000] {
             t.remove(*tok);
         }
         for i in 0..1000 {
-            t.insert(5000 + i, ctl.clone());
+            t.insert(n + i, ctl.clone());
         }
         assert_eq!(t.chunks.len(), 3, "freed slots were reused");
-        assert_eq!(t.len(), 3000);
-        assert_eq!(t.tokens().len(), 3000);
+        assert_eq!(t.len(), n as usize);
+        assert_eq!(t.tokens().len(), n as usize);
     }
 }
