@@ -93,7 +93,9 @@ pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> R
     let (tx, rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     for id in 0..shared.shards {
-        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        // Workers spread over the cores too: worker w's shard s goes to core (w·shards + s).
+        let slot = worker as usize * shared.shards + id;
+        let core = (!cores.is_empty()).then(|| cores[slot % cores.len()]);
         let placement = match core {
             Some(c) => Placement::Fixed(c.id),
             None => Placement::Unbound,
