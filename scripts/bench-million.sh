@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Benchmarks B1, B2 and B5 (../shared/BENCHMARKS.md) with N clients (default 1,000,000):
+#   B1  N authenticated clients opened, held idle, torn down: connect rate, errors, sluice RSS per
+#       idle client (summed over every sluice process), kernel slab per connection, upstream
+#       connections;
+#   B2  a fixed active set (ACTIVE=200 clients at RATE=2000 point selects/s) without, then with
+#       the N idle clients connected: p50/p99/p99.9 and the p99 ratio;
+#   B5  connect storms (64 loops: connect, one query, disconnect) through sluice, then direct.
+# It raises (and afterwards restores) the sysctls a big fan-in needs, starts a private MariaDB and
+# as many sluice worker processes as the fd limit demands, and stops everything at the end.
+# Output: a table on stdout, and JSON in target/bench/million-N.json (or $OUT).
+#
+# Environment: HOLD (s, B1 hold, default 10), B2_SECONDS (20), B5_SECONDS (20), ACTIVE (200),
+# RATE (2000), POOL (64), OUT (JSON path).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+. scripts/lib/deps.sh
+. scripts/lib/bench.sh
+N=${1:-1000000}
+HOLD=${HOLD:-10}
+B2_SECONDS=${B2_SECONDS:-20}
+B5_SECONDS=${B5_SECONDS:-20}
+ACTIVE=${ACTIVE:-200}
+RATE=${RATE:-2000}
+POOL=${POOL:-64}
+OUT=${OUT:-$ROOT/target/bench/million-$N.json}
+
+ensure_rust
+ensure_mariadb
+cargo build --release --quiet -p sluice -p sluice-load
+mkdir -p "$(dirname "$OUT")"
+WORK=$(mktemp -d /tmp/sluice-million.XXXXXX)
+MARIADB_DIR="$WORK/mariadb"
+SLUICE_PID=
+cleanup() {
+  if [ -n "$SLUICE_PID" ]; then
+    kill -TERM "$SLUICE_PID" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$SLUICE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SLUICE_PID" 2>/dev/null || true
+  fi
+  scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
+  sysctl_restore
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# Bigger accept queues (the defaults overflowed at 500k connections under CPU contention) and
+# enough system-wide files for N client sockets plus N proxy sockets.
+sysctl_raise net.core.somaxconn 65535
+sysctl_raise net.ipv4.tcp_max_syn_backlog 262144
+sysctl_raise net.core.netdev_max_backlog 65536
+sysctl_raise fs.file-max $((4 * N + 1000000))
+
+eval "$(scripts/mariadb.sh start "$MARIADB_DIR")"
+
+# Workers: one per (fd limit − margin) clients; one shard each when there are several (the
+# workers spread over the cores), every core's shard in a single process otherwise.
+FDLIMIT=$(ulimit -Hn)
+PER_WORKER=$((FDLIMIT - 1000))
+WORKERS=$(( (N + PER_WORKER - 1) / PER_WORKER ))
+[ "$WORKERS" -lt 1 ] && WORKERS=1
+SHARDS=0
+[ "$WORKERS" -gt 1 ] && SHARDS=1
+PORT=$(free_port)
+MPORT=$(free_port)
+cat > "$WORK/sluice.toml" <<TOML
+listen = "127.0.0.1:$PORT"
+listen_backlog = 65535
+shards = $SHARDS
+workers = $WORKERS
+metrics_listen = "127.0.0.1:$MPORT"
+log_level = "warn"
+[pool]
+mode = "transaction"
+size = $POOL
+queue_timeout_ms = 30000
+[[backends]]
+address = "127.0.0.1:$MARIADB_PORT"
+[[users]]
+name = "app"
+password = "app"
+backend_user = "app"
+backend_password = "app"
+TOML
+target/release/sluice --config "$WORK/sluice.toml" &
+SLUICE_PID=$!
+wait_port "$PORT" 60
+# With several workers: every one up (each binds the port itself), then their pids for RSS
+# sampling (the supervisor's too).
+if [ "$WORKERS" -gt 1 ]; then
+  for _ in $(seq 1 600); do
+    [ "$(pgrep -P "$SLUICE_PID" | wc -l)" -ge "$WORKERS" ] && break
+    sleep 0.1
+  done
+  sleep 1
+fi
+{ echo "$SLUICE_PID"; pgrep -P "$SLUICE_PID" || true; } > "$WORK/pids"
+echo "bench-million: N=$N, $WORKERS sluice worker process(es), pool $POOL, fd limit $FDLIMIT" >&2
+
+echo "B1+B2: $N idle clients; $ACTIVE active at $RATE/s for ${B2_SECONDS}s without, then with them" >&2
+target/release/sluice-load -t "127.0.0.1:$PORT" -m select --prepare-table \
+  --idle "$N" --active "$ACTIVE" --rate "$RATE" --duration "$B2_SECONDS" --baseline --settle "$HOLD" \
+  --sample-pids-from "$WORK/pids" --sample-backend "127.0.0.1:$MARIADB_PORT" \
+  --json "$WORK/b12.json" -q || true
+python3 - "$MPORT" > "$WORK/upstream" <<'PY'
+import sys, urllib.request
+t = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+print(int(sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines()
+              if l.startswith("sluice_backend_connections{") and 'state="open"' in l)))
+PY
+
+echo "B5: connect storm through sluice, ${B5_SECONDS}s" >&2
+target/release/sluice-load -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+  --active-procs 2 --json "$WORK/b5_sluice.json" -q || true
+echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
+target/release/sluice-load -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+  --active-procs 2 --json "$WORK/b5_direct.json" -q || true
+
+python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" <<'PY'
+import json, sys, os
+work, out, n, workers, pool, upstream, kernel, cpus = sys.argv[1:9]
+load = lambda f: json.load(open(os.path.join(work, f)))
+b12, b5s, b5d = load("b12.json"), load("b5_sluice.json"), load("b5_direct.json")
+res = b12.get("resources", {})
+idle = b12.get("idle", {})
+base, with_idle = b12.get("baseline", {}), b12.get("run", {})
+lat = lambda r, k: (r.get("latency_us") or {}).get(k)
+ratio = lambda a, b: round(a / b, 2) if a and b else None
+rate = lambda r: r.get("run", {}).get("throughput") or 0.0
+summary = {
+    "n": int(n), "sluice_workers": int(workers), "pool": int(pool), "kernel": kernel, "cpus": int(cpus),
+    "b1": {
+        "established": idle.get("established"), "errors": b12.get("errors_total"),
+        "errors_by_kind": b12.get("errors", {}),
+        "establish_seconds": idle.get("connect_seconds"), "connects_per_s": idle.get("connect_rate"),
+        "alive_at_end": idle.get("alive_at_end"),
+        "sluice_rss_per_idle_client_bytes": res.get("rss_per_conn_bytes"),
+        "kernel_slab_per_connection_bytes": res.get("slab_per_conn_bytes"),
+        "upstream_connections_open": int(upstream),
+    },
+    "b2": {
+        "active": with_idle.get("connections"), "rate": with_idle.get("target_rate"),
+        "without_idle_us": {k: lat(base, k) for k in ("p50", "p99", "p999")},
+        "with_idle_us": {k: lat(with_idle, k) for k in ("p50", "p99", "p999")},
+        "p99_ratio": ratio(lat(with_idle, "p99"), lat(base, "p99")),
+    },
+    "b5": {
+        "sluice_connects_per_s": round(rate(b5s), 1), "direct_connects_per_s": round(rate(b5d), 1),
+        "ratio": ratio(rate(b5s), rate(b5d)),
+        "sluice_errors": b5s.get("errors_total"), "direct_errors": b5d.get("errors_total"),
+        "sluice_p99_us": lat(b5s.get("run", {}), "p99"), "direct_p99_us": lat(b5d.get("run", {}), "p99"),
+    },
+}
+json.dump(summary, open(out, "w"), indent=1)
+b1, b2, b5 = summary["b1"], summary["b2"], summary["b5"]
+print(f"bench-million: N={n} ({workers} sluice processes, pool {pool}, {cpus} cores, kernel {kernel})")
+print(f"B1  established {b1['established']}/{n}, errors {b1['errors']}, in {b1['establish_seconds']} s ({b1['connects_per_s']} connects/s)")
+print(f"    sluice RSS per idle client: {b1['sluice_rss_per_idle_client_bytes']} B; kernel slab per connection: {b1['kernel_slab_per_connection_bytes']} B")
+print(f"    upstream connections open: {b1['upstream_connections_open']} (pool {pool})")
+print(f"B2  {b2['active']} active at {b2['rate']}/s: p50/p99/p99.9 (us) without idle {b2['without_idle_us']}, with {n} idle {b2['with_idle_us']}; p99 ratio {b2['p99_ratio']}")
+print(f"B5  connects/s through sluice {b5['sluice_connects_per_s']} vs direct {b5['direct_connects_per_s']} (ratio {b5['ratio']}); errors {b5['sluice_errors']} / {b5['direct_errors']}")
+print(f"JSON: {out}")
+PY
