@@ -11,7 +11,8 @@
 # Output: a table on stdout, and JSON in target/bench/million-N.json (or $OUT).
 #
 # Environment: HOLD (s, B1 hold, default 10), B2_SECONDS (20), B5_SECONDS (20), ACTIVE (200),
-# RATE (2000), POOL (64), OUT (JSON path).
+# RATE (2000), POOL (64), OUT (JSON path), BIN_DIR (use the sluice and sluice-load binaries there
+# instead of building release ones; the test suite's smoke run does this).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -26,9 +27,12 @@ RATE=${RATE:-2000}
 POOL=${POOL:-64}
 OUT=${OUT:-$ROOT/target/bench/million-$N.json}
 
-ensure_rust
 ensure_mariadb
-cargo build --release --quiet -p sluice -p sluice-load
+if [ -z "${BIN_DIR:-}" ]; then
+  ensure_rust
+  cargo build --release --quiet -p sluice -p sluice-load
+  BIN_DIR=$ROOT/target/release
+fi
 mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d /tmp/sluice-million.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
@@ -83,7 +87,7 @@ password = "app"
 backend_user = "app"
 backend_password = "app"
 TOML
-target/release/sluice --config "$WORK/sluice.toml" &
+"$BIN_DIR/sluice" --config "$WORK/sluice.toml" &
 SLUICE_PID=$!
 wait_port "$PORT" 60
 # With several workers: every one up (each binds the port itself), then their pids for RSS
@@ -99,7 +103,7 @@ fi
 echo "bench-million: N=$N, $WORKERS sluice worker process(es), pool $POOL, fd limit $FDLIMIT" >&2
 
 echo "B1+B2: $N idle clients; $ACTIVE active at $RATE/s for ${B2_SECONDS}s without, then with them" >&2
-target/release/sluice-load -t "127.0.0.1:$PORT" -m select --prepare-table \
+"$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m select --prepare-table \
   --idle "$N" --active "$ACTIVE" --rate "$RATE" --duration "$B2_SECONDS" --baseline --settle "$HOLD" \
   --sample-pids-from "$WORK/pids" --sample-backend "127.0.0.1:$MARIADB_PORT" \
   --json "$WORK/b12.json" -q || true
@@ -111,10 +115,10 @@ print(int(sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines()
 PY
 
 echo "B5: connect storm through sluice, ${B5_SECONDS}s" >&2
-target/release/sluice-load -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+"$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_sluice.json" -q || true
 echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
-target/release/sluice-load -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+"$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_direct.json" -q || true
 
 python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" <<'PY'
