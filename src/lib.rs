@@ -24,3 +24,4 @@ pub mod session;
 pub mod shard;
 pub mod shared;
 pub mod supervisor;
+pub mod tls;

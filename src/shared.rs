@@ -19,6 +19,7 @@ pub struct UserSpec {
     pub backend_password: String,
     pub pool_mode: PoolMode,
     pub max_connections: usize,
+    pub require_tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +42,10 @@ pub struct Shared {
     /// Every shard's mailbox, indexed by shard id (set once all shards started).
     pub mailboxes: OnceLock<Vec<Mailbox<ShardMsg>>>,
     pub shutting_down: AtomicBool,
+    /// TLS towards clients, when enabled (built once at start).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS towards each backend that has it (indexed like `backends`).
+    pub backend_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     /// Client connections open in this process (admission control).
     pub clients: AtomicUsize,
     /// Authenticated connections per user in this process.
@@ -69,6 +74,7 @@ impl Shared {
                     backend_password: u.backend_password.clone(),
                     pool_mode: u.pool_mode.unwrap_or(config.pool.mode),
                     max_connections: u.max_connections,
+                    require_tls: u.require_tls,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -83,6 +89,22 @@ impl Shared {
                     resolved,
                 })
             })
+            .collect::<Result<Vec<_>, String>>()?;
+        let tls = if config.tls.enabled {
+            let (c, generated) = crate::tls::server_config(&config.tls)?;
+            if generated {
+                tracing::info!(
+                    "TLS: no certificate configured; using a self-signed one made at start"
+                );
+            }
+            Some(c)
+        } else {
+            None
+        };
+        let backend_tls = config
+            .backends
+            .iter()
+            .map(|b| b.tls.as_ref().map(crate::tls::backend_config).transpose())
             .collect::<Result<Vec<_>, String>>()?;
         let shards = config.shard_count();
         let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
@@ -100,6 +122,8 @@ impl Shared {
             supervisor,
             mailboxes: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
+            tls,
+            backend_tls,
             clients: AtomicUsize::new(0),
             user_clients,
             pinned,

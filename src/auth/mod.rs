@@ -9,8 +9,11 @@
 //!
 //! A plaintext password (development) yields both.
 
+pub mod crypt;
+
 use crate::codec::auth::{
-    native_stage2, native_verify, sha2_stage2, sha2_verify, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD,
+    constant_time_eq, native_stage2, native_verify, sha2_stage2, sha2_verify,
+    CACHING_SHA2_PASSWORD, NATIVE_PASSWORD,
 };
 
 /// The two password plugins sluice authenticates clients with.
@@ -44,6 +47,8 @@ pub struct Credential {
     pub plugin: Plugin,
     pub native: Option<[u8; 20]>,
     pub sha2: Option<[u8; 32]>,
+    /// A MySQL-style `$A$005$…` hash: checks a password sent in full (over TLS), not a scramble.
+    pub crypt: Option<crypt::Sha2Crypt>,
     /// Configured in plaintext (a warning is logged at start).
     pub plaintext: bool,
     /// The password is empty: clients send an empty response, and only that is accepted.
@@ -51,7 +56,7 @@ pub struct Credential {
 }
 
 pub fn looks_like_hash(s: &str) -> bool {
-    s.starts_with('*') || s.starts_with("sha2:")
+    s.starts_with('*') || s.starts_with("sha2:") || s.starts_with("$A$")
 }
 
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -72,13 +77,26 @@ pub fn hex_upper(b: &[u8]) -> String {
 impl Credential {
     /// Parses a configured password (hash or plaintext) and the optional plugin choice.
     pub fn parse(password: &str, plugin: Option<&str>) -> Result<Credential, String> {
-        let mut c = if let Some(h) = password.strip_prefix('*') {
+        let mut c = if password.starts_with("$A$") {
+            let crypt = crypt::Sha2Crypt::parse(password).ok_or(
+                "a \"$A$\" hash must be MySQL's caching_sha2_password form: $A$005$, a 20-byte salt, 43 characters",
+            )?;
+            Credential {
+                plugin: Plugin::CachingSha2,
+                native: None,
+                sha2: None,
+                crypt: Some(crypt),
+                plaintext: false,
+                empty: false,
+            }
+        } else if let Some(h) = password.strip_prefix('*') {
             let native = parse_hex::<20>(h)
                 .ok_or("a \"*\" hash must be followed by 40 hex digits (SHA1(SHA1(password)))")?;
             Credential {
                 plugin: Plugin::Native,
                 native: Some(native),
                 sha2: None,
+                crypt: None,
                 plaintext: false,
                 empty: false,
             }
@@ -90,6 +108,7 @@ impl Credential {
                 plugin: Plugin::CachingSha2,
                 native: None,
                 sha2: Some(sha2),
+                crypt: None,
                 plaintext: false,
                 empty: false,
             }
@@ -99,6 +118,7 @@ impl Credential {
                 plugin: Plugin::Native,
                 native: Some(native_stage2(p)),
                 sha2: Some(sha2_stage2(p)),
+                crypt: None,
                 plaintext: true,
                 empty: p.is_empty(),
             }
@@ -112,7 +132,7 @@ impl Credential {
                 c.plugin = Plugin::Native;
             }
             Some("caching_sha2_password") => {
-                if c.sha2.is_none() {
+                if c.sha2.is_none() && c.crypt.is_none() {
                     return Err("auth_plugin caching_sha2_password needs a \"sha2:\" hash or a plaintext password".into());
                 }
                 c.plugin = Plugin::CachingSha2;
@@ -143,10 +163,28 @@ impl Credential {
 /// The lines `sluice hash-password` prints for `password`.
 pub fn hash_lines(password: &[u8]) -> String {
     format!(
-        "mysql_native_password: *{}\ncaching_sha2_password: sha2:{}\n",
+        "mysql_native_password: *{}\ncaching_sha2_password: sha2:{}\ncaching_sha2_password (full authentication over TLS first): {}\n",
         hex_upper(&native_stage2(password)),
-        hex_upper(&sha2_stage2(password)).to_lowercase()
+        hex_upper(&sha2_stage2(password)).to_lowercase(),
+        crypt::Sha2Crypt::generate(password)
     )
+}
+
+impl Credential {
+    /// Checks a password sent in full (caching_sha2_password's full authentication, over TLS).
+    pub fn verify_clear(&self, password: &[u8]) -> bool {
+        if self.empty || password.is_empty() {
+            return self.empty && password.is_empty();
+        }
+        if let Some(c) = &self.crypt {
+            return c.verify(password);
+        }
+        if let Some(s) = &self.sha2 {
+            return constant_time_eq(&sha2_stage2(password), s);
+        }
+        self.native
+            .is_some_and(|n| constant_time_eq(&native_stage2(password), &n))
+    }
 }
 
 #[cfg(test)]

@@ -99,10 +99,79 @@ impl std::fmt::Display for BackendAddr {
     }
 }
 
-/// A backend socket of either kind.
+/// A backend socket of either kind, possibly wrapped in TLS.
 enum Stream {
     Tcp(TcpStream),
     Unix(glommio::net::UnixStream),
+    Tls(Box<TlsStream>),
+    /// Only while the plain stream is being wrapped in TLS.
+    Detached,
+}
+
+/// rustls over a glommio stream: ciphertext moves through `inner`, plaintext through rustls.
+struct TlsStream {
+    inner: Stream,
+    conn: rustls::ClientConnection,
+    raw: Vec<u8>,
+}
+
+impl TlsStream {
+    /// Sends whatever rustls has queued.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            let mut out = Vec::new();
+            self.conn.write_tls(&mut out)?;
+            Box::pin(self.inner.write_all(&out)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one batch of ciphertext and processes it; `false` at end of stream.
+    async fn pull(&mut self) -> std::io::Result<bool> {
+        let n = Box::pin(self.inner.read(&mut self.raw)).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut slice = &self.raw[..n];
+        while !slice.is_empty() {
+            self.conn.read_tls(&mut slice)?;
+            self.conn
+                .process_new_packets()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+        Ok(true)
+    }
+
+    async fn handshake(&mut self) -> std::io::Result<()> {
+        while self.conn.is_handshaking() {
+            self.flush().await?;
+            if self.conn.is_handshaking() && self.conn.wants_read() && !self.pull().await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        self.flush().await
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read;
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            self.flush().await?;
+            if !self.pull().await? {
+                return Ok(0);
+            }
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.conn.writer().write_all(buf)?;
+        self.flush().await
+    }
 }
 
 impl Stream {
@@ -132,6 +201,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.read(buf).await,
             Stream::Unix(s) => s.read(buf).await,
+            Stream::Tls(t) => t.read(buf).await,
+            Stream::Detached => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -139,6 +210,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.write_all(buf).await,
             Stream::Unix(s) => s.write_all(buf).await,
+            Stream::Tls(t) => t.write_all(buf).await,
+            Stream::Detached => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -146,7 +219,25 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both).await,
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both).await,
+            Stream::Tls(t) => Ok(Box::pin(t.inner.shutdown()).await),
+            Stream::Detached => Ok(()),
         };
+    }
+
+    /// Wraps this stream in TLS and runs the handshake.
+    async fn upgrade(
+        self,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> std::io::Result<Stream> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        let mut t = TlsStream {
+            inner: self,
+            conn,
+            raw: vec![0; 16 << 10],
+        };
+        t.handshake().await?;
+        Ok(Stream::Tls(Box::new(t)))
     }
 }
 
@@ -160,6 +251,11 @@ pub struct ConnectSpec {
     /// Client flags from [`cap::PROFILE`] this connection carries.
     pub profile: u32,
     pub timeout: Duration,
+    /// TLS towards this backend, and the name its certificate must carry.
+    pub tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 /// A statement prepared on this connection, shared by every client that prepared the same text
@@ -244,8 +340,13 @@ impl BackendConn {
             capabilities: BACKEND_CAPABILITIES | spec.profile,
             mariadb_capabilities: 0,
             attributes: vec![(b"program_name".to_vec(), b"sluice".to_vec())],
-            secure_transport: false,
+            secure_transport: spec.tls.is_some(),
         });
+        if spec.tls.is_some() && hs.capabilities & cap::SSL == 0 {
+            return Err(BackendError::Broken(
+                "TLS is configured for this backend but the server does not offer it".into(),
+            ));
+        }
         let resp = login.respond(&hs).map_err(|e| broken("login", e))?;
         c.caps = login.capabilities();
         let need = cap::SESSION_TRACK | cap::DEPRECATE_EOF | cap::PROTOCOL_41;
@@ -255,6 +356,17 @@ impl BackendConn {
             ));
         }
         let mut seq = seq.wrapping_add(1);
+        if let Some((config, name)) = spec.tls.clone() {
+            // SSLRequest (the response's fixed 32-byte prefix), TLS, then the response over it.
+            c.write_packet(seq, &resp[..crate::codec::handshake::SSL_REQUEST_LEN])
+                .await?;
+            seq = seq.wrapping_add(1);
+            let plain = std::mem::replace(&mut c.stream, Stream::Detached);
+            c.stream = plain
+                .upgrade(config, name)
+                .await
+                .map_err(|e| broken("TLS handshake", e))?;
+        }
         c.write_packet(seq, &resp).await?;
         loop {
             let (s, p) = c.read_packet().await?;

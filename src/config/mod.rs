@@ -97,6 +97,8 @@ pub struct Config {
     #[serde(default)]
     pub pool: PoolConfig,
     #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -155,11 +157,56 @@ impl Default for PoolConfig {
     }
 }
 
+/// TLS towards clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Offer TLS to clients (CLIENT_SSL in the greeting).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// PEM certificate chain and private key; without them sluice makes a self-signed
+    /// certificate at start.
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Refuse clients that do not upgrade to TLS (ERR 3159).
+    #[serde(default)]
+    pub require: bool,
+    /// "1.2" (TLS 1.2 and 1.3) or "1.3".
+    #[serde(default = "defaults::tls_min_version")]
+    pub min_version: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults deserialize")
+    }
+}
+
+/// TLS towards one backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTls {
+    /// Verify the server's certificate against `ca` (turn off for development only).
+    #[serde(default = "defaults::yes")]
+    pub verify: bool,
+    /// PEM file of the certificate authorities to trust.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Name to verify in the certificate (default: the host part of `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// host:port of a MySQL or MariaDB server.
+    /// host:port of a MySQL or MariaDB server, or unix:/path/to/its.sock.
     pub address: String,
+    /// Connect to this backend over TLS.
+    #[serde(default)]
+    pub tls: Option<BackendTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,12 +231,21 @@ pub struct UserConfig {
     /// Connections this user may have open at once (0 = no limit); further logins get ERR 1203.
     #[serde(default)]
     pub max_connections: usize,
+    /// Refuse this user unless it connected with TLS.
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 mod defaults {
     use super::{LogFormat, PoolMode};
     pub fn listen() -> String {
         "127.0.0.1:6033".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn tls_min_version() -> String {
+        "1.2".into()
     }
     pub fn workers() -> usize {
         1
@@ -331,7 +387,10 @@ impl Config {
             self.backends = o
                 .backends
                 .iter()
-                .map(|a| BackendConfig { address: a.clone() })
+                .map(|a| BackendConfig {
+                    address: a.clone(),
+                    tls: None,
+                })
                 .collect();
         }
         if let Some(s) = o.shards {
@@ -458,6 +517,53 @@ impl Config {
                     &why,
                 );
             }
+            if let Some(t) = &b.tls {
+                if t.verify && t.ca.is_none() {
+                    err(
+                        &format!("backends[{i}].tls.ca"),
+                        &"",
+                        "needed to verify the server (or set verify = false, for development only)",
+                    );
+                }
+                if b.address.starts_with("unix:") {
+                    err(
+                        &format!("backends[{i}].tls"),
+                        &"",
+                        "TLS over a Unix socket is not supported",
+                    );
+                }
+                let name = t.server_name.clone().unwrap_or_else(|| {
+                    b.address
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                        .unwrap_or_default()
+                });
+                if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
+                    err(
+                        &format!("backends[{i}].tls.server_name"),
+                        &format!("{name:?}"),
+                        "not a DNS name or IP address",
+                    );
+                }
+            }
+        }
+        let t = &self.tls;
+        if t.cert.is_some() != t.key.is_some() {
+            err(
+                "tls",
+                &"",
+                "tls.cert and tls.key go together (or neither, for a self-signed certificate)",
+            );
+        }
+        if t.min_version != "1.2" && t.min_version != "1.3" {
+            err(
+                "tls.min_version",
+                &format!("{:?}", t.min_version),
+                "must be \"1.2\" or \"1.3\"",
+            );
+        }
+        if t.require && !t.enabled {
+            err("tls.require", &true, "needs tls.enabled");
         }
         if self.users.is_empty() {
             err("users", &"[]", "at least one [[users]] entry is needed");

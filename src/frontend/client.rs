@@ -9,9 +9,11 @@ use crate::net;
 use crate::shard::poller::{BROKEN, READABLE, WRITABLE};
 use crate::shard::table::{ActiveCtl, Token};
 use crate::shard::Shard;
+use crate::tls::TlsRead;
 use bytes::{Bytes, BytesMut};
 use std::future::poll_fn;
 use std::io;
+use std::io::Write as _;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Poll;
@@ -23,6 +25,8 @@ pub struct ClientIo {
     pub ctl: Rc<ActiveCtl>,
     pub rbuf: ReadBuf,
     pub wbuf: Vec<u8>,
+    /// The TLS state, when the client upgraded (moved in from and back to its session).
+    pub tls: Option<Box<rustls::ServerConnection>>,
     shard: Rc<Shard>,
 }
 
@@ -44,6 +48,7 @@ impl ClientIo {
             ctl,
             rbuf: shard.bufs.read_buf(),
             wbuf: shard.bufs.write_buf(),
+            tls: None,
             shard,
         }
     }
@@ -89,7 +94,16 @@ impl ClientIo {
     /// Non-blocking read of whatever is available. `Ok(None)`: nothing now; `Ok(Some(0))`: EOF.
     pub fn try_fill(&mut self) -> Result<Option<usize>> {
         let spare = self.rbuf.spare(4096);
-        match net::recv(self.fd, spare) {
+        let got = match self.tls.as_deref_mut() {
+            None => net::recv(self.fd, spare),
+            Some(conn) => match crate::tls::read(conn, self.fd, spare) {
+                Ok(TlsRead::Data(n)) => Ok(n),
+                Ok(TlsRead::Eof) => Ok(0),
+                Ok(TlsRead::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(e),
+            },
+        };
+        match got {
             Ok(n) => {
                 self.rbuf.commit(n);
                 let s = &self.shard.stats.client_bytes_in;
@@ -183,6 +197,9 @@ impl ClientIo {
 
     /// Writes everything queued, waiting for the socket to drain up to `timeout` per stall.
     pub async fn flush(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if self.tls.is_some() {
+            return self.flush_tls(timeout).await;
+        }
         let mut off = 0;
         while off < self.wbuf.len() {
             match net::send(self.fd, &self.wbuf[off..]) {
@@ -201,6 +218,61 @@ impl ClientIo {
         s.set(s.get() + self.wbuf.len() as u64);
         self.wbuf.clear();
         Ok(())
+    }
+}
+
+impl ClientIo {
+    /// Upgrades the connection to TLS (after an SSLRequest). Bytes already read past the
+    /// SSLRequest are the start of the TLS handshake and go to rustls first.
+    pub fn start_tls(&mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Result<()> {
+        let mut conn = rustls::ServerConnection::new(config)
+            .map_err(|e| Error::ClientGone(io::Error::other(e)))?;
+        while !self.rbuf.is_empty() {
+            let n = conn
+                .read_tls(&mut self.rbuf.data())
+                .map_err(Error::ClientGone)?;
+            self.rbuf.consume(n);
+            conn.process_new_packets()
+                .map_err(|e| Error::ClientGone(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        }
+        self.tls = Some(Box::new(conn));
+        Ok(())
+    }
+
+    /// Encrypts everything queued and sends it, waiting for the socket as needed.
+    async fn flush_tls(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let mut conn = self.tls.take().expect("checked by the caller");
+        let mut off = 0;
+        let r = loop {
+            if off < self.wbuf.len() {
+                match conn.writer().write(&self.wbuf[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) => break Err(Error::ClientGone(e)),
+                }
+            }
+            match crate::tls::write_pending(&mut conn, self.fd) {
+                Ok(true) if off >= self.wbuf.len() => break Ok(()),
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(e) = self
+                        .wait(WRITABLE, timeout, "writing communication packets")
+                        .await
+                    {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(Error::ClientGone(e)),
+            }
+        };
+        self.tls = Some(conn);
+        let s = &self.shard.stats.client_bytes_out;
+        s.set(s.get() + self.wbuf.len() as u64);
+        self.wbuf.clear();
+        r
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 

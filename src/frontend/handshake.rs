@@ -9,7 +9,7 @@ use super::client::ClientIo;
 use super::relay::Failure;
 use super::session::{Session, User};
 use crate::auth::Plugin;
-use crate::codec::auth::{AuthSwitch, AUTH_MORE_DATA, SHA2_FAST_AUTH_OK};
+use crate::codec::auth::{AuthSwitch, AUTH_MORE_DATA, SHA2_FAST_AUTH_OK, SHA2_PERFORM_FULL_AUTH};
 use crate::codec::caps::{cap, status};
 use crate::codec::command::ChangeUser;
 use crate::codec::handshake::{is_ssl_request, Handshake, HandshakeResponse};
@@ -58,7 +58,11 @@ pub async fn accept(
     let timeout = Some(handshake_timeout);
     let nonce = nonce();
     let server = &shard.shared.server;
-    let offered = server.client_capabilities();
+    let tls = shard.shared.tls.clone();
+    let mut offered = server.client_capabilities();
+    if tls.is_some() {
+        offered |= cap::SSL;
+    }
     let greeting = Handshake {
         server_version: server.version.clone(),
         connection_id: conn_id,
@@ -76,13 +80,30 @@ pub async fn accept(
 
     // Errors carry the sequence id the client expects next, so the ERR lands where it looks.
     let handshake = async {
-        let (seq, p) = io.read_packet(64 << 10, None).await.map_err(|e| (e, 2))?;
-        let next = seq.wrapping_add(1);
+        let (mut seq, mut p) = io.read_packet(64 << 10, None).await.map_err(|e| (e, 2))?;
         if is_ssl_request(&p) {
+            let Some(config) = tls.clone() else {
+                let r = Reply::new(
+                    1043,
+                    b"08S01",
+                    "sluice: TLS is not enabled on this listener",
+                );
+                return Err((Error::Fatal(r), seq.wrapping_add(1)));
+            };
+            // The TLS handshake follows; the real handshake response comes over it.
+            io.start_tls(config).map_err(|e| (e, 0))?;
+            (seq, p) = io.read_packet(64 << 10, None).await.map_err(|e| (e, 0))?;
+            shard
+                .stats
+                .tls_clients
+                .set(shard.stats.tls_clients.get() + 1);
+        }
+        let next = seq.wrapping_add(1);
+        if shard.shared.config.tls.require && !io.is_tls() {
             let r = Reply::new(
-                1043,
-                b"08S01",
-                "sluice: TLS is not enabled on this listener",
+                3159,
+                b"HY000",
+                "Connections using insecure transport are prohibited (sluice: tls.require); connect with TLS",
             );
             return Err((Error::Fatal(r), next));
         }
@@ -120,6 +141,14 @@ pub async fn accept(
         .await
         .map_err(|e| (e, 0))?;
         let next = seq.wrapping_add(1);
+        if shard.shared.users[auth.user.index as usize].require_tls && !io.is_tls() {
+            let r = Reply::new(
+                3159,
+                b"HY000",
+                format!("sluice: user '{}' must connect with TLS", auth.user.name),
+            );
+            return Err((Error::Fatal(r), next));
+        }
         let schema = resp
             .database
             .as_deref()
@@ -175,9 +204,9 @@ pub async fn accept(
         return Err(e);
     }
     let backend = shard.pick_backend();
-    Ok(Session::new(
-        fd, conn_id, user, caps, collation, settings, backend,
-    ))
+    let mut sess = Session::new(fd, conn_id, user, caps, collation, settings, backend);
+    sess.tls = io.tls.take();
+    Ok(sess)
 }
 
 /// Checks the client's scramble, switching it to the user's plugin when it used another one.
@@ -212,9 +241,38 @@ async fn authenticate(
         seq = s;
         response = p.to_vec();
     }
-    let ok = user
+    let mut ok = user
         .as_ref()
         .is_some_and(|u| u.credential.verify(plugin, nonce, &response));
+    let mut fail_detail = None;
+    if let (false, Some(u), Plugin::CachingSha2) = (ok, &user, plugin) {
+        // The scramble did not check out against a stored double hash. With a crypt credential
+        // the fast path needs the cache a full authentication fills; ask for the password
+        // itself, which the client sends only over TLS.
+        if let Some(stage2) = shard.sha2_cached(u.index) {
+            ok = crate::codec::auth::sha2_verify(&stage2, nonce, &response);
+        }
+        if !ok && u.credential.crypt.is_some() && !response.is_empty() {
+            seq = seq.wrapping_add(1);
+            io.queue(seq, &[AUTH_MORE_DATA, SHA2_PERFORM_FULL_AUTH]);
+            io.flush(None).await?;
+            let (s, p) = io.read_packet(4096, None).await?;
+            seq = s;
+            if io.is_tls() {
+                let clear = p.strip_suffix(&[0]).unwrap_or(&p);
+                if u.credential.verify_clear(clear) {
+                    shard.sha2_cache_fill(u.index, crate::codec::auth::sha2_stage2(clear));
+                    return Ok((Authenticated { user: u.clone() }, seq));
+                }
+            } else {
+                // The client asks for the server's RSA key (or gives up): sluice has none.
+                fail_detail = Some(
+                    "caching_sha2_password full authentication needs TLS (sluice does not do the RSA key exchange); \
+                     connect once with TLS, after which logins use the fast path",
+                );
+            }
+        }
+    }
     match (ok, user) {
         (true, Some(user)) => {
             if plugin == Plugin::CachingSha2 && !response.is_empty() {
@@ -233,7 +291,10 @@ async fn authenticate(
                 shard.shared.config.auth_failure_delay_ms,
             ))
             .await;
-            let reply = Reply::access_denied(username, host, !response.is_empty());
+            let mut reply = Reply::access_denied(username, host, !response.is_empty());
+            if let Some(d) = fail_detail {
+                reply.message = format!("{}: {d}", reply.message);
+            }
             let mut out = Vec::new();
             reply.encode(&mut out);
             io.queue(seq.wrapping_add(1), &out);

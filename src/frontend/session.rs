@@ -74,6 +74,8 @@ pub struct Session {
     pub found_rows: u64,
     pub pins: Option<Box<Pins>>,
     pub stmts: Option<Box<Stmts>>,
+    /// The client's TLS state, if it upgraded (kept while parked).
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Session {
@@ -103,6 +105,7 @@ impl Session {
             found_rows: 0,
             pins: None,
             stmts: None,
+            tls: None,
         }
     }
 
@@ -142,6 +145,7 @@ fn fail(error: Error, next_seq: u8) -> Failure {
 /// Serves an active session until it parks, quits or fails.
 pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess: Session) {
     let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), token, ctl.clone());
+    io.tls = sess.tls.take();
     let max = shard.shared.config.max_packet_size;
     let read_timeout = Some(Duration::from_millis(
         shard.shared.config.net_read_timeout_ms,
@@ -152,6 +156,7 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
         }
         match io.next_packet(max, read_timeout).await {
             Ok(Next::Idle) => {
+                sess.tls = io.tls.take();
                 drop(io);
                 shard.park(token, sess);
                 return;

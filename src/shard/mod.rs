@@ -125,6 +125,8 @@ pub enum ShardMsg {
     Granted { pool: usize, from: usize },
     /// A slot lent earlier for pool `pool` comes back.
     Return { pool: usize },
+    /// A caching_sha2_password full authentication on another shard cached this double hash.
+    Sha2Cached { user: u32, stage2: [u8; 32] },
     /// Send a snapshot of this shard's counters (metrics scrape).
     Stats {
         reply: std::sync::mpsc::Sender<crate::metrics::ShardSnapshot>,
@@ -149,6 +151,8 @@ pub struct ShardStats {
     pub syncs: Cell<u64>,
     /// Statements prepared on a backend on demand (not by the client's COM_STMT_PREPARE).
     pub lazy_prepares: Cell<u64>,
+    /// Clients that upgraded to TLS.
+    pub tls_clients: Cell<u64>,
     /// Bytes read from and written to clients.
     pub client_bytes_in: Cell<u64>,
     pub client_bytes_out: Cell<u64>,
@@ -193,6 +197,9 @@ pub struct Shard {
     draining: Cell<bool>,
     drain_deadline: Cell<Option<Instant>>,
     schemas: RefCell<HashMap<(u32, Box<str>), Instant>>,
+    /// caching_sha2_password fast-path hashes learned from full authentications (users whose
+    /// configured credential is a `$A$…` crypt hash).
+    sha2_cache: RefCell<HashMap<u32, [u8; 32]>>,
 }
 
 impl Shard {
@@ -244,6 +251,9 @@ impl Shard {
                     password: u.backend_password.as_bytes().to_vec(),
                     profile: 0,
                     timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
+                    tls: shared.backend_tls[bi]
+                        .clone()
+                        .map(|c| (c, backend_server_name(&cfg.backends[bi]))),
                 };
                 let limit = shared.pool_share(cfg.pool.size, id);
                 let mut pool = Pool::new(spec, ui as u32, limit, fresh.clone());
@@ -279,6 +289,7 @@ impl Shard {
             draining: Cell::new(false),
             drain_deadline: Cell::new(None),
             schemas: RefCell::new(HashMap::new()),
+            sha2_cache: RefCell::new(HashMap::new()),
             shared,
         })
     }
@@ -331,6 +342,23 @@ impl Shard {
         };
         s.schema = schema;
         self.interner.intern(s)
+    }
+
+    /// The cached caching_sha2 fast-path hash of `user`, if a full authentication filled it.
+    pub fn sha2_cached(&self, user: u32) -> Option<[u8; 32]> {
+        self.sha2_cache.borrow().get(&user).copied()
+    }
+
+    /// Caches a fast-path hash here and on every other shard of this process.
+    pub fn sha2_cache_fill(&self, user: u32, stage2: [u8; 32]) {
+        self.sha2_cache.borrow_mut().insert(user, stage2);
+        if let Some(mbs) = self.shared.mailboxes.get() {
+            for (i, mb) in mbs.iter().enumerate() {
+                if i != self.id {
+                    mb.post(ShardMsg::Sha2Cached { user, stage2 });
+                }
+            }
+        }
     }
 
     pub fn count_error(&self, e: &Error) {
@@ -614,6 +642,9 @@ impl Shard {
         match msg {
             ShardMsg::Shutdown => self.begin_shutdown(),
             ShardMsg::Wake => {}
+            ShardMsg::Sha2Cached { user, stage2 } => {
+                self.sha2_cache.borrow_mut().insert(user, stage2);
+            }
             ShardMsg::Lend {
                 pool,
                 to,
@@ -956,6 +987,22 @@ impl Shard {
             }
         }
     }
+}
+
+/// The name a backend's certificate must carry: `tls.server_name`, else the address's host.
+fn backend_server_name(b: &crate::config::BackendConfig) -> rustls::pki_types::ServerName<'static> {
+    let host = b
+        .tls
+        .as_ref()
+        .and_then(|t| t.server_name.clone())
+        .unwrap_or_else(|| {
+            b.address
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default()
+        });
+    // Validated with the configuration (config::Config::validate).
+    rustls::pki_types::ServerName::try_from(host).expect("server name checked at validation")
 }
 
 /// The shard after `from` in ring order, skipping `asker`.
