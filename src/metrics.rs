@@ -56,6 +56,12 @@ pub struct ShardSnapshot {
     pub lazy_prepares: u64,
     pub client_bytes_in: u64,
     pub client_bytes_out: u64,
+    #[serde(default)]
+    pub tls_clients: u64,
+    #[serde(default)]
+    pub auth_blocked: u64,
+    #[serde(default)]
+    pub idle_timeouts: u64,
     pub pins_total: [u64; 8],
     pub pinned_now: [i64; 8],
     pub errors: BTreeMap<String, u64>,
@@ -110,6 +116,9 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.lazy_prepares += x.lazy_prepares;
         s.client_bytes_in += x.client_bytes_in;
         s.client_bytes_out += x.client_bytes_out;
+        s.tls_clients += x.tls_clients;
+        s.auth_blocked += x.auth_blocked;
+        s.idle_timeouts += x.idle_timeouts;
         for i in 0..8 {
             s.pins_total[i] += x.pins_total[i];
             s.pinned_now[i] += x.pinned_now[i];
@@ -183,7 +192,22 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 7] = [
+    let counters: [Counter; 10] = [
+        (
+            "sluice_tls_clients_total",
+            "Clients that upgraded to TLS.",
+            |s| s.tls_clients,
+        ),
+        (
+            "sluice_auth_blocked_total",
+            "Connections refused: their address failed to log in too often.",
+            |s| s.auth_blocked,
+        ),
+        (
+            "sluice_idle_timeouts_total",
+            "Clients disconnected by client_idle_timeout_ms.",
+            |s| s.idle_timeouts,
+        ),
         (
             "sluice_clients_accepted_total",
             "Client connections accepted.",

@@ -251,6 +251,8 @@ pub struct ConnectSpec {
     /// Client flags from [`cap::PROFILE`] this connection carries.
     pub profile: u32,
     pub timeout: Duration,
+    /// Relayed client commands give up after this long without an answer (None: wait).
+    pub query_timeout: Option<Duration>,
     /// TLS towards this backend, and the name its certificate must carry.
     pub tls: Option<(
         std::sync::Arc<rustls::ClientConfig>,
@@ -291,6 +293,9 @@ pub struct BackendConn {
     /// Statements prepared here (bounded; least recently used ones are closed).
     prepared: Vec<Prepared>,
     prepared_tick: u64,
+    /// Bounds on waiting for the server: sluice's own commands, relayed ones.
+    op_timeout: Duration,
+    query_timeout: Option<Duration>,
 }
 
 impl BackendConn {
@@ -327,6 +332,8 @@ impl BackendConn {
             auth_plugin: crate::codec::auth::NATIVE_PASSWORD.to_vec(),
             prepared: Vec::new(),
             prepared_tick: 0,
+            op_timeout: spec.timeout,
+            query_timeout: spec.query_timeout,
         };
         let (seq, greeting) = c.read_packet().await?;
         let hs = Handshake::decode(&greeting).map_err(|e| broken("greeting", e))?;
@@ -402,13 +409,33 @@ impl BackendConn {
     }
 
     /// Reads at least one more byte into the buffer.
+    /// Reads at least one more byte for one of sluice's own commands (bounded by the connect
+    /// timeout: a server that stops answering must not hold a pool connection forever).
     pub async fn fill(&mut self) -> BResult<()> {
+        self.fill_within(Some(self.op_timeout)).await
+    }
+
+    /// Reads at least one more byte of a relayed client command's response (bounded by
+    /// `pool.query_timeout_ms` when set).
+    pub async fn fill_query(&mut self) -> BResult<()> {
+        self.fill_within(self.query_timeout).await
+    }
+
+    async fn fill_within(&mut self, limit: Option<Duration>) -> BResult<()> {
         let spare = self.rbuf.spare(8192);
-        let n = self
-            .stream
-            .read(spare)
-            .await
-            .map_err(|e| broken("read", e))?;
+        let read = self.stream.read(spare);
+        let n = match limit {
+            None => read.await.map_err(|e| broken("read", e))?,
+            Some(t) => match glommio::timer::timeout(t, async { Ok(read.await) }).await {
+                Ok(r) => r.map_err(|e| broken("read", e))?,
+                Err(_) => {
+                    return Err(BackendError::Broken(format!(
+                        "no answer within {} ms",
+                        t.as_millis()
+                    )))
+                }
+            },
+        };
         if n == 0 {
             return Err(BackendError::Broken("connection closed by server".into()));
         }

@@ -84,6 +84,14 @@ pub struct Config {
     /// net_write_timeout).
     #[serde(default = "defaults::net_write_timeout_ms")]
     pub net_write_timeout_ms: u64,
+    /// A client idle (between commands, holding no transaction) longer than this is disconnected
+    /// with ERR 4031; 0 = never.
+    #[serde(default)]
+    pub client_idle_timeout_ms: u64,
+    /// Failed logins per source address per minute (per shard) after which that address gets
+    /// ERR 1129 at connect until the minute is over; 0 = no limit.
+    #[serde(default = "defaults::auth_failure_limit")]
+    pub auth_failure_limit: u32,
     /// Client connections this process accepts at once (0 = no limit but the fd limit); further
     /// clients get ERR 1040 "Too many connections".
     #[serde(default)]
@@ -127,6 +135,10 @@ pub struct PoolConfig {
     /// Idle backend connections unused this long are pinged before reuse.
     #[serde(default = "defaults::health_check_interval_ms")]
     pub health_check_interval_ms: u64,
+    /// A relayed command whose backend sends nothing for this long fails (ERR 2013) and the
+    /// connection is closed; 0 = wait as long as the statement runs.
+    #[serde(default)]
+    pub query_timeout_ms: u64,
     /// Sessions that may be pinned to a backend at once, per backend and user (across shards);
     /// 0 = half of `size`.
     #[serde(default)]
@@ -246,6 +258,9 @@ mod defaults {
     }
     pub fn tls_min_version() -> String {
         "1.2".into()
+    }
+    pub fn auth_failure_limit() -> u32 {
+        100
     }
     pub fn workers() -> usize {
         1

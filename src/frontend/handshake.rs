@@ -122,7 +122,7 @@ pub async fn accept(
             return Err((Error::Fatal(r), next));
         }
         let caps = resp.capabilities & offered;
-        let host = peer.ip().to_string();
+        let ip = peer.ip();
         let plugin = resp
             .auth_plugin
             .as_deref()
@@ -136,7 +136,7 @@ pub async fn accept(
             resp.auth_response.clone(),
             &nonce,
             seq,
-            &host,
+            ip,
         )
         .await
         .map_err(|e| (e, 0))?;
@@ -206,6 +206,7 @@ pub async fn accept(
     let backend = shard.pick_backend();
     let mut sess = Session::new(fd, conn_id, user, caps, collation, settings, backend);
     sess.tls = io.tls.take();
+    sess.last_active = shard.clock();
     Ok(sess)
 }
 
@@ -220,7 +221,7 @@ async fn authenticate(
     mut response: Vec<u8>,
     nonce: &[u8],
     mut seq: u8,
-    host: &str,
+    peer: std::net::IpAddr,
 ) -> Result<(Authenticated, u8), Error> {
     let user = shard.user(username);
     // Unknown users go through the same exchange as known ones, against the default plugin.
@@ -283,15 +284,12 @@ async fn authenticate(
             Ok((Authenticated { user }, seq))
         }
         _ => {
-            shard
-                .stats
-                .auth_failures
-                .set(shard.stats.auth_failures.get() + 1);
+            shard.note_auth_failure(peer);
             glommio::timer::sleep(Duration::from_millis(
                 shard.shared.config.auth_failure_delay_ms,
             ))
             .await;
-            let mut reply = Reply::access_denied(username, host, !response.is_empty());
+            let mut reply = Reply::access_denied(username, &peer.to_string(), !response.is_empty());
             if let Some(d) = fail_detail {
                 reply.message = format!("{}: {d}", reply.message);
             }
@@ -345,10 +343,9 @@ pub(crate) async fn change_user(
         .is_some_and(|u| u.credential.verify(plugin, &nonce, &p));
     let mut next = s.wrapping_add(1);
     let Some(user) = user.filter(|_| ok) else {
-        shard
-            .stats
-            .auth_failures
-            .set(shard.stats.auth_failures.get() + 1);
+        if let Some(a) = crate::net::peer_addr(&sess.fd) {
+            shard.note_auth_failure(a.ip());
+        }
         glommio::timer::sleep(Duration::from_millis(
             shard.shared.config.auth_failure_delay_ms,
         ))

@@ -116,7 +116,7 @@ impl Relay<'_, '_> {
     async fn ensure(&mut self, n: usize) -> Result<(), Error> {
         while self.be.rbuf.len() < n {
             self.be
-                .fill()
+                .fill_query()
                 .await
                 .map_err(|e| lost(self.ctx.backend_name, e))?;
         }
@@ -168,7 +168,7 @@ impl Relay<'_, '_> {
         while left > 0 {
             if self.be.rbuf.is_empty() {
                 self.be
-                    .fill()
+                    .fill_query()
                     .await
                     .map_err(|e| lost(self.ctx.backend_name, e))?;
             }

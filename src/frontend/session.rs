@@ -76,6 +76,8 @@ pub struct Session {
     pub stmts: Option<Box<Stmts>>,
     /// The client's TLS state, if it upgraded (kept while parked).
     pub tls: Option<Box<rustls::ServerConnection>>,
+    /// When the client last sent a command (seconds on the shard's clock), for the idle timeout.
+    pub last_active: u32,
 }
 
 impl Session {
@@ -106,6 +108,7 @@ impl Session {
             pins: None,
             stmts: None,
             tls: None,
+            last_active: 0,
         }
     }
 
@@ -164,6 +167,7 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
             Ok(Next::Closed) => break None,
             Ok(Next::Packet(seq, payload)) => {
                 shard.stats.commands.set(shard.stats.commands.get() + 1);
+                sess.last_active = shard.clock();
                 match handle(&shard, &ctl, &mut sess, &mut io, seq, payload).await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Quit) => break None,

@@ -32,6 +32,8 @@ const LISTENER: u64 = u64::MAX - 1;
 /// An idle connection is lent to a starved shard only after this long unused: short imbalances
 /// between busy shards resolve themselves; lending is for sustained skew.
 const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
+/// The window of the failed-login limit.
+const AUTH_WINDOW: Duration = Duration::from_secs(60);
 /// How long a verified schema name is trusted without asking a backend again.
 const SCHEMA_TTL: Duration = Duration::from_secs(10);
 
@@ -153,6 +155,10 @@ pub struct ShardStats {
     pub lazy_prepares: Cell<u64>,
     /// Clients that upgraded to TLS.
     pub tls_clients: Cell<u64>,
+    /// Connections refused because their address failed to log in too often.
+    pub auth_blocked: Cell<u64>,
+    /// Idle clients disconnected by `client_idle_timeout_ms`.
+    pub idle_timeouts: Cell<u64>,
     /// Bytes read from and written to clients.
     pub client_bytes_in: Cell<u64>,
     pub client_bytes_out: Cell<u64>,
@@ -200,6 +206,10 @@ pub struct Shard {
     /// caching_sha2_password fast-path hashes learned from full authentications (users whose
     /// configured credential is a `$A$…` crypt hash).
     sha2_cache: RefCell<HashMap<u32, [u8; 32]>>,
+    /// Failed logins per source address in the current minute (`auth_failure_limit`).
+    auth_failures: RefCell<HashMap<std::net::IpAddr, (u32, Instant)>>,
+    /// The shard's clock origin (session idle times are seconds since then).
+    epoch: Instant,
 }
 
 impl Shard {
@@ -251,6 +261,8 @@ impl Shard {
                     password: u.backend_password.as_bytes().to_vec(),
                     profile: 0,
                     timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
+                    query_timeout: (cfg.pool.query_timeout_ms > 0)
+                        .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
                     tls: shared.backend_tls[bi]
                         .clone()
                         .map(|c| (c, backend_server_name(&cfg.backends[bi]))),
@@ -290,8 +302,39 @@ impl Shard {
             drain_deadline: Cell::new(None),
             schemas: RefCell::new(HashMap::new()),
             sha2_cache: RefCell::new(HashMap::new()),
+            auth_failures: RefCell::new(HashMap::new()),
+            epoch: Instant::now(),
             shared,
         })
+    }
+
+    /// Seconds since the shard started (a compact timestamp for parked sessions).
+    pub fn clock(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
+    /// Counts a failed login from `ip` towards `auth_failure_limit`.
+    pub fn note_auth_failure(&self, ip: std::net::IpAddr) {
+        self.stats
+            .auth_failures
+            .set(self.stats.auth_failures.get() + 1);
+        let mut m = self.auth_failures.borrow_mut();
+        let e = m.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= AUTH_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    /// Is `ip` over the failed-login limit for the current minute?
+    fn auth_blocked(&self, ip: std::net::IpAddr) -> Option<u32> {
+        let limit = self.shared.config.auth_failure_limit;
+        if limit == 0 {
+            return None;
+        }
+        let m = self.auth_failures.borrow();
+        let (n, since) = m.get(&ip)?;
+        (*n >= limit && since.elapsed() < AUTH_WINDOW).then_some(*n)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -596,6 +639,9 @@ impl Shard {
             lazy_prepares: s.lazy_prepares.get(),
             client_bytes_in: s.client_bytes_in.get(),
             client_bytes_out: s.client_bytes_out.get(),
+            tls_clients: s.tls_clients.get(),
+            auth_blocked: s.auth_blocked.get(),
+            idle_timeouts: s.idle_timeouts.get(),
             errors: s
                 .errors
                 .borrow()
@@ -719,6 +765,51 @@ impl Shard {
         }
     }
 
+    /// Disconnects parked clients idle longer than `limit` (with ERR 4031, as MySQL does).
+    fn expire_idle(self: &Rc<Self>, limit: Duration) {
+        let now = self.clock();
+        let limit = limit.as_secs().max(1) as u32;
+        let expired: Vec<Token> = {
+            let table = self.table.borrow();
+            table
+                .tokens()
+                .into_iter()
+                .filter(|t| match table.get(*t).map(|s| &s.state) {
+                    // A session holding a backend (a transaction, a pin) is not idle in the pool's
+                    // sense; it still times out, since it holds a connection others wait for.
+                    Some(SlotState::Parked(s)) => now.saturating_sub(s.last_active) >= limit,
+                    _ => false,
+                })
+                .collect()
+        };
+        for t in expired {
+            let ctl = Rc::new(ActiveCtl::default());
+            let Some(mut sess) = self.table.borrow_mut().unpark(t, ctl.clone()) else {
+                continue;
+            };
+            self.stats
+                .idle_timeouts
+                .set(self.stats.idle_timeouts.get() + 1);
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), t, ctl);
+                io.tls = sess.tls.take();
+                let mut p = Vec::new();
+                Reply::new(
+                    4031,
+                    b"HY000",
+                    "The client was disconnected by the server because of inactivity.",
+                )
+                .encode(&mut p);
+                io.queue(0, &p);
+                let _ = io.flush(Some(Duration::from_millis(200))).await;
+                drop(io);
+                session::finish(&shard, t, sess).await;
+            })
+            .detach();
+        }
+    }
+
     /// Closes a connection given up for another shard, then tells that shard.
     fn close_then_post(&self, pool: Rc<Pool>, conn: Box<BackendConn>, to: usize, msg: ShardMsg) {
         let Some(mb) = self.shared.mailboxes.get().and_then(|m| m.get(to)).cloned() else {
@@ -812,6 +903,22 @@ impl Shard {
 
     fn start_session(self: &Rc<Self>, fd: OwnedFd, peer: std::net::SocketAddr) {
         self.stats.accepted.set(self.stats.accepted.get() + 1);
+        if let Some(n) = self.auth_blocked(peer.ip()) {
+            self.stats
+                .auth_blocked
+                .set(self.stats.auth_blocked.get() + 1);
+            let mut out = Vec::new();
+            let mut p = Vec::new();
+            Reply::new(
+                1129,
+                b"HY000",
+                format!("Host '{}' is blocked because of many connection errors (sluice: {n} failed logins in the last minute)", peer.ip()),
+            )
+            .encode_before_handshake(&mut p);
+            crate::codec::frame::encode_packet(&mut out, 0, &p);
+            let _ = net::send(fd.as_raw_fd(), &out);
+            return;
+        }
         let open = self.shared.clients.fetch_add(1, Ordering::Relaxed);
         let max = self.shared.config.max_client_connections;
         if max > 0 && open >= max {
@@ -965,7 +1072,14 @@ impl Shard {
                     .detach();
                 }
             }
+            let idle_limit = self.shared.config.client_idle_timeout_ms;
+            if idle_limit > 0 {
+                self.expire_idle(Duration::from_millis(idle_limit));
+            }
             if ticks % 10 == 0 {
+                self.auth_failures
+                    .borrow_mut()
+                    .retain(|_, (_, t)| t.elapsed() < AUTH_WINDOW);
                 self.interner.sweep();
                 self.sql.sweep();
                 self.schemas
