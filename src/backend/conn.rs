@@ -216,12 +216,16 @@ impl Stream {
     }
 
     async fn shutdown(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both).await,
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both).await,
-            Stream::Tls(t) => Ok(Box::pin(t.inner.shutdown()).await),
-            Stream::Detached => Ok(()),
-        };
+        match self {
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both).await;
+            }
+            Stream::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both).await;
+            }
+            Stream::Tls(t) => Box::pin(t.inner.shutdown()).await,
+            Stream::Detached => {}
+        }
     }
 
     /// Wraps this stream in TLS and runs the handshake.
