@@ -169,12 +169,20 @@ impl Blocking {
 }
 
 /// Connects to `address` with the given credentials and learns the server's identity.
-pub fn probe(
+/// TLS for a blocking connection: the client config and the name to verify.
+pub type BlockingTls = Option<(
+    std::sync::Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+)>;
+
+/// Opens a blocking connection to `address` and logs in (over TLS when `tls` is given).
+fn connect(
     address: &str,
     user: &str,
     password: &str,
     timeout: Duration,
-) -> Result<ServerInfo, String> {
+    tls: &BlockingTls,
+) -> Result<(Blocking, Handshake), String> {
     let s: Box<dyn Io> = match crate::backend::conn::BackendAddr::resolve(address)? {
         crate::backend::conn::BackendAddr::Tcp(addr) => {
             let s = TcpStream::connect_timeout(&addr, timeout)
@@ -205,11 +213,20 @@ pub fn probe(
         user: user.as_bytes().to_vec(),
         password: password.as_bytes().to_vec(),
         collation: BACKEND_COLLATION,
-        capabilities: BASE_CAPABILITIES,
+        capabilities: BASE_CAPABILITIES | if tls.is_some() { cap::SSL } else { 0 },
+        secure_transport: tls.is_some(),
         ..LoginParams::default()
     });
     let resp = login.respond(&greeting).map_err(|e| e.to_string())?;
     let mut seq = seq.wrapping_add(1);
+    if let Some((config, name)) = tls {
+        c.write_packet(seq, &resp[..crate::codec::handshake::SSL_REQUEST_LEN])?;
+        seq = seq.wrapping_add(1);
+        let conn = rustls::ClientConnection::new(config.clone(), name.clone())
+            .map_err(|e| format!("TLS to {address}: {e}"))?;
+        let plain = std::mem::replace(&mut c.s, Box::new(std::io::empty()));
+        c.s = Box::new(rustls::StreamOwned::new(conn, plain));
+    }
     c.write_packet(seq, &resp)?;
     loop {
         let (s, p) = c.read_packet()?;
@@ -223,6 +240,18 @@ pub fn probe(
             LoginStep::Send(v) => c.write_packet(seq, &v)?,
         }
     }
+    Ok((c, greeting))
+}
+
+/// Connects to `address` with the given credentials and learns the server's identity.
+pub fn probe(
+    address: &str,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    tls: &BlockingTls,
+) -> Result<ServerInfo, String> {
+    let (mut c, greeting) = connect(address, user, password, timeout, tls)?;
     let mut collations = HashMap::new();
     for row in
         c.query("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")?
@@ -247,4 +276,52 @@ pub fn probe(
         collations,
         source: address.to_string(),
     })
+}
+
+/// A user authenticated against the backend's own `mysql_native_password` hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbUser {
+    pub name: String,
+    pub native: [u8; 20],
+}
+
+/// Reads the `mysql_native_password` users from the backend's `mysql.user`. A user whose rows
+/// (one per host) carry different hashes is left out: sluice does not match hosts, so it cannot
+/// tell which applies.
+pub fn load_db_users(
+    address: &str,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    tls: &BlockingTls,
+) -> Result<Vec<DbUser>, String> {
+    let (mut c, _) = connect(address, user, password, timeout, tls)?;
+    let rows = c.query("SELECT User, authentication_string, plugin FROM mysql.user")?;
+    let mut by_name: std::collections::BTreeMap<String, Option<[u8; 20]>> = Default::default();
+    for row in rows {
+        let [Some(name), hash, plugin] = &row[..] else {
+            continue;
+        };
+        let native = plugin
+            .as_deref()
+            .is_none_or(|p| p.is_empty() || p == "mysql_native_password");
+        let parsed = hash
+            .as_deref()
+            .filter(|h| native && h.starts_with('*'))
+            .and_then(|h| crate::auth::Credential::parse(h, Some("mysql_native_password")).ok())
+            .and_then(|c| c.native);
+        let Some(h) = parsed else { continue };
+        by_name
+            .entry(name.clone())
+            .and_modify(|e| {
+                if *e != Some(h) {
+                    *e = None;
+                }
+            })
+            .or_insert(Some(h));
+    }
+    Ok(by_name
+        .into_iter()
+        .filter_map(|(name, h)| h.map(|native| DbUser { name, native }))
+        .collect())
 }

@@ -32,9 +32,25 @@ pub fn init_logging(cfg: &Config) {
 /// Asks each backend in turn who it is; falls back to defaults when none answers.
 pub fn learn_server(cfg: &Config) -> ServerInfo {
     let timeout = Duration::from_millis(cfg.pool.connect_timeout_ms);
+    // Every account sluice may log in with: the configured users' and the database users' pool.
+    let mut accounts: Vec<(&str, &str)> = cfg
+        .users
+        .iter()
+        .map(|u| (u.backend_user.as_str(), u.backend_password.as_str()))
+        .collect();
+    if let Some(a) = &cfg.auth_from_backend {
+        accounts.push((&a.backend_user, &a.backend_password));
+    }
     for b in &cfg.backends {
-        for u in &cfg.users {
-            match bootstrap::probe(&b.address, &u.backend_user, &u.backend_password, timeout) {
+        for (backend_user, backend_password) in &accounts {
+            let tls = match crate::tls::blocking_tls(b) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(backend = %b.address, error = %e, "backend TLS settings");
+                    continue;
+                }
+            };
+            match bootstrap::probe(&b.address, backend_user, backend_password, timeout, &tls) {
                 Ok(info) => {
                     info!(
                         backend = %b.address,
@@ -45,13 +61,103 @@ pub fn learn_server(cfg: &Config) -> ServerInfo {
                     return info;
                 }
                 Err(e) => {
-                    warn!(backend = %b.address, user = %u.backend_user, error = %e, "backend probe failed")
+                    warn!(backend = %b.address, user = %backend_user, error = %e, "backend probe failed")
                 }
             }
         }
     }
     warn!("no backend answered at start; presenting a default server identity until restart");
     ServerInfo::fallback()
+}
+
+/// Stable ids for users loaded from the database (KILL permissions compare ids, and sessions on
+/// other shards or workers must agree on them across reloads).
+pub struct DbUserIds {
+    ids: std::collections::HashMap<String, u32>,
+    next: u32,
+}
+
+impl DbUserIds {
+    pub fn new(first: u32) -> DbUserIds {
+        DbUserIds {
+            ids: Default::default(),
+            next: first,
+        }
+    }
+
+    pub fn assign(&mut self, users: Vec<bootstrap::DbUser>) -> Vec<(u32, bootstrap::DbUser)> {
+        users
+            .into_iter()
+            .map(|u| {
+                let id = *self.ids.entry(u.name.clone()).or_insert_with(|| {
+                    self.next += 1;
+                    self.next
+                });
+                (id, u)
+            })
+            .collect()
+    }
+}
+
+/// Reads the users from the first backend that answers.
+fn load_db_users(cfg: &Config) -> Result<Vec<bootstrap::DbUser>, String> {
+    let a = cfg
+        .auth_from_backend
+        .as_ref()
+        .ok_or("no [auth_from_backend]")?;
+    let timeout = Duration::from_millis(cfg.pool.connect_timeout_ms);
+    let mut last = String::from("no backends");
+    for b in &cfg.backends {
+        let tls = crate::tls::blocking_tls(b)?;
+        match bootstrap::load_db_users(&b.address, &a.user, &a.password, timeout, &tls) {
+            Ok(u) => return Ok(u),
+            Err(e) => last = format!("{}: {e}", b.address),
+        }
+    }
+    Err(last)
+}
+
+/// Reloads the database users every `refresh_ms` and sends each shard the new list when it
+/// changed.
+fn spawn_db_user_refresher(
+    shared: Arc<Shared>,
+    mut ids: DbUserIds,
+    mailboxes: Vec<crate::shard::poller::Mailbox<ShardMsg>>,
+) {
+    let every = Duration::from_millis(
+        shared
+            .config
+            .auth_from_backend
+            .as_ref()
+            .map(|a| a.refresh_ms)
+            .unwrap_or(60_000),
+    );
+    let _ = std::thread::Builder::new().name("sluice-users".into()).spawn(move || {
+        let mut current: Vec<(u32, bootstrap::DbUser)> = shared.db_users_initial.clone();
+        loop {
+            let until = std::time::Instant::now() + every;
+            while std::time::Instant::now() < until {
+                if shared.is_shutting_down() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            match load_db_users(&shared.config) {
+                Ok(users) => {
+                    let next = ids.assign(users);
+                    if next != current {
+                        info!(users = next.len(), "users from the backend changed");
+                        let list = Arc::new(next.clone());
+                        for mb in &mailboxes {
+                            mb.post(ShardMsg::DbUsers(list.clone()));
+                        }
+                        current = next;
+                    }
+                }
+                Err(e) => warn!(error = %e, "reloading users from the backend failed; keeping the previous list"),
+            }
+        }
+    });
 }
 
 pub fn block_signals() -> libc::sigset_t {
@@ -87,7 +193,20 @@ pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> R
         }
     }
     let server = learn_server(&cfg);
-    let shared = Arc::new(Shared::new(cfg, server, worker, workers, supervisor)?);
+    let mut shared = Shared::new(cfg, server, worker, workers, supervisor)?;
+    let mut db_ids = DbUserIds::new(shared.users.len() as u32);
+    if shared.config.auth_from_backend.is_some() {
+        match load_db_users(&shared.config) {
+            Ok(users) => {
+                info!(users = users.len(), "loaded users from the backend");
+                shared.db_users_initial = db_ids.assign(users);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot load users from the backend yet; retrying every refresh")
+            }
+        }
+    }
+    let shared = Arc::new(shared);
     let sigset = block_signals();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -125,6 +244,9 @@ pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> R
     mailboxes.sort_by_key(|(id, _)| *id);
     let mailboxes: Vec<_> = mailboxes.into_iter().map(|(_, mb)| mb).collect();
     let _ = shared.mailboxes.set(mailboxes.clone());
+    if shared.config.auth_from_backend.is_some() {
+        spawn_db_user_refresher(shared.clone(), db_ids, mailboxes.clone());
+    }
     if let Some(sup) = supervisor {
         crate::admin::spawn(shared.clone(), sup).map_err(|e| format!("admin socket: {e}"))?;
     } else if !shared.config.metrics_listen.is_empty() {

@@ -50,6 +50,10 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Authenticated connections per user in this process.
     pub user_clients: Vec<AtomicUsize>,
+    /// The pool account of users loaded from the database (`[auth_from_backend]`).
+    pub db_account: Option<u32>,
+    /// Users loaded from the database at start, with their ids (later loads come by message).
+    pub db_users_initial: Vec<(u32, crate::bootstrap::DbUser)>,
     /// Pinned sessions per pool (`user * backends + backend`) in this process: the pin budget is
     /// a process-wide count, while connection slots are per shard and move by messages.
     pub pinned: Vec<Arc<AtomicUsize>>,
@@ -78,6 +82,22 @@ impl Shared {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let mut users = users;
+        // Users loaded from the database share one pool account, listed last under a name no
+        // client can log in with.
+        let db_account = config.auth_from_backend.as_ref().map(|a| {
+            users.push(UserSpec {
+                name: String::new(),
+                credential: Credential::parse("*0000000000000000000000000000000000000000", None)
+                    .expect("valid placeholder hash"),
+                backend_user: a.backend_user.clone(),
+                backend_password: a.backend_password.clone(),
+                pool_mode: a.pool_mode.unwrap_or(config.pool.mode),
+                max_connections: 0,
+                require_tls: false,
+            });
+            (users.len() - 1) as u32
+        });
         let backends = config
             .backends
             .iter()
@@ -126,6 +146,8 @@ impl Shared {
             backend_tls,
             clients: AtomicUsize::new(0),
             user_clients,
+            db_account,
+            db_users_initial: Vec::new(),
             pinned,
         })
     }

@@ -196,3 +196,29 @@ pub fn write_pending(conn: &mut ServerConnection, fd: RawFd) -> io::Result<bool>
     }
     Ok(true)
 }
+
+/// The name a backend's certificate must carry: `tls.server_name`, else the address's host
+/// (validated with the configuration).
+pub fn backend_server_name(b: &crate::config::BackendConfig) -> ServerName<'static> {
+    let host = b
+        .tls
+        .as_ref()
+        .and_then(|t| t.server_name.clone())
+        .unwrap_or_else(|| {
+            b.address
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default()
+        });
+    ServerName::try_from(host).expect("server name checked at validation")
+}
+
+/// TLS for a blocking connection to backend `b` (start-up probe, user loading), if it has TLS.
+pub fn blocking_tls(
+    b: &crate::config::BackendConfig,
+) -> Result<crate::bootstrap::BlockingTls, String> {
+    match &b.tls {
+        None => Ok(None),
+        Some(t) => Ok(Some((backend_config(t)?, backend_server_name(b)))),
+    }
+}

@@ -110,6 +110,31 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Users loaded from the backend's `mysql.user` (beside `[[users]]`).
+    #[serde(default)]
+    pub auth_from_backend: Option<AuthFromBackend>,
+}
+
+/// Authenticate clients against the `mysql_native_password` hashes in the backend's own
+/// `mysql.user`, read through `user`/`password` and refreshed every `refresh_ms`. Sluice never
+/// learns these users' passwords; their backend connections all use the pool account
+/// `backend_user`/`backend_password`, with that account's privileges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFromBackend {
+    /// An account that may read `mysql.user` (e.g. `GRANT SELECT ON mysql.user TO …`).
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// The pool account every such user's backend connections log in as.
+    pub backend_user: String,
+    #[serde(default)]
+    pub backend_password: String,
+    #[serde(default = "defaults::auth_refresh_ms")]
+    pub refresh_ms: u64,
+    /// Pool mode for these users (default: `pool.mode`).
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +283,9 @@ mod defaults {
     }
     pub fn tls_min_version() -> String {
         "1.2".into()
+    }
+    pub fn auth_refresh_ms() -> u64 {
+        60_000
     }
     pub fn auth_failure_limit() -> u32 {
         100
@@ -580,8 +608,31 @@ impl Config {
         if t.require && !t.enabled {
             err("tls.require", &true, "needs tls.enabled");
         }
-        if self.users.is_empty() {
-            err("users", &"[]", "at least one [[users]] entry is needed");
+        if self.users.is_empty() && self.auth_from_backend.is_none() {
+            err(
+                "users",
+                &"[]",
+                "at least one [[users]] entry (or [auth_from_backend]) is needed",
+            );
+        }
+        if let Some(a) = &self.auth_from_backend {
+            if a.user.is_empty() {
+                err("auth_from_backend.user", &"\"\"", "must not be empty");
+            }
+            if a.backend_user.is_empty() {
+                err(
+                    "auth_from_backend.backend_user",
+                    &"\"\"",
+                    "must not be empty",
+                );
+            }
+            if a.refresh_ms < 1000 {
+                err(
+                    "auth_from_backend.refresh_ms",
+                    &a.refresh_ms,
+                    "must be at least 1000",
+                );
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.users.iter().enumerate() {

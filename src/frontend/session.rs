@@ -41,7 +41,11 @@ const STATUS_ANSI_QUOTES: u16 = 0x8000;
 /// A user as one shard sees it.
 #[derive(Debug)]
 pub struct User {
+    /// The account whose pools this user's sessions draw on (its index in the shared user list).
     pub index: u32,
+    /// Who the user is (KILL permissions): its index for configured users; users loaded from
+    /// the database share one account but each have an id of their own.
+    pub id: u32,
     pub name: Box<str>,
     pub credential: Credential,
     pub pool_mode: PoolMode,
@@ -289,10 +293,7 @@ async fn handle(
             }
             com::PROCESS_KILL => {
                 let target = command::kill_target(&payload).map_err(|e| fail(e.into(), next))?;
-                match shard
-                    .kill(target, KillKind::Connection, sess.user.index)
-                    .await
-                {
+                match shard.kill(target, KillKind::Connection, sess.user.id).await {
                     Ok(()) => reply_ok(io, sess, next).await,
                     Err(e) => Err(fail(e, next)),
                 }
@@ -483,7 +484,7 @@ async fn answer(
         Intercept::Kill { query_only, id } => {
             let kind = if *query_only { KillKind::Query } else { KillKind::Connection };
             let target = u32::try_from(*id).unwrap_or(0);
-            return match shard.kill(target, kind, sess.user.index).await {
+            return match shard.kill(target, kind, sess.user.id).await {
                 Ok(()) => {
                     sess.row_count = 0;
                     reply_ok(io, sess, next).await

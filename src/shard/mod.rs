@@ -129,6 +129,8 @@ pub enum ShardMsg {
     Return { pool: usize },
     /// A caching_sha2_password full authentication on another shard cached this double hash.
     Sha2Cached { user: u32, stage2: [u8; 32] },
+    /// The users loaded from the database changed (with their ids).
+    DbUsers(Arc<Vec<(u32, crate::bootstrap::DbUser)>>),
     /// Send a snapshot of this shard's counters (metrics scrape).
     Stats {
         reply: std::sync::mpsc::Sender<crate::metrics::ShardSnapshot>,
@@ -194,6 +196,8 @@ pub struct Shard {
     pub fresh_charset: FreshCharset,
     pub stats: ShardStats,
     users: HashMap<Vec<u8>, Rc<User>>,
+    /// Users loaded from the database (looked up after the configured ones).
+    db_users: RefCell<HashMap<Vec<u8>, Rc<User>>>,
     /// `pools[user * backends + backend]`.
     pools: Vec<Rc<Pool>>,
     listener: RefCell<Option<OwnedFd>>,
@@ -238,11 +242,14 @@ impl Shard {
             .users
             .iter()
             .enumerate()
+            // The database users' pool account (empty name) is not a login.
+            .filter(|(_, u)| !u.name.is_empty())
             .map(|(i, u)| {
                 (
                     u.name.as_bytes().to_vec(),
                     Rc::new(User {
                         index: i as u32,
+                        id: i as u32,
                         name: u.name.clone().into(),
                         credential: u.credential.clone(),
                         pool_mode: u.pool_mode,
@@ -265,7 +272,7 @@ impl Shard {
                         .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
                     tls: shared.backend_tls[bi]
                         .clone()
-                        .map(|c| (c, backend_server_name(&cfg.backends[bi]))),
+                        .map(|c| (c, crate::tls::backend_server_name(&cfg.backends[bi]))),
                 };
                 let limit = shared.pool_share(cfg.pool.size, id);
                 let mut pool = Pool::new(spec, ui as u32, limit, fresh.clone());
@@ -293,6 +300,7 @@ impl Shard {
             fresh_charset,
             stats: ShardStats::default(),
             users,
+            db_users: RefCell::new(HashMap::new()),
             pools,
             listener: RefCell::new(None),
             ids,
@@ -342,7 +350,40 @@ impl Shard {
     }
 
     pub fn user(&self, name: &[u8]) -> Option<Rc<User>> {
-        self.users.get(name).cloned()
+        self.users
+            .get(name)
+            .cloned()
+            .or_else(|| self.db_users.borrow().get(name).cloned())
+    }
+
+    /// Replaces the users loaded from the database (sessions already open keep theirs).
+    pub fn set_db_users(&self, list: &[(u32, crate::bootstrap::DbUser)]) {
+        let Some(account) = self.shared.db_account else {
+            return;
+        };
+        let mode = self.shared.users[account as usize].pool_mode;
+        let map = list
+            .iter()
+            .map(|(id, u)| {
+                let credential = crate::auth::Credential {
+                    plugin: crate::auth::Plugin::Native,
+                    native: Some(u.native),
+                    sha2: None,
+                    crypt: None,
+                    plaintext: false,
+                    empty: false,
+                };
+                let user = User {
+                    index: account,
+                    id: *id,
+                    name: u.name.clone().into(),
+                    credential,
+                    pool_mode: mode,
+                };
+                (u.name.as_bytes().to_vec(), Rc::new(user))
+            })
+            .collect();
+        *self.db_users.borrow_mut() = map;
     }
 
     pub fn pool(&self, user: u32, backend: u16) -> Rc<Pool> {
@@ -564,7 +605,7 @@ impl Shard {
             let table = self.table.borrow();
             let slot = table.get(token).ok_or_else(|| no_such_thread(conn_id))?;
             let owner = match &slot.state {
-                SlotState::Parked(s) => s.user.index,
+                SlotState::Parked(s) => s.user.id,
                 SlotState::Active(c) => c.user.get(),
                 SlotState::Free => return Err(no_such_thread(conn_id)),
             };
@@ -595,7 +636,7 @@ impl Shard {
             }
             Target::Active(ctl) => {
                 if let Some((backend, thread)) = ctl.backend.get() {
-                    self.kill_backend_query(ctl.user.get(), backend, thread)
+                    self.kill_backend_query(ctl.pool_user.get(), backend, thread)
                         .await;
                 }
                 if kind == KillKind::Connection {
@@ -688,6 +729,7 @@ impl Shard {
         match msg {
             ShardMsg::Shutdown => self.begin_shutdown(),
             ShardMsg::Wake => {}
+            ShardMsg::DbUsers(list) => self.set_db_users(&list),
             ShardMsg::Sha2Cached { user, stage2 } => {
                 self.sha2_cache.borrow_mut().insert(user, stage2);
             }
@@ -951,7 +993,8 @@ impl Shard {
             drop(io);
             match r {
                 Ok(sess) => {
-                    ctl.user.set(sess.user.index);
+                    ctl.user.set(sess.user.id);
+                    ctl.pool_user.set(sess.user.index);
                     session::serve(shard, token, ctl, sess).await
                 }
                 Err(e) => {
@@ -986,7 +1029,8 @@ impl Shard {
         let Some(sess) = self.table.borrow_mut().unpark(token, ctl.clone()) else {
             return;
         };
-        ctl.user.set(sess.user.index);
+        ctl.user.set(sess.user.id);
+        ctl.pool_user.set(sess.user.index);
         glommio::spawn_local(session::serve(self.clone(), token, ctl, sess)).detach();
     }
 
@@ -1103,22 +1147,6 @@ impl Shard {
     }
 }
 
-/// The name a backend's certificate must carry: `tls.server_name`, else the address's host.
-fn backend_server_name(b: &crate::config::BackendConfig) -> rustls::pki_types::ServerName<'static> {
-    let host = b
-        .tls
-        .as_ref()
-        .and_then(|t| t.server_name.clone())
-        .unwrap_or_else(|| {
-            b.address
-                .rsplit_once(':')
-                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-                .unwrap_or_default()
-        });
-    // Validated with the configuration (config::Config::validate).
-    rustls::pki_types::ServerName::try_from(host).expect("server name checked at validation")
-}
-
 /// The shard after `from` in ring order, skipping `asker`.
 fn next_shard(from: usize, asker: usize, n: usize) -> usize {
     let mut s = (from + 1) % n;
@@ -1187,6 +1215,7 @@ pub async fn run(
         return;
     }
     *shard.listener.borrow_mut() = Some(listener);
+    shard.set_db_users(&shared.db_users_initial);
     let _ = ready.send(Ok((id, shard.poller.mailbox())));
     info!(shard = id, %addr, "shard listening");
     glommio::spawn_local(shard.clone().janitor()).detach();

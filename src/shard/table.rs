@@ -56,8 +56,10 @@ pub struct ActiveCtl {
     pub kill: Cell<Option<KillKind>>,
     /// The backend (index, server thread id) executing this session's command, for KILL QUERY.
     pub backend: Cell<Option<(u16, u32)>>,
-    /// The session's user (index), for KILL permission checks.
+    /// The session's user id, for KILL permission checks.
     pub user: Cell<u32>,
+    /// The account (pool user index) the session's backend connections belong to.
+    pub pool_user: Cell<u32>,
 }
 
 impl ActiveCtl {
