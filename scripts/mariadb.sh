@@ -77,9 +77,19 @@ start() {
   if [ ! -d "$dir/data/mysql" ]; then
     local user_args=()
     if [ "$(id -u)" -eq 0 ]; then user_args=(--user=root); fi
-    mariadb-install-db --no-defaults "${user_args[@]}" --datadir="$dir/data" \
-      --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
-      || { log "mariadb-install-db failed:"; tail -n 20 "$dir/install.log" >&2; return 1; }
+    # One retry: under heavy load the bootstrap server occasionally fails to start in time.
+    local attempt
+    for attempt in 1 2; do
+      if mariadb-install-db --no-defaults "${user_args[@]}" --datadir="$dir/data" \
+           --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1; then
+        break
+      fi
+      if [ "$attempt" -eq 2 ]; then
+        log "mariadb-install-db failed twice:"; tail -n 60 "$dir/install.log" >&2; return 1
+      fi
+      log "mariadb-install-db failed; retrying once"
+      rm -rf "$dir/data"
+    done
   fi
   launch "$dir" "$port"
   mariadb --no-defaults -uroot --socket="$dir/mariadb.sock" <<'SQL'

@@ -348,7 +348,9 @@ impl BackendConn {
             password: spec.password.clone(),
             database: None,
             collation: crate::bootstrap::BACKEND_COLLATION,
-            capabilities: BACKEND_CAPABILITIES | spec.profile,
+            capabilities: BACKEND_CAPABILITIES
+                | spec.profile
+                | if spec.tls.is_some() { cap::SSL } else { 0 },
             mariadb_capabilities: 0,
             attributes: vec![(b"program_name".to_vec(), b"sluice".to_vec())],
             secure_transport: spec.tls.is_some(),

@@ -474,3 +474,151 @@ pub fn metric(text: &str, prefix: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no metric {prefix} in\n{text}"))
 }
+
+/// A MariaDB of the test's own (scripts/mariadb.sh), for tests that restart, stop or freeze the
+/// server. Stopped and deleted when dropped.
+pub struct PrivateMariaDb {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub pid: u32,
+}
+
+impl PrivateMariaDb {
+    pub fn start(extra_args: &str) -> PrivateMariaDb {
+        let dir = tmpdir("mariadb");
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/mariadb.sh"))
+            .arg("start")
+            .arg(&dir)
+            .env("MARIADB_EXTRA_ARGS", extra_args)
+            .output()
+            .expect("scripts/mariadb.sh start");
+        assert!(
+            out.status.success(),
+            "mariadb.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("no {k} in {text}"))
+                .to_string()
+        };
+        PrivateMariaDb {
+            dir,
+            port: get("MARIADB_PORT").parse().unwrap(),
+            pid: get("MARIADB_PID").parse().unwrap(),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A root connection over the server's Unix socket.
+    pub fn root(&self) -> mysql::Conn {
+        let opts = mysql::OptsBuilder::new()
+            .socket(Some(self.dir.join("mariadb.sock").display().to_string()))
+            .user(Some("root"))
+            .prefer_socket(true);
+        mysql::Conn::new(opts).expect("root connection to the private MariaDB")
+    }
+
+    /// Stops the server and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/mariadb.sh"))
+            .arg("restart")
+            .arg(&self.dir)
+            .output()
+            .expect("scripts/mariadb.sh restart");
+        assert!(
+            out.status.success(),
+            "restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        self.pid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("MARIADB_PID="))
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+
+    /// SIGSTOP / SIGCONT: the server stops answering (connections stay open) and resumes.
+    pub fn freeze(&self, frozen: bool) {
+        unsafe {
+            libc::kill(
+                self.pid as i32,
+                if frozen { libc::SIGSTOP } else { libc::SIGCONT },
+            )
+        };
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        self.freeze(false);
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/mariadb.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a certificate it signed for `localhost` and 127.0.0.1, as PEM files in `dir`:
+/// (ca.pem, cert.pem, key.pem).
+pub fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sluice test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (c, k, a) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    std::fs::write(&a, ca.pem()).unwrap();
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (a, c, k)
+}
+
+/// Runs the mariadb client with `args` against sluice on `port` as user/password; returns
+/// (success, stdout, stderr).
+pub fn cli(port: u16, user: &str, password: &str, args: &[&str]) -> (bool, String, String) {
+    let child = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            &format!("-u{user}"),
+            &format!("-p{password}"),
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mariadb client");
+    let out = wait_output(child, Duration::from_secs(60));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
