@@ -613,12 +613,7 @@ async fn forward(
         Err(mut f) => {
             // The lease is dropped: a connection that failed mid-response is discarded. Outside
             // a transaction, with nothing pinned to it, the session goes on with another one.
-            if matches!(f.error, Error::BackendLost { .. })
-                && !held_before
-                && sess.mode() != PoolMode::Session
-            {
-                f.keep_session = true;
-            }
+            f.keep_session = survives_backend_loss(&f, held_before, sess.mode());
             drop(lease);
             if f.keep_session {
                 sess.status &= !status::IN_TRANS;
@@ -628,6 +623,16 @@ async fn forward(
     };
     after_command(shard, sess, lease, &obs, effects).await?;
     Ok(obs)
+}
+
+/// Can the session go on after its backend failed during a command? Only if nothing tied it to
+/// that backend (no transaction, no pin: `held_before` false, not session mode) and the client is
+/// at a packet boundary, so it can be told with an ERR (mid-row, its connection must close).
+fn survives_backend_loss(f: &Failure, held_before: bool, mode: PoolMode) -> bool {
+    matches!(f.error, Error::BackendLost { .. })
+        && !held_before
+        && mode != PoolMode::Session
+        && f.next_seq.is_some()
 }
 
 /// Relays one command on `lease` (which the caller keeps).
@@ -891,12 +896,7 @@ async fn stmt_prepare(
     {
         Ok(o) => o,
         Err(mut f) => {
-            if matches!(f.error, Error::BackendLost { .. })
-                && sess.lease.is_none()
-                && sess.mode() != PoolMode::Session
-            {
-                f.keep_session = true;
-            }
+            f.keep_session = survives_backend_loss(&f, sess.lease.is_some(), sess.mode());
             return Err(f);
         }
     };
@@ -976,12 +976,7 @@ async fn stmt_execute(
     {
         Ok(o) => o,
         Err(mut f) => {
-            if matches!(f.error, Error::BackendLost { .. })
-                && !held_before
-                && sess.mode() != PoolMode::Session
-            {
-                f.keep_session = true;
-            }
+            f.keep_session = survives_backend_loss(&f, held_before, sess.mode());
             return Err(f);
         }
     };
