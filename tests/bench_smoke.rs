@@ -19,7 +19,12 @@ fn bench_million_script_at_twenty_thousand_clients() {
         .env("POOL", "16")
         .env("OUT", &out)
         // The suite's own debug binaries (scripts/test.sh builds the whole workspace first).
-        .env("BIN_DIR", std::path::Path::new(env!("CARGO_BIN_EXE_sluice")).parent().unwrap())
+        .env(
+            "BIN_DIR",
+            std::path::Path::new(env!("CARGO_BIN_EXE_sluice"))
+                .parent()
+                .unwrap(),
+        )
         .spawn()
         .expect("run scripts/bench-million.sh");
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -40,15 +45,25 @@ fn bench_million_script_at_twenty_thousand_clients() {
         // A tiny JSON walk: the summary is flat enough for string searches per key.
         let mut rest = text.as_str();
         for key in path {
-            let at = rest.find(&format!("\"{key}\"")).unwrap_or_else(|| panic!("no {key} in {text}"));
+            let at = rest
+                .find(&format!("\"{key}\""))
+                .unwrap_or_else(|| panic!("no {key} in {text}"));
             rest = &rest[at + key.len() + 2..];
         }
-        rest.trim_start_matches([':', ' ']).split([',', '\n', '}']).next().unwrap().trim().to_string()
+        rest.trim_start_matches([':', ' '])
+            .split([',', '\n', '}'])
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
     };
     assert_eq!(find(&["b1", "established"]), "20000", "{text}");
     assert_eq!(find(&["b1", "errors"]), "0", "{text}");
     let upstream: u64 = find(&["b1", "upstream_connections_open"]).parse().unwrap();
-    assert!(upstream <= 16, "upstream {upstream} with a pool of 16: {text}");
+    assert!(
+        upstream <= 16,
+        "upstream {upstream} with a pool of 16: {text}"
+    );
     assert_eq!(find(&["b5", "sluice_errors"]), "0", "{text}");
     assert_ne!(find(&["b2", "p99_ratio"]), "null", "{text}");
 }

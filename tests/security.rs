@@ -222,9 +222,9 @@ fn backend_tls_with_ca_verification() {
         .user(Some("app"))
         .pass(Some("app"))
         .prefer_socket(false);
-    let e = mysql::Conn::new(opts)
-        .err()
-        .expect("no backend can be reached");
+    let Err(e) = mysql::Conn::new(opts) else {
+        panic!("no backend can be reached")
+    };
     let (code, _, msg) = common::server_error(&e).expect("a server error");
     assert_eq!(code, 9002, "{msg}");
     assert!(

@@ -548,6 +548,7 @@ impl PrivateMariaDb {
     }
 
     /// SIGSTOP / SIGCONT: the server stops answering (connections stay open) and resumes.
+    /// Freezing waits until every server thread is stopped (the signal is asynchronous).
     pub fn freeze(&self, frozen: bool) {
         unsafe {
             libc::kill(
@@ -555,6 +556,28 @@ impl PrivateMariaDb {
                 if frozen { libc::SIGSTOP } else { libc::SIGCONT },
             )
         };
+        if !frozen {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let all_stopped = || {
+            std::fs::read_dir(format!("/proc/{}/task", self.pid)).is_ok_and(|tasks| {
+                tasks.flatten().all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name in parentheses.
+                    stat.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('T'))
+                })
+            })
+        };
+        while !all_stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
