@@ -127,6 +127,12 @@ impl Shared {
             .map(|b| b.tls.as_ref().map(crate::tls::backend_config).transpose())
             .collect::<Result<Vec<_>, String>>()?;
         let shards = config.shard_count();
+        if !config.pool.shard_weights.is_empty() && config.pool.shard_weights.len() != shards {
+            return Err(format!(
+                "pool.shard_weights has {} entries but there are {shards} shards",
+                config.pool.shard_weights.len()
+            ));
+        }
         let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
         let pinned = (0..users.len() * backends.len())
             .map(|_| Arc::new(AtomicUsize::new(0)))
@@ -152,12 +158,17 @@ impl Shared {
         })
     }
 
-    /// This shard's share of a pool of `total` connections: an even split, the remainder to the
-    /// lowest shards (and processes).
+    /// This shard's share of a pool of `total` connections: first this process's share (an even
+    /// split between worker processes), then split between its shards evenly or by
+    /// `pool.shard_weights` (largest remainders to the lowest shards).
     pub fn pool_share(&self, total: usize, shard: usize) -> usize {
-        let slots = self.shards * self.workers as usize;
-        let me = self.worker as usize * self.shards + shard;
-        total / slots + usize::from(me < total % slots)
+        let mine = self.worker_share(total);
+        let weights: Vec<usize> = if self.config.pool.shard_weights.is_empty() {
+            vec![1; self.shards]
+        } else {
+            self.config.pool.shard_weights.clone()
+        };
+        split(mine, &weights).get(shard).copied().unwrap_or(0)
     }
 
     /// This process's share of a budget of `total` split evenly between worker processes.
@@ -191,6 +202,27 @@ impl Shared {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
+}
+
+/// Splits `total` in proportion to `weights`, handing the remainder out by largest fractional
+/// part (ties to the lowest index); the parts always add up to `total`.
+pub fn split(total: usize, weights: &[usize]) -> Vec<usize> {
+    let sum: usize = weights.iter().sum();
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut parts: Vec<usize> = weights.iter().map(|w| total * w / sum).collect();
+    let mut rest = total - parts.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((total * weights[i]) % sum));
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        parts[i] += 1;
+        rest -= 1;
+    }
+    parts
 }
 
 /// Connection ids encode where a session lives: worker process, shard, then a per-shard counter.
@@ -242,6 +274,18 @@ impl IdLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_add_up_and_follow_weights() {
+        assert_eq!(split(64, &[1, 1]), vec![32, 32]);
+        assert_eq!(split(5, &[1, 1]), vec![3, 2]);
+        assert_eq!(split(64, &[3, 1]), vec![48, 16]);
+        assert_eq!(split(10, &[1, 1, 1]), vec![4, 3, 3]);
+        assert_eq!(split(7, &[0, 2, 1]), vec![0, 5, 2]);
+        for total in 0..50 {
+            assert_eq!(split(total, &[5, 3, 1, 1]).iter().sum::<usize>(), total);
+        }
+    }
 
     #[test]
     fn ids_round_trip_their_location() {

@@ -172,6 +172,10 @@ pub struct PoolConfig {
     /// unpin, up to `queue_timeout_ms`).
     #[serde(default = "defaults::pin_overflow")]
     pub pin_overflow: PinOverflow,
+    /// Per-shard weights of each pool's share (one integer per shard, e.g. [3, 1]); empty = an
+    /// even split. Shards still lend each other slots when one is starved.
+    #[serde(default)]
+    pub shard_weights: Vec<usize>,
     /// Binary prepared statements kept per backend connection (least recently used are closed).
     #[serde(default = "defaults::prepared_statements_per_connection")]
     pub prepared_statements_per_connection: usize,
@@ -533,6 +537,20 @@ impl Config {
                 err(key, &0, "must be positive");
             }
         }
+        if !p.shard_weights.is_empty() && p.shard_weights.iter().sum::<usize>() == 0 {
+            err(
+                "pool.shard_weights",
+                &format!("{:?}", p.shard_weights),
+                "at least one weight must be positive",
+            );
+        }
+        if self.shards > 0 && !p.shard_weights.is_empty() && p.shard_weights.len() != self.shards {
+            err(
+                "pool.shard_weights",
+                &format!("{:?}", p.shard_weights),
+                &format!("needs one weight per shard ({} shards)", self.shards),
+            );
+        }
         if p.pin_budget > p.size {
             err("pool.pin_budget", &p.pin_budget, "larger than pool.size");
         }
@@ -778,6 +796,28 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("port \"99999\""), "{msg}");
+    }
+
+    #[test]
+    fn shard_weights_need_one_positive_weight_per_shard() {
+        let with = |shards: &str, w: &str| {
+            let text = MINIMAL.replace("shards = 0", shards).replace(
+                "queue_timeout_ms = 5000",
+                &format!("queue_timeout_ms = 5000\nshard_weights = {w}"),
+            );
+            Config::parse(&text).unwrap().validate()
+        };
+        with("shards = 2", "[3, 1]").unwrap();
+        let errs = with("shards = 2", "[1, 1, 1]").unwrap_err().to_string();
+        assert!(
+            errs.contains("needs one weight per shard (2 shards)"),
+            "{errs}"
+        );
+        let errs = with("shards = 2", "[0, 0]").unwrap_err().to_string();
+        assert!(
+            errs.contains("at least one weight must be positive"),
+            "{errs}"
+        );
     }
 
     #[test]
