@@ -5,13 +5,17 @@
 //! - `KILL <connection id> <query|connection> <user index>` → `OK` or
 //!   `ERR <code> <sqlstate> <message>`: KILL for a session living in this worker;
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`).
+//!
+//! Abstract sockets have no file permissions, so every connection's peer credentials are checked:
+//! only processes of sluice's own user (or root) are served.
 
 use crate::error::Reply;
 use crate::metrics::ShardSnapshot;
 use crate::shard::table::KillKind;
 use crate::shard::{Reply1, ShardMsg};
 use crate::shared::{IdLayout, Shared};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
@@ -19,6 +23,36 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request line read (requests are a few dozen bytes).
+const MAX_REQUEST: u64 = 256;
+
+/// The uid of the process at the other end of `s`.
+fn peer_uid(s: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and sized for SO_PEERCRED's ucred.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// Whether the peer may use the admin socket: the same user as this process, or root.
+fn peer_allowed(s: &UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    matches!(peer_uid(s), Some(uid) if uid == me || uid == 0)
+}
 
 pub fn socket_name(supervisor: u32, worker: u32) -> String {
     format!("sluice/{supervisor}/{worker}")
@@ -136,6 +170,10 @@ pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
         .spawn(move || {
             for s in listener.incoming() {
                 let Ok(s) = s else { continue };
+                if !peer_allowed(&s) {
+                    warn!(peer_uid = ?peer_uid(&s), "admin socket: refused a process of another user");
+                    continue;
+                }
                 let shared = shared.clone();
                 // One short-lived thread per request: requests are rare (KILL, scrapes).
                 let _ = std::thread::Builder::new()
@@ -144,7 +182,10 @@ pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
                         let _ = s.set_read_timeout(Some(TIMEOUT));
                         let _ = s.set_write_timeout(Some(TIMEOUT));
                         let mut line = String::new();
-                        if BufReader::new(&s).read_line(&mut line).is_err() {
+                        if BufReader::new((&s).take(MAX_REQUEST))
+                            .read_line(&mut line)
+                            .is_err()
+                        {
                             return;
                         }
                         let answer = handle(&shared, line.trim());
@@ -156,4 +197,18 @@ pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
             warn!("admin socket closed");
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_identified_by_uid() {
+        let (a, b) = UnixStream::pair().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(peer_uid(&a), Some(me));
+        assert!(peer_allowed(&b));
+    }
 }
