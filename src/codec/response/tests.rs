@@ -471,3 +471,109 @@ fn packets_after_the_end_are_rejected() {
     let t = ResponseTracker::new(ResponseKind::None, true);
     assert!(t.is_done());
 }
+
+/// Frames `packets` (sequence ids from 1) into one server byte stream.
+fn wire_of(packets: &[Vec<u8>]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut seq = 1u8;
+    for p in packets {
+        seq = crate::codec::frame::encode_packet(&mut wire, seq, p);
+    }
+    wire
+}
+
+/// Delivers `wire` in chunks of the sizes `next_chunk` picks, framing and tracking as sluice does:
+/// scan, take each complete packet, classify it. Returns the roles and the packet lengths.
+fn track_in_chunks(
+    kind: ResponseKind,
+    wire: &[u8],
+    mut next_chunk: impl FnMut() -> usize,
+) -> Vec<(Role, usize)> {
+    use crate::codec::frame::{scan_packet, take_packet, Scan, MAX_FRAME};
+    let mut t = ResponseTracker::new(kind, true);
+    let mut buf = bytes::BytesMut::new();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < wire.len() {
+        let n = next_chunk().clamp(1, wire.len() - pos);
+        buf.extend_from_slice(&wire[pos..pos + n]);
+        pos += n;
+        while let Scan::Complete(span) = scan_packet(&buf, usize::MAX).unwrap() {
+            let payload = take_packet(&mut buf, span);
+            let first_frame = if span.frames > 1 {
+                MAX_FRAME
+            } else {
+                span.payload_len
+            };
+            assert!(!t.is_done(), "packet after the end");
+            out.push((t.on_packet(first_frame, &payload).unwrap(), payload.len()));
+        }
+    }
+    assert!(buf.is_empty() && t.is_done(), "stream ended mid-response");
+    out
+}
+
+#[test]
+fn split_reads_byte_by_byte_and_in_random_chunks_track_the_same() {
+    // SELECT 1; SELECT 2 (captured), then a result set whose single row is longer than one frame
+    // and starts with 0xFE (an 8-byte length prefix): it must stay a row, not a terminator.
+    let mut big_row = vec![0xfe];
+    let big = crate::codec::frame::MAX_FRAME + 100;
+    big_row.extend_from_slice(&(big as u64).to_le_bytes());
+    big_row.resize(9 + big, b'x');
+    let small: Vec<Vec<u8>> = [
+        "01",
+        COLDEF_1,
+        "0131",
+        "fe00000a000000",
+        "01",
+        COLDEF_1,
+        "0132",
+        "fe00000a000000",
+    ]
+    .iter()
+    .map(|h| hex(h))
+    .collect();
+    let mut packets = small.clone();
+    packets.extend([hex("01"), hex(COLDEF_V), big_row, hex("fe000002000000")]);
+    let wire = wire_of(&packets);
+
+    let whole = track_in_chunks(ResponseKind::Query, &wire, || usize::MAX);
+    assert_eq!(whole.len(), packets.len());
+    assert_eq!(
+        whole[10],
+        (
+            Role::Row {
+                first_after_defs: true
+            },
+            9 + big
+        )
+    );
+    assert!(matches!(whole[11].0, Role::RowsEnd { more: false, .. }));
+
+    // Byte by byte over the small results (the big row would take 16M steps).
+    let mut small_wire = wire_of(&small);
+    small_wire.extend(wire_of(&[
+        hex("01"),
+        hex(COLDEF_1),
+        hex("0133"),
+        hex("fe000002000000"),
+    ]));
+    let one = track_in_chunks(ResponseKind::Query, &small_wire, || 1);
+    let all = track_in_chunks(ResponseKind::Query, &small_wire, || usize::MAX);
+    assert_eq!(one, all);
+    assert_eq!(one.len(), 12);
+
+    // Random chunk sizes (a fixed xorshift seed per round), from 1 byte to 1 MiB.
+    for seed in 1..=8u64 {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let chunks = track_in_chunks(ResponseKind::Query, &wire, || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bits = (x % 21) as u32;
+            1 + (x >> 32) as usize % (1usize << bits)
+        });
+        assert_eq!(chunks, whole, "seed {seed}");
+    }
+}
