@@ -62,6 +62,18 @@ impl Reply {
         out.extend_from_slice(self.message.as_bytes());
     }
 
+    /// A login beyond `users[].max_connections`: MySQL's "too many connections" (1040, as for
+    /// the global limit), naming the user and the limit.
+    pub fn user_connection_limit(user: &str, limit: usize) -> Reply {
+        Reply::new(
+            1040,
+            b"08004",
+            format!(
+                "Too many connections: user '{user}' already has {limit} (users[].max_connections)"
+            ),
+        )
+    }
+
     pub fn access_denied(user: &[u8], host: &str, with_password: bool) -> Reply {
         Reply::new(
             1045,

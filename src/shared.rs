@@ -177,18 +177,20 @@ impl Shared {
         total / w + usize::from((self.worker as usize) < total % w)
     }
 
-    /// Counts a login of `user`; `false` (nothing counted) when the user is at its limit.
-    pub fn admit_user(&self, user: u32) -> bool {
+    /// Counts a login of `user`; at the user's limit, nothing is counted and the limit is
+    /// returned as the error.
+    pub fn admit_user(&self, user: u32) -> Result<(), usize> {
         let limit = self.users[user as usize].max_connections;
         let n = &self.user_clients[user as usize];
         if limit == 0 {
             n.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return Ok(());
         }
         n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
             (c < limit).then_some(c + 1)
         })
-        .is_ok()
+        .map(drop)
+        .map_err(|_| limit)
     }
 
     pub fn leave_user(&self, user: u32) {

@@ -688,7 +688,7 @@ fn admission_control_refuses_with_mysql_errors() {
     let e = mysql::Conn::new(opts("app", "app")).err().unwrap();
     assert_eq!(
         server_error(&e).map(|x| (x.0, x.1)),
-        Some((1203, "42000".to_string()))
+        Some((1040, "08004".to_string()))
     );
     let c = s.conn_as("other", "o", None);
     // Refused before the greeting, like a server does: code 1040, in the pre-4.1 ERR format

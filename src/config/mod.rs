@@ -269,7 +269,7 @@ pub struct UserConfig {
     /// Overrides `pool.mode` for this user.
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
-    /// Connections this user may have open at once (0 = no limit); further logins get ERR 1203.
+    /// Connections this user may have open at once (0 = no limit); further logins get ERR 1040.
     #[serde(default)]
     pub max_connections: usize,
     /// Refuse this user unless it connected with TLS.

@@ -160,15 +160,8 @@ pub async fn accept(
             }
         }
         // Counted last, so no failure after this point leaves the count behind.
-        if !shard.shared.admit_user(auth.user.index) {
-            let r = Reply::new(
-                1203,
-                b"42000",
-                format!(
-                    "User {} already has more than 'max_user_connections' active connections",
-                    auth.user.name
-                ),
-            );
+        if let Err(limit) = shard.shared.admit_user(auth.user.index) {
+            let r = Reply::user_connection_limit(&auth.user.name, limit);
             return Err((Error::Fatal(r), next));
         }
         let settings = shard.initial_settings(resp.collation, schema.map(Into::into));
@@ -376,15 +369,8 @@ pub(crate) async fn change_user(
         }
     }
     if user.index != sess.user.index {
-        if !shard.shared.admit_user(user.index) {
-            let r = Reply::new(
-                1203,
-                b"42000",
-                format!(
-                    "User {} already has more than 'max_user_connections' active connections",
-                    user.name
-                ),
-            );
+        if let Err(limit) = shard.shared.admit_user(user.index) {
+            let r = Reply::user_connection_limit(&user.name, limit);
             return Err(Failure::new(Error::Fatal(r), Some(next)));
         }
         shard.shared.leave_user(sess.user.index);
