@@ -179,8 +179,13 @@ impl Error {
             Error::BackendLost { .. } => "backend_lost",
             Error::BackendConnect { .. } => "backend_connect",
             Error::PoolTimeout { .. } => "pool_timeout",
-            Error::Refused(_) => "refused",
-            Error::Fatal(_) => "fatal",
+            Error::Refused(r) | Error::Fatal(r) => match r.code {
+                1040 => "connection_limit",
+                1045 => "access_denied",
+                3159 => "tls_required",
+                _ if matches!(self, Error::Refused(_)) => "refused",
+                _ => "fatal",
+            },
             Error::Shutdown => "shutdown",
         }
     }

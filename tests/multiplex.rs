@@ -669,9 +669,12 @@ fn a_cursor_keeps_its_backend_until_closed_or_exhausted() {
 fn admission_control_refuses_with_mysql_errors() {
     let users = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nmax_connections = 2\n\
                  [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
+    let mport = free_port();
     let s = Sluice::with(
         Config::default()
-            .top("max_client_connections = 3")
+            .top(&format!(
+                "max_client_connections = 3\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
             .users(users)
             .pool(&trx_pool(4, "")),
     );
@@ -696,6 +699,16 @@ fn admission_control_refuses_with_mysql_errors() {
     let e = mysql::Conn::new(opts("other", "o")).err().unwrap();
     let (code, _, msg) = server_error(&e).unwrap();
     assert_eq!((code, msg.as_str()), (1040, "Too many connections"));
+    // Both refusals are counted: the user limit by kind, the global one as refused clients.
+    let m = scrape(mport);
+    assert_eq!(
+        metric(
+            &m,
+            "sluice_errors_total{worker=\"0\",kind=\"connection_limit\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "sluice_clients_refused_total"), 1.0);
     drop((a, b, c));
     // Slots free up when clients leave.
     let deadline = Instant::now() + Duration::from_secs(5);
