@@ -8,7 +8,8 @@
 #   B5  connect storms (64 loops: connect, one query, disconnect) through sluice, then direct.
 # It raises (and afterwards restores) the sysctls a big fan-in needs, starts a private MariaDB and
 # as many sluice worker processes as the fd limit demands, and stops everything at the end.
-# Output: a table on stdout, and JSON in target/bench/million-N.json (or $OUT).
+# Output: a table on stdout (also in target/bench/million-N.txt), and JSON in
+# target/bench/million-N.json (or $OUT).
 #
 # Environment: HOLD (s, B1 hold, default 10), B2_SECONDS (20), B5_SECONDS (20), ACTIVE (200),
 # RATE (2000), POOL (64), OUT (JSON path), BIN_DIR (use the sluice and sluice-load binaries there
@@ -121,7 +122,7 @@ echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
 "$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_direct.json" -q || true
 
-python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" <<'PY'
+python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" <<'PY' | tee "${OUT%.json}.txt"
 import json, sys, os
 work, out, n, workers, pool, upstream, kernel, cpus = sys.argv[1:9]
 load = lambda f: json.load(open(os.path.join(work, f)))

@@ -26,7 +26,9 @@ const CAP_SETS: [u32; 6] = [
 
 fn check_change_user(payload: &[u8]) {
     for caps in CAP_SETS {
-        let Ok(cu) = ChangeUser::decode(payload, caps) else { continue };
+        let Ok(cu) = ChangeUser::decode(payload, caps) else {
+            continue;
+        };
         assert!(!cu.username.contains(&0));
         assert!(!cu.database.contains(&0));
         if caps & cap::SECURE_CONNECTION != 0 {
@@ -36,14 +38,18 @@ fn check_change_user(payload: &[u8]) {
         }
         let mut wire = Vec::new();
         cu.encode(&mut wire, caps);
-        let back = ChangeUser::decode(&wire, caps).expect("re-decode of an encoded COM_CHANGE_USER");
+        let back =
+            ChangeUser::decode(&wire, caps).expect("re-decode of an encoded COM_CHANGE_USER");
         // The collation is always written (0 when absent), the plugin name whenever PLUGIN_AUTH.
         let mut want = cu.clone();
         want.collation = Some(cu.collation.unwrap_or(0));
         if caps & cap::PLUGIN_AUTH != 0 && want.auth_plugin.is_none() {
             want.auth_plugin = Some(Vec::new());
         }
-        assert_eq!(back, want, "COM_CHANGE_USER round trip under caps {caps:#x}");
+        assert_eq!(
+            back, want,
+            "COM_CHANGE_USER round trip under caps {caps:#x}"
+        );
         let mut wire2 = Vec::new();
         back.encode(&mut wire2, caps);
         assert_eq!(wire2, wire);
@@ -102,7 +108,10 @@ fn check_rewrite(payload: &[u8], params: u16, remembered: Option<&[u8]>) {
             assert!(bound.is_none());
             assert_eq!(out.len(), payload.len() + types_len);
             assert_eq!(out[flag_at], 1);
-            assert_eq!(out[flag_at + 1..flag_at + 1 + types_len], *remembered.unwrap());
+            assert_eq!(
+                out[flag_at + 1..flag_at + 1 + types_len],
+                *remembered.unwrap()
+            );
             assert_eq!(out[flag_at + 1 + types_len..], payload[flag_at + 1..]);
         }
         _ => {

@@ -17,13 +17,20 @@ const LIMITS: [usize; 8] = [0, 1, 7, 64, 255, 4096, 1 << 20, 64 << 20];
 #[derive(Debug, PartialEq)]
 enum End {
     /// The stream ended on a packet boundary or inside an incomplete packet, `left` bytes buffered.
-    Incomplete { left: usize },
+    Incomplete {
+        left: usize,
+    },
     Error,
 }
 
 /// Drains every complete packet from `buf`, checking invariants; returns the payloads (with
 /// their first sequence ids) and whether it stopped on an error.
-fn drain(buf: &mut BytesMut, max: usize, out: &mut Vec<(u8, Bytes)>, consumed: &mut usize) -> Option<End> {
+fn drain(
+    buf: &mut BytesMut,
+    max: usize,
+    out: &mut Vec<(u8, Bytes)>,
+    consumed: &mut usize,
+) -> Option<End> {
     loop {
         let before = buf.len();
         match scan_packet(buf, max) {
@@ -32,7 +39,10 @@ fn drain(buf: &mut BytesMut, max: usize, out: &mut Vec<(u8, Bytes)>, consumed: &
                 assert!(span.frames >= 1);
                 assert_eq!(span.wire_len, span.payload_len + HEADER_LEN * span.frames);
                 assert!(span.payload_len <= max);
-                assert_eq!(span.last_seq, span.first_seq.wrapping_add((span.frames - 1) as u8));
+                assert_eq!(
+                    span.last_seq,
+                    span.first_seq.wrapping_add((span.frames - 1) as u8)
+                );
                 let wire = buf[..span.wire_len].to_vec();
                 let payload = take_packet(buf, span);
                 assert_eq!(payload.len(), span.payload_len);
@@ -86,7 +96,11 @@ fuzz_target!(|data: &[u8]| {
         None => End::Incomplete { left: buf.len() },
     };
     if let End::Incomplete { left } = whole_end {
-        assert_eq!(consumed + left, stream.len(), "consumed bytes do not add up");
+        assert_eq!(
+            consumed + left,
+            stream.len(),
+            "consumed bytes do not add up"
+        );
     }
 
     // Chunked: sizes cycle; 0 means "scan again without new bytes".
@@ -103,7 +117,11 @@ fuzz_target!(|data: &[u8]| {
         if steps > 4 * stream.len() + 64 {
             break;
         }
-        let n = if sizes.is_empty() { stream.len() } else { sizes[i % sizes.len()] };
+        let n = if sizes.is_empty() {
+            stream.len()
+        } else {
+            sizes[i % sizes.len()]
+        };
         i += 1;
         let n = n.min(stream.len() - pos);
         buf.extend_from_slice(&stream[pos..pos + n]);
@@ -114,7 +132,11 @@ fuzz_target!(|data: &[u8]| {
         if let Some(p) = promised {
             // Fewer bytes than promised arrived since: nothing may have completed.
             if len_before < p && chunked_end.is_none() {
-                assert_eq!(chunked.len(), got_before, "packet completed before `need` bytes arrived");
+                assert_eq!(
+                    chunked.len(),
+                    got_before,
+                    "packet completed before `need` bytes arrived"
+                );
             }
         }
         promised = match scan_packet(&buf, max) {
@@ -134,8 +156,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let chunked_end = chunked_end.unwrap_or(End::Incomplete { left: buf.len() });
     if let End::Incomplete { left } = chunked_end {
-        assert_eq!(consumed + left, stream.len(), "consumed bytes do not add up (chunked)");
+        assert_eq!(
+            consumed + left,
+            stream.len(),
+            "consumed bytes do not add up (chunked)"
+        );
     }
     assert_eq!(whole, chunked, "chunked arrival changed the packets");
-    assert_eq!(whole_end, chunked_end, "chunked arrival changed the outcome");
+    assert_eq!(
+        whole_end, chunked_end,
+        "chunked arrival changed the outcome"
+    );
 });

@@ -29,7 +29,9 @@ fn greeting_round_trips_exactly(h: &Handshake) -> bool {
 }
 
 fn check_greeting(data: &[u8]) {
-    let Ok(h) = Handshake::decode(data) else { return };
+    let Ok(h) = Handshake::decode(data) else {
+        return;
+    };
     // The decoder's own bounds.
     assert!(h.nonce.len() >= 8);
     assert!(!h.server_version.contains(&0));
@@ -71,7 +73,9 @@ fn check_response(data: &[u8]) {
     if ssl {
         assert_eq!(data.len(), SSL_REQUEST_LEN);
     }
-    let Ok(r) = HandshakeResponse::decode(data) else { return };
+    let Ok(r) = HandshakeResponse::decode(data) else {
+        return;
+    };
     assert!(r.capabilities & cap::PROTOCOL_41 != 0);
     assert!(!r.username.contains(&0));
     // SSLRequest is exactly the 32-byte prefix: a full response decoded from it has an empty name

@@ -31,7 +31,9 @@ const KINDS: [ResponseKind; 9] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&opts, rest)) = data.split_first() else { return };
+    let Some((&opts, rest)) = data.split_first() else {
+        return;
+    };
     let kind = KINDS[usize::from(opts) % KINDS.len()];
     let deprecate_eof = opts & 0x80 != 0;
     let mut t = ResponseTracker::new(kind, deprecate_eof);
@@ -43,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
             if let Some(&first) = payload.first() {
                 assert!(!t.needs_whole(first, payload.len()));
             }
-            assert!(t.on_packet(payload.len(), payload).is_err(), "packet accepted after the end");
+            assert!(
+                t.on_packet(payload.len(), payload).is_err(),
+                "packet accepted after the end"
+            );
             break;
         }
         if t.awaiting_infile() {
@@ -67,8 +72,15 @@ fuzz_target!(|data: &[u8]| {
             let mut whole = t.clone();
             let r = t.on_packet(len, &payload[..cut]);
             let w = whole.on_packet(len, payload);
-            assert_eq!(r, w, "a prefix classified differently from the whole payload");
-            assert_eq!(format!("{t:?}"), format!("{whole:?}"), "state differs after a prefix");
+            assert_eq!(
+                r, w,
+                "a prefix classified differently from the whole payload"
+            );
+            assert_eq!(
+                format!("{t:?}"),
+                format!("{whole:?}"),
+                "state differs after a prefix"
+            );
             r
         };
         match result {
@@ -91,7 +103,9 @@ fuzz_target!(|data: &[u8]| {
             Ok(Role::LocalInfile) => assert!(t.awaiting_infile()),
             Ok(Role::ColumnCount(n)) => assert!(n > 0),
             Ok(Role::Statistics) => assert!(t.is_done()),
-            Ok(Role::PrepareOk { params, columns, .. }) => {
+            Ok(Role::PrepareOk {
+                params, columns, ..
+            }) => {
                 assert_eq!(t.is_done(), params == 0 && columns == 0);
             }
             Ok(Role::ColumnDef { .. }) | Ok(Role::Row { .. }) => {}

@@ -21,7 +21,9 @@ const PLAIN: u32 = cap::PROTOCOL_41;
 
 fn check_ok(payload: &[u8]) {
     for caps in [TRACK, PLAIN] {
-        let Ok(ok) = OkPacket::decode(payload, caps) else { continue };
+        let Ok(ok) = OkPacket::decode(payload, caps) else {
+            continue;
+        };
         if caps == PLAIN {
             assert!(ok.session_state.is_empty());
         }
@@ -103,7 +105,12 @@ fn greeting(opts: u8) -> Handshake {
         collation: 45,
         status: 2,
         mariadb_capabilities: if opts & 16 != 0 { 0x1d } else { 0 },
-        auth_plugin: if opts & 2 != 0 { CACHING_SHA2_PASSWORD } else { NATIVE_PASSWORD }.to_vec(),
+        auth_plugin: if opts & 2 != 0 {
+            CACHING_SHA2_PASSWORD
+        } else {
+            NATIVE_PASSWORD
+        }
+        .to_vec(),
     }
 }
 
@@ -114,7 +121,11 @@ fn run_login(opts: u8, packets: &[(u8, &[u8])]) {
     }
     let params = LoginParams {
         user: b"app".to_vec(),
-        password: if opts & 4 != 0 { Vec::new() } else { b"app".to_vec() },
+        password: if opts & 4 != 0 {
+            Vec::new()
+        } else {
+            b"app".to_vec()
+        },
         database: (opts & 8 != 0).then(|| b"app".to_vec()),
         collation: 45,
         capabilities,
@@ -124,7 +135,9 @@ fn run_login(opts: u8, packets: &[(u8, &[u8])]) {
     };
     let mut login = Login::new(params);
     let g = greeting(opts);
-    let resp = login.respond(&g).expect("respond to a well-formed greeting");
+    let resp = login
+        .respond(&g)
+        .expect("respond to a well-formed greeting");
     let decoded = HandshakeResponse::decode(&resp).expect("our own handshake response decodes");
     assert_eq!(decoded.capabilities, login.capabilities());
     assert!(login.respond(&g).is_err(), "a second greeting is refused");
@@ -147,7 +160,9 @@ fn run_login(opts: u8, packets: &[(u8, &[u8])]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&opts, rest)) = data.split_first() else { return };
+    let Some((&opts, rest)) = data.split_first() else {
+        return;
+    };
     let packets = sluice_fuzz::packets(rest);
     for (_, p) in &packets {
         check_ok(p);

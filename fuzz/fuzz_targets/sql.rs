@@ -21,14 +21,27 @@ use sluice::session::sql::{analyze, rewrite_connection_id, tokens, Modes, Tok};
 use sluice::session::state::{plan, FreshCharset, Settings};
 
 const MODES: [Modes; 4] = [
-    Modes { ansi_quotes: false, no_backslash_escapes: false },
-    Modes { ansi_quotes: true, no_backslash_escapes: false },
-    Modes { ansi_quotes: false, no_backslash_escapes: true },
-    Modes { ansi_quotes: true, no_backslash_escapes: true },
+    Modes {
+        ansi_quotes: false,
+        no_backslash_escapes: false,
+    },
+    Modes {
+        ansi_quotes: true,
+        no_backslash_escapes: false,
+    },
+    Modes {
+        ansi_quotes: false,
+        no_backslash_escapes: true,
+    },
+    Modes {
+        ansi_quotes: true,
+        no_backslash_escapes: true,
+    },
 ];
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn check_sql(sql: &[u8], id: u32) {
@@ -57,8 +70,17 @@ fn is_numeric(v: &str) -> bool {
 
 /// The value a variable must end with: the wanted one, or for a variable only the backend has,
 /// the fresh charset value or DEFAULT.
-fn expected(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Vec<(String, Option<String>)> {
-    let mut names: Vec<&str> = current.vars.iter().chain(&wanted.vars).map(|(n, _)| n.as_ref()).collect();
+fn expected(
+    current: &Settings,
+    wanted: &Settings,
+    fresh: &FreshCharset,
+) -> Vec<(String, Option<String>)> {
+    let mut names: Vec<&str> = current
+        .vars
+        .iter()
+        .chain(&wanted.vars)
+        .map(|(n, _)| n.as_ref())
+        .collect();
     names.sort();
     names.dedup();
     let mut out = Vec::new();
@@ -85,17 +107,28 @@ fn expected(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Vec<
 fn check_plan(data: &[u8], nbe: bool) {
     let mut fields = data.split(|&b| b == 0);
     let text = |f: Option<&[u8]>| String::from_utf8_lossy(f.unwrap_or_default()).into_owned();
-    let fresh = FreshCharset { charset: text(fields.next()), collation: text(fields.next()) };
+    let fresh = FreshCharset {
+        charset: text(fields.next()),
+        collation: text(fields.next()),
+    };
     let (mut current, mut wanted) = (Settings::default(), Settings::default());
     while let Some(w) = fields.next() {
         let name = fields.next().unwrap_or_default();
         let value = fields.next().unwrap_or_default();
         let var = SessionChange::SystemVariable { name, value };
         match w.first() {
-            Some(b'c') => { current.apply([var]); }
-            Some(b'w') => { wanted.apply([var]); }
-            Some(b'C') => { current.apply([SessionChange::Schema(name)]); }
-            Some(b'W') => { wanted.apply([SessionChange::Schema(name)]); }
+            Some(b'c') => {
+                current.apply([var]);
+            }
+            Some(b'w') => {
+                wanted.apply([var]);
+            }
+            Some(b'C') => {
+                current.apply([SessionChange::Schema(name)]);
+            }
+            Some(b'W') => {
+                wanted.apply([SessionChange::Schema(name)]);
+            }
             _ => {
                 wanted.apply([var]);
                 current.apply([SessionChange::SystemVariable { name, value: name }]);
@@ -103,7 +136,10 @@ fn check_plan(data: &[u8], nbe: bool) {
         }
     }
     for s in [&current, &wanted] {
-        assert!(s.vars.windows(2).all(|p| p[0].0 < p[1].0), "vars not sorted and unique");
+        assert!(
+            s.vars.windows(2).all(|p| p[0].0 < p[1].0),
+            "vars not sorted and unique"
+        );
     }
     let p = plan(&current, &wanted, &fresh, nbe);
     // Schema.
@@ -119,7 +155,13 @@ fn check_plan(data: &[u8], nbe: bool) {
     };
     assert!(!want.is_empty());
     for ansi_quotes in [false, true] {
-        let toks = tokens(set.as_bytes(), Modes { ansi_quotes, no_backslash_escapes: nbe });
+        let toks = tokens(
+            set.as_bytes(),
+            Modes {
+                ansi_quotes,
+                no_backslash_escapes: nbe,
+            },
+        );
         let mut it = toks.iter().peekable();
         assert_eq!(it.next(), Some(&Tok::Word(b"SET")), "{set}");
         for (i, (name, value)) in want.iter().enumerate() {
@@ -143,7 +185,11 @@ fn check_plan(data: &[u8], nbe: bool) {
                     assert_eq!(it.next(), Some(&Tok::Word(b"NULL")), "{set}")
                 }
                 Some(v) => match it.next() {
-                    Some(Tok::Str(s)) => assert_eq!(s.as_slice(), v.as_bytes(), "literal does not round-trip in {set:?}"),
+                    Some(Tok::Str(s)) => assert_eq!(
+                        s.as_slice(),
+                        v.as_bytes(),
+                        "literal does not round-trip in {set:?}"
+                    ),
                     other => panic!("expected the literal {v:?}, got {other:?} in {set:?}"),
                 },
             }
@@ -153,7 +199,9 @@ fn check_plan(data: &[u8], nbe: bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&opts, rest)) = data.split_first() else { return };
+    let Some((&opts, rest)) = data.split_first() else {
+        return;
+    };
     if opts & 0x80 == 0 {
         let id = u32::from(opts).wrapping_mul(0x0101_0101);
         check_sql(rest, id);

@@ -183,6 +183,7 @@ pub async fn accept(
     let (user, caps, collation, settings) = match outcome {
         Ok(v) => v,
         Err((e, next)) => {
+            shard.uncount_client(&io.ctl);
             if let (Some(reply), true) = (e.reply(), next != 0) {
                 let mut out = Vec::new();
                 reply.encode(&mut out);

@@ -471,12 +471,26 @@ impl Shard {
         }
     }
 
+    /// Gives a refused connection's place under `max_client_connections` back before the
+    /// refusal is sent, so a client that retries at once finds it free.
+    pub fn uncount_client(&self, ctl: &ActiveCtl) {
+        if !ctl.uncounted.replace(true) {
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Frees a session's slot (the session itself was consumed by the caller).
     pub fn remove_session(&self, token: Token) {
+        let counted = match self.table.borrow().get(token).map(|s| &s.state) {
+            Some(SlotState::Active(ctl)) => !ctl.uncounted.get(),
+            _ => true,
+        };
         if let Some(sess) = self.table.borrow_mut().remove(token) {
             self.drop_session(sess);
         }
-        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        if counted {
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        }
         if self.draining.get() && self.table.borrow().is_empty() {
             self.poller.mailbox().post(ShardMsg::Wake);
         }

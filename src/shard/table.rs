@@ -60,6 +60,9 @@ pub struct ActiveCtl {
     pub user: Cell<u32>,
     /// The account (pool user index) the session's backend connections belong to.
     pub pool_user: Cell<u32>,
+    /// The connection no longer counts towards `max_client_connections` (it was refused and
+    /// gave its place back before being told).
+    pub uncounted: Cell<bool>,
 }
 
 impl ActiveCtl {
