@@ -361,6 +361,43 @@ fn a_transaction_holds_its_backend_and_others_wait_their_turn() {
 }
 
 #[test]
+fn replayed_values_survive_a_backend_left_in_a_multibyte_charset() {
+    // One backend for two clients. `b` leaves it with character_set_client = gbk; `a`'s value
+    // ends in the bytes E4 B8 81 5C ("丁\"), which gbk would lex as two characters, the second
+    // one swallowing the backslash: escaped with a backslash, the literal that replays `a`'s
+    // value would end late (a syntax error at best, an injection at worst).
+    let s = Sluice::with(Config::default().top("shards = 1").pool(&trx_pool(1, "")));
+    let mut a = s.conn();
+    let mut b = s.conn();
+    a.query_drop(r"SET @@SESSION.default_master_connection = 'it''s 丁\\'")
+        .unwrap();
+    let want: String = a
+        .query_first("SELECT HEX(@@default_master_connection)")
+        .unwrap()
+        .unwrap();
+    assert_eq!(want, "6974277320E4B8815C");
+    for _ in 0..3 {
+        b.query_drop("SET NAMES gbk").unwrap();
+        let cs: String = b
+            .query_first("SELECT @@character_set_client")
+            .unwrap()
+            .unwrap();
+        assert_eq!(cs, "gbk");
+        // `a` gets the backend back with its own settings replayed over b's gbk.
+        let (hex, cs): (String, String) = a
+            .query_first("SELECT HEX(@@default_master_connection), @@character_set_client")
+            .unwrap()
+            .unwrap();
+        assert_eq!((hex.as_str(), cs.as_str()), (want.as_str(), "utf8mb4"));
+        let dmc: String = b
+            .query_first("SELECT HEX(@@default_master_connection)")
+            .unwrap()
+            .unwrap();
+        assert_eq!(dmc, "", "b never set it");
+    }
+}
+
+#[test]
 fn last_insert_id_row_count_and_found_rows_follow_their_client() {
     let s = Sluice::with(Config::default().pool(&trx_pool(2, "")));
     let mut a = s.conn();

@@ -104,6 +104,22 @@ fn expected(
     out
 }
 
+/// The bytes of a hex literal's digits (which `plan` writes in pairs of upper-case digits).
+fn unhex(digits: &[u8]) -> Vec<u8> {
+    assert!(digits.len() % 2 == 0, "odd hex literal");
+    digits
+        .chunks(2)
+        .map(|p| {
+            let d = |c: u8| match c {
+                b'0'..=b'9' => c - b'0',
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => panic!("not an upper-case hex digit: {c}"),
+            };
+            d(p[0]) * 16 + d(p[1])
+        })
+        .collect()
+}
+
 fn check_plan(data: &[u8], nbe: bool) {
     let mut fields = data.split(|&b| b == 0);
     let text = |f: Option<&[u8]>| String::from_utf8_lossy(f.unwrap_or_default()).into_owned();
@@ -141,7 +157,7 @@ fn check_plan(data: &[u8], nbe: bool) {
             "vars not sorted and unique"
         );
     }
-    let p = plan(&current, &wanted, &fresh, nbe);
+    let p = plan(&current, &wanted, &fresh);
     // Schema.
     match (&current.schema, &wanted.schema) {
         (c, Some(w)) if c.as_ref() != Some(w) => assert_eq!(p.schema.as_ref(), Some(w)),
@@ -184,12 +200,28 @@ fn check_plan(data: &[u8], nbe: bool) {
                 Some("") if name.starts_with("character_set_") => {
                     assert_eq!(it.next(), Some(&Tok::Word(b"NULL")), "{set}")
                 }
+                // Either a quoted literal of printable ASCII without backslashes (the same in
+                // every charset), or a hex literal X'…' of the value's bytes.
                 Some(v) => match it.next() {
-                    Some(Tok::Str(s)) => assert_eq!(
-                        s.as_slice(),
-                        v.as_bytes(),
-                        "literal does not round-trip in {set:?}"
-                    ),
+                    Some(Tok::Str(s)) => {
+                        assert!(
+                            s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\'),
+                            "a quoted literal a multi-byte charset could misread: {set:?}"
+                        );
+                        assert_eq!(
+                            s.as_slice(),
+                            v.as_bytes(),
+                            "literal does not round-trip in {set:?}"
+                        )
+                    }
+                    Some(Tok::Word(b"X")) => match it.next() {
+                        Some(Tok::Str(hex)) => assert_eq!(
+                            unhex(hex),
+                            v.as_bytes(),
+                            "hex literal does not round-trip in {set:?}"
+                        ),
+                        other => panic!("expected hex digits for {v:?}, got {other:?} in {set:?}"),
+                    },
                     other => panic!("expected the literal {v:?}, got {other:?} in {set:?}"),
                 },
             }

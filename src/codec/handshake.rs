@@ -91,7 +91,9 @@ impl Handshake {
         out.put_u16_le(self.status);
         out.put_u16_le((self.capabilities >> 16) as u16);
         out.put_u8(if self.capabilities & cap::PLUGIN_AUTH != 0 {
-            (self.nonce.len() + 1) as u8
+            // The auth data written: part 1 (8 bytes) and part 2 with its padding and NUL; one
+            // byte cannot say more than 255 (sluice's own nonce is 20 bytes: 21).
+            (8 + (p2.len() + 1).max(13)).min(255) as u8
         } else {
             0
         });

@@ -556,8 +556,7 @@ pub async fn sync_to(
     if Rc::ptr_eq(&lease.get().settings, settings) && lease.get().multi_statements == multi {
         return Ok(());
     }
-    let nbe = lease.get().status & status::NO_BACKSLASH_ESCAPES != 0;
-    let mut plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset, nbe);
+    let mut plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset);
     if plan.clear_schema {
         let spec = lease.pool().spec().clone();
         if let Err(e) = lease
@@ -567,7 +566,7 @@ pub async fn sync_to(
         {
             return Err(backend_lost(shard, lease, e));
         }
-        plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset, nbe);
+        plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset);
     }
     let set_option = (lease.get().multi_statements != multi).then_some(if multi {
         set_option::MULTI_STATEMENTS_ON

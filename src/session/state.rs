@@ -139,14 +139,7 @@ impl SyncPlan {
 }
 
 /// Plans the commands that turn a backend's `current` settings into the client's `wanted` ones.
-/// `no_backslash_escapes`: the backend's sql_mode has NO_BACKSLASH_ESCAPES (from its status
-/// flags), which decides how string values are quoted.
-pub fn plan(
-    current: &Settings,
-    wanted: &Settings,
-    fresh: &FreshCharset,
-    no_backslash_escapes: bool,
-) -> SyncPlan {
+pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> SyncPlan {
     let mut plan = SyncPlan::default();
     match (&current.schema, &wanted.schema) {
         (a, Some(b)) if a.as_deref() != Some(b) => plan.schema = Some(b.clone()),
@@ -181,7 +174,7 @@ pub fn plan(
             (None, None) => break,
         };
         let rhs = match value.or_else(|| fresh.value(name)) {
-            Some(v) => sql_value(name, v, no_backslash_escapes),
+            Some(v) => sql_value(name, v),
             None => "DEFAULT".to_string(),
         };
         assignments.push(format!("@@SESSION.{name} = {rhs}"));
@@ -193,8 +186,8 @@ pub fn plan(
 }
 
 /// A reported value as SQL: numbers bare (numeric variables refuse quoted values), an empty
-/// character set as NULL, everything else as a quoted string.
-fn sql_value(name: &str, v: &str, no_backslash_escapes: bool) -> String {
+/// character set as NULL, everything else as a string literal.
+fn sql_value(name: &str, v: &str) -> String {
     let numeric = {
         let d = v.strip_prefix('-').unwrap_or(v);
         !d.is_empty()
@@ -209,23 +202,29 @@ fn sql_value(name: &str, v: &str, no_backslash_escapes: bool) -> String {
     if v.is_empty() && name.starts_with("character_set_") {
         return "NULL".to_string();
     }
-    quote(v, no_backslash_escapes)
+    quote(v)
 }
 
-/// Quotes a string literal for the backend's current sql_mode.
-pub fn quote(v: &str, no_backslash_escapes: bool) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
-    out.push('\'');
-    for c in v.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' if !no_backslash_escapes => out.push_str("\\\\"),
-            '\0' if !no_backslash_escapes => out.push_str("\\0"),
-            c => out.push(c),
+/// A string literal that means `v` whatever the backend's character set and sql_mode.
+/// Printable ASCII without backslashes is quoted (quotes doubled); anything else becomes a hex
+/// literal. The statement is lexed in the backend's current `character_set_client`, which another
+/// client may have set to gbk, big5 or sjis: there a value's byte 0x5C can be the second half of
+/// a multi-byte character, so backslash escaping would come out unbalanced and let a crafted
+/// value end its literal early. Hex digits and printable ASCII mean the same in every charset
+/// sluice can meet, and need no backslash.
+pub fn quote(v: &str) -> String {
+    let plain = v.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
+    if plain {
+        format!("'{}'", v.replace('\'', "''"))
+    } else {
+        let mut out = String::with_capacity(2 * v.len() + 3);
+        out.push_str("X'");
+        for b in v.bytes() {
+            out.push_str(&format!("{b:02X}"));
         }
+        out.push('\'');
+        out
     }
-    out.push('\'');
-    out
 }
 
 /// One shard's interned values: equal values share one `Rc` (settings, SQL texts).
@@ -310,7 +309,7 @@ mod tests {
     #[test]
     fn equal_settings_need_nothing() {
         let a = settings(Some("app"), &[("time_zone", "+01:00")]);
-        assert!(plan(&a, &a.clone(), &fresh(), false).is_empty());
+        assert!(plan(&a, &a.clone(), &fresh()).is_empty());
     }
 
     #[test]
@@ -331,7 +330,7 @@ mod tests {
                 ("sql_select_limit", "100"),
             ],
         );
-        let p = plan(&backend, &client, &fresh(), false);
+        let p = plan(&backend, &client, &fresh());
         assert_eq!(p.schema.as_deref(), Some("b"));
         assert_eq!(
             p.set.as_deref(),
@@ -352,7 +351,7 @@ mod tests {
                 ("collation_connection", "latin1_swedish_ci"),
             ],
         );
-        let p = plan(&backend, &Settings::default(), &fresh(), false);
+        let p = plan(&backend, &Settings::default(), &fresh());
         assert_eq!(
             p.set.as_deref(),
             Some("SET @@SESSION.character_set_client = 'utf8mb4', @@SESSION.collation_connection = 'utf8mb4_general_ci'")
@@ -360,35 +359,30 @@ mod tests {
         let backend = settings(None, &[("character_set_results", "latin1")]);
         let client = settings(None, &[("character_set_results", "")]);
         assert_eq!(
-            plan(&backend, &client, &fresh(), false).set.as_deref(),
+            plan(&backend, &client, &fresh()).set.as_deref(),
             Some("SET @@SESSION.character_set_results = NULL")
         );
     }
 
     #[test]
     fn a_schemaless_client_on_a_backend_with_a_schema_needs_a_clear() {
-        let p = plan(
-            &settings(Some("app"), &[]),
-            &Settings::default(),
-            &fresh(),
-            false,
-        );
+        let p = plan(&settings(Some("app"), &[]), &Settings::default(), &fresh());
         assert!(p.clear_schema);
         assert!(p.schema.is_none());
     }
 
     #[test]
-    fn quoting_follows_the_backend_sql_mode() {
-        assert_eq!(quote(r"a'b\c", false), r"'a''b\\c'");
-        assert_eq!(quote(r"a'b\c", true), r"'a''b\c'");
-        assert_eq!(
-            sql_value("max_statement_time", "0.500000", false),
-            "0.500000"
-        );
-        assert_eq!(sql_value("time_zone", "+01:00", false), "'+01:00'");
-        assert_eq!(sql_value("x", "-5", false), "-5");
-        assert_eq!(sql_value("x", "1.2.3", false), "'1.2.3'");
-        assert_eq!(sql_value("sql_mode", "", false), "''");
+    fn literals_cannot_be_unbalanced_by_the_backend_charset() {
+        assert_eq!(quote("it's"), "'it''s'");
+        // A backslash, a NUL or any non-ASCII byte: hex, so gbk's 0x81 0x5C pair never forms.
+        assert_eq!(quote(r"a\b"), "X'615C62'");
+        assert_eq!(quote("\u{4E01}\\"), "X'E4B8815C'");
+        assert_eq!(quote("a\0"), "X'6100'");
+        assert_eq!(sql_value("max_statement_time", "0.500000"), "0.500000");
+        assert_eq!(sql_value("time_zone", "+01:00"), "'+01:00'");
+        assert_eq!(sql_value("x", "-5"), "-5");
+        assert_eq!(sql_value("x", "1.2.3"), "'1.2.3'");
+        assert_eq!(sql_value("sql_mode", ""), "''");
     }
 
     #[test]
