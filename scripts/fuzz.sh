@@ -26,6 +26,11 @@ export RUSTC_BOOTSTRAP=1
 
 log() { echo "fuzz.sh: $*" >&2; }
 
+# libFuzzer itself is C++, built by libfuzzer-sys.
+# shellcheck source=scripts/lib/deps.sh
+. "$ROOT/scripts/lib/deps.sh"
+command -v c++ >/dev/null 2>&1 || apt_install g++
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
   log "installing cargo-fuzz"
   cargo install --locked cargo-fuzz

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs sluice's whole test suite on this machine: unit tests, integration tests against a real
 # MariaDB (started here in a private data dir on a free loopback port, stopped at the end), and
-# the driver tests (Python, Node, Java, Rust). Installs whatever is missing on a fresh Debian.
+# the driver tests (Python, Node, Java, Rust), then a short run of every fuzz target. Installs
+# whatever is missing on a fresh Debian.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh FILTER     only tests whose name matches FILTER (passed to cargo nextest)
@@ -28,4 +29,13 @@ export SLUICE_TEST_MARIADB_DIR="$MARIADB_DIR"
 echo "test.sh: MariaDB on $SLUICE_TEST_MARIADB (pid $MARIADB_PID)" >&2
 
 cargo build --workspace --all-targets --quiet
-cargo nextest run --workspace --profile ci --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --profile ci --no-fail-fast "$@" || status=$?
+
+# A short, bounded run of every fuzz target (the whole suite only, not a filtered run):
+# SLUICE_FUZZ_SECONDS per target (default 30; 0 skips). fuzz/README.md has the long runs.
+FUZZ_SECONDS=${SLUICE_FUZZ_SECONDS:-30}
+if [ $# -eq 0 ] && [ "$FUZZ_SECONDS" -gt 0 ]; then
+  scripts/fuzz.sh "$FUZZ_SECONDS" || status=1
+fi
+exit "$status"
