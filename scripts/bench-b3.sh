@@ -46,14 +46,8 @@ listen = "127.0.0.1:$PORT"
 mode = "transaction"
 size = $POOL
 queue_timeout_ms = 30000
-[[backends]]
-address = "$ADDRESS"
-[[users]]
-name = "app"
-password = "app"
-backend_user = "app"
-backend_password = "app"
 TOML
+backend_and_app_user "$ADDRESS" >> "$WORK/sluice.toml"
 target/release/sluice --config "$WORK/sluice.toml" --log-level warn &
 SLUICE_PID=$!
 wait_port "$PORT"

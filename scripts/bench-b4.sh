@@ -47,14 +47,8 @@ metrics_listen = "127.0.0.1:$MPORT"
 mode = "transaction"
 size = $POOL
 queue_timeout_ms = 30000
-[[backends]]
-address = "127.0.0.1:$MARIADB_PORT"
-[[users]]
-name = "app"
-password = "app"
-backend_user = "b4pool"
-backend_password = "pw"
 TOML
+backend_and_app_user "127.0.0.1:$MARIADB_PORT" b4pool pw >> "$WORK/sluice.toml"
 target/release/sluice --config "$WORK/sluice.toml" --log-level warn &
 SLUICE_PID=$!
 wait_port "$PORT"

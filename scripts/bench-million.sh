@@ -80,14 +80,8 @@ log_level = "warn"
 mode = "transaction"
 size = $POOL
 queue_timeout_ms = 30000
-[[backends]]
-address = "127.0.0.1:$MARIADB_PORT"
-[[users]]
-name = "app"
-password = "app"
-backend_user = "app"
-backend_password = "app"
 TOML
+backend_and_app_user "127.0.0.1:$MARIADB_PORT" >> "$WORK/sluice.toml"
 "$BIN_DIR/sluice" --config "$WORK/sluice.toml" &
 SLUICE_PID=$!
 wait_port "$PORT" 60

@@ -33,14 +33,8 @@ metrics_listen = "127.0.0.1:$MPORT"
 [pool]
 mode = "transaction"
 size = 16
-[[backends]]
-address = "127.0.0.1:$MARIADB_PORT"
-[[users]]
-name = "app"
-password = "app"
-backend_user = "app"
-backend_password = "app"
 TOML
+backend_and_app_user "127.0.0.1:$MARIADB_PORT" >> "$WORK/sluice.toml"
 target/release/sluice --config "$WORK/sluice.toml" --log-level warn &
 SLUICE_PID=$!
 wait_port "$PORT"
@@ -52,5 +46,6 @@ echo
 echo "sluice's own counters (http://127.0.0.1:$MPORT/metrics):"
 printf '  %-46s %s\n' "commands served" "$(metric "$MPORT" sluice_commands_total)"
 printf '  %-46s %s\n' "backend checkouts" "$(metric "$MPORT" sluice_pool_checkouts_total)"
-printf '  %-46s %s\n' "backend connections opened (pool of 16)" "$(metric "$MPORT" sluice_pool_connects_total)"
+printf '  %-46s %s\n' "backend connections open now (pool of 16)" "$(metric "$MPORT" 'sluice_backend_connections{' 'state="open"')"
+printf '  %-46s %s\n' "backend connections opened in all" "$(metric "$MPORT" sluice_pool_connects_total)"
 printf '  %-46s %s\n' "errors" "$(metric "$MPORT" sluice_errors_total)"

@@ -759,6 +759,40 @@ fn admission_control_refuses_with_mysql_errors() {
 }
 
 #[test]
+fn a_login_storm_with_a_schema_checks_it_once_per_shard() {
+    // 64 clients log in at once naming database `app`: sluice verifies the schema on a backend
+    // once per shard (later logins wait for the check under way, then use its result), instead
+    // of taking a backend connection per login.
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .pool(&trx_pool(2, ""))
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\"")),
+    );
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let port = s.port;
+    let clients: Vec<RawClient> = (0..64)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                RawClient::login(port)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("login"))
+        .collect();
+    assert_eq!(clients.len(), 64);
+    let m = scrape(mport);
+    let checkouts = metric(&m, "sluice_pool_checkouts_total");
+    assert!(
+        (1.0..=2.0).contains(&checkouts),
+        "{checkouts} backend checkouts for 64 logins"
+    );
+}
+
+#[test]
 fn metrics_endpoint_reports_clients_pools_and_multiplexing() {
     let mport = free_port();
     let s = Sluice::with(

@@ -46,12 +46,30 @@ json_get() {
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
 }
 
-# metric PORT PREFIX: the sum of the values of every metric line starting with PREFIX.
+# metric PORT PREFIX [CONTAINING]: the sum of the values of every metric line starting with
+# PREFIX (and containing CONTAINING, e.g. a label).
 metric() {
-  python3 - "$1" "$2" <<'PY'
+  python3 - "$1" "$2" "${3:-}" <<'PY'
 import sys, urllib.request
-port, prefix = sys.argv[1], sys.argv[2]
+port, prefix, containing = sys.argv[1:4]
 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-print(sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix)))
+total = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+            if l.startswith(prefix) and containing in l)
+print(int(total) if total == int(total) else total)
 PY
+}
+
+# backend_and_app_user ADDRESS [BACKEND_USER [BACKEND_PASSWORD]]: the [[backends]] and [[users]]
+# tables of a sluice config that proxies user app (password app) to ADDRESS, logging in there
+# as BACKEND_USER (default app/app).
+backend_and_app_user() {
+  cat <<TOML
+[[backends]]
+address = "$1"
+[[users]]
+name = "app"
+password = "app"
+backend_user = "${2:-app}"
+backend_password = "${3:-app}"
+TOML
 }

@@ -72,6 +72,11 @@ pub struct Pool {
     pub stats: PoolStats,
 }
 
+/// A queued checkout asks other shards to lend a slot only after waiting this long. Short bursts
+/// are served by the shard's own connections as they come back; a lend costs the lender a warm
+/// connection (closed) and the borrower a new one, so it is kept for sustained starvation.
+const STARVED_AFTER: Duration = Duration::from_millis(5);
+
 /// Idle connections unused for longer than this are probed (MSG_PEEK) before reuse.
 const PROBE_AFTER: Duration = Duration::from_millis(500);
 
@@ -277,15 +282,23 @@ impl Pool {
             gone: Cell::new(false),
         });
         self.waiters.borrow_mut().push_back(w.clone());
-        if let Some(f) = self.starved.borrow().as_ref() {
-            f();
-        }
         let guard = WaitGuard {
             pool: self.clone(),
             waiter: w.clone(),
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let got = glommio::timer::timeout(left, async { Ok(WaitFor { waiter: &w }.await) }).await;
+        let wait_until = |until: Instant| {
+            let left = until.saturating_duration_since(Instant::now());
+            glommio::timer::timeout(left, async { Ok(WaitFor { waiter: &w }.await) })
+        };
+        // First for this shard's own connections; only a wait that outlasts a burst asks the
+        // other shards for a slot.
+        let mut got = wait_until(deadline.min(started + STARVED_AFTER)).await;
+        if got.is_err() && Instant::now() < deadline {
+            if let Some(f) = self.starved.borrow().as_ref() {
+                f();
+            }
+            got = wait_until(deadline).await;
+        }
         drop(guard);
         let waited = started.elapsed();
         if let Some(h) = self.stats.wait_hist.borrow_mut().as_mut() {

@@ -206,7 +206,10 @@ pub struct Shard {
     next_backend: Cell<usize>,
     draining: Cell<bool>,
     drain_deadline: Cell<Option<Instant>>,
-    schemas: RefCell<HashMap<(u32, Box<str>), Instant>>,
+    schemas: RefCell<HashMap<SchemaKey, Instant>>,
+    /// Schema checks under way: logins for the same (user, schema) wait for the one running
+    /// instead of each taking a backend (a reconnect storm of one application is one check).
+    schema_checks: RefCell<HashMap<SchemaKey, Rc<Flight>>>,
     /// caching_sha2_password fast-path hashes learned from full authentications (users whose
     /// configured credential is a `$A$…` crypt hash).
     sha2_cache: RefCell<HashMap<u32, [u8; 32]>>,
@@ -309,6 +312,7 @@ impl Shard {
             draining: Cell::new(false),
             drain_deadline: Cell::new(None),
             schemas: RefCell::new(HashMap::new()),
+            schema_checks: RefCell::new(HashMap::new()),
             sha2_cache: RefCell::new(HashMap::new()),
             auth_failures: RefCell::new(HashMap::new()),
             epoch: Instant::now(),
@@ -513,6 +517,34 @@ impl Shard {
         {
             return Ok(());
         }
+        let running = self.schema_checks.borrow().get(&key).cloned();
+        if let Some(flight) = running {
+            if let Some(r) = flight.wait().await {
+                return r;
+            }
+            // The check was abandoned (its login timed out): run one of our own.
+        }
+        let flight = Rc::new(Flight::default());
+        self.schema_checks
+            .borrow_mut()
+            .insert(key.clone(), flight.clone());
+        // Whatever ends the check (even this future being dropped) lands the flight.
+        let landing = Landing {
+            shard: self,
+            key: &key,
+            flight: &flight,
+        };
+        let r = self.check_schema_on_backend(user, db).await;
+        if r.is_ok() {
+            self.schemas
+                .borrow_mut()
+                .insert(key.clone(), Instant::now());
+        }
+        landing.land(r.clone());
+        r
+    }
+
+    async fn check_schema_on_backend(self: &Rc<Self>, user: u32, db: &str) -> Result<(), Reply> {
         let pool = self.pool(user, self.pick_backend());
         let deadline =
             Instant::now() + Duration::from_millis(self.shared.config.pool.queue_timeout_ms);
@@ -532,7 +564,6 @@ impl Shard {
                 s.schema = Some(db.into());
                 lease.conn().settings = self.interner.intern(s);
                 lease.release();
-                self.schemas.borrow_mut().insert(key, Instant::now());
                 Ok(())
             }
             Err(crate::backend::conn::BackendError::Server {
@@ -1013,7 +1044,11 @@ impl Shard {
                 }
                 Err(e) => {
                     debug!(error = %e, %peer, "handshake failed");
-                    shard.count_error(&e);
+                    // A client that leaves during the handshake (a TCP health check, a port
+                    // probe) is not an error of sluice's; failed logins have their own counter.
+                    if !matches!(e, Error::ClientGone(_)) {
+                        shard.count_error(&e);
+                    }
                     shard.remove_session(token);
                 }
             }
@@ -1157,6 +1192,56 @@ impl Shard {
                 unsafe { libc::malloc_trim(0) };
                 last_accepted = accepted;
             }
+        }
+    }
+}
+
+/// (pool user, schema): what a schema check vouches for.
+type SchemaKey = (u32, Box<str>);
+
+/// The outcome of a check that other tasks of the shard wait for.
+#[derive(Default)]
+struct Flight {
+    result: RefCell<Option<Result<(), Reply>>>,
+    landed: Cell<bool>,
+    wakers: RefCell<Vec<std::task::Waker>>,
+}
+
+impl Flight {
+    /// The check's result, or `None` if it was abandoned.
+    async fn wait(&self) -> Option<Result<(), Reply>> {
+        std::future::poll_fn(|cx| {
+            if self.landed.get() {
+                return std::task::Poll::Ready(self.result.borrow().clone());
+            }
+            self.wakers.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Lands a [`Flight`]: removes it from the shard's map and wakes its waiters with the result
+/// (none if the check was abandoned: its task dropped mid-way).
+struct Landing<'a> {
+    shard: &'a Shard,
+    key: &'a SchemaKey,
+    flight: &'a Rc<Flight>,
+}
+
+impl Landing<'_> {
+    fn land(self, r: Result<(), Reply>) {
+        *self.flight.result.borrow_mut() = Some(r);
+        // Drop does the rest.
+    }
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        self.shard.schema_checks.borrow_mut().remove(self.key);
+        self.flight.landed.set(true);
+        for w in self.flight.wakers.take() {
+            w.wake();
         }
     }
 }
