@@ -5,7 +5,7 @@
 # same run. Reports queries/s of both, their ratio, and sluice's CPU time per query (utime + stime
 # from /proc/PID/stat around the run, divided by the queries served).
 # sluice runs in transaction mode with a POOL-connection pool (default 64) over TCP, or over the
-# server's Unix socket with BACKEND=unix.
+# server's Unix socket with BACKEND=unix, with SHARDS shards (default 0: one per core).
 # Writes target/bench/b3.json and prints a table.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +16,7 @@ THREADS=${THREADS:-64}
 DURATION=${DURATION:-20}
 POOL=${POOL:-64}
 BACKEND=${BACKEND:-tcp}
+SHARDS=${SHARDS:-0}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 
 ensure_rust
@@ -42,6 +43,7 @@ else
 fi
 cat > "$WORK/sluice.toml" <<TOML
 listen = "127.0.0.1:$PORT"
+shards = $SHARDS
 [pool]
 mode = "transaction"
 size = $POOL
@@ -79,7 +81,7 @@ for test in oltp_point_select oltp_read_only; do
 done
 
 echo "B3: sluice-load point selects, $THREADS connections, ${DURATION}s, direct" >&2
-target/release/sluice-load -t "127.0.0.1:$MARIADB_PORT" -m select --active "$THREADS" \
+target/release/sluice-load -t "127.0.0.1:$MARIADB_PORT" -m select --prepare-table --active "$THREADS" \
   --duration "$DURATION" --json "$WORK/load.direct" -q || true
 echo "B3: sluice-load point selects, $THREADS connections, ${DURATION}s, through sluice" >&2
 t0=$(ticks "$SLUICE_PID")
@@ -122,6 +124,7 @@ print(f"B3: {threads} client threads, {duration}s per run, sluice pool {pool} ov
 print(f"{'':20}{'direct q/s':>14}{'sluice q/s':>14}{'ratio':>8}{'sluice CPU/query':>18}{'errors':>9}")
 for name, r in res["runs"].items():
     cpu = r["sluice_cpu_us_per_query"]
-    print(f"{name:20}{r['direct']['qps']:>14.0f}{r['through_sluice']['qps']:>14.0f}{r['ratio']:>8.2f}"
+    ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+    print(f"{name:20}{r['direct']['qps']:>14.0f}{r['through_sluice']['qps']:>14.0f}{ratio:>8}"
           f"{(f'{cpu:.1f} us' if cpu else '-'):>18}{r['through_sluice']['errors']:>9}")
 PY
