@@ -18,7 +18,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Upper bounds (seconds) of the queue-wait histogram buckets.
-pub const WAIT_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+pub const WAIT_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// One pool's numbers on one shard.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
