@@ -64,6 +64,9 @@ pub struct ShardSnapshot {
     pub auth_blocked: u64,
     #[serde(default)]
     pub idle_timeouts: u64,
+    /// Times the watchdog interrupted the shard's sleep (see `shard::poller`).
+    #[serde(default)]
+    pub kicks: u64,
     pub pins_total: [u64; 8],
     pub pinned_now: [i64; 8],
     pub errors: BTreeMap<String, u64>,
@@ -121,6 +124,7 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.tls_clients += x.tls_clients;
         s.auth_blocked += x.auth_blocked;
         s.idle_timeouts += x.idle_timeouts;
+        s.kicks += x.kicks;
         for i in 0..8 {
             s.pins_total[i] += x.pins_total[i];
             s.pinned_now[i] += x.pinned_now[i];
@@ -194,7 +198,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 10] = [
+    let counters: [Counter; 11] = [
         (
             "sluice_tls_clients_total",
             "Clients that upgraded to TLS.",
@@ -209,6 +213,11 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
             "sluice_idle_timeouts_total",
             "Clients disconnected by client_idle_timeout_ms.",
             |s| s.idle_timeouts,
+        ),
+        (
+            "sluice_shard_kicks_total",
+            "Times a shard's watchdog woke it from a sleep that missed its wake-up.",
+            |s| s.kicks,
         ),
         (
             "sluice_clients_accepted_total",

@@ -440,9 +440,12 @@ fn a_statement_interrupted_by_a_dying_backend_is_not_retried() {
     root.query_drop(format!("KILL CONNECTION {thread}"))
         .unwrap();
     let (r, mut a) = h.join().unwrap();
-    assert_eq!(
-        r.err().as_ref().and_then(server_error).map(|x| x.0),
-        Some(2013)
+    // MariaDB may say "Connection was killed" (1927) before it hangs up, or
+    // just hang up (sluice then answers 2013); either is a clear error.
+    let code = r.as_ref().err().and_then(server_error).map(|x| x.0);
+    assert!(
+        matches!(code, Some(1927 | 2013)),
+        "expected 1927 or 2013, got {r:?}"
     );
     std::thread::sleep(Duration::from_millis(500));
     let n: i64 = root

@@ -728,6 +728,7 @@ impl Shard {
             tls_clients: s.tls_clients.get(),
             auth_blocked: s.auth_blocked.get(),
             idle_timeouts: s.idle_timeouts.get(),
+            kicks: self.poller.kicks(),
             errors: s
                 .errors
                 .borrow()
@@ -1107,6 +1108,7 @@ impl Shard {
                 }
             }
             events.clear();
+            self.poller.heartbeat();
             self.poller.poll_now(&mut events);
             self.poller.try_take(&mut events, &mut messages);
             if events.is_empty() && messages.is_empty() {
@@ -1133,6 +1135,7 @@ impl Shard {
         let mut last_accepted = 0u64;
         while !self.draining.get() {
             glommio::timer::sleep(Duration::from_secs(1)).await;
+            self.poller.heartbeat();
             ticks += 1;
             for (index, pool) in self.pools.iter().enumerate() {
                 match pool.maybe_return() {

@@ -17,12 +17,22 @@
 //! Alternatives turned down: one glommio task and `Source` per client (~900 B each and the cancel
 //! cost above); a second io_uring with multishot polls (its completion fd would still need a
 //! bridge into glommio, and it is more code for the same hop).
+//!
+//! The watcher is also the shard's watchdog. glommio 0.9 sleeps by linking its io_uring rings,
+//! and that sleep sometimes misses its wake-ups (glommio issues #326, #494, #547): in a run with a
+//! million clients, shards slept for minutes with cross-thread wakes queued and their own timers
+//! expired, until anything interrupted the thread. So when what the watcher delivered sits
+//! untaken for [`STALE_INBOX`], or the shard's heartbeat (every dispatcher turn and janitor tick)
+//! is older than [`STALE_HEARTBEAT`], the watcher interrupts the shard thread's `io_uring_enter`
+//! with a signal whose handler does nothing: glommio takes the EINTR as a wake-up, then runs its
+//! queued wakes and expired timers. Kicks are counted (`sluice_shard_kicks_total`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 pub const READABLE: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
@@ -32,6 +42,35 @@ pub const BROKEN: u32 = libc::EPOLLERR as u32 | libc::EPOLLHUP as u32;
 /// Token reserved for the watcher's own stop eventfd.
 const STOP_TOKEN: u64 = u64::MAX;
 
+/// How often the watcher looks at the shard, whatever else happens.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(250);
+/// Delivered events or messages untaken this long: the shard missed its wake-up.
+const STALE_INBOX: Duration = Duration::from_millis(200);
+/// No dispatcher turn and no janitor tick (every second) for this long: the shard is asleep
+/// with expired timers.
+const STALE_HEARTBEAT: Duration = Duration::from_secs(3);
+/// The signal that interrupts a shard thread (its handler does nothing).
+const KICK_SIGNAL: libc::c_int = libc::SIGUSR2;
+
+extern "C" fn on_kick(_: libc::c_int) {}
+
+/// Installs the no-op handler for [`KICK_SIGNAL`] (once per process). SA_RESTART keeps other
+/// blocking calls transparent; io_uring's wait returns EINTR regardless.
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler and an empty mask; the handler is
+        // async-signal-safe (it does nothing).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut());
+        }
+    });
+}
+
 /// What other threads post to a shard.
 pub trait Message: Send + 'static {}
 impl<T: Send + 'static> Message for T {}
@@ -40,6 +79,14 @@ struct Inbox<M> {
     events: Vec<(u64, u32)>,
     messages: Vec<M>,
     waker: Option<Waker>,
+    /// When the inbox last went from empty to not empty (None while empty).
+    pending_since: Option<Instant>,
+}
+
+impl<M> Inbox<M> {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.messages.is_empty()
+    }
 }
 
 struct Shared<M> {
@@ -48,12 +95,21 @@ struct Shared<M> {
     /// The shard asked the watcher to wait for events on its behalf.
     armed: Mutex<bool>,
     arm: Condvar,
+    /// The shard's thread, for kicks.
+    thread: libc::pthread_t,
+    /// Milliseconds since `epoch` at the shard's last sign of life.
+    heartbeat: AtomicU64,
+    epoch: Instant,
+    kicks: AtomicU64,
 }
 
 impl<M> Shared<M> {
     fn deliver(&self, f: impl FnOnce(&mut Inbox<M>)) {
         let waker = {
             let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+            if inbox.is_empty() {
+                inbox.pending_since = Some(Instant::now());
+            }
             f(&mut inbox);
             inbox.waker.take()
         };
@@ -82,6 +138,34 @@ impl<M: Message> Mailbox<M> {
     }
 }
 
+impl<M> Shared<M> {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Kicks the shard thread if it missed a delivery or its heartbeat stopped.
+    fn watchdog(&self, last_kick: &mut Option<Instant>) {
+        let stale_inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= STALE_INBOX);
+        let silent = self
+            .now_ms()
+            .saturating_sub(self.heartbeat.load(Ordering::Relaxed));
+        let stale_heart = silent >= STALE_HEARTBEAT.as_millis() as u64;
+        if !(stale_inbox || stale_heart) || last_kick.is_some_and(|t| t.elapsed() < STALE_INBOX) {
+            return;
+        }
+        *last_kick = Some(Instant::now());
+        self.kicks.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the thread is the shard's executor thread, alive as long as its Poller (which
+        // joins this watcher before it is dropped).
+        unsafe { libc::pthread_kill(self.thread, KICK_SIGNAL) };
+    }
+}
+
 /// One shard's epoll set, its watcher thread and its mailbox.
 pub struct Poller<M: Message> {
     epoll: OwnedFd,
@@ -99,8 +183,10 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl<M: Message> Poller<M> {
-    /// Creates the epoll set and starts its watcher thread, pinned to `core` when given.
+    /// Creates the epoll set and starts its watcher thread, pinned to `core` when given. Must be
+    /// called on the shard's own thread (the one the watchdog kicks).
     pub fn new(name: &str, core: Option<core_affinity::CoreId>) -> io::Result<Poller<M>> {
+        install_kick_handler();
         // SAFETY: plain syscalls returning new descriptors we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         let stop = unsafe {
@@ -114,10 +200,16 @@ impl<M: Message> Poller<M> {
                 events: Vec::new(),
                 messages: Vec::new(),
                 waker: None,
+                pending_since: None,
             }),
             stopping: AtomicBool::new(false),
             armed: Mutex::new(false),
             arm: Condvar::new(),
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+            heartbeat: AtomicU64::new(0),
+            epoch: Instant::now(),
+            kicks: AtomicU64::new(0),
         });
         let mut p = Poller {
             epoll,
@@ -193,12 +285,13 @@ impl<M: Message> Poller<M> {
         messages: &mut Vec<M>,
     ) -> Poll<()> {
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
-        if inbox.events.is_empty() && inbox.messages.is_empty() {
+        if inbox.is_empty() {
             inbox.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
         std::mem::swap(events, &mut inbox.events);
         std::mem::swap(messages, &mut inbox.messages);
+        inbox.pending_since = None;
         Poll::Ready(())
     }
 
@@ -207,6 +300,19 @@ impl<M: Message> Poller<M> {
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
         events.append(&mut inbox.events);
         messages.append(&mut inbox.messages);
+        inbox.pending_since = None;
+    }
+
+    /// The shard is alive (called every dispatcher turn and janitor tick).
+    pub fn heartbeat(&self) {
+        self.shared
+            .heartbeat
+            .store(self.shared.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Times the watchdog interrupted this shard's thread.
+    pub fn kicks(&self) -> u64 {
+        self.shared.kicks.load(Ordering::Relaxed)
     }
 
     /// Asks the watcher thread to wait for the next events (the shard is about to sleep).
@@ -238,18 +344,35 @@ impl<M: Message> Poller<M> {
 
 fn watch<M>(epfd: RawFd, shared: &Shared<M>) {
     let mut buf: Vec<libc::epoll_event> = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut last_kick = None;
     loop {
         {
             let mut armed = shared.armed.lock().unwrap_or_else(|p| p.into_inner());
             while !*armed && !shared.stopping.load(Ordering::Acquire) {
-                armed = shared.arm.wait(armed).unwrap_or_else(|p| p.into_inner());
+                let (a, waited) = shared
+                    .arm
+                    .wait_timeout(armed, WATCHDOG_EVERY)
+                    .unwrap_or_else(|p| p.into_inner());
+                armed = a;
+                if waited.timed_out() {
+                    drop(armed);
+                    shared.watchdog(&mut last_kick);
+                    armed = shared.armed.lock().unwrap_or_else(|p| p.into_inner());
+                }
             }
         }
         if shared.stopping.load(Ordering::Acquire) {
             return;
         }
         // SAFETY: buf holds 1024 events.
-        let n = unsafe { libc::epoll_wait(epfd, buf.as_mut_ptr(), buf.len() as i32, -1) };
+        let n = unsafe {
+            libc::epoll_wait(
+                epfd,
+                buf.as_mut_ptr(),
+                buf.len() as i32,
+                WATCHDOG_EVERY.as_millis() as i32,
+            )
+        };
         if n < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -258,6 +381,11 @@ fn watch<M>(epfd: RawFd, shared: &Shared<M>) {
         }
         if shared.stopping.load(Ordering::Acquire) {
             return;
+        }
+        if n == 0 {
+            // Still armed: nothing arrived; look at the shard and wait again.
+            shared.watchdog(&mut last_kick);
+            continue;
         }
         let ready = &buf[..n as usize];
         *shared.armed.lock().unwrap_or_else(|p| p.into_inner()) = false;
@@ -291,5 +419,62 @@ impl<M: Message> Drop for Poller<M> {
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivery nobody takes is a missed wake-up: the watchdog kicks the shard thread, and
+    /// the kick (a signal into a sleeping glommio executor) is harmless: the executor's own
+    /// timer still completes, and the thread carries on.
+    #[test]
+    fn the_watchdog_kicks_a_shard_that_leaves_its_inbox_untaken() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .spawn(move || async move {
+                let p: Poller<u32> = Poller::new("test", None).unwrap();
+                p.heartbeat();
+                tx.send(p.mailbox()).unwrap();
+                // Sleep in glommio (io_uring) well past STALE_INBOX without taking the inbox.
+                let started = Instant::now();
+                glommio::timer::sleep(Duration::from_millis(1200)).await;
+                let slept = started.elapsed();
+                let (mut events, mut messages) = (Vec::new(), Vec::new());
+                p.try_take(&mut events, &mut messages);
+                (p.kicks(), messages, slept)
+            })
+            .unwrap();
+        let mailbox = rx.recv().unwrap();
+        mailbox.post(7);
+        let (kicks, messages, slept) = h.join().unwrap();
+        assert!(kicks >= 1, "no kick for an inbox left untaken for a second");
+        assert_eq!(messages, vec![7]);
+        assert!(
+            slept >= Duration::from_millis(1200),
+            "the timer ran short: {slept:?}"
+        );
+    }
+
+    #[test]
+    fn a_shard_that_takes_its_deliveries_and_beats_is_left_alone() {
+        let h = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .spawn(|| async {
+                let p: Poller<u32> = Poller::new("test", None).unwrap();
+                let mailbox = p.mailbox();
+                let (mut events, mut messages) = (Vec::new(), Vec::new());
+                for i in 0..20 {
+                    p.heartbeat();
+                    mailbox.post(i);
+                    p.try_take(&mut events, &mut messages);
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                (p.kicks(), messages.len())
+            })
+            .unwrap();
+        assert_eq!(h.join().unwrap(), (0, 20));
     }
 }
