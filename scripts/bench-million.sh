@@ -112,7 +112,8 @@ PY
 # The generator has closed its idle clients; wait until sluice has closed its side too (a
 # million closes keep the kernel busy for a while), so that B5 measures storms, not the teardown.
 TEARDOWN_START=$(date +%s.%N)
-for _ in $(seq 1 600); do
+TEARDOWN_DEADLINE=$((SECONDS + 180))
+while [ "$SECONDS" -lt "$TEARDOWN_DEADLINE" ]; do
   left=$(metric "$MPORT" sluice_clients_connected 2>/dev/null || echo unknown)
   [ "$left" != unknown ] && [ "$left" -lt 100 ] && break
   sleep 0.5
@@ -126,10 +127,12 @@ echo "B5: connect storm through sluice, ${B5_SECONDS}s" >&2
 echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
 "$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_direct.json" -q || true
+# How often the shard watchdog had to wake a stalled shard (src/shard/poller.rs).
+KICKS=$(metric "$MPORT" sluice_shard_kicks_total 2>/dev/null || echo unknown)
 
-python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" "$TEARDOWN_SECONDS" <<'PY' | tee "${OUT%.json}.txt"
+python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" "$TEARDOWN_SECONDS" "$KICKS" <<'PY' | tee "${OUT%.json}.txt"
 import json, sys, os
-work, out, n, workers, pool, upstream, kernel, cpus, teardown = sys.argv[1:10]
+work, out, n, workers, pool, upstream, kernel, cpus, teardown, kicks = sys.argv[1:11]
 load = lambda f: json.load(open(os.path.join(work, f)))
 b12, b5s, b5d = load("b12.json"), load("b5_sluice.json"), load("b5_direct.json")
 res = b12.get("resources", {})
@@ -150,6 +153,7 @@ summary = {
         "upstream_connections_open": int(upstream),
         "generator_close_seconds": idle.get("close_seconds"),
         "sluice_teardown_after_generator_seconds": float(teardown),
+        "shard_watchdog_kicks": kicks,
     },
     "b2": {
         "active": with_idle.get("connections"), "rate": with_idle.get("target_rate"),
@@ -170,7 +174,7 @@ print(f"bench-million: N={n} ({workers} sluice processes, pool {pool}, {cpus} co
 print(f"B1  established {b1['established']}/{n}, errors {b1['errors']}, in {b1['establish_seconds']} s ({b1['connects_per_s']} connects/s)")
 print(f"    sluice RSS per idle client: {b1['sluice_rss_per_idle_client_bytes']} B; kernel slab per connection: {b1['kernel_slab_per_connection_bytes']} B")
 print(f"    upstream connections open: {b1['upstream_connections_open']} (pool {pool})")
-print(f"    teardown: generator closed its side in {b1['generator_close_seconds']} s; sluice done {b1['sluice_teardown_after_generator_seconds']} s later")
+print(f"    teardown: generator closed its side in {b1['generator_close_seconds']} s; sluice done {b1['sluice_teardown_after_generator_seconds']} s later; shard watchdog kicks {b1['shard_watchdog_kicks']}")
 print(f"B2  {b2['active']} active at {b2['rate']}/s: p50/p99/p99.9 (us) without idle {b2['without_idle_us']}, with {n} idle {b2['with_idle_us']}; p99 ratio {b2['p99_ratio']}")
 print(f"B5  connects/s through sluice {b5['sluice_connects_per_s']} vs direct {b5['direct_connects_per_s']} (ratio {b5['ratio']}); errors {b5['sluice_errors']} / {b5['direct_errors']}")
 print(f"JSON: {out}")

@@ -430,14 +430,18 @@ impl<'a> Coord<'a> {
             return;
         }
         w.alive = false;
+        // What it was doing, for the post-mortem: scheduler state and kernel wait channel.
+        let state = crate::sample::proc_state(w.pid);
         sys::kill(w.pid, libc::SIGKILL);
         let _ = sys::try_wait(w.pid);
         let held = w.progress.idle_held;
         let msg = format!(
-            "worker {} (pid {}, {}) lost: {why}; it held {held} idle connections",
+            "worker {} (pid {}, {}) lost in phase {}: {why}; it held {held} idle connections; \
+             it was {state}",
             w.spec.index,
             w.pid,
-            crate::worker::role_name(w.spec.role)
+            crate::worker::role_name(w.spec.role),
+            self.phase
         );
         self.lost += 1;
         self.own_error("worker_lost", &msg);

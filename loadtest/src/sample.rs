@@ -64,6 +64,27 @@ pub fn cpu_of(pid: i32) -> Option<f64> {
 }
 
 /// Summed CPU seconds of several processes (missing ones count 0).
+/// A process's scheduler state (`R`, `S`, `D`, …), kernel wait channel and CPU time, as one
+/// line for a diagnostic ("state S, waiting in ep_poll, 1.25 s CPU"); what cannot be read is
+/// left out.
+pub fn proc_state(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state is the first field after the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("?");
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let mut s = format!("state {state}");
+    if !wchan.is_empty() && wchan != "0" {
+        s.push_str(&format!(", waiting in {wchan}"));
+    }
+    if let Some(cpu) = cpu_of(pid) {
+        s.push_str(&format!(", {cpu:.2} s CPU"));
+    }
+    s
+}
+
 pub fn cpu_sum(pids: &[i32]) -> f64 {
     pids.iter().filter_map(|&p| cpu_of(p)).sum()
 }
@@ -149,5 +170,18 @@ mod tests {
         assert_eq!(s.pids_missing, vec![i32::MAX]);
         assert!(s.rss_bytes > 0 && s.generator_rss_bytes > 0);
         assert!(s.slab_bytes > 0);
+    }
+
+    #[test]
+    fn describes_a_process_state() {
+        let me = proc_state(std::process::id() as i32);
+        // The test thread is running; the main thread (which /proc/PID/stat describes) may be
+        // waiting for it.
+        assert!(
+            me.starts_with("state R") || me.starts_with("state S"),
+            "{me}"
+        );
+        assert!(me.contains(" s CPU"), "{me}");
+        assert_eq!(proc_state(i32::MAX), "state ?");
     }
 }
