@@ -63,7 +63,6 @@ pub fn cpu_of(pid: i32) -> Option<f64> {
     Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
 }
 
-/// Summed CPU seconds of several processes (missing ones count 0).
 /// A process's scheduler state (`R`, `S`, `D`, …), kernel wait channel and CPU time, as one
 /// line for a diagnostic ("state S, waiting in ep_poll, 1.25 s CPU"); what cannot be read is
 /// left out.
@@ -85,6 +84,7 @@ pub fn proc_state(pid: i32) -> String {
     s
 }
 
+/// Summed CPU seconds of several processes (missing ones count 0).
 pub fn cpu_sum(pids: &[i32]) -> f64 {
     pids.iter().filter_map(|&p| cpu_of(p)).sum()
 }
