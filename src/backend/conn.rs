@@ -381,31 +381,8 @@ impl BackendConn {
                 .map_err(|e| broken("TLS handshake", e))?;
         }
         c.write_packet(seq, &resp).await?;
-        loop {
-            let (s, p) = c.read_packet().await?;
-            seq = s.wrapping_add(1);
-            match login.on_packet(&p) {
-                Ok(LoginStep::Done { status }) => {
-                    c.status = status;
-                    c.auth_plugin = login.plugin().to_vec();
-                    break;
-                }
-                Ok(LoginStep::Send(v)) if v.is_empty() => {}
-                Ok(LoginStep::Send(v)) => c.write_packet(seq, &v).await?,
-                Err(crate::codec::login::LoginError::Server {
-                    code,
-                    sql_state,
-                    message,
-                }) => {
-                    return Err(BackendError::Server {
-                        code,
-                        sql_state,
-                        message,
-                    })
-                }
-                Err(e) => return Err(broken("login", e)),
-            }
-        }
+        c.status = c.finish_login(&mut login, "login").await?;
+        c.auth_plugin = login.plugin().to_vec();
         c.query_ok(ENABLE_TRACKERS).await?;
         Ok(c)
     }
@@ -647,6 +624,32 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Reads the server's answers to a login or COM_CHANGE_USER already sent, and writes what
+    /// `login` says to, until the server accepts it; returns the status flags of its OK. A
+    /// refusal passes through as [`BackendError::Server`]; anything else is `what`, broken.
+    async fn finish_login(&mut self, login: &mut Login, what: &str) -> BResult<u16> {
+        loop {
+            let (s, p) = self.read_packet().await?;
+            match login.on_packet(&p) {
+                Ok(LoginStep::Done { status }) => return Ok(status),
+                Ok(LoginStep::Send(v)) if v.is_empty() => {}
+                Ok(LoginStep::Send(v)) => self.write_packet(s.wrapping_add(1), &v).await?,
+                Err(crate::codec::login::LoginError::Server {
+                    code,
+                    sql_state,
+                    message,
+                }) => {
+                    return Err(BackendError::Server {
+                        code,
+                        sql_state,
+                        message,
+                    })
+                }
+                Err(e) => return Err(broken(what, e)),
+            }
+        }
+    }
+
     /// COM_CHANGE_USER back to the pool's own credentials without a schema: the only way to
     /// deselect a schema. Trackers are re-enabled afterwards.
     pub async fn change_user_clear(
@@ -673,29 +676,7 @@ impl BackendConn {
         let mut p = Vec::new();
         cu.encode(&mut p, self.caps);
         self.write_packet(0, &p).await?;
-        loop {
-            let (s, p) = self.read_packet().await?;
-            match login.on_packet(&p) {
-                Ok(LoginStep::Done { status: st }) => {
-                    self.status = st;
-                    break;
-                }
-                Ok(LoginStep::Send(v)) if v.is_empty() => {}
-                Ok(LoginStep::Send(v)) => self.write_packet(s.wrapping_add(1), &v).await?,
-                Err(crate::codec::login::LoginError::Server {
-                    code,
-                    sql_state,
-                    message,
-                }) => {
-                    return Err(BackendError::Server {
-                        code,
-                        sql_state,
-                        message,
-                    })
-                }
-                Err(e) => return Err(broken("change user", e)),
-            }
-        }
+        self.status = self.finish_login(&mut login, "change user").await?;
         self.query_ok(ENABLE_TRACKERS).await?;
         self.settings = fresh;
         // COM_CHANGE_USER does not restore the handshake's multi-statements flag either.
