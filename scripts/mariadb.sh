@@ -8,8 +8,9 @@
 #   scripts/mariadb.sh stop DIR      stop the server started in DIR (by its pid) and delete DIR
 #   scripts/mariadb.sh restart DIR   stop and start the server in DIR again on the same port (keeps data)
 #
-# Environment: MARIADB_PORT (use this port instead of a free one), MARIADB_EXTRA_ARGS (extra mariadbd
-# flags, e.g. "--max-connections=2000"). Everything is logged to DIR/mariadb.log.
+# Environment: MARIADB_PORT (use this port instead of a free one), MARIADB_PROFILE (production, the
+# default, or minimal; see set_profile), MARIADB_SERVER_ID (for several servers), MARIADB_EXTRA_ARGS
+# (extra mariadbd flags, e.g. "--max-connections=2000"). Everything is logged to DIR/mariadb.log.
 set -euo pipefail
 
 log() { echo "mariadb.sh: $*" >&2; }
@@ -37,17 +38,36 @@ PY
 
 mariadbd_bin() { command -v mariadbd || echo /usr/sbin/mariadbd; }
 
+# The server's configuration: `production` (the default; what CI uses) is configured like a
+# production primary: binary log with GTIDs (strict), log_slave_updates, row format, performance
+# schema, strict sql_mode and utf8mb4 as the server character set. `minimal` is the bare server
+# the first version was tested against (no binary log, no performance schema, latin1 defaults).
+profile_args=()
+set_profile() {
+  case "${MARIADB_PROFILE:-production}" in
+    production)
+      profile_args=(--log-bin=mariadb-bin --server-id="${MARIADB_SERVER_ID:-1}" --log-slave-updates
+        --gtid-strict-mode=ON --binlog-format=ROW --sync-binlog=0 --expire-logs-days=1
+        --performance-schema=ON
+        --sql-mode=STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci) ;;
+    minimal) profile_args=(--performance-schema=OFF --skip-log-bin) ;;
+    *) log "MARIADB_PROFILE must be production or minimal"; return 1 ;;
+  esac
+}
+
 launch() {
   local dir=$1 port=$2
   local user_args=()
   if [ "$(id -u)" -eq 0 ]; then user_args=(--user=root); fi
+  set_profile
   # shellcheck disable=SC2086
   "$(mariadbd_bin)" --no-defaults "${user_args[@]}" \
     --datadir="$dir/data" --socket="$dir/mariadb.sock" --pid-file="$dir/mariadb.pid" \
     --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
     --log-error="$dir/mariadb.log" --max-allowed-packet=64M --max-connections=400 \
     --innodb-buffer-pool-size=256M --innodb-log-file-size=64M --innodb-flush-log-at-trx-commit=2 \
-    --performance-schema=OFF --skip-log-bin --local-infile=1 \
+    --local-infile=1 "${profile_args[@]}" \
     ${MARIADB_EXTRA_ARGS:-} >/dev/null 2>&1 &
   local pid=$!
   echo "$pid" > "$dir/mariadbd.pid"
