@@ -14,10 +14,14 @@ use crate::codec::login::{Login, LoginParams, LoginStep, BASE_CAPABILITIES};
 use crate::codec::packets::ErrPacket;
 use crate::codec::response::{ResponseTracker, Role};
 use crate::codec::wire::Reader;
+use crate::session::sql::Hist;
+use crate::session::state::VarCatalog;
 use bytes::BytesMut;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A collation the server knows.
@@ -27,6 +31,57 @@ pub struct Collation {
     pub name: String,
 }
 
+/// The server's stored functions (lowercased names), refreshed while sluice runs: a call to one
+/// may take a named lock the server does not report, so it pins the session.
+#[derive(Debug, Default)]
+pub struct Routines {
+    version: AtomicU64,
+    set: Mutex<Arc<HashSet<Vec<u8>>>>,
+    /// A statement through sluice created or dropped a function: refresh soon.
+    stale: AtomicBool,
+}
+
+impl Routines {
+    pub fn new(set: HashSet<Vec<u8>>) -> Routines {
+        Routines {
+            version: AtomicU64::new(1),
+            set: Mutex::new(Arc::new(set)),
+            stale: AtomicBool::new(false),
+        }
+    }
+
+    /// A version number that changes whenever the set does (cheap to poll).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self) -> Arc<HashSet<Vec<u8>>> {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, set: HashSet<Vec<u8>>) {
+        let mut g = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        if **g != set {
+            *g = Arc::new(set);
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The fixed part of a column definition the server sends for a history value (`SELECT
+/// LAST_INSERT_ID()` and the like), captured at start so sluice's own answers carry the server's
+/// exact types, lengths and flags: `int<lenenc> 0x0c, charset int<2>, length int<4>, type int<1>,
+/// flags int<2>, decimals int<1>, filler int<2>`.
+pub type ColumnTemplate = [u8; 13];
+
 /// The server identity sluice presents to clients.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
@@ -35,6 +90,15 @@ pub struct ServerInfo {
     pub mariadb_capabilities: u32,
     pub collation: u8,
     pub collations: HashMap<u16, Collation>,
+    /// Each character set's default collation id (what a result column in that charset carries).
+    pub default_collations: HashMap<String, u16>,
+    /// Which variables a session may set, and a fresh connection's values.
+    pub vars: VarCatalog,
+    /// The column definitions of history values, as the server sends them.
+    pub templates: HashMap<Hist, ColumnTemplate>,
+    pub routines: Arc<Routines>,
+    /// `lower_case_table_names` is not 0.
+    pub fold_table_names: bool,
     /// Where this came from ("127.0.0.1:3306", or "defaults" when no backend answered).
     pub source: String,
 }
@@ -64,12 +128,26 @@ impl ServerInfo {
                 },
             );
         }
+        let default_collations = [
+            ("latin1", 8),
+            ("utf8mb3", 33),
+            ("utf8mb4", 45),
+            ("binary", 63),
+        ]
+        .into_iter()
+        .map(|(c, id)| (c.to_string(), id))
+        .collect();
         ServerInfo {
             version: b"5.5.5-10.11.0-MariaDB-sluice".to_vec(),
             capabilities: cap::PROXYABLE & !cap::LONG_PASSWORD,
             mariadb_capabilities: 0,
             collation: BACKEND_COLLATION,
             collations,
+            default_collations,
+            vars: VarCatalog::default(),
+            templates: default_templates(),
+            routines: Arc::default(),
+            fold_table_names: false,
             source: "defaults".into(),
         }
     }
@@ -131,6 +209,16 @@ impl Blocking {
 
     /// Runs a query and returns its text rows (NULL as None).
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        self.query_full(sql).map(|(_, rows)| rows)
+    }
+
+    /// Runs a query and returns its column definitions (raw) and text rows.
+    #[allow(clippy::type_complexity)]
+    fn query_full(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<Vec<u8>>, Vec<Vec<Option<String>>>), String> {
+        let mut columns = Vec::new();
         let mut p = Vec::new();
         command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p)?;
@@ -147,6 +235,7 @@ impl Blocking {
                         String::from_utf8_lossy(e.message)
                     ));
                 }
+                Role::ColumnDef { .. } => columns.push(p),
                 Role::Row { .. } => {
                     let mut r = Reader::new(&p);
                     let mut row = Vec::new();
@@ -164,7 +253,7 @@ impl Blocking {
                 _ => {}
             }
         }
-        Ok(rows)
+        Ok((columns, rows))
     }
 }
 
@@ -253,11 +342,15 @@ pub fn probe(
 ) -> Result<ServerInfo, String> {
     let (mut c, greeting) = connect(address, user, password, timeout, tls)?;
     let mut collations = HashMap::new();
-    for row in
-        c.query("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")?
-    {
-        if let [Some(id), Some(cs), Some(name)] = &row[..] {
+    let mut default_collations = HashMap::new();
+    for row in c.query(
+        "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME, IS_DEFAULT FROM information_schema.COLLATIONS",
+    )? {
+        if let [Some(id), Some(cs), Some(name), default] = &row[..] {
             if let Ok(id) = id.parse::<u16>() {
+                if default.as_deref() == Some("Yes") {
+                    default_collations.insert(cs.clone(), id);
+                }
                 collations.insert(
                     id,
                     Collation {
@@ -268,14 +361,121 @@ pub fn probe(
             }
         }
     }
+    // This connection is fresh (sluice's handshake collation, nothing set): its session values
+    // are what every new backend connection holds.
+    let vars = match c.query(
+        "SELECT VARIABLE_NAME, VARIABLE_SCOPE, READ_ONLY, SESSION_VALUE FROM information_schema.SYSTEM_VARIABLES",
+    ) {
+        Ok(rows) => VarCatalog::from_rows(rows.iter().filter_map(|r| match &r[..] {
+            [Some(n), Some(scope), Some(ro), v] => {
+                Some((n.as_str(), scope.as_str(), ro == "YES", v.as_deref()))
+            }
+            _ => None,
+        })),
+        Err(e) => {
+            tracing::warn!(backend = address, error = %e, "cannot read the server's variables; replaying every reported variable but the known read-only ones");
+            VarCatalog::default()
+        }
+    };
+    let fold_table_names = c
+        .query("SELECT @@lower_case_table_names")
+        .ok()
+        .and_then(|r| r.first().and_then(|r| r.first().cloned().flatten()))
+        .is_some_and(|v| v != "0");
+    let mut templates = default_templates();
+    for (kind, expr) in TEMPLATE_EXPRS {
+        if let Ok((cols, _)) = c.query_full(&format!("SELECT {expr}")) {
+            if let Some(t) = cols.first().and_then(|d| column_template(d)) {
+                templates.insert(kind, t);
+            }
+        }
+    }
+    let routines = load_routines(&mut c).unwrap_or_default();
     Ok(ServerInfo {
         version: greeting.server_version,
         capabilities: greeting.capabilities,
         mariadb_capabilities: greeting.mariadb_capabilities,
         collation: greeting.collation,
         collations,
+        default_collations,
+        vars,
+        templates,
+        routines: Arc::new(Routines::new(routines)),
+        fold_table_names,
         source: address.to_string(),
     })
+}
+
+/// The history values sluice answers itself, and how to ask the server for each.
+const TEMPLATE_EXPRS: [(Hist, &str); 9] = [
+    (Hist::LastInsertId, "LAST_INSERT_ID()"),
+    (Hist::Identity, "@@identity"),
+    (Hist::InsertId, "@@insert_id"),
+    (Hist::RowCount, "ROW_COUNT()"),
+    (Hist::FoundRows, "FOUND_ROWS()"),
+    (Hist::WarningCount, "@@warning_count"),
+    (Hist::ErrorCount, "@@error_count"),
+    (Hist::LastGtid, "@@last_gtid"),
+    (Hist::ConnectionId, "CONNECTION_ID()"),
+];
+
+/// The fixed part of a column definition (what follows its six strings).
+fn column_template(def: &[u8]) -> Option<ColumnTemplate> {
+    let mut r = Reader::new(def);
+    for what in [
+        "catalog",
+        "schema",
+        "table",
+        "org_table",
+        "name",
+        "org_name",
+    ] {
+        r.lenenc_bytes(what).ok()?;
+    }
+    r.rest().get(..13)?.try_into().ok()
+}
+
+/// MariaDB 10.11's column definitions for the history values, for when a server did not answer.
+fn default_templates() -> HashMap<Hist, ColumnTemplate> {
+    // 0x0c, charset (63 binary), length, type, flags, decimals, filler.
+    let int = |len: u8, ty: u8, flags: u8| [0x0c, 63, 0, len, 0, 0, 0, ty, flags, 0, 0, 0, 0];
+    [
+        (Hist::LastInsertId, int(21, 0x08, 0xa1)),
+        (Hist::Identity, int(21, 0x08, 0xa0)),
+        (Hist::InsertId, int(21, 0x08, 0xa0)),
+        (Hist::RowCount, int(21, 0x08, 0x81)),
+        (Hist::FoundRows, int(21, 0x08, 0x81)),
+        (Hist::WarningCount, int(21, 0x08, 0xa0)),
+        (Hist::ErrorCount, int(21, 0x08, 0xa0)),
+        (
+            Hist::LastGtid,
+            [0x0c, 45, 0, 0, 0, 0, 0, 0xfd, 0, 0, 0x27, 0, 0],
+        ),
+        (Hist::ConnectionId, int(10, 0x03, 0xa1)),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn load_routines(c: &mut Blocking) -> Result<HashSet<Vec<u8>>, String> {
+    Ok(c
+        .query("SELECT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'")?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .map(String::into_bytes)
+        .collect())
+}
+
+/// Reads the stored functions from `address` (for the refresher).
+pub fn probe_routines(
+    address: &str,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    tls: &BlockingTls,
+) -> Result<HashSet<Vec<u8>>, String> {
+    let (mut c, _) = connect(address, user, password, timeout, tls)?;
+    load_routines(&mut c)
 }
 
 /// A user authenticated against the backend's own `mysql_native_password` hash.
@@ -324,4 +524,47 @@ pub fn load_db_users(
         .into_iter()
         .filter_map(|(name, h)| h.map(|native| DbUser { name, native }))
         .collect())
+}
+
+/// Keeps [`ServerInfo::routines`] current: reloads the stored functions every 10 s, or within a
+/// quarter second after a statement through sluice created or dropped one.
+pub fn spawn_routine_refresher(shared: Arc<crate::shared::Shared>) {
+    const EVERY: Duration = Duration::from_secs(10);
+    let _ = std::thread::Builder::new()
+        .name("sluice-routines".into())
+        .spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !shared.is_shutting_down() {
+                std::thread::sleep(Duration::from_millis(250));
+                let routines = &shared.server.routines;
+                if !routines.take_stale() && last.elapsed() < EVERY {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                let timeout = Duration::from_millis(shared.config.pool.connect_timeout_ms);
+                let Some(u) = shared.users.first() else {
+                    return;
+                };
+                for b in &shared.config.backends {
+                    let Ok(tls) = crate::tls::blocking_tls(b) else {
+                        continue;
+                    };
+                    match probe_routines(
+                        &b.address,
+                        &u.backend_user,
+                        &u.backend_password,
+                        timeout,
+                        &tls,
+                    ) {
+                        Ok(set) => {
+                            routines.replace(set);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(backend = %b.address, error = %e, "reloading stored functions failed")
+                        }
+                    }
+                }
+            }
+        });
 }

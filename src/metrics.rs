@@ -56,6 +56,10 @@ pub struct ShardSnapshot {
     pub pin_refusals: u64,
     pub syncs: u64,
     pub lazy_prepares: u64,
+    /// History reads (ROW_COUNT() and the like in a select list) the server answered for a
+    /// session whose backend had gone back to the pool: possibly not the session's own values.
+    #[serde(default)]
+    pub inexact_history_reads: u64,
     pub client_bytes_in: u64,
     pub client_bytes_out: u64,
     #[serde(default)]
@@ -67,8 +71,8 @@ pub struct ShardSnapshot {
     /// Times the watchdog interrupted the shard's sleep (see `shard::poller`).
     #[serde(default)]
     pub kicks: u64,
-    pub pins_total: [u64; 8],
-    pub pinned_now: [i64; 8],
+    pub pins_total: [u64; crate::session::pins::PIN_REASONS],
+    pub pinned_now: [i64; crate::session::pins::PIN_REASONS],
     pub errors: BTreeMap<String, u64>,
     pub pools: Vec<PoolSnapshot>,
 }
@@ -119,13 +123,14 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.pin_refusals += x.pin_refusals;
         s.syncs += x.syncs;
         s.lazy_prepares += x.lazy_prepares;
+        s.inexact_history_reads += x.inexact_history_reads;
         s.client_bytes_in += x.client_bytes_in;
         s.client_bytes_out += x.client_bytes_out;
         s.tls_clients += x.tls_clients;
         s.auth_blocked += x.auth_blocked;
         s.idle_timeouts += x.idle_timeouts;
         s.kicks += x.kicks;
-        for i in 0..8 {
+        for i in 0..crate::session::pins::PIN_REASONS {
             s.pins_total[i] += x.pins_total[i];
             s.pinned_now[i] += x.pinned_now[i];
         }
@@ -198,7 +203,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 11] = [
+    let counters: [Counter; 12] = [
         (
             "sluice_tls_clients_total",
             "Clients that upgraded to TLS.",
@@ -249,6 +254,11 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
             "sluice_lazy_prepares_total",
             "Statements prepared on a backend on demand.",
             |s| s.lazy_prepares,
+        ),
+        (
+            "sluice_inexact_history_reads_total",
+            "Reads of ROW_COUNT(), FOUND_ROWS(), @@warning_count or @@last_gtid in a select list after the session's backend went back to the pool (the server may have answered with another session's value).",
+            |s| s.inexact_history_reads,
         ),
     ];
     for (name, help, f) in counters {

@@ -51,13 +51,14 @@ pub fn learn_server(cfg: &Config) -> ServerInfo {
                 }
             };
             match bootstrap::probe(&b.address, backend_user, backend_password, timeout, &tls) {
-                Ok(info) => {
+                Ok(mut info) => {
                     info!(
                         backend = %b.address,
                         version = %String::from_utf8_lossy(&info.version),
                         collations = info.collations.len(),
                         "learned server identity"
                     );
+                    intersect_variables(cfg, &mut info, &accounts, timeout);
                     return info;
                 }
                 Err(e) => {
@@ -68,6 +69,27 @@ pub fn learn_server(cfg: &Config) -> ServerInfo {
     }
     warn!("no backend answered at start; presenting a default server identity until restart");
     ServerInfo::fallback()
+}
+
+/// Every backend must accept what sluice replays: a variable counts as session-settable only if
+/// each backend that answers says so.
+fn intersect_variables(
+    cfg: &Config,
+    info: &mut ServerInfo,
+    accounts: &[(&str, &str)],
+    timeout: Duration,
+) {
+    for b in cfg.backends.iter().filter(|b| b.address != info.source) {
+        let Ok(tls) = crate::tls::blocking_tls(b) else {
+            continue;
+        };
+        for (user, password) in accounts {
+            if let Ok(other) = bootstrap::probe(&b.address, user, password, timeout, &tls) {
+                info.vars.intersect(&other.vars);
+                break;
+            }
+        }
+    }
 }
 
 /// Stable ids for users loaded from the database (KILL permissions compare ids, and sessions on
@@ -244,6 +266,7 @@ pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> R
     mailboxes.sort_by_key(|(id, _)| *id);
     let mailboxes: Vec<_> = mailboxes.into_iter().map(|(_, mb)| mb).collect();
     let _ = shared.mailboxes.set(mailboxes.clone());
+    bootstrap::spawn_routine_refresher(shared.clone());
     if shared.config.auth_from_backend.is_some() {
         spawn_db_user_refresher(shared.clone(), db_ids, mailboxes.clone());
     }

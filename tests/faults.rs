@@ -22,6 +22,20 @@ struct FakeBackend {
     stop: Arc<AtomicBool>,
 }
 
+/// A BIGINT column definition called `name` (what a server sends for an integer expression).
+fn bigint(name: &[u8]) -> Vec<u8> {
+    const BIGINT: [u8; 13] = [0x0c, 63, 0, 21, 0, 0, 0, 0x08, 0x81, 0, 0, 0, 0];
+    sluice::frontend::answer::column(
+        &sluice::frontend::answer::Column {
+            name,
+            template: &BIGINT,
+            charset: None,
+            value: None,
+        },
+        false,
+    )
+}
+
 fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut h = [0u8; 4];
     s.read_exact(&mut h).ok()?;
@@ -97,11 +111,7 @@ fn serve(mut s: TcpStream, stop: Arc<AtomicBool>) {
             }
             (0x03, "SELECT 'fault:rows-then-close'") => {
                 let _ = write_packet(&mut s, 1, &[1]);
-                let _ = write_packet(
-                    &mut s,
-                    2,
-                    &sluice::frontend::answer::bigint_column(b"x", false),
-                );
+                let _ = write_packet(&mut s, 2, &bigint(b"x"));
                 let _ = write_packet(&mut s, 3, &[1, b'1']);
                 return;
             }
@@ -114,11 +124,7 @@ fn serve(mut s: TcpStream, stop: Arc<AtomicBool>) {
             (0x03, t) if t.starts_with("SELECT ") => {
                 // A one-row result: the query's own text as the value.
                 let _ = write_packet(&mut s, 1, &[1]);
-                let _ = write_packet(
-                    &mut s,
-                    2,
-                    &sluice::frontend::answer::bigint_column(b"v", false),
-                );
+                let _ = write_packet(&mut s, 2, &bigint(b"v"));
                 let mut row = Vec::new();
                 sluice::codec::wire::put_lenenc_bytes(&mut row, b"7");
                 let _ = write_packet(&mut s, 3, &row);

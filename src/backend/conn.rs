@@ -63,6 +63,29 @@ impl std::fmt::Display for BackendError {
 
 pub type BResult<T> = Result<T, BackendError>;
 
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// What applying a settings plan did: each part's outcome (a refused part changed nothing).
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub schema: Option<BackendError>,
+    pub set: Option<BackendError>,
+    pub set_option: Option<BackendError>,
+    /// Warnings the SET raised.
+    pub warnings: u16,
+}
+
+impl Applied {
+    pub fn ok(&self) -> bool {
+        self.schema.is_none() && self.set.is_none() && self.set_option.is_none()
+    }
+
+    /// The first refusal, for the client.
+    pub fn first_error(self) -> Option<BackendError> {
+        self.schema.or(self.set).or(self.set_option)
+    }
+}
+
 fn broken(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Broken(format!("{what}: {e}"))
 }
@@ -289,6 +312,18 @@ pub struct BackendConn {
     pub settings: Rc<Settings>,
     /// Multi-statements are on (COM_SET_OPTION state).
     pub multi_statements: bool,
+    /// The connection's LAST_INSERT_ID, when sluice knows it (`None` after a statement that may
+    /// have changed it, until it is read).
+    pub last_insert_id: Option<u64>,
+    /// The connection's `@@last_gtid` as its tracker last reported it.
+    pub last_gtid: Box<str>,
+    /// Warnings of the last of sluice's own commands (a replayed SET may raise some).
+    pub last_warnings: u16,
+    /// Unique in the process: with `epoch`, tells a session whether the connection it last
+    /// used is untouched since.
+    pub serial: u64,
+    /// Checkouts of this connection so far.
+    pub epoch: u32,
     pub created: Instant,
     pub last_used: Instant,
     /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
@@ -330,6 +365,11 @@ impl BackendConn {
             status: 0,
             settings: fresh,
             multi_statements: true,
+            last_insert_id: Some(0),
+            last_gtid: "".into(),
+            last_warnings: 0,
+            serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: 0,
             created: Instant::now(),
             last_used: Instant::now(),
             nonce: Vec::new(),
@@ -467,6 +507,7 @@ impl BackendConn {
     /// Reads the response to a command sent earlier and expects OK (any result sets are
     /// discarded).
     pub async fn finish_ok(&mut self, kind: ResponseKind) -> BResult<(u16, Vec<u8>)> {
+        self.last_warnings = 0;
         let mut t = ResponseTracker::new(kind, true);
         let mut result = Ok((self.status, Vec::new()));
         while !t.is_done() {
@@ -478,6 +519,7 @@ impl BackendConn {
                 Role::Ok { status: st, .. } => {
                     self.status = st;
                     let ok = OkPacket::decode(&p, self.caps).map_err(|e| broken("OK", e))?;
+                    self.last_warnings = ok.warnings;
                     if let Ok((_, state)) = &mut result {
                         state.extend_from_slice(ok.session_state);
                     }
@@ -510,49 +552,97 @@ impl BackendConn {
     }
 
     /// Applies a settings plan in one round trip: COM_INIT_DB, one SET statement and
-    /// COM_SET_OPTION, pipelined, then their answers read in order.
+    /// COM_SET_OPTION, pipelined, then their answers read in order. A broken connection is an
+    /// error; the server refusing a part is reported per part.
     pub async fn apply(
         &mut self,
         schema: Option<&str>,
         set: Option<&str>,
         set_option: Option<u16>,
-    ) -> BResult<()> {
+    ) -> BResult<Applied> {
         let mut out = Vec::with_capacity(256);
-        let mut kinds = Vec::with_capacity(3);
         if let Some(db) = schema {
             let mut p = vec![com::INIT_DB];
             p.extend_from_slice(db.as_bytes());
             encode_packet(&mut out, 0, &p);
-            kinds.push(ResponseKind::OkErr);
         }
         if let Some(sql) = set {
             let mut p = Vec::with_capacity(sql.len() + 1);
             crate::codec::command::encode_query(&mut p, sql.as_bytes());
             encode_packet(&mut out, 0, &p);
-            kinds.push(ResponseKind::Query);
         }
         if let Some(opt) = set_option {
             let mut p = vec![com::SET_OPTION];
             p.extend_from_slice(&opt.to_le_bytes());
             encode_packet(&mut out, 0, &p);
-            kinds.push(ResponseKind::SetOption);
         }
-        if kinds.is_empty() {
-            return Ok(());
+        let mut applied = Applied::default();
+        if out.is_empty() {
+            return Ok(applied);
         }
         self.write_all(&out).await?;
-        let mut first_err = None;
-        for k in kinds {
-            if let Err(e) = self.finish_ok(k).await {
-                if let BackendError::Broken(_) = e {
-                    return Err(e);
+        let refused = |r: BResult<(u16, Vec<u8>)>| match r {
+            Ok(_) => Ok(None),
+            Err(e @ BackendError::Server { .. }) => Ok(Some(e)),
+            Err(e) => Err(e),
+        };
+        if schema.is_some() {
+            applied.schema = refused(self.finish_ok(ResponseKind::OkErr).await)?;
+        }
+        if set.is_some() {
+            applied.set = refused(self.finish_ok(ResponseKind::Query).await)?;
+            applied.warnings = self.last_warnings;
+        }
+        if set_option.is_some() {
+            applied.set_option = refused(self.finish_ok(ResponseKind::SetOption).await)?;
+        }
+        Ok(applied)
+    }
+
+    /// Runs a query returning one row; its values as text (NULL as `None`).
+    pub async fn query_row(&mut self, sql: &str) -> BResult<Vec<Option<String>>> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        crate::codec::command::encode_query(&mut p, sql.as_bytes());
+        self.write_packet(0, &p).await?;
+        let mut t = ResponseTracker::new(ResponseKind::Query, true);
+        let mut row = None;
+        let mut err = None;
+        while !t.is_done() {
+            let (_, p) = self.read_packet().await?;
+            match t
+                .on_packet(p.len(), &p)
+                .map_err(|e| broken("response", e))?
+            {
+                Role::Row { .. } if row.is_none() => {
+                    let mut r = crate::codec::wire::Reader::new(&p);
+                    let mut values = Vec::new();
+                    while !r.is_empty() {
+                        if r.peek_u8() == Some(0xFB) {
+                            r.skip(1, "NULL").map_err(|e| broken("row", e))?;
+                            values.push(None);
+                        } else {
+                            let v = r.lenenc_bytes("value").map_err(|e| broken("row", e))?;
+                            values.push(Some(String::from_utf8_lossy(v).into_owned()));
+                        }
+                    }
+                    row = Some(values);
                 }
-                first_err.get_or_insert(e);
+                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
+                Role::Err => {
+                    let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
+                    err = Some(BackendError::Server {
+                        code: e.code,
+                        sql_state: e.sql_state,
+                        message: String::from_utf8_lossy(e.message).into_owned(),
+                    });
+                }
+                _ => {}
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        match (err, row) {
+            (Some(e), _) => Err(e),
+            (None, Some(r)) => Ok(r),
+            (None, None) => Err(BackendError::Broken(format!("no row for {sql}"))),
         }
     }
 
@@ -619,8 +709,9 @@ impl BackendConn {
         };
         // COM_RESET_CONNECTION leaves the COM_SET_OPTION multi-statements setting as it was
         // (MariaDB 10.11, checked), so `multi_statements` is kept. The server closed every
-        // prepared statement.
+        // prepared statement and forgot the session's history.
         self.prepared.clear();
+        self.last_insert_id = Some(0);
         Ok(())
     }
 
@@ -681,6 +772,7 @@ impl BackendConn {
         self.settings = fresh;
         // COM_CHANGE_USER does not restore the handshake's multi-statements flag either.
         self.prepared.clear();
+        self.last_insert_id = Some(0);
         Ok(())
     }
 

@@ -211,10 +211,7 @@ impl Pool {
     ) -> Result<Lease, Error> {
         self.stats.checkouts.set(self.stats.checkouts.get() + 1);
         if let Some(conn) = self.take_idle(profile, wanted) {
-            return Ok(Lease {
-                pool: self.clone(),
-                conn: Some(conn),
-            });
+            return Ok(self.lease(conn));
         }
         if self.open.get() < self.limit.get() {
             self.open.set(self.open.get() + 1);
@@ -228,6 +225,28 @@ impl Pool {
             return self.connect(profile).await;
         }
         self.wait(profile, deadline).await
+    }
+
+    /// Hands out `conn` (counted in `open` already).
+    fn lease(self: &Rc<Self>, mut conn: Box<BackendConn>) -> Lease {
+        conn.epoch = conn.epoch.wrapping_add(1);
+        Lease {
+            pool: self.clone(),
+            conn: Some(conn),
+        }
+    }
+
+    /// The idle connection `serial`, if nobody checked it out since its checkout number `epoch`
+    /// (its session-history values are still those of the session that used it then).
+    pub fn take_exact(self: &Rc<Self>, serial: u64, epoch: u32) -> Option<Lease> {
+        let mut idle = self.idle.borrow_mut();
+        let pos = idle
+            .iter()
+            .position(|c| c.serial == serial && c.epoch == epoch)?;
+        let conn = idle.remove(pos);
+        drop(idle);
+        self.stats.checkouts.set(self.stats.checkouts.get() + 1);
+        Some(self.lease(conn))
     }
 
     fn take_idle(&self, profile: u32, wanted: &Settings) -> Option<Box<BackendConn>> {
@@ -255,10 +274,7 @@ impl Pool {
         spec.profile = profile;
         self.stats.connects.set(self.stats.connects.get() + 1);
         match BackendConn::connect(&spec, self.fresh.clone()).await {
-            Ok(conn) => Ok(Lease {
-                pool: self.clone(),
-                conn: Some(Box::new(conn)),
-            }),
+            Ok(conn) => Ok(self.lease(Box::new(conn))),
             Err(e) => {
                 self.stats
                     .connect_failures
@@ -305,10 +321,7 @@ impl Pool {
             let _ = h.record(waited.as_micros() as u64);
         }
         match got {
-            Ok(Grant::Conn(conn)) => Ok(Lease {
-                pool: self.clone(),
-                conn: Some(conn),
-            }),
+            Ok(Grant::Conn(conn)) => Ok(self.lease(conn)),
             Ok(Grant::Slot) => self.connect(profile).await,
             Err(_) => {
                 self.stats.timeouts.set(self.stats.timeouts.get() + 1);

@@ -1,48 +1,60 @@
 //! Result sets sluice makes itself, for the statements it answers without a backend
-//! (`SELECT LAST_INSERT_ID()`, `SELECT CONNECTION_ID()`, …): one BIGINT column, one row, in the
-//! framing the client negotiated (classic EOF or CLIENT_DEPRECATE_EOF).
+//! (`SELECT LAST_INSERT_ID()`, `SELECT ROW_COUNT() AS n, @@warning_count`, …): one row, each
+//! column with the definition the server itself sends for that value (captured at start, see
+//! [`crate::bootstrap::ColumnTemplate`]), in the framing the client negotiated (classic EOF or
+//! CLIENT_DEPRECATE_EOF, MariaDB's extended metadata).
 
+use crate::bootstrap::ColumnTemplate;
 use crate::codec::caps::cap;
 use crate::codec::packets::{EofPacket, OkPacket, EOF};
 use crate::codec::wire::{put_lenenc_bytes, put_lenenc_int};
-use bytes::BufMut;
 
-/// MYSQL_TYPE_LONGLONG.
-const TYPE_LONGLONG: u8 = 0x08;
-/// binary collation.
-const BINARY: u16 = 63;
-const NOT_NULL_FLAG: u16 = 1;
-const UNSIGNED_FLAG: u16 = 32;
-const BINARY_FLAG: u16 = 128;
-
-/// A ColumnDefinition41 for a BIGINT column called `name`.
-pub fn bigint_column(name: &[u8], unsigned: bool) -> Vec<u8> {
-    let mut c = Vec::with_capacity(32 + name.len());
-    put_lenenc_bytes(&mut c, b"def");
-    put_lenenc_bytes(&mut c, b"");
-    put_lenenc_bytes(&mut c, b"");
-    put_lenenc_bytes(&mut c, b"");
-    put_lenenc_bytes(&mut c, name);
-    put_lenenc_bytes(&mut c, b"");
-    put_lenenc_int(&mut c, 0x0c);
-    c.put_u16_le(BINARY);
-    c.put_u32_le(21);
-    c.put_u8(TYPE_LONGLONG);
-    c.put_u16_le(NOT_NULL_FLAG | BINARY_FLAG | if unsigned { UNSIGNED_FLAG } else { 0 });
-    c.put_u8(0);
-    c.put_u16_le(0);
-    c
+/// One column of a made-up result.
+pub struct Column<'a> {
+    /// The column's name (the alias, or the item as the client wrote it).
+    pub name: &'a [u8],
+    pub template: &'a ColumnTemplate,
+    /// For string columns: the collation id the server would put there (the default collation
+    /// of the session's `character_set_results`); `None` keeps the template's.
+    pub charset: Option<u16>,
+    /// The text value (`None`: SQL NULL).
+    pub value: Option<&'a [u8]>,
 }
 
-/// The packets (payloads) of a one-column, one-row result set whose value is `value`.
-pub fn single_value(
-    name: &[u8],
-    value: &str,
-    unsigned: bool,
-    status: u16,
-    caps: u32,
-) -> Vec<Vec<u8>> {
-    let mut packets = vec![vec![1u8], bigint_column(name, unsigned)];
+/// TYPE codes of string columns (whose charset follows `character_set_results`).
+fn is_string_type(t: u8) -> bool {
+    matches!(t, 0x0f | 0xfd | 0xfe | 0xf9..=0xfc)
+}
+
+/// A ColumnDefinition41 (catalog "def", empty schema and table names, as the server sends for an
+/// expression). `extended`: MariaDB's extended metadata was negotiated (an empty block follows).
+pub fn column(c: &Column<'_>, extended: bool) -> Vec<u8> {
+    let mut d = Vec::with_capacity(32 + c.name.len());
+    put_lenenc_bytes(&mut d, b"def");
+    put_lenenc_bytes(&mut d, b"");
+    put_lenenc_bytes(&mut d, b"");
+    put_lenenc_bytes(&mut d, b"");
+    put_lenenc_bytes(&mut d, c.name);
+    put_lenenc_bytes(&mut d, b"");
+    if extended {
+        put_lenenc_int(&mut d, 0);
+    }
+    let mut t = *c.template;
+    if let Some(cs) = c.charset.filter(|_| is_string_type(t[7])) {
+        t[1..3].copy_from_slice(&cs.to_le_bytes());
+    }
+    d.extend_from_slice(&t);
+    d
+}
+
+/// The packets (payloads) of a one-row result set with `columns`.
+pub fn one_row(columns: &[Column<'_>], status: u16, caps: u32, extended: bool) -> Vec<Vec<u8>> {
+    let mut n = Vec::with_capacity(2);
+    put_lenenc_int(&mut n, columns.len() as u64);
+    let mut packets = vec![n];
+    for c in columns {
+        packets.push(column(c, extended));
+    }
     let classic = caps & cap::DEPRECATE_EOF == 0;
     if classic {
         let mut e = Vec::with_capacity(5);
@@ -53,8 +65,13 @@ pub fn single_value(
         .encode(&mut e);
         packets.push(e);
     }
-    let mut row = Vec::with_capacity(value.len() + 1);
-    put_lenenc_bytes(&mut row, value.as_bytes());
+    let mut row = Vec::new();
+    for c in columns {
+        match c.value {
+            Some(v) => put_lenenc_bytes(&mut row, v),
+            None => row.push(0xFB),
+        }
+    }
     packets.push(row);
     let mut end = Vec::with_capacity(8);
     if classic {
@@ -80,23 +97,67 @@ mod tests {
     use crate::codec::command::ResponseKind;
     use crate::codec::response::{ResponseTracker, Role};
 
+    const LID: ColumnTemplate = [0x0c, 63, 0, 21, 0, 0, 0, 0x08, 0xa1, 0, 0, 0, 0];
+    const GTID: ColumnTemplate = [0x0c, 45, 0, 0, 0, 0, 0, 0xfd, 0, 0, 0x27, 0, 0];
+
     #[test]
     fn a_made_up_result_set_is_well_formed_in_both_framings() {
         for (caps, deprecate) in [
             (cap::PROTOCOL_41, false),
             (cap::PROTOCOL_41 | cap::DEPRECATE_EOF, true),
         ] {
-            let packets = single_value(b"LAST_INSERT_ID()", "42", true, 2, caps);
+            let cols = [
+                Column {
+                    name: b"LAST_INSERT_ID()",
+                    template: &LID,
+                    charset: None,
+                    value: Some(b"42"),
+                },
+                Column {
+                    name: b"g",
+                    template: &GTID,
+                    charset: Some(8),
+                    value: Some(b""),
+                },
+            ];
+            let packets = one_row(&cols, 2, caps, false);
             let mut t = ResponseTracker::new(ResponseKind::Query, deprecate);
             let mut rows = 0;
             for p in &packets {
                 if let Role::Row { .. } = t.on_packet(p.len(), p).unwrap() {
                     rows += 1;
-                    assert_eq!(p, &[2, b'4', b'2']);
+                    assert_eq!(p, &[2, b'4', b'2', 0]);
                 }
             }
             assert!(t.is_done());
             assert_eq!(rows, 1);
         }
+    }
+
+    #[test]
+    fn columns_carry_the_servers_definition() {
+        // What MariaDB 10.11 sends for `SELECT LAST_INSERT_ID()`.
+        let c = Column {
+            name: b"LAST_INSERT_ID()",
+            template: &LID,
+            charset: Some(8),
+            value: None,
+        };
+        let mut want = vec![3, b'd', b'e', b'f', 0, 0, 0, 16];
+        want.extend_from_slice(b"LAST_INSERT_ID()");
+        want.push(0);
+        want.extend_from_slice(&LID);
+        assert_eq!(column(&c, false), want, "numbers keep the binary charset");
+        let g = Column {
+            name: b"@@last_gtid",
+            template: &GTID,
+            charset: Some(8),
+            value: None,
+        };
+        let d = column(&g, true);
+        // Extended metadata: an empty block before the fixed part; the string column is in the
+        // session's result charset.
+        assert_eq!(d[d.len() - 14], 0);
+        assert_eq!(&d[d.len() - 12..d.len() - 10], &[8, 0]);
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod answer;
 pub mod client;
+pub mod command;
 pub mod handshake;
 pub mod relay;
 pub mod session;
+pub mod stmt;

@@ -15,16 +15,18 @@ use crate::codec::frame::{put_header, FrameHeader, HEADER_LEN, MAX_FRAME};
 use crate::codec::packets::{EofPacket, OkPacket, SessionChange, OK};
 use crate::codec::response::{ResponseTracker, Role};
 use crate::error::{Error, Reply};
-use crate::session::state::Settings;
 use std::time::Duration;
+
+/// A session change the server reported: `(Some(variable), value)`, or `(None, schema)`.
+pub type Change = (Option<Box<[u8]>>, Box<[u8]>);
 
 /// What the server reported while answering one command.
 #[derive(Debug, Default)]
 pub struct Observed {
     /// Status flags of the last OK/EOF.
     pub status: Option<u16>,
-    /// The client's settings after the command, when the server reported a change.
-    pub settings: Option<Settings>,
+    /// Session changes the server reported, in order.
+    pub changes: Vec<Change>,
     /// A "state changed" tracker item (user variables, temporary tables, PREPARE, …).
     pub state_changed: bool,
     /// The last transaction-state tracker value ("T_______", "_______L", …).
@@ -37,6 +39,10 @@ pub struct Observed {
     pub last_ok: Option<(u64, u64)>,
     /// The response ended with an ERR (its code).
     pub error: Option<u16>,
+    /// Some result reported warnings.
+    pub warnings: bool,
+    /// Some OK carried an insert id.
+    pub insert_id: bool,
     /// The last result was a result set (for FOUND_ROWS/ROW_COUNT bookkeeping).
     pub result_set: bool,
     /// Rows in the last result set.
@@ -78,7 +84,6 @@ impl Failure {
 /// Timeouts and limits for one relay.
 pub struct RelayCtx<'a> {
     pub client_caps: u32,
-    pub settings: &'a Settings,
     pub client_timeout: Option<Duration>,
     /// Sequence id of the first response packet (the number of frames in the command).
     pub first_seq: u8,
@@ -102,7 +107,6 @@ struct Relay<'a, 'b> {
     /// Part of a frame has been sent to the client: no packet may be inserted now.
     mid_frame: bool,
     obs: Observed,
-    working: Option<Settings>,
 }
 
 fn lost(be_name: &str, e: BackendError) -> Error {
@@ -191,11 +195,16 @@ impl Relay<'_, '_> {
         })?;
         self.obs.status = Some(ok.status);
         self.be.status = ok.status;
+        if ok.warnings > 0 {
+            self.obs.warnings = true;
+        }
         if payload[0] == OK {
             self.obs.last_ok = Some((ok.affected_rows, ok.last_insert_id));
+            if ok.last_insert_id != 0 {
+                self.obs.insert_id = true;
+            }
         }
         if !ok.session_state.is_empty() {
-            let mut changes = Vec::new();
             for c in ok.session_changes() {
                 let c = c.map_err(|e| {
                     lost(
@@ -209,18 +218,16 @@ impl Relay<'_, '_> {
                     SessionChange::TransactionCharacteristics(s) => {
                         self.obs.trx_characteristics = Some(s.to_vec())
                     }
-                    SessionChange::SystemVariable {
-                        name: b"character_set_connection",
-                        ..
-                    } => self.obs.charset_changed = true,
+                    SessionChange::SystemVariable { name, value } => {
+                        if name == b"character_set_connection" {
+                            self.obs.charset_changed = true;
+                        }
+                        self.obs.changes.push((Some(name.into()), value.into()));
+                    }
+                    SessionChange::Schema(s) => self.obs.changes.push((None, s.into())),
                     _ => {}
                 }
-                changes.push(c);
             }
-            let working = self
-                .working
-                .get_or_insert_with(|| self.ctx.settings.clone());
-            working.apply(changes);
         }
         // Only the status and counters are needed past this point.
         Ok(OkPacket {
@@ -319,8 +326,10 @@ impl Relay<'_, '_> {
                     no_rows,
                     ..
                 } => {
+                    // The last result is rows now, not an OK (ROW_COUNT() is -1 after it).
                     let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
                     self.observe_ok(&payload)?;
+                    self.obs.last_ok = None;
                     if self.classic {
                         if no_rows && kind != ResponseKind::FieldList {
                             let prev = self.be.status;
@@ -368,9 +377,10 @@ impl Relay<'_, '_> {
                     statement_id,
                     columns,
                     params,
-                    ..
+                    warnings,
                 } => {
                     self.obs.prepared = Some((statement_id, columns, params));
+                    self.obs.warnings |= warnings > 0;
                     match self.ctx.prepare_id {
                         Some(id) => {
                             let mut p =
@@ -394,11 +404,6 @@ impl Relay<'_, '_> {
                 Role::DefsEof { .. } | Role::Statistics => self.forward_whole(h),
             }
             self.maybe_flush().await?;
-        }
-        if let Some(w) = self.working.take() {
-            if w != *self.ctx.settings {
-                self.obs.settings = Some(w);
-            }
         }
         self.io.flush(self.ctx.client_timeout).await
     }
@@ -499,7 +504,6 @@ pub async fn relay(
         next_client_seq: ctx.first_seq,
         mid_frame: false,
         obs: Observed::default(),
-        working: None,
     };
     match r.run(payload, kind).await {
         Ok(()) => Ok(r.obs),

@@ -1,6 +1,7 @@
 //! Pure per-client semantics: the session settings the server reports (schema and system
 //! variables), their replay on another backend, and the reasons a session must stay pinned.
 
+pub mod effects;
 pub mod pins;
 pub mod sql;
 pub mod state;

@@ -6,7 +6,8 @@
 //! temporary tables, SQL-level PREPARE, named locks — MariaDB does not report them for statements
 //! that return rows). A pin is released when its state is gone: the last temporary table dropped,
 //! the last prepared statement deallocated, the last named lock released, UNLOCK TABLES; user
-//! variables and unexplained changes last until COM_RESET_CONNECTION or the end of the session.
+//! variables, sequence values, stored-function calls and unexplained changes last until
+//! COM_RESET_CONNECTION or the end of the session.
 
 use super::sql::Effects;
 
@@ -22,10 +23,17 @@ pub enum PinReason {
     Handler,
     TransactionCharacteristics,
     UnknownStateChange,
+    /// NEXTVAL/SETVAL: the session's last value of a sequence lives on the backend.
+    Sequence,
+    /// A stored function ran: it may hold a named lock the server does not report.
+    StoredFunction,
 }
 
+/// How many pin reasons there are (the size of per-reason metric arrays).
+pub const PIN_REASONS: usize = 10;
+
 impl PinReason {
-    pub const ALL: [PinReason; 8] = [
+    pub const ALL: [PinReason; PIN_REASONS] = [
         PinReason::UserVariable,
         PinReason::TemporaryTable,
         PinReason::SqlPrepare,
@@ -34,6 +42,8 @@ impl PinReason {
         PinReason::Handler,
         PinReason::TransactionCharacteristics,
         PinReason::UnknownStateChange,
+        PinReason::Sequence,
+        PinReason::StoredFunction,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +56,8 @@ impl PinReason {
             PinReason::Handler => "handler",
             PinReason::TransactionCharacteristics => "transaction_characteristics",
             PinReason::UnknownStateChange => "unknown_state_change",
+            PinReason::Sequence => "sequence",
+            PinReason::StoredFunction => "stored_function",
         }
     }
 
@@ -67,6 +79,10 @@ impl PinReason {
             Some(PinReason::LockTables)
         } else if e.handler_open {
             Some(PinReason::Handler)
+        } else if e.sequence {
+            Some(PinReason::Sequence)
+        } else if e.stored_function {
+            Some(PinReason::StoredFunction)
         } else {
             None
         }
@@ -88,12 +104,15 @@ pub struct Reported<'a> {
 pub struct Pins {
     user_vars: bool,
     temp_tables: Vec<Vec<u8>>,
-    sql_prepared: Vec<Vec<u8>>,
+    /// SQL-level prepared statements by name, with their text when it was a literal.
+    sql_prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     named_locks: Vec<Vec<u8>>,
     lock_tables: bool,
     handler: bool,
     trx_characteristics: bool,
     unknown: bool,
+    sequence: bool,
+    stored_function: bool,
 }
 
 impl Pins {
@@ -112,6 +131,8 @@ impl Pins {
                 PinReason::TransactionCharacteristics,
             ),
             (self.unknown, PinReason::UnknownStateChange),
+            (self.sequence, PinReason::Sequence),
+            (self.stored_function, PinReason::StoredFunction),
         ] {
             if on {
                 m |= r.bit();
@@ -135,10 +156,10 @@ impl Pins {
                 self.temp_tables.push(t.clone());
             }
         }
-        for p in &e.prepared {
-            if !self.sql_prepared.contains(p) {
-                self.sql_prepared.push(p.clone());
-            }
+        for (name, text) in &e.prepared {
+            // A re-PREPARE of a name replaces its text.
+            self.sql_prepared.retain(|(n, _)| n != name);
+            self.sql_prepared.push((name.clone(), text.clone()));
         }
         self.named_locks.extend(e.locks_acquired.iter().cloned());
         if e.handler_open {
@@ -147,9 +168,16 @@ impl Pins {
         if e.lock_tables {
             self.lock_tables = true;
         }
+        if e.sequence {
+            self.sequence = true;
+        }
+        if e.stored_function {
+            self.stored_function = true;
+        }
         if !r.failed {
             self.temp_tables.retain(|t| !e.tables_dropped.contains(t));
-            self.sql_prepared.retain(|p| !e.deallocated.contains(p));
+            self.sql_prepared
+                .retain(|(n, _)| !e.deallocated.contains(n));
             for l in &e.locks_released {
                 if let Some(i) = self.named_locks.iter().position(|x| x == l) {
                     self.named_locks.remove(i);
@@ -170,6 +198,20 @@ impl Pins {
         if r.state_changed && !e.explains_state_change {
             self.unknown = true;
         }
+    }
+
+    /// The text of SQL-level prepared statement `name`: `None` when it is not prepared here,
+    /// `Some(None)` when it was prepared from a variable (its text is unknown).
+    pub fn prepared_text(&self, name: &[u8]) -> Option<Option<&[u8]>> {
+        self.sql_prepared
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_deref())
+    }
+
+    /// Marks a change nobody can explain (an EXECUTE of a statement prepared from a variable).
+    pub fn mark_unknown(&mut self) {
+        self.unknown = true;
     }
 }
 

@@ -1,14 +1,20 @@
 //! A small SQL tokenizer, not a parser: it tells what a statement may leave behind in the session
 //! that sluice cannot replay (user variables, temporary tables, SQL-level prepared statements,
-//! locks), and recognises the few statements sluice answers or rewrites itself
-//! (`SELECT LAST_INSERT_ID()`, `SELECT CONNECTION_ID()`, `KILL …`).
+//! locks, sequence values), which of the values the server derives from the session's own history
+//! it reads (`LAST_INSERT_ID()`, `ROW_COUNT()`, `@@warning_count`, …, with their byte positions so
+//! they can be rewritten), and recognises the few statements sluice answers itself
+//! (`SELECT LAST_INSERT_ID()` and its kin, `KILL …`).
 //!
 //! The server's session trackers remain the source of truth for replayable state; this module
-//! explains what they flag but cannot describe ("state changed"), and covers statements whose
-//! effects MariaDB does not report at all (result-set statements such as `SELECT @a := 1` or
-//! `SELECT GET_LOCK('x', 1)`). It works on bytes (SQL text need not be UTF-8), understands
-//! comments (including executable `/*! … */` comments, whose content counts as code), string
-//! literals with both escaping styles, and quoted identifiers.
+//! explains what they flag but cannot describe ("state changed"), and covers what MariaDB does not
+//! report at all (a user variable assigned inside a `SELECT`, a named lock). It never explains a
+//! change away by a statement's kind alone: a statement that may run code sluice cannot see
+//! (`CALL`, `EXECUTE`, a stored function) explains nothing. It works on bytes (SQL text need not
+//! be UTF-8), understands comments (including executable `/*! … */` comments, whose content counts
+//! as code), string literals with both escaping styles, and quoted identifiers.
+
+use std::collections::HashSet;
+use std::ops::Range;
 
 /// One lexical token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,13 @@ pub enum Tok<'a> {
     Semicolon,
 }
 
+/// A token and where it is in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexed<'a> {
+    pub tok: Tok<'a>,
+    pub at: Range<usize>,
+}
+
 /// Parse-affecting modes of the session (from sql_mode / status flags).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Modes {
@@ -38,13 +51,16 @@ pub struct Modes {
     pub no_backslash_escapes: bool,
 }
 
-/// Splits `sql` into tokens. Never fails: unterminated literals end at the end of input.
-pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
+/// Splits `sql` into tokens with their byte ranges. Never fails: unterminated literals end at the
+/// end of input.
+pub fn lex(sql: &[u8], modes: Modes) -> Vec<Lexed<'_>> {
     let mut out = Vec::new();
     let mut i = 0;
     let n = sql.len();
+    let mut push = |tok, at: Range<usize>| out.push(Lexed { tok, at });
     while i < n {
         let c = sql[i];
+        let start = i;
         match c {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => i += 1,
             b'#' => i = skip_line(sql, i),
@@ -75,17 +91,17 @@ pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
             b'*' if sql.get(i + 1) == Some(&b'/') => i += 2, // end of an executable comment
             b'\'' => {
                 let (s, j) = quoted(sql, i, b'\'', modes.no_backslash_escapes);
-                out.push(Tok::Str(s));
+                push(Tok::Str(s), start..j);
                 i = j;
             }
             b'"' if !modes.ansi_quotes => {
                 let (s, j) = quoted(sql, i, b'"', modes.no_backslash_escapes);
-                out.push(Tok::Str(s));
+                push(Tok::Str(s), start..j);
                 i = j;
             }
             b'"' | b'`' => {
                 let (s, j) = quoted(sql, i, c, true);
-                out.push(Tok::Ident(s));
+                push(Tok::Ident(s), start..j);
                 i = j;
             }
             b'@' if sql.get(i + 1) == Some(&b'@') => {
@@ -93,13 +109,13 @@ pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
                 while j < n && (is_word(sql[j]) || sql[j] == b'.') {
                     j += 1;
                 }
-                out.push(Tok::SysVar(&sql[i + 2..j]));
+                push(Tok::SysVar(&sql[i + 2..j]), start..j);
                 i = j;
             }
             b'@' => match sql.get(i + 1) {
                 Some(&q @ (b'\'' | b'"' | b'`')) => {
                     let (s, j) = quoted(sql, i + 1, q, q == b'`' || modes.no_backslash_escapes);
-                    out.push(Tok::UserVar(s));
+                    push(Tok::UserVar(s), start..j);
                     i = j;
                 }
                 _ => {
@@ -107,16 +123,16 @@ pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
                     while j < n && (is_word(sql[j]) || sql[j] == b'.') {
                         j += 1;
                     }
-                    out.push(Tok::UserVar(sql[i + 1..j].to_vec()));
+                    push(Tok::UserVar(sql[i + 1..j].to_vec()), start..j);
                     i = j;
                 }
             },
             b':' if sql.get(i + 1) == Some(&b'=') => {
-                out.push(Tok::Assign);
+                push(Tok::Assign, start..i + 2);
                 i += 2;
             }
             b';' => {
-                out.push(Tok::Semicolon);
+                push(Tok::Semicolon, start..i + 1);
                 i += 1;
             }
             b'0'..=b'9' => {
@@ -124,7 +140,7 @@ pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
                 while j < n && (sql[j].is_ascii_alphanumeric() || sql[j] == b'.') {
                     j += 1;
                 }
-                out.push(Tok::Number(&sql[i..j]));
+                push(Tok::Number(&sql[i..j]), start..j);
                 i = j;
             }
             c if is_word(c) => {
@@ -132,16 +148,21 @@ pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
                 while j < n && is_word(sql[j]) {
                     j += 1;
                 }
-                out.push(Tok::Word(&sql[i..j]));
+                push(Tok::Word(&sql[i..j]), start..j);
                 i = j;
             }
             c => {
-                out.push(Tok::Punct(c));
+                push(Tok::Punct(c), start..i + 1);
                 i += 1;
             }
         }
     }
     out
+}
+
+/// The tokens of `sql`, without positions.
+pub fn tokens(sql: &[u8], modes: Modes) -> Vec<Tok<'_>> {
+    lex(sql, modes).into_iter().map(|l| l.tok).collect()
 }
 
 fn is_word(b: u8) -> bool {
@@ -197,43 +218,139 @@ fn is_kw(t: Option<&Tok<'_>>, kw: &str) -> bool {
     matches!(t, Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw.as_bytes()))
 }
 
-fn name_of(t: Option<&Tok<'_>>) -> Option<Vec<u8>> {
-    match t {
-        Some(Tok::Word(w)) => Some(w.to_ascii_lowercase()),
-        Some(Tok::Ident(s)) => Some(s.to_ascii_lowercase()),
-        Some(Tok::Str(s)) => Some(s.clone()),
-        _ => None,
+/// An identifier's name as the server compares it: as written (unquoted words and quoted
+/// identifiers alike), lowercased only where the server folds case.
+fn ident_of(t: Option<&Tok<'_>>, fold: bool) -> Option<Vec<u8>> {
+    let v = match t {
+        Some(Tok::Word(w)) => w.to_vec(),
+        Some(Tok::Ident(s)) => s.clone(),
+        Some(Tok::Str(s)) => s.clone(),
+        _ => return None,
+    };
+    Some(if fold { v.to_ascii_lowercase() } else { v })
+}
+
+/// Names the server always compares case-insensitively (prepared statements, locks are exact).
+fn name_ci(t: Option<&Tok<'_>>) -> Option<Vec<u8>> {
+    ident_of(t, true)
+}
+
+/// The values the server derives from a session's own history, as a statement can read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hist {
+    /// `LAST_INSERT_ID()` without an argument.
+    LastInsertId,
+    /// `@@identity`, `@@last_insert_id` (the same value as `LAST_INSERT_ID()`, typed differently).
+    Identity,
+    /// `@@insert_id` (the one-shot id for the next insert).
+    InsertId,
+    RowCount,
+    FoundRows,
+    WarningCount,
+    ErrorCount,
+    LastGtid,
+    /// `CONNECTION_ID()`: sluice's own id, the one the handshake gave.
+    ConnectionId,
+}
+
+impl Hist {
+    fn function(name: &[u8]) -> Option<Hist> {
+        let n = name.to_ascii_uppercase();
+        Some(match n.as_slice() {
+            b"LAST_INSERT_ID" => Hist::LastInsertId,
+            b"ROW_COUNT" => Hist::RowCount,
+            b"FOUND_ROWS" => Hist::FoundRows,
+            b"CONNECTION_ID" => Hist::ConnectionId,
+            _ => return None,
+        })
+    }
+
+    /// `@@name` / `@@session.name` / `@@local.name`; `None` for anything else (including global).
+    fn sysvar(v: &[u8]) -> Option<Hist> {
+        let lower = v.to_ascii_lowercase();
+        let name = lower
+            .strip_prefix(b"session.")
+            .or_else(|| lower.strip_prefix(b"local."))
+            .unwrap_or(&lower);
+        Some(match name {
+            b"identity" | b"last_insert_id" => Hist::Identity,
+            b"insert_id" => Hist::InsertId,
+            b"warning_count" => Hist::WarningCount,
+            b"error_count" => Hist::ErrorCount,
+            b"last_gtid" => Hist::LastGtid,
+            _ => return None,
+        })
     }
 }
 
-/// A table name possibly qualified as `db.t`: the last part, lowercased.
-fn table_name(toks: &[Tok<'_>], mut i: usize) -> (Option<Vec<u8>>, usize) {
-    let mut name = name_of(toks.get(i));
-    if name.is_some() {
-        i += 1;
-        while matches!(toks.get(i), Some(Tok::Punct(b'.'))) {
-            name = name_of(toks.get(i + 1));
-            i += 2;
-        }
-    }
-    (name, i)
+/// Where a statement reads a history value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistRef {
+    pub kind: Hist,
+    /// The bytes of the reference in the text (`ROW_COUNT ( )`, `@@session.last_gtid`).
+    pub at: Range<usize>,
+    /// The reference is (part of) an item of a top-level select list, where replacing it would
+    /// change the column's name or type.
+    pub in_select_list: bool,
 }
 
-/// What sluice answers or rewrites itself.
+/// One item of a statement sluice answers itself: the value and the column's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub kind: Hist,
+    /// The column name: the alias, or the item exactly as written.
+    pub label: Vec<u8>,
+}
+
+/// What sluice answers or handles itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intercept {
-    /// `SELECT LAST_INSERT_ID()` / `@@identity` / `@@last_insert_id` (column name as written).
-    LastInsertId(Vec<u8>),
-    /// `SELECT ROW_COUNT()`.
-    RowCount(Vec<u8>),
-    /// `SELECT FOUND_ROWS()`.
-    FoundRows(Vec<u8>),
-    /// `SELECT CONNECTION_ID()`.
-    ConnectionId(Vec<u8>),
+    /// `SELECT` of history values only (`SELECT LAST_INSERT_ID()`, `SELECT ROW_COUNT() AS n,
+    /// @@warning_count`), answerable from what sluice tracks.
+    Select(Vec<Answered>),
     /// `KILL [CONNECTION | QUERY] id`.
     Kill { query_only: bool, id: u64 },
     /// A KILL form sluice does not support (`KILL USER`, `KILL QUERY ID`).
     KillUnsupported,
+}
+
+/// A table name resolved against the current schema: `schema\0name`, case as the server compares.
+pub type TableId = Vec<u8>;
+
+/// What sluice needs to know about the server to read statements as it does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub modes: Modes,
+    /// The session's current schema (unqualified table names resolve there).
+    pub schema: Option<&'a [u8]>,
+    /// `lower_case_table_names` is not 0: table and schema names compare case-insensitively.
+    pub fold_table_names: bool,
+    /// Stored functions the server has (lowercased names): a call to one may do what the server
+    /// does not report (take a named lock). `None`: treat every unknown call as built in.
+    pub stored_functions: Option<&'a HashSet<Vec<u8>>>,
+}
+
+/// What kind of statement a text is, for the command-effects decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// A query that returns a result set (`SELECT`, `SHOW`, `WITH`, `VALUES`, `TABLE`).
+    Query,
+    /// `SELECT … INTO` (an OK, no rows).
+    SelectInto,
+    /// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) …`, `GET DIAGNOSTICS`: reads the diagnostics
+    /// area without clearing it.
+    Diagnostic,
+    /// `SET` of variables.
+    Set,
+    /// Transaction control and `USE`.
+    Control,
+    /// `CALL`, `EXECUTE`, `EXECUTE IMMEDIATE`: runs code sluice does not see.
+    Routine,
+    /// Anything else (DML, DDL, …).
+    #[default]
+    Other,
+    /// Several statements.
+    Multi,
 }
 
 /// What a statement (or several, separated by `;`) may do to the session.
@@ -241,25 +358,45 @@ pub enum Intercept {
 pub struct Effects {
     /// Assigns a user variable (`SET @a`, `@a :=`, `INTO @a`).
     pub user_var_write: bool,
-    pub temp_created: Vec<Vec<u8>>,
+    pub temp_created: Vec<TableId>,
     /// Tables dropped (temporary or not: `DROP TABLE` drops a temporary table of that name first).
-    pub tables_dropped: Vec<Vec<u8>>,
-    pub prepared: Vec<Vec<u8>>,
+    pub tables_dropped: Vec<TableId>,
+    /// SQL-level PREPARE: the statement names (lowercased), with the text when it is a literal.
+    pub prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub deallocated: Vec<Vec<u8>>,
+    /// SQL-level EXECUTE of these statement names.
+    pub executed: Vec<Vec<u8>>,
     pub locks_acquired: Vec<Vec<u8>>,
     pub locks_released: Vec<Vec<u8>>,
     pub release_all_locks: bool,
     pub lock_tables: bool,
     pub handler_open: bool,
+    /// Uses a sequence (`NEXTVAL`, `SETVAL`, `NEXT VALUE FOR`): its last value stays on the backend.
+    pub sequence: bool,
+    /// Calls a stored function (which may take a named lock the server does not report).
+    pub stored_function: bool,
+    /// Runs code sluice does not see: `CALL`, `EXECUTE`, `EXECUTE IMMEDIATE` of a non-literal, a
+    /// stored function.
+    pub opaque: bool,
+    /// `LAST_INSERT_ID(expr)`: sets the session's LAST_INSERT_ID.
+    pub sets_last_insert_id: bool,
     /// Mentions a `session_track_*` variable: sluice must restore its trackers afterwards.
     pub session_track: bool,
     /// Every statement is one whose "state changed" report sluice fully accounts for (settings,
     /// transaction control, and the tracked effects above).
     pub explains_state_change: bool,
-    /// Uses SQL_CALC_FOUND_ROWS (FOUND_ROWS() must be read on the same backend).
+    /// Uses SQL_CALC_FOUND_ROWS.
     pub calc_found_rows: bool,
-    /// Contains `CONNECTION_ID()` outside the intercepted form (the query is rewritten).
-    pub connection_id_call: bool,
+    /// Variables named in `SET STATEMENT … FOR`: the server reports their temporary values.
+    pub set_statement_vars: Vec<Vec<u8>>,
+    /// `KILL` inside several statements or inside dynamic SQL: it would reach backend threads.
+    pub kill_nested: bool,
+    /// Creates, changes or drops a stored function (sluice's list of them is refreshed).
+    pub routine_ddl: bool,
+    /// Reads of history values, in text order.
+    pub history: Vec<HistRef>,
+    /// The statement kind (of the only statement; `Multi` for several).
+    pub kind: Kind,
     /// Statements in the text.
     pub statements: usize,
     pub intercept: Option<Intercept>,
@@ -274,63 +411,262 @@ impl Effects {
             || !self.locks_acquired.is_empty()
             || self.lock_tables
             || self.handler_open
+            || self.sequence
+            || self.stored_function
+    }
+
+    /// Reads `kind` somewhere.
+    pub fn reads(&self, kind: Hist) -> bool {
+        self.history.iter().any(|h| h.kind == kind)
+    }
+
+    /// Reads a history value the server keeps and no SET restores (everything but
+    /// LAST_INSERT_ID and CONNECTION_ID), or the diagnostics area.
+    pub fn reads_backend_history(&self) -> bool {
+        self.kind == Kind::Diagnostic
+            || self.history.iter().any(|h| {
+                !matches!(
+                    h.kind,
+                    Hist::LastInsertId | Hist::Identity | Hist::ConnectionId
+                )
+            })
     }
 }
 
-/// Analyses a COM_QUERY text.
+/// Analyses a COM_QUERY text with default server knowledge.
 pub fn analyze(sql: &[u8], modes: Modes) -> Effects {
-    let toks = tokens(sql, modes);
+    analyze_with(
+        sql,
+        &Context {
+            modes,
+            ..Context::default()
+        },
+    )
+}
+
+/// Analyses a COM_QUERY text (or a prepared statement's).
+pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
+    let toks = lex(sql, ctx.modes);
     let mut e = Effects {
         explains_state_change: true,
         ..Effects::default()
     };
-    let stmts: Vec<&[Tok<'_>]> = toks
-        .split(|t| *t == Tok::Semicolon)
+    let stmts: Vec<&[Lexed<'_>]> = toks
+        .split(|t| t.tok == Tok::Semicolon)
         .filter(|s| !s.is_empty())
         .collect();
     e.statements = stmts.len();
     if stmts.len() == 1 {
-        e.intercept = intercept(stmts[0]);
+        e.intercept = intercept(stmts[0], sql);
     }
-    for s in stmts {
-        statement(s, &mut e);
+    for s in &stmts {
+        let plain: Vec<Tok<'_>> = s.iter().map(|l| l.tok.clone()).collect();
+        let kind = statement(&plain, s, ctx, &mut e);
+        e.kind = if stmts.len() == 1 { kind } else { Kind::Multi };
+        if stmts.len() > 1 && is_kw(plain.first(), "KILL") {
+            e.kill_nested = true;
+        }
     }
     e
 }
 
-fn statement(s: &[Tok<'_>], e: &mut Effects) {
-    // Effects that can appear anywhere in a statement.
+/// Words that may precede `(` without being a function call.
+const NOT_CALLS: &[&str] = &[
+    "AND",
+    "AS",
+    "BY",
+    "FROM",
+    "IF",
+    "IN",
+    "INTO",
+    "JOIN",
+    "KEY",
+    "NOT",
+    "ON",
+    "OR",
+    "OVER",
+    "SELECT",
+    "SET",
+    "TABLE",
+    "THEN",
+    "UNION",
+    "USING",
+    "VALUES",
+    "WHEN",
+    "WHERE",
+    "WITH",
+    "XOR",
+    "EXISTS",
+    "ALL",
+    "ANY",
+    "SOME",
+    "ELSE",
+    "RETURN",
+    "TO",
+    "IS",
+    "LIKE",
+    "REGEXP",
+    "RLIKE",
+    "BETWEEN",
+    "CASE",
+    "DISTINCT",
+    "INDEX",
+    "PRIMARY",
+    "UNIQUE",
+    "CHECK",
+    "CONSTRAINT",
+    "REFERENCES",
+    "PARTITION",
+    "PARTITIONS",
+    "COLUMNS",
+    "RANGE",
+    "LIST",
+    "CHARACTER",
+    "ROW",
+    "LIMIT",
+    "HAVING",
+    "ORDER",
+    "GROUP",
+    "WINDOW",
+    "RETURNS",
+    "INSERT",
+    "REPLACE",
+    "DEFAULT",
+];
+
+/// Analyses one statement; returns its kind.
+fn statement(s: &[Tok<'_>], lexed: &[Lexed<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
+    // SET STATEMENT a = 1, b = 2 FOR <statement>: the assignments last one statement, and the
+    // server reports their temporary values as if they were session changes.
+    let mut body = 0;
+    if is_kw(s.first(), "SET") && is_kw(s.get(1), "STATEMENT") {
+        let mut i = 2;
+        while i < s.len() && !is_kw(s.get(i), "FOR") {
+            if matches!(s.get(i + 1), Some(Tok::Punct(b'=') | Tok::Assign)) {
+                if let Some(n) = name_ci(s.get(i)) {
+                    e.set_statement_vars.push(n);
+                }
+            }
+            i += 1;
+        }
+        body = (i + 1).min(s.len());
+    }
+    scan(s, lexed, body, ctx, e);
+    classify(&s[body..], ctx, e)
+}
+
+/// Effects that can appear anywhere in a statement (`body`: where the statement proper starts).
+fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &mut Effects) {
+    let select_list = select_list_range(&s[body..]).map(|r| r.start + body..r.end + body);
+    let mut depth = 0usize;
     for (i, t) in s.iter().enumerate() {
+        let next = s.get(i + 1);
+        let after_dot = i > 0 && matches!(s.get(i - 1), Some(Tok::Punct(b'.')));
+        let in_list = select_list.as_ref().is_some_and(|r| r.contains(&i));
         match t {
-            Tok::UserVar(_) if matches!(s.get(i + 1), Some(Tok::Assign)) => e.user_var_write = true,
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth = depth.saturating_sub(1),
+            Tok::UserVar(_) if matches!(next, Some(Tok::Assign)) => e.user_var_write = true,
             Tok::Word(w) if w.eq_ignore_ascii_case(b"INTO") => {
-                if matches!(s.get(i + 1), Some(Tok::UserVar(_))) {
+                if matches!(next, Some(Tok::UserVar(_))) {
                     e.user_var_write = true;
                 }
             }
             Tok::Word(w) if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS") => {
                 e.calc_found_rows = true
             }
-            Tok::Word(w) if w.eq_ignore_ascii_case(b"CONNECTION_ID") => e.connection_id_call = true,
             Tok::Word(w) if w.len() > 14 && w[..14].eq_ignore_ascii_case(b"session_track_") => {
                 e.session_track = true
             }
-            Tok::SysVar(w) if contains_ci(w, b"session_track_") => e.session_track = true,
-            Tok::Word(w) if matches!(s.get(i + 1), Some(Tok::Punct(b'('))) => {
-                let arg = name_of(s.get(i + 2));
-                if w.eq_ignore_ascii_case(b"GET_LOCK") {
-                    e.locks_acquired.push(arg.unwrap_or_default());
-                } else if w.eq_ignore_ascii_case(b"RELEASE_LOCK") {
-                    e.locks_released.push(arg.unwrap_or_default());
-                } else if w.eq_ignore_ascii_case(b"RELEASE_ALL_LOCKS") {
-                    e.release_all_locks = true;
+            Tok::SysVar(w) => {
+                if contains_ci(w, b"session_track_") {
+                    e.session_track = true;
+                }
+                // `SET @@x = …` assigns x; everywhere else `@@x` reads it.
+                let target = matches!(next, Some(Tok::Punct(b'=') | Tok::Assign))
+                    && i > 0
+                    && (matches!(s.get(i - 1), Some(Tok::Punct(b',')))
+                        || ["SET", "SESSION", "LOCAL", "GLOBAL"]
+                            .iter()
+                            .any(|k| is_kw(s.get(i - 1), k)));
+                if let Some(kind) = Hist::sysvar(w).filter(|_| !target) {
+                    e.history.push(HistRef {
+                        kind,
+                        at: lexed[i].at.clone(),
+                        in_select_list: in_list,
+                    });
+                }
+            }
+            // NEXT VALUE FOR s / PREVIOUS VALUE FOR s (the latter only reads, but what it reads
+            // is the session's own last value, which lives on its backend).
+            Tok::Word(w)
+                if (w.eq_ignore_ascii_case(b"NEXT") || w.eq_ignore_ascii_case(b"PREVIOUS"))
+                    && is_kw(next, "VALUE")
+                    && is_kw(s.get(i + 2), "FOR") =>
+            {
+                e.sequence = true
+            }
+            Tok::Word(w) if matches!(next, Some(Tok::Punct(b'('))) && !after_dot => {
+                let upper = w.to_ascii_uppercase();
+                let arg_empty = matches!(s.get(i + 2), Some(Tok::Punct(b')')));
+                match upper.as_slice() {
+                    b"GET_LOCK" => e
+                        .locks_acquired
+                        .push(ident_of(s.get(i + 2), false).unwrap_or_default()),
+                    b"RELEASE_LOCK" => e
+                        .locks_released
+                        .push(ident_of(s.get(i + 2), false).unwrap_or_default()),
+                    b"RELEASE_ALL_LOCKS" => e.release_all_locks = true,
+                    b"NEXTVAL" | b"SETVAL" | b"LASTVAL" => e.sequence = true,
+                    b"LAST_INSERT_ID" if !arg_empty => e.sets_last_insert_id = true,
+                    _ => {}
+                }
+                if let Some(kind) = Hist::function(w).filter(|_| arg_empty) {
+                    let end = lexed[i + 2].at.end;
+                    e.history.push(HistRef {
+                        kind,
+                        at: lexed[i].at.start..end,
+                        in_select_list: in_list,
+                    });
+                }
+                if is_call_site(s, i) && is_stored(ctx, w) {
+                    e.stored_function = true;
+                    e.opaque = true;
+                }
+            }
+            // `db.f(…)`: a call of a stored function in another schema.
+            Tok::Word(_) | Tok::Ident(_)
+                if matches!(next, Some(Tok::Punct(b'.')))
+                    && matches!(s.get(i + 3), Some(Tok::Punct(b'(')))
+                    && !after_dot
+                    && is_call_site(s, i) =>
+            {
+                if let Some(Tok::Word(f)) = s.get(i + 2) {
+                    if is_stored(ctx, f) {
+                        e.stored_function = true;
+                        e.opaque = true;
+                    }
                 }
             }
             _ => {}
         }
     }
+    // A stored function may do what the server does not report; nothing explains it away.
+    if e.stored_function {
+        e.explains_state_change = false;
+    }
+}
+
+/// What kind of statement `s` is, and the effects its kind implies; returns the kind.
+fn classify(s: &[Tok<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
+    let fold = ctx.fold_table_names;
     let first = s.first();
     let kw = |i: usize, k: &str| is_kw(s.get(i), k);
+    if ["CREATE", "DROP", "ALTER"].iter().any(|k| is_kw(first, k))
+        && s.iter().take(8).any(|t| is_kw(Some(t), "FUNCTION"))
+    {
+        e.routine_ddl = true;
+    }
     if is_kw(first, "SET") {
         // Any user variable assigned by SET (`SET @a = 1`, `SET @a := 1`, `SET x = 1, @a = 2`).
         for (i, t) in s.iter().enumerate() {
@@ -342,7 +678,9 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
                 }
             }
         }
-    } else if is_kw(first, "CREATE") {
+        return Kind::Set;
+    }
+    if is_kw(first, "CREATE") {
         let mut i = 1;
         if kw(i, "OR") && kw(i + 1, "REPLACE") {
             i += 2;
@@ -352,12 +690,14 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
             if kw(i, "IF") && kw(i + 1, "NOT") && kw(i + 2, "EXISTS") {
                 i += 3;
             }
-            let (name, _) = table_name(s, i);
-            e.temp_created.push(name.unwrap_or_default());
+            let (id, _) = table_id(s, i, ctx.schema, fold);
+            e.temp_created.push(id.unwrap_or_default());
         } else {
             e.explains_state_change = false;
         }
-    } else if is_kw(first, "DROP") {
+        return Kind::Other;
+    }
+    if is_kw(first, "DROP") {
         let mut i = 1;
         if kw(i, "TEMPORARY") {
             i += 1;
@@ -368,8 +708,8 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
                 i += 2;
             }
             loop {
-                let (name, j) = table_name(s, i);
-                match name {
+                let (id, j) = table_id(s, i, ctx.schema, fold);
+                match id {
                     Some(n) => e.tables_dropped.push(n),
                     None => break,
                 }
@@ -380,25 +720,92 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
                 }
             }
         } else if kw(i, "PREPARE") {
-            if let Some(n) = name_of(s.get(i + 1)) {
+            if let Some(n) = name_ci(s.get(i + 1)) {
                 e.deallocated.push(n);
             }
         } else {
             e.explains_state_change = false;
         }
-    } else if is_kw(first, "PREPARE") {
-        if let Some(n) = name_of(s.get(1)) {
-            e.prepared.push(n);
+        return Kind::Other;
+    }
+    if is_kw(first, "PREPARE") {
+        if let Some(n) = name_ci(s.get(1)) {
+            let text = match (kw(2, "FROM"), s.get(3)) {
+                (true, Some(Tok::Str(t))) => Some(t.clone()),
+                _ => None,
+            };
+            if let Some(t) = &text {
+                // The text is known: what it would do when executed is analysed at EXECUTE.
+                if starts_with_kill(t, ctx.modes) {
+                    e.kill_nested = true;
+                }
+            }
+            e.prepared.push((n, text));
         }
-    } else if is_kw(first, "DEALLOCATE") && kw(1, "PREPARE") {
-        if let Some(n) = name_of(s.get(2)) {
+        return Kind::Other;
+    }
+    if is_kw(first, "DEALLOCATE") && kw(1, "PREPARE") {
+        if let Some(n) = name_ci(s.get(2)) {
             e.deallocated.push(n);
         }
-    } else if is_kw(first, "LOCK") {
+        return Kind::Other;
+    }
+    if is_kw(first, "EXECUTE") {
+        if kw(1, "IMMEDIATE") {
+            match s.get(2) {
+                Some(Tok::Str(t)) if s.len() == 3 => {
+                    // A literal: analyse it as if sent directly.
+                    let inner = analyze_with(t, ctx);
+                    if inner.kill_nested || starts_with_kill(t, ctx.modes) {
+                        e.kill_nested = true;
+                    }
+                    merge(e, inner);
+                }
+                _ => {
+                    e.opaque = true;
+                    e.explains_state_change = false;
+                }
+            }
+        } else if let Some(n) = name_ci(s.get(1)) {
+            e.executed.push(n);
+            e.opaque = true;
+            e.explains_state_change = false;
+        }
+        return Kind::Routine;
+    }
+    if is_kw(first, "CALL") {
+        e.opaque = true;
+        e.explains_state_change = false;
+        return Kind::Routine;
+    }
+    if is_kw(first, "LOCK") {
         e.lock_tables = true;
-    } else if is_kw(first, "HANDLER") {
+        return Kind::Other;
+    }
+    if is_kw(first, "HANDLER") {
         e.handler_open = s.iter().any(|t| is_kw(Some(t), "OPEN"));
-    } else if [
+        return Kind::Other;
+    }
+    if is_diagnostic(s) {
+        return Kind::Diagnostic;
+    }
+    if [
+        "SELECT", "WITH", "VALUES", "TABLE", "SHOW", "DESCRIBE", "DESC", "EXPLAIN",
+    ]
+    .iter()
+    .any(|k| is_kw(first, k))
+    {
+        let into = s.iter().enumerate().any(|(i, t)| {
+            is_kw(Some(t), "INTO")
+                && !matches!(s.get(i + 1), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(b"OUTFILE") || w.eq_ignore_ascii_case(b"DUMPFILE"))
+        });
+        return if into && is_kw(first, "SELECT") {
+            Kind::SelectInto
+        } else {
+            Kind::Query
+        };
+    }
+    if [
         "USE",
         "BEGIN",
         "START",
@@ -408,20 +815,156 @@ fn statement(s: &[Tok<'_>], e: &mut Effects) {
         "RELEASE",
         "UNLOCK",
         "XA",
-        "EXECUTE",
-        "DO",
-        "SELECT",
-        "WITH",
-        "VALUES",
-        "TABLE",
     ]
     .iter()
     .any(|k| is_kw(first, k))
     {
-        // Settings, transaction control, and queries whose effects are collected above.
-    } else {
-        e.explains_state_change = false;
+        return Kind::Control;
     }
+    if is_kw(first, "DO") {
+        return Kind::Other;
+    }
+    e.explains_state_change = false;
+    Kind::Other
+}
+
+/// Words after which `name (` is a table or column list, not a call.
+const TABLE_CONTEXT: &[&str] = &[
+    "INTO",
+    "TABLE",
+    "FROM",
+    "JOIN",
+    "UPDATE",
+    "REPLACE",
+    "REFERENCES",
+    "ON",
+    "TABLES",
+    "INSERT",
+    "EXISTS",
+    "STRAIGHT_JOIN",
+    "IGNORE",
+    "USING",
+    "DESCRIBE",
+    "DESC",
+    "TRIGGER",
+    "PROCEDURE",
+    "FUNCTION",
+    "VIEW",
+    "SEQUENCE",
+    "INDEX",
+    "KEY",
+];
+
+/// Is the word at `i` (followed by `(` or `.name(`) in a position where it would be a call?
+fn is_call_site(s: &[Tok<'_>], i: usize) -> bool {
+    let w = match s.get(i) {
+        Some(Tok::Word(w)) => *w,
+        Some(Tok::Ident(_)) => b"",
+        _ => return false,
+    };
+    if NOT_CALLS
+        .iter()
+        .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
+    {
+        return false;
+    }
+    let prev = i.checked_sub(1).and_then(|p| s.get(p));
+    !TABLE_CONTEXT.iter().any(|k| is_kw(prev, k))
+}
+
+/// Is `name` one of the server's stored functions? With no list, nothing is.
+fn is_stored(ctx: &Context<'_>, name: &[u8]) -> bool {
+    ctx.stored_functions
+        .is_some_and(|f| f.contains(&name.to_ascii_lowercase()))
+}
+
+/// Folds an analysed inner text (EXECUTE IMMEDIATE 'literal') into the outer statement's effects.
+fn merge(e: &mut Effects, inner: Effects) {
+    e.user_var_write |= inner.user_var_write;
+    e.temp_created.extend(inner.temp_created);
+    e.tables_dropped.extend(inner.tables_dropped);
+    e.prepared.extend(inner.prepared);
+    e.deallocated.extend(inner.deallocated);
+    e.executed.extend(inner.executed);
+    e.locks_acquired.extend(inner.locks_acquired);
+    e.locks_released.extend(inner.locks_released);
+    e.release_all_locks |= inner.release_all_locks;
+    e.lock_tables |= inner.lock_tables;
+    e.handler_open |= inner.handler_open;
+    e.sequence |= inner.sequence;
+    e.stored_function |= inner.stored_function;
+    e.opaque |= inner.opaque;
+    e.sets_last_insert_id |= inner.sets_last_insert_id;
+    e.session_track |= inner.session_track;
+    e.explains_state_change &= inner.explains_state_change;
+    e.calc_found_rows |= inner.calc_found_rows;
+    e.set_statement_vars.extend(inner.set_statement_vars);
+    e.routine_ddl |= inner.routine_ddl;
+    // History reads inside a literal are not rewritable in place: they count as reads that
+    // need the backend (positions are dropped by making them select-list reads).
+    e.history.extend(inner.history.into_iter().map(|mut h| {
+        h.at = 0..0;
+        h.in_select_list = true;
+        h
+    }));
+}
+
+fn starts_with_kill(text: &[u8], modes: Modes) -> bool {
+    let t = tokens(text, modes);
+    t.split(|t| *t == Tok::Semicolon)
+        .any(|s| is_kw(s.first(), "KILL"))
+}
+
+/// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS|ERRORS`, `GET [CURRENT|STACKED]
+/// DIAGNOSTICS`.
+fn is_diagnostic(s: &[Tok<'_>]) -> bool {
+    let kw = |i: usize, k: &str| is_kw(s.get(i), k);
+    if kw(0, "SHOW") {
+        return kw(1, "WARNINGS")
+            || kw(1, "ERRORS")
+            || (kw(1, "COUNT") && (kw(5, "WARNINGS") || kw(5, "ERRORS")));
+    }
+    kw(0, "GET") && (kw(1, "DIAGNOSTICS") || kw(2, "DIAGNOSTICS"))
+}
+
+/// The token range of a `SELECT`'s top-level select list (after `SELECT` and its modifiers, up to
+/// `FROM`/`INTO`/`WHERE`/… at depth 0), if the statement is a SELECT.
+fn select_list_range(s: &[Tok<'_>]) -> Option<Range<usize>> {
+    if !is_kw(s.first(), "SELECT") {
+        return None;
+    }
+    let mut depth = 0usize;
+    let start = 1;
+    for (i, t) in s.iter().enumerate().skip(1) {
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth = depth.saturating_sub(1),
+            Tok::Word(w) if depth == 0 => {
+                let ends = [
+                    "FROM",
+                    "INTO",
+                    "WHERE",
+                    "GROUP",
+                    "HAVING",
+                    "ORDER",
+                    "LIMIT",
+                    "UNION",
+                    "EXCEPT",
+                    "INTERSECT",
+                    "FOR",
+                    "LOCK",
+                    "WINDOW",
+                ]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k.as_bytes()));
+                if ends {
+                    return Some(start..i);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(start..s.len())
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
@@ -429,24 +972,62 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Recognises `SELECT f()` [`[AS] alias`] for the functions sluice answers, and `KILL`.
-fn intercept(s: &[Tok<'_>]) -> Option<Intercept> {
-    if is_kw(s.first(), "KILL") {
+/// A table name possibly qualified as `db.t`, resolved against `schema`.
+fn table_id(
+    toks: &[Tok<'_>],
+    i: usize,
+    schema: Option<&[u8]>,
+    fold: bool,
+) -> (Option<TableId>, usize) {
+    let Some(first) = ident_of(toks.get(i), fold) else {
+        return (None, i);
+    };
+    if matches!(toks.get(i + 1), Some(Tok::Punct(b'.'))) {
+        if let Some(name) = ident_of(toks.get(i + 2), fold) {
+            return (Some(join_id(&first, &name)), i + 3);
+        }
+    }
+    let db = schema
+        .map(|s| {
+            if fold {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_vec()
+            }
+        })
+        .unwrap_or_default();
+    (Some(join_id(&db, &first)), i + 1)
+}
+
+fn join_id(db: &[u8], name: &[u8]) -> TableId {
+    let mut v = Vec::with_capacity(db.len() + name.len() + 1);
+    v.extend_from_slice(db);
+    v.push(0);
+    v.extend_from_slice(name);
+    v
+}
+
+/// Recognises `SELECT item [[AS] alias], …` where every item is a history value sluice can
+/// answer, and `KILL`.
+fn intercept(s: &[Lexed<'_>], sql: &[u8]) -> Option<Intercept> {
+    let t: Vec<&Tok<'_>> = s.iter().map(|l| &l.tok).collect();
+    let kw = |i: usize, k: &str| is_kw(t.get(i).copied(), k);
+    if kw(0, "KILL") {
         let mut i = 1;
-        if is_kw(s.get(i), "HARD") || is_kw(s.get(i), "SOFT") {
+        if kw(i, "HARD") || kw(i, "SOFT") {
             i += 1;
         }
         let mut query_only = false;
-        if is_kw(s.get(i), "CONNECTION") {
+        if kw(i, "CONNECTION") {
             i += 1;
-        } else if is_kw(s.get(i), "QUERY") {
+        } else if kw(i, "QUERY") {
             query_only = true;
             i += 1;
         }
-        if is_kw(s.get(i), "ID") || is_kw(s.get(i), "USER") {
+        if kw(i, "ID") || kw(i, "USER") {
             return Some(Intercept::KillUnsupported);
         }
-        return match (s.get(i), s.len() == i + 1) {
+        return match (t.get(i), t.len() == i + 1) {
             (Some(Tok::Number(n)), true) => std::str::from_utf8(n)
                 .ok()
                 .and_then(|n| n.parse().ok())
@@ -455,302 +1036,84 @@ fn intercept(s: &[Tok<'_>]) -> Option<Intercept> {
             _ => Some(Intercept::KillUnsupported),
         };
     }
-    if !is_kw(s.first(), "SELECT") {
+    if !kw(0, "SELECT") {
         return None;
     }
-    let (expr_end, label): (usize, Vec<u8>) = match s.get(1)? {
-        Tok::Word(f)
-            if matches!(s.get(2), Some(Tok::Punct(b'(')))
-                && matches!(s.get(3), Some(Tok::Punct(b')'))) =>
-        {
-            (4, [*f, b"()".as_slice()].concat())
+    let mut items = Vec::new();
+    let mut i = 1;
+    loop {
+        // The item: `f()` or `@@var`.
+        let (kind, end) = match t.get(i)? {
+            Tok::Word(f)
+                if matches!(t.get(i + 1), Some(Tok::Punct(b'(')))
+                    && matches!(t.get(i + 2), Some(Tok::Punct(b')'))) =>
+            {
+                (Hist::function(f)?, i + 3)
+            }
+            Tok::SysVar(v) => (Hist::sysvar(v)?, i + 1),
+            _ => return None,
+        };
+        let written = sql.get(s[i].at.start..s[end - 1].at.end)?.to_vec();
+        i = end;
+        let label = match (t.get(i), t.get(i + 1)) {
+            (Some(Tok::Word(a)), Some(alias)) if a.eq_ignore_ascii_case(b"AS") => {
+                i += 2;
+                label_of(alias)?
+            }
+            (Some(alias @ (Tok::Word(_) | Tok::Ident(_) | Tok::Str(_))), _)
+                if !is_kw(Some(alias), "FROM") =>
+            {
+                i += 1;
+                label_of(alias)?
+            }
+            _ => written,
+        };
+        items.push(Answered { kind, label });
+        match t.get(i) {
+            None => return Some(Intercept::Select(items)),
+            Some(Tok::Punct(b',')) => i += 1,
+            _ => return None,
         }
-        Tok::SysVar(v) => (2, [b"@@".as_slice(), v].concat()),
-        _ => return None,
-    };
-    let label = match (s.get(expr_end), s.get(expr_end + 1), s.len()) {
-        (None, _, _) => label,
-        (Some(t), Some(a), n) if is_kw(Some(t), "AS") && n == expr_end + 2 => name_of(Some(a))?,
-        (Some(a @ (Tok::Word(_) | Tok::Ident(_) | Tok::Str(_))), None, _) => name_of(Some(a))?,
-        _ => return None,
-    };
-    let f = match s.get(1)? {
-        Tok::Word(f) => f.to_ascii_uppercase(),
-        Tok::SysVar(v) => v.to_ascii_uppercase(),
-        _ => return None,
-    };
-    match f.as_slice() {
-        b"LAST_INSERT_ID" | b"IDENTITY" | b"SESSION.IDENTITY" | b"SESSION.LAST_INSERT_ID" => {
-            Some(Intercept::LastInsertId(label))
-        }
-        b"ROW_COUNT" => Some(Intercept::RowCount(label)),
-        b"FOUND_ROWS" => Some(Intercept::FoundRows(label)),
-        b"CONNECTION_ID" => Some(Intercept::ConnectionId(label)),
+    }
+}
+
+/// A column alias as the server names the column (case kept).
+fn label_of(t: &Tok<'_>) -> Option<Vec<u8>> {
+    match t {
+        Tok::Word(w) => Some(w.to_vec()),
+        Tok::Ident(s) | Tok::Str(s) => Some(s.clone()),
         _ => None,
     }
 }
 
-/// Replaces every `CONNECTION_ID()` call (outside literals and comments) with `id`.
-pub fn rewrite_connection_id(sql: &[u8], id: u32, modes: Modes) -> Vec<u8> {
-    // Re-lex to find byte offsets: scan with the same rules as `tokens`, copying bytes through.
-    let mut out = Vec::with_capacity(sql.len());
-    let mut i = 0;
-    let n = sql.len();
-    let lit = id.to_string();
-    while i < n {
-        let c = sql[i];
-        let start = i;
-        match c {
-            b'\'' | b'"' | b'`' => {
-                let q = c;
-                let no_bs =
-                    q == b'`' || modes.no_backslash_escapes || (q == b'"' && modes.ansi_quotes);
-                i = quoted(sql, i, q, no_bs).1;
-            }
-            b'#' => i = skip_line(sql, i),
-            b'-' if sql.get(i + 1) == Some(&b'-')
-                && sql.get(i + 2).is_none_or(|b| b.is_ascii_whitespace()) =>
-            {
-                i = skip_line(sql, i)
-            }
-            b'/' if sql.get(i + 1) == Some(&b'*')
-                && !matches!(sql.get(i + 2), Some(b'!' | b'M')) =>
-            {
-                i = find(sql, i + 2, b"*/").map(|e| e + 2).unwrap_or(n);
-            }
-            c if is_word(c) => {
-                while i < n && is_word(sql[i]) {
-                    i += 1;
-                }
-                if sql[start..i].eq_ignore_ascii_case(b"CONNECTION_ID") {
-                    let mut j = i;
-                    while j < n && sql[j].is_ascii_whitespace() {
-                        j += 1;
-                    }
-                    if sql.get(j) == Some(&b'(') {
-                        let mut k = j + 1;
-                        while k < n && sql[k].is_ascii_whitespace() {
-                            k += 1;
-                        }
-                        if sql.get(k) == Some(&b')') {
-                            out.extend_from_slice(lit.as_bytes());
-                            i = k + 1;
-                            continue;
-                        }
-                    }
-                }
-            }
-            _ => i += 1,
+/// Replaces the bytes of each `(range, text)` (sorted, non-overlapping) in `sql`.
+pub fn splice(sql: &[u8], edits: &[(Range<usize>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sql.len() + 16);
+    let mut at = 0;
+    for (r, text) in edits {
+        if r.start < at || r.end > sql.len() || r.start > r.end {
+            continue;
         }
-        out.extend_from_slice(&sql[start..i]);
+        out.extend_from_slice(&sql[at..r.start]);
+        out.extend_from_slice(text);
+        at = r.end;
     }
+    out.extend_from_slice(&sql[at..]);
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn a(sql: &str) -> Effects {
-        analyze(sql.as_bytes(), Modes::default())
-    }
-
-    #[test]
-    fn plain_settings_explain_their_state_change() {
-        for sql in [
-            "SET time_zone = '+01:00'",
-            "SET NAMES utf8mb4",
-            "USE app",
-            "SET SESSION sql_mode = ''",
-            "BEGIN",
-            "SET autocommit = 0, sql_select_limit = 5",
-        ] {
-            let e = a(sql);
-            assert!(e.explains_state_change, "{sql}");
-            assert!(!e.may_pin(), "{sql}");
-        }
-    }
-
-    #[test]
-    fn user_variables_are_seen_in_every_form() {
-        for sql in [
-            "SET @a = 1",
-            "set @a := 1",
-            "SET time_zone = 'UTC', @b = 2",
-            "SELECT @x := 5",
-            "SELECT id INTO @id FROM t",
-            "SELECT 1 INTO @`odd name`",
-            "/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE */",
-        ] {
-            assert!(a(sql).user_var_write, "{sql}");
-        }
-        for sql in [
-            "SELECT @a",
-            "SELECT * FROM t WHERE x = @a",
-            "SELECT '@a := 1'",
-            "SELECT 1 -- @a := 1",
-            "SELECT 1 /* @a := 2 */",
-            "SET time_zone = @tz",
-        ] {
-            assert!(!a(sql).user_var_write, "{sql}");
-        }
-    }
-
-    #[test]
-    fn temporary_tables_prepares_and_locks() {
-        let e = a("CREATE TEMPORARY TABLE IF NOT EXISTS app.`Tmp` (x INT)");
-        assert_eq!(e.temp_created, vec![b"tmp".to_vec()]);
-        assert!(e.may_pin());
-        let e = a("DROP TEMPORARY TABLE IF EXISTS tmp, other");
-        assert_eq!(e.tables_dropped, vec![b"tmp".to_vec(), b"other".to_vec()]);
-        assert!(!e.may_pin());
-        let e = a("PREPARE s1 FROM 'SELECT 1'");
-        assert_eq!(e.prepared, vec![b"s1".to_vec()]);
-        assert_eq!(a("DEALLOCATE PREPARE s1").deallocated, vec![b"s1".to_vec()]);
-        assert_eq!(a("DROP PREPARE s1").deallocated, vec![b"s1".to_vec()]);
-        let e = a("SELECT GET_LOCK('job-1', 10)");
-        assert_eq!(e.locks_acquired, vec![b"job-1".to_vec()]);
-        assert_eq!(
-            a("DO RELEASE_LOCK('job-1')").locks_released,
-            vec![b"job-1".to_vec()]
-        );
-        assert!(a("SELECT RELEASE_ALL_LOCKS()").release_all_locks);
-        assert!(a("LOCK TABLES t READ").lock_tables);
-        assert!(a("HANDLER t OPEN").handler_open);
-    }
-
-    #[test]
-    fn unexplained_statements_are_flagged() {
-        for sql in [
-            "CALL p()",
-            "CREATE TABLE t (x INT)",
-            "ALTER TABLE t ADD y INT",
-            "INSERT INTO t VALUES (1)",
-        ] {
-            assert!(!a(sql).explains_state_change, "{sql}");
-        }
-    }
-
-    #[test]
-    fn intercepted_selects_and_their_labels() {
-        assert_eq!(
-            a("SELECT LAST_INSERT_ID()").intercept,
-            Some(Intercept::LastInsertId(b"LAST_INSERT_ID()".to_vec()))
-        );
-        assert_eq!(
-            a("select last_insert_id() as id").intercept,
-            Some(Intercept::LastInsertId(b"id".to_vec()))
-        );
-        assert_eq!(
-            a("SELECT @@identity").intercept,
-            Some(Intercept::LastInsertId(b"@@identity".to_vec()))
-        );
-        assert_eq!(
-            a("SELECT CONNECTION_ID()").intercept,
-            Some(Intercept::ConnectionId(b"CONNECTION_ID()".to_vec()))
-        );
-        assert_eq!(
-            a("SELECT FOUND_ROWS() `n`").intercept,
-            Some(Intercept::FoundRows(b"n".to_vec()))
-        );
-        assert_eq!(
-            a("SELECT ROW_COUNT();").intercept,
-            Some(Intercept::RowCount(b"ROW_COUNT()".to_vec()))
-        );
-        assert_eq!(a("SELECT LAST_INSERT_ID(5)").intercept, None);
-        assert_eq!(a("SELECT LAST_INSERT_ID(), 1").intercept, None);
-        assert_eq!(a("SELECT 1; SELECT LAST_INSERT_ID()").intercept, None);
-    }
-
-    #[test]
-    fn kill_forms() {
-        assert_eq!(
-            a("KILL 42").intercept,
-            Some(Intercept::Kill {
-                query_only: false,
-                id: 42
-            })
-        );
-        assert_eq!(
-            a("KILL CONNECTION 42").intercept,
-            Some(Intercept::Kill {
-                query_only: false,
-                id: 42
-            })
-        );
-        assert_eq!(
-            a("kill hard query 7").intercept,
-            Some(Intercept::Kill {
-                query_only: true,
-                id: 7
-            })
-        );
-        assert_eq!(
-            a("KILL QUERY ID 7").intercept,
-            Some(Intercept::KillUnsupported)
-        );
-        assert_eq!(
-            a("KILL USER app").intercept,
-            Some(Intercept::KillUnsupported)
-        );
-    }
-
-    #[test]
-    fn connection_id_rewrite_skips_literals_and_comments() {
-        let out = rewrite_connection_id(b"SELECT CONNECTION_ID(), 'CONNECTION_ID()' /* CONNECTION_ID() */, connection_id ( ) + 1", 77, Modes::default());
-        assert_eq!(
-            out,
-            b"SELECT 77, 'CONNECTION_ID()' /* CONNECTION_ID() */, 77 + 1".to_vec()
-        );
-        assert!(a("SELECT CONNECTION_ID() + 1").connection_id_call);
-    }
-
-    #[test]
-    fn literals_and_quote_modes() {
-        let t = tokens(br#"SELECT 'it''s', "a\"b", `x``y`"#, Modes::default());
-        assert!(t.contains(&Tok::Str(b"it's".to_vec())));
-        assert!(t.contains(&Tok::Str(b"a\"b".to_vec())));
-        assert!(t.contains(&Tok::Ident(b"x`y".to_vec())));
-        let t = tokens(
-            br#"SELECT "col""#,
-            Modes {
-                ansi_quotes: true,
-                no_backslash_escapes: false,
-            },
-        );
-        assert!(t.contains(&Tok::Ident(b"col".to_vec())));
-        let t = tokens(
-            br"SELECT 'a\'",
-            Modes {
-                ansi_quotes: false,
-                no_backslash_escapes: true,
-            },
-        );
-        assert!(t.contains(&Tok::Str(b"a\\".to_vec())));
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        for _ in 0..5000 {
-            let n = (seed % 64) as usize;
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let alphabet = b"'\"`@:;/*!-#\\ aSELECTKILL0123()";
-                v.push(alphabet[(seed % alphabet.len() as u64) as usize]);
-            }
-            let _ = analyze(&v, Modes::default());
-            let _ = rewrite_connection_id(
-                &v,
-                1,
-                Modes {
-                    ansi_quotes: true,
-                    no_backslash_escapes: true,
-                },
-            );
-        }
-    }
+/// Replaces every `CONNECTION_ID()` call (outside literals and comments) with `id`.
+pub fn rewrite_connection_id(sql: &[u8], id: u32, modes: Modes) -> Vec<u8> {
+    let e = analyze(sql, modes);
+    let lit = id.to_string().into_bytes();
+    let edits: Vec<(Range<usize>, Vec<u8>)> = e
+        .history
+        .iter()
+        .filter(|h| h.kind == Hist::ConnectionId && !h.at.is_empty())
+        .map(|h| (h.at.clone(), lit.clone()))
+        .collect();
+    splice(sql, &edits)
 }
+
+#[cfg(test)]
+mod tests;

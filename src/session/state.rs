@@ -25,6 +25,122 @@ pub fn is_reserved(name: &str) -> bool {
     name.starts_with("session_track_")
 }
 
+/// How sluice treats a system variable the server reports changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarClass {
+    /// Session-settable: recorded and replayed on whichever backend serves the session.
+    Replay,
+    /// Replayed, and it governs the client's own connection at sluice too (`wait_timeout`,
+    /// `interactive_timeout`, `net_read_timeout`, `net_write_timeout`).
+    Connection,
+    /// `last_insert_id` / `identity`: the session's LAST_INSERT_ID, a history value carried by
+    /// sluice (see [`super::effects`]), never a setting.
+    LastInsertId,
+    /// `insert_id`: a one-shot value for the next insert; the backend stays until it is used.
+    OneShot,
+    /// `last_gtid`: the session's last GTID, a read-only history value.
+    LastGtid,
+    /// Never recorded: sluice's own trackers, and whatever the server says a session cannot set.
+    Ignore,
+}
+
+/// Variables that govern the client's connection itself.
+pub const CONNECTION_VARS: [&str; 4] = [
+    "interactive_timeout",
+    "net_read_timeout",
+    "net_write_timeout",
+    "wait_timeout",
+];
+
+/// What the server says about its session variables: which a session may set (read from
+/// `information_schema.SYSTEM_VARIABLES` at start: session scope, not read-only) and what a
+/// fresh connection holds. Decided by the server, not by a list in sluice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VarCatalog {
+    /// Session-settable variables; `None` when the server's table could not be read (then every
+    /// reported variable is replayed except the read-only ones sluice knows of).
+    settable: Option<HashSet<Box<str>>>,
+    /// A fresh backend connection's session values.
+    fresh: std::collections::HashMap<Box<str>, Box<str>>,
+}
+
+/// Read-only variables the server reports, for servers whose variable table sluice cannot read.
+const KNOWN_READ_ONLY: [&str; 4] = [
+    "last_gtid",
+    "warning_count",
+    "error_count",
+    "in_transaction",
+];
+
+impl VarCatalog {
+    /// A catalog from the server's `(name, scope, read_only, session_value)` rows.
+    pub fn from_rows<'a>(
+        rows: impl IntoIterator<Item = (&'a str, &'a str, bool, Option<&'a str>)>,
+    ) -> VarCatalog {
+        let mut settable = HashSet::new();
+        let mut fresh = std::collections::HashMap::new();
+        for (name, scope, read_only, value) in rows {
+            let name = name.to_ascii_lowercase();
+            let session =
+                scope.eq_ignore_ascii_case("SESSION") || scope.eq_ignore_ascii_case("SESSION ONLY");
+            if session && !read_only {
+                settable.insert(name.clone().into_boxed_str());
+            }
+            if let Some(v) = value {
+                fresh.insert(name.into_boxed_str(), v.into());
+            }
+        }
+        VarCatalog {
+            settable: Some(settable),
+            fresh,
+        }
+    }
+
+    /// Only what both catalogs allow (several backends must all accept a replay).
+    pub fn intersect(&mut self, other: &VarCatalog) {
+        if let (Some(a), Some(b)) = (&mut self.settable, &other.settable) {
+            a.retain(|n| b.contains(n));
+        } else if self.settable.is_none() {
+            self.settable = other.settable.clone();
+        }
+        if self.fresh.is_empty() {
+            self.fresh = other.fresh.clone();
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.settable.is_some()
+    }
+
+    /// A fresh connection's value of `name`, if the server told.
+    pub fn fresh_value(&self, name: &str) -> Option<&str> {
+        self.fresh.get(name).map(|v| &**v)
+    }
+
+    pub fn class(&self, name: &str) -> VarClass {
+        match name {
+            "last_insert_id" | "identity" => return VarClass::LastInsertId,
+            "insert_id" => return VarClass::OneShot,
+            "last_gtid" => return VarClass::LastGtid,
+            _ => {}
+        }
+        if is_reserved(name) || !is_identifier(name) {
+            return VarClass::Ignore;
+        }
+        let settable = match &self.settable {
+            Some(s) => s.contains(name),
+            None => !KNOWN_READ_ONLY.contains(&name),
+        };
+        if !settable {
+            VarClass::Ignore
+        } else if CONNECTION_VARS.contains(&name) {
+            VarClass::Connection
+        } else {
+            VarClass::Replay
+        }
+    }
+}
+
 /// The character set variables a fresh backend connection takes from its handshake collation
 /// (not from the global defaults, which `SET x = DEFAULT` would give).
 pub const CHARSET_VARS: [&str; 4] = [
@@ -84,8 +200,16 @@ impl Settings {
         s
     }
 
-    /// Applies the changes an OK packet reported. Returns `true` if anything changed.
-    pub fn apply<'a>(&mut self, changes: impl IntoIterator<Item = SessionChange<'a>>) -> bool {
+    /// Applies the changes an OK packet reported, keeping only what the catalog says is a
+    /// replayable setting; `temporary` names variables whose reports are one statement's values
+    /// (`SET STATEMENT … FOR`). A value equal to a fresh connection's is removed: it is no
+    /// difference. Returns `true` if anything changed.
+    pub fn apply<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = SessionChange<'a>>,
+        catalog: &VarCatalog,
+        temporary: &[Vec<u8>],
+    ) -> bool {
         let mut changed = false;
         for c in changes {
             match c {
@@ -95,18 +219,30 @@ impl Settings {
                     else {
                         continue;
                     };
-                    if is_reserved(name) || !is_identifier(name) {
+                    if temporary
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+                    {
                         continue;
                     }
-                    if self.var(name) != Some(value) {
+                    if !matches!(catalog.class(name), VarClass::Replay | VarClass::Connection) {
+                        continue;
+                    }
+                    let is_fresh =
+                        !CHARSET_VARS.contains(&name) && catalog.fresh_value(name) == Some(value);
+                    if is_fresh {
+                        changed |= self.remove_var(name);
+                    } else if self.var(name) != Some(value) {
                         self.set_var(name, value);
                         changed = true;
                     }
                 }
                 SessionChange::Schema(s) => {
-                    let s = String::from_utf8_lossy(s);
-                    if self.schema.as_deref() != Some(&*s) {
-                        self.schema = Some(s.into());
+                    // The schema tracker reports an empty name when the current schema was
+                    // dropped: the session has none.
+                    let s = (!s.is_empty()).then(|| String::from_utf8_lossy(s));
+                    if self.schema.as_deref() != s.as_deref() {
+                        self.schema = s.map(Into::into);
                         changed = true;
                     }
                 }
@@ -115,10 +251,64 @@ impl Settings {
         }
         changed
     }
+
+    fn remove_var(&mut self, name: &str) -> bool {
+        match self.vars.binary_search_by(|(n, _)| n.as_ref().cmp(name)) {
+            Ok(i) => {
+                self.vars.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 fn is_identifier(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Variables that decide what a statement's text means when the server prepares it (with the
+/// schema): a statement prepared lazily on another backend is prepared under the same ones.
+pub const PREPARE_VARS: [&str; 5] = [
+    "character_set_client",
+    "character_set_connection",
+    "collation_connection",
+    "sql_mode",
+    "old_mode",
+];
+
+impl Settings {
+    /// The schema and the [`PREPARE_VARS`] of these settings.
+    pub fn for_prepare(&self) -> Settings {
+        Settings {
+            schema: self.schema.clone(),
+            vars: self
+                .vars
+                .iter()
+                .filter(|(n, _)| PREPARE_VARS.contains(&&**n))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// These settings with the schema and [`PREPARE_VARS`] of `p` instead of their own (the
+    /// schema only when `p` has one: a schema cannot be left without COM_CHANGE_USER, which would
+    /// end a transaction).
+    pub fn with_prepare(&self, p: &Settings) -> Settings {
+        let mut s = Settings {
+            schema: p.schema.clone().or_else(|| self.schema.clone()),
+            vars: self
+                .vars
+                .iter()
+                .filter(|(n, _)| !PREPARE_VARS.contains(&&**n))
+                .cloned()
+                .collect(),
+        };
+        for (n, v) in &p.vars {
+            s.set_var(n, v);
+        }
+        s
+    }
 }
 
 /// What must run on a backend connection to give it a client's settings.
@@ -135,6 +325,19 @@ pub struct SyncPlan {
 impl SyncPlan {
     pub fn is_empty(&self) -> bool {
         self.schema.is_none() && !self.clear_schema && self.set.is_none()
+    }
+
+    /// Adds the session's LAST_INSERT_ID to the SET statement (it is settable, so it is carried
+    /// exactly wherever the session's next statement reads it).
+    pub fn carry_last_insert_id(&mut self, v: u64) {
+        let a = format!("@@SESSION.last_insert_id = {v}");
+        match &mut self.set {
+            Some(set) => {
+                set.push_str(", ");
+                set.push_str(&a);
+            }
+            None => self.set = Some(format!("SET {a}")),
+        }
     }
 }
 
@@ -388,25 +591,132 @@ mod tests {
     #[test]
     fn apply_records_reported_changes_and_skips_reserved_ones() {
         let mut s = Settings::default();
-        let changed = s.apply([
-            SessionChange::SystemVariable {
-                name: b"time_zone",
-                value: b"+01:00",
-            },
-            SessionChange::SystemVariable {
-                name: b"session_track_system_variables",
-                value: b"",
-            },
-            SessionChange::SystemVariable {
-                name: b"bad name;",
-                value: b"x",
-            },
-            SessionChange::Schema(b"app"),
-            SessionChange::StateChange(true),
-        ]);
+        let cat = VarCatalog::default();
+        let changed = s.apply(
+            [
+                SessionChange::SystemVariable {
+                    name: b"time_zone",
+                    value: b"+01:00",
+                },
+                SessionChange::SystemVariable {
+                    name: b"session_track_system_variables",
+                    value: b"",
+                },
+                SessionChange::SystemVariable {
+                    name: b"bad name;",
+                    value: b"x",
+                },
+                SessionChange::Schema(b"app"),
+                SessionChange::StateChange(true),
+            ],
+            &cat,
+            &[],
+        );
         assert!(changed);
         assert_eq!(s, settings(Some("app"), &[("time_zone", "+01:00")]));
-        assert!(!s.apply([SessionChange::Schema(b"app")]));
+        assert!(!s.apply([SessionChange::Schema(b"app")], &cat, &[]));
+        // A dropped current schema is reported as an empty name: no schema.
+        assert!(s.apply([SessionChange::Schema(b"")], &cat, &[]));
+        assert_eq!(s.schema, None);
+    }
+
+    fn catalog() -> VarCatalog {
+        VarCatalog::from_rows([
+            ("TIME_ZONE", "SESSION", false, Some("SYSTEM")),
+            (
+                "SQL_SELECT_LIMIT",
+                "SESSION",
+                false,
+                Some("18446744073709551615"),
+            ),
+            ("WAIT_TIMEOUT", "SESSION", false, Some("28800")),
+            ("LAST_GTID", "SESSION ONLY", true, Some("")),
+            ("MAX_ALLOWED_PACKET", "SESSION", true, Some("67108864")),
+            ("READ_ONLY", "GLOBAL", false, Some("OFF")),
+            ("LAST_INSERT_ID", "SESSION ONLY", false, Some("0")),
+        ])
+    }
+
+    #[test]
+    fn the_server_decides_what_is_replayed() {
+        let cat = catalog();
+        assert_eq!(cat.class("time_zone"), VarClass::Replay);
+        assert_eq!(cat.class("wait_timeout"), VarClass::Connection);
+        assert_eq!(cat.class("last_gtid"), VarClass::LastGtid);
+        assert_eq!(cat.class("last_insert_id"), VarClass::LastInsertId);
+        assert_eq!(cat.class("identity"), VarClass::LastInsertId);
+        assert_eq!(cat.class("insert_id"), VarClass::OneShot);
+        // Read-only for a session, global-only, unknown to the server: never replayed.
+        assert_eq!(cat.class("max_allowed_packet"), VarClass::Ignore);
+        assert_eq!(cat.class("read_only"), VarClass::Ignore);
+        assert_eq!(cat.class("no_such_variable"), VarClass::Ignore);
+        assert_eq!(cat.class("session_track_schema"), VarClass::Ignore);
+        // Without the server's table only the known read-only variables are kept out.
+        let unknown = VarCatalog::default();
+        assert_eq!(unknown.class("no_such_variable"), VarClass::Replay);
+        assert_eq!(unknown.class("warning_count"), VarClass::Ignore);
+        let mut s = Settings::default();
+        s.apply(
+            [
+                SessionChange::SystemVariable {
+                    name: b"last_gtid",
+                    value: b"0-1-5",
+                },
+                SessionChange::SystemVariable {
+                    name: b"last_insert_id",
+                    value: b"5",
+                },
+                SessionChange::SystemVariable {
+                    name: b"wait_timeout",
+                    value: b"50",
+                },
+            ],
+            &cat,
+            &[],
+        );
+        assert_eq!(s, settings(None, &[("wait_timeout", "50")]));
+    }
+
+    #[test]
+    fn fresh_values_and_one_statement_values_are_no_difference() {
+        let cat = catalog();
+        let mut s = settings(None, &[("sql_select_limit", "9")]);
+        // SET STATEMENT sql_select_limit = 3 FOR …: the server reports 3 for one statement.
+        assert!(!s.apply(
+            [SessionChange::SystemVariable {
+                name: b"sql_select_limit",
+                value: b"3",
+            }],
+            &cat,
+            &[b"sql_select_limit".to_vec()],
+        ));
+        // A procedure that restores the default: the variable is at its fresh value again.
+        assert!(s.apply(
+            [SessionChange::SystemVariable {
+                name: b"sql_select_limit",
+                value: b"18446744073709551615",
+            }],
+            &cat,
+            &[],
+        ));
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn last_insert_id_is_carried_in_the_set_statement() {
+        let mut p = plan(&Settings::default(), &Settings::default(), &fresh());
+        p.carry_last_insert_id(42);
+        assert_eq!(p.set.as_deref(), Some("SET @@SESSION.last_insert_id = 42"));
+        let mut p = plan(
+            &Settings::default(),
+            &settings(None, &[("time_zone", "+01:00")]),
+            &fresh(),
+        );
+        p.carry_last_insert_id(7);
+        assert_eq!(
+            p.set.as_deref(),
+            Some("SET @@SESSION.time_zone = '+01:00', @@SESSION.last_insert_id = 7")
+        );
     }
 
     #[test]

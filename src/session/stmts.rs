@@ -3,6 +3,7 @@
 //! under, its parameter count, and the parameter types last bound (a later execute may omit them,
 //! but the backend that serves it may never have seen them).
 
+use super::sql::Effects;
 use super::state::Settings;
 use crate::codec::command::com;
 use crate::codec::{CodecError, Result};
@@ -20,6 +21,11 @@ pub struct ClientStmt {
     pub types: Option<Box<[u8]>>,
     /// COM_STMT_SEND_LONG_DATA sent since the last execute: the data lives on one backend.
     pub long_data: bool,
+    /// Long data was sent but its backend connection was lost (or would not take it): the next
+    /// execute must fail rather than run without it.
+    pub long_data_lost: bool,
+    /// What the statement does, analysed once at prepare.
+    pub effects: Rc<Effects>,
 }
 
 /// A session's statements by client-visible id.
@@ -27,8 +33,8 @@ pub struct ClientStmt {
 pub struct Stmts {
     next_id: u32,
     pub map: HashMap<u32, ClientStmt>,
-    /// The statement whose cursor is open (rows wait on the backend for COM_STMT_FETCH).
-    pub cursor: Option<u32>,
+    /// Statements whose cursor is open (rows wait on the backend for COM_STMT_FETCH).
+    pub cursors: Vec<u32>,
 }
 
 impl Stmts {
@@ -39,7 +45,30 @@ impl Stmts {
 
     /// Something ties the session to its backend: an open cursor or pending long data.
     pub fn pending(&self) -> bool {
-        self.cursor.is_some() || self.map.values().any(|s| s.long_data)
+        !self.cursors.is_empty() || self.map.values().any(|s| s.long_data)
+    }
+
+    pub fn has_cursor(&self, id: u32) -> bool {
+        self.cursors.contains(&id)
+    }
+
+    pub fn set_cursor(&mut self, id: u32, open: bool) {
+        self.cursors.retain(|&c| c != id);
+        if open {
+            self.cursors.push(id);
+        }
+    }
+
+    /// The backend the session held is gone: its cursors with it, and long data sent there is
+    /// lost.
+    pub fn backend_lost(&mut self) {
+        self.cursors.clear();
+        for s in self.map.values_mut() {
+            if s.long_data {
+                s.long_data = false;
+                s.long_data_lost = true;
+            }
+        }
     }
 }
 

@@ -146,15 +146,17 @@ pub struct ShardStats {
     pub refused_max_clients: Cell<u64>,
     pub errors: RefCell<HashMap<&'static str, u64>>,
     /// Times a session became pinned, by reason.
-    pub pins_total: [Cell<u64>; 8],
+    pub pins_total: [Cell<u64>; crate::session::pins::PIN_REASONS],
     /// Sessions pinned now, by reason.
-    pub pinned_now: [Cell<i64>; 8],
+    pub pinned_now: [Cell<i64>; crate::session::pins::PIN_REASONS],
     /// Statements refused because the pin budget was used up.
     pub pin_refusals: Cell<u64>,
     /// Settings applied to a backend before a command (a session moved between backends).
     pub syncs: Cell<u64>,
     /// Statements prepared on a backend on demand (not by the client's COM_STMT_PREPARE).
     pub lazy_prepares: Cell<u64>,
+    /// History reads the server may have answered with another session's values.
+    pub inexact_history_reads: Cell<u64>,
     /// Clients that upgraded to TLS.
     pub tls_clients: Cell<u64>,
     /// Connections refused because their address failed to log in too often.
@@ -723,6 +725,7 @@ impl Shard {
             pin_refusals: s.pin_refusals.get(),
             syncs: s.syncs.get(),
             lazy_prepares: s.lazy_prepares.get(),
+            inexact_history_reads: s.inexact_history_reads.get(),
             client_bytes_in: s.client_bytes_in.get(),
             client_bytes_out: s.client_bytes_out.get(),
             tls_clients: s.tls_clients.get(),
@@ -737,7 +740,7 @@ impl Shard {
                 .collect(),
             ..ShardSnapshot::default()
         };
-        for i in 0..8 {
+        for i in 0..crate::session::pins::PIN_REASONS {
             snap.pins_total[i] = s.pins_total[i].get();
             snap.pinned_now[i] = s.pinned_now[i].get();
         }

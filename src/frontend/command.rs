@@ -1,0 +1,895 @@
+//! Executing a command for a session: get it a backend (the one it holds, or one from the pool
+//! made equal to its settings), relay the command and its response, then carry out what
+//! [`crate::session::effects`] decided — record the values, keep the backend or give it back.
+//!
+//! Also the statements sluice answers itself (`SELECT LAST_INSERT_ID()` and its kin, `KILL`),
+//! and the rewriting of history reads the server cannot answer for a session whose backend has
+//! gone back to the pool.
+
+use super::answer::{self, Column};
+use super::client::ClientIo;
+use super::relay::{relay, Failure, Observed, RelayCtx};
+use super::session::{fail, reply_err, reply_ok, routines, CmdResult, Flow, Session};
+use crate::backend::conn::{BackendError, ENABLE_TRACKERS};
+use crate::backend::pool::Lease;
+use crate::codec::caps::{cap, status};
+use crate::codec::command::{set_option, ResponseKind};
+use crate::codec::packets::SessionChange;
+use crate::config::{PinOverflow, PoolMode};
+use crate::error::{code, Error, Reply};
+use crate::session::effects::{self, Diag, Facts, History, Known, Response};
+use crate::session::pins::{PinReason, Pins, Reported};
+use crate::session::sql::{self, Effects, Hist, Intercept};
+use crate::session::state::{self, Settings, VarClass};
+use crate::shard::table::{ActiveCtl, KillKind};
+use crate::shard::Shard;
+use bytes::Bytes;
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// A command, as far as its effects on the session go.
+#[derive(Clone, Copy)]
+pub(crate) enum Cmd<'a> {
+    /// COM_QUERY with its analysis.
+    Query(&'a Effects),
+    /// COM_STMT_EXECUTE of a statement with this analysis.
+    Execute(&'a Effects),
+    /// COM_STMT_FETCH.
+    Fetch,
+    /// COM_INIT_DB: the schema tracker reports the change; nothing to pin.
+    InitDb,
+    /// Anything else.
+    Plain,
+}
+
+impl<'a> Cmd<'a> {
+    fn effects(self) -> Option<&'a Effects> {
+        match self {
+            Cmd::Query(e) | Cmd::Execute(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn decision(self) -> effects::Command<'a> {
+        match self {
+            Cmd::Query(e) => effects::Command::Query(e),
+            Cmd::Execute(e) => effects::Command::Execute(e),
+            Cmd::Fetch => effects::Command::Fetch,
+            Cmd::InitDb | Cmd::Plain => effects::Command::Plain,
+        }
+    }
+}
+
+/// COM_QUERY.
+pub(crate) async fn query(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: Bytes,
+) -> CmdResult {
+    let routines = routines(shard);
+    let mut e = sql::analyze_with(&payload[1..], &sess.sql_context(shard, &routines));
+    if e.kill_nested {
+        return reply_err(
+            io,
+            next,
+            Reply::new(
+                1235,
+                b"42000",
+                "sluice: KILL must be sent as a statement of its own (not among several statements or in dynamic SQL), so that it reaches the client it names",
+            ),
+        )
+        .await;
+    }
+    match &e.intercept {
+        Some(Intercept::Kill { query_only, id }) => return kill(shard, sess, io, next, *query_only, *id).await,
+        Some(Intercept::KillUnsupported) => {
+            return reply_err(
+                io,
+                next,
+                Reply::new(1235, b"42000", "sluice: this form of KILL is not supported; use KILL [CONNECTION | QUERY] <connection id>"),
+            )
+            .await
+        }
+        Some(Intercept::Select(items)) if can_answer(sess, items) => {
+            return answer(shard, sess, io, next, items).await
+        }
+        _ => {}
+    }
+    if e.routine_ddl {
+        shard.shared.server.routines.mark_stale();
+    }
+    // EXECUTE of an SQL-level prepared statement does what its text does.
+    for name in e.executed.clone() {
+        match sess.pins.as_ref().and_then(|p| p.prepared_text(&name)) {
+            Some(Some(text)) => {
+                let inner = sql::analyze_with(text, &sess.sql_context(shard, &routines));
+                e.user_var_write |= inner.user_var_write;
+                e.locks_acquired.extend(inner.locks_acquired);
+                e.sequence |= inner.sequence;
+                e.stored_function |= inner.stored_function;
+                e.temp_created.extend(inner.temp_created);
+                e.history.extend(inner.history.into_iter().map(|mut h| {
+                    h.at = 0..0;
+                    h
+                }));
+            }
+            // Prepared from a variable: what it does is unknown, so it pins.
+            Some(None) => set_pins(shard, sess, Pins::mark_unknown),
+            None => {}
+        }
+    }
+    let server_answers = server_answers(sess);
+    let (payload, inexact) = rewrite_history(sess, &e, payload, server_answers);
+    if inexact {
+        shard
+            .stats
+            .inexact_history_reads
+            .set(shard.stats.inexact_history_reads.get() + 1);
+    }
+    if sess.mode() != PoolMode::Session && !sess.pinned() {
+        if let Some(reason) = PinReason::predicted(&e) {
+            reserve_pin(shard, sess, reason)
+                .await
+                .map_err(|err| fail(err, next))?;
+        }
+    }
+    let affinity = inexact;
+    forward_with(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &payload,
+        ResponseKind::Query,
+        Cmd::Query(&e),
+        affinity,
+    )
+    .await?;
+    Ok(Flow::Continue)
+}
+
+/// Does the server answer the session's history reads (its backend is held and only the
+/// session's own statements ran there)?
+pub(crate) fn server_answers(sess: &Session) -> bool {
+    effects::server_answers(
+        sess.lease.is_some(),
+        sess.mode() == PoolMode::Session,
+        sess.history(),
+    )
+}
+
+/// Can sluice answer `SELECT <history values>` itself, exactly as the server would?
+fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
+    if items.iter().all(|i| i.kind == Hist::ConnectionId) {
+        // The id the handshake gave, in every mode (KILL uses it too).
+        return true;
+    }
+    if server_answers(sess) {
+        return false;
+    }
+    let h = sess.history();
+    items.iter().all(|i| match i.kind {
+        Hist::LastInsertId | Hist::Identity => h.last_insert_id.value().is_some(),
+        Hist::FoundRows => h.found_rows.value().is_some(),
+        Hist::WarningCount | Hist::ErrorCount => h.diag == Diag::Clean,
+        Hist::InsertId => !sess.past().one_shot,
+        Hist::RowCount | Hist::LastGtid | Hist::ConnectionId => true,
+    })
+}
+
+/// The text value of a history item, as the server would send it.
+fn history_value(sess: &Session, kind: Hist) -> Option<String> {
+    let h = sess.history();
+    Some(match kind {
+        Hist::LastInsertId | Hist::Identity => h.last_insert_id.value()?.to_string(),
+        Hist::InsertId => "0".into(),
+        Hist::RowCount => h.row_count.to_string(),
+        Hist::FoundRows => h.found_rows.value()?.to_string(),
+        Hist::WarningCount | Hist::ErrorCount => {
+            if h.diag != Diag::Clean {
+                return None;
+            }
+            "0".into()
+        }
+        Hist::LastGtid => h.last_gtid.to_string(),
+        Hist::ConnectionId => sess.conn_id.to_string(),
+    })
+}
+
+/// The collation id of the session's `character_set_results` (what a string column carries).
+fn results_collation(shard: &Shard, sess: &Session) -> Option<u16> {
+    let server = &shard.shared.server;
+    let charset = match sess.settings.var("character_set_results") {
+        Some(cs) => cs.to_string(),
+        None => server
+            .collations
+            .get(&u16::from(sess.collation))?
+            .charset
+            .clone(),
+    };
+    server.default_collations.get(&charset).copied()
+}
+
+/// Answers `SELECT <history values>` from what sluice knows.
+async fn answer(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    items: &[sql::Answered],
+) -> CmdResult {
+    let templates = &shard.shared.server.templates;
+    let charset = results_collation(shard, sess);
+    let values: Vec<Option<String>> = items.iter().map(|i| history_value(sess, i.kind)).collect();
+    let mut columns = Vec::with_capacity(items.len());
+    for (item, v) in items.iter().zip(&values) {
+        let Some(template) = templates.get(&item.kind) else {
+            return Err(fail(
+                Error::Refused(Reply::new(1105, b"HY000", "sluice: no column template")),
+                next,
+            ));
+        };
+        columns.push(Column {
+            name: &item.label,
+            template,
+            charset,
+            value: v.as_deref().map(str::as_bytes),
+        });
+    }
+    let extended = false;
+    let mut seq = next;
+    for p in answer::one_row(&columns, sess.status, sess.caps, extended) {
+        seq = io.queue(seq, &p);
+    }
+    io.flush(None).await.map_err(|e| fail(e, next))?;
+    // As the server counts a SELECT: ROW_COUNT() -1, FOUND_ROWS() the one row; no condition.
+    sess.update_past(|p| {
+        p.history.row_count = -1;
+        p.history.found_rows = Known::Is(1);
+    });
+    Ok(Flow::Continue)
+}
+
+/// KILL [QUERY] id, answered by sluice for the session it names.
+async fn kill(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    query_only: bool,
+    id: u64,
+) -> CmdResult {
+    let kind = if query_only {
+        KillKind::Query
+    } else {
+        KillKind::Connection
+    };
+    let target = u32::try_from(id).unwrap_or(0);
+    match shard.kill(target, kind, sess.user.id).await {
+        Ok(()) => {
+            sess.update_past(|p| p.history.row_count = 0);
+            reply_ok(io, sess, next).await
+        }
+        Err(Error::Refused(r)) => reply_err(io, next, r).await,
+        Err(e) => Err(fail(e, next)),
+    }
+}
+
+/// Rewrites the history reads the server would answer with another session's values: each
+/// becomes a literal of the session's own value (only where a literal means the same: not a
+/// column of a select list, whose name and type would change). `CONNECTION_ID()` always becomes
+/// sluice's id. Returns the text and whether a read is left the server may answer inexactly.
+fn rewrite_history(
+    sess: &Session,
+    e: &Effects,
+    payload: Bytes,
+    server_answers: bool,
+) -> (Bytes, bool) {
+    let h = sess.history();
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut inexact = false;
+    for r in &e.history {
+        let rewritable = !r.at.is_empty();
+        let literal = match r.kind {
+            Hist::ConnectionId => Some(sess.conn_id.to_string()),
+            // Carried to the backend before the statement (it is settable).
+            Hist::LastInsertId | Hist::Identity | Hist::InsertId => None,
+            _ if server_answers => None,
+            Hist::RowCount => Some(format!("({})", h.row_count)),
+            Hist::FoundRows => h.found_rows.value().map(|v| format!("({v})")),
+            Hist::WarningCount | Hist::ErrorCount => (h.diag == Diag::Clean).then(|| "(0)".into()),
+            Hist::LastGtid => Some(state::quote(&h.last_gtid)),
+        };
+        match literal {
+            Some(l) if rewritable && (!r.in_select_list || r.kind == Hist::ConnectionId) => {
+                edits.push((r.at.clone().shift(1), l.into_bytes()))
+            }
+            Some(_) if r.kind != Hist::ConnectionId => inexact = true,
+            None if !server_answers
+                && !matches!(
+                    r.kind,
+                    Hist::LastInsertId | Hist::Identity | Hist::InsertId | Hist::ConnectionId
+                ) =>
+            {
+                inexact = true
+            }
+            _ => {}
+        }
+    }
+    if edits.is_empty() {
+        return (payload, inexact);
+    }
+    (Bytes::from(sql::splice(&payload, &edits)), inexact)
+}
+
+/// Shifts a range by `n` bytes (the command byte before the SQL text).
+trait Shift {
+    fn shift(self, n: usize) -> Self;
+}
+
+impl Shift for Range<usize> {
+    fn shift(self, n: usize) -> Self {
+        self.start + n..self.end + n
+    }
+}
+
+/// Changes the session's pins and keeps the pool's pin budget and the metrics in step.
+pub(crate) fn set_pins(shard: &Rc<Shard>, sess: &mut Session, f: impl FnOnce(&mut Pins)) {
+    let pins = sess.pins.get_or_insert_with(Box::default);
+    let before = pins.mask();
+    f(pins);
+    let after = pins.mask();
+    shard.stats.pin_transition(before, after);
+    let pool = shard.pool(sess.user.index, sess.backend);
+    if after != 0 && !sess.pin_counted {
+        pool.pin_force();
+        sess.pin_counted = true;
+    } else if after == 0 && sess.pin_counted {
+        pool.pin_release();
+        sess.pin_counted = false;
+    }
+    if after == 0 {
+        sess.pins = None;
+    }
+}
+
+/// Before a statement that would pin a session not pinned yet: take a unit of the pin budget,
+/// or refuse / wait as configured.
+pub(crate) async fn reserve_pin(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    reason: PinReason,
+) -> Result<(), Error> {
+    if sess.pin_counted || sess.mode() == PoolMode::Session {
+        return Ok(());
+    }
+    let pool = shard.pool(sess.user.index, sess.backend);
+    if pool.pin_try_acquire() {
+        sess.pin_counted = true;
+        return Ok(());
+    }
+    let cfg = &shard.shared.config.pool;
+    if cfg.pin_overflow == PinOverflow::Wait {
+        let deadline = Instant::now() + Duration::from_millis(cfg.queue_timeout_ms);
+        if pool.pin_wait(deadline).await {
+            sess.pin_counted = true;
+            return Ok(());
+        }
+    }
+    shard
+        .stats
+        .pin_refusals
+        .set(shard.stats.pin_refusals.get() + 1);
+    Err(Error::Refused(Reply::new(
+        code::PIN_BUDGET,
+        b"HY000",
+        format!(
+            "sluice: this statement would pin the session to its backend ({}), and {} sessions already are (pool.pin_budget); retry later or avoid session state",
+            reason.name(),
+            pool.pinned()
+        ),
+    )))
+}
+
+/// Gets the session's backend: the one it holds, or one from the pool with the session's
+/// settings (and LAST_INSERT_ID) applied. `affinity`: prefer the connection the session last
+/// gave back, if nobody has used it since.
+pub(crate) async fn acquire(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    affinity: bool,
+) -> Result<Lease, Error> {
+    if let Some(l) = sess.lease.take() {
+        return Ok(l);
+    }
+    let pool = shard.pool(sess.user.index, sess.backend);
+    let exact = match sess.past().affinity {
+        Some((serial, epoch)) if affinity => pool.take_exact(serial, epoch),
+        _ => None,
+    };
+    let mut lease = match exact {
+        Some(l) => l,
+        None => {
+            let deadline =
+                Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
+            let profile = sess.caps & cap::PROFILE;
+            pool.checkout(profile, &sess.settings, deadline).await?
+        }
+    };
+    let settings = sess.settings.clone();
+    let lid = sess.history().last_insert_id.value();
+    match sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await {
+        Ok(()) => Ok(lease),
+        Err(Synced::Lost(e)) => Err(e),
+        Err(Synced::Refused { error, schema }) => {
+            // The connection's settings are not all known now: it is discarded. A schema the
+            // server no longer knows is gone from the session too (as when a session's own
+            // schema is dropped), so the client gets the server's error once and goes on.
+            drop(lease);
+            if schema {
+                let mut s = (*sess.settings).clone();
+                s.schema = None;
+                sess.settings = shard.interner.intern(s);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// How syncing a backend's settings failed.
+pub(crate) enum Synced {
+    /// The connection broke.
+    Lost(Error),
+    /// The server refused part of the settings (`schema`: the schema part).
+    Refused { error: Error, schema: bool },
+}
+
+/// The error a backend failure means for the client: the server's own refusal, or the
+/// connection lost.
+pub(crate) fn backend_error(shard: &Shard, lease: &Lease, e: BackendError) -> Error {
+    match e {
+        BackendError::Server {
+            code,
+            sql_state,
+            message,
+        } => Error::Refused(Reply::new(code, &sql_state, message)),
+        BackendError::Broken(detail) => Error::BackendLost {
+            backend: shard.shared.backends[usize::from(lease.get().backend)]
+                .address
+                .clone(),
+            detail,
+        },
+    }
+}
+
+/// Makes a backend's settings equal to `settings` (and its LAST_INSERT_ID `lid`, when given), in
+/// one round trip.
+pub(crate) async fn sync_to(
+    shard: &Rc<Shard>,
+    lease: &mut Lease,
+    settings: &Rc<Settings>,
+    multi: bool,
+    lid: Option<u64>,
+) -> Result<(), Synced> {
+    let conn = lease.get();
+    let lid_differs = lid.is_some_and(|v| conn.last_insert_id != Some(v));
+    if Rc::ptr_eq(&conn.settings, settings) && conn.multi_statements == multi && !lid_differs {
+        return Ok(());
+    }
+    let mut plan = state::plan(&conn.settings, settings, &shard.fresh_charset);
+    if plan.clear_schema {
+        let spec = lease.pool().spec().clone();
+        if let Err(e) = lease
+            .conn()
+            .change_user_clear(&spec, shard.fresh.clone())
+            .await
+        {
+            return Err(Synced::Lost(backend_error(shard, lease, e)));
+        }
+        plan = state::plan(&lease.get().settings, settings, &shard.fresh_charset);
+    }
+    if let Some(v) = lid.filter(|&v| lease.get().last_insert_id != Some(v)) {
+        plan.carry_last_insert_id(v);
+    }
+    let set_option = (lease.get().multi_statements != multi).then_some(if multi {
+        set_option::MULTI_STATEMENTS_ON
+    } else {
+        set_option::MULTI_STATEMENTS_OFF
+    });
+    shard.stats.syncs.set(shard.stats.syncs.get() + 1);
+    let applied = lease
+        .conn()
+        .apply(plan.schema.as_deref(), plan.set.as_deref(), set_option)
+        .await
+        .map_err(|e| Synced::Lost(backend_error(shard, lease, e)))?;
+    if !applied.ok() {
+        warn!(settings = ?plan, "the server refused session settings sluice replayed");
+        let schema = applied.schema.is_some();
+        let e = applied.first_error().expect("a part failed");
+        return Err(Synced::Refused {
+            error: backend_error(shard, lease, e),
+            schema,
+        });
+    }
+    let warned = applied.warnings > 0;
+    let conn = lease.conn();
+    conn.settings = settings.clone();
+    conn.multi_statements = multi;
+    if lid.is_some() {
+        conn.last_insert_id = lid;
+    }
+    if warned {
+        // The replayed SET raised warnings the session never saw: a statement that uses a table
+        // clears the diagnostics area, so the session's own stay what they were (none).
+        if let Err(e) = conn
+            .query_ok("SELECT 1 FROM information_schema.COLLATIONS LIMIT 0")
+            .await
+        {
+            return Err(Synced::Lost(backend_error(shard, lease, e)));
+        }
+    }
+    Ok(())
+}
+
+/// Sends a command on the session's backend and relays the response; then updates the session
+/// from what the server reported and decides whether the backend goes back to the pool.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn forward(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+    kind: ResponseKind,
+    cmd: Cmd<'_>,
+) -> Result<Observed, Failure> {
+    forward_with(shard, ctl, sess, io, next, payload, kind, cmd, false).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_with(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+    kind: ResponseKind,
+    cmd: Cmd<'_>,
+    affinity: bool,
+) -> Result<Observed, Failure> {
+    let held_before = sess.lease.is_some();
+    let mut lease = acquire(shard, sess, affinity)
+        .await
+        .map_err(|e| fail(e, next))?;
+    let obs = run_on(shard, ctl, sess, io, next, &mut lease, payload, kind, None).await;
+    let obs = match obs {
+        Ok(o) => o,
+        Err(f) => return Err(lost_backend(sess, f, held_before, lease)),
+    };
+    after_command(shard, ctl, sess, lease, &obs, cmd).await?;
+    Ok(obs)
+}
+
+/// A command failed on its backend (which is discarded with `lease`). Outside a transaction,
+/// with nothing tied to that backend, the session goes on with another one; long data that
+/// lived there is lost, and the statement it belonged to will say so.
+pub(crate) fn lost_backend(
+    sess: &mut Session,
+    mut f: Failure,
+    held_before: bool,
+    lease: Lease,
+) -> Failure {
+    f.keep_session = survives_backend_loss(&f, held_before, sess.mode());
+    drop(lease);
+    if let Some(stmts) = sess.stmts.as_mut() {
+        stmts.backend_lost();
+    }
+    if f.keep_session {
+        sess.status &= !status::IN_TRANS;
+    }
+    f
+}
+
+/// Can the session go on after its backend failed during a command? Only if nothing tied it to
+/// that backend (no transaction, no pin: `held_before` false, not session mode) and the client is
+/// at a packet boundary, so it can be told with an ERR (mid-row, its connection must close).
+fn survives_backend_loss(f: &Failure, held_before: bool, mode: PoolMode) -> bool {
+    matches!(f.error, Error::BackendLost { .. })
+        && !held_before
+        && mode != PoolMode::Session
+        && f.next_seq.is_some()
+}
+
+/// Relays one command on `lease` (which the caller keeps).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_on(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    lease: &mut Lease,
+    payload: &[u8],
+    kind: ResponseKind,
+    prepare_id: Option<u32>,
+) -> Result<Observed, Failure> {
+    let backend_name = shard.shared.backends[usize::from(lease.get().backend)]
+        .address
+        .clone();
+    ctl.backend
+        .set(Some((lease.get().backend, lease.get().thread_id)));
+    let ctx = RelayCtx {
+        client_caps: sess.caps,
+        client_timeout: Some(Duration::from_millis(
+            shard.shared.config.net_write_timeout_ms,
+        )),
+        first_seq: next,
+        backend_name: &backend_name,
+        prepare_id,
+    };
+    let r = relay(io, lease.conn(), payload, kind, &ctx).await;
+    ctl.backend.set(None);
+    let obs = r?;
+    if let Some(st) = obs.status {
+        sess.status = st;
+    }
+    Ok(obs)
+}
+
+/// Session bookkeeping after a command, then the hold-or-release decision carried out.
+pub(crate) async fn after_command(
+    shard: &Rc<Shard>,
+    _ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    mut lease: Lease,
+    obs: &Observed,
+    cmd: Cmd<'_>,
+) -> Result<(), Failure> {
+    let told = |e: BackendError, lease: &Lease| {
+        let mut f = Failure::new(backend_error(shard, lease, e), None);
+        f.told_client = true;
+        f
+    };
+    let server = &shard.shared.server;
+    let e = cmd.effects();
+    let temporary: &[Vec<u8>] = e.map(|e| &e.set_statement_vars[..]).unwrap_or(&[]);
+    let mut resp = Response {
+        error: obs.error.is_some(),
+        warnings: obs.warnings,
+        last_ok: obs.last_ok,
+        insert_id: obs.insert_id,
+        rows: obs.result_set.then_some(obs.rows),
+        status: obs.status.unwrap_or(lease.get().status),
+        ..Response::default()
+    };
+    // sluice's own statements on this backend after the client's (they change its ROW_COUNT()).
+    let mut disturbed = false;
+
+    // 1. What the server reported: settings, and history values.
+    if !obs.changes.is_empty() {
+        for (name, value) in &obs.changes {
+            let Some(name) = name.as_deref().and_then(|n| std::str::from_utf8(n).ok()) else {
+                continue;
+            };
+            let value = String::from_utf8_lossy(value);
+            match server.vars.class(name) {
+                VarClass::LastInsertId => resp.last_insert_id_set = value.parse().ok(),
+                VarClass::OneShot => resp.insert_id_set = value != "0",
+                VarClass::LastGtid => resp.last_gtid = Some(value.as_ref().into()),
+                _ => {}
+            }
+        }
+        let mut s = (*sess.settings).clone();
+        let changed = s.apply(
+            obs.changes.iter().map(|(n, v)| match n {
+                Some(n) => SessionChange::SystemVariable { name: n, value: v },
+                None => SessionChange::Schema(v),
+            }),
+            &server.vars,
+            temporary,
+        );
+        if changed && obs.charset_changed {
+            // MariaDB reports character_set_connection but not always collation_connection.
+            match lease
+                .conn()
+                .query_value("SELECT @@collation_connection")
+                .await
+            {
+                Ok(Some(c)) => s.set_var("collation_connection", &c),
+                Ok(None) => {}
+                Err(err) => return Err(told(err, &lease)),
+            }
+            disturbed = true;
+        }
+        if changed {
+            let rc = shard.interner.intern(s);
+            lease.conn().settings = rc.clone();
+            sess.settings = rc;
+        }
+        if let Some(g) = &resp.last_gtid {
+            lease.conn().last_gtid = g.clone();
+        }
+    }
+    if e.is_some_and(|e| e.session_track) {
+        // A client changed the session trackers sluice relies on: turn them back on.
+        if let Err(err) = lease.conn().query_ok(ENABLE_TRACKERS).await {
+            return Err(told(err, &lease));
+        }
+        disturbed = true;
+    }
+
+    // 2. Pins (transaction and statement modes).
+    if sess.mode() != PoolMode::Session {
+        let in_trans = resp.status & status::IN_TRANS != 0;
+        let unexplained = Effects::default();
+        let explained = Effects {
+            explains_state_change: true,
+            ..Effects::default()
+        };
+        let pin_effects = match cmd {
+            Cmd::Query(e) | Cmd::Execute(e) => e,
+            Cmd::InitDb => &explained,
+            Cmd::Fetch | Cmd::Plain => &unexplained,
+        };
+        set_pins(shard, sess, |p| {
+            p.after(
+                pin_effects,
+                Reported {
+                    failed: obs.error.is_some(),
+                    state_changed: obs.state_changed,
+                    trx_state: obs.trx_state.as_deref(),
+                    trx_characteristics: obs.trx_characteristics.as_deref(),
+                    in_transaction: in_trans,
+                },
+            )
+        });
+    }
+
+    // 3. The decision.
+    let facts = Facts {
+        session_mode: sess.mode() == PoolMode::Session,
+        pinned: sess.pinned() || sess.pin_counted,
+        statement_pending: sess.stmts.as_ref().is_some_and(|s| s.pending()),
+    };
+    let mut out = effects::after(cmd.decision(), &resp, facts, sess.history());
+    out.history.disturbed = disturbed;
+    lease.conn().last_insert_id = out.history.last_insert_id.value();
+    if out.read_before_release {
+        match lease
+            .conn()
+            .query_row("SELECT @@warning_count, LAST_INSERT_ID(), FOUND_ROWS()")
+            .await
+        {
+            Ok(row) => {
+                let n = |i: usize| {
+                    row.get(i)
+                        .cloned()
+                        .flatten()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                out = effects::after_read(out, n(0), n(1), n(2));
+                lease.conn().last_insert_id = Some(n(1));
+            }
+            Err(err) => return Err(told(err, &lease)),
+        }
+    }
+    let uncertain = out.hold == Some(effects::Hold::UncertainTransaction);
+    let one_shot = out.one_shot_pending;
+    let hold = out.hold;
+    let history = out.history;
+    if hold.is_some() {
+        sess.update_past(|p| {
+            p.history = history;
+            p.one_shot = one_shot;
+            p.uncertain = uncertain;
+        });
+        sess.lease = Some(lease);
+        return Ok(());
+    }
+    release(sess, lease, history);
+    Ok(())
+}
+
+/// Gives the session's backend back to the pool, remembering which connection it was.
+fn release(sess: &mut Session, lease: Lease, history: History) {
+    let at = (lease.get().serial, lease.get().epoch);
+    sess.update_past(|p| {
+        p.history = history;
+        p.history.disturbed = false;
+        p.one_shot = false;
+        p.uncertain = false;
+        p.affinity = Some(at);
+    });
+    lease.release();
+}
+
+/// After a command without a response (COM_STMT_CLOSE): gives the backend back if nothing ties
+/// it to the session any more (reading its history values first when needed).
+pub(crate) async fn reconsider(shard: &Rc<Shard>, sess: &mut Session) -> Result<(), Failure> {
+    let Some(mut lease) = sess.lease.take() else {
+        return Ok(());
+    };
+    let facts = Facts {
+        session_mode: sess.mode() == PoolMode::Session,
+        pinned: sess.pinned() || sess.pin_counted,
+        statement_pending: sess.stmts.as_ref().is_some_and(|s| s.pending()),
+    };
+    let past = sess.past().clone();
+    let (hold, read) = effects::hold_for(
+        facts,
+        &past.history,
+        lease.get().status,
+        past.uncertain,
+        past.one_shot,
+    );
+    if hold.is_some() {
+        sess.lease = Some(lease);
+        return Ok(());
+    }
+    let mut history = past.history;
+    if read {
+        let out = effects::Outcome {
+            history,
+            hold: None,
+            read_before_release: true,
+            one_shot_pending: false,
+        };
+        match lease
+            .conn()
+            .query_row("SELECT @@warning_count, LAST_INSERT_ID(), FOUND_ROWS()")
+            .await
+        {
+            Ok(row) => {
+                let n = |i: usize| {
+                    row.get(i)
+                        .cloned()
+                        .flatten()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                let out = effects::after_read(out, n(0), n(1), n(2));
+                lease.conn().last_insert_id = Some(n(1));
+                if out.hold.is_some() {
+                    sess.update_past(|p| p.history = out.history);
+                    sess.lease = Some(lease);
+                    return Ok(());
+                }
+                history = out.history;
+            }
+            Err(e) => {
+                debug!(error = %e, "reading history values before a release failed");
+                return Err(Failure::new(backend_error(shard, &lease, e), None));
+            }
+        }
+    }
+    release(sess, lease, history);
+    Ok(())
+}
+
+/// COM_STMT_* commands reach a held backend with the statement id rewritten; a few answers
+/// are shared with [`super::stmt`].
+pub(crate) fn unknown_stmt(id: u32, cmd: &str) -> Reply {
+    Reply::new(
+        1243,
+        b"HY000",
+        format!("Unknown prepared statement handler ({id}) given to {cmd}"),
+    )
+}
+
+/// A statement whose long data was lost with its backend connection.
+pub(crate) fn long_data_lost(id: u32) -> Reply {
+    Reply::new(
+        1105,
+        b"HY000",
+        format!("sluice: the long data sent for prepared statement {id} was lost with its backend connection; send it again (COM_STMT_SEND_LONG_DATA) before executing"),
+    )
+}

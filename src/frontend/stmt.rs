@@ -1,0 +1,462 @@
+//! The binary prepared-statement commands (COM_STMT_PREPARE, EXECUTE, FETCH, SEND_LONG_DATA,
+//! RESET, CLOSE) for multiplexed sessions.
+//!
+//! sluice keeps each client's statements itself (text, analysis, parameter types; see
+//! [`crate::session::stmts`]) and prepares them lazily on whichever backend serves an execute,
+//! under the schema and parse-relevant settings they were prepared with, switching only those
+//! (never autocommit, never the transaction: a backend held in a transaction stays in it).
+//! Statements are shared per backend connection by (text, settings), bounded by an LRU.
+
+use super::client::ClientIo;
+use super::command::{
+    acquire, after_command, backend_error, long_data_lost, lost_backend, reconsider, reserve_pin,
+    run_on, server_answers, sync_to, unknown_stmt, Cmd, Synced,
+};
+use super::relay::Failure;
+use super::session::{fail, reply_err, reply_ok, routines, CmdResult, Flow, Session};
+use crate::backend::conn::BackendError;
+use crate::backend::pool::Lease;
+use crate::codec::caps::status;
+use crate::codec::command::{self, com, ResponseKind};
+use crate::config::PoolMode;
+use crate::error::{Error, Reply};
+use crate::session::pins::PinReason;
+use crate::session::sql;
+use crate::session::state::Settings;
+use crate::session::stmts::{rewrite_execute, ClientStmt};
+use crate::shard::table::ActiveCtl;
+use crate::shard::Shard;
+use bytes::Bytes;
+use std::rc::Rc;
+use tracing::debug;
+
+fn stmt_of(sess: &Session, id: u32) -> Option<ClientStmt> {
+    sess.stmts.as_ref().and_then(|s| s.map.get(&id)).cloned()
+}
+
+/// The statement's id on `lease`'s backend, preparing it there first if needed, under the
+/// settings it was prepared with (only those that decide what its text means are switched, and
+/// switched back).
+async fn ensure_prepared(
+    shard: &Rc<Shard>,
+    sess: &Session,
+    lease: &mut Lease,
+    stmt: &ClientStmt,
+) -> Result<u32, Error> {
+    if let Some(id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) {
+        return Ok(id);
+    }
+    let here = lease.get().settings.clone();
+    let switch = here.for_prepare() != *stmt.settings;
+    let multi = lease.get().multi_statements;
+    let sync = |r: Result<(), Synced>| match r {
+        Ok(()) => Ok(()),
+        Err(Synced::Lost(e)) | Err(Synced::Refused { error: e, .. }) => Err(e),
+    };
+    if switch {
+        let target = shard.interner.intern(here.with_prepare(&stmt.settings));
+        sync(sync_to(shard, lease, &target, multi, None).await)?;
+    }
+    evict_prepared(shard, sess, lease).await?;
+    let id = match lease.conn().prepare_quiet(&stmt.sql).await {
+        Ok(id) => id,
+        Err(e) => {
+            let e = backend_error(shard, lease, e);
+            // A refusal leaves the connection usable: it goes back to the session's settings.
+            if switch && matches!(e, Error::Refused(_)) {
+                sync(sync_to(shard, lease, &here, multi, None).await)?;
+            }
+            return Err(e);
+        }
+    };
+    shard
+        .stats
+        .lazy_prepares
+        .set(shard.stats.lazy_prepares.get() + 1);
+    if let Some(old) = lease
+        .conn()
+        .remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id)
+    {
+        let _ = lease.conn().close_statements(&[old]).await;
+    }
+    if switch {
+        sync(sync_to(shard, lease, &here, multi, None).await)?;
+    }
+    Ok(id)
+}
+
+/// Keeps the backend's prepared statements under the configured bound.
+async fn evict_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease) -> Result<(), Error> {
+    let cap = shard.shared.config.pool.prepared_statements_per_connection;
+    let pending: Vec<(Rc<Settings>, Rc<[u8]>)> = sess
+        .stmts
+        .as_ref()
+        .map(|s| {
+            s.map
+                .iter()
+                .filter(|(id, st)| st.long_data || s.has_cursor(**id))
+                .map(|(_, st)| (st.settings.clone(), st.sql.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let victims = lease.conn().evict_prepared(cap, |p| {
+        pending
+            .iter()
+            .any(|(s, q)| Rc::ptr_eq(s, &p.settings) && *q == p.sql)
+    });
+    if let Err(e) = lease.conn().close_statements(&victims).await {
+        return Err(backend_error(shard, lease, e));
+    }
+    Ok(())
+}
+
+/// COM_STMT_PREPARE: prepared on the session's backend now (the client needs the server's
+/// answer: parameter and column definitions); remembered for lazy preparation elsewhere.
+pub(crate) async fn prepare(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: Bytes,
+) -> CmdResult {
+    let sql = shard.sql.intern_bytes(&payload[1..]);
+    let routines = routines(shard);
+    let effects = Rc::new(sql::analyze_with(&sql, &sess.sql_context(shard, &routines)));
+    let client_id = sess.stmts.get_or_insert_with(Box::default).allocate_id();
+    let held_before = sess.lease.is_some();
+    let mut lease = acquire(shard, sess, false)
+        .await
+        .map_err(|e| fail(e, next))?;
+    if let Err(e) = evict_prepared(shard, sess, &mut lease).await {
+        return Err(fail(e, next));
+    }
+    let obs = match run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &payload,
+        ResponseKind::Prepare,
+        Some(client_id),
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(f) => return Err(lost_backend(sess, f, held_before, lease)),
+    };
+    if let Some((backend_id, columns, params)) = obs.prepared {
+        let settings = shard.interner.intern(sess.settings.for_prepare());
+        if let Some(old) = lease
+            .conn()
+            .remember_prepared(settings.clone(), sql.clone(), backend_id)
+        {
+            let _ = lease.conn().close_statements(&[old]).await;
+        }
+        let stmt = ClientStmt {
+            sql,
+            settings,
+            params,
+            columns,
+            types: None,
+            long_data: false,
+            long_data_lost: false,
+            effects,
+        };
+        sess.stmts
+            .get_or_insert_with(Box::default)
+            .map
+            .insert(client_id, stmt);
+    }
+    after_command(shard, ctl, sess, lease, &obs, Cmd::Plain).await?;
+    Ok(Flow::Continue)
+}
+
+/// COM_STMT_EXECUTE on whichever backend serves the session now.
+pub(crate) async fn execute(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+) -> CmdResult {
+    let (client_id, _flags) = command::execute_flags(payload).map_err(|e| fail(e.into(), next))?;
+    let Some(stmt) = stmt_of(sess, client_id) else {
+        return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_execute")).await;
+    };
+    if stmt.long_data_lost {
+        if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
+            s.long_data_lost = false;
+        }
+        return reply_err(io, next, long_data_lost(client_id)).await;
+    }
+    let effects = stmt.effects.clone();
+    if sess.mode() != PoolMode::Session && !sess.pinned() {
+        if let Some(reason) = PinReason::predicted(&effects) {
+            reserve_pin(shard, sess, reason)
+                .await
+                .map_err(|err| fail(err, next))?;
+        }
+    }
+    // A statement that reads what only the session's last backend knows (ROW_COUNT(), …) goes
+    // back there when nobody has used it since.
+    let affinity = !server_answers(sess) && effects.reads_backend_history();
+    let held_before = sess.lease.is_some();
+    let mut lease = acquire(shard, sess, affinity)
+        .await
+        .map_err(|e| fail(e, next))?;
+    let backend_id = match ensure_prepared(shard, sess, &mut lease, &stmt).await {
+        Ok(id) => id,
+        Err(Error::Refused(r)) => {
+            // The server refused to prepare it here (a table dropped since, …): that is the
+            // execute's answer.
+            let obs = super::relay::Observed {
+                error: Some(r.code),
+                ..Default::default()
+            };
+            reply_err(io, next, r).await?;
+            after_command(shard, ctl, sess, lease, &obs, Cmd::Plain).await?;
+            return Ok(Flow::Continue);
+        }
+        Err(e) => return Err(fail(e, next)),
+    };
+    let (rewritten, bound) =
+        rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
+            .map_err(|e| fail(e.into(), next))?;
+    let obs = match run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &rewritten,
+        ResponseKind::Execute,
+        None,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(f) => return Err(lost_backend(sess, f, held_before, lease)),
+    };
+    if let Some(stmts) = sess.stmts.as_mut() {
+        if let Some(s) = stmts.map.get_mut(&client_id) {
+            s.long_data = false;
+            if let Some(t) = bound {
+                s.types = Some(t.into_boxed_slice());
+            }
+        }
+        stmts.set_cursor(client_id, obs.cursor_opened);
+    }
+    after_command(shard, ctl, sess, lease, &obs, Cmd::Execute(&effects)).await?;
+    Ok(Flow::Continue)
+}
+
+/// COM_STMT_SEND_LONG_DATA: no response; the data accumulates on one backend, which the session
+/// keeps until the execute. If it cannot be delivered, the execute will say so.
+pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[u8]) -> CmdResult {
+    let Ok(client_id) = command::statement_id(payload) else {
+        return Ok(Flow::Continue);
+    };
+    // Unknown statements are ignored, as the server ignores them (there is no response).
+    let Some(stmt) = stmt_of(sess, client_id) else {
+        return Ok(Flow::Continue);
+    };
+    let lost = |sess: &mut Session| {
+        if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
+            s.long_data = false;
+            s.long_data_lost = true;
+        }
+    };
+    let mut lease = match acquire(shard, sess, false).await {
+        Ok(l) => l,
+        Err(e) => {
+            debug!(error = %e, "no backend for long data; the execute will report it");
+            lost(sess);
+            return Ok(Flow::Continue);
+        }
+    };
+    let backend_id = match ensure_prepared(shard, sess, &mut lease, &stmt).await {
+        Ok(id) => id,
+        Err(e) => {
+            debug!(error = %e, "long data for a statement the backend would not prepare");
+            lost(sess);
+            if matches!(e, Error::Refused(_)) {
+                sess.lease = Some(lease);
+                reconsider(shard, sess).await?;
+            }
+            return Ok(Flow::Continue);
+        }
+    };
+    let mut p = payload.to_vec();
+    let _ = command::set_statement_id(&mut p, backend_id);
+    if let Err(e) = lease.conn().write_packet(0, &p).await {
+        let err = backend_error(shard, &lease, e);
+        drop(lease);
+        if let Some(stmts) = sess.stmts.as_mut() {
+            stmts.backend_lost();
+        }
+        lost(sess);
+        return Err(Failure::new(err, None));
+    }
+    if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
+        s.long_data = true;
+        s.long_data_lost = false;
+    }
+    sess.lease = Some(lease);
+    Ok(Flow::Continue)
+}
+
+/// COM_STMT_CLOSE: no response. The backend keeps the statement for other clients (bounded by
+/// the LRU); only pending cursor or long data are cleared there.
+pub(crate) async fn close(
+    shard: &Rc<Shard>,
+    _ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    payload: &[u8],
+) -> CmdResult {
+    let Ok(client_id) = command::statement_id(payload) else {
+        return Ok(Flow::Continue);
+    };
+    let Some(stmts) = sess.stmts.as_mut() else {
+        return Ok(Flow::Continue);
+    };
+    let Some(stmt) = stmts.map.remove(&client_id) else {
+        return Ok(Flow::Continue);
+    };
+    let had_pending = stmt.long_data || stmts.has_cursor(client_id);
+    stmts.set_cursor(client_id, false);
+    if had_pending {
+        if let Some(mut lease) = sess.lease.take() {
+            if let Some(id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) {
+                let mut p = vec![com::STMT_RESET];
+                p.extend_from_slice(&id.to_le_bytes());
+                if let Err(e) = lease.conn().command_ok(&p, ResponseKind::OkErr).await {
+                    if let BackendError::Broken(_) = e {
+                        return Err(Failure::new(backend_error(shard, &lease, e), None));
+                    }
+                }
+            }
+            sess.lease = Some(lease);
+            reconsider(shard, sess).await?;
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// COM_STMT_RESET: reaches the backend only when something is pending there for the statement.
+pub(crate) async fn reset(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+) -> CmdResult {
+    let client_id = command::statement_id(payload).map_err(|e| fail(e.into(), next))?;
+    let Some(stmt) = stmt_of(sess, client_id) else {
+        return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_reset")).await;
+    };
+    if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
+        // A reset discards long data, lost or not.
+        s.long_data_lost = false;
+    }
+    let cursor = sess.stmts.as_ref().is_some_and(|s| s.has_cursor(client_id));
+    if !(stmt.long_data || cursor) || sess.lease.is_none() {
+        // Nothing is pending for it anywhere: the reset is a no-op, answered here.
+        return reply_ok(io, sess, next).await;
+    }
+    let mut lease = sess.lease.take().expect("checked above");
+    let Some(backend_id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) else {
+        sess.lease = Some(lease);
+        return reply_ok(io, sess, next).await;
+    };
+    let mut p = payload.to_vec();
+    let _ = command::set_statement_id(&mut p, backend_id);
+    let obs = match run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &p,
+        ResponseKind::OkErr,
+        None,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(f) => return Err(lost_backend(sess, f, true, lease)),
+    };
+    if let Some(stmts) = sess.stmts.as_mut() {
+        if let Some(s) = stmts.map.get_mut(&client_id) {
+            s.long_data = false;
+        }
+        stmts.set_cursor(client_id, false);
+    }
+    after_command(shard, ctl, sess, lease, &obs, Cmd::Plain).await?;
+    Ok(Flow::Continue)
+}
+
+/// COM_STMT_FETCH: rows of an open cursor, on the backend that holds it.
+pub(crate) async fn fetch(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    payload: &[u8],
+) -> CmdResult {
+    let client_id = command::statement_id(payload).map_err(|e| fail(e.into(), next))?;
+    let Some(stmt) = stmt_of(sess, client_id) else {
+        return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_fetch")).await;
+    };
+    let cursor = sess.stmts.as_ref().is_some_and(|s| s.has_cursor(client_id));
+    let backend_id = match sess.lease.as_mut() {
+        Some(l) if cursor => l.conn().prepared_id(&stmt.settings, &stmt.sql),
+        _ => None,
+    };
+    let Some(backend_id) = backend_id else {
+        return reply_err(
+            io,
+            next,
+            Reply::new(
+                1421,
+                b"HY000",
+                format!("The statement ({client_id}) has no open cursor."),
+            ),
+        )
+        .await;
+    };
+    let mut lease = sess.lease.take().expect("checked above");
+    let mut p = payload.to_vec();
+    let _ = command::set_statement_id(&mut p, backend_id);
+    let obs = match run_on(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &mut lease,
+        &p,
+        ResponseKind::Fetch,
+        None,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(f) => return Err(lost_backend(sess, f, true, lease)),
+    };
+    let st = obs.status.unwrap_or(0);
+    if st & status::CURSOR_EXISTS == 0 || st & status::LAST_ROW_SENT != 0 || obs.error.is_some() {
+        if let Some(stmts) = sess.stmts.as_mut() {
+            stmts.set_cursor(client_id, false);
+        }
+    }
+    after_command(shard, ctl, sess, lease, &obs, Cmd::Fetch).await?;
+    Ok(Flow::Continue)
+}

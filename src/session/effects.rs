@@ -1,0 +1,314 @@
+//! What one command did to a session, decided from the command and the server's response alone:
+//! the history values to record (the ones the server derives from the session's own statements:
+//! `LAST_INSERT_ID()`, `ROW_COUNT()`, `FOUND_ROWS()`, the diagnostics area, `last_gtid`), and
+//! whether the backend connection must stay with the session, and why.
+//!
+//! The frontend executes the decision; it does not decide. The rule is the server's: what sluice
+//! cannot know exactly it does not guess. A value that lives only on the backend (an insert id
+//! the response does not tell, rows found under `SQL_CALC_FOUND_ROWS`, diagnostics that a
+//! statement may or may not have cleared) is either read from the server before the connection
+//! goes back to the pool, or the connection stays with the session until the value no longer
+//! matters. See the README's "What sluice answers, carries and pins" for the per-mode table.
+//!
+//! Modelled on TiProxy's command processor: one pure function, tested as a table of every
+//! command × every legal response.
+
+use super::sql::{Effects, Kind};
+
+/// A value sluice knows exactly, or one that lives only on the session's backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known<T> {
+    Is(T),
+    /// Only the backend the session holds has it (read it before that backend goes back).
+    OnBackend,
+}
+
+impl<T: Copy> Known<T> {
+    pub fn value(self) -> Option<T> {
+        match self {
+            Known::Is(v) => Some(v),
+            Known::OnBackend => None,
+        }
+    }
+}
+
+/// The session's diagnostics area (what `SHOW WARNINGS`, `@@warning_count` and `GET DIAGNOSTICS`
+/// read). MariaDB clears it only when a statement uses tables or raises a new condition, so after
+/// a statement with conditions, a later quiet statement may or may not have cleared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diag {
+    /// Empty: any backend connection sluice hands out has an empty area too.
+    Clean,
+    /// Holds conditions of one of the session's statements: they live on its backend.
+    Dirty,
+    /// Was dirty; a later statement raised nothing and may have cleared it.
+    Unknown,
+}
+
+/// The history values of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub last_insert_id: Known<u64>,
+    pub row_count: i64,
+    pub found_rows: Known<u64>,
+    pub diag: Diag,
+    /// The session's own `@@last_gtid` (empty before its first write).
+    pub last_gtid: Box<str>,
+    /// A sluice statement ran on the held backend after the session's last statement: its
+    /// `ROW_COUNT()`/`FOUND_ROWS()` there are no longer the session's.
+    pub disturbed: bool,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            last_insert_id: Known::Is(0),
+            row_count: -1,
+            found_rows: Known::Is(0),
+            diag: Diag::Clean,
+            last_gtid: "".into(),
+            disturbed: false,
+        }
+    }
+}
+
+/// Why a backend connection stays with its session after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// `pool.mode = "session"`.
+    SessionMode,
+    /// The server reports a transaction open.
+    Transaction,
+    /// An error with autocommit off: whether a transaction began is unknown until an OK says.
+    UncertainTransaction,
+    /// An open cursor, pending long data, or an unread result.
+    Statement,
+    /// State sluice cannot replay elsewhere (see [`super::pins`]).
+    Pinned,
+    /// The session's diagnostics area holds conditions only this backend has.
+    Diagnostics,
+    /// A one-shot variable (`insert_id`) waits for the session's next statement.
+    OneShot,
+}
+
+impl Hold {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hold::SessionMode => "session_mode",
+            Hold::Transaction => "transaction",
+            Hold::UncertainTransaction => "uncertain_transaction",
+            Hold::Statement => "statement",
+            Hold::Pinned => "pinned",
+            Hold::Diagnostics => "diagnostics",
+            Hold::OneShot => "one_shot",
+        }
+    }
+}
+
+/// The command, as far as its effects go.
+#[derive(Debug, Clone, Copy)]
+pub enum Command<'a> {
+    /// COM_QUERY, analysed.
+    Query(&'a Effects),
+    /// COM_STMT_EXECUTE of a statement with this analysis.
+    Execute(&'a Effects),
+    /// COM_STMT_FETCH (rows of an open cursor).
+    Fetch,
+    /// Commands that change no history value on success (COM_INIT_DB, COM_STMT_PREPARE,
+    /// COM_STMT_RESET, COM_FIELD_LIST, COM_SET_OPTION, …) but whose errors are conditions.
+    Plain,
+}
+
+/// What the server said while answering one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// The response ended with an ERR.
+    pub error: bool,
+    /// Some result in the response reported warnings.
+    pub warnings: bool,
+    /// The last result was an OK: (affected rows, insert id).
+    pub last_ok: Option<(u64, u64)>,
+    /// Some OK in the response carried an insert id.
+    pub insert_id: bool,
+    /// The response had a result set; the last one had this many rows.
+    pub rows: Option<u64>,
+    /// The status flags of the last OK/EOF.
+    pub status: u16,
+    /// The server reported `last_insert_id` set (`SET @@last_insert_id = N`): its value.
+    pub last_insert_id_set: Option<u64>,
+    /// The server reported `insert_id` set to a non-zero value (a one-shot for the next insert).
+    pub insert_id_set: bool,
+    /// The server reported `last_gtid`.
+    pub last_gtid: Option<Box<str>>,
+}
+
+/// What the session is besides its history (after its pins were updated for this command).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub session_mode: bool,
+    pub pinned: bool,
+    /// An open cursor or pending long data.
+    pub statement_pending: bool,
+}
+
+/// The decision for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub history: History,
+    /// The backend stays with the session, and why.
+    pub hold: Option<Hold>,
+    /// Before the backend goes back: read `@@warning_count, LAST_INSERT_ID(), FOUND_ROWS()` there
+    /// (one statement; it clears nothing) and finish with [`after_read`].
+    pub read_before_release: bool,
+    /// The session's one-shot variable stays pending (`insert_id` set, not used yet).
+    pub one_shot_pending: bool,
+}
+
+const IN_TRANS: u16 = 1;
+const AUTOCOMMIT: u16 = 2;
+
+/// Decides what a command did. `before` is the session's history before it.
+pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) -> Outcome {
+    let mut h = before.clone();
+    h.disturbed = false;
+    let e = match cmd {
+        Command::Query(e) | Command::Execute(e) => Some(e),
+        _ => None,
+    };
+    let kind = e.map(|e| e.kind);
+    let opaque = e.is_some_and(|e| e.opaque || e.kind == Kind::Multi);
+
+    // ROW_COUNT(): the last result's affected rows; -1 after rows or an error. A fetch returns
+    // rows of a result that was already counted; plain commands leave it to a later statement
+    // (COM_INIT_DB and the like answer OK with 0, as the server counts them).
+    match cmd {
+        Command::Fetch => {}
+        _ => {
+            h.row_count = match (resp.error, resp.last_ok, resp.rows) {
+                (true, _, _) => -1,
+                (false, Some((affected, _)), _) => affected as i64,
+                (false, None, _) => -1,
+            };
+        }
+    }
+
+    // FOUND_ROWS(): the rows of the last SELECT; the server's count when the statement asked
+    // for it (SQL_CALC_FOUND_ROWS) or ran code sluice does not see.
+    if let Some(e) = e {
+        if !resp.error {
+            let calc = e.calc_found_rows || opaque || kind == Some(Kind::SelectInto);
+            if calc {
+                h.found_rows = Known::OnBackend;
+            } else if let Some(n) = resp.rows {
+                h.found_rows = Known::Is(n);
+            }
+        } else if opaque {
+            h.found_rows = Known::OnBackend;
+        }
+    }
+
+    // LAST_INSERT_ID(): the response's insert id is not it (an explicit id shows there too), so
+    // a statement that may have changed it leaves the value on the backend.
+    if let Some(v) = resp.last_insert_id_set {
+        h.last_insert_id = Known::Is(v);
+    }
+    let may_set_id = e.is_some_and(|e| e.sets_last_insert_id) || opaque || resp.insert_id;
+    if may_set_id {
+        h.last_insert_id = Known::OnBackend;
+    }
+
+    // The diagnostics area.
+    let diagnostic = kind == Some(Kind::Diagnostic);
+    h.diag = if resp.error || resp.warnings {
+        Diag::Dirty
+    } else if diagnostic {
+        before.diag
+    } else if before.diag == Diag::Clean {
+        Diag::Clean
+    } else {
+        Diag::Unknown
+    };
+
+    if let Some(g) = &resp.last_gtid {
+        h.last_gtid = g.clone();
+    }
+
+    // A one-shot set now waits for the next statement; one set before is used up by this one.
+    let one_shot_pending = resp.insert_id_set;
+    let uncertain = resp.error && resp.status & AUTOCOMMIT == 0;
+    let (hold, read_before_release) = hold_for(facts, &h, resp.status, uncertain, one_shot_pending);
+    Outcome {
+        history: h,
+        hold,
+        read_before_release,
+        one_shot_pending,
+    }
+}
+
+/// Why the backend must stay with the session now (if it must), and whether history values must
+/// be read from it before it goes back. `uncertain`: the last command failed with autocommit off.
+pub fn hold_for(
+    facts: Facts,
+    h: &History,
+    status: u16,
+    uncertain: bool,
+    one_shot_pending: bool,
+) -> (Option<Hold>, bool) {
+    let hold = if facts.session_mode {
+        Some(Hold::SessionMode)
+    } else if status & IN_TRANS != 0 {
+        Some(Hold::Transaction)
+    } else if uncertain {
+        Some(Hold::UncertainTransaction)
+    } else if facts.statement_pending {
+        Some(Hold::Statement)
+    } else if facts.pinned {
+        Some(Hold::Pinned)
+    } else if h.diag == Diag::Dirty {
+        Some(Hold::Diagnostics)
+    } else if one_shot_pending {
+        Some(Hold::OneShot)
+    } else {
+        None
+    };
+    let read = hold.is_none()
+        && (h.diag == Diag::Unknown
+            || h.last_insert_id == Known::OnBackend
+            || h.found_rows == Known::OnBackend);
+    (hold, read)
+}
+
+/// Finishes a decision with what the server said to `SELECT @@warning_count, LAST_INSERT_ID(),
+/// FOUND_ROWS()` (run because [`Outcome::read_before_release`] asked): the history values become
+/// known, and the backend stays only if the diagnostics area still holds conditions. The read
+/// itself changed the backend's `ROW_COUNT()` and `FOUND_ROWS()`, so a backend kept now is
+/// disturbed.
+pub fn after_read(
+    mut o: Outcome,
+    warning_count: u64,
+    last_insert_id: u64,
+    found_rows: u64,
+) -> Outcome {
+    o.history.last_insert_id = Known::Is(last_insert_id);
+    if o.history.found_rows == Known::OnBackend {
+        o.history.found_rows = Known::Is(found_rows);
+    }
+    if warning_count == 0 {
+        o.history.diag = Diag::Clean;
+        o.hold = None;
+    } else {
+        o.history.diag = Diag::Dirty;
+        o.hold = Some(Hold::Diagnostics);
+        o.history.disturbed = true;
+    }
+    o.read_before_release = false;
+    o
+}
+
+/// The server answers history reads on the held backend, unless sluice disturbed it.
+pub fn server_answers(held: bool, session_mode: bool, h: &History) -> bool {
+    session_mode || (held && !h.disturbed)
+}
+
+#[cfg(test)]
+mod tests;

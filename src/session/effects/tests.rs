@@ -1,0 +1,520 @@
+//! The command-effects decision as a table: every kind of command × every legal response.
+
+use super::*;
+use crate::session::sql::{analyze, Modes};
+
+const AC: u16 = AUTOCOMMIT;
+
+fn q(sql: &str) -> Effects {
+    analyze(sql.as_bytes(), Modes::default())
+}
+
+fn ok(affected: u64, id: u64) -> Response {
+    Response {
+        last_ok: Some((affected, id)),
+        insert_id: id != 0,
+        status: AC,
+        ..Response::default()
+    }
+}
+
+fn rows(n: u64) -> Response {
+    Response {
+        rows: Some(n),
+        status: AC,
+        ..Response::default()
+    }
+}
+
+fn err() -> Response {
+    Response {
+        error: true,
+        status: AC,
+        ..Response::default()
+    }
+}
+
+fn warned(mut r: Response) -> Response {
+    r.warnings = true;
+    r
+}
+
+fn status(mut r: Response, st: u16) -> Response {
+    r.status = st;
+    r
+}
+
+fn known(lid: u64, rc: i64, fr: u64) -> History {
+    History {
+        last_insert_id: Known::Is(lid),
+        row_count: rc,
+        found_rows: Known::Is(fr),
+        ..History::default()
+    }
+}
+
+/// One row of the table: what came before, the command, the response → what must follow.
+struct Case {
+    name: &'static str,
+    before: History,
+    cmd: Option<&'static str>,
+    resp: Response,
+    facts: Facts,
+    /// (LAST_INSERT_ID, ROW_COUNT, FOUND_ROWS, diagnostics)
+    want: (Known<u64>, i64, Known<u64>, Diag),
+    hold: Option<Hold>,
+    read: bool,
+}
+
+fn run(c: &Case) {
+    let e;
+    let cmd = match c.cmd {
+        Some(s) if s.starts_with("EXEC ") => {
+            e = q(&s[5..]);
+            Command::Execute(&e)
+        }
+        Some("FETCH") => Command::Fetch,
+        Some(s) => {
+            e = q(s);
+            Command::Query(&e)
+        }
+        None => Command::Plain,
+    };
+    let o = after(cmd, &c.resp, c.facts, &c.before);
+    let h = &o.history;
+    assert_eq!(
+        (h.last_insert_id, h.row_count, h.found_rows, h.diag),
+        c.want,
+        "{}: history",
+        c.name
+    );
+    assert_eq!(o.hold, c.hold, "{}: hold", c.name);
+    assert_eq!(
+        o.read_before_release, c.read,
+        "{}: read before release",
+        c.name
+    );
+}
+
+#[test]
+fn every_command_by_every_response() {
+    use Diag::*;
+    use Known::{Is, OnBackend};
+    let f = Facts::default();
+    let base = known(7, 3, 5);
+    let cases = [
+        // Plain SELECT: rows known, ROW_COUNT -1, LAST_INSERT_ID unchanged.
+        Case {
+            name: "select rows",
+            before: base.clone(),
+            cmd: Some("SELECT a FROM t"),
+            resp: rows(4),
+            facts: f,
+            want: (Is(7), -1, Is(4), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "select with warnings",
+            before: base.clone(),
+            cmd: Some("SELECT CAST('1x' AS INT)"),
+            resp: warned(rows(1)),
+            facts: f,
+            want: (Is(7), -1, Is(1), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "select error",
+            before: base.clone(),
+            cmd: Some("SELECT nosuch"),
+            resp: err(),
+            facts: f,
+            want: (Is(7), -1, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "calc found rows",
+            before: base.clone(),
+            cmd: Some("SELECT SQL_CALC_FOUND_ROWS a FROM t LIMIT 1"),
+            resp: rows(1),
+            facts: f,
+            want: (Is(7), -1, OnBackend, Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "select into",
+            before: base.clone(),
+            cmd: Some("SELECT 1 INTO @x"),
+            resp: ok(1, 0),
+            facts: f,
+            want: (Is(7), 1, OnBackend, Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "set last_insert_id by function",
+            before: base.clone(),
+            cmd: Some("SELECT LAST_INSERT_ID(42)"),
+            resp: rows(1),
+            facts: f,
+            want: (OnBackend, -1, Is(1), Clean),
+            hold: None,
+            read: true,
+        },
+        // DML: an insert id in the OK may be explicit, so LAST_INSERT_ID is read from the server.
+        Case {
+            name: "insert generated id",
+            before: base.clone(),
+            cmd: Some("INSERT INTO t (v) VALUES (1)"),
+            resp: ok(1, 10),
+            facts: f,
+            want: (OnBackend, 1, Is(5), Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "insert no id",
+            before: base.clone(),
+            cmd: Some("INSERT INTO t (v) VALUES (1)"),
+            resp: ok(1, 0),
+            facts: f,
+            want: (Is(7), 1, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "update",
+            before: base.clone(),
+            cmd: Some("UPDATE t SET v = 1"),
+            resp: ok(3, 0),
+            facts: f,
+            want: (Is(7), 3, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "dml error",
+            before: base.clone(),
+            cmd: Some("INSERT INTO t VALUES (1)"),
+            resp: err(),
+            facts: f,
+            want: (Is(7), -1, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "dml error autocommit off",
+            before: base.clone(),
+            cmd: Some("INSERT INTO t VALUES (1)"),
+            resp: status(err(), 0),
+            facts: f,
+            want: (Is(7), -1, Is(5), Dirty),
+            hold: Some(Hold::UncertainTransaction),
+            read: false,
+        },
+        Case {
+            name: "in transaction",
+            before: base.clone(),
+            cmd: Some("INSERT INTO t (v) VALUES (1)"),
+            resp: status(ok(1, 11), AC | IN_TRANS),
+            facts: f,
+            want: (OnBackend, 1, Is(5), Clean),
+            hold: Some(Hold::Transaction),
+            read: false,
+        },
+        // SET and control statements.
+        Case {
+            name: "set",
+            before: base.clone(),
+            cmd: Some("SET time_zone = '+01:00'"),
+            resp: ok(0, 0),
+            facts: f,
+            want: (Is(7), 0, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "set last_insert_id",
+            before: base.clone(),
+            cmd: Some("SET @@last_insert_id = 9"),
+            resp: Response {
+                last_insert_id_set: Some(9),
+                ..ok(0, 0)
+            },
+            facts: f,
+            want: (Is(9), 0, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "set insert_id",
+            before: base.clone(),
+            cmd: Some("SET insert_id = 50"),
+            resp: Response {
+                insert_id_set: true,
+                ..ok(0, 0)
+            },
+            facts: f,
+            want: (Is(7), 0, Is(5), Clean),
+            hold: Some(Hold::OneShot),
+            read: false,
+        },
+        Case {
+            name: "commit",
+            before: base.clone(),
+            cmd: Some("COMMIT"),
+            resp: Response {
+                last_gtid: Some("0-1-9".into()),
+                ..ok(0, 0)
+            },
+            facts: f,
+            want: (Is(7), 0, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        // Routines: their effects are the server's to tell.
+        Case {
+            name: "call",
+            before: base.clone(),
+            cmd: Some("CALL p()"),
+            resp: ok(2, 0),
+            facts: f,
+            want: (OnBackend, 2, OnBackend, Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "call with rows then ok",
+            before: base.clone(),
+            cmd: Some("CALL p()"),
+            resp: Response {
+                rows: Some(3),
+                ..ok(0, 0)
+            },
+            facts: f,
+            want: (OnBackend, 0, OnBackend, Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "multi statement",
+            before: base.clone(),
+            cmd: Some("UPDATE t SET v = 1; SELECT 1"),
+            resp: rows(1),
+            facts: f,
+            want: (OnBackend, -1, OnBackend, Clean),
+            hold: None,
+            read: true,
+        },
+        // Diagnostics statements read the area without clearing it.
+        Case {
+            name: "show warnings while dirty",
+            before: History {
+                diag: Dirty,
+                ..base.clone()
+            },
+            cmd: Some("SHOW WARNINGS"),
+            resp: rows(1),
+            facts: f,
+            want: (Is(7), -1, Is(1), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "quiet statement after conditions",
+            before: History {
+                diag: Dirty,
+                ..base.clone()
+            },
+            cmd: Some("SELECT 1"),
+            resp: rows(1),
+            facts: f,
+            want: (Is(7), -1, Is(1), Unknown),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "show warnings while clean",
+            before: base.clone(),
+            cmd: Some("SHOW WARNINGS"),
+            resp: rows(0),
+            facts: f,
+            want: (Is(7), -1, Is(0), Clean),
+            hold: None,
+            read: false,
+        },
+        // Binary protocol.
+        Case {
+            name: "execute select",
+            before: base.clone(),
+            cmd: Some("EXEC SELECT a FROM t WHERE id = ?"),
+            resp: rows(1),
+            facts: f,
+            want: (Is(7), -1, Is(1), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "execute insert",
+            before: base.clone(),
+            cmd: Some("EXEC INSERT INTO t (v) VALUES (?)"),
+            resp: ok(1, 12),
+            facts: f,
+            want: (OnBackend, 1, Is(5), Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "execute warnings",
+            before: base.clone(),
+            cmd: Some("EXEC INSERT IGNORE INTO t VALUES (?)"),
+            resp: warned(ok(0, 0)),
+            facts: f,
+            want: (Is(7), 0, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "fetch",
+            before: base.clone(),
+            cmd: Some("FETCH"),
+            resp: rows(2),
+            facts: Facts {
+                statement_pending: true,
+                ..f
+            },
+            want: (Is(7), 3, Is(5), Clean),
+            hold: Some(Hold::Statement),
+            read: false,
+        },
+        // Other commands: COM_INIT_DB, COM_STMT_PREPARE, COM_STMT_RESET …
+        Case {
+            name: "plain ok",
+            before: base.clone(),
+            cmd: None,
+            resp: ok(0, 0),
+            facts: f,
+            want: (Is(7), 0, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "plain error",
+            before: base.clone(),
+            cmd: None,
+            resp: err(),
+            facts: f,
+            want: (Is(7), -1, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        // What else holds the backend.
+        Case {
+            name: "session mode",
+            before: base.clone(),
+            cmd: Some("SELECT 1"),
+            resp: rows(1),
+            facts: Facts {
+                session_mode: true,
+                ..f
+            },
+            want: (Is(7), -1, Is(1), Clean),
+            hold: Some(Hold::SessionMode),
+            read: false,
+        },
+        Case {
+            name: "pinned",
+            before: base.clone(),
+            cmd: Some("SET @a = 1"),
+            resp: ok(0, 0),
+            facts: Facts { pinned: true, ..f },
+            want: (Is(7), 0, Is(5), Clean),
+            hold: Some(Hold::Pinned),
+            read: false,
+        },
+        Case {
+            name: "cursor open",
+            before: base.clone(),
+            cmd: Some("EXEC SELECT a FROM t"),
+            resp: status(rows(0), AC | 64),
+            facts: Facts {
+                statement_pending: true,
+                ..f
+            },
+            want: (Is(7), -1, Is(0), Clean),
+            hold: Some(Hold::Statement),
+            read: false,
+        },
+    ];
+    for c in &cases {
+        run(c);
+    }
+}
+
+#[test]
+fn last_gtid_is_the_sessions_own() {
+    let r = Response {
+        last_gtid: Some("0-1-44".into()),
+        ..ok(1, 0)
+    };
+    let o = after(
+        Command::Query(&q("INSERT INTO t VALUES (1)")),
+        &r,
+        Facts::default(),
+        &History::default(),
+    );
+    assert_eq!(&*o.history.last_gtid, "0-1-44");
+    let o2 = after(
+        Command::Query(&q("SELECT 1")),
+        &rows(1),
+        Facts::default(),
+        &o.history,
+    );
+    assert_eq!(&*o2.history.last_gtid, "0-1-44", "reads keep it");
+}
+
+#[test]
+fn a_read_settles_what_only_the_backend_knew() {
+    let before = History {
+        diag: Diag::Dirty,
+        ..known(7, 3, 5)
+    };
+    let o = after(
+        Command::Query(&q("INSERT INTO t (v) VALUES (1)")),
+        &ok(1, 8),
+        Facts::default(),
+        &before,
+    );
+    assert!(o.read_before_release && o.hold.is_none());
+    // The diagnostics area was cleared (the insert used a table): release, values known.
+    let done = after_read(o.clone(), 0, 8, 5);
+    assert_eq!(done.hold, None);
+    assert_eq!(done.history.last_insert_id, Known::Is(8));
+    assert_eq!(done.history.diag, Diag::Clean);
+    // Still conditions there: keep the backend; sluice's read disturbed its ROW_COUNT().
+    let kept = after_read(o, 2, 8, 5);
+    assert_eq!(kept.hold, Some(Hold::Diagnostics));
+    assert!(kept.history.disturbed);
+    assert!(!server_answers(true, false, &kept.history));
+    assert!(server_answers(true, false, &known(0, 0, 0)));
+    assert!(server_answers(false, true, &kept.history));
+    assert!(!server_answers(false, false, &known(0, 0, 0)));
+}
+
+#[test]
+fn holds_have_names() {
+    for h in [
+        Hold::SessionMode,
+        Hold::Transaction,
+        Hold::UncertainTransaction,
+        Hold::Statement,
+        Hold::Pinned,
+        Hold::Diagnostics,
+        Hold::OneShot,
+    ] {
+        assert!(!h.name().is_empty());
+    }
+}
