@@ -99,6 +99,8 @@ pub struct ServerInfo {
     pub routines: Arc<Routines>,
     /// `lower_case_table_names` is not 0.
     pub fold_table_names: bool,
+    /// What a new session's trackers select (the server's `session_track_*` defaults).
+    pub default_trackers: crate::session::trackers::Trackers,
     /// Where this came from ("127.0.0.1:3306", or "defaults" when no backend answered).
     pub source: String,
 }
@@ -148,6 +150,7 @@ impl ServerInfo {
             templates: default_templates(),
             routines: Arc::default(),
             fold_table_names: false,
+            default_trackers: Default::default(),
             source: "defaults".into(),
         }
     }
@@ -391,6 +394,17 @@ pub fn probe(
         }
     }
     let routines = load_routines(&mut c).unwrap_or_default();
+    let mut default_trackers = crate::session::trackers::Trackers::default();
+    for name in [
+        "session_track_system_variables",
+        "session_track_schema",
+        "session_track_state_change",
+        "session_track_transaction_info",
+    ] {
+        if let Some(v) = vars.fresh_value(name) {
+            default_trackers.set(name, v);
+        }
+    }
     Ok(ServerInfo {
         version: greeting.server_version,
         capabilities: greeting.capabilities,
@@ -402,6 +416,7 @@ pub fn probe(
         templates,
         routines: Arc::new(Routines::new(routines)),
         fold_table_names,
+        default_trackers,
         source: address.to_string(),
     })
 }

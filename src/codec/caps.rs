@@ -98,4 +98,10 @@ pub mod status {
     pub const PS_OUT_PARAMS: u16 = 1 << 12;
     pub const IN_TRANS_READONLY: u16 = 1 << 13;
     pub const SESSION_STATE_CHANGED: u16 = 1 << 14;
+    /// MariaDB: sql_mode has ANSI_QUOTES.
+    pub const ANSI_QUOTES: u16 = 1 << 15;
+    /// The flags that describe the session rather than one statement's result: what a server
+    /// reports for a command that runs no statement (COM_PING, COM_SET_OPTION, …).
+    pub const SESSION_FLAGS: u16 =
+        IN_TRANS | AUTOCOMMIT | IN_TRANS_READONLY | NO_BACKSLASH_ESCAPES | ANSI_QUOTES;
 }

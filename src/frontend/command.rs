@@ -244,7 +244,7 @@ async fn answer(
     }
     let extended = false;
     let mut seq = next;
-    for p in answer::one_row(&columns, sess.status, sess.caps, extended) {
+    for p in answer::one_row(&columns, sess.session_status(), sess.caps, extended) {
         seq = io.queue(seq, &p);
     }
     io.flush(None).await.map_err(|e| fail(e, next))?;
@@ -626,8 +626,15 @@ pub(crate) async fn run_on(
         .clone();
     ctl.backend
         .set(Some((lease.get().backend, lease.get().thread_id)));
+    let trackers = (sess.caps & cap::SESSION_TRACK != 0).then(|| {
+        sess.past()
+            .trackers
+            .clone()
+            .unwrap_or_else(|| Rc::new(shard.shared.server.default_trackers.clone()))
+    });
     let ctx = RelayCtx {
         client_caps: sess.caps,
+        trackers: trackers.as_deref(),
         client_timeout: Some(Duration::from_millis(
             shard.shared.config.net_write_timeout_ms,
         )),
@@ -717,6 +724,10 @@ pub(crate) async fn after_command(
         if let Some(g) = &resp.last_gtid {
             lease.conn().last_gtid = g.clone();
         }
+    }
+    if let Some(t) = &obs.trackers {
+        let t = Rc::new(t.clone());
+        sess.update_past(|p| p.trackers = Some(t));
     }
     if e.is_some_and(|e| e.session_track) {
         // A client changed the session trackers sluice relies on: turn them back on.

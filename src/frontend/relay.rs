@@ -49,6 +49,8 @@ pub struct Observed {
     pub rows: u64,
     /// COM_STMT_PREPARE: the server's statement id, columns and parameters.
     pub prepared: Option<(u32, u16, u16)>,
+    /// The client changed its own session trackers: what they select now.
+    pub trackers: Option<crate::session::trackers::Trackers>,
     /// A cursor was opened (COM_STMT_EXECUTE with a cursor flag).
     pub cursor_opened: bool,
 }
@@ -84,6 +86,8 @@ impl Failure {
 /// Timeouts and limits for one relay.
 pub struct RelayCtx<'a> {
     pub client_caps: u32,
+    /// The client's own session trackers, when it negotiated CLIENT_SESSION_TRACK.
+    pub trackers: Option<&'a crate::session::trackers::Trackers>,
     pub client_timeout: Option<Duration>,
     /// Sequence id of the first response packet (the number of frames in the command).
     pub first_seq: u8,
@@ -99,7 +103,6 @@ struct Relay<'a, 'b> {
     be: &'a mut BackendConn,
     ctx: &'a RelayCtx<'b>,
     classic: bool,
-    strip: bool,
     /// Client sequence id minus backend sequence id.
     shift: u8,
     /// Next sequence id the client expects.
@@ -241,20 +244,52 @@ impl Relay<'_, '_> {
     }
 
     /// Sends an OK-shaped packet (header `OK`, or `EOF` for a terminator) on to a client that
-    /// uses the same format, removing session-tracking data for clients that did not ask for it.
+    /// uses the same format: session-tracking data removed for clients that did not ask for it,
+    /// and cut to what the client's own trackers select for those that did.
     fn emit_ok(&mut self, h: FrameHeader) -> Result<(), Error> {
-        if !self.strip {
-            self.forward_whole(h);
-            return Ok(());
-        }
         let payload = &self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len];
-        let ok = OkPacket::decode(payload, self.be.caps).map_err(|e| {
+        let broken = |e: crate::codec::CodecError| {
             lost(
                 self.ctx.backend_name,
                 BackendError::Broken(format!("OK packet: {e}")),
             )
-        })?;
-        let mut out = Vec::with_capacity(16 + ok.info.len());
+        };
+        let ok = OkPacket::decode(payload, self.be.caps).map_err(broken)?;
+        if ok.session_state.is_empty() && ok.status & status::SESSION_STATE_CHANGED == 0 {
+            self.forward_whole(h);
+            return Ok(());
+        }
+        // A statement that changes the client's trackers is reported under the new ones.
+        for c in ok.session_changes() {
+            if let Ok(SessionChange::SystemVariable { name, value }) = c {
+                if name.starts_with(b"session_track_") && self.ctx.trackers.is_some() {
+                    let t = self
+                        .obs
+                        .trackers
+                        .get_or_insert_with(|| self.ctx.trackers.cloned().unwrap_or_default());
+                    t.set(
+                        &String::from_utf8_lossy(name),
+                        &String::from_utf8_lossy(value),
+                    );
+                }
+            }
+        }
+        let current = self.obs.trackers.as_ref().or(self.ctx.trackers);
+        let filtered = match current {
+            Some(t) => match t.filter(ok.session_state).map_err(broken)? {
+                None => {
+                    self.forward_whole(h);
+                    return Ok(());
+                }
+                Some(f) => Some(f),
+            },
+            None => None,
+        };
+        let ok = OkPacket {
+            session_state: filtered.as_deref().unwrap_or(&[]),
+            ..ok
+        };
+        let mut out = Vec::with_capacity(16 + ok.info.len() + ok.session_state.len());
         ok.encode(&mut out, payload[0], self.ctx.client_caps);
         self.replace(h, &out);
         Ok(())
@@ -493,13 +528,11 @@ pub async fn relay(
     ctx: &RelayCtx<'_>,
 ) -> Result<Observed, Failure> {
     let classic = ctx.client_caps & cap::DEPRECATE_EOF == 0;
-    let strip = ctx.client_caps & cap::SESSION_TRACK == 0;
     let mut r = Relay {
         io,
         be,
         ctx,
         classic,
-        strip,
         shift: 0,
         next_client_seq: ctx.first_seq,
         mid_frame: false,

@@ -35,9 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
 
-/// MariaDB's status flag for sql_mode ANSI_QUOTES (MySQL leaves this bit unused).
-const STATUS_ANSI_QUOTES: u16 = 0x8000;
-
 /// A user as one shard sees it.
 #[derive(Debug)]
 pub struct User {
@@ -63,6 +60,8 @@ pub struct Past {
     pub one_shot: bool,
     /// The last command failed with autocommit off: a transaction may have begun.
     pub uncertain: bool,
+    /// The client's own session trackers, once it changed them (`None`: the server's defaults).
+    pub trackers: Option<Rc<crate::session::trackers::Trackers>>,
 }
 
 /// Everything a client is between commands.
@@ -96,8 +95,15 @@ pub struct Session {
     pub last_active: u32,
 }
 
-/// A fresh session's past (returned by reference for sessions that have none).
-static FRESH: std::sync::LazyLock<Past> = std::sync::LazyLock::new(Past::default);
+thread_local! {
+    /// A fresh session's past (returned by reference for sessions that have none); one per
+    /// shard thread, never freed.
+    static FRESH: &'static Past = Box::leak(Box::default());
+}
+
+fn fresh_past() -> &'static Past {
+    FRESH.with(|f| *f)
+}
 
 impl Session {
     pub fn new(
@@ -129,6 +135,11 @@ impl Session {
         }
     }
 
+    /// The status flags a server reports for a command that runs no statement.
+    pub(crate) fn session_status(&self) -> u16 {
+        self.status & status::SESSION_FLAGS
+    }
+
     pub(crate) fn mode(&self) -> PoolMode {
         self.user.pool_mode
     }
@@ -138,7 +149,10 @@ impl Session {
     }
 
     pub(crate) fn past(&self) -> &Past {
-        self.past.as_deref().unwrap_or(&FRESH)
+        match self.past.as_deref() {
+            Some(p) => p,
+            None => fresh_past(),
+        }
     }
 
     pub(crate) fn history(&self) -> &History {
@@ -149,13 +163,13 @@ impl Session {
     pub(crate) fn update_past(&mut self, f: impl FnOnce(&mut Past)) {
         let mut p = self.past.take().unwrap_or_default();
         f(&mut p);
-        if *p != *FRESH {
+        if *p != *fresh_past() {
             self.past = Some(p);
         }
     }
 
     pub(crate) fn modes(&self) -> Modes {
-        let ansi = self.status & STATUS_ANSI_QUOTES != 0
+        let ansi = self.status & status::ANSI_QUOTES != 0
             || self
                 .settings
                 .var("sql_mode")
@@ -312,7 +326,7 @@ pub(crate) async fn drop_backend_state(shard: &Rc<Shard>, sess: &mut Session) {
 
 pub(crate) async fn reply_ok(io: &mut ClientIo, sess: &Session, seq: u8) -> CmdResult {
     let mut out = Vec::with_capacity(16);
-    encode_ok(&mut out, sess.status, sess.caps);
+    encode_ok(&mut out, sess.session_status(), sess.caps);
     io.queue(seq, &out);
     io.flush(None).await.map_err(|e| fail(e, seq))?;
     Ok(Flow::Continue)
@@ -442,14 +456,14 @@ async fn set_option(
     let mut out = Vec::with_capacity(16);
     if sess.caps & cap::DEPRECATE_EOF != 0 {
         OkPacket {
-            status: sess.status,
+            status: sess.session_status(),
             ..OkPacket::default()
         }
         .encode(&mut out, 0xFE, sess.caps);
     } else {
         EofPacket {
             warnings: 0,
-            status: sess.status,
+            status: sess.session_status(),
         }
         .encode(&mut out);
     }

@@ -6,3 +6,4 @@ pub mod pins;
 pub mod sql;
 pub mod state;
 pub mod stmts;
+pub mod trackers;
