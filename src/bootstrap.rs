@@ -6,7 +6,7 @@
 //! This runs once, on the main thread, before any executor starts; a blocking socket is the
 //! simplest correct tool here.
 
-use crate::codec::caps::{cap, mariadb_cap};
+use crate::codec::caps::cap;
 use crate::codec::command::{self, ResponseKind};
 use crate::codec::frame::{encode_packet, scan_packet, take_packet, Scan};
 use crate::codec::handshake::Handshake;
@@ -163,15 +163,11 @@ impl ServerInfo {
             | cap::PLUGIN_AUTH
     }
 
-    /// MariaDB extended capabilities sluice offers: none of the ones that change packet formats
-    /// (progress reports, bulk execution, extended or cached metadata).
+    /// MariaDB extended capabilities sluice offers: extended column metadata (backend
+    /// connections are opened with the client's choice and pooled apart), not the ones whose
+    /// packets sluice does not translate (progress reports, bulk execution, cached metadata).
     pub fn client_mariadb_capabilities(&self) -> u32 {
-        self.mariadb_capabilities
-            & !(mariadb_cap::PROGRESS
-                | mariadb_cap::COM_MULTI
-                | mariadb_cap::STMT_BULK_OPERATIONS
-                | mariadb_cap::EXTENDED_METADATA
-                | mariadb_cap::CACHE_METADATA)
+        self.mariadb_capabilities & crate::backend::conn::MARIADB_PROFILE
     }
 }
 

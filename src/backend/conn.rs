@@ -24,6 +24,20 @@ pub const ENABLE_TRACKERS: &str = "SET SESSION session_track_schema = ON, \
      session_track_state_change = ON, session_track_system_variables = '*', \
      session_track_transaction_info = 'CHARACTERISTICS'";
 
+/// The client flags a backend connection is opened with beyond [`BACKEND_CAPABILITIES`] (they
+/// change what the server sends): [`cap::PROFILE`] flags in the low half, MariaDB extended
+/// capabilities ([`MARIADB_PROFILE`]) in the high half. Connections are pooled apart by profile.
+pub type Profile = u64;
+
+/// MariaDB extended capabilities that change what the server sends and are passed through:
+/// extended column metadata.
+pub const MARIADB_PROFILE: u32 = crate::codec::caps::mariadb_cap::EXTENDED_METADATA;
+
+/// The profile of a client with these capabilities.
+pub fn profile_of(caps: u32, mariadb_caps: u32) -> Profile {
+    u64::from(caps & cap::PROFILE) | u64::from(mariadb_caps & MARIADB_PROFILE) << 32
+}
+
 /// Capabilities of every backend connection; per-client flags from [`cap::PROFILE`] are added.
 pub const BACKEND_CAPABILITIES: u32 = BASE_CAPABILITIES
     | cap::SESSION_TRACK
@@ -275,8 +289,8 @@ pub struct ConnectSpec {
     pub address: BackendAddr,
     pub user: Vec<u8>,
     pub password: Vec<u8>,
-    /// Client flags from [`cap::PROFILE`] this connection carries.
-    pub profile: u32,
+    /// Client flags this connection carries (see [`Profile`]).
+    pub profile: Profile,
     pub timeout: Duration,
     /// Relayed client commands give up after this long without an answer (None: wait).
     pub query_timeout: Option<Duration>,
@@ -302,7 +316,7 @@ pub struct BackendConn {
     fd: std::os::fd::RawFd,
     pub rbuf: ReadBuf,
     pub backend: u16,
-    pub profile: u32,
+    pub profile: Profile,
     pub caps: u32,
     /// The server's connection (thread) id, for KILL QUERY.
     pub thread_id: u32,
@@ -389,9 +403,9 @@ impl BackendConn {
             database: None,
             collation: crate::bootstrap::BACKEND_COLLATION,
             capabilities: BACKEND_CAPABILITIES
-                | spec.profile
+                | spec.profile as u32
                 | if spec.tls.is_some() { cap::SSL } else { 0 },
-            mariadb_capabilities: 0,
+            mariadb_capabilities: (spec.profile >> 32) as u32,
             attributes: vec![(b"program_name".to_vec(), b"sluice".to_vec())],
             secure_transport: spec.tls.is_some(),
         });

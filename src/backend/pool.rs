@@ -7,7 +7,7 @@
 //! [`Lease::release`] puts a connection back, after the caller has seen the server say it is
 //! clean. A released connection goes straight to the oldest waiter when there is one.
 
-use super::conn::{BackendConn, ConnectSpec};
+use super::conn::{BackendConn, ConnectSpec, Profile};
 use crate::error::Error;
 use crate::session::state::Settings;
 use std::cell::{Cell, RefCell};
@@ -40,7 +40,7 @@ enum Grant {
 }
 
 struct Waiter {
-    profile: u32,
+    profile: Profile,
     grant: RefCell<Option<Grant>>,
     waker: Cell<Option<Waker>>,
     gone: Cell<bool>,
@@ -205,7 +205,7 @@ impl Pool {
     /// `deadline` when the bound is reached.
     pub async fn checkout(
         self: &Rc<Self>,
-        profile: u32,
+        profile: Profile,
         wanted: &Settings,
         deadline: Instant,
     ) -> Result<Lease, Error> {
@@ -249,7 +249,7 @@ impl Pool {
         Some(self.lease(conn))
     }
 
-    fn take_idle(&self, profile: u32, wanted: &Settings) -> Option<Box<BackendConn>> {
+    fn take_idle(&self, profile: Profile, wanted: &Settings) -> Option<Box<BackendConn>> {
         let mut idle = self.idle.borrow_mut();
         loop {
             // Prefer a connection whose settings already match, then the most recently used.
@@ -269,7 +269,7 @@ impl Pool {
     }
 
     /// Opens a connection under a slot already counted in `open`.
-    async fn connect(self: &Rc<Self>, profile: u32) -> Result<Lease, Error> {
+    async fn connect(self: &Rc<Self>, profile: Profile) -> Result<Lease, Error> {
         let mut spec = self.spec.clone();
         spec.profile = profile;
         self.stats.connects.set(self.stats.connects.get() + 1);
@@ -288,7 +288,7 @@ impl Pool {
         }
     }
 
-    async fn wait(self: &Rc<Self>, profile: u32, deadline: Instant) -> Result<Lease, Error> {
+    async fn wait(self: &Rc<Self>, profile: Profile, deadline: Instant) -> Result<Lease, Error> {
         let started = Instant::now();
         self.stats.waits.set(self.stats.waits.get() + 1);
         let w = Rc::new(Waiter {

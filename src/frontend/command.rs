@@ -12,7 +12,7 @@ use super::relay::{relay, Failure, Observed, RelayCtx};
 use super::session::{fail, reply_err, reply_ok, routines, CmdResult, Flow, Session};
 use crate::backend::conn::{BackendError, ENABLE_TRACKERS};
 use crate::backend::pool::Lease;
-use crate::codec::caps::{cap, status};
+use crate::codec::caps::{cap, mariadb_cap, status};
 use crate::codec::command::{set_option, ResponseKind};
 use crate::codec::packets::SessionChange;
 use crate::config::{PinOverflow, PoolMode};
@@ -242,7 +242,7 @@ async fn answer(
             value: v.as_deref().map(str::as_bytes),
         });
     }
-    let extended = false;
+    let extended = sess.mariadb_caps & mariadb_cap::EXTENDED_METADATA != 0;
     let mut seq = next;
     for p in answer::one_row(&columns, sess.session_status(), sess.caps, extended) {
         seq = io.queue(seq, &p);
@@ -418,7 +418,7 @@ pub(crate) async fn acquire(
         None => {
             let deadline =
                 Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
-            let profile = sess.caps & cap::PROFILE;
+            let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
             pool.checkout(profile, &sess.settings, deadline).await?
         }
     };

@@ -122,6 +122,7 @@ pub async fn accept(
             return Err((Error::Fatal(r), next));
         }
         let caps = resp.capabilities & offered;
+        let mariadb_caps = resp.mariadb_capabilities & server.client_mariadb_capabilities();
         let ip = peer.ip();
         let plugin = resp
             .auth_plugin
@@ -168,7 +169,7 @@ pub async fn accept(
         let mut out = Vec::with_capacity(16);
         encode_ok(&mut out, status::AUTOCOMMIT, caps);
         io.queue(next, &out);
-        Ok((auth.user, caps, resp.collation, settings))
+        Ok((auth.user, caps, mariadb_caps, resp.collation, settings))
     };
     let outcome =
         match glommio::timer::timeout(handshake_timeout, async { Ok(handshake.await) }).await {
@@ -180,7 +181,7 @@ pub async fn accept(
                 2,
             )),
         };
-    let (user, caps, collation, settings) = match outcome {
+    let (user, caps, mariadb_caps, collation, settings) = match outcome {
         Ok(v) => v,
         Err((e, next)) => {
             shard.uncount_client(&io.ctl);
@@ -199,6 +200,7 @@ pub async fn accept(
     }
     let backend = shard.pick_backend();
     let mut sess = Session::new(fd, conn_id, user, caps, collation, settings, backend);
+    sess.mariadb_caps = mariadb_caps;
     sess.tls = io.tls.take();
     sess.last_active = shard.clock();
     Ok(sess)

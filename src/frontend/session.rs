@@ -71,6 +71,8 @@ pub struct Session {
     pub user: Rc<User>,
     /// Capabilities negotiated with the client.
     pub caps: u32,
+    /// MariaDB extended capabilities negotiated with the client.
+    pub mariadb_caps: u32,
     /// The collation the client logged in with (COM_RESET_CONNECTION returns to it).
     pub collation: u8,
     /// The client's settings (schema, variables), interned per shard.
@@ -120,6 +122,7 @@ impl Session {
             conn_id,
             user,
             caps,
+            mariadb_caps: 0,
             collation,
             settings,
             lease: None,
