@@ -665,6 +665,9 @@ async fn run_on(
     };
     let r = relay(io, lease.conn(), payload, kind, &ctx).await;
     ctl.backend.set(None);
+    // A KILL QUERY that read this connection's thread id may still be on its way to the server:
+    // keep the connection until it has landed, so it cannot interrupt another client's statement.
+    ctl.kills_settled().await;
     let mut obs = r?;
     if let Some(s) = obs.settings.take() {
         let mut s = s;

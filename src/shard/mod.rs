@@ -680,10 +680,15 @@ impl Shard {
                 Ok(())
             }
             Target::Active(ctl) => {
+                // Counted before the thread id is read: until the server has answered the KILL,
+                // the session keeps its connection (see `ActiveCtl::kills_settled`).
+                let in_flight = ctl.kill_started();
                 if let Some((backend, thread)) = ctl.backend.get() {
+                    debug!(conn_id, thread, "KILL QUERY on the backend");
                     self.kill_backend_query(ctl.pool_user.get(), backend, thread)
                         .await;
                 }
+                drop(in_flight);
                 if kind == KillKind::Connection {
                     ctl.kill.set(Some(KillKind::Connection));
                     ctl.notify(0);
