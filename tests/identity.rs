@@ -272,7 +272,7 @@ fn change_user_moves_kill_permissions_and_user_limits_at_once() {
         .user(Some("other"))
         .pass(Some("o"))
         .prefer_socket(false);
-    let e = mysql::Conn::new(opts).err().expect("over the user's limit");
+    let e = mysql::Conn::new(opts).expect_err("over the user's limit");
     assert_eq!(server_error(&e).map(|x| x.0), Some(1040), "{e}");
     // And the new identity may kill it.
     let started = Instant::now();
@@ -537,4 +537,180 @@ fn failed_logins_are_counted_across_worker_processes() {
     );
     // Two workers of one shard each: the worker is the top bit of the connection id.
     failures_add_up(s.port, 2, |id| (id >> 30) as usize & 1);
+}
+
+// ---- File descriptors -------------------------------------------------------------------------
+
+/// A client connection with short timeouts (a refusal must come at once, not after a wait).
+fn try_conn(port: u16) -> Result<mysql::Conn, mysql::Error> {
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("app"))
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(Duration::from_secs(5)))
+        .read_timeout(Some(Duration::from_secs(5)))
+        .write_timeout(Some(Duration::from_secs(5)));
+    mysql::Conn::new(opts)
+}
+
+/// Asserts `r` is the server's "Too many connections" refusal, received within `took`.
+fn assert_too_many(r: Result<mysql::Conn, mysql::Error>, took: Duration, log: &str) {
+    let e = r.expect_err("refused");
+    let (code, _, msg) =
+        server_error(&e).unwrap_or_else(|| panic!("not a server error: {e}\n{log}"));
+    assert_eq!((code, msg.as_str()), (1040, "Too many connections"));
+    assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
+}
+
+/// Clients are admitted only up to what RLIMIT_NOFILE leaves after sluice's own reserve; past
+/// that they are answered with ERR 1040 at once, and sluice can still open backend connections
+/// (a statement needing a new one, and KILL's own connection) and serve its metrics.
+#[test]
+fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
+    let users = common::dedicated_backend_user("fdlimit");
+    let mport = common::free_port();
+    let s = Sluice::with_nofile(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .users(&users)
+            .pool("mode = \"transaction\"\nsize = 3\nqueue_timeout_ms = 10000\n"),
+        160,
+    );
+    let mut clients = Vec::new();
+    let (refusal, took) = loop {
+        assert!(clients.len() < 200, "never refused");
+        let t = Instant::now();
+        match try_conn(s.port) {
+            Ok(c) => clients.push(c),
+            Err(e) => break (Err(e), t.elapsed()),
+        }
+    };
+    assert_too_many(refusal, took, &s.log_text());
+    assert!(
+        clients.len() > 50,
+        "only {} clients admitted",
+        clients.len()
+    );
+    eprintln!("{} clients admitted with 160 descriptors", clients.len());
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert_too_many(try_conn(s.port), t.elapsed(), "");
+    }
+    // Existing clients keep working.
+    for c in clients.iter_mut().take(5) {
+        let v: i64 = c.query_first("SELECT 1").unwrap().unwrap();
+        assert_eq!(v, 1);
+    }
+    // Backends stay reachable: two connections held in transactions, a third opened for a
+    // statement, and KILL's own connection to interrupt it.
+    let mut d = direct();
+    let before = common::threads_of(&mut d, "fdlimit");
+    for c in clients.iter_mut().take(2) {
+        c.query_drop("BEGIN").unwrap();
+        c.query_drop("SELECT 1").unwrap();
+    }
+    let mut sleeper = clients.pop().unwrap();
+    let sleeper_id = sleeper.connection_id();
+    let h = std::thread::spawn(move || {
+        let t = Instant::now();
+        (sleeper.query_drop("SELECT SLEEP(30)"), t.elapsed())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::threads_of(&mut d, "fdlimit") < 3 || before >= 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no new backend connection at the limit ({before} before)\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: Option<u64> = d
+            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)'")
+            .unwrap();
+        if n.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the statement never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    clients[2]
+        .query_drop(format!("KILL QUERY {sleeper_id}"))
+        .unwrap();
+    let (r, took) = h.join().unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "KILL did not land: {took:?}"
+    );
+    assert_eq!(
+        r.err().and_then(|e| server_error(&e)).map(|x| x.0),
+        Some(1317)
+    );
+    // The refusals are counted.
+    let m = common::scrape(mport);
+    assert!(common::metric(&m, "sluice_clients_refused_total") >= 4.0);
+    assert!(
+        common::metric(&m, "sluice_errors_total{worker=\"0\",kind=\"fd_limit\"}") >= 4.0,
+        "{m}"
+    );
+    // A place freed is a place taken.
+    drop(clients.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while try_conn(s.port).is_err() {
+        assert!(Instant::now() < deadline, "no place after a client left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// When the process really runs out of descriptors (here: its limit lowered under it), a new
+/// client is still accepted, into the spare descriptor each shard holds, and told ERR 1040
+/// instead of waiting in the listen backlog.
+#[test]
+fn a_real_emfile_is_answered_with_1040_through_the_spare_descriptor() {
+    let s = Sluice::with_nofile(Config::default().top("shards = 1"), 256);
+    let mut clients: Vec<mysql::Conn> = (0..3).map(|_| try_conn(s.port).unwrap()).collect();
+    let pid = s.pid() as i32;
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let set = |cur: u64| {
+        let r = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: 256,
+        };
+        // SAFETY: prlimit on our own child with a valid struct.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &r, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set(open + 2);
+    let mut refused = false;
+    for _ in 0..6 {
+        let t = Instant::now();
+        match try_conn(s.port) {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                assert_too_many(Err(e), t.elapsed(), &s.log_text());
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "never refused with {open} + 2 descriptors");
+    for c in &mut clients {
+        let v: i64 = c.query_first("SELECT 1").unwrap().unwrap();
+        assert_eq!(v, 1);
+    }
+    // With descriptors again, clients are served again.
+    set(256);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while try_conn(s.port).is_err() {
+        assert!(Instant::now() < deadline, "still refused\n{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.log_text().contains("out of file descriptors"));
 }

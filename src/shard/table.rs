@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn kills_settled_waits_for_every_kill_in_flight() {
         use std::future::Future;
-        use std::task::{Context, Poll, Wake};
+        use std::task::{Context, Wake};
         struct Flag(std::sync::atomic::AtomicBool);
         impl Wake for Flag {
             fn wake(self: std::sync::Arc<Self>) {
