@@ -161,7 +161,11 @@ impl LoginGuard {
     /// Maps a region created by the supervisor, from the descriptor this process inherited (and
     /// closes that descriptor: the mapping keeps the memory).
     pub fn attach(fd: RawFd) -> Result<LoginGuard, String> {
-        // SAFETY: the descriptor number was given to this process to own (--login-guard-fd).
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(format!("login guard fd {fd}: not an open descriptor"));
+        }
+        // SAFETY: an open descriptor given to this process to own (--login-guard-fd).
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: fstat into a zeroed struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -378,7 +382,8 @@ mod tests {
         assert_eq!(a.name_hash(b"bob"), b.name_hash(b"bob"), "one secret");
         let other = LoginGuard::private().unwrap();
         assert_ne!(a.name_hash(b"bob"), other.name_hash(b"bob"));
-        // Something that is not a region is refused.
+        // Something that is not a region is refused, and so is a number that is not open.
+        assert!(LoginGuard::attach(-1).is_err());
         // SAFETY: a fresh memfd we own.
         let bad = unsafe { libc::memfd_create(c"x".as_ptr(), 0) };
         assert!(LoginGuard::attach(bad).is_err());

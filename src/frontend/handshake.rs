@@ -2,8 +2,11 @@
 //! and capabilities), authentication against the configured users with a switch to each user's
 //! plugin, and COM_CHANGE_USER.
 //!
-//! A wrong password and an unknown user take the same path and the same configured delay, and
-//! get the same ERR 1045, so the answer tells an attacker nothing about which users exist.
+//! A wrong password and an unknown user take the same path, the same exchange (an unknown name
+//! gets the plugin and full-authentication request its keyed hash picks, see
+//! [`crate::auth::Decoys`]), the same configured delay and the same ERR 1045, so the answer tells
+//! an attacker nothing about which users exist. COM_CHANGE_USER runs the same exchange and the
+//! same TLS requirements as the login.
 
 use super::client::ClientIo;
 use super::relay::Failure;

@@ -976,7 +976,7 @@ impl Shard {
                     if self.refuse_with_spare(lfd) {
                         continue;
                     }
-                    self.warn_fds("out of file descriptors and no spare one: clients wait in the backlog until some leave");
+                    self.warn_fds("out of file descriptors (the spare one is taken): clients wait in the backlog until some leave");
                     // Leave the connection in the backlog; try again after a pause.
                     let shard = self.clone();
                     glommio::spawn_local(async move {
