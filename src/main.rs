@@ -36,6 +36,9 @@ struct Cli {
     /// Internal: run as worker INDEX/COUNT/SUPERVISOR_PID of a multi-process instance.
     #[arg(long, hide = true)]
     worker: Option<String>,
+    /// Internal: the descriptor of the supervisor's shared login region (failed-login counts).
+    #[arg(long, hide = true)]
+    login_guard_fd: Option<i32>,
 }
 
 #[derive(Subcommand)]
@@ -162,12 +165,12 @@ fn main() -> ExitCode {
                 None => None,
             };
             let result = match worker {
-                Some((i, n, sup)) => sluice::server::run(cfg, i, n, Some(sup)),
+                Some((i, n, sup)) => sluice::server::run(cfg, i, n, Some(sup), cli.login_guard_fd),
                 None if cfg.workers > 1 => {
                     let args: Vec<String> = std::env::args().skip(1).collect();
                     sluice::supervisor::run(&cfg, &args)
                 }
-                None => sluice::server::run(cfg, 0, 1, None),
+                None => sluice::server::run(cfg, 0, 1, None, None),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

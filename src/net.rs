@@ -78,6 +78,12 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// A descriptor to hold in reserve (`/dev/null`, close-on-exec): closing it frees one slot for an
+/// `accept` when the process has run out, so that client can at least be told why it is refused.
+pub fn spare_fd() -> io::Result<OwnedFd> {
+    std::fs::File::open("/dev/null").map(OwnedFd::from)
+}
+
 /// Non-blocking receive. `Ok(0)` is end of stream; `WouldBlock` means wait for readiness.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {

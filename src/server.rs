@@ -11,6 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
+/// Descriptors kept for KILL's short-lived backend connections, per shard (a shard runs at most
+/// this many at once; see `shard::KILL_CONNECTIONS`).
+const KILL_FDS_PER_SHARD: usize = crate::shard::KILL_CONNECTIONS;
+/// Descriptors kept for the worker admin link: requests served (one thread each) and sent.
+const ADMIN_FDS: usize = 8;
+/// Descriptors kept for the metrics endpoint (it serves one scrape at a time).
+const METRICS_FDS: usize = 2;
+/// Descriptors kept for the database-user refresher's connection.
+const DB_USERS_FDS: usize = 2;
+/// Descriptors kept for everything not counted above (log rotation, a probe, glommio growing).
+const FD_MARGIN: usize = 16;
+
 /// io_uring buffer memory per executor: sluice does no file I/O, and memlock may be small.
 const IO_MEMORY: usize = 256 << 10;
 /// glommio's ring depth; 4096 is the largest useful value (the kernel caps its hash at 256
@@ -206,9 +218,90 @@ pub fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
+/// Raises the soft limit on open files to the hard limit (what the process is allowed anyway);
+/// returns the limit in force.
+pub fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    r.rlim_cur
+}
+
+/// Descriptors this process has open now.
+pub fn open_fds() -> usize {
+    // The directory's own descriptor is among the entries while it is read.
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// How this process's file descriptors are shared out (see [`fd_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    /// RLIMIT_NOFILE.
+    pub limit: usize,
+    /// Open at the end of start-up: listeners, pollers, rings, the shards' spare descriptors,
+    /// the admin and metrics listeners, standard streams.
+    pub open: usize,
+    /// Kept for what sluice must always be able to open later.
+    pub reserve: usize,
+    /// Clients admitted before new ones are refused with ERR 1040.
+    pub clients: usize,
+}
+
+/// What sluice must always be able to open, beyond what it holds at the end of start-up: this
+/// process's share of every pool (pool size × backends × accounts), KILL's short-lived backend
+/// connections, the admin link, the metrics endpoint, the database-user refresher, one
+/// descriptor per shard for accepting a client only to refuse it, and a margin. Clients get the
+/// rest: at that point new ones are answered with ERR 1040 rather than left in the backlog, and
+/// backends, KILL and metrics still work.
+pub fn fd_budget(shared: &Shared, limit: usize, open: usize) -> FdBudget {
+    let cfg = &shared.config;
+    let pool = shared.worker_share(cfg.pool.size) * shared.backends.len() * shared.users.len();
+    let mut reserve = pool + shared.shards * (KILL_FDS_PER_SHARD + 1) + FD_MARGIN;
+    if shared.supervisor.is_some() {
+        reserve += ADMIN_FDS;
+    } else if !cfg.metrics_listen.is_empty() {
+        reserve += METRICS_FDS;
+    }
+    if cfg.auth_from_backend.is_some() {
+        reserve += DB_USERS_FDS;
+    }
+    FdBudget {
+        limit,
+        open,
+        reserve,
+        clients: limit.saturating_sub(open + reserve),
+    }
+}
+
 /// Runs the proxy until SIGTERM/SIGINT. `worker`/`workers` place this process among the worker
-/// processes sharing the listen address; `supervisor` is their supervisor's pid.
-pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> Result<(), String> {
+/// processes sharing the listen address; `supervisor` is their supervisor's pid; `guard_fd` the
+/// shared login region the supervisor made for its workers ([`crate::auth::guard`]).
+pub fn run(
+    cfg: Config,
+    worker: u32,
+    workers: u32,
+    supervisor: Option<u32>,
+    guard_fd: Option<i32>,
+) -> Result<(), String> {
+    let nofile = raise_nofile();
     for u in &cfg.users {
         if !crate::auth::looks_like_hash(&u.password) {
             warn!(user = %u.name, "password configured in plaintext; use `sluice hash-password` in production");
@@ -216,6 +309,9 @@ pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> R
     }
     let server = learn_server(&cfg);
     let mut shared = Shared::new(cfg, server, worker, workers, supervisor)?;
+    if let Some(fd) = guard_fd {
+        shared.guard = crate::auth::guard::LoginGuard::attach(fd)?;
+    }
     let mut db_ids = DbUserIds::new(shared.users.len() as u32);
     if shared.config.auth_from_backend.is_some() {
         match load_db_users(&shared.config) {
@@ -279,6 +375,29 @@ pub fn run(cfg: Config, worker: u32, workers: u32, supervisor: Option<u32>) -> R
         )
         .map_err(|e| format!("metrics_listen {}: {e}", shared.config.metrics_listen))?;
     }
+    let budget = fd_budget(
+        &shared,
+        usize::try_from(nofile).unwrap_or(usize::MAX),
+        open_fds(),
+    );
+    shared
+        .fd_client_limit
+        .store(budget.clients, Ordering::Relaxed);
+    if budget.clients < 100 {
+        warn!(
+            limit = budget.limit,
+            open = budget.open,
+            reserve = budget.reserve,
+            clients = budget.clients,
+            "few file descriptors left for clients: raise the open-files limit (ulimit -n)"
+        );
+    }
+    info!(
+        fd_limit = budget.limit,
+        fd_reserve = budget.reserve,
+        clients_by_fd = budget.clients,
+        "file descriptors shared out"
+    );
     info!(
         listen = %shared.config.listen,
         shards = shared.shards,

@@ -2,7 +2,8 @@
 //! backends told us: read-only, `Send + Sync`, behind an `Arc`. Per-shard state derives its own
 //! `Rc` copies from it, so nothing mutable crosses cores except typed messages.
 
-use crate::auth::Credential;
+use crate::auth::guard::LoginGuard;
+use crate::auth::{Credential, Decoys};
 use crate::bootstrap::ServerInfo;
 use crate::config::{Config, PoolMode};
 use crate::shard::poller::Mailbox;
@@ -57,6 +58,14 @@ pub struct Shared {
     /// Pinned sessions per pool (`user * backends + backend`) in this process: the pin budget is
     /// a process-wide count, while connection slots are per shard and move by messages.
     pub pinned: Vec<Arc<AtomicUsize>>,
+    /// Failed logins per address and the secret keying unknown users' answers: shared by every
+    /// shard, and by every worker process of the instance (see [`crate::auth::guard`]).
+    pub guard: LoginGuard,
+    /// The exchanges unknown user names get (see [`crate::auth::Decoys`]).
+    pub decoys: Decoys,
+    /// Clients this process admits before its file descriptors would run short (see
+    /// [`crate::server::fd_budget`]); `usize::MAX` until measured at start.
+    pub fd_client_limit: AtomicUsize,
 }
 
 impl Shared {
@@ -133,6 +142,14 @@ impl Shared {
                 config.pool.shard_weights.len()
             ));
         }
+        let decoys = Decoys::new(
+            users
+                .iter()
+                .filter(|u| !u.name.is_empty())
+                .map(|u| &u.credential),
+            db_account.is_some(),
+        );
+        let guard = LoginGuard::private().map_err(|e| format!("login guard memory: {e}"))?;
         let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
         let pinned = (0..users.len() * backends.len())
             .map(|_| Arc::new(AtomicUsize::new(0)))
@@ -155,6 +172,9 @@ impl Shared {
             db_account,
             db_users_initial: Vec::new(),
             pinned,
+            guard,
+            decoys,
+            fd_client_limit: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -199,6 +219,16 @@ impl Shared {
             Ordering::Relaxed,
             |c| c.checked_sub(1),
         );
+    }
+
+    /// How many clients this process may have open: `max_client_connections` (0 = no limit)
+    /// and what its file descriptors allow, whichever is lower.
+    pub fn client_limit(&self) -> usize {
+        let fds = self.fd_client_limit.load(Ordering::Relaxed);
+        match self.config.max_client_connections {
+            0 => fds,
+            m => m.min(fds),
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -3,12 +3,17 @@
 //! restarts one that dies, forwards SIGTERM/SIGINT for a clean drain, and serves the metrics of
 //! all of them.
 //!
+//! Before starting them, the supervisor makes the shared-memory region in which all workers count
+//! failed logins and find the secret that keys unknown users' answers
+//! ([`crate::auth::guard`]); each worker maps it from the descriptor it inherits.
+//!
 //! Several processes are how one host holds more clients than one process may have open files
 //! (20,000 on the machine sluice was built on); on a host with a high fd limit, `workers = 1`
 //! (no supervisor) does it all.
 
 use crate::admin;
 use crate::config::Config;
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -24,12 +29,20 @@ struct Worker {
     quick_deaths: u32,
 }
 
-fn spawn_worker(args: &[String], i: usize, n: usize, me: u32) -> std::io::Result<Child> {
+fn spawn_worker(
+    args: &[String],
+    i: usize,
+    n: usize,
+    me: u32,
+    guard: RawFd,
+) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     Command::new(exe)
         .args(args)
         .arg("--worker")
         .arg(format!("{i}/{n}/{me}"))
+        .arg("--login-guard-fd")
+        .arg(guard.to_string())
         .spawn()
 }
 
@@ -38,11 +51,17 @@ fn spawn_worker(args: &[String], i: usize, n: usize, me: u32) -> std::io::Result
 pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     let n = cfg.workers;
     let me = std::process::id();
+    crate::server::raise_nofile();
+    // The failed-login counts and the unknown-user secret every worker shares, made before the
+    // first worker starts; its memfd stays open (and inheritable) here for restarted workers.
+    let (_guard, guard_fd) = crate::auth::guard::LoginGuard::create_shared()
+        .map_err(|e| format!("shared login region: {e}"))?;
+    let guard = guard_fd.as_raw_fd();
     let sigset = crate::server::block_signals();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        let child =
-            spawn_worker(args, i, n, me).map_err(|e| format!("cannot start worker {i}: {e}"))?;
+        let child = spawn_worker(args, i, n, me, guard)
+            .map_err(|e| format!("cannot start worker {i}: {e}"))?;
         workers.push(Worker {
             child: Some(child),
             started: Instant::now(),
@@ -101,7 +120,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             }
             warn!(worker = i, %status, "worker exited; restarting it");
             std::thread::sleep(Duration::from_millis(100 * u64::from(w.quick_deaths)));
-            match spawn_worker(args, i, n, me) {
+            match spawn_worker(args, i, n, me, guard) {
                 Ok(c) => {
                     w.child = Some(c);
                     w.started = Instant::now();

@@ -8,8 +8,14 @@
 //! - `sha2:` + 64 hex digits: `SHA256(SHA256(password))`, for the `caching_sha2_password` fast path.
 //!
 //! A plaintext password (development) yields both.
+//!
+//! Unknown user names must not be told apart from known ones on the wire: [`Decoys`] gives each
+//! unknown name an exchange (plugin, and whether a full-authentication request follows) chosen
+//! by a keyed hash of the name, in the proportions the configured users have, so the answer for
+//! a name is stable but says nothing about whether the name exists.
 
 pub mod crypt;
+pub mod guard;
 
 use crate::codec::auth::{
     constant_time_eq, native_stage2, native_verify, sha2_stage2, sha2_verify,
@@ -17,7 +23,7 @@ use crate::codec::auth::{
 };
 
 /// The two password plugins sluice authenticates clients with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Plugin {
     Native,
     CachingSha2,
@@ -36,6 +42,95 @@ impl Plugin {
             NATIVE_PASSWORD => Some(Plugin::Native),
             CACHING_SHA2_PASSWORD => Some(Plugin::CachingSha2),
             _ => None,
+        }
+    }
+}
+
+/// How the authentication exchange for a login name runs, as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Exchange {
+    /// The plugin the client is switched to (when it used another).
+    pub plugin: Plugin,
+    /// A scramble that does not check out is followed by a caching_sha2 full-authentication
+    /// request (users with a `$A$` crypt credential).
+    pub full_auth: bool,
+}
+
+/// The exchanges unknown user names get, weighted like the configured users' (see the module
+/// docs), and the stand-in credentials their responses are checked against so that a failure
+/// costs the same work as a known user's.
+#[derive(Debug, Clone)]
+pub struct Decoys {
+    /// Each exchange configured users have, with how many have it.
+    weights: Vec<(Exchange, u64)>,
+    total: u64,
+    /// Checked instead of a real credential (it matches no scramble anyone can compute).
+    pub stand_in: Credential,
+    /// Checked instead of a real crypt hash after a decoy full-authentication request.
+    pub stand_in_crypt: crypt::Sha2Crypt,
+}
+
+impl Decoys {
+    /// From the credentials of every user who can log in; `db_users`: users are also loaded
+    /// from the database (`mysql_native_password` ones).
+    pub fn new<'a>(users: impl IntoIterator<Item = &'a Credential>, db_users: bool) -> Decoys {
+        fn add(weights: &mut Vec<(Exchange, u64)>, e: Exchange) {
+            match weights.iter_mut().find(|(x, _)| *x == e) {
+                Some((_, n)) => *n += 1,
+                None => weights.push((e, 1)),
+            }
+        }
+        let mut weights: Vec<(Exchange, u64)> = Vec::new();
+        let mut rounds = 5000;
+        for c in users {
+            add(&mut weights, c.exchange());
+            if let Some(k) = &c.crypt {
+                rounds = rounds.max(k.rounds);
+            }
+        }
+        if db_users || weights.is_empty() {
+            let native = Exchange {
+                plugin: Plugin::Native,
+                full_auth: false,
+            };
+            add(&mut weights, native);
+        }
+        // A fixed order, so every process weighs the same way whatever the configuration order.
+        weights.sort_by_key(|(e, _)| (e.plugin == Plugin::CachingSha2, e.full_auth));
+        let total = weights.iter().map(|(_, n)| n).sum();
+        let mut noise = [0u8; 32];
+        let _ = getrandom::getrandom(&mut noise);
+        let stand_in = Credential {
+            plugin: Plugin::Native,
+            native: Some(noise[..20].try_into().unwrap_or([1; 20])),
+            sha2: Some(noise),
+            crypt: None,
+            plaintext: false,
+            empty: false,
+        };
+        let mut stand_in_crypt = crypt::Sha2Crypt::parse(&crypt::Sha2Crypt::generate(&noise))
+            .expect("a generated crypt hash parses");
+        stand_in_crypt.rounds = rounds;
+        Decoys {
+            weights,
+            total,
+            stand_in,
+            stand_in_crypt,
+        }
+    }
+
+    /// The exchange for an unknown name whose keyed hash is `hash`.
+    pub fn pick(&self, hash: u64) -> Exchange {
+        let mut at = hash % self.total.max(1);
+        for (e, n) in &self.weights {
+            if at < *n {
+                return *e;
+            }
+            at -= n;
+        }
+        Exchange {
+            plugin: Plugin::Native,
+            full_auth: false,
         }
     }
 }
@@ -146,6 +241,14 @@ impl Credential {
         Ok(c)
     }
 
+    /// How this user's authentication runs on the wire.
+    pub fn exchange(&self) -> Exchange {
+        Exchange {
+            plugin: self.plugin,
+            full_auth: self.plugin == Plugin::CachingSha2 && self.crypt.is_some(),
+        }
+    }
+
     /// Checks a client's scramble, computed with `plugin` over `nonce`.
     pub fn verify(&self, plugin: Plugin, nonce: &[u8], response: &[u8]) -> bool {
         if self.empty || response.is_empty() {
@@ -244,6 +347,38 @@ mod tests {
         assert!(Credential::parse("x", Some("dialog"))
             .unwrap_err()
             .contains("not supported"));
+    }
+
+    #[test]
+    fn decoys_follow_the_configured_mix_and_are_stable() {
+        let native = Credential::parse("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3", None).unwrap();
+        let sha2 = Credential::parse(
+            "sha2:0000000000000000000000000000000000000000000000000000000000000001",
+            None,
+        )
+        .unwrap();
+        let crypt = Credential::parse(&crypt::Sha2Crypt::generate(b"x"), None).unwrap();
+        // Only native users: every unknown name gets the native exchange.
+        let d = Decoys::new([&native, &native], false);
+        assert!((0..1000).all(|h| d.pick(h) == native.exchange()));
+        // A mix: unknown names spread over exactly the exchanges configured users have, in
+        // their proportions (1 : 1 : 2).
+        let d = Decoys::new([&native, &sha2, &crypt, &crypt], false);
+        let mut seen = std::collections::HashMap::new();
+        for h in 0..4000u64 {
+            *seen
+                .entry(d.pick(h.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(seen[&crypt.exchange()] > 1800 && seen[&native.exchange()] > 800);
+        assert_eq!(d.pick(12345), d.pick(12345));
+        assert!(crypt.exchange().full_auth && !sha2.exchange().full_auth);
+        // The stand-in credentials accept nothing a client could send.
+        let nonce = [9u8; 20];
+        assert!(!d.stand_in.verify(Plugin::Native, &nonce, &[0; 20]));
+        assert!(!d.stand_in.verify(Plugin::Native, &nonce, b""));
+        assert!(!d.stand_in_crypt.verify(b""));
     }
 
     #[test]

@@ -88,12 +88,14 @@ pub struct Config {
     /// with ERR 4031; 0 = never.
     #[serde(default)]
     pub client_idle_timeout_ms: u64,
-    /// Failed logins per source address per minute (per shard) after which that address gets
-    /// ERR 1129 at connect until the minute is over; 0 = no limit.
+    /// Failed logins per source address per minute (counted across every shard and worker
+    /// process of the instance) after which that address gets ERR 1129 at connect until the
+    /// minute is over; 0 = no limit.
     #[serde(default = "defaults::auth_failure_limit")]
     pub auth_failure_limit: u32,
-    /// Client connections this process accepts at once (0 = no limit but the fd limit); further
-    /// clients get ERR 1040 "Too many connections".
+    /// Client connections this process accepts at once (0 = no limit but the fd limit, less
+    /// the descriptors sluice reserves for itself); further clients get ERR 1040 "Too many
+    /// connections".
     #[serde(default)]
     pub max_client_connections: usize,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty = off.

@@ -644,6 +644,9 @@ pub(crate) async fn run_on(
     };
     let r = relay(io, lease.conn(), payload, kind, &ctx).await;
     ctl.backend.set(None);
+    // A KILL QUERY aimed at this statement may still be on its way to the server: the backend
+    // stays with this session until it landed, so it can never reach another client's statement.
+    ctl.kills_settled().await;
     let obs = r?;
     if let Some(st) = obs.status {
         sess.status = st;

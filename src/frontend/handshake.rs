@@ -2,8 +2,11 @@
 //! and capabilities), authentication against the configured users with a switch to each user's
 //! plugin, and COM_CHANGE_USER.
 //!
-//! A wrong password and an unknown user take the same path and the same configured delay, and
-//! get the same ERR 1045, so the answer tells an attacker nothing about which users exist.
+//! A wrong password and an unknown user take the same path, the same exchange (an unknown name
+//! gets the plugin and full-authentication request its keyed hash picks, see
+//! [`crate::auth::Decoys`]), the same configured delay and the same ERR 1045, so the answer tells
+//! an attacker nothing about which users exist. COM_CHANGE_USER runs the same exchange and the
+//! same TLS requirements as the login.
 
 use super::client::ClientIo;
 use super::relay::Failure;
@@ -99,12 +102,7 @@ pub async fn accept(
                 .set(shard.stats.tls_clients.get() + 1);
         }
         let next = seq.wrapping_add(1);
-        if shard.shared.config.tls.require && !io.is_tls() {
-            let r = Reply::new(
-                3159,
-                b"HY000",
-                "Connections using insecure transport are prohibited (sluice: tls.require); connect with TLS",
-            );
+        if let Some(r) = tls_required(shard, None, io.is_tls()) {
             return Err((Error::Fatal(r), next));
         }
         let resp = HandshakeResponse::decode(&p).map_err(|_| {
@@ -129,25 +127,32 @@ pub async fn accept(
             .as_deref()
             .and_then(Plugin::from_name)
             .unwrap_or(Plugin::Native);
-        let (auth, seq) = authenticate(
+        let verdict = authenticate(
             shard,
             io,
             &resp.username,
-            plugin,
+            Some(plugin),
             resp.auth_response.clone(),
             &nonce,
             seq,
-            ip,
+            Some(ip),
         )
         .await
         .map_err(|e| (e, 0))?;
+        let (user, seq) = match verdict {
+            Verdict::Accepted(user, seq) => (user, seq),
+            Verdict::Denied(reply, next) => {
+                let mut out = Vec::new();
+                reply.encode(&mut out);
+                io.queue(next, &out);
+                let _ = io.flush(Some(Duration::from_secs(1))).await;
+                let e = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "access denied");
+                return Err((Error::ClientGone(e), 0));
+            }
+        };
+        let auth = Authenticated { user };
         let next = seq.wrapping_add(1);
-        if shard.shared.users[auth.user.index as usize].require_tls && !io.is_tls() {
-            let r = Reply::new(
-                3159,
-                b"HY000",
-                format!("sluice: user '{}' must connect with TLS", auth.user.name),
-            );
+        if let Some(r) = tls_required(shard, Some(&auth.user), io.is_tls()) {
             return Err((Error::Fatal(r), next));
         }
         let schema = resp
@@ -206,26 +211,40 @@ pub async fn accept(
     Ok(sess)
 }
 
-/// Checks the client's scramble, switching it to the user's plugin when it used another one.
-/// Returns the user and the sequence id of the client's last packet.
+/// The outcome of an authentication exchange that ran to its end.
+enum Verdict {
+    /// The user, and the sequence id of the last packet queued or read.
+    Accepted(Rc<User>, u8),
+    /// Refused (after the failure delay): the ERR to send and its sequence id.
+    Denied(Reply, u8),
+}
+
+/// Runs the authentication exchange for `username` and checks what the client sends.
+///
+/// `client_plugin` is the plugin the client's `response` was computed with; `None` (COM_CHANGE_USER,
+/// whose response used an old nonce) always switches. Known users get their own plugin; unknown
+/// names get the decoy exchange their keyed hash picks ([`crate::auth::Decoys`]): the same
+/// packets, the same checks against stand-in credentials, the same delay and the same ERR 1045,
+/// so nothing on the wire says whether the name exists.
 #[allow(clippy::too_many_arguments)]
 async fn authenticate(
     shard: &Rc<Shard>,
     io: &mut ClientIo,
     username: &[u8],
-    client_plugin: Plugin,
+    client_plugin: Option<Plugin>,
     mut response: Vec<u8>,
     nonce: &[u8],
     mut seq: u8,
-    peer: std::net::IpAddr,
-) -> Result<(Authenticated, u8), Error> {
+    peer: Option<std::net::IpAddr>,
+) -> Result<Verdict, Error> {
+    let shared = &shard.shared;
     let user = shard.user(username);
-    // Unknown users go through the same exchange as known ones, against the default plugin.
-    let plugin = user
-        .as_ref()
-        .map(|u| u.credential.plugin)
-        .unwrap_or(Plugin::Native);
-    if plugin != client_plugin {
+    let exchange = match &user {
+        Some(u) => u.credential.exchange(),
+        None => shared.decoys.pick(shared.guard.name_hash(username)),
+    };
+    let plugin = exchange.plugin;
+    if client_plugin != Some(plugin) {
         let mut out = Vec::with_capacity(64);
         AuthSwitch {
             plugin: plugin.name().to_vec(),
@@ -238,18 +257,20 @@ async fn authenticate(
         seq = s;
         response = p.to_vec();
     }
-    let mut ok = user
+    let credential = user
         .as_ref()
-        .is_some_and(|u| u.credential.verify(plugin, nonce, &response));
+        .map(|u| &u.credential)
+        .unwrap_or(&shared.decoys.stand_in);
+    let mut ok = credential.verify(plugin, nonce, &response) && user.is_some();
     let mut fail_detail = None;
-    if let (false, Some(u), Plugin::CachingSha2) = (ok, &user, plugin) {
+    if !ok && plugin == Plugin::CachingSha2 {
         // The scramble did not check out against a stored double hash. With a crypt credential
-        // the fast path needs the cache a full authentication fills; ask for the password
-        // itself, which the client sends only over TLS.
-        if let Some(stage2) = shard.sha2_cached(u.index) {
+        // the fast path needs the cache a full authentication fills.
+        if let Some(stage2) = user.as_ref().and_then(|u| shard.sha2_cached(u.index)) {
             ok = crate::codec::auth::sha2_verify(&stage2, nonce, &response);
         }
-        if !ok && u.credential.crypt.is_some() && !response.is_empty() {
+        if !ok && exchange.full_auth && !response.is_empty() {
+            // Ask for the password itself, which the client sends only over TLS.
             seq = seq.wrapping_add(1);
             io.queue(seq, &[AUTH_MORE_DATA, SHA2_PERFORM_FULL_AUTH]);
             io.flush(None).await?;
@@ -257,9 +278,16 @@ async fn authenticate(
             seq = s;
             if io.is_tls() {
                 let clear = p.strip_suffix(&[0]).unwrap_or(&p);
-                if u.credential.verify_clear(clear) {
-                    shard.sha2_cache_fill(u.index, crate::codec::auth::sha2_stage2(clear));
-                    return Ok((Authenticated { user: u.clone() }, seq));
+                match &user {
+                    Some(u) if u.credential.verify_clear(clear) => {
+                        shard.sha2_cache_fill(u.index, crate::codec::auth::sha2_stage2(clear));
+                        return Ok(Verdict::Accepted(u.clone(), seq));
+                    }
+                    Some(_) => {}
+                    // The same work as checking a real crypt hash.
+                    None => {
+                        let _ = shared.decoys.stand_in_crypt.verify(clear);
+                    }
                 }
             } else {
                 // The client asks for the server's RSA key (or gives up): sluice has none.
@@ -270,38 +298,58 @@ async fn authenticate(
             }
         }
     }
-    match (ok, user) {
-        (true, Some(user)) => {
+    match user {
+        Some(user) if ok => {
             if plugin == Plugin::CachingSha2 && !response.is_empty() {
                 // Fast-auth success, then the OK.
                 seq = seq.wrapping_add(1);
                 io.queue(seq, &[AUTH_MORE_DATA, SHA2_FAST_AUTH_OK]);
             }
-            Ok((Authenticated { user }, seq))
+            Ok(Verdict::Accepted(user, seq))
         }
         _ => {
-            shard.note_auth_failure(peer);
-            glommio::timer::sleep(Duration::from_millis(
-                shard.shared.config.auth_failure_delay_ms,
-            ))
-            .await;
-            let mut reply = Reply::access_denied(username, &peer.to_string(), !response.is_empty());
+            if let Some(ip) = peer {
+                shard.note_auth_failure(ip);
+            }
+            glommio::timer::sleep(Duration::from_millis(shared.config.auth_failure_delay_ms)).await;
+            let host = peer.map(|ip| ip.to_string()).unwrap_or_default();
+            let mut reply = Reply::access_denied(username, &host, !response.is_empty());
             if let Some(d) = fail_detail {
                 reply.message = format!("{}: {d}", reply.message);
             }
-            let mut out = Vec::new();
-            reply.encode(&mut out);
-            io.queue(seq.wrapping_add(1), &out);
-            let _ = io.flush(Some(Duration::from_secs(1))).await;
-            Err(Error::ClientGone(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "access denied",
-            )))
+            Ok(Verdict::Denied(reply, seq.wrapping_add(1)))
         }
     }
 }
 
-/// COM_CHANGE_USER: authenticates as another configured user and starts a fresh session state.
+/// The ERR a plain-text connection gets when TLS is required (`tls.require`, or `user`'s
+/// `require_tls`), as at login.
+fn tls_required(shard: &Shard, user: Option<&User>, is_tls: bool) -> Option<Reply> {
+    if is_tls {
+        return None;
+    }
+    if shard.shared.config.tls.require {
+        return Some(Reply::new(
+            3159,
+            b"HY000",
+            "Connections using insecure transport are prohibited (sluice: tls.require); connect with TLS",
+        ));
+    }
+    let user = user?;
+    shard.shared.users[user.index as usize]
+        .require_tls
+        .then(|| {
+            Reply::new(
+                3159,
+                b"HY000",
+                format!("sluice: user '{}' must connect with TLS", user.name),
+            )
+        })
+}
+
+/// COM_CHANGE_USER: authenticates as another user, under the login's rules (TLS requirements,
+/// failed-login counting, the same answers for unknown users), and starts a fresh session state
+/// under the new identity — which KILL permissions and the per-user limits follow at once.
 pub(crate) async fn change_user(
     shard: &Rc<Shard>,
     sess: &mut Session,
@@ -312,51 +360,23 @@ pub(crate) async fn change_user(
     let fail = |e: Error, s: u8| Failure::new(e, Some(s));
     let cu =
         ChangeUser::decode(payload, sess.caps).map_err(|e| fail(e.into(), seq.wrapping_add(1)))?;
+    if let Some(r) = tls_required(shard, None, io.is_tls()) {
+        return Err(fail(Error::Fatal(r), seq.wrapping_add(1)));
+    }
     // The scramble of COM_CHANGE_USER is computed over a nonce the client already has; sluice
     // issues a fresh one with an auth switch, which every client library handles.
     let nonce = nonce();
-    let user = shard.user(&cu.username);
-    let plugin = user
-        .as_ref()
-        .map(|u| u.credential.plugin)
-        .unwrap_or(Plugin::Native);
-    let mut out = Vec::with_capacity(64);
-    AuthSwitch {
-        plugin: plugin.name().to_vec(),
-        data: nonce.to_vec(),
-    }
-    .encode(&mut out);
-    io.queue(seq.wrapping_add(1), &out);
-    io.flush(None)
-        .await
-        .map_err(|e| fail(e, seq.wrapping_add(1)))?;
-    let (s, p) = io
-        .read_packet(4096, None)
+    let peer = crate::net::peer_addr(&sess.fd).map(|a| a.ip());
+    let verdict = authenticate(shard, io, &cu.username, None, Vec::new(), &nonce, seq, peer)
         .await
         .map_err(|e| fail(e, seq.wrapping_add(2)))?;
-    let ok = user
-        .as_ref()
-        .is_some_and(|u| u.credential.verify(plugin, &nonce, &p));
-    let mut next = s.wrapping_add(1);
-    let Some(user) = user.filter(|_| ok) else {
-        if let Some(a) = crate::net::peer_addr(&sess.fd) {
-            shard.note_auth_failure(a.ip());
-        }
-        glommio::timer::sleep(Duration::from_millis(
-            shard.shared.config.auth_failure_delay_ms,
-        ))
-        .await;
-        let host = crate::net::peer_addr(&sess.fd)
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        return Err(Failure::new(
-            Error::Fatal(Reply::access_denied(&cu.username, &host, !p.is_empty())),
-            Some(next),
-        ));
+    let (user, s) = match verdict {
+        Verdict::Accepted(user, s) => (user, s),
+        Verdict::Denied(reply, next) => return Err(fail(Error::Fatal(reply), next)),
     };
-    if plugin == Plugin::CachingSha2 && !p.is_empty() {
-        io.queue(next, &[AUTH_MORE_DATA, SHA2_FAST_AUTH_OK]);
-        next = next.wrapping_add(1);
+    let next = s.wrapping_add(1);
+    if let Some(r) = tls_required(shard, Some(&user), io.is_tls()) {
+        return Err(fail(Error::Fatal(r), next));
     }
     // Drop everything the old identity had: its backend goes back reset.
     if let Some(mut lease) = sess.lease.take() {
@@ -378,6 +398,10 @@ pub(crate) async fn change_user(
         }
         shard.shared.leave_user(sess.user.index);
     }
+    // The session is active now, and its control block was filled when it became so: KILL
+    // permissions and KILL's backend account must follow the new user from this moment.
+    io.ctl.user.set(user.id);
+    io.ctl.pool_user.set(user.index);
     let collation = cu.collation.map(|c| c as u8).unwrap_or(sess.collation);
     sess.user = user;
     sess.collation = collation;

@@ -32,8 +32,11 @@ const LISTENER: u64 = u64::MAX - 1;
 /// An idle connection is lent to a starved shard only after this long unused: short imbalances
 /// between busy shards resolve themselves; lending is for sustained skew.
 const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
-/// The window of the failed-login limit.
-const AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// KILL QUERY connections a shard opens at once (more KILLs wait their turn): bounded, so a KILL
+/// storm cannot exhaust the backend's connections or the descriptors reserved for them.
+pub const KILL_CONNECTIONS: usize = 2;
+/// How often a shard that ran out of descriptors says so in the log.
+const FD_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How long a verified schema name is trusted without asking a backend again.
 const SCHEMA_TTL: Duration = Duration::from_secs(10);
 
@@ -215,10 +218,16 @@ pub struct Shard {
     /// caching_sha2_password fast-path hashes learned from full authentications (users whose
     /// configured credential is a `$A$…` crypt hash).
     sha2_cache: RefCell<HashMap<u32, [u8; 32]>>,
-    /// Failed logins per source address in the current minute (`auth_failure_limit`).
-    auth_failures: RefCell<HashMap<std::net::IpAddr, (u32, Instant)>>,
     /// The shard's clock origin (session idle times are seconds since then).
     epoch: Instant,
+    /// Permits for KILL QUERY's own backend connections ([`KILL_CONNECTIONS`]).
+    kill_permits: glommio::sync::Semaphore,
+    /// A descriptor held in reserve so that a client can still be accepted (and refused with
+    /// ERR 1040) when the process has run out: closed, the client accepted and answered, then
+    /// reopened.
+    spare_fd: RefCell<Option<OwnedFd>>,
+    /// When the shard last logged running out of descriptors.
+    fd_warned: Cell<Option<Instant>>,
 }
 
 impl Shard {
@@ -316,8 +325,10 @@ impl Shard {
             schemas: RefCell::new(HashMap::new()),
             schema_checks: RefCell::new(HashMap::new()),
             sha2_cache: RefCell::new(HashMap::new()),
-            auth_failures: RefCell::new(HashMap::new()),
             epoch: Instant::now(),
+            kill_permits: glommio::sync::Semaphore::new(KILL_CONNECTIONS as u64),
+            spare_fd: RefCell::new(Some(net::spare_fd()?)),
+            fd_warned: Cell::new(None),
             shared,
         })
     }
@@ -327,17 +338,13 @@ impl Shard {
         self.epoch.elapsed().as_secs() as u32
     }
 
-    /// Counts a failed login from `ip` towards `auth_failure_limit`.
+    /// Counts a failed login from `ip` towards `auth_failure_limit`: in the table every shard
+    /// and every worker process of the instance shares (see [`crate::auth::guard`]).
     pub fn note_auth_failure(&self, ip: std::net::IpAddr) {
         self.stats
             .auth_failures
             .set(self.stats.auth_failures.get() + 1);
-        let mut m = self.auth_failures.borrow_mut();
-        let e = m.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= AUTH_WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
+        self.shared.guard.note_failure(ip);
     }
 
     /// Is `ip` over the failed-login limit for the current minute?
@@ -346,9 +353,8 @@ impl Shard {
         if limit == 0 {
             return None;
         }
-        let m = self.auth_failures.borrow();
-        let (n, since) = m.get(&ip)?;
-        (*n >= limit && since.elapsed() < AUTH_WINDOW).then_some(*n)
+        let n = self.shared.guard.failures(ip);
+        (n >= limit).then_some(n)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -682,10 +688,15 @@ impl Shard {
                 Ok(())
             }
             Target::Active(ctl) => {
+                // Counted before the thread id is read: until the server has answered the KILL,
+                // the session keeps its connection (see `ActiveCtl::kills_settled`).
+                let in_flight = ctl.kill_started();
                 if let Some((backend, thread)) = ctl.backend.get() {
+                    debug!(conn_id, thread, "KILL QUERY on the backend");
                     self.kill_backend_query(ctl.pool_user.get(), backend, thread)
                         .await;
                 }
+                drop(in_flight);
                 if kind == KillKind::Connection {
                     ctl.kill.set(Some(KillKind::Connection));
                     ctl.notify(0);
@@ -696,8 +707,12 @@ impl Shard {
     }
 
     /// Interrupts the statement running on a backend connection, over a short-lived connection
-    /// of its own (the pool may be exhausted by the very statement being killed).
+    /// of its own (the pool may be exhausted by the very statement being killed). Returns once the
+    /// server has answered the KILL, or it failed.
     async fn kill_backend_query(&self, user: u32, backend: u16, thread: u32) {
+        let Ok(_permit) = self.kill_permits.acquire_permit(1).await else {
+            return;
+        };
         let spec = self.pool(user, backend).spec().clone();
         match BackendConn::connect(&spec, self.fresh.clone()).await {
             Ok(mut c) => {
@@ -961,17 +976,17 @@ impl Shard {
                 Ok(Some((fd, peer))) => self.start_session(fd, peer),
                 Ok(None) => break,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    warn!(
-                        shard = self.id,
-                        "out of file descriptors: refusing new clients until some leave"
-                    );
-                    self.stats
-                        .refused_max_clients
-                        .set(self.stats.refused_max_clients.get() + 1);
+                    if self.refuse_with_spare(lfd) {
+                        continue;
+                    }
+                    self.warn_fds("out of file descriptors (the spare one is taken): clients wait in the backlog until some leave");
                     // Leave the connection in the backlog; try again after a pause.
                     let shard = self.clone();
                     glommio::spawn_local(async move {
                         glommio::timer::sleep(Duration::from_millis(50)).await;
+                        if shard.spare_fd.borrow().is_none() {
+                            *shard.spare_fd.borrow_mut() = net::spare_fd().ok();
+                        }
                         shard.rearm_listener();
                     })
                     .detach();
@@ -984,6 +999,65 @@ impl Shard {
             }
         }
         self.rearm_listener();
+    }
+
+    /// The process is out of descriptors (a real EMFILE, past the admission limit): frees the
+    /// spare one, accepts a waiting client into it, answers ERR 1040 and closes, then takes the
+    /// spare back. Returns whether a client was answered.
+    fn refuse_with_spare(&self, lfd: std::os::fd::RawFd) -> bool {
+        let Some(spare) = self.spare_fd.borrow_mut().take() else {
+            *self.spare_fd.borrow_mut() = net::spare_fd().ok();
+            return false;
+        };
+        drop(spare);
+        let answered = match net::accept(lfd) {
+            Ok(Some((fd, peer))) => {
+                self.warn_fds(
+                    "out of file descriptors: refusing new clients with ERR 1040 until some leave",
+                );
+                debug!(%peer, "refused: out of file descriptors");
+                self.refuse_too_many(&fd, true);
+                true
+            }
+            _ => false,
+        };
+        *self.spare_fd.borrow_mut() = net::spare_fd().ok();
+        answered
+    }
+
+    fn warn_fds(&self, what: &str) {
+        let now = Instant::now();
+        if self
+            .fd_warned
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= FD_WARN_EVERY)
+        {
+            self.fd_warned.set(Some(now));
+            warn!(shard = self.id, "{what}");
+        }
+    }
+
+    /// Answers a client accepted only to be refused: like the server, an ERR 1040 instead of the
+    /// greeting (sequence id 0, pre-handshake format), then the close. The packet is tiny, so a
+    /// non-blocking send on a fresh socket takes it whole. `fds`: refused for lack of file
+    /// descriptors (counted as an error of kind `fd_limit`), not `max_client_connections`.
+    fn refuse_too_many(&self, fd: &OwnedFd, fds: bool) {
+        self.stats
+            .refused_max_clients
+            .set(self.stats.refused_max_clients.get() + 1);
+        if fds {
+            *self
+                .stats
+                .errors
+                .borrow_mut()
+                .entry("fd_limit")
+                .or_insert(0) += 1;
+        }
+        let mut out = Vec::new();
+        let mut p = Vec::new();
+        Reply::new(1040, b"08004", "Too many connections").encode_before_handshake(&mut p);
+        crate::codec::frame::encode_packet(&mut out, 0, &p);
+        let _ = net::send(fd.as_raw_fd(), &out);
     }
 
     fn rearm_listener(&self) {
@@ -1011,20 +1085,18 @@ impl Shard {
             return;
         }
         let open = self.shared.clients.fetch_add(1, Ordering::Relaxed);
-        let max = self.shared.config.max_client_connections;
-        if max > 0 && open >= max {
+        let limit = self.shared.client_limit();
+        if open >= limit {
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-            self.stats
-                .refused_max_clients
-                .set(self.stats.refused_max_clients.get() + 1);
-            // Like the server: an ERR instead of the greeting (sequence id 0), then close. The
-            // packet is tiny, so a non-blocking send of a fresh socket takes it whole.
-            let mut out = Vec::new();
-            let mut p = Vec::new();
-            Reply::new(1040, b"08004", "Too many connections").encode_before_handshake(&mut p);
-            crate::codec::frame::encode_packet(&mut out, 0, &p);
-            let _ = net::send(fd.as_raw_fd(), &out);
-            debug!(%peer, "refused: max_client_connections reached");
+            // The file-descriptor budget, not max_client_connections, is what ran out.
+            let fds = limit == self.shared.fd_client_limit.load(Ordering::Relaxed)
+                && (self.shared.config.max_client_connections == 0
+                    || limit < self.shared.config.max_client_connections);
+            if fds {
+                self.warn_fds("clients reached what the file-descriptor limit allows (the rest is reserved for backends, KILL, admin and metrics); refusing new ones with ERR 1040");
+            }
+            self.refuse_too_many(&fd, fds);
+            debug!(%peer, fds, "refused: too many connections");
             return;
         }
         let conn_id = self.next_conn_id();
@@ -1176,9 +1248,9 @@ impl Shard {
                 self.expire_idle(Duration::from_millis(idle_limit));
             }
             if ticks % 10 == 0 {
-                self.auth_failures
-                    .borrow_mut()
-                    .retain(|_, (_, t)| t.elapsed() < AUTH_WINDOW);
+                if self.id == 0 {
+                    self.shared.guard.sweep();
+                }
                 self.interner.sweep();
                 self.sql.sweep();
                 self.schemas

@@ -10,8 +10,9 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 
 /// Slots per chunk: 4096 × ~100 B is over glibc's mmap threshold, so chunks live in their own
 /// mappings rather than interleaved with short-lived heap allocations.
@@ -63,6 +64,13 @@ pub struct ActiveCtl {
     /// The connection no longer counts towards `max_client_connections` (it was refused and
     /// gave its place back before being told).
     pub uncounted: Cell<bool>,
+    /// KILL QUERYs in flight against this session's backend connection: counted before the
+    /// thread id is read from `backend`, uncounted once the server answered the KILL (or it
+    /// failed). While any is in flight the session must not give its connection back, or the
+    /// KILL could land on another client's statement (see [`ActiveCtl::kills_settled`]).
+    kills: Cell<u32>,
+    /// Tasks waiting in [`ActiveCtl::kills_settled`] (in practice the session's own task).
+    settle_wakers: Cell<Vec<Waker>>,
 }
 
 impl ActiveCtl {
@@ -85,10 +93,59 @@ impl ActiveCtl {
         }
     }
 
+    /// Counts a KILL in flight against this session's backend until the returned guard is
+    /// dropped. Take it *before* reading `backend`: the session cannot release the connection
+    /// whose thread id the KILL is about to use while the guard lives.
+    pub fn kill_started(self: &Rc<Self>) -> KillInFlight {
+        self.kills.set(self.kills.get() + 1);
+        KillInFlight(self.clone())
+    }
+
+    /// KILLs in flight against this session now.
+    pub fn kills_in_flight(&self) -> u32 {
+        self.kills.get()
+    }
+
+    /// Returns at once when no KILL is in flight against this session; otherwise waits until
+    /// every one has been answered by the server (or failed). The session awaits this after its
+    /// statement and before its backend connection can go back to the pool (or to anyone else),
+    /// so a KILL QUERY meant for this session's statement never reaches another client's.
+    pub async fn kills_settled(&self) {
+        poll_fn(|cx| {
+            if self.kills.get() == 0 {
+                return Poll::Ready(());
+            }
+            let mut w = self.settle_wakers.take();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            self.settle_wakers.set(w);
+            Poll::Pending
+        })
+        .await
+    }
+
     pub fn notify(&self, events: u32) {
         self.ready.set(self.ready.get() | events);
         if let Some(w) = self.waker.take() {
             w.wake();
+        }
+    }
+}
+
+/// One KILL in flight against a session (see [`ActiveCtl::kill_started`]); dropping it, on every
+/// path (answered, failed, its task dropped), uncounts the KILL and wakes the session when it was
+/// the last.
+pub struct KillInFlight(Rc<ActiveCtl>);
+
+impl Drop for KillInFlight {
+    fn drop(&mut self) {
+        let n = self.0.kills.get().saturating_sub(1);
+        self.0.kills.set(n);
+        if n == 0 {
+            for w in self.0.settle_wakers.take() {
+                w.wake();
+            }
         }
     }
 }
@@ -275,6 +332,42 @@ mod tests {
             "FIFO reuse does not hand the same slot back at once"
         );
         assert_eq!(Token::from_u64(b.to_u64()), b);
+    }
+
+    #[test]
+    fn kills_settled_waits_for_every_kill_in_flight() {
+        use std::future::Future;
+        use std::task::{Context, Wake};
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = std::sync::Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let ctl = Rc::new(ActiveCtl::default());
+        // None in flight: settled at once.
+        assert!(std::pin::pin!(ctl.kills_settled())
+            .as_mut()
+            .poll(&mut cx)
+            .is_ready());
+        let a = ctl.kill_started();
+        let b = ctl.kill_started();
+        assert_eq!(ctl.kills_in_flight(), 2);
+        let mut wait = std::pin::pin!(ctl.kills_settled());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drop(a);
+        assert!(!flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drop(b);
+        assert!(
+            flag.0.load(std::sync::atomic::Ordering::SeqCst),
+            "the last one wakes the waiter"
+        );
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(ctl.kills_in_flight(), 0);
     }
 
     #[test]

@@ -128,20 +128,44 @@ impl Sluice {
     }
 
     pub fn with(cfg: Config) -> Sluice {
+        Sluice::launch(cfg, None)
+    }
+
+    /// Starts sluice with its open-files limit (soft and hard) set to `nofile`.
+    pub fn with_nofile(cfg: Config, nofile: u64) -> Sluice {
+        Sluice::launch(cfg, Some(nofile))
+    }
+
+    fn launch(cfg: Config, nofile: Option<u64>) -> Sluice {
+        use std::os::unix::process::CommandExt;
         let port = free_port();
         let dir = tmpdir("sluice");
         let conf = dir.join("sluice.toml");
         std::fs::write(&conf, cfg.render(port)).unwrap();
         let log = dir.join("sluice.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("--config")
             .arg(&conf)
             .arg("--log-level")
             .arg("info,sluice=debug")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start sluice");
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start sluice");
         let mut s = Sluice {
             child: Some(child),
             port,

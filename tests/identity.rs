@@ -1,0 +1,720 @@
+//! Who a session is and what it may touch: KILL that never reaches another client's statement,
+//! COM_CHANGE_USER held to the login's rules, logins that do not reveal which users exist, the
+//! failed-login limit counted across shards and worker processes, and refusals at the
+//! file-descriptor limit.
+
+mod common;
+
+use common::{direct, server_error, Config, RawClient, Sluice};
+use mysql::prelude::Queryable;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// MariaDB's "Query execution was interrupted" and "Connection was killed".
+const KILLED: [u16; 2] = [1317, 1927];
+
+/// Answers the question the KILL design depends on: a `KILL QUERY` that reaches a connection
+/// after its statement finished (the connection idle) does not carry over to that connection's
+/// next statement — the server clears the flag when it starts the next command. So once a KILL
+/// has been *answered*, the connection is safe to hand to another client.
+#[test]
+fn server_clears_a_late_kill_query_before_the_next_statement() {
+    let mut victim = direct();
+    let mut killer = direct();
+    let id = victim.connection_id();
+    for round in 0..20 {
+        let v: i64 = victim.query_first("SELECT 1").unwrap().unwrap();
+        assert_eq!(v, 1);
+        // The victim is idle: its statement is over.
+        killer.query_drop(format!("KILL QUERY {id}")).unwrap();
+        // The next statement, a prepared one, and a ping all run normally.
+        // (SLEEP, unlike BENCHMARK, fails with 1317 when its statement is killed.)
+        let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(0.02)");
+        assert!(
+            r.is_ok(),
+            "round {round}: late KILL hit the next statement: {r:?}"
+        );
+        killer.query_drop(format!("KILL QUERY {id}")).unwrap();
+        let r: Result<Option<i64>, _> = victim.exec_first("SELECT ? + 1", (round,));
+        assert_eq!(r.unwrap(), Some(round + 1));
+        killer.query_drop(format!("KILL QUERY {id}")).unwrap();
+        assert!(victim.ping().is_ok());
+    }
+}
+
+/// A storm of KILL QUERY aimed at one client, while that client and others share a pool of one
+/// backend connection: only the target's statements may be interrupted, never the others'.
+#[test]
+fn kill_query_never_interrupts_another_clients_statement() {
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 20000\n"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicU64::new(0));
+    let others_done = Arc::new(AtomicU64::new(0));
+    let target_killed = Arc::new(AtomicU64::new(0));
+    let target_runs = Arc::new(AtomicU64::new(0));
+    let mut target = s.conn();
+    let target_id = target.connection_id();
+    // The target runs very short statements: most KILLs reach it just as a statement ends,
+    // which is when its connection would go back to the pool.
+    let t = {
+        let stop = stop.clone();
+        let killed = target_killed.clone();
+        let runs = target_runs.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match target.query_drop("SELECT SLEEP(0.001)") {
+                    Ok(()) => {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let code = server_error(&e).map(|x| x.0);
+                        assert!(
+                            code.is_some_and(|c| KILLED.contains(&c)),
+                            "target: unexpected error {e}"
+                        );
+                        killed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let mut killers = Vec::new();
+    for _ in 0..2 {
+        let mut k = s.conn();
+        let (stop, kills) = (stop.clone(), kills.clone());
+        killers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                k.query_drop(format!("KILL QUERY {target_id}")).unwrap();
+                kills.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Other clients run statements long enough for a stray KILL to land in them.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let mut c = s.conn();
+        let (stop, done) = (stop.clone(), others_done.clone());
+        others.push(std::thread::spawn(move || {
+            let mut hit = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c.query_drop("SELECT SLEEP(0.01)") {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => hit.push(e.to_string()),
+                }
+            }
+            hit
+        }));
+    }
+    // Enough KILLs must have reached the backend while the target ran a statement (it was
+    // interrupted) for the race to have had its chances (without the fix, a run like this one
+    // interrupted other clients' statements several times).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while target_killed.load(Ordering::Relaxed) < 20 || others_done.load(Ordering::Relaxed) < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "storm did not run its course: {} kills, target interrupted {} times, {} statements \
+             of other clients",
+            kills.load(Ordering::Relaxed),
+            target_killed.load(Ordering::Relaxed),
+            others_done.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    for k in killers {
+        k.join().unwrap();
+    }
+    let hits: Vec<String> = others.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(
+        hits.is_empty(),
+        "other clients' statements were interrupted by KILLs aimed at {target_id} ({} kills, \
+         target interrupted {} times): {hits:?}",
+        kills.load(Ordering::Relaxed),
+        target_killed.load(Ordering::Relaxed)
+    );
+    eprintln!(
+        "{} KILLs; the target ran {} statements and was interrupted {} times; the others ran {}",
+        kills.load(Ordering::Relaxed),
+        target_runs.load(Ordering::Relaxed),
+        target_killed.load(Ordering::Relaxed),
+        others_done.load(Ordering::Relaxed)
+    );
+}
+
+// ---- COM_CHANGE_USER --------------------------------------------------------------------------
+
+fn two_users(extra_second: &str) -> String {
+    format!(
+        "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+         [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n{extra_second}"
+    )
+}
+
+#[test]
+fn change_user_is_held_to_require_tls_like_the_login() {
+    let s = Sluice::with(Config::default().users(&two_users("require_tls = true\n")));
+    let mut c = s.conn_as("app", "app", None);
+    let e = c
+        .change_user(
+            mysql::ChangeUserOpts::default()
+                .with_user(Some("other".into()))
+                .with_pass(Some("o".into())),
+        )
+        .expect_err("a plain-text connection became a require_tls user");
+    let (code, state, msg) = server_error(&e).unwrap_or_else(|| panic!("{e}"));
+    assert_eq!((code, state.as_str()), (3159, "HY000"), "{msg}");
+    assert!(msg.contains("must connect with TLS"), "{msg}");
+    // The login says the same.
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(s.port)
+        .user(Some("other"))
+        .pass(Some("o"))
+        .prefer_socket(false);
+    let e = mysql::Conn::new(opts).err().unwrap();
+    assert_eq!(server_error(&e).map(|x| x.0), Some(3159));
+    // Users without the requirement still change over plain text.
+    let mut c = s.conn_as("app", "app", None);
+    c.change_user(
+        mysql::ChangeUserOpts::default()
+            .with_user(Some("app".into()))
+            .with_pass(Some("app".into())),
+    )
+    .unwrap();
+    let v: i64 = c.query_first("SELECT 7").unwrap().unwrap();
+    assert_eq!(v, 7);
+}
+
+/// Sends COM_CHANGE_USER on a raw client and answers the auth switch; `then` is sent right
+/// behind the answer, before sluice replies, so it runs in the same activation of the session.
+fn raw_change_user(c: &mut RawClient, user: &str, password: &str, then: Option<&str>) -> Vec<u8> {
+    use sluice::codec::auth::{native_scramble, sha2_scramble, AuthSwitch, CACHING_SHA2_PASSWORD};
+    let caps = sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF;
+    let mut p = Vec::new();
+    sluice::codec::command::ChangeUser {
+        username: user.as_bytes().to_vec(),
+        auth_response: vec![0; 20],
+        database: Vec::new(),
+        collation: Some(45),
+        auth_plugin: Some(b"mysql_native_password".to_vec()),
+        attributes: Vec::new(),
+    }
+    .encode(&mut p, caps);
+    c.send(0, &p);
+    let (seq, sw) = c.read_packet().expect("auth switch");
+    let sw = AuthSwitch::decode(&sw).expect("an auth switch");
+    let scramble = if sw.plugin == CACHING_SHA2_PASSWORD {
+        sha2_scramble(password.as_bytes(), &sw.data)
+    } else {
+        native_scramble(password.as_bytes(), &sw.data)
+    };
+    c.send(seq.wrapping_add(1), &scramble);
+    if let Some(sql) = then {
+        let mut q = vec![3u8];
+        q.extend_from_slice(sql.as_bytes());
+        c.send(0, &q);
+    }
+    let (_, answer) = c.read_packet().expect("change user answer");
+    answer
+}
+
+/// After COM_CHANGE_USER the session belongs to the new user at once: KILL permissions follow it
+/// even while the session stays active (its next statement already queued), and so does the
+/// per-user connection limit.
+#[test]
+fn change_user_moves_kill_permissions_and_user_limits_at_once() {
+    let s = Sluice::with(Config::default().users(&two_users("max_connections = 2\n")));
+    let mut a = RawClient::login(s.port);
+    let a_id = {
+        let r = a.query("SELECT CONNECTION_ID()");
+        let row = &r[r.len() - 2];
+        String::from_utf8_lossy(&row[1..]).parse::<u32>().unwrap()
+    };
+    let ok = raw_change_user(&mut a, "other", "o", Some("SELECT SLEEP(20)"));
+    assert_eq!(
+        ok[0],
+        0,
+        "change user refused: {:?}",
+        String::from_utf8_lossy(&ok)
+    );
+    // Wait until the statement runs on a backend (the session is active and serving it).
+    let mut d = direct();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: Option<u64> = d
+            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'")
+            .unwrap();
+        if n.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the statement never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The old identity may no longer touch the session.
+    let mut app = s.conn_as("app", "app", None);
+    let e = app
+        .query_drop(format!("KILL QUERY {a_id}"))
+        .expect_err("user app killed a statement of user other");
+    assert_eq!(server_error(&e).map(|x| x.0), Some(1095), "{e}");
+    // The new one counts towards its limit (2): one more login fits, the next does not.
+    let mut other = s.conn_as("other", "o", None);
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(s.port)
+        .user(Some("other"))
+        .pass(Some("o"))
+        .prefer_socket(false);
+    let e = mysql::Conn::new(opts).expect_err("over the user's limit");
+    assert_eq!(server_error(&e).map(|x| x.0), Some(1040), "{e}");
+    // And the new identity may kill it.
+    let started = Instant::now();
+    other.query_drop(format!("KILL QUERY {a_id}")).unwrap();
+    // (The column definitions come first; the ERR replaces the row.)
+    let code = loop {
+        let r = a.read_packet().expect("the killed statement's answer").1;
+        match r[0] {
+            0xFF => break u16::from_le_bytes([r[1], r[2]]),
+            0xFE if r.len() < 9 => panic!("the statement was not interrupted"),
+            _ => {}
+        }
+    };
+    assert_eq!(code, 1317);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Changing back to app frees the place under other's limit.
+    let ok = raw_change_user(&mut a, "app", "app", None);
+    assert_eq!(ok[0], 0);
+    let _third = s.conn_as("other", "o", None);
+}
+
+// ---- No user enumeration ----------------------------------------------------------------------
+
+/// What a client sees of one failed authentication: each packet's kind (auth switch and its
+/// plugin, more-data and its byte, the ERR with the user name taken out) and how long the answer
+/// took after the client's last packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape(Vec<String>);
+
+/// Drives a login (or, with `change_user`, a COM_CHANGE_USER after logging in as app) for `user`
+/// with a wrong password, the way a client without TLS does, and records what it sees.
+fn failed_auth_shape(port: u16, user: &str, change_user: bool) -> (Shape, Duration) {
+    use sluice::codec::auth::{native_scramble, sha2_scramble, AuthSwitch, CACHING_SHA2_PASSWORD};
+    use sluice::codec::handshake::{Handshake, HandshakeResponse};
+    let password = b"definitely-wrong";
+    let caps = sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF;
+    let mut c;
+    let mut seq;
+    if change_user {
+        c = RawClient::login(port);
+        let mut p = Vec::new();
+        sluice::codec::command::ChangeUser {
+            username: user.as_bytes().to_vec(),
+            auth_response: vec![7; 20],
+            database: Vec::new(),
+            collation: Some(45),
+            auth_plugin: Some(b"mysql_native_password".to_vec()),
+            attributes: Vec::new(),
+        }
+        .encode(&mut p, caps);
+        c.send(0, &p);
+        seq = 0;
+    } else {
+        c = RawClient::connect(port);
+        let (s, g) = c.read_packet().expect("greeting");
+        let g = Handshake::decode(&g).unwrap();
+        let mut p = Vec::new();
+        HandshakeResponse {
+            capabilities: caps,
+            max_packet_size: 1 << 24,
+            collation: 45,
+            mariadb_capabilities: 0,
+            username: user.as_bytes().to_vec(),
+            auth_response: native_scramble(password, &g.nonce),
+            database: None,
+            auth_plugin: Some(b"mysql_native_password".to_vec()),
+            attributes: Vec::new(),
+        }
+        .encode(&mut p);
+        seq = s.wrapping_add(1);
+        c.send(seq, &p);
+    }
+    let mut shape = Vec::new();
+    let mut sent = Instant::now();
+    loop {
+        let Some((s, p)) = c.read_packet() else {
+            shape.push("closed".to_string());
+            break;
+        };
+        assert_eq!(s, seq.wrapping_add(1), "sequence ids in order: {shape:?}");
+        seq = s;
+        match p.first() {
+            Some(0xFE) => {
+                let sw = AuthSwitch::decode(&p).unwrap();
+                shape.push(format!("switch {}", String::from_utf8_lossy(&sw.plugin)));
+                let answer = if sw.plugin == CACHING_SHA2_PASSWORD {
+                    sha2_scramble(password, &sw.data)
+                } else {
+                    native_scramble(password, &sw.data)
+                };
+                seq = seq.wrapping_add(1);
+                c.send(seq, &answer);
+                sent = Instant::now();
+            }
+            Some(0x01) => {
+                shape.push(format!("more-data {:?}", &p[1..]));
+                if p[1..] == [4] {
+                    // Full authentication: without TLS a client asks for the server's RSA key.
+                    seq = seq.wrapping_add(1);
+                    c.send(seq, &[2]);
+                    sent = Instant::now();
+                }
+            }
+            Some(0xFF) => {
+                let e = sluice::codec::packets::ErrPacket::decode(&p).unwrap();
+                let msg =
+                    String::from_utf8_lossy(e.message).replace(&format!("'{user}'"), "'USER'");
+                shape.push(format!("err {} {msg}", e.code));
+                break;
+            }
+            _ => {
+                shape.push(format!("other {:02x}", p[0]));
+                break;
+            }
+        }
+    }
+    (Shape(shape), sent.elapsed())
+}
+
+/// Known users of each kind (native, caching_sha2 fast path, caching_sha2 with a crypt hash)
+/// and unknown names go through exchanges of the same shapes, with the same delay, at login and
+/// at COM_CHANGE_USER; an unknown name always gets the same one.
+#[test]
+fn unknown_users_look_like_known_ones_on_the_wire() {
+    let crypt = sluice::auth::crypt::Sha2Crypt::generate(b"c");
+    let users = format!(
+        "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+         [[users]]\nname = \"nat\"\npassword = \"n\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+         [[users]]\nname = \"fast\"\npassword = \"f\"\nauth_plugin = \"caching_sha2_password\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+         [[users]]\nname = \"full\"\npassword = '{crypt}'\nbackend_user = \"app\"\nbackend_password = \"app\"\n"
+    );
+    let delay = Duration::from_millis(150);
+    let s = Sluice::with(
+        Config::default()
+            .users(&users)
+            .top("auth_failure_delay_ms = 150\nauth_failure_limit = 0"),
+    );
+    for change_user in [false, true] {
+        let mut known = std::collections::HashSet::new();
+        for u in ["nat", "fast", "full"] {
+            let (shape, took) = failed_auth_shape(s.port, u, change_user);
+            assert!(took >= delay, "{u}: answered after {took:?}");
+            assert!(
+                shape.0.last().unwrap().starts_with("err 1045 "),
+                "{u}: {shape:?}"
+            );
+            known.insert(shape);
+        }
+        assert_eq!(known.len(), 3, "the three kinds differ: {known:?}");
+        let port = s.port;
+        let seen: std::collections::HashMap<String, Shape> = std::thread::scope(|scope| {
+            let attempts: Vec<_> = (0..24)
+                .map(|i| {
+                    scope.spawn(move || {
+                        let name = format!("ghost{i}");
+                        let (shape, took) = failed_auth_shape(port, &name, change_user);
+                        (name, shape, took)
+                    })
+                })
+                .collect();
+            attempts
+                .into_iter()
+                .map(|a| {
+                    let (name, shape, took) = a.join().unwrap();
+                    assert!(took >= delay, "{name}: answered after {took:?}");
+                    assert!(
+                        known.contains(&shape),
+                        "{name} (unknown) is told apart: {shape:?} is none of {known:?}"
+                    );
+                    (name, shape)
+                })
+                .collect()
+        });
+        // Unknown names spread over the configured kinds (1 of each here)…
+        let kinds: std::collections::HashSet<_> = seen.values().collect();
+        assert!(kinds.len() >= 2, "every unknown name got {kinds:?}");
+        // …and a name's answer does not change between attempts.
+        for name in ["ghost0", "ghost1", "ghost2", "ghost3"] {
+            assert_eq!(failed_auth_shape(s.port, name, change_user).0, seen[name]);
+        }
+    }
+}
+
+// ---- The failed-login limit is per instance ---------------------------------------------------
+
+/// Connects and reads the first packet: the greeting (and the connection id in it), or the
+/// error code of a refusal sent in its place.
+fn greet(port: u16) -> Result<(RawClient, u8, sluice::codec::handshake::Handshake), u16> {
+    let mut c = RawClient::connect(port);
+    let (seq, p) = c.read_packet().expect("a first packet");
+    if p[0] == 0xFF {
+        return Err(u16::from_le_bytes([p[1], p[2]]));
+    }
+    Ok((
+        c,
+        seq,
+        sluice::codec::handshake::Handshake::decode(&p).unwrap(),
+    ))
+}
+
+/// Logs in as app with a wrong password after `greet`; expects ERR 1045.
+fn fail_login(mut c: RawClient, seq: u8, g: &sluice::codec::handshake::Handshake) {
+    use sluice::codec::auth::native_scramble;
+    let mut p = Vec::new();
+    sluice::codec::handshake::HandshakeResponse {
+        capabilities: sluice::codec::login::BASE_CAPABILITIES,
+        max_packet_size: 1 << 24,
+        collation: 45,
+        mariadb_capabilities: 0,
+        username: b"app".to_vec(),
+        auth_response: native_scramble(b"wrong", &g.nonce),
+        database: None,
+        auth_plugin: Some(b"mysql_native_password".to_vec()),
+        attributes: Vec::new(),
+    }
+    .encode(&mut p);
+    c.send(seq.wrapping_add(1), &p);
+    let (_, e) = c.read_packet().expect("an answer");
+    assert_eq!(e[0], 0xFF);
+    assert_eq!(u16::from_le_bytes([e[1], e[2]]), 1045);
+}
+
+/// Makes `per_place` failed logins land on each of the two places (shards or worker processes)
+/// a connection id names through `place_of`, then checks the next connection is refused with
+/// ERR 1129: the limit (2 × `per_place`) counted them together.
+fn failures_add_up(port: u16, per_place: usize, place_of: impl Fn(u32) -> usize) {
+    let mut done = [0usize; 2];
+    let mut attempts = 0;
+    while done.iter().any(|&n| n < per_place) {
+        attempts += 1;
+        assert!(attempts < 400, "connections never spread: {done:?}");
+        let (c, seq, g) = greet(port).unwrap_or_else(|code| {
+            panic!("refused with {code} after {done:?} failures: counted per place?")
+        });
+        let place = place_of(g.connection_id);
+        if done[place] < per_place {
+            fail_login(c, seq, &g);
+            done[place] += 1;
+        }
+        // Else leave without logging in: not a failure.
+    }
+    match greet(port) {
+        Err(code) => assert_eq!(code, 1129),
+        Ok(_) => panic!("{done:?} failures spread over two places were not counted together"),
+    }
+}
+
+#[test]
+fn failed_logins_are_counted_across_shards() {
+    let s = Sluice::with(
+        Config::default().top("shards = 2\nauth_failure_limit = 4\nauth_failure_delay_ms = 10"),
+    );
+    // One worker, two shards: the shard is the top bit of the 31-bit connection id.
+    failures_add_up(s.port, 2, |id| (id >> 30) as usize & 1);
+}
+
+#[test]
+fn failed_logins_are_counted_across_worker_processes() {
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1\nworkers = 2\nauth_failure_limit = 4\nauth_failure_delay_ms = 10"),
+    );
+    // Two workers of one shard each: the worker is the top bit of the connection id.
+    failures_add_up(s.port, 2, |id| (id >> 30) as usize & 1);
+}
+
+// ---- File descriptors -------------------------------------------------------------------------
+
+/// A client connection with short timeouts (a refusal must come at once, not after a wait).
+fn try_conn(port: u16) -> Result<mysql::Conn, mysql::Error> {
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("app"))
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(Duration::from_secs(5)))
+        .read_timeout(Some(Duration::from_secs(5)))
+        .write_timeout(Some(Duration::from_secs(5)));
+    mysql::Conn::new(opts)
+}
+
+/// Asserts `r` is the server's "Too many connections" refusal, received within `took`.
+fn assert_too_many(r: Result<mysql::Conn, mysql::Error>, took: Duration, log: &str) {
+    let e = r.expect_err("refused");
+    let (code, _, msg) =
+        server_error(&e).unwrap_or_else(|| panic!("not a server error: {e}\n{log}"));
+    assert_eq!((code, msg.as_str()), (1040, "Too many connections"));
+    assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
+}
+
+/// Clients are admitted only up to what RLIMIT_NOFILE leaves after sluice's own reserve; past
+/// that they are answered with ERR 1040 at once, and sluice can still open backend connections
+/// (a statement needing a new one, and KILL's own connection) and serve its metrics.
+#[test]
+fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
+    let users = common::dedicated_backend_user("fdlimit");
+    let mport = common::free_port();
+    let s = Sluice::with_nofile(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .users(&users)
+            .pool("mode = \"transaction\"\nsize = 3\nqueue_timeout_ms = 10000\n"),
+        160,
+    );
+    let mut clients = Vec::new();
+    let (refusal, took) = loop {
+        assert!(clients.len() < 200, "never refused");
+        let t = Instant::now();
+        match try_conn(s.port) {
+            Ok(c) => clients.push(c),
+            Err(e) => break (Err(e), t.elapsed()),
+        }
+    };
+    assert_too_many(refusal, took, &s.log_text());
+    assert!(
+        clients.len() > 50,
+        "only {} clients admitted",
+        clients.len()
+    );
+    eprintln!("{} clients admitted with 160 descriptors", clients.len());
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert_too_many(try_conn(s.port), t.elapsed(), "");
+    }
+    // Existing clients keep working.
+    for c in clients.iter_mut().take(5) {
+        let v: i64 = c.query_first("SELECT 1").unwrap().unwrap();
+        assert_eq!(v, 1);
+    }
+    // Backends stay reachable: two connections held in transactions, a third opened for a
+    // statement, and KILL's own connection to interrupt it.
+    let mut d = direct();
+    let before = common::threads_of(&mut d, "fdlimit");
+    for c in clients.iter_mut().take(2) {
+        c.query_drop("BEGIN").unwrap();
+        c.query_drop("SELECT 1").unwrap();
+    }
+    let mut sleeper = clients.pop().unwrap();
+    let sleeper_id = sleeper.connection_id();
+    let h = std::thread::spawn(move || {
+        let t = Instant::now();
+        (sleeper.query_drop("SELECT SLEEP(30)"), t.elapsed())
+    });
+    assert!(
+        before < 3,
+        "the pool opened all its connections before the limit"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::threads_of(&mut d, "fdlimit") < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no new backend connection at the limit ({before} before)\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: Option<u64> = d
+            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)'")
+            .unwrap();
+        if n.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the statement never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    clients[2]
+        .query_drop(format!("KILL QUERY {sleeper_id}"))
+        .unwrap();
+    let (r, took) = h.join().unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "KILL did not land: {took:?}"
+    );
+    assert_eq!(
+        r.err().and_then(|e| server_error(&e)).map(|x| x.0),
+        Some(1317)
+    );
+    // The refusals are counted.
+    let m = common::scrape(mport);
+    assert!(common::metric(&m, "sluice_clients_refused_total") >= 4.0);
+    assert!(
+        common::metric(&m, "sluice_errors_total{worker=\"0\",kind=\"fd_limit\"}") >= 4.0,
+        "{m}"
+    );
+    // A place freed is a place taken.
+    drop(clients.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while try_conn(s.port).is_err() {
+        assert!(Instant::now() < deadline, "no place after a client left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// When the process really runs out of descriptors (here: its limit lowered under it), a new
+/// client is still accepted, into the spare descriptor each shard holds, and told ERR 1040
+/// instead of waiting in the listen backlog.
+#[test]
+fn a_real_emfile_is_answered_with_1040_through_the_spare_descriptor() {
+    let s = Sluice::with_nofile(Config::default().top("shards = 1"), 256);
+    let mut clients: Vec<mysql::Conn> = (0..3).map(|_| try_conn(s.port).unwrap()).collect();
+    let pid = s.pid() as i32;
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let set = |cur: u64| {
+        let r = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: 256,
+        };
+        // SAFETY: prlimit on our own child with a valid struct.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &r, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set(open + 2);
+    let mut refused = false;
+    for _ in 0..6 {
+        let t = Instant::now();
+        match try_conn(s.port) {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                assert_too_many(Err(e), t.elapsed(), &s.log_text());
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "never refused with {open} + 2 descriptors");
+    for c in &mut clients {
+        let v: i64 = c.query_first("SELECT 1").unwrap().unwrap();
+        assert_eq!(v, 1);
+    }
+    // With descriptors again, clients are served again.
+    set(256);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while try_conn(s.port).is_err() {
+        assert!(Instant::now() < deadline, "still refused\n{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.log_text().contains("out of file descriptors"));
+}
