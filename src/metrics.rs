@@ -60,6 +60,9 @@ pub struct ShardSnapshot {
     /// session whose backend had gone back to the pool: possibly not the session's own values.
     #[serde(default)]
     pub inexact_history_reads: u64,
+    /// Backends given back with their session's diagnostics dropped (pressure or idle).
+    #[serde(default)]
+    pub diagnostics_released: u64,
     pub client_bytes_in: u64,
     pub client_bytes_out: u64,
     #[serde(default)]
@@ -124,6 +127,7 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.syncs += x.syncs;
         s.lazy_prepares += x.lazy_prepares;
         s.inexact_history_reads += x.inexact_history_reads;
+        s.diagnostics_released += x.diagnostics_released;
         s.client_bytes_in += x.client_bytes_in;
         s.client_bytes_out += x.client_bytes_out;
         s.tls_clients += x.tls_clients;
@@ -203,7 +207,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 12] = [
+    let counters: [Counter; 13] = [
         (
             "sluice_tls_clients_total",
             "Clients that upgraded to TLS.",
@@ -259,6 +263,11 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
             "sluice_inexact_history_reads_total",
             "Reads of ROW_COUNT(), FOUND_ROWS(), @@warning_count or @@last_gtid in a select list after the session's backend went back to the pool (the server may have answered with another session's value).",
             |s| s.inexact_history_reads,
+        ),
+        (
+            "sluice_diagnostics_released_total",
+            "Backends given back although their session's warnings or errors lived there (other sessions waited, or the session stayed idle past a second); SHOW WARNINGS reads empty for it afterwards.",
+            |s| s.diagnostics_released,
         ),
     ];
     for (name, help, f) in counters {

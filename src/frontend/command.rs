@@ -525,12 +525,9 @@ pub(crate) async fn sync_to(
         conn.last_insert_id = lid;
     }
     if warned {
-        // The replayed SET raised warnings the session never saw: a statement that uses a table
-        // clears the diagnostics area, so the session's own stay what they were (none).
-        if let Err(e) = conn
-            .query_ok("SELECT 1 FROM information_schema.COLLATIONS LIMIT 0")
-            .await
-        {
+        // The replayed SET raised warnings the session never saw: clear them, so the session's
+        // own diagnostics stay what they were (none).
+        if let Err(e) = clear_diagnostics(lease).await {
             return Err(Synced::Lost(backend_error(shard, lease, e)));
         }
     }
@@ -776,7 +773,12 @@ pub(crate) async fn after_command(
     let mut out = effects::after(cmd.decision(), &resp, facts, sess.history());
     out.history.disturbed = disturbed;
     lease.conn().last_insert_id = out.history.last_insert_id.value();
-    if out.read_before_release {
+    // A backend kept only for the session's diagnostics may have to go back before its next
+    // statement (see `release_soft`): learn the values only it knows now.
+    let diag_only = out.hold == Some(effects::Hold::Diagnostics);
+    let unknown = out.history.last_insert_id == Known::OnBackend
+        || out.history.found_rows == Known::OnBackend;
+    if out.read_before_release || (diag_only && unknown) {
         match lease
             .conn()
             .query_row("SELECT @@warning_count, LAST_INSERT_ID(), FOUND_ROWS()")
@@ -798,8 +800,22 @@ pub(crate) async fn after_command(
     }
     let uncertain = out.hold == Some(effects::Hold::UncertainTransaction);
     let one_shot = out.one_shot_pending;
-    let hold = out.hold;
-    let history = out.history;
+    let mut hold = out.hold;
+    let mut history = out.history;
+    if hold == Some(effects::Hold::Diagnostics) && lease.pool().waiting() > 0 {
+        // Other sessions wait for a connection: diagnostics do not keep one from them.
+        match clear_diagnostics(&mut lease).await {
+            Ok(()) => {
+                shard
+                    .stats
+                    .diagnostics_released
+                    .set(shard.stats.diagnostics_released.get() + 1);
+                history.diag = Diag::Clean;
+                hold = None;
+            }
+            Err(err) => return Err(told(err, &lease)),
+        }
+    }
     if hold.is_some() {
         sess.update_past(|p| {
             p.history = history;
@@ -811,6 +827,15 @@ pub(crate) async fn after_command(
     }
     release(sess, lease, history);
     Ok(())
+}
+
+/// Empties a backend's diagnostics area (MariaDB clears it for a statement that uses a table).
+pub(crate) async fn clear_diagnostics(lease: &mut Lease) -> Result<(), BackendError> {
+    lease
+        .conn()
+        .query_ok("SELECT 1 FROM information_schema.COLLATIONS LIMIT 0")
+        .await
+        .map(|_| ())
 }
 
 /// Gives the session's backend back to the pool, remembering which connection it was.

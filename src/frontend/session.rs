@@ -138,6 +138,38 @@ impl Session {
         }
     }
 
+    /// What the session is besides its history, for the hold decision.
+    pub(crate) fn facts(&self) -> crate::session::effects::Facts {
+        crate::session::effects::Facts {
+            session_mode: self.mode() == PoolMode::Session,
+            pinned: self.pinned() || self.pin_counted,
+            statement_pending: self.stmts.as_ref().is_some_and(|s| s.pending()),
+        }
+    }
+
+    /// Does the session keep its backend only for its diagnostics (which may be given up under
+    /// pressure or after a second idle, see [`release_soft`])?
+    pub fn soft_held(&self) -> bool {
+        use crate::session::effects::{hold_for, Diag};
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        let past = self.past();
+        if past.history.diag == Diag::Clean {
+            return false;
+        }
+        let mut h = past.history.clone();
+        h.diag = Diag::Clean;
+        let (hold, read) = hold_for(
+            self.facts(),
+            &h,
+            lease.get().status,
+            past.uncertain,
+            past.one_shot,
+        );
+        hold.is_none() && !read
+    }
+
     /// The status flags a server reports for a command that runs no statement.
     pub(crate) fn session_status(&self) -> u16 {
         self.status & status::SESSION_FLAGS
@@ -229,6 +261,36 @@ pub(crate) fn routines(shard: &Shard) -> Arc<HashSet<Vec<u8>>> {
         }
         c.1.clone()
     })
+}
+
+/// Takes the backend of a parked session that keeps it only for its diagnostics (see
+/// [`Session::soft_held`]): the session's conditions are given up (its diagnostics area reads
+/// empty from now on, counted in `sluice_diagnostics_released_total`).
+pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease> {
+    if !sess.soft_held() {
+        return None;
+    }
+    let lease = sess.lease.take()?;
+    sess.update_past(|p| {
+        p.history.diag = crate::session::effects::Diag::Clean;
+        p.history.disturbed = false;
+        p.affinity = None;
+    });
+    Some(lease)
+}
+
+/// Gives back a backend taken with [`take_soft_lease`], its diagnostics area emptied first.
+pub async fn release_soft(shard: Rc<Shard>, mut lease: crate::backend::pool::Lease) {
+    match exec::clear_diagnostics(&mut lease).await {
+        Ok(()) => {
+            shard
+                .stats
+                .diagnostics_released
+                .set(shard.stats.diagnostics_released.get() + 1);
+            lease.release()
+        }
+        Err(e) => debug!(error = %e, "clearing a backend's diagnostics failed; discarding it"),
+    }
 }
 
 /// What to do after a command.

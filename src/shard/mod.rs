@@ -37,6 +37,9 @@ const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
 pub const KILL_CONNECTIONS: usize = 2;
 /// How often a shard that ran out of descriptors says so in the log.
 const FD_WARN_EVERY: Duration = Duration::from_secs(10);
+/// A parked session keeps a backend only for its diagnostics this long (seconds) before the
+/// janitor gives it back (see [`session::release_soft`]).
+const SOFT_HOLD_SECS: u32 = 1;
 /// How long a verified schema name is trusted without asking a backend again.
 const SCHEMA_TTL: Duration = Duration::from_secs(10);
 
@@ -160,6 +163,9 @@ pub struct ShardStats {
     pub lazy_prepares: Cell<u64>,
     /// History reads the server may have answered with another session's values.
     pub inexact_history_reads: Cell<u64>,
+    /// Backends given back although their session's diagnostics lived there (pool pressure, or
+    /// an idle session): those sessions' SHOW WARNINGS reads empty afterwards.
+    pub diagnostics_released: Cell<u64>,
     /// Clients that upgraded to TLS.
     pub tls_clients: Cell<u64>,
     /// Connections refused because their address failed to log in too often.
@@ -741,6 +747,7 @@ impl Shard {
             syncs: s.syncs.get(),
             lazy_prepares: s.lazy_prepares.get(),
             inexact_history_reads: s.inexact_history_reads.get(),
+            diagnostics_released: s.diagnostics_released.get(),
             client_bytes_in: s.client_bytes_in.get(),
             client_bytes_out: s.client_bytes_out.get(),
             tls_clients: s.tls_clients.get(),
@@ -871,24 +878,54 @@ impl Shard {
         }
     }
 
-    /// Disconnects parked clients idle longer than `limit` (with ERR 4031, as MySQL does).
-    fn expire_idle(self: &Rc<Self>, limit: Duration) {
+    /// Disconnects parked clients idle past their limit: `client_idle_timeout_ms` (with ERR 4031,
+    /// as MySQL does), or their own `wait_timeout` (as the server does: MariaDB closes the
+    /// connection without a word, MySQL 8 sends ERR 4031). Also gives back backends that idle
+    /// sessions keep only for their diagnostics (see [`session::release_soft`]).
+    fn expire_idle(self: &Rc<Self>) {
         let now = self.clock();
-        let limit = limit.as_secs().max(1) as u32;
-        let expired: Vec<Token> = {
+        let configured = (self.shared.config.client_idle_timeout_ms > 0)
+            .then(|| (self.shared.config.client_idle_timeout_ms / 1000).max(1) as u32);
+        let catalog = &self.shared.server.vars;
+        let mut expired: Vec<(Token, bool)> = Vec::new();
+        let mut soft: Vec<Token> = Vec::new();
+        {
             let table = self.table.borrow();
-            table
-                .tokens()
-                .into_iter()
-                .filter(|t| match table.get(*t).map(|s| &s.state) {
-                    // A session holding a backend (a transaction, a pin) is not idle in the pool's
-                    // sense; it still times out, since it holds a connection others wait for.
-                    Some(SlotState::Parked(s)) => now.saturating_sub(s.last_active) >= limit,
-                    _ => false,
-                })
-                .collect()
-        };
-        for t in expired {
+            for t in table.tokens() {
+                let Some(SlotState::Parked(s)) = table.get(t).map(|s| &s.state) else {
+                    continue;
+                };
+                // A session holding a backend (a transaction, a pin) is not idle in the pool's
+                // sense; it still times out, since it holds a connection others wait for.
+                let idle = now.saturating_sub(s.last_active);
+                let own = s
+                    .wait_timeout(catalog)
+                    .map(|w| w.clamp(1, u64::from(u32::MAX)) as u32);
+                match (configured, own) {
+                    (Some(c), _) if idle >= c && own.is_none_or(|w| c <= w) => expired.push((t, true)),
+                    (_, Some(w)) if idle >= w => expired.push((t, false)),
+                    _ if idle >= SOFT_HOLD_SECS && s.soft_held() => soft.push(t),
+                    _ => {}
+                }
+            }
+        }
+        for t in soft {
+            let lease = self
+                .table
+                .borrow_mut()
+                .parked_mut(t)
+                .and_then(session::take_soft_lease);
+            if let Some(lease) = lease {
+                glommio::spawn_local(session::release_soft(self.clone(), lease)).detach();
+            }
+        }
+        let silent = self
+            .shared
+            .server
+            .version
+            .windows(7)
+            .any(|w| w == b"MariaDB");
+        for (t, by_config) in expired {
             let ctl = Rc::new(ActiveCtl::default());
             let Some(mut sess) = self.table.borrow_mut().unpark(t, ctl.clone()) else {
                 continue;
@@ -898,18 +935,19 @@ impl Shard {
                 .set(self.stats.idle_timeouts.get() + 1);
             let shard = self.clone();
             glommio::spawn_local(async move {
-                let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), t, ctl);
-                io.tls = sess.tls.take();
-                let mut p = Vec::new();
-                Reply::new(
-                    4031,
-                    b"HY000",
-                    "The client was disconnected by the server because of inactivity.",
-                )
-                .encode(&mut p);
-                io.queue(0, &p);
-                let _ = io.flush(Some(Duration::from_millis(200))).await;
-                drop(io);
+                if by_config || !silent {
+                    let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), t, ctl);
+                    io.tls = sess.tls.take();
+                    let mut p = Vec::new();
+                    Reply::new(
+                        4031,
+                        b"HY000",
+                        "The client was disconnected by the server because of inactivity.",
+                    )
+                    .encode(&mut p);
+                    io.queue(0, &p);
+                    let _ = io.flush(Some(Duration::from_millis(200))).await;
+                }
                 session::finish(&shard, t, sess).await;
             })
             .detach();
@@ -1243,10 +1281,7 @@ impl Shard {
                     .detach();
                 }
             }
-            let idle_limit = self.shared.config.client_idle_timeout_ms;
-            if idle_limit > 0 {
-                self.expire_idle(Duration::from_millis(idle_limit));
-            }
+            self.expire_idle();
             if ticks % 10 == 0 {
                 if self.id == 0 {
                     self.shared.guard.sweep();

@@ -246,6 +246,18 @@ impl<S> Table<S> {
         }
     }
 
+    /// The parked session in `token`'s slot, to change in place (it stays parked).
+    pub fn parked_mut(&mut self, token: Token) -> Option<&mut S> {
+        match self.slot_mut(token.index) {
+            Some(Slot {
+                gen,
+                state: SlotState::Parked(s),
+                ..
+            }) if *gen == token.gen => Some(s),
+            _ => None,
+        }
+    }
+
     /// Takes a parked session out for a task to serve, leaving `ctl` in its place.
     pub fn unpark(&mut self, token: Token, ctl: Rc<ActiveCtl>) -> Option<S> {
         let s = self.slot_mut(token.index)?;
