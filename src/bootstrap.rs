@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,8 +37,6 @@ pub struct Collation {
 pub struct Routines {
     version: AtomicU64,
     set: Mutex<Arc<HashSet<Vec<u8>>>>,
-    /// A statement through sluice created or dropped a function: refresh soon.
-    stale: AtomicBool,
 }
 
 impl Routines {
@@ -46,7 +44,6 @@ impl Routines {
         Routines {
             version: AtomicU64::new(1),
             set: Mutex::new(Arc::new(set)),
-            stale: AtomicBool::new(false),
         }
     }
 
@@ -65,14 +62,6 @@ impl Routines {
             *g = Arc::new(set);
             self.version.fetch_add(1, Ordering::AcqRel);
         }
-    }
-
-    pub fn mark_stale(&self) {
-        self.stale.store(true, Ordering::Release);
-    }
-
-    pub fn take_stale(&self) -> bool {
-        self.stale.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -469,25 +458,16 @@ fn default_templates() -> HashMap<Hist, ColumnTemplate> {
 }
 
 fn load_routines(c: &mut Blocking) -> Result<HashSet<Vec<u8>>, String> {
-    Ok(c
-        .query("SELECT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'")?
+    Ok(c.query(ROUTINES_QUERY)?
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
         .map(String::into_bytes)
         .collect())
 }
 
-/// Reads the stored functions from `address` (for the refresher).
-pub fn probe_routines(
-    address: &str,
-    user: &str,
-    password: &str,
-    timeout: Duration,
-    tls: &BlockingTls,
-) -> Result<HashSet<Vec<u8>>, String> {
-    let (mut c, _) = connect(address, user, password, timeout, tls)?;
-    load_routines(&mut c)
-}
+/// The query that lists the server's stored functions (lowercased names).
+pub const ROUTINES_QUERY: &str =
+    "SELECT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'";
 
 /// A user authenticated against the backend's own `mysql_native_password` hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,47 +515,4 @@ pub fn load_db_users(
         .into_iter()
         .filter_map(|(name, h)| h.map(|native| DbUser { name, native }))
         .collect())
-}
-
-/// Keeps [`ServerInfo::routines`] current: reloads the stored functions every 10 s, or within a
-/// quarter second after a statement through sluice created or dropped one.
-pub fn spawn_routine_refresher(shared: Arc<crate::shared::Shared>) {
-    const EVERY: Duration = Duration::from_secs(10);
-    let _ = std::thread::Builder::new()
-        .name("sluice-routines".into())
-        .spawn(move || {
-            let mut last = std::time::Instant::now();
-            while !shared.is_shutting_down() {
-                std::thread::sleep(Duration::from_millis(250));
-                let routines = &shared.server.routines;
-                if !routines.take_stale() && last.elapsed() < EVERY {
-                    continue;
-                }
-                last = std::time::Instant::now();
-                let timeout = Duration::from_millis(shared.config.pool.connect_timeout_ms);
-                let Some(u) = shared.users.first() else {
-                    return;
-                };
-                for b in &shared.config.backends {
-                    let Ok(tls) = crate::tls::blocking_tls(b) else {
-                        continue;
-                    };
-                    match probe_routines(
-                        &b.address,
-                        &u.backend_user,
-                        &u.backend_password,
-                        timeout,
-                        &tls,
-                    ) {
-                        Ok(set) => {
-                            routines.replace(set);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(backend = %b.address, error = %e, "reloading stored functions failed")
-                        }
-                    }
-                }
-            }
-        });
 }

@@ -362,7 +362,6 @@ pub fn run(
     mailboxes.sort_by_key(|(id, _)| *id);
     let mailboxes: Vec<_> = mailboxes.into_iter().map(|(_, mb)| mb).collect();
     let _ = shared.mailboxes.set(mailboxes.clone());
-    bootstrap::spawn_routine_refresher(shared.clone());
     if shared.config.auth_from_backend.is_some() {
         spawn_db_user_refresher(shared.clone(), db_ids, mailboxes.clone());
     }

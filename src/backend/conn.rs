@@ -615,11 +615,20 @@ impl BackendConn {
 
     /// Runs a query returning one row; its values as text (NULL as `None`).
     pub async fn query_row(&mut self, sql: &str) -> BResult<Vec<Option<String>>> {
+        self.query_rows(sql)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| BackendError::Broken(format!("no row for {sql}")))
+    }
+
+    /// Runs a query; its rows' values as text (NULL as `None`).
+    pub async fn query_rows(&mut self, sql: &str) -> BResult<Vec<Vec<Option<String>>>> {
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
         let mut t = ResponseTracker::new(ResponseKind::Query, true);
-        let mut row = None;
+        let mut rows = Vec::new();
         let mut err = None;
         while !t.is_done() {
             let (_, p) = self.read_packet().await?;
@@ -627,7 +636,7 @@ impl BackendConn {
                 .on_packet(p.len(), &p)
                 .map_err(|e| broken("response", e))?
             {
-                Role::Row { .. } if row.is_none() => {
+                Role::Row { .. } => {
                     let mut r = crate::codec::wire::Reader::new(&p);
                     let mut values = Vec::new();
                     while !r.is_empty() {
@@ -639,7 +648,7 @@ impl BackendConn {
                             values.push(Some(String::from_utf8_lossy(v).into_owned()));
                         }
                     }
-                    row = Some(values);
+                    rows.push(values);
                 }
                 Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
                 Role::Err => {
@@ -653,10 +662,9 @@ impl BackendConn {
                 _ => {}
             }
         }
-        match (err, row) {
-            (Some(e), _) => Err(e),
-            (None, Some(r)) => Ok(r),
-            (None, None) => Err(BackendError::Broken(format!("no row for {sql}"))),
+        match err {
+            Some(e) => Err(e),
+            None => Ok(rows),
         }
     }
 

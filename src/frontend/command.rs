@@ -100,9 +100,6 @@ pub(crate) async fn query(
         }
         _ => {}
     }
-    if e.routine_ddl {
-        shard.shared.server.routines.mark_stale();
-    }
     // EXECUTE of an SQL-level prepared statement does what its text does.
     for name in e.executed.clone() {
         match sess.pins.as_ref().and_then(|p| p.prepared_text(&name)) {
@@ -725,6 +722,23 @@ pub(crate) async fn after_command(
             lease.conn().last_gtid = g.clone();
         }
     }
+    if e.is_some_and(|e| e.routine_ddl) && obs.error.is_none() {
+        // A stored function was created or dropped: the next statement must know of it.
+        match lease
+            .conn()
+            .query_rows(crate::bootstrap::ROUTINES_QUERY)
+            .await
+        {
+            Ok(rows) => server.routines.replace(
+                rows.into_iter()
+                    .filter_map(|r| r.into_iter().next().flatten())
+                    .map(String::into_bytes)
+                    .collect(),
+            ),
+            Err(err) => return Err(told(err, &lease)),
+        }
+        disturbed = true;
+    }
     if let Some(t) = &obs.trackers {
         let t = Rc::new(t.clone());
         sess.update_past(|p| p.trackers = Some(t));
@@ -802,8 +816,10 @@ pub(crate) async fn after_command(
     let one_shot = out.one_shot_pending;
     let mut hold = out.hold;
     let mut history = out.history;
-    if hold == Some(effects::Hold::Diagnostics) && lease.pool().waiting() > 0 {
-        // Other sessions wait for a connection: diagnostics do not keep one from them.
+    // Conditions this command raised keep the backend for the session's next command (which
+    // is when clients read them); older ones do not keep it from sessions waiting for one.
+    let fresh = resp.error || resp.warnings;
+    if hold == Some(effects::Hold::Diagnostics) && !fresh && lease.pool().waiting() > 0 {
         match clear_diagnostics(&mut lease).await {
             Ok(()) => {
                 shard
@@ -816,7 +832,12 @@ pub(crate) async fn after_command(
             Err(err) => return Err(told(err, &lease)),
         }
     }
-    if hold.is_some() {
+    if let Some(h) = hold {
+        tracing::trace!(
+            conn = sess.conn_id,
+            hold = h.name(),
+            "session keeps its backend"
+        );
         sess.update_past(|p| {
             p.history = history;
             p.one_shot = one_shot;

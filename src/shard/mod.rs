@@ -40,6 +40,8 @@ const FD_WARN_EVERY: Duration = Duration::from_secs(10);
 /// A parked session keeps a backend only for its diagnostics this long (seconds) before the
 /// janitor gives it back (see [`session::release_soft`]).
 const SOFT_HOLD_SECS: u32 = 1;
+/// Janitor ticks (seconds) between reloads of the server's stored functions.
+const ROUTINES_EVERY: u64 = 10;
 /// How long a verified schema name is trusted without asking a backend again.
 const SCHEMA_TTL: Duration = Duration::from_secs(10);
 
@@ -902,7 +904,9 @@ impl Shard {
                     .wait_timeout(catalog)
                     .map(|w| w.clamp(1, u64::from(u32::MAX)) as u32);
                 match (configured, own) {
-                    (Some(c), _) if idle >= c && own.is_none_or(|w| c <= w) => expired.push((t, true)),
+                    (Some(c), _) if idle >= c && own.is_none_or(|w| c <= w) => {
+                        expired.push((t, true))
+                    }
                     (_, Some(w)) if idle >= w => expired.push((t, false)),
                     _ if idle >= SOFT_HOLD_SECS && s.soft_held() => soft.push(t),
                     _ => {}
@@ -1238,6 +1242,35 @@ impl Shard {
         }
     }
 
+    /// Reloads the server's stored functions on one of the pool's idle connections (functions
+    /// created through sluice are seen at once; this catches the others). Never waits for a
+    /// connection and never opens one beyond the pool's bound.
+    async fn refresh_routines(self: Rc<Self>) {
+        let Some(pool) = self.pools.first() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let Ok(mut lease) = pool.checkout(0, &self.fresh, deadline).await else {
+            return;
+        };
+        match lease
+            .conn()
+            .query_rows(crate::bootstrap::ROUTINES_QUERY)
+            .await
+        {
+            Ok(rows) => {
+                self.shared.server.routines.replace(
+                    rows.into_iter()
+                        .filter_map(|r| r.into_iter().next().flatten())
+                        .map(String::into_bytes)
+                        .collect(),
+                );
+                lease.release();
+            }
+            Err(e) => debug!(error = %e, "reloading stored functions failed"),
+        }
+    }
+
     /// Periodic pool maintenance: idle timeouts, lifetimes, health checks.
     async fn janitor(self: Rc<Self>) {
         let cfg = &self.shared.config.pool;
@@ -1250,6 +1283,9 @@ impl Shard {
             glommio::timer::sleep(Duration::from_secs(1)).await;
             self.poller.heartbeat();
             ticks += 1;
+            if self.id == 0 && ticks % ROUTINES_EVERY == 0 {
+                glommio::spawn_local(self.clone().refresh_routines()).detach();
+            }
             for (index, pool) in self.pools.iter().enumerate() {
                 match pool.maybe_return() {
                     Some((lender, Lent::Now)) => {

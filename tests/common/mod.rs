@@ -147,7 +147,7 @@ impl Sluice {
         cmd.arg("--config")
             .arg(&conf)
             .arg("--log-level")
-            .arg("info,sluice=debug")
+            .arg(std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,sluice=debug".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(n) = nofile {
@@ -250,6 +250,16 @@ impl Sluice {
 
 impl Drop for Sluice {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what sluice said is the first thing to read.
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.contains("glommio")).collect();
+            eprintln!(
+                "--- last lines of sluice's log ({}) ---\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
         if let Some(mut c) = self.child.take() {
             if c.try_wait().ok().flatten().is_none() {
                 unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };

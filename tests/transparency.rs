@@ -1,0 +1,445 @@
+//! Regression tests for the transparency issue: through sluice, in transaction mode with a pool
+//! much smaller than the client count, a client sees what it would see directly — on the
+//! production-like server `scripts/test.sh` starts (binary log with GTIDs, strict sql_mode,
+//! utf8mb4, performance schema). Each test runs its script against the server directly and
+//! through sluice where the server's answer is the reference, with another client using the same
+//! backend connection between the statements.
+
+mod common;
+
+use common::*;
+use mysql::prelude::Queryable;
+use std::time::{Duration, Instant};
+
+/// sluice with one shard and one backend connection: every client shares it.
+fn one_backend() -> Sluice {
+    Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 10000\n"),
+    )
+}
+
+/// A fresh table name for this test run (tests share the server).
+fn table(tag: &str) -> String {
+    format!("tr_{tag}_{}", std::process::id())
+}
+
+/// Runs `script` on `c`, with `other` running statements that change every history value of
+/// its backend session between each step (an insert with a generated id and a GTID, a result
+/// set). Returns each statement's rows as text.
+fn run_interleaved(
+    c: &mut mysql::Conn,
+    other: &mut mysql::Conn,
+    other_table: &str,
+    script: &[String],
+) -> Vec<Result<Vec<Vec<Option<String>>>, (u16, String)>> {
+    let mut out = Vec::new();
+    for sql in script {
+        other
+            .query_drop(format!("INSERT INTO {other_table} (v) VALUES (9)"))
+            .unwrap();
+        other
+            .query_drop(format!("SELECT COUNT(*) FROM {other_table}"))
+            .unwrap();
+        let r: Result<Vec<mysql::Row>, _> = c.query(sql);
+        out.push(match r {
+            Ok(rows) => Ok(rows
+                .into_iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| {
+                            row.as_ref(i).and_then(|v| match v {
+                                mysql::Value::NULL => None,
+                                v => Some(v.as_sql(true).trim_matches('\'').to_string()),
+                            })
+                        })
+                        .collect()
+                })
+                .collect()),
+            Err(e) => Err(server_error(&e)
+                .map(|(code, _, msg)| (code, msg))
+                .unwrap_or((0, e.to_string()))),
+        });
+    }
+    out
+}
+
+/// Runs `script(table)` directly and through sluice (the table created fresh for each), and
+/// asserts the two transcripts are equal. The pool has room for the client to pin one
+/// connection; the noise client takes the one the client just gave back (most recently used).
+fn same_as_direct(tag: &str, create: &str, script: impl Fn(&str) -> Vec<String>) {
+    let s = three_backends();
+    let noise = table(&format!("{tag}_noise"));
+    let mut d = direct();
+    d.query_drop(format!(
+        "CREATE OR REPLACE TABLE {noise} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+    ))
+    .unwrap();
+    let mut transcripts = Vec::new();
+    for through in [false, true] {
+        let t = table(&format!("{tag}_{}", through as u8));
+        d.query_drop(format!("CREATE OR REPLACE TABLE {t} {create}"))
+            .unwrap();
+        let (mut c, mut other) = if through {
+            (s.conn(), s.conn())
+        } else {
+            (direct(), direct())
+        };
+        let mut lines = script(&t);
+        // The table name differs between the runs; the results must not show it.
+        for l in &mut lines {
+            *l = l.replace("{t}", &t);
+        }
+        transcripts.push((
+            lines.clone(),
+            run_interleaved(&mut c, &mut other, &noise, &lines),
+        ));
+        d.query_drop(format!("DROP TABLE {t}")).unwrap();
+    }
+    d.query_drop(format!("DROP TABLE {noise}")).unwrap();
+    let (script, direct) = &transcripts[0];
+    let (_, proxied) = &transcripts[1];
+    for (i, sql) in script.iter().enumerate() {
+        assert_eq!(
+            direct[i], proxied[i],
+            "step {i} `{sql}` differs (left: direct, right: through sluice)\nscript: {script:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_read_only_last_gtid_is_never_replayed_and_reads_the_clients_own() {
+    let s = one_backend();
+    let t = table("gtid");
+    let mut d = direct();
+    d.query_drop(format!(
+        "CREATE OR REPLACE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"
+    ))
+    .unwrap();
+    let (mut a, mut b) = (s.conn(), s.conn());
+    // With the binary log on, every write reports last_gtid through the variables tracker.
+    a.query_drop(format!("INSERT INTO {t} (v) VALUES (1)"))
+        .unwrap();
+    let mine: String = a.query_first("SELECT @@last_gtid").unwrap().unwrap();
+    assert!(!mine.is_empty(), "the server reports a GTID for the write");
+    // Another client writes on the same backend connection; a's next statements run there
+    // without ERR 1238 (nothing read-only is replayed) and still read a's own GTID.
+    b.query_drop(format!("INSERT INTO {t} (v) VALUES (2)"))
+        .unwrap();
+    let theirs: String = b.query_first("SELECT @@last_gtid").unwrap().unwrap();
+    assert_ne!(mine, theirs);
+    a.query_drop("SET time_zone = '+01:00'").unwrap();
+    let again: String = a.query_first("SELECT @@last_gtid").unwrap().unwrap();
+    assert_eq!(again, mine);
+    let aliased: String = a
+        .query_first("SELECT @@session.last_gtid AS g")
+        .unwrap()
+        .unwrap();
+    assert_eq!(aliased, mine);
+    a.query_drop(format!("INSERT INTO {t} (v) VALUES (LENGTH(@@last_gtid))"))
+        .unwrap();
+    let len: i64 = a
+        .query_first(format!("SELECT v FROM {t} ORDER BY id DESC LIMIT 1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(len as usize, mine.len(), "inside an insert");
+    d.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
+
+#[test]
+fn last_insert_id_has_the_servers_semantics_wherever_it_appears() {
+    same_as_direct(
+        "lid",
+        "(id INT AUTO_INCREMENT PRIMARY KEY, v BIGINT)",
+        |_| {
+            [
+                "INSERT INTO {t} (v) VALUES (1)",
+                "SELECT LAST_INSERT_ID()",
+                // An explicit id does not change it.
+                "INSERT INTO {t} (id, v) VALUES (100, 1)",
+                "SELECT LAST_INSERT_ID(), @@identity, @@last_insert_id",
+                "SELECT LAST_INSERT_ID() + 0 AS x",
+                // Used inside a statement, and in SET.
+                "INSERT INTO {t} (v) VALUES (LAST_INSERT_ID())",
+                "SELECT v FROM {t} ORDER BY id DESC LIMIT 1",
+                "SET @x = LAST_INSERT_ID()",
+                "SELECT @x",
+                // LAST_INSERT_ID(expr) sets it.
+                "SELECT LAST_INSERT_ID(77)",
+                "SELECT LAST_INSERT_ID()",
+                "UPDATE {t} SET v = LAST_INSERT_ID(v + 1000) WHERE id = 1",
+                "SELECT LAST_INSERT_ID()",
+                // A multi-row insert gives the first generated id; it survives other statements.
+                "INSERT INTO {t} (v) VALUES (1), (2), (3)",
+                "SELECT 1",
+                "UPDATE {t} SET v = v + 1",
+                "SELECT LAST_INSERT_ID()",
+                "INSERT IGNORE INTO {t} (id, v) VALUES (1, 1)",
+                "SELECT LAST_INSERT_ID()",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+    );
+}
+
+#[test]
+fn row_count_and_found_rows_follow_the_servers_rules() {
+    same_as_direct("rc", "(id INT AUTO_INCREMENT PRIMARY KEY, v INT)", |_| {
+        [
+            "INSERT INTO {t} (v) VALUES (1), (2), (3), (4)",
+            "SELECT ROW_COUNT()",
+            "UPDATE {t} SET v = v + 1 WHERE id < 3",
+            "SELECT ROW_COUNT() AS n",
+            "DELETE FROM {t} WHERE id = 4",
+            "INSERT INTO {t} (v) VALUES (ROW_COUNT())",
+            "SELECT v FROM {t} ORDER BY id DESC LIMIT 1",
+            "SELECT SQL_CALC_FOUND_ROWS * FROM {t} LIMIT 1",
+            "SELECT FOUND_ROWS()",
+            "SELECT * FROM {t} WHERE id < 3",
+            "INSERT INTO {t} (v) VALUES (9)",
+            "SELECT FOUND_ROWS(), ROW_COUNT()",
+            "SET @f = FOUND_ROWS()",
+            "SELECT @f",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+}
+
+#[test]
+fn warnings_and_errors_are_the_clients_own() {
+    same_as_direct("diag", "(id INT AUTO_INCREMENT PRIMARY KEY, v INT)", |_| {
+        [
+            "SELECT CAST('1x' AS INT)",
+            "SHOW WARNINGS",
+            "SELECT @@warning_count, @@error_count",
+            "SHOW COUNT(*) WARNINGS",
+            // A statement without tables keeps the area; one with a table clears it.
+            "SELECT 1",
+            "SHOW WARNINGS",
+            "SELECT * FROM {t} WHERE 0",
+            "SHOW WARNINGS",
+            "SELECT nosuchcol FROM {t}",
+            "SHOW ERRORS",
+            "GET DIAGNOSTICS @n = NUMBER",
+            "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO",
+            "SELECT @n, @m, @e",
+            "INSERT IGNORE INTO {t} (id, v) VALUES (1, 1), (1, 2)",
+            "SHOW WARNINGS",
+            "SELECT 2",
+            "SHOW WARNINGS",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+}
+
+#[test]
+fn prepared_statement_warnings_reach_show_warnings() {
+    let s = one_backend();
+    let t = table("pswarn");
+    let mut d = direct();
+    d.query_drop(format!("CREATE OR REPLACE TABLE {t} (v TINYINT)"))
+        .unwrap();
+    let (mut c, mut other) = (s.conn(), s.conn());
+    let stmt = c
+        .prep(format!("INSERT IGNORE INTO {t} VALUES (?)"))
+        .unwrap();
+    c.exec_drop(&stmt, (1000,)).unwrap();
+    assert_eq!(c.warnings(), 1, "the execute reported its warning");
+    // Another client waits for the only backend meanwhile; the warning stays with c's
+    // backend for c's next command.
+    let waiting = std::thread::spawn(move || other.query_drop("DO 1"));
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].1, 1264, "{w:?}");
+    waiting.join().unwrap().unwrap();
+    d.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
+
+/// sluice with three backend connections, all of which may be pinned.
+fn three_backends() -> Sluice {
+    Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"transaction\"\nsize = 3\npin_budget = 3\nqueue_timeout_ms = 10000\n"),
+    )
+}
+
+#[test]
+fn another_clients_warnings_are_never_seen() {
+    let s = one_backend();
+    let (mut c, mut other) = (s.conn(), s.conn());
+    other.query_drop("SELECT CAST('1x' AS INT)").unwrap();
+    // A statement without tables leaves other's warning in place on the only backend.
+    other.query_drop("SELECT 1").unwrap();
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let n: Option<u64> = c.query_first("SELECT @@warning_count").unwrap();
+    assert_eq!(n, Some(0));
+    // other's own warning: its backend was given back while it was idle, so it reads empty
+    // now (sluice_diagnostics_released_total counts this); never c's or anyone else's.
+    let w: Vec<(String, u32, String)> = other.query("SHOW WARNINGS").unwrap();
+    assert!(w.is_empty() || w[0].1 == 1292, "{w:?}");
+}
+
+#[test]
+fn state_made_by_any_form_of_statement_stays_with_its_client() {
+    let s = three_backends();
+    let mut d = direct();
+    let p = table("proc");
+    d.query_drop(format!(
+        "CREATE OR REPLACE PROCEDURE {p}() SET @from_proc = 42"
+    ))
+    .unwrap();
+    let f = table("fn");
+    d.query_drop(format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS INT DETERMINISTIC RETURN GET_LOCK('{f}', 0)"
+    ))
+    .unwrap();
+    let (mut c, mut other) = (s.conn(), s.conn());
+    let check = |c: &mut mysql::Conn, other: &mut mysql::Conn, sql: &str, want: i64| {
+        other
+            .query_drop("SET @from_proc = NULL, @x = NULL, @p = NULL")
+            .unwrap();
+        let v: Option<i64> = c.query_first(sql).unwrap().unwrap();
+        assert_eq!(v, Some(want), "{sql}");
+    };
+    c.query_drop(format!("CALL {p}()")).unwrap();
+    check(&mut c, &mut other, "SELECT @from_proc", 42);
+    c.query_drop("EXECUTE IMMEDIATE 'SELECT @x := 7'").unwrap();
+    check(&mut c, &mut other, "SELECT @x", 7);
+    c.query_drop("SET @q = 'SELECT @p := 5'").unwrap();
+    c.query_drop("PREPARE s FROM @q").unwrap();
+    c.query_drop("EXECUTE s").unwrap();
+    c.query_drop("DEALLOCATE PREPARE s").unwrap();
+    check(&mut c, &mut other, "SELECT @p", 5);
+    // A named lock taken inside a stored function (the server does not report it).
+    let mut c2 = s.conn();
+    let got: Option<i64> = c2.query_first(format!("SELECT {f}()")).unwrap().unwrap();
+    assert_eq!(got, Some(1));
+    let held: Option<i64> = c2
+        .query_first(format!("SELECT IS_USED_LOCK('{f}') = CONNECTION_ID()"))
+        .unwrap()
+        .unwrap();
+    assert!(held.is_some());
+    let freed: Option<i64> = c2
+        .query_first(format!("SELECT RELEASE_LOCK('{f}')"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(freed, Some(1), "the lock is still this client's");
+    d.query_drop(format!("DROP PROCEDURE {p}")).unwrap();
+    d.query_drop(format!("DROP FUNCTION {f}")).unwrap();
+}
+
+#[test]
+fn a_temporary_table_is_named_with_its_schema() {
+    let s = three_backends();
+    let mut d = direct();
+    let other_db = table("db");
+    d.query_drop(format!("CREATE DATABASE IF NOT EXISTS {other_db}"))
+        .unwrap();
+    let mut c = s.conn();
+    c.query_drop(format!("CREATE TEMPORARY TABLE {other_db}.tt (x INT)"))
+        .unwrap();
+    c.query_drop(format!("INSERT INTO {other_db}.tt VALUES (1)"))
+        .unwrap();
+    // `app.tt` is another table: dropping it fails and the temporary table stays.
+    let e = c.query_drop("DROP TABLE app.tt").unwrap_err();
+    assert_eq!(server_error(&e).unwrap().0, 1051);
+    let mut other = s.conn();
+    other.query_drop("SELECT 1").unwrap();
+    let n: Option<i64> = c
+        .query_first(format!("SELECT COUNT(*) FROM {other_db}.tt"))
+        .unwrap();
+    assert_eq!(n, Some(1));
+    c.query_drop(format!("DROP TABLE {other_db}.tt")).unwrap();
+    d.query_drop(format!("DROP DATABASE {other_db}")).unwrap();
+}
+
+#[test]
+fn com_init_db_is_a_setting_not_a_pin() {
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 10000\n"),
+    );
+    let mut c = s.conn();
+    c.select_db("mysql").unwrap();
+    // With one backend connection, another client can only run if c gave it back.
+    let mut other = s.conn();
+    other.query_drop("SELECT 1").unwrap();
+    let db: Option<String> = c.query_first("SELECT DATABASE()").unwrap().unwrap();
+    assert_eq!(db.as_deref(), Some("mysql"));
+    let text = scrape(mport);
+    let pinned: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("sluice_pins_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(pinned, 0.0, "nothing pinned:\n{text}");
+}
+
+#[test]
+fn a_schema_dropped_elsewhere_gives_the_servers_error_once_and_the_client_goes_on() {
+    let s = one_backend();
+    let mut d = direct();
+    let db = table("gone");
+    d.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .unwrap();
+    let mut c = s.conn();
+    c.query_drop(format!("USE {db}")).unwrap();
+    let mut other = s.conn();
+    other.query_drop("SELECT 1").unwrap();
+    d.query_drop(format!("DROP DATABASE {db}")).unwrap();
+    let e = c.query_drop("SELECT 1").unwrap_err();
+    assert_eq!(server_error(&e).unwrap().0, 1049, "{e}");
+    c.query_drop("USE app").unwrap();
+    let one: Option<i64> = c.query_first("SELECT 1").unwrap();
+    assert_eq!(one, Some(1));
+}
+
+#[test]
+fn kill_inside_several_statements_is_refused() {
+    let s = one_backend();
+    let mut c = RawClient::login_with(
+        s.port,
+        sluice::codec::login::BASE_CAPABILITIES
+            | sluice::codec::caps::cap::DEPRECATE_EOF
+            | sluice::codec::caps::cap::MULTI_STATEMENTS,
+    );
+    for sql in [
+        "SELECT 1; KILL 1",
+        "EXECUTE IMMEDIATE 'KILL QUERY 1'",
+        "PREPARE k FROM 'KILL 1'",
+    ] {
+        let r = c.query(sql);
+        let err = sluice::codec::packets::ErrPacket::decode(r.last().unwrap()).unwrap();
+        assert_eq!(err.code, 1235, "{sql}");
+    }
+    let r = c.query("SELECT 2");
+    assert_eq!(r.last().unwrap()[0], 0xFE);
+}
+
+#[test]
+fn wait_timeout_is_the_clients_own_and_ends_it_as_the_server_would() {
+    let s = one_backend();
+    let mut c = RawClient::login(s.port);
+    c.query("SET SESSION wait_timeout = 1");
+    let r = c.query("SELECT @@wait_timeout");
+    assert_eq!(&r[2][..2], &[1, b'1'], "read back: {r:?}");
+    // MariaDB closes an idle connection past its wait_timeout without a word.
+    let started = Instant::now();
+    assert!(c.closed_by_peer(), "closed");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Other clients are unaffected (the backend connection it used is replaced if the server
+    // closed it too).
+    let mut other = s.conn();
+    let one: Option<i64> = other.query_first("SELECT 1").unwrap();
+    assert_eq!(one, Some(1));
+}
