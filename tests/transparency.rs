@@ -25,6 +25,9 @@ fn table(tag: &str) -> String {
     format!("tr_{tag}_{}", std::process::id())
 }
 
+/// A statement's rows as text, or the server's error (code, message).
+type Outcome = Result<Vec<Vec<Option<String>>>, (u16, String)>;
+
 /// Runs `script` on `c`, with `other` running statements that change every history value of
 /// its backend session between each step (an insert with a generated id and a GTID, a result
 /// set). Returns each statement's rows as text.
@@ -33,7 +36,7 @@ fn run_interleaved(
     other: &mut mysql::Conn,
     other_table: &str,
     script: &[String],
-) -> Vec<Result<Vec<Vec<Option<String>>>, (u16, String)>> {
+) -> Vec<Outcome> {
     let mut out = Vec::new();
     for sql in script {
         other
