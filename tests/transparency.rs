@@ -446,3 +446,319 @@ fn wait_timeout_is_the_clients_own_and_ends_it_as_the_server_would() {
     let one: Option<i64> = other.query_first("SELECT 1").unwrap();
     assert_eq!(one, Some(1));
 }
+
+/// A raw client logged in as app/app with extra capabilities (classic ones and MariaDB's).
+fn raw_login(port: u16, caps: u32, mariadb_caps: u32) -> RawClient {
+    use sluice::codec::login::{Login, LoginParams, LoginStep};
+    let mut c = RawClient::connect(port);
+    let (seq, g) = c.read_packet().expect("greeting");
+    let greeting = sluice::codec::handshake::Handshake::decode(&g).unwrap();
+    let mut login = Login::new(LoginParams {
+        user: b"app".to_vec(),
+        password: b"app".to_vec(),
+        database: Some(b"app".to_vec()),
+        collation: 45,
+        capabilities: caps,
+        mariadb_capabilities: mariadb_caps,
+        ..LoginParams::default()
+    });
+    let resp = login.respond(&greeting).unwrap();
+    c.send(seq.wrapping_add(1), &resp);
+    loop {
+        let (s, p) = c.read_packet().expect("login answer");
+        match login.on_packet(&p).expect("login") {
+            LoginStep::Done { .. } => return c,
+            LoginStep::Send(v) if v.is_empty() => {}
+            LoginStep::Send(v) => c.send(s.wrapping_add(1), &v),
+        }
+    }
+}
+
+const CAPS: u32 = sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF;
+
+/// COM_STMT_PREPARE: the statement id and its column count (definitions read and dropped).
+fn prepare(c: &mut RawClient, sql: &str) -> (u32, u16) {
+    let mut p = vec![0x16];
+    p.extend_from_slice(sql.as_bytes());
+    c.send(0, &p);
+    let (_, ok) = c.read_packet().unwrap();
+    assert_eq!(ok[0], 0, "prepare {sql}: {ok:?}");
+    let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let cols = u16::from_le_bytes([ok[5], ok[6]]);
+    let params = u16::from_le_bytes([ok[7], ok[8]]);
+    for _ in 0..(cols + params) {
+        c.read_packet().unwrap();
+    }
+    (id, cols)
+}
+
+/// COM_STMT_EXECUTE of a statement without parameters; `cursor`: open a read-only cursor.
+/// Returns the response's packets.
+fn execute(c: &mut RawClient, id: u32, cursor: bool) -> Vec<Vec<u8>> {
+    use sluice::codec::command::ResponseKind;
+    use sluice::codec::response::ResponseTracker;
+    let mut e = vec![0x17];
+    e.extend_from_slice(&id.to_le_bytes());
+    e.extend_from_slice(&[u8::from(cursor), 1, 0, 0, 0]);
+    c.send(0, &e);
+    let mut t = ResponseTracker::new(ResponseKind::Execute, true);
+    let mut out = Vec::new();
+    while !t.is_done() {
+        let (_, p) = c.read_packet().expect("execute response");
+        t.on_packet(p.len(), &p).expect("well-formed");
+        out.push(p);
+    }
+    out
+}
+
+/// COM_STMT_FETCH of `n` rows: the first column of each binary row (a BIGINT), and whether the
+/// cursor is exhausted.
+fn fetch(c: &mut RawClient, id: u32, n: u32) -> (Vec<i64>, bool) {
+    let mut f = vec![0x1c];
+    f.extend_from_slice(&id.to_le_bytes());
+    f.extend_from_slice(&n.to_le_bytes());
+    c.send(0, &f);
+    let mut rows = Vec::new();
+    loop {
+        let (_, p) = c.read_packet().unwrap();
+        if p[0] == 0xFF {
+            panic!("fetch failed: {}", String::from_utf8_lossy(&p[9..]));
+        }
+        if p[0] == 0xFE && p.len() < 0xFF_FFFF {
+            let ok = sluice::codec::packets::OkPacket::decode(&p, 0).unwrap();
+            let done = ok.status & sluice::codec::caps::status::LAST_ROW_SENT != 0;
+            return (rows, done);
+        }
+        // Binary row: header, NULL bitmap (1 byte for one column), the value.
+        rows.push(i64::from_le_bytes(p[2..10].try_into().unwrap()));
+    }
+}
+
+#[test]
+fn several_cursors_stay_open_at_once() {
+    let s = three_backends();
+    let mut c = raw_login(s.port, CAPS, 0);
+    let (a, _) = prepare(&mut c, "SELECT seq FROM seq_1_to_6");
+    let (b, _) = prepare(&mut c, "SELECT seq * 10 FROM seq_1_to_4");
+    execute(&mut c, a, true);
+    execute(&mut c, b, true);
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    let (mut done_a, mut done_b) = (false, false);
+    let mut rounds = 0;
+    while !(done_a && done_b) {
+        rounds += 1;
+        assert!(rounds < 20, "cursors never ran out");
+        if !done_a {
+            let (r, d) = fetch(&mut c, a, 2);
+            got_a.extend(r);
+            done_a = d;
+        }
+        if !done_b {
+            let (r, d) = fetch(&mut c, b, 1);
+            got_b.extend(r);
+            done_b = d;
+        }
+    }
+    assert_eq!(got_a, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(got_b, vec![10, 20, 30, 40]);
+}
+
+#[test]
+fn com_set_option_reaches_a_held_backend() {
+    let s = one_backend();
+    let mut c = raw_login(s.port, CAPS | sluice::codec::caps::cap::MULTI_STATEMENTS, 0);
+    c.query("BEGIN");
+    // Multi-statements off, while the transaction holds the backend: the server must refuse a
+    // second statement as it would directly (a syntax error), not run both.
+    c.send(0, &[0x1b, 1, 0]);
+    let (_, ok) = c.read_packet().unwrap();
+    assert_eq!(ok[0], 0xFE, "COM_SET_OPTION answered");
+    let r = c.query("SELECT 1; SELECT 2");
+    let last = r.last().unwrap();
+    assert_eq!(last[0], 0xFF, "refused like the server does: {r:?}");
+    let err = sluice::codec::packets::ErrPacket::decode(last).unwrap();
+    assert_eq!(err.code, 1064);
+    c.query("ROLLBACK");
+}
+
+#[test]
+fn preparing_lazily_inside_a_transaction_changes_nothing_of_it() {
+    let s = three_backends();
+    let t = table("pstrx");
+    let mut d = direct();
+    d.query_drop(format!("CREATE OR REPLACE TABLE {t} (v INT)"))
+        .unwrap();
+    let mut c = s.conn();
+    // Prepared under sql_mode ANSI, executed later under another sql_mode inside a
+    // transaction: sluice prepares it on the transaction's backend under its own sql_mode
+    // and switches back, never touching autocommit or the transaction.
+    c.query_drop("SET sql_mode = 'ANSI'").unwrap();
+    let stmt = c.prep(format!("INSERT INTO {t} VALUES (?)")).unwrap();
+    c.query_drop("SET sql_mode = DEFAULT").unwrap();
+    // Keep c's statement off the backend it was prepared on: fill the pool's other
+    // connections' preference by holding one in another client's transaction.
+    let mut other = s.conn();
+    other.query_drop("BEGIN").unwrap();
+    other.query_drop(format!("SELECT * FROM {t}")).unwrap();
+    c.query_drop("SET autocommit = 0").unwrap();
+    c.exec_drop(&stmt, (1,)).unwrap();
+    c.exec_drop(&stmt, (2,)).unwrap();
+    c.query_drop("ROLLBACK").unwrap();
+    other.query_drop("ROLLBACK").unwrap();
+    let n: Option<i64> = d.query_first(format!("SELECT COUNT(*) FROM {t}")).unwrap();
+    assert_eq!(n, Some(0), "the rolled-back inserts left no row");
+    let mode: Option<String> = c.query_first("SELECT @@sql_mode").unwrap().unwrap();
+    let direct_mode: Option<String> = d.query_first("SELECT @@GLOBAL.sql_mode").unwrap().unwrap();
+    assert_eq!(mode, direct_mode, "the session's sql_mode is its own again");
+    d.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
+
+#[test]
+fn long_data_lost_with_its_backend_fails_the_execute_clearly() {
+    let s = three_backends();
+    let t = table("longdata");
+    let mut d = direct();
+    d.query_drop(format!("CREATE OR REPLACE TABLE {t} (b BLOB)"))
+        .unwrap();
+    let mut c = raw_login(s.port, CAPS, 0);
+    let mut p = vec![0x16];
+    p.extend_from_slice(format!("INSERT INTO {t} VALUES (?)").as_bytes());
+    c.send(0, &p);
+    let (_, ok) = c.read_packet().unwrap();
+    let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    c.read_packet().unwrap(); // the parameter's definition
+                              // Long data for parameter 0; the session now keeps its backend for the execute.
+    let mut ld = vec![0x18];
+    ld.extend_from_slice(&id.to_le_bytes());
+    ld.extend_from_slice(&0u16.to_le_bytes());
+    ld.extend_from_slice(b"some long data");
+    c.send(0, &ld);
+    // The backend connection that holds the data dies (killed from outside).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let thread: u64 = loop {
+        let ids: Vec<u64> = d
+            .query(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app' AND ID <> CONNECTION_ID() AND COMMAND = 'Sleep' AND TIME_MS > 0 ORDER BY TIME_MS LIMIT 1"
+            ))
+            .unwrap();
+        if let Some(id) = ids.first() {
+            break *id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backend connection never showed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    d.query_drop(format!("KILL {thread}")).unwrap();
+    // Execute: bound, no new params (flag 0 is not allowed for the first; send types).
+    let mut e = vec![0x17];
+    e.extend_from_slice(&id.to_le_bytes());
+    e.extend_from_slice(&[0, 1, 0, 0, 0]);
+    e.push(0); // NULL bitmap
+    e.push(1); // new params bound
+    e.extend_from_slice(&[0xfc, 0]); // BLOB
+    c.send(0, &e);
+    let (_, r) = c.read_packet().expect("an answer");
+    let err = sluice::codec::packets::ErrPacket::decode(&r).expect("the execute fails");
+    assert_eq!(err.code, 2013, "lost with its backend, as direct");
+    // The session goes on (nothing but the statement's data tied it to that backend)…
+    let rr = c.query("SELECT 1");
+    assert_eq!(rr.last().unwrap()[0], 0xFE);
+    // …and executing again without sending the data again fails clearly, never runs without it.
+    c.send(0, &e);
+    let (_, r) = c.read_packet().expect("an answer");
+    let err = sluice::codec::packets::ErrPacket::decode(&r).expect("the execute fails");
+    assert!(
+        String::from_utf8_lossy(err.message).contains("long data"),
+        "{}",
+        String::from_utf8_lossy(err.message)
+    );
+    let n: Option<i64> = d.query_first(format!("SELECT COUNT(*) FROM {t}")).unwrap();
+    assert_eq!(n, Some(0));
+    d.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
+
+#[test]
+fn mariadb_extended_metadata_reaches_the_client_as_negotiated() {
+    use sluice::codec::caps::mariadb_cap::EXTENDED_METADATA;
+    let s = three_backends();
+    let t = table("extmeta");
+    let mut d = direct();
+    d.query_drop(format!(
+        "CREATE OR REPLACE TABLE {t} (j JSON, p POINT, u UUID)"
+    ))
+    .unwrap();
+    let defs = |port: u16, ext: u32| -> Vec<Vec<u8>> {
+        let mut c = raw_login(port, CAPS & !sluice::codec::caps::cap::LONG_PASSWORD, ext);
+        let r = c.query(&format!("SELECT j, p, u, LAST_INSERT_ID() FROM {t}"));
+        r[1..5].to_vec()
+    };
+    let direct_port = mariadb_port();
+    for ext in [0, EXTENDED_METADATA] {
+        assert_eq!(
+            defs(direct_port, ext),
+            defs(s.port, ext),
+            "column definitions (extended metadata {ext})"
+        );
+    }
+    // sluice's own answers carry the block too.
+    let mut c = raw_login(
+        s.port,
+        CAPS & !sluice::codec::caps::cap::LONG_PASSWORD,
+        EXTENDED_METADATA,
+    );
+    let mine = c.query("SELECT LAST_INSERT_ID()");
+    let mut dc = raw_login(
+        direct_port,
+        CAPS & !sluice::codec::caps::cap::LONG_PASSWORD,
+        EXTENDED_METADATA,
+    );
+    let theirs = dc.query("SELECT LAST_INSERT_ID()");
+    assert_eq!(mine, theirs);
+    d.query_drop(format!("DROP TABLE {t}")).unwrap();
+}
+
+#[test]
+fn every_advertised_capability_is_one_sluice_honours() {
+    use sluice::codec::caps::cap;
+    let s = one_backend();
+    let mut c = RawClient::connect(s.port);
+    let (_, g) = c.read_packet().unwrap();
+    let h = sluice::codec::handshake::Handshake::decode(&g).unwrap();
+    for (bit, name) in [
+        (cap::COMPRESS, "COMPRESS"),
+        (cap::ZSTD_COMPRESSION, "ZSTD_COMPRESSION"),
+        (cap::QUERY_ATTRIBUTES, "QUERY_ATTRIBUTES"),
+        (
+            cap::OPTIONAL_RESULTSET_METADATA,
+            "OPTIONAL_RESULTSET_METADATA",
+        ),
+        (cap::MULTI_FACTOR_AUTH, "MULTI_FACTOR_AUTH"),
+    ] {
+        assert_eq!(
+            h.capabilities & bit,
+            0,
+            "{name} is advertised but not spoken"
+        );
+    }
+    use sluice::codec::caps::mariadb_cap;
+    for (bit, name) in [
+        (mariadb_cap::PROGRESS, "PROGRESS"),
+        (mariadb_cap::COM_MULTI, "COM_MULTI"),
+        (mariadb_cap::STMT_BULK_OPERATIONS, "STMT_BULK_OPERATIONS"),
+        (mariadb_cap::CACHE_METADATA, "CACHE_METADATA"),
+    ] {
+        assert_eq!(
+            h.mariadb_capabilities & bit,
+            0,
+            "{name} is advertised but not spoken"
+        );
+    }
+    // A client that asks for compression anyway (the CLI's --compress) gets an uncompressed
+    // session that works.
+    let (ok, out, err) = mariadb_cli(s.port, &["--compress"], "SELECT 40 + 2");
+    assert!(ok, "{err}");
+    assert!(out.contains("42"), "{out}");
+}

@@ -236,6 +236,13 @@ impl Pool {
         }
     }
 
+    /// An idle connection, if there is one now (never waits, never opens one, never asks
+    /// another shard): for sluice's own occasional queries.
+    pub fn try_idle(self: &Rc<Self>) -> Option<Lease> {
+        let conn = self.idle.borrow_mut().pop()?;
+        Some(self.lease(conn))
+    }
+
     /// The idle connection `serial`, if nobody checked it out since its checkout number `epoch`
     /// (its session-history values are still those of the session that used it then).
     pub fn take_exact(self: &Rc<Self>, serial: u64, epoch: u32) -> Option<Lease> {

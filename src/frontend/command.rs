@@ -559,29 +559,30 @@ async fn forward_with(
     cmd: Cmd<'_>,
     affinity: bool,
 ) -> Result<Observed, Failure> {
-    let held_before = sess.lease.is_some();
+    let tied = sess.tied_to_backend();
     let mut lease = acquire(shard, sess, affinity)
         .await
         .map_err(|e| fail(e, next))?;
     let obs = run_on(shard, ctl, sess, io, next, &mut lease, payload, kind, None).await;
     let obs = match obs {
         Ok(o) => o,
-        Err(f) => return Err(lost_backend(sess, f, held_before, lease)),
+        Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
     after_command(shard, ctl, sess, lease, &obs, cmd).await?;
     Ok(obs)
 }
 
 /// A command failed on its backend (which is discarded with `lease`). Outside a transaction,
-/// with nothing tied to that backend, the session goes on with another one; long data that
-/// lived there is lost, and the statement it belonged to will say so.
+/// with nothing tied to that backend (`tied`: see [`Session::tied_to_backend`], before the
+/// command), the session goes on with another one; a cursor or long data that lived there is
+/// lost, and the statement it belonged to will say so.
 pub(crate) fn lost_backend(
     sess: &mut Session,
     mut f: Failure,
-    held_before: bool,
+    tied: bool,
     lease: Lease,
 ) -> Failure {
-    f.keep_session = survives_backend_loss(&f, held_before, sess.mode());
+    f.keep_session = survives_backend_loss(&f, tied, sess.mode());
     drop(lease);
     if let Some(stmts) = sess.stmts.as_mut() {
         stmts.backend_lost();
@@ -592,12 +593,12 @@ pub(crate) fn lost_backend(
     f
 }
 
-/// Can the session go on after its backend failed during a command? Only if nothing tied it to
-/// that backend (no transaction, no pin: `held_before` false, not session mode) and the client is
+/// Can the session go on after its backend failed during a command? Only if nothing it cannot
+/// carry tied it to that backend (no transaction, no pin, not session mode) and the client is
 /// at a packet boundary, so it can be told with an ERR (mid-row, its connection must close).
-fn survives_backend_loss(f: &Failure, held_before: bool, mode: PoolMode) -> bool {
+fn survives_backend_loss(f: &Failure, tied: bool, mode: PoolMode) -> bool {
     matches!(f.error, Error::BackendLost { .. })
-        && !held_before
+        && !tied
         && mode != PoolMode::Session
         && f.next_seq.is_some()
 }

@@ -147,6 +147,20 @@ impl Session {
         }
     }
 
+    /// Does the session hold its backend for state that cannot move to another one (a
+    /// transaction, a pin, a pending one-shot, session mode)? Cursors, long data and
+    /// diagnostics do not count: losing them is reported to the client when it asks.
+    pub(crate) fn tied_to_backend(&self) -> bool {
+        let past = self.past();
+        self.lease.is_some()
+            && (self.status & status::IN_TRANS != 0
+                || self.pinned()
+                || self.pin_counted
+                || past.uncertain
+                || past.one_shot
+                || self.mode() == PoolMode::Session)
+    }
+
     /// Does the session keep its backend only for its diagnostics (which may be given up under
     /// pressure or after a second idle, see [`release_soft`])?
     pub fn soft_held(&self) -> bool {

@@ -124,7 +124,7 @@ pub(crate) async fn prepare(
     let routines = routines(shard);
     let effects = Rc::new(sql::analyze_with(&sql, &sess.sql_context(shard, &routines)));
     let client_id = sess.stmts.get_or_insert_with(Box::default).allocate_id();
-    let held_before = sess.lease.is_some();
+    let tied = sess.tied_to_backend();
     let mut lease = acquire(shard, sess, false)
         .await
         .map_err(|e| fail(e, next))?;
@@ -145,7 +145,7 @@ pub(crate) async fn prepare(
     .await
     {
         Ok(o) => o,
-        Err(f) => return Err(lost_backend(sess, f, held_before, lease)),
+        Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
     if let Some((backend_id, columns, params)) = obs.prepared {
         let settings = shard.interner.intern(sess.settings.for_prepare());
@@ -204,7 +204,7 @@ pub(crate) async fn execute(
     // A statement that reads what only the session's last backend knows (ROW_COUNT(), …) goes
     // back there when nobody has used it since.
     let affinity = !server_answers(sess) && effects.reads_backend_history();
-    let held_before = sess.lease.is_some();
+    let tied = sess.tied_to_backend();
     let mut lease = acquire(shard, sess, affinity)
         .await
         .map_err(|e| fail(e, next))?;
@@ -240,7 +240,7 @@ pub(crate) async fn execute(
     .await
     {
         Ok(o) => o,
-        Err(f) => return Err(lost_backend(sess, f, held_before, lease)),
+        Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
@@ -369,6 +369,7 @@ pub(crate) async fn reset(
         // Nothing is pending for it anywhere: the reset is a no-op, answered here.
         return reply_ok(io, sess, next).await;
     }
+    let tied = sess.tied_to_backend();
     let mut lease = sess.lease.take().expect("checked above");
     let Some(backend_id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) else {
         sess.lease = Some(lease);
@@ -390,7 +391,7 @@ pub(crate) async fn reset(
     .await
     {
         Ok(o) => o,
-        Err(f) => return Err(lost_backend(sess, f, true, lease)),
+        Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
@@ -432,6 +433,7 @@ pub(crate) async fn fetch(
         )
         .await;
     };
+    let tied = sess.tied_to_backend();
     let mut lease = sess.lease.take().expect("checked above");
     let mut p = payload.to_vec();
     let _ = command::set_statement_id(&mut p, backend_id);
@@ -449,7 +451,7 @@ pub(crate) async fn fetch(
     .await
     {
         Ok(o) => o,
-        Err(f) => return Err(lost_backend(sess, f, true, lease)),
+        Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
     let st = obs.status.unwrap_or(0);
     if st & status::CURSOR_EXISTS == 0 || st & status::LAST_ROW_SENT != 0 || obs.error.is_some() {

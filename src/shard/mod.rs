@@ -1243,14 +1243,13 @@ impl Shard {
     }
 
     /// Reloads the server's stored functions on one of the pool's idle connections (functions
-    /// created through sluice are seen at once; this catches the others). Never waits for a
-    /// connection and never opens one beyond the pool's bound.
+    /// created through sluice are seen at once; this catches the others). Only an idle
+    /// connection is used: none is waited for, opened or borrowed for it.
     async fn refresh_routines(self: Rc<Self>) {
         let Some(pool) = self.pools.first() else {
             return;
         };
-        let deadline = Instant::now() + Duration::from_millis(100);
-        let Ok(mut lease) = pool.checkout(0, &self.fresh, deadline).await else {
+        let Some(mut lease) = pool.try_idle() else {
             return;
         };
         match lease
