@@ -638,9 +638,9 @@ fn long_data_lost_with_its_backend_fails_the_execute_clearly() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let thread: u64 = loop {
         let ids: Vec<u64> = d
-            .query(format!(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app' AND ID <> CONNECTION_ID() AND COMMAND = 'Sleep' AND TIME_MS > 0 ORDER BY TIME_MS LIMIT 1"
-            ))
+            .query(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app' AND ID <> CONNECTION_ID() AND COMMAND = 'Sleep' AND TIME_MS > 0 ORDER BY TIME_MS LIMIT 1",
+            )
             .unwrap();
         if let Some(id) = ids.first() {
             break *id;

@@ -170,7 +170,7 @@ pub async fn accept(
             let r = Reply::user_connection_limit(&auth.user.name, limit);
             return Err((Error::Fatal(r), next));
         }
-        let settings = shard.initial_settings(resp.collation, schema.map(Into::into));
+        let settings = shard.initial_settings(resp.collation, schema.map(Into::into), caps);
         let mut out = Vec::with_capacity(16);
         encode_ok(&mut out, status::AUTOCOMMIT, caps);
         io.queue(next, &out);
@@ -405,7 +405,7 @@ pub(crate) async fn change_user(
     let collation = cu.collation.map(|c| c as u8).unwrap_or(sess.collation);
     sess.user = user;
     sess.collation = collation;
-    sess.settings = shard.initial_settings(collation, schema.map(Into::into));
+    sess.settings = shard.initial_settings(collation, schema.map(Into::into), sess.caps);
     sess.status = status::AUTOCOMMIT;
     let mut out = Vec::with_capacity(16);
     encode_ok(&mut out, sess.status, sess.caps);

@@ -243,17 +243,12 @@ impl Session {
         }
     }
 
-    /// The session's own `wait_timeout` (seconds): its setting, else a fresh connection's
-    /// (`interactive_timeout` for interactive clients, as the server does at login).
+    /// The session's own `wait_timeout` (seconds): its setting (an interactive client starts
+    /// with the server's `interactive_timeout` there), else a fresh connection's.
     pub fn wait_timeout(&self, catalog: &crate::session::state::VarCatalog) -> Option<u64> {
-        let name = if self.caps & cap::INTERACTIVE != 0 {
-            "interactive_timeout"
-        } else {
-            "wait_timeout"
-        };
         self.settings
             .var("wait_timeout")
-            .or_else(|| catalog.fresh_value(name))
+            .or_else(|| catalog.fresh_value("wait_timeout"))
             .and_then(|v| v.parse().ok())
     }
 }
@@ -558,7 +553,7 @@ async fn reset_session(shard: &Rc<Shard>, sess: &mut Session) {
     // The server keeps the schema across COM_RESET_CONNECTION and returns to the handshake's
     // character set; so does sluice.
     let schema = sess.settings.schema.clone();
-    sess.settings = shard.initial_settings(sess.collation, schema);
+    sess.settings = shard.initial_settings(sess.collation, schema, sess.caps);
     // Like the server, COM_RESET_CONNECTION keeps the COM_SET_OPTION multi-statements choice.
     sess.status = status::AUTOCOMMIT;
     sess.past = None;

@@ -439,12 +439,30 @@ impl Shard {
     }
 
     /// The settings a client has right after logging in with `collation` and `schema`.
-    pub fn initial_settings(&self, collation: u8, schema: Option<Box<str>>) -> Rc<Settings> {
+    /// `caps`: the client's capabilities (an interactive client's `wait_timeout` starts at the
+    /// server's `interactive_timeout`, as the server does at login).
+    pub fn initial_settings(
+        &self,
+        collation: u8,
+        schema: Option<Box<str>>,
+        caps: u32,
+    ) -> Rc<Settings> {
         let mut s = match self.shared.server.collations.get(&u16::from(collation)) {
             Some(c) => Settings::for_collation(&c.charset, &c.name, &self.fresh_charset),
             None => Settings::default(),
         };
         s.schema = schema;
+        let vars = &self.shared.server.vars;
+        if caps & crate::codec::caps::cap::INTERACTIVE != 0 {
+            if let (Some(i), Some(w)) = (
+                vars.fresh_value("interactive_timeout"),
+                vars.fresh_value("wait_timeout"),
+            ) {
+                if i != w {
+                    s.set_var("wait_timeout", i);
+                }
+            }
+        }
         self.interner.intern(s)
     }
 
