@@ -1,6 +1,7 @@
 //! Client command packets: `disposition`/`name`, `statement_id`, `execute_flags`, `kill_target`,
 //! `set_option_value`, `ChangeUser::decode` under several capability sets, and
-//! `stmts::rewrite_execute` with arbitrary parameter counts and remembered types.
+//! `stmts::rewrite_execute` and `stmts::bound_types` with arbitrary parameter counts and remembered
+//! types.
 //!
 //! Input: `[params lo][params hi][flags][payload…]` where payload is a client command packet
 //! (command byte first). `flags` bit 0: remembered types present; bit 1: remembered types of the
@@ -13,7 +14,7 @@ use sluice::codec::command::{
     self, com, disposition, execute_flags, kill_target, name, set_option_value, statement_id,
     ChangeUser, Disposition,
 };
-use sluice::session::stmts::rewrite_execute;
+use sluice::session::stmts::{bound_types, rewrite_execute};
 
 const CAP_SETS: [u32; 6] = [
     0,
@@ -82,9 +83,10 @@ fn check_fixed_fields(payload: &[u8]) {
 
 fn check_rewrite(payload: &[u8], params: u16, remembered: Option<&[u8]>) {
     let backend_id = 0xA1B2_C3D4u32;
-    let Ok((out, bound)) = rewrite_execute(payload, backend_id, params, remembered) else {
+    let Ok(out) = rewrite_execute(payload, backend_id, params, remembered) else {
         return;
     };
+    let bound = bound_types(payload, params).expect("a rewritable execute's types read");
     assert!(payload.len() >= 10 && payload[0] == com::STMT_EXECUTE);
     assert_eq!(out[0], com::STMT_EXECUTE);
     assert_eq!(out[1..5], backend_id.to_le_bytes());
@@ -101,6 +103,7 @@ fn check_rewrite(payload: &[u8], params: u16, remembered: Option<&[u8]>) {
     match payload[flag_at] {
         1 => {
             let types = bound.expect("bound types of an execute with the flag set");
+            assert_eq!(types.len(), types_len);
             assert_eq!(types[..], payload[flag_at + 1..flag_at + 1 + types_len]);
             assert_eq!(out[flag_at..], payload[flag_at..]);
         }

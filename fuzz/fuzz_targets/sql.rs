@@ -18,7 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 use sluice::codec::packets::SessionChange;
 use sluice::session::sql::{analyze, rewrite_connection_id, tokens, Modes, Tok};
-use sluice::session::state::{plan, FreshCharset, Settings};
+use sluice::session::state::{plan, FreshCharset, Settings, VarCatalog};
 
 const MODES: [Modes; 4] = [
     Modes {
@@ -50,6 +50,13 @@ fn check_sql(sql: &[u8], id: u32) {
         assert!(toks.len() <= sql.len());
         let e = analyze(sql, m);
         assert!(e.statements <= toks.len());
+        // Every history read points into the text, in order, without overlap (they are
+        // rewritten in place).
+        let mut at = 0;
+        for h in e.history.iter().filter(|h| !h.at.is_empty()) {
+            assert!(h.at.start >= at && h.at.end <= sql.len(), "{:?}", e.history);
+            at = h.at.end;
+        }
         let out = rewrite_connection_id(sql, id, m);
         if !contains_ci(sql, b"connection_id") {
             assert_eq!(out, sql, "rewritten without a CONNECTION_ID() call");
@@ -128,26 +135,33 @@ fn check_plan(data: &[u8], nbe: bool) {
         collation: text(fields.next()),
     };
     let (mut current, mut wanted) = (Settings::default(), Settings::default());
+    // A server whose variable table was not read: every reported variable is replayed but the
+    // read-only ones sluice knows of (the most permissive catalog for `plan`).
+    let cat = VarCatalog::default();
     while let Some(w) = fields.next() {
         let name = fields.next().unwrap_or_default();
         let value = fields.next().unwrap_or_default();
         let var = SessionChange::SystemVariable { name, value };
         match w.first() {
             Some(b'c') => {
-                current.apply([var]);
+                current.apply([var], &cat, &[]);
             }
             Some(b'w') => {
-                wanted.apply([var]);
+                wanted.apply([var], &cat, &[]);
             }
             Some(b'C') => {
-                current.apply([SessionChange::Schema(name)]);
+                current.apply([SessionChange::Schema(name)], &cat, &[]);
             }
             Some(b'W') => {
-                wanted.apply([SessionChange::Schema(name)]);
+                wanted.apply([SessionChange::Schema(name)], &cat, &[]);
             }
             _ => {
-                wanted.apply([var]);
-                current.apply([SessionChange::SystemVariable { name, value: name }]);
+                wanted.apply([var], &cat, &[]);
+                current.apply(
+                    [SessionChange::SystemVariable { name, value: name }],
+                    &cat,
+                    &[],
+                );
             }
         }
     }

@@ -114,6 +114,14 @@ impl Pool {
         self.pinned.get()
     }
 
+    /// Sessions pinned to this pool's connections in the whole process (what the budget counts).
+    pub fn pinned_in_process(&self) -> usize {
+        match &self.pin_budget {
+            Some((n, _)) => n.load(Ordering::Acquire),
+            None => self.pinned.get(),
+        }
+    }
+
     /// Takes a unit of the pin budget if one is free.
     pub fn pin_try_acquire(&self) -> bool {
         let ok = match &self.pin_budget {

@@ -23,7 +23,7 @@ use crate::error::{Error, Reply};
 use crate::session::pins::PinReason;
 use crate::session::sql;
 use crate::session::state::Settings;
-use crate::session::stmts::{rewrite_execute, ClientStmt};
+use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt};
 use crate::shard::table::ActiveCtl;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -184,9 +184,18 @@ pub(crate) async fn execute(
     payload: &[u8],
 ) -> CmdResult {
     let (client_id, _flags) = command::execute_flags(payload).map_err(|e| fail(e.into(), next))?;
-    let Some(stmt) = stmt_of(sess, client_id) else {
+    let Some(mut stmt) = stmt_of(sess, client_id) else {
         return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_execute")).await;
     };
+    // Types bound now are the statement's from now on, even if this execute never reaches a
+    // server (a later execute may rely on them).
+    if let Ok(Some(t)) = bound_types(payload, stmt.params) {
+        let t: Box<[u8]> = t.into();
+        if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
+            s.types = Some(t.clone());
+        }
+        stmt.types = Some(t);
+    }
     if stmt.long_data_lost {
         if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
             s.long_data_lost = false;
@@ -223,9 +232,8 @@ pub(crate) async fn execute(
         }
         Err(e) => return Err(fail(e, next)),
     };
-    let (rewritten, bound) =
-        rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
-            .map_err(|e| fail(e.into(), next))?;
+    let rewritten = rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
+        .map_err(|e| fail(e.into(), next))?;
     let obs = match run_on(
         shard,
         ctl,
@@ -245,9 +253,6 @@ pub(crate) async fn execute(
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
             s.long_data = false;
-            if let Some(t) = bound {
-                s.types = Some(t.into_boxed_slice());
-            }
         }
         stmts.set_cursor(client_id, obs.cursor_opened);
     }
@@ -428,7 +433,7 @@ pub(crate) async fn fetch(
             Reply::new(
                 1421,
                 b"HY000",
-                format!("The statement ({client_id}) has no open cursor."),
+                format!("The statement ({client_id}) has no open cursor"),
             ),
         )
         .await;

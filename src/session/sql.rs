@@ -787,7 +787,15 @@ fn classify(s: &[Tok<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
         return Kind::Other;
     }
     if is_diagnostic(s) {
+        // GET DIAGNOSTICS @m = MESSAGE_TEXT writes user variables (the server does not report it).
+        if is_kw(first, "GET") && s.iter().any(|t| matches!(t, Tok::UserVar(_))) {
+            e.user_var_write = true;
+        }
         return Kind::Diagnostic;
+    }
+    if is_kw(first, "LOAD") && s.iter().any(|t| matches!(t, Tok::UserVar(_))) {
+        // LOAD DATA … (@a, b) SET c = @a assigns @a.
+        e.user_var_write = true;
     }
     if [
         "SELECT", "WITH", "VALUES", "TABLE", "SHOW", "DESCRIBE", "DESC", "EXPLAIN",

@@ -72,16 +72,33 @@ impl Stmts {
     }
 }
 
+/// The parameter types a COM_STMT_EXECUTE binds (new-params-bound flag 1), if it binds any: the
+/// client considers them bound from then on, whatever becomes of this execute.
+pub fn bound_types(payload: &[u8], params: u16) -> Result<Option<&[u8]>> {
+    if params == 0 {
+        return Ok(None);
+    }
+    let flag_at = 10 + usize::from(params).div_ceil(8);
+    match payload.get(flag_at) {
+        Some(1) => payload
+            .get(flag_at + 1..flag_at + 1 + 2 * usize::from(params))
+            .map(Some)
+            .ok_or(CodecError::truncated("COM_STMT_EXECUTE parameter types")),
+        Some(_) => Ok(None),
+        None => Err(CodecError::truncated("COM_STMT_EXECUTE parameters")),
+    }
+}
+
 /// Rewrites a COM_STMT_EXECUTE payload for a backend: the statement id becomes `backend_id`, and
 /// when the client relies on previously bound parameter types (new-params-bound flag 0), the
-/// `remembered` types are written in explicitly. Returns the new payload and the types this
-/// execute bound (to remember), if it bound any.
+/// `remembered` types are written in explicitly (the backend that serves it may never have seen
+/// them). Types the execute binds itself are read with [`bound_types`].
 pub fn rewrite_execute(
     payload: &[u8],
     backend_id: u32,
     params: u16,
     remembered: Option<&[u8]>,
-) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+) -> Result<Vec<u8>> {
     if payload.first() != Some(&com::STMT_EXECUTE) || payload.len() < 10 {
         return Err(CodecError::truncated("COM_STMT_EXECUTE header"));
     }
@@ -91,34 +108,26 @@ pub fn rewrite_execute(
     out.extend_from_slice(&payload[5..10]);
     if params == 0 {
         out.extend_from_slice(&payload[10..]);
-        return Ok((out, None));
+        return Ok(out);
     }
-    let nb = usize::from(params).div_ceil(8);
-    let flag_at = 10 + nb;
+    let flag_at = 10 + usize::from(params).div_ceil(8);
     let flag = *payload
         .get(flag_at)
         .ok_or(CodecError::truncated("COM_STMT_EXECUTE parameters"))?;
     out.extend_from_slice(&payload[10..flag_at]);
-    let types_len = 2 * usize::from(params);
     match (flag, remembered) {
-        (1, _) => {
-            let types = payload
-                .get(flag_at + 1..flag_at + 1 + types_len)
-                .ok_or(CodecError::truncated("COM_STMT_EXECUTE parameter types"))?;
-            out.extend_from_slice(&payload[flag_at..]);
-            Ok((out, Some(types.to_vec())))
-        }
-        (0, Some(t)) if t.len() == types_len => {
+        (0, Some(t)) if t.len() == 2 * usize::from(params) => {
             out.push(1);
             out.extend_from_slice(t);
             out.extend_from_slice(&payload[flag_at + 1..]);
-            Ok((out, None))
         }
-        _ => {
+        (1, _) => {
+            bound_types(payload, params)?;
             out.extend_from_slice(&payload[flag_at..]);
-            Ok((out, None))
         }
+        _ => out.extend_from_slice(&payload[flag_at..]),
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -130,15 +139,15 @@ mod tests {
         // stmt 7, no cursor, 1 iteration, 2 params: bitmap 1 byte, bound=1, types LONG, VARCHAR.
         let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b00, 1, 3, 0, 0xfd, 0];
         p.extend_from_slice(&[5, 0, 0, 0, 2, b'h', b'i']);
-        let (out, types) = rewrite_execute(&p, 0x0102_0304, 2, None).unwrap();
+        let out = rewrite_execute(&p, 0x0102_0304, 2, None).unwrap();
         assert_eq!(&out[1..5], &0x0102_0304u32.to_le_bytes());
-        assert_eq!(types.as_deref(), Some(&[3, 0, 0xfd, 0][..]));
+        let types = bound_types(&p, 2).unwrap();
+        assert_eq!(types, Some(&[3, 0, 0xfd, 0][..]));
         assert_eq!(&out[5..], &p[5..]);
         // A later execute without types gets the remembered ones.
         let mut q = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b00, 0];
         q.extend_from_slice(&[6, 0, 0, 0, 2, b'y', b'o']);
-        let (out, none) = rewrite_execute(&q, 9, 2, types.as_deref()).unwrap();
-        assert!(none.is_none());
+        let out = rewrite_execute(&q, 9, 2, types).unwrap();
         assert_eq!(out[11], 1);
         assert_eq!(&out[12..16], &[3, 0, 0xfd, 0]);
         assert_eq!(&out[16..], &[6, 0, 0, 0, 2, b'y', b'o']);
@@ -147,12 +156,22 @@ mod tests {
     #[test]
     fn statements_without_parameters_and_bad_packets() {
         let p = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0];
-        let (out, t) = rewrite_execute(&p, 2, 0, None).unwrap();
+        let out = rewrite_execute(&p, 2, 0, None).unwrap();
         assert_eq!(out, vec![0x17, 2, 0, 0, 0, 0, 1, 0, 0, 0]);
-        assert!(t.is_none());
         assert!(rewrite_execute(&[0x17, 1, 0], 2, 0, None).is_err());
         assert!(rewrite_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0], 2, 3, None).is_err());
         assert!(rewrite_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3], 2, 3, None).is_err());
+    }
+
+    #[test]
+    fn bound_types_are_read_from_the_execute() {
+        let p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b00, 1, 3, 0, 0xfd, 0];
+        assert_eq!(bound_types(&p, 2).unwrap(), Some(&[3, 0, 0xfd, 0][..]));
+        let q = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b00, 0];
+        assert_eq!(bound_types(&q, 2).unwrap(), None);
+        assert_eq!(bound_types(&q, 0).unwrap(), None);
+        assert!(bound_types(&q[..11], 2).is_err());
+        assert!(bound_types(&p[..13], 2).is_err());
     }
 
     #[test]

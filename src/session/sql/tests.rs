@@ -47,6 +47,9 @@ fn user_variables_are_seen_in_every_form() {
         "SELECT 1 INTO @`odd name`",
         "/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE */",
         "EXECUTE IMMEDIATE 'SELECT @v := 1'",
+        "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO",
+        "GET DIAGNOSTICS @n = NUMBER",
+        "LOAD DATA LOCAL INFILE 'f' INTO TABLE t (@a, b) SET c = @a",
     ] {
         assert!(a(sql).user_var_write, "{sql}");
     }
