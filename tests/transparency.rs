@@ -762,3 +762,21 @@ fn every_advertised_capability_is_one_sluice_honours() {
     assert!(ok, "{err}");
     assert!(out.contains("42"), "{out}");
 }
+
+#[test]
+fn two_statements_with_the_same_text_keep_their_own_cursors() {
+    let s = three_backends();
+    let mut c = raw_login(s.port, CAPS, 0);
+    let (a, _) = prepare(&mut c, "SELECT seq FROM seq_1_to_4");
+    let (b, _) = prepare(&mut c, "SELECT seq FROM seq_1_to_4");
+    assert_ne!(a, b);
+    execute(&mut c, a, true);
+    execute(&mut c, b, true);
+    let (ra, _) = fetch(&mut c, a, 2);
+    let (rb, _) = fetch(&mut c, b, 3);
+    let (ra2, done) = fetch(&mut c, a, 5);
+    assert_eq!(ra, vec![1, 2]);
+    assert_eq!(rb, vec![1, 2, 3]);
+    assert_eq!(ra2, vec![3, 4]);
+    assert!(done);
+}

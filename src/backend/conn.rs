@@ -798,32 +798,41 @@ impl BackendConn {
         Ok(())
     }
 
-    /// The id of `sql` prepared here under `settings`, if it is.
-    pub fn prepared_id(&mut self, settings: &Rc<Settings>, sql: &Rc<[u8]>) -> Option<u32> {
+    /// The id of `sql` prepared here under `settings`, if it is, other than the ids in `avoid`
+    /// (statements a cursor of the session is open on: a second client statement with the
+    /// same text must not share them).
+    pub fn prepared_id(
+        &mut self,
+        settings: &Rc<Settings>,
+        sql: &Rc<[u8]>,
+        avoid: &[u32],
+    ) -> Option<u32> {
         self.prepared_tick += 1;
         let tick = self.prepared_tick;
         let p = self.prepared.iter_mut().find(|p| {
-            Rc::ptr_eq(&p.settings, settings) && (Rc::ptr_eq(&p.sql, sql) || p.sql == *sql)
+            Rc::ptr_eq(&p.settings, settings)
+                && (Rc::ptr_eq(&p.sql, sql) || p.sql == *sql)
+                && !avoid.contains(&p.id)
         })?;
         p.last_used = tick;
         Some(p.id)
     }
 
-    /// Records a statement the server prepared here; returns the id of an older statement with
-    /// the same key, which the caller should close.
+    /// Records a statement the server prepared here. An older statement with the same key is
+    /// replaced (its id returned for the caller to close) unless it is in `busy` (a cursor is
+    /// open on it): then both stay.
     pub fn remember_prepared(
         &mut self,
         settings: Rc<Settings>,
         sql: Rc<[u8]>,
         id: u32,
+        busy: &[u32],
     ) -> Option<u32> {
         self.prepared_tick += 1;
         let tick = self.prepared_tick;
-        if let Some(p) = self
-            .prepared
-            .iter_mut()
-            .find(|p| Rc::ptr_eq(&p.settings, &settings) && p.sql == sql)
-        {
+        if let Some(p) = self.prepared.iter_mut().find(|p| {
+            Rc::ptr_eq(&p.settings, &settings) && p.sql == sql && !busy.contains(&p.id)
+        }) {
             let old = std::mem::replace(&mut p.id, id);
             p.last_used = tick;
             return (old != id).then_some(old);

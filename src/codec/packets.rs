@@ -124,6 +124,24 @@ pub fn encode_ok(out: &mut impl BufMut, status: u16, caps: u32) {
     .encode(out, OK, caps);
 }
 
+/// The OK a server sends after a login or COM_CHANGE_USER: for a client with
+/// CLIENT_SESSION_TRACK whose schema tracker is on, it reports the schema the session starts in.
+pub fn encode_login_ok(out: &mut impl BufMut, status: u16, caps: u32, schema: Option<&[u8]>) {
+    let mut state = Vec::new();
+    if let Some(db) = schema.filter(|_| caps & cap::SESSION_TRACK != 0) {
+        let mut data = Vec::with_capacity(db.len() + 2);
+        put_lenenc_bytes(&mut data, db);
+        state.push(session_track::SCHEMA);
+        put_lenenc_bytes(&mut state, &data);
+    }
+    OkPacket {
+        status,
+        session_state: &state,
+        ..OkPacket::default()
+    }
+    .encode(out, OK, caps);
+}
+
 /// One entry of the session state change block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionChange<'a> {

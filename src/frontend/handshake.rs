@@ -16,7 +16,7 @@ use crate::codec::auth::{AuthSwitch, AUTH_MORE_DATA, SHA2_FAST_AUTH_OK, SHA2_PER
 use crate::codec::caps::{cap, status};
 use crate::codec::command::ChangeUser;
 use crate::codec::handshake::{is_ssl_request, Handshake, HandshakeResponse};
-use crate::codec::packets::encode_ok;
+use crate::codec::packets::encode_login_ok;
 use crate::error::{Error, Reply};
 use crate::shard::Shard;
 use std::net::SocketAddr;
@@ -170,9 +170,13 @@ pub async fn accept(
             let r = Reply::user_connection_limit(&auth.user.name, limit);
             return Err((Error::Fatal(r), next));
         }
-        let settings = shard.initial_settings(resp.collation, schema.map(Into::into), caps);
+        let tracked = schema
+            .as_deref()
+            .filter(|_| shard.shared.server.default_trackers.schema)
+            .map(str::as_bytes);
         let mut out = Vec::with_capacity(16);
-        encode_ok(&mut out, status::AUTOCOMMIT, caps);
+        encode_login_ok(&mut out, status::AUTOCOMMIT, caps, tracked);
+        let settings = shard.initial_settings(resp.collation, schema.map(Into::into), caps);
         io.queue(next, &out);
         Ok((auth.user, caps, mariadb_caps, resp.collation, settings))
     };
@@ -405,10 +409,14 @@ pub(crate) async fn change_user(
     let collation = cu.collation.map(|c| c as u8).unwrap_or(sess.collation);
     sess.user = user;
     sess.collation = collation;
+    let mut out = Vec::with_capacity(16);
+    let tracked = schema
+        .as_deref()
+        .filter(|_| shard.shared.server.default_trackers.schema)
+        .map(str::as_bytes);
+    encode_login_ok(&mut out, status::AUTOCOMMIT, sess.caps, tracked);
     sess.settings = shard.initial_settings(collation, schema.map(Into::into), sess.caps);
     sess.status = status::AUTOCOMMIT;
-    let mut out = Vec::with_capacity(16);
-    encode_ok(&mut out, sess.status, sess.caps);
     io.queue(next, &out);
     io.flush(None).await.map_err(|e| fail(e, next))?;
     Ok(super::session::Flow::Continue)

@@ -22,7 +22,6 @@ use crate::config::PoolMode;
 use crate::error::{Error, Reply};
 use crate::session::pins::PinReason;
 use crate::session::sql;
-use crate::session::state::Settings;
 use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt};
 use crate::shard::table::ActiveCtl;
 use crate::shard::Shard;
@@ -41,9 +40,20 @@ async fn ensure_prepared(
     shard: &Rc<Shard>,
     sess: &Session,
     lease: &mut Lease,
+    client_id: u32,
     stmt: &ClientStmt,
 ) -> Result<u32, Error> {
-    if let Some(id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) {
+    // Long data or a cursor of this statement lives on a statement of the backend the session
+    // holds (and `lease` is that backend).
+    if let Some(id) = stmt.pending_at {
+        return Ok(id);
+    }
+    let busy = sess
+        .stmts
+        .as_ref()
+        .map(|s| s.busy_except(client_id))
+        .unwrap_or_default();
+    if let Some(id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql, &busy) {
         return Ok(id);
     }
     let here = lease.get().settings.clone();
@@ -75,7 +85,7 @@ async fn ensure_prepared(
         .set(shard.stats.lazy_prepares.get() + 1);
     if let Some(old) = lease
         .conn()
-        .remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id)
+        .remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id, &busy)
     {
         let _ = lease.conn().close_statements(&[old]).await;
     }
@@ -85,25 +95,16 @@ async fn ensure_prepared(
     Ok(id)
 }
 
-/// Keeps the backend's prepared statements under the configured bound.
+/// Keeps the backend's prepared statements under the configured bound (never closing one that
+/// holds the session's long data or cursor).
 async fn evict_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease) -> Result<(), Error> {
     let cap = shard.shared.config.pool.prepared_statements_per_connection;
-    let pending: Vec<(Rc<Settings>, Rc<[u8]>)> = sess
+    let busy: Vec<u32> = sess
         .stmts
         .as_ref()
-        .map(|s| {
-            s.map
-                .iter()
-                .filter(|(id, st)| st.long_data || s.has_cursor(**id))
-                .map(|(_, st)| (st.settings.clone(), st.sql.clone()))
-                .collect()
-        })
+        .map(|s| s.map.values().filter_map(|st| st.pending_at).collect())
         .unwrap_or_default();
-    let victims = lease.conn().evict_prepared(cap, |p| {
-        pending
-            .iter()
-            .any(|(s, q)| Rc::ptr_eq(s, &p.settings) && *q == p.sql)
-    });
+    let victims = lease.conn().evict_prepared(cap, |p| busy.contains(&p.id));
     if let Err(e) = lease.conn().close_statements(&victims).await {
         return Err(backend_error(shard, lease, e));
     }
@@ -149,9 +150,14 @@ pub(crate) async fn prepare(
     };
     if let Some((backend_id, columns, params)) = obs.prepared {
         let settings = shard.interner.intern(sess.settings.for_prepare());
+        let busy = sess
+            .stmts
+            .as_ref()
+            .map(|s| s.busy_except(client_id))
+            .unwrap_or_default();
         if let Some(old) = lease
             .conn()
-            .remember_prepared(settings.clone(), sql.clone(), backend_id)
+            .remember_prepared(settings.clone(), sql.clone(), backend_id, &busy)
         {
             let _ = lease.conn().close_statements(&[old]).await;
         }
@@ -163,6 +169,7 @@ pub(crate) async fn prepare(
             types: None,
             long_data: false,
             long_data_lost: false,
+            pending_at: None,
             effects,
         };
         sess.stmts
@@ -217,7 +224,7 @@ pub(crate) async fn execute(
     let mut lease = acquire(shard, sess, affinity)
         .await
         .map_err(|e| fail(e, next))?;
-    let backend_id = match ensure_prepared(shard, sess, &mut lease, &stmt).await {
+    let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &stmt).await {
         Ok(id) => id,
         Err(Error::Refused(r)) => {
             // The server refused to prepare it here (a table dropped since, …): that is the
@@ -253,6 +260,7 @@ pub(crate) async fn execute(
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
             s.long_data = false;
+            s.pending_at = obs.cursor_opened.then_some(backend_id);
         }
         stmts.set_cursor(client_id, obs.cursor_opened);
     }
@@ -284,7 +292,7 @@ pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[
             return Ok(Flow::Continue);
         }
     };
-    let backend_id = match ensure_prepared(shard, sess, &mut lease, &stmt).await {
+    let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &stmt).await {
         Ok(id) => id,
         Err(e) => {
             debug!(error = %e, "long data for a statement the backend would not prepare");
@@ -310,6 +318,7 @@ pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[
     if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
         s.long_data = true;
         s.long_data_lost = false;
+        s.pending_at = Some(backend_id);
     }
     sess.lease = Some(lease);
     Ok(Flow::Continue)
@@ -336,7 +345,7 @@ pub(crate) async fn close(
     stmts.set_cursor(client_id, false);
     if had_pending {
         if let Some(mut lease) = sess.lease.take() {
-            if let Some(id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) {
+            if let Some(id) = stmt.pending_at {
                 let mut p = vec![com::STMT_RESET];
                 p.extend_from_slice(&id.to_le_bytes());
                 if let Err(e) = lease.conn().command_ok(&p, ResponseKind::OkErr).await {
@@ -375,11 +384,10 @@ pub(crate) async fn reset(
         return reply_ok(io, sess, next).await;
     }
     let tied = sess.tied_to_backend();
-    let mut lease = sess.lease.take().expect("checked above");
-    let Some(backend_id) = lease.conn().prepared_id(&stmt.settings, &stmt.sql) else {
-        sess.lease = Some(lease);
+    let Some(backend_id) = stmt.pending_at else {
         return reply_ok(io, sess, next).await;
     };
+    let mut lease = sess.lease.take().expect("checked above");
     let mut p = payload.to_vec();
     let _ = command::set_statement_id(&mut p, backend_id);
     let obs = match run_on(
@@ -401,6 +409,7 @@ pub(crate) async fn reset(
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
             s.long_data = false;
+            s.pending_at = None;
         }
         stmts.set_cursor(client_id, false);
     }
@@ -422,10 +431,7 @@ pub(crate) async fn fetch(
         return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_fetch")).await;
     };
     let cursor = sess.stmts.as_ref().is_some_and(|s| s.has_cursor(client_id));
-    let backend_id = match sess.lease.as_mut() {
-        Some(l) if cursor => l.conn().prepared_id(&stmt.settings, &stmt.sql),
-        _ => None,
-    };
+    let backend_id = stmt.pending_at.filter(|_| cursor && sess.lease.is_some());
     let Some(backend_id) = backend_id else {
         return reply_err(
             io,
@@ -462,6 +468,9 @@ pub(crate) async fn fetch(
     if st & status::CURSOR_EXISTS == 0 || st & status::LAST_ROW_SENT != 0 || obs.error.is_some() {
         if let Some(stmts) = sess.stmts.as_mut() {
             stmts.set_cursor(client_id, false);
+            if let Some(s) = stmts.map.get_mut(&client_id) {
+                s.pending_at = None;
+            }
         }
     }
     after_command(shard, ctl, sess, lease, &obs, Cmd::Fetch).await?;

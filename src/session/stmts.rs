@@ -21,6 +21,9 @@ pub struct ClientStmt {
     pub types: Option<Box<[u8]>>,
     /// COM_STMT_SEND_LONG_DATA sent since the last execute: the data lives on one backend.
     pub long_data: bool,
+    /// The backend statement holding this statement's pending long data or open cursor, on the
+    /// backend the session holds.
+    pub pending_at: Option<u32>,
     /// Long data was sent but its backend connection was lost (or would not take it): the next
     /// execute must fail rather than run without it.
     pub long_data_lost: bool,
@@ -52,6 +55,16 @@ impl Stmts {
         self.cursors.contains(&id)
     }
 
+    /// Backend statements other statements of this session have something pending on (a
+    /// statement with the same text must not use them).
+    pub fn busy_except(&self, id: u32) -> Vec<u32> {
+        self.map
+            .iter()
+            .filter(|(c, _)| **c != id)
+            .filter_map(|(_, s)| s.pending_at)
+            .collect()
+    }
+
     pub fn set_cursor(&mut self, id: u32, open: bool) {
         self.cursors.retain(|&c| c != id);
         if open {
@@ -64,6 +77,7 @@ impl Stmts {
     pub fn backend_lost(&mut self) {
         self.cursors.clear();
         for s in self.map.values_mut() {
+            s.pending_at = None;
             if s.long_data {
                 s.long_data = false;
                 s.long_data_lost = true;
