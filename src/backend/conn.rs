@@ -38,12 +38,13 @@ pub fn profile_of(caps: u32, mariadb_caps: u32) -> Profile {
     u64::from(caps & cap::PROFILE) | u64::from(mariadb_caps & MARIADB_PROFILE) << 32
 }
 
-/// Capabilities of every backend connection; per-client flags from [`cap::PROFILE`] are added.
-pub const BACKEND_CAPABILITIES: u32 = BASE_CAPABILITIES
-    | cap::SESSION_TRACK
-    | cap::DEPRECATE_EOF
-    | cap::LOCAL_FILES
-    | cap::MULTI_STATEMENTS;
+/// The profile sluice's own connections use when any will do (a modern client's).
+pub const DEFAULT_PROFILE: Profile = cap::DEPRECATE_EOF as Profile;
+
+/// Capabilities of every backend connection; per-client flags from [`cap::PROFILE`] (the framing
+/// among them) are added.
+pub const BACKEND_CAPABILITIES: u32 =
+    BASE_CAPABILITIES | cap::SESSION_TRACK | cap::LOCAL_FILES | cap::MULTI_STATEMENTS;
 
 /// Why a backend operation failed.
 #[derive(Debug)]
@@ -416,7 +417,8 @@ impl BackendConn {
         }
         let resp = login.respond(&hs).map_err(|e| broken("login", e))?;
         c.caps = login.capabilities();
-        let need = cap::SESSION_TRACK | cap::DEPRECATE_EOF | cap::PROTOCOL_41;
+        let need =
+            cap::SESSION_TRACK | cap::PROTOCOL_41 | (spec.profile as u32 & cap::DEPRECATE_EOF);
         if c.caps & need != need {
             return Err(BackendError::Broken(
                 "server lacks CLIENT_SESSION_TRACK or CLIENT_DEPRECATE_EOF (MySQL 5.7+ or MariaDB 10.2+ needed)".into(),
@@ -443,6 +445,11 @@ impl BackendConn {
 
     pub fn raw_fd(&self) -> i32 {
         self.fd
+    }
+
+    /// The connection uses CLIENT_DEPRECATE_EOF framing (else classic EOF packets).
+    pub fn deprecate_eof(&self) -> bool {
+        self.caps & cap::DEPRECATE_EOF != 0
     }
 
     /// Reads at least one more byte into the buffer.
@@ -522,7 +529,7 @@ impl BackendConn {
     /// discarded).
     pub async fn finish_ok(&mut self, kind: ResponseKind) -> BResult<(u16, Vec<u8>)> {
         self.last_warnings = 0;
-        let mut t = ResponseTracker::new(kind, true);
+        let mut t = ResponseTracker::new(kind, self.deprecate_eof());
         let mut result = Ok((self.status, Vec::new()));
         while !t.is_done() {
             let (_, p) = self.read_packet().await?;
@@ -530,6 +537,13 @@ impl BackendConn {
                 .on_packet(p.len(), &p)
                 .map_err(|e| broken("response", e))?
             {
+                // COM_SET_OPTION answers a classic connection with an EOF.
+                Role::Ok { status: st, .. }
+                    if p.first() == Some(&0xFE) && !self.deprecate_eof() =>
+                {
+                    self.status = st;
+                    result = result.map(|(_, s)| (st, s));
+                }
                 Role::Ok { status: st, .. } => {
                     self.status = st;
                     let ok = OkPacket::decode(&p, self.caps).map_err(|e| broken("OK", e))?;
@@ -627,7 +641,7 @@ impl BackendConn {
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
-        let mut t = ResponseTracker::new(ResponseKind::Query, true);
+        let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
         let mut rows = Vec::new();
         let mut err = None;
         while !t.is_done() {
@@ -673,7 +687,7 @@ impl BackendConn {
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
-        let mut t = ResponseTracker::new(ResponseKind::Query, true);
+        let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
         let mut value = None;
         let mut err = None;
         while !t.is_done() {
@@ -830,9 +844,11 @@ impl BackendConn {
     ) -> Option<u32> {
         self.prepared_tick += 1;
         let tick = self.prepared_tick;
-        if let Some(p) = self.prepared.iter_mut().find(|p| {
-            Rc::ptr_eq(&p.settings, &settings) && p.sql == sql && !busy.contains(&p.id)
-        }) {
+        if let Some(p) = self
+            .prepared
+            .iter_mut()
+            .find(|p| Rc::ptr_eq(&p.settings, &settings) && p.sql == sql && !busy.contains(&p.id))
+        {
             let old = std::mem::replace(&mut p.id, id);
             p.last_used = tick;
             return (old != id).then_some(old);
@@ -890,7 +906,7 @@ impl BackendConn {
         p.push(com::STMT_PREPARE);
         p.extend_from_slice(sql);
         self.write_packet(0, &p).await?;
-        let mut t = ResponseTracker::new(ResponseKind::Prepare, true);
+        let mut t = ResponseTracker::new(ResponseKind::Prepare, self.deprecate_eof());
         let mut result = Err(BackendError::Broken("no PREPARE_OK".into()));
         while !t.is_done() {
             let (_, p) = self.read_packet().await?;

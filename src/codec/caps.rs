@@ -68,9 +68,9 @@ pub mod cap {
     /// Flags a client must have for sluice to serve it.
     pub const REQUIRED_FROM_CLIENT: u32 = PROTOCOL_41 | SECURE_CONNECTION;
 
-    /// Client flags that change the meaning of results in ways sluice cannot translate or replay:
-    /// backend connections are opened with the client's values and pooled apart.
-    pub const PROFILE: u32 = FOUND_ROWS | IGNORE_SPACE;
+    /// Client flags that change the meaning or framing of results in ways sluice cannot translate
+    /// exactly: backend connections are opened with the client's values and pooled apart.
+    pub const PROFILE: u32 = FOUND_ROWS | IGNORE_SPACE | DEPRECATE_EOF;
 }
 
 /// MariaDB extended capabilities (sent in the handshake filler when `cap::LONG_PASSWORD` is clear).

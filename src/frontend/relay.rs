@@ -1,18 +1,25 @@
 //! Relaying one command: send it to the backend, then stream the response to the client.
 //!
 //! Rows and column definitions pass through as opaque frames (a frame larger than the buffer is
-//! forwarded piece by piece as it arrives); only OK/ERR/EOF packets are decoded. Backend
-//! connections always use CLIENT_DEPRECATE_EOF and CLIENT_SESSION_TRACK, so the relay
-//! translates for clients that did not ask for them: it inserts the classic EOF packets (shifting
-//! every later sequence id by one), turns OK terminators into EOFs, and removes session-tracking
-//! payloads. Everything the server reported along the way is collected in [`Observed`].
+//! forwarded piece by piece as it arrives); only OK/ERR/EOF packets are decoded. A backend
+//! connection speaks the client's framing (classic EOF packets or CLIENT_DEPRECATE_EOF: it is part
+//! of the pool profile), so packets pass as the server wrote them; only session-tracking payloads
+//! are cut to what the client's trackers select (or removed, for clients without
+//! CLIENT_SESSION_TRACK). Everything the server reported along the way is collected in
+//! [`Observed`].
+//!
+//! Translating between framings was turned down: the EOF a classic client expects after column
+//! definitions carries status flags the server decides only then (NO_INDEX_USED,
+//! MORE_RESULTS_EXISTS, CURSOR_EXISTS, PS_OUT_PARAMS), which a proxy cannot know from a
+//! DEPRECATE_EOF stream; a guess desynchronises a client that takes a stale CURSOR_EXISTS for an
+//! opened cursor.
 
 use super::client::ClientIo;
 use crate::backend::conn::{BackendConn, BackendError};
 use crate::codec::caps::{cap, status};
 use crate::codec::command::ResponseKind;
 use crate::codec::frame::{put_header, FrameHeader, HEADER_LEN, MAX_FRAME};
-use crate::codec::packets::{EofPacket, OkPacket, SessionChange, OK};
+use crate::codec::packets::{OkPacket, SessionChange, EOF, OK};
 use crate::codec::response::{ResponseTracker, Role};
 use crate::error::{Error, Reply};
 use std::time::Duration;
@@ -102,9 +109,6 @@ struct Relay<'a, 'b> {
     io: &'a mut ClientIo,
     be: &'a mut BackendConn,
     ctx: &'a RelayCtx<'b>,
-    classic: bool,
-    /// Client sequence id minus backend sequence id.
-    shift: u8,
     /// Next sequence id the client expects.
     next_client_seq: u8,
     /// Part of a frame has been sent to the client: no packet may be inserted now.
@@ -137,16 +141,9 @@ impl Relay<'_, '_> {
         Ok(())
     }
 
-    /// Queues a packet of sluice's own making at the next client sequence id.
-    fn insert(&mut self, payload: &[u8]) {
-        let seq = self.next_client_seq;
-        self.next_client_seq = self.io.queue(seq, payload);
-        self.shift = self.shift.wrapping_add(1);
-    }
-
     /// Queues a whole backend packet (already buffered) unchanged except for its sequence id.
     fn forward_whole(&mut self, h: FrameHeader) {
-        let seq = h.seq.wrapping_add(self.shift);
+        let seq = h.seq;
         put_header(&mut self.io.wbuf, h.len, seq);
         self.io
             .wbuf
@@ -157,7 +154,7 @@ impl Relay<'_, '_> {
 
     /// Queues a replacement for the current backend packet (which is consumed).
     fn replace(&mut self, h: FrameHeader, payload: &[u8]) {
-        let seq = h.seq.wrapping_add(self.shift);
+        let seq = h.seq;
         put_header(&mut self.io.wbuf, payload.len(), seq);
         self.io.wbuf.extend_from_slice(payload);
         self.be.rbuf.consume(HEADER_LEN + h.len);
@@ -166,7 +163,7 @@ impl Relay<'_, '_> {
 
     /// Streams a frame to the client as its bytes arrive.
     async fn forward_stream(&mut self, h: FrameHeader) -> Result<(), Error> {
-        let seq = h.seq.wrapping_add(self.shift);
+        let seq = h.seq;
         put_header(&mut self.io.wbuf, h.len, seq);
         self.next_client_seq = seq.wrapping_add(1);
         self.be.rbuf.consume(HEADER_LEN);
@@ -295,22 +292,13 @@ impl Relay<'_, '_> {
         Ok(())
     }
 
-    fn eof(warnings: u16, status: u16) -> Vec<u8> {
-        let mut v = Vec::with_capacity(5);
-        EofPacket {
-            warnings,
-            status: status & !status::SESSION_STATE_CHANGED,
-        }
-        .encode(&mut v);
-        v
-    }
-
     async fn run(&mut self, payload: &[u8], kind: ResponseKind) -> Result<(), Error> {
         self.be
             .write_packet(0, payload)
             .await
             .map_err(|e| lost(self.ctx.backend_name, e))?;
-        let mut t = ResponseTracker::new(kind, true);
+        let classic = !self.be.deprecate_eof();
+        let mut t = ResponseTracker::new(kind, !classic);
         let mut continued = false;
         while !t.is_done() {
             self.ensure(HEADER_LEN).await?;
@@ -344,65 +332,53 @@ impl Relay<'_, '_> {
                 })?;
             continued = h.len == MAX_FRAME;
             match role {
+                // A classic EOF (COM_SET_OPTION's answer, a terminator after rows): status and
+                // warnings only, passed on as they are.
+                Role::Ok { status: st, .. } | Role::RowsEnd { status: st, .. }
+                    if classic && first == EOF =>
+                {
+                    if let Role::RowsEnd { warnings, .. } = role {
+                        self.obs.warnings |= warnings > 0;
+                        self.obs.last_ok = None;
+                    } else {
+                        self.obs.result_set = false;
+                    }
+                    self.obs.status = Some(st);
+                    self.be.status = st;
+                    self.forward_whole(h);
+                }
                 Role::Ok { .. } => {
                     self.obs.result_set = false;
                     let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
                     self.observe_ok(&payload)?;
-                    if kind == ResponseKind::SetOption && self.classic {
-                        let st = self.be.status;
-                        self.replace(h, &Self::eof(0, st));
-                    } else {
-                        self.emit_ok(h)?;
-                    }
+                    self.emit_ok(h)?;
                 }
-                Role::RowsEnd {
-                    status: st,
-                    warnings,
-                    no_rows,
-                    ..
-                } => {
+                Role::RowsEnd { .. } | Role::CursorOpened { .. } => {
                     // The last result is rows now, not an OK (ROW_COUNT() is -1 after it).
                     let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
                     self.observe_ok(&payload)?;
                     self.obs.last_ok = None;
-                    if self.classic {
-                        if no_rows && kind != ResponseKind::FieldList {
-                            let prev = self.be.status;
-                            self.insert(&Self::eof(0, prev));
-                        }
-                        self.replace(h, &Self::eof(warnings, st));
-                    } else {
-                        self.emit_ok(h)?;
-                    }
+                    self.obs.cursor_opened |= matches!(role, Role::CursorOpened { .. });
+                    self.emit_ok(h)?;
                 }
-                Role::CursorOpened {
-                    status: st,
-                    warnings,
-                } => {
-                    self.obs.cursor_opened = true;
-                    let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
-                    self.observe_ok(&payload)?;
-                    if self.classic {
-                        self.replace(h, &Self::eof(warnings, st));
-                    } else {
-                        self.emit_ok(h)?;
+                Role::DefsEof { status: st } => {
+                    // Classic framing: the EOF after definitions; with CURSOR_EXISTS in an
+                    // execute's answer, the rows stay on the server in a cursor.
+                    self.obs.status = Some(st);
+                    self.be.status = st;
+                    if kind == ResponseKind::Execute
+                        && st & status::CURSOR_EXISTS != 0
+                        && t.is_done()
+                    {
+                        self.obs.cursor_opened = true;
                     }
+                    self.forward_whole(h);
                 }
-                Role::Row { first_after_defs } => {
+                Role::Row { .. } => {
                     self.obs.rows += 1;
-                    if self.classic && first_after_defs {
-                        let st = self.be.status;
-                        self.insert(&Self::eof(0, st));
-                    }
                     self.forward_stream(h).await?;
                 }
-                Role::ColumnDef { last } => {
-                    self.forward_stream(h).await?;
-                    if self.classic && last && kind == ResponseKind::Prepare {
-                        let st = self.be.status;
-                        self.insert(&Self::eof(0, st));
-                    }
-                }
+                Role::ColumnDef { .. } => self.forward_stream(h).await?,
                 Role::ColumnCount(_) => {
                     self.obs.result_set = true;
                     self.obs.rows = 0;
@@ -436,7 +412,7 @@ impl Relay<'_, '_> {
                     self.forward_whole(h);
                 }
                 Role::LocalInfile => self.local_infile(h, &mut t).await?,
-                Role::DefsEof { .. } | Role::Statistics => self.forward_whole(h),
+                Role::Statistics => self.forward_whole(h),
             }
             self.maybe_flush().await?;
         }
@@ -449,7 +425,7 @@ impl Relay<'_, '_> {
         if self.ctx.client_caps & cap::LOCAL_FILES == 0 {
             // An empty file ends the server's request; the client is told the statement is not
             // allowed, as a server would tell it.
-            let client_seq = h.seq.wrapping_add(self.shift);
+            let client_seq = h.seq;
             self.be.rbuf.consume(HEADER_LEN + h.len);
             self.be
                 .write_packet(h.seq.wrapping_add(1), &[])
@@ -488,7 +464,7 @@ impl Relay<'_, '_> {
             }
             let ch = FrameHeader::parse(self.io.rbuf.data()).expect("header present");
             let mut hdr = Vec::with_capacity(HEADER_LEN);
-            put_header(&mut hdr, ch.len, ch.seq.wrapping_sub(self.shift));
+            put_header(&mut hdr, ch.len, ch.seq);
             self.io.rbuf.consume(HEADER_LEN);
             self.be
                 .write_all(&hdr)
@@ -527,13 +503,10 @@ pub async fn relay(
     kind: ResponseKind,
     ctx: &RelayCtx<'_>,
 ) -> Result<Observed, Failure> {
-    let classic = ctx.client_caps & cap::DEPRECATE_EOF == 0;
     let mut r = Relay {
         io,
         be,
         ctx,
-        classic,
-        shift: 0,
         next_client_seq: ctx.first_seq,
         mid_frame: false,
         obs: Observed::default(),

@@ -83,9 +83,10 @@ async fn ensure_prepared(
         .stats
         .lazy_prepares
         .set(shard.stats.lazy_prepares.get() + 1);
-    if let Some(old) = lease
-        .conn()
-        .remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id, &busy)
+    if let Some(old) =
+        lease
+            .conn()
+            .remember_prepared(stmt.settings.clone(), stmt.sql.clone(), id, &busy)
     {
         let _ = lease.conn().close_statements(&[old]).await;
     }
@@ -155,9 +156,10 @@ pub(crate) async fn prepare(
             .as_ref()
             .map(|s| s.busy_except(client_id))
             .unwrap_or_default();
-        if let Some(old) = lease
-            .conn()
-            .remember_prepared(settings.clone(), sql.clone(), backend_id, &busy)
+        if let Some(old) =
+            lease
+                .conn()
+                .remember_prepared(settings.clone(), sql.clone(), backend_id, &busy)
         {
             let _ = lease.conn().close_statements(&[old]).await;
         }

@@ -288,7 +288,7 @@ impl Shard {
                     address: b.resolved.clone(),
                     user: u.backend_user.as_bytes().to_vec(),
                     password: u.backend_password.as_bytes().to_vec(),
-                    profile: 0,
+                    profile: crate::backend::conn::DEFAULT_PROFILE,
                     timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
                     query_timeout: (cfg.pool.query_timeout_ms > 0)
                         .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
@@ -582,10 +582,13 @@ impl Shard {
         let pool = self.pool(user, self.pick_backend());
         let deadline =
             Instant::now() + Duration::from_millis(self.shared.config.pool.queue_timeout_ms);
-        let mut lease = pool.checkout(0, &self.fresh, deadline).await.map_err(|e| {
-            e.reply()
-                .unwrap_or_else(|| Reply::new(9002, b"HY000", "sluice: backend unavailable"))
-        })?;
+        let mut lease = pool
+            .checkout(crate::backend::conn::DEFAULT_PROFILE, &self.fresh, deadline)
+            .await
+            .map_err(|e| {
+                e.reply()
+                    .unwrap_or_else(|| Reply::new(9002, b"HY000", "sluice: backend unavailable"))
+            })?;
         let mut p = vec![crate::codec::command::com::INIT_DB];
         p.extend_from_slice(db.as_bytes());
         match lease
