@@ -818,8 +818,10 @@ pub(crate) async fn after_command(
     let mut hold = out.hold;
     let mut history = out.history;
     // Conditions this command raised keep the backend for the session's next command (which
-    // is when clients read them); older ones do not keep it from sessions waiting for one.
-    let fresh = resp.error || resp.warnings;
+    // is when clients read them); older ones do not keep it from sessions waiting for one, and
+    // neither do new ones from a command that itself ran on a backend kept that way (a client
+    // failing over and over must not starve the others).
+    let fresh = (resp.error || resp.warnings) && !sess.past().diag_held;
     if hold == Some(effects::Hold::Diagnostics) && !fresh && lease.pool().waiting() > 0 {
         match clear_diagnostics(&mut lease).await {
             Ok(()) => {
@@ -843,6 +845,7 @@ pub(crate) async fn after_command(
             p.history = history;
             p.one_shot = one_shot;
             p.uncertain = uncertain;
+            p.diag_held = h == effects::Hold::Diagnostics;
         });
         sess.lease = Some(lease);
         return Ok(());
@@ -868,6 +871,7 @@ fn release(sess: &mut Session, lease: Lease, history: History) {
         p.history.disturbed = false;
         p.one_shot = false;
         p.uncertain = false;
+        p.diag_held = false;
         p.affinity = Some(at);
     });
     lease.release();

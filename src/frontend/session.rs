@@ -60,6 +60,8 @@ pub struct Past {
     pub one_shot: bool,
     /// The last command failed with autocommit off: a transaction may have begun.
     pub uncertain: bool,
+    /// The backend is kept for the session's diagnostics (after its last command).
+    pub diag_held: bool,
     /// The client's own session trackers, once it changed them (`None`: the server's defaults).
     pub trackers: Option<Rc<crate::session::trackers::Trackers>>,
 }
@@ -283,6 +285,7 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
     sess.update_past(|p| {
         p.history.diag = crate::session::effects::Diag::Clean;
         p.history.disturbed = false;
+        p.diag_held = false;
         p.affinity = None;
     });
     Some(lease)
