@@ -29,17 +29,19 @@ fn server_clears_a_late_kill_query_before_the_next_statement() {
         // The victim is idle: its statement is over.
         killer.query_drop(format!("KILL QUERY {id}")).unwrap();
         // The next statement, a prepared one, and a ping all run normally.
-        // (SLEEP, unlike BENCHMARK, fails with 1317 when its statement is killed.)
+        // (A killed SLEEP fails with 1317 or answers 1; one that ran its course answers 0.)
         let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(0.02)");
         assert!(
-            r.is_ok(),
+            matches!(r, Ok(Some(0))),
             "round {round}: late KILL hit the next statement: {r:?}"
         );
         killer.query_drop(format!("KILL QUERY {id}")).unwrap();
         let r: Result<Option<i64>, _> = victim.exec_first("SELECT ? + 1", (round,));
         assert_eq!(r.unwrap(), Some(round + 1));
         killer.query_drop(format!("KILL QUERY {id}")).unwrap();
-        assert!(victim.ping().is_ok());
+        victim
+            .ping()
+            .unwrap_or_else(|e| panic!("round {round}: late KILL hit the ping: {e}"));
     }
 }
 
@@ -115,6 +117,7 @@ fn kill_query_never_interrupts_another_clients_statement() {
     // Enough KILLs must have reached the backend while the target ran a statement (it was
     // interrupted) for the race to have had its chances (without the fix, a run like this one
     // interrupted other clients' statements several times).
+    // Polled, bounded: the storm runs until it has had its chances.
     let deadline = Instant::now() + Duration::from_secs(60);
     while target_killed.load(Ordering::Relaxed) < 20 || others_done.load(Ordering::Relaxed) < 100 {
         assert!(
@@ -238,7 +241,8 @@ fn change_user_moves_kill_permissions_and_user_limits_at_once() {
         let row = &r[r.len() - 2];
         String::from_utf8_lossy(&row[1..]).parse::<u32>().unwrap()
     };
-    let ok = raw_change_user(&mut a, "other", "o", Some("SELECT SLEEP(20)"));
+    let sql = "SELECT SLEEP(20) AS after_change_user";
+    let ok = raw_change_user(&mut a, "other", "o", Some(sql));
     assert_eq!(
         ok[0],
         0,
@@ -247,17 +251,7 @@ fn change_user_moves_kill_permissions_and_user_limits_at_once() {
     );
     // Wait until the statement runs on a backend (the session is active and serving it).
     let mut d = direct();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: Option<u64> = d
-            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'")
-            .unwrap();
-        if n.unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the statement never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_statement(&mut d, sql);
     // The old identity may no longer touch the session.
     let mut app = s.conn_as("app", "app", None);
     let e = app
@@ -555,13 +549,14 @@ fn try_conn(port: u16) -> Result<mysql::Conn, mysql::Error> {
     mysql::Conn::new(opts)
 }
 
-/// Asserts `r` is the server's "Too many connections" refusal, received within `took`.
-fn assert_too_many(r: Result<mysql::Conn, mysql::Error>, took: Duration, log: &str) {
+/// Asserts `r` is the server's "Too many connections" refusal. That it came at once, rather than
+/// after waiting in the backlog for a place, is what makes it a server error: the wait would
+/// have ended in `try_conn`'s 5 s timeouts, an I/O error.
+fn assert_too_many(r: Result<mysql::Conn, mysql::Error>, log: &str) {
     let e = r.expect_err("refused");
     let (code, _, msg) =
         server_error(&e).unwrap_or_else(|| panic!("not a server error: {e}\n{log}"));
     assert_eq!((code, msg.as_str()), (1040, "Too many connections"));
-    assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
 }
 
 /// Clients are admitted only up to what RLIMIT_NOFILE leaves after sluice's own reserve; past
@@ -581,15 +576,14 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
         160,
     );
     let mut clients = Vec::new();
-    let (refusal, took) = loop {
+    let refusal = loop {
         assert!(clients.len() < 200, "never refused");
-        let t = Instant::now();
         match try_conn(s.port) {
             Ok(c) => clients.push(c),
-            Err(e) => break (Err(e), t.elapsed()),
+            Err(e) => break Err(e),
         }
     };
-    assert_too_many(refusal, took, &s.log_text());
+    assert_too_many(refusal, &s.log_text());
     assert!(
         clients.len() > 50,
         "only {} clients admitted",
@@ -597,8 +591,7 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
     );
     eprintln!("{} clients admitted with 160 descriptors", clients.len());
     for _ in 0..3 {
-        let t = Instant::now();
-        assert_too_many(try_conn(s.port), t.elapsed(), "");
+        assert_too_many(try_conn(s.port), "");
     }
     // Existing clients keep working.
     for c in clients.iter_mut().take(5) {
@@ -615,14 +608,13 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
     }
     let mut sleeper = clients.pop().unwrap();
     let sleeper_id = sleeper.connection_id();
-    let h = std::thread::spawn(move || {
-        let t = Instant::now();
-        (sleeper.query_drop("SELECT SLEEP(30)"), t.elapsed())
-    });
+    let sql = "SELECT SLEEP(30) AS at_the_fd_limit";
+    let h = std::thread::spawn(move || sleeper.query_drop(sql));
     assert!(
         before < 3,
         "the pool opened all its connections before the limit"
     );
+    // Polled, bounded: the new backend connection shows in the server's list once open.
     let deadline = Instant::now() + Duration::from_secs(10);
     while common::threads_of(&mut d, "fdlimit") < 3 {
         assert!(
@@ -632,28 +624,16 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: Option<u64> = d
-            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(30)'")
-            .unwrap();
-        if n.unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the statement never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_statement(&mut d, sql);
     clients[2]
         .query_drop(format!("KILL QUERY {sleeper_id}"))
         .unwrap();
-    let (r, took) = h.join().unwrap();
-    assert!(
-        took < Duration::from_secs(10),
-        "KILL did not land: {took:?}"
-    );
+    // 1317: the KILL landed (a SLEEP that ran its 30 s would answer without an error).
+    let r = h.join().unwrap();
     assert_eq!(
-        r.err().and_then(|e| server_error(&e)).map(|x| x.0),
-        Some(1317)
+        r.as_ref().err().and_then(server_error).map(|x| x.0),
+        Some(1317),
+        "{r:?}"
     );
     // The refusals are counted.
     let m = common::scrape(mport);
@@ -662,7 +642,8 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
         common::metric(&m, "sluice_errors_total{worker=\"0\",kind=\"fd_limit\"}") >= 4.0,
         "{m}"
     );
-    // A place freed is a place taken.
+    // A place freed is a place taken (polled, bounded: sluice sees the client go a little after
+    // it closes).
     drop(clients.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
     while try_conn(s.port).is_err() {
@@ -694,11 +675,10 @@ fn a_real_emfile_is_answered_with_1040_through_the_spare_descriptor() {
     set(open + 2);
     let mut refused = false;
     for _ in 0..6 {
-        let t = Instant::now();
         match try_conn(s.port) {
             Ok(c) => clients.push(c),
             Err(e) => {
-                assert_too_many(Err(e), t.elapsed(), &s.log_text());
+                assert_too_many(Err(e), &s.log_text());
                 refused = true;
                 break;
             }
@@ -709,7 +689,7 @@ fn a_real_emfile_is_answered_with_1040_through_the_spare_descriptor() {
         let v: i64 = c.query_first("SELECT 1").unwrap().unwrap();
         assert_eq!(v, 1);
     }
-    // With descriptors again, clients are served again.
+    // With descriptors again, clients are served again (polled, bounded).
     set(256);
     let deadline = Instant::now() + Duration::from_secs(5);
     while try_conn(s.port).is_err() {

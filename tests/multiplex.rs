@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    dedicated_backend_user, direct, free_port, metric, scrape, server_error, threads_of, Config,
-    RawClient, Sluice,
+    dedicated_backend_user, direct, free_port, metric, metric_sum, scrape, server_error,
+    threads_of, wait_for, Config, RawClient, Sluice,
 };
 use mysql::prelude::Queryable;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,6 +155,8 @@ fn two_thousand_clients_run_transactions_through_a_pool_of_sixteen() {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
             let mut d = direct();
+            // Samples the server's count until the clients are done (the sleep is the sampling
+            // interval, not a wait for a condition).
             while !done.load(Ordering::Relaxed) {
                 peak.fetch_max(threads_of(&mut d, "pool16"), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
@@ -279,6 +281,8 @@ fn sysbench_prepared_statements_in_transaction_mode() {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
             let mut d = direct();
+            // Samples the server's count until sysbench is done (the sleep is the sampling
+            // interval, not a wait for a condition).
             while !done.load(Ordering::Relaxed) {
                 peak.fetch_max(threads_of(&mut d, "sbtrx"), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));
@@ -320,9 +324,12 @@ fn sysbench_prepared_statements_in_transaction_mode() {
 
 #[test]
 fn a_transaction_holds_its_backend_and_others_wait_their_turn() {
+    let mport = free_port();
     let s = Sluice::with(
         Config::default()
-            .top("shards = 1")
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
             .pool(&trx_pool(1, "queue_timeout_ms = 10000")),
     );
     let mut a = s.conn();
@@ -339,24 +346,31 @@ fn a_transaction_holds_its_backend_and_others_wait_their_turn() {
     a.query_drop("BEGIN").unwrap();
     a.query_drop("UPDATE turn_t SET v = 1 WHERE id = 1")
         .unwrap();
-    let started = Instant::now();
     let h = std::thread::spawn(move || {
         let v: i64 = b
             .query_first("SELECT v FROM turn_t WHERE id = 1")
             .unwrap()
             .unwrap();
-        (v, started.elapsed())
+        v
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // b's statement is queued for the backend a's transaction holds...
+    wait_for(
+        "b's statement to queue for the backend",
+        Duration::from_secs(10),
+        || (metric(&scrape(mport), "sluice_clients_waiting{worker=\"0\"}") == 1.0).then_some(()),
+    );
+    assert!(
+        !h.is_finished(),
+        "b was served while a's transaction held the only backend"
+    );
+    // ...and runs once the transaction ends.
     a.query_drop("COMMIT").unwrap();
-    let (v, waited) = h.join().unwrap();
+    let v = h.join().unwrap();
+    // Run beside the open transaction (on another connection), b would have read the committed
+    // value, 0.
     assert_eq!(
         v, 1,
         "the waiting client ran after the commit, on the released backend"
-    );
-    assert!(
-        waited >= Duration::from_millis(250),
-        "it waited for the transaction: {waited:?}"
     );
 }
 
@@ -468,30 +482,30 @@ fn kill_reaches_the_right_client_on_any_shard() {
     let victim_pos = clients.iter().position(|c| shard_of(c) == 1).unwrap();
     let mut victim = clients.remove(victim_pos);
     let victim_id = victim.connection_id();
-    let h = std::thread::spawn(move || {
-        let started = Instant::now();
-        let r = victim.query_drop("SELECT SLEEP(20)");
-        (r, started.elapsed(), victim)
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let sql = "SELECT SLEEP(20) AS killed_on_shard_1";
+    let h = std::thread::spawn(move || (victim.query_first::<i64, _>(sql), victim));
+    common::wait_for_statement(&mut direct(), sql);
     killer
         .query_drop(format!("KILL QUERY {victim_id}"))
         .unwrap();
-    let (r, took, mut victim) = h.join().unwrap();
-    assert!(took < Duration::from_secs(10), "KILL QUERY took {took:?}");
-    // MariaDB answers SLEEP interrupted by KILL QUERY with 1 (or error 1317).
+    let (r, mut victim) = h.join().unwrap();
+    // MariaDB answers SLEEP interrupted by KILL QUERY with 1 (or error 1317); 0 would be a
+    // sleep that ran its 20 s.
     match r {
-        Ok(()) => {}
+        Ok(v) => assert_eq!(v, Some(1), "the SLEEP was not interrupted"),
         Err(e) => assert_eq!(server_error(&e).map(|x| x.0), Some(1317), "{e}"),
     }
     let alive: i64 = victim.query_first("SELECT 7").unwrap().unwrap();
     assert_eq!(alive, 7, "KILL QUERY keeps the connection");
-    // KILL CONNECTION of an idle client on the other shard closes it.
+    // KILL CONNECTION of an idle client on the other shard closes it (before the KILL is
+    // answered).
     killer.query_drop(format!("KILL {victim_id}")).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let e = victim
+        .query_drop("SELECT 1")
+        .expect_err("the killed client's connection is gone");
     assert!(
-        victim.query_drop("SELECT 1").is_err(),
-        "the killed client's connection is gone"
+        server_error(&e).is_none(),
+        "the killed client's connection should be closed, but it was answered: {e}"
     );
     let e = killer.query_drop("KILL 1234567").unwrap_err();
     assert_eq!(server_error(&e).map(|x| x.0), Some(1094));
@@ -531,7 +545,11 @@ fn pins_keep_state_on_its_backend_and_end_when_the_state_goes() {
     assert_eq!(n, 5);
     a.query_drop("DROP TEMPORARY TABLE pin_t").unwrap();
     assert_eq!(pinned("temporary_table"), 0.0);
-    a.query_drop("SELECT GET_LOCK('sluice-pin', 5)").unwrap();
+    let got: i64 = a
+        .query_first("SELECT GET_LOCK('sluice-pin', 5)")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, 1, "the named lock is taken");
     assert_eq!(pinned("named_lock"), 1.0);
     let held: i64 = other
         .query_first("SELECT IS_FREE_LOCK('sluice-pin')")
@@ -544,7 +562,10 @@ fn pins_keep_state_on_its_backend_and_end_when_the_state_goes() {
     let v: i64 = a.query_first("EXECUTE q").unwrap().unwrap();
     assert_eq!(v, 42);
     a.query_drop("DEALLOCATE PREPARE q").unwrap();
-    a.query_drop("LOCK TABLES lid_t READ").ok();
+    a.query_drop("CREATE TABLE IF NOT EXISTS pin_lock_t (x INT)")
+        .unwrap();
+    a.query_drop("LOCK TABLES pin_lock_t READ").unwrap();
+    assert_eq!(pinned("lock_tables"), 1.0);
     a.query_drop("UNLOCK TABLES").unwrap();
     let text = scrape(mport);
     for r in [
@@ -592,28 +613,56 @@ fn the_pin_budget_refuses_or_waits() {
     let v: i64 = b.query_first("SELECT 5").unwrap().unwrap();
     assert_eq!(v, 5);
     drop(s);
+    let mport = free_port();
     let s = Sluice::with(
-        Config::default().pool(&trx_pool(4, "pin_budget = 1\npin_overflow = \"wait\"")),
+        Config::default()
+            .pool(&trx_pool(4, "pin_budget = 1\npin_overflow = \"wait\""))
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\"")),
     );
     let mut a = s.conn();
     let mut b = s.conn();
     a.query_drop("SET @a = 1").unwrap();
     let h = std::thread::spawn(move || {
-        let started = Instant::now();
         b.query_drop("SET @b = 2").unwrap();
         let v: i64 = b.query_first("SELECT @b").unwrap().unwrap();
-        (v, started.elapsed())
+        v
     });
-    std::thread::sleep(Duration::from_millis(400));
+    // b's statement is in progress (a is idle: the only client being served is b)...
+    wait_for(
+        "b's statement to wait for the pin budget",
+        Duration::from_secs(10),
+        || (metric(&scrape(mport), "sluice_clients_active{worker=\"0\"}") == 1.0).then_some(()),
+    );
+    // ...and still waiting, since a holds the budget's only pin.
+    assert!(!h.is_finished(), "b pinned while a held the whole budget");
     a.reset().unwrap();
-    let (v, waited) = h.join().unwrap();
+    let v = h.join().unwrap();
     assert_eq!(v, 2);
-    assert!(waited >= Duration::from_millis(350), "{waited:?}");
+    let m = scrape(mport);
+    assert_eq!(
+        metric(&m, "sluice_pin_refusals_total{worker=\"0\"}"),
+        0.0,
+        "b waited, it was not refused"
+    );
 }
 
 #[test]
 fn a_cursor_keeps_its_backend_until_closed_or_exhausted() {
-    let s = Sluice::with(Config::default().top("shards = 1").pool(&trx_pool(1, "")));
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .pool(&trx_pool(1, "")),
+    );
+    let backends = |state: &str| {
+        metric_sum(
+            &scrape(mport),
+            "sluice_backend_connections{",
+            &[&format!("state=\"{state}\"")],
+        )
+    };
     let mut c = RawClient::login(s.port);
     let sql = b"SELECT seq FROM seq_1_to_5";
     let mut p = vec![0x16];
@@ -639,11 +688,14 @@ fn a_cursor_keeps_its_backend_until_closed_or_exhausted() {
     // Another client must wait: the only backend holds the cursor.
     let port = s.port;
     let h = std::thread::spawn(move || {
-        let started = Instant::now();
         let mut other = RawClient::login(port);
-        let r = other.query("SELECT 9");
-        (r, started.elapsed())
+        other.query("SELECT 9")
     });
+    wait_for(
+        "the other client to queue for the backend",
+        Duration::from_secs(10),
+        || (metric(&scrape(mport), "sluice_clients_waiting{worker=\"0\"}") == 1.0).then_some(()),
+    );
     // Four rows, one fetch each: the cursor stays open (row 5 is still on the server)...
     let mut rows = Vec::new();
     for _ in 0..4 {
@@ -660,22 +712,22 @@ fn a_cursor_keeps_its_backend_until_closed_or_exhausted() {
             // Header, NULL bitmap, then the BIGINT little-endian.
             rows.push(p[2]);
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(rows, vec![1, 2, 3, 4]);
+    assert!(
+        !h.is_finished(),
+        "the other client was served while the cursor was open"
+    );
+    assert_eq!(backends("in_use"), 1.0, "the cursor holds the backend");
     // ...until the client closes the statement.
     let mut close = vec![0x19];
     close.extend_from_slice(&id.to_le_bytes());
     c.send(0, &close);
-    let (r, waited) = h.join().unwrap();
+    let r = h.join().unwrap();
     assert_eq!(
         r.last().unwrap()[0],
         0xFE,
         "the other client got its result after the cursor closed"
-    );
-    assert!(
-        waited >= Duration::from_millis(400),
-        "served while the cursor was open: {waited:?}"
     );
     // A cursor read to its end closes on the server (LAST_ROW_SENT), and releases the backend.
     c.send(0, &p);
@@ -693,13 +745,24 @@ fn a_cursor_keeps_its_backend_until_closed_or_exhausted() {
     f.extend_from_slice(&id2.to_le_bytes());
     f.extend_from_slice(&10u32.to_le_bytes());
     c.send(0, &f);
-    let n = std::iter::from_fn(|| c.read_packet().filter(|(_, p)| p[0] != 0xFE)).count();
+    let mut n = 0;
+    loop {
+        let (_, p) = c.read_packet().expect("rows, then the end of the fetch");
+        if p[0] == 0xFE {
+            break;
+        }
+        assert_eq!(p[0], 0, "binary row");
+        n += 1;
+    }
     assert_eq!(n, 5);
+    wait_for(
+        "the exhausted cursor's backend to go back to the pool",
+        Duration::from_secs(10),
+        || (backends("in_use") == 0.0).then_some(()),
+    );
     let mut other = RawClient::login(s.port);
-    let started = Instant::now();
     let r = other.query("SELECT 9");
     assert_eq!(r.last().unwrap()[0], 0xFE);
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
@@ -747,7 +810,8 @@ fn admission_control_refuses_with_mysql_errors() {
     );
     assert_eq!(metric(&m, "sluice_clients_refused_total"), 1.0);
     drop((a, b, c));
-    // Slots free up when clients leave.
+    // Slots free up when clients leave (polled, bounded: sluice sees the clients go a little
+    // after they close).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match mysql::Conn::new(opts("app", "app")) {
@@ -846,35 +910,35 @@ fn a_skewed_load_on_one_shard_still_gets_the_whole_pool() {
         }
     }
     assert_eq!(on_zero.len(), 4, "four clients on shard 0");
-    let started = Instant::now();
-    let barrier = Arc::new(Barrier::new(4));
+    // The four statements wait for a table the test holds locked, so they stay on their
+    // backends until the test lets them go.
+    let mut d = direct();
+    d.query_drop("CREATE TABLE IF NOT EXISTS skew_t (x INT)")
+        .unwrap();
+    d.query_drop("LOCK TABLES skew_t WRITE").unwrap();
+    let sql = "SELECT COUNT(*) + 1 FROM skew_t";
     let hs: Vec<_> = on_zero
         .into_iter()
-        .map(|mut c| {
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                b.wait();
-                let v: i64 = c.query_first("SELECT SLEEP(1) + 1").unwrap().unwrap();
-                v
-            })
-        })
+        .map(|mut c| std::thread::spawn(move || c.query_first::<i64, _>(sql).unwrap().unwrap()))
         .collect();
-    let mut d = direct();
-    let mut peak = 0;
-    while hs.iter().any(|h| !h.is_finished()) {
-        peak = peak.max(threads_of(&mut d, "skew4"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // With only its own share, shard 0 would run two at a time and queue the others.
+    wait_for(
+        "all four statements on backends at once (shard 0 borrowing shard 1's slots)",
+        Duration::from_secs(15),
+        || (common::running(&mut d, sql) == 4).then_some(()),
+    );
+    // And no more backend connections than the pool's size (the server may still list for a
+    // moment a connection the lending shard closed).
+    wait_for(
+        "exactly four backend connections of the pool",
+        Duration::from_secs(10),
+        || (threads_of(&mut d, "skew4") == 4).then_some(()),
+    );
+    d.query_drop("UNLOCK TABLES").unwrap();
     for h in hs {
         assert_eq!(h.join().unwrap(), 1);
     }
-    let took = started.elapsed();
-    // With only its own share, shard 0 would run them two at a time (about 2 s).
-    assert!(
-        took < Duration::from_millis(1900),
-        "took {took:?}: shard 0 did not borrow shard 1's slots"
-    );
-    assert_eq!(peak, 4, "all four backends in use at once, and no more");
+    assert!(threads_of(&mut d, "skew4") <= 4);
 }
 
 #[test]
@@ -890,10 +954,6 @@ fn change_user_resets_only_this_clients_state() {
     let mut b = s.conn();
     a.query_drop("SET time_zone = '+04:00', @x = 1").unwrap();
     b.query_drop("SET time_zone = '+05:00', @y = 2").unwrap();
-    let opts = mysql::OptsBuilder::new()
-        .user(Some("other"))
-        .pass(Some("o"))
-        .db_name(Some("app"));
     a.change_user(
         mysql::ChangeUserOpts::default()
             .with_user(Some("other".into()))
@@ -901,7 +961,6 @@ fn change_user_resets_only_this_clients_state() {
             .with_db_name(Some("app".into())),
     )
     .unwrap();
-    let _ = opts;
     let (tz, x): (String, Option<i64>) = a.query_first("SELECT @@time_zone, @x").unwrap().unwrap();
     assert_eq!((tz.as_str(), x), ("SYSTEM", None));
     let (tz, y): (String, Option<i64>) = b.query_first("SELECT @@time_zone, @y").unwrap().unwrap();

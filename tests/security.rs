@@ -214,7 +214,8 @@ fn backend_tls_with_ca_verification() {
     let (wrong_ca, _, _) = make_certs(&other);
     let s = Sluice::with(tls(&wrong_ca));
     let mut c = RawClient::connect(s.port);
-    c.read_packet().unwrap();
+    c.read_packet()
+        .expect("a greeting: sluice accepts clients without a backend");
     drop(c);
     let opts = mysql::OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
@@ -260,6 +261,7 @@ fn users_from_the_backend_authenticate_with_their_own_passwords() {
     root.query_drop("CREATE USER 'bob'@'%' IDENTIFIED BY 'pw-b'")
         .unwrap();
     root.query_drop("DROP USER 'alice'@'%'").unwrap();
+    // Polled, bounded: the refresh runs every second.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (bob, _, _) = cli(s.port, "bob", "pw-b", &["-e", "SELECT 1"]);
@@ -277,21 +279,30 @@ fn users_from_the_backend_authenticate_with_their_own_passwords() {
 
 #[test]
 fn handshake_timeout_idle_timeout_and_failed_login_limit() {
+    // A sluice of its own for the short handshake timeout: the logins below must not race it on
+    // a loaded machine.
+    let s = Sluice::with(Config::default().top("handshake_timeout_ms = 500"));
+    // A client that says nothing after the greeting is told (ERR 1159), or at least dropped;
+    // not left hanging (that fails at the read timeout).
+    let mut c = RawClient::connect(s.port);
+    c.read_packet().expect("greeting");
+    let started = Instant::now();
+    let refusal = c.err_or_close();
+    // A deadline, not a speed: handshake_timeout_ms (0.5 s) ended it, nothing much later.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    if let Some(code) = refusal {
+        assert_eq!(code, 1159);
+        assert!(c.closed_by_peer(), "closed after the ERR");
+    }
+    drop(s);
     let mport = free_port();
     let s = Sluice::with(Config::default().top(&format!(
-        "handshake_timeout_ms = 500\nclient_idle_timeout_ms = 1000\nauth_failure_limit = 3\nauth_failure_delay_ms = 10\nmetrics_listen = \"127.0.0.1:{mport}\""
+        "client_idle_timeout_ms = 1000\nauth_failure_limit = 3\nauth_failure_delay_ms = 10\nmetrics_listen = \"127.0.0.1:{mport}\""
     )));
-    // A client that says nothing after the greeting is told, then dropped.
-    let mut c = RawClient::connect(s.port);
-    c.read_packet().unwrap();
-    let started = Instant::now();
-    let p = c.read_packet().map(|p| p.1);
-    assert!(started.elapsed() < Duration::from_secs(5));
-    if let Some(p) = p {
-        let e = sluice::codec::packets::ErrPacket::decode(&p).unwrap();
-        assert_eq!(e.code, 1159, "{}", String::from_utf8_lossy(e.message));
-    }
-    assert!(c.closed_by_peer());
     // An idle client is disconnected with ERR 4031 (unsolicited, sequence 0).
     let mut idle = RawClient::login(s.port);
     let (seq, p) = idle.read_packet().expect("an ERR before the close");
@@ -300,22 +311,22 @@ fn handshake_timeout_idle_timeout_and_failed_login_limit() {
     assert!(idle.closed_by_peer());
     assert!(metric(&scrape(mport), "sluice_idle_timeouts_total{worker=\"0\"}") >= 1.0);
     // Too many failed logins from one address: refused at connect for the rest of the minute.
-    // (Each shard counts its own; enough attempts reach the limit on both.)
     for _ in 0..8 {
-        let (ok, _, _) = cli(s.port, "app", "wrong", &["-e", "SELECT 1"]);
-        assert!(!ok);
+        let (ok, _, err) = cli(s.port, "app", "wrong", &["-e", "SELECT 1"]);
+        // Refused: access denied, or already blocked.
+        assert!(
+            !ok && (err.contains("1045") || err.contains("1129")),
+            "{err}"
+        );
     }
-    let mut blocked = 0;
+    // The failures are counted per instance (across its shards): past the limit, even the right
+    // password is refused, on every shard.
     for _ in 0..6 {
         let (ok, _, err) = cli(s.port, "app", "app", &["-e", "SELECT 1"]);
-        if !ok {
-            assert!(err.contains("1129") && err.contains("blocked"), "{err}");
-            blocked += 1;
-        }
+        assert!(
+            !ok && err.contains("1129") && err.contains("blocked"),
+            "the right password must be refused while the address is blocked: {err}"
+        );
     }
-    assert!(
-        blocked > 0,
-        "the right password is refused while the address is blocked"
-    );
     assert!(metric(&scrape(mport), "sluice_auth_blocked_total{worker=\"0\"}") >= 1.0);
 }

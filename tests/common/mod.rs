@@ -230,6 +230,29 @@ impl Sluice {
             .unwrap_or_else(|e| panic!("connect through sluice: {e}\n{}", self.log_text()))
     }
 
+    /// Sends SIGTERM only (a second one makes sluice exit at once: use [`Sluice::wait_exit`]
+    /// after this, not [`Sluice::terminate`]).
+    pub fn sigterm(&self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits up to `limit` for the process to exit; its status. Panics (after killing it) when it
+    /// is still running then.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sluice did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().unwrap();
@@ -347,6 +370,69 @@ pub fn server_error(e: &mysql::Error) -> Option<(u16, String, String)> {
     }
 }
 
+/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`; panics naming `what` when
+/// the time is up. For waiting on a condition sluice or the server makes observable.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (10 s at most) until the server runs the statement `sql` (its text exactly, as in
+/// `information_schema.PROCESSLIST.INFO`); returns the id of a connection running it.
+pub fn wait_for_statement(d: &mut mysql::Conn, sql: &str) -> u64 {
+    use mysql::prelude::Queryable;
+    wait_for(
+        &format!("the server to run {sql:?}"),
+        Duration::from_secs(10),
+        || {
+            d.exec_first::<u64, _, _>(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = ? LIMIT 1",
+                (sql,),
+            )
+            .unwrap()
+        },
+    )
+}
+
+/// Connections the server runs `sql` on right now (the text exactly, as in PROCESSLIST.INFO).
+pub fn running(d: &mut mysql::Conn, sql: &str) -> u64 {
+    use mysql::prelude::Queryable;
+    d.exec_first(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = ?",
+        (sql,),
+    )
+    .unwrap()
+    .unwrap_or(0)
+}
+
+/// Waits (10 s at most) until the server's connection `id` is gone from its PROCESSLIST (a
+/// KILL CONNECTION is asynchronous: the thread ends a little after the KILL is answered).
+pub fn wait_thread_gone(d: &mut mysql::Conn, id: u64) {
+    use mysql::prelude::Queryable;
+    wait_for(
+        &format!("the server's connection {id} to end"),
+        Duration::from_secs(10),
+        || {
+            let n: u64 = d
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}"
+                ))
+                .unwrap()
+                .unwrap_or(0);
+            (n == 0).then_some(())
+        },
+    )
+}
+
 /// Backend connections MariaDB sees from user `app` other than `exclude_self` (for leak checks).
 pub fn backend_threads(direct: &mut mysql::Conn) -> usize {
     use mysql::prelude::Queryable;
@@ -423,20 +509,61 @@ impl RawClient {
         self.stream.write_all(bytes)
     }
 
-    /// Reads one packet; `None` when the peer closed the connection.
-    pub fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+    /// Reads what comes next: a packet, the peer closing the connection, or a failed read (the
+    /// read timeout — 20 s — included: the peer kept the connection open and said nothing).
+    pub fn read(&mut self) -> Incoming {
         use sluice::codec::frame::{scan_packet, Scan};
+        use std::io::ErrorKind;
         loop {
             if let Ok(Scan::Complete(span)) = scan_packet(&self.buf, 1 << 30) {
                 let mut b = bytes::BytesMut::from(&self.buf[..span.wire_len]);
                 self.buf.drain(..span.wire_len);
                 let p = sluice::codec::frame::take_packet(&mut b, span);
-                return Some((span.last_seq, p.to_vec()));
+                return Incoming::Packet(span.last_seq, p.to_vec());
             }
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => return Incoming::Closed,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // A reset is the peer closing too (it closed with bytes of ours unread).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Incoming::Closed
+                }
+                Err(e) => return Incoming::Failed(e),
+            }
+        }
+    }
+
+    /// Reads one packet; `None` when the peer closed the connection. Panics when the read fails
+    /// or times out: silence is not a close.
+    pub fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        match self.read() {
+            Incoming::Packet(seq, p) => Some((seq, p)),
+            Incoming::Closed => None,
+            Incoming::Failed(e) => panic!(
+                "reading from sluice failed ({e}): no packet and no close within the read timeout"
+            ),
+        }
+    }
+
+    /// The next thing the peer does must be an ERR packet or closing the connection: returns the
+    /// ERR's code, or `None` for a close. Panics on any other packet, or when the read fails or
+    /// times out (a hang is neither).
+    pub fn err_or_close(&mut self) -> Option<u16> {
+        match self.read() {
+            Incoming::Packet(_, p) if p.first() == Some(&0xFF) && p.len() >= 3 => {
+                Some(u16::from_le_bytes([p[1], p[2]]))
+            }
+            Incoming::Packet(_, p) => panic!("expected an ERR or a close, got the packet {p:?}"),
+            Incoming::Closed => None,
+            Incoming::Failed(e) => {
+                panic!("expected an ERR or a close; the read failed instead ({e}): a hang?")
             }
         }
     }
@@ -458,10 +585,22 @@ impl RawClient {
         out
     }
 
-    /// Has the server closed the connection (reads EOF within the timeout)?
+    /// Has the server closed the connection (EOF or a reset within the read timeout)? `false` if
+    /// a packet came instead; panics when the read fails or times out, which is not a close.
     pub fn closed_by_peer(&mut self) -> bool {
         self.read_packet().is_none()
     }
+}
+
+/// What [`RawClient::read`] got.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A whole packet: its (last) sequence id and payload.
+    Packet(u8, Vec<u8>),
+    /// The peer closed the connection (EOF, or a reset).
+    Closed,
+    /// The read failed: the read timeout passed with nothing from the peer, or another I/O error.
+    Failed(std::io::Error),
 }
 
 /// Creates (once) a MariaDB account `name` / `pw` with all privileges, so a test can count its own
@@ -498,6 +637,15 @@ pub fn scrape(port: u16) -> String {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.0 200"), "{out}");
     out
+}
+
+/// The sum of the values of every metric line starting with `prefix` whose labels contain
+/// every one of `labels` (0 when there is none).
+pub fn metric_sum(text: &str, prefix: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of the first metric line starting with `prefix` (name and labels).
