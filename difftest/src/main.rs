@@ -1,0 +1,149 @@
+//! `sluice-difftest`: the command line of the differential tester (see the crate docs and
+//! `difftest/README.md`).
+
+use clap::Parser;
+use sluice_difftest::client::Credentials;
+use sluice_difftest::runner::{run, Options};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Runs generated client sessions against MariaDB directly and through each proxy, and compares
+/// every response. Exit status: 0 no differences, 1 differences (or direct sessions that could
+/// not finish), 2 the run itself failed.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-difftest", version)]
+struct Cli {
+    /// The MariaDB server, HOST:PORT.
+    #[arg(long)]
+    direct: String,
+    /// A proxy to compare with the server, MODE=HOST:PORT (repeatable; MODE is a label such as
+    /// session, transaction or statement).
+    #[arg(long = "proxy", value_parser = parse_proxy)]
+    proxies: Vec<(String, String)>,
+    #[arg(long, default_value = "app")]
+    user: String,
+    #[arg(long, default_value = "app")]
+    password: String,
+    /// Seed of the generated sessions.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of sessions.
+    #[arg(long, default_value_t = 24)]
+    sessions: usize,
+    /// Commands per session (after the login prologue).
+    #[arg(long, default_value_t = 60)]
+    steps: usize,
+    /// Sessions running at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Write the summary (with every difference) as JSON to FILE.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Run only session SESSION of seed SEED, sequentially, and print every step of it.
+    #[arg(long, value_parser = parse_replay)]
+    replay: Option<(u64, usize)>,
+    /// Also run the direct server twice and compare it with itself (tester determinism).
+    #[arg(long)]
+    self_check: bool,
+    /// Schema prefix: session k uses PREFIX_k and PREFIX_k_b.
+    #[arg(long, default_value = "dt")]
+    schema_prefix: String,
+    /// Bound on every read and write of a session, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// How long the KILL QUERY sidecar waits to see its statement running, in seconds.
+    #[arg(long, default_value_t = 60)]
+    kill_wait_secs: u64,
+    /// Report every differing step of each session, not only the first.
+    #[arg(long)]
+    every_difference: bool,
+    /// Write the direct run's transcripts to FILE (JSON lines), to see what the corpus provokes.
+    #[arg(long)]
+    transcripts: Option<std::path::PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_proxy(s: &str) -> Result<(String, String), String> {
+    let (m, a) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MODE=HOST:PORT, got {s:?}"))?;
+    if m.is_empty() || a.is_empty() {
+        return Err(format!("expected MODE=HOST:PORT, got {s:?}"));
+    }
+    Ok((m.to_string(), a.to_string()))
+}
+
+fn parse_replay(s: &str) -> Result<(u64, usize), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected SEED:SESSION, got {s:?}"))?;
+    Ok((
+        a.parse().map_err(|e| format!("seed {a:?}: {e}"))?,
+        b.parse().map_err(|e| format!("session {b:?}: {e}"))?,
+    ))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (seed, replay) = match cli.replay {
+        Some((s, k)) => (s, Some(k)),
+        None => (cli.seed, None),
+    };
+    if cli.schema_prefix.is_empty()
+        || !cli
+            .schema_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        eprintln!("sluice-difftest: --schema-prefix must be letters, digits and '_'");
+        return ExitCode::from(2);
+    }
+    let opts = Options {
+        direct: cli.direct,
+        proxies: cli.proxies,
+        creds: Credentials {
+            user: cli.user,
+            password: cli.password,
+        },
+        seed,
+        sessions: cli.sessions,
+        steps: cli.steps,
+        concurrency: cli.concurrency.max(1),
+        prefix: cli.schema_prefix,
+        self_check: cli.self_check,
+        replay,
+        timeout: Duration::from_secs(cli.timeout_secs.max(1)),
+        kill_wait: Duration::from_secs(cli.kill_wait_secs.max(1)),
+        verbose: !cli.quiet,
+        transcripts: cli.transcripts,
+        every_difference: cli.every_difference,
+    };
+    let mut stdout = std::io::stdout();
+    let summary = match run(&opts, &mut stdout) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-difftest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(path) = &cli.json {
+        let text = match serde_json::to_string_pretty(&summary) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sluice-difftest: JSON summary: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("sluice-difftest: writing {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
