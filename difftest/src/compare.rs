@@ -43,6 +43,8 @@ pub struct Difference {
     pub profile: String,
     pub step: usize,
     pub command: String,
+    /// The kind of difference, for grouping (see [`Difference::signature`]).
+    pub kind: String,
     /// The script up to and including the step, one command per line.
     pub script: Vec<String>,
     pub direct: Vec<String>,
@@ -66,7 +68,7 @@ impl Difference {
                 .cloned()
                 .unwrap_or_else(|| vec![MISSING.to_string()])
         };
-        Difference {
+        let mut d = Difference {
             mode: mode.to_string(),
             seed,
             session: script.index,
@@ -80,7 +82,52 @@ impl Difference {
             script: script.listing(step).lines().map(str::to_string).collect(),
             direct: entry(direct),
             other: entry(other),
+            kind: String::new(),
+        };
+        d.kind = d.signature();
+        d
+    }
+
+    /// What kind of difference this is, for grouping reports (the command is not part of it:
+    /// one cause shows under many commands). From the first pair of lines that differ: for lines
+    /// of one kind (two OKs, two column definitions, …) the words that differ; otherwise each
+    /// side's kind, or its whole line for an ERR. Numbers are blanked except error codes.
+    pub fn signature(&self) -> String {
+        let mut i = 0;
+        while i < self.direct.len().min(self.other.len()) && self.direct[i] == self.other[i] {
+            i += 1;
         }
+        let none = "(nothing)".to_string();
+        let (a, b) = (
+            self.direct.get(i).unwrap_or(&none),
+            self.other.get(i).unwrap_or(&none),
+        );
+        let kind = |l: &str| l.split(' ').next().unwrap_or("").to_string();
+        let describe = |l: &str| -> String {
+            if let Some(rest) = l.strip_prefix("ERR ") {
+                let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+                format!("ERR {code} {}", digits(msg, 100))
+            } else if l.starts_with("SIDECAR")
+                || l.starts_with("CLIENT")
+                || l.starts_with("SEQUENCE")
+            {
+                digits(l, 100)
+            } else {
+                kind(l)
+            }
+        };
+        let (da, db) = if kind(a) == kind(b) && kind(a) != "ERR" {
+            let wa: Vec<&str> = a.split(' ').collect();
+            let wb: Vec<&str> = b.split(' ').collect();
+            let only = |x: &[&str], y: &[&str]| -> String {
+                let w: Vec<&str> = x.iter().filter(|t| !y.contains(t)).copied().collect();
+                digits(&format!("{} … {}", kind(a), w.join(" ")), 100)
+            };
+            (only(&wa, &wb), only(&wb, &wa))
+        } else {
+            (describe(a), describe(b))
+        };
+        format!("direct: {da}\n      proxy:  {db}")
     }
 
     /// The printed reproducer. `replay` is the command line that replays the session.
@@ -109,6 +156,24 @@ impl Difference {
         ));
         s
     }
+}
+
+/// `s` with digit runs replaced by `N`, cut to `max` characters.
+fn digits(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut last_digit = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            if !last_digit {
+                out.push('N');
+            }
+            last_digit = true;
+        } else {
+            out.push(c);
+            last_digit = false;
+        }
+    }
+    out.chars().take(max).collect()
 }
 
 /// Width of each column of the side-by-side view.
@@ -256,6 +321,26 @@ mod tests {
         let b = t(&[&["ERR"], &["ROW [1]"], &["X"], &["Y"]]);
         let c = t(&[&["OK"], &["ROW [1]"], &["Z"]]);
         assert_eq!(all_differences(&b, &c), vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn signatures_keep_error_codes_and_blank_other_numbers() {
+        let d = Difference {
+            mode: "transaction".into(),
+            seed: 1,
+            session: 0,
+            profile: "modern".into(),
+            step: 3,
+            command: "COM_QUERY SELECT 1".into(),
+            kind: String::new(),
+            script: vec![],
+            direct: vec!["RESULT columns=1".into()],
+            other: vec!["ERR 1238 #HY000 Variable 'last_gtid' is read only (7)".into()],
+        };
+        assert_eq!(
+            d.signature(),
+            "direct: RESULT\n      proxy:  ERR 1238 #HYN Variable 'last_gtid' is read only (N)"
+        );
     }
 
     #[test]

@@ -234,7 +234,10 @@ struct Gen {
 }
 
 /// Statement families and their weights.
-const FAMILIES: &[(u32, fn(&mut Gen))] = &[
+/// A statement family: adds one or more steps to the script.
+type Family = fn(&mut Gen);
+
+const FAMILIES: &[(u32, Family)] = &[
     (12, Gen::settings),
     (7, Gen::read_settings),
     (6, Gen::setting_effects),
@@ -288,7 +291,8 @@ impl Gen {
     }
 
     fn pick(&mut self, items: &[&'static str]) -> &'static str {
-        *self.rng.pick(items)
+        let chosen: &&'static str = self.rng.pick(items);
+        chosen
     }
 
     fn uniq(&mut self) -> u32 {
@@ -355,12 +359,26 @@ impl Gen {
                     "READ UNCOMMITTED"
                 ])
             ),
-            6 => self
-                .pick(&[
+            6 => {
+                // One-shot characteristics for the next transaction, then that transaction (an
+                // autocommit statement is one) and what the server says about it.
+                let set = self.pick(&[
                     "SET TRANSACTION READ ONLY",
                     "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-                ])
-                .to_string(),
+                    "SET TRANSACTION READ ONLY",
+                ]);
+                self.q(set);
+                let next = self.pick(&[
+                    "INSERT INTO t2 (s) VALUES ('one-shot')",
+                    "SELECT @@tx_read_only, @@tx_isolation",
+                    "START TRANSACTION",
+                    "SELECT COUNT(*) FROM t1",
+                ]);
+                if next == "START TRANSACTION" {
+                    self.m.in_txn = true;
+                }
+                next.to_string()
+            }
             7 => format!("SET div_precision_increment = {}", self.rng.range(0, 12)),
             8 => format!(
                 "SET group_concat_max_len = {}",
@@ -863,6 +881,17 @@ impl Gen {
         let hd = &mut self.m.handles[h];
         hd.executed = true;
         hd.cursor_open = cursor && hd.valid;
+        // Warnings and diagnostics after a binary execute, as after text statements.
+        if self.rng.chance(20) {
+            let r = self.pick(&[
+                "SHOW WARNINGS",
+                "SELECT @@warning_count, @@error_count",
+                "SHOW COUNT(*) WARNINGS",
+                "GET DIAGNOSTICS @n = NUMBER",
+                "SELECT ROW_COUNT(), LAST_INSERT_ID()",
+            ]);
+            self.q(r);
+        }
     }
 
     fn binary(&mut self) {

@@ -60,6 +60,10 @@ struct Cli {
     /// Write the direct run's transcripts to FILE (JSON lines), to see what the corpus provokes.
     #[arg(long)]
     transcripts: Option<std::path::PathBuf>,
+    /// Sessions not started within SECS of the start are not played (and count as differences):
+    /// bounds a run whatever the targets do.
+    #[arg(long)]
+    deadline_secs: Option<u64>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -119,6 +123,9 @@ fn main() -> ExitCode {
         verbose: !cli.quiet,
         transcripts: cli.transcripts,
         every_difference: cli.every_difference,
+        deadline: cli
+            .deadline_secs
+            .map(|s| std::time::Instant::now() + Duration::from_secs(s)),
     };
     let mut stdout = std::io::stdout();
     let summary = match run(&opts, &mut stdout) {

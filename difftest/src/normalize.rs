@@ -21,6 +21,12 @@
 //! 3. **Connection ids.** They are per server (and per proxy). The corpus never shows one in a
 //!    result except in the session prologue's `SELECT CONNECTION_ID()`, which is rendered only as
 //!    "equals the id in this connection's handshake" or not (see [`Normalizer::connection_id`]).
+//! 4. **The outcome of a SLEEP killed by KILL QUERY.** Even when the sidecar sends the KILL only
+//!    once the statement shows as `User sleep`, the server ends `SELECT SLEEP(5)` in one of two
+//!    ways depending on where its thread is at that instant: SLEEP() returns 1 and the statement
+//!    succeeds, or the statement fails with ERR 1317 after the column metadata. Either is
+//!    rendered as one `SLEEP INTERRUPTED` line (the terminator's flags go with it); a SLEEP that
+//!    was not interrupted (0), an error before the metadata, or any other answer stays as it is.
 
 use std::collections::HashMap;
 
@@ -129,6 +135,27 @@ impl Normalizer {
         }
     }
 
+    /// Rule 4: the answer to the KILL QUERY step's `SELECT SLEEP(5)`, with an interrupted sleep
+    /// rendered as one line whichever of its two server outcomes it had.
+    pub fn interrupted_sleep(lines: Vec<String>) -> Vec<String> {
+        const INTERRUPTED: &str =
+            "SLEEP INTERRUPTED (SLEEP() = 1, or ERR 1317 after the metadata: the server does either)";
+        let is_meta = |l: &String| {
+            l.starts_with("RESULT ") || l.starts_with("COLUMN ") || l.starts_with("EOF ")
+        };
+        let meta = lines.iter().take_while(|l| is_meta(l)).count();
+        let rest = &lines[meta..];
+        let killed_row = rest.len() == 2 && rest[0] == "ROW ['1']" && rest[1].starts_with("END ");
+        let killed_err = rest.len() == 1 && rest[0].starts_with("ERR 1317 ");
+        if meta > 0 && (killed_row || killed_err) {
+            let mut out = lines[..meta].to_vec();
+            out.push(INTERRUPTED.to_string());
+            out
+        } else {
+            lines
+        }
+    }
+
     /// Rule 3: the prologue's `SELECT CONNECTION_ID()` value against the handshake's id.
     pub fn connection_id(value: Option<&[u8]>, handshake_id: u32) -> String {
         match value {
@@ -158,6 +185,27 @@ mod tests {
         assert_eq!(n.gtid(b"1-2"), None);
         assert_eq!(n.gtid(b"a-1-2"), None);
         assert_eq!(n.gtid(b"-1-2"), None);
+    }
+
+    #[test]
+    fn both_outcomes_of_an_interrupted_sleep_look_alike() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = Normalizer::interrupted_sleep(v(&[
+            "RESULT columns=1",
+            "COLUMN x",
+            "ROW ['1']",
+            "END ok",
+        ]));
+        let b = Normalizer::interrupted_sleep(v(&[
+            "RESULT columns=1",
+            "COLUMN x",
+            "ERR 1317 #70100 Query execution was interrupted",
+        ]));
+        assert_eq!(a, b);
+        let c = v(&["RESULT columns=1", "COLUMN x", "ROW ['0']", "END ok"]);
+        assert_eq!(Normalizer::interrupted_sleep(c.clone()), c);
+        let d = v(&["ERR 1317 #70100 Query execution was interrupted"]);
+        assert_eq!(Normalizer::interrupted_sleep(d.clone()), d);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Options {
     /// Report every differing step of a session, not only the first (later ones may follow
     /// from the first).
     pub every_difference: bool,
+    /// Sessions that have not started by then are not played (their transcript says so): with
+    /// the per-read timeout, this bounds a whole run.
+    pub deadline: Option<Instant>,
     /// Write every direct-run transcript here (JSON lines: session, script, entries).
     pub transcripts: Option<std::path::PathBuf>,
 }
@@ -67,11 +70,28 @@ pub struct Summary {
     /// Direct-run sessions the client had to stop (timeouts, closed connections): a tester or
     /// server problem, counted as a failure.
     pub direct_stopped: usize,
+    /// Seconds each target's run took (fixtures excluded).
+    pub run_secs: BTreeMap<String, f64>,
     pub duration_secs: f64,
     pub details: Vec<Difference>,
 }
 
 impl Summary {
+    /// Distinct kinds of difference (see [`Difference::signature`]), most frequent first, each
+    /// with its count per mode and the first difference of that kind.
+    pub fn distinct(&self) -> Vec<(String, BTreeMap<String, usize>, &Difference)> {
+        let mut v: Vec<(String, BTreeMap<String, usize>, &Difference)> = Vec::new();
+        for d in &self.details {
+            let sig = d.kind.clone();
+            match v.iter_mut().find(|(s, _, _)| *s == sig) {
+                Some((_, counts, _)) => *counts.entry(d.mode.clone()).or_default() += 1,
+                None => v.push((sig, BTreeMap::from([(d.mode.clone(), 1)]), d)),
+            }
+        }
+        v.sort_by_key(|(_, c, _)| std::cmp::Reverse(c.values().sum::<usize>()));
+        v
+    }
+
     pub fn total_differences(&self) -> usize {
         self.differences.values().sum()
     }
@@ -101,6 +121,7 @@ fn play_all(
     concurrency: usize,
     verbose: bool,
     label: &str,
+    deadline: Option<Instant>,
 ) -> Vec<Transcript> {
     let results: Mutex<Vec<Option<Transcript>>> = Mutex::new(vec![None; scripts.len()]);
     let next = AtomicUsize::new(0);
@@ -110,7 +131,14 @@ fn play_all(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(script) = scripts.get(i) else { break };
-                let t = play(script, addr, cfg);
+                let t = if deadline.is_some_and(|d| Instant::now() > d) {
+                    Transcript {
+                        entries: vec![vec!["NOT PLAYED: the run's deadline had passed".into()]],
+                        stopped: Some((0, "the run's deadline had passed".into())),
+                    }
+                } else {
+                    play(script, addr, cfg)
+                };
                 if let Some((step, why)) = &t.stopped {
                     if verbose {
                         eprintln!(
@@ -184,6 +212,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         differences: BTreeMap::new(),
         differing_steps: BTreeMap::new(),
         direct_stopped: 0,
+        run_secs: BTreeMap::new(),
         duration_secs: 0.0,
         details: Vec::new(),
     };
@@ -199,6 +228,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     }
     setup::create(&o.direct, &o.creds, &o.prefix, &indices, setup_concurrency)
         .map_err(|e| format!("setup before the direct run: {e}"))?;
+    let t0 = Instant::now();
     let direct = play_all(
         &scripts,
         &o.direct,
@@ -206,7 +236,11 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         concurrency,
         o.verbose,
         "direct",
+        o.deadline,
     );
+    summary
+        .run_secs
+        .insert("direct".into(), t0.elapsed().as_secs_f64());
     summary.statements.insert(
         "direct".into(),
         direct.iter().map(|t| t.entries.len()).sum(),
@@ -232,7 +266,19 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     for (mode, addr) in &targets {
         setup::create(&o.direct, &o.creds, &o.prefix, &indices, setup_concurrency)
             .map_err(|e| format!("setup before the {mode} run: {e}"))?;
-        let other = play_all(&scripts, addr, &cfg_for(mode), concurrency, o.verbose, mode);
+        let t0 = Instant::now();
+        let other = play_all(
+            &scripts,
+            addr,
+            &cfg_for(mode),
+            concurrency,
+            o.verbose,
+            mode,
+            o.deadline,
+        );
+        summary
+            .run_secs
+            .insert(mode.clone(), t0.elapsed().as_secs_f64());
         summary
             .statements
             .insert(mode.clone(), other.iter().map(|t| t.entries.len()).sum());
@@ -328,7 +374,27 @@ pub fn render_summary(s: &Summary) -> String {
             }
             _ => String::new(),
         };
-        r.push_str(&format!("  {m:<12} {n} steps played{diffs}\n"));
+        let secs = s.run_secs.get(m).copied().unwrap_or(0.0);
+        r.push_str(&format!(
+            "  {m:<12} {n} steps played in {secs:.1}s{diffs}\n"
+        ));
+    }
+    let distinct = s.distinct();
+    if !distinct.is_empty() {
+        r.push_str(&format!(
+            "  {} distinct kind(s) of difference (by the first lines that differ):\n",
+            distinct.len()
+        ));
+        for (sig, counts, d) in distinct.iter().take(40) {
+            let c: Vec<String> = counts.iter().map(|(m, n)| format!("{m} {n}")).collect();
+            r.push_str(&format!(
+                "  - [{}] e.g. session {} step {} ({}):\n      {sig}\n",
+                c.join(", "),
+                d.session,
+                d.step,
+                d.command.chars().take(80).collect::<String>()
+            ));
+        }
     }
     if s.direct_stopped > 0 {
         r.push_str(&format!(

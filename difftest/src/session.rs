@@ -402,7 +402,8 @@ impl Session<'_> {
             (r, lines)
         });
         let packets = session_result?;
-        let mut lines = self.render(&packets, false, &[])?.0;
+        // Rule 4 of crate::normalize.
+        let mut lines = Normalizer::interrupted_sleep(self.render(&packets, false, &[])?.0);
         lines.extend(sidecar_lines);
         Ok(lines)
     }
@@ -432,8 +433,8 @@ fn sidecar(
     };
     // Split so the poll's own text does not match (adjacent literals are concatenated). The
     // statement must be inside SLEEP ('User sleep'): a KILL that lands earlier (while the
-    // statement is still being opened) ends it with ERR 1317, one that lands in the sleep makes
-    // SLEEP() return 1, and only the latter is reproducible.
+    // statement is still being opened) ends it with ERR 1317 before any metadata, which a run
+    // cannot reproduce; one that lands in the sleep has the outcomes of normalize rule 4.
     let (head, tail) = marker.split_at(6);
     let poll = format!(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{head}' '{tail} %' AND STATE = 'User sleep' AND ID <> CONNECTION_ID()"
