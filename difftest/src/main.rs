@@ -3,7 +3,9 @@
 
 use clap::Parser;
 use sluice_difftest::client::Credentials;
+use sluice_difftest::gen;
 use sluice_difftest::runner::{run, Options};
+use sluice_difftest::script::{parse_listing, Profile};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -42,6 +44,22 @@ struct Cli {
     /// Run only session SESSION of seed SEED, sequentially, and print every step of it.
     #[arg(long, value_parser = parse_replay)]
     replay: Option<(u64, usize)>,
+    /// Play the script in FILE (one command per line, as reproducers list them) as a single
+    /// session, and print every step of it.
+    #[arg(long, conflicts_with = "replay")]
+    script: Option<std::path::PathBuf>,
+    /// With --script: the session index (its schemas are PREFIX_K and PREFIX_K_b; the script
+    /// may name them {SCHEMA} and {SCHEMA_B}).
+    #[arg(long, default_value_t = 0)]
+    session: usize,
+    /// With --script: play COPIES copies of the script at once (sessions K, K+1, …, each in its
+    /// own schemas, --concurrency at a time), so that pooled backends change hands between
+    /// statements as they do under load.
+    #[arg(long, default_value_t = 1)]
+    copies: usize,
+    /// With --script: the capability profile, modern, classic or tracking.
+    #[arg(long, default_value = "modern")]
+    profile: String,
     /// Also run the direct server twice and compare it with itself (tester determinism).
     #[arg(long)]
     self_check: bool,
@@ -104,7 +122,37 @@ fn main() -> ExitCode {
         eprintln!("sluice-difftest: --schema-prefix must be letters, digits and '_'");
         return ExitCode::from(2);
     }
+    let script = match &cli.script {
+        None => None,
+        Some(path) => {
+            let Some(profile) = Profile::from_name(&cli.profile) else {
+                eprintln!("sluice-difftest: --profile must be modern, classic or tracking");
+                return ExitCode::from(2);
+            };
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("sluice-difftest: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let mut scripts = Vec::new();
+            for k in cli.session..cli.session + cli.copies.max(1) {
+                let (a, b) = gen::schemas(&cli.schema_prefix, k);
+                let text = text.replace("{SCHEMA_B}", &b).replace("{SCHEMA}", &a);
+                match parse_listing(&text, k, profile, &a) {
+                    Ok(s) => scripts.push(s),
+                    Err(e) => {
+                        eprintln!("sluice-difftest: {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            Some(scripts)
+        }
+    };
     let opts = Options {
+        script,
         direct: cli.direct,
         proxies: cli.proxies,
         creds: Credentials {

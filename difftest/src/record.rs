@@ -533,6 +533,10 @@ pub fn render(
                 }
             }
             PacketRole::Tracked(role) => match *role {
+                // COM_SET_OPTION answers a classic client with an EOF packet.
+                Role::Ok { .. } if pl.first() == Some(&0xFE) && caps & cap::DEPRECATE_EOF == 0 => {
+                    eof_packet("EOF", pl)
+                }
                 Role::Ok { .. } => ok_packet("OK", norm, pl, caps),
                 Role::Err => {
                     learned.error = true;

@@ -35,6 +35,9 @@ pub struct Options {
     pub self_check: bool,
     /// Play only this session, sequentially, and print every step of it.
     pub replay: Option<usize>,
+    /// Play these hand-written scripts (instead of generated ones), `concurrency` at a time;
+    /// every step is printed when there is only one.
+    pub script: Option<Vec<Script>>,
     /// Bounds every read and write of a session.
     pub timeout: Duration,
     /// How long a KILL QUERY sidecar waits to see its statement running.
@@ -170,23 +173,36 @@ pub fn replay_command(o: &Options, session: usize) -> String {
         s.push_str(&format!(" --proxy {m}={a}"));
     }
     s.push_str(&format!(
-        " --user {} --password {} --steps {} --schema-prefix {} --replay {}:{session}",
-        o.creds.user, o.creds.password, o.steps, o.prefix, o.seed
+        " --user {} --password {} --schema-prefix {}",
+        o.creds.user, o.creds.password, o.prefix
     ));
+    match o.script.as_ref().and_then(|v| v.first()) {
+        Some(sc) => s.push_str(&format!(
+            " --script FILE --session {session} --profile {}   (FILE: the script below)",
+            sc.profile.name()
+        )),
+        None => s.push_str(&format!(
+            " --steps {} --replay {}:{session}",
+            o.steps, o.seed
+        )),
+    }
     s
 }
 
 /// Runs the whole comparison, writing reproducers and the summary to `out`.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     let started = Instant::now();
-    let indices: Vec<usize> = match o.replay {
-        Some(k) => vec![k],
-        None => (0..o.sessions).collect(),
+    let single = o.replay.is_some() || o.script.as_ref().is_some_and(|v| v.len() == 1);
+    let (indices, scripts): (Vec<usize>, Vec<Script>) = match (&o.script, o.replay) {
+        (Some(v), _) => (v.iter().map(|s| s.index).collect(), v.clone()),
+        (None, Some(k)) => (vec![k], vec![generate(o.seed, k, o.steps, &o.prefix)]),
+        (None, None) => (
+            (0..o.sessions).collect(),
+            (0..o.sessions)
+                .map(|k| generate(o.seed, k, o.steps, &o.prefix))
+                .collect(),
+        ),
     };
-    let scripts: Vec<Script> = indices
-        .iter()
-        .map(|&k| generate(o.seed, k, o.steps, &o.prefix))
-        .collect();
     let concurrency = if o.replay.is_some() { 1 } else { o.concurrency };
     let setup_concurrency = concurrency.min(8);
     let cfg_for = |label: &str| PlayConfig {
@@ -284,7 +300,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
             .insert(mode.clone(), other.iter().map(|t| t.entries.len()).sum());
         let (mut sessions_differing, mut steps_differing) = (0, 0);
         for ((script, d), t) in scripts.iter().zip(&direct).zip(&other) {
-            if o.replay.is_some() {
+            if single {
                 print_full(out, script, mode, d, t);
             }
             let steps = if o.every_difference {

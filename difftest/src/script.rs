@@ -164,6 +164,15 @@ pub enum Profile {
 }
 
 impl Profile {
+    pub fn from_name(s: &str) -> Option<Profile> {
+        match s {
+            "modern" => Some(Profile::Modern),
+            "classic" => Some(Profile::Classic),
+            "tracking" => Some(Profile::Tracking),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Profile::Modern => "modern",
@@ -192,5 +201,204 @@ impl Script {
             s.push_str(&format!("  #{i:<3} {st}\n"));
         }
         s
+    }
+}
+
+/// The marker the KILL QUERY step prints as (see its `Display`).
+const KILL_LINE: &str = "COM_QUERY SELECT SLEEP(5) /* dt-marker */";
+
+/// Splits a parameter list `a, 'b, c', NULL` at top-level commas.
+fn split_params(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+fn parse_param(p: &str) -> Result<Param, String> {
+    let nums = |s: &str, sep: &[char]| -> Result<Vec<u16>, String> {
+        s.split(sep)
+            .map(|x| x.parse::<u16>().map_err(|e| format!("{p}: {e}")))
+            .collect()
+    };
+    if p == "NULL" {
+        Ok(Param::Null)
+    } else if p == "<long data>" {
+        Ok(Param::LongData)
+    } else if let Some(q) = p.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')) {
+        Ok(Param::Str(q.to_string()))
+    } else if let Some(d) = p.strip_prefix("DATE ") {
+        match nums(d, &['-'])?.as_slice() {
+            [y, m, d] => Ok(Param::Date(*y, *m as u8, *d as u8)),
+            _ => Err(format!("bad DATE {p:?}")),
+        }
+    } else if let Some(d) = p.strip_prefix("DATETIME ") {
+        match nums(d, &['-', ' ', ':'])?.as_slice() {
+            [y, mo, d, h, mi, s] => Ok(Param::DateTime(
+                *y, *mo as u8, *d as u8, *h as u8, *mi as u8, *s as u8,
+            )),
+            _ => Err(format!("bad DATETIME {p:?}")),
+        }
+    } else if let Ok(i) = p.parse::<i64>() {
+        Ok(Param::Int(i))
+    } else {
+        p.parse::<f64>()
+            .map(Param::Double)
+            .map_err(|_| format!("unknown parameter {p:?}"))
+    }
+}
+
+/// `s<N>` → N.
+fn handle(s: &str) -> Result<usize, String> {
+    s.trim_end_matches(':')
+        .strip_prefix('s')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("expected a statement handle sN, got {s:?}"))
+}
+
+/// Parses one command line as [`Step`]'s `Display` writes it (so a reproducer's script can be
+/// pasted into a file and run with `--script`).
+pub fn parse_step(line: &str) -> Result<Step, String> {
+    let line = line.trim();
+    if line.starts_with("login;") {
+        return Ok(Step::Connect);
+    }
+    if line.starts_with(KILL_LINE) {
+        return Ok(Step::KillQuery);
+    }
+    let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+    Ok(match cmd {
+        "COM_QUERY" => Step::Query(rest.to_string()),
+        "COM_INIT_DB" => Step::InitDb(rest.to_string()),
+        "COM_PING" => Step::Ping,
+        "COM_RESET_CONNECTION" => Step::ResetConnection,
+        "COM_SET_OPTION" => Step::SetOption(rest.trim() == "MULTI_STATEMENTS_ON"),
+        "COM_CHANGE_USER" => {
+            let schema = rest
+                .split_once("schema=")
+                .map(|(_, s)| s.trim())
+                .filter(|s| *s != "(none)")
+                .map(str::to_string);
+            Step::ChangeUser { schema }
+        }
+        "COM_STMT_PREPARE" => {
+            let (h, sql) = rest
+                .split_once(' ')
+                .ok_or_else(|| format!("no SQL in {line:?}"))?;
+            Step::Prepare {
+                h: handle(h)?,
+                sql: sql.to_string(),
+            }
+        }
+        "COM_STMT_EXECUTE" => {
+            let (h, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+            let cursor = rest.trim_start().starts_with("CURSOR_TYPE_READ_ONLY");
+            let inner = rest
+                .find('(')
+                .zip(rest.rfind(')'))
+                .filter(|(a, b)| a < b)
+                .map(|(a, b)| &rest[a + 1..b])
+                .unwrap_or("");
+            let params = split_params(inner)
+                .iter()
+                .map(|p| parse_param(p))
+                .collect::<Result<_, _>>()?;
+            Step::Execute {
+                h: handle(h)?,
+                params,
+                cursor,
+            }
+        }
+        "COM_STMT_FETCH" => {
+            let (h, rows) = rest
+                .split_once(" rows=")
+                .ok_or("COM_STMT_FETCH sN rows=N")?;
+            Step::Fetch {
+                h: handle(h)?,
+                rows: rows.trim().parse().map_err(|e| format!("rows: {e}"))?,
+            }
+        }
+        "COM_STMT_SEND_LONG_DATA" => {
+            let (h, rest) = rest.split_once(" param=").ok_or("… sN param=N 'data'")?;
+            let (param, data) = rest.split_once(' ').ok_or("… sN param=N 'data'")?;
+            Step::LongData {
+                h: handle(h)?,
+                param: param.parse().map_err(|e| format!("param: {e}"))?,
+                data: data
+                    .trim()
+                    .trim_start_matches('\'')
+                    .trim_end_matches('\'')
+                    .to_string(),
+            }
+        }
+        "COM_STMT_RESET" => Step::StmtReset { h: handle(rest)? },
+        "COM_STMT_CLOSE" => Step::StmtClose { h: handle(rest)? },
+        _ => return Err(format!("unknown command {cmd:?}")),
+    })
+}
+
+/// Parses a script file: one command per line as reproducers list them (a leading `#N` index
+/// is allowed and ignored; so are blank lines and lines starting with `//`). The login
+/// prologue is added when the first command is not it.
+pub fn parse_listing(
+    text: &str,
+    index: usize,
+    profile: Profile,
+    schema: &str,
+) -> Result<Script, String> {
+    let mut steps = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let mut line = raw.trim();
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            line = rest
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+        }
+        steps.push(parse_step(line).map_err(|e| format!("line {}: {e}", n + 1))?);
+    }
+    if steps.first() != Some(&Step::Connect) {
+        steps.insert(0, Step::Connect);
+    }
+    Ok(Script {
+        index,
+        profile,
+        schema: schema.to_string(),
+        steps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_reads_back_from_its_listing() {
+        for seed in 0..5 {
+            for k in 0..10 {
+                let s = crate::gen::generate(seed, k, 150, "dt");
+                let text = s.listing(usize::MAX);
+                let back = parse_listing(&text, k, s.profile, &s.schema).unwrap();
+                assert_eq!(back.steps, s.steps, "seed {seed} session {k}");
+            }
+        }
     }
 }

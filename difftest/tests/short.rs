@@ -170,6 +170,7 @@ fn seeded_short_run_direct_and_through_sluice_in_every_mode() {
         prefix: "dtshort".into(),
         self_check: true,
         replay: None,
+        script: None,
         timeout: Duration::from_secs(20),
         kill_wait: Duration::from_secs(15),
         verbose: false,
