@@ -121,7 +121,11 @@ EOF
   return 1
 }
 
-eval "$(scripts/mariadb.sh start "$MARIADB_DIR")"
+# The server's temporary files in its own directory: a shared /tmp that something else cleans
+# makes internal temporary tables vanish (ERROR 6 "Error on delete of '/tmp/#sql-temptable…'"),
+# which would show up as differences of the server with itself.
+mkdir -p "$MARIADB_DIR/tmp"
+eval "$(MARIADB_EXTRA_ARGS="--tmpdir=$MARIADB_DIR/tmp ${MARIADB_EXTRA_ARGS:-}" scripts/mariadb.sh start "$MARIADB_DIR")"
 log "MariaDB on 127.0.0.1:$MARIADB_PORT (production profile); output in $OUT"
 for m in "${MODES[@]}"; do start_sluice "$m"; done
 

@@ -169,7 +169,6 @@ struct Handle {
     template: usize,
     /// The server still has it (not closed, not dropped by a reset).
     valid: bool,
-    executed: bool,
     cursor_open: bool,
 }
 
@@ -748,7 +747,10 @@ impl Gen {
     fn named_locks(&mut self) {
         let k = self.m.k;
         let lock = |s: &str| format!("'dt_{{RUN}}_{k}_{s}'");
-        let sql = match self.rng.below(6) {
+        // Held locks are mostly released again (a lock held to the end tests the reset too).
+        let release_first = self.m.locks > 0 && self.rng.chance(50);
+        let choice = if release_first { 2 } else { self.rng.below(6) };
+        let sql = match choice {
             0 | 1 => {
                 self.m.locks += 1;
                 format!("SELECT GET_LOCK({}, 0) AS l", lock(self.pick(&["a", "b"])))
@@ -863,7 +865,6 @@ impl Gen {
         self.m.handles.push(Handle {
             template: t,
             valid: true,
-            executed: false,
             cursor_open: false,
         });
         h
@@ -879,7 +880,6 @@ impl Gen {
         let params = self.params_for(t);
         self.out.push(Step::Execute { h, params, cursor });
         let hd = &mut self.m.handles[h];
-        hd.executed = true;
         hd.cursor_open = cursor && hd.valid;
         // Warnings and diagnostics after a binary execute, as after text statements.
         if self.rng.chance(20) {
@@ -952,7 +952,6 @@ impl Gen {
                     self.m.handles.push(Handle {
                         template: t,
                         valid: true,
-                        executed: false,
                         cursor_open: false,
                     });
                     h
@@ -1015,7 +1014,6 @@ impl Gen {
                     self.m.handles.push(Handle {
                         template: t,
                         valid: true,
-                        executed: true,
                         cursor_open: true,
                     });
                     let params = self.params_for(t);
@@ -1218,7 +1216,6 @@ impl Gen {
                 self.m.handles.push(Handle {
                     template: 7,
                     valid: true,
-                    executed: true,
                     cursor_open: false,
                 });
                 let mut params = vec![Param::Int(self.rng.range(1, 20))];
