@@ -18,10 +18,10 @@
 #                         later runs only add to the summary
 #   DIFFTEST_RELEASE=1    build and run release binaries (default: debug, as the test suite)
 #
-# Writes DIFFTEST_OUT/summary.json (runs, sessions, statements and differences per mode, kinds of
-# difference with counts and an example seed/session each, sluice crashes), runs.jsonl (one line
-# per seed), seed-N.txt/json (reproducers) and the sluice logs. Exit status 0 when no run found a
-# difference and nothing crashed, else 1.
+# Writes DIFFTEST_OUT/summary.json (runs, sessions, statements, differences and sessions stopped
+# early per mode, kinds of difference with counts and an example seed/session each, sluice
+# crashes), runs.jsonl (one line per seed), seed-N.txt/json (reproducers) and the sluice logs.
+# Exit status 0 when no run found a difference and nothing crashed, else 1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -158,6 +158,7 @@ for d in s.get("details", []):
     k["count"][d["mode"]] = k["count"].get(d["mode"], 0) + 1
 print(json.dumps({"seed": seed, "rc": rc, "sessions": s.get("sessions", 0),
                   "statements": s.get("statements", {}), "differences": s.get("differences", {}),
+                  "stopped": s.get("stopped", {}),
                   "direct_stopped": s.get("direct_stopped", 0), "duration_secs": s.get("duration_secs", 0),
                   "kinds": kinds}))
 PY
@@ -190,9 +191,9 @@ runs = [json.loads(l) for l in open(f"{out}/runs.jsonl") if l.strip()]
 def add(total, d):
     for k, v in d.items():
         total[k] = total.get(k, 0) + v
-statements, differences, kinds = {}, {}, {}
+statements, differences, stopped, kinds = {}, {}, {}, {}
 for r in runs:
-    add(statements, r["statements"]); add(differences, r["differences"])
+    add(statements, r["statements"]); add(differences, r["differences"]); add(stopped, r["stopped"])
     for k, v in r["kinds"].items():
         e = kinds.setdefault(k, {"count": {}, "example": v["example"]})
         add(e["count"], v["count"])
@@ -201,7 +202,7 @@ print(json.dumps({
     "duration_secs": secs, "runs": len(runs), "seeds": [r["seed"] for r in runs],
     "sessions": sum(r["sessions"] for r in runs), "steps_per_session": steps,
     "concurrency": conc, "pool_size": pool, "modes": ["self-check", "session", "transaction", "statement"],
-    "statements": statements, "differences": differences,
+    "statements": statements, "differences": differences, "sessions_stopped_early": stopped,
     "runs_with_differences": [r["seed"] for r in runs if r["rc"] == 1],
     "failed_runs": [r["seed"] for r in runs if r["rc"] not in (0, 1)],
     "direct_stopped": sum(r["direct_stopped"] for r in runs),

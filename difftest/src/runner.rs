@@ -73,6 +73,9 @@ pub struct Summary {
     /// Direct-run sessions the client had to stop (timeouts, closed connections): a tester or
     /// server problem, counted as a failure.
     pub direct_stopped: usize,
+    /// Sessions the client had to stop early (timeouts, closed connections, protocol errors),
+    /// per target.
+    pub stopped: BTreeMap<String, usize>,
     /// Seconds each target's run took (fixtures excluded).
     pub run_secs: BTreeMap<String, f64>,
     pub duration_secs: f64,
@@ -228,6 +231,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         differences: BTreeMap::new(),
         differing_steps: BTreeMap::new(),
         direct_stopped: 0,
+        stopped: BTreeMap::new(),
         run_secs: BTreeMap::new(),
         duration_secs: 0.0,
         details: Vec::new(),
@@ -257,6 +261,10 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     summary
         .run_secs
         .insert("direct".into(), t0.elapsed().as_secs_f64());
+    summary.stopped.insert(
+        "direct".into(),
+        direct.iter().filter(|t| t.stopped.is_some()).count(),
+    );
     summary.statements.insert(
         "direct".into(),
         direct.iter().map(|t| t.entries.len()).sum(),
@@ -298,6 +306,10 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         summary
             .statements
             .insert(mode.clone(), other.iter().map(|t| t.entries.len()).sum());
+        summary.stopped.insert(
+            mode.clone(),
+            other.iter().filter(|t| t.stopped.is_some()).count(),
+        );
         let (mut sessions_differing, mut steps_differing) = (0, 0);
         for ((script, d), t) in scripts.iter().zip(&direct).zip(&other) {
             if single {
@@ -391,8 +403,12 @@ pub fn render_summary(s: &Summary) -> String {
             _ => String::new(),
         };
         let secs = s.run_secs.get(m).copied().unwrap_or(0.0);
+        let stopped = match s.stopped.get(m) {
+            Some(&k) if k > 0 => format!(", {k} session(s) stopped early"),
+            _ => String::new(),
+        };
         r.push_str(&format!(
-            "  {m:<12} {n} steps played in {secs:.1}s{diffs}\n"
+            "  {m:<12} {n} steps played in {secs:.1}s{diffs}{stopped}\n"
         ));
     }
     let distinct = s.distinct();
