@@ -137,12 +137,13 @@ runs=0 kept=0 status=0
 while :; do
   proxies=()
   for m in "${MODES[@]}"; do proxies+=(--proxy "$m=127.0.0.1:${SLUICE_PORT[$m]}"); done
-  # Each run is bounded too: sessions not started by the end (plus a minute) are not played.
-  left=$(( end - SECONDS )); [ "$left" -lt 60 ] && left=60
+  # Each run is bounded too: sessions not started by the end (plus ten minutes, room for a
+  # stalled pool's queue timeouts) are not played.
+  left=$(( end - SECONDS )); [ "$left" -lt 0 ] && left=0
   rc=0
   "$DIFFTEST" --direct "127.0.0.1:$MARIADB_PORT" "${proxies[@]}" --self-check \
     --seed "$SEED" --sessions "$SESSIONS" --steps "$STEPS" --concurrency "$CONCURRENCY" \
-    --schema-prefix dtlong --deadline-secs "$((left + 60))" --json "$OUT/seed-$SEED.json" -q \
+    --schema-prefix dtlong --deadline-secs "$((left + 600))" --json "$OUT/seed-$SEED.json" -q \
     > "$OUT/seed-$SEED.txt" 2> "$OUT/seed-$SEED.err" || rc=$?
   runs=$((runs + 1))
   python3 - "$OUT/seed-$SEED.json" "$SEED" "$rc" >> "$OUT/runs.jsonl" <<'PY'
