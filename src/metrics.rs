@@ -56,10 +56,6 @@ pub struct ShardSnapshot {
     pub pin_refusals: u64,
     pub syncs: u64,
     pub lazy_prepares: u64,
-    /// History reads (ROW_COUNT() and the like in a select list) the server answered for a
-    /// session whose backend had gone back to the pool: possibly not the session's own values.
-    #[serde(default)]
-    pub inexact_history_reads: u64,
     /// Backends given back with their session's diagnostics dropped (pressure or idle).
     #[serde(default)]
     pub diagnostics_released: u64,
@@ -126,7 +122,6 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.pin_refusals += x.pin_refusals;
         s.syncs += x.syncs;
         s.lazy_prepares += x.lazy_prepares;
-        s.inexact_history_reads += x.inexact_history_reads;
         s.diagnostics_released += x.diagnostics_released;
         s.client_bytes_in += x.client_bytes_in;
         s.client_bytes_out += x.client_bytes_out;
@@ -207,7 +202,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 13] = [
+    let counters: [Counter; 12] = [
         (
             "sluice_tls_clients_total",
             "Clients that upgraded to TLS.",
@@ -258,11 +253,6 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
             "sluice_lazy_prepares_total",
             "Statements prepared on a backend on demand.",
             |s| s.lazy_prepares,
-        ),
-        (
-            "sluice_inexact_history_reads_total",
-            "Reads of ROW_COUNT(), FOUND_ROWS(), @@warning_count or @@last_gtid in a select list after the session's backend went back to the pool (the server may have answered with another session's value).",
-            |s| s.inexact_history_reads,
         ),
         (
             "sluice_diagnostics_released_total",

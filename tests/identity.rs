@@ -61,15 +61,16 @@ fn kill_query_never_interrupts_another_clients_statement() {
     let target_runs = Arc::new(AtomicU64::new(0));
     let mut target = s.conn();
     let target_id = target.connection_id();
-    // The target runs very short statements: most KILLs reach it just as a statement ends,
-    // which is when its connection would go back to the pool.
+    // The target runs short statements, a little longer than a KILL takes to reach the server
+    // (it opens a connection of its own), so that KILLs land both inside its statements and
+    // just after one ends, which is when its connection would go back to the pool.
     let t = {
         let stop = stop.clone();
         let killed = target_killed.clone();
         let runs = target_runs.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                match target.query_drop("SELECT SLEEP(0.001)") {
+                match target.query_drop("SELECT SLEEP(0.02)") {
                     Ok(()) => {
                         runs.fetch_add(1, Ordering::Relaxed);
                     }

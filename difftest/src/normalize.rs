@@ -27,6 +27,14 @@
 //!    succeeds, or the statement fails with ERR 1317 after the column metadata. Either is
 //!    rendered as one `SLEEP INTERRUPTED` line (the terminator's flags go with it); a SLEEP that
 //!    was not interrupted (0), an error before the metadata, or any other answer stays as it is.
+//! 5. **SESSION_STATE_CHANGED in a classic EOF to a client without CLIENT_SESSION_TRACK.** Such
+//!    a client can never learn what changed (the state travels only in OK packets, and not to
+//!    it), but the server still raises the flag in classic EOFs whenever one of the trackers the
+//!    client cannot see fires, quirks included (the first statement after a tracker is switched
+//!    on, a sequence refilling its cache). sluice's backends track everything, so it predicts the
+//!    flag from what the statement does (`Trackers::keeps_classic_flag`, table-tested there)
+//!    rather than copying it; the bit is not compared for these clients. OK packets, and EOFs to
+//!    tracking clients, are compared with it.
 
 use std::collections::HashMap;
 

@@ -425,12 +425,16 @@ fn err_packet(norm: &mut Normalizer, p: &[u8]) -> String {
     parse().unwrap_or_else(|e| format!("ERR MALFORMED ({e}) {}", hex(p)))
 }
 
-fn eof_packet(label: &str, p: &[u8]) -> String {
+fn eof_packet(label: &str, p: &[u8], caps: u32) -> String {
     let parse = || -> Result<String, CodecError> {
         let mut r = Reader::new(p);
         r.u8("EOF header")?;
         let warnings = r.u16("EOF warnings")?;
-        let st = r.u16("EOF status")?;
+        let mut st = r.u16("EOF status")?;
+        if caps & cap::SESSION_TRACK == 0 {
+            // Normalization rule 5.
+            st &= !status::SESSION_STATE_CHANGED;
+        }
         let mut s = format!("{label} warnings={warnings} status={}", status_text(st));
         if !r.is_empty() {
             let _ = write!(s, " trailing={}", hex(r.rest()));
@@ -535,7 +539,7 @@ pub fn render(
             PacketRole::Tracked(role) => match *role {
                 // COM_SET_OPTION answers a classic client with an EOF packet.
                 Role::Ok { .. } if pl.first() == Some(&0xFE) && caps & cap::DEPRECATE_EOF == 0 => {
-                    eof_packet("EOF", pl)
+                    eof_packet("EOF", pl, caps)
                 }
                 Role::Ok { .. } => ok_packet("OK", norm, pl, caps),
                 Role::Err => {
@@ -568,7 +572,7 @@ pub fn render(
                         s
                     }
                 }
-                Role::DefsEof { .. } => eof_packet("EOF", pl),
+                Role::DefsEof { .. } => eof_packet("EOF", pl, caps),
                 Role::Row { .. } => {
                     if learned.first_value.is_none() {
                         learned.first_value = text_fields(pl)
@@ -593,7 +597,7 @@ pub fn render(
                     if caps & cap::DEPRECATE_EOF != 0 {
                         ok_packet(label, norm, pl, caps)
                     } else {
-                        eof_packet(label, pl)
+                        eof_packet(label, pl, caps)
                     }
                 }
                 Role::PrepareOk { params, .. } => {
@@ -714,7 +718,7 @@ mod tests {
         for p in [&[][..], &[0xff], &[0x00, 0xfc], &[0x03, b'd']] {
             let _ = ok_packet("OK", &mut n, p, cap::SESSION_TRACK);
             let _ = err_packet(&mut n, p);
-            let _ = eof_packet("EOF", p);
+            let _ = eof_packet("EOF", p, 0);
             let _ = column_def("COLUMN", p);
             let _ = prepare_ok(&mut n, p);
             let _ = text_row(&mut n, p);

@@ -288,7 +288,10 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     }
 
     for (mode, addr) in &targets {
-        setup::create(&o.direct, &o.creds, &o.prefix, &indices, setup_concurrency)
+        // Through the proxy under test, as an application deploys its schema: a proxy learns
+        // of stored functions created through it at once (ones created behind its back, only
+        // at its next routine refresh).
+        setup::create(addr, &o.creds, &o.prefix, &indices, setup_concurrency)
             .map_err(|e| format!("setup before the {mode} run: {e}"))?;
         let t0 = Instant::now();
         let other = play_all(

@@ -78,8 +78,6 @@ impl std::fmt::Display for BackendError {
 
 pub type BResult<T> = Result<T, BackendError>;
 
-static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 /// What applying a settings plan did: each part's outcome (a refused part changed nothing).
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -332,13 +330,14 @@ pub struct BackendConn {
     pub last_insert_id: Option<u64>,
     /// The connection's `@@last_gtid` as its tracker last reported it.
     pub last_gtid: Box<str>,
+    /// The session whose statement ran here last, when nothing of sluice's ran after it (its
+    /// ROW_COUNT() and the like are that session's); 0: nobody's. Every command of sluice's own
+    /// (the methods below) clears it.
+    pub history_owner: u32,
+    /// The transaction state its tracker last reported (8 characters).
+    pub trx_state: Box<[u8]>,
     /// Warnings of the last of sluice's own commands (a replayed SET may raise some).
     pub last_warnings: u16,
-    /// Unique in the process: with `epoch`, tells a session whether the connection it last
-    /// used is untouched since.
-    pub serial: u64,
-    /// Checkouts of this connection so far.
-    pub epoch: u32,
     pub created: Instant,
     pub last_used: Instant,
     /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
@@ -382,9 +381,9 @@ impl BackendConn {
             multi_statements: true,
             last_insert_id: Some(0),
             last_gtid: "".into(),
+            history_owner: 0,
+            trx_state: Box::from(&b"________"[..]),
             last_warnings: 0,
-            serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            epoch: 0,
             created: Instant::now(),
             last_used: Instant::now(),
             nonce: Vec::new(),
@@ -528,6 +527,7 @@ impl BackendConn {
     /// Reads the response to a command sent earlier and expects OK (any result sets are
     /// discarded).
     pub async fn finish_ok(&mut self, kind: ResponseKind) -> BResult<(u16, Vec<u8>)> {
+        self.history_owner = 0;
         self.last_warnings = 0;
         let mut t = ResponseTracker::new(kind, self.deprecate_eof());
         let mut result = Ok((self.status, Vec::new()));
@@ -588,6 +588,7 @@ impl BackendConn {
         set: Option<&str>,
         set_option: Option<u16>,
     ) -> BResult<Applied> {
+        self.history_owner = 0;
         let mut out = Vec::with_capacity(256);
         if let Some(db) = schema {
             let mut p = vec![com::INIT_DB];
@@ -638,6 +639,7 @@ impl BackendConn {
 
     /// Runs a query; its rows' values as text (NULL as `None`).
     pub async fn query_rows(&mut self, sql: &str) -> BResult<Vec<Vec<Option<String>>>> {
+        self.history_owner = 0;
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
@@ -684,11 +686,23 @@ impl BackendConn {
 
     /// Runs a query returning one value (first column of the first row).
     pub async fn query_value(&mut self, sql: &str) -> BResult<Option<String>> {
+        Ok(self.query_value_and_collation(sql).await?.0)
+    }
+
+    /// Runs a query returning one value (first column of the first row), with the collation
+    /// id its column carries.
+    pub async fn query_value_and_collation(
+        &mut self,
+        sql: &str,
+    ) -> BResult<(Option<String>, Option<u16>)> {
+        self.history_owner = 0;
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
         let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
+        let extended = (self.profile >> 32) as u32 & MARIADB_PROFILE != 0;
         let mut value = None;
+        let mut collation = None;
         let mut err = None;
         while !t.is_done() {
             let (_, p) = self.read_packet().await?;
@@ -696,6 +710,9 @@ impl BackendConn {
                 .on_packet(p.len(), &p)
                 .map_err(|e| broken("response", e))?
             {
+                Role::ColumnDef { .. } if collation.is_none() => {
+                    collation = column_collation(&p, extended);
+                }
                 Role::Row { .. } if value.is_none() => {
                     let mut r = crate::codec::wire::Reader::new(&p);
                     if r.peek_u8() != Some(0xFB) {
@@ -717,7 +734,7 @@ impl BackendConn {
         }
         match err {
             Some(e) => Err(e),
-            None => Ok(value),
+            None => Ok((value, collation)),
         }
     }
 
@@ -784,6 +801,7 @@ impl BackendConn {
         spec: &ConnectSpec,
         fresh: Rc<Settings>,
     ) -> BResult<()> {
+        self.history_owner = 0;
         let params = LoginParams {
             user: spec.user.clone(),
             password: spec.password.clone(),
@@ -902,6 +920,7 @@ impl BackendConn {
 
     /// Prepares `sql` for sluice's own use (the response is read and dropped); returns its id.
     pub async fn prepare_quiet(&mut self, sql: &[u8]) -> BResult<u32> {
+        self.history_owner = 0;
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
         p.extend_from_slice(sql);
@@ -964,4 +983,25 @@ impl BackendConn {
     pub async fn close(self) {
         self.stream.shutdown().await;
     }
+}
+
+/// The collation id of a column definition (`extended`: MariaDB's extended metadata follows its
+/// names).
+fn column_collation(def: &[u8], extended: bool) -> Option<u16> {
+    let mut r = crate::codec::wire::Reader::new(def);
+    for what in [
+        "catalog",
+        "schema",
+        "table",
+        "org_table",
+        "name",
+        "org_name",
+    ] {
+        r.lenenc_bytes(what).ok()?;
+    }
+    if extended {
+        r.lenenc_bytes("extended metadata").ok()?;
+    }
+    let fixed = r.rest();
+    Some(u16::from_le_bytes([*fixed.get(1)?, *fixed.get(2)?]))
 }

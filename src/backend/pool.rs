@@ -236,8 +236,7 @@ impl Pool {
     }
 
     /// Hands out `conn` (counted in `open` already).
-    fn lease(self: &Rc<Self>, mut conn: Box<BackendConn>) -> Lease {
-        conn.epoch = conn.epoch.wrapping_add(1);
+    fn lease(self: &Rc<Self>, conn: Box<BackendConn>) -> Lease {
         Lease {
             pool: self.clone(),
             conn: Some(conn),
@@ -248,19 +247,6 @@ impl Pool {
     /// another shard): for sluice's own occasional queries.
     pub fn try_idle(self: &Rc<Self>) -> Option<Lease> {
         let conn = self.idle.borrow_mut().pop()?;
-        Some(self.lease(conn))
-    }
-
-    /// The idle connection `serial`, if nobody checked it out since its checkout number `epoch`
-    /// (its session-history values are still those of the session that used it then).
-    pub fn take_exact(self: &Rc<Self>, serial: u64, epoch: u32) -> Option<Lease> {
-        let mut idle = self.idle.borrow_mut();
-        let pos = idle
-            .iter()
-            .position(|c| c.serial == serial && c.epoch == epoch)?;
-        let conn = idle.remove(pos);
-        drop(idle);
-        self.stats.checkouts.set(self.stats.checkouts.get() + 1);
         Some(self.lease(conn))
     }
 

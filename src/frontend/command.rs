@@ -12,15 +12,16 @@ use super::relay::{relay, Failure, Observed, RelayCtx};
 use super::session::{fail, reply_err, reply_ok, routines, CmdResult, Flow, Session};
 use crate::backend::conn::{BackendError, ENABLE_TRACKERS};
 use crate::backend::pool::Lease;
-use crate::codec::caps::{cap, mariadb_cap, status};
+use crate::codec::caps::{mariadb_cap, status};
 use crate::codec::command::{set_option, ResponseKind};
 use crate::codec::packets::SessionChange;
 use crate::config::{PinOverflow, PoolMode};
 use crate::error::{code, Error, Reply};
-use crate::session::effects::{self, Diag, Facts, History, Known, Response};
+use crate::session::effects::{self, Diag, Facts, Foreign, History, Known, Response};
 use crate::session::pins::{PinReason, Pins, Reported};
 use crate::session::sql::{self, Effects, Hist, Intercept};
 use crate::session::state::{self, Settings, VarClass};
+use crate::session::trackers::{self, EofHint, Trackers};
 use crate::shard::table::{ActiveCtl, KillKind};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -28,6 +29,9 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
+
+/// How long a backend may be kept for a session's diagnostics while other sessions wait for one.
+const DIAGNOSTICS_UNDER_PRESSURE: Duration = Duration::from_millis(50);
 
 /// A command, as far as its effects on the session go.
 #[derive(Clone, Copy)]
@@ -120,22 +124,13 @@ pub(crate) async fn query(
             None => {}
         }
     }
-    let server_answers = server_answers(sess);
-    let (payload, inexact) = rewrite_history(sess, &e, payload, server_answers);
-    if inexact {
-        shard
-            .stats
-            .inexact_history_reads
-            .set(shard.stats.inexact_history_reads.get() + 1);
-    }
-    if sess.mode() != PoolMode::Session && !sess.pinned() {
-        if let Some(reason) = PinReason::predicted(&e) {
-            reserve_pin(shard, sess, reason)
-                .await
-                .map_err(|err| fail(err, next))?;
-        }
-    }
-    let affinity = inexact;
+    // A statement on the trackers runs after sluice sets the client's own (a statement of its
+    // own on the backend), so the server no longer holds the session's history.
+    let tracker_set = e.session_track && sess.mode() != PoolMode::Session;
+    let payload = rewrite_history(sess, &e, payload, sess.lease.is_some() && !tracker_set);
+    let need = Need {
+        pin: PinReason::predicted(&e),
+    };
     forward_with(
         shard,
         ctl,
@@ -145,20 +140,16 @@ pub(crate) async fn query(
         &payload,
         ResponseKind::Query,
         Cmd::Query(&e),
-        affinity,
+        need,
     )
     .await?;
     Ok(Flow::Continue)
 }
 
-/// Does the server answer the session's history reads (its backend is held and only the
-/// session's own statements ran there)?
-pub(crate) fn server_answers(sess: &Session) -> bool {
-    effects::server_answers(
-        sess.lease.is_some(),
-        sess.mode() == PoolMode::Session,
-        sess.history(),
-    )
+/// Does the server answer the session's reads of `kind` with the session's own value (`held`:
+/// the session holds its backend)?
+fn server_answers(sess: &Session, held: bool, kind: Hist) -> bool {
+    effects::server_answers(held, sess.mode() == PoolMode::Session, sess.history(), kind)
 }
 
 /// Can sluice answer `SELECT <history values>` itself, exactly as the server would?
@@ -167,7 +158,8 @@ fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
         // The id the handshake gave, in every mode (KILL uses it too).
         return true;
     }
-    if server_answers(sess) {
+    let held = sess.lease.is_some();
+    if items.iter().all(|i| server_answers(sess, held, i.kind)) {
         return false;
     }
     let h = sess.history();
@@ -176,7 +168,9 @@ fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
         Hist::FoundRows => h.found_rows.value().is_some(),
         Hist::WarningCount | Hist::ErrorCount => h.diag == Diag::Clean,
         Hist::InsertId => !sess.past().one_shot,
-        Hist::RowCount | Hist::LastGtid | Hist::ConnectionId => true,
+        // Known only from sluice's own trackers, which a session-mode backend does not run.
+        Hist::LastGtid => sess.mode() != PoolMode::Session,
+        Hist::RowCount | Hist::ConnectionId => true,
     })
 }
 
@@ -197,6 +191,23 @@ fn history_value(sess: &Session, kind: Hist) -> Option<String> {
         Hist::LastGtid => h.last_gtid.to_string(),
         Hist::ConnectionId => sess.conn_id.to_string(),
     })
+}
+
+/// The results collation a server showed in a column (`column`), when it is not the default of
+/// the session's `character_set_results` (nothing when results are not converted).
+fn results_collation_name<'a>(
+    server: &'a crate::bootstrap::ServerInfo,
+    fresh_charset: &str,
+    s: &Settings,
+    column: Option<u16>,
+) -> Option<&'a str> {
+    let charset = s.var("character_set_results").unwrap_or(fresh_charset);
+    if charset.is_empty() || charset == "binary" {
+        return None;
+    }
+    let c = server.collations.get(&column?)?;
+    let default = server.default_collations.get(charset) == column.as_ref();
+    (c.charset == charset && !default).then_some(c.name.as_str())
 }
 
 /// The collation id of the session's `character_set_results` (what a string column carries).
@@ -246,9 +257,11 @@ async fn answer(
     }
     io.flush(None).await.map_err(|e| fail(e, next))?;
     // As the server counts a SELECT: ROW_COUNT() -1, FOUND_ROWS() the one row; no condition.
+    // The backend never ran it, so its values are not the session's now.
     sess.update_past(|p| {
         p.history.row_count = -1;
         p.history.found_rows = Known::Is(1);
+        p.history.foreign = Foreign::ALL;
     });
     Ok(Flow::Continue)
 }
@@ -270,7 +283,10 @@ async fn kill(
     let target = u32::try_from(id).unwrap_or(0);
     match shard.kill(target, kind, sess.user.id).await {
         Ok(()) => {
-            sess.update_past(|p| p.history.row_count = 0);
+            sess.update_past(|p| {
+                p.history.row_count = 0;
+                p.history.foreign = Foreign::ALL;
+            });
             reply_ok(io, sess, next).await
         }
         Err(Error::Refused(r)) => reply_err(io, next, r).await,
@@ -278,51 +294,57 @@ async fn kill(
     }
 }
 
-/// Rewrites the history reads the server would answer with another session's values: each
-/// becomes a literal of the session's own value (only where a literal means the same: not a
-/// column of a select list, whose name and type would change). `CONNECTION_ID()` always becomes
-/// sluice's id. Returns the text and whether a read is left the server may answer inexactly.
-fn rewrite_history(
-    sess: &Session,
-    e: &Effects,
-    payload: Bytes,
-    server_answers: bool,
-) -> (Bytes, bool) {
+/// Rewrites the history reads the server would answer with another session's values into the
+/// session's own, as expressions the server types exactly as the original (checked against
+/// MariaDB 10.11: same type, length, flags; a bare select item keeps its name with an alias):
+/// `ROW_COUNT()` becomes `IF(1, v, ROW_COUNT())`, `FOUND_ROWS()` likewise, `@@warning_count` and
+/// `@@error_count` `IF(1, CAST(0 AS UNSIGNED), …)`, `@@last_gtid` `NULLIF('…', '-')`, and
+/// `CONNECTION_ID()` (in every mode) `IF(1, CAST(id AS UNSIGNED), CONNECTION_ID())`.
+/// `LAST_INSERT_ID()` needs nothing: it is carried to the backend before the statement.
+pub(crate) fn rewrite_history(sess: &Session, e: &Effects, payload: Bytes, held: bool) -> Bytes {
     let h = sess.history();
     let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
-    let mut inexact = false;
-    for r in &e.history {
-        let rewritable = !r.at.is_empty();
-        let literal = match r.kind {
-            Hist::ConnectionId => Some(sess.conn_id.to_string()),
+    for r in e.history.iter().filter(|r| !r.at.is_empty()) {
+        let Some(orig) = payload.get(r.at.start + 1..r.at.end + 1) else {
+            continue;
+        };
+        let orig = String::from_utf8_lossy(orig);
+        let expr = match r.kind {
+            Hist::ConnectionId => {
+                Some(format!("IF(1, CAST({} AS UNSIGNED), {orig})", sess.conn_id))
+            }
             // Carried to the backend before the statement (it is settable).
             Hist::LastInsertId | Hist::Identity | Hist::InsertId => None,
-            _ if server_answers => None,
-            Hist::RowCount => Some(format!("({})", h.row_count)),
-            Hist::FoundRows => h.found_rows.value().map(|v| format!("({v})")),
-            Hist::WarningCount | Hist::ErrorCount => (h.diag == Diag::Clean).then(|| "(0)".into()),
-            Hist::LastGtid => Some(state::quote(&h.last_gtid)),
+            // The statements before it in the same text set what it reads, on this backend.
+            _ if r.later => None,
+            // A pooled backend's own last_gtid is whatever its last writer left, even while
+            // it is held (until the session's first write there commits); sluice knows the
+            // session's exactly (the trackers report every change). A session-mode backend is
+            // the client's own.
+            Hist::LastGtid if sess.mode() != PoolMode::Session => {
+                Some(format!("NULLIF({}, '-')", state::quote(&h.last_gtid)))
+            }
+            kind if server_answers(sess, held, kind) => None,
+            Hist::RowCount => Some(format!("IF(1, {}, {orig})", h.row_count)),
+            Hist::FoundRows => h.found_rows.value().map(|v| format!("IF(1, {v}, {orig})")),
+            Hist::WarningCount | Hist::ErrorCount => {
+                (h.diag == Diag::Clean).then(|| format!("IF(1, CAST(0 AS UNSIGNED), {orig})"))
+            }
+            // A session-mode backend's is the session's own, whatever ran there.
+            Hist::LastGtid => None,
         };
-        match literal {
-            Some(l) if rewritable && (!r.in_select_list || r.kind == Hist::ConnectionId) => {
-                edits.push((r.at.clone().shift(1), l.into_bytes()))
-            }
-            Some(_) if r.kind != Hist::ConnectionId => inexact = true,
-            None if !server_answers
-                && !matches!(
-                    r.kind,
-                    Hist::LastInsertId | Hist::Identity | Hist::InsertId | Hist::ConnectionId
-                ) =>
-            {
-                inexact = true
-            }
-            _ => {}
+        let Some(mut expr) = expr else {
+            continue;
+        };
+        if r.whole_item {
+            expr.push_str(&format!(" AS `{}`", orig.replace('`', "``")));
         }
+        edits.push((r.at.clone().shift(1), expr.into_bytes()));
     }
     if edits.is_empty() {
-        return (payload, inexact);
+        return payload;
     }
-    (Bytes::from(sql::splice(&payload, &edits)), inexact)
+    Bytes::from(sql::splice(&payload, &edits))
 }
 
 /// Shifts a range by `n` bytes (the command byte before the SQL text).
@@ -394,31 +416,55 @@ pub(crate) async fn reserve_pin(
     )))
 }
 
+/// What a command needs of the backend it gets.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Need {
+    /// The command will pin the session for this reason: a unit of the pin budget is taken,
+    /// once the backend is in hand (taking it first could deadlock: sessions holding budget
+    /// waiting for connections that sessions waiting for budget hold).
+    pub pin: Option<PinReason>,
+}
+
 /// Gets the session's backend: the one it holds, or one from the pool with the session's
-/// settings (and LAST_INSERT_ID) applied. `affinity`: prefer the connection the session last
-/// gave back, if nobody has used it since.
+/// settings (and LAST_INSERT_ID) applied; then takes the pin budget the command needs.
 pub(crate) async fn acquire(
     shard: &Rc<Shard>,
     sess: &mut Session,
-    affinity: bool,
+    need: Need,
 ) -> Result<Lease, Error> {
+    let lease = get_backend(shard, sess).await?;
+    let Some(reason) = need.pin else {
+        return Ok(lease);
+    };
+    if sess.mode() == PoolMode::Session || sess.pinned() {
+        return Ok(lease);
+    }
+    match reserve_pin(shard, sess, reason).await {
+        Ok(()) => Ok(lease),
+        Err(e) => {
+            sess.lease = Some(lease);
+            let _ = reconsider(shard, sess).await;
+            Err(e)
+        }
+    }
+}
+
+async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Error> {
     if let Some(l) = sess.lease.take() {
         return Ok(l);
     }
     let pool = shard.pool(sess.user.index, sess.backend);
-    let exact = match sess.past().affinity {
-        Some((serial, epoch)) if affinity => pool.take_exact(serial, epoch),
-        _ => None,
-    };
-    let mut lease = match exact {
-        Some(l) => l,
-        None => {
-            let deadline =
-                Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
-            let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
-            pool.checkout(profile, &sess.settings, deadline).await?
+    let deadline =
+        Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
+    let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
+    let mut lease = pool.checkout(profile, &sess.settings, deadline).await?;
+    if sess.mode() == PoolMode::Session {
+        // The session keeps this backend to its end (then it is reset, sluice's trackers back
+        // on): it runs the client's trackers, the server's defaults as a direct connection's.
+        if let Err(e) = lease.conn().query_ok(&trackers::restore_sql(None)).await {
+            return Err(backend_error(shard, &lease, e));
         }
-    };
+    }
     let settings = sess.settings.clone();
     let lid = sess.history().last_insert_id.value();
     match sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await {
@@ -544,7 +590,18 @@ pub(crate) async fn forward(
     kind: ResponseKind,
     cmd: Cmd<'_>,
 ) -> Result<Observed, Failure> {
-    forward_with(shard, ctl, sess, io, next, payload, kind, cmd, false).await
+    forward_with(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        payload,
+        kind,
+        cmd,
+        Need::default(),
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -557,13 +614,36 @@ async fn forward_with(
     payload: &[u8],
     kind: ResponseKind,
     cmd: Cmd<'_>,
-    affinity: bool,
+    need: Need,
 ) -> Result<Observed, Failure> {
     let tied = sess.tied_to_backend();
-    let mut lease = acquire(shard, sess, affinity)
+    let mut lease = acquire(shard, sess, need)
         .await
         .map_err(|e| fail(e, next))?;
-    let obs = run_on(shard, ctl, sess, io, next, &mut lease, payload, kind, None).await;
+    let mut own_trackers = false;
+    if let Cmd::Query(e) = cmd {
+        if e.session_track && sess.mode() != PoolMode::Session {
+            own_trackers = true;
+            // The statement reads or sets the session trackers: it runs under the client's own
+            // (so it sees the values it set, or the server's defaults, never sluice's); sluice's
+            // come back after it (`after_command`).
+            let set = trackers::restore_sql(sess.past().tracker_values.as_deref());
+            if let Err(err) = lease.conn().query_ok(&set).await {
+                let f = fail(backend_error(shard, &lease, err), next);
+                return Err(lost_backend(sess, f, tied, lease));
+            }
+        }
+    }
+    let effects = match cmd {
+        Cmd::Query(e) | Cmd::Execute(e) => Some(e),
+        _ => None,
+    };
+    let with = RunWith {
+        prepare_id: None,
+        effects,
+        own_trackers,
+    };
+    let obs = run_on(shard, ctl, sess, io, next, &mut lease, payload, kind, with).await;
     let obs = match obs {
         Ok(o) => o,
         Err(f) => return Err(lost_backend(sess, f, tied, lease)),
@@ -603,6 +683,17 @@ fn survives_backend_loss(f: &Failure, tied: bool, mode: PoolMode) -> bool {
         && f.next_seq.is_some()
 }
 
+/// What [`run_on`] knows of the command beyond its bytes.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct RunWith<'a> {
+    /// COM_STMT_PREPARE: the statement id the client sees.
+    pub prepare_id: Option<u32>,
+    /// The statement's analysis (a query's, an executed statement's).
+    pub effects: Option<&'a Effects>,
+    /// The backend runs the client's own trackers for this command.
+    pub own_trackers: bool,
+}
+
 /// Relays one command on `lease` (which the caller keeps).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_on(
@@ -614,28 +705,36 @@ pub(crate) async fn run_on(
     lease: &mut Lease,
     payload: &[u8],
     kind: ResponseKind,
-    prepare_id: Option<u32>,
+    with: RunWith<'_>,
 ) -> Result<Observed, Failure> {
     let backend_name = shard.shared.backends[usize::from(lease.get().backend)]
         .address
         .clone();
     ctl.backend
         .set(Some((lease.get().backend, lease.get().thread_id)));
-    let trackers = (sess.caps & cap::SESSION_TRACK != 0).then(|| {
+    // The client's trackers (a client without CLIENT_SESSION_TRACK has them too: the server
+    // hears nothing of its state but flags changes in classic EOFs).
+    let trackers = if sess.mode() == PoolMode::Session || with.own_trackers {
+        // The backend runs the client's own trackers (`get_backend`, `forward_with`): what it
+        // reports is what the client asked for.
+        Rc::new(Trackers::everything())
+    } else {
         sess.past()
             .trackers
             .clone()
             .unwrap_or_else(|| Rc::new(shard.shared.server.default_trackers.clone()))
-    });
+    };
     let ctx = RelayCtx {
         client_caps: sess.caps,
-        trackers: trackers.as_deref(),
+        trackers: &trackers,
         client_timeout: Some(Duration::from_millis(
             shard.shared.config.net_write_timeout_ms,
         )),
         first_seq: next,
         backend_name: &backend_name,
-        prepare_id,
+        prepare_id: with.prepare_id,
+        own_gtid: with.own_trackers.then(|| sess.history().last_gtid.clone()),
+        eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),
     };
     let r = relay(io, lease.conn(), payload, kind, &ctx).await;
     ctl.backend.set(None);
@@ -664,6 +763,7 @@ pub(crate) async fn after_command(
         f
     };
     let server = &shard.shared.server;
+    let session_mode = sess.mode() == PoolMode::Session;
     let e = cmd.effects();
     let temporary: &[Vec<u8>] = e.map(|e| &e.set_statement_vars[..]).unwrap_or(&[]);
     let mut resp = Response {
@@ -677,6 +777,11 @@ pub(crate) async fn after_command(
     };
     // sluice's own statements on this backend after the client's (they change its ROW_COUNT()).
     let mut disturbed = false;
+    // The command ran here: the backend's history values are the session's, unless they were
+    // another's before and the command did not set them (see `effects::after`), or sluice runs
+    // statements of its own below (every one clears the owner).
+    let fresh_backend = lease.get().history_owner != sess.conn_id;
+    lease.conn().history_owner = sess.conn_id;
 
     // 1. What the server reported: settings, and history values.
     if !obs.changes.is_empty() {
@@ -688,12 +793,20 @@ pub(crate) async fn after_command(
             match server.vars.class(name) {
                 VarClass::LastInsertId => resp.last_insert_id_set = value.parse().ok(),
                 VarClass::OneShot => resp.insert_id_set = value != "0",
-                VarClass::LastGtid => resp.last_gtid = Some(value.as_ref().into()),
+                VarClass::LastGtid => {
+                    let g: Box<str> = value.as_ref().into();
+                    lease.conn().last_gtid = g.clone();
+                    // A statement on the trackers hears the backend's current value when it
+                    // starts tracking last_gtid: that is not the session's.
+                    if !e.is_some_and(|e| e.session_track) || session_mode {
+                        resp.last_gtid = Some(g);
+                    }
+                }
                 _ => {}
             }
         }
         let mut s = (*sess.settings).clone();
-        let changed = s.apply(
+        let mut changed = s.apply(
             obs.changes.iter().map(|(n, v)| match n {
                 Some(n) => SessionChange::SystemVariable { name: n, value: v },
                 None => SessionChange::Schema(v),
@@ -701,15 +814,29 @@ pub(crate) async fn after_command(
             &server.vars,
             temporary,
         );
-        if changed && obs.charset_changed {
-            // MariaDB reports character_set_connection but not always collation_connection.
+        // Settings matter for replay only: a session-mode session keeps its backend, where
+        // sluice must run nothing of its own (the server answers its history reads).
+        if obs.charset_changed && !session_mode {
+            // MariaDB reports character_set_connection but not always collation_connection,
+            // and never the collation results carry (what the column of this answer shows).
             match lease
                 .conn()
-                .query_value("SELECT @@collation_connection")
+                .query_value_and_collation("SELECT @@collation_connection")
                 .await
             {
-                Ok(Some(c)) => s.set_var("collation_connection", &c),
-                Ok(None) => {}
+                Ok((value, column)) => {
+                    let before = s.clone();
+                    if let Some(c) = value {
+                        s.set_var("collation_connection", &c);
+                    }
+                    s.set_results_collation(results_collation_name(
+                        server,
+                        &shard.fresh_charset.charset,
+                        &s,
+                        column,
+                    ));
+                    changed |= s != before;
+                }
                 Err(err) => return Err(told(err, &lease)),
             }
             disturbed = true;
@@ -719,11 +846,8 @@ pub(crate) async fn after_command(
             lease.conn().settings = rc.clone();
             sess.settings = rc;
         }
-        if let Some(g) = &resp.last_gtid {
-            lease.conn().last_gtid = g.clone();
-        }
     }
-    if e.is_some_and(|e| e.routine_ddl) && obs.error.is_none() {
+    if e.is_some_and(|e| e.routine_ddl) && obs.error.is_none() && !session_mode {
         // A stored function was created or dropped: the next statement must know of it.
         match lease
             .conn()
@@ -744,8 +868,24 @@ pub(crate) async fn after_command(
         let t = Rc::new(t.clone());
         sess.update_past(|p| p.trackers = Some(t));
     }
-    if e.is_some_and(|e| e.session_track) {
-        // A client changed the session trackers sluice relies on: turn them back on.
+    if e.is_some_and(|e| e.session_track) && !session_mode {
+        // The statement read or changed the session trackers (it ran under the client's own
+        // values, see `forward_with`): learn what they are now (the server does not always
+        // report it), then turn sluice's back on.
+        let row = lease
+            .conn()
+            .query_row(trackers::READ_TRACKERS)
+            .await
+            .map_err(|err| told(err, &lease))?;
+        let values: [Option<String>; 4] = std::array::from_fn(|i| row.get(i).cloned().flatten());
+        let mut t = Trackers::everything();
+        for (name, v) in trackers::TRACKER_VARS.iter().zip(&values) {
+            t.set(name, v.as_deref().unwrap_or(""));
+        }
+        sess.update_past(|p| {
+            p.trackers = Some(Rc::new(t));
+            p.tracker_values = Some(Rc::new(values));
+        });
         if let Err(err) = lease.conn().query_ok(ENABLE_TRACKERS).await {
             return Err(told(err, &lease));
         }
@@ -784,9 +924,12 @@ pub(crate) async fn after_command(
         session_mode: sess.mode() == PoolMode::Session,
         pinned: sess.pinned() || sess.pin_counted,
         statement_pending: sess.stmts.as_ref().is_some_and(|s| s.pending()),
+        fresh_backend,
     };
     let mut out = effects::after(cmd.decision(), &resp, facts, sess.history());
-    out.history.disturbed = disturbed;
+    if disturbed || lease.get().history_owner != sess.conn_id {
+        out.history.foreign = Foreign::ALL;
+    }
     lease.conn().last_insert_id = out.history.last_insert_id.value();
     // A backend kept only for the session's diagnostics may have to go back before its next
     // statement (see `release_soft`): learn the values only it knows now.
@@ -817,12 +960,14 @@ pub(crate) async fn after_command(
     let one_shot = out.one_shot_pending;
     let mut hold = out.hold;
     let mut history = out.history;
-    // Conditions this command raised keep the backend for the session's next command (which
-    // is when clients read them); older ones do not keep it from sessions waiting for one, and
-    // neither do new ones from a command that itself ran on a backend kept that way (a client
-    // failing over and over must not starve the others).
-    let fresh = (resp.error || resp.warnings) && !sess.past().diag_held;
-    if hold == Some(effects::Hold::Diagnostics) && !fresh && lease.pool().waiting() > 0 {
+    // A backend kept for the session's diagnostics goes to sessions waiting for one once it
+    // has been kept that way for DIAGNOSTICS_UNDER_PRESSURE (a client that reads its warnings
+    // does so right away; one failing over and over must not starve the others).
+    let overdue = sess
+        .past()
+        .diag_held_since
+        .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE);
+    if hold == Some(effects::Hold::Diagnostics) && overdue && lease.pool().waiting() > 0 {
         match clear_diagnostics(&mut lease).await {
             Ok(()) => {
                 shard
@@ -845,7 +990,10 @@ pub(crate) async fn after_command(
             p.history = history;
             p.one_shot = one_shot;
             p.uncertain = uncertain;
-            p.diag_held = h == effects::Hold::Diagnostics;
+            p.diag_held_since = match h {
+                effects::Hold::Diagnostics => p.diag_held_since.or_else(|| Some(Instant::now())),
+                _ => None,
+            };
         });
         sess.lease = Some(lease);
         return Ok(());
@@ -863,16 +1011,14 @@ pub(crate) async fn clear_diagnostics(lease: &mut Lease) -> Result<(), BackendEr
         .map(|_| ())
 }
 
-/// Gives the session's backend back to the pool, remembering which connection it was.
+/// Gives the session's backend back to the pool.
 fn release(sess: &mut Session, lease: Lease, history: History) {
-    let at = (lease.get().serial, lease.get().epoch);
     sess.update_past(|p| {
         p.history = history;
-        p.history.disturbed = false;
+        p.history.foreign = Foreign::default();
         p.one_shot = false;
         p.uncertain = false;
-        p.diag_held = false;
-        p.affinity = Some(at);
+        p.diag_held_since = None;
     });
     lease.release();
 }
@@ -887,6 +1033,7 @@ pub(crate) async fn reconsider(shard: &Rc<Shard>, sess: &mut Session) -> Result<
         session_mode: sess.mode() == PoolMode::Session,
         pinned: sess.pinned() || sess.pin_counted,
         statement_pending: sess.stmts.as_ref().is_some_and(|s| s.pending()),
+        fresh_backend: false,
     };
     let past = sess.past().clone();
     let (hold, read) = effects::hold_for(

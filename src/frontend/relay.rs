@@ -22,6 +22,7 @@ use crate::codec::frame::{put_header, FrameHeader, HEADER_LEN, MAX_FRAME};
 use crate::codec::packets::{OkPacket, SessionChange, EOF, OK};
 use crate::codec::response::{ResponseTracker, Role};
 use crate::error::{Error, Reply};
+use crate::session::trackers::TrxInfo;
 use std::time::Duration;
 
 /// A session change the server reported: `(Some(variable), value)`, or `(None, schema)`.
@@ -93,14 +94,20 @@ impl Failure {
 /// Timeouts and limits for one relay.
 pub struct RelayCtx<'a> {
     pub client_caps: u32,
-    /// The client's own session trackers, when it negotiated CLIENT_SESSION_TRACK.
-    pub trackers: Option<&'a crate::session::trackers::Trackers>,
+    /// The client's own session trackers (what the server would follow for it, whether or not
+    /// it negotiated CLIENT_SESSION_TRACK to hear of it).
+    pub trackers: &'a crate::session::trackers::Trackers,
     pub client_timeout: Option<Duration>,
     /// Sequence id of the first response packet (the number of frames in the command).
     pub first_seq: u8,
     pub backend_name: &'a str,
     /// COM_STMT_PREPARE: the statement id the client sees in place of the server's.
     pub prepare_id: Option<u32>,
+    /// The session's own `last_gtid`, when the backend may report its own instead (it starts
+    /// tracking last_gtid for the client).
+    pub own_gtid: Option<Box<str>>,
+    /// What the statement may change that a tracker follows (for classic EOFs).
+    pub eof_hint: crate::session::trackers::EofHint,
 }
 
 const FLUSH_AT: usize = 64 << 10;
@@ -214,12 +221,15 @@ impl Relay<'_, '_> {
                 })?;
                 match c {
                     SessionChange::StateChange(true) => self.obs.state_changed = true,
-                    SessionChange::TransactionState(s) => self.obs.trx_state = Some(s.to_vec()),
+                    SessionChange::TransactionState(s) => {
+                        self.be.trx_state = s.into();
+                        self.obs.trx_state = Some(s.to_vec())
+                    }
                     SessionChange::TransactionCharacteristics(s) => {
                         self.obs.trx_characteristics = Some(s.to_vec())
                     }
                     SessionChange::SystemVariable { name, value } => {
-                        if name == b"character_set_connection" {
+                        if name == b"character_set_connection" || name == b"character_set_results" {
                             self.obs.charset_changed = true;
                         }
                         self.obs.changes.push((Some(name.into()), value.into()));
@@ -259,11 +269,11 @@ impl Relay<'_, '_> {
         // A statement that changes the client's trackers is reported under the new ones.
         for c in ok.session_changes() {
             if let Ok(SessionChange::SystemVariable { name, value }) = c {
-                if name.starts_with(b"session_track_") && self.ctx.trackers.is_some() {
+                if name.starts_with(b"session_track_") {
                     let t = self
                         .obs
                         .trackers
-                        .get_or_insert_with(|| self.ctx.trackers.cloned().unwrap_or_default());
+                        .get_or_insert_with(|| self.ctx.trackers.clone());
                     t.set(
                         &String::from_utf8_lossy(name),
                         &String::from_utf8_lossy(value),
@@ -271,25 +281,68 @@ impl Relay<'_, '_> {
                 }
             }
         }
-        let current = self.obs.trackers.as_ref().or(self.ctx.trackers);
-        let filtered = match current {
-            Some(t) => match t.filter(ok.session_state).map_err(broken)? {
-                None => {
-                    self.forward_whole(h);
-                    return Ok(());
-                }
-                Some(f) => Some(f),
-            },
-            None => None,
+        let tracking = self.ctx.client_caps & cap::SESSION_TRACK != 0;
+        let current = self.obs.trackers.as_ref().unwrap_or(self.ctx.trackers);
+        let mut filtered = if tracking {
+            current.filter(ok.session_state).map_err(broken)?
+        } else {
+            Some(Vec::new())
+        };
+        // A client that starts tracking the transaction state hears the current one at once,
+        // as the server tells it (sluice's backends track it all along, so theirs says nothing).
+        let was = self.ctx.trackers.trx;
+        let now = self.obs.trackers.as_ref().map(|t| t.trx);
+        if let (true, TrxInfo::Off, Some(TrxInfo::State | TrxInfo::Characteristics)) =
+            (tracking, was, now)
+        {
+            let mut block = filtered.unwrap_or_else(|| ok.session_state.to_vec());
+            // Outside a transaction the state is blank (the last report may be the end of one).
+            let state: &[u8] = if self.be.status & status::IN_TRANS == 0 {
+                b"________"
+            } else {
+                &self.be.trx_state
+            };
+            crate::session::trackers::encode_trx_state(&mut block, state);
+            filtered = Some(block);
+        }
+        if let (true, Some(g)) = (tracking, &self.ctx.own_gtid) {
+            let block = filtered.as_deref().unwrap_or(ok.session_state);
+            if let Some(b) =
+                crate::session::trackers::replace_var(block, b"last_gtid", g.as_bytes())
+                    .map_err(broken)?
+            {
+                filtered = Some(b);
+            }
+        }
+        let Some(filtered) = filtered else {
+            self.forward_whole(h);
+            return Ok(());
         };
         let ok = OkPacket {
-            session_state: filtered.as_deref().unwrap_or(&[]),
+            session_state: &filtered,
             ..ok
         };
         let mut out = Vec::with_capacity(16 + ok.info.len() + ok.session_state.len());
         ok.encode(&mut out, payload[0], self.ctx.client_caps);
         self.replace(h, &out);
         Ok(())
+    }
+
+    /// Sends a classic EOF on. It cannot carry session state, only the flag that some changed:
+    /// the flag stays only when the client's trackers select everything sluice's backends track
+    /// (otherwise what changed may be nothing the client asked to hear of).
+    fn emit_eof(&mut self, h: FrameHeader, st: u16) {
+        let keep = self
+            .ctx
+            .trackers
+            .keeps_classic_flag(self.ctx.eof_hint, st & status::IN_TRANS != 0);
+        if st & status::SESSION_STATE_CHANGED == 0 || keep || h.len < 5 {
+            self.forward_whole(h);
+            return;
+        }
+        let mut p = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+        p[3..5].copy_from_slice(&(st & !status::SESSION_STATE_CHANGED).to_le_bytes());
+        self.replace(h, &p);
     }
 
     async fn run(&mut self, payload: &[u8], kind: ResponseKind) -> Result<(), Error> {
@@ -345,7 +398,7 @@ impl Relay<'_, '_> {
                     }
                     self.obs.status = Some(st);
                     self.be.status = st;
-                    self.forward_whole(h);
+                    self.emit_eof(h, st);
                 }
                 Role::Ok { .. } => {
                     self.obs.result_set = false;
@@ -372,7 +425,7 @@ impl Relay<'_, '_> {
                     {
                         self.obs.cursor_opened = true;
                     }
-                    self.forward_whole(h);
+                    self.emit_eof(h, st);
                 }
                 Role::Row { .. } => {
                     self.obs.rows += 1;

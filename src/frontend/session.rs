@@ -53,17 +53,17 @@ pub struct User {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Past {
     pub history: History,
-    /// The backend connection (serial, checkout number) the session last gave back: its
-    /// `ROW_COUNT()` and the like are still the session's while nobody else has used it.
-    pub affinity: Option<(u64, u32)>,
     /// A one-shot variable (`insert_id`) is set and waits for the next statement.
     pub one_shot: bool,
     /// The last command failed with autocommit off: a transaction may have begun.
     pub uncertain: bool,
-    /// The backend is kept for the session's diagnostics (after its last command).
-    pub diag_held: bool,
+    /// Since when the backend has been kept for the session's diagnostics.
+    pub diag_held_since: Option<std::time::Instant>,
     /// The client's own session trackers, once it changed them (`None`: the server's defaults).
     pub trackers: Option<Rc<crate::session::trackers::Trackers>>,
+    /// The client's `session_track_*` values as the server holds them, once it changed them
+    /// (`None`: the server's defaults), in [`crate::session::trackers::TRACKER_VARS`] order.
+    pub tracker_values: Option<Rc<[Option<String>; 4]>>,
 }
 
 /// Everything a client is between commands.
@@ -146,6 +146,7 @@ impl Session {
             session_mode: self.mode() == PoolMode::Session,
             pinned: self.pinned() || self.pin_counted,
             statement_pending: self.stmts.as_ref().is_some_and(|s| s.pending()),
+            fresh_backend: false,
         }
     }
 
@@ -284,9 +285,8 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
     let lease = sess.lease.take()?;
     sess.update_past(|p| {
         p.history.diag = crate::session::effects::Diag::Clean;
-        p.history.disturbed = false;
-        p.diag_held = false;
-        p.affinity = None;
+        p.history.foreign = crate::session::effects::Foreign::default();
+        p.diag_held_since = None;
     });
     Some(lease)
 }
@@ -398,7 +398,9 @@ pub(crate) async fn drop_backend_state(shard: &Rc<Shard>, sess: &mut Session) {
         }
     }
     exec::set_pins(shard, sess, |p| *p = Pins::default());
-    sess.stmts = None;
+    if let Some(s) = sess.stmts.as_mut() {
+        s.forget_all();
+    }
 }
 
 pub(crate) async fn reply_ok(io: &mut ClientIo, sess: &Session, seq: u8) -> CmdResult {

@@ -9,8 +9,8 @@
 
 use super::client::ClientIo;
 use super::command::{
-    acquire, after_command, backend_error, long_data_lost, lost_backend, reconsider, reserve_pin,
-    run_on, server_answers, sync_to, unknown_stmt, Cmd, Synced,
+    acquire, after_command, backend_error, long_data_lost, lost_backend, reconsider, run_on,
+    set_pins, sync_to, unknown_stmt, Cmd, Need, RunWith, Synced,
 };
 use super::relay::Failure;
 use super::session::{fail, reply_err, reply_ok, routines, CmdResult, Flow, Session};
@@ -18,7 +18,6 @@ use crate::backend::conn::BackendError;
 use crate::backend::pool::Lease;
 use crate::codec::caps::status;
 use crate::codec::command::{self, com, ResponseKind};
-use crate::config::PoolMode;
 use crate::error::{Error, Reply};
 use crate::session::pins::PinReason;
 use crate::session::sql;
@@ -127,7 +126,7 @@ pub(crate) async fn prepare(
     let effects = Rc::new(sql::analyze_with(&sql, &sess.sql_context(shard, &routines)));
     let client_id = sess.stmts.get_or_insert_with(Box::default).allocate_id();
     let tied = sess.tied_to_backend();
-    let mut lease = acquire(shard, sess, false)
+    let mut lease = acquire(shard, sess, Need::default())
         .await
         .map_err(|e| fail(e, next))?;
     if let Err(e) = evict_prepared(shard, sess, &mut lease).await {
@@ -142,7 +141,10 @@ pub(crate) async fn prepare(
         &mut lease,
         &payload,
         ResponseKind::Prepare,
-        Some(client_id),
+        RunWith {
+            prepare_id: Some(client_id),
+            ..RunWith::default()
+        },
     )
     .await
     {
@@ -174,10 +176,14 @@ pub(crate) async fn prepare(
             pending_at: None,
             effects,
         };
+        let reads_history = stmt.effects.reads_backend_history();
         sess.stmts
             .get_or_insert_with(Box::default)
             .map
             .insert(client_id, stmt);
+        if reads_history && sess.mode() != crate::config::PoolMode::Session {
+            set_pins(shard, sess, |p| p.history_statement(client_id, true));
+        }
     }
     after_command(shard, ctl, sess, lease, &obs, Cmd::Plain).await?;
     Ok(Flow::Continue)
@@ -212,21 +218,28 @@ pub(crate) async fn execute(
         return reply_err(io, next, long_data_lost(client_id)).await;
     }
     let effects = stmt.effects.clone();
-    if sess.mode() != PoolMode::Session && !sess.pinned() {
-        if let Some(reason) = PinReason::predicted(&effects) {
-            reserve_pin(shard, sess, reason)
-                .await
-                .map_err(|err| fail(err, next))?;
-        }
-    }
-    // A statement that reads what only the session's last backend knows (ROW_COUNT(), …) goes
-    // back there when nobody has used it since.
-    let affinity = !server_answers(sess) && effects.reads_backend_history();
+    let need = Need {
+        pin: PinReason::predicted(&effects),
+    };
     let tied = sess.tied_to_backend();
-    let mut lease = acquire(shard, sess, affinity)
+    let held = sess.lease.is_some();
+    let mut lease = acquire(shard, sess, need)
         .await
         .map_err(|e| fail(e, next))?;
-    let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &stmt).await {
+    // A statement reading history values the backend does not hold for the session runs as
+    // its text with the session's values in place (the same columns and parameters), prepared
+    // on the side like any other text.
+    let mut run = stmt.clone();
+    if !effects.history.is_empty() && stmt.pending_at.is_none() {
+        let mut text = Vec::with_capacity(stmt.sql.len() + 1);
+        text.push(com::QUERY);
+        text.extend_from_slice(&stmt.sql);
+        let done = super::command::rewrite_history(sess, &effects, Bytes::from(text), held);
+        if done[1..] != stmt.sql[..] {
+            run.sql = done[1..].into();
+        }
+    }
+    let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &run).await {
         Ok(id) => id,
         Err(Error::Refused(r)) => {
             // The server refused to prepare it here (a table dropped since, …): that is the
@@ -252,7 +265,10 @@ pub(crate) async fn execute(
         &mut lease,
         &rewritten,
         ResponseKind::Execute,
-        None,
+        RunWith {
+            effects: Some(&effects),
+            ..RunWith::default()
+        },
     )
     .await
     {
@@ -286,7 +302,7 @@ pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[
             s.long_data_lost = true;
         }
     };
-    let mut lease = match acquire(shard, sess, false).await {
+    let mut lease = match acquire(shard, sess, Need::default()).await {
         Ok(l) => l,
         Err(e) => {
             debug!(error = %e, "no backend for long data; the execute will report it");
@@ -345,6 +361,12 @@ pub(crate) async fn close(
     };
     let had_pending = stmt.long_data || stmts.has_cursor(client_id);
     stmts.set_cursor(client_id, false);
+    if stmt.effects.reads_backend_history() && sess.pins.is_some() {
+        set_pins(shard, sess, |p| p.history_statement(client_id, false));
+        if !had_pending {
+            reconsider(shard, sess).await?;
+        }
+    }
     if had_pending {
         if let Some(mut lease) = sess.lease.take() {
             if let Some(id) = stmt.pending_at {
@@ -401,7 +423,7 @@ pub(crate) async fn reset(
         &mut lease,
         &p,
         ResponseKind::OkErr,
-        None,
+        RunWith::default(),
     )
     .await
     {
@@ -459,7 +481,7 @@ pub(crate) async fn fetch(
         &mut lease,
         &p,
         ResponseKind::Fetch,
-        None,
+        RunWith::default(),
     )
     .await
     {

@@ -13,7 +13,7 @@
 //! Modelled on TiProxy's command processor: one pure function, tested as a table of every
 //! command × every legal response.
 
-use super::sql::{Effects, Kind};
+use super::sql::{Effects, Hist, Kind};
 
 /// A value sluice knows exactly, or one that lives only on the session's backend connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +54,27 @@ pub struct History {
     pub diag: Diag,
     /// The session's own `@@last_gtid` (empty before its first write).
     pub last_gtid: Box<str>,
-    /// A sluice statement ran on the held backend after the session's last statement: its
-    /// `ROW_COUNT()`/`FOUND_ROWS()` there are no longer the session's.
-    pub disturbed: bool,
+    /// Which of the held backend's own history values are not the session's (meaningful only
+    /// while the session holds a backend).
+    pub foreign: Foreign,
+}
+
+/// History values a backend holds that are not the session's: the backend came from the pool
+/// and no statement of the session has set them there yet, a statement of sluice's own ran
+/// there after the session's, or sluice answered the session's last statement itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Foreign {
+    /// `ROW_COUNT()` and the diagnostics counts (every statement sets them).
+    pub row_count: bool,
+    /// `FOUND_ROWS()` (only a statement with a result set sets it).
+    pub found_rows: bool,
+}
+
+impl Foreign {
+    pub const ALL: Foreign = Foreign {
+        row_count: true,
+        found_rows: true,
+    };
 }
 
 impl Default for History {
@@ -67,7 +85,7 @@ impl Default for History {
             found_rows: Known::Is(0),
             diag: Diag::Clean,
             last_gtid: "".into(),
-            disturbed: false,
+            foreign: Foreign::default(),
         }
     }
 }
@@ -149,6 +167,9 @@ pub struct Facts {
     pub pinned: bool,
     /// An open cursor or pending long data.
     pub statement_pending: bool,
+    /// The command ran on a backend that did not hold the session's history values: one
+    /// taken from the pool for it, or one where sluice ran statements of its own first.
+    pub fresh_backend: bool,
 }
 
 /// The decision for one command.
@@ -170,11 +191,21 @@ const AUTOCOMMIT: u16 = 2;
 /// Decides what a command did. `before` is the session's history before it.
 pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) -> Outcome {
     let mut h = before.clone();
-    h.disturbed = false;
     let e = match cmd {
         Command::Query(e) | Command::Execute(e) => Some(e),
         _ => None,
     };
+    // Whose history values the backend holds now: a statement sets ROW_COUNT() (and the
+    // diagnostics counts); only one with a result set sets FOUND_ROWS().
+    if facts.fresh_backend {
+        h.foreign = Foreign::ALL;
+    }
+    if e.is_some() {
+        h.foreign.row_count = false;
+        if !resp.error && resp.rows.is_some() {
+            h.foreign.found_rows = false;
+        }
+    }
     let kind = e.map(|e| e.kind);
     let opaque = e.is_some_and(|e| e.opaque || e.kind == Kind::Multi);
 
@@ -299,15 +330,22 @@ pub fn after_read(
     } else {
         o.history.diag = Diag::Dirty;
         o.hold = Some(Hold::Diagnostics);
-        o.history.disturbed = true;
+        o.history.foreign = Foreign::ALL;
     }
     o.read_before_release = false;
     o
 }
 
-/// The server answers history reads on the held backend, unless sluice disturbed it.
-pub fn server_answers(held: bool, session_mode: bool, h: &History) -> bool {
-    session_mode || (held && !h.disturbed)
+/// Does the server answer a read of `kind` with the session's own value: on the backend the
+/// session keeps (always, in session mode), unless the value there is not the session's (see
+/// [`History::foreign`])?
+pub fn server_answers(held: bool, session_mode: bool, h: &History, kind: Hist) -> bool {
+    (held || session_mode)
+        && match kind {
+            Hist::RowCount | Hist::WarningCount | Hist::ErrorCount => !h.foreign.row_count,
+            Hist::FoundRows => !h.foreign.found_rows,
+            _ => true,
+        }
 }
 
 #[cfg(test)]

@@ -27,10 +27,14 @@ pub enum PinReason {
     Sequence,
     /// A stored function ran: it may hold a named lock the server does not report.
     StoredFunction,
+    /// A binary prepared statement reads values only the session's backend has
+    /// (`ROW_COUNT()`, `FOUND_ROWS()`, `@@warning_count`, `@@last_gtid`, diagnostics): its text
+    /// cannot be rewritten per execute, so the backend stays while it is open.
+    HistoryStatement,
 }
 
 /// How many pin reasons there are (the size of per-reason metric arrays).
-pub const PIN_REASONS: usize = 10;
+pub const PIN_REASONS: usize = 11;
 
 impl PinReason {
     pub const ALL: [PinReason; PIN_REASONS] = [
@@ -44,6 +48,7 @@ impl PinReason {
         PinReason::UnknownStateChange,
         PinReason::Sequence,
         PinReason::StoredFunction,
+        PinReason::HistoryStatement,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +63,7 @@ impl PinReason {
             PinReason::UnknownStateChange => "unknown_state_change",
             PinReason::Sequence => "sequence",
             PinReason::StoredFunction => "stored_function",
+            PinReason::HistoryStatement => "history_statement",
         }
     }
 
@@ -113,6 +119,8 @@ pub struct Pins {
     unknown: bool,
     sequence: bool,
     stored_function: bool,
+    /// Binary prepared statements (client ids) that read backend-only history values.
+    history_statements: Vec<u32>,
 }
 
 impl Pins {
@@ -133,6 +141,10 @@ impl Pins {
             (self.unknown, PinReason::UnknownStateChange),
             (self.sequence, PinReason::Sequence),
             (self.stored_function, PinReason::StoredFunction),
+            (
+                !self.history_statements.is_empty(),
+                PinReason::HistoryStatement,
+            ),
         ] {
             if on {
                 m |= r.bit();
@@ -212,6 +224,15 @@ impl Pins {
     /// Marks a change nobody can explain (an EXECUTE of a statement prepared from a variable).
     pub fn mark_unknown(&mut self) {
         self.unknown = true;
+    }
+
+    /// A binary prepared statement that reads backend-only history values was prepared
+    /// (`open`) or closed.
+    pub fn history_statement(&mut self, id: u32, open: bool) {
+        self.history_statements.retain(|&s| s != id);
+        if open {
+            self.history_statements.push(id);
+        }
     }
 }
 

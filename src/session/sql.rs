@@ -289,9 +289,12 @@ pub struct HistRef {
     pub kind: Hist,
     /// The bytes of the reference in the text (`ROW_COUNT ( )`, `@@session.last_gtid`).
     pub at: Range<usize>,
-    /// The reference is (part of) an item of a top-level select list, where replacing it would
-    /// change the column's name or type.
-    pub in_select_list: bool,
+    /// The reference is a whole item of a top-level select list without an alias: the column
+    /// is named after its text, which a replacement must keep (with an alias).
+    pub whole_item: bool,
+    /// A later statement of a multi-statement text: what it reads, the statements before it
+    /// in the same text set.
+    pub later: bool,
 }
 
 /// One item of a statement sluice answers itself: the value and the column's name.
@@ -451,17 +454,33 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
         explains_state_change: true,
         ..Effects::default()
     };
-    let stmts: Vec<&[Lexed<'_>]> = toks
+    let mut stmts: Vec<&[Lexed<'_>]> = toks
         .split(|t| t.tok == Tok::Semicolon)
         .filter(|s| !s.is_empty())
         .collect();
+    // A stored program's body (`CREATE PROCEDURE … BEGIN …; …; END`, `BEGIN NOT ATOMIC …
+    // END`) holds semicolons of its own: the text is one statement.
+    if let Some(first) = stmts.first() {
+        let plain: Vec<Tok<'_>> = first.iter().take(24).map(|l| l.tok.clone()).collect();
+        if matches!(
+            stored_program(&plain),
+            Some(Program::Routine | Program::Compound)
+        ) && stmts.len() > 1
+        {
+            stmts = vec![&toks[..]];
+        }
+    }
     e.statements = stmts.len();
     if stmts.len() == 1 {
         e.intercept = intercept(stmts[0], sql);
     }
-    for s in &stmts {
+    for (n, s) in stmts.iter().enumerate() {
         let plain: Vec<Tok<'_>> = s.iter().map(|l| l.tok.clone()).collect();
+        let refs = e.history.len();
         let kind = statement(&plain, s, ctx, &mut e);
+        for r in &mut e.history[refs..] {
+            r.later = n > 0;
+        }
         e.kind = if stmts.len() == 1 { kind } else { Kind::Multi };
         if stmts.len() > 1 && is_kw(plain.first(), "KILL") {
             e.kill_nested = true;
@@ -551,8 +570,74 @@ fn statement(s: &[Tok<'_>], lexed: &[Lexed<'_>], ctx: &Context<'_>, e: &mut Effe
         }
         body = (i + 1).min(s.len());
     }
+    let refs = e.history.len();
     scan(s, lexed, body, ctx, e);
+    // The body runs later (or, for a compound block, statement after statement on the
+    // server): its history reads are not this statement's, and nothing may rewrite them.
+    if let Some(p) = stored_program(&s[body..]) {
+        e.history.truncate(refs);
+        if p == Program::Compound {
+            e.opaque = true;
+        }
+    }
     classify(&s[body..], ctx, e)
+}
+
+/// Statements that define or run stored code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    /// CREATE / ALTER VIEW: a body evaluated when the view is read.
+    View,
+    /// CREATE / ALTER PROCEDURE, FUNCTION, TRIGGER, EVENT, PACKAGE: a body run later.
+    Routine,
+    /// A compound statement run at once (`BEGIN NOT ATOMIC … END`, a top-level IF, LOOP, …).
+    Compound,
+}
+
+fn stored_program(s: &[Tok<'_>]) -> Option<Program> {
+    let mut i = 0;
+    // A label: `l1: BEGIN NOT ATOMIC`.
+    if matches!(s.get(1), Some(Tok::Punct(b':'))) {
+        i = 2;
+    }
+    let kw = |i: usize, k: &str| is_kw(s.get(i), k);
+    if kw(i, "BEGIN") && kw(i + 1, "NOT") && kw(i + 2, "ATOMIC") {
+        return Some(Program::Compound);
+    }
+    if ["IF", "CASE", "LOOP", "WHILE", "REPEAT", "FOR"]
+        .iter()
+        .any(|k| kw(i, k))
+    {
+        return Some(Program::Compound);
+    }
+    if !kw(0, "CREATE") && !kw(0, "ALTER") {
+        return None;
+    }
+    // CREATE [OR REPLACE] [DEFINER = …] [ALGORITHM = …] [SQL SECURITY …] [AGGREGATE] <kind>.
+    for t in s.iter().skip(1).take(20) {
+        for (k, p) in [
+            ("VIEW", Program::View),
+            ("PROCEDURE", Program::Routine),
+            ("FUNCTION", Program::Routine),
+            ("TRIGGER", Program::Routine),
+            ("EVENT", Program::Routine),
+            ("PACKAGE", Program::Routine),
+        ] {
+            if is_kw(Some(t), k) {
+                return Some(p);
+            }
+        }
+        if [
+            "TABLE", "INDEX", "DATABASE", "SCHEMA", "USER", "ROLE", "SEQUENCE", "SERVER", "AS",
+            "SELECT",
+        ]
+        .iter()
+        .any(|k| is_kw(Some(t), k))
+        {
+            return None;
+        }
+    }
+    None
 }
 
 /// Effects that can appear anywhere in a statement (`body`: where the statement proper starts).
@@ -583,9 +668,14 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
                     e.session_track = true;
                 }
                 // `SET @@x = …` assigns x; everywhere else `@@x` reads it.
+                // The comma form (`SET a = 1, @@b = 2`) only inside a SET's assignment list:
+                // in `SELECT 1, @@b = 2` the comparison reads b.
+                let in_set_list = depth == 0
+                    && is_kw(s.first(), "SET")
+                    && (i < body || is_kw(s.get(body), "SET"));
                 let target = matches!(next, Some(Tok::Punct(b'=') | Tok::Assign))
                     && i > 0
-                    && (matches!(s.get(i - 1), Some(Tok::Punct(b',')))
+                    && ((in_set_list && matches!(s.get(i - 1), Some(Tok::Punct(b','))))
                         || ["SET", "SESSION", "LOCAL", "GLOBAL"]
                             .iter()
                             .any(|k| is_kw(s.get(i - 1), k)));
@@ -593,7 +683,8 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
                     e.history.push(HistRef {
                         kind,
                         at: lexed[i].at.clone(),
-                        in_select_list: in_list,
+                        whole_item: in_list && whole_item(s, i, i, depth),
+                        later: false,
                     });
                 }
             }
@@ -626,7 +717,8 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
                     e.history.push(HistRef {
                         kind,
                         at: lexed[i].at.start..end,
-                        in_select_list: in_list,
+                        whole_item: in_list && whole_item(s, i, i + 2, depth),
+                        later: false,
                     });
                 }
                 if is_call_site(s, i) && is_stored(ctx, w) {
@@ -661,6 +753,10 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
 fn classify(s: &[Tok<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
     let fold = ctx.fold_table_names;
     let first = s.first();
+    if stored_program(s) == Some(Program::Compound) {
+        e.explains_state_change = false;
+        return Kind::Other;
+    }
     let kw = |i: usize, k: &str| is_kw(s.get(i), k);
     if ["CREATE", "DROP", "ALTER"].iter().any(|k| is_kw(first, k))
         && s.iter().take(8).any(|t| is_kw(Some(t), "FUNCTION"))
@@ -908,11 +1004,9 @@ fn merge(e: &mut Effects, inner: Effects) {
     e.calc_found_rows |= inner.calc_found_rows;
     e.set_statement_vars.extend(inner.set_statement_vars);
     e.routine_ddl |= inner.routine_ddl;
-    // History reads inside a literal are not rewritable in place: they count as reads that
-    // need the backend (positions are dropped by making them select-list reads).
+    // History reads inside a literal are not rewritable in place (an empty position).
     e.history.extend(inner.history.into_iter().map(|mut h| {
         h.at = 0..0;
-        h.in_select_list = true;
         h
     }));
 }
@@ -921,6 +1015,58 @@ fn starts_with_kill(text: &[u8], modes: Modes) -> bool {
     let t = tokens(text, modes);
     t.split(|t| *t == Tok::Semicolon)
         .any(|s| is_kw(s.first(), "KILL"))
+}
+
+/// Words that may stand between `SELECT` and the first item of its list.
+const SELECT_MODIFIERS: &[&str] = &[
+    "SELECT",
+    "ALL",
+    "DISTINCT",
+    "DISTINCTROW",
+    "HIGH_PRIORITY",
+    "STRAIGHT_JOIN",
+    "SQL_SMALL_RESULT",
+    "SQL_BIG_RESULT",
+    "SQL_BUFFER_RESULT",
+    "SQL_CACHE",
+    "SQL_NO_CACHE",
+    "SQL_CALC_FOUND_ROWS",
+];
+
+/// Is `s[first..=last]` (at paren depth `depth`, in a select list) a whole item without alias:
+/// after `SELECT` (and its modifiers) or a comma, and before a comma or the list's end?
+fn whole_item(s: &[Tok<'_>], first: usize, last: usize, depth: usize) -> bool {
+    if depth != 0 {
+        return false;
+    }
+    let before = first
+        .checked_sub(1)
+        .and_then(|p| s.get(p))
+        .is_some_and(|t| {
+            matches!(t, Tok::Punct(b',')) || SELECT_MODIFIERS.iter().any(|k| is_kw(Some(t), k))
+        });
+    let after = match s.get(last + 1) {
+        None | Some(Tok::Punct(b',')) => true,
+        Some(t @ Tok::Word(_)) => [
+            "FROM",
+            "INTO",
+            "WHERE",
+            "GROUP",
+            "HAVING",
+            "ORDER",
+            "LIMIT",
+            "UNION",
+            "EXCEPT",
+            "INTERSECT",
+            "FOR",
+            "LOCK",
+            "WINDOW",
+        ]
+        .iter()
+        .any(|k| is_kw(Some(t), k)),
+        _ => false,
+    };
+    before && after
 }
 
 /// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS|ERRORS`, `GET [CURRENT|STACKED]

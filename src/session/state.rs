@@ -143,6 +143,13 @@ impl VarCatalog {
 
 /// The character set variables a fresh backend connection takes from its handshake collation
 /// (not from the global defaults, which `SET x = DEFAULT` would give).
+/// Not a server variable: the collation `character_set_results` carries inside the server when
+/// it is not its character set's default. No variable shows it, yet it names the collation of
+/// every converted result column; only the handshake and `SET NAMES x COLLATE y` set it (any
+/// other change of `character_set_results` returns it to the default), so sluice replays it
+/// with `SET NAMES`.
+pub const RESULTS_COLLATION: &str = "character_set_results/collation";
+
 pub const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
     "character_set_connection",
@@ -183,7 +190,14 @@ impl Settings {
     }
 
     /// Settings for a client that logged in with a collation other than the backends'.
-    pub fn for_collation(charset: &str, collation: &str, fresh: &FreshCharset) -> Settings {
+    /// A handshake's settings: `collation` (of `charset`; `default` tells whether it is the
+    /// character set's default) for the connection and, inside the server, for results.
+    pub fn for_collation(
+        charset: &str,
+        collation: &str,
+        default: bool,
+        fresh: &FreshCharset,
+    ) -> Settings {
         let mut s = Settings::default();
         if charset != fresh.charset || collation != fresh.collation {
             for v in CHARSET_VARS {
@@ -197,7 +211,19 @@ impl Settings {
                 );
             }
         }
+        if !default {
+            s.set_var(RESULTS_COLLATION, collation);
+        }
         s
+    }
+
+    /// Records the results collation a server showed (`None`: its character set's default, or
+    /// no conversion of results at all).
+    pub fn set_results_collation(&mut self, collation: Option<&str>) {
+        match collation {
+            Some(c) => self.set_var(RESULTS_COLLATION, c),
+            None => self.vars.retain(|(n, _)| &**n != RESULTS_COLLATION),
+        }
     }
 
     /// Applies the changes an OK packet reported, keeping only what the catalog says is a
@@ -227,6 +253,11 @@ impl Settings {
                     }
                     if !matches!(catalog.class(name), VarClass::Replay | VarClass::Connection) {
                         continue;
+                    }
+                    if name == "character_set_results" {
+                        // Back to its default collation, unless the statement was a SET NAMES
+                        // with COLLATE (which the caller learns from the server).
+                        changed |= self.remove_var(RESULTS_COLLATION);
                     }
                     let is_fresh =
                         !CHARSET_VARS.contains(&name) && catalog.fresh_value(name) == Some(value);
@@ -349,9 +380,14 @@ pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Sync
         (Some(_), None) => plan.clear_schema = true,
         _ => {}
     }
-    let mut assignments: Vec<String> = Vec::new();
+    let mut assignments: Vec<(&str, String)> = Vec::new();
     let (mut i, mut j) = (0, 0);
     let (cv, wv) = (&current.vars, &wanted.vars);
+    let charset_value = |s: &'_ Settings, name: &str| -> Option<String> {
+        s.var(name)
+            .or_else(|| fresh.value(name))
+            .map(|v| sql_value(name, v))
+    };
     while i < cv.len() || j < wv.len() {
         let (name, value): (&str, Option<&str>) = match (cv.get(i), wv.get(j)) {
             (Some(c), Some(w)) if c.0 == w.0 => {
@@ -376,14 +412,55 @@ pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Sync
             }
             (None, None) => break,
         };
+        if name == RESULTS_COLLATION {
+            continue;
+        }
         let rhs = match value.or_else(|| fresh.value(name)) {
             Some(v) => sql_value(name, v),
             None => "DEFAULT".to_string(),
         };
-        assignments.push(format!("@@SESSION.{name} = {rhs}"));
+        assignments.push((name, rhs));
     }
-    if !assignments.is_empty() {
-        plan.set = Some(format!("SET {}", assignments.join(", ")));
+    let mut set: Vec<String> = Vec::new();
+    let (had, wants) = (
+        current.var(RESULTS_COLLATION),
+        wanted.var(RESULTS_COLLATION),
+    );
+    if let (Some(y), true) = (wants, had != wants) {
+        // SET NAMES x COLLATE y gives results collation y, and the connection (x, x, y): the
+        // other character set variables follow it.
+        let x = wanted
+            .var("character_set_results")
+            .unwrap_or(&fresh.charset);
+        set.push(format!("NAMES {} COLLATE {}", quote(x), quote(y)));
+        assignments.retain(|(n, _)| !CHARSET_VARS.contains(n));
+        for name in [
+            "character_set_client",
+            "character_set_connection",
+            "collation_connection",
+        ] {
+            if let Some(rhs) = charset_value(wanted, name) {
+                assignments.push((name, rhs));
+            }
+        }
+    } else if had.is_some() && wants.is_none() {
+        // Any assignment of character_set_results returns it to its default collation.
+        if !assignments
+            .iter()
+            .any(|(n, _)| *n == "character_set_results")
+        {
+            if let Some(rhs) = charset_value(wanted, "character_set_results") {
+                assignments.push(("character_set_results", rhs));
+            }
+        }
+    }
+    set.extend(
+        assignments
+            .iter()
+            .map(|(name, rhs)| format!("@@SESSION.{name} = {rhs}")),
+    );
+    if !set.is_empty() {
+        plan.set = Some(format!("SET {}", set.join(", ")));
     }
     plan
 }
@@ -722,13 +799,59 @@ mod tests {
     #[test]
     fn for_collation_sets_all_four_charset_vars_only_when_different() {
         assert_eq!(
-            Settings::for_collation("utf8mb4", "utf8mb4_general_ci", &fresh()),
+            Settings::for_collation("utf8mb4", "utf8mb4_general_ci", true, &fresh()),
             Settings::default()
         );
-        let s = Settings::for_collation("latin1", "latin1_swedish_ci", &fresh());
+        let s = Settings::for_collation("latin1", "latin1_swedish_ci", true, &fresh());
         assert_eq!(s.var("character_set_results"), Some("latin1"));
         assert_eq!(s.var("collation_connection"), Some("latin1_swedish_ci"));
         assert_eq!(s.vars.len(), 4);
+        // A collation not its character set's default is the results collation too.
+        let s = Settings::for_collation("utf8mb4", "utf8mb4_unicode_ci", false, &fresh());
+        assert_eq!(s.var(RESULTS_COLLATION), Some("utf8mb4_unicode_ci"));
+        assert_eq!(s.vars.len(), 5);
+    }
+
+    #[test]
+    fn a_results_collation_is_replayed_with_set_names() {
+        let plain = Settings::for_collation("latin1", "latin1_swedish_ci", true, &fresh());
+        let german = Settings::for_collation("latin1", "latin1_german1_ci", false, &fresh());
+        let f = fresh();
+        // Into it: SET NAMES, then the connection's own variables again.
+        assert_eq!(
+            plan(&Settings::default(), &german, &f).set.as_deref(),
+            Some(
+                "SET NAMES 'latin1' COLLATE 'latin1_german1_ci', \
+                 @@SESSION.character_set_client = 'latin1', \
+                 @@SESSION.character_set_connection = 'latin1', \
+                 @@SESSION.collation_connection = 'latin1_german1_ci'"
+            )
+        );
+        // Out of it: an assignment of character_set_results, even to the same character set.
+        assert_eq!(
+            plan(&german, &plain, &f).set.as_deref(),
+            Some(
+                "SET @@SESSION.collation_connection = 'latin1_swedish_ci', \
+                 @@SESSION.character_set_results = 'latin1'"
+            )
+        );
+        assert_eq!(
+            plan(&german, &Settings::default(), &f).set.as_deref(),
+            Some(
+                "SET @@SESSION.character_set_client = 'utf8mb4', \
+                 @@SESSION.character_set_connection = 'utf8mb4', \
+                 @@SESSION.character_set_results = 'utf8mb4', \
+                 @@SESSION.collation_connection = 'utf8mb4_general_ci'"
+            )
+        );
+        assert_eq!(plan(&german, &german, &f).set, None);
+        let mut s = german.clone();
+        s.set_results_collation(None);
+        assert_eq!(s, {
+            let mut p = plain.clone();
+            p.set_var("collation_connection", "latin1_german1_ci");
+            p
+        });
     }
 
     #[test]

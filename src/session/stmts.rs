@@ -46,6 +46,13 @@ impl Stmts {
         self.next_id
     }
 
+    /// Forgets every statement (COM_RESET_CONNECTION, COM_CHANGE_USER). Ids go on from where
+    /// they were, as the server's do: a stale id never names a new statement.
+    pub fn forget_all(&mut self) {
+        self.map.clear();
+        self.cursors.clear();
+    }
+
     /// Something ties the session to its backend: an open cursor or pending long data.
     pub fn pending(&self) -> bool {
         !self.cursors.is_empty() || self.map.values().any(|s| s.long_data)
@@ -186,6 +193,16 @@ mod tests {
         assert_eq!(bound_types(&q, 0).unwrap(), None);
         assert!(bound_types(&q[..11], 2).is_err());
         assert!(bound_types(&p[..13], 2).is_err());
+    }
+
+    #[test]
+    fn ids_are_never_handed_out_again_after_a_reset() {
+        let mut s = Stmts::default();
+        assert_eq!(s.allocate_id(), 1);
+        assert_eq!(s.allocate_id(), 2);
+        s.forget_all();
+        assert!(s.map.is_empty());
+        assert_eq!(s.allocate_id(), 3);
     }
 
     #[test]

@@ -11,6 +11,57 @@ use crate::codec::packets::{session_track, SessionChange};
 use crate::codec::wire::{put_lenenc_bytes, Reader};
 use crate::codec::Result;
 
+/// The tracker variables, in the order sluice reads and restores them.
+pub const TRACKER_VARS: [&str; 4] = [
+    "session_track_system_variables",
+    "session_track_schema",
+    "session_track_state_change",
+    "session_track_transaction_info",
+];
+
+/// Reads the session's [`TRACKER_VARS`].
+pub const READ_TRACKERS: &str = "SELECT @@session_track_system_variables, \
+     @@session_track_schema, @@session_track_state_change, @@session_track_transaction_info";
+
+/// Sets a backend's trackers to a client's own `values` (as read by [`READ_TRACKERS`]; `None`:
+/// the server's defaults, which a direct connection starts with).
+pub fn restore_sql(values: Option<&[Option<String>; 4]>) -> String {
+    let mut sql = String::from("SET SESSION ");
+    for (i, name) in TRACKER_VARS.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(name);
+        sql.push_str(" = ");
+        match values.and_then(|v| v[i].as_deref()) {
+            // Booleans read back as 0 / 1, which only a number sets.
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => sql.push_str(v),
+            Some(v) => sql.push_str(&crate::session::state::quote(v)),
+            None => sql.push_str("DEFAULT"),
+        }
+    }
+    sql
+}
+
+/// What a statement answered with a result set may have changed that a tracker follows
+/// (see [`Trackers::keeps_classic_flag`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EofHint {
+    /// It assigns user variables.
+    pub user_vars: bool,
+    /// It may write rows (a sequence, a stored function, a statement sluice cannot see into).
+    pub may_write: bool,
+}
+
+impl EofHint {
+    pub fn of(e: &crate::session::sql::Effects) -> EofHint {
+        EofHint {
+            user_vars: e.user_var_write,
+            may_write: e.sequence || e.stored_function || e.opaque,
+        }
+    }
+}
+
 /// `session_track_transaction_info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TrxInfo {
@@ -59,6 +110,17 @@ fn on(v: &str) -> bool {
 }
 
 impl Trackers {
+    /// Trackers that select everything (what sluice's own backends run with).
+    pub fn everything() -> Trackers {
+        Trackers {
+            all_vars: true,
+            vars: Vec::new(),
+            schema: true,
+            state_change: true,
+            trx: TrxInfo::Characteristics,
+        }
+    }
+
     /// Applies a `session_track_*` value (from the server's defaults or the client's SET);
     /// returns `false` for any other variable.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
@@ -110,12 +172,39 @@ impl Trackers {
         }
     }
 
-    /// The entries of a session-state block the client's trackers select, in order, as raw
-    /// bytes (`None` when every entry is kept: the block can pass unchanged).
+    fn tracks_var(&self, name: &str) -> bool {
+        self.all_vars || self.vars.iter().any(|v| v.eq_ignore_ascii_case(name))
+    }
+
+    /// Does a classic EOF (which carries no state, only the flag) that the backend flagged
+    /// SESSION_STATE_CHANGED keep the flag for this client? The backend's trackers follow
+    /// everything, so its flag says only that something changed: what a result-set statement
+    /// can change is judged from what it does (`hint`) and whether the client follows that.
+    pub fn keeps_classic_flag(&self, hint: EofHint, in_trx: bool) -> bool {
+        let everything = self.all_vars
+            && self.schema
+            && self.state_change
+            && self.trx == TrxInfo::Characteristics;
+        everything
+            // A user variable assigned by the statement (`SELECT @a := 1`).
+            || (self.state_change && hint.user_vars)
+            // A write (a sequence, a stored function's) moves last_gtid.
+            || (hint.may_write && self.tracks_var("last_gtid"))
+            // Reads and writes inside a transaction move its state.
+            || (in_trx && self.trx != TrxInfo::Off)
+    }
+
+    /// The entries of a session-state block the client's trackers select, as raw bytes
+    /// (`None` when the block can pass unchanged). A client tracking a list of variables hears
+    /// them in the list's order, as the server reports them; sluice's backends track all
+    /// variables, which the server reports in another order.
     pub fn filter(&self, block: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut r = Reader::new(block);
         let mut out = Vec::new();
         let mut dropped = false;
+        // The kept variable entries with their rank in the client's list (a server's block
+        // starts with them).
+        let mut vars: Vec<(usize, &[u8])> = Vec::new();
         while !r.is_empty() {
             let start = r.clone().rest();
             let ty = r.u8("session state type")?;
@@ -136,17 +225,66 @@ impl Trackers {
                 session_track::TRANSACTION_STATE => SessionChange::TransactionState(data),
                 other => SessionChange::Other(other),
             };
-            if self.keeps(&c) {
-                out.extend_from_slice(&start[..entry_len]);
-            } else {
+            if !self.keeps(&c) {
                 dropped = true;
+            } else if let (SessionChange::SystemVariable { name, .. }, false) = (&c, self.all_vars)
+            {
+                let rank = self
+                    .vars
+                    .iter()
+                    .position(|v| v.as_bytes().eq_ignore_ascii_case(name))
+                    .unwrap_or(usize::MAX);
+                vars.push((rank, &start[..entry_len]));
+            } else {
+                out.extend_from_slice(&start[..entry_len]);
             }
         }
-        Ok(dropped.then_some(out))
+        let ordered = vars.windows(2).all(|w| w[0].0 <= w[1].0);
+        if !dropped && ordered {
+            return Ok(None);
+        }
+        vars.sort_by_key(|v| v.0);
+        let mut sorted: Vec<u8> = vars.iter().flat_map(|v| v.1.iter().copied()).collect();
+        sorted.extend_from_slice(&out);
+        Ok(Some(sorted))
     }
 }
 
+/// Appends a transaction-state entry (the 8-character state, e.g. `________`).
+pub fn encode_trx_state(out: &mut Vec<u8>, state: &[u8]) {
+    let mut data = Vec::with_capacity(state.len() + 1);
+    put_lenenc_bytes(&mut data, state);
+    out.push(session_track::TRANSACTION_STATE);
+    put_lenenc_bytes(out, &data);
+}
+
 /// Encodes one system-variable entry (for tests and fakes).
+/// The block with the value of variable `name` (where reported) replaced by `value`; `None`
+/// when nothing changes.
+pub fn replace_var(block: &[u8], name: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut r = Reader::new(block);
+    let mut out = Vec::with_capacity(block.len());
+    let mut replaced = false;
+    while !r.is_empty() {
+        let start = r.clone().rest();
+        let ty = r.u8("session state type")?;
+        let data = r.lenenc_bytes("session state data")?;
+        let entry = &start[..start.len() - r.clone().rest().len()];
+        if ty == session_track::SYSTEM_VARIABLES {
+            let mut d = Reader::new(data);
+            let n = d.lenenc_bytes("tracked variable name")?;
+            let v = d.lenenc_bytes("tracked variable value")?;
+            if n.eq_ignore_ascii_case(name) && v != value {
+                encode_var(&mut out, n, value);
+                replaced = true;
+                continue;
+            }
+        }
+        out.extend_from_slice(entry);
+    }
+    Ok(replaced.then_some(out))
+}
+
 pub fn encode_var(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     let mut data = Vec::new();
     put_lenenc_bytes(&mut data, name);
@@ -158,6 +296,78 @@ pub fn encode_var(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_classic_eof_keeps_the_state_flag_only_for_what_the_client_follows() {
+        let defaults = Trackers::default();
+        let mut gtid = Trackers::default();
+        gtid.set("session_track_system_variables", "*");
+        let mut state = Trackers::default();
+        state.set("session_track_state_change", "ON");
+        let mut trx = Trackers::default();
+        trx.set("session_track_transaction_info", "STATE");
+        let write = EofHint {
+            may_write: true,
+            ..EofHint::default()
+        };
+        let user_vars = EofHint {
+            user_vars: true,
+            ..EofHint::default()
+        };
+        let none = EofHint::default();
+        let table: [(&Trackers, EofHint, bool, bool); 10] = [
+            (&Trackers::everything(), none, false, true),
+            (&defaults, none, false, false),
+            (&defaults, write, false, false),
+            (&defaults, user_vars, false, false),
+            (&defaults, none, true, false),
+            (&gtid, write, false, true),
+            (&gtid, user_vars, false, false),
+            (&state, user_vars, false, true),
+            (&trx, none, true, true),
+            (&trx, none, false, false),
+        ];
+        for (i, (t, hint, in_trx, keeps)) in table.into_iter().enumerate() {
+            assert_eq!(t.keeps_classic_flag(hint, in_trx), keeps, "row {i}");
+        }
+    }
+
+    #[test]
+    fn a_reported_variable_takes_the_sessions_own_value() {
+        let b = block();
+        let out = replace_var(&b, b"LAST_GTID", b"")
+            .unwrap()
+            .expect("replaced");
+        let mut want = Vec::new();
+        encode_var(&mut want, b"last_gtid", b"");
+        want.extend_from_slice(&b[2 + 1 + 9 + 1 + 5..]);
+        assert_eq!(out, want);
+        assert_eq!(replace_var(&b, b"last_gtid", b"0-1-5").unwrap(), None);
+        assert_eq!(replace_var(&b, b"sql_mode", b"").unwrap(), None);
+        assert!(replace_var(&[0, 9, 1], b"x", b"").is_err());
+    }
+
+    #[test]
+    fn a_clients_trackers_are_restored_as_it_set_them_or_to_the_defaults() {
+        assert_eq!(
+            restore_sql(None),
+            "SET SESSION session_track_system_variables = DEFAULT, session_track_schema = \
+             DEFAULT, session_track_state_change = DEFAULT, session_track_transaction_info = \
+             DEFAULT"
+        );
+        let values = [
+            Some("time_zone,it's".to_string()),
+            Some("0".to_string()),
+            None,
+            Some("STATE".to_string()),
+        ];
+        assert_eq!(
+            restore_sql(Some(&values)),
+            "SET SESSION session_track_system_variables = 'time_zone,it''s', \
+             session_track_schema = 0, session_track_state_change = DEFAULT, \
+             session_track_transaction_info = 'STATE'"
+        );
+    }
 
     fn block() -> Vec<u8> {
         let mut b = Vec::new();
@@ -202,6 +412,22 @@ mod tests {
         assert!(!t.all_vars && t.vars.is_empty());
         let out = t.filter(&block()).unwrap().unwrap();
         assert_eq!(out[0], session_track::STATE_CHANGE);
+    }
+
+    #[test]
+    fn listed_variables_come_in_the_lists_order() {
+        let mut b = Vec::new();
+        encode_var(&mut b, b"character_set_connection", b"latin1");
+        encode_var(&mut b, b"character_set_client", b"latin1");
+        encode_var(&mut b, b"character_set_results", b"latin1");
+        b.push(session_track::STATE_CHANGE);
+        put_lenenc_bytes(&mut b, b"1");
+        let mut want = Vec::new();
+        encode_var(&mut want, b"character_set_client", b"latin1");
+        encode_var(&mut want, b"character_set_connection", b"latin1");
+        encode_var(&mut want, b"character_set_results", b"latin1");
+        assert_eq!(Trackers::default().filter(&b).unwrap(), Some(want));
+        assert_eq!(Trackers::everything().filter(&b).unwrap(), None);
     }
 
     #[test]

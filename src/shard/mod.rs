@@ -163,8 +163,6 @@ pub struct ShardStats {
     pub syncs: Cell<u64>,
     /// Statements prepared on a backend on demand (not by the client's COM_STMT_PREPARE).
     pub lazy_prepares: Cell<u64>,
-    /// History reads the server may have answered with another session's values.
-    pub inexact_history_reads: Cell<u64>,
     /// Backends given back although their session's diagnostics lived there (pool pressure, or
     /// an idle session): those sessions' SHOW WARNINGS reads empty afterwards.
     pub diagnostics_released: Cell<u64>,
@@ -448,7 +446,13 @@ impl Shard {
         caps: u32,
     ) -> Rc<Settings> {
         let mut s = match self.shared.server.collations.get(&u16::from(collation)) {
-            Some(c) => Settings::for_collation(&c.charset, &c.name, &self.fresh_charset),
+            Some(c) => Settings::for_collation(
+                &c.charset,
+                &c.name,
+                self.shared.server.default_collations.get(&c.charset)
+                    == Some(&u16::from(collation)),
+                &self.fresh_charset,
+            ),
             None => Settings::default(),
         };
         s.schema = schema;
@@ -769,7 +773,6 @@ impl Shard {
             pin_refusals: s.pin_refusals.get(),
             syncs: s.syncs.get(),
             lazy_prepares: s.lazy_prepares.get(),
-            inexact_history_reads: s.inexact_history_reads.get(),
             diagnostics_released: s.diagnostics_released.get(),
             client_bytes_in: s.client_bytes_in.get(),
             client_bytes_out: s.client_bytes_out.get(),

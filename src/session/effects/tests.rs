@@ -497,11 +497,80 @@ fn a_read_settles_what_only_the_backend_knew() {
     // Still conditions there: keep the backend; sluice's read disturbed its ROW_COUNT().
     let kept = after_read(o, 2, 8, 5);
     assert_eq!(kept.hold, Some(Hold::Diagnostics));
-    assert!(kept.history.disturbed);
-    assert!(!server_answers(true, false, &kept.history));
-    assert!(server_answers(true, false, &known(0, 0, 0)));
-    assert!(server_answers(false, true, &kept.history));
-    assert!(!server_answers(false, false, &known(0, 0, 0)));
+    assert_eq!(kept.history.foreign, Foreign::ALL);
+    assert!(!server_answers(true, false, &kept.history, Hist::RowCount));
+    assert!(server_answers(true, false, &known(0, 0, 0), Hist::RowCount));
+    assert!(!server_answers(false, true, &kept.history, Hist::FoundRows));
+    assert!(server_answers(
+        false,
+        true,
+        &known(0, 0, 0),
+        Hist::FoundRows
+    ));
+    assert!(!server_answers(
+        false,
+        false,
+        &known(0, 0, 0),
+        Hist::RowCount
+    ));
+}
+
+#[test]
+fn a_backend_holds_the_sessions_values_once_its_statements_set_them() {
+    let fresh = Facts {
+        fresh_backend: true,
+        ..Facts::default()
+    };
+    let before = known(7, 3, 5);
+    // A statement without a result set, on a backend just taken: ROW_COUNT() is the session's
+    // there now, FOUND_ROWS() still the last user's.
+    let o = after(
+        Command::Query(&q("UPDATE t SET v = 1")),
+        &ok(1, 0),
+        fresh,
+        &before,
+    );
+    assert_eq!(
+        o.history.foreign,
+        Foreign {
+            row_count: false,
+            found_rows: true
+        }
+    );
+    assert!(server_answers(true, false, &o.history, Hist::RowCount));
+    assert!(server_answers(true, false, &o.history, Hist::WarningCount));
+    assert!(!server_answers(true, false, &o.history, Hist::FoundRows));
+    // A later SELECT on the same backend sets FOUND_ROWS() too.
+    let o = after(
+        Command::Query(&q("SELECT 1")),
+        &rows(1),
+        Facts::default(),
+        &o.history,
+    );
+    assert_eq!(o.history.foreign, Foreign::default());
+    // A failed SELECT sets ROW_COUNT() but not FOUND_ROWS(); a prepare sets neither.
+    let failed = Response {
+        error: true,
+        ..Response::default()
+    };
+    let o = after(Command::Query(&q("SELECT 1")), &failed, fresh, &before);
+    assert_eq!(
+        o.history.foreign,
+        Foreign {
+            row_count: false,
+            found_rows: true
+        }
+    );
+    let o = after(Command::Plain, &Response::default(), fresh, &before);
+    assert_eq!(o.history.foreign, Foreign::ALL);
+    // On the backend the session kept, what its last statement left stays.
+    let o = after(
+        Command::Plain,
+        &Response::default(),
+        Facts::default(),
+        &before,
+    );
+    assert_eq!(o.history.foreign, Foreign::default());
 }
 
 #[test]

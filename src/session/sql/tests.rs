@@ -168,7 +168,7 @@ fn history_reads_are_found_with_their_positions() {
     let got: Vec<(Hist, &str, bool)> = e
         .history
         .iter()
-        .map(|h| (h.kind, &sql[h.at.clone()], h.in_select_list))
+        .map(|h| (h.kind, &sql[h.at.clone()], h.whole_item))
         .collect();
     assert_eq!(
         got,
@@ -178,13 +178,28 @@ fn history_reads_are_found_with_their_positions() {
             (Hist::LastGtid, "@@session.last_gtid", false),
         ]
     );
-    let e = a("SELECT FOUND_ROWS() + 1, x FROM t WHERE y = ROW_COUNT()");
-    assert_eq!(
-        e.history
+    let whole = |sql: &str| -> Vec<(Hist, bool)> {
+        a(sql)
+            .history
             .iter()
-            .map(|h| (h.kind, h.in_select_list))
-            .collect::<Vec<_>>(),
-        vec![(Hist::FoundRows, true), (Hist::RowCount, false)]
+            .map(|h| (h.kind, h.whole_item))
+            .collect()
+    };
+    assert_eq!(
+        whole("SELECT FOUND_ROWS() + 1, x FROM t WHERE y = ROW_COUNT()"),
+        vec![(Hist::FoundRows, false), (Hist::RowCount, false)]
+    );
+    assert_eq!(
+        whole("SELECT DISTINCT ROW_COUNT(), @@last_gtid AS g, 1, @@warning_count FROM t"),
+        vec![
+            (Hist::RowCount, true),
+            (Hist::LastGtid, false),
+            (Hist::WarningCount, true)
+        ]
+    );
+    assert_eq!(
+        whole("SELECT CAST(@@last_gtid AS CHAR(64)) AS g, @@last_gtid = '' AS e"),
+        vec![(Hist::LastGtid, false), (Hist::LastGtid, false)]
     );
     assert!(a("SELECT LAST_INSERT_ID(5)").sets_last_insert_id);
     assert!(!a("SELECT LAST_INSERT_ID()").sets_last_insert_id);
@@ -237,7 +252,7 @@ fn set_statement_names_its_temporary_variables() {
         e.set_statement_vars,
         vec![b"max_statement_time".to_vec(), b"sql_select_limit".to_vec()]
     );
-    assert!(e.history[0].in_select_list);
+    assert!(e.history[0].whole_item);
     assert!(!e.user_var_write);
 }
 
@@ -408,5 +423,46 @@ fn garbage_never_panics() {
                 no_backslash_escapes: true,
             },
         );
+    }
+}
+
+#[test]
+fn stored_code_bodies_are_not_read_now_and_keep_their_semicolons() {
+    let proc =
+        "CREATE DEFINER = CURRENT_USER() PROCEDURE p(IN v INT) BEGIN INSERT INTO t VALUES (v); \
+                SELECT LAST_INSERT_ID() AS lid, ROW_COUNT() AS rc, CONNECTION_ID(); END";
+    let e = a(proc);
+    assert_eq!(e.statements, 1, "{proc}");
+    assert!(e.history.is_empty(), "{proc}: {:?}", e.history);
+    assert!(!e.opaque);
+    for sql in [
+        "CREATE OR REPLACE ALGORITHM = MERGE VIEW v AS SELECT ROW_COUNT(), CONNECTION_ID()",
+        "ALTER VIEW v AS SELECT FOUND_ROWS()",
+        "CREATE FUNCTION f() RETURNS INT RETURN ROW_COUNT()",
+        "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW SET @r = ROW_COUNT()",
+        "CREATE EVENT ev ON SCHEDULE EVERY 1 HOUR DO SELECT @@last_gtid",
+    ] {
+        let e = a(sql);
+        assert!(e.history.is_empty(), "{sql}: {:?}", e.history);
+        assert_eq!(e.statements, 1, "{sql}");
+    }
+    // Run at once, statement after statement: sluice cannot see into it.
+    for sql in [
+        "BEGIN NOT ATOMIC INSERT INTO t VALUES (1); SELECT ROW_COUNT(); END",
+        "l1: BEGIN NOT ATOMIC SELECT 1; END",
+        "IF (SELECT 1) THEN SELECT ROW_COUNT(); END IF",
+    ] {
+        let e = a(sql);
+        assert_eq!(e.statements, 1, "{sql}");
+        assert!(e.opaque, "{sql}");
+        assert!(e.history.is_empty(), "{sql}");
+        assert_eq!(e.kind, Kind::Other, "{sql}");
+    }
+    // What runs now is still read now.
+    for sql in [
+        "CREATE TABLE t2 AS SELECT ROW_COUNT() AS r",
+        "INSERT INTO log VALUES (ROW_COUNT()); SELECT 1",
+    ] {
+        assert_eq!(a(sql).history.len(), 1, "{sql}");
     }
 }
