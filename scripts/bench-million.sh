@@ -8,12 +8,15 @@
 #   B5  connect storms (64 loops: connect, one query, disconnect) through sluice, then direct.
 # It raises (and afterwards restores) the sysctls a big fan-in needs, starts a private MariaDB and
 # as many sluice worker processes as the fd limit demands, and stops everything at the end.
-# Output: a table on stdout (also in target/bench/million-N.txt), and JSON in
-# target/bench/million-N.json (or $OUT).
+# Output: a table on stdout (also in target/bench/million-N.txt), JSON in
+# target/bench/million-N.json (or $OUT), and pictures (sluice-plot): million-N.svg next to the
+# JSON for this run, and, when the JSON is a target/bench/million-*.json, million.svg drawn from
+# every million-*.json there (runs at several N in one picture; the picture lists its files).
 #
 # Environment: HOLD (s, B1 hold, default 10), B2_SECONDS (20), B5_SECONDS (20), ACTIVE (200),
-# RATE (2000), POOL (64), OUT (JSON path), BIN_DIR (use the sluice and sluice-load binaries there
-# instead of building release ones; the test suite's smoke run does this).
+# RATE (2000), POOL (64), OUT (JSON path), BIN_DIR (use the sluice, sluice-load and sluice-plot
+# binaries there instead of building release ones; the test suite's smoke run does this),
+# PLOT_NOTE (a red line on the pictures, e.g. "smoke run, not a measurement").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -31,7 +34,7 @@ OUT=${OUT:-$ROOT/target/bench/million-$N.json}
 ensure_mariadb
 if [ -z "${BIN_DIR:-}" ]; then
   ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load
+  cargo build --release --quiet -p sluice -p sluice-load --bins
   BIN_DIR=$ROOT/target/release
 fi
 mkdir -p "$(dirname "$OUT")"
@@ -39,16 +42,20 @@ WORK=$(mktemp -d /tmp/sluice-million.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
 SLUICE_PID=
 cleanup() {
-  if [ -n "$SLUICE_PID" ]; then
-    kill -TERM "$SLUICE_PID" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$SLUICE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SLUICE_PID" 2>/dev/null || true
-  fi
+  local status=$?
+  trap - EXIT INT TERM
+  # The supervisor stops its workers; bounded, then killed.
+  [ -n "$SLUICE_PID" ] && stop_pid "$SLUICE_PID" 30
   scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
   sysctl_restore
   rm -rf "$WORK"
+  exit "$status"
 }
-trap cleanup EXIT INT TERM
+# Everything is undone once, at exit; a signal just ends the script (after the command running
+# in the foreground, whose length is bounded) with the conventional status.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Bigger accept queues (the defaults overflowed at 500k connections under CPU contention) and
 # enough system-wide files for N client sockets plus N proxy sockets.
@@ -130,6 +137,7 @@ echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
 # How often the shard watchdog had to wake a stalled shard (src/shard/poller.rs).
 KICKS=$(metric "$MPORT" sluice_shard_kicks_total 2>/dev/null || echo unknown)
 
+bench_meta "HOLD=$HOLD B2_SECONDS=$B2_SECONDS B5_SECONDS=$B5_SECONDS ACTIVE=$ACTIVE RATE=$RATE POOL=$POOL scripts/bench-million.sh $N" > "$WORK/meta.json"
 python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" "$TEARDOWN_SECONDS" "$KICKS" <<'PY' | tee "${OUT%.json}.txt"
 import json, sys, os
 work, out, n, workers, pool, upstream, kernel, cpus, teardown, kicks = sys.argv[1:11]
@@ -142,6 +150,7 @@ lat = lambda r, k: (r.get("latency_us") or {}).get(k)
 ratio = lambda a, b: round(a / b, 2) if a and b else None
 rate = lambda r: r.get("run", {}).get("throughput") or 0.0
 summary = {
+    "meta": load("meta.json"),
     "n": int(n), "sluice_workers": int(workers), "pool": int(pool), "kernel": kernel, "cpus": int(cpus),
     "b1": {
         "established": idle.get("established"), "errors": b12.get("errors_total"),
@@ -179,3 +188,7 @@ print(f"B2  {b2['active']} active at {b2['rate']}/s: p50/p99/p99.9 (us) without 
 print(f"B5  connects/s through sluice {b5['sluice_connects_per_s']} vs direct {b5['direct_connects_per_s']} (ratio {b5['ratio']}); errors {b5['sluice_errors']} / {b5['direct_errors']}")
 print(f"JSON: {out}")
 PY
+plot million "${OUT%.json}.svg" "$OUT"
+case "$(basename "$OUT")" in
+  million-*.json) plot million "$(dirname "$OUT")/million.svg" "$(dirname "$OUT")"/million-*.json ;;
+esac
