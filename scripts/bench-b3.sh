@@ -50,16 +50,6 @@ for w in $WORKLOADS; do
 done
 COMMAND="THREADS=$THREADS DURATION=$DURATION POOLS='$POOLS' BACKEND=$BACKEND SHARDS=$SHARDS FLOOR_THREADS=$FLOOR_THREADS LOW_DURATION=$LOW_DURATION scripts/bench-b3.sh"
 
-ensure_mariadb
-ensure_sysbench
-if [ -z "${BIN_DIR:-}" ]; then
-  ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=$ROOT/target/release
-fi
-for b in sluice sluice-load sluice-floor; do
-  [ -x "$BIN_DIR/$b" ] || { echo "bench-b3: no $BIN_DIR/$b" >&2; exit 1; }
-done
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d /tmp/sluice-b3.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
@@ -77,8 +67,19 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "bench-b3: interrupted" >&2; exit 130' INT
+trap 'echo "bench-b3: terminated" >&2; exit 143' TERM
+
+ensure_mariadb
+ensure_sysbench
+if [ -z "${BIN_DIR:-}" ]; then
+  ensure_rust
+  cargo build --release --quiet -p sluice -p sluice-load --bins
+  BIN_DIR=$ROOT/target/release
+fi
+for b in sluice sluice-load sluice-floor; do
+  [ -x "$BIN_DIR/$b" ] || { echo "bench-b3: no $BIN_DIR/$b" >&2; exit 1; }
+done
 
 eval "$(MARIADB_EXTRA_ARGS="--max-connections=500" scripts/mariadb.sh start "$MARIADB_DIR")"
 if [ "$BACKEND" = unix ]; then
@@ -98,7 +99,7 @@ bg_track $! floor
 TARGETS+=(floor)
 PORT_OF[floor]=$FLOOR_PORT
 PID_OF[floor]=$!
-wait_port "$FLOOR_PORT"
+wait_listening "${PID_OF[floor]}" "$FLOOR_PORT"
 
 for p in $POOLS; do
   name="sluice-$p"
@@ -117,15 +118,15 @@ TOML
   TARGETS+=("$name")
   PORT_OF[$name]=$port
   PID_OF[$name]=$!
-  wait_port "$port"
+  wait_listening "${PID_OF[$name]}" "$port"
 done
 echo "bench-b3: MariaDB on 127.0.0.1:$MARIADB_PORT; proxies reach it over $BACKEND:" \
   "$(for t in "${TARGETS[@]:1}"; do printf '%s on %s (pid %s) ' "$t" "${PORT_OF[$t]}" "${PID_OF[$t]}"; done)" >&2
 
 sb() { # sb TEST PORT SECONDS OUT: one sysbench run; its report in OUT (fails if sysbench did)
-  sysbench "$1" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$2" --mysql-user=app \
-    --mysql-password=app --mysql-db=app --tables=1 --table-size="$TABLE_SIZE" \
-    --threads="$THREADS" --time="$3" --report-interval=0 --histogram=off run > "$4" 2>&1
+  run_child "$4" + sysbench "$1" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$2" \
+    --mysql-user=app --mysql-password=app --mysql-db=app --tables=1 --table-size="$TABLE_SIZE" \
+    --threads="$THREADS" --time="$3" --report-interval=0 --histogram=off run
 }
 
 # Each sluice-load run binds its own source addresses, so no run meets the TIME_WAIT sockets of
@@ -135,8 +136,8 @@ load() { # load PORT OUT ARGS...: one sluice-load point-select run
   local port=$1 out=$2
   shift 2
   SRC=$((SRC + 1))
-  "$BIN_DIR/sluice-load" -t "127.0.0.1:$port" -m select --src-base "127.$SRC.0.1" \
-    --json "$out" -q "$@" >/dev/null 2>"$out.err" || true
+  run_child /dev/null "$out.err" "$BIN_DIR/sluice-load" -t "127.0.0.1:$port" -m select \
+    --src-base "127.$SRC.0.1" --json "$out" -q "$@" || true
 }
 
 echo "bench-b3: preparing the tables ($TABLE_SIZE rows)" >&2

@@ -31,12 +31,6 @@ RATE=${RATE:-2000}
 POOL=${POOL:-64}
 OUT=${OUT:-$ROOT/target/bench/million-$N.json}
 
-ensure_mariadb
-if [ -z "${BIN_DIR:-}" ]; then
-  ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=$ROOT/target/release
-fi
 mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d /tmp/sluice-million.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
@@ -44,7 +38,9 @@ SLUICE_PID=
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  # The supervisor stops its workers; bounded, then killed.
+  # The generator first (it winds its workers down), then sluice (the supervisor stops its
+  # workers); each bounded, then killed.
+  [ -n "$CHILD" ] && stop_pid "$CHILD" 30
   [ -n "$SLUICE_PID" ] && stop_pid "$SLUICE_PID" 30
   scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
   sysctl_restore
@@ -54,8 +50,15 @@ cleanup() {
 # Everything is undone once, at exit; a signal just ends the script (after the command running
 # in the foreground, whose length is bounded) with the conventional status.
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "bench-million: interrupted" >&2; exit 130' INT
+trap 'echo "bench-million: terminated" >&2; exit 143' TERM
+
+ensure_mariadb
+if [ -z "${BIN_DIR:-}" ]; then
+  ensure_rust
+  cargo build --release --quiet -p sluice -p sluice-load --bins
+  BIN_DIR=$ROOT/target/release
+fi
 
 # Bigger accept queues (the defaults overflowed at 500k connections under CPU contention) and
 # enough system-wide files for N client sockets plus N proxy sockets.
@@ -105,7 +108,7 @@ fi
 echo "bench-million: N=$N, $WORKERS sluice worker process(es), pool $POOL, fd limit $FDLIMIT" >&2
 
 echo "B1+B2: $N idle clients; $ACTIVE active at $RATE/s for ${B2_SECONDS}s without, then with them" >&2
-"$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m select --prepare-table \
+run_child - - "$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m select --prepare-table \
   --idle "$N" --active "$ACTIVE" --rate "$RATE" --duration "$B2_SECONDS" --baseline --settle "$HOLD" \
   --sample-pids-from "$WORK/pids" --sample-backend "127.0.0.1:$MARIADB_PORT" \
   --json "$WORK/b12.json" -q || true
@@ -129,10 +132,10 @@ TEARDOWN_SECONDS=$(python3 -c "import time; print(round(time.time() - $TEARDOWN_
 echo "sluice closed its side of the idle clients ${TEARDOWN_SECONDS}s after the generator finished" >&2
 
 echo "B5: connect storm through sluice, ${B5_SECONDS}s" >&2
-"$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+run_child - - "$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_sluice.json" -q || true
 echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
-"$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+run_child - - "$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_direct.json" -q || true
 # How often the shard watchdog had to wake a stalled shard (src/shard/poller.rs).
 KICKS=$(metric "$MPORT" sluice_shard_kicks_total 2>/dev/null || echo unknown)

@@ -18,6 +18,23 @@ wait_port() {
   return 1
 }
 
+# wait_listening PID PORT [SECONDS]: like wait_port, but fails at once if process PID exits.
+wait_listening() {
+  local pid=$1 port=$2 limit=${3:-30}
+  for _ in $(seq 1 $((limit * 10))); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid exited before listening on 127.0.0.1:$port" >&2
+      return 1
+    fi
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(0 if s.connect_ex(('127.0.0.1',$port))==0 else 1)"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$port after ${limit}s" >&2
+  return 1
+}
+
 # sysctl_raise NAME VALUE: raises a sysctl for the run (only upwards), remembering the old value
 # in SYSCTL_SAVED for sysctl_restore.
 SYSCTL_SAVED=()
@@ -100,9 +117,40 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
-# stop_tracked: stops every process bg_track remembered, newest first.
+# run_child OUT ERR CMD...: runs CMD (a program, not a shell function) in the background with
+# its stdout in file OUT and its stderr in file ERR ("-": the script's own; ERR "+": with stdout),
+# and waits for it. So a signal to the script is handled at once (bash runs traps only after a
+# foreground command ends), the cleanup can stop CMD (stop_tracked stops CHILD too), and the
+# cleanup's own messages are not redirected with CMD's. Returns CMD's status.
+CHILD=
+run_child() {
+  local out=$1 err=$2 rc=0
+  shift 2
+  if [ "$out" != - ] && [ "$err" = + ]; then
+    "$@" >"$out" 2>&1 &
+  elif [ "$out" != - ] && [ "$err" != - ]; then
+    "$@" >"$out" 2>"$err" &
+  elif [ "$out" != - ]; then
+    "$@" >"$out" &
+  elif [ "$err" != - ]; then
+    "$@" 2>"$err" &
+  else
+    "$@" &
+  fi
+  CHILD=$!
+  wait "$CHILD" || rc=$?
+  CHILD=
+  return "$rc"
+}
+
+# stop_tracked: stops the running run_child command, then every process bg_track remembered,
+# newest first.
 stop_tracked() {
   local i
+  if [ -n "${CHILD:-}" ]; then
+    stop_pid "$CHILD"
+    CHILD=
+  fi
   for ((i = ${#BG_PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${BG_PIDS[$i]}"
   done
