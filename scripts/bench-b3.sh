@@ -3,6 +3,8 @@
 #   direct      clients straight to MariaDB (TCP);
 #   floor       through the floor relay (loadtest/src/bin/sluice-floor.rs: a 1:1 byte relay, no
 #               parsing, one edge-triggered epoll loop per core): what any userspace hop costs here;
+#   floor-glommio  (with FLOOR_GLOMMIO=1) the same relay on glommio executors and streams: what
+#               the runtime adds to the floor;
 #   sluice-P    through sluice in transaction mode with a pool of P connections, for each P in
 #               POOLS (default "64 16": more clients than connections is the normal case).
 # Workloads (WORKLOADS): sysbench oltp_point_select and oltp_read_only, and sluice-load's own
@@ -17,7 +19,7 @@
 # Environment: THREADS, DURATION, POOL (the first pool size, default 64), POOLS (all of them,
 # default "$POOL 16"), BACKEND (tcp, or unix: both proxies reach MariaDB through its Unix socket;
 # clients always use TCP), SHARDS (sluice shards, 0 = one per core), FLOOR_THREADS (default: as
-# many as sluice's shards), TABLE_SIZE (10,000), WORKLOADS (default "oltp_point_select
+# many as sluice's shards), FLOOR_GLOMMIO (1: add floor-glommio, default 0), TABLE_SIZE (10,000), WORKLOADS (default "oltp_point_select
 # oltp_read_only sluice-load"), LOW_CLIENTS, LOW_RATE, LOW_DURATION (0 skips the low-rate case),
 # WARMUP (seconds of point selects straight to MariaDB before measuring, default 3), BIN_DIR (use
 # the binaries there instead of building release ones), OUT_DIR (default target/bench),
@@ -35,6 +37,7 @@ POOLS=${POOLS:-"$POOL 16"}
 BACKEND=${BACKEND:-tcp}
 SHARDS=${SHARDS:-0}
 FLOOR_THREADS=${FLOOR_THREADS:-$SHARDS}
+FLOOR_GLOMMIO=${FLOOR_GLOMMIO:-0}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 WORKLOADS=${WORKLOADS:-"oltp_point_select oltp_read_only sluice-load"}
 LOW_CLIENTS=${LOW_CLIENTS:-50}
@@ -48,7 +51,7 @@ for w in $WORKLOADS; do
     *) echo "bench-b3: unknown workload $w (oltp_point_select, oltp_read_only, sluice-load)" >&2; exit 2 ;;
   esac
 done
-COMMAND="THREADS=$THREADS DURATION=$DURATION POOLS='$POOLS' BACKEND=$BACKEND SHARDS=$SHARDS FLOOR_THREADS=$FLOOR_THREADS LOW_DURATION=$LOW_DURATION scripts/bench-b3.sh"
+COMMAND="THREADS=$THREADS DURATION=$DURATION POOLS='$POOLS' BACKEND=$BACKEND SHARDS=$SHARDS FLOOR_THREADS=$FLOOR_THREADS FLOOR_GLOMMIO=$FLOOR_GLOMMIO LOW_DURATION=$LOW_DURATION scripts/bench-b3.sh"
 
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d /tmp/sluice-b3.XXXXXX)
@@ -100,6 +103,16 @@ TARGETS+=(floor)
 PORT_OF[floor]=$FLOOR_PORT
 PID_OF[floor]=$!
 wait_listening "${PID_OF[floor]}" "$FLOOR_PORT"
+if [ "$FLOOR_GLOMMIO" = 1 ]; then
+  port=$(free_port)
+  "$BIN_DIR/sluice-floor" --glommio --listen "127.0.0.1:$port" --upstream "$UPSTREAM" \
+    --threads "$FLOOR_THREADS" 2>"$WORK/floor-glommio.log" &
+  bg_track $! floor-glommio
+  TARGETS+=(floor-glommio)
+  PORT_OF[floor-glommio]=$port
+  PID_OF[floor-glommio]=$!
+  wait_listening "${PID_OF[floor-glommio]}" "$port"
+fi
 
 for p in $POOLS; do
   name="sluice-$p"
@@ -274,12 +287,12 @@ json.dump(summary, open(out, "w"), indent=1)
 fmt = lambda v, f: "-" if v is None else f(v)
 print(f"B3: {threads} client threads, {duration} s per run; proxies reach MariaDB over {backend}; "
       f"sluice shards {shards or f'{cpus} (one per core)'}, floor threads {summary['floor_threads']}")
-head = f"{'workload':20}{'target':12}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}"
+head = f"{'workload':20}{'target':15}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}"
 print(head)
 for w in summary["workloads"]:
     for i, t in enumerate(targets):
         r = w["results"].get(t, {})
-        print(f"{(w['name'] if i == 0 else ''):20}{t:12}"
+        print(f"{(w['name'] if i == 0 else ''):20}{t:15}"
               f"{fmt(r.get('qps'), lambda v: f'{v:.0f}'):>10}"
               f"{fmt(r.get('ratio_to_direct'), lambda v: f'{v:.2f}'):>9}"
               f"{fmt(r.get('ratio_to_floor'), lambda v: f'{v:.2f}'):>8}"
@@ -290,10 +303,10 @@ for w in summary["workloads"]:
 low = summary.get("low_rate")
 if low:
     print(f"low rate: {low_clients} clients at {low_rate} q/s for {low_duration} s")
-    print(f"{'':20}{'target':12}{'q/s':>10}{'p50':>10}{'p99':>10}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}")
+    print(f"{'':20}{'target':15}{'q/s':>10}{'p50':>10}{'p99':>10}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}")
     for t in targets:
         r = low["results"].get(t, {})
-        print(f"{'':20}{t:12}{fmt(r.get('qps'), lambda v: f'{v:.0f}'):>10}"
+        print(f"{'':20}{t:15}{fmt(r.get('qps'), lambda v: f'{v:.0f}'):>10}"
               f"{fmt(r.get('p50_us'), lambda v: f'{v} µs'):>10}{fmt(r.get('p99_us'), lambda v: f'{v} µs'):>10}"
               f"{fmt(r.get('cpu_us_per_query'), lambda v: f'{v:.1f} µs'):>12}"
               f"{fmt(r.get('cpu_ratio_to_floor'), lambda v: f'{v:.1f}×'):>11}"

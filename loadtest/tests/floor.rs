@@ -57,6 +57,10 @@ fn free_port() -> u16 {
 }
 
 fn floor(upstream: &str, buffer: usize) -> Floor {
+    floor_with(upstream, buffer, &[])
+}
+
+fn floor_with(upstream: &str, buffer: usize, extra: &[&str]) -> Floor {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-floor"))
         .args([
@@ -72,6 +76,7 @@ fn floor(upstream: &str, buffer: usize) -> Floor {
             "--buffer",
             &buffer.to_string(),
         ])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sluice-floor");
@@ -141,8 +146,11 @@ fn tcp_echo_server() -> u16 {
     port
 }
 
-fn unix_echo_server() -> String {
-    let path = std::env::temp_dir().join(format!("sluice-floor-test-{}.sock", std::process::id()));
+fn unix_echo_server(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "sluice-floor-test-{name}-{}.sock",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
@@ -204,7 +212,7 @@ fn relays_through_backpressure_over_tcp() {
 
 #[test]
 fn relays_to_a_unix_socket() {
-    let path = unix_echo_server();
+    let path = unix_echo_server("epoll");
     let f = floor(&format!("unix:{path}"), 4096);
     let base = open_fds(f.child.id());
     round_trip(f.port, 64 << 20);
@@ -219,6 +227,39 @@ fn relays_to_a_unix_socket() {
 
 #[test]
 fn server_speaks_first_and_closes() {
+    server_speaks_first(&[]);
+}
+
+#[test]
+fn glommio_variant_relays_the_same() {
+    // TCP with backpressure and half-close, a Unix upstream, and the server closing first.
+    let up = tcp_echo_server();
+    let f = floor_with(&format!("127.0.0.1:{up}"), 1024, &["--glommio"]);
+    let base = open_fds(f.child.id());
+    round_trip(f.port, 16 << 20);
+    let t: Vec<_> = (0..8)
+        .map(|_| {
+            let port = f.port;
+            std::thread::spawn(move || round_trip(port, 256 << 10))
+        })
+        .collect();
+    for t in t {
+        t.join().unwrap();
+    }
+    settles_to(&f, base);
+    let out = f.stop();
+    assert_eq!(counter(&out, "closed"), 9, "{out}");
+
+    let path = unix_echo_server("glommio");
+    let f = floor_with(&format!("unix:{path}"), 4096, &["--glommio"]);
+    round_trip(f.port, 4 << 20);
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+
+    server_speaks_first(&["--glommio"]);
+}
+
+fn server_speaks_first(extra: &[&str]) {
     // Like a MySQL server: a greeting before the client says anything, then an answer and a
     // close from the server's side.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -235,7 +276,7 @@ fn server_speaks_first_and_closes() {
             });
         }
     });
-    let f = floor(&format!("127.0.0.1:{up}"), 16384);
+    let f = floor_with(&format!("127.0.0.1:{up}"), 16384, extra);
     let base = open_fds(f.child.id());
     for _ in 0..20 {
         let mut c = TcpStream::connect(("127.0.0.1", f.port)).unwrap();

@@ -30,6 +30,10 @@
 //! ```
 //!
 //! SIGINT/SIGTERM print the counters on stderr and exit (the kernel closes every socket).
+//!
+//! `--glommio` runs the same relay on glommio instead (one executor per thread, pinned, ring
+//! depth and I/O memory as sluice's shards; one task per connection copying both ways through
+//! glommio's `TcpStream`/`UnixStream`): not a floor, a measure of what the runtime adds to it.
 
 use clap::Parser;
 use std::ffi::CString;
@@ -66,6 +70,9 @@ struct Cli {
     /// Do not pin thread i to core i (sluice pins its shards; so does the floor by default).
     #[arg(long)]
     no_pin: bool,
+    /// Relay with glommio executors and streams instead of raw epoll (for comparison).
+    #[arg(long)]
+    glommio: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -123,35 +130,58 @@ fn main() {
     }
 
     let stats = Arc::new(Stats::default());
-    // Every listener and epoll set is made before any thread serves, so the port is fully up
-    // (all threads share it) and the descriptors are all open by the time the banner is printed.
-    let mut relays = Vec::with_capacity(threads);
+    // Every listener (and epoll set, or glommio executor) is made before the banner, so the
+    // port is fully up (all threads share it) and the descriptors are all open by then.
+    let mut lfds = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let relay = listener(listen, cli.backlog)
-            .and_then(|lfd| Relay::new(lfd, upstream.clone(), cli.buffer, stats.clone()));
-        match relay {
-            Ok(r) => relays.push(r),
+        match listener(listen, cli.backlog) {
+            Ok(fd) => lfds.push(fd),
             Err(e) => fail(&format!("cannot listen on {listen}: {e}")),
         }
     }
-    for (i, mut relay) in relays.into_iter().enumerate() {
-        let pin = (!cli.no_pin).then_some(i % cores);
-        std::thread::Builder::new()
-            .name(format!("floor-{i}"))
-            .spawn(move || {
-                if let Some(core) = pin {
-                    pin_to(core);
-                }
-                if let Err(e) = relay.run() {
-                    fail(&format!("relay thread {i}: {e}"));
-                }
-            })
-            .unwrap_or_else(|e| fail(&format!("cannot start a thread: {e}")));
+    if cli.glommio {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, lfd) in lfds.into_iter().enumerate() {
+            let pin = (!cli.no_pin).then_some(i % cores);
+            let (up, stats, tx) = (upstream.clone(), stats.clone(), tx.clone());
+            uring::spawn(i, lfd, up, cli.buffer, stats, pin, tx);
+        }
+        drop(tx);
+        for _ in 0..threads {
+            match rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fail(&e),
+                Err(_) => fail("a glommio executor exited during start-up"),
+            }
+        }
+    } else {
+        let mut relays = Vec::with_capacity(threads);
+        for lfd in lfds {
+            match Relay::new(lfd, upstream.clone(), cli.buffer, stats.clone()) {
+                Ok(r) => relays.push(r),
+                Err(e) => fail(&format!("cannot make an epoll set: {e}")),
+            }
+        }
+        for (i, mut relay) in relays.into_iter().enumerate() {
+            let pin = (!cli.no_pin).then_some(i % cores);
+            std::thread::Builder::new()
+                .name(format!("floor-{i}"))
+                .spawn(move || {
+                    if let Some(core) = pin {
+                        pin_to(core);
+                    }
+                    if let Err(e) = relay.run() {
+                        fail(&format!("relay thread {i}: {e}"));
+                    }
+                })
+                .unwrap_or_else(|e| fail(&format!("cannot start a thread: {e}")));
+        }
     }
     eprintln!(
-        "sluice-floor: listening on {listen}, relaying to {}, {threads} thread(s){}",
+        "sluice-floor: listening on {listen}, relaying to {}, {threads} thread(s){}{}",
         cli.upstream,
-        if cli.no_pin { "" } else { ", pinned" }
+        if cli.no_pin { "" } else { ", pinned" },
+        if cli.glommio { ", glommio" } else { "" }
     );
 
     let mut sig = 0;
@@ -672,5 +702,177 @@ fn pump(conn: &mut Conn, s: usize, stats: &Stats) -> Pump {
             d.end = n as usize;
             drained = d.end < d.buf.len();
         }
+    }
+}
+
+/// `--glommio`: the same relay on glommio executors and streams.
+mod uring {
+    use super::{Stats, Upstream};
+    use futures_lite::io::{AsyncRead, AsyncWrite};
+    use glommio::net::{TcpListener, TcpStream, UnixStream};
+    use glommio::{LocalExecutorBuilder, Placement};
+    use std::io;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::pin::Pin;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc::Sender;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    /// As sluice's shards (src/server.rs): a deep ring, little registered I/O memory (memlock is
+    /// 8 MiB here, and nothing does file I/O).
+    const RING_DEPTH: usize = 4096;
+    const IO_MEMORY: usize = 256 << 10;
+
+    pub fn spawn(
+        i: usize,
+        lfd: i32,
+        upstream: Upstream,
+        buffer: usize,
+        stats: Arc<Stats>,
+        pin: Option<usize>,
+        ready: Sender<Result<(), String>>,
+    ) {
+        let placement = pin.map_or(Placement::Unbound, Placement::Fixed);
+        let started = LocalExecutorBuilder::new(placement)
+            .name(&format!("floor-{i}"))
+            .ring_depth(RING_DEPTH)
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move {
+                // SAFETY: lfd is a listening TCP socket this executor now owns.
+                let listener = unsafe { TcpListener::from_raw_fd(lfd) };
+                let _ = ready.send(Ok(()));
+                loop {
+                    let client = match listener.accept().await {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    };
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let (upstream, stats) = (upstream.clone(), stats.clone());
+                    glommio::spawn_local(async move {
+                        let _ = client.set_nodelay(true);
+                        let ok = match &upstream {
+                            Upstream::Tcp(addr) => match TcpStream::connect(*addr).await {
+                                Ok(u) => {
+                                    let _ = u.set_nodelay(true);
+                                    relay(client, u, buffer).await;
+                                    true
+                                }
+                                Err(_) => false,
+                            },
+                            Upstream::Unix(path) => {
+                                let path = std::ffi::OsStr::from_bytes(path.as_bytes());
+                                match UnixStream::connect(path).await {
+                                    Ok(u) => {
+                                        relay(client, u, buffer).await;
+                                        true
+                                    }
+                                    Err(_) => false,
+                                }
+                            }
+                        };
+                        if !ok {
+                            stats.upstream_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        stats.closed.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .detach();
+                }
+            });
+        if let Err(e) = started {
+            super::fail(&format!("cannot start glommio executor {i}: {e}"));
+        }
+    }
+
+    /// One direction: bytes read from one stream, not yet written to the other.
+    struct Half {
+        buf: Box<[u8]>,
+        start: usize,
+        end: usize,
+        eof: bool,
+        done: bool,
+    }
+
+    impl Half {
+        fn new(size: usize) -> Half {
+            Half {
+                buf: vec![0u8; size].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                eof: false,
+                done: false,
+            }
+        }
+
+        /// Copies until the source blocks or ends (then closes the destination's write side).
+        fn poll<R, W>(
+            &mut self,
+            cx: &mut Context<'_>,
+            src: &mut R,
+            dst: &mut W,
+        ) -> Poll<io::Result<()>>
+        where
+            R: AsyncRead + Unpin,
+            W: AsyncWrite + Unpin,
+        {
+            loop {
+                while self.start < self.end {
+                    match Pin::new(&mut *dst).poll_write(cx, &self.buf[self.start..self.end]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+                        }
+                        Poll::Ready(Ok(n)) => self.start += n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                self.start = 0;
+                self.end = 0;
+                if self.eof {
+                    return match Pin::new(&mut *dst).poll_close(cx) {
+                        Poll::Ready(_) => {
+                            self.done = true;
+                            Poll::Ready(Ok(()))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                match Pin::new(&mut *src).poll_read(cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => self.eof = true,
+                    Poll::Ready(Ok(n)) => self.end = n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// Both directions in one task, until both ended or either failed; then both are dropped
+    /// (closed).
+    async fn relay<A, B>(mut a: A, mut b: B, buffer: usize)
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut ab, mut ba) = (Half::new(buffer), Half::new(buffer));
+        let _ = futures_lite::future::poll_fn(|cx| {
+            if !ab.done {
+                if let Poll::Ready(Err(e)) = ab.poll(cx, &mut a, &mut b) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if !ba.done {
+                if let Poll::Ready(Err(e)) = ba.poll(cx, &mut b, &mut a) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if ab.done && ba.done {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 }

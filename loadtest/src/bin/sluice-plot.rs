@@ -113,6 +113,7 @@ fn color(target: &str, index: usize) -> &'static str {
     match target {
         "direct" => "#9e9e9e",
         "floor" => "#4e79a7",
+        "floor-glommio" => "#a0cbe8",
         _ => ["#f28e2b", "#e15759", "#b07aa1", "#76b7b2"][index % 4],
     }
 }
@@ -460,7 +461,7 @@ fn b3(r: &Value, note: Option<&str>) -> Result<String, String> {
     let tcolor = |t: &str| {
         let i = targets
             .iter()
-            .filter(|x| !matches!(x.as_str(), "direct" | "floor"))
+            .filter(|x| !matches!(x.as_str(), "direct" | "floor" | "floor-glommio"))
             .position(|x| x == t);
         color(t, i.unwrap_or(0))
     };
@@ -486,10 +487,10 @@ fn b3(r: &Value, note: Option<&str>) -> Result<String, String> {
         .map(|t| (label(t), tcolor(t).to_string()))
         .collect();
     legend(&mut svg, 90.0, top + 14.0, &legend_items);
-    svg.line(640.0, top + 10.0, 664.0, top + 10.0, INK, 1.5, Some("5,3"));
+    svg.line(90.0, top + 32.0, 114.0, top + 32.0, INK, 1.5, Some("5,3"));
     svg.text(
-        670.0,
-        top + 14.0,
+        120.0,
+        top + 36.0,
         "0.9 × direct (target)",
         12.0,
         INK,
@@ -716,6 +717,7 @@ fn label(t: &str) -> String {
     match t {
         "direct" => "direct".into(),
         "floor" => "floor relay".into(),
+        "floor-glommio" => "floor relay, glommio".into(),
         _ => match t.strip_prefix("sluice-") {
             Some(p) => format!("sluice pool {p}"),
             None => t.into(),
