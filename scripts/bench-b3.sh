@@ -19,8 +19,9 @@
 # Environment: THREADS, DURATION, POOL (the first pool size, default 64), POOLS (all of them,
 # default "$POOL 16"), BACKEND (tcp, or unix: both proxies reach MariaDB through its Unix socket;
 # clients always use TCP), SHARDS (sluice shards, 0 = one per core), FLOOR_THREADS (default: as
-# many as sluice's shards), FLOOR_GLOMMIO (1: add floor-glommio, default 0), TABLE_SIZE (10,000), WORKLOADS (default "oltp_point_select
-# oltp_read_only sluice-load"), LOW_CLIENTS, LOW_RATE, LOW_DURATION (0 skips the low-rate case),
+# many as sluice's shards), FLOOR_GLOMMIO (1: add floor-glommio; default 0), TABLE_SIZE (10,000),
+# WORKLOADS (default "oltp_point_select oltp_read_only sluice-load"), LOW_CLIENTS, LOW_RATE,
+# LOW_DURATION (0 skips the low-rate case),
 # WARMUP (seconds of point selects straight to MariaDB before measuring, default 3), BIN_DIR (use
 # the binaries there instead of building release ones), OUT_DIR (default target/bench),
 # PLOT_NOTE (a red line on the picture, e.g. "smoke run, not a measurement").
