@@ -47,8 +47,9 @@ cleanup() {
   rm -rf "$WORK"
   exit "$status"
 }
-# Everything is undone once, at exit; a signal just ends the script (after the command running
-# in the foreground, whose length is bounded) with the conventional status.
+# Everything is undone once, at exit. A signal ends the script with the conventional status at
+# once during a generator run (run_child waits with `wait`, which a signal interrupts; the
+# cleanup stops the generator), else when the short foreground command in progress returns.
 trap cleanup EXIT
 trap 'echo "bench-million: interrupted" >&2; exit 130' INT
 trap 'echo "bench-million: terminated" >&2; exit 143' TERM
@@ -94,7 +95,7 @@ TOML
 backend_and_app_user "127.0.0.1:$MARIADB_PORT" >> "$WORK/sluice.toml"
 "$BIN_DIR/sluice" --config "$WORK/sluice.toml" &
 SLUICE_PID=$!
-wait_port "$PORT" 60
+wait_listening "$SLUICE_PID" "$PORT" 60
 # With several workers: every one up (each binds the port itself), then their pids for RSS
 # sampling (the supervisor's too).
 if [ "$WORKERS" -gt 1 ]; then
