@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# Benchmark B3 (../shared/BENCHMARKS.md): throughput of the hop. sysbench oltp_point_select and
-# oltp_read_only, then sluice-load's own point-select mode, each with THREADS client threads
-# (default 64) for DURATION seconds (default 20): straight to MariaDB, then through sluice, in the
-# same run. Reports queries/s of both, their ratio, and sluice's CPU time per query (utime + stime
-# from /proc/PID/stat around the run, divided by the queries served).
-# sluice runs in transaction mode with a POOL-connection pool (default 64) over TCP, or over the
-# server's Unix socket with BACKEND=unix, with SHARDS shards (default 0: one per core).
-# Writes target/bench/b3.json and prints a table.
+# Benchmark B3 (../shared/BENCHMARKS.md): throughput of the hop. In one run, side by side:
+#   direct      clients straight to MariaDB (TCP);
+#   floor       through the floor relay (loadtest/src/bin/sluice-floor.rs: a 1:1 byte relay, no
+#               parsing, one edge-triggered epoll loop per core): what any userspace hop costs here;
+#   floor-glommio  (with FLOOR_GLOMMIO=1) the same relay on glommio executors and streams: what
+#               the runtime adds to the floor;
+#   sluice-P    through sluice in transaction mode with a pool of P connections, for each P in
+#               POOLS (default "64 16": more clients than connections is the normal case).
+# Workloads (WORKLOADS): sysbench oltp_point_select and oltp_read_only, and sluice-load's own
+# point-select mode, each with THREADS client threads (default 64) for DURATION seconds (20). Each
+# workload runs against every target in turn, so ratios compare runs seconds apart. Then the
+# low-rate case: LOW_CLIENTS clients (50) at LOW_RATE queries/s (2,000) for LOW_DURATION seconds,
+# where a proxy sleeps between queries.
+# Reported: queries/s, ratio to direct, ratio to the floor, errors, and each proxy's CPU time per
+# query (utime + stime from /proc/PID/stat before and after the run, ÷ queries served); at the low
+# rate, latency p50/p99 too.
+#
+# Environment: THREADS, DURATION, POOL (the first pool size, default 64), POOLS (all of them,
+# default "$POOL 16"), BACKEND (tcp, or unix: both proxies reach MariaDB through its Unix socket;
+# clients always use TCP), SHARDS (sluice shards, 0 = one per core), FLOOR_THREADS (default: as
+# many as sluice's shards), FLOOR_GLOMMIO (1: add floor-glommio; default 0), TABLE_SIZE (10,000),
+# WORKLOADS (default "oltp_point_select oltp_read_only sluice-load"), LOW_CLIENTS, LOW_RATE,
+# LOW_DURATION (0 skips the low-rate case),
+# WARMUP (seconds of point selects straight to MariaDB before measuring, default 3), BIN_DIR (use
+# the binaries there instead of building release ones), OUT_DIR (default target/bench),
+# PLOT_NOTE (a red line on the picture, e.g. "smoke run, not a measurement").
+# Writes OUT_DIR/b3.json, OUT_DIR/b3.txt (the table it prints) and OUT_DIR/b3.svg.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -15,116 +34,286 @@ cd "$ROOT"
 THREADS=${THREADS:-64}
 DURATION=${DURATION:-20}
 POOL=${POOL:-64}
+POOLS=${POOLS:-"$POOL 16"}
 BACKEND=${BACKEND:-tcp}
 SHARDS=${SHARDS:-0}
+FLOOR_THREADS=${FLOOR_THREADS:-$SHARDS}
+FLOOR_GLOMMIO=${FLOOR_GLOMMIO:-0}
 TABLE_SIZE=${TABLE_SIZE:-10000}
+WORKLOADS=${WORKLOADS:-"oltp_point_select oltp_read_only sluice-load"}
+LOW_CLIENTS=${LOW_CLIENTS:-50}
+LOW_RATE=${LOW_RATE:-2000}
+LOW_DURATION=${LOW_DURATION:-$DURATION}
+WARMUP=${WARMUP:-3}
+OUT_DIR=${OUT_DIR:-$ROOT/target/bench}
+case "$BACKEND" in tcp | unix) ;; *) echo "bench-b3: BACKEND must be tcp or unix" >&2; exit 2 ;; esac
+for w in $WORKLOADS; do
+  case "$w" in oltp_point_select | oltp_read_only | sluice-load) ;;
+    *) echo "bench-b3: unknown workload $w (oltp_point_select, oltp_read_only, sluice-load)" >&2; exit 2 ;;
+  esac
+done
+COMMAND="THREADS=$THREADS DURATION=$DURATION POOLS='$POOLS' BACKEND=$BACKEND SHARDS=$SHARDS FLOOR_THREADS=$FLOOR_THREADS FLOOR_GLOMMIO=$FLOOR_GLOMMIO LOW_DURATION=$LOW_DURATION scripts/bench-b3.sh"
 
-ensure_rust
-ensure_mariadb
-ensure_sysbench
-cargo build --release --quiet -p sluice -p sluice-load
-mkdir -p target/bench
+mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d /tmp/sluice-b3.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
-SLUICE_PID=
 cleanup() {
-  [ -n "$SLUICE_PID" ] && kill -TERM "$SLUICE_PID" 2>/dev/null && wait "$SLUICE_PID" 2>/dev/null || true
+  local status=$?
+  trap - EXIT INT TERM
+  stop_tracked
+  if [ "$status" -ne 0 ]; then
+    for log in "$WORK"/*.log; do
+      [ -s "$log" ] && { echo "--- last lines of $(basename "$log"):" >&2; tail -n 15 "$log" >&2; }
+    done
+  fi
   scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
   rm -rf "$WORK"
+  exit "$status"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'echo "bench-b3: interrupted" >&2; exit 130' INT
+trap 'echo "bench-b3: terminated" >&2; exit 143' TERM
+
+ensure_mariadb
+ensure_sysbench
+if [ -z "${BIN_DIR:-}" ]; then
+  ensure_rust
+  cargo build --release --quiet -p sluice -p sluice-load --bins
+  BIN_DIR=$ROOT/target/release
+fi
+for b in sluice sluice-load sluice-floor; do
+  [ -x "$BIN_DIR/$b" ] || { echo "bench-b3: no $BIN_DIR/$b" >&2; exit 1; }
+done
 
 eval "$(MARIADB_EXTRA_ARGS="--max-connections=500" scripts/mariadb.sh start "$MARIADB_DIR")"
-PORT=$(free_port)
 if [ "$BACKEND" = unix ]; then
-  ADDRESS="unix:$MARIADB_DIR/mariadb.sock"
+  UPSTREAM="unix:$MARIADB_DIR/mariadb.sock"
 else
-  ADDRESS="127.0.0.1:$MARIADB_PORT"
+  UPSTREAM="127.0.0.1:$MARIADB_PORT"
 fi
-cat > "$WORK/sluice.toml" <<TOML
-listen = "127.0.0.1:$PORT"
+
+# The targets: name, port, and the pid whose CPU is counted (none for direct).
+TARGETS=(direct)
+declare -A PORT_OF=([direct]=$MARIADB_PORT) PID_OF=()
+
+FLOOR_PORT=$(free_port)
+"$BIN_DIR/sluice-floor" --listen "127.0.0.1:$FLOOR_PORT" --upstream "$UPSTREAM" \
+  --threads "$FLOOR_THREADS" 2>"$WORK/floor.log" &
+bg_track $! floor
+TARGETS+=(floor)
+PORT_OF[floor]=$FLOOR_PORT
+PID_OF[floor]=$!
+wait_listening "${PID_OF[floor]}" "$FLOOR_PORT"
+if [ "$FLOOR_GLOMMIO" = 1 ]; then
+  port=$(free_port)
+  "$BIN_DIR/sluice-floor" --glommio --listen "127.0.0.1:$port" --upstream "$UPSTREAM" \
+    --threads "$FLOOR_THREADS" 2>"$WORK/floor-glommio.log" &
+  bg_track $! floor-glommio
+  TARGETS+=(floor-glommio)
+  PORT_OF[floor-glommio]=$port
+  PID_OF[floor-glommio]=$!
+  wait_listening "${PID_OF[floor-glommio]}" "$port"
+fi
+
+for p in $POOLS; do
+  name="sluice-$p"
+  port=$(free_port)
+  cat > "$WORK/$name.toml" <<TOML
+listen = "127.0.0.1:$port"
 shards = $SHARDS
 [pool]
 mode = "transaction"
-size = $POOL
+size = $p
 queue_timeout_ms = 30000
 TOML
-backend_and_app_user "$ADDRESS" >> "$WORK/sluice.toml"
-target/release/sluice --config "$WORK/sluice.toml" --log-level warn &
-SLUICE_PID=$!
-wait_port "$PORT"
+  backend_and_app_user "$UPSTREAM" >> "$WORK/$name.toml"
+  "$BIN_DIR/sluice" --config "$WORK/$name.toml" --log-level warn 2>"$WORK/$name.log" &
+  bg_track $! "$name"
+  TARGETS+=("$name")
+  PORT_OF[$name]=$port
+  PID_OF[$name]=$!
+  wait_listening "${PID_OF[$name]}" "$port"
+done
+echo "bench-b3: MariaDB on 127.0.0.1:$MARIADB_PORT; proxies reach it over $BACKEND:" \
+  "$(for t in "${TARGETS[@]:1}"; do printf '%s on %s (pid %s) ' "$t" "${PORT_OF[$t]}" "${PID_OF[$t]}"; done)" >&2
 
-# CPU ticks (utime + stime) of a process.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
-
-sb() { # sb TEST PORT OUT: one sysbench run, its report in OUT
-  sysbench "$1" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$2" --mysql-user=app \
-    --mysql-password=app --mysql-db=app --tables=1 --table-size="$TABLE_SIZE" \
-    --threads="$THREADS" --time="$DURATION" --report-interval=0 --histogram=off run > "$3"
+sb() { # sb TEST PORT SECONDS OUT: one sysbench run; its report in OUT (fails if sysbench did)
+  run_child "$4" + sysbench "$1" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$2" \
+    --mysql-user=app --mysql-password=app --mysql-db=app --tables=1 --table-size="$TABLE_SIZE" \
+    --threads="$THREADS" --time="$3" --report-interval=0 --histogram=off run
 }
 
-echo "B3: preparing sysbench's table ($TABLE_SIZE rows)" >&2
+# Each sluice-load run binds its own source addresses, so no run meets the TIME_WAIT sockets of
+# the one before.
+SRC=10
+load() { # load PORT OUT ARGS...: one sluice-load point-select run
+  local port=$1 out=$2
+  shift 2
+  SRC=$((SRC + 1))
+  run_child /dev/null "$out.err" "$BIN_DIR/sluice-load" -t "127.0.0.1:$port" -m select \
+    --src-base "127.$SRC.0.1" --json "$out" -q "$@" || true
+}
+
+echo "bench-b3: preparing the tables ($TABLE_SIZE rows)" >&2
 sysbench oltp_point_select --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$MARIADB_PORT" \
   --mysql-user=app --mysql-password=app --mysql-db=app --tables=1 --table-size="$TABLE_SIZE" \
   prepare >/dev/null
+load "$MARIADB_PORT" "$WORK/prepare.json" --prepare-table --table-size "$TABLE_SIZE" --active 1 --duration 0.5
+if [ "$WARMUP" != 0 ]; then
+  echo "bench-b3: warming MariaDB up (${WARMUP}s of point selects)" >&2
+  sb oltp_point_select "$MARIADB_PORT" "$WARMUP" "$WORK/warmup" || true
+fi
+
+# measure TARGET KIND OUT CMD...: runs CMD, recording the target's proxy CPU ticks around it.
+# Appends "workload target kind out ticks ok" to $WORK/runs.
+measure() {
+  local workload=$1 target=$2 kind=$3 out=$4 t0=- t1=- ok=1
+  shift 4
+  local pid=${PID_OF[$target]:-}
+  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  "$@" || ok=0
+  if [ -n "$pid" ]; then
+    t1=$(cpu_ticks "$pid") || { echo "bench-b3: $target died during $workload" >&2; exit 1; }
+    echo "$workload $target $kind $out $((t1 - t0)) $ok" >> "$WORK/runs"
+  else
+    echo "$workload $target $kind $out - $ok" >> "$WORK/runs"
+  fi
+  [ "$ok" = 1 ] || echo "bench-b3: $workload through $target failed (see the report)" >&2
+}
 
 : > "$WORK/runs"
-for test in oltp_point_select oltp_read_only; do
-  echo "B3: $test, $THREADS threads, ${DURATION}s, direct" >&2
-  sb "$test" "$MARIADB_PORT" "$WORK/$test.direct"
-  echo "B3: $test, $THREADS threads, ${DURATION}s, through sluice" >&2
-  t0=$(ticks "$SLUICE_PID")
-  sb "$test" "$PORT" "$WORK/$test.sluice"
-  t1=$(ticks "$SLUICE_PID")
-  echo "$test $WORK/$test.direct $WORK/$test.sluice $((t1 - t0))" >> "$WORK/runs"
+for w in $WORKLOADS; do
+  for t in "${TARGETS[@]}"; do
+    echo "bench-b3: $w, $THREADS threads, ${DURATION}s, $t" >&2
+    out="$WORK/$w.$t"
+    if [ "$w" = sluice-load ]; then
+      measure "$w" "$t" load "$out" load "${PORT_OF[$t]}" "$out" --active "$THREADS" --duration "$DURATION"
+    else
+      measure "$w" "$t" sysbench "$out" sb "$w" "${PORT_OF[$t]}" "$DURATION" "$out"
+    fi
+  done
 done
+if [ "$LOW_DURATION" != 0 ]; then
+  for t in "${TARGETS[@]}"; do
+    echo "bench-b3: low rate, $LOW_CLIENTS clients at $LOW_RATE q/s, ${LOW_DURATION}s, $t" >&2
+    out="$WORK/low.$t"
+    measure low_rate "$t" load "$out" load "${PORT_OF[$t]}" "$out" --active "$LOW_CLIENTS" \
+      --rate "$LOW_RATE" --duration "$LOW_DURATION"
+  done
+fi
 
-echo "B3: sluice-load point selects, $THREADS connections, ${DURATION}s, direct" >&2
-target/release/sluice-load -t "127.0.0.1:$MARIADB_PORT" -m select --prepare-table --active "$THREADS" \
-  --duration "$DURATION" --json "$WORK/load.direct" -q || true
-echo "B3: sluice-load point selects, $THREADS connections, ${DURATION}s, through sluice" >&2
-t0=$(ticks "$SLUICE_PID")
-target/release/sluice-load -t "127.0.0.1:$PORT" -m select --active "$THREADS" \
-  --duration "$DURATION" --json "$WORK/load.sluice" -q || true
-t1=$(ticks "$SLUICE_PID")
-echo "sluice-load $WORK/load.direct $WORK/load.sluice $((t1 - t0))" >> "$WORK/runs"
-
-python3 - "$WORK/runs" "$HZ" "$THREADS" "$DURATION" "$BACKEND" "$POOL" <<'PY' | tee target/bench/b3.txt
-import json, re, sys
-runs, hz, threads, duration, backend, pool = sys.argv[1], int(sys.argv[2]), *map(int, sys.argv[3:5]), sys.argv[5], int(sys.argv[6])
+bench_meta "$COMMAND" > "$WORK/meta.json"
+python3 - "$WORK" "$OUT_DIR/b3.json" "$(getconf CLK_TCK)" "$THREADS" "$DURATION" "$BACKEND" \
+  "$SHARDS" "$FLOOR_THREADS" "$LOW_CLIENTS" "$LOW_RATE" "$LOW_DURATION" "${TARGETS[*]}" \
+  <<'PY' | tee "$OUT_DIR/b3.txt"
+import json, os, re, sys
+(work, out, hz, threads, duration, backend, shards, floor_threads, low_clients, low_rate,
+ low_duration, targets) = sys.argv[1:13]
+hz, targets = int(hz), targets.split()
+cpus = os.cpu_count()
+shards = int(shards)
 
 def sysbench(path):
-    text = open(path).read()
-    q = re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", text)
-    n = re.search(r"queries:\s+(\d+)", text)
+    try:
+        text = open(path).read()
+    except OSError:
+        text = ""
+    q = re.search(r"queries:\s+(\d+)\s+\(([\d.]+) per sec", text)
     err = re.search(r"ignored errors:\s+(\d+)", text)
     p95 = re.search(r"95th percentile:\s+([\d.]+)", text)
-    return {"qps": float(q.group(1)), "queries": int(n.group(1)),
+    if not q:
+        return {"qps": None, "queries": 0, "errors": None, "failed": True,
+                "message": text.strip().splitlines()[-1] if text.strip() else "no output"}
+    return {"qps": float(q.group(2)), "queries": int(q.group(1)),
             "errors": int(err.group(1)) if err else 0, "p95_ms": float(p95.group(1)) if p95 else None}
 
 def load(path):
-    r = json.load(open(path))
-    run = r.get("run", {})
-    return {"qps": run.get("throughput", 0.0), "queries": run.get("ok", 0),
-            "errors": r.get("errors_total", 0),
-            "p99_ms": (run.get("latency_us") or {}).get("p99", 0) / 1000}
+    try:
+        r = json.load(open(path))
+    except (OSError, ValueError):
+        err = open(path + ".err").read().strip() if os.path.exists(path + ".err") else ""
+        return {"qps": None, "queries": 0, "errors": None, "failed": True,
+                "message": err.splitlines()[-1] if err else "no report"}
+    run = r.get("run") or {}
+    lat = run.get("latency_us") or {}
+    res = {"qps": run.get("throughput"), "queries": run.get("ok", 0),
+           "errors": r.get("errors_total", 0), "p50_us": lat.get("p50"), "p99_us": lat.get("p99"),
+           "p999_us": lat.get("p999")}
+    if run.get("target_rate"):
+        res["missed"] = run.get("missed", 0)
+    if r.get("errors"):
+        res["errors_by_kind"] = r["errors"]
+    return res
 
-res = {"threads": threads, "duration_s": duration, "backend": backend, "pool": pool, "runs": {}}
-for line in open(runs):
-    name, direct, through, ticks = line.split()
-    parse = load if name == "sluice-load" else sysbench
-    d, s = parse(direct), parse(through)
-    cpu_us = int(ticks) / hz * 1e6 / s["queries"] if s["queries"] else None
-    res["runs"][name] = {"direct": d, "through_sluice": s,
-                         "ratio": round(s["qps"] / d["qps"], 3) if d["qps"] else None,
-                         "sluice_cpu_us_per_query": round(cpu_us, 2) if cpu_us else None}
-json.dump(res, open("target/bench/b3.json", "w"), indent=1)
-print(f"B3: {threads} client threads, {duration}s per run, sluice pool {pool} over {backend}")
-print(f"{'':20}{'direct q/s':>14}{'sluice q/s':>14}{'ratio':>8}{'sluice CPU/query':>18}{'errors':>9}")
-for name, r in res["runs"].items():
-    cpu = r["sluice_cpu_us_per_query"]
-    ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-    print(f"{name:20}{r['direct']['qps']:>14.0f}{r['through_sluice']['qps']:>14.0f}{ratio:>8}"
-          f"{(f'{cpu:.1f} us' if cpu else '-'):>18}{r['through_sluice']['errors']:>9}")
+rnd = lambda v, n=3: round(v, n) if v is not None else None
+div = lambda a, b: a / b if a is not None and b else None
+results = {}
+order = []
+for line in open(os.path.join(work, "runs")):
+    workload, target, kind, path, ticks, ok = line.split()
+    r = (load if kind == "load" else sysbench)(path)
+    if ticks != "-":
+        r["cpu_ticks"] = int(ticks)
+        r["cpu_us_per_query"] = rnd(div(int(ticks) / hz * 1e6, r["queries"]), 2)
+    if workload not in results:
+        results[workload] = {}
+        order.append(workload)
+    results[workload][target] = r
+
+for res in results.values():
+    d, fl = res.get("direct", {}), res.get("floor", {})
+    for t, r in res.items():
+        if t == "direct":
+            continue
+        r["ratio_to_direct"] = rnd(div(r["qps"], d.get("qps")))
+        if t != "floor":
+            r["ratio_to_floor"] = rnd(div(r["qps"], fl.get("qps")))
+            r["cpu_ratio_to_floor"] = rnd(div(r.get("cpu_us_per_query"), fl.get("cpu_us_per_query")), 2)
+
+summary = {
+    "benchmark": "b3",
+    "meta": json.load(open(os.path.join(work, "meta.json"))),
+    "threads": int(threads), "duration_s": float(duration), "backend": backend,
+    "shards": shards, "floor_threads": int(floor_threads) or cpus, "cpus": cpus,
+    "pools": [int(t.split("-", 1)[1]) for t in targets if t.startswith("sluice-")],
+    "clk_tck": hz,
+    "targets": targets,
+    "workloads": [{"name": w, "results": results[w]} for w in order if w != "low_rate"],
+}
+if "low_rate" in results:
+    summary["low_rate"] = {"clients": int(low_clients), "rate": float(low_rate),
+                           "duration_s": float(low_duration), "results": results["low_rate"]}
+json.dump(summary, open(out, "w"), indent=1)
+
+fmt = lambda v, f: "-" if v is None else f(v)
+print(f"B3: {threads} client threads, {duration} s per run; proxies reach MariaDB over {backend}; "
+      f"sluice shards {shards or f'{cpus} (one per core)'}, floor threads {summary['floor_threads']}")
+head = f"{'workload':20}{'target':15}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}"
+print(head)
+for w in summary["workloads"]:
+    for i, t in enumerate(targets):
+        r = w["results"].get(t, {})
+        print(f"{(w['name'] if i == 0 else ''):20}{t:15}"
+              f"{fmt(r.get('qps'), lambda v: f'{v:.0f}'):>10}"
+              f"{fmt(r.get('ratio_to_direct'), lambda v: f'{v:.2f}'):>9}"
+              f"{fmt(r.get('ratio_to_floor'), lambda v: f'{v:.2f}'):>8}"
+              f"{fmt(r.get('cpu_us_per_query'), lambda v: f'{v:.1f} µs'):>12}"
+              f"{fmt(r.get('cpu_ratio_to_floor'), lambda v: f'{v:.1f}×'):>11}"
+              f"{fmt(r.get('errors'), str):>8}"
+              + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
+low = summary.get("low_rate")
+if low:
+    print(f"low rate: {low_clients} clients at {low_rate} q/s for {low_duration} s")
+    print(f"{'':20}{'target':15}{'q/s':>10}{'p50':>10}{'p99':>10}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}")
+    for t in targets:
+        r = low["results"].get(t, {})
+        print(f"{'':20}{t:15}{fmt(r.get('qps'), lambda v: f'{v:.0f}'):>10}"
+              f"{fmt(r.get('p50_us'), lambda v: f'{v} µs'):>10}{fmt(r.get('p99_us'), lambda v: f'{v} µs'):>10}"
+              f"{fmt(r.get('cpu_us_per_query'), lambda v: f'{v:.1f} µs'):>12}"
+              f"{fmt(r.get('cpu_ratio_to_floor'), lambda v: f'{v:.1f}×'):>11}"
+              f"{fmt(r.get('errors'), str):>8}"
+              + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
+print(f"CPU per query: utime + stime of the proxy process over the run ÷ queries served ({hz} ticks/s).")
+print(f"JSON: {out}")
 PY
+plot b3 "$OUT_DIR/b3.svg" "$OUT_DIR/b3.json"

@@ -8,12 +8,15 @@
 #   B5  connect storms (64 loops: connect, one query, disconnect) through sluice, then direct.
 # It raises (and afterwards restores) the sysctls a big fan-in needs, starts a private MariaDB and
 # as many sluice worker processes as the fd limit demands, and stops everything at the end.
-# Output: a table on stdout (also in target/bench/million-N.txt), and JSON in
-# target/bench/million-N.json (or $OUT).
+# Output: a table on stdout (also in target/bench/million-N.txt), JSON in
+# target/bench/million-N.json (or $OUT), and pictures (sluice-plot): million-N.svg next to the
+# JSON for this run, and, when the JSON is a target/bench/million-*.json, million.svg drawn from
+# every million-*.json there (runs at several N in one picture; the picture lists its files).
 #
 # Environment: HOLD (s, B1 hold, default 10), B2_SECONDS (20), B5_SECONDS (20), ACTIVE (200),
-# RATE (2000), POOL (64), OUT (JSON path), BIN_DIR (use the sluice and sluice-load binaries there
-# instead of building release ones; the test suite's smoke run does this).
+# RATE (2000), POOL (64), OUT (JSON path), BIN_DIR (use the sluice, sluice-load and sluice-plot
+# binaries there instead of building release ones; the test suite's smoke run does this),
+# PLOT_NOTE (a red line on the pictures, e.g. "smoke run, not a measurement").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -28,27 +31,35 @@ RATE=${RATE:-2000}
 POOL=${POOL:-64}
 OUT=${OUT:-$ROOT/target/bench/million-$N.json}
 
-ensure_mariadb
-if [ -z "${BIN_DIR:-}" ]; then
-  ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load
-  BIN_DIR=$ROOT/target/release
-fi
 mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d /tmp/sluice-million.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
 SLUICE_PID=
 cleanup() {
-  if [ -n "$SLUICE_PID" ]; then
-    kill -TERM "$SLUICE_PID" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$SLUICE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SLUICE_PID" 2>/dev/null || true
-  fi
+  local status=$?
+  trap - EXIT INT TERM
+  # The generator first (it winds its workers down), then sluice (the supervisor stops its
+  # workers); each bounded, then killed.
+  [ -n "$CHILD" ] && stop_pid "$CHILD" 30
+  [ -n "$SLUICE_PID" ] && stop_pid "$SLUICE_PID" 30
   scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
   sysctl_restore
   rm -rf "$WORK"
+  exit "$status"
 }
-trap cleanup EXIT INT TERM
+# Everything is undone once, at exit. A signal ends the script with the conventional status at
+# once during a generator run (run_child waits with `wait`, which a signal interrupts; the
+# cleanup stops the generator), else when the short foreground command in progress returns.
+trap cleanup EXIT
+trap 'echo "bench-million: interrupted" >&2; exit 130' INT
+trap 'echo "bench-million: terminated" >&2; exit 143' TERM
+
+ensure_mariadb
+if [ -z "${BIN_DIR:-}" ]; then
+  ensure_rust
+  cargo build --release --quiet -p sluice -p sluice-load --bins
+  BIN_DIR=$ROOT/target/release
+fi
 
 # Bigger accept queues (the defaults overflowed at 500k connections under CPU contention) and
 # enough system-wide files for N client sockets plus N proxy sockets.
@@ -84,7 +95,7 @@ TOML
 backend_and_app_user "127.0.0.1:$MARIADB_PORT" >> "$WORK/sluice.toml"
 "$BIN_DIR/sluice" --config "$WORK/sluice.toml" &
 SLUICE_PID=$!
-wait_port "$PORT" 60
+wait_listening "$SLUICE_PID" "$PORT" 60
 # With several workers: every one up (each binds the port itself), then their pids for RSS
 # sampling (the supervisor's too).
 if [ "$WORKERS" -gt 1 ]; then
@@ -98,7 +109,7 @@ fi
 echo "bench-million: N=$N, $WORKERS sluice worker process(es), pool $POOL, fd limit $FDLIMIT" >&2
 
 echo "B1+B2: $N idle clients; $ACTIVE active at $RATE/s for ${B2_SECONDS}s without, then with them" >&2
-"$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m select --prepare-table \
+run_child - - "$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m select --prepare-table \
   --idle "$N" --active "$ACTIVE" --rate "$RATE" --duration "$B2_SECONDS" --baseline --settle "$HOLD" \
   --sample-pids-from "$WORK/pids" --sample-backend "127.0.0.1:$MARIADB_PORT" \
   --json "$WORK/b12.json" -q || true
@@ -122,14 +133,15 @@ TEARDOWN_SECONDS=$(python3 -c "import time; print(round(time.time() - $TEARDOWN_
 echo "sluice closed its side of the idle clients ${TEARDOWN_SECONDS}s after the generator finished" >&2
 
 echo "B5: connect storm through sluice, ${B5_SECONDS}s" >&2
-"$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+run_child - - "$BIN_DIR/sluice-load" -t "127.0.0.1:$PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_sluice.json" -q || true
 echo "B5: connect storm straight to MariaDB, ${B5_SECONDS}s" >&2
-"$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
+run_child - - "$BIN_DIR/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m storm -w 64 --duration "$B5_SECONDS" \
   --active-procs 2 --json "$WORK/b5_direct.json" -q || true
 # How often the shard watchdog had to wake a stalled shard (src/shard/poller.rs).
 KICKS=$(metric "$MPORT" sluice_shard_kicks_total 2>/dev/null || echo unknown)
 
+bench_meta "HOLD=$HOLD B2_SECONDS=$B2_SECONDS B5_SECONDS=$B5_SECONDS ACTIVE=$ACTIVE RATE=$RATE POOL=$POOL scripts/bench-million.sh $N" > "$WORK/meta.json"
 python3 - "$WORK" "$OUT" "$N" "$WORKERS" "$POOL" "$(cat "$WORK/upstream")" "$(uname -r)" "$(nproc)" "$TEARDOWN_SECONDS" "$KICKS" <<'PY' | tee "${OUT%.json}.txt"
 import json, sys, os
 work, out, n, workers, pool, upstream, kernel, cpus, teardown, kicks = sys.argv[1:11]
@@ -142,6 +154,7 @@ lat = lambda r, k: (r.get("latency_us") or {}).get(k)
 ratio = lambda a, b: round(a / b, 2) if a and b else None
 rate = lambda r: r.get("run", {}).get("throughput") or 0.0
 summary = {
+    "meta": load("meta.json"),
     "n": int(n), "sluice_workers": int(workers), "pool": int(pool), "kernel": kernel, "cpus": int(cpus),
     "b1": {
         "established": idle.get("established"), "errors": b12.get("errors_total"),
@@ -179,3 +192,7 @@ print(f"B2  {b2['active']} active at {b2['rate']}/s: p50/p99/p99.9 (us) without 
 print(f"B5  connects/s through sluice {b5['sluice_connects_per_s']} vs direct {b5['direct_connects_per_s']} (ratio {b5['ratio']}); errors {b5['sluice_errors']} / {b5['direct_errors']}")
 print(f"JSON: {out}")
 PY
+plot million "${OUT%.json}.svg" "$OUT"
+case "$(basename "$OUT")" in
+  million-*.json) plot million "$(dirname "$OUT")/million.svg" "$(dirname "$OUT")"/million-*.json ;;
+esac

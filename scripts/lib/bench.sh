@@ -18,6 +18,23 @@ wait_port() {
   return 1
 }
 
+# wait_listening PID PORT [SECONDS]: like wait_port, but fails at once if process PID exits.
+wait_listening() {
+  local pid=$1 port=$2 limit=${3:-30}
+  for _ in $(seq 1 $((limit * 10))); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid exited before listening on 127.0.0.1:$port" >&2
+      return 1
+    fi
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(0 if s.connect_ex(('127.0.0.1',$port))==0 else 1)"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$port after ${limit}s" >&2
+  return 1
+}
+
 # sysctl_raise NAME VALUE: raises a sysctl for the run (only upwards), remembering the old value
 # in SYSCTL_SAVED for sysctl_restore.
 SYSCTL_SAVED=()
@@ -72,4 +89,114 @@ password = "app"
 backend_user = "${2:-app}"
 backend_password = "${3:-app}"
 TOML
+}
+
+# ---------------------------------------------------------------- processes a script starts
+
+# bg_track PID [NAME]: remember a background process so that stop_tracked stops it.
+BG_PIDS=()
+BG_NAMES=()
+bg_track() {
+  BG_PIDS+=("$1")
+  BG_NAMES+=("${2:-$1}")
+}
+
+# stop_pid PID [SECONDS]: SIGTERM, a bounded wait (default 10 s), then SIGKILL.
+stop_pid() {
+  local pid=$1 limit=${2:-10}
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((limit * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "bench: pid $pid ignored SIGTERM for ${limit}s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# run_child OUT ERR CMD...: runs CMD (a program, not a shell function) in the background with
+# its stdout in file OUT and its stderr in file ERR ("-": the script's own; ERR "+": with stdout),
+# and waits for it. So a signal to the script is handled at once (bash runs traps only after a
+# foreground command ends), the cleanup can stop CMD (stop_tracked stops CHILD too), and the
+# cleanup's own messages are not redirected with CMD's. Returns CMD's status.
+CHILD=
+run_child() {
+  local out=$1 err=$2 rc=0
+  shift 2
+  if [ "$out" != - ] && [ "$err" = + ]; then
+    "$@" >"$out" 2>&1 &
+  elif [ "$out" != - ] && [ "$err" != - ]; then
+    "$@" >"$out" 2>"$err" &
+  elif [ "$out" != - ]; then
+    "$@" >"$out" &
+  elif [ "$err" != - ]; then
+    "$@" 2>"$err" &
+  else
+    "$@" &
+  fi
+  CHILD=$!
+  wait "$CHILD" || rc=$?
+  CHILD=
+  return "$rc"
+}
+
+# stop_tracked: stops the running run_child command, then every process bg_track remembered,
+# newest first.
+stop_tracked() {
+  local i
+  if [ -n "${CHILD:-}" ]; then
+    stop_pid "$CHILD"
+    CHILD=
+  fi
+  for ((i = ${#BG_PIDS[@]} - 1; i >= 0; i--)); do
+    stop_pid "${BG_PIDS[$i]}"
+  done
+  BG_PIDS=()
+  BG_NAMES=()
+}
+
+# cpu_ticks PID: utime + stime of a process (all its threads), in clock ticks (getconf CLK_TCK),
+# from /proc/PID/stat (the command name, in parentheses, may contain spaces).
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat") || { echo "bench: process $1 is gone" >&2; return 1; }
+  stat=${stat##*) }
+  awk '{print $12 + $13}' <<<"$stat"
+}
+
+# bench_meta COMMAND: a JSON object saying where a result comes from (date, commit, machine,
+# the command line with its knobs), for the result files and the pictures drawn from them.
+bench_meta() {
+  local commit
+  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    commit="$commit-dirty"
+  fi
+  python3 - "$commit" "$1" <<'PY'
+import json, os, sys, time
+print(json.dumps({
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "commit": sys.argv[1],
+    "host": f"{os.cpu_count()} cpus, kernel {os.uname().release}",
+    "command": sys.argv[2],
+}))
+PY
+}
+
+# plot KIND OUT.svg JSON...: draws a picture with sluice-plot (from BIN_DIR, else the release
+# build). A missing plotter or a failed plot is reported, never fatal: the numbers matter more.
+# PLOT_NOTE, when set, is drawn in red under the title (e.g. "smoke run, not a measurement").
+plot() {
+  local kind=$1 out=$2 bin=${BIN_DIR:-$ROOT/target/release}/sluice-plot
+  shift 2
+  if [ ! -x "$bin" ]; then
+    echo "bench: no $bin; no picture" >&2
+    return 0
+  fi
+  local note=()
+  [ -n "${PLOT_NOTE:-}" ] && note=(--note "$PLOT_NOTE")
+  "$bin" "$kind" "$@" -o "$out" "${note[@]}" || echo "bench: sluice-plot $kind failed; no picture" >&2
 }
