@@ -35,6 +35,11 @@
 //!    flag from what the statement does (`Trackers::keeps_classic_flag`, table-tested there)
 //!    rather than copying it; the bit is not compared for these clients. OK packets, and EOFs to
 //!    tracking clients, are compared with it.
+//! 6. **Plan- and time-dependent status bits.** SERVER_QUERY_NO_INDEX_USED and
+//!    SERVER_QUERY_NO_GOOD_INDEX_USED follow the optimizer's choice, which rests on table
+//!    statistics InnoDB recomputes in the background (every run gets freshly created tables, so
+//!    two runs of one statement may be planned differently), and SERVER_QUERY_WAS_SLOW follows
+//!    the clock. They are cleared before status flags are compared or shown.
 
 use std::collections::HashMap;
 

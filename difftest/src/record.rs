@@ -50,6 +50,8 @@ pub fn text_fields(payload: &[u8]) -> Result<Vec<Option<Vec<u8>>>, CodecError> {
 
 /// Status flags as `0xNNNN(NAME|NAME)`.
 pub fn status_text(st: u16) -> String {
+    // Normalization rule 6.
+    let st = st & !(status::NO_INDEX_USED | status::NO_GOOD_INDEX_USED | status::QUERY_WAS_SLOW);
     const NAMES: [(u16, &str); 14] = [
         (status::IN_TRANS, "IN_TRANS"),
         (status::AUTOCOMMIT, "AUTOCOMMIT"),

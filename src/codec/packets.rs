@@ -69,6 +69,20 @@ impl<'a> OkPacket<'a> {
         Ok(ok)
     }
 
+    /// Encodes for a CLIENT_SESSION_TRACK connection with SESSION_STATE_CHANGED set and an
+    /// empty state block, as MariaDB sends it when a tracker fired that reports nothing at the
+    /// client's level (`SET TRANSACTION READ ONLY` under `session_track_transaction_info =
+    /// STATE`).
+    pub fn encode_flag_only(&self, out: &mut impl BufMut, header: u8) {
+        out.put_u8(header);
+        put_lenenc_int(out, self.affected_rows);
+        put_lenenc_int(out, self.last_insert_id);
+        out.put_u16_le(self.status | status::SESSION_STATE_CHANGED);
+        out.put_u16_le(self.warnings);
+        put_lenenc_bytes(out, self.info);
+        put_lenenc_bytes(out, &[]);
+    }
+
     /// Encodes for a connection with capabilities `caps`. Without `CLIENT_SESSION_TRACK` the
     /// session state is dropped and its status flag cleared, so such clients never see it.
     pub fn encode(&self, out: &mut impl BufMut, header: u8, caps: u32) {

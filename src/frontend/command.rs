@@ -772,6 +772,7 @@ pub(crate) async fn after_command(
         last_ok: obs.last_ok,
         insert_id: obs.insert_id,
         rows: obs.result_set.then_some(obs.rows),
+        cursor: obs.cursor_opened,
         status: obs.status.unwrap_or(lease.get().status),
         ..Response::default()
     };
@@ -847,6 +848,22 @@ pub(crate) async fn after_command(
             sess.settings = rc;
         }
     }
+    if obs.classic_state_changed && !session_mode && e.is_some_and(|e| EofHint::of(e).may_write) {
+        // A classic EOF carries no state: a write in a result-set statement (a sequence
+        // refilling its cache, a stored function) moved last_gtid without saying to what.
+        match lease.conn().query_value("SELECT @@last_gtid").await {
+            Ok(g) => {
+                // Changed on this connection: the statement wrote, and it is the session's.
+                let g: Box<str> = g.unwrap_or_default().into();
+                if g != lease.get().last_gtid {
+                    lease.conn().last_gtid = g.clone();
+                    resp.last_gtid = Some(g);
+                }
+            }
+            Err(err) => return Err(told(err, &lease)),
+        }
+        disturbed = true;
+    }
     if e.is_some_and(|e| e.routine_ddl) && obs.error.is_none() && !session_mode {
         // A stored function was created or dropped: the next statement must know of it.
         match lease
@@ -914,6 +931,7 @@ pub(crate) async fn after_command(
                     trx_state: obs.trx_state.as_deref(),
                     trx_characteristics: obs.trx_characteristics.as_deref(),
                     in_transaction: in_trans,
+                    autocommit: resp.status & status::AUTOCOMMIT != 0,
                 },
             )
         });

@@ -61,6 +61,8 @@ pub struct Observed {
     pub trackers: Option<crate::session::trackers::Trackers>,
     /// A cursor was opened (COM_STMT_EXECUTE with a cursor flag).
     pub cursor_opened: bool,
+    /// A classic EOF said the session state changed (without saying how).
+    pub classic_state_changed: bool,
 }
 
 /// How relaying failed.
@@ -318,12 +320,24 @@ impl Relay<'_, '_> {
             self.forward_whole(h);
             return Ok(());
         };
+        // A change of the transaction's characteristics under STATE-level tracking: the server
+        // flags it with nothing to say.
+        let flag_only = tracking
+            && filtered.is_empty()
+            && current.trx == TrxInfo::State
+            && ok
+                .session_changes()
+                .any(|c| matches!(c, Ok(SessionChange::TransactionCharacteristics(_))));
         let ok = OkPacket {
             session_state: &filtered,
             ..ok
         };
         let mut out = Vec::with_capacity(16 + ok.info.len() + ok.session_state.len());
-        ok.encode(&mut out, payload[0], self.ctx.client_caps);
+        if flag_only {
+            ok.encode_flag_only(&mut out, payload[0]);
+        } else {
+            ok.encode(&mut out, payload[0], self.ctx.client_caps);
+        }
         self.replace(h, &out);
         Ok(())
     }
@@ -332,6 +346,7 @@ impl Relay<'_, '_> {
     /// the flag stays only when the client's trackers select everything sluice's backends track
     /// (otherwise what changed may be nothing the client asked to hear of).
     fn emit_eof(&mut self, h: FrameHeader, st: u16) {
+        self.obs.classic_state_changed |= st & status::SESSION_STATE_CHANGED != 0;
         let keep = self
             .ctx
             .trackers

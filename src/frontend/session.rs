@@ -20,7 +20,7 @@ use crate::codec::command::{self, com, set_option, Disposition};
 use crate::codec::packets::{encode_ok, EofPacket, OkPacket};
 use crate::config::PoolMode;
 use crate::error::{Error, Reply};
-use crate::session::effects::History;
+use crate::session::effects::{History, Known};
 use crate::session::pins::Pins;
 use crate::session::sql::{Context, Modes};
 use crate::session::state::Settings;
@@ -452,7 +452,17 @@ async fn handle(
         }
         Disposition::Intercept(kind) => match code {
             com::QUIT => Ok(Flow::Quit),
-            com::PING => reply_ok(io, sess, next).await,
+            com::PING => {
+                // The server counts an OK: ROW_COUNT() is 0 after it (its backend, if held,
+                // never saw it).
+                if sess.history().row_count != 0 {
+                    sess.update_past(|p| {
+                        p.history.row_count = 0;
+                        p.history.foreign.row_count = true;
+                    });
+                }
+                reply_ok(io, sess, next).await
+            }
             com::SET_OPTION => set_option(shard, sess, io, &payload, next).await,
             com::RESET_CONNECTION => {
                 reset_session(shard, sess).await;
@@ -548,6 +558,14 @@ async fn set_option(
     }
     io.queue(next, &out);
     io.flush(None).await.map_err(|e| fail(e, next))?;
+    // The server counts its EOF like a result: ROW_COUNT() is -1 after it (MariaDB 10.11,
+    // checked). A held backend's own is whatever sluice's COM_SET_OPTION left.
+    if sess.history().row_count != -1 || sess.lease.is_some() {
+        sess.update_past(|p| {
+            p.history.row_count = -1;
+            p.history.foreign.row_count = true;
+        });
+    }
     Ok(Flow::Continue)
 }
 
@@ -561,5 +579,15 @@ async fn reset_session(shard: &Rc<Shard>, sess: &mut Session) {
     sess.settings = shard.initial_settings(sess.collation, schema, sess.caps);
     // Like the server, COM_RESET_CONNECTION keeps the COM_SET_OPTION multi-statements choice.
     sess.status = status::AUTOCOMMIT;
+    // The server forgets everything but FOUND_ROWS() (MariaDB 10.11, checked); its OK makes
+    // ROW_COUNT() 0.
+    let found_rows = match sess.history().found_rows {
+        Known::Is(n) => n,
+        _ => 0,
+    };
     sess.past = None;
+    sess.update_past(|p| {
+        p.history.found_rows = Known::Is(found_rows);
+        p.history.row_count = 0;
+    });
 }

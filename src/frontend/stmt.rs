@@ -230,13 +230,29 @@ pub(crate) async fn execute(
     // its text with the session's values in place (the same columns and parameters), prepared
     // on the side like any other text.
     let mut run = stmt.clone();
-    if !effects.history.is_empty() && stmt.pending_at.is_none() {
+    if !effects.history.is_empty() && !stmt.long_data {
         let mut text = Vec::with_capacity(stmt.sql.len() + 1);
         text.push(com::QUERY);
         text.extend_from_slice(&stmt.sql);
         let done = super::command::rewrite_history(sess, &effects, Bytes::from(text), held);
         if done[1..] != stmt.sql[..] {
+            if let Some(open) = stmt.pending_at {
+                // Its cursor is open: executing it again would have closed it.
+                let mut p = vec![com::STMT_RESET];
+                p.extend_from_slice(&open.to_le_bytes());
+                if let Err(e) = lease.conn().command_ok(&p, ResponseKind::OkErr).await {
+                    let f = fail(backend_error(shard, &lease, e), next);
+                    return Err(lost_backend(sess, f, tied, lease));
+                }
+                if let Some(stmts) = sess.stmts.as_mut() {
+                    if let Some(s) = stmts.map.get_mut(&client_id) {
+                        s.pending_at = None;
+                    }
+                    stmts.set_cursor(client_id, false);
+                }
+            }
             run.sql = done[1..].into();
+            run.pending_at = None;
         }
     }
     let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &run).await {

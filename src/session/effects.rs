@@ -158,6 +158,8 @@ pub struct Response {
     pub insert_id_set: bool,
     /// The server reported `last_gtid`.
     pub last_gtid: Option<Box<str>>,
+    /// The result's rows were left in a cursor (COM_STMT_EXECUTE with a cursor type).
+    pub cursor: bool,
 }
 
 /// What the session is besides its history (after its pins were updated for this command).
@@ -202,7 +204,7 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
     }
     if e.is_some() {
         h.foreign.row_count = false;
-        if !resp.error && resp.rows.is_some() {
+        if !resp.error && (resp.rows.is_some() || resp.cursor) {
             h.foreign.found_rows = false;
         }
     }
@@ -214,6 +216,15 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
     // (COM_INIT_DB and the like answer OK with 0, as the server counts them).
     match cmd {
         Command::Fetch => {}
+        // COM_STMT_PREPARE and the like answer without an OK and leave it as it was; an OK
+        // (COM_INIT_DB) counts 0, an error -1.
+        Command::Plain => {
+            if resp.error {
+                h.row_count = -1;
+            } else if let Some((affected, _)) = resp.last_ok {
+                h.row_count = affected as i64;
+            }
+        }
         _ => {
             h.row_count = match (resp.error, resp.last_ok, resp.rows) {
                 (true, _, _) => -1,
@@ -227,9 +238,14 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
     // for it (SQL_CALC_FOUND_ROWS) or ran code sluice does not see.
     if let Some(e) = e {
         if !resp.error {
-            let calc = e.calc_found_rows || opaque || kind == Some(Kind::SelectInto);
+            let selects_into = e.selects_into && resp.rows.is_none();
+            let calc =
+                e.calc_found_rows || opaque || kind == Some(Kind::SelectInto) || selects_into;
             if calc {
                 h.found_rows = Known::OnBackend;
+            } else if resp.cursor {
+                // The rows wait in a cursor: none counted yet.
+                h.found_rows = Known::Is(0);
             } else if let Some(n) = resp.rows {
                 h.found_rows = Known::Is(n);
             }

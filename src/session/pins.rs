@@ -31,10 +31,13 @@ pub enum PinReason {
     /// (`ROW_COUNT()`, `FOUND_ROWS()`, `@@warning_count`, `@@last_gtid`, diagnostics): its text
     /// cannot be rewritten per execute, so the backend stays while it is open.
     HistoryStatement,
+    /// A SAVEPOINT with autocommit off and no transaction reported: it lives in the session's
+    /// implicit transaction until COMMIT or ROLLBACK.
+    Savepoint,
 }
 
 /// How many pin reasons there are (the size of per-reason metric arrays).
-pub const PIN_REASONS: usize = 11;
+pub const PIN_REASONS: usize = 12;
 
 impl PinReason {
     pub const ALL: [PinReason; PIN_REASONS] = [
@@ -49,6 +52,7 @@ impl PinReason {
         PinReason::Sequence,
         PinReason::StoredFunction,
         PinReason::HistoryStatement,
+        PinReason::Savepoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl PinReason {
             PinReason::Sequence => "sequence",
             PinReason::StoredFunction => "stored_function",
             PinReason::HistoryStatement => "history_statement",
+            PinReason::Savepoint => "savepoint",
         }
     }
 
@@ -103,6 +108,8 @@ pub struct Reported<'a> {
     pub trx_state: Option<&'a [u8]>,
     pub trx_characteristics: Option<&'a [u8]>,
     pub in_transaction: bool,
+    /// Autocommit is on after the statement.
+    pub autocommit: bool,
 }
 
 /// A session's pinned state.
@@ -121,6 +128,7 @@ pub struct Pins {
     stored_function: bool,
     /// Binary prepared statements (client ids) that read backend-only history values.
     history_statements: Vec<u32>,
+    savepoint: bool,
 }
 
 impl Pins {
@@ -145,6 +153,7 @@ impl Pins {
                 !self.history_statements.is_empty(),
                 PinReason::HistoryStatement,
             ),
+            (self.savepoint, PinReason::Savepoint),
         ] {
             if on {
                 m |= r.bit();
@@ -210,6 +219,13 @@ impl Pins {
         if r.state_changed && !e.explains_state_change {
             self.unknown = true;
         }
+        // A savepoint outside a reported transaction (autocommit off) ends with the implicit
+        // transaction it lives in: at COMMIT, ROLLBACK, or autocommit turned on.
+        if e.savepoint && !r.failed && !r.autocommit {
+            self.savepoint = true;
+        } else if self.savepoint && ((e.ends_transaction && !r.failed) || r.autocommit) {
+            self.savepoint = false;
+        }
     }
 
     /// The text of SQL-level prepared statement `name`: `None` when it is not prepared here,
@@ -267,6 +283,50 @@ mod tests {
         );
         assert!(p.is_pinned(), "a failed drop removes nothing");
         run(&mut p, "DROP TABLE IF EXISTS b", ok());
+        assert!(!p.is_pinned());
+    }
+
+    #[test]
+    fn a_savepoint_with_autocommit_off_pins_until_the_transaction_ends() {
+        let off = Reported {
+            autocommit: false,
+            ..ok()
+        };
+        let on = Reported {
+            autocommit: true,
+            ..ok()
+        };
+        let mut p = Pins::default();
+        run(&mut p, "SAVEPOINT sp1", on);
+        assert!(!p.is_pinned(), "with autocommit on it lasts one statement");
+        run(&mut p, "SAVEPOINT sp1", off);
+        assert_eq!(p.mask(), PinReason::Savepoint.bit());
+        run(&mut p, "ROLLBACK TO SAVEPOINT sp1", off);
+        run(&mut p, "RELEASE SAVEPOINT sp1", off);
+        run(&mut p, "SELECT 1", off);
+        assert!(p.is_pinned());
+        run(
+            &mut p,
+            "COMMIT",
+            Reported {
+                failed: true,
+                ..off
+            },
+        );
+        assert!(p.is_pinned(), "a failed COMMIT ends nothing");
+        for end in [
+            "COMMIT",
+            "ROLLBACK",
+            "ROLLBACK WORK",
+            "START TRANSACTION",
+            "BEGIN",
+        ] {
+            run(&mut p, "SAVEPOINT sp1", off);
+            run(&mut p, end, off);
+            assert!(!p.is_pinned(), "{end}");
+        }
+        run(&mut p, "SAVEPOINT sp1", off);
+        run(&mut p, "SET autocommit = 1", on);
         assert!(!p.is_pinned());
     }
 

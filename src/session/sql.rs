@@ -390,12 +390,20 @@ pub struct Effects {
     pub explains_state_change: bool,
     /// Uses SQL_CALC_FOUND_ROWS.
     pub calc_found_rows: bool,
+    /// A statement without a result set that selects rows at its top level (`INSERT … SELECT`,
+    /// `CREATE TABLE … SELECT`): FOUND_ROWS() counts them, on the server only.
+    pub selects_into: bool,
     /// Variables named in `SET STATEMENT … FOR`: the server reports their temporary values.
     pub set_statement_vars: Vec<Vec<u8>>,
     /// `KILL` inside several statements or inside dynamic SQL: it would reach backend threads.
     pub kill_nested: bool,
     /// Creates, changes or drops a stored function (sluice's list of them is refreshed).
     pub routine_ddl: bool,
+    /// SAVEPOINT: with autocommit off and no transaction reported, the savepoint still lives in
+    /// the session's implicit transaction on its backend.
+    pub savepoint: bool,
+    /// COMMIT, ROLLBACK (not ROLLBACK TO), BEGIN, START TRANSACTION: savepoints end.
+    pub ends_transaction: bool,
     /// Reads of history values, in text order.
     pub history: Vec<HistRef>,
     /// The statement kind (of the only statement; `Multi` for several).
@@ -652,10 +660,15 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
             Tok::Punct(b'(') => depth += 1,
             Tok::Punct(b')') => depth = depth.saturating_sub(1),
             Tok::UserVar(_) if matches!(next, Some(Tok::Assign)) => e.user_var_write = true,
+            // CALL p(@out): an OUT or INOUT parameter assigns the variable.
+            Tok::UserVar(_) if is_kw(s.get(body), "CALL") => e.user_var_write = true,
             Tok::Word(w) if w.eq_ignore_ascii_case(b"INTO") => {
                 if matches!(next, Some(Tok::UserVar(_))) {
                     e.user_var_write = true;
                 }
+            }
+            Tok::Word(w) if w.eq_ignore_ascii_case(b"SELECT") && depth == 0 && i > body => {
+                e.selects_into = true
             }
             Tok::Word(w) if w.eq_ignore_ascii_case(b"SQL_CALC_FOUND_ROWS") => {
                 e.calc_found_rows = true
@@ -908,6 +921,17 @@ fn classify(s: &[Tok<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
         } else {
             Kind::Query
         };
+    }
+    if kw(0, "SAVEPOINT") {
+        e.savepoint = true;
+    }
+    let rollback_to = kw(0, "ROLLBACK") && s.iter().take(4).any(|t| is_kw(Some(t), "TO"));
+    if kw(0, "COMMIT")
+        || (kw(0, "ROLLBACK") && !rollback_to)
+        || kw(0, "BEGIN")
+        || (kw(0, "START") && kw(1, "TRANSACTION"))
+    {
+        e.ends_transaction = true;
     }
     if [
         "USE",

@@ -466,3 +466,29 @@ fn stored_code_bodies_are_not_read_now_and_keep_their_semicolons() {
         assert_eq!(a(sql).history.len(), 1, "{sql}");
     }
 }
+
+#[test]
+fn a_user_variable_passed_to_call_is_written() {
+    assert!(a("CALL p_out(3, @o)").user_var_write);
+    assert!(a("CALL db.p(@a, 1)").user_var_write);
+    assert!(!a("CALL p(1)").user_var_write);
+}
+
+#[test]
+fn rows_selected_into_a_table_are_counted_on_the_server() {
+    for sql in [
+        "INSERT INTO t SELECT * FROM u",
+        "CREATE TEMPORARY TABLE IF NOT EXISTS x AS SELECT id FROM t1",
+        "CREATE TABLE x (a INT) SELECT 1",
+        "REPLACE INTO t (a) SELECT a FROM u",
+    ] {
+        assert!(a(sql).selects_into, "{sql}");
+    }
+    for sql in [
+        "SELECT 1",
+        "UPDATE t SET a = 1 WHERE b IN (SELECT b FROM u)",
+        "INSERT INTO t VALUES ((SELECT 1))",
+    ] {
+        assert!(!a(sql).selects_into, "{sql}");
+    }
+}
