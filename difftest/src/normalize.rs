@@ -40,6 +40,11 @@
 //!    statistics InnoDB recomputes in the background (every run gets freshly created tables, so
 //!    two runs of one statement may be planned differently), and SERVER_QUERY_WAS_SLOW follows
 //!    the clock. They are cleared before status flags are compared or shown.
+//! 7. **The order of system variables within one session-state block.** The server lists the
+//!    variables that changed in the order of its own hash of changed variables, which depends on
+//!    the session's past (a stored function's call marks the character set variables changed
+//!    and back, reordering the next SET NAMES's report); the protocol gives the order no
+//!    meaning. Variables are compared sorted by name, in the positions variables took.
 
 use std::collections::HashMap;
 

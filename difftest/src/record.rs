@@ -407,6 +407,15 @@ fn session_state(norm: &mut Normalizer, block: &[u8]) -> String {
             }
         }
     }
+    // Normalization rule 7: variables in name order, in the places variables took.
+    let at: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].starts_with("var "))
+        .collect();
+    let mut vars: Vec<String> = at.iter().map(|&i| out[i].clone()).collect();
+    vars.sort();
+    for (i, v) in at.into_iter().zip(vars) {
+        out[i] = v;
+    }
     out.join("; ")
 }
 

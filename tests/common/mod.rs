@@ -176,10 +176,14 @@ impl Sluice {
         s
     }
 
+    /// Waits until sluice says it is ready (every shard listening, the metrics endpoint up:
+    /// one shard's listener alone accepts connections earlier).
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.log_text().contains("sluice ready")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
