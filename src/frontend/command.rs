@@ -985,7 +985,14 @@ pub(crate) async fn after_command(
         .past()
         .diag_held_since
         .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE);
-    if hold == Some(effects::Hold::Diagnostics) && overdue && lease.pool().waiting() > 0 {
+    // Only a command that raised conditions again counts: reading the conditions (SHOW
+    // WARNINGS, @@warning_count, GET DIAGNOSTICS, one after another) is what they are kept for.
+    let raised = resp.error || resp.warnings;
+    if hold == Some(effects::Hold::Diagnostics)
+        && overdue
+        && raised
+        && lease.pool().waiting() > 0
+    {
         match clear_diagnostics(&mut lease).await {
             Ok(()) => {
                 shard
