@@ -458,16 +458,18 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Err
         Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
     let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
     let mut lease = pool.checkout(profile, &sess.settings, deadline).await?;
-    if sess.mode() == PoolMode::Session {
-        // The session keeps this backend to its end (then it is reset, sluice's trackers back
-        // on): it runs the client's trackers, the server's defaults as a direct connection's.
-        if let Err(e) = lease.conn().query_ok(&trackers::restore_sql(None)).await {
-            return Err(backend_error(shard, &lease, e));
-        }
-    }
     let settings = sess.settings.clone();
     let lid = sess.history().last_insert_id.value();
     match sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await {
+        Ok(()) if sess.mode() == PoolMode::Session => {
+            // The session keeps this backend to its end (then it is reset, sluice's trackers
+            // back on): it runs the client's trackers, the server's defaults as a direct
+            // connection's (after the sync, which may have reset the connection).
+            match lease.conn().query_ok(&trackers::restore_sql(None)).await {
+                Ok(_) => Ok(lease),
+                Err(e) => Err(backend_error(shard, &lease, e)),
+            }
+        }
         Ok(()) => Ok(lease),
         Err(Synced::Lost(e)) => Err(e),
         Err(Synced::Refused { error, schema }) => {
@@ -988,11 +990,7 @@ pub(crate) async fn after_command(
     // Only a command that raised conditions again counts: reading the conditions (SHOW
     // WARNINGS, @@warning_count, GET DIAGNOSTICS, one after another) is what they are kept for.
     let raised = resp.error || resp.warnings;
-    if hold == Some(effects::Hold::Diagnostics)
-        && overdue
-        && raised
-        && lease.pool().waiting() > 0
-    {
+    if hold == Some(effects::Hold::Diagnostics) && overdue && raised && lease.pool().waiting() > 0 {
         match clear_diagnostics(&mut lease).await {
             Ok(()) => {
                 shard

@@ -470,7 +470,7 @@ async fn handle(
             }
             com::CHANGE_USER => {
                 drop_backend_state(shard, sess).await;
-                sess.past = None;
+                forget_past(sess);
                 super::handshake::change_user(shard, sess, io, &payload, seq).await
             }
             com::PROCESS_KILL => {
@@ -579,8 +579,12 @@ async fn reset_session(shard: &Rc<Shard>, sess: &mut Session) {
     sess.settings = shard.initial_settings(sess.collation, schema, sess.caps);
     // Like the server, COM_RESET_CONNECTION keeps the COM_SET_OPTION multi-statements choice.
     sess.status = status::AUTOCOMMIT;
-    // The server forgets everything but FOUND_ROWS() (MariaDB 10.11, checked); its OK makes
-    // ROW_COUNT() 0.
+    forget_past(sess);
+}
+
+/// What COM_RESET_CONNECTION and COM_CHANGE_USER leave of a session's past: the server forgets
+/// everything but FOUND_ROWS() (MariaDB 10.11, checked), and its OK makes ROW_COUNT() 0.
+fn forget_past(sess: &mut Session) {
     let found_rows = match sess.history().found_rows {
         Known::Is(n) => n,
         _ => 0,

@@ -200,7 +200,8 @@ pub(crate) async fn execute(
 ) -> CmdResult {
     let (client_id, _flags) = command::execute_flags(payload).map_err(|e| fail(e.into(), next))?;
     let Some(mut stmt) = stmt_of(sess, client_id) else {
-        return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_execute")).await;
+        let r = unknown_stmt(client_id, "mysqld_stmt_execute");
+        return raise_on_backend(shard, ctl, sess, io, next, r).await;
     };
     // Types bound now are the statement's from now on, even if this execute never reaches a
     // server (a later execute may rely on them).
@@ -412,7 +413,8 @@ pub(crate) async fn reset(
 ) -> CmdResult {
     let client_id = command::statement_id(payload).map_err(|e| fail(e.into(), next))?;
     let Some(stmt) = stmt_of(sess, client_id) else {
-        return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_reset")).await;
+        let r = unknown_stmt(client_id, "mysqld_stmt_reset");
+        return raise_on_backend(shard, ctl, sess, io, next, r).await;
     };
     if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
         // A reset discards long data, lost or not.
@@ -468,21 +470,18 @@ pub(crate) async fn fetch(
 ) -> CmdResult {
     let client_id = command::statement_id(payload).map_err(|e| fail(e.into(), next))?;
     let Some(stmt) = stmt_of(sess, client_id) else {
-        return reply_err(io, next, unknown_stmt(client_id, "mysqld_stmt_fetch")).await;
+        let r = unknown_stmt(client_id, "mysqld_stmt_fetch");
+        return raise_on_backend(shard, ctl, sess, io, next, r).await;
     };
     let cursor = sess.stmts.as_ref().is_some_and(|s| s.has_cursor(client_id));
     let backend_id = stmt.pending_at.filter(|_| cursor && sess.lease.is_some());
     let Some(backend_id) = backend_id else {
-        return reply_err(
-            io,
-            next,
-            Reply::new(
-                1421,
-                b"HY000",
-                format!("The statement ({client_id}) has no open cursor"),
-            ),
-        )
-        .await;
+        let r = Reply::new(
+            1421,
+            b"HY000",
+            format!("The statement ({client_id}) has no open cursor"),
+        );
+        return raise_on_backend(shard, ctl, sess, io, next, r).await;
     };
     let tied = sess.tied_to_backend();
     let mut lease = sess.lease.take().expect("checked above");
@@ -515,4 +514,48 @@ pub(crate) async fn fetch(
     }
     after_command(shard, ctl, sess, lease, &obs, Cmd::Fetch).await?;
     Ok(Flow::Continue)
+}
+
+/// Answers with an error the server itself would have given (an unknown statement id, a fetch
+/// without a cursor), raised with SIGNAL on a backend so that it is in the diagnostics area
+/// there, as on the server: `SHOW WARNINGS`, `GET DIAGNOSTICS` and `@@error_count` see it. If no
+/// backend can be had, the error is answered from here.
+async fn raise_on_backend(
+    shard: &Rc<Shard>,
+    ctl: &Rc<ActiveCtl>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    reply: Reply,
+) -> CmdResult {
+    let sql = format!(
+        "SIGNAL SQLSTATE '{}' SET MYSQL_ERRNO = {}, MESSAGE_TEXT = {}",
+        String::from_utf8_lossy(&reply.sql_state),
+        reply.code,
+        crate::session::state::quote(&reply.message)
+    );
+    let effects = sql::analyze(sql.as_bytes(), sess.modes());
+    let mut payload = Vec::with_capacity(sql.len() + 1);
+    payload.push(com::QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    let cmd = Cmd::Query(&effects);
+    match super::command::forward(
+        shard,
+        ctl,
+        sess,
+        io,
+        next,
+        &payload,
+        ResponseKind::Query,
+        cmd,
+    )
+    .await
+    {
+        Ok(_) => Ok(Flow::Continue),
+        Err(f) if !f.told_client => {
+            debug!(error = %f.error, "raising an error on a backend failed; answering it here");
+            reply_err(io, next, reply).await
+        }
+        Err(f) => Err(f),
+    }
 }
