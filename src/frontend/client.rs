@@ -6,7 +6,7 @@ use crate::buf::ReadBuf;
 use crate::codec::frame::{encode_packet, scan_packet, take_packet, Scan};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::shard::poller::{BROKEN, READABLE, WRITABLE};
+use crate::shard::poller::{READABLE, WRITABLE};
 use crate::shard::table::{ActiveCtl, Token};
 use crate::shard::Shard;
 use crate::tls::TlsRead;
@@ -57,28 +57,15 @@ impl ClientIo {
         &self.shard
     }
 
-    /// Waits (up to `timeout`) until the poller reports `interest` (or an error) on the socket.
+    /// Waits (up to `timeout`) until the socket is ready for `interest` (or has an error), in
+    /// the shard's ring, or until the session is interrupted (KILL CONNECTION, shutdown).
     pub async fn wait(
         &self,
         interest: u32,
         timeout: Option<Duration>,
         what: &'static str,
     ) -> Result<()> {
-        self.ctl.ready.set(0);
-        self.shard
-            .poller
-            .rearm(self.fd, self.token.to_u64(), interest)
-            .map_err(Error::ClientGone)?;
-        let ctl = self.ctl.clone();
-        let ready = poll_fn(move |cx| {
-            let r = ctl.ready.get();
-            if r & (interest | BROKEN) != 0 || ctl.interrupted() {
-                ctl.ready.set(0);
-                return Poll::Ready(());
-            }
-            ctl.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        });
+        let ready = self.ready_or_interrupted(interest);
         match timeout {
             None => ready.await,
             Some(t) => glommio::timer::timeout(t, async {
@@ -89,6 +76,40 @@ impl ClientIo {
             .map_err(|_| Error::ClientTimeout { what })?,
         }
         self.ctl.check()
+    }
+
+    /// Keeps the session hot between commands: waits up to `grace` for the client's next bytes
+    /// in the shard's ring. `true`: they came (or the session was interrupted, which the caller
+    /// checks); `false`: the client stayed quiet, and the session should park.
+    pub async fn linger(&self, grace: Duration) -> bool {
+        glommio::timer::timeout(grace, async {
+            self.ready_or_interrupted(READABLE).await;
+            Ok(())
+        })
+        .await
+        .is_ok()
+    }
+
+    fn ready_or_interrupted(&self, interest: u32) -> impl std::future::Future<Output = ()> {
+        let fd = self.fd;
+        let ctl = self.ctl.clone();
+        futures_lite::future::or(
+            async move {
+                // An error (the socket broke) shows in the read or write that follows.
+                let _ = if interest & WRITABLE != 0 {
+                    glommio::net::writable(fd).await
+                } else {
+                    glommio::net::readable(fd).await
+                };
+            },
+            poll_fn(move |cx| {
+                if ctl.interrupted() {
+                    return Poll::Ready(());
+                }
+                ctl.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }),
+        )
     }
 
     /// Non-blocking read of whatever is available. `Ok(None)`: nothing now; `Ok(Some(0))`: EOF.

@@ -318,6 +318,13 @@ pub(crate) fn fail(error: Error, next_seq: u8) -> Failure {
 }
 
 /// Serves an active session until it parks, quits or fails.
+/// How long a session stays hot (its task and buffers kept, its socket polled in the shard's
+/// ring) after a command before it parks.
+const LINGER: Duration = Duration::from_millis(200);
+/// At most this many sessions linger per shard: each holds buffers and a poll in the ring, whose
+/// cancel cost grows with the polls pending there (see `shard::poller`).
+const MAX_LINGERING: u32 = 512;
+
 pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess: Session) {
     let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), token, ctl.clone());
     io.tls = sess.tls.take();
@@ -331,6 +338,18 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
         }
         match io.next_packet(max, read_timeout).await {
             Ok(Next::Idle) => {
+                // A client that sends its next command right away (most do, under load) finds
+                // its session still running: no park, no epoll registration, no task to spawn.
+                // Only one that stays quiet for LINGER is parked as a compact record.
+                let lingering = shard.lingering.get();
+                if lingering < MAX_LINGERING && !shard.is_draining() {
+                    shard.lingering.set(lingering + 1);
+                    let came = io.linger(LINGER).await;
+                    shard.lingering.set(shard.lingering.get() - 1);
+                    if came {
+                        continue;
+                    }
+                }
                 sess.tls = io.tls.take();
                 drop(io);
                 shard.park(token, sess);

@@ -234,6 +234,8 @@ pub struct Shard {
     spare_fd: RefCell<Option<OwnedFd>>,
     /// When the shard last logged running out of descriptors.
     fd_warned: Cell<Option<Instant>>,
+    /// Sessions kept hot between commands now (see `frontend::session::serve`).
+    pub lingering: Cell<u32>,
 }
 
 impl Shard {
@@ -327,6 +329,7 @@ impl Shard {
             next_id: Cell::new(0),
             next_backend: Cell::new(id),
             draining: Cell::new(false),
+            lingering: Cell::new(0),
             drain_deadline: Cell::new(None),
             schemas: RefCell::new(HashMap::new()),
             schema_checks: RefCell::new(HashMap::new()),
@@ -1251,10 +1254,10 @@ impl Shard {
             events.clear();
             self.poller.heartbeat();
             self.poller.poll_now(&mut events);
-            self.poller.try_take(&mut events, &mut messages);
+            self.poller.try_take(&mut messages);
             if events.is_empty() && messages.is_empty() {
-                self.poller.arm();
-                poll_fn(|cx| self.poller.poll_take(cx, &mut events, &mut messages)).await;
+                self.poller.ready(&mut messages).await;
+                self.poller.poll_now(&mut events);
             }
             for (t, ev) in events.drain(..) {
                 self.on_event(t, ev);

@@ -2,34 +2,32 @@
 //!
 //! glommio keeps one poll per waiting socket in its ring, and it cancels its preemption timer with
 //! an ASYNC_CANCEL on every reactor turn; the kernel's search for that cancel grows with the
-//! number of pending polls (measured: 62% of the proxy's CPU with 19,000 idle sockets). So idle
+//! number of pending polls (measured: 62% of the proxy's CPU with 19,000 idle sockets). So parked
 //! client sockets wait in a per-shard epoll set instead, with EPOLLONESHOT: each arming delivers
 //! at most one event, and the shard re-arms when it wants to hear from the socket again.
 //!
-//! While the shard is busy it reaps events itself with a non-blocking `epoll_wait`
-//! ([`Poller::poll_now`]). When a reap finds nothing, the shard *arms* a watcher thread, which
-//! blocks in `epoll_wait` and hands ready tokens to the shard through a [`Mailbox`], waking the
-//! shard's dispatcher task with a glommio waker (glommio accepts wakes from foreign threads: it
-//! queues the waker and writes its eventfd only if the executor sleeps). After one delivery the
-//! watcher disarms itself, so a loaded shard pays no cross-thread hop. The same mailbox carries
-//! typed messages from other threads (shutdown, KILL, stats).
+//! The shard reaps events itself with a non-blocking `epoll_wait` ([`Poller::poll_now`]). When a
+//! reap finds nothing, it waits for the epoll set's own fd to become readable *in its ring*
+//! ([`Poller::ready`], one IORING_OP_POLL_ADD through the vendored glommio's
+//! `glommio::net::readable`): a parked socket waking an idle shard costs one kernel event, no
+//! helper thread and no cross-thread wake-up. The mailbox carries typed messages from other
+//! threads (shutdown, KILL, stats, lending), waking the dispatcher with a glommio waker (glommio
+//! accepts wakes from foreign threads: it queues the waker and writes its eventfd only if the
+//! executor sleeps).
 //!
-//! Alternatives turned down: one glommio task and `Source` per client (~900 B each and the cancel
-//! cost above); a second io_uring with multishot polls (its completion fd would still need a
-//! bridge into glommio, and it is more code for the same hop).
-//!
-//! The watcher is also the shard's watchdog. glommio 0.9 sleeps by linking its io_uring rings,
-//! and that sleep sometimes misses its wake-ups (glommio issues #326, #494, #547): in a run with a
+//! One helper thread remains, and only as the shard's watchdog: it sleeps, and every
+//! [`WATCHDOG_EVERY`] looks at the shard. glommio 0.9 sleeps by linking its io_uring rings, and
+//! that sleep sometimes misses its wake-ups (glommio issues #326, #494, #547): in a run with a
 //! million clients, shards slept for minutes with cross-thread wakes queued and their own timers
-//! expired, until anything interrupted the thread. So when what the watcher delivered sits
-//! untaken for [`STALE_INBOX`], or the shard's heartbeat (every dispatcher turn and janitor tick)
-//! is older than [`STALE_HEARTBEAT`], the watcher interrupts the shard thread's `io_uring_enter`
-//! with a signal whose handler does nothing: glommio takes the EINTR as a wake-up, then runs its
-//! queued wakes and expired timers. Kicks are counted (`sluice_shard_kicks_total`).
+//! expired, until anything interrupted the thread. So when a message sits untaken for
+//! [`STALE_INBOX`], or the shard's heartbeat (every dispatcher turn and janitor tick) is older
+//! than [`STALE_HEARTBEAT`], the watchdog interrupts the shard thread's `io_uring_enter` with a
+//! signal whose handler does nothing: glommio takes the EINTR as a wake-up, then runs its queued
+//! wakes and expired timers. Kicks are counted (`sluice_shard_kicks_total`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -38,9 +36,6 @@ pub const READABLE: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
 /// Error and hang-up conditions are always reported.
 pub const BROKEN: u32 = libc::EPOLLERR as u32 | libc::EPOLLHUP as u32;
-
-/// Token reserved for the watcher's own stop eventfd.
-const STOP_TOKEN: u64 = u64::MAX;
 
 /// How often the watcher looks at the shard, whatever else happens.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(250);
@@ -76,7 +71,6 @@ pub trait Message: Send + 'static {}
 impl<T: Send + 'static> Message for T {}
 
 struct Inbox<M> {
-    events: Vec<(u64, u32)>,
     messages: Vec<M>,
     waker: Option<Waker>,
     /// When the inbox last went from empty to not empty (None while empty).
@@ -85,16 +79,14 @@ struct Inbox<M> {
 
 impl<M> Inbox<M> {
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.messages.is_empty()
+        self.messages.is_empty()
     }
 }
 
 struct Shared<M> {
     inbox: Mutex<Inbox<M>>,
-    stopping: AtomicBool,
-    /// The shard asked the watcher to wait for events on its behalf.
-    armed: Mutex<bool>,
-    arm: Condvar,
+    stopping: Mutex<bool>,
+    stop: Condvar,
     /// The shard's thread, for kicks.
     thread: libc::pthread_t,
     /// Milliseconds since `epoch` at the shard's last sign of life.
@@ -166,12 +158,11 @@ impl<M> Shared<M> {
     }
 }
 
-/// One shard's epoll set, its watcher thread and its mailbox.
+/// One shard's epoll set, its mailbox and its watchdog thread.
 pub struct Poller<M: Message> {
     epoll: OwnedFd,
-    stop: OwnedFd,
     shared: Arc<Shared<M>>,
-    watcher: Option<std::thread::JoinHandle<()>>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -183,58 +174,40 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl<M: Message> Poller<M> {
-    /// Creates the epoll set and starts its watcher thread, pinned to `core` when given. Must be
+    /// Creates the epoll set and starts its watchdog thread, pinned to `core` when given. Must be
     /// called on the shard's own thread (the one the watchdog kicks).
     pub fn new(name: &str, core: Option<core_affinity::CoreId>) -> io::Result<Poller<M>> {
         install_kick_handler();
-        // SAFETY: plain syscalls returning new descriptors we own.
+        // SAFETY: a plain syscall returning a new descriptor we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
-        let stop = unsafe {
-            OwnedFd::from_raw_fd(cvt(libc::eventfd(
-                0,
-                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
-            ))?)
-        };
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox {
-                events: Vec::new(),
                 messages: Vec::new(),
                 waker: None,
                 pending_since: None,
             }),
-            stopping: AtomicBool::new(false),
-            armed: Mutex::new(false),
-            arm: Condvar::new(),
+            stopping: Mutex::new(false),
+            stop: Condvar::new(),
             // SAFETY: pthread_self has no preconditions.
             thread: unsafe { libc::pthread_self() },
             heartbeat: AtomicU64::new(0),
             epoch: Instant::now(),
             kicks: AtomicU64::new(0),
         });
-        let mut p = Poller {
-            epoll,
-            stop,
-            shared,
-            watcher: None,
-        };
-        p.ctl(
-            libc::EPOLL_CTL_ADD,
-            p.stop.as_raw_fd(),
-            STOP_TOKEN,
-            libc::EPOLLIN as u32,
-        )?;
-        let epfd = p.epoll.as_raw_fd();
-        let shared = p.shared.clone();
-        let watcher = std::thread::Builder::new()
-            .name(format!("{name}-poll"))
+        let watched = shared.clone();
+        let watchdog = std::thread::Builder::new()
+            .name(format!("{name}-dog"))
             .spawn(move || {
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
-                watch(epfd, &shared)
+                watch(&watched)
             })?;
-        p.watcher = Some(watcher);
-        Ok(p)
+        Ok(Poller {
+            epoll,
+            shared,
+            watchdog: Some(watchdog),
+        })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: u32) -> io::Result<()> {
@@ -277,28 +250,37 @@ impl<M: Message> Poller<M> {
         }
     }
 
-    /// Takes everything delivered so far; `Pending` (with the waker stored) when there is nothing.
-    pub fn poll_take(
-        &self,
-        cx: &mut Context<'_>,
-        events: &mut Vec<(u64, u32)>,
-        messages: &mut Vec<M>,
-    ) -> Poll<()> {
+    /// Takes the messages delivered so far; `Pending` (with the waker stored) when there are
+    /// none.
+    pub fn poll_take(&self, cx: &mut Context<'_>, messages: &mut Vec<M>) -> Poll<()> {
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
         if inbox.is_empty() {
             inbox.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        std::mem::swap(events, &mut inbox.events);
         std::mem::swap(messages, &mut inbox.messages);
         inbox.pending_since = None;
         Poll::Ready(())
     }
 
-    /// Takes whatever was delivered so far, without waiting.
-    pub fn try_take(&self, events: &mut Vec<(u64, u32)>, messages: &mut Vec<M>) {
+    /// Waits, in the shard's own ring, until a parked socket has an event for
+    /// [`poll_now`](Self::poll_now) or a message has arrived.
+    pub async fn ready(&self, messages: &mut Vec<M>) {
+        let epfd = self.epoll.as_raw_fd();
+        futures_lite::future::or(
+            async {
+                // An error here (none is expected for an epoll fd) only means the next reap
+                // happens at once.
+                let _ = glommio::net::readable(epfd).await;
+            },
+            std::future::poll_fn(|cx| self.poll_take(cx, messages)),
+        )
+        .await
+    }
+
+    /// Takes the messages delivered so far, without waiting.
+    pub fn try_take(&self, messages: &mut Vec<M>) {
         let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
-        events.append(&mut inbox.events);
         messages.append(&mut inbox.messages);
         inbox.pending_since = None;
     }
@@ -315,108 +297,41 @@ impl<M: Message> Poller<M> {
         self.shared.kicks.load(Ordering::Relaxed)
     }
 
-    /// Asks the watcher thread to wait for the next events (the shard is about to sleep).
-    pub fn arm(&self) {
-        let mut armed = self.shared.armed.lock().unwrap_or_else(|p| p.into_inner());
-        if !*armed {
-            *armed = true;
-            self.shared.arm.notify_one();
-        }
-    }
-
-    /// Collects ready events without waiting (the shard polls this itself while it is busy, so
-    /// a loaded shard does not pay the watcher's wake-up hop).
+    /// Collects ready events without waiting.
     pub fn poll_now(&self, events: &mut Vec<(u64, u32)>) -> usize {
         let mut buf: [libc::epoll_event; 256] = [libc::epoll_event { events: 0, u64: 0 }; 256];
         // SAFETY: buf holds 256 events.
         let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), buf.as_mut_ptr(), 256, 0) };
-        let mut got = 0;
-        for ev in buf.iter().take(n.max(0) as usize) {
-            let token = ev.u64;
-            if token != STOP_TOKEN {
-                events.push((token, ev.events));
-                got += 1;
-            }
-        }
-        got
+        let n = n.max(0) as usize;
+        events.extend(buf.iter().take(n).map(|ev| (ev.u64, ev.events)));
+        n
     }
 }
 
-fn watch<M>(epfd: RawFd, shared: &Shared<M>) {
-    let mut buf: Vec<libc::epoll_event> = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+/// The watchdog: looks at the shard every [`WATCHDOG_EVERY`] until the poller is dropped.
+fn watch<M>(shared: &Shared<M>) {
     let mut last_kick = None;
-    loop {
-        {
-            let mut armed = shared.armed.lock().unwrap_or_else(|p| p.into_inner());
-            while !*armed && !shared.stopping.load(Ordering::Acquire) {
-                let (a, waited) = shared
-                    .arm
-                    .wait_timeout(armed, WATCHDOG_EVERY)
-                    .unwrap_or_else(|p| p.into_inner());
-                armed = a;
-                if waited.timed_out() {
-                    drop(armed);
-                    shared.watchdog(&mut last_kick);
-                    armed = shared.armed.lock().unwrap_or_else(|p| p.into_inner());
-                }
-            }
-        }
-        if shared.stopping.load(Ordering::Acquire) {
+    let mut stopping = shared.stopping.lock().unwrap_or_else(|p| p.into_inner());
+    while !*stopping {
+        let (s, _) = shared
+            .stop
+            .wait_timeout(stopping, WATCHDOG_EVERY)
+            .unwrap_or_else(|p| p.into_inner());
+        stopping = s;
+        if *stopping {
             return;
         }
-        // SAFETY: buf holds 1024 events.
-        let n = unsafe {
-            libc::epoll_wait(
-                epfd,
-                buf.as_mut_ptr(),
-                buf.len() as i32,
-                WATCHDOG_EVERY.as_millis() as i32,
-            )
-        };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        if n == 0 {
-            // Still armed: nothing arrived; look at the shard and wait again.
-            shared.watchdog(&mut last_kick);
-            continue;
-        }
-        let ready = &buf[..n as usize];
-        *shared.armed.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        shared.deliver(|inbox| {
-            inbox.events.extend(
-                ready
-                    .iter()
-                    .filter(|e| e.u64 != STOP_TOKEN)
-                    .map(|e| (e.u64, e.events)),
-            );
-        });
+        drop(stopping);
+        shared.watchdog(&mut last_kick);
+        stopping = shared.stopping.lock().unwrap_or_else(|p| p.into_inner());
     }
 }
 
 impl<M: Message> Drop for Poller<M> {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        {
-            let _armed = self.shared.armed.lock().unwrap_or_else(|p| p.into_inner());
-            self.shared.arm.notify_one();
-        }
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe {
-            libc::write(
-                self.stop.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            )
-        };
-        if let Some(w) = self.watcher.take() {
+        *self.shared.stopping.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.stop.notify_one();
+        if let Some(w) = self.watchdog.take() {
             let _ = w.join();
         }
     }
@@ -442,8 +357,8 @@ mod tests {
                 let started = Instant::now();
                 glommio::timer::sleep(Duration::from_millis(1200)).await;
                 let slept = started.elapsed();
-                let (mut events, mut messages) = (Vec::new(), Vec::new());
-                p.try_take(&mut events, &mut messages);
+                let mut messages = Vec::new();
+                p.try_take(&mut messages);
                 (p.kicks(), messages, slept)
             })
             .unwrap();
@@ -465,11 +380,11 @@ mod tests {
             .spawn(|| async {
                 let p: Poller<u32> = Poller::new("test", None).unwrap();
                 let mailbox = p.mailbox();
-                let (mut events, mut messages) = (Vec::new(), Vec::new());
+                let mut messages = Vec::new();
                 for i in 0..20 {
                     p.heartbeat();
                     mailbox.post(i);
-                    p.try_take(&mut events, &mut messages);
+                    p.try_take(&mut messages);
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                 }
                 (p.kicks(), messages.len())

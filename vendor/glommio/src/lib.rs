@@ -258,6 +258,8 @@
 //!     std::io::Result::Ok(())
 //! });
 //! ```
+// sluice: quiet two warnings rustc shows for path dependencies (SLUICE.md, change 2).
+#![allow(dead_code, unused_must_use)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(doc, deny(rustdoc::broken_intra_doc_links))]
 #![cfg_attr(feature = "native-tls", feature(thread_local))]
