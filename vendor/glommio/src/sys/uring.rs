@@ -1814,22 +1814,28 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // sluice (SLUICE.md, change 3): timers still pending stay armed. Upstream cancels the
+        // latency timer and replaces the throughput timer on every turn: two ASYNC_CANCELs and
+        // two new timeouts, an io_uring_enter per ring, and a cancel whose cost grows with the
+        // polls pending in the ring. The latency timer is cancelled only before sleeping (below),
+        // and both are re-armed only once they have fired.
+        let pending = |cell: &Cell<Option<Source>>| {
+            let src = cell.take();
+            let p = src.as_ref().is_some_and(|s| s.result().is_none());
+            cell.set(src);
+            p
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        if !pending(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1848,6 +1854,10 @@ impl Reactor {
             && lat_ring.can_sleep();
 
         if should_sleep {
+            // A preemption timer still armed would wake us when it expires: cancel it now.
+            if self.latency_preemption_timeout_src.take().is_some() {
+                flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
+            }
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
@@ -1880,8 +1890,11 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // After a sleep the slot may hold the user timer armed for it: replace it.
+            if should_sleep || !pending(&self.latency_preemption_timeout_src) {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
