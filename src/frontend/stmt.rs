@@ -171,6 +171,7 @@ pub(crate) async fn prepare(
             params,
             columns,
             types: None,
+            bound_charset: None,
             long_data: false,
             long_data_lost: false,
             pending_at: None,
@@ -205,13 +206,31 @@ pub(crate) async fn execute(
     };
     // Types bound now are the statement's from now on, even if this execute never reaches a
     // server (a later execute may rely on them).
-    if let Ok(Some(t)) = bound_types(payload, stmt.params) {
-        let t: Box<[u8]> = t.into();
-        if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
-            s.types = Some(t.clone());
+    let client_charset: Box<str> = sess
+        .settings
+        .var("character_set_client")
+        .unwrap_or(&shard.fresh_charset.charset)
+        .into();
+    let rebinds = match bound_types(payload, stmt.params) {
+        Ok(Some(t)) => {
+            let t: Box<[u8]> = t.into();
+            if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
+                s.types = Some(t.clone());
+                s.bound_charset = Some(client_charset.clone());
+            }
+            stmt.types = Some(t);
+            stmt.bound_charset = Some(client_charset.clone());
+            false
         }
-        stmt.types = Some(t);
-    }
+        _ => stmt.types.is_some(),
+    };
+    // An execute that binds no types reuses the earlier binding, string conversion included
+    // (from the character set of then). sluice sends the types again (the backend statement
+    // may be another's), so it runs under that character set.
+    let bind_charset = stmt
+        .bound_charset
+        .clone()
+        .filter(|b| rebinds && *b != client_charset);
     if stmt.long_data_lost {
         if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
             s.long_data_lost = false;
@@ -273,6 +292,18 @@ pub(crate) async fn execute(
     };
     let rewritten = rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
         .map_err(|e| fail(e.into(), next))?;
+    let multi = lease.get().multi_statements;
+    let own = sess.settings.clone();
+    if let Some(cs) = &bind_charset {
+        let mut s = (*own).clone();
+        s.set_var("character_set_client", cs);
+        let target = shard.interner.intern(s);
+        if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
+            sync_to(shard, &mut lease, &target, multi, None).await
+        {
+            return Err(lost_backend(sess, fail(e, next), tied, lease));
+        }
+    }
     let obs = match run_on(
         shard,
         ctl,
@@ -292,6 +323,15 @@ pub(crate) async fn execute(
         Ok(o) => o,
         Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
+    if bind_charset.is_some() {
+        if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
+            sync_to(shard, &mut lease, &own, multi, None).await
+        {
+            let mut f = super::relay::Failure::new(e, None);
+            f.told_client = true;
+            return Err(lost_backend(sess, f, tied, lease));
+        }
+    }
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
             s.long_data = false;

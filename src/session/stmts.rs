@@ -19,6 +19,9 @@ pub struct ClientStmt {
     pub columns: u16,
     /// Parameter types (`2 × params` bytes) from the last execute that bound them.
     pub types: Option<Box<[u8]>>,
+    /// The session's `character_set_client` when the types were bound: the server converts
+    /// string parameters of later executes that bind no types from that character set.
+    pub bound_charset: Option<Box<str>>,
     /// COM_STMT_SEND_LONG_DATA sent since the last execute: the data lives on one backend.
     pub long_data: bool,
     /// The backend statement holding this statement's pending long data or open cursor, on the

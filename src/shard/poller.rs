@@ -329,7 +329,11 @@ fn watch<M>(shared: &Shared<M>) {
 
 impl<M: Message> Drop for Poller<M> {
     fn drop(&mut self) {
-        *self.shared.stopping.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *self
+            .shared
+            .stopping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
         self.shared.stop.notify_one();
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
