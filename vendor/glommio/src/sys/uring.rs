@@ -1826,6 +1826,13 @@ impl Reactor {
             p
         };
 
+        // With no task queue to preempt we are likely to sleep: cancel the preemption timer
+        // now, as upstream does on every turn, so its cancellation is consumed below before
+        // deciding (a cancel completing during the sleep would end it at once).
+        if preempt_timer().is_none() {
+            drop(self.latency_preemption_timeout_src.take());
+        }
+
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
         if !pending(&self.throughput_preemption_timeout_src) {
@@ -1854,10 +1861,6 @@ impl Reactor {
             && lat_ring.can_sleep();
 
         if should_sleep {
-            // A preemption timer still armed would wake us when it expires: cancel it now.
-            if self.latency_preemption_timeout_src.take().is_some() {
-                flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
-            }
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
