@@ -206,20 +206,25 @@ pub(crate) async fn execute(
     };
     // Types bound now are the statement's from now on, even if this execute never reaches a
     // server (a later execute may rely on them).
-    let client_charset: Box<str> = sess
-        .settings
+    let settings = sess.settings.clone();
+    let client_charset = settings
         .var("character_set_client")
-        .unwrap_or(&shard.fresh_charset.charset)
-        .into();
+        .unwrap_or(&shard.fresh_charset.charset);
     let rebinds = match bound_types(payload, stmt.params) {
         Ok(Some(t)) => {
             let t: Box<[u8]> = t.into();
+            let cs = (stmt.bound_charset.as_deref() != Some(client_charset))
+                .then(|| Box::<str>::from(client_charset));
             if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
                 s.types = Some(t.clone());
-                s.bound_charset = Some(client_charset.clone());
+                if let Some(cs) = &cs {
+                    s.bound_charset = Some(cs.clone());
+                }
             }
             stmt.types = Some(t);
-            stmt.bound_charset = Some(client_charset.clone());
+            if let Some(cs) = cs {
+                stmt.bound_charset = Some(cs);
+            }
             false
         }
         _ => stmt.types.is_some(),
@@ -230,7 +235,7 @@ pub(crate) async fn execute(
     let bind_charset = stmt
         .bound_charset
         .clone()
-        .filter(|b| rebinds && *b != client_charset);
+        .filter(|b| rebinds && **b != *client_charset);
     if stmt.long_data_lost {
         if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
             s.long_data_lost = false;
