@@ -45,15 +45,53 @@ fn server_clears_a_late_kill_query_before_the_next_statement() {
     }
 }
 
+/// Connections MariaDB has accepted for account `name` since it started (performance_schema).
+fn connections_of(d: &mut mysql::Conn, name: &str) -> u64 {
+    d.query_first(format!(
+        "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0) FROM performance_schema.accounts \
+         WHERE USER = '{name}'"
+    ))
+    .unwrap()
+    .unwrap_or(0)
+}
+
+/// Through sluice too, a `KILL QUERY` aimed at a client between statements does nothing: its
+/// next statement runs to the end (sluice has nothing to interrupt, and sends nothing).
+#[test]
+fn kill_query_of_an_idle_client_leaves_its_next_statement_alone() {
+    let s = Sluice::with(Config::default().top("shards = 1"));
+    let mut victim = s.conn();
+    let mut killer = s.conn();
+    let id = victim.connection_id();
+    for round in 0..10 {
+        killer.query_drop(format!("KILL QUERY {id}")).unwrap();
+        // (A killed SLEEP fails with 1317 or answers 1; one that ran its course answers 0.)
+        let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(0.02)");
+        assert!(
+            matches!(r, Ok(Some(0))),
+            "round {round}: a KILL of an idle client hit its next statement: {r:?}"
+        );
+    }
+}
+
 /// A storm of KILL QUERY aimed at one client, while that client and others share a pool of one
-/// backend connection: only the target's statements may be interrupted, never the others'.
+/// backend connection: only the target's statements may be interrupted, never the others'. The
+/// storm runs until the race it is about has happened often enough: statements of the target
+/// that ended while a KILL aimed at them was still on its way (`sluice_kill_holds_total`); with a
+/// pool of one and others queued, that backend would have gone straight to another client.
 #[test]
 fn kill_query_never_interrupts_another_clients_statement() {
+    let users = common::dedicated_backend_user("killstorm");
+    let mport = common::free_port();
     let s = Sluice::with(
         Config::default()
-            .top("shards = 1")
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .users(&users)
             .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 20000\n"),
     );
+    let mut d = direct();
     let stop = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(AtomicU64::new(0));
     let others_done = Arc::new(AtomicU64::new(0));
@@ -61,19 +99,28 @@ fn kill_query_never_interrupts_another_clients_statement() {
     let target_runs = Arc::new(AtomicU64::new(0));
     let mut target = s.conn();
     let target_id = target.connection_id();
+    let mut killers: Vec<mysql::Conn> = (0..2).map(|_| s.conn()).collect();
+    let mut others: Vec<mysql::Conn> = (0..2).map(|_| s.conn()).collect();
+    let connections_before = connections_of(&mut d, "killstorm");
     // The target runs short statements, a little longer than a KILL takes to reach the server
-    // (it opens a connection of its own), so that KILLs land both inside its statements and
-    // just after one ends, which is when its connection would go back to the pool.
+    // (sluice's KILL connection is already open), so that KILLs land both inside its statements
+    // and just as one ends, which is when its connection would go back to the pool.
     let t = {
         let stop = stop.clone();
         let killed = target_killed.clone();
         let runs = target_runs.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                match target.query_drop("SELECT SLEEP(0.02)") {
-                    Ok(()) => {
+                // A SLEEP that ran its course answers 0; an interrupted one fails with 1317 or
+                // answers 1.
+                match target.query_first::<i64, _>("SELECT SLEEP(0.001)") {
+                    Ok(Some(0)) => {
                         runs.fetch_add(1, Ordering::Relaxed);
                     }
+                    Ok(Some(1)) => {
+                        killed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(v) => panic!("target: SLEEP answered {v:?}"),
                     Err(e) => {
                         let code = server_error(&e).map(|x| x.0);
                         assert!(
@@ -86,50 +133,59 @@ fn kill_query_never_interrupts_another_clients_statement() {
             }
         })
     };
-    let mut killers = Vec::new();
-    for _ in 0..2 {
-        let mut k = s.conn();
-        let (stop, kills) = (stop.clone(), kills.clone());
-        killers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                k.query_drop(format!("KILL QUERY {target_id}")).unwrap();
-                kills.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    // Other clients run statements long enough for a stray KILL to land in them.
-    let mut others = Vec::new();
-    for _ in 0..2 {
-        let mut c = s.conn();
-        let (stop, done) = (stop.clone(), others_done.clone());
-        others.push(std::thread::spawn(move || {
-            let mut hit = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match c.query_drop("SELECT SLEEP(0.01)") {
-                    Ok(()) => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => hit.push(e.to_string()),
+    let killers: Vec<_> = killers
+        .drain(..)
+        .map(|mut k| {
+            let (stop, kills) = (stop.clone(), kills.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    k.query_drop(format!("KILL QUERY {target_id}")).unwrap();
+                    kills.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            hit
-        }));
-    }
-    // Enough KILLs must have reached the backend while the target ran a statement (it was
-    // interrupted) for the race to have had its chances (without the fix, a run like this one
-    // interrupted other clients' statements several times).
-    // Polled, bounded: the storm runs until it has had its chances.
+            })
+        })
+        .collect();
+    // Other clients run statements long enough for a stray KILL to land in them: one that did
+    // fails with 1317 or answers 1.
+    let others: Vec<_> = others
+        .drain(..)
+        .map(|mut c| {
+            let (stop, done) = (stop.clone(), others_done.clone());
+            std::thread::spawn(move || {
+                let mut hit = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match c.query_first::<i64, _>("SELECT SLEEP(0.01)") {
+                        Ok(Some(0)) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        r => hit.push(format!("{r:?}")),
+                    }
+                }
+                hit
+            })
+        })
+        .collect();
+    // Polled, bounded: the storm runs until the race has had its chances, the target was
+    // interrupted (KILLs do reach its statements) and the others got through.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while target_killed.load(Ordering::Relaxed) < 20 || others_done.load(Ordering::Relaxed) < 100 {
+    let holds = || common::metric(&common::scrape(mport), "sluice_kill_holds_total");
+    loop {
+        let held = holds();
+        if held >= 20.0
+            && target_killed.load(Ordering::Relaxed) >= 20
+            && others_done.load(Ordering::Relaxed) >= 100
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "storm did not run its course: {} kills, target interrupted {} times, {} statements \
-             of other clients",
+             of other clients, {held} statements ended with a KILL in flight",
             kills.load(Ordering::Relaxed),
             target_killed.load(Ordering::Relaxed),
             others_done.load(Ordering::Relaxed)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
@@ -144,12 +200,26 @@ fn kill_query_never_interrupts_another_clients_statement() {
         kills.load(Ordering::Relaxed),
         target_killed.load(Ordering::Relaxed)
     );
+    // One KILL QUERY per statement, over connections sluice keeps: a few backend connections
+    // for the whole storm, not one per KILL.
+    let m = common::scrape(mport);
+    let sent = common::metric(&m, "sluice_kill_queries_sent_total");
+    let shared = common::metric(&m, "sluice_kill_queries_shared_total");
+    let opened = connections_of(&mut d, "killstorm") - connections_before;
+    assert!(sent >= 20.0, "{sent} KILL QUERYs sent");
+    assert!(
+        opened <= 10,
+        "{opened} backend connections opened for {sent} KILL QUERYs"
+    );
     eprintln!(
-        "{} KILLs; the target ran {} statements and was interrupted {} times; the others ran {}",
+        "{} KILLs ({sent} sent to the server, {shared} served by one already sent); the target \
+         ran {} statements and was interrupted {} times; the others ran {}; {} statements ended \
+         with a KILL in flight; {opened} backend connections opened",
         kills.load(Ordering::Relaxed),
         target_runs.load(Ordering::Relaxed),
         target_killed.load(Ordering::Relaxed),
-        others_done.load(Ordering::Relaxed)
+        others_done.load(Ordering::Relaxed),
+        holds()
     );
 }
 
