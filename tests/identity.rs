@@ -74,20 +74,66 @@ fn kill_query_of_an_idle_client_leaves_its_next_statement_alone() {
     }
 }
 
+/// A TCP relay in front of the suite's MariaDB that holds every `KILL QUERY` for `delay` before
+/// passing it on, as a loaded server may answer one late (MariaDB itself can take two seconds:
+/// see `src/shard/kill.rs`). Everything else passes at once. Its threads live as long as the test
+/// process.
+fn kill_delaying_relay(delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let server = std::net::TcpStream::connect(common::mariadb_addr()).unwrap();
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+            let (mut s_in, mut s_out) = (server.try_clone().unwrap(), server);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    // A packet (4-byte header) carrying COM_QUERY (3) "KILL QUERY …": sluice writes
+                    // each of its commands at once, so it starts a read.
+                    if n > 5 && buf[4] == 3 && buf[5..n].starts_with(b"KILL QUERY") {
+                        std::thread::sleep(delay);
+                    }
+                    if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
 /// A storm of KILL QUERY aimed at one client, while that client and others share a pool of one
-/// backend connection: only the target's statements may be interrupted, never the others'. The
-/// storm runs until the race it is about has happened often enough: statements of the target
-/// that ended while a KILL aimed at them was still on its way (`sluice_kill_holds_total`); with a
-/// pool of one and others queued, that backend would have gone straight to another client.
+/// backend connection: only the target's statements may be interrupted, never the others'.
+///
+/// The server answers each KILL 5 ms late (a relay holds it), and the target alternates a
+/// statement longer than that (the KILL lands inside it: it is interrupted) with one shorter
+/// (it ends first, the KILL still on its way). With a pool of one and the others queued, the
+/// backend of such a statement would go straight to another client, whose statement the late
+/// KILL would interrupt; sluice keeps it until the KILL has landed. The storm runs until that
+/// has happened often enough (`sluice_kill_holds_total`). Without the relay the race still
+/// exists but is too narrow to lose reliably (a KILL over sluice's open connection lands in
+/// about as long as handing the backend over takes).
 #[test]
 fn kill_query_never_interrupts_another_clients_statement() {
     let users = common::dedicated_backend_user("killstorm");
     let mport = common::free_port();
+    let relay = kill_delaying_relay(Duration::from_millis(5));
     let s = Sluice::with(
         Config::default()
             .top(&format!(
                 "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
             ))
+            .backends(vec![format!("127.0.0.1:{relay}")])
             .users(&users)
             .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 20000\n"),
     );
@@ -102,18 +148,19 @@ fn kill_query_never_interrupts_another_clients_statement() {
     let mut killers: Vec<mysql::Conn> = (0..2).map(|_| s.conn()).collect();
     let mut others: Vec<mysql::Conn> = (0..2).map(|_| s.conn()).collect();
     let connections_before = connections_of(&mut d, "killstorm");
-    // The target runs short statements, a little longer than a KILL takes to reach the server
-    // (sluice's KILL connection is already open), so that KILLs land both inside its statements
-    // and just as one ends, which is when its connection would go back to the pool.
+    // The target's statements: one the late KILLs land in, one they outlast.
     let t = {
         let stop = stop.clone();
         let killed = target_killed.clone();
         let runs = target_runs.clone();
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            for sql in ["SELECT SLEEP(0.02)", "SELECT SLEEP(0.001)"].iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 // A SLEEP that ran its course answers 0; an interrupted one fails with 1317 or
                 // answers 1.
-                match target.query_first::<i64, _>("SELECT SLEEP(0.001)") {
+                match target.query_first::<i64, _>(*sql) {
                     Ok(Some(0)) => {
                         runs.fetch_add(1, Ordering::Relaxed);
                     }
@@ -147,29 +194,44 @@ fn kill_query_never_interrupts_another_clients_statement() {
         .collect();
     // Other clients run statements long enough for a stray KILL to land in them: one that did
     // fails with 1317 or answers 1.
+    let hits = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let others: Vec<_> = others
         .drain(..)
         .map(|mut c| {
-            let (stop, done) = (stop.clone(), others_done.clone());
+            let (stop, done, hits) = (stop.clone(), others_done.clone(), hits.clone());
             std::thread::spawn(move || {
-                let mut hit = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     match c.query_first::<i64, _>("SELECT SLEEP(0.01)") {
                         Ok(Some(0)) => {
                             done.fetch_add(1, Ordering::Relaxed);
                         }
-                        r => hit.push(format!("{r:?}")),
+                        r => hits.lock().unwrap().push(format!("{r:?}")),
                     }
                 }
-                hit
             })
         })
         .collect();
+    let no_hits = || {
+        let hits = hits.lock().unwrap();
+        assert!(
+            hits.is_empty(),
+            "other clients' statements were interrupted by KILLs aimed at {target_id} ({} kills, \
+             target interrupted {} times): {hits:?}",
+            kills.load(Ordering::Relaxed),
+            target_killed.load(Ordering::Relaxed)
+        );
+    };
     // Polled, bounded: the storm runs until the race has had its chances, the target was
-    // interrupted (KILLs do reach its statements) and the others got through.
+    // interrupted (KILLs do reach its statements) and the others got through; it stops at the
+    // first statement of another client interrupted, or the target's thread failing.
     let deadline = Instant::now() + Duration::from_secs(60);
     let holds = || common::metric(&common::scrape(mport), "sluice_kill_holds_total");
     loop {
+        no_hits();
+        if t.is_finished() {
+            t.join().unwrap();
+            panic!("the target stopped");
+        }
         let held = holds();
         if held >= 20.0
             && target_killed.load(Ordering::Relaxed) >= 20
@@ -192,21 +254,21 @@ fn kill_query_never_interrupts_another_clients_statement() {
     for k in killers {
         k.join().unwrap();
     }
-    let hits: Vec<String> = others.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    assert!(
-        hits.is_empty(),
-        "other clients' statements were interrupted by KILLs aimed at {target_id} ({} kills, \
-         target interrupted {} times): {hits:?}",
-        kills.load(Ordering::Relaxed),
-        target_killed.load(Ordering::Relaxed)
-    );
-    // One KILL QUERY per statement, over connections sluice keeps: a few backend connections
-    // for the whole storm, not one per KILL.
+    for o in others {
+        o.join().unwrap();
+    }
+    no_hits();
+    // One KILL QUERY per statement (at most), over connections sluice keeps: a few backend
+    // connections for the whole storm, not one per KILL.
     let m = common::scrape(mport);
     let sent = common::metric(&m, "sluice_kill_queries_sent_total");
     let shared = common::metric(&m, "sluice_kill_queries_shared_total");
     let opened = connections_of(&mut d, "killstorm") - connections_before;
-    assert!(sent >= 20.0, "{sent} KILL QUERYs sent");
+    let statements = target_runs.load(Ordering::Relaxed) + target_killed.load(Ordering::Relaxed);
+    assert!(
+        sent >= 20.0 && sent as u64 <= statements + 1,
+        "{sent} KILL QUERYs sent for {statements} statements of the target"
+    );
     assert!(
         opened <= 10,
         "{opened} backend connections opened for {sent} KILL QUERYs"
