@@ -59,6 +59,15 @@ pub struct ShardSnapshot {
     /// Backends given back with their session's diagnostics dropped (pressure or idle).
     #[serde(default)]
     pub diagnostics_released: u64,
+    /// KILL QUERYs sent to backends.
+    #[serde(default)]
+    pub kills_sent: u64,
+    /// KILL requests served by a KILL QUERY already sent for the same statement.
+    #[serde(default)]
+    pub kills_shared: u64,
+    /// Statements whose backend waited for a KILL in flight after they ended.
+    #[serde(default)]
+    pub kill_holds: u64,
     pub client_bytes_in: u64,
     pub client_bytes_out: u64,
     #[serde(default)]
@@ -123,6 +132,9 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.syncs += x.syncs;
         s.lazy_prepares += x.lazy_prepares;
         s.diagnostics_released += x.diagnostics_released;
+        s.kills_sent += x.kills_sent;
+        s.kills_shared += x.kills_shared;
+        s.kill_holds += x.kill_holds;
         s.client_bytes_in += x.client_bytes_in;
         s.client_bytes_out += x.client_bytes_out;
         s.tls_clients += x.tls_clients;
@@ -202,7 +214,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 12] = [
+    let counters: [Counter; 15] = [
         (
             "sluice_tls_clients_total",
             "Clients that upgraded to TLS.",
@@ -258,6 +270,21 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
             "sluice_diagnostics_released_total",
             "Backends given back although their session's warnings or errors lived there (other sessions waited, or the session stayed idle past a second); SHOW WARNINGS reads empty for it afterwards.",
             |s| s.diagnostics_released,
+        ),
+        (
+            "sluice_kill_queries_sent_total",
+            "KILL QUERYs sent to backends (for client KILL and KILL QUERY statements).",
+            |s| s.kills_sent,
+        ),
+        (
+            "sluice_kill_queries_shared_total",
+            "Client KILLs answered by the KILL QUERY already sent for the same statement (in flight, or answered within 100 ms).",
+            |s| s.kills_shared,
+        ),
+        (
+            "sluice_kill_holds_total",
+            "Statements that ended while a KILL aimed at them was still on its way: their backend waited for it before serving anyone else.",
+            |s| s.kill_holds,
         ),
     ];
     for (name, help, f) in counters {

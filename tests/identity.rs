@@ -45,15 +45,99 @@ fn server_clears_a_late_kill_query_before_the_next_statement() {
     }
 }
 
+/// Connections MariaDB has accepted for account `name` since it started (performance_schema).
+fn connections_of(d: &mut mysql::Conn, name: &str) -> u64 {
+    d.query_first(format!(
+        "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0) FROM performance_schema.accounts \
+         WHERE USER = '{name}'"
+    ))
+    .unwrap()
+    .unwrap_or(0)
+}
+
+/// Through sluice too, a `KILL QUERY` aimed at a client between statements does nothing: its
+/// next statement runs to the end (sluice has nothing to interrupt, and sends nothing).
+#[test]
+fn kill_query_of_an_idle_client_leaves_its_next_statement_alone() {
+    let s = Sluice::with(Config::default().top("shards = 1"));
+    let mut victim = s.conn();
+    let mut killer = s.conn();
+    let id = victim.connection_id();
+    for round in 0..10 {
+        killer.query_drop(format!("KILL QUERY {id}")).unwrap();
+        // (A killed SLEEP fails with 1317 or answers 1; one that ran its course answers 0.)
+        let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(0.02)");
+        assert!(
+            matches!(r, Ok(Some(0))),
+            "round {round}: a KILL of an idle client hit its next statement: {r:?}"
+        );
+    }
+}
+
+/// A TCP relay in front of the suite's MariaDB that holds every `KILL QUERY` for `delay` before
+/// passing it on, as a loaded server may answer one late (MariaDB itself can take two seconds:
+/// see `src/shard/kill.rs`). Everything else passes at once. Its threads live as long as the test
+/// process.
+fn kill_delaying_relay(delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let server = std::net::TcpStream::connect(common::mariadb_addr()).unwrap();
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+            let (mut s_in, mut s_out) = (server.try_clone().unwrap(), server);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    // A packet (4-byte header) carrying COM_QUERY (3) "KILL QUERY …": sluice writes
+                    // each of its commands at once, so it starts a read.
+                    if n > 5 && buf[4] == 3 && buf[5..n].starts_with(b"KILL QUERY") {
+                        std::thread::sleep(delay);
+                    }
+                    if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
 /// A storm of KILL QUERY aimed at one client, while that client and others share a pool of one
 /// backend connection: only the target's statements may be interrupted, never the others'.
+///
+/// The server answers each KILL 5 ms late (a relay holds it), and the target alternates a
+/// statement longer than that (the KILL lands inside it: it is interrupted) with one shorter
+/// (it ends first, the KILL still on its way). With a pool of one and the others queued, the
+/// backend of such a statement would go straight to another client, whose statement the late
+/// KILL would interrupt; sluice keeps it until the KILL has landed. The storm runs until that
+/// has happened often enough (`sluice_kill_holds_total`). Without the relay the race still
+/// exists but is too narrow to lose reliably (a KILL over sluice's open connection lands in
+/// about as long as handing the backend over takes).
 #[test]
 fn kill_query_never_interrupts_another_clients_statement() {
+    let users = common::dedicated_backend_user("killstorm");
+    let mport = common::free_port();
+    let relay = kill_delaying_relay(Duration::from_millis(5));
     let s = Sluice::with(
         Config::default()
-            .top("shards = 1")
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .backends(vec![format!("127.0.0.1:{relay}")])
+            .users(&users)
             .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 20000\n"),
     );
+    let mut d = direct();
     let stop = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(AtomicU64::new(0));
     let others_done = Arc::new(AtomicU64::new(0));
@@ -61,19 +145,29 @@ fn kill_query_never_interrupts_another_clients_statement() {
     let target_runs = Arc::new(AtomicU64::new(0));
     let mut target = s.conn();
     let target_id = target.connection_id();
-    // The target runs short statements, a little longer than a KILL takes to reach the server
-    // (it opens a connection of its own), so that KILLs land both inside its statements and
-    // just after one ends, which is when its connection would go back to the pool.
+    let mut killers: Vec<mysql::Conn> = (0..2).map(|_| s.conn()).collect();
+    let mut others: Vec<mysql::Conn> = (0..2).map(|_| s.conn()).collect();
+    let connections_before = connections_of(&mut d, "killstorm");
+    // The target's statements: one the late KILLs land in, one they outlast.
     let t = {
         let stop = stop.clone();
         let killed = target_killed.clone();
         let runs = target_runs.clone();
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match target.query_drop("SELECT SLEEP(0.02)") {
-                    Ok(()) => {
+            for sql in ["SELECT SLEEP(0.02)", "SELECT SLEEP(0.001)"].iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // A SLEEP that ran its course answers 0; an interrupted one fails with 1317 or
+                // answers 1.
+                match target.query_first::<i64, _>(*sql) {
+                    Ok(Some(0)) => {
                         runs.fetch_add(1, Ordering::Relaxed);
                     }
+                    Ok(Some(1)) => {
+                        killed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(v) => panic!("target: SLEEP answered {v:?}"),
                     Err(e) => {
                         let code = server_error(&e).map(|x| x.0);
                         assert!(
@@ -86,70 +180,108 @@ fn kill_query_never_interrupts_another_clients_statement() {
             }
         })
     };
-    let mut killers = Vec::new();
-    for _ in 0..2 {
-        let mut k = s.conn();
-        let (stop, kills) = (stop.clone(), kills.clone());
-        killers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                k.query_drop(format!("KILL QUERY {target_id}")).unwrap();
-                kills.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    // Other clients run statements long enough for a stray KILL to land in them.
-    let mut others = Vec::new();
-    for _ in 0..2 {
-        let mut c = s.conn();
-        let (stop, done) = (stop.clone(), others_done.clone());
-        others.push(std::thread::spawn(move || {
-            let mut hit = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match c.query_drop("SELECT SLEEP(0.01)") {
-                    Ok(()) => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => hit.push(e.to_string()),
+    let killers: Vec<_> = killers
+        .drain(..)
+        .map(|mut k| {
+            let (stop, kills) = (stop.clone(), kills.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    k.query_drop(format!("KILL QUERY {target_id}")).unwrap();
+                    kills.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            hit
-        }));
-    }
-    // Enough KILLs must have reached the backend while the target ran a statement (it was
-    // interrupted) for the race to have had its chances (without the fix, a run like this one
-    // interrupted other clients' statements several times).
-    // Polled, bounded: the storm runs until it has had its chances.
+            })
+        })
+        .collect();
+    // Other clients run statements long enough for a stray KILL to land in them: one that did
+    // fails with 1317 or answers 1.
+    let hits = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let others: Vec<_> = others
+        .drain(..)
+        .map(|mut c| {
+            let (stop, done, hits) = (stop.clone(), others_done.clone(), hits.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.query_first::<i64, _>("SELECT SLEEP(0.01)") {
+                        Ok(Some(0)) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        r => hits.lock().unwrap().push(format!("{r:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    let no_hits = || {
+        let hits = hits.lock().unwrap();
+        assert!(
+            hits.is_empty(),
+            "other clients' statements were interrupted by KILLs aimed at {target_id} ({} kills, \
+             target interrupted {} times): {hits:?}",
+            kills.load(Ordering::Relaxed),
+            target_killed.load(Ordering::Relaxed)
+        );
+    };
+    // Polled, bounded: the storm runs until the race has had its chances, the target was
+    // interrupted (KILLs do reach its statements) and the others got through; it stops at the
+    // first statement of another client interrupted, or the target's thread failing.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while target_killed.load(Ordering::Relaxed) < 20 || others_done.load(Ordering::Relaxed) < 100 {
+    let holds = || common::metric(&common::scrape(mport), "sluice_kill_holds_total");
+    loop {
+        no_hits();
+        if t.is_finished() {
+            t.join().unwrap();
+            panic!("the target stopped");
+        }
+        let held = holds();
+        if held >= 20.0
+            && target_killed.load(Ordering::Relaxed) >= 20
+            && others_done.load(Ordering::Relaxed) >= 100
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "storm did not run its course: {} kills, target interrupted {} times, {} statements \
-             of other clients",
+             of other clients, {held} statements ended with a KILL in flight",
             kills.load(Ordering::Relaxed),
             target_killed.load(Ordering::Relaxed),
             others_done.load(Ordering::Relaxed)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
     for k in killers {
         k.join().unwrap();
     }
-    let hits: Vec<String> = others.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    for o in others {
+        o.join().unwrap();
+    }
+    no_hits();
+    // One KILL QUERY per statement (at most), over connections sluice keeps: a few backend
+    // connections for the whole storm, not one per KILL.
+    let m = common::scrape(mport);
+    let sent = common::metric(&m, "sluice_kill_queries_sent_total");
+    let shared = common::metric(&m, "sluice_kill_queries_shared_total");
+    let opened = connections_of(&mut d, "killstorm") - connections_before;
+    let statements = target_runs.load(Ordering::Relaxed) + target_killed.load(Ordering::Relaxed);
     assert!(
-        hits.is_empty(),
-        "other clients' statements were interrupted by KILLs aimed at {target_id} ({} kills, \
-         target interrupted {} times): {hits:?}",
-        kills.load(Ordering::Relaxed),
-        target_killed.load(Ordering::Relaxed)
+        sent >= 20.0 && sent as u64 <= statements + 1,
+        "{sent} KILL QUERYs sent for {statements} statements of the target"
+    );
+    assert!(
+        opened <= 10,
+        "{opened} backend connections opened for {sent} KILL QUERYs"
     );
     eprintln!(
-        "{} KILLs; the target ran {} statements and was interrupted {} times; the others ran {}",
+        "{} KILLs ({sent} sent to the server, {shared} served by one already sent); the target \
+         ran {} statements and was interrupted {} times; the others ran {}; {} statements ended \
+         with a KILL in flight; {opened} backend connections opened",
         kills.load(Ordering::Relaxed),
         target_runs.load(Ordering::Relaxed),
         target_killed.load(Ordering::Relaxed),
-        others_done.load(Ordering::Relaxed)
+        others_done.load(Ordering::Relaxed),
+        holds()
     );
 }
 
@@ -610,7 +742,7 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
     let mut sleeper = clients.pop().unwrap();
     let sleeper_id = sleeper.connection_id();
     let sql = "SELECT SLEEP(30) AS at_the_fd_limit";
-    let h = std::thread::spawn(move || sleeper.query_drop(sql));
+    let h = std::thread::spawn(move || sleeper.query_first::<i64, _>(sql));
     assert!(
         before < 3,
         "the pool opened all its connections before the limit"
@@ -629,12 +761,14 @@ fn at_the_fd_limit_new_clients_get_1040_at_once_and_backends_stay_reachable() {
     clients[2]
         .query_drop(format!("KILL QUERY {sleeper_id}"))
         .unwrap();
-    // 1317: the KILL landed (a SLEEP that ran its 30 s would answer without an error).
+    // The KILL landed: the SLEEP fails with 1317 or answers 1 (one that ran its 30 s answers 0).
+    // Read with query_first: the ERR comes after the column definitions, and query_drop (the
+    // mysql crate) returns once it has those, dropping what follows, errors included.
     let r = h.join().unwrap();
-    assert_eq!(
-        r.as_ref().err().and_then(server_error).map(|x| x.0),
-        Some(1317),
-        "{r:?}"
+    let code = r.as_ref().err().and_then(server_error).map(|x| x.0);
+    assert!(
+        code == Some(1317) || matches!(r, Ok(Some(1))),
+        "the SLEEP was not interrupted: {r:?}"
     );
     // The refusals are counted.
     let m = common::scrape(mport);

@@ -712,8 +712,7 @@ pub(crate) async fn run_on(
     let backend_name = shard.shared.backends[usize::from(lease.get().backend)]
         .address
         .clone();
-    ctl.backend
-        .set(Some((lease.get().backend, lease.get().thread_id)));
+    ctl.start_run(lease.get().backend, lease.get().thread_id);
     // The client's trackers (a client without CLIENT_SESSION_TRACK has them too: the server
     // hears nothing of its state but flags changes in classic EOFs).
     let trackers = if sess.mode() == PoolMode::Session || with.own_trackers {
@@ -739,10 +738,14 @@ pub(crate) async fn run_on(
         eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),
     };
     let r = relay(io, lease.conn(), payload, kind, &ctx).await;
-    ctl.backend.set(None);
+    ctl.end_run();
     // A KILL QUERY aimed at this statement may still be on its way to the server: the backend
-    // stays with this session until it landed, so it can never reach another client's statement.
-    ctl.kills_settled().await;
+    // stays with this session until it landed, so it can never reach another client's statement
+    // (nor sluice's own statements after this one).
+    if ctl.kills_in_flight() > 0 {
+        shard.stats.kill_holds.set(shard.stats.kill_holds.get() + 1);
+        ctl.kills_settled().await;
+    }
     let obs = r?;
     if let Some(st) = obs.status {
         sess.status = st;

@@ -2,6 +2,7 @@
 //! session table, its slice of every pool and its buffers. Nothing in here is `Send`; other
 //! threads reach a shard only through its [`Mailbox`](poller::Mailbox).
 
+pub mod kill;
 pub mod poller;
 pub mod table;
 
@@ -14,6 +15,7 @@ use crate::frontend::session::{self, Session, User};
 use crate::net;
 use crate::session::state::{FreshCharset, Interner, Settings};
 use crate::shared::{IdLayout, Shared};
+pub use kill::KILL_CONNECTIONS;
 use poller::{Poller, READABLE};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -32,9 +34,6 @@ const LISTENER: u64 = u64::MAX - 1;
 /// An idle connection is lent to a starved shard only after this long unused: short imbalances
 /// between busy shards resolve themselves; lending is for sustained skew.
 const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
-/// KILL QUERY connections a shard opens at once (more KILLs wait their turn): bounded, so a KILL
-/// storm cannot exhaust the backend's connections or the descriptors reserved for them.
-pub const KILL_CONNECTIONS: usize = 2;
 /// How often a shard that ran out of descriptors says so in the log.
 const FD_WARN_EVERY: Duration = Duration::from_secs(10);
 /// A parked session keeps a backend only for its diagnostics this long (seconds) before the
@@ -166,6 +165,13 @@ pub struct ShardStats {
     /// Backends given back although their session's diagnostics lived there (pool pressure, or
     /// an idle session): those sessions' SHOW WARNINGS reads empty afterwards.
     pub diagnostics_released: Cell<u64>,
+    /// KILL QUERYs sent to backends.
+    pub kills_sent: Cell<u64>,
+    /// KILL [QUERY] requests served by the KILL QUERY already sent for the same statement.
+    pub kills_shared: Cell<u64>,
+    /// Statements that ended with a KILL aimed at them still in flight: their backend waited
+    /// for the server's answer before it could serve anyone else.
+    pub kill_holds: Cell<u64>,
     /// Clients that upgraded to TLS.
     pub tls_clients: Cell<u64>,
     /// Connections refused because their address failed to log in too often.
@@ -226,8 +232,8 @@ pub struct Shard {
     sha2_cache: RefCell<HashMap<u32, [u8; 32]>>,
     /// The shard's clock origin (session idle times are seconds since then).
     epoch: Instant,
-    /// Permits for KILL QUERY's own backend connections ([`KILL_CONNECTIONS`]).
-    kill_permits: glommio::sync::Semaphore,
+    /// The shard's own backend connections for KILL QUERY.
+    kill_lines: kill::KillLines,
     /// A descriptor held in reserve so that a client can still be accepted (and refused with
     /// ERR 1040) when the process has run out: closed, the client accepted and answered, then
     /// reopened.
@@ -335,7 +341,7 @@ impl Shard {
             schema_checks: RefCell::new(HashMap::new()),
             sha2_cache: RefCell::new(HashMap::new()),
             epoch: Instant::now(),
-            kill_permits: glommio::sync::Semaphore::new(KILL_CONNECTIONS as u64),
+            kill_lines: kill::KillLines::default(),
             spare_fd: RefCell::new(Some(net::spare_fd()?)),
             fd_warned: Cell::new(None),
             shared,
@@ -626,141 +632,6 @@ impl Shard {
         }
     }
 
-    /// KILL [QUERY] `conn_id`, on whichever shard it lives.
-    pub async fn kill(
-        self: &Rc<Self>,
-        conn_id: u32,
-        kind: KillKind,
-        by_user: u32,
-    ) -> Result<(), Error> {
-        let (worker, shard) = self.ids.locate(conn_id);
-        let r = if worker != self.shared.worker {
-            if worker >= self.shared.workers || self.shared.supervisor.is_none() {
-                Err(no_such_thread(conn_id))
-            } else {
-                // Another worker process: ask it over its admin socket, from a helper thread so
-                // this executor never blocks.
-                let reply = Reply1::default();
-                let r = reply.clone();
-                let sup = self.shared.supervisor.unwrap_or(0);
-                std::thread::spawn(move || {
-                    r.send(crate::admin::remote_kill(
-                        sup, worker, conn_id, kind, by_user,
-                    ))
-                });
-                reply.recv().await
-            }
-        } else if shard as usize >= self.shared.shards {
-            Err(no_such_thread(conn_id))
-        } else if shard as usize == self.id {
-            self.kill_local(conn_id, kind, by_user).await
-        } else {
-            let reply = Reply1::default();
-            let Some(mb) = self
-                .shared
-                .mailboxes
-                .get()
-                .and_then(|m| m.get(shard as usize))
-            else {
-                return Err(Error::Refused(no_such_thread(conn_id)));
-            };
-            mb.post(ShardMsg::Kill {
-                conn_id,
-                kind,
-                by_user,
-                reply: reply.clone(),
-            });
-            reply.recv().await
-        };
-        r.map_err(Error::Refused)
-    }
-
-    async fn kill_local(
-        self: &Rc<Self>,
-        conn_id: u32,
-        kind: KillKind,
-        by_user: u32,
-    ) -> Result<(), Reply> {
-        let token = self
-            .table
-            .borrow()
-            .find_conn(conn_id)
-            .ok_or_else(|| no_such_thread(conn_id))?;
-        enum Target {
-            Parked,
-            Active(Rc<ActiveCtl>),
-        }
-        let target = {
-            let table = self.table.borrow();
-            let slot = table.get(token).ok_or_else(|| no_such_thread(conn_id))?;
-            let owner = match &slot.state {
-                SlotState::Parked(s) => s.user.id,
-                SlotState::Active(c) => c.user.get(),
-                SlotState::Free => return Err(no_such_thread(conn_id)),
-            };
-            if owner != by_user {
-                return Err(Reply::new(
-                    1095,
-                    b"HY000",
-                    format!("You are not owner of thread {conn_id}"),
-                ));
-            }
-            match &slot.state {
-                SlotState::Active(c) => Target::Active(c.clone()),
-                _ => Target::Parked,
-            }
-        };
-        match target {
-            Target::Parked => {
-                if kind == KillKind::Connection {
-                    let sess = self
-                        .table
-                        .borrow_mut()
-                        .unpark(token, Rc::new(ActiveCtl::default()));
-                    if let Some(sess) = sess {
-                        session::finish(self, token, sess).await;
-                    }
-                }
-                Ok(())
-            }
-            Target::Active(ctl) => {
-                // Counted before the thread id is read: until the server has answered the KILL,
-                // the session keeps its connection (see `ActiveCtl::kills_settled`).
-                let in_flight = ctl.kill_started();
-                if let Some((backend, thread)) = ctl.backend.get() {
-                    debug!(conn_id, thread, "KILL QUERY on the backend");
-                    self.kill_backend_query(ctl.pool_user.get(), backend, thread)
-                        .await;
-                }
-                drop(in_flight);
-                if kind == KillKind::Connection {
-                    ctl.kill.set(Some(KillKind::Connection));
-                    ctl.notify(0);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Interrupts the statement running on a backend connection, over a short-lived connection
-    /// of its own (the pool may be exhausted by the very statement being killed). Returns once the
-    /// server has answered the KILL, or it failed.
-    async fn kill_backend_query(&self, user: u32, backend: u16, thread: u32) {
-        let Ok(_permit) = self.kill_permits.acquire_permit(1).await else {
-            return;
-        };
-        let spec = self.pool(user, backend).spec().clone();
-        match BackendConn::connect(&spec, self.fresh.clone()).await {
-            Ok(mut c) => {
-                if let Err(e) = c.query_ok(&format!("KILL QUERY {thread}")).await {
-                    debug!(error = %e, thread, "KILL QUERY on the backend failed");
-                }
-                c.close().await;
-            }
-            Err(e) => warn!(error = %e, "cannot open a connection to kill a backend query"),
-        }
-    }
-
     /// This shard's counters, for a metrics scrape.
     pub fn snapshot(&self) -> crate::metrics::ShardSnapshot {
         use crate::metrics::{PoolSnapshot, ShardSnapshot, WAIT_BUCKETS};
@@ -777,6 +648,9 @@ impl Shard {
             syncs: s.syncs.get(),
             lazy_prepares: s.lazy_prepares.get(),
             diagnostics_released: s.diagnostics_released.get(),
+            kills_sent: s.kills_sent.get(),
+            kills_shared: s.kills_shared.get(),
+            kill_holds: s.kill_holds.get(),
             client_bytes_in: s.client_bytes_in.get(),
             client_bytes_out: s.client_bytes_out.get(),
             tls_clients: s.tls_clients.get(),
@@ -1034,6 +908,7 @@ impl Shard {
         for p in &self.pools {
             p.close_idle();
         }
+        self.kill_lines.sweep(Duration::ZERO);
     }
 
     fn on_accept(self: &Rc<Self>) {
@@ -1344,6 +1219,7 @@ impl Shard {
                 }
             }
             self.expire_idle();
+            self.kill_lines.sweep(idle);
             if ticks % 10 == 0 {
                 if self.id == 0 {
                     self.shared.guard.sweep();
@@ -1450,10 +1326,6 @@ fn request_slot(shared: &Shared, shard: usize, pool: usize) {
         hops: n - 1,
         retry: false,
     });
-}
-
-fn no_such_thread(id: u32) -> Reply {
-    Reply::new(1094, b"HY000", format!("Unknown thread id: {id}"))
 }
 
 /// Runs shard `id` on the current (executor) thread until it has shut down.

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 /// Slots per chunk: 4096 × ~100 B is over glibc's mmap threshold, so chunks live in their own
 /// mappings rather than interleaved with short-lived heap allocations.
@@ -48,6 +49,26 @@ pub enum KillKind {
     Shutdown,
 }
 
+/// A statement of the session running on a backend: what a KILL QUERY aims at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// The backend's index.
+    pub backend: u16,
+    /// The server thread (connection id) of the backend connection running it.
+    pub thread: u32,
+    /// Which of the session's statements it is (they are numbered from 1 as they start).
+    pub run: u64,
+}
+
+/// The last KILL QUERY sluice sent to a backend for one of the session's statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentKill {
+    /// The statement it was sent for ([`Running::run`]).
+    pub run: u64,
+    /// When the server answered it; `None` while it is in flight.
+    pub answered: Option<Instant>,
+}
+
 /// Shared between an active session's task and the shard: readiness delivered by the poller, the
 /// waker to call, and requests from elsewhere (KILL, shutdown).
 #[derive(Default)]
@@ -55,8 +76,12 @@ pub struct ActiveCtl {
     pub waker: Cell<Option<Waker>>,
     pub ready: Cell<u32>,
     pub kill: Cell<Option<KillKind>>,
-    /// The backend (index, server thread id) executing this session's command, for KILL QUERY.
-    pub backend: Cell<Option<(u16, u32)>>,
+    /// The statement running on a backend for this session now, for KILL QUERY.
+    running: Cell<Option<Running>>,
+    /// Statements started so far (numbers them: [`Running::run`]).
+    runs: Cell<u64>,
+    /// The last KILL QUERY sent for one of this session's statements (see `shard::kill`).
+    pub last_kill: Cell<Option<SentKill>>,
     /// The session's user id, for KILL permission checks.
     pub user: Cell<u32>,
     /// The account (pool user index) the session's backend connections belong to.
@@ -65,7 +90,7 @@ pub struct ActiveCtl {
     /// gave its place back before being told).
     pub uncounted: Cell<bool>,
     /// KILL QUERYs in flight against this session's backend connection: counted before the
-    /// thread id is read from `backend`, uncounted once the server answered the KILL (or it
+    /// thread id is read from `running`, uncounted once the server answered the KILL (or it
     /// failed). While any is in flight the session must not give its connection back, or the
     /// KILL could land on another client's statement (see [`ActiveCtl::kills_settled`]).
     kills: Cell<u32>,
@@ -93,9 +118,32 @@ impl ActiveCtl {
         }
     }
 
+    /// The session's statement starts on backend connection `thread` of backend `backend`.
+    pub fn start_run(&self, backend: u16, thread: u32) {
+        let run = self.runs.get() + 1;
+        self.runs.set(run);
+        self.running.set(Some(Running {
+            backend,
+            thread,
+            run,
+        }));
+    }
+
+    /// The statement's response has been relayed (or the relay failed): no KILL may start
+    /// against it from now on. Those already in flight are awaited with
+    /// [`ActiveCtl::kills_settled`].
+    pub fn end_run(&self) {
+        self.running.set(None);
+    }
+
+    /// The statement running on a backend now, if any.
+    pub fn running(&self) -> Option<Running> {
+        self.running.get()
+    }
+
     /// Counts a KILL in flight against this session's backend until the returned guard is
-    /// dropped. Take it *before* reading `backend`: the session cannot release the connection
-    /// whose thread id the KILL is about to use while the guard lives.
+    /// dropped. Take it *before* reading [`ActiveCtl::running`]: the session cannot release the
+    /// connection whose thread id the KILL is about to use while the guard lives.
     pub fn kill_started(self: &Rc<Self>) -> KillInFlight {
         self.kills.set(self.kills.get() + 1);
         KillInFlight(self.clone())
