@@ -288,6 +288,46 @@ fn another_clients_warnings_are_never_seen() {
     assert!(w.is_empty() || w[0].1 == 1292, "{w:?}");
 }
 
+/// A client that failed once and goes on with statements that leave its diagnostics area as it
+/// is (no table: MariaDB keeps the conditions) must not keep the only backend from the others:
+/// while they wait, its conditions are given up after a short hold (the one trade sluice makes,
+/// counted); reading them right away still works.
+#[test]
+fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
+    let s = one_backend();
+    let mut a = s.conn();
+    // Reading the conditions right after the error: they are there.
+    assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
+    let w: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    let n: Option<u64> = a.query_first("SELECT @@error_count").unwrap();
+    assert_eq!(n, Some(1));
+    // Then a loop of table-less statements while another client needs the backend.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && runs < 2_000 {
+                a.query_drop("SELECT SLEEP(0.005)").unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let mut b = s.conn();
+    let started = Instant::now();
+    for i in 0..20 {
+        let v: i64 = b.query_first(format!("SELECT {i}")).unwrap().unwrap();
+        assert_eq!(v, i);
+    }
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    looping.join().unwrap();
+    // The pool's queue timeout is 10 s: had the hold lasted, b would have got ERR 9001.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
 #[test]
 fn state_made_by_any_form_of_statement_stays_with_its_client() {
     let s = three_backends();

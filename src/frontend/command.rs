@@ -990,10 +990,15 @@ pub(crate) async fn after_command(
         .past()
         .diag_held_since
         .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE);
-    // Only a command that raised conditions again counts: reading the conditions (SHOW
-    // WARNINGS, @@warning_count, GET DIAGNOSTICS, one after another) is what they are kept for.
-    let raised = resp.error || resp.warnings;
-    if hold == Some(effects::Hold::Diagnostics) && overdue && raised && lease.pool().waiting() > 0 {
+    // Reading the conditions (SHOW WARNINGS, SHOW COUNT(*) ERRORS, GET DIAGNOSTICS, one after
+    // another) is what they are kept for and never counts; any other command does (a client
+    // failing over and over, or going on with statements that leave the area as it is).
+    let reads_them = e.is_some_and(|e| e.kind == sql::Kind::Diagnostic);
+    if hold == Some(effects::Hold::Diagnostics)
+        && overdue
+        && !reads_them
+        && lease.pool().waiting() > 0
+    {
         match clear_diagnostics(&mut lease).await {
             Ok(()) => {
                 shard
