@@ -21,7 +21,15 @@ ensure_node_drivers
 ensure_java_driver
 
 MARIADB_DIR=$(mktemp -d /tmp/sluice-mariadb.XXXXXX)
-cleanup() { scripts/mariadb.sh stop "$MARIADB_DIR" || true; }
+cleanup() {
+  # A server that died during the run (a crash sluice's traffic provoked is a finding too):
+  # show why before its directory goes.
+  if [ -n "${MARIADB_PID:-}" ] && ! kill -0 "$MARIADB_PID" 2>/dev/null; then
+    echo "test.sh: MariaDB (pid $MARIADB_PID) is gone; the end of its log:" >&2
+    tail -n 80 "$MARIADB_DIR/mariadb.log" >&2 || true
+  fi
+  scripts/mariadb.sh stop "$MARIADB_DIR" || true
+}
 trap cleanup EXIT INT TERM
 eval "$(scripts/mariadb.sh start "$MARIADB_DIR")"
 export SLUICE_TEST_MARIADB="127.0.0.1:$MARIADB_PORT"
