@@ -94,7 +94,7 @@ fi
 
 # The targets: name, port, and the pid whose CPU is counted (none for direct).
 TARGETS=(direct)
-declare -A PORT_OF=([direct]=$MARIADB_PORT) PID_OF=()
+declare -A PORT_OF=([direct]=$MARIADB_PORT) PID_OF=() METRICS_OF=()
 
 FLOOR_PORT=$(free_port)
 "$BIN_DIR/sluice-floor" --listen "127.0.0.1:$FLOOR_PORT" --upstream "$UPSTREAM" \
@@ -118,8 +118,11 @@ fi
 for p in $POOLS; do
   name="sluice-$p"
   port=$(free_port)
+  mport=$(free_port)
+  METRICS_OF[$name]=$mport
   cat > "$WORK/$name.toml" <<TOML
 listen = "127.0.0.1:$port"
+metrics_listen = "127.0.0.1:$mport"
 shards = $SHARDS
 [pool]
 mode = "transaction"
@@ -164,19 +167,34 @@ if [ "$WARMUP" != 0 ]; then
   sb oltp_point_select "$MARIADB_PORT" "$WARMUP" "$WORK/warmup" || true
 fi
 
-# measure TARGET KIND OUT CMD...: runs CMD, recording the target's proxy CPU ticks around it.
-# Appends "workload target kind out ticks ok" to $WORK/runs.
+# pool_counts TARGET: "checkouts queued" summed over sluice's pools ("- -" for other targets).
+pool_counts() {
+  local port=${METRICS_OF[$1]:-}
+  if [ -z "$port" ]; then echo "- -"; return; fi
+  python3 -c 'import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "http://127.0.0.1:$port/metrics" | awk '
+    /^sluice_pool_checkouts_total/ { c += $NF } /^sluice_pool_queue_waits_total/ { q += $NF }
+    END { printf "%d %d\n", c, q }'
+}
+
+# measure TARGET KIND OUT CMD...: runs CMD, recording the target's proxy CPU ticks and (sluice)
+# checkouts and queued checkouts around it. Appends "workload target kind out ticks ok
+# checkouts queued" to $WORK/runs.
 measure() {
-  local workload=$1 target=$2 kind=$3 out=$4 t0=- t1=- ok=1
+  local workload=$1 target=$2 kind=$3 out=$4 t0=- t1=- ok=1 c0 q0 c1 q1
   shift 4
   local pid=${PID_OF[$target]:-}
   [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  read -r c0 q0 < <(pool_counts "$target")
   "$@" || ok=0
+  read -r c1 q1 < <(pool_counts "$target")
+  local pool="- -"
+  [ "$c0" != - ] && pool="$((c1 - c0)) $((q1 - q0))"
   if [ -n "$pid" ]; then
     t1=$(cpu_ticks "$pid") || { echo "bench-b3: $target died during $workload" >&2; exit 1; }
-    echo "$workload $target $kind $out $((t1 - t0)) $ok" >> "$WORK/runs"
+    echo "$workload $target $kind $out $((t1 - t0)) $ok $pool" >> "$WORK/runs"
   else
-    echo "$workload $target $kind $out - $ok" >> "$WORK/runs"
+    echo "$workload $target $kind $out - $ok $pool" >> "$WORK/runs"
   fi
   [ "$ok" = 1 ] || echo "bench-b3: $workload through $target failed (see the report)" >&2
 }
@@ -250,8 +268,10 @@ div = lambda a, b: a / b if a is not None and b else None
 results = {}
 order = []
 for line in open(os.path.join(work, "runs")):
-    workload, target, kind, path, ticks, ok = line.split()
+    workload, target, kind, path, ticks, ok, checkouts, queued = line.split()
     r = (load if kind == "load" else sysbench)(path)
+    if checkouts != "-":
+        r["checkouts"], r["checkouts_queued"] = int(checkouts), int(queued)
     if ticks != "-":
         r["cpu_ticks"] = int(ticks)
         r["cpu_us_per_query"] = rnd(div(int(ticks) / hz * 1e6, r["queries"]), 2)
@@ -288,7 +308,7 @@ json.dump(summary, open(out, "w"), indent=1)
 fmt = lambda v, f: "-" if v is None else f(v)
 print(f"B3: {threads} client threads, {duration} s per run; proxies reach MariaDB over {backend}; "
       f"sluice shards {shards or f'{cpus} (one per core)'}, floor threads {summary['floor_threads']}")
-head = f"{'workload':20}{'target':15}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}"
+head = f"{'workload':20}{'target':15}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}{'queued':>8}"
 print(head)
 for w in summary["workloads"]:
     for i, t in enumerate(targets):
@@ -300,6 +320,7 @@ for w in summary["workloads"]:
               f"{fmt(r.get('cpu_us_per_query'), lambda v: f'{v:.1f} µs'):>12}"
               f"{fmt(r.get('cpu_ratio_to_floor'), lambda v: f'{v:.1f}×'):>11}"
               f"{fmt(r.get('errors'), str):>8}"
+              f"{fmt(div(r.get('checkouts_queued'), r.get('checkouts')), lambda v: f'{100 * v:.0f}%'):>8}"
               + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
 low = summary.get("low_rate")
 if low:
@@ -314,6 +335,7 @@ if low:
               f"{fmt(r.get('errors'), str):>8}"
               + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
 print(f"CPU per query: utime + stime of the proxy process over the run ÷ queries served ({hz} ticks/s).")
+print("queued: sluice's checkouts that waited for a pool connection, of all its checkouts in the run.")
 print(f"JSON: {out}")
 PY
 plot b3 "$OUT_DIR/b3.svg" "$OUT_DIR/b3.json"

@@ -719,6 +719,9 @@ impl Shard {
                 let Some(p) = self.pools.get(pool) else {
                     return;
                 };
+                if retry {
+                    p.lend_retry_pending.set(false);
+                }
                 let granted = ShardMsg::Granted {
                     pool,
                     from: self.id,
@@ -735,8 +738,10 @@ impl Shard {
                             retry: false,
                         });
                     }
-                    Lent::No if !retry && p.idle_count() > 0 => {
-                        // Idle, but too recently used to give up: look again once it has aged.
+                    Lent::No if !retry && p.idle_count() > 0 && !p.lend_retry_pending.get() => {
+                        // Idle, but too recently used to give up: look again once it has aged
+                        // (once per pool: a starved shard asks again while it keeps queueing).
+                        p.lend_retry_pending.set(true);
                         let me = mailboxes[self.id].clone();
                         glommio::spawn_local(async move {
                             glommio::timer::sleep(LEND_IDLE_MIN).await;
