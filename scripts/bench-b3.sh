@@ -24,7 +24,10 @@
 # LOW_DURATION (0 skips the low-rate case),
 # WARMUP (seconds of point selects straight to MariaDB before measuring, default 3), BIN_DIR (use
 # the binaries there instead of building release ones), OUT_DIR (default target/bench),
-# PLOT_NOTE (a red line on the picture, e.g. "smoke run, not a measurement").
+# PLOT_NOTE (a red line on the picture, e.g. "smoke run, not a measurement"), ALLOCS (1: run
+# sluice built with the counting allocator, feature count-allocs, and report its heap allocations
+# per query; the shared counter costs CPU, so take throughput and CPU from a run without it).
+# Sluice's share of checkouts that queued for a pool connection is always reported.
 # Writes OUT_DIR/b3.json, OUT_DIR/b3.txt (the table it prints) and OUT_DIR/b3.svg.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,6 +48,7 @@ LOW_CLIENTS=${LOW_CLIENTS:-50}
 LOW_RATE=${LOW_RATE:-2000}
 LOW_DURATION=${LOW_DURATION:-$DURATION}
 WARMUP=${WARMUP:-3}
+ALLOCS=${ALLOCS:-0}
 OUT_DIR=${OUT_DIR:-$ROOT/target/bench}
 case "$BACKEND" in tcp | unix) ;; *) echo "bench-b3: BACKEND must be tcp or unix" >&2; exit 2 ;; esac
 for w in $WORKLOADS; do
@@ -80,6 +84,14 @@ if [ -z "${BIN_DIR:-}" ]; then
   ensure_rust
   cargo build --release --quiet -p sluice -p sluice-load --bins
   BIN_DIR=$ROOT/target/release
+fi
+SLUICE_BIN=$BIN_DIR/sluice
+if [ "$ALLOCS" = 1 ]; then
+  # sluice with a counting allocator (src/alloc_count.rs), in a target directory of its own.
+  ensure_rust
+  cargo build --release --quiet -p sluice --bin sluice --features count-allocs \
+    --target-dir "$ROOT/target/count-allocs"
+  SLUICE_BIN=$ROOT/target/count-allocs/release/sluice
 fi
 for b in sluice sluice-load sluice-floor; do
   [ -x "$BIN_DIR/$b" ] || { echo "bench-b3: no $BIN_DIR/$b" >&2; exit 1; }
@@ -130,7 +142,7 @@ size = $p
 queue_timeout_ms = 30000
 TOML
   backend_and_app_user "$UPSTREAM" >> "$WORK/$name.toml"
-  "$BIN_DIR/sluice" --config "$WORK/$name.toml" --log-level warn 2>"$WORK/$name.log" &
+  "$SLUICE_BIN" --config "$WORK/$name.toml" --log-level warn 2>"$WORK/$name.log" &
   bg_track $! "$name"
   TARGETS+=("$name")
   PORT_OF[$name]=$port
@@ -167,29 +179,31 @@ if [ "$WARMUP" != 0 ]; then
   sb oltp_point_select "$MARIADB_PORT" "$WARMUP" "$WORK/warmup" || true
 fi
 
-# pool_counts TARGET: "checkouts queued" summed over sluice's pools ("- -" for other targets).
+# pool_counts TARGET: "checkouts queued allocations", the first two summed over sluice's pools,
+# the last 0 unless ALLOCS=1 ("- - -" for other targets).
 pool_counts() {
   local port=${METRICS_OF[$1]:-}
-  if [ -z "$port" ]; then echo "- -"; return; fi
+  if [ -z "$port" ]; then echo "- - -"; return; fi
   python3 -c 'import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())' \
     "http://127.0.0.1:$port/metrics" | awk '
     /^sluice_pool_checkouts_total/ { c += $NF } /^sluice_pool_queue_waits_total/ { q += $NF }
-    END { printf "%d %d\n", c, q }'
+    /^sluice_heap_allocations_total/ { a += $NF }
+    END { printf "%d %d %d\n", c, q, a }'
 }
 
 # measure TARGET KIND OUT CMD...: runs CMD, recording the target's proxy CPU ticks and (sluice)
 # checkouts and queued checkouts around it. Appends "workload target kind out ticks ok
 # checkouts queued" to $WORK/runs.
 measure() {
-  local workload=$1 target=$2 kind=$3 out=$4 t0=- t1=- ok=1 c0 q0 c1 q1
+  local workload=$1 target=$2 kind=$3 out=$4 t0=- t1=- ok=1 c0 q0 a0 c1 q1 a1
   shift 4
   local pid=${PID_OF[$target]:-}
   [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
-  read -r c0 q0 < <(pool_counts "$target")
+  read -r c0 q0 a0 < <(pool_counts "$target")
   "$@" || ok=0
-  read -r c1 q1 < <(pool_counts "$target")
-  local pool="- -"
-  [ "$c0" != - ] && pool="$((c1 - c0)) $((q1 - q0))"
+  read -r c1 q1 a1 < <(pool_counts "$target")
+  local pool="- - -"
+  [ "$c0" != - ] && pool="$((c1 - c0)) $((q1 - q0)) $((a1 - a0))"
   if [ -n "$pid" ]; then
     t1=$(cpu_ticks "$pid") || { echo "bench-b3: $target died during $workload" >&2; exit 1; }
     echo "$workload $target $kind $out $((t1 - t0)) $ok $pool" >> "$WORK/runs"
@@ -268,10 +282,12 @@ div = lambda a, b: a / b if a is not None and b else None
 results = {}
 order = []
 for line in open(os.path.join(work, "runs")):
-    workload, target, kind, path, ticks, ok, checkouts, queued = line.split()
+    workload, target, kind, path, ticks, ok, checkouts, queued, allocs = line.split()
     r = (load if kind == "load" else sysbench)(path)
     if checkouts != "-":
         r["checkouts"], r["checkouts_queued"] = int(checkouts), int(queued)
+    if allocs not in ("-", "0"):
+        r["allocations_per_query"] = rnd(div(int(allocs), r["queries"]), 1)
     if ticks != "-":
         r["cpu_ticks"] = int(ticks)
         r["cpu_us_per_query"] = rnd(div(int(ticks) / hz * 1e6, r["queries"]), 2)
@@ -308,7 +324,8 @@ json.dump(summary, open(out, "w"), indent=1)
 fmt = lambda v, f: "-" if v is None else f(v)
 print(f"B3: {threads} client threads, {duration} s per run; proxies reach MariaDB over {backend}; "
       f"sluice shards {shards or f'{cpus} (one per core)'}, floor threads {summary['floor_threads']}")
-head = f"{'workload':20}{'target':15}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}{'queued':>8}"
+allocs_on = any("allocations_per_query" in r for w in summary["workloads"] for r in w["results"].values())
+head = f"{'workload':20}{'target':15}{'q/s':>10}{'×direct':>9}{'×floor':>8}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}{'queued':>8}" + (f"{'allocs/query':>13}" if allocs_on else "")
 print(head)
 for w in summary["workloads"]:
     for i, t in enumerate(targets):
@@ -321,11 +338,14 @@ for w in summary["workloads"]:
               f"{fmt(r.get('cpu_ratio_to_floor'), lambda v: f'{v:.1f}×'):>11}"
               f"{fmt(r.get('errors'), str):>8}"
               f"{fmt(div(r.get('checkouts_queued'), r.get('checkouts')), lambda v: f'{100 * v:.0f}%'):>8}"
+              + (f"{fmt(r.get('allocations_per_query'), lambda v: f'{v:.1f}'):>13}" if allocs_on else "")
               + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
 low = summary.get("low_rate")
 if low:
     print(f"low rate: {low_clients} clients at {low_rate} q/s for {low_duration} s")
-    print(f"{'':20}{'target':15}{'q/s':>10}{'p50':>10}{'p99':>10}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}")
+    low_allocs = any("allocations_per_query" in r for r in low["results"].values())
+    print(f"{'':20}{'target':15}{'q/s':>10}{'p50':>10}{'p99':>10}{'CPU/query':>12}{'×floor CPU':>11}{'errors':>8}"
+          + (f"{'allocs/query':>13}" if low_allocs else ""))
     for t in targets:
         r = low["results"].get(t, {})
         print(f"{'':20}{t:15}{fmt(r.get('qps'), lambda v: f'{v:.0f}'):>10}"
@@ -333,6 +353,7 @@ if low:
               f"{fmt(r.get('cpu_us_per_query'), lambda v: f'{v:.1f} µs'):>12}"
               f"{fmt(r.get('cpu_ratio_to_floor'), lambda v: f'{v:.1f}×'):>11}"
               f"{fmt(r.get('errors'), str):>8}"
+              + (f"{fmt(r.get('allocations_per_query'), lambda v: f'{v:.1f}'):>13}" if low_allocs else "")
               + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
 print(f"CPU per query: utime + stime of the proxy process over the run ÷ queries served ({hz} ticks/s).")
 print("queued: sluice's checkouts that waited for a pool connection, of all its checkouts in the run.")

@@ -9,6 +9,7 @@
 //! - [`config`], [`auth`], [`error`], [`bootstrap`], [`shared`], [`server`].
 
 pub mod admin;
+pub mod alloc_count;
 pub mod auth;
 pub mod backend;
 pub mod bootstrap;

@@ -113,7 +113,14 @@ fn read_password() -> std::io::Result<String> {
     }
 }
 
+/// Benchmarks only: counts heap allocations for `/metrics` (see `sluice::alloc_count`).
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static COUNTING: sluice::alloc_count::Counting = sluice::alloc_count::Counting;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "count-allocs")]
+    COUNTING.install();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),

@@ -79,6 +79,9 @@ pub struct ShardSnapshot {
     /// Times the watchdog interrupted the shard's sleep (see `shard::poller`).
     #[serde(default)]
     pub kicks: u64,
+    /// Heap allocations of the whole process (shard 0 reports them; `count-allocs` builds only).
+    #[serde(default)]
+    pub allocations: u64,
     pub pins_total: [u64; crate::session::pins::PIN_REASONS],
     pub pinned_now: [i64; crate::session::pins::PIN_REASONS],
     pub errors: BTreeMap<String, u64>,
@@ -141,6 +144,7 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.auth_blocked += x.auth_blocked;
         s.idle_timeouts += x.idle_timeouts;
         s.kicks += x.kicks;
+        s.allocations += x.allocations;
         for i in 0..crate::session::pins::PIN_REASONS {
             s.pins_total[i] += x.pins_total[i];
             s.pinned_now[i] += x.pinned_now[i];
@@ -492,6 +496,15 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
                 p.wait_count
             );
         }
+    }
+    if crate::alloc_count::allocations().is_some() {
+        scalar(
+            &mut o,
+            "sluice_heap_allocations_total",
+            "Heap allocations (a count-allocs build, for benchmarks).",
+            "counter",
+            &|w| w.s.allocations.to_string(),
+        );
     }
     o
 }

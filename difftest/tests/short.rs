@@ -9,6 +9,7 @@
 
 use sluice_difftest::client::Credentials;
 use sluice_difftest::runner::{replay_command, run, Options};
+use sluice_difftest::script::{parse_listing, Profile};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -205,4 +206,91 @@ fn seeded_short_run_direct_and_through_sluice_in_every_mode() {
             .unwrap_or_default();
         panic!("{shown}{tail}\n{saved}");
     }
+}
+
+/// Every reproducer in `difftest/repro/` (each a difference found once and fixed) plays the same
+/// directly and through sluice in every mode, with the profile and the number of copies its
+/// header names (`--profile P`, `--copies N`).
+#[test]
+fn every_reproducer_plays_the_same_directly_and_through_sluice() {
+    let direct = mariadb_addr();
+    let sluices: Vec<(String, Sluice)> = ["session", "transaction", "statement"]
+        .iter()
+        .map(|m| (m.to_string(), Sluice::start(m, &direct)))
+        .collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("repro");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("difftest/repro")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "only {} reproducers found", files.len());
+    let flag = |text: &str, name: &str| -> Option<String> {
+        let at = text.find(name)? + name.len();
+        Some(
+            text[at..]
+                .trim_start()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()?
+                .to_string(),
+        )
+    };
+    let mut failed = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(file).expect("read the reproducer");
+        let header: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let profile = flag(&header, "--profile").unwrap_or_else(|| "modern".into());
+        let profile = Profile::from_name(&profile).expect("a known profile");
+        let copies: usize = flag(&header, "--copies").map_or(1, |n| n.parse().expect("copies"));
+        let prefix = format!("dtrepro{i}");
+        let scripts = (0..copies)
+            .map(|k| {
+                let (a, b) = sluice_difftest::gen::schemas(&prefix, k);
+                let t = text.replace("{SCHEMA_B}", &b).replace("{SCHEMA}", &a);
+                parse_listing(&t, k, profile, &a)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            })
+            .collect();
+        let opts = Options {
+            direct: direct.clone(),
+            proxies: sluices
+                .iter()
+                .map(|(m, s)| (m.clone(), format!("127.0.0.1:{}", s.port)))
+                .collect(),
+            creds: Credentials {
+                user: "app".into(),
+                password: "app".into(),
+            },
+            seed: 1,
+            sessions: copies,
+            steps: 0,
+            concurrency: copies,
+            prefix,
+            self_check: false,
+            replay: None,
+            script: Some(scripts),
+            timeout: Duration::from_secs(20),
+            kill_wait: Duration::from_secs(15),
+            verbose: false,
+            every_difference: false,
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            transcripts: None,
+        };
+        let mut report = Vec::new();
+        let summary = run(&opts, &mut report)
+            .unwrap_or_else(|e| panic!("{}: the run failed: {e}", file.display()));
+        if !summary.ok() {
+            failed.push(format!(
+                "{}:\n{}",
+                file.display(),
+                String::from_utf8_lossy(&report)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

@@ -450,7 +450,18 @@ pub(crate) async fn acquire(
 }
 
 async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Error> {
-    if let Some(l) = sess.lease.take() {
+    if let Some(mut l) = sess.lease.take() {
+        // A held backend left under settings of a command's own (an execute under the
+        // character set its types were bound with) gets the session's back first. (Its history
+        // values were counted foreign when the command ended: see `after_command`.)
+        if !Rc::ptr_eq(&l.get().settings, &sess.settings) && *l.get().settings != *sess.settings {
+            let settings = sess.settings.clone();
+            if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
+                sync_to(shard, &mut l, &settings, sess.multi_statements, None).await
+            {
+                return Err(e);
+            }
+        }
         return Ok(l);
     }
     let pool = shard.pool(sess.user.index, sess.backend);
@@ -788,6 +799,11 @@ pub(crate) async fn after_command(
     // statements of its own below (every one clears the owner).
     let fresh_backend = lease.get().history_owner != sess.conn_id;
     lease.conn().history_owner = sess.conn_id;
+    // The command ran under settings of its own (an execute under the character set its types
+    // were bound with): the backend keeps them, and changes the command reports apply to them.
+    let ran_apart = (!Rc::ptr_eq(&lease.get().settings, &sess.settings)
+        && *lease.get().settings != *sess.settings)
+        .then(|| lease.get().settings.clone());
 
     // 1. What the server reported: settings, and history values.
     if !obs.changes.is_empty() {
@@ -849,7 +865,21 @@ pub(crate) async fn after_command(
         }
         if changed {
             let rc = shard.interner.intern(s);
-            lease.conn().settings = rc.clone();
+            lease.conn().settings = match &ran_apart {
+                Some(own) => {
+                    let mut here = (**own).clone();
+                    here.apply(
+                        obs.changes.iter().map(|(n, v)| match n {
+                            Some(n) => SessionChange::SystemVariable { name: n, value: v },
+                            None => SessionChange::Schema(v),
+                        }),
+                        &server.vars,
+                        temporary,
+                    );
+                    shard.interner.intern(here)
+                }
+                None => rc.clone(),
+            };
             sess.settings = rc;
         }
     }
@@ -950,7 +980,10 @@ pub(crate) async fn after_command(
         fresh_backend,
     };
     let mut out = effects::after(cmd.decision(), &resp, facts, sess.history());
-    if disturbed || lease.get().history_owner != sess.conn_id {
+    // The backend's settings are not the session's (see `ran_apart`): they are put back before
+    // the session's next statement there, by statements of sluice's own.
+    let resync = *lease.get().settings != *sess.settings;
+    if disturbed || resync || lease.get().history_owner != sess.conn_id {
         out.history.foreign = Foreign::ALL;
     }
     lease.conn().last_insert_id = out.history.last_insert_id.value();

@@ -328,15 +328,9 @@ pub(crate) async fn execute(
         Ok(o) => o,
         Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
-    if bind_charset.is_some() {
-        if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
-            sync_to(shard, &mut lease, &own, multi, None).await
-        {
-            let mut f = super::relay::Failure::new(e, None);
-            f.told_client = true;
-            return Err(lost_backend(sess, f, tied, lease));
-        }
-    }
+    // A backend that ran it under the bind-time character set keeps it (recorded in its
+    // settings) until the session's next command there, or until a checkout: putting it back
+    // now would run a statement of sluice's own after the client's and change its ROW_COUNT().
     if let Some(stmts) = sess.stmts.as_mut() {
         if let Some(s) = stmts.map.get_mut(&client_id) {
             s.long_data = false;

@@ -657,6 +657,11 @@ impl Shard {
             auth_blocked: s.auth_blocked.get(),
             idle_timeouts: s.idle_timeouts.get(),
             kicks: self.poller.kicks(),
+            allocations: if self.id == 0 {
+                crate::alloc_count::allocations().unwrap_or(0)
+            } else {
+                0
+            },
             errors: s
                 .errors
                 .borrow()
