@@ -788,6 +788,7 @@ pub(crate) async fn after_command(
         last_ok: obs.last_ok,
         insert_id: obs.insert_id,
         rows: obs.result_set.then_some(obs.rows),
+        last_rows: (obs.result_sets > 0).then_some(obs.rows),
         cursor: obs.cursor_opened,
         status: obs.status.unwrap_or(lease.get().status),
         ..Response::default()

@@ -55,6 +55,8 @@ pub struct Observed {
     pub result_set: bool,
     /// Rows in the last result set.
     pub rows: u64,
+    /// Result sets in the response (several for a multi-statement text or a CALL).
+    pub result_sets: u32,
     /// COM_STMT_PREPARE: the server's statement id, columns and parameters.
     pub prepared: Option<(u32, u16, u16)>,
     /// The client changed its own session trackers: what they select now.
@@ -449,6 +451,7 @@ impl Relay<'_, '_> {
                 Role::ColumnDef { .. } => self.forward_stream(h).await?,
                 Role::ColumnCount(_) => {
                     self.obs.result_set = true;
+                    self.obs.result_sets += 1;
                     self.obs.rows = 0;
                     self.forward_whole(h);
                 }

@@ -488,6 +488,7 @@ async fn handle(
                 reply_ok(io, sess, next).await
             }
             com::CHANGE_USER => {
+                learn_found_rows(sess).await;
                 drop_backend_state(shard, sess).await;
                 forget_past(sess);
                 super::handshake::change_user(shard, sess, io, &payload, seq).await
@@ -591,6 +592,7 @@ async fn set_option(
 /// COM_RESET_CONNECTION: this client's state returns to what it had after login; other clients'
 /// connections are untouched.
 async fn reset_session(shard: &Rc<Shard>, sess: &mut Session) {
+    learn_found_rows(sess).await;
     drop_backend_state(shard, sess).await;
     // The server keeps the schema across COM_RESET_CONNECTION and returns to the handshake's
     // character set; so does sluice.
@@ -599,6 +601,22 @@ async fn reset_session(shard: &Rc<Shard>, sess: &mut Session) {
     // Like the server, COM_RESET_CONNECTION keeps the COM_SET_OPTION multi-statements choice.
     sess.status = status::AUTOCOMMIT;
     forget_past(sess);
+}
+
+/// Before a reset gives the session's backend back: the `FOUND_ROWS()` only that backend knows
+/// (the reset keeps it; the session's next statement runs elsewhere). If it cannot be read, the
+/// backend is lost anyway and the value with it (0 from then on).
+async fn learn_found_rows(sess: &mut Session) {
+    if sess.history().found_rows != Known::OnBackend {
+        return;
+    }
+    let Some(lease) = sess.lease.as_mut() else {
+        return;
+    };
+    if let Ok(v) = lease.conn().query_value("SELECT FOUND_ROWS()").await {
+        let n = v.and_then(|v| v.parse().ok()).unwrap_or(0);
+        sess.update_past(|p| p.history.found_rows = Known::Is(n));
+    }
 }
 
 /// What COM_RESET_CONNECTION and COM_CHANGE_USER leave of a session's past: the server forgets

@@ -150,6 +150,9 @@ pub struct Response {
     pub insert_id: bool,
     /// The response had a result set; the last one had this many rows.
     pub rows: Option<u64>,
+    /// The rows of the last result set anywhere in the response, if there was one (for a
+    /// multi-statement text: a later statement's OK or ERR does not change FOUND_ROWS()).
+    pub last_rows: Option<u64>,
     /// The status flags of the last OK/EOF.
     pub status: u16,
     /// The server reported `last_insert_id` set (`SET @@last_insert_id = N`): its value.
@@ -202,14 +205,28 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
     if facts.fresh_backend {
         h.foreign = Foreign::ALL;
     }
+    let kind = e.map(|e| e.kind);
+    let opaque = e.is_some_and(|e| e.opaque || e.kind == Kind::Multi);
+    // Several statements whose only row-counting statements return their rows: FOUND_ROWS()
+    // is the last result set's rows, or what it was when none came back.
+    let counted_multi = e.is_some_and(|e| {
+        e.kind == Kind::Multi
+            && !e.opaque
+            && !e.calc_found_rows
+            && !e.selects_into
+            && !e.stored_function
+    });
     if e.is_some() {
         h.foreign.row_count = false;
-        if !resp.error && (resp.rows.is_some() || resp.cursor) {
+        let counted = if counted_multi {
+            resp.last_rows.is_some()
+        } else {
+            !resp.error && (resp.rows.is_some() || resp.cursor)
+        };
+        if counted {
             h.foreign.found_rows = false;
         }
     }
-    let kind = e.map(|e| e.kind);
-    let opaque = e.is_some_and(|e| e.opaque || e.kind == Kind::Multi);
 
     // ROW_COUNT(): the last result's affected rows; -1 after rows or an error. A fetch returns
     // rows of a result that was already counted; plain commands leave it to a later statement
@@ -236,7 +253,11 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
 
     // FOUND_ROWS(): the rows of the last SELECT; the server's count when the statement asked
     // for it (SQL_CALC_FOUND_ROWS) or ran code sluice does not see.
-    if let Some(e) = e {
+    if counted_multi {
+        if let Some(n) = resp.last_rows {
+            h.found_rows = Known::Is(n);
+        }
+    } else if let Some(e) = e {
         if !resp.error {
             let selects_into = e.selects_into && resp.rows.is_none();
             let calc =

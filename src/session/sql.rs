@@ -916,6 +916,8 @@ fn classify(s: &[Tok<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
             is_kw(Some(t), "INTO")
                 && !matches!(s.get(i + 1), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(b"OUTFILE") || w.eq_ignore_ascii_case(b"DUMPFILE"))
         });
+        // Rows selected into variables or a file: FOUND_ROWS() counts them, on the server only.
+        e.selects_into |= into;
         return if into && is_kw(first, "SELECT") {
             Kind::SelectInto
         } else {

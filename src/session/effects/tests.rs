@@ -21,6 +21,7 @@ fn ok(affected: u64, id: u64) -> Response {
 fn rows(n: u64) -> Response {
     Response {
         rows: Some(n),
+        last_rows: Some(n),
         status: AC,
         ..Response::default()
     }
@@ -305,6 +306,42 @@ fn every_command_by_every_response() {
             cmd: Some("UPDATE t SET v = 1; SELECT 1"),
             resp: rows(1),
             facts: f,
+            // FOUND_ROWS(): the last result set's rows.
+            want: (OnBackend, -1, Is(1), Clean),
+            hold: None,
+            read: true,
+        },
+        Case {
+            name: "multi statement failing before any result set",
+            before: base.clone(),
+            cmd: Some("BEGIN; INSERT INTO t VALUES (1); SELECT 1"),
+            resp: err(),
+            facts: f,
+            // FOUND_ROWS() as it was: no statement that counts rows ran.
+            want: (OnBackend, -1, base.found_rows, Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "multi statement failing after a result set",
+            before: base.clone(),
+            cmd: Some("SELECT 1; INSERT INTO t VALUES (1)"),
+            resp: Response {
+                last_rows: Some(2),
+                ..err()
+            },
+            facts: f,
+            want: (OnBackend, -1, Is(2), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "multi statement selecting into variables",
+            before: base.clone(),
+            cmd: Some("SELECT 1 INTO @a; SELECT 2"),
+            resp: rows(1),
+            facts: f,
+            // The server counted the rows selected into @a, then the SELECT's: left to it.
             want: (OnBackend, -1, OnBackend, Clean),
             hold: None,
             read: true,
