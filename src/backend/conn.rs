@@ -695,13 +695,23 @@ impl BackendConn {
         &mut self,
         sql: &str,
     ) -> BResult<(Option<String>, Option<u16>)> {
+        let (row, collation) = self.query_row_and_collation(sql).await?;
+        Ok((row.into_iter().next().flatten(), collation))
+    }
+
+    /// Runs a query; the values of its first row (empty without one), with the collation id its
+    /// first column carries.
+    pub async fn query_row_and_collation(
+        &mut self,
+        sql: &str,
+    ) -> BResult<(Vec<Option<String>>, Option<u16>)> {
         self.history_owner = 0;
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
         let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
         let extended = (self.profile >> 32) as u32 & MARIADB_PROFILE != 0;
-        let mut value = None;
+        let mut row: Option<Vec<Option<String>>> = None;
         let mut collation = None;
         let mut err = None;
         while !t.is_done() {
@@ -713,12 +723,19 @@ impl BackendConn {
                 Role::ColumnDef { .. } if collation.is_none() => {
                     collation = column_collation(&p, extended);
                 }
-                Role::Row { .. } if value.is_none() => {
+                Role::Row { .. } if row.is_none() => {
                     let mut r = crate::codec::wire::Reader::new(&p);
-                    if r.peek_u8() != Some(0xFB) {
-                        let v = r.lenenc_bytes("value").map_err(|e| broken("row", e))?;
-                        value = Some(String::from_utf8_lossy(v).into_owned());
+                    let mut values = Vec::new();
+                    while !r.is_empty() {
+                        if r.peek_u8() == Some(0xFB) {
+                            r.skip(1, "NULL").map_err(|e| broken("row", e))?;
+                            values.push(None);
+                        } else {
+                            let v = r.lenenc_bytes("value").map_err(|e| broken("row", e))?;
+                            values.push(Some(String::from_utf8_lossy(v).into_owned()));
+                        }
                     }
+                    row = Some(values);
                 }
                 Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
                 Role::Err => {
@@ -734,7 +751,7 @@ impl BackendConn {
         }
         match err {
             Some(e) => Err(e),
-            None => Ok((value, collation)),
+            None => Ok((row.unwrap_or_default(), collation)),
         }
     }
 

@@ -795,6 +795,10 @@ pub(crate) async fn after_command(
     };
     // sluice's own statements on this backend after the client's (they change its ROW_COUNT()).
     let mut disturbed = false;
+    // Each of them that is a SELECT (which sets FOUND_ROWS()) reads FOUND_ROWS() first, in the
+    // same statement: the value the backend held for the session.
+    let mut found_rows_then: Option<u64> = None;
+    let number = |v: Option<&Option<String>>| v.cloned().flatten().and_then(|v| v.parse().ok());
     // The command ran here: the backend's history values are the session's, unless they were
     // another's before and the command did not set them (see `effects::after`), or sluice runs
     // statements of its own below (every one clears the owner).
@@ -844,12 +848,13 @@ pub(crate) async fn after_command(
             // and never the collation results carry (what the column of this answer shows).
             match lease
                 .conn()
-                .query_value_and_collation("SELECT @@collation_connection")
+                .query_row_and_collation("SELECT @@collation_connection, FOUND_ROWS()")
                 .await
             {
-                Ok((value, column)) => {
+                Ok((row, column)) => {
+                    found_rows_then = found_rows_then.or(number(row.get(1)));
                     let before = s.clone();
-                    if let Some(c) = value {
+                    if let Some(c) = row.into_iter().next().flatten() {
                         s.set_var("collation_connection", &c);
                     }
                     s.set_results_collation(results_collation_name(
@@ -887,10 +892,15 @@ pub(crate) async fn after_command(
     if obs.classic_state_changed && !session_mode && e.is_some_and(|e| EofHint::of(e).may_write) {
         // A classic EOF carries no state: a write in a result-set statement (a sequence
         // refilling its cache, a stored function) moved last_gtid without saying to what.
-        match lease.conn().query_value("SELECT @@last_gtid").await {
-            Ok(g) => {
+        match lease
+            .conn()
+            .query_row("SELECT @@last_gtid, FOUND_ROWS()")
+            .await
+        {
+            Ok(row) => {
+                found_rows_then = found_rows_then.or(number(row.get(1)));
                 // Changed on this connection: the statement wrote, and it is the session's.
-                let g: Box<str> = g.unwrap_or_default().into();
+                let g: Box<str> = row.into_iter().next().flatten().unwrap_or_default().into();
                 if g != lease.get().last_gtid {
                     lease.conn().last_gtid = g.clone();
                     resp.last_gtid = Some(g);
@@ -927,9 +937,10 @@ pub(crate) async fn after_command(
         // report it), then turn sluice's back on.
         let row = lease
             .conn()
-            .query_row(trackers::READ_TRACKERS)
+            .query_row(&format!("{}, FOUND_ROWS()", trackers::READ_TRACKERS))
             .await
             .map_err(|err| told(err, &lease))?;
+        found_rows_then = found_rows_then.or(number(row.get(4)));
         let values: [Option<String>; 4] = std::array::from_fn(|i| row.get(i).cloned().flatten());
         let mut t = Trackers::everything();
         for (name, v) in trackers::TRACKER_VARS.iter().zip(&values) {
@@ -981,6 +992,12 @@ pub(crate) async fn after_command(
         fresh_backend,
     };
     let mut out = effects::after(cmd.decision(), &resp, facts, sess.history());
+    if out.history.found_rows == Known::OnBackend {
+        if let Some(n) = found_rows_then {
+            // sluice's own SELECT after the command replaced it on the backend.
+            out.history.found_rows = Known::Is(n);
+        }
+    }
     // The backend's settings are not the session's (see `ran_apart`): they are put back before
     // the session's next statement there, by statements of sluice's own.
     let resync = *lease.get().settings != *sess.settings;

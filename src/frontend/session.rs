@@ -422,6 +422,18 @@ pub(crate) async fn drop_backend_state(shard: &Rc<Shard>, sess: &mut Session) {
     }
 }
 
+/// A command sluice answers with an OK the server would have counted (COM_PING, a
+/// COM_STMT_RESET with nothing pending): ROW_COUNT() is 0 after it; the held backend, if any,
+/// never saw it.
+pub(crate) fn counted_as_ok(sess: &mut Session) {
+    if sess.history().row_count != 0 {
+        sess.update_past(|p| {
+            p.history.row_count = 0;
+            p.history.foreign.row_count = true;
+        });
+    }
+}
+
 pub(crate) async fn reply_ok(io: &mut ClientIo, sess: &Session, seq: u8) -> CmdResult {
     let mut out = Vec::with_capacity(16);
     encode_ok(&mut out, sess.session_status(), sess.caps);
@@ -472,14 +484,7 @@ async fn handle(
         Disposition::Intercept(kind) => match code {
             com::QUIT => Ok(Flow::Quit),
             com::PING => {
-                // The server counts an OK: ROW_COUNT() is 0 after it (its backend, if held,
-                // never saw it).
-                if sess.history().row_count != 0 {
-                    sess.update_past(|p| {
-                        p.history.row_count = 0;
-                        p.history.foreign.row_count = true;
-                    });
-                }
+                counted_as_ok(sess);
                 reply_ok(io, sess, next).await
             }
             com::SET_OPTION => set_option(shard, sess, io, &payload, next).await,

@@ -95,6 +95,27 @@ async fn ensure_prepared(
     Ok(id)
 }
 
+/// Will preparing `stmt` on this backend run statements of sluice's own first (its settings
+/// switched for the prepare, and back)?
+fn prepare_switches(sess: &Session, lease: &mut Lease, client_id: u32, stmt: &ClientStmt) -> bool {
+    if stmt.pending_at.is_some() {
+        return false;
+    }
+    let busy = sess
+        .stmts
+        .as_ref()
+        .map(|s| s.busy_except(client_id))
+        .unwrap_or_default();
+    if lease
+        .conn()
+        .prepared_id(&stmt.settings, &stmt.sql, &busy)
+        .is_some()
+    {
+        return false;
+    }
+    lease.get().settings.for_prepare() != *stmt.settings
+}
+
 /// Keeps the backend's prepared statements under the configured bound (never closing one that
 /// holds the session's long data or cursor).
 async fn evict_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease) -> Result<(), Error> {
@@ -251,6 +272,14 @@ pub(crate) async fn execute(
     let mut lease = acquire(shard, sess, need)
         .await
         .map_err(|e| fail(e, next))?;
+    // Statements of sluice's own before the execute (the character set its types were bound
+    // with, settings switched to prepare it here) change the backend's ROW_COUNT(): the
+    // session's is the one sluice counted.
+    if !effects.history.is_empty()
+        && (bind_charset.is_some() || prepare_switches(sess, &mut lease, client_id, &stmt))
+    {
+        sess.update_past(|p| p.history.foreign.row_count = true);
+    }
     // A statement reading history values the backend does not hold for the session runs as
     // its text with the session's values in place (the same columns and parameters), prepared
     // on the side like any other text.
@@ -259,7 +288,17 @@ pub(crate) async fn execute(
         let mut text = Vec::with_capacity(stmt.sql.len() + 1);
         text.push(com::QUERY);
         text.extend_from_slice(&stmt.sql);
-        let done = super::command::rewrite_history(sess, &effects, Bytes::from(text), held);
+        let text = Bytes::from(text);
+        let mut done = super::command::rewrite_history(sess, &effects, text.clone(), held);
+        if done[1..] != stmt.sql[..]
+            && !sess.history().foreign.row_count
+            && lease.get().settings.for_prepare() != *stmt.settings
+        {
+            // The text with values in place is new here: preparing it switches settings first,
+            // so ROW_COUNT() goes in by value too.
+            sess.update_past(|p| p.history.foreign.row_count = true);
+            done = super::command::rewrite_history(sess, &effects, text, held);
+        }
         if done[1..] != stmt.sql[..] {
             if let Some(open) = stmt.pending_at {
                 // Its cursor is open: executing it again would have closed it.
@@ -460,14 +499,16 @@ pub(crate) async fn reset(
         s.long_data_lost = false;
     }
     let cursor = sess.stmts.as_ref().is_some_and(|s| s.has_cursor(client_id));
-    if !(stmt.long_data || cursor) || sess.lease.is_none() {
-        // Nothing is pending for it anywhere: the reset is a no-op, answered here.
-        return reply_ok(io, sess, next).await;
-    }
-    let tied = sess.tied_to_backend();
-    let Some(backend_id) = stmt.pending_at else {
+    let Some(backend_id) = stmt
+        .pending_at
+        .filter(|_| (stmt.long_data || cursor) && sess.lease.is_some())
+    else {
+        // Nothing is pending for it anywhere: the reset is a no-op, answered here (and counted
+        // as the server counts its OK).
+        super::session::counted_as_ok(sess);
         return reply_ok(io, sess, next).await;
     };
+    let tied = sess.tied_to_backend();
     let mut lease = sess.lease.take().expect("checked above");
     let mut p = payload.to_vec();
     let _ = command::set_statement_id(&mut p, backend_id);

@@ -215,11 +215,15 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
             && !e.calc_found_rows
             && !e.selects_into
             && !e.stored_function
+            && !e.keeps_found_rows
     });
+    let keeps_found_rows = e.is_some_and(|e| e.keeps_found_rows && e.kind != Kind::Multi);
     if e.is_some() {
         h.foreign.row_count = false;
         let counted = if counted_multi {
             resp.last_rows.is_some()
+        } else if keeps_found_rows {
+            false
         } else {
             !resp.error && (resp.rows.is_some() || resp.cursor)
         };
@@ -228,11 +232,14 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
         }
     }
 
-    // ROW_COUNT(): the last result's affected rows; -1 after rows or an error. A fetch returns
-    // rows of a result that was already counted; plain commands leave it to a later statement
+    // ROW_COUNT(): the last result's affected rows; -1 after rows or an error, and after a
+    // fetch from a cursor (MariaDB 10.11, checked); plain commands leave it to a later statement
     // (COM_INIT_DB and the like answer OK with 0, as the server counts them).
     match cmd {
-        Command::Fetch => {}
+        Command::Fetch => {
+            h.row_count = -1;
+            h.foreign.row_count = false;
+        }
         // COM_STMT_PREPARE and the like answer without an OK and leave it as it was; an OK
         // (COM_INIT_DB) counts 0, an error -1.
         Command::Plain => {
@@ -257,6 +264,8 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
         if let Some(n) = resp.last_rows {
             h.found_rows = Known::Is(n);
         }
+    } else if keeps_found_rows {
+        // Rows that FOUND_ROWS() does not count: it stays as it was.
     } else if let Some(e) = e {
         if !resp.error {
             let selects_into = e.selects_into && resp.rows.is_none();
@@ -265,8 +274,9 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
             if calc {
                 h.found_rows = Known::OnBackend;
             } else if resp.cursor {
-                // The rows wait in a cursor: none counted yet.
-                h.found_rows = Known::Is(0);
+                // The rows wait in a cursor, which the server counts as it fills it: all of
+                // them, or none (a table-less SELECT; MariaDB 10.11, checked). Only it knows.
+                h.found_rows = Known::OnBackend;
             } else if let Some(n) = resp.rows {
                 h.found_rows = Known::Is(n);
             }

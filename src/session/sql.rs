@@ -393,6 +393,9 @@ pub struct Effects {
     /// A statement without a result set that selects rows at its top level (`INSERT … SELECT`,
     /// `CREATE TABLE … SELECT`): FOUND_ROWS() counts them, on the server only.
     pub selects_into: bool,
+    /// Returns rows without setting FOUND_ROWS() (`SHOW CREATE TABLE`, `SHOW WARNINGS`,
+    /// `EXPLAIN SELECT`, `VALUES`, …).
+    pub keeps_found_rows: bool,
     /// Variables named in `SET STATEMENT … FOR`: the server reports their temporary values.
     pub set_statement_vars: Vec<Vec<u8>>,
     /// `KILL` inside several statements or inside dynamic SQL: it would reach backend threads.
@@ -588,7 +591,83 @@ fn statement(s: &[Tok<'_>], lexed: &[Lexed<'_>], ctx: &Context<'_>, e: &mut Effe
             e.opaque = true;
         }
     }
+    e.keeps_found_rows |= keeps_found_rows(&s[body..]);
     classify(&s[body..], ctx, e)
+}
+
+/// Statements that return rows without setting FOUND_ROWS(): the SHOW forms MariaDB answers
+/// without a query on its information schema, EXPLAIN of a statement, table maintenance,
+/// `VALUES`, `TABLE t` and `HELP` (MariaDB 10.11, checked one by one). Other SHOW forms, DESCRIBE
+/// of a table and every SELECT set it to their rows.
+fn keeps_found_rows(s: &[Tok<'_>]) -> bool {
+    let first = s.first();
+    let second = s.get(1);
+    if [
+        "VALUES", "TABLE", "HELP", "CHECK", "CHECKSUM", "OPTIMIZE", "REPAIR", "ANALYZE",
+    ]
+    .iter()
+    .any(|k| is_kw(first, k))
+    {
+        return true;
+    }
+    if ["EXPLAIN", "DESCRIBE", "DESC"]
+        .iter()
+        .any(|k| is_kw(first, k))
+    {
+        // Of a statement (not of a table, which reads the information schema).
+        return [
+            "SELECT",
+            "WITH",
+            "INSERT",
+            "REPLACE",
+            "UPDATE",
+            "DELETE",
+            "EXTENDED",
+            "PARTITIONS",
+            "FORMAT",
+            "ANALYZE",
+        ]
+        .iter()
+        .any(|k| is_kw(second, k))
+            || matches!(second, Some(Tok::Punct(b'(')));
+    }
+    if !is_kw(first, "SHOW") {
+        return false;
+    }
+    // SHOW FULL PROCESSLIST, SHOW GLOBAL STATUS: the word after the modifier decides.
+    let word = if ["FULL", "GLOBAL", "SESSION", "LOCAL", "ALL"]
+        .iter()
+        .any(|k| is_kw(second, k))
+    {
+        s.get(2)
+    } else {
+        second
+    };
+    [
+        "CREATE",
+        "WARNINGS",
+        "ERRORS",
+        "PROCESSLIST",
+        "GRANTS",
+        "MASTER",
+        "BINLOG",
+        "BINARY",
+        "SLAVE",
+        "SLAVES",
+        "REPLICA",
+        "REPLICAS",
+        "RELAYLOG",
+        "PRIVILEGES",
+        "ENGINE",
+        "PROFILE",
+        "PROFILES",
+        "AUTHORS",
+        "CONTRIBUTORS",
+        "EXPLAIN",
+        "ANALYZE",
+    ]
+    .iter()
+    .any(|k| is_kw(word, k))
 }
 
 /// Statements that define or run stored code.

@@ -312,6 +312,16 @@ fn every_command_by_every_response() {
             read: true,
         },
         Case {
+            name: "rows FOUND_ROWS() does not count",
+            before: base.clone(),
+            cmd: Some("SHOW CREATE TABLE t"),
+            resp: rows(1),
+            facts: f,
+            want: (Is(7), -1, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
             name: "multi statement failing before any result set",
             before: base.clone(),
             cmd: Some("BEGIN; INSERT INTO t VALUES (1); SELECT 1"),
@@ -356,7 +366,8 @@ fn every_command_by_every_response() {
             cmd: Some("SHOW WARNINGS"),
             resp: rows(1),
             facts: f,
-            want: (Is(7), -1, Is(1), Dirty),
+            // SHOW WARNINGS does not count its rows in FOUND_ROWS().
+            want: (Is(7), -1, Is(5), Dirty),
             hold: Some(Hold::Diagnostics),
             read: false,
         },
@@ -379,7 +390,7 @@ fn every_command_by_every_response() {
             cmd: Some("SHOW WARNINGS"),
             resp: rows(0),
             facts: f,
-            want: (Is(7), -1, Is(0), Clean),
+            want: (Is(7), -1, Is(5), Clean),
             hold: None,
             read: false,
         },
@@ -423,7 +434,7 @@ fn every_command_by_every_response() {
                 statement_pending: true,
                 ..f
             },
-            want: (Is(7), 3, Is(5), Clean),
+            want: (Is(7), -1, Is(5), Clean),
             hold: Some(Hold::Statement),
             read: false,
         },
@@ -476,12 +487,16 @@ fn every_command_by_every_response() {
             name: "cursor open",
             before: base.clone(),
             cmd: Some("EXEC SELECT a FROM t"),
-            resp: status(rows(0), AC | 64),
+            resp: Response {
+                cursor: true,
+                ..status(rows(0), AC | 64)
+            },
             facts: Facts {
                 statement_pending: true,
                 ..f
             },
-            want: (Is(7), -1, Is(0), Clean),
+            // FOUND_ROWS(): what the server counted filling the cursor (all rows, or none).
+            want: (Is(7), -1, OnBackend, Clean),
             hold: Some(Hold::Statement),
             read: false,
         },

@@ -492,3 +492,49 @@ fn rows_selected_into_a_table_are_counted_on_the_server() {
         assert!(!a(sql).selects_into, "{sql}");
     }
 }
+
+#[test]
+fn statements_that_return_rows_without_counting_them_in_found_rows() {
+    // As MariaDB 10.11 does, one by one.
+    let keeps = [
+        "SHOW CREATE TABLE t1",
+        "show warnings",
+        "SHOW ERRORS",
+        "SHOW FULL PROCESSLIST",
+        "SHOW GRANTS",
+        "SHOW MASTER STATUS",
+        "SHOW BINLOG EVENTS LIMIT 1",
+        "SHOW ENGINE INNODB STATUS",
+        "SHOW PRIVILEGES",
+        "EXPLAIN SELECT * FROM t1",
+        "DESC SELECT 1",
+        "CHECK TABLE t1",
+        "OPTIMIZE TABLE t1",
+        "CHECKSUM TABLE t1",
+        "VALUES (1), (2)",
+        "TABLE t1",
+        "HELP 'x'",
+        "SET STATEMENT max_statement_time = 1 FOR SHOW CREATE TABLE t1",
+    ];
+    for sql in keeps {
+        assert!(a(sql).keeps_found_rows, "{sql}");
+    }
+    let counts = [
+        "SELECT 1",
+        "(SELECT 1) UNION (SELECT 2)",
+        "WITH a AS (SELECT 1) SELECT * FROM a",
+        "SHOW VARIABLES LIKE 'x%'",
+        "SHOW GLOBAL STATUS",
+        "SHOW COUNT(*) WARNINGS",
+        "SHOW TABLES",
+        "SHOW FULL TABLES",
+        "SHOW DATABASES",
+        "SHOW COLUMNS FROM t1",
+        "DESCRIBE t1",
+        "EXPLAIN t1",
+        "SHOW TABLE STATUS",
+    ];
+    for sql in counts {
+        assert!(!a(sql).keeps_found_rows, "{sql}");
+    }
+}
