@@ -5,7 +5,7 @@
 use crate::buf::ReadBuf;
 use crate::codec::caps::{cap, status};
 use crate::codec::command::{com, ChangeUser, ResponseKind};
-use crate::codec::frame::{encode_packet, scan_packet, take_packet, FrameHeader, Scan, HEADER_LEN};
+use crate::codec::frame::{encode_packet, scan_packet, take_packet, FrameHeader, Scan};
 use crate::codec::handshake::Handshake;
 use crate::codec::login::{Login, LoginParams, LoginStep, BASE_CAPABILITIES};
 use crate::codec::packets::{ErrPacket, OkPacket};
@@ -330,6 +330,11 @@ pub struct BackendConn {
     pub last_insert_id: Option<u64>,
     /// The connection's `@@last_gtid` as its tracker last reported it.
     pub last_gtid: Box<str>,
+    /// A packet being written (kept between commands: no allocation per packet).
+    out: Vec<u8>,
+    /// A copy of a response packet the relay looks at while it writes to the client (kept
+    /// between commands, as `out`).
+    pub scratch: Vec<u8>,
     /// The session whose statement ran here last, when nothing of sluice's ran after it (its
     /// ROW_COUNT() and the like are that session's); 0: nobody's. Every command of sluice's own
     /// (the methods below) clears it.
@@ -381,6 +386,8 @@ impl BackendConn {
             multi_statements: true,
             last_insert_id: Some(0),
             last_gtid: "".into(),
+            out: Vec::new(),
+            scratch: Vec::new(),
             history_owner: 0,
             trx_state: Box::from(&b"________"[..]),
             last_warnings: 0,
@@ -508,9 +515,15 @@ impl BackendConn {
     }
 
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> BResult<()> {
-        let mut out = Vec::with_capacity(payload.len() + HEADER_LEN);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         encode_packet(&mut out, seq, payload);
-        self.write_all(&out).await
+        let r = self.write_all(&out).await;
+        // A huge packet's buffer is not kept.
+        if out.capacity() <= 64 << 10 {
+            self.out = out;
+        }
+        r
     }
 
     /// Runs one of sluice's own commands whose response is OK or ERR, consuming the whole

@@ -163,9 +163,16 @@ impl ClientIo {
                 }
                 Err(e) => return Err(Error::ClientProtocol(e)),
                 Ok(Scan::Complete(span)) => {
-                    let mut tmp = BytesMut::from(&self.rbuf.data()[..span.wire_len]);
+                    let data = &self.rbuf.data()[..span.wire_len];
+                    let payload = if span.frames == 1 {
+                        // One copy, one allocation (the read buffer goes back to the shard's
+                        // pool when the session parks, so the payload cannot borrow it).
+                        Bytes::copy_from_slice(&data[crate::codec::frame::HEADER_LEN..])
+                    } else {
+                        take_packet(&mut BytesMut::from(data), span)
+                    };
                     self.rbuf.consume(span.wire_len);
-                    return Ok(Next::Packet(span.last_seq, take_packet(&mut tmp, span)));
+                    return Ok(Next::Packet(span.last_seq, payload));
                 }
                 Ok(Scan::Incomplete { .. }) => {}
             }

@@ -360,10 +360,24 @@ impl Shift for Range<usize> {
 
 /// Changes the session's pins and keeps the pool's pin budget and the metrics in step.
 pub(crate) fn set_pins(shard: &Rc<Shard>, sess: &mut Session, f: impl FnOnce(&mut Pins)) {
-    let pins = sess.pins.get_or_insert_with(Box::default);
-    let before = pins.mask();
-    f(pins);
-    let after = pins.mask();
+    let (before, after) = match sess.pins.as_deref_mut() {
+        Some(pins) => {
+            let before = pins.mask();
+            f(pins);
+            (before, pins.mask())
+        }
+        None => {
+            // Unpinned sessions (nearly all) keep no record: one is made only if this pins.
+            let mut pins = Pins::default();
+            let before = pins.mask();
+            f(&mut pins);
+            let after = pins.mask();
+            if after != 0 {
+                sess.pins = Some(Box::new(pins));
+            }
+            (before, after)
+        }
+    };
     shard.stats.pin_transition(before, after);
     let pool = shard.pool(sess.user.index, sess.backend);
     if after != 0 && !sess.pin_counted {
@@ -722,19 +736,19 @@ pub(crate) async fn run_on(
 ) -> Result<Observed, Failure> {
     let backend_name = shard.shared.backends[usize::from(lease.get().backend)]
         .address
-        .clone();
+        .as_str();
     ctl.start_run(lease.get().backend, lease.get().thread_id);
     // The client's trackers (a client without CLIENT_SESSION_TRACK has them too: the server
     // hears nothing of its state but flags changes in classic EOFs).
     let trackers = if sess.mode() == PoolMode::Session || with.own_trackers {
         // The backend runs the client's own trackers (`get_backend`, `forward_with`): what it
         // reports is what the client asked for.
-        Rc::new(Trackers::everything())
+        shard.all_trackers.clone()
     } else {
         sess.past()
             .trackers
             .clone()
-            .unwrap_or_else(|| Rc::new(shard.shared.server.default_trackers.clone()))
+            .unwrap_or_else(|| shard.default_trackers.clone())
     };
     let ctx = RelayCtx {
         client_caps: sess.caps,
@@ -743,7 +757,7 @@ pub(crate) async fn run_on(
             shard.shared.config.net_write_timeout_ms,
         )),
         first_seq: next,
-        backend_name: &backend_name,
+        backend_name,
         prepare_id: with.prepare_id,
         own_gtid: with.own_trackers.then(|| sess.history().last_gtid.clone()),
         eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),

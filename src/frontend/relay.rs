@@ -197,6 +197,17 @@ impl Relay<'_, '_> {
         Ok(())
     }
 
+    /// [`observe_ok`](Self::observe_ok) on the packet `h` at the front of the backend's read
+    /// buffer (copied into the connection's scratch buffer, which is kept: no allocation).
+    fn observe_ok_at(&mut self, h: FrameHeader) -> Result<(), Error> {
+        let mut payload = std::mem::take(&mut self.be.scratch);
+        payload.clear();
+        payload.extend_from_slice(&self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len]);
+        let r = self.observe_ok(&payload).map(|_| ());
+        self.be.scratch = payload;
+        r
+    }
+
     fn observe_ok(&mut self, payload: &[u8]) -> Result<OkPacket<'static>, Error> {
         let ok = OkPacket::decode(payload, self.be.caps).map_err(|e| {
             lost(
@@ -419,14 +430,12 @@ impl Relay<'_, '_> {
                 }
                 Role::Ok { .. } => {
                     self.obs.result_set = false;
-                    let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
-                    self.observe_ok(&payload)?;
+                    self.observe_ok_at(h)?;
                     self.emit_ok(h)?;
                 }
                 Role::RowsEnd { .. } | Role::CursorOpened { .. } => {
                     // The last result is rows now, not an OK (ROW_COUNT() is -1 after it).
-                    let payload = self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len].to_vec();
-                    self.observe_ok(&payload)?;
+                    self.observe_ok_at(h)?;
                     self.obs.last_ok = None;
                     self.obs.cursor_opened |= matches!(role, Role::CursorOpened { .. });
                     self.emit_ok(h)?;

@@ -54,7 +54,8 @@ pub struct Modes {
 /// Splits `sql` into tokens with their byte ranges. Never fails: unterminated literals end at the
 /// end of input.
 pub fn lex(sql: &[u8], modes: Modes) -> Vec<Lexed<'_>> {
-    let mut out = Vec::new();
+    // About one token per four bytes of SQL: one allocation for most statements.
+    let mut out = Vec::with_capacity(sql.len() / 4 + 4);
     let mut i = 0;
     let n = sql.len();
     let mut push = |tok, at: Range<usize>| out.push(Lexed { tok, at });
@@ -471,13 +472,14 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
         .collect();
     // A stored program's body (`CREATE PROCEDURE … BEGIN …; …; END`, `BEGIN NOT ATOMIC …
     // END`) holds semicolons of its own: the text is one statement.
-    if let Some(first) = stmts.first() {
-        let plain: Vec<Tok<'_>> = first.iter().take(24).map(|l| l.tok.clone()).collect();
+    // One buffer of plain tokens for every statement (an allocation per query, not per use).
+    let mut plain: Vec<Tok<'_>> = Vec::with_capacity(toks.len());
+    if let Some(first) = stmts.first().filter(|_| stmts.len() > 1) {
+        plain.extend(first.iter().take(24).map(|l| l.tok.clone()));
         if matches!(
             stored_program(&plain),
             Some(Program::Routine | Program::Compound)
-        ) && stmts.len() > 1
-        {
+        ) {
             stmts = vec![&toks[..]];
         }
     }
@@ -486,7 +488,8 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
         e.intercept = intercept(stmts[0], sql);
     }
     for (n, s) in stmts.iter().enumerate() {
-        let plain: Vec<Tok<'_>> = s.iter().map(|l| l.tok.clone()).collect();
+        plain.clear();
+        plain.extend(s.iter().map(|l| l.tok.clone()));
         let refs = e.history.len();
         let kind = statement(&plain, s, ctx, &mut e);
         for r in &mut e.history[refs..] {

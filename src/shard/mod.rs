@@ -211,6 +211,10 @@ pub struct Shard {
     /// A fresh backend connection's settings (interned, empty).
     pub fresh: Rc<Settings>,
     pub fresh_charset: FreshCharset,
+    /// The server's default session trackers, and all of them (what a client that changed none
+    /// follows, and what a backend running the client's own reports), shared by every command.
+    pub default_trackers: Rc<crate::session::trackers::Trackers>,
+    pub all_trackers: Rc<crate::session::trackers::Trackers>,
     pub stats: ShardStats,
     users: HashMap<Vec<u8>, Rc<User>>,
     /// Users loaded from the database (looked up after the configured ones).
@@ -326,6 +330,8 @@ impl Shard {
             sql: Interner::default(),
             fresh,
             fresh_charset,
+            default_trackers: Rc::new(shared.server.default_trackers.clone()),
+            all_trackers: Rc::new(crate::session::trackers::Trackers::everything()),
             stats: ShardStats::default(),
             users,
             db_users: RefCell::new(HashMap::new()),
