@@ -421,6 +421,21 @@ pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Sync
         };
         assignments.push((name, rhs));
     }
+    // Setting max_join_size to anything but DEFAULT turns sql_big_selects off on the server:
+    // after it, sql_big_selects is set again to what the session has, even when the two
+    // connections agreed on it.
+    if assignments.iter().any(|(n, _)| *n == "max_join_size")
+        && !assignments.iter().any(|(n, _)| *n == "sql_big_selects")
+    {
+        let rhs = match wanted
+            .var("sql_big_selects")
+            .or_else(|| fresh.value("sql_big_selects"))
+        {
+            Some(v) => sql_value("sql_big_selects", v),
+            None => "DEFAULT".to_string(),
+        };
+        assignments.push(("sql_big_selects", rhs));
+    }
     let mut set: Vec<String> = Vec::new();
     let (had, wants) = (
         current.var(RESULTS_COLLATION),
@@ -619,6 +634,25 @@ mod tests {
                  @@SESSION.sql_select_limit = 100, @@SESSION.time_zone = '+02:00', \
                  @@SESSION.wait_timeout = DEFAULT"
             )
+        );
+    }
+
+    #[test]
+    fn max_join_size_is_followed_by_the_sessions_sql_big_selects() {
+        // The server turns sql_big_selects off whenever max_join_size is set.
+        let backend = settings(None, &[("sql_big_selects", "ON")]);
+        let client = settings(
+            None,
+            &[("max_join_size", "1000000"), ("sql_big_selects", "ON")],
+        );
+        assert_eq!(
+            plan(&backend, &client, &fresh()).set.as_deref(),
+            Some("SET @@SESSION.max_join_size = 1000000, @@SESSION.sql_big_selects = 'ON'")
+        );
+        let client = settings(None, &[("max_join_size", "1000000")]);
+        assert_eq!(
+            plan(&Settings::default(), &client, &fresh()).set.as_deref(),
+            Some("SET @@SESSION.max_join_size = 1000000, @@SESSION.sql_big_selects = DEFAULT")
         );
     }
 
