@@ -635,5 +635,7 @@ fn forget_past(sess: &mut Session) {
     sess.update_past(|p| {
         p.history.found_rows = Known::Is(found_rows);
         p.history.row_count = 0;
+        // The backend went back at the reset: the next one holds another session's values.
+        p.history.foreign = crate::session::effects::Foreign::ALL;
     });
 }
