@@ -421,18 +421,10 @@ const TEMPLATE_EXPRS: [(Hist, &str); 9] = [
 
 /// The fixed part of a column definition (what follows its six strings).
 fn column_template(def: &[u8]) -> Option<ColumnTemplate> {
-    let mut r = Reader::new(def);
-    for what in [
-        "catalog",
-        "schema",
-        "table",
-        "org_table",
-        "name",
-        "org_name",
-    ] {
-        r.lenenc_bytes(what).ok()?;
-    }
-    r.rest().get(..13)?.try_into().ok()
+    crate::codec::packets::column_fixed_part(def, false)?
+        .get(..13)?
+        .try_into()
+        .ok()
 }
 
 /// MariaDB 10.11's column definitions for the history values, for when a server did not answer.

@@ -147,15 +147,19 @@ impl Drop for Sluice {
     }
 }
 
-#[test]
-fn seeded_short_run_direct_and_through_sluice_in_every_mode() {
-    let direct = mariadb_addr();
-    let mut sluices: Vec<(String, Sluice)> = ["session", "transaction", "statement"]
+/// A sluice in each pool mode in front of `direct`.
+fn sluices(direct: &str) -> Vec<(String, Sluice)> {
+    ["session", "transaction", "statement"]
         .iter()
-        .map(|m| (m.to_string(), Sluice::start(m, &direct)))
-        .collect();
-    let opts = Options {
-        direct: direct.clone(),
+        .map(|m| (m.to_string(), Sluice::start(m, direct)))
+        .collect()
+}
+
+/// A run against `direct` and every sluice of `sluices`, with the suite's credentials and
+/// timeouts (the caller sets what it plays).
+fn options(direct: &str, sluices: &[(String, Sluice)], deadline: Duration) -> Options {
+    Options {
+        direct: direct.to_string(),
         proxies: sluices
             .iter()
             .map(|(m, s)| (m.clone(), format!("127.0.0.1:{}", s.port)))
@@ -169,15 +173,25 @@ fn seeded_short_run_direct_and_through_sluice_in_every_mode() {
         steps: 60,
         concurrency: 16,
         prefix: "dtshort".into(),
-        self_check: true,
+        self_check: false,
         replay: None,
         script: None,
         timeout: Duration::from_secs(20),
         kill_wait: Duration::from_secs(15),
         verbose: false,
         every_difference: false,
-        deadline: Some(Instant::now() + Duration::from_secs(75)),
+        deadline: Some(Instant::now() + deadline),
         transcripts: None,
+    }
+}
+
+#[test]
+fn seeded_short_run_direct_and_through_sluice_in_every_mode() {
+    let direct = mariadb_addr();
+    let mut sluices = sluices(&direct);
+    let opts = Options {
+        self_check: true,
+        ..options(&direct, &sluices, Duration::from_secs(75))
     };
     let mut report = Vec::new();
     let summary = run(&opts, &mut report).unwrap_or_else(|e| panic!("the run failed: {e}"));
@@ -214,10 +228,7 @@ fn seeded_short_run_direct_and_through_sluice_in_every_mode() {
 #[test]
 fn every_reproducer_plays_the_same_directly_and_through_sluice() {
     let direct = mariadb_addr();
-    let sluices: Vec<(String, Sluice)> = ["session", "transaction", "statement"]
-        .iter()
-        .map(|m| (m.to_string(), Sluice::start(m, &direct)))
-        .collect();
+    let sluices = sluices(&direct);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("repro");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("difftest/repro")
@@ -257,29 +268,13 @@ fn every_reproducer_plays_the_same_directly_and_through_sluice() {
             })
             .collect();
         let opts = Options {
-            direct: direct.clone(),
-            proxies: sluices
-                .iter()
-                .map(|(m, s)| (m.clone(), format!("127.0.0.1:{}", s.port)))
-                .collect(),
-            creds: Credentials {
-                user: "app".into(),
-                password: "app".into(),
-            },
             seed: 1,
             sessions: copies,
             steps: 0,
             concurrency: copies,
             prefix,
-            self_check: false,
-            replay: None,
             script: Some(scripts),
-            timeout: Duration::from_secs(20),
-            kill_wait: Duration::from_secs(15),
-            verbose: false,
-            every_difference: false,
-            deadline: Some(Instant::now() + Duration::from_secs(60)),
-            transcripts: None,
+            ..options(&direct, &sluices, Duration::from_secs(60))
         };
         let mut report = Vec::new();
         let summary = run(&opts, &mut report)

@@ -652,12 +652,48 @@ impl BackendConn {
 
     /// Runs a query; its rows' values as text (NULL as `None`).
     pub async fn query_rows(&mut self, sql: &str) -> BResult<Vec<Vec<Option<String>>>> {
+        Ok(self.query_rows_and_collation(sql).await?.0)
+    }
+
+    /// Runs a query returning one value (first column of the first row).
+    pub async fn query_value(&mut self, sql: &str) -> BResult<Option<String>> {
+        Ok(self.query_value_and_collation(sql).await?.0)
+    }
+
+    /// Runs a query returning one value (first column of the first row), with the collation
+    /// id its column carries.
+    pub async fn query_value_and_collation(
+        &mut self,
+        sql: &str,
+    ) -> BResult<(Option<String>, Option<u16>)> {
+        let (row, collation) = self.query_row_and_collation(sql).await?;
+        Ok((row.into_iter().next().flatten(), collation))
+    }
+
+    /// Runs a query; the values of its first row (empty without one), with the collation id its
+    /// first column carries.
+    pub async fn query_row_and_collation(
+        &mut self,
+        sql: &str,
+    ) -> BResult<(Vec<Option<String>>, Option<u16>)> {
+        let (rows, collation) = self.query_rows_and_collation(sql).await?;
+        Ok((rows.into_iter().next().unwrap_or_default(), collation))
+    }
+
+    /// Runs a query; its rows' values as text (NULL as `None`), with the collation id its first
+    /// column carries.
+    async fn query_rows_and_collation(
+        &mut self,
+        sql: &str,
+    ) -> BResult<(Vec<Vec<Option<String>>>, Option<u16>)> {
         self.history_owner = 0;
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
         let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
+        let extended = (self.profile >> 32) as u32 & MARIADB_PROFILE != 0;
         let mut rows = Vec::new();
+        let mut collation = None;
         let mut err = None;
         while !t.is_done() {
             let (_, p) = self.read_packet().await?;
@@ -665,6 +701,9 @@ impl BackendConn {
                 .on_packet(p.len(), &p)
                 .map_err(|e| broken("response", e))?
             {
+                Role::ColumnDef { .. } if collation.is_none() => {
+                    collation = column_collation(&p, extended);
+                }
                 Role::Row { .. } => {
                     let mut r = crate::codec::wire::Reader::new(&p);
                     let mut values = Vec::new();
@@ -693,78 +732,7 @@ impl BackendConn {
         }
         match err {
             Some(e) => Err(e),
-            None => Ok(rows),
-        }
-    }
-
-    /// Runs a query returning one value (first column of the first row).
-    pub async fn query_value(&mut self, sql: &str) -> BResult<Option<String>> {
-        Ok(self.query_value_and_collation(sql).await?.0)
-    }
-
-    /// Runs a query returning one value (first column of the first row), with the collation
-    /// id its column carries.
-    pub async fn query_value_and_collation(
-        &mut self,
-        sql: &str,
-    ) -> BResult<(Option<String>, Option<u16>)> {
-        let (row, collation) = self.query_row_and_collation(sql).await?;
-        Ok((row.into_iter().next().flatten(), collation))
-    }
-
-    /// Runs a query; the values of its first row (empty without one), with the collation id its
-    /// first column carries.
-    pub async fn query_row_and_collation(
-        &mut self,
-        sql: &str,
-    ) -> BResult<(Vec<Option<String>>, Option<u16>)> {
-        self.history_owner = 0;
-        let mut p = Vec::with_capacity(sql.len() + 1);
-        crate::codec::command::encode_query(&mut p, sql.as_bytes());
-        self.write_packet(0, &p).await?;
-        let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
-        let extended = (self.profile >> 32) as u32 & MARIADB_PROFILE != 0;
-        let mut row: Option<Vec<Option<String>>> = None;
-        let mut collation = None;
-        let mut err = None;
-        while !t.is_done() {
-            let (_, p) = self.read_packet().await?;
-            match t
-                .on_packet(p.len(), &p)
-                .map_err(|e| broken("response", e))?
-            {
-                Role::ColumnDef { .. } if collation.is_none() => {
-                    collation = column_collation(&p, extended);
-                }
-                Role::Row { .. } if row.is_none() => {
-                    let mut r = crate::codec::wire::Reader::new(&p);
-                    let mut values = Vec::new();
-                    while !r.is_empty() {
-                        if r.peek_u8() == Some(0xFB) {
-                            r.skip(1, "NULL").map_err(|e| broken("row", e))?;
-                            values.push(None);
-                        } else {
-                            let v = r.lenenc_bytes("value").map_err(|e| broken("row", e))?;
-                            values.push(Some(String::from_utf8_lossy(v).into_owned()));
-                        }
-                    }
-                    row = Some(values);
-                }
-                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
-                Role::Err => {
-                    let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
-                    err = Some(BackendError::Server {
-                        code: e.code,
-                        sql_state: e.sql_state,
-                        message: String::from_utf8_lossy(e.message).into_owned(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        match err {
-            Some(e) => Err(e),
-            None => Ok((row.unwrap_or_default(), collation)),
+            None => Ok((rows, collation)),
         }
     }
 
@@ -1018,20 +986,6 @@ impl BackendConn {
 /// The collation id of a column definition (`extended`: MariaDB's extended metadata follows its
 /// names).
 fn column_collation(def: &[u8], extended: bool) -> Option<u16> {
-    let mut r = crate::codec::wire::Reader::new(def);
-    for what in [
-        "catalog",
-        "schema",
-        "table",
-        "org_table",
-        "name",
-        "org_name",
-    ] {
-        r.lenenc_bytes(what).ok()?;
-    }
-    if extended {
-        r.lenenc_bytes("extended metadata").ok()?;
-    }
-    let fixed = r.rest();
+    let fixed = crate::codec::packets::column_fixed_part(def, extended)?;
     Some(u16::from_le_bytes([*fixed.get(1)?, *fixed.get(2)?]))
 }

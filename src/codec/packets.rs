@@ -304,6 +304,27 @@ impl EofPacket {
     }
 }
 
+/// The fixed-length part of a column definition: what follows its six names (catalog, schema,
+/// table, org_table, name, org_name) and, with MariaDB's extended metadata negotiated
+/// (`extended`), its metadata block. `None` when the packet is too short for them.
+pub fn column_fixed_part(def: &[u8], extended: bool) -> Option<&[u8]> {
+    let mut r = Reader::new(def);
+    for what in [
+        "catalog",
+        "schema",
+        "table",
+        "org_table",
+        "name",
+        "org_name",
+    ] {
+        r.lenenc_bytes(what).ok()?;
+    }
+    if extended {
+        r.lenenc_bytes("extended metadata").ok()?;
+    }
+    Some(r.rest())
+}
+
 /// Is `payload` (of a packet whose frame length is `len`) an EOF/OK terminator rather than a row?
 /// A row can start with 0xFE only when its first field is longer than 2^24 bytes, which makes the
 /// packet at least 0xFFFFFF long; classic EOFs are shorter than 9 bytes.

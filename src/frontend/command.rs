@@ -463,12 +463,18 @@ pub(crate) async fn acquire(
     }
 }
 
+/// Settings are interned per shard, but a reset connection's are not: the pointer first, then
+/// the value.
+fn same_settings(a: &Rc<Settings>, b: &Rc<Settings>) -> bool {
+    Rc::ptr_eq(a, b) || **a == **b
+}
+
 async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Error> {
     if let Some(mut l) = sess.lease.take() {
         // A held backend left under settings of a command's own (an execute under the
         // character set its types were bound with) gets the session's back first. (Its history
         // values were counted foreign when the command ended: see `after_command`.)
-        if !Rc::ptr_eq(&l.get().settings, &sess.settings) && *l.get().settings != *sess.settings {
+        if !same_settings(&l.get().settings, &sess.settings) {
             let settings = sess.settings.clone();
             if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
                 sync_to(shard, &mut l, &settings, sess.multi_statements, None).await
@@ -820,8 +826,7 @@ pub(crate) async fn after_command(
     lease.conn().history_owner = sess.conn_id;
     // The command ran under settings of its own (an execute under the character set its types
     // were bound with): the backend keeps them, and changes the command reports apply to them.
-    let ran_apart = (!Rc::ptr_eq(&lease.get().settings, &sess.settings)
-        && *lease.get().settings != *sess.settings)
+    let ran_apart = (!same_settings(&lease.get().settings, &sess.settings))
         .then(|| lease.get().settings.clone());
 
     // 1. What the server reported: settings, and history values.
@@ -1014,7 +1019,7 @@ pub(crate) async fn after_command(
     }
     // The backend's settings are not the session's (see `ran_apart`): they are put back before
     // the session's next statement there, by statements of sluice's own.
-    let resync = *lease.get().settings != *sess.settings;
+    let resync = !same_settings(&lease.get().settings, &sess.settings);
     if disturbed || resync || lease.get().history_owner != sess.conn_id {
         out.history.foreign = Foreign::ALL;
     }

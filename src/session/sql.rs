@@ -1155,23 +1155,7 @@ fn whole_item(s: &[Tok<'_>], first: usize, last: usize, depth: usize) -> bool {
         });
     let after = match s.get(last + 1) {
         None | Some(Tok::Punct(b',')) => true,
-        Some(t @ Tok::Word(_)) => [
-            "FROM",
-            "INTO",
-            "WHERE",
-            "GROUP",
-            "HAVING",
-            "ORDER",
-            "LIMIT",
-            "UNION",
-            "EXCEPT",
-            "INTERSECT",
-            "FOR",
-            "LOCK",
-            "WINDOW",
-        ]
-        .iter()
-        .any(|k| is_kw(Some(t), k)),
+        Some(t @ Tok::Word(_)) => SELECT_LIST_ENDS.iter().any(|k| is_kw(Some(t), k)),
         _ => false,
     };
     before && after
@@ -1189,6 +1173,23 @@ fn is_diagnostic(s: &[Tok<'_>]) -> bool {
     kw(0, "GET") && (kw(1, "DIAGNOSTICS") || kw(2, "DIAGNOSTICS"))
 }
 
+/// Words that end a `SELECT`'s top-level select list.
+const SELECT_LIST_ENDS: [&str; 13] = [
+    "FROM",
+    "INTO",
+    "WHERE",
+    "GROUP",
+    "HAVING",
+    "ORDER",
+    "LIMIT",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "FOR",
+    "LOCK",
+    "WINDOW",
+];
+
 /// The token range of a `SELECT`'s top-level select list (after `SELECT` and its modifiers, up to
 /// `FROM`/`INTO`/`WHERE`/… at depth 0), if the statement is a SELECT.
 fn select_list_range(s: &[Tok<'_>]) -> Option<Range<usize>> {
@@ -1202,23 +1203,9 @@ fn select_list_range(s: &[Tok<'_>]) -> Option<Range<usize>> {
             Tok::Punct(b'(') => depth += 1,
             Tok::Punct(b')') => depth = depth.saturating_sub(1),
             Tok::Word(w) if depth == 0 => {
-                let ends = [
-                    "FROM",
-                    "INTO",
-                    "WHERE",
-                    "GROUP",
-                    "HAVING",
-                    "ORDER",
-                    "LIMIT",
-                    "UNION",
-                    "EXCEPT",
-                    "INTERSECT",
-                    "FOR",
-                    "LOCK",
-                    "WINDOW",
-                ]
-                .iter()
-                .any(|k| w.eq_ignore_ascii_case(k.as_bytes()));
+                let ends = SELECT_LIST_ENDS
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k.as_bytes()));
                 if ends {
                     return Some(start..i);
                 }
