@@ -101,7 +101,12 @@ pub enum Error {
     /// A backend connection failed while serving a command.
     BackendLost { backend: String, detail: String },
     /// A backend connection could not be opened.
-    BackendConnect { backend: String, detail: String },
+    BackendConnect {
+        backend: String,
+        detail: String,
+        /// Nothing listened there (certain evidence the server is not running).
+        refused: bool,
+    },
     /// No backend connection became available in time.
     PoolTimeout { waited_ms: u64 },
     /// sluice refuses the request (unsupported command, a limit); the session goes on.
@@ -146,7 +151,9 @@ impl Error {
                 b"HY000",
                 format!("Lost connection to backend {backend} during query ({detail})"),
             ),
-            Error::BackendConnect { backend, detail } => Reply::new(
+            Error::BackendConnect {
+                backend, detail, ..
+            } => Reply::new(
                 code::BACKEND_UNAVAILABLE,
                 b"HY000",
                 format!("sluice: cannot connect to backend {backend}: {detail}"),

@@ -23,16 +23,11 @@ pub struct UserSpec {
     pub require_tls: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct BackendSpec {
-    pub address: String,
-    pub resolved: crate::backend::conn::BackendAddr,
-}
-
 pub struct Shared {
     pub config: Config,
     pub users: Vec<UserSpec>,
-    pub backends: Vec<BackendSpec>,
+    /// Every backend, by stable id, with the process's one view of its health.
+    pub backends: crate::backend::registry::Registry,
     pub server: ServerInfo,
     pub shards: usize,
     /// This process's index among the worker processes (0 with a single process).
@@ -45,8 +40,6 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// TLS towards clients, when enabled (built once at start).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// TLS towards each backend that has it (indexed like `backends`).
-    pub backend_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     /// Client connections open in this process (admission control).
     pub clients: AtomicUsize,
     /// Authenticated connections per user in this process.
@@ -55,9 +48,10 @@ pub struct Shared {
     pub db_account: Option<u32>,
     /// Users loaded from the database at start, with their ids (later loads come by message).
     pub db_users_initial: Vec<(u32, crate::bootstrap::DbUser)>,
-    /// Pinned sessions per pool (`user * backends + backend`) in this process: the pin budget is
-    /// a process-wide count, while connection slots are per shard and move by messages.
-    pub pinned: Vec<Arc<AtomicUsize>>,
+    /// Pinned sessions per pool (see [`Shared::pool_index`]) in this process: the pin budget is
+    /// a process-wide count, while connection slots are per shard and move by messages. Grows
+    /// as backends are added.
+    pinned: std::sync::Mutex<Vec<Arc<AtomicUsize>>>,
     /// Failed logins per address and the secret keying unknown users' answers: shared by every
     /// shard, and by every worker process of the instance (see [`crate::auth::guard`]).
     pub guard: LoginGuard,
@@ -107,18 +101,10 @@ impl Shared {
             });
             (users.len() - 1) as u32
         });
-        let backends = config
-            .backends
-            .iter()
-            .map(|b| {
-                let resolved = crate::backend::conn::BackendAddr::resolve(&b.address)
-                    .map_err(|e| format!("backends: {e}"))?;
-                Ok(BackendSpec {
-                    address: b.address.clone(),
-                    resolved,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let backends = crate::backend::registry::Registry::default();
+        for b in &config.backends {
+            add_backend(&backends, b, crate::backend::health::Health::Up)?;
+        }
         let tls = if config.tls.enabled {
             let (c, generated) = crate::tls::server_config(&config.tls)?;
             if generated {
@@ -130,11 +116,7 @@ impl Shared {
         } else {
             None
         };
-        let backend_tls = config
-            .backends
-            .iter()
-            .map(|b| b.tls.as_ref().map(crate::tls::backend_config).transpose())
-            .collect::<Result<Vec<_>, String>>()?;
+
         let shards = config.shard_count();
         if !config.pool.shard_weights.is_empty() && config.pool.shard_weights.len() != shards {
             return Err(format!(
@@ -151,9 +133,7 @@ impl Shared {
         );
         let guard = LoginGuard::private().map_err(|e| format!("login guard memory: {e}"))?;
         let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
-        let pinned = (0..users.len() * backends.len())
-            .map(|_| Arc::new(AtomicUsize::new(0)))
-            .collect();
+        let pinned = std::sync::Mutex::new(Vec::new());
         Ok(Shared {
             config,
             users,
@@ -166,7 +146,6 @@ impl Shared {
             mailboxes: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             tls,
-            backend_tls,
             clients: AtomicUsize::new(0),
             user_clients,
             db_account,
@@ -176,6 +155,21 @@ impl Shared {
             decoys,
             fd_client_limit: AtomicUsize::new(usize::MAX),
         })
+    }
+
+    /// Where the pool of (`backend`, `user`) sits in every shard's list of pools: by backend id,
+    /// then user (backends are only ever appended, so an index never changes).
+    pub fn pool_index(&self, user: u32, backend: u16) -> usize {
+        usize::from(backend) * self.users.len() + user as usize
+    }
+
+    /// The process-wide pinned-session counter of pool `index`.
+    pub fn pin_counter(&self, index: usize) -> Arc<AtomicUsize> {
+        let mut v = self.pinned.lock().expect("pin counters");
+        while v.len() <= index {
+            v.push(Arc::new(AtomicUsize::new(0)));
+        }
+        v[index].clone()
     }
 
     /// This shard's share of a pool of `total` connections: first this process's share (an even
@@ -301,6 +295,34 @@ impl IdLayout {
         let worker = id >> (lb + u64::from(self.shard_bits));
         (worker as u32, shard as u32)
     }
+}
+
+/// Lists backend `b` (from the configuration, or added while running) in `reg`.
+pub fn add_backend(
+    reg: &crate::backend::registry::Registry,
+    b: &crate::config::BackendConfig,
+    health: crate::backend::health::Health,
+) -> Result<u16, String> {
+    reg.add(&b.address, |id| {
+        let resolved = crate::backend::conn::BackendAddr::resolve(&b.address)
+            .map_err(|e| format!("backends: {e}"))?;
+        let tls = match &b.tls {
+            Some(t) => Some((
+                crate::tls::backend_config(t)?,
+                crate::tls::backend_server_name(b),
+            )),
+            None => None,
+        };
+        Ok(crate::backend::registry::Backend::new(
+            id,
+            b.address.clone(),
+            resolved,
+            b.role,
+            b.weight,
+            tls,
+            health,
+        ))
+    })
 }
 
 #[cfg(test)]

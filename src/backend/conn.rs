@@ -78,6 +78,16 @@ impl std::fmt::Display for BackendError {
 
 pub type BResult<T> = Result<T, BackendError>;
 
+/// How a connect that nothing answered (refused, or no such socket) begins its detail.
+const REFUSED: &str = "connection refused";
+
+impl BackendError {
+    /// Did a connect find nothing listening (certain evidence the server is not there)?
+    pub fn is_refused(&self) -> bool {
+        matches!(self, BackendError::Broken(s) if s.starts_with(REFUSED))
+    }
+}
+
 /// What applying a settings plan did: each part's outcome (a refused part changed nothing).
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -370,9 +380,14 @@ impl BackendConn {
     }
 
     async fn connect_inner(spec: &ConnectSpec, fresh: Rc<Settings>) -> BResult<BackendConn> {
-        let (stream, fd) = Stream::connect(&spec.address)
-            .await
-            .map_err(|e| broken("connect", e))?;
+        let (stream, fd) = Stream::connect(&spec.address).await.map_err(|e| {
+            use std::io::ErrorKind::{ConnectionRefused, NotFound};
+            if matches!(e.kind(), ConnectionRefused | NotFound) {
+                broken(REFUSED, e)
+            } else {
+                broken("connect", e)
+            }
+        })?;
         let mut c = BackendConn {
             stream,
             fd,

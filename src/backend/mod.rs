@@ -1,5 +1,8 @@
 //! Upstream connections: connect, authenticate, reset; the per-shard pool with its checkout guard
-//! and waiting queue.
+//! and waiting queue; which backend serves (router) and whether it works (health).
 
 pub mod conn;
+pub mod health;
 pub mod pool;
+pub mod registry;
+pub mod router;

@@ -196,6 +196,14 @@ impl Pool {
         self.idle.borrow().len()
     }
 
+    /// Is an idle connection of `profile` with exactly `wanted` settings waiting?
+    pub fn has_idle_matching(&self, profile: Profile, wanted: &Settings) -> bool {
+        self.idle
+            .borrow()
+            .iter()
+            .any(|c| c.profile == profile && *c.settings == *wanted)
+    }
+
     pub fn limit(&self) -> usize {
         self.limit.get()
     }
@@ -296,6 +304,7 @@ impl Pool {
                 Err(Error::BackendConnect {
                     backend: self.spec.address.to_string(),
                     detail: e.to_string(),
+                    refused: e.is_refused(),
                 })
             }
         }

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 /// How long a client keeps a backend connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,6 +111,8 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub health: HealthConfig,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     /// Users loaded from the backend's `mysql.user` (beside `[[users]]`).
@@ -250,6 +253,60 @@ pub struct BackendConfig {
     /// Connect to this backend over TLS.
     #[serde(default)]
     pub tls: Option<BackendTls>,
+    /// `any` (equivalent peers, e.g. Galera nodes), `primary` or `replica`. A primary or
+    /// replica serves clients only while it is writable (`read_only = OFF`, as probed), so
+    /// sluice follows a promotion; an `any` backend serves whatever `read_only` says.
+    #[serde(default)]
+    pub role: crate::backend::router::Role,
+    /// Relative share of the load (1..=1000).
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+/// The active health probe (see `backend::health`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Probe period per backend (connect once, then ping and read `read_only`).
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    /// A probe without an answer this long has failed.
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Failures in a row that take a backend down (a refused connection does at once).
+    #[serde(default = "defaults::health_down_after")]
+    pub down_after: u32,
+    /// Good probes in a row that bring a down backend back (after its backoff).
+    #[serde(default = "defaults::health_up_after")]
+    pub up_after: u32,
+    /// First re-admission backoff; doubled for each relapse within a minute, up to 30 s.
+    #[serde(default = "defaults::health_backoff_ms")]
+    pub backoff_ms: u64,
+    /// The account the probe logs in as (one connection per backend per process; it needs no
+    /// privilege: it reads `@@global.read_only`). Default: the first user's backend account,
+    /// where the probe's connection counts with the pool's. A monitor account of its own keeps
+    /// the two apart.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults deserialize")
+    }
+}
+
+impl HealthConfig {
+    pub fn thresholds(&self) -> crate::backend::health::Thresholds {
+        crate::backend::health::Thresholds {
+            down_after: self.down_after,
+            up_after: self.up_after,
+            backoff: Duration::from_millis(self.backoff_ms),
+            max_backoff: Duration::from_secs(30).max(Duration::from_millis(self.backoff_ms)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +338,24 @@ pub struct UserConfig {
 
 mod defaults {
     use super::{LogFormat, PoolMode};
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn health_interval_ms() -> u64 {
+        250
+    }
+    pub fn health_timeout_ms() -> u64 {
+        300
+    }
+    pub fn health_down_after() -> u32 {
+        2
+    }
+    pub fn health_up_after() -> u32 {
+        2
+    }
+    pub fn health_backoff_ms() -> u64 {
+        500
+    }
     pub fn listen() -> String {
         "127.0.0.1:6033".into()
     }
@@ -439,6 +514,8 @@ impl Config {
                 .map(|a| BackendConfig {
                     address: a.clone(),
                     tls: None,
+                    role: Default::default(),
+                    weight: defaults::weight(),
                 })
                 .collect();
         }
@@ -573,6 +650,20 @@ impl Config {
             );
         }
         for (i, b) in self.backends.iter().enumerate() {
+            if !(1..=1000).contains(&b.weight) {
+                err(
+                    &format!("backends[{i}].weight"),
+                    &b.weight,
+                    "must be between 1 and 1000",
+                );
+            }
+            if self.backends[..i].iter().any(|o| o.address == b.address) {
+                err(
+                    &format!("backends[{i}].address"),
+                    &format!("{:?}", b.address),
+                    "listed twice",
+                );
+            }
             if let Err(why) = check_host_port(&b.address) {
                 err(
                     &format!("backends[{i}].address"),
@@ -609,6 +700,34 @@ impl Config {
                     );
                 }
             }
+        }
+        let h = &self.health;
+        if !(20..=60_000).contains(&h.interval_ms) {
+            err(
+                "health.interval_ms",
+                &h.interval_ms,
+                "must be between 20 and 60000",
+            );
+        }
+        if !(10..=60_000).contains(&h.timeout_ms) {
+            err(
+                "health.timeout_ms",
+                &h.timeout_ms,
+                "must be between 10 and 60000",
+            );
+        }
+        if !(1..=100).contains(&h.down_after) {
+            err(
+                "health.down_after",
+                &h.down_after,
+                "must be between 1 and 100",
+            );
+        }
+        if !(1..=100).contains(&h.up_after) {
+            err("health.up_after", &h.up_after, "must be between 1 and 100");
+        }
+        if h.backoff_ms > 600_000 {
+            err("health.backoff_ms", &h.backoff_ms, "must be at most 600000");
         }
         let t = &self.tls;
         if t.cert.is_some() != t.key.is_some() {

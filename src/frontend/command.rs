@@ -484,11 +484,10 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Err
         }
         return Ok(l);
     }
-    let pool = shard.pool(sess.user.index, sess.backend);
     let deadline =
         Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
     let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
-    let mut lease = pool.checkout(profile, &sess.settings, deadline).await?;
+    let mut lease = checkout_routed(shard, sess, profile, deadline).await?;
     let settings = sess.settings.clone();
     let lid = sess.history().last_insert_id.value();
     match sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await {
@@ -518,6 +517,68 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Err
     }
 }
 
+/// Backends tried per round of a checkout (the router's best first).
+const TRY_BACKENDS: usize = 8;
+
+/// How often a checkout with no usable backend looks again (until its deadline).
+const NO_BACKEND_RECHECK: Duration = Duration::from_millis(20);
+
+/// Checks out a connection from the backend the router ranks best now. A backend that cannot
+/// be connected to is reported to health and the next one is tried: nothing was sent, so the
+/// client notices nothing. With no usable backend, the command waits (nothing sent yet) until
+/// one comes back (a restart, a promotion) or the deadline.
+async fn checkout_routed(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    profile: crate::backend::conn::Profile,
+    deadline: Instant,
+) -> Result<Lease, Error> {
+    let user = sess.user.index;
+    let mut last: Option<Error> = None;
+    loop {
+        let mut ids = [0u16; TRY_BACKENDS];
+        let n = {
+            let ranked = shard.route(user, profile, &sess.settings);
+            let n = ranked.len().min(TRY_BACKENDS);
+            ids[..n].copy_from_slice(&ranked[..n]);
+            n
+        };
+        for &id in &ids[..n] {
+            let pool = shard.pool(user, id);
+            match pool.checkout(profile, &sess.settings, deadline).await {
+                Ok(lease) => {
+                    sess.backend = id;
+                    return Ok(lease);
+                }
+                Err(e @ Error::BackendConnect { refused, .. }) => {
+                    shard.backend(id).note_failure(refused);
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(last.unwrap_or(Error::Refused(Reply::new(
+                code::BACKEND_UNAVAILABLE,
+                b"HY000",
+                format!(
+                    "sluice: no backend could serve this within {} ms ({})",
+                    shard.shared.config.pool.queue_timeout_ms,
+                    shard.backends_summary()
+                ),
+            ))));
+        }
+        if n == 0 {
+            shard
+                .stats
+                .no_backend_waits
+                .set(shard.stats.no_backend_waits.get() + 1);
+        }
+        glommio::timer::sleep(NO_BACKEND_RECHECK.min(deadline - now)).await;
+    }
+}
+
 /// How syncing a backend's settings failed.
 pub(crate) enum Synced {
     /// The connection broke.
@@ -535,12 +596,15 @@ pub(crate) fn backend_error(shard: &Shard, lease: &Lease, e: BackendError) -> Er
             sql_state,
             message,
         } => Error::Refused(Reply::new(code, &sql_state, message)),
-        BackendError::Broken(detail) => Error::BackendLost {
-            backend: shard.shared.backends[usize::from(lease.get().backend)]
-                .address
-                .clone(),
-            detail,
-        },
+        BackendError::Broken(detail) => {
+            // Evidence for the backend's health (the prober weighs it at its next turn).
+            let backend = shard.backend(lease.get().backend);
+            backend.note_failure(false);
+            Error::BackendLost {
+                backend: backend.address.clone(),
+                detail,
+            }
+        }
     }
 }
 
@@ -740,9 +804,8 @@ pub(crate) async fn run_on(
     kind: ResponseKind,
     with: RunWith<'_>,
 ) -> Result<Observed, Failure> {
-    let backend_name = shard.shared.backends[usize::from(lease.get().backend)]
-        .address
-        .as_str();
+    let backend = shard.backend(lease.get().backend);
+    let backend_name = backend.address.as_str();
     ctl.start_run(lease.get().backend, lease.get().thread_id);
     // The client's trackers (a client without CLIENT_SESSION_TRACK has them too: the server
     // hears nothing of its state but flags changes in classic EOFs).

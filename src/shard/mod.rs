@@ -4,6 +4,7 @@
 
 pub mod kill;
 pub mod poller;
+mod probe;
 pub mod table;
 
 use crate::backend::conn::{BackendConn, ConnectSpec};
@@ -148,6 +149,8 @@ pub enum ShardMsg {
 #[derive(Default)]
 pub struct ShardStats {
     pub accepted: Cell<u64>,
+    /// Checkouts that found no usable backend and waited for one.
+    pub no_backend_waits: Cell<u64>,
     pub commands: Cell<u64>,
     pub auth_failures: Cell<u64>,
     pub refused_max_clients: Cell<u64>,
@@ -219,8 +222,15 @@ pub struct Shard {
     users: HashMap<Vec<u8>, Rc<User>>,
     /// Users loaded from the database (looked up after the configured ones).
     db_users: RefCell<HashMap<Vec<u8>, Rc<User>>>,
-    /// `pools[user * backends + backend]`.
-    pools: Vec<Rc<Pool>>,
+    /// Every pool of this shard, at [`Shared::pool_index`] (made when the shard first sees
+    /// a backend).
+    pools: RefCell<Vec<Rc<Pool>>>,
+    /// The backends as this shard last saw the registry, and the registry's generation then.
+    backends: RefCell<Vec<Arc<crate::backend::registry::Backend>>>,
+    backends_seen: Cell<u64>,
+    /// The router's scratch lists (reused: ranking allocates nothing).
+    route_cands: RefCell<Vec<crate::backend::router::Candidate>>,
+    route_out: RefCell<Vec<u16>>,
     listener: RefCell<Option<OwnedFd>>,
     ids: IdLayout,
     next_id: Cell<u32>,
@@ -289,37 +299,6 @@ impl Shard {
                 )
             })
             .collect();
-        let cfg = &shared.config;
-        let mut pools = Vec::new();
-        for (ui, u) in shared.users.iter().enumerate() {
-            for (bi, b) in shared.backends.iter().enumerate() {
-                let spec = ConnectSpec {
-                    backend: bi as u16,
-                    address: b.resolved.clone(),
-                    user: u.backend_user.as_bytes().to_vec(),
-                    password: u.backend_password.as_bytes().to_vec(),
-                    profile: crate::backend::conn::DEFAULT_PROFILE,
-                    timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
-                    query_timeout: (cfg.pool.query_timeout_ms > 0)
-                        .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
-                    tls: shared.backend_tls[bi]
-                        .clone()
-                        .map(|c| (c, crate::tls::backend_server_name(&cfg.backends[bi]))),
-                };
-                let limit = shared.pool_share(cfg.pool.size, id);
-                let mut pool = Pool::new(spec, ui as u32, limit, fresh.clone());
-                let index = pools.len();
-                pool.set_pin_budget(
-                    shared.pinned[index].clone(),
-                    shared.worker_share(cfg.pool.pin_budget()),
-                );
-                let link = shared.clone();
-                pool.set_starved_hook(Box::new(move || request_slot(&link, id, index)));
-                *pool.stats.wait_hist.borrow_mut() =
-                    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
-                pools.push(Rc::new(pool));
-            }
-        }
         let ids = IdLayout::new(shared.workers, shared.shards);
         Ok(Shard {
             id,
@@ -335,7 +314,11 @@ impl Shard {
             stats: ShardStats::default(),
             users,
             db_users: RefCell::new(HashMap::new()),
-            pools,
+            pools: RefCell::new(Vec::new()),
+            backends: RefCell::new(Vec::new()),
+            backends_seen: Cell::new(u64::MAX),
+            route_cands: RefCell::new(Vec::new()),
+            route_out: RefCell::new(Vec::new()),
             listener: RefCell::new(None),
             ids,
             next_id: Cell::new(0),
@@ -420,20 +403,168 @@ impl Shard {
     }
 
     pub fn pool(&self, user: u32, backend: u16) -> Rc<Pool> {
-        let n = self.shared.backends.len();
-        self.pools[user as usize * n + usize::from(backend)].clone()
+        self.refresh_backends();
+        self.pools.borrow()[self.shared.pool_index(user, backend)].clone()
     }
 
-    pub fn pools(&self) -> &[Rc<Pool>] {
-        &self.pools
+    /// Every pool of this shard (a snapshot: backends may be added meanwhile).
+    pub fn pools(&self) -> Vec<Rc<Pool>> {
+        self.refresh_backends();
+        self.pools.borrow().clone()
     }
 
-    /// The backend a new session will use: round robin over the configured backends.
+    /// The pool at `index` if this shard has it (a lend request may name a pool of a backend
+    /// this shard has not seen yet).
+    fn pool_at(&self, index: usize) -> Option<Rc<Pool>> {
+        self.refresh_backends();
+        self.pools.borrow().get(index).cloned()
+    }
+
+    /// Backend `id` as this shard knows it.
+    pub fn backend(&self, id: u16) -> Arc<crate::backend::registry::Backend> {
+        self.refresh_backends();
+        self.backends.borrow()[usize::from(id)].clone()
+    }
+
+    /// Picks up backends added since this shard last looked: makes their pools.
+    fn refresh_backends(&self) {
+        let generation = self.shared.backends.generation();
+        if self.backends_seen.get() == generation {
+            return;
+        }
+        self.backends_seen.set(generation);
+        let all = self.shared.backends.snapshot();
+        let known = self.backends.borrow().len();
+        for b in &all[known..] {
+            self.make_pools(b);
+        }
+        *self.backends.borrow_mut() = all;
+    }
+
+    /// Makes this shard's pools (one per user) for backend `b`.
+    fn make_pools(&self, b: &crate::backend::registry::Backend) {
+        let (shared, cfg) = (&self.shared, &self.shared.config);
+        for (ui, u) in shared.users.iter().enumerate() {
+            let spec = ConnectSpec {
+                backend: b.id,
+                address: b.resolved.clone(),
+                user: u.backend_user.as_bytes().to_vec(),
+                password: u.backend_password.as_bytes().to_vec(),
+                profile: crate::backend::conn::DEFAULT_PROFILE,
+                timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
+                query_timeout: (cfg.pool.query_timeout_ms > 0)
+                    .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
+                tls: b.tls.clone(),
+            };
+            let limit = shared.pool_share(cfg.pool.size, self.id);
+            let mut pool = Pool::new(spec, ui as u32, limit, self.fresh.clone());
+            let index = shared.pool_index(ui as u32, b.id);
+            debug_assert_eq!(index, self.pools.borrow().len());
+            pool.set_pin_budget(
+                shared.pin_counter(index),
+                shared.worker_share(cfg.pool.pin_budget()),
+            );
+            let link = shared.clone();
+            let id = self.id;
+            pool.set_starved_hook(Box::new(move || request_slot(&link, id, index)));
+            *pool.stats.wait_hist.borrow_mut() =
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
+            self.pools.borrow_mut().push(Rc::new(pool));
+        }
+    }
+
+    /// The backends that may serve a checkout for `user` now, best first (see
+    /// [`crate::backend::router`]); `settings`: the session's, to prefer a backend with a
+    /// matching idle connection. The answer is this shard's scratch list: copy what you need.
+    pub fn route(
+        &self,
+        user: u32,
+        profile: crate::backend::conn::Profile,
+        settings: &crate::session::state::Settings,
+    ) -> std::cell::Ref<'_, Vec<u16>> {
+        self.refresh_backends();
+        {
+            let backends = self.backends.borrow();
+            let pools = self.pools.borrow();
+            let mut out = self.route_out.borrow_mut();
+            if let [b] = backends.as_slice() {
+                // One backend: nothing to rank (the common deployment's hot path).
+                out.clear();
+                let c = crate::backend::router::Candidate {
+                    id: b.id,
+                    role: b.role,
+                    weight: 1,
+                    admin: b.admin(),
+                    health: b.health(),
+                    writable: b.writable(),
+                    busy: 0,
+                    idle_match: false,
+                };
+                if crate::backend::router::eligible(&c) {
+                    out.push(b.id);
+                }
+            } else {
+                let mut cands = self.route_cands.borrow_mut();
+                cands.clear();
+                cands.extend(
+                    backends
+                        .iter()
+                        .map(|b| self.candidate(b, &pools, user, profile, settings)),
+                );
+                let turn = self.next_backend.get();
+                self.next_backend.set(turn.wrapping_add(1));
+                crate::backend::router::rank(&cands, turn, &mut out);
+            }
+        }
+        self.route_out.borrow()
+    }
+
+    fn candidate(
+        &self,
+        b: &crate::backend::registry::Backend,
+        pools: &[Rc<Pool>],
+        user: u32,
+        profile: crate::backend::conn::Profile,
+        settings: &crate::session::state::Settings,
+    ) -> crate::backend::router::Candidate {
+        let pool = &pools[self.shared.pool_index(user, b.id)];
+        crate::backend::router::Candidate {
+            id: b.id,
+            role: b.role,
+            weight: b.weight(),
+            admin: b.admin(),
+            health: b.health(),
+            writable: b.writable(),
+            busy: pool.open() - pool.idle_count(),
+            idle_match: pool.has_idle_matching(profile, settings),
+        }
+    }
+
+    /// Each backend's state, for an error that says why nothing could serve.
+    pub fn backends_summary(&self) -> String {
+        self.refresh_backends();
+        let list = self.backends.borrow();
+        let mut out = String::new();
+        for b in list.iter() {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let ro = if b.writable() == Some(false) {
+                " read-only"
+            } else {
+                ""
+            };
+            out.push_str(&format!("{} {}{}", b.address, b.state_name(), ro));
+        }
+        out
+    }
+
+    /// The backend a login or sluice's own query uses: the router's first choice (any
+    /// backend when none is eligible now: the caller's connect then fails clearly).
     pub fn pick_backend(&self) -> u16 {
-        let n = self.shared.backends.len();
-        let i = self.next_backend.get();
-        self.next_backend.set(i.wrapping_add(1));
-        (i % n) as u16
+        let fresh = self.fresh.clone();
+        let r = self.route(0, crate::backend::conn::DEFAULT_PROFILE, &fresh);
+        r.first().copied().unwrap_or(0)
     }
 
     fn next_conn_id(&self) -> u32 {
@@ -680,10 +811,10 @@ impl Shard {
             snap.pins_total[i] = s.pins_total[i].get();
             snap.pinned_now[i] = s.pinned_now[i].get();
         }
-        for p in &self.pools {
+        for p in &self.pools() {
             let st = &p.stats;
             let mut ps = PoolSnapshot {
-                backend: self.shared.backends[usize::from(p.backend)].address.clone(),
+                backend: self.backend(p.backend).address.clone(),
                 user: self.shared.users[p.user as usize].name.clone(),
                 open: p.open() as u64,
                 idle: p.idle_count() as u64,
@@ -727,7 +858,7 @@ impl Shard {
                 let Some(mailboxes) = self.shared.mailboxes.get() else {
                     return;
                 };
-                let Some(p) = self.pools.get(pool) else {
+                let Some(p) = self.pool_at(pool) else {
                     return;
                 };
                 if retry {
@@ -770,12 +901,12 @@ impl Shard {
             }
             ShardMsg::Granted { pool, from } => {
                 debug!(shard = self.id, pool, from, "slot lent");
-                if let Some(p) = self.pools.get(pool) {
+                if let Some(p) = self.pool_at(pool) {
                     p.receive_slot(Some(from));
                 }
             }
             ShardMsg::Return { pool } => {
-                if let Some(p) = self.pools.get(pool) {
+                if let Some(p) = self.pool_at(pool) {
                     p.receive_slot(None);
                 }
             }
@@ -921,7 +1052,7 @@ impl Shard {
                     .detach();
             }
         }
-        for p in &self.pools {
+        for p in &self.pools() {
             p.close_idle();
         }
         self.kill_lines.sweep(Duration::ZERO);
@@ -1164,7 +1295,7 @@ impl Shard {
     /// created through sluice are seen at once; this catches the others). Only an idle
     /// connection is used: none is waited for, opened or borrowed for it.
     async fn refresh_routines(self: Rc<Self>) {
-        let Some(pool) = self.pools.first() else {
+        let Some(pool) = self.pools().first().cloned() else {
             return;
         };
         let Some(mut lease) = pool.try_idle() else {
@@ -1203,7 +1334,7 @@ impl Shard {
             if self.id == 0 && ticks % ROUTINES_EVERY == 0 {
                 glommio::spawn_local(self.clone().refresh_routines()).detach();
             }
-            for (index, pool) in self.pools.iter().enumerate() {
+            for (index, pool) in self.pools().iter().enumerate() {
                 match pool.maybe_return() {
                     Some((lender, Lent::Now)) => {
                         if let Some(mb) = self.shared.mailboxes.get().and_then(|m| m.get(lender)) {
@@ -1381,6 +1512,9 @@ pub async fn run(
     let _ = ready.send(Ok((id, shard.poller.mailbox())));
     info!(shard = id, %addr, "shard listening");
     glommio::spawn_local(shard.clone().janitor()).detach();
+    if id == 0 {
+        glommio::spawn_local(probe::run(shard.clone())).detach();
+    }
     shard.clone().dispatch().await;
     info!(shard = id, "shard stopped");
 }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod servers;
+
 /// host:port of the MariaDB the suite runs against (from `scripts/test.sh`).
 pub fn mariadb_addr() -> String {
     std::env::var("SLUICE_TEST_MARIADB").unwrap_or_else(|_| {
@@ -98,6 +100,9 @@ impl Config {
         for b in &self.backends {
             s.push_str(&format!("[[backends]]\naddress = \"{b}\"\n"));
         }
+        // The health probe's connection (one per backend) logs in as `app`, apart from the
+        // dedicated accounts tests count pool connections with.
+        s.push_str("[health]\nuser = \"app\"\npassword = \"app\"\n");
         s.push_str(&self.users);
         s
     }

@@ -1,0 +1,209 @@
+//! The process's backends: stable ids, each backend's role and weight, and one view of its health
+//! and the operator's intent, shared by every shard (atomics: the prober and the admin API write,
+//! checkouts read).
+//!
+//! Ids are indexes into the list and are never reused: a removed backend stays listed as
+//! `Removed` (its pools, keyed by id, empty out as their connections come back). Adding a backend
+//! bumps the generation; each shard notices at its next checkout and makes its pools for it.
+
+use super::conn::BackendAddr;
+use super::health::Health;
+use super::router::{Admin, Role};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Backends one process may list over its life (ids are not reused).
+pub const MAX_BACKENDS: usize = 64;
+
+pub type BackendTlsConfig = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
+
+/// One backend as every shard sees it.
+pub struct Backend {
+    pub id: u16,
+    /// As configured (`host:port` or `unix:/path`).
+    pub address: String,
+    pub resolved: BackendAddr,
+    pub role: Role,
+    pub weight: AtomicU32,
+    pub tls: Option<BackendTlsConfig>,
+    health: AtomicU8,
+    admin: AtomicU8,
+    /// `read_only` as last probed: 0 not known, 1 writable, 2 read-only.
+    writable: AtomicU8,
+    /// Failures live traffic saw since the prober last looked (see [`Backend::note_failure`]).
+    passive: AtomicU32,
+    passive_refused: std::sync::atomic::AtomicBool,
+    /// Health changes (for metrics).
+    pub transitions: AtomicU64,
+    pub probes: AtomicU64,
+    pub probe_failures: AtomicU64,
+}
+
+impl Backend {
+    pub fn new(
+        id: u16,
+        address: String,
+        resolved: BackendAddr,
+        role: Role,
+        weight: u32,
+        tls: Option<BackendTlsConfig>,
+        health: Health,
+    ) -> Backend {
+        Backend {
+            id,
+            address,
+            resolved,
+            role,
+            weight: AtomicU32::new(weight),
+            tls,
+            health: AtomicU8::new(health as u8),
+            admin: AtomicU8::new(Admin::Active as u8),
+            writable: AtomicU8::new(0),
+            passive: AtomicU32::new(0),
+            passive_refused: std::sync::atomic::AtomicBool::new(false),
+            transitions: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            probe_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    pub fn set_health(&self, h: Health) {
+        if self.health.swap(h as u8, Ordering::Relaxed) != h as u8 {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn set_admin(&self, a: Admin) {
+        self.admin.store(a as u8, Ordering::Relaxed);
+    }
+
+    pub fn writable(&self) -> Option<bool> {
+        match self.writable.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    pub fn set_writable(&self, w: bool) {
+        self.writable
+            .store(if w { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Live traffic failed to reach this backend: `refused` (nothing listens) is certain. The
+    /// prober takes it as evidence at its next turn; a refusal also takes the backend out of the
+    /// router's candidates at once, so the other shards stop trying it before the prober looks.
+    pub fn note_failure(&self, refused: bool) {
+        self.passive.fetch_add(1, Ordering::Relaxed);
+        if refused {
+            self.passive_refused.store(true, Ordering::Relaxed);
+            self.set_health(Health::Down);
+        } else if self.health() == Health::Up {
+            self.set_health(Health::Suspect);
+        }
+    }
+
+    /// Takes the passive failures counted since the last call, and whether one was a refusal.
+    pub fn take_passive(&self) -> (u32, bool) {
+        (
+            self.passive.swap(0, Ordering::Relaxed),
+            self.passive_refused.swap(false, Ordering::Relaxed),
+        )
+    }
+
+    /// What `SHOW BACKENDS`-like views print: the operator's intent when it is not active, else
+    /// the health.
+    pub fn state_name(&self) -> &'static str {
+        match self.admin() {
+            Admin::Active => self.health().name(),
+            Admin::Draining => "draining",
+            Admin::Maintenance => "maintenance",
+            Admin::Removed => "removed",
+        }
+    }
+}
+
+/// Every backend of the process, by id.
+#[derive(Default)]
+pub struct Registry {
+    list: RwLock<Vec<Arc<Backend>>>,
+    generation: AtomicU64,
+}
+
+impl Registry {
+    /// A snapshot of the list (a shard keeps its own copy between generations).
+    pub fn snapshot(&self) -> Vec<Arc<Backend>> {
+        self.list.read().expect("registry lock").clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, id: u16) -> Option<Arc<Backend>> {
+        self.list
+            .read()
+            .expect("registry lock")
+            .get(usize::from(id))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.read().expect("registry lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a backend; `make` builds it from its new id. Refuses an address already listed (and
+    /// not removed) and a full list.
+    pub fn add(
+        &self,
+        address: &str,
+        make: impl FnOnce(u16) -> Result<Backend, String>,
+    ) -> Result<u16, String> {
+        let mut list = self.list.write().expect("registry lock");
+        if list
+            .iter()
+            .any(|b| b.address == address && b.admin() != Admin::Removed)
+        {
+            return Err(format!("backend {address} is already listed"));
+        }
+        if list.len() >= MAX_BACKENDS {
+            return Err(format!(
+                "a process lists at most {MAX_BACKENDS} backends over its life (ids are not reused); restart to start over"
+            ));
+        }
+        let id = list.len() as u16;
+        list.push(Arc::new(make(id)?));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(id)
+    }
+
+    /// The backend listed at `address` (not removed), or with id `key` when it is a number.
+    pub fn find(&self, key: &str) -> Option<Arc<Backend>> {
+        let list = self.list.read().expect("registry lock");
+        if let Ok(id) = key.parse::<usize>() {
+            return list.get(id).cloned();
+        }
+        list.iter()
+            .find(|b| b.address == key && b.admin() != Admin::Removed)
+            .cloned()
+    }
+}

@@ -1,0 +1,292 @@
+//! Which backend serves a checkout: pure ranking of the candidates a shard sees now.
+//!
+//! Every checkout of a session that holds no backend asks [`rank`] for an ordered list, so a
+//! transaction-mode client is served by whichever backend is best *now*, and a checkout whose
+//! first choice cannot connect moves on to the next without the client noticing.
+//!
+//! Eligible (for the statements every client sends; reads on replicas are a later issue's):
+//! - the operator's intent is `Active` (not draining, not in maintenance) and health is not `Down`;
+//! - a `primary` or `replica` backend only while it is writable (`read_only = OFF`, as the
+//!   probe last saw it): writes go only to a writable server, and when an orchestrator promotes a
+//!   replica, it becomes eligible at the next probe;
+//! - an `any` backend (equivalent peers: Galera nodes, SQL nodes) whatever `read_only` says,
+//!   but writable ones first.
+//!
+//! Order: `Up` before `Suspect`; writable before not; then the least outstanding work per unit of
+//! weight (connections in use on this shard ÷ weight); then a backend with an idle connection
+//! whose settings already match (no replay); ties rotate (`turn`) so equal backends share evenly.
+
+/// An operator's intent for a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Admin {
+    Active = 0,
+    /// No new checkouts; what it holds finishes (then it is drained).
+    Draining = 1,
+    /// Out of service: no new checkouts, and not probed into use.
+    Maintenance = 2,
+    /// Removed from the configuration: never used again (its id is not reused).
+    Removed = 3,
+}
+
+impl Admin {
+    pub fn from_u8(v: u8) -> Admin {
+        match v {
+            0 => Admin::Active,
+            1 => Admin::Draining,
+            2 => Admin::Maintenance,
+            _ => Admin::Removed,
+        }
+    }
+}
+
+/// A backend's configured role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Equivalent peers: any of them may serve anything.
+    #[default]
+    Any,
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Any => "any",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+use super::health::Health;
+
+/// What the router knows of one backend at a checkout.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub id: u16,
+    pub role: Role,
+    pub weight: u32,
+    pub admin: Admin,
+    pub health: Health,
+    /// `read_only = OFF` as last probed (None: not known yet).
+    pub writable: Option<bool>,
+    /// Connections of the checkout's pool in use on this shard.
+    pub busy: usize,
+    /// An idle connection with the session's settings waits in the pool.
+    pub idle_match: bool,
+}
+
+/// May this backend serve a checkout at all?
+pub fn eligible(c: &Candidate) -> bool {
+    c.admin == Admin::Active
+        && c.health != Health::Down
+        && (c.role == Role::Any || c.writable != Some(false))
+}
+
+/// Fills `out` with the eligible candidates' ids, best first. `turn` rotates ties. Allocates
+/// nothing once `out` has grown to the number of backends (it is the caller's, reused).
+pub fn rank(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
+    out.clear();
+    let n = cands.len().max(1);
+    let key = |i: usize| {
+        let c = &cands[i];
+        // Busy per unit of weight (weights are 1..=1000), in millionths.
+        let load = (c.busy as u64 + 1) * 1_000_000 / u64::from(c.weight.max(1));
+        (
+            c.health as u8,
+            c.writable == Some(false),
+            load,
+            !c.idle_match,
+            (i + n - turn % n) % n,
+        )
+    };
+    out.extend(
+        (0..cands.len())
+            .filter(|&i| eligible(&cands[i]))
+            .map(|i| i as u16),
+    );
+    out.sort_unstable_by_key(|&i| key(usize::from(i)));
+    for i in out.iter_mut() {
+        *i = cands[usize::from(*i)].id;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Health::*;
+
+    fn c(id: u16) -> Candidate {
+        Candidate {
+            id,
+            role: Role::Any,
+            weight: 1,
+            admin: Admin::Active,
+            health: Up,
+            writable: Some(true),
+            busy: 0,
+            idle_match: false,
+        }
+    }
+
+    fn ranked(cands: &[Candidate], turn: usize) -> Vec<u16> {
+        let mut out = Vec::new();
+        rank(cands, turn, &mut out);
+        out
+    }
+
+    #[test]
+    fn ranking() {
+        let cases: Vec<(&str, Vec<Candidate>, usize, Vec<u16>)> = vec![
+            (
+                "equal backends rotate (turn 0)",
+                vec![c(0), c(1), c(2)],
+                0,
+                vec![0, 1, 2],
+            ),
+            (
+                "equal backends rotate (turn 1)",
+                vec![c(0), c(1), c(2)],
+                1,
+                vec![1, 2, 0],
+            ),
+            (
+                "equal backends rotate (turn 5)",
+                vec![c(0), c(1), c(2)],
+                5,
+                vec![2, 0, 1],
+            ),
+            (
+                "down, draining, maintenance and removed are not candidates",
+                vec![
+                    Candidate {
+                        health: Down,
+                        ..c(0)
+                    },
+                    Candidate {
+                        admin: Admin::Draining,
+                        ..c(1)
+                    },
+                    Candidate {
+                        admin: Admin::Maintenance,
+                        ..c(2)
+                    },
+                    Candidate {
+                        admin: Admin::Removed,
+                        ..c(3)
+                    },
+                    c(4),
+                ],
+                0,
+                vec![4],
+            ),
+            (
+                "suspect after every up, however idle",
+                vec![
+                    Candidate {
+                        health: Suspect,
+                        ..c(0)
+                    },
+                    Candidate { busy: 50, ..c(1) },
+                ],
+                0,
+                vec![1, 0],
+            ),
+            (
+                "least busy first",
+                vec![Candidate { busy: 3, ..c(0) }, Candidate { busy: 1, ..c(1) }],
+                0,
+                vec![1, 0],
+            ),
+            (
+                "weight divides the load (3 busy of weight 4 beats 1 busy of weight 1)",
+                vec![
+                    Candidate { busy: 1, ..c(0) },
+                    Candidate {
+                        busy: 3,
+                        weight: 4,
+                        ..c(1)
+                    },
+                ],
+                0,
+                vec![1, 0],
+            ),
+            (
+                "matching settings break a tie before the rotation",
+                vec![
+                    c(0),
+                    Candidate {
+                        idle_match: true,
+                        ..c(1)
+                    },
+                ],
+                0,
+                vec![1, 0],
+            ),
+            (
+                "a read-only primary or replica is not a candidate; a read-only peer is, last",
+                vec![
+                    Candidate {
+                        role: Role::Primary,
+                        writable: Some(false),
+                        ..c(0)
+                    },
+                    Candidate {
+                        role: Role::Replica,
+                        writable: Some(false),
+                        ..c(1)
+                    },
+                    Candidate {
+                        writable: Some(false),
+                        ..c(2)
+                    },
+                    Candidate { busy: 9, ..c(3) },
+                ],
+                0,
+                vec![3, 2],
+            ),
+            (
+                "a promoted replica (now writable) is a candidate",
+                vec![
+                    Candidate {
+                        role: Role::Primary,
+                        health: Down,
+                        ..c(0)
+                    },
+                    Candidate {
+                        role: Role::Replica,
+                        writable: Some(true),
+                        ..c(1)
+                    },
+                ],
+                0,
+                vec![1],
+            ),
+            (
+                "writability not known yet does not exclude",
+                vec![Candidate {
+                    role: Role::Primary,
+                    writable: None,
+                    ..c(0)
+                }],
+                0,
+                vec![0],
+            ),
+            (
+                "nothing eligible: an empty list",
+                vec![Candidate {
+                    health: Down,
+                    ..c(0)
+                }],
+                0,
+                vec![],
+            ),
+        ];
+        for (name, cands, turn, want) in cases {
+            assert_eq!(ranked(&cands, turn), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The active health probe: one task per backend, on shard 0 of each process, feeding
+//! [`crate::backend::health::Tracker`] and publishing what it decides (and `read_only`) in the
+//! process's registry, where every shard's router reads it.
+//!
+//! A probe keeps one connection to its backend (as `health.user`, by default the first account) and, every
+//! `health.interval_ms`, reads `@@global.read_only` over it (a round trip through the server's
+//! SQL layer: a frozen server fails it, a killed one resets it). A failed probe drops the
+//! connection; the next one reconnects, and a refused connect is certain evidence. After a
+//! failure the next probe comes sooner (a quarter of the interval), so a dead backend is down
+//! well within a second: kill -9 (reset, then refused) in about one interval; SIGSTOP (no answer)
+//! after two probe timeouts. Failures live traffic saw ([`Backend::note_failure`]) are taken as
+//! evidence at the next turn.
+
+use super::Shard;
+use crate::backend::conn::BackendConn;
+use crate::backend::health::{Evidence, Tracker};
+use crate::backend::registry::Backend;
+use crate::backend::router::Admin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Watches the registry for backends to probe (the configured ones at once, added ones as they
+/// come). Runs on shard 0 until shutdown.
+pub async fn run(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.shared.config.health.interval_ms);
+    let mut probing = 0usize;
+    let started = Instant::now();
+    while !shard.shared.is_shutting_down() {
+        let all = shard.shared.backends.snapshot();
+        for b in &all[probing..] {
+            // A backend listed at start was checked by the start-up; one added later is down
+            // until its probes show it works.
+            let added = started.elapsed() > interval;
+            glommio::spawn_local(probe_backend(shard.clone(), b.clone(), added)).detach();
+        }
+        probing = all.len();
+        glommio::timer::sleep(interval).await;
+    }
+}
+
+async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
+    let cfg = &shard.shared.config.health;
+    let t = cfg.thresholds();
+    let interval = Duration::from_millis(cfg.interval_ms);
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let mut tracker = if added {
+        Tracker::unknown(&t, Instant::now())
+    } else {
+        Tracker::new(&t)
+    };
+    b.set_health(tracker.health());
+    let mut conn: Option<BackendConn> = None;
+    loop {
+        if shard.shared.is_shutting_down() || b.admin() == Admin::Removed {
+            return;
+        }
+        let began = Instant::now();
+        let (passive, refused) = b.take_passive();
+        if passive > 0 {
+            let e = if refused {
+                Evidence::Refused
+            } else {
+                Evidence::Failed
+            };
+            tracker.observe(e, began, &t);
+        }
+        let outcome = glommio::timer::timeout(timeout, async {
+            Ok(probe_once(&shard, &b, &mut conn, timeout).await)
+        })
+        .await;
+        let evidence = match outcome {
+            Ok(Ok(read_only)) => {
+                b.set_writable(!read_only);
+                Evidence::ProbeOk
+            }
+            Ok(Err(refused)) => {
+                conn = None;
+                if refused {
+                    Evidence::Refused
+                } else {
+                    Evidence::Failed
+                }
+            }
+            Err(_) => {
+                conn = None;
+                Evidence::Failed
+            }
+        };
+        b.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if evidence != Evidence::ProbeOk {
+            b.probe_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let before = b.health();
+        let now = tracker.observe(evidence, Instant::now(), &t);
+        b.set_health(now);
+        if now != before {
+            match now {
+                crate::backend::health::Health::Up => {
+                    info!(backend = %b.address, "backend up")
+                }
+                h => {
+                    warn!(backend = %b.address, state = h.name(), evidence = ?evidence, "backend {}", h.name())
+                }
+            }
+        }
+        let next = if evidence == Evidence::ProbeOk {
+            interval
+        } else {
+            interval / 4
+        };
+        let spent = began.elapsed();
+        if spent < next {
+            glommio::timer::sleep(next - spent).await;
+        }
+    }
+}
+
+/// One probe: (re)connects if needed and reads `read_only`. `Err(refused)` on failure.
+async fn probe_once(
+    shard: &Rc<Shard>,
+    b: &Backend,
+    conn: &mut Option<BackendConn>,
+    timeout: Duration,
+) -> Result<bool, bool> {
+    if conn.is_none() {
+        let mut spec = shard.pool(0, b.id).spec().clone();
+        spec.timeout = timeout;
+        let h = &shard.shared.config.health;
+        if let Some(user) = &h.user {
+            spec.user = user.as_bytes().to_vec();
+            spec.password = h.password.clone().unwrap_or_default().into_bytes();
+        }
+        match BackendConn::connect(&spec, shard.fresh.clone()).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => return Err(e.is_refused()),
+        }
+    }
+    let c = conn.as_mut().expect("connected above");
+    match c.query_value("SELECT @@global.read_only").await {
+        Ok(v) => Ok(v
+            .as_deref()
+            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("OFF"))),
+        Err(_) => Err(false),
+    }
+}
