@@ -125,14 +125,21 @@ SQL
   echo "MARIADB_PID=$(cat "$dir/mariadbd.pid")"
 }
 
+# Is process $1 running? A zombie (a server killed with -9 whose parent has not reaped it yet;
+# PID 1 may reap late or never) is not: `kill -0` alone succeeds on one.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$(sed -n 's/.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 stop_server() {
   local dir=$1
   [ -f "$dir/mariadbd.pid" ] || return 0
   local pid; pid=$(cat "$dir/mariadbd.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then log "mariadbd $pid ignored SIGTERM for 30 s; killing"; kill -KILL "$pid" || true; fi
+    for _ in $(seq 1 300); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then log "mariadbd $pid ignored SIGTERM for 30 s; killing"; kill -KILL "$pid" || true; fi
   fi
   rm -f "$dir/mariadbd.pid"
 }

@@ -4,7 +4,13 @@
 //!
 //! - `KILL <connection id> <query|connection> <user index>` → `OK` or
 //!   `ERR <code> <sqlstate> <message>`: KILL for a session living in this worker;
-//! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`).
+//! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
+//! - `BACKENDS` → the backends as JSON (state, health, role, weight, connections held);
+//! - `BACKEND ADD <address> [any|primary|replica] [weight]` → `OK <id>`;
+//!   `BACKEND DRAIN|UNDRAIN|MAINTENANCE|REMOVE <id or address>` → `OK`.
+//!
+//! A single process (no workers) serves the same socket, named after its own pid, worker 0;
+//! `sluice ctl --pid PID 'REQUEST'` sends a request to every worker of an instance.
 //!
 //! Abstract sockets have no file permissions, so every connection's peer credentials are checked:
 //! only processes of sluice's own user (or root) are served.
@@ -157,8 +163,113 @@ fn handle(shared: &Shared, line: &str) -> String {
                 None => format!("ERR 1094 HY000 Unknown thread id: {id}"),
             }
         }
+        Some("BACKENDS") => backends(shared),
+        Some("BACKEND") => backend(shared, words.next(), words.next(), words),
         _ => "ERR 1064 42000 unknown admin request".into(),
     }
+}
+
+/// `BACKENDS`: every backend this process lists, with its state and the connections its pools
+/// hold on every shard (JSON, one line).
+fn backends(shared: &Shared) -> String {
+    #[derive(serde::Serialize)]
+    struct Row {
+        #[serde(flatten)]
+        b: crate::metrics::BackendSnapshot,
+        open: u64,
+        idle: u64,
+        in_use: u64,
+        pinned: u64,
+    }
+    let snaps = crate::metrics::collect(shared, Duration::from_secs(2));
+    let rows: Vec<Row> = shared
+        .backends
+        .snapshot()
+        .iter()
+        .map(|b| {
+            let mut r = Row {
+                b: b.snapshot(),
+                open: 0,
+                idle: 0,
+                in_use: 0,
+                pinned: 0,
+            };
+            for p in snaps
+                .iter()
+                .flat_map(|s| &s.pools)
+                .filter(|p| p.backend == b.address)
+            {
+                r.open += p.open;
+                r.idle += p.idle;
+                r.in_use += p.open.saturating_sub(p.idle);
+                r.pinned += p.pinned;
+            }
+            r
+        })
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// `BACKEND ADD <address> [role] [weight]`, `BACKEND DRAIN|UNDRAIN|MAINTENANCE|REMOVE <id or
+/// address>`: the internal API for backends that come and go (the SQL admin console and reload
+/// will call the same).
+fn backend<'a>(
+    shared: &Shared,
+    verb: Option<&str>,
+    key: Option<&str>,
+    mut rest: impl Iterator<Item = &'a str>,
+) -> String {
+    use crate::backend::router::{Admin, Role};
+    let Some(key) = key else {
+        return "ERR 1064 42000 BACKEND needs a verb and a backend".into();
+    };
+    if verb == Some("ADD") {
+        let role = match rest.next().unwrap_or("any") {
+            "any" => Role::Any,
+            "primary" => Role::Primary,
+            "replica" => Role::Replica,
+            r => return format!("ERR 1064 42000 unknown role {r:?} (any, primary, replica)"),
+        };
+        let weight = match rest.next().map(str::parse::<u32>) {
+            None => 1,
+            Some(Ok(w)) if (1..=1000).contains(&w) => w,
+            Some(_) => return "ERR 1064 42000 weight must be between 1 and 1000".into(),
+        };
+        let cfg = crate::config::BackendConfig {
+            address: key.to_string(),
+            tls: None,
+            role,
+            weight,
+        };
+        // Down until its probes show it works (see `shard::probe`).
+        return match crate::shared::add_backend(
+            &shared.backends,
+            &cfg,
+            crate::backend::health::Health::Down,
+        ) {
+            Ok(id) => {
+                tracing::info!(backend = %key, id, role = role.name(), weight, "backend added");
+                format!("OK {id}")
+            }
+            Err(e) => format!("ERR 1210 HY000 {e}"),
+        };
+    }
+    let admin = match verb {
+        Some("DRAIN") => Admin::Draining,
+        Some("UNDRAIN") => Admin::Active,
+        Some("MAINTENANCE") => Admin::Maintenance,
+        Some("REMOVE") => Admin::Removed,
+        _ => return "ERR 1064 42000 BACKEND ADD|DRAIN|UNDRAIN|MAINTENANCE|REMOVE".into(),
+    };
+    let Some(b) = shared.backends.find(key) else {
+        return format!("ERR 1210 HY000 no backend {key:?}");
+    };
+    if b.admin() == Admin::Removed {
+        return format!("ERR 1210 HY000 backend {} was removed", b.address);
+    }
+    b.set_admin(admin);
+    tracing::info!(backend = %b.address, state = b.state_name(), "backend intent changed");
+    "OK".into()
 }
 
 /// Serves this worker's admin socket on a thread of its own.

@@ -50,6 +50,17 @@ enum Cmd {
     },
     /// Print the hashes of a password (read from the terminal or standard input) for the config.
     HashPassword,
+    /// Send a request to a running instance's admin socket (every worker's), print the answers:
+    /// `BACKENDS`, `BACKEND ADD <address> [any|primary|replica] [weight]`,
+    /// `BACKEND DRAIN|UNDRAIN|MAINTENANCE|REMOVE <id or address>`, `STATS`.
+    Ctl {
+        /// The pid of the instance (its supervisor's with workers).
+        #[arg(long)]
+        pid: u32,
+        /// The request, e.g. BACKEND DRAIN 127.0.0.1:3306
+        #[arg(required = true, num_args = 1..)]
+        request: Vec<String>,
+    },
 }
 
 fn parse_format(s: &str) -> Result<LogFormat, String> {
@@ -150,6 +161,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Cmd::Ctl { pid, request }) => {
+            let line = request.join(" ");
+            let mut status = ExitCode::SUCCESS;
+            // Workers are numbered from 0; the first that does not answer ends the list.
+            for worker in 0.. {
+                match sluice::admin::request(pid, worker, &line) {
+                    Ok(answer) => {
+                        if answer.starts_with("ERR") {
+                            status = ExitCode::FAILURE;
+                        }
+                        println!("{answer}");
+                    }
+                    Err(e) if worker == 0 => {
+                        eprintln!("sluice ctl: no sluice instance with pid {pid} answers: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                    Err(_) => break,
+                }
+            }
+            status
+        }
         None => {
             let Some(path) = cli.config.as_deref() else {
                 eprintln!("sluice: --config FILE is required (see config/sluice.example.toml)");

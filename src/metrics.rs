@@ -44,6 +44,23 @@ pub struct PoolSnapshot {
     pub wait_sum_s: f64,
 }
 
+/// A backend as the process sees it (shard 0 reports these: health is one view per process).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackendSnapshot {
+    pub id: u16,
+    pub address: String,
+    pub role: String,
+    pub weight: u32,
+    /// The operator's intent when not active (draining, maintenance, removed), else the health.
+    pub state: String,
+    pub health: String,
+    /// `read_only` as last probed (None: not known yet).
+    pub writable: Option<bool>,
+    pub probes: u64,
+    pub probe_failures: u64,
+    pub transitions: u64,
+}
+
 /// One shard's numbers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ShardSnapshot {
@@ -86,6 +103,11 @@ pub struct ShardSnapshot {
     pub pinned_now: [i64; crate::session::pins::PIN_REASONS],
     pub errors: BTreeMap<String, u64>,
     pub pools: Vec<PoolSnapshot>,
+    /// Checkouts that found no usable backend and waited for one.
+    #[serde(default)]
+    pub no_backend_waits: u64,
+    #[serde(default)]
+    pub backends: Vec<BackendSnapshot>,
 }
 
 /// Collects every shard's snapshot (waiting at most `timeout` for each).
@@ -145,6 +167,8 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.idle_timeouts += x.idle_timeouts;
         s.kicks += x.kicks;
         s.allocations += x.allocations;
+        s.no_backend_waits += x.no_backend_waits;
+        s.backends.extend(x.backends.iter().cloned());
         for i in 0..crate::session::pins::PIN_REASONS {
             s.pins_total[i] += x.pins_total[i];
             s.pinned_now[i] += x.pinned_now[i];
@@ -359,6 +383,87 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
                 "sluice_errors_total{{worker=\"{}\",kind=\"{k}\"}} {v}",
                 w.worker
             );
+        }
+    }
+    scalar(
+        &mut o,
+        "sluice_no_backend_waits_total",
+        "Checkouts that found no usable backend (all down, draining or read-only) and waited for one.",
+        "counter",
+        &|w| w.s.no_backend_waits.to_string(),
+    );
+    family(
+        &mut o,
+        "sluice_backend_state",
+        "Each backend's state (1 for the current one): up, suspect, down, draining, maintenance, removed.",
+        "gauge",
+    );
+    for w in &ws {
+        for b in &w.s.backends {
+            for st in [
+                "up",
+                "suspect",
+                "down",
+                "draining",
+                "maintenance",
+                "removed",
+            ] {
+                let _ = writeln!(
+                    o,
+                    "sluice_backend_state{{worker=\"{}\",backend=\"{}\",role=\"{}\",state=\"{st}\"}} {}",
+                    w.worker,
+                    b.address,
+                    b.role,
+                    u8::from(b.state == st)
+                );
+            }
+        }
+    }
+    family(
+        &mut o,
+        "sluice_backend_writable",
+        "1 when the backend's read_only is OFF as last probed, 0 when ON (absent: not known).",
+        "gauge",
+    );
+    for w in &ws {
+        for b in w.s.backends.iter().filter(|b| b.writable.is_some()) {
+            let _ = writeln!(
+                o,
+                "sluice_backend_writable{{worker=\"{}\",backend=\"{}\"}} {}",
+                w.worker,
+                b.address,
+                u8::from(b.writable == Some(true))
+            );
+        }
+    }
+    type BackendCounter = (&'static str, &'static str, fn(&BackendSnapshot) -> u64);
+    let backend_counters: [BackendCounter; 3] = [
+        ("sluice_backend_probes_total", "Health probes.", |b| {
+            b.probes
+        }),
+        (
+            "sluice_backend_probe_failures_total",
+            "Health probes that failed (refused, timed out, lost).",
+            |b| b.probe_failures,
+        ),
+        (
+            "sluice_backend_transitions_total",
+            "Health changes (up, suspect, down).",
+            |b| b.transitions,
+        ),
+    ];
+    for (name, help, f) in backend_counters {
+        family(&mut o, name, help, "counter");
+        for w in &ws {
+            for b in &w.s.backends {
+                let _ = writeln!(
+                    o,
+                    "{name}{{worker=\"{}\",backend=\"{}\"}} {}",
+                    w.worker,
+                    b.address,
+                    f(b)
+                );
+            }
         }
     }
     family(

@@ -365,9 +365,10 @@ pub fn run(
     if shared.config.auth_from_backend.is_some() {
         spawn_db_user_refresher(shared.clone(), db_ids, mailboxes.clone());
     }
-    if let Some(sup) = supervisor {
-        crate::admin::spawn(shared.clone(), sup).map_err(|e| format!("admin socket: {e}"))?;
-    } else if !shared.config.metrics_listen.is_empty() {
+    // The admin socket: named after the supervisor with workers, after this process without.
+    crate::admin::spawn(shared.clone(), supervisor.unwrap_or_else(std::process::id))
+        .map_err(|e| format!("admin socket: {e}"))?;
+    if supervisor.is_none() && !shared.config.metrics_listen.is_empty() {
         crate::metrics::spawn(
             crate::metrics::local_source(shared.clone()),
             &shared.config.metrics_listen,

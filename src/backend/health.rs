@@ -108,10 +108,10 @@ impl Tracker {
     }
 
     /// A backend nothing is known of yet: down until probes show it works (no backoff).
-    pub fn unknown(t: &Thresholds, now: Instant) -> Tracker {
+    pub fn unknown(t: &Thresholds) -> Tracker {
         Tracker {
             health: Health::Down,
-            down_since: Some(now - t.max_backoff),
+            down_since: None,
             ..Tracker::new(t)
         }
     }
@@ -291,7 +291,7 @@ mod tests {
     fn an_unknown_backend_needs_its_probes_but_no_backoff() {
         let t = Thresholds::default();
         let t0 = Instant::now();
-        let mut tr = Tracker::unknown(&t, t0);
+        let mut tr = Tracker::unknown(&t);
         assert_eq!(tr.health(), Down);
         assert_eq!(tr.observe(ProbeOk, t0, &t), Down);
         assert_eq!(tr.observe(ProbeOk, t0 + MS, &t), Up);

@@ -76,6 +76,9 @@ pub struct Pool {
     /// A lend request this shard could not serve yet is scheduled to be looked at again.
     pub lend_retry_pending: Cell<bool>,
     pub stats: PoolStats,
+    /// The backend as the process sees it: a connection released while the backend is out of
+    /// service (draining, in maintenance, removed, down) is closed, not kept idle.
+    backend_ref: Option<Arc<super::registry::Backend>>,
 }
 
 /// A checkout that queues asks another shard for a slot at once and again after each such
@@ -86,8 +89,12 @@ pub struct Pool {
 /// idle (39% of checkouts queued in a sysbench run with the pool's size equal to the clients).
 const ASK_EVERY: Duration = Duration::from_millis(20);
 
-/// Idle connections unused for longer than this are probed (MSG_PEEK) before reuse.
-const PROBE_AFTER: Duration = Duration::from_millis(500);
+/// Idle connections unused for longer than this are probed (MSG_PEEK, one syscall) before
+/// reuse: a backend killed while they sat idle has closed them, and a statement sent on one
+/// would fail with 2013 when any other connection would have served it. Connections reused
+/// sooner (a busy pool) skip the check; one lost that way fails its statement, and a client
+/// outside a transaction keeps its connection (see `frontend::command::lost_backend`).
+const PROBE_AFTER: Duration = Duration::from_millis(2);
 
 impl Pool {
     pub fn new(spec: ConnectSpec, user: u32, limit: usize, fresh: Rc<Settings>) -> Pool {
@@ -109,12 +116,25 @@ impl Pool {
             asked_at: Cell::new(None),
             lend_retry_pending: Cell::new(false),
             stats: PoolStats::default(),
+            backend_ref: None,
         }
     }
 
     /// Shares the process-wide pin budget `(counter, limit)`.
     pub fn set_pin_budget(&mut self, counter: Arc<AtomicUsize>, limit: usize) {
         self.pin_budget = Some((counter, limit));
+    }
+
+    /// Links the pool to its backend's shared state (see `backend_ref`).
+    pub fn set_backend(&mut self, b: Arc<super::registry::Backend>) {
+        self.backend_ref = Some(b);
+    }
+
+    /// May connections of this pool be kept idle for reuse?
+    fn in_service(&self) -> bool {
+        self.backend_ref.as_ref().is_none_or(|b| {
+            b.admin() == super::router::Admin::Active && b.health() != super::health::Health::Down
+        })
     }
 
     /// Called when a checkout has to queue: asks another shard for a slot.
@@ -196,12 +216,11 @@ impl Pool {
         self.idle.borrow().len()
     }
 
-    /// Is an idle connection of `profile` with exactly `wanted` settings waiting?
-    pub fn has_idle_matching(&self, profile: Profile, wanted: &Settings) -> bool {
-        self.idle
-            .borrow()
-            .iter()
-            .any(|c| c.profile == profile && *c.settings == *wanted)
+    /// Are idle connections of `profile` waiting, none with exactly `wanted` settings?
+    pub fn idle_mismatch(&self, profile: Profile, wanted: &Settings) -> bool {
+        let idle = self.idle.borrow();
+        let mut same_profile = idle.iter().filter(|c| c.profile == profile).peekable();
+        same_profile.peek().is_some() && !same_profile.any(|c| *c.settings == *wanted)
     }
 
     pub fn limit(&self) -> usize {
@@ -424,9 +443,11 @@ impl Pool {
 
     fn release_conn(&self, mut conn: Box<BackendConn>) {
         conn.last_used = Instant::now();
-        if self.open.get() > self.limit.get() {
-            // The share shrank while this connection was out.
+        if self.open.get() > self.limit.get() || !self.in_service() {
+            // The share shrank while this connection was out, or the backend is being drained
+            // or is down: the connection closes (a waiter gets its slot).
             drop(conn);
+            self.stats.discarded.set(self.stats.discarded.get() + 1);
             self.free_slot();
             return;
         }
@@ -505,10 +526,13 @@ impl Pool {
     /// returns how many were closed.
     pub fn sweep(&self, idle: Duration, lifetime: Duration) -> usize {
         let mut closed = 0;
+        let in_service = self.in_service();
         let mut list = self.idle.borrow_mut();
         list.retain(|c| {
-            let keep =
-                c.last_used.elapsed() < idle && c.created.elapsed() < lifetime && c.is_healthy();
+            let keep = in_service
+                && c.last_used.elapsed() < idle
+                && c.created.elapsed() < lifetime
+                && c.is_healthy();
             if !keep {
                 closed += 1;
             }

@@ -126,6 +126,21 @@ impl Backend {
         )
     }
 
+    pub fn snapshot(&self) -> crate::metrics::BackendSnapshot {
+        crate::metrics::BackendSnapshot {
+            id: self.id,
+            address: self.address.clone(),
+            role: self.role.name().into(),
+            weight: self.weight(),
+            state: self.state_name().into(),
+            health: self.health().name().into(),
+            writable: self.writable(),
+            probes: self.probes.load(Ordering::Relaxed),
+            probe_failures: self.probe_failures.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+        }
+    }
+
     /// What `SHOW BACKENDS`-like views print: the operator's intent when it is not active, else
     /// the health.
     pub fn state_name(&self) -> &'static str {

@@ -7,14 +7,14 @@
 //! Eligible (for the statements every client sends; reads on replicas are a later issue's):
 //! - the operator's intent is `Active` (not draining, not in maintenance) and health is not `Down`;
 //! - a `primary` or `replica` backend only while it is writable (`read_only = OFF`, as the
-//!   probe last saw it): writes go only to a writable server, and when an orchestrator promotes a
-//!   replica, it becomes eligible at the next probe;
+//!   probe last saw it; not before its first probe): writes go only to a writable server, and
+//!   when an orchestrator promotes a replica, it becomes eligible at the next probe;
 //! - an `any` backend (equivalent peers: Galera nodes, SQL nodes) whatever `read_only` says,
 //!   but writable ones first.
 //!
 //! Order: `Up` before `Suspect`; writable before not; then the least outstanding work per unit of
-//! weight (connections in use on this shard ÷ weight); then a backend with an idle connection
-//! whose settings already match (no replay); ties rotate (`turn`) so equal backends share evenly.
+//! weight (connections in use on this shard ÷ weight); then not a backend whose idle connections
+//! all have other settings (a replay); ties rotate (`turn`) so equal backends share evenly.
 
 /// An operator's intent for a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,15 +75,17 @@ pub struct Candidate {
     pub writable: Option<bool>,
     /// Connections of the checkout's pool in use on this shard.
     pub busy: usize,
-    /// An idle connection with the session's settings waits in the pool.
-    pub idle_match: bool,
+    /// The pool has idle connections, but none with the session's settings (using one costs a
+    /// replay). A pool with no idle connection is not penalised: a backend just added or back
+    /// from a failure must warm up, or it would never get work while another has matching ones.
+    pub mismatch: bool,
 }
 
 /// May this backend serve a checkout at all?
 pub fn eligible(c: &Candidate) -> bool {
     c.admin == Admin::Active
         && c.health != Health::Down
-        && (c.role == Role::Any || c.writable != Some(false))
+        && (c.role == Role::Any || c.writable == Some(true))
 }
 
 /// Fills `out` with the eligible candidates' ids, best first. `turn` rotates ties. Allocates
@@ -99,7 +101,7 @@ pub fn rank(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
             c.health as u8,
             c.writable == Some(false),
             load,
-            !c.idle_match,
+            c.mismatch,
             (i + n - turn % n) % n,
         )
     };
@@ -128,7 +130,7 @@ mod tests {
             health: Up,
             writable: Some(true),
             busy: 0,
-            idle_match: false,
+            mismatch: false,
         }
     }
 
@@ -215,13 +217,13 @@ mod tests {
                 vec![1, 0],
             ),
             (
-                "matching settings break a tie before the rotation",
+                "idle connections all of other settings lose a tie before the rotation",
                 vec![
-                    c(0),
                     Candidate {
-                        idle_match: true,
-                        ..c(1)
+                        mismatch: true,
+                        ..c(0)
                     },
+                    c(1),
                 ],
                 0,
                 vec![1, 0],
@@ -266,14 +268,20 @@ mod tests {
                 vec![1],
             ),
             (
-                "writability not known yet does not exclude",
-                vec![Candidate {
-                    role: Role::Primary,
-                    writable: None,
-                    ..c(0)
-                }],
+                "a primary not probed yet waits for its probe; a peer does not",
+                vec![
+                    Candidate {
+                        role: Role::Primary,
+                        writable: None,
+                        ..c(0)
+                    },
+                    Candidate {
+                        writable: None,
+                        ..c(1)
+                    },
+                ],
                 0,
-                vec![0],
+                vec![1],
             ),
             (
                 "nothing eligible: an empty list",

@@ -442,7 +442,7 @@ impl Shard {
     }
 
     /// Makes this shard's pools (one per user) for backend `b`.
-    fn make_pools(&self, b: &crate::backend::registry::Backend) {
+    fn make_pools(&self, b: &Arc<crate::backend::registry::Backend>) {
         let (shared, cfg) = (&self.shared, &self.shared.config);
         for (ui, u) in shared.users.iter().enumerate() {
             let spec = ConnectSpec {
@@ -458,6 +458,7 @@ impl Shard {
             };
             let limit = shared.pool_share(cfg.pool.size, self.id);
             let mut pool = Pool::new(spec, ui as u32, limit, self.fresh.clone());
+            pool.set_backend(b.clone());
             let index = shared.pool_index(ui as u32, b.id);
             debug_assert_eq!(index, self.pools.borrow().len());
             pool.set_pin_budget(
@@ -498,7 +499,7 @@ impl Shard {
                     health: b.health(),
                     writable: b.writable(),
                     busy: 0,
-                    idle_match: false,
+                    mismatch: false,
                 };
                 if crate::backend::router::eligible(&c) {
                     out.push(b.id);
@@ -536,7 +537,7 @@ impl Shard {
             health: b.health(),
             writable: b.writable(),
             busy: pool.open() - pool.idle_count(),
-            idle_match: pool.has_idle_matching(profile, settings),
+            mismatch: pool.idle_mismatch(profile, settings),
         }
     }
 
@@ -798,6 +799,17 @@ impl Shard {
                 crate::alloc_count::allocations().unwrap_or(0)
             } else {
                 0
+            },
+            no_backend_waits: s.no_backend_waits.get(),
+            backends: if self.id == 0 {
+                self.shared
+                    .backends
+                    .snapshot()
+                    .iter()
+                    .map(|b| b.snapshot())
+                    .collect()
+            } else {
+                Vec::new()
             },
             errors: s
                 .errors

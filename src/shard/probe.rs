@@ -46,7 +46,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
     let interval = Duration::from_millis(cfg.interval_ms);
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let mut tracker = if added {
-        Tracker::unknown(&t, Instant::now())
+        Tracker::unknown(&t)
     } else {
         Tracker::new(&t)
     };

@@ -52,6 +52,8 @@ pub struct Config {
     pub pool: String,
     pub users: String,
     pub backends: Vec<String>,
+    /// `[[backends]]` sections written as given (roles, weights), instead of `backends`.
+    pub backends_toml: Option<String>,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             pool: "mode = \"transaction\"\nsize = 16\nqueue_timeout_ms = 3000\n".into(),
             users: "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n".into(),
             backends: vec![mariadb_addr()],
+            backends_toml: None,
         }
     }
 }
@@ -92,13 +95,22 @@ impl Config {
         self.backends = b;
         self
     }
+    pub fn backends_toml(mut self, toml: &str) -> Self {
+        self.backends_toml = Some(toml.into());
+        self
+    }
     fn render(&self, port: u16) -> String {
         let mut s = format!(
             "listen = \"127.0.0.1:{port}\"\n{}\n[pool]\n{}\n",
             self.top, self.pool
         );
-        for b in &self.backends {
-            s.push_str(&format!("[[backends]]\naddress = \"{b}\"\n"));
+        match &self.backends_toml {
+            Some(t) => s.push_str(t),
+            None => {
+                for b in &self.backends {
+                    s.push_str(&format!("[[backends]]\naddress = \"{b}\"\n"));
+                }
+            }
         }
         // The health probe's connection (one per backend) logs in as `app`, apart from the
         // dedicated accounts tests count pool connections with.

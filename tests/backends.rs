@@ -1,0 +1,261 @@
+//! Backends that come and go, on real MariaDB servers of the test's own
+//! (`scripts/mariadb-cluster.sh`): a killed backend, a frozen one, a drain, a backend added
+//! while sluice runs, a replica promoted after the primary died. Driven through sluice's admin
+//! socket (`BACKENDS`, `BACKEND …`), the internal API the admin console will call.
+
+mod common;
+
+use common::servers::Cluster;
+use common::{server_error, wait_for, Config, Sluice};
+use mysql::prelude::Queryable;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// A transaction-mode pool for these tests (commands wait up to 10 s for a usable backend).
+const POOL: &str = "mode = \"transaction\"\nsize = 8\nqueue_timeout_ms = 10000\n";
+
+fn admin(s: &Sluice, line: &str) -> String {
+    sluice::admin::request(s.pid(), 0, line)
+        .unwrap_or_else(|e| panic!("admin request {line:?}: {e}\n{}", s.log_text()))
+}
+
+/// The state sluice shows for the backend at `addr` (up, suspect, down, draining, …).
+fn state(s: &Sluice, addr: &str) -> (String, u64) {
+    let rows: serde_json::Value = serde_json::from_str(&admin(s, "BACKENDS")).unwrap();
+    let b = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == addr)
+        .unwrap_or_else(|| panic!("no backend {addr} in {rows}"));
+    (
+        b["state"].as_str().unwrap().to_string(),
+        b["open"].as_u64().unwrap(),
+    )
+}
+
+fn wait_state(s: &Sluice, addr: &str, want: &str) -> Duration {
+    let t0 = Instant::now();
+    wait_for(
+        &format!("backend {addr} {want}"),
+        Duration::from_secs(15),
+        || (state(s, addr).0 == want).then_some(()),
+    );
+    t0.elapsed()
+}
+
+fn server_id(c: &mut mysql::Conn) -> u32 {
+    c.query_first("SELECT @@server_id").unwrap().unwrap()
+}
+
+/// Every client runs `rounds` statements; the server ids that answered.
+fn run_all(clients: &mut [mysql::Conn], rounds: usize) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..rounds {
+        for c in clients.iter_mut() {
+            seen.insert(server_id(c));
+        }
+    }
+    seen
+}
+
+/// Runs statements until one is answered by server `id` (bounded).
+fn wait_served_by(clients: &mut [mysql::Conn], id: u32) {
+    wait_for(
+        &format!("a statement served by server {id}"),
+        Duration::from_secs(15),
+        || run_all(clients, 1).contains(&id).then_some(()),
+    );
+}
+
+#[test]
+fn a_killed_backend_is_taken_out_fast_and_idle_clients_never_see_it() {
+    let mut cl = Cluster::start(2);
+    let (a0, a1) = (cl.servers[0].addr(), cl.servers[1].addr());
+    let s = Sluice::with(Config::default().pool(POOL).backends(cl.addrs()));
+    let mut clients: Vec<mysql::Conn> = (0..12).map(|_| s.conn()).collect();
+    // Equivalent peers share the load.
+    assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1, 2]));
+
+    let t0 = Instant::now();
+    cl.kill9(1);
+    wait_state(&s, &a1, "down");
+    eprintln!("killed backend marked down after {:?}", t0.elapsed());
+    // Clients that held nothing notice nothing: every statement is served, by the survivor.
+    assert_eq!(run_all(&mut clients, 5), BTreeSet::from([1]));
+    assert_eq!(state(&s, &a0).0, "up");
+
+    // Restarted, it is taken back (after its good probes) and serves again.
+    cl.restart(1);
+    wait_state(&s, &a1, "up");
+    wait_served_by(&mut clients, 2);
+    assert!(s.log_text().contains("backend up"));
+}
+
+#[test]
+fn a_statement_in_flight_on_a_killed_backend_gets_2013_once_and_is_never_resent() {
+    let mut cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let s = Sluice::with(Config::default().pool(POOL).backends(cl.addrs()));
+    for srv in &cl.servers {
+        srv.conn()
+            .query_drop("CREATE TABLE IF NOT EXISTS ledger (k INT PRIMARY KEY, srv INT)")
+            .unwrap();
+    }
+    // Eight clients each insert a row and sleep in one statement, outside a transaction: some
+    // land on server 2, which is killed while they sleep.
+    let handles: Vec<_> = (0..8)
+        .map(|k| {
+            let mut c = s.conn();
+            std::thread::spawn(move || {
+                let r = c.query_drop(format!(
+                    "INSERT INTO ledger SELECT {k}, @@server_id FROM DUAL WHERE SLEEP(3) = 0"
+                ));
+                // The same connection goes on afterwards (on the survivor).
+                let after = server_id(&mut c);
+                (k, r.err().map(|e| server_error(&e)), after)
+            })
+        })
+        .collect();
+    let mut d1 = cl.servers[1].conn();
+    wait_for(
+        "statements sleeping on server 2",
+        Duration::from_secs(10),
+        || {
+            let n: u64 = d1
+            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO ledger%'")
+            .unwrap()
+            .unwrap();
+            (n > 0).then_some(())
+        },
+    );
+    drop(d1);
+    cl.kill9(1);
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut lost = 0;
+    for (k, err, after) in &results {
+        match err {
+            None => {}
+            Some(Some((code, _, msg))) => {
+                assert_eq!(*code, 2013, "client {k}: {msg}");
+                assert!(msg.contains(&a1), "names the backend: {msg}");
+                lost += 1;
+            }
+            Some(None) => panic!("client {k}: not a server error"),
+        }
+        assert_eq!(*after, 1, "client {k} goes on, on the survivor");
+    }
+    assert!(lost > 0, "some statements were on the killed backend");
+    // Never sent again: the survivor holds exactly the rows it acknowledged.
+    let mut d0 = cl.servers[0].conn();
+    let rows: Vec<(i32, u32)> = d0.query("SELECT k, srv FROM ledger").unwrap();
+    let acked = results.iter().filter(|r| r.1.is_none()).count();
+    assert_eq!(rows.len(), acked, "{rows:?}");
+    assert!(rows.iter().all(|r| r.1 == 1));
+}
+
+#[test]
+fn a_frozen_backend_is_marked_down_and_clients_go_on() {
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let s = Sluice::with(Config::default().pool(POOL).backends(cl.addrs()));
+    let mut clients: Vec<mysql::Conn> = (0..8).map(|_| s.conn()).collect();
+    assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1, 2]));
+    let t0 = Instant::now();
+    cl.sigstop(1);
+    wait_state(&s, &a1, "down");
+    eprintln!("frozen backend marked down after {:?}", t0.elapsed());
+    assert_eq!(run_all(&mut clients, 5), BTreeSet::from([1]));
+    cl.sigcont(1);
+    wait_state(&s, &a1, "up");
+    wait_served_by(&mut clients, 2);
+}
+
+#[test]
+fn a_drained_backend_gets_no_new_work_and_empties() {
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let s = Sluice::with(Config::default().pool(POOL).backends(cl.addrs()));
+    let mut clients: Vec<mysql::Conn> = (0..8).map(|_| s.conn()).collect();
+    assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1, 2]));
+    assert!(state(&s, &a1).1 > 0, "backend 2 has pooled connections");
+    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1}")), "OK");
+    assert_eq!(state(&s, &a1).0, "draining");
+    // Transaction-mode clients simply move.
+    assert_eq!(run_all(&mut clients, 5), BTreeSet::from([1]));
+    // Its idle connections close; nothing holds it any more.
+    wait_for("backend 2 empty", Duration::from_secs(10), || {
+        (state(&s, &a1).1 == 0).then_some(())
+    });
+    assert_eq!(admin(&s, &format!("BACKEND UNDRAIN {a1}")), "OK");
+    wait_served_by(&mut clients, 2);
+    // Unknown backends and verbs are refused clearly.
+    assert!(admin(&s, "BACKEND DRAIN 127.0.0.1:1").starts_with("ERR 1210"));
+    assert!(admin(&s, "BACKEND FLY 0").starts_with("ERR 1064"));
+}
+
+#[test]
+fn a_backend_added_while_running_takes_load() {
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let s = Sluice::with(
+        Config::default()
+            .pool(POOL)
+            .backends(vec![cl.servers[0].addr()]),
+    );
+    let mut clients: Vec<mysql::Conn> = (0..8).map(|_| s.conn()).collect();
+    assert_eq!(run_all(&mut clients, 3), BTreeSet::from([1]));
+    assert_eq!(admin(&s, &format!("BACKEND ADD {a1} any 1")), "OK 1");
+    assert!(admin(&s, &format!("BACKEND ADD {a1}")).starts_with("ERR 1210"));
+    wait_state(&s, &a1, "up");
+    wait_served_by(&mut clients, 2);
+    // Removed, it serves no more.
+    assert_eq!(admin(&s, "BACKEND REMOVE 1"), "OK");
+    assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1]));
+}
+
+#[test]
+fn writes_follow_a_promoted_replica_and_no_acknowledged_write_is_lost() {
+    let mut cl = Cluster::start_replicated(2);
+    let (a0, a1) = (cl.servers[0].addr(), cl.servers[1].addr());
+    let s = Sluice::with(Config::default().pool(POOL).backends_toml(&format!(
+        "[[backends]]\naddress = \"{a0}\"\nrole = \"primary\"\n\
+         [[backends]]\naddress = \"{a1}\"\nrole = \"replica\"\n"
+    )));
+    let mut c = s.conn();
+    c.query_drop("CREATE TABLE ledger (k INT PRIMARY KEY, srv INT)")
+        .unwrap();
+    // Writes go to the primary only (the replica is read-only).
+    for k in 0..20 {
+        c.query_drop(format!("INSERT INTO ledger VALUES ({k}, @@server_id)"))
+            .unwrap();
+    }
+    cl.wait_replicated(&[1]);
+    cl.kill9(0);
+    wait_state(&s, &a0, "down");
+    // A write sent now waits in sluice (nothing sent: no writable backend) ...
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = c.query_drop("INSERT INTO ledger VALUES (100, @@server_id)");
+        (r.map_err(|e| e.to_string()), t.elapsed(), c)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // ... until an operator promotes the replica: sluice follows at its next probe.
+    let promoted = Instant::now();
+    cl.promote(1);
+    let (r, waited, mut c) = writer.join().unwrap();
+    r.expect("the queued write runs on the new primary");
+    eprintln!(
+        "write waited {waited:?}; served {:?} after the promotion",
+        promoted.elapsed()
+    );
+    for k in 101..110 {
+        c.query_drop(format!("INSERT INTO ledger VALUES ({k}, @@server_id)"))
+            .unwrap();
+    }
+    let mut d1 = cl.servers[1].conn();
+    let rows: Vec<(i32, u32)> = d1.query("SELECT k, srv FROM ledger ORDER BY k").unwrap();
+    assert_eq!(rows.len(), 30, "every acknowledged write, once: {rows:?}");
+    assert!(rows[..20].iter().all(|r| r.1 == 1));
+    assert!(rows[20..].iter().all(|r| r.1 == 2));
+}
