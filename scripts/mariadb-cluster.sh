@@ -51,6 +51,12 @@ alive() {
   [ "$(sed -n 's/.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" != Z ]
 }
 
+# Is process $1 the mariadbd of server $2? (Pids wrap around: a pid file left by a server killed
+# with -9 may name another process by now, even another cluster's server.)
+ours() {
+  alive "$1" && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "--datadir=$(sdir "$2")/data"
+}
+
 sdir() { echo "$CLUSTER/s$1"; }
 pid_of() { cat "$(sdir "$1")/mariadbd.pid" 2>/dev/null || echo 0; }
 port_of() { cat "$(sdir "$1")/port"; }
@@ -77,7 +83,7 @@ sql_vertical() {
 # Does server I answer within 5 s?
 answers() {
   local i=$1
-  alive "$(pid_of "$i")" && SQL_TIMEOUT=5 sql "$i" 'SELECT 1' >/dev/null 2>&1
+  ours "$(pid_of "$i")" "$i" && SQL_TIMEOUT=5 sql "$i" 'SELECT 1' >/dev/null 2>&1
 }
 
 # slave_field I FIELD: one field of server I's SHOW SLAVE STATUS (empty when it is no replica).
@@ -214,8 +220,10 @@ cmd_stop() {
   for d in "$CLUSTER"/s*; do
     [ -d "$d" ] || continue
     pid=$(cat "$d/mariadbd.pid" 2>/dev/null || echo 0)
-    # A frozen server handles SIGTERM only once it runs again.
-    if [ "$pid" != 0 ]; then kill -CONT "$pid" 2>/dev/null || true; fi
+    # A frozen server handles SIGTERM only once it runs again (mariadb.sh checks the pid is it).
+    if [ "$pid" != 0 ] && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--datadir=$d/data"; then
+      kill -CONT "$pid" 2>/dev/null || true
+    fi
     bash "$MARIADB_SH" stop "$d" &
     jobs+=($!)
   done
@@ -239,7 +247,7 @@ check_index() {
 cmd_kill() {
   check_index "$@"
   local i=$2 pid; pid=$(pid_of "$i")
-  if ! alive "$pid"; then log "s$i (pid $pid) is not running"; return 0; fi
+  if ! ours "$pid" "$i"; then log "s$i (pid $pid) is not running"; return 0; fi
   log "kill -9 s$i (pid $pid)"
   kill -KILL "$pid"
   for _ in $(seq 1 100); do alive "$pid" || return 0; sleep 0.1; done
@@ -249,7 +257,7 @@ cmd_kill() {
 cmd_restart() {
   check_index "$@"
   local i=$2 p
-  kill -CONT "$(pid_of "$i")" 2>/dev/null || true
+  if ours "$(pid_of "$i")" "$i"; then kill -CONT "$(pid_of "$i")" 2>/dev/null || true; fi
   log "restarting s$i on port $(port_of "$i")"
   MARIADB_PROFILE=production MARIADB_SERVER_ID=$(cat "$(sdir "$i")/server-id") \
     MARIADB_EXTRA_ARGS="$(launch_env "$i")" bash "$MARIADB_SH" restart "$(sdir "$i")" >/dev/null

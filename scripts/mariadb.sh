@@ -132,14 +132,22 @@ alive() {
   [ "$(sed -n 's/.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" != Z ]
 }
 
+# Is process $1 the mariadbd of data dir $2? A pid file outlives a server killed with -9, and
+# pids wrap around (pid_max is 32768 here): the pid may belong to another process by now, even
+# another test's server, which must never be signalled.
+ours() {
+  alive "$1" && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "--datadir=$2/data"
+}
+
 stop_server() {
-  local dir=$1
+  local dir
+  dir=$(cd "$1" && pwd)
   [ -f "$dir/mariadbd.pid" ] || return 0
   local pid; pid=$(cat "$dir/mariadbd.pid")
-  if alive "$pid"; then
+  if ours "$pid" "$dir"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 300); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then log "mariadbd $pid ignored SIGTERM for 30 s; killing"; kill -KILL "$pid" || true; fi
+    for _ in $(seq 1 300); do ours "$pid" "$dir" || break; sleep 0.1; done
+    if ours "$pid" "$dir"; then log "mariadbd $pid ignored SIGTERM for 30 s; killing"; kill -KILL "$pid" || true; fi
   fi
   rm -f "$dir/mariadbd.pid"
 }

@@ -24,5 +24,6 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod shared;
+pub mod shm;
 pub mod supervisor;
 pub mod tls;

@@ -39,6 +39,9 @@ struct Cli {
     /// Internal: the descriptor of the supervisor's shared login region (failed-login counts).
     #[arg(long, hide = true)]
     login_guard_fd: Option<i32>,
+    /// Internal: the descriptor of the supervisor's health board (backend health, one view).
+    #[arg(long, hide = true)]
+    health_board_fd: Option<i32>,
 }
 
 #[derive(Subcommand)]
@@ -204,12 +207,19 @@ fn main() -> ExitCode {
                 None => None,
             };
             let result = match worker {
-                Some((i, n, sup)) => sluice::server::run(cfg, i, n, Some(sup), cli.login_guard_fd),
+                Some((i, n, sup)) => sluice::server::run(
+                    cfg,
+                    i,
+                    n,
+                    Some(sup),
+                    cli.login_guard_fd,
+                    cli.health_board_fd,
+                ),
                 None if cfg.workers > 1 => {
                     let args: Vec<String> = std::env::args().skip(1).collect();
                     sluice::supervisor::run(&cfg, &args)
                 }
-                None => sluice::server::run(cfg, 0, 1, None, None),
+                None => sluice::server::run(cfg, 0, 1, None, None, None),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

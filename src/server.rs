@@ -293,13 +293,15 @@ pub fn fd_budget(shared: &Shared, limit: usize, open: usize) -> FdBudget {
 
 /// Runs the proxy until SIGTERM/SIGINT. `worker`/`workers` place this process among the worker
 /// processes sharing the listen address; `supervisor` is their supervisor's pid; `guard_fd` the
-/// shared login region the supervisor made for its workers ([`crate::auth::guard`]).
+/// shared login region the supervisor made for its workers ([`crate::auth::guard`]); `board_fd`
+/// its health board ([`crate::backend::board`]).
 pub fn run(
     cfg: Config,
     worker: u32,
     workers: u32,
     supervisor: Option<u32>,
     guard_fd: Option<i32>,
+    board_fd: Option<i32>,
 ) -> Result<(), String> {
     let nofile = raise_nofile();
     for u in &cfg.users {
@@ -311,6 +313,9 @@ pub fn run(
     let mut shared = Shared::new(cfg, server, worker, workers, supervisor)?;
     if let Some(fd) = guard_fd {
         shared.guard = crate::auth::guard::LoginGuard::attach(fd)?;
+    }
+    if let Some(fd) = board_fd {
+        shared.board = Some(crate::backend::board::Board::attach(fd)?);
     }
     let mut db_ids = DbUserIds::new(shared.users.len() as u32);
     if shared.config.auth_from_backend.is_some() {

@@ -55,6 +55,9 @@ pub struct Shared {
     /// Failed logins per address and the secret keying unknown users' answers: shared by every
     /// shard, and by every worker process of the instance (see [`crate::auth::guard`]).
     pub guard: LoginGuard,
+    /// With worker processes: the instance's one view of backend health (worker 0 probes and
+    /// publishes, the others follow; see [`crate::backend::board`]).
+    pub board: Option<crate::backend::board::Board>,
     /// The exchanges unknown user names get (see [`crate::auth::Decoys`]).
     pub decoys: Decoys,
     /// Clients this process admits before its file descriptors would run short (see
@@ -152,6 +155,7 @@ impl Shared {
             db_users_initial: Vec::new(),
             pinned,
             guard,
+            board: None,
             decoys,
             fd_client_limit: AtomicUsize::new(usize::MAX),
         })

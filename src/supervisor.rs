@@ -35,6 +35,7 @@ fn spawn_worker(
     n: usize,
     me: u32,
     guard: RawFd,
+    board: RawFd,
 ) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     Command::new(exe)
@@ -43,6 +44,8 @@ fn spawn_worker(
         .arg(format!("{i}/{n}/{me}"))
         .arg("--login-guard-fd")
         .arg(guard.to_string())
+        .arg("--health-board-fd")
+        .arg(board.to_string())
         .spawn()
 }
 
@@ -57,10 +60,14 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     let (_guard, guard_fd) = crate::auth::guard::LoginGuard::create_shared()
         .map_err(|e| format!("shared login region: {e}"))?;
     let guard = guard_fd.as_raw_fd();
+    // The one view of backend health: worker 0 probes, the others follow.
+    let (_board, board_fd) = crate::backend::board::Board::create_shared()
+        .map_err(|e| format!("shared health board: {e}"))?;
+    let board = board_fd.as_raw_fd();
     let sigset = crate::server::block_signals();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        let child = spawn_worker(args, i, n, me, guard)
+        let child = spawn_worker(args, i, n, me, guard, board)
             .map_err(|e| format!("cannot start worker {i}: {e}"))?;
         workers.push(Worker {
             child: Some(child),
@@ -120,7 +127,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             }
             warn!(worker = i, %status, "worker exited; restarting it");
             std::thread::sleep(Duration::from_millis(100 * u64::from(w.quick_deaths)));
-            match spawn_worker(args, i, n, me, guard) {
+            match spawn_worker(args, i, n, me, guard, board) {
                 Ok(c) => {
                     w.child = Some(c);
                     w.started = Instant::now();

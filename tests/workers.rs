@@ -132,3 +132,70 @@ fn three_worker_processes_share_one_port_and_one_pool_budget() {
     assert_eq!(v, 3);
     assert!(s.terminate().success());
 }
+
+/// With worker processes, one of them probes the backends and the others follow its view (the
+/// health board): a backend costs one probe connection however many workers there are, and
+/// every worker sees it go down and come back.
+#[test]
+fn workers_share_one_view_of_backend_health() {
+    use common::servers::Cluster;
+    let mut cl = Cluster::start(2);
+    for srv in &cl.servers {
+        let mut r = srv.root();
+        r.query_drop("CREATE USER IF NOT EXISTS 'probe3'@'%' IDENTIFIED BY 'pw'")
+            .unwrap();
+    }
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1\nworkers = 3")
+            .pool("mode = \"transaction\"\nsize = 6\nqueue_timeout_ms = 10000")
+            .backends(cl.addrs())
+            .health("user = \"probe3\"\npassword = \"pw\"\ninterval_ms = 100"),
+    );
+    let pid = s.pid();
+    // Each worker's view (None while a worker's admin socket is not up yet).
+    let states = |addr: &str| -> Option<Vec<String>> {
+        (0..3)
+            .map(|w| {
+                let line = sluice::admin::request(pid, w, "BACKENDS").ok()?;
+                let rows: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let b = rows
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["address"] == addr)?
+                    .clone();
+                Some(b["state"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let a1 = cl.servers[1].addr();
+    wait_for(
+        "every worker sees both backends up",
+        Duration::from_secs(10),
+        || (states(&a1)? == ["up", "up", "up"]).then_some(()),
+    );
+    // One probe connection per backend, not one per worker.
+    let mut d = cl.servers[0].root();
+    wait_for("the probe's connection", Duration::from_secs(5), || {
+        (threads_of(&mut d, "probe3") == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        threads_of(&mut d, "probe3"),
+        1,
+        "one probe for three workers"
+    );
+    cl.kill9(1);
+    wait_for(
+        "every worker sees backend 2 down",
+        Duration::from_secs(10),
+        || (states(&a1)? == ["down", "down", "down"]).then_some(()),
+    );
+    cl.restart(1);
+    wait_for(
+        "every worker sees backend 2 up again",
+        Duration::from_secs(15),
+        || (states(&a1)? == ["up", "up", "up"]).then_some(()),
+    );
+}

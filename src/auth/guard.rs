@@ -23,7 +23,7 @@
 
 use std::hash::Hasher;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The failed-login window (as before: counts start at the first failure and reset a minute
@@ -96,44 +96,15 @@ pub fn now_secs() -> u32 {
 
 /// The shared region (see the module docs). Cheap to use from any thread: atomics only.
 pub struct LoginGuard {
-    base: *mut u8,
-}
-
-// SAFETY: the region is a fixed mapping that lives as long as the guard; after creation it is
-// only read (the header) or updated through atomics (the entries).
-unsafe impl Send for LoginGuard {}
-unsafe impl Sync for LoginGuard {}
-
-impl Drop for LoginGuard {
-    fn drop(&mut self) {
-        // SAFETY: `base` is the start of a mapping of SIZE bytes made by `map`.
-        unsafe { libc::munmap(self.base.cast(), SIZE) };
-    }
-}
-
-fn map(fd: RawFd, flags: libc::c_int) -> std::io::Result<*mut u8> {
-    // SAFETY: a fresh shared mapping; the kernel checks the descriptor.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | flags,
-            fd,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(p.cast())
+    region: crate::shm::Region,
 }
 
 impl LoginGuard {
     /// A region for this process alone (no worker processes).
     pub fn private() -> std::io::Result<LoginGuard> {
-        let base = map(-1, libc::MAP_ANONYMOUS)?;
-        let g = LoginGuard { base };
+        let g = LoginGuard {
+            region: crate::shm::Region::private(SIZE)?,
+        };
         g.init()?;
         Ok(g)
     }
@@ -141,19 +112,8 @@ impl LoginGuard {
     /// A region to share with worker processes: its memfd is inheritable (no close-on-exec), so
     /// children started afterwards can [`attach`](Self::attach) to it by number.
     pub fn create_shared() -> std::io::Result<(LoginGuard, OwnedFd)> {
-        // SAFETY: a C string literal; flags 0 = inheritable.
-        let fd = unsafe { libc::memfd_create(c"sluice-logins".as_ptr(), 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: memfd_create returned a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: ftruncate on our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), SIZE as libc::off_t) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = map(fd.as_raw_fd(), 0)?;
-        let g = LoginGuard { base };
+        let (region, fd) = crate::shm::Region::create_shared(c"sluice-logins", SIZE)?;
+        let g = LoginGuard { region };
         g.init()?;
         Ok((g, fd))
     }
@@ -161,28 +121,9 @@ impl LoginGuard {
     /// Maps a region created by the supervisor, from the descriptor this process inherited (and
     /// closes that descriptor: the mapping keeps the memory).
     pub fn attach(fd: RawFd) -> Result<LoginGuard, String> {
-        // SAFETY: F_GETFD only reads the descriptor's flags.
-        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(format!("login guard fd {fd}: not an open descriptor"));
-        }
-        // SAFETY: an open descriptor given to this process to own (--login-guard-fd).
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: fstat into a zeroed struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(format!(
-                "login guard fd: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if st.st_size as usize != SIZE {
-            return Err(format!(
-                "login guard fd: {} bytes, expected {SIZE}",
-                st.st_size
-            ));
-        }
-        let base = map(fd.as_raw_fd(), 0).map_err(|e| format!("login guard fd: {e}"))?;
-        let g = LoginGuard { base };
+        let g = LoginGuard {
+            region: crate::shm::Region::attach(fd, SIZE, "login guard")?,
+        };
         if g.header_word(0).load(Ordering::Acquire) != MAGIC {
             return Err("login guard fd: not a sluice login region".into());
         }
@@ -192,15 +133,18 @@ impl LoginGuard {
     fn init(&self) -> std::io::Result<()> {
         let mut secret = [0u8; 32];
         getrandom::getrandom(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
-        // SAFETY: bytes 8..40 of the header, not yet shared with anyone.
-        unsafe { std::ptr::copy_nonoverlapping(secret.as_ptr(), self.base.add(8), 32) };
+        // Words 1..=4 of the header, before the magic says the region is ready.
+        for (i, chunk) in secret.chunks_exact(8).enumerate() {
+            let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            self.header_word(1 + i).store(w, Ordering::Relaxed);
+        }
         self.header_word(0).store(MAGIC, Ordering::Release);
         Ok(())
     }
 
     fn header_word(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: the header's first 64 bytes are within the mapping, 8-byte aligned.
-        unsafe { &*(self.base.add(i * 8) as *const AtomicU64) }
+        debug_assert!(i < HEADER / 8);
+        self.region.word(i)
     }
 
     fn key(&self, half: usize) -> (u64, u64) {
@@ -209,9 +153,7 @@ impl LoginGuard {
     }
 
     fn entries(&self) -> &[AtomicU64] {
-        // SAFETY: ENTRIES words after the header, within the mapping, 8-byte aligned; only ever
-        // accessed atomically.
-        unsafe { std::slice::from_raw_parts(self.base.add(HEADER) as *const AtomicU64, ENTRIES) }
+        self.region.words(HEADER / 8, ENTRIES)
     }
 
     /// A keyed hash of a user name: stable for the life of the instance (every shard and worker
@@ -373,7 +315,8 @@ mod tests {
     fn workers_share_the_region_through_the_memfd() {
         let (a, fd) = LoginGuard::create_shared().unwrap();
         // SAFETY: dup of our own descriptor, owned by `attach`.
-        let b = LoginGuard::attach(unsafe { libc::dup(fd.as_raw_fd()) }).unwrap();
+        let b =
+            LoginGuard::attach(unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&fd)) }).unwrap();
         let ip = v4(0x0a00_0001);
         a.note_failure(ip);
         b.note_failure(ip);

@@ -1,6 +1,7 @@
 //! Upstream connections: connect, authenticate, reset; the per-shard pool with its checkout guard
 //! and waiting queue; which backend serves (router) and whether it works (health).
 
+pub mod board;
 pub mod conn;
 pub mod health;
 pub mod pool;

@@ -10,6 +10,10 @@
 //! well within a second: kill -9 (reset, then refused) in about one interval; SIGSTOP (no answer)
 //! after two probe timeouts. Failures live traffic saw ([`Backend::note_failure`]) are taken as
 //! evidence at the next turn.
+//!
+//! With worker processes, only worker 0 probes: it publishes on the instance's health board and
+//! the other workers follow it (see [`crate::backend::board`]), probing for themselves only
+//! while its heartbeat is stale (worker 0 restarting).
 
 use super::Shard;
 use crate::backend::conn::BackendConn;
@@ -52,12 +56,35 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
     };
     b.set_health(tracker.health());
     let mut conn: Option<BackendConn> = None;
+    // With worker processes, worker 0 probes for all (see `backend::board`); the others follow
+    // what it publishes while its heartbeat is fresh.
+    let board = shard.shared.board.as_ref();
+    let publisher = board.filter(|_| shard.shared.worker == 0);
+    let follower = board.filter(|_| shard.shared.worker != 0);
+    let fresh_ms = (interval * 4 + timeout).as_millis() as u64 + 500;
     loop {
         if shard.shared.is_shutting_down() || b.admin() == Admin::Removed {
             return;
         }
+        if let Some(board) = follower {
+            if let Some(p) = board.read(b.id, &b.address, fresh_ms) {
+                conn = None;
+                for _ in 0..b.take_passive().0 {
+                    board.note_passive(b.id);
+                }
+                b.set_health(p.health);
+                if let Some(w) = p.writable {
+                    b.set_writable(w);
+                }
+                glommio::timer::sleep(interval / 4).await;
+                continue;
+            }
+        }
         let began = Instant::now();
-        let (passive, refused) = b.take_passive();
+        let (mut passive, refused) = b.take_passive();
+        if let Some(board) = publisher {
+            passive += board.take_passive(b.id) as u32;
+        }
         if passive > 0 {
             let e = if refused {
                 Evidence::Refused
@@ -96,6 +123,16 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
         let before = b.health();
         let now = tracker.observe(evidence, Instant::now(), &t);
         b.set_health(now);
+        if let Some(board) = publisher {
+            board.publish(
+                b.id,
+                &b.address,
+                crate::backend::board::Published {
+                    health: now,
+                    writable: b.writable(),
+                },
+            );
+        }
         if now != before {
             match now {
                 crate::backend::health::Health::Up => {

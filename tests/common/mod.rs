@@ -54,6 +54,8 @@ pub struct Config {
     pub backends: Vec<String>,
     /// `[[backends]]` sections written as given (roles, weights), instead of `backends`.
     pub backends_toml: Option<String>,
+    /// The `[health]` table's lines.
+    pub health: String,
 }
 
 impl Default for Config {
@@ -64,6 +66,9 @@ impl Default for Config {
             users: "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n".into(),
             backends: vec![mariadb_addr()],
             backends_toml: None,
+            // The health probe's connection (one per backend) logs in as `app`, apart from the
+            // dedicated accounts tests count pool connections with.
+            health: "user = \"app\"\npassword = \"app\"\n".into(),
         }
     }
 }
@@ -95,6 +100,10 @@ impl Config {
         self.backends = b;
         self
     }
+    pub fn health(mut self, lines: &str) -> Self {
+        self.health = lines.into();
+        self
+    }
     pub fn backends_toml(mut self, toml: &str) -> Self {
         self.backends_toml = Some(toml.into());
         self
@@ -112,9 +121,7 @@ impl Config {
                 }
             }
         }
-        // The health probe's connection (one per backend) logs in as `app`, apart from the
-        // dedicated accounts tests count pool connections with.
-        s.push_str("[health]\nuser = \"app\"\npassword = \"app\"\n");
+        s.push_str(&format!("[health]\n{}\n", self.health));
         s.push_str(&self.users);
         s
     }
