@@ -7,7 +7,9 @@
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
 //! - `BACKENDS` → the backends as JSON (state, health, role, weight, connections held);
 //! - `BACKEND ADD <address> [any|primary|replica] [weight]` → `OK <id>`;
-//!   `BACKEND DRAIN|UNDRAIN|MAINTENANCE|REMOVE <id or address>` → `OK`.
+//!   `BACKEND DRAIN <id or address> [TIMEOUT <ms>]` → `OK` (after the timeout, sessions that still
+//!   hold the backend are closed with an error naming what kept them there);
+//!   `BACKEND UNDRAIN|MAINTENANCE|REMOVE <id or address>` → `OK`.
 //!
 //! A single process (no workers) serves the same socket, named after its own pid, worker 0;
 //! `sluice ctl --pid PID 'REQUEST'` sends a request to every worker of an instance.
@@ -204,6 +206,9 @@ fn backends(shared: &Shared) -> String {
                 r.in_use += p.open.saturating_sub(p.idle);
                 r.pinned += p.pinned;
             }
+            if r.b.state == "draining" && r.open == 0 {
+                r.b.state = "drained".into();
+            }
             r
         })
         .collect();
@@ -267,7 +272,18 @@ fn backend<'a>(
     if b.admin() == Admin::Removed {
         return format!("ERR 1210 HY000 backend {} was removed", b.address);
     }
-    b.set_admin(admin);
+    if admin == Admin::Draining {
+        let timeout = match (rest.next(), rest.next().map(str::parse::<u64>)) {
+            (None, _) => None,
+            (Some(w), Some(Ok(ms))) if w.eq_ignore_ascii_case("TIMEOUT") => {
+                Some(Duration::from_millis(ms))
+            }
+            _ => return "ERR 1064 42000 BACKEND DRAIN <backend> [TIMEOUT <ms>]".into(),
+        };
+        b.drain(timeout);
+    } else {
+        b.set_admin(admin);
+    }
     tracing::info!(backend = %b.address, state = b.state_name(), "backend intent changed");
     "OK".into()
 }

@@ -106,6 +106,9 @@ pub struct ShardSnapshot {
     /// Checkouts that found no usable backend and waited for one.
     #[serde(default)]
     pub no_backend_waits: u64,
+    /// Sessions closed at a drain's deadline.
+    #[serde(default)]
+    pub drain_closes: u64,
     #[serde(default)]
     pub backends: Vec<BackendSnapshot>,
 }
@@ -168,6 +171,7 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.kicks += x.kicks;
         s.allocations += x.allocations;
         s.no_backend_waits += x.no_backend_waits;
+        s.drain_closes += x.drain_closes;
         s.backends.extend(x.backends.iter().cloned());
         for i in 0..crate::session::pins::PIN_REASONS {
             s.pins_total[i] += x.pins_total[i];
@@ -391,6 +395,13 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         "Checkouts that found no usable backend (all down, draining or read-only) and waited for one.",
         "counter",
         &|w| w.s.no_backend_waits.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_drain_closes_total",
+        "Sessions closed at a drain's deadline because what they held could not move.",
+        "counter",
+        &|w| w.s.drain_closes.to_string(),
     );
     family(
         &mut o,

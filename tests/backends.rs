@@ -259,3 +259,54 @@ fn writes_follow_a_promoted_replica_and_no_acknowledged_write_is_lost() {
     assert!(rows[..20].iter().all(|r| r.1 == 1));
     assert!(rows[20..].iter().all(|r| r.1 == 2));
 }
+
+#[test]
+fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let s = Sluice::with(Config::default().pool(POOL).backends(cl.addrs()));
+    // A client holding a temporary table is pinned to its backend; find one on server 2.
+    let mut pinned = None;
+    for _ in 0..20 {
+        let mut c = s.conn();
+        c.query_drop("CREATE TEMPORARY TABLE t_keep (x INT)")
+            .unwrap();
+        if server_id(&mut c) == 2 {
+            pinned = Some(c);
+            break;
+        }
+    }
+    let mut pinned = pinned.expect("a pinned client on server 2 within 20 tries");
+    let mut free: Vec<mysql::Conn> = (0..4).map(|_| s.conn()).collect();
+    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 500")), "OK");
+    // Clients holding nothing move at once; the pinned one keeps its backend until the deadline.
+    assert_eq!(run_all(&mut free, 3), BTreeSet::from([1]));
+    assert_eq!(
+        server_id(&mut pinned),
+        2,
+        "before the deadline it is served"
+    );
+    // After it, the pinned client is told why and its connection ends.
+    let e = wait_for(
+        "the drain's deadline closes the pinned client",
+        Duration::from_secs(10),
+        || match pinned.query_drop("SELECT 1") {
+            Ok(()) => None,
+            Err(e) => Some(e),
+        },
+    );
+    let (code, _, msg) = server_error(&e).unwrap_or_else(|| panic!("not a server error: {e}"));
+    assert_eq!(code, 1053, "{msg}");
+    assert!(
+        msg.contains("temporary_table") && msg.contains(&a1),
+        "{msg}"
+    );
+    wait_for("backend 2 drained", Duration::from_secs(10), || {
+        (state(&s, &a1).0 == "drained").then_some(())
+    });
+    assert!(
+        s.log_text().contains("could not move") && s.log_text().contains("temporary_table"),
+        "the log names the reason"
+    );
+    assert!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT x")).starts_with("ERR 1064"));
+}

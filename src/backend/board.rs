@@ -44,17 +44,6 @@ fn address_hash(address: &str) -> u64 {
     h | 1
 }
 
-/// Milliseconds of CLOCK_MONOTONIC (the same clock in every process of the host).
-fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
 impl Board {
     /// The board the supervisor makes for its workers (its memfd is inherited by them).
     pub fn create_shared() -> std::io::Result<(Board, OwnedFd)> {
@@ -92,7 +81,9 @@ impl Board {
         };
         s[0].store(address_hash(address), Ordering::Relaxed);
         s[1].store(1 << 16 | writable << 8 | p.health as u64, Ordering::Release);
-        self.region.word(1).store(now_ms(), Ordering::Release);
+        self.region
+            .word(1)
+            .store(super::registry::monotonic_ms(), Ordering::Release);
     }
 
     /// What the prober last published for backend `id` at `address`, if its heartbeat is
@@ -100,7 +91,7 @@ impl Board {
     pub fn read(&self, id: u16, address: &str, fresh_ms: u64) -> Option<Published> {
         let s = self.slot(id)?;
         let beat = self.region.word(1).load(Ordering::Acquire);
-        if beat == 0 || now_ms().saturating_sub(beat) > fresh_ms {
+        if beat == 0 || super::registry::monotonic_ms().saturating_sub(beat) > fresh_ms {
             return None;
         }
         if s[0].load(Ordering::Relaxed) != address_hash(address) {

@@ -36,6 +36,9 @@ pub struct Backend {
     /// Failures live traffic saw since the prober last looked (see [`Backend::note_failure`]).
     passive: AtomicU32,
     passive_refused: std::sync::atomic::AtomicBool,
+    /// When a drain gives up on the sessions still holding this backend (milliseconds of
+    /// [`monotonic_ms`]; 0: no deadline).
+    drain_deadline_ms: AtomicU64,
     /// Health changes (for metrics).
     pub transitions: AtomicU64,
     pub probes: AtomicU64,
@@ -64,6 +67,7 @@ impl Backend {
             writable: AtomicU8::new(0),
             passive: AtomicU32::new(0),
             passive_refused: std::sync::atomic::AtomicBool::new(false),
+            drain_deadline_ms: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
@@ -86,6 +90,20 @@ impl Backend {
 
     pub fn set_admin(&self, a: Admin) {
         self.admin.store(a as u8, Ordering::Relaxed);
+    }
+
+    /// Drains the backend: no new checkouts; sessions that still hold it after `timeout` (when
+    /// given) are closed with an error naming what kept them (see `Shard::expire_idle`).
+    pub fn drain(&self, timeout: Option<std::time::Duration>) {
+        let deadline = timeout.map_or(0, |t| monotonic_ms() + t.as_millis() as u64);
+        self.drain_deadline_ms.store(deadline, Ordering::Relaxed);
+        self.set_admin(Admin::Draining);
+    }
+
+    /// Is the backend draining and its deadline passed?
+    pub fn drain_overdue(&self) -> bool {
+        let d = self.drain_deadline_ms.load(Ordering::Relaxed);
+        self.admin() == Admin::Draining && d != 0 && monotonic_ms() >= d
     }
 
     pub fn writable(&self) -> Option<bool> {
@@ -151,6 +169,18 @@ impl Backend {
             Admin::Removed => "removed",
         }
     }
+}
+
+/// Milliseconds of CLOCK_MONOTONIC: the same clock in every process of the host (deadlines and
+/// heartbeats shared between worker processes).
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Every backend of the process, by id.

@@ -275,6 +275,54 @@ pub(crate) fn routines(shard: &Shard) -> Arc<HashSet<Vec<u8>>> {
     })
 }
 
+/// The ERR that ends a session still holding a backend whose drain is past its deadline (None:
+/// the session may go on). Counted in `sluice_drain_closes_total`.
+pub fn drained_out(shard: &Shard, sess: &Session) -> Option<Reply> {
+    let id = sess.lease.as_ref()?.get().backend;
+    if !shard.drain_overdue(id) {
+        return None;
+    }
+    let backend = shard.backend(id);
+    let why = why_held(sess);
+    shard
+        .stats
+        .drain_closes
+        .set(shard.stats.drain_closes.get() + 1);
+    tracing::info!(backend = %backend.address, why = %why, conn = sess.conn_id, "drain deadline: closing a session that could not move");
+    Some(Reply::new(
+        1053,
+        b"08S01",
+        format!(
+            "sluice: backend {} was drained and this session could not move ({why})",
+            backend.address
+        ),
+    ))
+}
+
+/// What keeps a session on its backend, in words (for the error a drain's deadline gives it).
+fn why_held(sess: &Session) -> String {
+    let mut why: Vec<&str> = Vec::new();
+    if sess.mode() == PoolMode::Session {
+        why.push("session mode keeps its backend to the end");
+    }
+    if sess.status & status::IN_TRANS != 0 {
+        why.push("a transaction is open");
+    }
+    if let Some(p) = &sess.pins {
+        let mask = p.mask();
+        why.extend(
+            crate::session::pins::PinReason::ALL
+                .iter()
+                .filter(|r| mask & r.bit() != 0)
+                .map(|r| r.name()),
+        );
+    }
+    if why.is_empty() {
+        why.push("it still held its backend");
+    }
+    why.join(", ")
+}
+
 /// Takes the backend of a parked session that keeps it only for its diagnostics (see
 /// [`Session::soft_held`]): the session's conditions are given up (its diagnostics area reads
 /// empty from now on, counted in `sluice_diagnostics_released_total`).
@@ -357,6 +405,15 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
             }
             Ok(Next::Closed) => break None,
             Ok(Next::Packet(seq, payload)) => {
+                // A session still on a backend whose drain is overdue: its next command is
+                // answered with why it ends (its state cannot move), then the connection closes.
+                if let Some(reply) = drained_out(&shard, &sess) {
+                    let mut out = Vec::new();
+                    reply.encode(&mut out);
+                    io.queue(seq.wrapping_add(1), &out);
+                    let _ = io.flush(Some(Duration::from_secs(1))).await;
+                    break None;
+                }
                 shard.stats.commands.set(shard.stats.commands.get() + 1);
                 sess.last_active = shard.clock();
                 match handle(&shard, &ctl, &mut sess, &mut io, seq, payload).await {

@@ -151,6 +151,8 @@ pub struct ShardStats {
     pub accepted: Cell<u64>,
     /// Checkouts that found no usable backend and waited for one.
     pub no_backend_waits: Cell<u64>,
+    /// Sessions closed at a drain's deadline (they held state that could not move).
+    pub drain_closes: Cell<u64>,
     pub commands: Cell<u64>,
     pub auth_failures: Cell<u64>,
     pub refused_max_clients: Cell<u64>,
@@ -541,6 +543,14 @@ impl Shard {
         }
     }
 
+    /// Is backend `id` draining and past its deadline?
+    pub fn drain_overdue(&self, id: u16) -> bool {
+        self.backends
+            .borrow()
+            .get(usize::from(id))
+            .is_some_and(|b| b.drain_overdue())
+    }
+
     /// Each backend's state, for an error that says why nothing could serve.
     pub fn backends_summary(&self) -> String {
         self.refresh_backends();
@@ -801,6 +811,7 @@ impl Shard {
                 0
             },
             no_backend_waits: s.no_backend_waits.get(),
+            drain_closes: s.drain_closes.get(),
             backends: if self.id == 0 {
                 self.shared
                     .backends
@@ -951,12 +962,20 @@ impl Shard {
         let catalog = &self.shared.server.vars;
         let mut expired: Vec<(Token, bool)> = Vec::new();
         let mut soft: Vec<Token> = Vec::new();
+        let mut drained: Vec<Token> = Vec::new();
         {
             let table = self.table.borrow();
             for t in table.tokens() {
                 let Some(SlotState::Parked(s)) = table.get(t).map(|s| &s.state) else {
                     continue;
                 };
+                if s.lease
+                    .as_ref()
+                    .is_some_and(|l| self.drain_overdue(l.get().backend))
+                {
+                    drained.push(t);
+                    continue;
+                }
                 // A session holding a backend (a transaction, a pin) is not idle in the pool's
                 // sense; it still times out, since it holds a connection others wait for.
                 let idle = now.saturating_sub(s.last_active);
@@ -989,32 +1008,31 @@ impl Shard {
             .version
             .windows(7)
             .any(|w| w == b"MariaDB");
+        for t in drained {
+            let ctl = Rc::new(ActiveCtl::default());
+            let Some(sess) = self.table.borrow_mut().unpark(t, ctl.clone()) else {
+                continue;
+            };
+            let reply = session::drained_out(self, &sess);
+            glommio::spawn_local(tell_and_finish(self.clone(), t, ctl, sess, reply)).detach();
+        }
         for (t, by_config) in expired {
             let ctl = Rc::new(ActiveCtl::default());
-            let Some(mut sess) = self.table.borrow_mut().unpark(t, ctl.clone()) else {
+            let Some(sess) = self.table.borrow_mut().unpark(t, ctl.clone()) else {
                 continue;
             };
             self.stats
                 .idle_timeouts
                 .set(self.stats.idle_timeouts.get() + 1);
-            let shard = self.clone();
-            glommio::spawn_local(async move {
-                if by_config || !silent {
-                    let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), t, ctl);
-                    io.tls = sess.tls.take();
-                    let mut p = Vec::new();
-                    Reply::new(
-                        4031,
-                        b"HY000",
-                        "The client was disconnected by the server because of inactivity.",
-                    )
-                    .encode(&mut p);
-                    io.queue(0, &p);
-                    let _ = io.flush(Some(Duration::from_millis(200))).await;
-                }
-                session::finish(&shard, t, sess).await;
-            })
-            .detach();
+            // MariaDB closes an idle connection without a word, MySQL 8 sends ERR 4031.
+            let reply = (by_config || !silent).then(|| {
+                Reply::new(
+                    4031,
+                    b"HY000",
+                    "The client was disconnected by the server because of inactivity.",
+                )
+            });
+            glommio::spawn_local(tell_and_finish(self.clone(), t, ctl, sess, reply)).detach();
         }
     }
 
@@ -1454,6 +1472,26 @@ impl Drop for Landing<'_> {
             w.wake();
         }
     }
+}
+
+/// Sends a parked client one ERR when given (unsolicited, as a server does before closing) and
+/// ends its session.
+async fn tell_and_finish(
+    shard: Rc<Shard>,
+    t: Token,
+    ctl: Rc<ActiveCtl>,
+    mut sess: Session,
+    reply: Option<Reply>,
+) {
+    if let Some(reply) = reply {
+        let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), t, ctl);
+        io.tls = sess.tls.take();
+        let mut p = Vec::new();
+        reply.encode(&mut p);
+        io.queue(0, &p);
+        let _ = io.flush(Some(Duration::from_millis(200))).await;
+    }
+    session::finish(&shard, t, sess).await;
 }
 
 /// The shard after `from` in ring order, skipping `asker`.
