@@ -290,10 +290,7 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
     let e = wait_for(
         "the drain's deadline closes the pinned client",
         Duration::from_secs(10),
-        || match pinned.query_drop("SELECT 1") {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        },
+        || pinned.query_drop("SELECT 1").err(),
     );
     let (code, _, msg) = server_error(&e).unwrap_or_else(|| panic!("not a server error: {e}"));
     assert_eq!(code, 1053, "{msg}");
