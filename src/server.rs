@@ -41,6 +41,19 @@ pub fn init_logging(cfg: &Config) {
     };
 }
 
+/// A backend's address for sluice's start-up queries: a name resolved as the backends will be
+/// (through `dns.nameserver` when configured), as it is when that fails or there is nothing to
+/// resolve.
+fn bootstrap_address(cfg: &Config, address: &str) -> String {
+    if crate::backend::dns::name_of(address).is_none() || cfg.dns.nameserver.is_empty() {
+        return address.to_string();
+    }
+    match crate::backend::dns::resolve(address, &cfg.dns) {
+        Ok((addrs, _)) => addrs[0].to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
 /// Asks each backend in turn who it is; falls back to defaults when none answers.
 pub fn learn_server(cfg: &Config) -> ServerInfo {
     let timeout = Duration::from_millis(cfg.pool.connect_timeout_ms);
@@ -62,7 +75,13 @@ pub fn learn_server(cfg: &Config) -> ServerInfo {
                     continue;
                 }
             };
-            match bootstrap::probe(&b.address, backend_user, backend_password, timeout, &tls) {
+            match bootstrap::probe(
+                &bootstrap_address(cfg, &b.address),
+                backend_user,
+                backend_password,
+                timeout,
+                &tls,
+            ) {
                 Ok(mut info) => {
                     info!(
                         backend = %b.address,
@@ -96,7 +115,13 @@ fn intersect_variables(
             continue;
         };
         for (user, password) in accounts {
-            if let Ok(other) = bootstrap::probe(&b.address, user, password, timeout, &tls) {
+            if let Ok(other) = bootstrap::probe(
+                &bootstrap_address(cfg, &b.address),
+                user,
+                password,
+                timeout,
+                &tls,
+            ) {
                 info.vars.intersect(&other.vars);
                 break;
             }
@@ -143,7 +168,13 @@ fn load_db_users(cfg: &Config) -> Result<Vec<bootstrap::DbUser>, String> {
     let mut last = String::from("no backends");
     for b in &cfg.backends {
         let tls = crate::tls::blocking_tls(b)?;
-        match bootstrap::load_db_users(&b.address, &a.user, &a.password, timeout, &tls) {
+        match bootstrap::load_db_users(
+            &bootstrap_address(cfg, &b.address),
+            &a.user,
+            &a.password,
+            timeout,
+            &tls,
+        ) {
             Ok(u) => return Ok(u),
             Err(e) => last = format!("{}: {e}", b.address),
         }
@@ -370,6 +401,7 @@ pub fn run(
     if shared.config.auth_from_backend.is_some() {
         spawn_db_user_refresher(shared.clone(), db_ids, mailboxes.clone());
     }
+    crate::backend::dns::spawn_refresher(shared.clone());
     // The admin socket: named after the supervisor with workers, after this process without.
     crate::admin::spawn(shared.clone(), supervisor.unwrap_or_else(std::process::id))
         .map_err(|e| format!("admin socket: {e}"))?;

@@ -106,7 +106,12 @@ impl Shared {
         });
         let backends = crate::backend::registry::Registry::default();
         for b in &config.backends {
-            add_backend(&backends, b, crate::backend::health::Health::Up)?;
+            add_backend(
+                &backends,
+                b,
+                crate::backend::health::Health::Up,
+                &config.dns,
+            )?;
         }
         let tls = if config.tls.enabled {
             let (c, generated) = crate::tls::server_config(&config.tls)?;
@@ -306,10 +311,13 @@ pub fn add_backend(
     reg: &crate::backend::registry::Registry,
     b: &crate::config::BackendConfig,
     health: crate::backend::health::Health,
+    dns: &crate::config::DnsConfig,
 ) -> Result<u16, String> {
     reg.add(&b.address, |id| {
-        let resolved = crate::backend::conn::BackendAddr::resolve(&b.address)
-            .map_err(|e| format!("backends: {e}"))?;
+        let resolved = crate::backend::dns::resolve(&b.address, dns)
+            .map_err(|e| format!("backends: {e}"))?
+            .0
+            .remove(0);
         let tls = match &b.tls {
             Some(t) => Some((
                 crate::tls::backend_config(t)?,

@@ -307,3 +307,141 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
     );
     assert!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT x")).starts_with("ERR 1064"));
 }
+
+/// A name server of the test's own (UDP on loopback): answers A queries for every name with
+/// the address and TTL it is set to, AAAA queries with nothing.
+struct TestDns {
+    addr: std::net::SocketAddr,
+    answer: std::sync::Arc<std::sync::Mutex<([u8; 4], u32)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TestDns {
+    fn start(ip: [u8; 4], ttl: u32) -> TestDns {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let answer = Arc::new(Mutex::new((ip, ttl)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (answer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let q = &buf[..n];
+                // The question: labels from byte 12, then type and class.
+                let mut end = 12;
+                while end < n && q[end] != 0 {
+                    end += 1 + q[end] as usize;
+                }
+                if end + 5 > n {
+                    continue;
+                }
+                let qtype = u16::from_be_bytes([q[end + 1], q[end + 2]]);
+                let mut r = q[..end + 5].to_vec();
+                r[2] = 0x81;
+                r[3] = 0x80;
+                let (ip, ttl) = *a.lock().unwrap();
+                if qtype == 1 {
+                    r[7] = 1;
+                    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+                    r.extend_from_slice(&ttl.to_be_bytes());
+                    r.extend_from_slice(&[0, 4]);
+                    r.extend_from_slice(&ip);
+                }
+                let _ = sock.send_to(&r, from);
+            }
+        });
+        TestDns { addr, answer, stop }
+    }
+
+    fn set(&self, ip: [u8; 4], ttl: u32) {
+        *self.answer.lock().unwrap() = (ip, ttl);
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A MariaDB of the test's own on `ip:port` (stopped when dropped).
+struct ServerAt(std::path::PathBuf);
+
+impl ServerAt {
+    fn start(ip: &str, port: u16, server_id: u32) -> ServerAt {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-test-dns-{}-{server_id}-{port}",
+            std::process::id()
+        ));
+        let out = std::process::Command::new("bash")
+            .arg(common::repo_root().join("scripts/mariadb.sh"))
+            .arg("start")
+            .arg(&dir)
+            .env("MARIADB_PORT", port.to_string())
+            .env("MARIADB_SERVER_ID", server_id.to_string())
+            .env("MARIADB_EXTRA_ARGS", format!("--bind-address={ip}"))
+            .output()
+            .unwrap();
+        let s = ServerAt(dir);
+        assert!(
+            out.status.success(),
+            "mariadb.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s
+    }
+}
+
+impl Drop for ServerAt {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(common::repo_root().join("scripts/mariadb.sh"))
+            .arg("stop")
+            .arg(&self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_backend_name_that_moves_is_followed() {
+    let port = common::free_port();
+    let _a = ServerAt::start("127.0.0.2", port, 11);
+    let b = ServerAt::start("127.0.0.3", port, 12);
+    // The name first points at server 11, with a 1 s TTL.
+    let dns = TestDns::start([127, 0, 0, 2], 1);
+    let name = format!("db.sluice.test:{port}");
+    let s = Sluice::with(
+        Config::default()
+            .pool(POOL)
+            .backends(vec![name.clone()])
+            .tables(&format!(
+                "[dns]\nnameserver = \"{}\"\nttl_ms = 60000\n",
+                dns.addr
+            )),
+    );
+    let mut clients: Vec<mysql::Conn> = (0..4).map(|_| s.conn()).collect();
+    assert_eq!(run_all(&mut clients, 3), BTreeSet::from([11]));
+    // The name moves (an RDS-style failover): sluice follows when the TTL is up.
+    dns.set([127, 0, 0, 3], 3600);
+    wait_served_by(&mut clients, 12);
+    assert_eq!(run_all(&mut clients, 3), BTreeSet::from([12]));
+    assert!(s.log_text().contains("backend name moved"));
+    // Now the TTL is an hour; the name moves back and the server it pointed at goes away: the
+    // failed connect evicts the cached address at once, and no client sees an error.
+    dns.set([127, 0, 0, 2], 3600);
+    drop(b);
+    let t = Instant::now();
+    assert_eq!(run_all(&mut clients, 3), BTreeSet::from([11]));
+    eprintln!(
+        "followed the name back {:?} after its server went away",
+        t.elapsed()
+    );
+}

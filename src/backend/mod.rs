@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod conn;
+pub mod dns;
 pub mod health;
 pub mod pool;
 pub mod registry;

@@ -130,6 +130,13 @@ impl Pool {
         self.backend_ref = Some(b);
     }
 
+    /// Was `c` opened to an address its backend's name no longer resolves to?
+    fn stale(&self, c: &BackendConn) -> bool {
+        self.backend_ref
+            .as_ref()
+            .is_some_and(|b| b.addr_gen() != c.addr_gen)
+    }
+
     /// May connections of this pool be kept idle for reuse?
     fn in_service(&self) -> bool {
         self.backend_ref.as_ref().is_none_or(|b| {
@@ -298,7 +305,7 @@ impl Pool {
                 .rposition(|c| c.profile == profile && *c.settings == *wanted)
                 .or_else(|| idle.iter().rposition(|c| c.profile == profile))?;
             let conn = idle.remove(pos);
-            if conn.last_used.elapsed() > PROBE_AFTER && !conn.is_healthy() {
+            if self.stale(&conn) || conn.last_used.elapsed() > PROBE_AFTER && !conn.is_healthy() {
                 drop(conn);
                 self.open.set(self.open.get() - 1);
                 self.stats.discarded.set(self.stats.discarded.get() + 1);
@@ -312,9 +319,16 @@ impl Pool {
     async fn connect(self: &Rc<Self>, profile: Profile) -> Result<Lease, Error> {
         let mut spec = self.spec.clone();
         spec.profile = profile;
+        let mut addr_gen = 0;
+        if let Some(b) = &self.backend_ref {
+            (spec.address, addr_gen) = b.addr();
+        }
         self.stats.connects.set(self.stats.connects.get() + 1);
         match BackendConn::connect(&spec, self.fresh.clone()).await {
-            Ok(conn) => Ok(self.lease(Box::new(conn))),
+            Ok(mut conn) => {
+                conn.addr_gen = addr_gen;
+                Ok(self.lease(Box::new(conn)))
+            }
             Err(e) => {
                 self.stats
                     .connect_failures
@@ -443,7 +457,7 @@ impl Pool {
 
     fn release_conn(&self, mut conn: Box<BackendConn>) {
         conn.last_used = Instant::now();
-        if self.open.get() > self.limit.get() || !self.in_service() {
+        if self.open.get() > self.limit.get() || !self.in_service() || self.stale(&conn) {
             // The share shrank while this connection was out, or the backend is being drained
             // or is down: the connection closes (a waiter gets its slot).
             drop(conn);
@@ -530,6 +544,7 @@ impl Pool {
         let mut list = self.idle.borrow_mut();
         list.retain(|c| {
             let keep = in_service
+                && !self.stale(c)
                 && c.last_used.elapsed() < idle
                 && c.created.elapsed() < lifetime
                 && c.is_healthy();

@@ -25,7 +25,12 @@ pub struct Backend {
     pub id: u16,
     /// As configured (`host:port` or `unix:/path`).
     pub address: String,
-    pub resolved: BackendAddr,
+    /// Where the address points now (a name may move: see `backend::dns`).
+    resolved: std::sync::Mutex<BackendAddr>,
+    /// Bumped each time `resolved` changes; a connection remembers the one it was opened at.
+    addr_gen: AtomicU64,
+    /// A connect failed: resolve the name again at once.
+    pub evict: std::sync::atomic::AtomicBool,
     pub role: Role,
     pub weight: AtomicU32,
     pub tls: Option<BackendTlsConfig>,
@@ -58,7 +63,9 @@ impl Backend {
         Backend {
             id,
             address,
-            resolved,
+            resolved: std::sync::Mutex::new(resolved),
+            addr_gen: AtomicU64::new(0),
+            evict: std::sync::atomic::AtomicBool::new(false),
             role,
             weight: AtomicU32::new(weight),
             tls,
@@ -71,6 +78,26 @@ impl Backend {
             transitions: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Where to connect now, and the generation of that address.
+    pub fn addr(&self) -> (BackendAddr, u64) {
+        let a = self.resolved.lock().expect("backend address");
+        (a.clone(), self.addr_gen.load(Ordering::Acquire))
+    }
+
+    pub fn addr_gen(&self) -> u64 {
+        self.addr_gen.load(Ordering::Acquire)
+    }
+
+    /// The name now resolves to `to` (not among the old answers): new connections go there,
+    /// pooled ones to the old address are retired as they come back.
+    pub fn move_to(&self, to: BackendAddr) {
+        let mut a = self.resolved.lock().expect("backend address");
+        if *a != to {
+            *a = to;
+            self.addr_gen.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -128,6 +155,7 @@ impl Backend {
     /// router's candidates at once, so the other shards stop trying it before the prober looks.
     pub fn note_failure(&self, refused: bool) {
         self.passive.fetch_add(1, Ordering::Relaxed);
+        self.evict.store(true, Ordering::Relaxed);
         if refused {
             self.passive_refused.store(true, Ordering::Relaxed);
             self.set_health(Health::Down);

@@ -114,6 +114,8 @@ pub struct Config {
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
+    pub dns: DnsConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     /// Users loaded from the backend's `mysql.user` (beside `[[users]]`).
     #[serde(default)]
@@ -263,6 +265,25 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
+/// Backend names (see `backend::dns`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Backend names are resolved again this often (sooner when a name server's TTL says so,
+    /// and at once after a connect to the backend failed).
+    #[serde(default = "defaults::dns_ttl_ms")]
+    pub ttl_ms: u64,
+    /// Ask this name server (ip:port, UDP) instead of the system resolver.
+    #[serde(default)]
+    pub nameserver: String,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults deserialize")
+    }
+}
+
 /// The active health probe (see `backend::health`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -340,6 +361,9 @@ mod defaults {
     use super::{LogFormat, PoolMode};
     pub fn weight() -> u32 {
         1
+    }
+    pub fn dns_ttl_ms() -> u64 {
+        5000
     }
     pub fn health_interval_ms() -> u64 {
         250
@@ -700,6 +724,20 @@ impl Config {
                     );
                 }
             }
+        }
+        if !(100..=3_600_000).contains(&self.dns.ttl_ms) {
+            err(
+                "dns.ttl_ms",
+                &self.dns.ttl_ms,
+                "must be between 100 and 3600000",
+            );
+        }
+        if !self.dns.nameserver.is_empty() && self.dns.nameserver.parse::<SocketAddr>().is_err() {
+            err(
+                "dns.nameserver",
+                &format!("{:?}", self.dns.nameserver),
+                "expected ip:port",
+            );
         }
         let h = &self.health;
         if !(20..=60_000).contains(&h.interval_ms) {

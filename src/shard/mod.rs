@@ -449,7 +449,7 @@ impl Shard {
         for (ui, u) in shared.users.iter().enumerate() {
             let spec = ConnectSpec {
                 backend: b.id,
-                address: b.resolved.clone(),
+                address: b.addr().0,
                 user: u.backend_user.as_bytes().to_vec(),
                 password: u.backend_password.as_bytes().to_vec(),
                 profile: crate::backend::conn::DEFAULT_PROFILE,

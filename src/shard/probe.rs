@@ -62,6 +62,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
     let publisher = board.filter(|_| shard.shared.worker == 0);
     let follower = board.filter(|_| shard.shared.worker != 0);
     let fresh_ms = (interval * 4 + timeout).as_millis() as u64 + 500;
+    let mut seen_gen = b.addr_gen();
     loop {
         if shard.shared.is_shutting_down() || b.admin() == Admin::Removed {
             return;
@@ -81,6 +82,15 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
             }
         }
         let began = Instant::now();
+        let gen = b.addr_gen();
+        if gen != seen_gen {
+            // The backend's name moved: what was seen of the old address says nothing of the
+            // new one (down, it comes back after its good probes, without a backoff).
+            seen_gen = gen;
+            if tracker.health() == crate::backend::health::Health::Down {
+                tracker = Tracker::unknown(&t);
+            }
+        }
         let (mut passive, refused) = b.take_passive();
         if let Some(board) = publisher {
             passive += board.take_passive(b.id) as u32;
@@ -117,6 +127,8 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
         };
         b.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if evidence != Evidence::ProbeOk {
+            // A named backend that fails may have moved: resolve it again at once.
+            b.evict.store(true, std::sync::atomic::Ordering::Relaxed);
             b.probe_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -162,16 +174,25 @@ async fn probe_once(
     conn: &mut Option<BackendConn>,
     timeout: Duration,
 ) -> Result<bool, bool> {
+    if conn.as_ref().is_some_and(|c| c.addr_gen != b.addr_gen()) {
+        // The backend's name moved: probe the new address.
+        *conn = None;
+    }
     if conn.is_none() {
         let mut spec = shard.pool(0, b.id).spec().clone();
         spec.timeout = timeout;
+        let addr_gen;
+        (spec.address, addr_gen) = b.addr();
         let h = &shard.shared.config.health;
         if let Some(user) = &h.user {
             spec.user = user.as_bytes().to_vec();
             spec.password = h.password.clone().unwrap_or_default().into_bytes();
         }
         match BackendConn::connect(&spec, shard.fresh.clone()).await {
-            Ok(c) => *conn = Some(c),
+            Ok(mut c) => {
+                c.addr_gen = addr_gen;
+                *conn = Some(c)
+            }
             Err(e) => return Err(e.is_refused()),
         }
     }

@@ -56,6 +56,8 @@ pub struct Config {
     pub backends_toml: Option<String>,
     /// The `[health]` table's lines.
     pub health: String,
+    /// More tables, written last (e.g. `[dns]`).
+    pub tables: String,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             // The health probe's connection (one per backend) logs in as `app`, apart from the
             // dedicated accounts tests count pool connections with.
             health: "user = \"app\"\npassword = \"app\"\n".into(),
+            tables: String::new(),
         }
     }
 }
@@ -100,6 +103,10 @@ impl Config {
         self.backends = b;
         self
     }
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables = toml.into();
+        self
+    }
     pub fn health(mut self, lines: &str) -> Self {
         self.health = lines.into();
         self
@@ -122,6 +129,7 @@ impl Config {
             }
         }
         s.push_str(&format!("[health]\n{}\n", self.health));
+        s.push_str(&self.tables);
         s.push_str(&self.users);
         s
     }
