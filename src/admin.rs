@@ -123,7 +123,7 @@ pub fn remote_stats(supervisor: u32, worker: u32) -> Option<Vec<ShardSnapshot>> 
     serde_json::from_str(&a).ok()
 }
 
-fn handle(shared: &Shared, line: &str) -> String {
+pub fn handle(shared: &Shared, line: &str) -> String {
     let mut words = line.split_whitespace();
     match words.next() {
         Some("STATS") => {

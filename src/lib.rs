@@ -16,6 +16,7 @@ pub mod bootstrap;
 pub mod buf;
 pub mod codec;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod frontend;
 pub mod metrics;

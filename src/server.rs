@@ -402,6 +402,14 @@ pub fn run(
         spawn_db_user_refresher(shared.clone(), db_ids, mailboxes.clone());
     }
     crate::backend::dns::spawn_refresher(shared.clone());
+    // The SQL console: here without workers; the supervisor serves it for all of them.
+    if supervisor.is_none() && !shared.config.admin.listen.is_empty() {
+        crate::console::spawn(
+            &shared.config.admin.listen,
+            crate::console::users(&shared.config),
+            crate::console::Target::Local(shared.clone()),
+        )?;
+    }
     // The admin socket: named after the supervisor with workers, after this process without.
     crate::admin::spawn(shared.clone(), supervisor.unwrap_or_else(std::process::id))
         .map_err(|e| format!("admin socket: {e}"))?;

@@ -85,6 +85,16 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
         crate::metrics::spawn(source, &cfg.metrics_listen)
             .map_err(|e| format!("metrics_listen {}: {e}", cfg.metrics_listen))?;
     }
+    if !cfg.admin.listen.is_empty() {
+        crate::console::spawn(
+            &cfg.admin.listen,
+            crate::console::users(cfg),
+            crate::console::Target::Workers {
+                supervisor: me,
+                workers: n as u32,
+            },
+        )?;
+    }
     let mut stopping: Option<Instant> = None;
     let mut failure: Option<String> = None;
     loop {

@@ -115,6 +115,9 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub dns: DnsConfig,
+    /// The SQL admin console (off unless `admin.listen` is set).
+    #[serde(default)]
+    pub admin: AdminConfig,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     /// Users loaded from the backend's `mysql.user` (beside `[[users]]`).
@@ -263,6 +266,26 @@ pub struct BackendConfig {
     /// Relative share of the load (1..=1000).
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+}
+
+/// The admin console (see `console`): SQL over the MySQL protocol, its own users.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// host:port of the console; empty = no console (restart to change).
+    #[serde(default)]
+    pub listen: String,
+    #[serde(default)]
+    pub users: Vec<AdminUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub name: String,
+    /// A `*HEX` hash from `sluice hash-password` (mysql_native_password), or plaintext
+    /// (development only: sluice warns).
+    pub password: String,
 }
 
 /// Backend names (see `backend::dns`).
@@ -723,6 +746,36 @@ impl Config {
                         "not a DNS name or IP address",
                     );
                 }
+            }
+        }
+        if !self.admin.listen.is_empty() {
+            if self.admin.listen.parse::<SocketAddr>().is_err() {
+                err(
+                    "admin.listen",
+                    &format!("{:?}", self.admin.listen),
+                    "expected ip:port",
+                );
+            }
+            if self.admin.users.is_empty() {
+                err(
+                    "admin.users",
+                    &"[]",
+                    "the console needs at least one [[admin.users]] entry",
+                );
+            }
+        }
+        for (i, u) in self.admin.users.iter().enumerate() {
+            if u.name.is_empty() {
+                err(
+                    &format!("admin.users[{i}].name"),
+                    &"\"\"",
+                    "must not be empty",
+                );
+            }
+            if let Err(why) =
+                crate::auth::Credential::parse(&u.password, Some("mysql_native_password"))
+            {
+                err(&format!("admin.users[{i}].password"), &"…", &why);
             }
         }
         if !(100..=3_600_000).contains(&self.dns.ttl_ms) {

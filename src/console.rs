@@ -1,0 +1,668 @@
+//! The admin console: SQL over the MySQL protocol on its own listener (`[admin] listen`), for the
+//! tools operators already have (`mariadb -h … -P 6034 -u admin -p`). Its own users (hashes from
+//! `sluice hash-password`, mysql_native_password); answers are real result sets.
+//!
+//! The console is a thin SQL front over the admin requests every worker already serves
+//! ([`crate::admin`]): each statement becomes one request line, sent to this process (a single
+//! process) or to every worker (the supervisor, with `workers = N`), and the answers are merged:
+//! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
+//!
+//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
+//! `DRAIN BACKEND <address|id> [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`,
+//! `ADD BACKEND <address> [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the
+//! client's own start-up queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are
+//! answered too. Anything else is ERR 1064 listing what the console understands.
+//!
+//! Blocking threads (one per console connection, at most [`MAX_CONNECTIONS`]): consoles are few
+//! and never on the shards' path.
+
+use crate::auth::{Credential, Plugin};
+use crate::bootstrap::ColumnTemplate;
+use crate::codec::auth::AuthSwitch;
+use crate::codec::caps::cap;
+use crate::codec::handshake::{Handshake, HandshakeResponse};
+use crate::codec::packets::{encode_ok, EofPacket, ErrPacket, OkPacket, EOF};
+use crate::codec::wire::{put_lenenc_bytes, put_lenenc_int};
+use crate::shared::Shared;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Console connections served at once (more are refused with ERR 1040).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Longest statement the console reads.
+const MAX_PACKET: usize = 64 << 10;
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where the console's requests go.
+#[derive(Clone)]
+pub enum Target {
+    /// This process's own shards.
+    Local(Arc<Shared>),
+    /// Every worker of the supervisor with this pid.
+    Workers { supervisor: u32, workers: u32 },
+}
+
+impl Target {
+    /// Sends `line` everywhere; one answer per process (an unreachable worker's is an ERR).
+    fn ask_all(&self, line: &str) -> Vec<String> {
+        match self {
+            Target::Local(shared) => vec![crate::admin::handle(shared, line)],
+            Target::Workers {
+                supervisor,
+                workers,
+            } => (0..*workers)
+                .map(|w| {
+                    crate::admin::request(*supervisor, w, line).unwrap_or_else(|e| {
+                        format!("ERR 2013 HY000 worker {w} did not answer: {e}")
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A console account.
+pub struct ConsoleUser {
+    pub name: String,
+    pub credential: Credential,
+}
+
+/// The console's accounts from the configuration (validated already).
+pub fn users(cfg: &crate::config::Config) -> Vec<ConsoleUser> {
+    cfg.admin
+        .users
+        .iter()
+        .filter_map(|u| {
+            if !crate::auth::looks_like_hash(&u.password) {
+                warn!(user = %u.name, "admin console password configured in plaintext; use `sluice hash-password` in production");
+            }
+            Some(ConsoleUser {
+                name: u.name.clone(),
+                credential: Credential::parse(&u.password, Some("mysql_native_password")).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Starts the console on `listen` (a thread accepting, one per connection).
+pub fn spawn(listen: &str, users: Vec<ConsoleUser>, target: Target) -> Result<(), String> {
+    let listener = TcpListener::bind(listen).map_err(|e| format!("admin.listen {listen}: {e}"))?;
+    let users = Arc::new(users);
+    let open = Arc::new(AtomicUsize::new(0));
+    info!(%listen, "admin console listening");
+    std::thread::Builder::new()
+        .name("sluice-console".into())
+        .spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { continue };
+                let (users, target, open) = (users.clone(), target.clone(), open.clone());
+                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    let mut c = Conn { s, seq: 0 };
+                    let _ = c.err(1040, b"08004", "Too many connections to the admin console");
+                    continue;
+                }
+                let _ = std::thread::Builder::new()
+                    .name("sluice-console-conn".into())
+                    .spawn(move || {
+                        let peer = s.peer_addr().ok();
+                        if let Err(e) = serve(s, &users, &target) {
+                            tracing::debug!(?peer, error = %e, "admin console connection ended");
+                        }
+                        open.fetch_sub(1, Ordering::AcqRel);
+                    });
+            }
+        })
+        .map_err(|e| format!("admin console thread: {e}"))?;
+    Ok(())
+}
+
+/// One console connection: framing over a blocking socket.
+struct Conn {
+    s: TcpStream,
+    seq: u8,
+}
+
+impl Conn {
+    fn read(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut h = [0u8; 4];
+        self.s.read_exact(&mut h)?;
+        let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        if len > MAX_PACKET {
+            return Err(std::io::Error::other("packet too large for the console"));
+        }
+        self.seq = h[3].wrapping_add(1);
+        let mut p = vec![0u8; len];
+        self.s.read_exact(&mut p)?;
+        Ok(p)
+    }
+
+    fn write(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let len = payload.len();
+        let mut out = Vec::with_capacity(4 + len);
+        out.extend_from_slice(&[len as u8, (len >> 8) as u8, (len >> 16) as u8, self.seq]);
+        out.extend_from_slice(payload);
+        self.seq = self.seq.wrapping_add(1);
+        self.s.write_all(&out)
+    }
+
+    fn err(&mut self, code: u16, state: &[u8; 5], message: &str) -> std::io::Result<()> {
+        let mut p = Vec::new();
+        ErrPacket {
+            code,
+            sql_state: *state,
+            message: message.as_bytes(),
+        }
+        .encode(&mut p);
+        self.write(&p)
+    }
+
+    fn ok(&mut self, caps: u32) -> std::io::Result<()> {
+        let mut p = Vec::new();
+        encode_ok(&mut p, crate::codec::caps::status::AUTOCOMMIT, caps);
+        self.write(&p)
+    }
+}
+
+const CAPS: u32 = cap::LONG_PASSWORD
+    | cap::PROTOCOL_41
+    | cap::SECURE_CONNECTION
+    | cap::PLUGIN_AUTH
+    | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | cap::CONNECT_WITH_DB
+    | cap::TRANSACTIONS
+    | cap::DEPRECATE_EOF;
+
+fn serve(s: TcpStream, users: &[ConsoleUser], target: &Target) -> std::io::Result<()> {
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    s.set_nodelay(true)?;
+    let mut c = Conn { s, seq: 0 };
+    let mut nonce = [0u8; 20];
+    getrandom::getrandom(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // A scramble byte must not be NUL (clients read part 2 up to a NUL).
+    for b in &mut nonce {
+        *b = (*b % 94) + 33;
+    }
+    let mut g = Vec::new();
+    Handshake {
+        server_version: b"5.5.5-sluice-admin".to_vec(),
+        connection_id: 1,
+        nonce: nonce.to_vec(),
+        capabilities: CAPS,
+        collation: 45,
+        status: crate::codec::caps::status::AUTOCOMMIT,
+        mariadb_capabilities: 0,
+        auth_plugin: Plugin::Native.name().to_vec(),
+    }
+    .encode(&mut g);
+    c.write(&g)?;
+    let p = c.read()?;
+    let Ok(hr) = HandshakeResponse::decode(&p) else {
+        return c.err(1043, b"08S01", "Bad handshake");
+    };
+    let caps = hr.capabilities & CAPS;
+    let mut response = hr.auth_response.clone();
+    if hr
+        .auth_plugin
+        .as_deref()
+        .is_some_and(|p| p != Plugin::Native.name())
+    {
+        // Ask for mysql_native_password over the same nonce.
+        let mut sw = Vec::new();
+        AuthSwitch {
+            plugin: Plugin::Native.name().to_vec(),
+            data: nonce.to_vec(),
+        }
+        .encode(&mut sw);
+        c.write(&sw)?;
+        response = c.read()?;
+    }
+    let name = String::from_utf8_lossy(&hr.username).into_owned();
+    let ok = users
+        .iter()
+        .find(|u| u.name == name)
+        .is_some_and(|u| u.credential.verify(Plugin::Native, &nonce, &response));
+    if !ok {
+        warn!(user = %name, "admin console: login refused");
+        return c.err(
+            1045,
+            b"28000",
+            &format!("Access denied for user '{name}' (admin console)"),
+        );
+    }
+    c.ok(caps)?;
+    loop {
+        let p = match c.read() {
+            Ok(p) => p,
+            Err(_) => return Ok(()),
+        };
+        match p.first() {
+            Some(0x01) => return Ok(()), // COM_QUIT
+            Some(0x03) => {
+                let sql = String::from_utf8_lossy(&p[1..]).into_owned();
+                match answer(&sql, target) {
+                    Answer::Ok => c.ok(caps)?,
+                    Answer::Rows(cols, rows) => {
+                        for packet in result_set(&cols, &rows, caps) {
+                            c.write(&packet)?;
+                        }
+                    }
+                    Answer::Err(code, state, msg) => c.err(code, state, &msg)?,
+                }
+            }
+            Some(0x02 | 0x0e) => c.ok(caps)?, // COM_INIT_DB, COM_PING
+            _ => c.err(1047, b"08S01", "Unknown command (admin console)")?,
+        }
+    }
+}
+
+enum Answer {
+    Ok,
+    Rows(Vec<String>, Vec<Vec<Option<String>>>),
+    Err(u16, &'static [u8; 5], String),
+}
+
+/// A string column (utf8mb4, up to 1024 characters).
+const TEXT: ColumnTemplate = [0x0c, 45, 0, 0, 0x10, 0, 0, 0xfd, 0, 0, 0x27, 0, 0];
+
+/// The packets of a text result set.
+fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut n = Vec::new();
+    put_lenenc_int(&mut n, cols.len() as u64);
+    out.push(n);
+    for name in cols {
+        out.push(crate::frontend::answer::column(
+            &crate::frontend::answer::Column {
+                name: name.as_bytes(),
+                template: &TEXT,
+                charset: None,
+                value: None,
+            },
+            false,
+        ));
+    }
+    let status = crate::codec::caps::status::AUTOCOMMIT;
+    let classic = caps & cap::DEPRECATE_EOF == 0;
+    let eof = || {
+        let mut e = Vec::new();
+        EofPacket {
+            warnings: 0,
+            status,
+        }
+        .encode(&mut e);
+        e
+    };
+    if classic {
+        out.push(eof());
+    }
+    for r in rows {
+        let mut p = Vec::new();
+        for v in r {
+            match v {
+                Some(v) => put_lenenc_bytes(&mut p, v.as_bytes()),
+                None => p.push(0xfb),
+            }
+        }
+        out.push(p);
+    }
+    if classic {
+        out.push(eof());
+    } else {
+        let mut e = Vec::new();
+        OkPacket {
+            status,
+            ..OkPacket::default()
+        }
+        .encode(&mut e, EOF, caps);
+        out.push(e);
+    }
+    out
+}
+
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+
+/// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
+/// quotes; a trailing `;` goes).
+fn words(sql: &str) -> Vec<String> {
+    let sql = sql.trim().trim_end_matches(';').trim();
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(&ch) = chars.peek() {
+        if ch.is_whitespace() {
+            chars.next();
+        } else if matches!(ch, '\'' | '"' | '`') {
+            chars.next();
+            let w: String = chars.by_ref().take_while(|&x| x != ch).collect();
+            out.push(w);
+        } else {
+            let mut w = String::new();
+            while let Some(&x) = chars.peek() {
+                if x.is_whitespace() {
+                    break;
+                }
+                w.push(x);
+                chars.next();
+            }
+            out.push(w);
+        }
+    }
+    out
+}
+
+fn answer(sql: &str, target: &Target) -> Answer {
+    let w = words(sql);
+    let up: Vec<String> = w.iter().map(|s| s.to_ascii_uppercase()).collect();
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    match up.as_slice() {
+        ["SELECT", "@@VERSION_COMMENT", ..] => Answer::Rows(
+            vec!["@@version_comment".into()],
+            vec![vec![Some("sluice admin console".into())]],
+        ),
+        ["SELECT", "DATABASE()", ..] => Answer::Rows(vec!["DATABASE()".into()], vec![vec![None]]),
+        ["SHOW", "BACKENDS" | "SERVERS"] => show_backends(target),
+        ["SHOW", "POOLS"] => show_pools(target),
+        ["SHOW", "STATS"] => show_stats(target),
+        ["SHOW", "WORKERS"] => show_workers(target),
+        [verb @ ("DRAIN" | "UNDRAIN" | "MAINTENANCE" | "REMOVE"), "BACKEND", ..]
+            if w.len() >= 3 =>
+        {
+            let mut line = format!("BACKEND {verb} {}", w[2]);
+            match &up[3..] {
+                [] => {}
+                ["TIMEOUT", _] if *verb == "DRAIN" => line.push_str(&format!(" TIMEOUT {}", w[4])),
+                _ => return syntax(),
+            }
+            everywhere(target, &line)
+        }
+        ["ADD", "BACKEND", ..] if w.len() >= 3 => {
+            let (mut role, mut weight) = ("any".to_string(), "1".to_string());
+            let mut i = 3;
+            while i + 1 < w.len() + 1 && i < w.len() {
+                match (up[i], w.get(i + 1)) {
+                    ("ROLE", Some(r)) => role = r.to_ascii_lowercase(),
+                    ("WEIGHT", Some(n)) => weight = n.clone(),
+                    _ => return syntax(),
+                }
+                i += 2;
+            }
+            everywhere(target, &format!("BACKEND ADD {} {role} {weight}", w[2]))
+        }
+        _ => syntax(),
+    }
+}
+
+fn syntax() -> Answer {
+    Answer::Err(1064, b"42000", HELP.into())
+}
+
+/// Sends a change to every process; OK when every one applied it, else the first refusal.
+fn everywhere(target: &Target, line: &str) -> Answer {
+    for a in target.ask_all(line) {
+        if let Some(e) = a.strip_prefix("ERR ") {
+            let mut parts = e.splitn(3, ' ');
+            let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1105);
+            let _state = parts.next();
+            let msg = parts.next().unwrap_or("").to_string();
+            return Answer::Err(code, b"HY000", msg);
+        }
+    }
+    Answer::Ok
+}
+
+fn json_lines(target: &Target, line: &str) -> Result<Vec<serde_json::Value>, Answer> {
+    target
+        .ask_all(line)
+        .into_iter()
+        .map(|a| {
+            serde_json::from_str(&a)
+                .map_err(|_| Answer::Err(1105, b"HY000", format!("a worker answered {a:?}")))
+        })
+        .collect()
+}
+
+fn text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn show_backends(target: &Target) -> Answer {
+    let per_worker = match json_lines(target, "BACKENDS") {
+        Ok(v) => v,
+        Err(a) => return a,
+    };
+    const COLS: [&str; 13] = [
+        "id",
+        "address",
+        "role",
+        "weight",
+        "state",
+        "health",
+        "writable",
+        "open",
+        "idle",
+        "in_use",
+        "pinned",
+        "probes",
+        "probe_failures",
+    ];
+    const SUMMED: [&str; 4] = ["open", "idle", "in_use", "pinned"];
+    let Some(first) = per_worker.first().and_then(|v| v.as_array()) else {
+        return Answer::Rows(COLS.map(String::from).to_vec(), Vec::new());
+    };
+    let rows = first
+        .iter()
+        .map(|b| {
+            COLS.iter()
+                .map(|c| {
+                    if SUMMED.contains(c) {
+                        let sum: u64 = per_worker
+                            .iter()
+                            .filter_map(|w| w.as_array())
+                            .filter_map(|w| w.iter().find(|x| x["address"] == b["address"]))
+                            .filter_map(|x| x[*c].as_u64())
+                            .sum();
+                        Some(sum.to_string())
+                    } else {
+                        text(&b[*c])
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Answer::Rows(COLS.map(String::from).to_vec(), rows)
+}
+
+/// Every shard snapshot of every process (`STATS`), by process.
+fn stats(target: &Target) -> Result<Vec<Vec<crate::metrics::ShardSnapshot>>, Answer> {
+    target
+        .ask_all("STATS")
+        .into_iter()
+        .map(|a| {
+            serde_json::from_str(&a)
+                .map_err(|_| Answer::Err(1105, b"HY000", format!("a worker answered {a:?}")))
+        })
+        .collect()
+}
+
+fn show_pools(target: &Target) -> Answer {
+    let all = match stats(target) {
+        Ok(v) => v,
+        Err(a) => return a,
+    };
+    let mut pools: std::collections::BTreeMap<(String, String), [u64; 8]> = Default::default();
+    for p in all.iter().flatten().flat_map(|s| &s.pools) {
+        let e = pools
+            .entry((p.backend.clone(), p.user.clone()))
+            .or_default();
+        for (a, b) in e.iter_mut().zip([
+            p.open,
+            p.idle,
+            p.limit,
+            p.waiting,
+            p.pinned,
+            p.checkouts,
+            p.waits,
+            p.timeouts,
+        ]) {
+            *a += b;
+        }
+    }
+    let cols = [
+        "backend",
+        "user",
+        "open",
+        "idle",
+        "in_use",
+        "limit",
+        "waiting",
+        "pinned",
+        "checkouts",
+        "queue_waits",
+        "queue_timeouts",
+    ];
+    let rows = pools
+        .into_iter()
+        .map(|((b, u), n)| {
+            let mut r = vec![
+                Some(b),
+                Some(if u.is_empty() {
+                    "(database users)".into()
+                } else {
+                    u
+                }),
+            ];
+            r.push(Some(n[0].to_string()));
+            r.push(Some(n[1].to_string()));
+            r.push(Some(n[0].saturating_sub(n[1]).to_string()));
+            r.extend(n[2..].iter().map(|v| Some(v.to_string())));
+            r
+        })
+        .collect();
+    Answer::Rows(cols.map(String::from).to_vec(), rows)
+}
+
+fn show_stats(target: &Target) -> Answer {
+    let all = match stats(target) {
+        Ok(v) => v,
+        Err(a) => return a,
+    };
+    let shards: Vec<&crate::metrics::ShardSnapshot> = all.iter().flatten().collect();
+    let sum = |f: fn(&crate::metrics::ShardSnapshot) -> u64| -> String {
+        shards.iter().map(|s| f(s)).sum::<u64>().to_string()
+    };
+    let errors: u64 = shards.iter().flat_map(|s| s.errors.values()).sum();
+    let pinned: i64 = shards.iter().flat_map(|s| s.pinned_now.iter()).sum();
+    let rows: Vec<(&str, String)> = vec![
+        ("clients", sum(|s| s.clients)),
+        ("clients_parked", sum(|s| s.parked)),
+        ("accepted", sum(|s| s.accepted)),
+        ("commands", sum(|s| s.commands)),
+        ("errors", errors.to_string()),
+        ("sessions_pinned", pinned.to_string()),
+        ("pin_refusals", sum(|s| s.pin_refusals)),
+        ("settings_syncs", sum(|s| s.syncs)),
+        ("lazy_prepares", sum(|s| s.lazy_prepares)),
+        ("no_backend_waits", sum(|s| s.no_backend_waits)),
+        ("drain_closes", sum(|s| s.drain_closes)),
+        ("idle_timeouts", sum(|s| s.idle_timeouts)),
+        ("client_bytes_in", sum(|s| s.client_bytes_in)),
+        ("client_bytes_out", sum(|s| s.client_bytes_out)),
+        ("processes", all.len().to_string()),
+        ("shards", shards.len().to_string()),
+    ];
+    Answer::Rows(
+        vec!["name".into(), "value".into()],
+        rows.into_iter()
+            .map(|(k, v)| vec![Some(k.to_string()), Some(v)])
+            .collect(),
+    )
+}
+
+fn show_workers(target: &Target) -> Answer {
+    let all = target.ask_all("STATS");
+    let rows = all
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let snaps: Option<Vec<crate::metrics::ShardSnapshot>> = serde_json::from_str(a).ok();
+            let clients = snaps
+                .as_ref()
+                .map(|s| s.iter().map(|x| x.clients).sum::<u64>().to_string());
+            vec![
+                Some(i.to_string()),
+                Some(
+                    if snaps.is_some() {
+                        "up"
+                    } else {
+                        "not answering"
+                    }
+                    .into(),
+                ),
+                snaps.as_ref().map(|s| s.len().to_string()),
+                clients,
+            ]
+        })
+        .collect();
+    Answer::Rows(
+        vec![
+            "worker".into(),
+            "state".into(),
+            "shards".into(),
+            "clients".into(),
+        ],
+        rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_into_words() {
+        assert_eq!(
+            words("drain backend '127.0.0.1:3306' timeout 500;"),
+            ["drain", "backend", "127.0.0.1:3306", "timeout", "500"]
+        );
+        assert_eq!(words("  SHOW   BACKENDS "), ["SHOW", "BACKENDS"]);
+        assert_eq!(
+            words("add backend `db one:1`"),
+            ["add", "backend", "db one:1"]
+        );
+    }
+
+    #[test]
+    fn result_sets_are_well_formed_in_both_framings() {
+        use crate::codec::command::ResponseKind;
+        use crate::codec::response::{ResponseTracker, Role};
+        let cols = vec!["a".to_string(), "b".to_string()];
+        let rows = vec![
+            vec![Some("1".to_string()), None],
+            vec![Some("2".to_string()), Some("x".to_string())],
+        ];
+        for (caps, deprecate) in [(cap::PROTOCOL_41, false), (CAPS, true)] {
+            let mut t = ResponseTracker::new(ResponseKind::Query, deprecate);
+            let mut n = 0;
+            let packets = result_set(&cols, &rows, caps);
+            for (i, p) in packets.iter().enumerate() {
+                let role = t.on_packet(p.len(), p).unwrap();
+                if let Role::Row { .. } = role {
+                    n += 1;
+                }
+                if i + 1 == packets.len() {
+                    assert!(t.is_done(), "done after the last packet");
+                }
+            }
+            assert_eq!(n, 2);
+        }
+    }
+}

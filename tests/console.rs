@@ -1,0 +1,102 @@
+//! The SQL admin console (`[admin]`), spoken with the plain `mariadb` client.
+
+mod common;
+
+use common::{free_port, mariadb_addr, mariadb_cli, wait_for, Config, Sluice};
+use std::time::Duration;
+
+/// Runs `sql` on the console at `port` as admin/secret; (success, stdout, stderr).
+fn console(port: u16, sql: &str) -> (bool, String, String) {
+    mariadb_cli(port, &["-uadmin", "-psecret"], sql)
+}
+
+/// The value of column `col` in the row whose first column is `key` (tab-separated --batch
+/// output with a header line).
+fn cell(out: &str, key: &str, col: &str) -> Option<String> {
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next()?.split('\t').collect();
+    let i = header.iter().position(|h| *h == col)?;
+    lines
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|r| r.contains(&key))
+        .map(|r| r[i].to_string())
+}
+
+fn with_console(workers: usize) -> (Sluice, u16) {
+    let port = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!("workers = {workers}\nshards = 1"))
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{port}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    (s, port)
+}
+
+#[test]
+fn the_console_shows_and_drains_backends() {
+    let (s, port) = with_console(1);
+    let addr = mariadb_addr();
+    // Traffic first, so that the pool has connections to show.
+    let mut c = s.conn();
+    mysql::prelude::Queryable::query_drop(&mut c, "SELECT 1").unwrap();
+    let (ok, out, err) = console(port, "SHOW BACKENDS");
+    assert!(ok, "{err}");
+    assert_eq!(cell(&out, &addr, "state").as_deref(), Some("up"), "{out}");
+    assert_eq!(cell(&out, &addr, "role").as_deref(), Some("any"), "{out}");
+    let (ok, out, err) = console(port, "SHOW POOLS; SHOW STATS; SHOW WORKERS");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("checkouts") && out.contains("commands"),
+        "{out}"
+    );
+
+    let (ok, _, err) = console(port, &format!("DRAIN BACKEND '{addr}' TIMEOUT 60000"));
+    assert!(ok, "{err}");
+    wait_for("the backend drained", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW BACKENDS");
+        (cell(&out, &addr, "state").as_deref() == Some("drained")).then_some(())
+    });
+    let (ok, _, err) = console(port, &format!("UNDRAIN BACKEND '{addr}'"));
+    assert!(ok, "{err}");
+    let (_, out, _) = console(port, "SHOW BACKENDS");
+    assert_eq!(cell(&out, &addr, "state").as_deref(), Some("up"), "{out}");
+    mysql::prelude::Queryable::query_drop(&mut c, "SELECT 1").unwrap();
+
+    // Refusals are clear MySQL errors.
+    let (ok, _, err) = console(port, "DROP TABLE x");
+    assert!(
+        !ok && err.contains("ERROR 1064") && err.contains("SHOW BACKENDS"),
+        "{err}"
+    );
+    let (ok, _, err) = console(port, "DRAIN BACKEND 'nowhere:1'");
+    assert!(!ok && err.contains("ERROR 1210"), "{err}");
+    let (ok, _, err) = mariadb_cli(port, &["-uadmin", "-pwrong"], "SHOW BACKENDS");
+    assert!(!ok && err.contains("ERROR 1045"), "{err}");
+    // The console's users are not the database's, and the database's are not the console's.
+    let (ok, _, err) = mariadb_cli(port, &[], "SHOW BACKENDS");
+    assert!(!ok && err.contains("ERROR 1045"), "{err}");
+}
+
+#[test]
+fn with_workers_the_console_speaks_for_all_of_them() {
+    let (s, port) = with_console(2);
+    let addr = mariadb_addr();
+    wait_for("both workers answer", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW WORKERS");
+        (out.lines().filter(|l| l.contains("\tup\t")).count() == 2).then_some(())
+    });
+    let (ok, _, err) = console(port, &format!("DRAIN BACKEND '{addr}'"));
+    assert!(ok, "{err}");
+    // Every worker got it.
+    for w in 0..2 {
+        let line = sluice::admin::request(s.pid(), w, "BACKENDS").unwrap();
+        assert!(
+            line.contains("\"draining\"") || line.contains("\"drained\""),
+            "worker {w}: {line}"
+        );
+    }
+    let (ok, _, err) = console(port, &format!("UNDRAIN BACKEND '{addr}'"));
+    assert!(ok, "{err}");
+}
