@@ -5,6 +5,8 @@
 //! - `KILL <connection id> <query|connection> <user index>` → `OK` or
 //!   `ERR <code> <sqlstate> <message>`: KILL for a session living in this worker;
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
+//! - `RELOAD` → re-reads the configuration file, applies what can change live, says what needs
+//!   a restart (see [`crate::reload`]);
 //! - `BACKENDS` → the backends as JSON (state, health, role, weight, connections held);
 //! - `BACKEND ADD <address> [any|primary|replica] [weight]` → `OK <id>`;
 //!   `BACKEND DRAIN <id or address> [TIMEOUT <ms>]` → `OK` (after the timeout, sessions that still
@@ -166,6 +168,7 @@ pub fn handle(shared: &Shared, line: &str) -> String {
             }
         }
         Some("BACKENDS") => backends(shared),
+        Some("RELOAD") => crate::reload::run(shared),
         Some("BACKEND") => backend(shared, words.next(), words.next(), words),
         _ => "ERR 1064 42000 unknown admin request".into(),
     }

@@ -8,6 +8,7 @@
 //! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
 //!
 //! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
+//! `RELOAD` (see [`crate::reload`]),
 //! `DRAIN BACKEND <address|id> [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`,
 //! `ADD BACKEND <address> [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the
 //! client's own start-up queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are
@@ -325,7 +326,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; a trailing `;` goes).
@@ -369,6 +370,21 @@ fn answer(sql: &str, target: &Target) -> Answer {
         ["SHOW", "POOLS"] => show_pools(target),
         ["SHOW", "STATS"] => show_stats(target),
         ["SHOW", "WORKERS"] => show_workers(target),
+        ["RELOAD"] => {
+            let answers = target.ask_all("RELOAD");
+            if let Some(e) = answers.iter().find(|a| a.starts_with("ERR ")) {
+                let msg = e.splitn(4, ' ').nth(3).unwrap_or(e).to_string();
+                return Answer::Err(1105, b"HY000", msg);
+            }
+            Answer::Rows(
+                vec!["worker".into(), "result".into()],
+                answers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| vec![Some(i.to_string()), Some(a)])
+                    .collect(),
+            )
+        }
         [verb @ ("DRAIN" | "UNDRAIN" | "MAINTENANCE" | "REMOVE"), "BACKEND", ..]
             if w.len() >= 3 =>
         {

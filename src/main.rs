@@ -198,6 +198,7 @@ fn main() -> ExitCode {
                 }
             };
             sluice::server::init_logging(&cfg);
+            sluice::reload::set_source(path.to_path_buf(), overrides.clone());
             let worker = match cli.worker.as_deref().map(parse_worker) {
                 Some(Ok(w)) => Some(w),
                 Some(Err(e)) => {

@@ -453,7 +453,8 @@ pub fn run(
     loop {
         match wait_signal(&sigset, Duration::from_millis(500)) {
             Some(libc::SIGHUP) => {
-                info!("SIGHUP: configuration reload is not supported; restart to apply changes")
+                // Logged by the reload itself.
+                let _ = crate::reload::run(&shared);
             }
             Some(sig) => {
                 info!(

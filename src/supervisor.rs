@@ -100,7 +100,13 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     loop {
         if let Some(sig) = crate::server::wait_signal(&sigset, Duration::from_millis(200)) {
             if sig == libc::SIGHUP {
-                info!("SIGHUP: configuration reload is not supported; restart to apply changes");
+                // Each worker reloads itself (each reads the file and logs what it did).
+                for w in 0..n as u32 {
+                    match admin::request(me, w, "RELOAD") {
+                        Ok(answer) => info!(worker = w, %answer, "SIGHUP: reload"),
+                        Err(e) => warn!(worker = w, error = %e, "SIGHUP: worker did not answer"),
+                    }
+                }
             } else if stopping.is_none() {
                 info!(signal = sig, "supervisor: stopping workers");
                 stopping = Some(Instant::now());

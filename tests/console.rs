@@ -100,3 +100,51 @@ fn with_workers_the_console_speaks_for_all_of_them() {
     let (ok, _, err) = console(port, &format!("UNDRAIN BACKEND '{addr}'"));
     assert!(ok, "{err}");
 }
+
+#[test]
+fn reload_applies_backend_changes_and_names_what_needs_a_restart() {
+    let port = free_port();
+    let admin = format!(
+        "[admin]\nlisten = \"127.0.0.1:{port}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+    );
+    let base = Config::default().top("shards = 1").tables(&admin);
+    let s = Sluice::with(base.clone());
+    // The same server by its Unix socket: a second backend address.
+    let dir = std::env::var("SLUICE_TEST_MARIADB_DIR").expect("SLUICE_TEST_MARIADB_DIR");
+    let sock = format!("unix:{dir}/mariadb.sock");
+    s.rewrite_config(&base.clone().backends(vec![mariadb_addr(), sock.clone()]));
+    let (ok, out, err) = console(port, "RELOAD");
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("backend {sock} added")), "{out}");
+    wait_for("the new backend up", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW BACKENDS");
+        (cell(&out, &sock, "state").as_deref() == Some("up")).then_some(())
+    });
+    // Clients keep working through it all.
+    let mut c = s.conn();
+    for _ in 0..10 {
+        mysql::prelude::Queryable::query_drop(&mut c, "SELECT 1").unwrap();
+    }
+    // Removed again by SIGHUP; a pool size change is reported, not applied.
+    s.rewrite_config(&base.clone().pool("mode = \"transaction\"\nsize = 3\n"));
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    wait_for("the reload logged", Duration::from_secs(10), || {
+        s.log_text().contains("needs a restart: pool").then_some(())
+    });
+    assert!(s.log_text().contains(&format!("backend {sock} removed")));
+    let (_, out, _) = console(port, "SHOW BACKENDS");
+    assert_eq!(
+        cell(&out, &sock, "state").as_deref(),
+        Some("removed"),
+        "{out}"
+    );
+    mysql::prelude::Queryable::query_drop(&mut c, "SELECT 1").unwrap();
+    // A broken file changes nothing and says why.
+    std::fs::write(s.dir_path().join("sluice.toml"), "listen = 5").unwrap();
+    let (ok, _, err) = console(port, "RELOAD");
+    assert!(
+        !ok && err.contains("ERROR 1105") && err.contains("nothing changed"),
+        "{err}"
+    );
+}

@@ -47,6 +47,7 @@ pub struct Sluice {
 
 /// The default test configuration, with `extra` TOML appended to the top-level section and
 /// `pool`/`users` sections given explicitly.
+#[derive(Clone)]
 pub struct Config {
     pub top: String,
     pub pool: String,
@@ -224,6 +225,15 @@ impl Sluice {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("sluice did not listen within 20 s:\n{}", self.log_text());
+    }
+
+    pub fn dir_path(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Rewrites sluice's configuration file (same listen port) for a reload.
+    pub fn rewrite_config(&self, cfg: &Config) {
+        std::fs::write(self.dir.join("sluice.toml"), cfg.render(self.port)).unwrap();
     }
 
     pub fn log_text(&self) -> String {
