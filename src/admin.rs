@@ -5,6 +5,8 @@
 //! - `KILL <connection id> <query|connection> <user index>` → `OK` or
 //!   `ERR <code> <sqlstate> <message>`: KILL for a session living in this worker;
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
+//! - `CLIENTS` → this worker's clients as JSON (id, user, state, schema, backend, idle time,
+//!   what holds it on its backend);
 //! - `RELOAD` → re-reads the configuration file, applies what can change live, says what needs
 //!   a restart (see [`crate::reload`]);
 //! - `BACKENDS` → the backends as JSON (state, health, role, weight, connections held);
@@ -169,6 +171,10 @@ pub fn handle(shared: &Shared, line: &str) -> String {
         }
         Some("BACKENDS") => backends(shared),
         Some("RELOAD") => crate::reload::run(shared),
+        Some("CLIENTS") => {
+            let rows = crate::metrics::collect_clients(shared, Duration::from_secs(2));
+            serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+        }
         Some("BACKEND") => backend(shared, words.next(), words.next(), words),
         _ => "ERR 1064 42000 unknown admin request".into(),
     }

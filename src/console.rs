@@ -8,7 +8,7 @@
 //! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
 //!
 //! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
-//! `RELOAD` (see [`crate::reload`]),
+//! `RELOAD` (see [`crate::reload`]), `SHOW CLIENTS`, `KILL CLIENT [QUERY] <id>`,
 //! `DRAIN BACKEND <address|id> [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`,
 //! `ADD BACKEND <address> [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the
 //! client's own start-up queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are
@@ -326,7 +326,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | KILL CLIENT [QUERY] id | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; a trailing `;` goes).
@@ -370,6 +370,15 @@ fn answer(sql: &str, target: &Target) -> Answer {
         ["SHOW", "POOLS"] => show_pools(target),
         ["SHOW", "STATS"] => show_stats(target),
         ["SHOW", "WORKERS"] => show_workers(target),
+        ["SHOW", "CLIENTS"] => show_clients(target),
+        ["KILL", "CLIENT", id] | ["KILL", "CLIENT", "CONNECTION", id] => match id.parse::<u32>() {
+            Ok(id) => kill_client(target, id, "connection"),
+            Err(_) => syntax(),
+        },
+        ["KILL", "CLIENT", "QUERY", id] => match id.parse::<u32>() {
+            Ok(id) => kill_client(target, id, "query"),
+            Err(_) => syntax(),
+        },
         ["RELOAD"] => {
             let answers = target.ask_all("RELOAD");
             if let Some(e) = answers.iter().find(|a| a.starts_with("ERR ")) {
@@ -419,7 +428,11 @@ fn syntax() -> Answer {
 
 /// Sends a change to every process; OK when every one applied it, else the first refusal.
 fn everywhere(target: &Target, line: &str) -> Answer {
-    for a in target.ask_all(line) {
+    everywhere_answers(target.ask_all(line))
+}
+
+fn everywhere_answers(answers: Vec<String>) -> Answer {
+    for a in answers {
         if let Some(e) = a.strip_prefix("ERR ") {
             let mut parts = e.splitn(3, ' ');
             let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1105);
@@ -601,6 +614,41 @@ fn show_stats(target: &Target) -> Answer {
             .map(|(k, v)| vec![Some(k.to_string()), Some(v)])
             .collect(),
     )
+}
+
+fn show_clients(target: &Target) -> Answer {
+    let per_worker = match json_lines(target, "CLIENTS") {
+        Ok(v) => v,
+        Err(a) => return a,
+    };
+    const COLS: [&str; 8] = [
+        "id", "user", "state", "schema", "backend", "idle_s", "holds", "shard",
+    ];
+    let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+    for w in per_worker.iter().filter_map(|w| w.as_array()) {
+        for c in w {
+            rows.push(COLS.iter().map(|k| text(&c[*k])).collect());
+        }
+    }
+    rows.sort_by_key(|r| r[0].as_deref().and_then(|v| v.parse::<u64>().ok()));
+    Answer::Rows(COLS.map(String::from).to_vec(), rows)
+}
+
+/// KILL [QUERY] for any client: asked of every process; the one that holds it answers.
+fn kill_client(target: &Target, id: u32, kind: &str) -> Answer {
+    let line = format!("KILL {id} {kind} {}", crate::shard::kill::BY_ADMIN);
+    let answers = target.ask_all(&line);
+    if answers.iter().any(|a| a == "OK") {
+        return Answer::Ok;
+    }
+    // Not there: every process says so (1094); another refusal says more.
+    let best = answers
+        .iter()
+        .find(|a| !a.starts_with("ERR 1094"))
+        .or(answers.first())
+        .cloned()
+        .unwrap_or_else(|| format!("ERR 1094 HY000 Unknown thread id: {id}"));
+    everywhere_answers(vec![best])
 }
 
 fn show_workers(target: &Target) -> Answer {

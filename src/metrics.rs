@@ -61,6 +61,45 @@ pub struct BackendSnapshot {
     pub transitions: u64,
 }
 
+/// A client as the console's SHOW CLIENTS lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientRow {
+    pub id: u32,
+    pub shard: u32,
+    pub user: String,
+    /// parked, pinned (parked, holding its backend for a pin), active.
+    pub state: String,
+    pub schema: Option<String>,
+    /// The backend it holds (parked) or runs a statement on (active).
+    pub backend: Option<String>,
+    /// Seconds since its last command (parked clients).
+    pub idle_s: u64,
+    /// What keeps it on its backend (session mode, a transaction, pin reasons), if anything.
+    pub holds: Option<String>,
+}
+
+/// Lists the clients of every shard (waiting at most `timeout` for each).
+pub fn collect_clients(shared: &Shared, timeout: Duration) -> Vec<ClientRow> {
+    let Some(mailboxes) = shared.mailboxes.get() else {
+        return Vec::new();
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    for mb in mailboxes {
+        mb.post(ShardMsg::Clients { reply: tx.clone() });
+    }
+    drop(tx);
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + timeout;
+    for _ in 0..mailboxes.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(rows) => out.extend(rows),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// One shard's numbers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ShardSnapshot {

@@ -148,3 +148,42 @@ fn reload_applies_backend_changes_and_names_what_needs_a_restart() {
         "{err}"
     );
 }
+
+#[test]
+fn show_clients_lists_them_and_kill_client_ends_one() {
+    let (s, port) = with_console(1);
+    let mut a = s.conn();
+    let mut b = s.conn();
+    mysql::prelude::Queryable::query_drop(&mut a, "CREATE TEMPORARY TABLE t_console (x INT)")
+        .unwrap();
+    mysql::prelude::Queryable::query_drop(&mut b, "SELECT 1").unwrap();
+    let (ida, idb) = (a.connection_id().to_string(), b.connection_id().to_string());
+    let out = wait_for(
+        "both clients listed, parked",
+        Duration::from_secs(10),
+        || {
+            let (_, out, _) = console(port, "SHOW CLIENTS");
+            (cell(&out, &ida, "state").is_some()
+                && cell(&out, &idb, "state").as_deref() == Some("parked"))
+            .then_some(out)
+        },
+    );
+    assert_eq!(cell(&out, &idb, "user").as_deref(), Some("app"), "{out}");
+    assert_eq!(
+        cell(&out, &ida, "state").as_deref(),
+        Some("pinned"),
+        "{out}"
+    );
+    assert_eq!(
+        cell(&out, &ida, "holds").as_deref(),
+        Some("temporary_table"),
+        "{out}"
+    );
+    assert_eq!(cell(&out, &ida, "backend"), Some(mariadb_addr()), "{out}");
+    let (ok, _, err) = console(port, &format!("KILL CLIENT {idb}"));
+    assert!(ok, "{err}");
+    assert!(mysql::prelude::Queryable::query_drop(&mut b, "SELECT 1").is_err());
+    mysql::prelude::Queryable::query_drop(&mut a, "SELECT 1").unwrap();
+    let (ok, _, err) = console(port, "KILL CLIENT 4000000000");
+    assert!(!ok && err.contains("ERROR 1094"), "{err}");
+}

@@ -299,6 +299,12 @@ pub fn drained_out(shard: &Shard, sess: &Session) -> Option<Reply> {
     ))
 }
 
+/// What keeps a session on its backend, if it holds one (the console's SHOW CLIENTS).
+pub fn held_by(sess: &Session) -> Option<String> {
+    sess.lease.as_ref()?;
+    Some(why_held(sess))
+}
+
 /// What keeps a session on its backend, in words (for the error a drain's deadline gives it).
 fn why_held(sess: &Session) -> String {
     let mut why: Vec<&str> = Vec::new();

@@ -41,6 +41,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+/// The `by_user` of a KILL from the admin console: allowed for any session.
+pub const BY_ADMIN: u32 = u32::MAX;
+
 /// Connections a shard keeps for KILL QUERY, open at once (idle or busy; more KILLs wait their
 /// turn): bounded, so a KILL storm cannot exhaust the backend's connections or the descriptors
 /// reserved for them.
@@ -264,7 +267,8 @@ impl Shard {
         r.map_err(Error::Refused)
     }
 
-    /// KILL [QUERY] `conn_id`, a session of this shard.
+    /// KILL [QUERY] `conn_id`, a session of this shard (`by_user` [`BY_ADMIN`]: the admin
+    /// console, which may kill any).
     pub(super) async fn kill_local(
         self: &Rc<Self>,
         conn_id: u32,
@@ -288,7 +292,7 @@ impl Shard {
                 SlotState::Active(c) => c.user.get(),
                 SlotState::Free => return Err(no_such_thread(conn_id)),
             };
-            if owner != by_user {
+            if owner != by_user && by_user != BY_ADMIN {
                 return Err(Reply::new(
                     1095,
                     b"HY000",

@@ -143,6 +143,10 @@ pub enum ShardMsg {
     Stats {
         reply: std::sync::mpsc::Sender<crate::metrics::ShardSnapshot>,
     },
+    /// List this shard's clients (the console's SHOW CLIENTS).
+    Clients {
+        reply: std::sync::mpsc::Sender<Vec<crate::metrics::ClientRow>>,
+    },
 }
 
 /// Per-shard counters (summed over shards for metrics).
@@ -780,6 +784,54 @@ impl Shard {
         }
     }
 
+    /// This shard's clients as the console lists them. A parked session is known whole; an
+    /// active one (its session is with its task) by what its control block says.
+    pub fn clients(&self) -> Vec<crate::metrics::ClientRow> {
+        let now = self.clock();
+        let table = self.table.borrow();
+        let name_of = |index: u32| {
+            self.shared
+                .users
+                .get(index as usize)
+                .map(|u| u.name.clone())
+                .unwrap_or_default()
+        };
+        table
+            .tokens()
+            .into_iter()
+            .filter_map(|t| {
+                let slot = table.get(t)?;
+                let mut row = crate::metrics::ClientRow {
+                    id: slot.conn_id,
+                    shard: self.id as u32,
+                    ..Default::default()
+                };
+                match &slot.state {
+                    SlotState::Parked(s) => {
+                        row.user = s.user.name.to_string();
+                        row.state = if s.pinned() { "pinned" } else { "parked" }.into();
+                        row.schema = s.settings.schema.as_deref().map(|x| x.to_string());
+                        row.backend = s
+                            .lease
+                            .as_ref()
+                            .map(|l| self.backend(l.get().backend).address.clone());
+                        row.idle_s = u64::from(now.saturating_sub(s.last_active));
+                        row.holds = session::held_by(s);
+                    }
+                    SlotState::Active(ctl) => {
+                        row.user = name_of(ctl.pool_user.get());
+                        row.state = "active".into();
+                        row.backend = ctl
+                            .running()
+                            .map(|r| self.backend(r.backend).address.clone());
+                    }
+                    SlotState::Free => return None,
+                }
+                Some(row)
+            })
+            .collect()
+    }
+
     /// This shard's counters, for a metrics scrape.
     pub fn snapshot(&self) -> crate::metrics::ShardSnapshot {
         use crate::metrics::{PoolSnapshot, ShardSnapshot, WAIT_BUCKETS};
@@ -935,6 +987,9 @@ impl Shard {
             }
             ShardMsg::Stats { reply } => {
                 let _ = reply.send(self.snapshot());
+            }
+            ShardMsg::Clients { reply } => {
+                let _ = reply.send(self.clients());
             }
             ShardMsg::Kill {
                 conn_id,
