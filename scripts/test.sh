@@ -16,6 +16,7 @@ ensure_rust
 ensure_nextest
 ensure_mariadb
 ensure_sysbench
+ensure_prometheus
 ensure_python_drivers
 ensure_node_drivers
 ensure_java_driver

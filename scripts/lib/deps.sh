@@ -72,3 +72,38 @@ ensure_java_driver() {
 ensure_sysbench() {
   command -v sysbench >/dev/null 2>&1 || apt_install sysbench
 }
+
+# Prometheus (Debian's package) for tests/grafana.rs, which scrapes a sluice with a private
+# Prometheus of its own on a free port. The package's postinst starts a system service; none is
+# wanted (no systemd here, and a service on :9090 is nobody's): a policy-rc.d that denies starts
+# covers the install (Docker images ship one already), and a service that started anyway is
+# stopped and disabled afterwards. No recommends: prometheus-node-exporter would be a service too.
+ensure_prometheus() {
+  [ -x /usr/bin/prometheus ] && return 0
+  local policy=/usr/sbin/policy-rc.d made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# Written by sluice scripts/lib/deps.sh during one install; removed after.\nexit 101\n' \
+      | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    made_policy=1
+  fi
+  if [ -z "$APT_UPDATED" ]; then
+    echo "deps: apt-get update" >&2
+    as_root apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  echo "deps: installing prometheus" >&2
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >&2 || rc=$?
+  if [ -n "$made_policy" ]; then as_root rm -f "$policy"; fi
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -s /run/prometheus/prometheus.pid ]; then
+    # The package's init script started one (its pid file): stop that process only.
+    as_root kill "$(cat /run/prometheus/prometheus.pid)" 2>/dev/null || true
+  fi
+  if [ "$rc" -ne 0 ] || [ ! -x /usr/bin/prometheus ]; then
+    echo "deps: installing prometheus failed" >&2
+    exit 1
+  fi
+}
