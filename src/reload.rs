@@ -3,19 +3,112 @@
 //! compared with what runs. What can change live is applied; everything else is *reported* as
 //! needing a restart, by key: nothing is refused silently, and no client is dropped.
 //!
-//! Applied live today: the backends (added, removed, weights). Removing a backend takes it out of
-//! the router at once; sessions holding it finish there and its connections close as they come
-//! back. Every other section is compared and reported (the shards and the sessions read them
-//! from the configuration sluice started with). Which is which is decided here, in one place:
-//! [`RELOADABLE`].
+//! Applied live: the backends (added, removed, weights) and the keys in [`RELOADABLE`] (timeouts,
+//! limits, `pool.size`, `[health]`, `[dns]`), which everything reads from the live configuration.
+//! Removing a backend takes it out of the router at once; sessions holding it finish there and
+//! its connections close as they come back. A new `pool.size` gives every shard its fresh share
+//! (slots lent between shards are forgotten; connections above a shrunk share close as they come
+//! back). What needs a restart: the listeners, shards and workers, TLS, users, pool mode,
+//! timeouts baked into open pools (connect, query), the pin budget. Which is which is decided
+//! here, in one place.
 
 use crate::backend::router::{Admin, Role};
 use crate::config::{BackendConfig, Config};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// The keys a reload applies; every other key that differs is reported as needing a restart.
-pub const RELOADABLE: &[&str] = &["backends[].address", "backends[].weight"];
+/// The keys a reload applies (besides the backends: added, removed, weights); every other key
+/// that differs is reported as needing a restart. Everything that reads these reads the live
+/// configuration (`Shard::cfg`, `Shared::live`).
+pub const RELOADABLE: &[&str] = &[
+    "handshake_timeout_ms",
+    "auth_failure_delay_ms",
+    "net_read_timeout_ms",
+    "net_write_timeout_ms",
+    "client_idle_timeout_ms",
+    "auth_failure_limit",
+    "max_client_connections",
+    "max_packet_size",
+    "pool.size",
+    "pool.queue_timeout_ms",
+    "pool.idle_timeout_ms",
+    "pool.max_lifetime_ms",
+    "pool.health_check_interval_ms",
+    "pool.pin_overflow",
+    "pool.prepared_statements_per_connection",
+    "health",
+    "dns",
+];
+
+/// Every key of the file but the backends, with its value as written (for comparison).
+fn parts(a: &Config, b: &Config) -> Vec<(&'static str, String, String)> {
+    macro_rules! keys {
+        ($($name:literal => $($field:ident).+),* $(,)?) => {
+            vec![$(($name, format!("{:?}", a.$($field).+), format!("{:?}", b.$($field).+))),*]
+        };
+    }
+    keys![
+        "listen" => listen,
+        "shards" => shards,
+        "workers" => workers,
+        "listen_backlog" => listen_backlog,
+        "log_format" => log_format,
+        "log_level" => log_level,
+        "max_packet_size" => max_packet_size,
+        "handshake_timeout_ms" => handshake_timeout_ms,
+        "auth_failure_delay_ms" => auth_failure_delay_ms,
+        "net_read_timeout_ms" => net_read_timeout_ms,
+        "net_write_timeout_ms" => net_write_timeout_ms,
+        "client_idle_timeout_ms" => client_idle_timeout_ms,
+        "auth_failure_limit" => auth_failure_limit,
+        "max_client_connections" => max_client_connections,
+        "metrics_listen" => metrics_listen,
+        "shutdown_timeout_ms" => shutdown_timeout_ms,
+        "pool.mode" => pool.mode,
+        "pool.size" => pool.size,
+        "pool.queue_timeout_ms" => pool.queue_timeout_ms,
+        "pool.connect_timeout_ms" => pool.connect_timeout_ms,
+        "pool.idle_timeout_ms" => pool.idle_timeout_ms,
+        "pool.max_lifetime_ms" => pool.max_lifetime_ms,
+        "pool.health_check_interval_ms" => pool.health_check_interval_ms,
+        "pool.query_timeout_ms" => pool.query_timeout_ms,
+        "pool.pin_budget" => pool.pin_budget,
+        "pool.pin_overflow" => pool.pin_overflow,
+        "pool.shard_weights" => pool.shard_weights,
+        "pool.prepared_statements_per_connection" => pool.prepared_statements_per_connection,
+        "tls" => tls,
+        "health" => health,
+        "dns" => dns,
+        "admin" => admin,
+        "users" => users,
+        "auth_from_backend" => auth_from_backend,
+    ]
+}
+
+/// The live configuration after a reload: `new`'s reloadable keys, `running`'s everything else
+/// (what needs a restart keeps running as it started).
+pub fn merge_live(running: &Config, new: &Config) -> Config {
+    let mut live = running.clone();
+    live.handshake_timeout_ms = new.handshake_timeout_ms;
+    live.auth_failure_delay_ms = new.auth_failure_delay_ms;
+    live.net_read_timeout_ms = new.net_read_timeout_ms;
+    live.net_write_timeout_ms = new.net_write_timeout_ms;
+    live.client_idle_timeout_ms = new.client_idle_timeout_ms;
+    live.auth_failure_limit = new.auth_failure_limit;
+    live.max_client_connections = new.max_client_connections;
+    live.max_packet_size = new.max_packet_size;
+    live.pool.size = new.pool.size;
+    live.pool.queue_timeout_ms = new.pool.queue_timeout_ms;
+    live.pool.idle_timeout_ms = new.pool.idle_timeout_ms;
+    live.pool.max_lifetime_ms = new.pool.max_lifetime_ms;
+    live.pool.health_check_interval_ms = new.pool.health_check_interval_ms;
+    live.pool.pin_overflow = new.pool.pin_overflow;
+    live.pool.prepared_statements_per_connection = new.pool.prepared_statements_per_connection;
+    live.health = new.health.clone();
+    live.dns = new.dns.clone();
+    live.backends = new.backends.clone();
+    live
+}
 
 /// Where the configuration came from: the file and the command line's overrides (set once by
 /// `main`; a reload reads the same file and applies the same overrides).
@@ -51,6 +144,8 @@ pub struct Plan {
     pub add: Vec<BackendConfig>,
     pub remove: Vec<String>,
     pub weights: Vec<(String, u32)>,
+    /// Reloadable keys that differ (applied).
+    pub live: Vec<String>,
     /// Keys that differ but take effect only after a restart.
     pub restart: Vec<String>,
 }
@@ -60,12 +155,14 @@ impl Plan {
         self.add.is_empty()
             && self.remove.is_empty()
             && self.weights.is_empty()
+            && self.live.is_empty()
             && self.restart.is_empty()
     }
 }
 
 /// Compares the new configuration with what runs: the backends listed now (`running`, not
-/// removed) and the configuration the process started with (`started`).
+/// removed) and the live configuration (`started`: as the process started, with what earlier
+/// reloads applied).
 pub fn plan(started: &Config, running: &[Running], new: &Config) -> Plan {
     let mut p = Plan::default();
     for (i, b) in new.backends.iter().enumerate() {
@@ -94,58 +191,14 @@ pub fn plan(started: &Config, running: &[Running], new: &Config) -> Plan {
             p.remove.push(r.address.clone());
         }
     }
-    // Every other part of the file: compared as written, reported when it differs.
-    let parts = |c: &Config| -> Vec<(&'static str, String)> {
-        vec![
-            ("listen", format!("{:?}", c.listen)),
-            ("shards", format!("{:?}", c.shards)),
-            ("workers", format!("{:?}", c.workers)),
-            ("listen_backlog", format!("{:?}", c.listen_backlog)),
-            ("log_format", format!("{:?}", c.log_format)),
-            ("log_level", format!("{:?}", c.log_level)),
-            ("max_packet_size", format!("{:?}", c.max_packet_size)),
-            (
-                "handshake_timeout_ms",
-                format!("{:?}", c.handshake_timeout_ms),
-            ),
-            (
-                "auth_failure_delay_ms",
-                format!("{:?}", c.auth_failure_delay_ms),
-            ),
-            (
-                "net_read_timeout_ms",
-                format!("{:?}", c.net_read_timeout_ms),
-            ),
-            (
-                "net_write_timeout_ms",
-                format!("{:?}", c.net_write_timeout_ms),
-            ),
-            (
-                "client_idle_timeout_ms",
-                format!("{:?}", c.client_idle_timeout_ms),
-            ),
-            ("auth_failure_limit", format!("{:?}", c.auth_failure_limit)),
-            (
-                "max_client_connections",
-                format!("{:?}", c.max_client_connections),
-            ),
-            ("metrics_listen", format!("{:?}", c.metrics_listen)),
-            (
-                "shutdown_timeout_ms",
-                format!("{:?}", c.shutdown_timeout_ms),
-            ),
-            ("pool", format!("{:?}", c.pool)),
-            ("tls", format!("{:?}", c.tls)),
-            ("health", format!("{:?}", c.health)),
-            ("dns", format!("{:?}", c.dns)),
-            ("admin", format!("{:?}", c.admin)),
-            ("users", format!("{:?}", c.users)),
-            ("auth_from_backend", format!("{:?}", c.auth_from_backend)),
-        ]
-    };
-    for ((key, then), (_, now)) in parts(started).into_iter().zip(parts(new)) {
+    // Every other part of the file: applied when reloadable, else reported.
+    for (key, then, now) in parts(started, new) {
         if then != now {
-            p.restart.push(key.to_string());
+            if RELOADABLE.contains(&key) {
+                p.live.push(key.to_string());
+            } else {
+                p.restart.push(key.to_string());
+            }
         }
     }
     p
@@ -168,7 +221,8 @@ pub fn run(shared: &crate::shared::Shared) -> String {
             weight: b.weight(),
         })
         .collect();
-    let p = plan(&shared.config, &running, &new);
+    let live = shared.live();
+    let p = plan(&live, &running, &new);
     let mut done: Vec<String> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     for b in &p.add {
@@ -193,6 +247,12 @@ pub fn run(shared: &crate::shared::Shared) -> String {
             b.weight.store(*w, std::sync::atomic::Ordering::Relaxed);
             done.push(format!("backend {a} weight {w}"));
         }
+    }
+    if !p.live.is_empty() {
+        // Shards pick the new values up at their next look (a command, or their janitor's
+        // second), resizing their pools when pool.size changed.
+        shared.set_live(merge_live(&live, &new));
+        done.extend(p.live.iter().map(|k| format!("{k} changed")));
     }
     let mut out = if failed.is_empty() {
         "OK".to_string()
@@ -260,14 +320,11 @@ mod tests {
                 },
             ),
             (
-                "other sections are reported by key",
-                format!("shards = 3\nclient_idle_timeout_ms = 5\n{a}{b}[pool]\nsize = 3\n"),
+                "other keys: applied when reloadable, else reported",
+                format!("shards = 3\nclient_idle_timeout_ms = 5\n{a}{b}[pool]\nsize = 3\nmode = \"session\"\n"),
                 Plan {
-                    restart: vec![
-                        "shards".into(),
-                        "client_idle_timeout_ms".into(),
-                        "pool".into(),
-                    ],
+                    live: vec!["client_idle_timeout_ms".into(), "pool.size".into()],
+                    restart: vec!["shards".into(), "pool.mode".into()],
                     ..Plan::default()
                 },
             ),
@@ -281,6 +338,7 @@ mod tests {
             }
             assert_eq!(got.remove, want.remove, "{name}");
             assert_eq!(got.weights, want.weights, "{name}");
+            assert_eq!(got.live, want.live, "{name}");
             assert_eq!(got.restart, want.restart, "{name}");
         }
     }

@@ -24,7 +24,12 @@ pub struct UserSpec {
 }
 
 pub struct Shared {
+    /// The configuration the process started with (what needs a restart is read here).
     pub config: Config,
+    /// The configuration as reloaded: what can change live is read here (shards keep a copy per
+    /// generation: see `Shard::cfg`).
+    live: std::sync::RwLock<Arc<Config>>,
+    live_gen: std::sync::atomic::AtomicU64,
     pub users: Vec<UserSpec>,
     /// Every backend, by stable id, with the process's one view of its health.
     pub backends: crate::backend::registry::Registry,
@@ -143,6 +148,8 @@ impl Shared {
         let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
         let pinned = std::sync::Mutex::new(Vec::new());
         Ok(Shared {
+            live: std::sync::RwLock::new(Arc::new(config.clone())),
+            live_gen: std::sync::atomic::AtomicU64::new(0),
             config,
             users,
             backends,
@@ -164,6 +171,22 @@ impl Shared {
             decoys,
             fd_client_limit: AtomicUsize::new(usize::MAX),
         })
+    }
+
+    /// The live configuration (reloadable settings).
+    pub fn live(&self) -> Arc<Config> {
+        self.live.read().expect("live config").clone()
+    }
+
+    /// Its generation (bumped by every reload that changed it).
+    pub fn live_generation(&self) -> u64 {
+        self.live_gen.load(Ordering::Acquire)
+    }
+
+    /// Publishes a reloaded configuration.
+    pub fn set_live(&self, c: Config) {
+        *self.live.write().expect("live config") = Arc::new(c);
+        self.live_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Where the pool of (`backend`, `user`) sits in every shard's list of pools: by backend id,

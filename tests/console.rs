@@ -125,14 +125,28 @@ fn reload_applies_backend_changes_and_names_what_needs_a_restart() {
     for _ in 0..10 {
         mysql::prelude::Queryable::query_drop(&mut c, "SELECT 1").unwrap();
     }
-    // Removed again by SIGHUP; a pool size change is reported, not applied.
-    s.rewrite_config(&base.clone().pool("mode = \"transaction\"\nsize = 3\n"));
+    // Removed again by SIGHUP, with a new pool size (applied live) and a new shard count (a
+    // restart's business: reported).
+    s.rewrite_config(
+        &base
+            .clone()
+            .top("shards = 2")
+            .pool("mode = \"transaction\"\nsize = 3\n"),
+    );
     // SAFETY: kill(2) on our child's pid.
     unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
     wait_for("the reload logged", Duration::from_secs(10), || {
-        s.log_text().contains("needs a restart: pool").then_some(())
+        s.log_text()
+            .contains("needs a restart: shards")
+            .then_some(())
     });
-    assert!(s.log_text().contains(&format!("backend {sock} removed")));
+    let log = s.log_text();
+    assert!(log.contains(&format!("backend {sock} removed")), "{log}");
+    assert!(log.contains("pool.size changed"), "{log}");
+    wait_for("the pool resized to 3", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW POOLS");
+        (cell(&out, &mariadb_addr(), "limit").as_deref() == Some("3")).then_some(())
+    });
     let (_, out, _) = console(port, "SHOW BACKENDS");
     assert_eq!(
         cell(&out, &sock, "state").as_deref(),

@@ -240,7 +240,7 @@ pub fn spawn_refresher(shared: std::sync::Arc<crate::shared::Shared>) {
                     if !b.evict.swap(false, Ordering::Relaxed) && !due {
                         continue;
                     }
-                    match resolve(&b.address, &shared.config.dns) {
+                    match resolve(&b.address, &shared.live().dns) {
                         Ok((addrs, keep)) => {
                             let (current, _) = b.addr();
                             if !addrs.contains(&current) {

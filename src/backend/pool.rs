@@ -242,6 +242,14 @@ impl Pool {
             .count()
     }
 
+    /// Takes a fresh share after `pool.size` was reloaded: slots borrowed from other shards are
+    /// forgotten (every shard resets to its own share).
+    pub fn reset_share(&self, limit: usize) {
+        self.borrowed_from.borrow_mut().clear();
+        self.spare_ticks.set(0);
+        self.set_limit(limit);
+    }
+
     /// Changes this shard's share; excess idle connections are closed.
     pub fn set_limit(&self, limit: usize) {
         self.limit.set(limit);

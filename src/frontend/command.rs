@@ -407,7 +407,8 @@ pub(crate) async fn reserve_pin(
         sess.pin_counted = true;
         return Ok(());
     }
-    let cfg = &shard.shared.config.pool;
+    let live = shard.cfg();
+    let cfg = &live.pool;
     if cfg.pin_overflow == PinOverflow::Wait {
         let deadline = Instant::now() + Duration::from_millis(cfg.queue_timeout_ms);
         if pool.pin_wait(deadline).await {
@@ -484,8 +485,7 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Err
         }
         return Ok(l);
     }
-    let deadline =
-        Instant::now() + Duration::from_millis(shard.shared.config.pool.queue_timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(shard.cfg().pool.queue_timeout_ms);
     let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
     let mut lease = checkout_routed(shard, sess, profile, deadline).await?;
     let settings = sess.settings.clone();
@@ -564,7 +564,7 @@ async fn checkout_routed(
                 b"HY000",
                 format!(
                     "sluice: no backend could serve this within {} ms ({})",
-                    shard.shared.config.pool.queue_timeout_ms,
+                    shard.cfg().pool.queue_timeout_ms,
                     shard.backends_summary()
                 ),
             ))));
@@ -822,9 +822,7 @@ pub(crate) async fn run_on(
     let ctx = RelayCtx {
         client_caps: sess.caps,
         trackers: &trackers,
-        client_timeout: Some(Duration::from_millis(
-            shard.shared.config.net_write_timeout_ms,
-        )),
+        client_timeout: Some(Duration::from_millis(shard.cfg().net_write_timeout_ms)),
         first_seq: next,
         backend_name,
         prepare_id: with.prepare_id,

@@ -56,8 +56,7 @@ pub async fn accept(
     conn_id: u32,
     peer: SocketAddr,
 ) -> Result<Session, Error> {
-    let cfg = &shard.shared.config;
-    let handshake_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
+    let handshake_timeout = Duration::from_millis(shard.cfg().handshake_timeout_ms);
     let timeout = Some(handshake_timeout);
     let nonce = nonce();
     let server = &shard.shared.server;
@@ -315,7 +314,7 @@ async fn authenticate(
             if let Some(ip) = peer {
                 shard.note_auth_failure(ip);
             }
-            glommio::timer::sleep(Duration::from_millis(shared.config.auth_failure_delay_ms)).await;
+            glommio::timer::sleep(Duration::from_millis(shared.live().auth_failure_delay_ms)).await;
             let host = peer.map(|ip| ip.to_string()).unwrap_or_default();
             let mut reply = Reply::access_denied(username, &host, !response.is_empty());
             if let Some(d) = fail_detail {

@@ -382,10 +382,9 @@ const MAX_LINGERING: u32 = 512;
 pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess: Session) {
     let mut io = ClientIo::new(shard.clone(), sess.fd.as_raw_fd(), token, ctl.clone());
     io.tls = sess.tls.take();
-    let max = shard.shared.config.max_packet_size;
-    let read_timeout = Some(Duration::from_millis(
-        shard.shared.config.net_read_timeout_ms,
-    ));
+    let live = shard.cfg();
+    let max = live.max_packet_size;
+    let read_timeout = Some(Duration::from_millis(live.net_read_timeout_ms));
     let reason: Option<Error> = loop {
         if let Err(e) = ctl.check() {
             break Some(e);

@@ -119,7 +119,7 @@ fn prepare_switches(sess: &Session, lease: &mut Lease, client_id: u32, stmt: &Cl
 /// Keeps the backend's prepared statements under the configured bound (never closing one that
 /// holds the session's long data or cursor).
 async fn evict_prepared(shard: &Rc<Shard>, sess: &Session, lease: &mut Lease) -> Result<(), Error> {
-    let cap = shard.shared.config.pool.prepared_statements_per_connection;
+    let cap = shard.cfg().pool.prepared_statements_per_connection;
     let busy: Vec<u32> = sess
         .stmts
         .as_ref()

@@ -234,6 +234,9 @@ pub struct Shard {
     /// The backends as this shard last saw the registry, and the registry's generation then.
     backends: RefCell<Vec<Arc<crate::backend::registry::Backend>>>,
     backends_seen: Cell<u64>,
+    /// The live configuration as this shard last saw it, and its generation.
+    live: RefCell<Arc<crate::config::Config>>,
+    live_seen: Cell<u64>,
     /// The router's scratch lists (reused: ranking allocates nothing).
     route_cands: RefCell<Vec<crate::backend::router::Candidate>>,
     route_out: RefCell<Vec<u16>>,
@@ -323,6 +326,8 @@ impl Shard {
             pools: RefCell::new(Vec::new()),
             backends: RefCell::new(Vec::new()),
             backends_seen: Cell::new(u64::MAX),
+            live: RefCell::new(shared.live()),
+            live_seen: Cell::new(shared.live_generation()),
             route_cands: RefCell::new(Vec::new()),
             route_out: RefCell::new(Vec::new()),
             listener: RefCell::new(None),
@@ -359,7 +364,7 @@ impl Shard {
 
     /// Is `ip` over the failed-login limit for the current minute?
     fn auth_blocked(&self, ip: std::net::IpAddr) -> Option<u32> {
-        let limit = self.shared.config.auth_failure_limit;
+        let limit = self.cfg().auth_failure_limit;
         if limit == 0 {
             return None;
         }
@@ -544,6 +549,31 @@ impl Shard {
             writable: b.writable(),
             busy: pool.open() - pool.idle_count(),
             mismatch: pool.idle_mismatch(profile, settings),
+        }
+    }
+
+    /// The live configuration: every setting a reload may change is read through this (one
+    /// atomic load; the copy is refreshed when a reload published a new one).
+    pub fn cfg(&self) -> Arc<crate::config::Config> {
+        let g = self.shared.live_generation();
+        if self.live_seen.get() != g {
+            self.live_seen.set(g);
+            *self.live.borrow_mut() = self.shared.live();
+            self.resize_pools();
+        }
+        self.live.borrow().clone()
+    }
+
+    /// Sets every pool's share from the live `pool.size` (after a reload changed it). Slots lent
+    /// between shards are forgotten: every shard takes its fresh share at once, so the sum stays
+    /// the bound; connections above a shrunk share close as they come back.
+    fn resize_pools(&self) {
+        let size = self.live.borrow().pool.size;
+        let limit = self.shared.pool_share(size, self.id);
+        for p in self.pools.borrow().iter() {
+            if p.limit() != limit {
+                p.reset_share(limit);
+            }
         }
     }
 
@@ -745,8 +775,7 @@ impl Shard {
 
     async fn check_schema_on_backend(self: &Rc<Self>, user: u32, db: &str) -> Result<(), Reply> {
         let pool = self.pool(user, self.pick_backend());
-        let deadline =
-            Instant::now() + Duration::from_millis(self.shared.config.pool.queue_timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg().pool.queue_timeout_ms);
         let mut lease = pool
             .checkout(crate::backend::conn::DEFAULT_PROFILE, &self.fresh, deadline)
             .await
@@ -1012,8 +1041,8 @@ impl Shard {
     /// sessions keep only for their diagnostics (see [`session::release_soft`]).
     fn expire_idle(self: &Rc<Self>) {
         let now = self.clock();
-        let configured = (self.shared.config.client_idle_timeout_ms > 0)
-            .then(|| (self.shared.config.client_idle_timeout_ms / 1000).max(1) as u32);
+        let idle_ms = self.cfg().client_idle_timeout_ms;
+        let configured = (idle_ms > 0).then(|| (idle_ms / 1000).max(1) as u32);
         let catalog = &self.shared.server.vars;
         let mut expired: Vec<(Token, bool)> = Vec::new();
         let mut soft: Vec<Token> = Vec::new();
@@ -1266,8 +1295,8 @@ impl Shard {
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
             // The file-descriptor budget, not max_client_connections, is what ran out.
             let fds = limit == self.shared.fd_client_limit.load(Ordering::Relaxed)
-                && (self.shared.config.max_client_connections == 0
-                    || limit < self.shared.config.max_client_connections);
+                && (self.cfg().max_client_connections == 0
+                    || limit < self.cfg().max_client_connections);
             if fds {
                 self.warn_fds("clients reached what the file-descriptor limit allows (the rest is reserved for backends, KILL, admin and metrics); refusing new ones with ERR 1040");
             }
@@ -1406,14 +1435,15 @@ impl Shard {
 
     /// Periodic pool maintenance: idle timeouts, lifetimes, health checks.
     async fn janitor(self: Rc<Self>) {
-        let cfg = &self.shared.config.pool;
-        let idle = Duration::from_millis(cfg.idle_timeout_ms);
-        let lifetime = Duration::from_millis(cfg.max_lifetime_ms);
-        let check = Duration::from_millis(cfg.health_check_interval_ms);
         let mut ticks = 0u64;
         let mut last_accepted = 0u64;
         while !self.draining.get() {
             glommio::timer::sleep(Duration::from_secs(1)).await;
+            // Read each tick: a reload may change them (and resize the pools: see `cfg`).
+            let live = self.cfg();
+            let idle = Duration::from_millis(live.pool.idle_timeout_ms);
+            let lifetime = Duration::from_millis(live.pool.max_lifetime_ms);
+            let check = Duration::from_millis(live.pool.health_check_interval_ms);
             self.poller.heartbeat();
             ticks += 1;
             if self.id == 0 && ticks % ROUTINES_EVERY == 0 {

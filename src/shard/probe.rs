@@ -28,7 +28,6 @@ use tracing::{info, warn};
 /// Watches the registry for backends to probe (the configured ones at once, added ones as they
 /// come). Runs on shard 0 until shutdown.
 pub async fn run(shard: Rc<Shard>) {
-    let interval = Duration::from_millis(shard.shared.config.health.interval_ms);
     let mut probing = 0usize;
     let started = Instant::now();
     while !shard.shared.is_shutting_down() {
@@ -36,19 +35,16 @@ pub async fn run(shard: Rc<Shard>) {
         for b in &all[probing..] {
             // A backend listed at start was checked by the start-up; one added later is down
             // until its probes show it works.
-            let added = started.elapsed() > interval;
+            let added = started.elapsed() > Duration::from_millis(shard.cfg().health.interval_ms);
             glommio::spawn_local(probe_backend(shard.clone(), b.clone(), added)).detach();
         }
         probing = all.len();
-        glommio::timer::sleep(interval).await;
+        glommio::timer::sleep(Duration::from_millis(shard.cfg().health.interval_ms)).await;
     }
 }
 
 async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
-    let cfg = &shard.shared.config.health;
-    let t = cfg.thresholds();
-    let interval = Duration::from_millis(cfg.interval_ms);
-    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let mut t = shard.cfg().health.thresholds();
     let mut tracker = if added {
         Tracker::unknown(&t)
     } else {
@@ -61,12 +57,17 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
     let board = shard.shared.board.as_ref();
     let publisher = board.filter(|_| shard.shared.worker == 0);
     let follower = board.filter(|_| shard.shared.worker != 0);
-    let fresh_ms = (interval * 4 + timeout).as_millis() as u64 + 500;
     let mut seen_gen = b.addr_gen();
     loop {
         if shard.shared.is_shutting_down() || b.admin() == Admin::Removed {
             return;
         }
+        // `[health]` may be reloaded.
+        let live = shard.cfg();
+        t = live.health.thresholds();
+        let interval = Duration::from_millis(live.health.interval_ms);
+        let timeout = Duration::from_millis(live.health.timeout_ms);
+        let fresh_ms = (interval * 4 + timeout).as_millis() as u64 + 500;
         if let Some(board) = follower {
             if let Some(p) = board.read(b.id, &b.address, fresh_ms) {
                 conn = None;
@@ -183,7 +184,8 @@ async fn probe_once(
         spec.timeout = timeout;
         let addr_gen;
         (spec.address, addr_gen) = b.addr();
-        let h = &shard.shared.config.health;
+        let live = shard.cfg();
+        let h = &live.health;
         if let Some(user) = &h.user {
             spec.user = user.as_bytes().to_vec();
             spec.password = h.password.clone().unwrap_or_default().into_bytes();
