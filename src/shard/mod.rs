@@ -235,7 +235,8 @@ pub struct Shard {
     backends: RefCell<Vec<Arc<crate::backend::registry::Backend>>>,
     backends_seen: Cell<u64>,
     /// The live configuration as this shard last saw it, and its generation.
-    live: RefCell<Arc<crate::config::Config>>,
+    /// This shard's own copy (an `Rc`: reading it touches no cache line another core writes).
+    live: RefCell<Rc<crate::config::Config>>,
     live_seen: Cell<u64>,
     /// The router's scratch lists (reused: ranking allocates nothing).
     route_cands: RefCell<Vec<crate::backend::router::Candidate>>,
@@ -326,7 +327,7 @@ impl Shard {
             pools: RefCell::new(Vec::new()),
             backends: RefCell::new(Vec::new()),
             backends_seen: Cell::new(u64::MAX),
-            live: RefCell::new(shared.live()),
+            live: RefCell::new(Rc::new((*shared.live()).clone())),
             live_seen: Cell::new(shared.live_generation()),
             route_cands: RefCell::new(Vec::new()),
             route_out: RefCell::new(Vec::new()),
@@ -554,11 +555,11 @@ impl Shard {
 
     /// The live configuration: every setting a reload may change is read through this (one
     /// atomic load; the copy is refreshed when a reload published a new one).
-    pub fn cfg(&self) -> Arc<crate::config::Config> {
+    pub fn cfg(&self) -> Rc<crate::config::Config> {
         let g = self.shared.live_generation();
         if self.live_seen.get() != g {
             self.live_seen.set(g);
-            *self.live.borrow_mut() = self.shared.live();
+            *self.live.borrow_mut() = Rc::new((*self.shared.live()).clone());
             self.resize_pools();
         }
         self.live.borrow().clone()
