@@ -148,6 +148,15 @@ pub struct ShardSnapshot {
     /// Sessions closed at a drain's deadline.
     #[serde(default)]
     pub drain_closes: u64,
+    /// Routed reads served by replicas; routed reads the primary served, by reason.
+    #[serde(default)]
+    pub reads_to_replicas: u64,
+    #[serde(default)]
+    pub read_fallbacks: [u64; 3],
+    #[serde(default)]
+    pub causal_waits: u64,
+    #[serde(default)]
+    pub causal_wait_us: u64,
     #[serde(default)]
     pub backends: Vec<BackendSnapshot>,
 }
@@ -211,6 +220,12 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.allocations += x.allocations;
         s.no_backend_waits += x.no_backend_waits;
         s.drain_closes += x.drain_closes;
+        s.reads_to_replicas += x.reads_to_replicas;
+        for (a, b) in s.read_fallbacks.iter_mut().zip(x.read_fallbacks) {
+            *a += b;
+        }
+        s.causal_waits += x.causal_waits;
+        s.causal_wait_us += x.causal_wait_us;
         s.backends.extend(x.backends.iter().cloned());
         for i in 0..crate::session::pins::PIN_REASONS {
             s.pins_total[i] += x.pins_total[i];
@@ -434,6 +449,42 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         "Checkouts that found no usable backend (all down, draining or read-only) and waited for one.",
         "counter",
         &|w| w.s.no_backend_waits.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_reads_to_replicas_total",
+        "Routed reads served by a replica.",
+        "counter",
+        &|w| w.s.reads_to_replicas.to_string(),
+    );
+    family(
+        &mut o,
+        "sluice_read_fallbacks_total",
+        "Routed reads the primary served instead, by reason (no_replica, behind, global).",
+        "counter",
+    );
+    for w in &ws {
+        for (i, r) in crate::shard::FALLBACK_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_read_fallbacks_total{{worker=\"{}\",reason=\"{r}\"}} {}",
+                w.worker, w.s.read_fallbacks[i]
+            );
+        }
+    }
+    scalar(
+        &mut o,
+        "sluice_causal_waits_total",
+        "Causal reads that waited for their replica (MASTER_GTID_WAIT).",
+        "counter",
+        &|w| w.s.causal_waits.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_causal_wait_seconds_total",
+        "Time causal reads waited for their replica.",
+        "counter",
+        &|w| (w.s.causal_wait_us as f64 / 1e6).to_string(),
     );
     scalar(
         &mut o,

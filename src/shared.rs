@@ -21,6 +21,9 @@ pub struct UserSpec {
     pub pool_mode: PoolMode,
     pub max_connections: usize,
     pub require_tls: bool,
+    /// Where this user's reads go, and what they must have seen (`[routing]`, or the user's own).
+    pub reads: crate::config::Reads,
+    pub consistency: crate::config::Consistency,
 }
 
 pub struct Shared {
@@ -90,6 +93,8 @@ impl Shared {
                     pool_mode: u.pool_mode.unwrap_or(config.pool.mode),
                     max_connections: u.max_connections,
                     require_tls: u.require_tls,
+                    reads: u.reads.unwrap_or(config.routing.reads),
+                    consistency: u.consistency.unwrap_or(config.routing.consistency),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -106,6 +111,8 @@ impl Shared {
                 pool_mode: a.pool_mode.unwrap_or(config.pool.mode),
                 max_connections: 0,
                 require_tls: false,
+                reads: config.routing.reads,
+                consistency: config.routing.consistency,
             });
             (users.len() - 1) as u32
         });

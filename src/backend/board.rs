@@ -27,6 +27,8 @@ pub const SIZE: usize = (HEADER_WORDS + MAX_BACKENDS * SLOT_WORDS) * 8;
 pub struct Published {
     pub health: Health,
     pub writable: Option<bool>,
+    /// The backend may answer routed reads (see `Backend::read_ok`).
+    pub read_ok: bool,
 }
 
 pub struct Board {
@@ -80,7 +82,10 @@ impl Board {
             Some(false) => 2,
         };
         s[0].store(address_hash(address), Ordering::Relaxed);
-        s[1].store(1 << 16 | writable << 8 | p.health as u64, Ordering::Release);
+        s[1].store(
+            u64::from(p.read_ok) << 17 | 1 << 16 | writable << 8 | p.health as u64,
+            Ordering::Release,
+        );
         self.region
             .word(1)
             .store(super::registry::monotonic_ms(), Ordering::Release);
@@ -108,6 +113,7 @@ impl Board {
                 2 => Some(false),
                 _ => None,
             },
+            read_ok: v >> 17 & 1 == 1,
         })
     }
 
@@ -139,6 +145,7 @@ mod tests {
         let p = Published {
             health: Health::Down,
             writable: Some(false),
+            read_ok: true,
         };
         prober.publish(0, "a:1", p);
         assert_eq!(follower.read(0, "a:1", 1000), Some(p));

@@ -4,6 +4,7 @@
 pub mod board;
 pub mod conn;
 pub mod dns;
+pub mod gtid;
 pub mod health;
 pub mod pool;
 pub mod registry;

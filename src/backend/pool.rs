@@ -223,6 +223,11 @@ impl Pool {
         self.idle.borrow().len()
     }
 
+    /// Could a checkout be served now without queueing (an idle connection, or room to open one)?
+    pub fn can_serve_now(&self) -> bool {
+        !self.idle.borrow().is_empty() || self.open.get() < self.limit.get()
+    }
+
     /// Are idle connections of `profile` waiting, none with exactly `wanted` settings?
     pub fn idle_mismatch(&self, profile: Profile, wanted: &Settings) -> bool {
         let idle = self.idle.borrow();

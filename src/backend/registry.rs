@@ -44,6 +44,11 @@ pub struct Backend {
     /// When a drain gives up on the sessions still holding this backend (milliseconds of
     /// [`monotonic_ms`]; 0: no deadline).
     drain_deadline_ms: AtomicU64,
+    /// Replication as probed (see [`Repl`]).
+    repl: std::sync::Mutex<Repl>,
+    /// May this backend answer routed reads now: a read-only replica, replicating, within
+    /// `routing.max_replication_lag_ms` of every writable backend (set by the probe).
+    read_ok: std::sync::atomic::AtomicBool,
     /// Health changes (for metrics).
     pub transitions: AtomicU64,
     pub probes: AtomicU64,
@@ -75,6 +80,8 @@ impl Backend {
             passive: AtomicU32::new(0),
             passive_refused: std::sync::atomic::AtomicBool::new(false),
             drain_deadline_ms: AtomicU64::new(0),
+            repl: std::sync::Mutex::new(Repl::default()),
+            read_ok: std::sync::atomic::AtomicBool::new(false),
             transitions: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
@@ -209,6 +216,62 @@ pub fn monotonic_ms() -> u64 {
     // SAFETY: clock_gettime writes the struct we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// What the probe saw of a backend's replication.
+#[derive(Debug, Default)]
+pub struct Repl {
+    /// `@@gtid_current_pos` at the last probe.
+    pub pos: Option<super::gtid::Pos>,
+    /// A writable backend's positions over the last seconds (oldest first): a replica's lag is
+    /// how far back the newest of these it has applied lies.
+    pub history: std::collections::VecDeque<(std::time::Instant, super::gtid::Pos)>,
+}
+
+/// Positions a writable backend keeps for lag measurement.
+const POS_HISTORY: usize = 256;
+
+impl Backend {
+    /// Records the backend's position (and, when writable, its history).
+    pub fn set_pos(&self, pos: super::gtid::Pos, writable: bool, now: std::time::Instant) {
+        let mut r = self.repl.lock().expect("repl state");
+        if writable {
+            if r.history.len() >= POS_HISTORY {
+                r.history.pop_front();
+            }
+            r.history.push_back((now, pos.clone()));
+        } else {
+            r.history.clear();
+        }
+        r.pos = Some(pos);
+    }
+
+    /// The position at the last probe.
+    pub fn pos(&self) -> Option<super::gtid::Pos> {
+        self.repl.lock().expect("repl state").pos.clone()
+    }
+
+    /// The newest position this (writable) backend had at least `age` ago.
+    pub fn pos_as_of(
+        &self,
+        age: std::time::Duration,
+        now: std::time::Instant,
+    ) -> Option<super::gtid::Pos> {
+        let r = self.repl.lock().expect("repl state");
+        r.history
+            .iter()
+            .rev()
+            .find(|(t, _)| now.saturating_duration_since(*t) >= age)
+            .map(|(_, p)| p.clone())
+    }
+
+    pub fn read_ok(&self) -> bool {
+        self.read_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn set_read_ok(&self, ok: bool) {
+        self.read_ok.store(ok, Ordering::Relaxed);
+    }
 }
 
 /// Every backend of the process, by id.

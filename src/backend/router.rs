@@ -75,6 +75,8 @@ pub struct Candidate {
     pub writable: Option<bool>,
     /// Connections of the checkout's pool in use on this shard.
     pub busy: usize,
+    /// A replica that may answer routed reads (read-only, replicating, within the lag bound).
+    pub read_ok: bool,
     /// The pool has idle connections, but none with the session's settings (using one costs a
     /// replay). A pool with no idle connection is not penalised: a backend just added or back
     /// from a failure must warm up, or it would never get work while another has matching ones.
@@ -88,9 +90,24 @@ pub fn eligible(c: &Candidate) -> bool {
         && (c.role == Role::Any || c.writable == Some(true))
 }
 
+/// May this backend serve a routed read (read routing to replicas)?
+pub fn eligible_for_reads(c: &Candidate) -> bool {
+    c.admin == Admin::Active && c.health != Health::Down && c.read_ok
+}
+
+/// Fills `out` with the replicas that may serve a routed read, best first (same order as
+/// [`rank`]).
+pub fn rank_reads(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
+    rank_with(cands, turn, out, eligible_for_reads)
+}
+
 /// Fills `out` with the eligible candidates' ids, best first. `turn` rotates ties. Allocates
 /// nothing once `out` has grown to the number of backends (it is the caller's, reused).
 pub fn rank(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
+    rank_with(cands, turn, out, eligible)
+}
+
+fn rank_with(cands: &[Candidate], turn: usize, out: &mut Vec<u16>, ok: fn(&Candidate) -> bool) {
     out.clear();
     let n = cands.len().max(1);
     let key = |i: usize| {
@@ -107,7 +124,7 @@ pub fn rank(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
     };
     out.extend(
         (0..cands.len())
-            .filter(|&i| eligible(&cands[i]))
+            .filter(|&i| ok(&cands[i]))
             .map(|i| i as u16),
     );
     out.sort_unstable_by_key(|&i| key(usize::from(i)));
@@ -131,6 +148,7 @@ mod tests {
             writable: Some(true),
             busy: 0,
             mismatch: false,
+            read_ok: false,
         }
     }
 
@@ -138,6 +156,33 @@ mod tests {
         let mut out = Vec::new();
         rank(cands, turn, &mut out);
         out
+    }
+
+    #[test]
+    fn reads_go_only_to_replicas_that_may_answer_them() {
+        let replica = |id, read_ok, busy| Candidate {
+            role: Role::Replica,
+            writable: Some(false),
+            read_ok,
+            busy,
+            ..c(id)
+        };
+        let mut out = Vec::new();
+        rank_reads(
+            &[
+                c(0),
+                replica(1, true, 3),
+                replica(2, false, 0),
+                replica(3, true, 1),
+                Candidate {
+                    health: Down,
+                    ..replica(4, true, 0)
+                },
+            ],
+            0,
+            &mut out,
+        );
+        assert_eq!(out, vec![3, 1]);
     }
 
     #[test]

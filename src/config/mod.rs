@@ -115,6 +115,9 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Read routing to replicas (off unless `routing.reads = "replicas"`).
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// The SQL admin console (off unless `admin.listen` is set).
     #[serde(default)]
     pub admin: AdminConfig,
@@ -268,6 +271,55 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
+/// Where reads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reads {
+    /// Everything to the primary (or equivalent peers).
+    #[default]
+    Primary,
+    /// Plain reads outside a transaction to a replica (see `session::route`).
+    Replicas,
+}
+
+/// What a read on a replica must have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Whatever the replica has applied (within `max_replication_lag_ms`).
+    Eventual,
+    /// The session's own writes (read-your-writes): the replica must have applied the session's
+    /// last GTID, waited for up to `causal_wait_ms`, else the read goes to the primary.
+    #[default]
+    Session,
+    /// Everything committed on the primary when the read starts.
+    Global,
+}
+
+/// Read routing to replicas (see `session::route` and `backend::gtid`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub reads: Reads,
+    #[serde(default)]
+    pub consistency: Consistency,
+    /// A replica further behind than this (measured against the primary's GTID positions, as
+    /// probed) gets no reads.
+    #[serde(default = "defaults::max_replication_lag_ms")]
+    pub max_replication_lag_ms: u64,
+    /// How long a causal read waits (MASTER_GTID_WAIT) for its replica before going to the
+    /// primary.
+    #[serde(default = "defaults::causal_wait_ms")]
+    pub causal_wait_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults deserialize")
+    }
+}
+
 /// The admin console (see `console`): SQL over the MySQL protocol, its own users.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -378,12 +430,24 @@ pub struct UserConfig {
     /// Refuse this user unless it connected with TLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// Overrides `routing.reads` for this user.
+    #[serde(default)]
+    pub reads: Option<Reads>,
+    /// Overrides `routing.consistency` for this user.
+    #[serde(default)]
+    pub consistency: Option<Consistency>,
 }
 
 mod defaults {
     use super::{LogFormat, PoolMode};
     pub fn weight() -> u32 {
         1
+    }
+    pub fn max_replication_lag_ms() -> u64 {
+        1000
+    }
+    pub fn causal_wait_ms() -> u64 {
+        100
     }
     pub fn dns_ttl_ms() -> u64 {
         5000
@@ -777,6 +841,20 @@ impl Config {
             {
                 err(&format!("admin.users[{i}].password"), &"…", &why);
             }
+        }
+        if self.routing.causal_wait_ms > 60_000 {
+            err(
+                "routing.causal_wait_ms",
+                &self.routing.causal_wait_ms,
+                "must be at most 60000",
+            );
+        }
+        if !(1..=3_600_000).contains(&self.routing.max_replication_lag_ms) {
+            err(
+                "routing.max_replication_lag_ms",
+                &self.routing.max_replication_lag_ms,
+                "must be between 1 and 3600000",
+            );
         }
         if !(100..=3_600_000).contains(&self.dns.ttl_ms) {
             err(

@@ -130,6 +130,7 @@ pub(crate) async fn query(
     let payload = rewrite_history(sess, &e, payload, sess.lease.is_some() && !tracker_set);
     let need = Need {
         pin: PinReason::predicted(&e),
+        read: routed_read(sess, &payload[1..], &e),
     };
     forward_with(
         shard,
@@ -438,6 +439,24 @@ pub(crate) struct Need {
     /// once the backend is in hand (taking it first could deadlock: sessions holding budget
     /// waiting for connections that sessions waiting for budget hold).
     pub pin: Option<PinReason>,
+    /// A plain read a replica may answer (read routing on for the user; see
+    /// [`crate::session::route`]).
+    pub read: bool,
+}
+
+/// Is this statement a read to route to a replica? Only for users with `reads = "replicas"`, in
+/// transaction or statement mode, with no backend held (a transaction, a pin), and only a plain
+/// read the server it runs on cannot colour.
+fn routed_read(sess: &Session, sql: &[u8], e: &Effects) -> bool {
+    sess.user.reads == crate::config::Reads::Replicas
+        && sess.mode() != PoolMode::Session
+        && sess.status & status::AUTOCOMMIT != 0
+        && sess.lease.as_ref().is_none_or(|l| {
+            // Lingering on a backend between quick commands: a replica keeps serving reads; a
+            // primary kept only by the linger may hand the read to a replica too.
+            !sess.tied_to_backend() && !l.get().in_transaction()
+        })
+        && crate::session::route::replica_safe(sql, e, sess.modes())
 }
 
 /// Gets the session's backend: the one it holds, or one from the pool with the session's
@@ -447,7 +466,7 @@ pub(crate) async fn acquire(
     sess: &mut Session,
     need: Need,
 ) -> Result<Lease, Error> {
-    let lease = get_backend(shard, sess).await?;
+    let lease = get_backend(shard, sess, need.read).await?;
     let Some(reason) = need.pin else {
         return Ok(lease);
     };
@@ -470,7 +489,21 @@ fn same_settings(a: &Rc<Settings>, b: &Rc<Settings>) -> bool {
     Rc::ptr_eq(a, b) || **a == **b
 }
 
-async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Error> {
+async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, read: bool) -> Result<Lease, Error> {
+    // A backend kept after a routed read (a session lingers on its backend between quick
+    // commands) serves only routed reads: anything else gives it back first and goes to the
+    // primary. (What could tie the session to it — a transaction, a pin — never starts on a
+    // replica: routed reads need autocommit and no backend held.)
+    if !read
+        && sess
+            .lease
+            .as_ref()
+            .is_some_and(|l| shard.reads_only(l.get().backend))
+    {
+        let _ = reconsider(shard, sess).await;
+        // Still kept (the read left diagnostics): given up, the connection closed.
+        drop(sess.lease.take());
+    }
     if let Some(mut l) = sess.lease.take() {
         // A held backend left under settings of a command's own (an execute under the
         // character set its types were bound with) gets the session's back first. (Its history
@@ -487,7 +520,15 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Err
     }
     let deadline = Instant::now() + Duration::from_millis(shard.cfg().pool.queue_timeout_ms);
     let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
-    let mut lease = checkout_routed(shard, sess, profile, deadline).await?;
+    let replica = if read {
+        checkout_read(shard, sess, profile).await
+    } else {
+        None
+    };
+    let mut lease = match replica {
+        Some(l) => l,
+        None => checkout_routed(shard, sess, profile, deadline).await?,
+    };
     let settings = sess.settings.clone();
     let lid = sess.history().last_insert_id.value();
     match sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await {
@@ -515,6 +556,91 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session) -> Result<Lease, Err
             Err(error)
         }
     }
+}
+
+/// A replica for a routed read, or `None` for the primary: the best replica whose pool has a
+/// connection at hand (a read never queues for a replica: the primary serves it instead), and,
+/// for `consistency = "session"`, one that has applied the session's last write (known from the
+/// probe, or waited for with MASTER_GTID_WAIT up to `routing.causal_wait_ms`). `global`
+/// consistency is served by the primary (counted as a fallback).
+async fn checkout_read(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    profile: crate::backend::conn::Profile,
+) -> Option<Lease> {
+    use crate::config::Consistency;
+    let stats = &shard.stats;
+    let fallback = |why: usize| stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
+    if sess.user.consistency == Consistency::Global {
+        fallback(crate::shard::FALLBACK_GLOBAL);
+        return None;
+    }
+    let user = sess.user.index;
+    let mut ids = [0u16; TRY_BACKENDS];
+    let n = {
+        let ranked = shard.route_reads(user, profile, &sess.settings);
+        let n = ranked.len().min(TRY_BACKENDS);
+        ids[..n].copy_from_slice(&ranked[..n]);
+        n
+    };
+    if n == 0 {
+        fallback(crate::shard::FALLBACK_NO_REPLICA);
+        return None;
+    }
+    let wanted = match sess.user.consistency {
+        Consistency::Session => {
+            crate::backend::gtid::Pos::parse(&sess.history().last_gtid).filter(|p| !p.is_empty())
+        }
+        _ => None,
+    };
+    let now = Instant::now();
+    for &id in &ids[..n] {
+        let pool = shard.pool(user, id);
+        // No waiting in a replica's queue.
+        if !pool.can_serve_now() {
+            continue;
+        }
+        let Ok(mut lease) = pool.checkout(profile, &sess.settings, now).await else {
+            continue;
+        };
+        if let Some(w) = &wanted {
+            let known = shard.backend(id).pos().is_some_and(|p| p.covers(w));
+            if !known {
+                let wait = shard.cfg().routing.causal_wait_ms;
+                let started = Instant::now();
+                let sql = format!(
+                    "SELECT MASTER_GTID_WAIT({}, {})",
+                    crate::session::state::quote(&sess.history().last_gtid),
+                    wait as f64 / 1000.0
+                );
+                let r = lease.conn().query_value(&sql).await;
+                stats.causal_waits.set(stats.causal_waits.get() + 1);
+                stats
+                    .causal_wait_us
+                    .set(stats.causal_wait_us.get() + started.elapsed().as_micros() as u64);
+                match r {
+                    Ok(Some(v)) if v == "0" => {}
+                    Ok(_) => {
+                        // Not applied in time: the primary answers.
+                        lease.release();
+                        fallback(crate::shard::FALLBACK_BEHIND);
+                        return None;
+                    }
+                    Err(_) => {
+                        drop(lease);
+                        continue;
+                    }
+                }
+            }
+        }
+        sess.backend = id;
+        stats
+            .reads_to_replicas
+            .set(stats.reads_to_replicas.get() + 1);
+        return Some(lease);
+    }
+    fallback(crate::shard::FALLBACK_NO_REPLICA);
+    None
 }
 
 /// Backends tried per round of a checkout (the router's best first).

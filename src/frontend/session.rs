@@ -46,6 +46,9 @@ pub struct User {
     pub name: Box<str>,
     pub credential: Credential,
     pub pool_mode: PoolMode,
+    /// Where this user's plain reads go (transaction mode only), and what they must have seen.
+    pub reads: crate::config::Reads,
+    pub consistency: crate::config::Consistency,
 }
 
 /// What a session remembers of its own past beyond its settings (boxed: most idle sessions have

@@ -264,8 +264,10 @@ pub(crate) async fn execute(
         return reply_err(io, next, long_data_lost(client_id)).await;
     }
     let effects = stmt.effects.clone();
+    // Prepared statements go to the primary (read routing covers text statements so far).
     let need = Need {
         pin: PinReason::predicted(&effects),
+        read: false,
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();

@@ -3,6 +3,7 @@
 
 pub mod effects;
 pub mod pins;
+pub mod route;
 pub mod sql;
 pub mod state;
 pub mod stmts;

@@ -149,12 +149,26 @@ pub enum ShardMsg {
     },
 }
 
+/// Why a routed read went to the primary: no replica could take it now; the replica had not
+/// applied the session's writes within `causal_wait_ms`; `global` consistency.
+pub const FALLBACK_NO_REPLICA: usize = 0;
+pub const FALLBACK_BEHIND: usize = 1;
+pub const FALLBACK_GLOBAL: usize = 2;
+pub const FALLBACK_REASONS: [&str; 3] = ["no_replica", "behind", "global"];
+
 /// Per-shard counters (summed over shards for metrics).
 #[derive(Default)]
 pub struct ShardStats {
     pub accepted: Cell<u64>,
     /// Checkouts that found no usable backend and waited for one.
     pub no_backend_waits: Cell<u64>,
+    /// Routed reads served by a replica, and those the primary served instead, by reason
+    /// ([`FALLBACK_REASONS`]).
+    pub reads_to_replicas: Cell<u64>,
+    pub read_fallbacks: [Cell<u64>; 3],
+    /// Causal reads that waited on their replica (MASTER_GTID_WAIT), and the total time.
+    pub causal_waits: Cell<u64>,
+    pub causal_wait_us: Cell<u64>,
     /// Sessions closed at a drain's deadline (they held state that could not move).
     pub drain_closes: Cell<u64>,
     pub commands: Cell<u64>,
@@ -305,6 +319,8 @@ impl Shard {
                         name: u.name.clone().into(),
                         credential: u.credential.clone(),
                         pool_mode: u.pool_mode,
+                        reads: u.reads,
+                        consistency: u.consistency,
                     }),
                 )
             })
@@ -407,6 +423,8 @@ impl Shard {
                     name: u.name.clone().into(),
                     credential,
                     pool_mode: mode,
+                    reads: self.shared.users[account as usize].reads,
+                    consistency: self.shared.users[account as usize].consistency,
                 };
                 (u.name.as_bytes().to_vec(), Rc::new(user))
             })
@@ -512,6 +530,7 @@ impl Shard {
                     writable: b.writable(),
                     busy: 0,
                     mismatch: false,
+                    read_ok: false,
                 };
                 if crate::backend::router::eligible(&c) {
                     out.push(b.id);
@@ -550,6 +569,7 @@ impl Shard {
             writable: b.writable(),
             busy: pool.open() - pool.idle_count(),
             mismatch: pool.idle_mismatch(profile, settings),
+            read_ok: b.read_ok(),
         }
     }
 
@@ -578,6 +598,16 @@ impl Shard {
         }
     }
 
+    /// Does backend `id` serve only routed reads (a read-only primary or replica)?
+    pub fn reads_only(&self, id: u16) -> bool {
+        self.backends
+            .borrow()
+            .get(usize::from(id))
+            .is_some_and(|b| {
+                b.role != crate::backend::router::Role::Any && b.writable() != Some(true)
+            })
+    }
+
     /// Is backend `id` draining and past its deadline?
     pub fn drain_overdue(&self, id: u16) -> bool {
         self.backends
@@ -603,6 +633,32 @@ impl Shard {
             out.push_str(&format!("{} {}{}", b.address, b.state_name(), ro));
         }
         out
+    }
+
+    /// The replicas that may serve a routed read for `user` now, best first.
+    pub fn route_reads(
+        &self,
+        user: u32,
+        profile: crate::backend::conn::Profile,
+        settings: &crate::session::state::Settings,
+    ) -> std::cell::Ref<'_, Vec<u16>> {
+        self.refresh_backends();
+        {
+            let backends = self.backends.borrow();
+            let pools = self.pools.borrow();
+            let mut out = self.route_out.borrow_mut();
+            let mut cands = self.route_cands.borrow_mut();
+            cands.clear();
+            cands.extend(
+                backends
+                    .iter()
+                    .map(|b| self.candidate(b, &pools, user, profile, settings)),
+            );
+            let turn = self.next_backend.get();
+            self.next_backend.set(turn.wrapping_add(1));
+            crate::backend::router::rank_reads(&cands, turn, &mut out);
+        }
+        self.route_out.borrow()
     }
 
     /// The backend a login or sluice's own query uses: the router's first choice (any
@@ -894,6 +950,14 @@ impl Shard {
             },
             no_backend_waits: s.no_backend_waits.get(),
             drain_closes: s.drain_closes.get(),
+            reads_to_replicas: s.reads_to_replicas.get(),
+            read_fallbacks: [
+                s.read_fallbacks[0].get(),
+                s.read_fallbacks[1].get(),
+                s.read_fallbacks[2].get(),
+            ],
+            causal_waits: s.causal_waits.get(),
+            causal_wait_us: s.causal_wait_us.get(),
             backends: if self.id == 0 {
                 self.shared
                     .backends

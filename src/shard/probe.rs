@@ -78,6 +78,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 if let Some(w) = p.writable {
                     b.set_writable(w);
                 }
+                b.set_read_ok(p.read_ok);
                 glommio::timer::sleep(interval / 4).await;
                 continue;
             }
@@ -109,12 +110,18 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
         })
         .await;
         let evidence = match outcome {
-            Ok(Ok(read_only)) => {
-                b.set_writable(!read_only);
+            Ok(Ok(seen)) => {
+                b.set_writable(!seen.read_only);
+                let now = Instant::now();
+                if let Some(pos) = seen.pos {
+                    b.set_pos(pos, !seen.read_only, now);
+                }
+                b.set_read_ok(seen.read_only && seen.replicating && within_lag(&shard, &b, now));
                 Evidence::ProbeOk
             }
             Ok(Err(refused)) => {
                 conn = None;
+                b.set_read_ok(false);
                 if refused {
                     Evidence::Refused
                 } else {
@@ -123,6 +130,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
             }
             Err(_) => {
                 conn = None;
+                b.set_read_ok(false);
                 Evidence::Failed
             }
         };
@@ -143,6 +151,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 crate::backend::board::Published {
                     health: now,
                     writable: b.writable(),
+                    read_ok: b.read_ok(),
                 },
             );
         }
@@ -168,13 +177,39 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
     }
 }
 
-/// One probe: (re)connects if needed and reads `read_only`. `Err(refused)` on failure.
+/// What one probe saw.
+struct Seen {
+    read_only: bool,
+    /// `@@gtid_current_pos`.
+    pos: Option<crate::backend::gtid::Pos>,
+    /// A read-only server replicating (Slave_running ON).
+    replicating: bool,
+}
+
+/// Is replica `b` (at its position just probed) within `routing.max_replication_lag_ms` of every
+/// writable backend? It must have applied the newest position each had that long ago.
+fn within_lag(shard: &Shard, b: &Backend, now: Instant) -> bool {
+    let Some(pos) = b.pos() else {
+        return false;
+    };
+    let max = Duration::from_millis(shard.cfg().routing.max_replication_lag_ms);
+    shard
+        .shared
+        .backends
+        .snapshot()
+        .iter()
+        .filter(|p| p.writable() == Some(true) && p.id != b.id)
+        .all(|p| p.pos_as_of(max, now).is_none_or(|then| pos.covers(&then)))
+}
+
+/// One probe: (re)connects if needed and reads `read_only`, the GTID position and, on a
+/// read-only server, whether it replicates. `Err(refused)` on failure.
 async fn probe_once(
     shard: &Rc<Shard>,
     b: &Backend,
     conn: &mut Option<BackendConn>,
     timeout: Duration,
-) -> Result<bool, bool> {
+) -> Result<Seen, bool> {
     if conn.as_ref().is_some_and(|c| c.addr_gen != b.addr_gen()) {
         // The backend's name moved: probe the new address.
         *conn = None;
@@ -199,10 +234,30 @@ async fn probe_once(
         }
     }
     let c = conn.as_mut().expect("connected above");
-    match c.query_value("SELECT @@global.read_only").await {
-        Ok(v) => Ok(v
-            .as_deref()
-            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("OFF"))),
-        Err(_) => Err(false),
-    }
+    let row = c
+        .query_row("SELECT @@global.read_only, @@global.gtid_current_pos")
+        .await
+        .map_err(|_| false)?;
+    let read_only = row
+        .first()
+        .cloned()
+        .flatten()
+        .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("OFF"));
+    let pos = row
+        .get(1)
+        .cloned()
+        .flatten()
+        .and_then(|p| crate::backend::gtid::Pos::parse(&p));
+    let replicating = read_only
+        && c.query_rows("SHOW GLOBAL STATUS LIKE 'Slave_running'")
+            .await
+            .map_err(|_| false)?
+            .first()
+            .and_then(|r| r.get(1).cloned().flatten())
+            .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
+    Ok(Seen {
+        read_only,
+        pos,
+        replicating,
+    })
 }

@@ -1,0 +1,208 @@
+//! Which statements a replica may answer (read routing, opt-in): pure, decided from the text and
+//! its analysis, and conservative — when in doubt, the primary.
+//!
+//! A statement goes to a replica only if it is one plain `SELECT` that reads tables and nothing
+//! of the server it runs on: no locking read (`FOR UPDATE`, `LOCK IN SHARE MODE`, `FOR SHARE`),
+//! no `INTO` (variables, files), no system variable (a replica's `@@server_id`, `@@read_only`, …
+//! are not the primary's), no history value (`LAST_INSERT_ID()`, `FOUND_ROWS()`, …), no user
+//! variable, no sequence, no stored function or any function outside a short list of builtins
+//! that compute from their arguments alone, nothing that pins, nothing sluice answers itself.
+
+use super::sql::{tokens, Effects, Kind, Modes, Tok};
+
+/// Builtins a replica answers as the primary would (computed from their arguments and the rows).
+const SAFE_FUNCTIONS: &[&[u8]] = &[
+    b"ABS",
+    b"AVG",
+    b"CAST",
+    b"CEIL",
+    b"CEILING",
+    b"CHAR_LENGTH",
+    b"COALESCE",
+    b"CONCAT",
+    b"CONCAT_WS",
+    b"CONVERT",
+    b"COUNT",
+    b"DATE",
+    b"DATE_FORMAT",
+    b"DAY",
+    b"FIELD",
+    b"FIND_IN_SET",
+    b"FLOOR",
+    b"GREATEST",
+    b"GROUP_CONCAT",
+    b"HEX",
+    b"IF",
+    b"IFNULL",
+    b"INSTR",
+    b"JSON_EXTRACT",
+    b"JSON_UNQUOTE",
+    b"LEAST",
+    b"LEFT",
+    b"LENGTH",
+    b"LOCATE",
+    b"LOWER",
+    b"LPAD",
+    b"LTRIM",
+    b"MAX",
+    b"MD5",
+    b"MIN",
+    b"MOD",
+    b"MONTH",
+    b"NULLIF",
+    b"REPLACE",
+    b"RIGHT",
+    b"ROUND",
+    b"RPAD",
+    b"RTRIM",
+    b"SHA1",
+    b"SHA2",
+    b"SUBSTR",
+    b"SUBSTRING",
+    b"SUM",
+    b"TRIM",
+    b"UNHEX",
+    b"UPPER",
+    b"YEAR",
+];
+
+/// Keywords that a `(` may follow without being a call.
+const KEYWORDS_BEFORE_PAREN: &[&[u8]] = &[
+    b"ALL",
+    b"AND",
+    b"ANY",
+    b"AS",
+    b"BETWEEN",
+    b"BY",
+    b"CASE",
+    b"DISTINCT",
+    b"ELSE",
+    b"EXISTS",
+    b"FROM",
+    b"HAVING",
+    b"IN",
+    b"IS",
+    b"JOIN",
+    b"LIKE",
+    b"NOT",
+    b"ON",
+    b"OR",
+    b"OVER",
+    b"SELECT",
+    b"SOME",
+    b"THEN",
+    b"UNION",
+    b"USING",
+    b"WHEN",
+    b"WHERE",
+    b"XOR",
+];
+
+/// Words that make a read lock, write or reach outside the rows.
+const UNSAFE_WORDS: &[&[u8]] = &[
+    b"UPDATE",
+    b"LOCK",
+    b"SHARE",
+    b"INTO",
+    b"OUTFILE",
+    b"DUMPFILE",
+    b"PROCEDURE",
+    b"NEXTVAL",
+    b"LASTVAL",
+    b"SETVAL",
+];
+
+fn is(word: &[u8], list: &[&[u8]]) -> bool {
+    list.iter().any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// May a replica answer this statement (`e`: its analysis)?
+pub fn replica_safe(sql: &[u8], e: &Effects, modes: Modes) -> bool {
+    if e.kind != Kind::Query
+        || e.statements != 1
+        || e.may_pin()
+        || e.opaque
+        || e.user_var_write
+        || e.sequence
+        || e.stored_function
+        || e.calc_found_rows
+        || e.session_track
+        || !e.history.is_empty()
+        || e.intercept.is_some()
+    {
+        return false;
+    }
+    let toks = tokens(sql, modes);
+    if !matches!(toks.first(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(b"SELECT")) {
+        return false;
+    }
+    for (i, t) in toks.iter().enumerate() {
+        let next_is_paren = matches!(toks.get(i + 1), Some(Tok::Punct(b'(')));
+        match t {
+            Tok::SysVar(_) | Tok::UserVar(_) | Tok::Assign | Tok::Semicolon => return false,
+            Tok::Word(w) if is(w, UNSAFE_WORDS) => return false,
+            Tok::Word(w)
+                if next_is_paren && !is(w, SAFE_FUNCTIONS) && !is(w, KEYWORDS_BEFORE_PAREN) =>
+            {
+                return false
+            }
+            // A quoted name called as a function: a stored function.
+            Tok::Ident(_) if next_is_paren => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::sql::analyze;
+
+    #[test]
+    fn only_plain_reads_go_to_a_replica() {
+        let m = Modes::default();
+        let cases: &[(&str, bool)] = &[
+            ("SELECT c FROM sbtest1 WHERE id = 5", true),
+            (
+                "select count(*), max(id) from t where a in (1, 2) and b like 'x%'",
+                true,
+            ),
+            (
+                "SELECT t.a, u.b FROM t JOIN u ON (t.id = u.id) WHERE EXISTS (SELECT 1 FROM v)",
+                true,
+            ),
+            (
+                "SELECT CONCAT(a, '-', b) AS k FROM t GROUP BY k ORDER BY k LIMIT 10",
+                true,
+            ),
+            ("SELECT a FROM t FOR UPDATE", false),
+            ("SELECT a FROM t LOCK IN SHARE MODE", false),
+            ("SELECT a FROM t FOR SHARE", false),
+            ("SELECT a INTO @x FROM t", false),
+            ("SELECT a FROM t INTO OUTFILE '/tmp/x'", false),
+            ("SELECT @@server_id", false),
+            ("SELECT @a", false),
+            ("SELECT LAST_INSERT_ID()", false),
+            ("SELECT FOUND_ROWS()", false),
+            ("SELECT SQL_CALC_FOUND_ROWS a FROM t LIMIT 1", false),
+            ("SELECT NOW()", false),
+            ("SELECT my_func(a) FROM t", false),
+            ("SELECT `my func`(a) FROM t", false),
+            ("SELECT db.f(a) FROM t", false),
+            ("SELECT GET_LOCK('x', 1)", false),
+            ("SELECT NEXTVAL(s)", false),
+            ("SELECT 1; SELECT 2", false),
+            ("SHOW TABLES", false),
+            ("WITH x AS (SELECT 1) SELECT * FROM x", false),
+            ("INSERT INTO t VALUES (1)", false),
+            ("UPDATE t SET a = 1", false),
+            ("BEGIN", false),
+            ("SET @a = 1", false),
+        ];
+        for (sql, want) in cases {
+            let e = analyze(sql.as_bytes(), m);
+            assert_eq!(replica_safe(sql.as_bytes(), &e, m), *want, "{sql}");
+        }
+    }
+}

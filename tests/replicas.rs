@@ -1,0 +1,108 @@
+//! Reads on replicas with read-your-writes (`[routing]`), on a primary with two real GTID
+//! replicas (`scripts/mariadb-cluster.sh`), one of them delayed.
+
+mod common;
+
+use common::servers::Cluster;
+use common::{free_port, metric_sum, scrape, wait_for, Config, Sluice};
+use mysql::prelude::Queryable;
+use std::time::Duration;
+
+const WRITES: usize = 400;
+
+/// Writes a row and reads it back at once, `WRITES` times; the reads that did not see it.
+fn stale_reads(c: &mut mysql::Conn, tag: &str) -> usize {
+    let mut stale = 0;
+    for i in 0..WRITES {
+        c.query_drop(format!("INSERT INTO ryw (tag, n) VALUES ('{tag}', {i})"))
+            .unwrap_or_else(|e| panic!("write {i} of {tag}: {e}"));
+        let seen: Result<Option<u64>, _> = c.query_first(format!(
+            "SELECT COUNT(*) FROM ryw WHERE tag = '{tag}' AND n = {i}"
+        ));
+        match seen {
+            Ok(Some(1)) => {}
+            Ok(_) => stale += 1,
+            // A replica that has not created the table yet (eventual consistency only).
+            Err(e) if common::server_error(&e).is_some_and(|(code, ..)| code == 1146) => stale += 1,
+            Err(e) => panic!("read {i} of {tag}: {e}"),
+        }
+    }
+    stale
+}
+
+#[test]
+fn session_consistency_reads_your_writes_and_eventual_does_not() {
+    let cl = Cluster::start_replicated(3);
+    // Replica 1 applies everything two seconds late (its SQL thread waits).
+    let mut r1 = cl.servers[1].root();
+    r1.query_drop("STOP SLAVE").unwrap();
+    r1.query_drop("CHANGE MASTER TO MASTER_DELAY = 2").unwrap();
+    r1.query_drop("START SLAVE").unwrap();
+    let mport = free_port();
+    let (a0, a1, a2) = (
+        cl.servers[0].addr(),
+        cl.servers[1].addr(),
+        cl.servers[2].addr(),
+    );
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
+            .backends_toml(&format!(
+                "[[backends]]\naddress = \"{a0}\"\nrole = \"primary\"\n\
+                 [[backends]]\naddress = \"{a1}\"\nrole = \"replica\"\n\
+                 [[backends]]\naddress = \"{a2}\"\nrole = \"replica\"\n"
+            ))
+            .tables(
+                "[routing]\nreads = \"replicas\"\nconsistency = \"session\"\n\
+                 max_replication_lag_ms = 60000\ncausal_wait_ms = 50\n",
+            )
+            .users(
+                "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+                 [[users]]\nname = \"ev\"\npassword = \"ev\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"eventual\"\n",
+            ),
+    );
+    let mut c = s.conn();
+    c.query_drop("CREATE TABLE ryw (tag VARCHAR(8), n INT, KEY (tag, n))")
+        .unwrap();
+    // Both replicas serve reads once the probes have seen them replicating (and the table).
+    wait_for("reads served by replicas", Duration::from_secs(30), || {
+        let _: Option<u64> = c.query_first("SELECT COUNT(*) FROM ryw").unwrap();
+        (metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]) > 0.0).then_some(())
+    });
+
+    // Read-your-writes: not one stale read.
+    assert_eq!(stale_reads(&mut c, "session"), 0);
+    let m = scrape(mport);
+    let on_replicas = metric_sum(&m, "sluice_reads_to_replicas_total", &[]);
+    let behind = metric_sum(&m, "sluice_read_fallbacks_total", &["reason=\"behind\""]);
+    eprintln!("session: {on_replicas} reads on replicas, {behind} to the primary (replica behind)");
+    assert!(on_replicas > 0.0, "replicas served reads");
+    assert!(
+        behind > 0.0,
+        "the delayed replica sent reads to the primary"
+    );
+
+    // Eventual consistency: stale reads happen (the test can fail).
+    let mut ev = s.conn_as("ev", "ev", Some("app"));
+    let stale = stale_reads(&mut ev, "eventual");
+    eprintln!("eventual: {stale} stale reads of {WRITES}");
+    assert!(
+        stale > 0,
+        "eventual consistency read a replica that had not caught up"
+    );
+
+    // Writes, transactions and locking reads never go to a replica.
+    c.query_drop("BEGIN").unwrap();
+    c.query_drop("INSERT INTO ryw VALUES ('trx', 1)").unwrap();
+    let n: u64 = c
+        .query_first("SELECT COUNT(*) FROM ryw WHERE tag = 'trx'")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1, "a read inside a transaction sees the transaction");
+    c.query_drop("COMMIT").unwrap();
+    let n: u64 = c
+        .query_first("SELECT COUNT(*) FROM ryw WHERE tag = 'trx' FOR UPDATE")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+}
