@@ -401,6 +401,17 @@ fn every_panel_of_the_grafana_dashboard_has_data_in_a_real_prometheus() {
     // (sluice keeps the backend for the error's diagnostics, a second at most while a is idle:
     // a statement that succeeds gives it up at once.)
     a.query_drop("SELECT 1").unwrap();
+    // The only backend connection back in the pool before the next client needs it (on a busy
+    // machine `a` may still be on its way to giving it up).
+    wait_for(
+        "the backend connection back in the pool",
+        Duration::from_secs(10),
+        || {
+            let m = scrape(mport);
+            (metric_sum(&m, "sluice_backend_connections{", &["state=\"in_use\""]) == 0.0)
+                .then_some(())
+        },
+    );
     // A pin (user variable), released when its client leaves.
     p.query_drop("SET @grafana_test = 1").unwrap();
     let x: i64 = p.query_first("SELECT @grafana_test").unwrap().unwrap();
