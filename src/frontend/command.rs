@@ -661,6 +661,7 @@ async fn checkout_routed(
 ) -> Result<Lease, Error> {
     let user = sess.user.index;
     let mut last: Option<Error> = None;
+    let mut counted = false;
     loop {
         let mut ids = [0u16; TRY_BACKENDS];
         let n = {
@@ -695,7 +696,8 @@ async fn checkout_routed(
                 ),
             ))));
         }
-        if n == 0 {
+        if n == 0 && !counted {
+            counted = true;
             shard
                 .stats
                 .no_backend_waits
