@@ -91,6 +91,16 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         "eventual consistency read a replica that had not caught up"
     );
 
+    // A routed read's warnings are the client's own, wherever it ran.
+    for _ in 0..20 {
+        let _: Vec<i64> = c
+            .query("SELECT CAST(CONCAT(n, 'x') AS SIGNED) FROM ryw WHERE tag = 'session' AND n = 1")
+            .unwrap();
+        let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].1, 1292, "{w:?}");
+    }
+
     // Writes, transactions and locking reads never go to a replica.
     c.query_drop("BEGIN").unwrap();
     c.query_drop("INSERT INTO ryw VALUES ('trx', 1)").unwrap();

@@ -131,6 +131,7 @@ pub(crate) async fn query(
     let need = Need {
         pin: PinReason::predicted(&e),
         read: routed_read(sess, &payload[1..], &e),
+        replica_ok: crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
     };
     forward_with(
         shard,
@@ -442,6 +443,9 @@ pub(crate) struct Need {
     /// A plain read a replica may answer (read routing on for the user; see
     /// [`crate::session::route`]).
     pub read: bool,
+    /// The command may run on a replica the session still holds after a routed read (see
+    /// [`crate::session::route::may_stay_on_replica`]); otherwise that replica is given up first.
+    pub replica_ok: bool,
 }
 
 /// Is this statement a read to route to a replica? Only for users with `reads = "replicas"`, in
@@ -466,7 +470,7 @@ pub(crate) async fn acquire(
     sess: &mut Session,
     need: Need,
 ) -> Result<Lease, Error> {
-    let lease = get_backend(shard, sess, need.read).await?;
+    let lease = get_backend(shard, sess, need).await?;
     let Some(reason) = need.pin else {
         return Ok(lease);
     };
@@ -489,12 +493,13 @@ fn same_settings(a: &Rc<Settings>, b: &Rc<Settings>) -> bool {
     Rc::ptr_eq(a, b) || **a == **b
 }
 
-async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, read: bool) -> Result<Lease, Error> {
+async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Result<Lease, Error> {
+    let (read, stay) = (need.read, need.read || need.replica_ok);
     // A backend kept after a routed read (a session lingers on its backend between quick
-    // commands) serves only routed reads: anything else gives it back first and goes to the
-    // primary. (What could tie the session to it — a transaction, a pin — never starts on a
-    // replica: routed reads need autocommit and no backend held.)
-    if !read
+    // commands, or keeps it for its diagnostics) serves reads, diagnostics and settings only
+    // (`stay`): anything else gives it back first and goes to the primary. (What could tie the
+    // session to it — a transaction, a pin — never starts on a replica.)
+    if !stay
         && sess
             .lease
             .as_ref()

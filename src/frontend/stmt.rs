@@ -268,6 +268,7 @@ pub(crate) async fn execute(
     let need = Need {
         pin: PinReason::predicted(&effects),
         read: false,
+        replica_ok: false,
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();

@@ -154,6 +154,23 @@ pub fn replica_safe(sql: &[u8], e: &Effects, modes: Modes) -> bool {
     true
 }
 
+/// May this statement run on a replica the session still holds after a routed read (a session
+/// lingers on its backend between quick commands, and keeps it for the diagnostics of its last
+/// statement)? Reads, diagnostics reads and settings may; anything that writes, locks, pins or
+/// starts a transaction goes to the primary (the replica given up first).
+pub fn may_stay_on_replica(sql: &[u8], e: &Effects, modes: Modes) -> bool {
+    if e.statements != 1 || e.may_pin() || e.opaque || e.stored_function {
+        return false;
+    }
+    match e.kind {
+        Kind::Diagnostic | Kind::Set => true,
+        Kind::Query => !tokens(sql, modes)
+            .iter()
+            .any(|t| matches!(t, Tok::Word(w) if is(w, UNSAFE_WORDS))),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +220,29 @@ mod tests {
         for (sql, want) in cases {
             let e = analyze(sql.as_bytes(), m);
             assert_eq!(replica_safe(sql.as_bytes(), &e, m), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_may_follow_a_routed_read_on_its_replica() {
+        let m = Modes::default();
+        let cases: &[(&str, bool)] = &[
+            ("SHOW WARNINGS", true),
+            ("SELECT @@warning_count", true),
+            ("SELECT FOUND_ROWS()", true),
+            ("SELECT a FROM t", true),
+            ("SET NAMES utf8mb4", true),
+            ("SET @a = 1", false),
+            ("SELECT a FROM t FOR UPDATE", false),
+            ("SELECT a INTO @x FROM t", false),
+            ("INSERT INTO t VALUES (1)", false),
+            ("BEGIN", false),
+            ("CREATE TEMPORARY TABLE x (a INT)", false),
+            ("CALL p()", false),
+        ];
+        for (sql, want) in cases {
+            let e = analyze(sql.as_bytes(), m);
+            assert_eq!(may_stay_on_replica(sql.as_bytes(), &e, m), *want, "{sql}");
         }
     }
 }
