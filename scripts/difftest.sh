@@ -17,6 +17,9 @@
 #   DIFFTEST_KEEP         full reports kept for this many runs with differences (default 20);
 #                         later runs only add to the summary
 #   DIFFTEST_RELEASE=1    build and run release binaries (default: debug, as the test suite)
+#   DIFFTEST_REPLICAS=N   a primary with N GTID replicas (scripts/mariadb-cluster.sh) instead of
+#                         one server, and sluice routing plain reads to the replicas with
+#                         session consistency (read-your-writes); direct sessions use the primary
 #
 # Writes DIFFTEST_OUT/summary.json (runs, sessions, statements, differences and sessions stopped
 # early per mode, kinds of difference with counts and an example seed/session each, sluice
@@ -57,10 +60,15 @@ mkdir -p "$OUT"
 MARIADB_DIR=$(mktemp -d /tmp/sluice-mariadb.XXXXXX)
 declare -A SLUICE_PID=() SLUICE_PORT=()
 
+REPLICAS=${DIFFTEST_REPLICAS:-0}
 cleanup() {
   local m
   for m in "${!SLUICE_PID[@]}"; do stop_sluice "$m"; done
-  scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
+  if [ "$REPLICAS" -gt 0 ]; then
+    scripts/mariadb-cluster.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
+  else
+    scripts/mariadb.sh stop "$MARIADB_DIR" >/dev/null 2>&1 || true
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -99,8 +107,7 @@ queue_timeout_ms = 120000
 pin_budget = $POOL_SIZE
 pin_overflow = "wait"
 
-[[backends]]
-address = "127.0.0.1:$MARIADB_PORT"
+$BACKENDS_TOML
 
 [[users]]
 name = "app"
@@ -125,8 +132,22 @@ EOF
 # makes internal temporary tables vanish (ERROR 6 "Error on delete of '/tmp/#sql-temptable…'"),
 # which would show up as differences of the server with itself.
 mkdir -p "$MARIADB_DIR/tmp"
-eval "$(MARIADB_EXTRA_ARGS="--tmpdir=$MARIADB_DIR/tmp ${MARIADB_EXTRA_ARGS:-}" scripts/mariadb.sh start "$MARIADB_DIR")"
-log "MariaDB on 127.0.0.1:$MARIADB_PORT (production profile); output in $OUT"
+if [ "$REPLICAS" -gt 0 ]; then
+  eval "$(MARIADB_EXTRA_ARGS="--tmpdir=$MARIADB_DIR/tmp ${MARIADB_EXTRA_ARGS:-}" \
+    scripts/mariadb-cluster.sh start --replicas "$MARIADB_DIR" $((REPLICAS + 1)))"
+  MARIADB_PORT=$S0_PORT
+  BACKENDS_TOML=$(printf '[[backends]]\naddress = "127.0.0.1:%s"\nrole = "primary"\n' "$S0_PORT")
+  for ((i = 1; i <= REPLICAS; i++)); do
+    port_var="S${i}_PORT"
+    BACKENDS_TOML+=$(printf '\n[[backends]]\naddress = "127.0.0.1:%s"\nrole = "replica"\n' "${!port_var}")
+  done
+  BACKENDS_TOML+=$'\n[routing]\nreads = "replicas"\nconsistency = "session"\nmax_replication_lag_ms = 60000\n'
+  log "MariaDB primary on 127.0.0.1:$MARIADB_PORT with $REPLICAS replicas (reads routed to them); output in $OUT"
+else
+  eval "$(MARIADB_EXTRA_ARGS="--tmpdir=$MARIADB_DIR/tmp ${MARIADB_EXTRA_ARGS:-}" scripts/mariadb.sh start "$MARIADB_DIR")"
+  BACKENDS_TOML=$(printf '[[backends]]\naddress = "127.0.0.1:%s"\n' "$MARIADB_PORT")
+  log "MariaDB on 127.0.0.1:$MARIADB_PORT (production profile); output in $OUT"
+fi
 for m in "${MODES[@]}"; do start_sluice "$m"; done
 
 : > "$OUT/runs.jsonl"

@@ -6,7 +6,8 @@
 //! no `INTO` (variables, files), no system variable (a replica's `@@server_id`, `@@read_only`, …
 //! are not the primary's), no history value (`LAST_INSERT_ID()`, `FOUND_ROWS()`, …), no user
 //! variable, no sequence, no stored function or any function outside a short list of builtins
-//! that compute from their arguments alone, nothing that pins, nothing sluice answers itself.
+//! that compute from their arguments alone, no server schema (`information_schema`,
+//! `performance_schema`, `mysql`, `sys`), nothing that pins, nothing sluice answers itself.
 
 use super::sql::{tokens, Effects, Kind, Modes, Tok};
 
@@ -112,6 +113,15 @@ const UNSAFE_WORDS: &[&[u8]] = &[
     b"SETVAL",
 ];
 
+/// Schemas whose contents belong to the server answering (its threads, its status, its grants,
+/// its replication state): a replica's are not the primary's.
+const SERVER_SCHEMAS: &[&[u8]] = &[
+    b"information_schema",
+    b"performance_schema",
+    b"mysql",
+    b"sys",
+];
+
 fn is(word: &[u8], list: &[&[u8]]) -> bool {
     list.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
@@ -140,7 +150,8 @@ pub fn replica_safe(sql: &[u8], e: &Effects, modes: Modes) -> bool {
         let next_is_paren = matches!(toks.get(i + 1), Some(Tok::Punct(b'(')));
         match t {
             Tok::SysVar(_) | Tok::UserVar(_) | Tok::Assign | Tok::Semicolon => return false,
-            Tok::Word(w) if is(w, UNSAFE_WORDS) => return false,
+            Tok::Word(w) if is(w, UNSAFE_WORDS) || is(w, SERVER_SCHEMAS) => return false,
+            Tok::Ident(w) if is(w, SERVER_SCHEMAS) => return false,
             Tok::Word(w)
                 if next_is_paren && !is(w, SAFE_FUNCTIONS) && !is(w, KEYWORDS_BEFORE_PAREN) =>
             {
@@ -210,6 +221,9 @@ mod tests {
             ("SELECT GET_LOCK('x', 1)", false),
             ("SELECT NEXTVAL(s)", false),
             ("SELECT 1; SELECT 2", false),
+            ("SELECT * FROM information_schema.PROCESSLIST", false),
+            ("SELECT * FROM `performance_schema`.threads", false),
+            ("SELECT user FROM mysql.user", false),
             ("SHOW TABLES", false),
             ("WITH x AS (SELECT 1) SELECT * FROM x", false),
             ("INSERT INTO t VALUES (1)", false),
