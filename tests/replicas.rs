@@ -58,7 +58,8 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
             )
             .users(
                 "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
-                 [[users]]\nname = \"ev\"\npassword = \"ev\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"eventual\"\n",
+                 [[users]]\nname = \"ev\"\npassword = \"ev\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"eventual\"\n\
+                 [[users]]\nname = \"gl\"\npassword = \"gl\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"global\"\n",
             ),
     );
     let mut c = s.conn();
@@ -89,6 +90,29 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
     assert!(
         stale > 0,
         "eventual consistency read a replica that had not caught up"
+    );
+
+    // Global consistency: another client's write, committed before the read starts, is seen.
+    let mut gl = s.conn_as("gl", "gl", Some("app"));
+    for i in 0..200 {
+        c.query_drop(format!("INSERT INTO ryw (tag, n) VALUES ('global', {i})"))
+            .unwrap();
+        let seen: u64 = gl
+            .query_first(format!(
+                "SELECT COUNT(*) FROM ryw WHERE tag = 'global' AND n = {i}"
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen, 1,
+            "global read {i} missed another client's committed write"
+        );
+    }
+    let m = scrape(mport);
+    eprintln!(
+        "global: {} reads on replicas in all, {} global fallbacks",
+        metric_sum(&m, "sluice_reads_to_replicas_total", &[]),
+        metric_sum(&m, "sluice_read_fallbacks_total", &["reason=\"global\""])
     );
 
     // A routed read's warnings are the client's own, wherever it ran.

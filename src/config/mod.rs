@@ -292,7 +292,7 @@ pub enum Consistency {
     /// last GTID, waited for up to `causal_wait_ms`, else the read goes to the primary.
     #[default]
     Session,
-    /// Everything committed on the primary when the read starts.
+    /// Everything committed on the primary when the read starts (its position read first).
     Global,
 }
 

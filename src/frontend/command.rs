@@ -576,10 +576,6 @@ async fn checkout_read(
     use crate::config::Consistency;
     let stats = &shard.stats;
     let fallback = |why: usize| stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
-    if sess.user.consistency == Consistency::Global {
-        fallback(crate::shard::FALLBACK_GLOBAL);
-        return None;
-    }
     let user = sess.user.index;
     let mut ids = [0u16; TRY_BACKENDS];
     let n = {
@@ -592,11 +588,23 @@ async fn checkout_read(
         fallback(crate::shard::FALLBACK_NO_REPLICA);
         return None;
     }
-    let wanted = match sess.user.consistency {
+    // What the replica must have applied: the session's last write, or everything the primary
+    // has committed now (`global`: asked of the primary, one round trip).
+    let wanted: Option<(String, crate::backend::gtid::Pos)> = match sess.user.consistency {
         Consistency::Session => {
-            crate::backend::gtid::Pos::parse(&sess.history().last_gtid).filter(|p| !p.is_empty())
+            let g = sess.history().last_gtid.to_string();
+            crate::backend::gtid::Pos::parse(&g)
+                .filter(|p| !p.is_empty())
+                .map(|p| (g, p))
         }
-        _ => None,
+        Consistency::Global => match primary_position(shard, user, profile, &sess.settings).await {
+            Some(w) => Some(w),
+            None => {
+                fallback(crate::shard::FALLBACK_GLOBAL);
+                return None;
+            }
+        },
+        Consistency::Eventual => None,
     };
     let now = Instant::now();
     for &id in &ids[..n] {
@@ -608,14 +616,14 @@ async fn checkout_read(
         let Ok(mut lease) = pool.checkout(profile, &sess.settings, now).await else {
             continue;
         };
-        if let Some(w) = &wanted {
+        if let Some((text, w)) = &wanted {
             let known = shard.backend(id).pos().is_some_and(|p| p.covers(w));
             if !known {
                 let wait = shard.cfg().routing.causal_wait_ms;
                 let started = Instant::now();
                 let sql = format!(
                     "SELECT MASTER_GTID_WAIT({}, {})",
-                    crate::session::state::quote(&sess.history().last_gtid),
+                    crate::session::state::quote(text),
                     wait as f64 / 1000.0
                 );
                 let r = lease.conn().query_value(&sql).await;
@@ -646,6 +654,34 @@ async fn checkout_read(
     }
     fallback(crate::shard::FALLBACK_NO_REPLICA);
     None
+}
+
+/// The primary's `@@gtid_binlog_pos` now, read on one of its idle connections (`global`
+/// consistency). `None` when no writable backend has a connection at hand or the read fails.
+async fn primary_position(
+    shard: &Rc<Shard>,
+    user: u32,
+    profile: crate::backend::conn::Profile,
+    settings: &crate::session::state::Settings,
+) -> Option<(String, crate::backend::gtid::Pos)> {
+    let id = *shard.route(user, profile, settings).first()?;
+    let pool = shard.pool(user, id);
+    if !pool.can_serve_now() {
+        return None;
+    }
+    let mut lease = pool
+        .checkout(profile, settings, Instant::now())
+        .await
+        .ok()?;
+    let text = lease
+        .conn()
+        .query_value("SELECT @@global.gtid_binlog_pos")
+        .await
+        .ok()
+        .flatten()?;
+    lease.release();
+    let pos = crate::backend::gtid::Pos::parse(&text)?;
+    Some((text, pos))
 }
 
 /// Backends tried per round of a checkout (the router's best first).
