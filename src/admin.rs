@@ -260,7 +260,7 @@ fn backend<'a>(
             &shared.backends,
             &cfg,
             crate::backend::health::Health::Down,
-            &shared.config.dns,
+            &shared.live().dns,
         ) {
             Ok(id) => {
                 tracing::info!(backend = %key, id, role = role.name(), weight, "backend added");

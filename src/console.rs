@@ -408,7 +408,7 @@ fn answer(sql: &str, target: &Target) -> Answer {
         ["ADD", "BACKEND", ..] if w.len() >= 3 => {
             let (mut role, mut weight) = ("any".to_string(), "1".to_string());
             let mut i = 3;
-            while i + 1 < w.len() + 1 && i < w.len() {
+            while i < w.len() {
                 match (up[i], w.get(i + 1)) {
                     ("ROLE", Some(r)) => role = r.to_ascii_lowercase(),
                     ("WEIGHT", Some(n)) => weight = n.clone(),

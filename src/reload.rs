@@ -230,7 +230,7 @@ pub fn run(shared: &crate::shared::Shared) -> String {
             &shared.backends,
             b,
             crate::backend::health::Health::Down,
-            &shared.config.dns,
+            &new.dns,
         ) {
             Ok(_) => done.push(format!("backend {} added", b.address)),
             Err(e) => failed.push(format!("backend {}: {e}", b.address)),
