@@ -25,12 +25,24 @@ pub fn mariadb_port() -> u16 {
     mariadb_addr().rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// A port nothing listens on now, never one this test process handed out before: the kernel may
+/// give the same ephemeral port to two binds in a row once the first is closed, and a test that
+/// takes one for metrics and then starts sluice on another would get it twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port in 1000 tries");
 }
 
 pub fn repo_root() -> PathBuf {
