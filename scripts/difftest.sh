@@ -61,6 +61,7 @@ MARIADB_DIR=$(mktemp -d /tmp/sluice-mariadb.XXXXXX)
 declare -A SLUICE_PID=() SLUICE_PORT=()
 
 REPLICAS=${DIFFTEST_REPLICAS:-0}
+REPLICA_ARGS=()
 cleanup() {
   local m
   for m in "${!SLUICE_PID[@]}"; do stop_sluice "$m"; done
@@ -140,6 +141,9 @@ if [ "$REPLICAS" -gt 0 ]; then
   for ((i = 1; i <= REPLICAS; i++)); do
     port_var="S${i}_PORT"
     BACKENDS_TOML+=$(printf '\n[[backends]]\naddress = "127.0.0.1:%s"\nrole = "replica"\n' "${!port_var}")
+    # The tester waits for the replicas to apply each run's fixtures (written by other
+    # connections than the sessions': not their own writes).
+    REPLICA_ARGS+=(--replica "127.0.0.1:${!port_var}")
   done
   BACKENDS_TOML+=$'\n[routing]\nreads = "replicas"\nconsistency = "session"\nmax_replication_lag_ms = 60000\n'
   log "MariaDB primary on 127.0.0.1:$MARIADB_PORT with $REPLICAS replicas (reads routed to them); output in $OUT"
@@ -162,7 +166,7 @@ while :; do
   # stalled pool's queue timeouts) are not played.
   left=$(( end - SECONDS )); [ "$left" -lt 0 ] && left=0
   rc=0
-  "$DIFFTEST" --direct "127.0.0.1:$MARIADB_PORT" "${proxies[@]}" --self-check \
+  "$DIFFTEST" --direct "127.0.0.1:$MARIADB_PORT" "${proxies[@]}" "${REPLICA_ARGS[@]}" --self-check \
     --seed "$SEED" --sessions "$SESSIONS" --steps "$STEPS" --concurrency "$CONCURRENCY" \
     --schema-prefix dtlong --deadline-secs "$((left + 600))" --json "$OUT/seed-$SEED.json" -q \
     > "$OUT/seed-$SEED.txt" 2> "$OUT/seed-$SEED.err" || rc=$?

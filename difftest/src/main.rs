@@ -22,6 +22,11 @@ struct Cli {
     /// session, transaction or statement).
     #[arg(long = "proxy", value_parser = parse_proxy)]
     proxies: Vec<(String, String)>,
+    /// Replicas of the direct server, HOST:PORT (repeatable): after each setup, wait until every
+    /// one has applied it (the proxies under test route reads to them; a session's reads of
+    /// fixtures another connection wrote are not its own writes).
+    #[arg(long = "replica")]
+    replicas: Vec<String>,
     #[arg(long, default_value = "app")]
     user: String,
     #[arg(long, default_value = "app")]
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         script,
         direct: cli.direct,
         proxies: cli.proxies,
+        replicas: cli.replicas,
         creds: Credentials {
             user: cli.user,
             password: cli.password,

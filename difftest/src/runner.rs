@@ -23,6 +23,8 @@ pub struct Options {
     pub direct: String,
     /// Proxies to compare, as (mode name, host:port).
     pub proxies: Vec<(String, String)>,
+    /// Replicas of `direct` to wait for after each setup (see `setup::settle`).
+    pub replicas: Vec<String>,
     pub creds: Credentials,
     pub seed: u64,
     pub sessions: usize,
@@ -293,6 +295,8 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         // at its next routine refresh).
         setup::create(addr, &o.creds, &o.prefix, &indices, setup_concurrency)
             .map_err(|e| format!("setup before the {mode} run: {e}"))?;
+        setup::settle(&o.direct, &o.replicas, &o.creds)
+            .map_err(|e| format!("replicas after the setup of the {mode} run: {e}"))?;
         let t0 = Instant::now();
         let other = play_all(
             &scripts,

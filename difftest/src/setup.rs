@@ -145,6 +145,37 @@ pub fn create(
     })
 }
 
+/// Waits (up to a minute) until every replica has applied everything the primary (`direct`) has
+/// committed: its `gtid_binlog_pos` now, waited for with MASTER_GTID_WAIT on each replica.
+pub fn settle(direct: &str, replicas: &[String], creds: &Credentials) -> Result<(), String> {
+    if replicas.is_empty() {
+        return Ok(());
+    }
+    let mut p = connect(direct, creds).map_err(|e| format!("{direct}: {e}"))?;
+    let rows = p
+        .simple_query("SELECT @@global.gtid_binlog_pos")
+        .map_err(|e| format!("{direct}: {e}"))?;
+    let pos = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    for r in replicas {
+        let mut c = connect(r, creds).map_err(|e| format!("{r}: {e}"))?;
+        let rows = c
+            .simple_query(&format!("SELECT MASTER_GTID_WAIT('{pos}', 60)"))
+            .map_err(|e| format!("{r}: {e}"))?;
+        let v = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        if v.as_deref() != Some("0") {
+            return Err(format!("{r} did not apply {pos} within 60 s ({v:?})"));
+        }
+    }
+    Ok(())
+}
+
 /// Drops every listed session's schemas.
 pub fn drop_all(
     addr: &str,

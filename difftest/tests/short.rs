@@ -160,6 +160,7 @@ fn sluices(direct: &str) -> Vec<(String, Sluice)> {
 fn options(direct: &str, sluices: &[(String, Sluice)], deadline: Duration) -> Options {
     Options {
         direct: direct.to_string(),
+        replicas: Vec::new(),
         proxies: sluices
             .iter()
             .map(|(m, s)| (m.clone(), format!("127.0.0.1:{}", s.port)))
