@@ -314,7 +314,7 @@ async fn authenticate(
             if let Some(ip) = peer {
                 shard.note_auth_failure(ip);
             }
-            glommio::timer::sleep(Duration::from_millis(shared.live().auth_failure_delay_ms)).await;
+            sleep_at_least(Duration::from_millis(shared.live().auth_failure_delay_ms)).await;
             let host = peer.map(|ip| ip.to_string()).unwrap_or_default();
             let mut reply = Reply::access_denied(username, &host, !response.is_empty());
             if let Some(d) = fail_detail {
@@ -419,4 +419,17 @@ pub(crate) async fn change_user(
     io.queue(next, &out);
     io.flush(None).await.map_err(|e| fail(e, next))?;
     Ok(super::session::Flow::Continue)
+}
+
+/// Sleeps for at least `d`: a timer may fire a little early (its wheel's granularity), and the
+/// failed-login delay is a promise (every failure answers after it, none sooner).
+async fn sleep_at_least(d: Duration) {
+    let until = std::time::Instant::now() + d;
+    loop {
+        let now = std::time::Instant::now();
+        if now >= until {
+            return;
+        }
+        glommio::timer::sleep(until - now).await;
+    }
 }
