@@ -444,7 +444,11 @@ fn everywhere_answers(answers: Vec<String>) -> Answer {
     Answer::Ok
 }
 
-fn json_lines(target: &Target, line: &str) -> Result<Vec<serde_json::Value>, Answer> {
+/// Every process's answer to `line`, parsed as JSON (an answer that is not: the error).
+fn json_lines<T: serde::de::DeserializeOwned>(
+    target: &Target,
+    line: &str,
+) -> Result<Vec<T>, Answer> {
     target
         .ask_all(line)
         .into_iter()
@@ -464,7 +468,7 @@ fn text(v: &serde_json::Value) -> Option<String> {
 }
 
 fn show_backends(target: &Target) -> Answer {
-    let per_worker = match json_lines(target, "BACKENDS") {
+    let per_worker: Vec<serde_json::Value> = match json_lines(target, "BACKENDS") {
         Ok(v) => v,
         Err(a) => return a,
     };
@@ -512,14 +516,7 @@ fn show_backends(target: &Target) -> Answer {
 
 /// Every shard snapshot of every process (`STATS`), by process.
 fn stats(target: &Target) -> Result<Vec<Vec<crate::metrics::ShardSnapshot>>, Answer> {
-    target
-        .ask_all("STATS")
-        .into_iter()
-        .map(|a| {
-            serde_json::from_str(&a)
-                .map_err(|_| Answer::Err(1105, b"HY000", format!("a worker answered {a:?}")))
-        })
-        .collect()
+    json_lines(target, "STATS")
 }
 
 fn show_pools(target: &Target) -> Answer {
@@ -617,7 +614,7 @@ fn show_stats(target: &Target) -> Answer {
 }
 
 fn show_clients(target: &Target) -> Answer {
-    let per_worker = match json_lines(target, "CLIENTS") {
+    let per_worker: Vec<serde_json::Value> = match json_lines(target, "CLIENTS") {
         Ok(v) => v,
         Err(a) => return a,
     };

@@ -78,26 +78,12 @@ pub struct ClientRow {
     pub holds: Option<String>,
 }
 
-/// Lists the clients of every shard (waiting at most `timeout` for each).
+/// Lists the clients of every shard (waiting at most `timeout` in all).
 pub fn collect_clients(shared: &Shared, timeout: Duration) -> Vec<ClientRow> {
-    let Some(mailboxes) = shared.mailboxes.get() else {
-        return Vec::new();
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    for mb in mailboxes {
-        mb.post(ShardMsg::Clients { reply: tx.clone() });
-    }
-    drop(tx);
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + timeout;
-    for _ in 0..mailboxes.len() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(rows) => out.extend(rows),
-            Err(_) => break,
-        }
-    }
-    out
+    ask_shards(shared, timeout, |reply| ShardMsg::Clients { reply })
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// One shard's numbers.
@@ -163,12 +149,22 @@ pub struct ShardSnapshot {
 
 /// Collects every shard's snapshot (waiting at most `timeout` for each).
 pub fn collect(shared: &Shared, timeout: Duration) -> Vec<ShardSnapshot> {
+    ask_shards(shared, timeout, |reply| ShardMsg::Stats { reply })
+}
+
+/// Posts every shard the message `ask` makes around a reply channel, and gathers the answers
+/// that come within `timeout` (a shard that does not answer in time is left out).
+fn ask_shards<T>(
+    shared: &Shared,
+    timeout: Duration,
+    ask: impl Fn(std::sync::mpsc::Sender<T>) -> ShardMsg,
+) -> Vec<T> {
     let Some(mailboxes) = shared.mailboxes.get() else {
         return Vec::new();
     };
     let (tx, rx) = std::sync::mpsc::channel();
     for mb in mailboxes {
-        mb.post(ShardMsg::Stats { reply: tx.clone() });
+        mb.post(ask(tx.clone()));
     }
     drop(tx);
     let mut out = Vec::with_capacity(mailboxes.len());

@@ -517,9 +517,9 @@ impl Shard {
         {
             let backends = self.backends.borrow();
             let pools = self.pools.borrow();
-            let mut out = self.route_out.borrow_mut();
             if let [b] = backends.as_slice() {
                 // One backend: nothing to rank (the common deployment's hot path).
+                let mut out = self.route_out.borrow_mut();
                 out.clear();
                 let c = crate::backend::router::Candidate {
                     id: b.id,
@@ -536,19 +536,41 @@ impl Shard {
                     out.push(b.id);
                 }
             } else {
-                let mut cands = self.route_cands.borrow_mut();
-                cands.clear();
-                cands.extend(
-                    backends
-                        .iter()
-                        .map(|b| self.candidate(b, &pools, user, profile, settings)),
+                self.rank_now(
+                    &backends,
+                    &pools,
+                    user,
+                    profile,
+                    settings,
+                    crate::backend::router::rank,
                 );
-                let turn = self.next_backend.get();
-                self.next_backend.set(turn.wrapping_add(1));
-                crate::backend::router::rank(&cands, turn, &mut out);
             }
         }
         self.route_out.borrow()
+    }
+
+    /// Ranks every backend into the scratch list with `rank` (the router's order for a
+    /// checkout, or for a routed read).
+    fn rank_now(
+        &self,
+        backends: &[Arc<crate::backend::registry::Backend>],
+        pools: &[Rc<Pool>],
+        user: u32,
+        profile: crate::backend::conn::Profile,
+        settings: &crate::session::state::Settings,
+        rank: fn(&[crate::backend::router::Candidate], usize, &mut Vec<u16>),
+    ) {
+        let mut out = self.route_out.borrow_mut();
+        let mut cands = self.route_cands.borrow_mut();
+        cands.clear();
+        cands.extend(
+            backends
+                .iter()
+                .map(|b| self.candidate(b, pools, user, profile, settings)),
+        );
+        let turn = self.next_backend.get();
+        self.next_backend.set(turn.wrapping_add(1));
+        rank(&cands, turn, &mut out);
     }
 
     fn candidate(
@@ -646,17 +668,14 @@ impl Shard {
         {
             let backends = self.backends.borrow();
             let pools = self.pools.borrow();
-            let mut out = self.route_out.borrow_mut();
-            let mut cands = self.route_cands.borrow_mut();
-            cands.clear();
-            cands.extend(
-                backends
-                    .iter()
-                    .map(|b| self.candidate(b, &pools, user, profile, settings)),
+            self.rank_now(
+                &backends,
+                &pools,
+                user,
+                profile,
+                settings,
+                crate::backend::router::rank_reads,
             );
-            let turn = self.next_backend.get();
-            self.next_backend.set(turn.wrapping_add(1));
-            crate::backend::router::rank_reads(&cands, turn, &mut out);
         }
         self.route_out.borrow()
     }
