@@ -3,7 +3,7 @@
 //! compared with what runs. What can change live is applied; everything else is *reported* as
 //! needing a restart, by key: nothing is refused silently, and no client is dropped.
 //!
-//! Applied live: the backends (added, removed, weights) and the keys in [`RELOADABLE`] (timeouts,
+//! Applied live: the backends (added, removed, weights) and the keys `keys!` marks live (timeouts,
 //! limits, `pool.size`, `[health]`, `[dns]`), which everything reads from the live configuration.
 //! Removing a backend takes it out of the router at once; sessions holding it finish there and
 //! its connections close as they come back. A new `pool.size` gives every shard its fresh share
@@ -17,97 +17,78 @@ use crate::config::{BackendConfig, Config};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// The keys a reload applies (besides the backends: added, removed, weights); every other key
-/// that differs is reported as needing a restart. Everything that reads these reads the live
-/// configuration (`Shard::cfg`, `Shared::live`).
-pub const RELOADABLE: &[&str] = &[
-    "handshake_timeout_ms",
-    "auth_failure_delay_ms",
-    "net_read_timeout_ms",
-    "net_write_timeout_ms",
-    "client_idle_timeout_ms",
-    "auth_failure_limit",
-    "max_client_connections",
-    "max_packet_size",
-    "pool.size",
-    "pool.queue_timeout_ms",
-    "pool.idle_timeout_ms",
-    "pool.max_lifetime_ms",
-    "pool.health_check_interval_ms",
-    "pool.pin_overflow",
-    "pool.prepared_statements_per_connection",
-    "health",
-    "dns",
-];
+/// Every key of the file but the backends, in one list: its name, whether a reload applies it
+/// (`live`) or it needs a restart, and where it is. From it come the comparison (`parts`) and
+/// what a reload copies into the live configuration ([`merge_live`]), so a key marked live is
+/// always applied. Everything that reads a live key reads the live configuration (`Shard::cfg`,
+/// `Shared::live`).
+macro_rules! keys {
+    ($($name:literal: $when:ident => $($field:ident).+;)*) => {
+        /// Every key (but the backends): its name, whether a reload applies it, and its value
+        /// in `a` and in `b` as written.
+        fn parts(a: &Config, b: &Config) -> Vec<(&'static str, bool, String, String)> {
+            vec![$((
+                $name,
+                keys!(@live $when),
+                format!("{:?}", a.$($field).+),
+                format!("{:?}", b.$($field).+),
+            )),*]
+        }
 
-/// Every key of the file but the backends, with its value as written (for comparison).
-fn parts(a: &Config, b: &Config) -> Vec<(&'static str, String, String)> {
-    macro_rules! keys {
-        ($($name:literal => $($field:ident).+),* $(,)?) => {
-            vec![$(($name, format!("{:?}", a.$($field).+), format!("{:?}", b.$($field).+))),*]
-        };
-    }
-    keys![
-        "listen" => listen,
-        "shards" => shards,
-        "workers" => workers,
-        "listen_backlog" => listen_backlog,
-        "log_format" => log_format,
-        "log_level" => log_level,
-        "max_packet_size" => max_packet_size,
-        "handshake_timeout_ms" => handshake_timeout_ms,
-        "auth_failure_delay_ms" => auth_failure_delay_ms,
-        "net_read_timeout_ms" => net_read_timeout_ms,
-        "net_write_timeout_ms" => net_write_timeout_ms,
-        "client_idle_timeout_ms" => client_idle_timeout_ms,
-        "auth_failure_limit" => auth_failure_limit,
-        "max_client_connections" => max_client_connections,
-        "metrics_listen" => metrics_listen,
-        "shutdown_timeout_ms" => shutdown_timeout_ms,
-        "pool.mode" => pool.mode,
-        "pool.size" => pool.size,
-        "pool.queue_timeout_ms" => pool.queue_timeout_ms,
-        "pool.connect_timeout_ms" => pool.connect_timeout_ms,
-        "pool.idle_timeout_ms" => pool.idle_timeout_ms,
-        "pool.max_lifetime_ms" => pool.max_lifetime_ms,
-        "pool.health_check_interval_ms" => pool.health_check_interval_ms,
-        "pool.query_timeout_ms" => pool.query_timeout_ms,
-        "pool.pin_budget" => pool.pin_budget,
-        "pool.pin_overflow" => pool.pin_overflow,
-        "pool.shard_weights" => pool.shard_weights,
-        "pool.prepared_statements_per_connection" => pool.prepared_statements_per_connection,
-        "tls" => tls,
-        "health" => health,
-        "dns" => dns,
-        "admin" => admin,
-        "users" => users,
-        "auth_from_backend" => auth_from_backend,
-    ]
+        /// The live configuration after a reload: `new`'s live keys and backends, `running`'s
+        /// everything else (what needs a restart keeps running as it started).
+        pub fn merge_live(running: &Config, new: &Config) -> Config {
+            let mut live = running.clone();
+            $(keys!(@merge $when, live, new, $($field).+);)*
+            live.backends = new.backends.clone();
+            live
+        }
+    };
+    (@live live) => { true };
+    (@live restart) => { false };
+    (@merge live, $l:ident, $n:ident, $($field:ident).+) => {
+        $l.$($field).+ = $n.$($field).+.clone()
+    };
+    (@merge restart, $l:ident, $n:ident, $($field:ident).+) => {
+        ()
+    };
 }
 
-/// The live configuration after a reload: `new`'s reloadable keys, `running`'s everything else
-/// (what needs a restart keeps running as it started).
-pub fn merge_live(running: &Config, new: &Config) -> Config {
-    let mut live = running.clone();
-    live.handshake_timeout_ms = new.handshake_timeout_ms;
-    live.auth_failure_delay_ms = new.auth_failure_delay_ms;
-    live.net_read_timeout_ms = new.net_read_timeout_ms;
-    live.net_write_timeout_ms = new.net_write_timeout_ms;
-    live.client_idle_timeout_ms = new.client_idle_timeout_ms;
-    live.auth_failure_limit = new.auth_failure_limit;
-    live.max_client_connections = new.max_client_connections;
-    live.max_packet_size = new.max_packet_size;
-    live.pool.size = new.pool.size;
-    live.pool.queue_timeout_ms = new.pool.queue_timeout_ms;
-    live.pool.idle_timeout_ms = new.pool.idle_timeout_ms;
-    live.pool.max_lifetime_ms = new.pool.max_lifetime_ms;
-    live.pool.health_check_interval_ms = new.pool.health_check_interval_ms;
-    live.pool.pin_overflow = new.pool.pin_overflow;
-    live.pool.prepared_statements_per_connection = new.pool.prepared_statements_per_connection;
-    live.health = new.health.clone();
-    live.dns = new.dns.clone();
-    live.backends = new.backends.clone();
-    live
+keys! {
+    "listen": restart => listen;
+    "shards": restart => shards;
+    "workers": restart => workers;
+    "listen_backlog": restart => listen_backlog;
+    "log_format": restart => log_format;
+    "log_level": restart => log_level;
+    "max_packet_size": live => max_packet_size;
+    "handshake_timeout_ms": live => handshake_timeout_ms;
+    "auth_failure_delay_ms": live => auth_failure_delay_ms;
+    "net_read_timeout_ms": live => net_read_timeout_ms;
+    "net_write_timeout_ms": live => net_write_timeout_ms;
+    "client_idle_timeout_ms": live => client_idle_timeout_ms;
+    "auth_failure_limit": live => auth_failure_limit;
+    "max_client_connections": live => max_client_connections;
+    "metrics_listen": restart => metrics_listen;
+    "shutdown_timeout_ms": restart => shutdown_timeout_ms;
+    "pool.mode": restart => pool.mode;
+    "pool.size": live => pool.size;
+    "pool.queue_timeout_ms": live => pool.queue_timeout_ms;
+    "pool.connect_timeout_ms": restart => pool.connect_timeout_ms;
+    "pool.idle_timeout_ms": live => pool.idle_timeout_ms;
+    "pool.max_lifetime_ms": live => pool.max_lifetime_ms;
+    "pool.health_check_interval_ms": live => pool.health_check_interval_ms;
+    "pool.query_timeout_ms": restart => pool.query_timeout_ms;
+    "pool.pin_budget": restart => pool.pin_budget;
+    "pool.pin_overflow": live => pool.pin_overflow;
+    "pool.shard_weights": restart => pool.shard_weights;
+    "pool.prepared_statements_per_connection": live => pool.prepared_statements_per_connection;
+    "tls": restart => tls;
+    "health": live => health;
+    "dns": live => dns;
+    "admin": restart => admin;
+    "users": restart => users;
+    "auth_from_backend": restart => auth_from_backend;
 }
 
 /// Where the configuration came from: the file and the command line's overrides (set once by
@@ -192,9 +173,9 @@ pub fn plan(started: &Config, running: &[Running], new: &Config) -> Plan {
         }
     }
     // Every other part of the file: applied when reloadable, else reported.
-    for (key, then, now) in parts(started, new) {
+    for (key, live, then, now) in parts(started, new) {
         if then != now {
-            if RELOADABLE.contains(&key) {
+            if live {
                 p.live.push(key.to_string());
             } else {
                 p.restart.push(key.to_string());
