@@ -86,6 +86,7 @@ keys! {
     "tls": restart => tls;
     "health": live => health;
     "dns": live => dns;
+    "routing": restart => routing;
     "admin": restart => admin;
     "users": restart => users;
     "auth_from_backend": restart => auth_from_backend;
