@@ -577,13 +577,7 @@ async fn checkout_read(
     let stats = &shard.stats;
     let fallback = |why: usize| stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
     let user = sess.user.index;
-    let mut ids = [0u16; TRY_BACKENDS];
-    let n = {
-        let ranked = shard.route_reads(user, profile, &sess.settings);
-        let n = ranked.len().min(TRY_BACKENDS);
-        ids[..n].copy_from_slice(&ranked[..n]);
-        n
-    };
+    let (ids, n) = first_ranked(shard.route_reads(user, profile, &sess.settings));
     if n == 0 {
         fallback(crate::shard::FALLBACK_NO_REPLICA);
         return None;
@@ -687,6 +681,15 @@ async fn primary_position(
 /// Backends tried per round of a checkout (the router's best first).
 const TRY_BACKENDS: usize = 8;
 
+/// The router's first [`TRY_BACKENDS`] choices, copied out of the shard's scratch list (which
+/// the checkouts that follow may reuse).
+fn first_ranked(ranked: std::cell::Ref<'_, Vec<u16>>) -> ([u16; TRY_BACKENDS], usize) {
+    let mut ids = [0u16; TRY_BACKENDS];
+    let n = ranked.len().min(TRY_BACKENDS);
+    ids[..n].copy_from_slice(&ranked[..n]);
+    (ids, n)
+}
+
 /// How often a checkout with no usable backend looks again (until its deadline).
 const NO_BACKEND_RECHECK: Duration = Duration::from_millis(20);
 
@@ -704,13 +707,7 @@ async fn checkout_routed(
     let mut last: Option<Error> = None;
     let mut counted = false;
     loop {
-        let mut ids = [0u16; TRY_BACKENDS];
-        let n = {
-            let ranked = shard.route(user, profile, &sess.settings);
-            let n = ranked.len().min(TRY_BACKENDS);
-            ids[..n].copy_from_slice(&ranked[..n]);
-            n
-        };
+        let (ids, n) = first_ranked(shard.route(user, profile, &sess.settings));
         for &id in &ids[..n] {
             let pool = shard.pool(user, id);
             match pool.checkout(profile, &sess.settings, deadline).await {
