@@ -4,11 +4,21 @@
 //!
 //! - `KILL <connection id> <query|connection> <user index>` → `OK` or
 //!   `ERR <code> <sqlstate> <message>`: KILL for a session living in this worker;
+//! - `KILL WHERE USER <name>` / `KILL WHERE SOURCE <ip>` → `OK <n>`: ends every client of
+//!   this worker logged in as that user (the rest of the line, spaces included) or connected
+//!   from that address, each as `KILL CONNECTION` by the admin does; `n` is how many ended;
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
 //! - `CLIENTS` → this worker's clients as JSON (id, user, state, schema, backend, idle time,
 //!   what holds it on its backend);
 //! - `RELOAD` → re-reads the configuration file, applies what can change live, says what needs
 //!   a restart (see [`crate::reload`]);
+//! - `CONFIG` → this process's live configuration as JSON, one row per key (name, value with
+//!   secrets hidden, reloadable), then the configured backends' fields (see
+//!   [`crate::reload::show`]);
+//! - `RECONNECT [<id or address>]` → retires the pooled connections to that backend (or to
+//!   every backend): idle ones close now, busy ones as they come back, new ones are opened as
+//!   needed; JSON per backend: connections `closed` now and `closing` (out now: leased, held
+//!   by a session, or being opened);
 //! - `BACKENDS` → the backends as JSON (state, health, role, weight, connections held);
 //! - `BACKEND ADD <address> [any|primary|replica] [weight]` → `OK <id>`;
 //!   `BACKEND DRAIN <id or address> [TIMEOUT <ms>]` → `OK` (after the timeout, sessions that still
@@ -134,6 +144,14 @@ pub fn handle(shared: &Shared, line: &str) -> String {
             let snaps = crate::metrics::collect(shared, Duration::from_secs(2));
             serde_json::to_string(&snaps).unwrap_or_else(|_| "[]".into())
         }
+        Some("KILL") if line.split_whitespace().nth(1) == Some("WHERE") => {
+            let rest = line.trim_start().trim_start_matches("KILL").trim_start();
+            let rest = rest.trim_start_matches("WHERE").trim_start();
+            match ClientFilter::parse(rest) {
+                Ok(f) => kill_where(shared, &f),
+                Err(e) => format!("ERR 1210 HY000 {e}"),
+            }
+        }
         Some("KILL") => {
             let (Some(id), Some(kind), Some(user)) = (
                 words.next().and_then(|w| w.parse::<u32>().ok()),
@@ -171,11 +189,18 @@ pub fn handle(shared: &Shared, line: &str) -> String {
         }
         Some("BACKENDS") => backends(shared),
         Some("RELOAD") => crate::reload::run(shared),
+        Some("CONFIG") => {
+            let live = shared.live();
+            let mut rows = crate::reload::show(&live);
+            rows.extend(crate::reload::show_backends(&live));
+            serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+        }
         Some("CLIENTS") => {
             let rows = crate::metrics::collect_clients(shared, Duration::from_secs(2));
             serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
         }
         Some("BACKEND") => backend(shared, words.next(), words.next(), words),
+        Some("RECONNECT") => reconnect(shared, words.next()),
         _ => "ERR 1064 42000 unknown admin request".into(),
     }
 }
@@ -298,6 +323,143 @@ fn backend<'a>(
     "OK".into()
 }
 
+/// Which clients a KILL by filter ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFilter {
+    /// Logged in as this user.
+    User(String),
+    /// Connected from this address.
+    Source(std::net::IpAddr),
+}
+
+impl ClientFilter {
+    /// `USER <name>` (the rest of the line, spaces inside kept) or `SOURCE <ip>`.
+    pub fn parse(s: &str) -> Result<ClientFilter, String> {
+        let s = s.trim();
+        let (field, value) = s.split_once(' ').unwrap_or((s, ""));
+        let value = value.trim();
+        match field.to_ascii_uppercase().as_str() {
+            "USER" if !value.is_empty() => Ok(ClientFilter::User(value.to_string())),
+            "SOURCE" => match value.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(ClientFilter::Source(ip.to_canonical())),
+                Err(_) => Err(format!(
+                    "sluice admin: {value:?} is not an IP address (KILL CLIENTS WHERE SOURCE = 'ip')"
+                )),
+            },
+            _ => Err(
+                "sluice admin: KILL CLIENTS WHERE USER = 'name' | WHERE SOURCE = 'ip'".to_string(),
+            ),
+        }
+    }
+
+    /// Does the client `c` match?
+    pub fn matches(&self, c: &crate::metrics::ClientRow) -> bool {
+        match self {
+            ClientFilter::User(u) => !c.user.is_empty() && c.user == *u,
+            ClientFilter::Source(ip) => c
+                .source
+                .as_deref()
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|s| s.to_canonical() == *ip),
+        }
+    }
+}
+
+/// Ends every client of this process that `f` matches, through the same per-shard KILL as
+/// `KILL <id>` (posted to every shard first, then awaited); `OK <how many ended>`. A client
+/// that left meanwhile is not counted.
+fn kill_where(shared: &Shared, f: &ClientFilter) -> String {
+    let clients = crate::metrics::collect_clients(shared, Duration::from_secs(2));
+    let layout = IdLayout::new(shared.workers, shared.shards);
+    let Some(mailboxes) = shared.mailboxes.get() else {
+        return "OK 0".into();
+    };
+    let replies: Vec<Reply1<Result<(), Reply>>> = clients
+        .iter()
+        .filter(|c| f.matches(c))
+        .filter_map(|c| {
+            let (_, shard) = layout.locate(c.id);
+            let mb = mailboxes.get(shard as usize)?;
+            let reply = Reply1::default();
+            mb.post(ShardMsg::Kill {
+                conn_id: c.id,
+                kind: KillKind::Connection,
+                by_user: crate::shard::kill::BY_ADMIN,
+                reply: reply.clone(),
+            });
+            Some(reply)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + TIMEOUT / 2;
+    let killed = replies
+        .iter()
+        .filter(|r| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            matches!(r.recv_blocking(left), Some(Ok(())))
+        })
+        .count();
+    tracing::info!(filter = ?f, killed, "clients killed by the admin");
+    format!("OK {killed}")
+}
+
+/// A backend's connections retired by RECONNECT, in one process.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Retired {
+    pub backend: String,
+    /// Idle connections closed at once.
+    pub closed: u64,
+    /// Connections out (leased, held by a session, being opened) that close as they come back.
+    pub closing: u64,
+}
+
+/// `RECONNECT [<id or address>]`: bumps the backend's connection generation (every backend's
+/// but removed ones, without a key), then has every shard close the idle connections of older
+/// generations (busy ones close when released: see `Pool::stale`).
+fn reconnect(shared: &Shared, key: Option<&str>) -> String {
+    let chosen: Vec<Arc<crate::backend::registry::Backend>> = match key {
+        Some(k) => match shared.backends.find(k) {
+            Some(b) if b.admin() == crate::backend::router::Admin::Removed => {
+                return format!("ERR 1210 HY000 backend {} was removed", b.address);
+            }
+            Some(b) => vec![b],
+            None => return format!("ERR 1210 HY000 no backend {k:?}"),
+        },
+        None => shared
+            .backends
+            .snapshot()
+            .iter()
+            .filter(|b| b.admin() != crate::backend::router::Admin::Removed)
+            .cloned()
+            .collect(),
+    };
+    for b in &chosen {
+        b.retire_connections();
+        tracing::info!(backend = %b.address, "RECONNECT: pooled connections retired");
+    }
+    let one = key.and(chosen.first().map(|b| b.id));
+    let per_shard = crate::metrics::ask_shards(shared, Duration::from_secs(2), |reply| {
+        ShardMsg::Reconnect {
+            backend: one,
+            reply,
+        }
+    });
+    let rows: Vec<Retired> = chosen
+        .iter()
+        .map(|b| {
+            let mut r = Retired {
+                backend: b.address.clone(),
+                ..Retired::default()
+            };
+            for (_, now, later) in per_shard.iter().flatten().filter(|x| x.0 == b.id) {
+                r.closed += *now as u64;
+                r.closing += *later as u64;
+            }
+            r
+        })
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
 /// Serves this worker's admin socket on a thread of its own.
 pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
     let name = socket_name(supervisor, shared.worker);
@@ -339,6 +501,46 @@ pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kill_filters_parse_and_match() {
+        use crate::metrics::ClientRow;
+        let row = |user: &str, source: Option<&str>| ClientRow {
+            user: user.into(),
+            source: source.map(String::from),
+            ..ClientRow::default()
+        };
+        let ip = |s: &str| ClientFilter::Source(s.parse().unwrap());
+        #[rustfmt::skip]
+        let parse: &[(&str, Result<ClientFilter, ()>)] = &[
+            ("USER app", Ok(ClientFilter::User("app".into()))),
+            ("user  two words ", Ok(ClientFilter::User("two words".into()))),
+            ("SOURCE 127.0.0.2", Ok(ip("127.0.0.2"))),
+            ("SOURCE ::ffff:127.0.0.2", Ok(ip("127.0.0.2"))),
+            ("SOURCE ::1", Ok(ip("::1"))),
+            ("SOURCE localhost", Err(())),
+            ("SOURCE", Err(())),
+            ("USER", Err(())),
+            ("HOST x", Err(())),
+            ("", Err(())),
+        ];
+        for (text, want) in parse {
+            assert_eq!(ClientFilter::parse(text).map_err(|_| ()), *want, "{text}");
+        }
+        #[rustfmt::skip]
+        let matching: &[(ClientFilter, ClientRow, bool)] = &[
+            (ClientFilter::User("app".into()), row("app", None), true),
+            (ClientFilter::User("app".into()), row("App", None), false),
+            (ClientFilter::User("app".into()), row("", Some("127.0.0.1")), false),
+            (ip("127.0.0.2"), row("app", Some("127.0.0.2")), true),
+            (ip("127.0.0.2"), row("app", Some("::ffff:127.0.0.2")), true),
+            (ip("127.0.0.2"), row("app", Some("127.0.0.1")), false),
+            (ip("127.0.0.2"), row("app", None), false),
+        ];
+        for (f, c, want) in matching {
+            assert_eq!(f.matches(c), *want, "{f:?} {c:?}");
+        }
+    }
 
     #[test]
     fn peers_are_identified_by_uid() {

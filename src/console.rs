@@ -8,11 +8,19 @@
 //! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
 //!
 //! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
-//! `RELOAD` (see [`crate::reload`]), `SHOW CLIENTS`, `KILL CLIENT [QUERY] <id>`,
-//! `DRAIN BACKEND <address|id> [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`,
-//! `ADD BACKEND <address> [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the
-//! client's own start-up queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are
-//! answered too. Anything else is ERR 1064 listing what the console understands.
+//! `SHOW CLIENTS` (id, user, source address, state, schema, backend, idle time, what holds it),
+//! `SHOW PINS` (pinned sessions now and pins since start, by reason), `SHOW CONFIG` (every key
+//! with its live value, secrets hidden, and whether a reload applies it: the one list in
+//! [`crate::reload`]; then the configured backends' fields), `RELOAD` (see [`crate::reload`]),
+//! `KILL CLIENT [QUERY] <id>`, `KILL CLIENTS WHERE USER = 'name'` and `… WHERE SOURCE = 'ip'`
+//! (the same KILL for every client that matches, in every process; answers how many ended),
+//! `RECONNECT [BACKEND <address|id>]` (retires the pooled connections: idle ones close now,
+//! busy ones when they come back, new ones are opened as needed, e.g. after a password or a
+//! server variable changed; answers both counts per backend), `DRAIN BACKEND <address|id>
+//! [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`, `ADD BACKEND <address>
+//! [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the client's own start-up
+//! queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are answered too. Anything
+//! else is ERR 1064 listing what the console understands.
 //!
 //! Blocking threads (one per console connection, at most [`MAX_CONNECTIONS`]): consoles are few
 //! and never on the shards' path.
@@ -326,10 +334,10 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | KILL CLIENT [QUERY] id | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
-/// quotes; a trailing `;` goes).
+/// quotes; `=` outside quotes is a word of its own; a trailing `;` goes).
 fn words(sql: &str) -> Vec<String> {
     let sql = sql.trim().trim_end_matches(';').trim();
     let mut out = Vec::new();
@@ -341,10 +349,13 @@ fn words(sql: &str) -> Vec<String> {
             chars.next();
             let w: String = chars.by_ref().take_while(|&x| x != ch).collect();
             out.push(w);
+        } else if ch == '=' {
+            chars.next();
+            out.push("=".into());
         } else {
             let mut w = String::new();
             while let Some(&x) = chars.peek() {
-                if x.is_whitespace() {
+                if x.is_whitespace() || matches!(x, '=' | '\'' | '"' | '`') {
                     break;
                 }
                 w.push(x);
@@ -371,10 +382,15 @@ fn answer(sql: &str, target: &Target) -> Answer {
         ["SHOW", "STATS"] => show_stats(target),
         ["SHOW", "WORKERS"] => show_workers(target),
         ["SHOW", "CLIENTS"] => show_clients(target),
+        ["SHOW", "CONFIG"] => show_config(target),
+        ["SHOW", "PINS"] => show_pins(target),
         ["KILL", "CLIENT", id] | ["KILL", "CLIENT", "CONNECTION", id] => match id.parse::<u32>() {
             Ok(id) => kill_client(target, id, "connection"),
             Err(_) => syntax(),
         },
+        ["KILL", "CLIENTS" | "CLIENT", "WHERE", field @ ("USER" | "SOURCE"), "=", _] => {
+            kill_where(target, field, &w[5])
+        }
         ["KILL", "CLIENT", "QUERY", id] => match id.parse::<u32>() {
             Ok(id) => kill_client(target, id, "query"),
             Err(_) => syntax(),
@@ -405,6 +421,8 @@ fn answer(sql: &str, target: &Target) -> Answer {
             }
             everywhere(target, &line)
         }
+        ["RECONNECT"] => reconnect(target, "RECONNECT"),
+        ["RECONNECT", "BACKEND", _] => reconnect(target, &format!("RECONNECT {}", w[2])),
         ["ADD", "BACKEND", ..] if w.len() >= 3 => {
             let (mut role, mut weight) = ("any".to_string(), "1".to_string());
             let mut i = 3;
@@ -613,13 +631,98 @@ fn show_stats(target: &Target) -> Answer {
     )
 }
 
+/// `SHOW CONFIG`: every key with its live value and whether a reload applies it (from the one
+/// list in [`crate::reload`]), then the configured backends' fields.
+fn show_config(target: &Target) -> Answer {
+    match json_lines::<Vec<crate::reload::Shown>>(target, "CONFIG") {
+        Ok(per_worker) => Answer::Rows(
+            vec!["name".into(), "value".into(), "reloadable".into()],
+            merge_config(&per_worker),
+        ),
+        Err(a) => a,
+    }
+}
+
+/// One row per key, in the first process's order. Workers normally agree; where one does not
+/// (a reload that failed in one of them), the value names each worker's.
+fn merge_config(per_worker: &[Vec<crate::reload::Shown>]) -> Vec<Vec<Option<String>>> {
+    let Some(first) = per_worker.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|k| {
+            let values: Vec<Option<&str>> = per_worker
+                .iter()
+                .map(|w| {
+                    w.iter()
+                        .find(|x| x.name == k.name)
+                        .and_then(|x| x.value.as_deref())
+                })
+                .collect();
+            let value = if values.iter().all(|v| *v == values[0]) {
+                k.value.clone()
+            } else {
+                Some(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| format!("worker {i}: {}", v.unwrap_or("NULL")))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            };
+            let yes_no = if k.reloadable { "yes" } else { "no" };
+            vec![Some(k.name.clone()), value, Some(yes_no.into())]
+        })
+        .collect()
+}
+
+/// `SHOW PINS`: sessions pinned to their backend now and pins since start, by reason, summed
+/// over every shard and process (the `sluice_pinned_sessions` / `sluice_pins_total` metrics).
+fn show_pins(target: &Target) -> Answer {
+    let all = match stats(target) {
+        Ok(v) => v,
+        Err(a) => return a,
+    };
+    Answer::Rows(
+        vec!["reason".into(), "pinned_now".into(), "pins_total".into()],
+        pin_rows(all.iter().flatten()),
+    )
+}
+
+/// One row per pin reason, in [`crate::session::pins::PinReason::ALL`]'s order.
+fn pin_rows<'a>(
+    shards: impl Iterator<Item = &'a crate::metrics::ShardSnapshot>,
+) -> Vec<Vec<Option<String>>> {
+    use crate::session::pins::{PinReason, PIN_REASONS};
+    let (mut now, mut total) = ([0i64; PIN_REASONS], [0u64; PIN_REASONS]);
+    for s in shards {
+        for i in 0..PIN_REASONS {
+            now[i] += s.pinned_now[i];
+            total[i] += s.pins_total[i];
+        }
+    }
+    PinReason::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                Some(r.name().to_string()),
+                Some(now[i].max(0).to_string()),
+                Some(total[i].to_string()),
+            ]
+        })
+        .collect()
+}
+
 fn show_clients(target: &Target) -> Answer {
     let per_worker: Vec<serde_json::Value> = match json_lines(target, "CLIENTS") {
         Ok(v) => v,
         Err(a) => return a,
     };
-    const COLS: [&str; 8] = [
-        "id", "user", "state", "schema", "backend", "idle_s", "holds", "shard",
+    const COLS: [&str; 9] = [
+        "id", "user", "source", "state", "schema", "backend", "idle_s", "holds", "shard",
     ];
     let mut rows: Vec<Vec<Option<String>>> = Vec::new();
     for w in per_worker.iter().filter_map(|w| w.as_array()) {
@@ -629,6 +732,79 @@ fn show_clients(target: &Target) -> Answer {
     }
     rows.sort_by_key(|r| r[0].as_deref().and_then(|v| v.parse::<u64>().ok()));
     Answer::Rows(COLS.map(String::from).to_vec(), rows)
+}
+
+/// `KILL CLIENTS WHERE USER = 'x' | SOURCE = 'ip'`: every process ends its matching clients;
+/// one row, how many ended.
+fn kill_where(target: &Target, field: &str, value: &str) -> Answer {
+    if value.contains(['\n', '\r']) || value.trim().is_empty() {
+        return syntax();
+    }
+    let answers = target.ask_all(&format!("KILL WHERE {field} {value}"));
+    let mut killed = 0u64;
+    for a in &answers {
+        match a.strip_prefix("OK ").and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) => killed += n,
+            None if a.starts_with("ERR ") => return everywhere_answers(vec![a.clone()]),
+            None => {
+                return Answer::Err(
+                    1105,
+                    b"HY000",
+                    format!("sluice console: a worker answered KILL with {a:?}"),
+                )
+            }
+        }
+    }
+    Answer::Rows(vec!["killed".into()], vec![vec![Some(killed.to_string())]])
+}
+
+/// `RECONNECT [BACKEND x]`: every process retires its pooled connections; one row per backend,
+/// summed over the processes: closed now, closing as they come back.
+fn reconnect(target: &Target, line: &str) -> Answer {
+    let answers = target.ask_all(line);
+    if let Some(e) = answers.iter().find(|a| a.starts_with("ERR ")) {
+        return everywhere_answers(vec![e.clone()]);
+    }
+    let per_worker: Vec<Vec<crate::admin::Retired>> = match answers
+        .iter()
+        .map(|a| serde_json::from_str(a))
+        .collect::<Result<_, _>>()
+    {
+        Ok(v) => v,
+        Err(_) => {
+            return Answer::Err(
+                1105,
+                b"HY000",
+                format!("sluice console: a worker answered RECONNECT with {answers:?}"),
+            )
+        }
+    };
+    let mut sum: Vec<crate::admin::Retired> = Vec::new();
+    for r in per_worker.into_iter().flatten() {
+        match sum.iter_mut().find(|s| s.backend == r.backend) {
+            Some(s) => {
+                s.closed += r.closed;
+                s.closing += r.closing;
+            }
+            None => sum.push(r),
+        }
+    }
+    Answer::Rows(
+        vec![
+            "backend".into(),
+            "closed_now".into(),
+            "closing_when_released".into(),
+        ],
+        sum.into_iter()
+            .map(|r| {
+                vec![
+                    Some(r.backend),
+                    Some(r.closed.to_string()),
+                    Some(r.closing.to_string()),
+                ]
+            })
+            .collect(),
+    )
 }
 
 /// KILL [QUERY] for any client: asked of every process; the one that holds it answers.
@@ -699,6 +875,66 @@ mod tests {
             words("add backend `db one:1`"),
             ["add", "backend", "db one:1"]
         );
+        assert_eq!(
+            words("KILL CLIENTS WHERE user='a b'"),
+            ["KILL", "CLIENTS", "WHERE", "user", "=", "a b"]
+        );
+        assert_eq!(
+            words("kill clients where source = '127.0.0.2';"),
+            ["kill", "clients", "where", "source", "=", "127.0.0.2"]
+        );
+        assert_eq!(words("'unterminated"), ["unterminated"]);
+    }
+
+    #[test]
+    fn pins_are_summed_by_reason() {
+        use crate::metrics::ShardSnapshot;
+        use crate::session::pins::{PinReason, PIN_REASONS};
+        let mut a = ShardSnapshot::default();
+        let mut b = ShardSnapshot::default();
+        let t = PinReason::TemporaryTable as usize;
+        a.pinned_now[t] = 2;
+        a.pins_total[t] = 5;
+        b.pinned_now[t] = 1;
+        b.pins_total[t] = 1;
+        // A gauge read while a shard's pin and unpin were counted apart never shows below 0.
+        b.pinned_now[PinReason::UserVariable as usize] = -1;
+        let rows = pin_rows([a, b].iter());
+        assert_eq!(rows.len(), PIN_REASONS);
+        let row = |name: &str| rows.iter().find(|r| r[0].as_deref() == Some(name)).unwrap();
+        assert_eq!(
+            row("temporary_table")[1..],
+            [Some("3".to_string()), Some("6".to_string())]
+        );
+        assert_eq!(row("user_variable")[1].as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn config_rows_merge_over_workers() {
+        use crate::reload::Shown;
+        let k = |name: &str, value: Option<&str>, reloadable: bool| Shown {
+            name: name.into(),
+            value: value.map(String::from),
+            reloadable,
+        };
+        let w0 = vec![k("pool.size", Some("8"), true), k("listen", None, false)];
+        let same = merge_config(&[w0.clone(), w0.clone()]);
+        assert_eq!(
+            same,
+            vec![
+                vec![
+                    Some("pool.size".into()),
+                    Some("8".into()),
+                    Some("yes".into())
+                ],
+                vec![Some("listen".into()), None, Some("no".into())],
+            ]
+        );
+        let w1 = vec![k("pool.size", Some("4"), true), k("listen", None, false)];
+        let differ = merge_config(&[w0, w1]);
+        assert_eq!(differ[0][1].as_deref(), Some("worker 0: 8; worker 1: 4"));
+        assert_eq!(differ[1][1], None);
+        assert!(merge_config(&[]).is_empty());
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub struct ClientRow {
     pub id: u32,
     pub shard: u32,
     pub user: String,
+    /// The client's IP address (`None`: not known, e.g. during its handshake on a shard that
+    /// had not recorded its socket yet).
+    #[serde(default)]
+    pub source: Option<String>,
     /// parked, pinned (parked, holding its backend for a pin), active.
     pub state: String,
     pub schema: Option<String>,
@@ -154,7 +158,7 @@ pub fn collect(shared: &Shared, timeout: Duration) -> Vec<ShardSnapshot> {
 
 /// Posts every shard the message `ask` makes around a reply channel, and gathers the answers
 /// that come within `timeout` (a shard that does not answer in time is left out).
-fn ask_shards<T>(
+pub(crate) fn ask_shards<T>(
     shared: &Shared,
     timeout: Duration,
     ask: impl Fn(std::sync::mpsc::Sender<T>) -> ShardMsg,

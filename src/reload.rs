@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Every key of the file but the backends, in one list: its name, whether a reload applies it
-/// (`live`) or it needs a restart, and where it is. From it come the comparison (`parts`) and
+/// (`live`) or it needs a restart, and where it is. From it come the comparison (`parts`),
 /// what a reload copies into the live configuration ([`merge_live`]), so a key marked live is
-/// always applied. Everything that reads a live key reads the live configuration (`Shard::cfg`,
+/// always applied, and the console's `SHOW CONFIG` ([`show`]), so what it calls reloadable is
+/// what a reload applies. Everything that reads a live key reads the live configuration (`Shard::cfg`,
 /// `Shared::live`).
 macro_rules! keys {
     ($($name:literal: $when:ident => $($field:ident).+;)*) => {
@@ -33,6 +34,16 @@ macro_rules! keys {
                 format!("{:?}", a.$($field).+),
                 format!("{:?}", b.$($field).+),
             )),*]
+        }
+
+        /// Every key (but the backends) as `SHOW CONFIG` lists it: its name, whether a reload
+        /// applies it, and its value in `c` (secrets hidden: see [`shown`]).
+        pub fn show(c: &Config) -> Vec<Shown> {
+            vec![$(Shown {
+                name: $name.to_string(),
+                reloadable: keys!(@live $when),
+                value: shown(&c.$($field).+),
+            }),*]
         }
 
         /// The live configuration after a reload: `new`'s live keys and backends, `running`'s
@@ -90,6 +101,73 @@ keys! {
     "admin": restart => admin;
     "users": restart => users;
     "auth_from_backend": restart => auth_from_backend;
+}
+
+/// A key as `SHOW CONFIG` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Shown {
+    pub name: String,
+    /// As written in the file (a table or list as compact JSON); `None` for an unset option.
+    pub value: Option<String>,
+    pub reloadable: bool,
+}
+
+/// A value as `SHOW CONFIG` shows it: a string as it is, an unset option as `None`, anything
+/// else as compact JSON, with every field whose name says `password` hidden (a
+/// mysql_native_password hash logs in as well as the password does). Hiding by name rather
+/// than by marking each field means a secret added later is hidden without anyone
+/// remembering to.
+fn shown<T: serde::Serialize>(v: &T) -> Option<String> {
+    let mut v = match serde_json::to_value(v) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("(not shown: {e})")),
+    };
+    hide_secrets(&mut v);
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Replaces the value of every non-empty field named `…password…`, at any depth.
+fn hide_secrets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let secret = k.to_ascii_lowercase().contains("password")
+                    && !matches!(x, serde_json::Value::Null)
+                    && x.as_str() != Some("");
+                if secret {
+                    *x = serde_json::Value::String("(hidden)".into());
+                } else {
+                    hide_secrets(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(hide_secrets),
+        _ => {}
+    }
+}
+
+/// The configured backends as `SHOW CONFIG` lists them, one row per field: the address
+/// (adding or removing a backend is applied live), the weight (live), the role and TLS (a
+/// restart), as [`plan`] treats them. What runs now, with backends added or removed from the
+/// console, is `SHOW BACKENDS`.
+pub fn show_backends(c: &Config) -> Vec<Shown> {
+    let mut out = Vec::new();
+    for (i, b) in c.backends.iter().enumerate() {
+        let row = |field: &str, value: Option<String>, reloadable: bool| Shown {
+            name: format!("backends[{i}].{field}"),
+            value,
+            reloadable,
+        };
+        out.push(row("address", Some(b.address.clone()), true));
+        out.push(row("role", Some(b.role.name().to_string()), false));
+        out.push(row("weight", Some(b.weight.to_string()), true));
+        out.push(row("tls", shown(&b.tls), false));
+    }
+    out
 }
 
 /// Where the configuration came from: the file and the command line's overrides (set once by
@@ -274,6 +352,66 @@ mod tests {
                 weight: b.weight,
             })
             .collect()
+    }
+
+    #[test]
+    fn show_config_lists_every_key_once_with_secrets_hidden() {
+        let c = cfg("[health]\nuser = \"mon\"\npassword = \"s3cret\"\n[[backends]]\naddress = \"10.0.0.1:3306\"\n");
+        let rows = show(&c);
+        // The same list as the comparison: every key, once.
+        let compared: Vec<&str> = parts(&c, &c).iter().map(|p| p.0).collect();
+        let listed: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(listed, compared);
+        let get = |name: &str| rows.iter().find(|r| r.name == name).unwrap().clone();
+        #[rustfmt::skip]
+        let table: &[(&str, Option<&str>, bool)] = &[
+            ("pool.size", Some("64"), true),
+            ("pool.mode", Some("transaction"), false),
+            ("listen", Some("127.0.0.1:6033"), false),
+            ("client_idle_timeout_ms", Some("0"), true),
+            ("auth_from_backend", None, false),
+        ];
+        for (name, value, reloadable) in table {
+            let r = get(name);
+            assert_eq!(r.value.as_deref(), *value, "{name}");
+            assert_eq!(r.reloadable, *reloadable, "{name}");
+        }
+        let all = format!("{rows:?}");
+        assert!(!all.contains("s3cret"), "{all}");
+        assert!(get("health").value.unwrap().contains(r#""user":"mon""#));
+        let users = get("users").value.unwrap();
+        assert!(users.contains(r#""password":"(hidden)""#), "{users}");
+        assert!(
+            users.contains(r#""backend_password":"(hidden)""#),
+            "{users}"
+        );
+        let b = show_backends(&c);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b[0].name, "backends[0].address");
+        assert_eq!(b[0].value.as_deref(), Some("10.0.0.1:3306"));
+        assert_eq!(
+            (b[1].value.as_deref(), b[1].reloadable),
+            (Some("any"), false)
+        );
+        assert_eq!(b[3].value, None, "no TLS");
+    }
+
+    #[test]
+    fn secrets_are_hidden_at_any_depth() {
+        #[rustfmt::skip]
+        let table: &[(&str, &str)] = &[
+            (r#"{"password":"x"}"#, r#"{"password":"(hidden)"}"#),
+            (r#"{"password":""}"#, r#"{"password":""}"#),
+            (r#"{"password":null}"#, r#"{"password":null}"#),
+            (r#"[{"a":{"Backend_Password":"y"}}]"#, r#"[{"a":{"Backend_Password":"(hidden)"}}]"#),
+            (r#"{"user":"u","n":1}"#, r#"{"n":1,"user":"u"}"#),
+        ];
+        for (input, want) in table {
+            let mut v: serde_json::Value = serde_json::from_str(input).unwrap();
+            hide_secrets(&mut v);
+            let want: serde_json::Value = serde_json::from_str(want).unwrap();
+            assert_eq!(v, want, "{input}");
+        }
     }
 
     #[test]

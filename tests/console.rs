@@ -99,6 +99,17 @@ fn with_workers_the_console_speaks_for_all_of_them() {
     }
     let (ok, _, err) = console(port, &format!("UNDRAIN BACKEND '{addr}'"));
     assert!(ok, "{err}");
+    // Every worker answers SHOW CONFIG (the same values: one row each) and RECONNECT.
+    let (ok, out, err) = console(port, "SHOW CONFIG");
+    assert!(ok, "{err}");
+    assert_eq!(
+        cell(&out, "workers", "value").as_deref(),
+        Some("2"),
+        "{out}"
+    );
+    let (ok, out, err) = console(port, "RECONNECT");
+    assert!(ok, "{err}");
+    assert!(cell(&out, &addr, "closed_now").is_some(), "{out}");
 }
 
 #[test]
@@ -194,10 +205,236 @@ fn show_clients_lists_them_and_kill_client_ends_one() {
         "{out}"
     );
     assert_eq!(cell(&out, &ida, "backend"), Some(mariadb_addr()), "{out}");
+    let (ok, out, err) = console(port, "SHOW PINS");
+    assert!(ok, "{err}");
+    assert_eq!(
+        cell(&out, "temporary_table", "pinned_now").as_deref(),
+        Some("1"),
+        "{out}"
+    );
+    assert_eq!(
+        cell(&out, "user_variable", "pinned_now").as_deref(),
+        Some("0"),
+        "{out}"
+    );
     let (ok, _, err) = console(port, &format!("KILL CLIENT {idb}"));
     assert!(ok, "{err}");
     assert!(mysql::prelude::Queryable::query_drop(&mut b, "SELECT 1").is_err());
     mysql::prelude::Queryable::query_drop(&mut a, "SELECT 1").unwrap();
     let (ok, _, err) = console(port, "KILL CLIENT 4000000000");
     assert!(!ok && err.contains("ERROR 1094"), "{err}");
+}
+
+/// A console on one worker with the given `[[users]]`.
+fn with_console_users(users: &str) -> (Sluice, u16) {
+    let port = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .users(users)
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{port}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    (s, port)
+}
+
+#[test]
+fn show_config_lists_every_key_with_its_live_value() {
+    let (s, port) = with_console(1);
+    let (ok, out, err) = console(port, "SHOW CONFIG");
+    assert!(ok, "{err}");
+    assert_eq!(cell(&out, "pool.size", "value").as_deref(), Some("16"));
+    assert_eq!(
+        cell(&out, "pool.size", "reloadable").as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        cell(&out, "pool.mode", "value").as_deref(),
+        Some("transaction")
+    );
+    assert_eq!(cell(&out, "listen", "reloadable").as_deref(), Some("no"));
+    assert_eq!(
+        cell(&out, "backends[0].address", "value"),
+        Some(mariadb_addr())
+    );
+    // Passwords (the console's own `secret`, the users' and the probe's `app`) are not shown.
+    assert!(!out.contains("secret"), "{out}");
+    let users = cell(&out, "users", "value").unwrap();
+    assert!(
+        users.contains(r#""password":"(hidden)""#) && !users.contains(r#""password":"app""#),
+        "{users}"
+    );
+    // After a reload the live value is shown; a key that needs a restart keeps its running one.
+    s.rewrite_config(
+        &Config::default()
+            .top("workers = 1\nshards = 2")
+            .pool("mode = \"transaction\"\nsize = 3\n")
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{port}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    let (ok, _, err) = console(port, "RELOAD");
+    assert!(ok, "{err}");
+    let (_, out, _) = console(port, "SHOW CONFIG");
+    assert_eq!(
+        cell(&out, "pool.size", "value").as_deref(),
+        Some("3"),
+        "{out}"
+    );
+    assert_eq!(cell(&out, "shards", "value").as_deref(), Some("1"), "{out}");
+}
+
+#[test]
+fn reconnect_retires_idle_connections_now_and_busy_ones_when_released() {
+    use mysql::prelude::Queryable;
+    let account = "sluice_reconnect";
+    let (s, port) = with_console_users(&common::dedicated_backend_user(account));
+    let addr = mariadb_addr();
+    let mut d = common::direct();
+    let threads = |d: &mut mysql::Conn| -> Vec<u64> {
+        d.query(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{account}' ORDER BY ID"
+        ))
+        .unwrap()
+    };
+    // One connection held in a transaction, one idle in the pool.
+    let mut a = s.conn();
+    let mut b = s.conn();
+    a.query_drop("BEGIN").unwrap();
+    a.query_drop("SELECT 1").unwrap();
+    b.query_drop("SELECT 1").unwrap();
+    let idle = wait_for("one in use, some idle", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW POOLS");
+        let idle: usize = cell(&out, &addr, "idle")?.parse().ok()?;
+        (idle >= 1 && cell(&out, &addr, "in_use").as_deref() == Some("1")).then_some(idle)
+    });
+    let old = threads(&mut d);
+    assert_eq!(old.len(), idle + 1, "{old:?}");
+
+    let (ok, out, err) = console(port, "RECONNECT");
+    assert!(ok, "{err}");
+    assert_eq!(
+        cell(&out, &addr, "closed_now"),
+        Some(idle.to_string()),
+        "{out}"
+    );
+    assert_eq!(
+        cell(&out, &addr, "closing_when_released").as_deref(),
+        Some("1"),
+        "{out}"
+    );
+    let still =
+        |d: &mut mysql::Conn| -> usize { threads(d).iter().filter(|t| old.contains(t)).count() };
+    wait_for(
+        "the idle connections closed",
+        Duration::from_secs(10),
+        || (still(&mut d) == 1).then_some(()),
+    );
+    // The transaction goes on, on its connection; it closes when the transaction ends.
+    a.query_drop("SELECT 1").unwrap();
+    a.query_drop("COMMIT").unwrap();
+    wait_for(
+        "the busy connection closed once released",
+        Duration::from_secs(10),
+        || (still(&mut d) == 0).then_some(()),
+    );
+    // New connections serve both clients.
+    a.query_drop("SELECT 1").unwrap();
+    b.query_drop("SELECT 1").unwrap();
+    let now = threads(&mut d);
+    assert!(
+        !now.is_empty() && now.iter().all(|t| !old.contains(t)),
+        "{old:?} {now:?}"
+    );
+
+    let (ok, out, err) = console(port, &format!("RECONNECT BACKEND '{addr}'"));
+    assert!(ok, "{err}");
+    assert!(cell(&out, &addr, "closed_now").is_some(), "{out}");
+    let (ok, _, err) = console(port, "RECONNECT BACKEND 'nowhere:1'");
+    assert!(!ok && err.contains("ERROR 1210"), "{err}");
+}
+
+#[test]
+fn kill_clients_by_user_and_by_source() {
+    use mysql::prelude::Queryable;
+    let app = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
+    let other = "[[users]]\nname = \"other\"\npassword = \"other\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
+    let (s, port) = with_console_users(&format!("{app}{other}"));
+    let mut a = s.conn();
+    // b comes from another loopback address.
+    let mut b = {
+        let url = s.url("app", "app", Some("app"));
+        let opts = mysql::OptsBuilder::from_opts(mysql::Opts::from_url(&url).unwrap())
+            .bind_address(Some(([127, 0, 0, 2], 0)))
+            .prefer_socket(false)
+            .read_timeout(Some(Duration::from_secs(30)));
+        mysql::Conn::new(opts).unwrap()
+    };
+    let mut c = s.conn_as("other", "other", None);
+    for x in [&mut a, &mut b, &mut c] {
+        x.query_drop("SELECT 1").unwrap();
+    }
+    let idb = b.connection_id().to_string();
+    let out = wait_for("b listed with its source", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW CLIENTS");
+        cell(&out, &idb, "source").map(|_| out)
+    });
+    assert_eq!(
+        cell(&out, &idb, "source").as_deref(),
+        Some("127.0.0.2"),
+        "{out}"
+    );
+    assert_eq!(
+        cell(&out, &a.connection_id().to_string(), "source").as_deref(),
+        Some("127.0.0.1"),
+        "{out}"
+    );
+
+    let (ok, out, err) = console(port, "KILL CLIENTS WHERE SOURCE = '127.0.0.2'");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().nth(1), Some("1"), "{out}");
+    assert!(b.query_drop("SELECT 1").is_err());
+    a.query_drop("SELECT 1").unwrap();
+
+    // A client of `other` busy in a statement (active) and one idle (parked): both end; app's
+    // client stays.
+    let mut busy = s.conn_as("other", "other", None);
+    let busy_id = busy.connection_id().to_string();
+    let sleeper = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        // Interrupted (SLEEP returns 1 when killed) or failed: either way, not 20 s.
+        let _ = busy.query_drop("SELECT SLEEP(20)");
+        (busy, t.elapsed())
+    });
+    wait_for(
+        "the busy client listed active",
+        Duration::from_secs(10),
+        || {
+            let (_, out, _) = console(port, "SHOW CLIENTS");
+            (cell(&out, &busy_id, "state").as_deref() == Some("active")
+                && cell(&out, &busy_id, "user").as_deref() == Some("other"))
+            .then_some(())
+        },
+    );
+    let (ok, out, err) = console(port, "KILL CLIENTS WHERE user='other'");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().nth(1), Some("2"), "{out}");
+    let (mut busy, took) = sleeper.join().unwrap();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        busy.query_drop("SELECT 1").is_err(),
+        "the busy client ended"
+    );
+    assert!(c.query_drop("SELECT 1").is_err());
+    a.query_drop("SELECT 1").unwrap();
+
+    // Nobody matches: 0; a bad address is refused, saying so.
+    let (ok, out, err) = console(port, "KILL CLIENTS WHERE USER = 'nobody'");
+    assert!(ok && out.lines().nth(1) == Some("0"), "{out} {err}");
+    let (ok, _, err) = console(port, "KILL CLIENTS WHERE SOURCE = 'here'");
+    assert!(
+        !ok && err.contains("ERROR 1210") && err.contains("not an IP address"),
+        "{err}"
+    );
 }

@@ -355,9 +355,10 @@ pub struct BackendConn {
     pub last_warnings: u16,
     pub created: Instant,
     pub last_used: Instant,
-    /// The generation of the backend's address this connection was opened to (a name that moves
-    /// retires connections to its old address: see `backend::dns`).
-    pub addr_gen: u64,
+    /// The backend's connection generation when this connection was opened
+    /// (`Backend::conn_gen`): a name that moves (see `backend::dns`) or a RECONNECT retires
+    /// connections of older generations.
+    pub gen: u64,
     /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
     nonce: Vec<u8>,
     auth_plugin: Vec<u8>,
@@ -411,7 +412,7 @@ impl BackendConn {
             last_warnings: 0,
             created: Instant::now(),
             last_used: Instant::now(),
-            addr_gen: 0,
+            gen: 0,
             nonce: Vec::new(),
             auth_plugin: crate::codec::auth::NATIVE_PASSWORD.to_vec(),
             prepared: Vec::new(),

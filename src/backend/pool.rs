@@ -130,11 +130,12 @@ impl Pool {
         self.backend_ref = Some(b);
     }
 
-    /// Was `c` opened to an address its backend's name no longer resolves to?
+    /// Was `c` opened to an address its backend's name no longer resolves to, or before a
+    /// RECONNECT? (see `Backend::conn_gen`)
     fn stale(&self, c: &BackendConn) -> bool {
         self.backend_ref
             .as_ref()
-            .is_some_and(|b| b.addr_gen() != c.addr_gen)
+            .is_some_and(|b| b.conn_gen() != c.gen)
     }
 
     /// May connections of this pool be kept idle for reuse?
@@ -332,14 +333,14 @@ impl Pool {
     async fn connect(self: &Rc<Self>, profile: Profile) -> Result<Lease, Error> {
         let mut spec = self.spec.clone();
         spec.profile = profile;
-        let mut addr_gen = 0;
+        let mut gen = 0;
         if let Some(b) = &self.backend_ref {
-            (spec.address, addr_gen) = b.addr();
+            (spec.address, gen) = b.addr();
         }
         self.stats.connects.set(self.stats.connects.get() + 1);
         match BackendConn::connect(&spec, self.fresh.clone()).await {
             Ok(mut conn) => {
-                conn.addr_gen = addr_gen;
+                conn.gen = gen;
                 Ok(self.lease(Box::new(conn)))
             }
             Err(e) => {
@@ -574,6 +575,25 @@ impl Pool {
             .discarded
             .set(self.stats.discarded.get() + closed as u64);
         closed
+    }
+
+    /// RECONNECT (after `Backend::retire_connections`): closes the idle connections opened
+    /// before it now; returns how many, and how many connections are out (leased, or being
+    /// opened), which close as they come back (those being opened since are counted too).
+    pub fn retire_idle(&self) -> (usize, usize) {
+        let closed = {
+            let mut list = self.idle.borrow_mut();
+            let before = list.len();
+            list.retain(|c| !self.stale(c));
+            before - list.len()
+        };
+        for _ in 0..closed {
+            self.free_slot();
+        }
+        self.stats
+            .discarded
+            .set(self.stats.discarded.get() + closed as u64);
+        (closed, self.open.get().saturating_sub(self.idle_count()))
     }
 
     /// Takes idle connections unused for `after` out for a health check.

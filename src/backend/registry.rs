@@ -27,8 +27,12 @@ pub struct Backend {
     pub address: String,
     /// Where the address points now (a name may move: see `backend::dns`).
     resolved: std::sync::Mutex<BackendAddr>,
-    /// Bumped each time `resolved` changes; a connection remembers the one it was opened at.
+    /// Bumped each time `resolved` changes (the probe starts over with the new address).
     addr_gen: AtomicU64,
+    /// The connections' generation: bumped when `resolved` changes and by the console's
+    /// RECONNECT. A connection remembers the one it was opened at; pools close one of an older
+    /// generation instead of keeping it idle (see `Pool::stale`).
+    conn_gen: AtomicU64,
     /// A connect failed: resolve the name again at once.
     pub evict: std::sync::atomic::AtomicBool,
     pub role: Role,
@@ -70,6 +74,7 @@ impl Backend {
             address,
             resolved: std::sync::Mutex::new(resolved),
             addr_gen: AtomicU64::new(0),
+            conn_gen: AtomicU64::new(0),
             evict: std::sync::atomic::AtomicBool::new(false),
             role,
             weight: AtomicU32::new(weight),
@@ -88,10 +93,22 @@ impl Backend {
         }
     }
 
-    /// Where to connect now, and the generation of that address.
+    /// Where to connect now, and the connections' generation (see `conn_gen`).
     pub fn addr(&self) -> (BackendAddr, u64) {
         let a = self.resolved.lock().expect("backend address");
-        (a.clone(), self.addr_gen.load(Ordering::Acquire))
+        (a.clone(), self.conn_gen.load(Ordering::Acquire))
+    }
+
+    /// The generation a connection must have been opened at to be kept for reuse.
+    pub fn conn_gen(&self) -> u64 {
+        self.conn_gen.load(Ordering::Acquire)
+    }
+
+    /// RECONNECT: every connection open now is retired, idle ones at the next look (the
+    /// shards close them at once when asked: `Pool::retire_idle`), busy ones when they come
+    /// back; new ones are opened as needed.
+    pub fn retire_connections(&self) {
+        self.conn_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn addr_gen(&self) -> u64 {
@@ -105,6 +122,7 @@ impl Backend {
         if *a != to {
             *a = to;
             self.addr_gen.fetch_add(1, Ordering::AcqRel);
+            self.conn_gen.fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -1,14 +1,14 @@
 //! Configuration: the TOML model, CLI overrides, and validation of the whole file before anything
 //! is applied. Every error names the key, the value and why it was refused.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 /// How long a client keeps a backend connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// For the whole client session.
@@ -30,7 +30,7 @@ impl fmt::Display for PoolMode {
 }
 
 /// What happens to a statement that would pin a session when the pin budget is used up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PinOverflow {
     /// The statement is refused with error 9003.
@@ -39,7 +39,7 @@ pub enum PinOverflow {
     Wait,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Human,
@@ -132,7 +132,7 @@ pub struct Config {
 /// `mysql.user`, read through `user`/`password` and refreshed every `refresh_ms`. Sluice never
 /// learns these users' passwords; their backend connections all use the pool account
 /// `backend_user`/`backend_password`, with that account's privileges.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFromBackend {
     /// An account that may read `mysql.user` (e.g. `GRANT SELECT ON mysql.user TO …`).
@@ -150,7 +150,7 @@ pub struct AuthFromBackend {
     pub pool_mode: Option<PoolMode>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     #[serde(default = "defaults::pool_mode")]
@@ -212,7 +212,7 @@ impl Default for PoolConfig {
 }
 
 /// TLS towards clients.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Offer TLS to clients (CLIENT_SSL in the greeting).
@@ -239,7 +239,7 @@ impl Default for TlsConfig {
 }
 
 /// TLS towards one backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTls {
     /// Verify the server's certificate against `ca` (turn off for development only).
@@ -272,7 +272,7 @@ pub struct BackendConfig {
 }
 
 /// Where reads go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reads {
     /// Everything to the primary (or equivalent peers).
@@ -283,7 +283,7 @@ pub enum Reads {
 }
 
 /// What a read on a replica must have seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {
     /// Whatever the replica has applied (within `max_replication_lag_ms`).
@@ -297,7 +297,7 @@ pub enum Consistency {
 }
 
 /// Read routing to replicas (see `session::route` and `backend::gtid`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     #[serde(default)]
@@ -321,7 +321,7 @@ impl Default for RoutingConfig {
 }
 
 /// The admin console (see `console`): SQL over the MySQL protocol, its own users.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// host:port of the console; empty = no console (restart to change).
@@ -331,7 +331,7 @@ pub struct AdminConfig {
     pub users: Vec<AdminUser>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUser {
     pub name: String,
@@ -341,7 +341,7 @@ pub struct AdminUser {
 }
 
 /// Backend names (see `backend::dns`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsConfig {
     /// Backend names are resolved again this often (sooner when a name server's TTL says so,
@@ -360,7 +360,7 @@ impl Default for DnsConfig {
 }
 
 /// The active health probe (see `backend::health`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Probe period per backend (connect once, then ping and read `read_only`).
@@ -405,7 +405,7 @@ impl HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The name clients log in with.

@@ -147,6 +147,13 @@ pub enum ShardMsg {
     Clients {
         reply: std::sync::mpsc::Sender<Vec<crate::metrics::ClientRow>>,
     },
+    /// RECONNECT (the backends' connection generation was bumped): close the idle connections
+    /// of `backend` (every backend: `None`) now; reply, per backend, (id, closed now, out and
+    /// closing as they come back).
+    Reconnect {
+        backend: Option<u16>,
+        reply: std::sync::mpsc::Sender<Vec<(u16, usize, usize)>>,
+    },
 }
 
 /// Why a routed read went to the primary: no replica could take it now; the replica had not
@@ -894,12 +901,23 @@ impl Shard {
     pub fn clients(&self) -> Vec<crate::metrics::ClientRow> {
         let now = self.clock();
         let table = self.table.borrow();
-        let name_of = |index: u32| {
-            self.shared
-                .users
-                .get(index as usize)
-                .map(|u| u.name.clone())
-                .unwrap_or_default()
+        // An active session's login name by its user id: a configured user's id is its index;
+        // users loaded from the database have ids of their own, after those.
+        let db_names: std::collections::HashMap<u32, Rc<User>> = self
+            .db_users
+            .borrow()
+            .values()
+            .map(|u| (u.id, u.clone()))
+            .collect();
+        let name_of = |id: u32| match self.shared.users.get(id as usize) {
+            Some(u) => u.name.clone(),
+            None => db_names
+                .get(&id)
+                .map(|u| u.name.to_string())
+                .unwrap_or_default(),
+        };
+        let source = |fd: std::os::fd::RawFd| {
+            crate::net::peer_addr(&fd).map(|a| a.ip().to_canonical().to_string())
         };
         table
             .tokens()
@@ -914,6 +932,7 @@ impl Shard {
                 match &slot.state {
                     SlotState::Parked(s) => {
                         row.user = s.user.name.to_string();
+                        row.source = source(s.fd.as_raw_fd());
                         row.state = if s.pinned() { "pinned" } else { "parked" }.into();
                         row.schema = s.settings.schema.as_deref().map(|x| x.to_string());
                         row.backend = s
@@ -924,7 +943,10 @@ impl Shard {
                         row.holds = session::held_by(s);
                     }
                     SlotState::Active(ctl) => {
-                        row.user = name_of(ctl.pool_user.get());
+                        if ctl.logged_in.get() {
+                            row.user = name_of(ctl.user.get());
+                        }
+                        row.source = ctl.fd.get().and_then(source);
                         row.state = "active".into();
                         row.backend = ctl
                             .running()
@@ -1103,6 +1125,20 @@ impl Shard {
             }
             ShardMsg::Clients { reply } => {
                 let _ = reply.send(self.clients());
+            }
+            ShardMsg::Reconnect { backend, reply } => {
+                let mut out: Vec<(u16, usize, usize)> = Vec::new();
+                for p in self.pools() {
+                    if backend.is_some_and(|b| b != p.backend) {
+                        continue;
+                    }
+                    let (now, later) = p.retire_idle();
+                    match out.iter_mut().find(|o| o.0 == p.backend) {
+                        Some(o) => (o.1, o.2) = (o.1 + now, o.2 + later),
+                        None => out.push((p.backend, now, later)),
+                    }
+                }
+                let _ = reply.send(out);
             }
             ShardMsg::Kill {
                 conn_id,
@@ -1390,6 +1426,7 @@ impl Shard {
         }
         let conn_id = self.next_conn_id();
         let ctl = Rc::new(ActiveCtl::default());
+        ctl.fd.set(Some(fd.as_raw_fd()));
         let token = self.table.borrow_mut().insert(conn_id, ctl.clone());
         if let Err(e) = self.poller.add(fd.as_raw_fd(), token.to_u64(), 0) {
             warn!(error = %e, "cannot watch a new client socket");
@@ -1405,6 +1442,7 @@ impl Shard {
                 Ok(sess) => {
                     ctl.user.set(sess.user.id);
                     ctl.pool_user.set(sess.user.index);
+                    ctl.logged_in.set(true);
                     session::serve(shard, token, ctl, sess).await
                 }
                 Err(e) => {
@@ -1445,6 +1483,8 @@ impl Shard {
         };
         ctl.user.set(sess.user.id);
         ctl.pool_user.set(sess.user.index);
+        ctl.logged_in.set(true);
+        ctl.fd.set(Some(sess.fd.as_raw_fd()));
         glommio::spawn_local(session::serve(self.clone(), token, ctl, sess)).detach();
     }
 

@@ -210,15 +210,15 @@ async fn probe_once(
     conn: &mut Option<BackendConn>,
     timeout: Duration,
 ) -> Result<Seen, bool> {
-    if conn.as_ref().is_some_and(|c| c.addr_gen != b.addr_gen()) {
-        // The backend's name moved: probe the new address.
+    if conn.as_ref().is_some_and(|c| c.gen != b.conn_gen()) {
+        // The backend's name moved (probe the new address), or RECONNECT.
         *conn = None;
     }
     if conn.is_none() {
         let mut spec = shard.pool(0, b.id).spec().clone();
         spec.timeout = timeout;
-        let addr_gen;
-        (spec.address, addr_gen) = b.addr();
+        let gen;
+        (spec.address, gen) = b.addr();
         let live = shard.cfg();
         let h = &live.health;
         if let Some(user) = &h.user {
@@ -227,7 +227,7 @@ async fn probe_once(
         }
         match BackendConn::connect(&spec, shard.fresh.clone()).await {
             Ok(mut c) => {
-                c.addr_gen = addr_gen;
+                c.gen = gen;
                 *conn = Some(c)
             }
             Err(e) => return Err(e.is_refused()),

@@ -86,6 +86,13 @@ pub struct ActiveCtl {
     pub user: Cell<u32>,
     /// The account (pool user index) the session's backend connections belong to.
     pub pool_user: Cell<u32>,
+    /// The client's socket while the session's task holds it, for the source address the
+    /// console lists (read only while this block is in the slot: the task owns the socket until
+    /// the slot is freed).
+    pub fd: Cell<Option<std::os::fd::RawFd>>,
+    /// The client has logged in (`user` names it): not during the handshake, nor for a session
+    /// taken out only to be closed.
+    pub logged_in: Cell<bool>,
     /// The connection no longer counts towards `max_client_connections` (it was refused and
     /// gave its place back before being told).
     pub uncounted: Cell<bool>,
