@@ -9,14 +9,14 @@
 //!
 //! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
 //! `SHOW CLIENTS` (id, user, source address, state, schema, backend, idle time, what holds it),
-//! `SHOW PINS` (pinned sessions now and pins since start, by reason), `SHOW CONFIG` (every key
-//! with its live value, secrets hidden, and whether a reload applies it: the one list in
-//! [`crate::reload`]; then the configured backends' fields), `RELOAD` (see [`crate::reload`]),
+//! `SHOW PINS` (pinned sessions now and pins since start, by reason), `SHOW CONFIG [LIKE 'p']`
+//! (every key with its live value, secrets hidden, and whether a reload applies it: the one list
+//! in [`crate::reload`]; then the configured backends' fields), `RELOAD` (see [`crate::reload`]),
 //! `KILL CLIENT [QUERY] <id>`, `KILL CLIENTS WHERE USER = 'name'` and `… WHERE SOURCE = 'ip'`
 //! (the same KILL for every client that matches, in every process; answers how many ended),
 //! `RECONNECT [BACKEND <address|id>]` (retires the pooled connections: idle ones close now,
-//! busy ones when they come back, new ones are opened as needed, e.g. after a password or a
-//! server variable changed; answers both counts per backend), `DRAIN BACKEND <address|id>
+//! busy ones when they come back, new ones are opened as needed, e.g. after a server's global
+//! variables changed; answers both counts per backend), `DRAIN BACKEND <address|id>
 //! [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`, `ADD BACKEND <address>
 //! [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the client's own start-up
 //! queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are answered too. Anything
@@ -334,7 +334,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; `=` outside quotes is a word of its own; a trailing `;` goes).
@@ -382,7 +382,8 @@ fn answer(sql: &str, target: &Target) -> Answer {
         ["SHOW", "STATS"] => show_stats(target),
         ["SHOW", "WORKERS"] => show_workers(target),
         ["SHOW", "CLIENTS"] => show_clients(target),
-        ["SHOW", "CONFIG"] => show_config(target),
+        ["SHOW", "CONFIG"] => show_config(target, None),
+        ["SHOW", "CONFIG", "LIKE", _] => show_config(target, Some(&w[3])),
         ["SHOW", "PINS"] => show_pins(target),
         ["KILL", "CLIENT", id] | ["KILL", "CLIENT", "CONNECTION", id] => match id.parse::<u32>() {
             Ok(id) => kill_client(target, id, "connection"),
@@ -633,14 +634,43 @@ fn show_stats(target: &Target) -> Answer {
 
 /// `SHOW CONFIG`: every key with its live value and whether a reload applies it (from the one
 /// list in [`crate::reload`]), then the configured backends' fields.
-fn show_config(target: &Target) -> Answer {
+fn show_config(target: &Target, like: Option<&str>) -> Answer {
     match json_lines::<Vec<crate::reload::Shown>>(target, "CONFIG") {
         Ok(per_worker) => Answer::Rows(
             vec!["name".into(), "value".into(), "reloadable".into()],
-            merge_config(&per_worker),
+            merge_config(&per_worker)
+                .into_iter()
+                .filter(|r| like.is_none_or(|p| like_match(p, r[0].as_deref().unwrap_or(""))))
+                .collect(),
         ),
         Err(a) => a,
     }
+}
+
+/// SQL `LIKE` without escapes, case-insensitive: `%` any run of characters, `_` one.
+fn like_match(pattern: &str, s: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let s: Vec<char> = s.to_lowercase().chars().collect();
+    // Iterative matching with one backtrack point (the last `%`): linear in practice, never
+    // exponential.
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        if i < p.len() && (p[i] == '_' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '%' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '%')
 }
 
 /// One row per key, in the first process's order. Workers normally agree; where one does not
@@ -897,7 +927,7 @@ mod tests {
         a.pins_total[t] = 5;
         b.pinned_now[t] = 1;
         b.pins_total[t] = 1;
-        // A gauge read while a shard's pin and unpin were counted apart never shows below 0.
+        // The gauge is signed per shard; a sum below zero (a counting slip) is shown as 0.
         b.pinned_now[PinReason::UserVariable as usize] = -1;
         let rows = pin_rows([a, b].iter());
         assert_eq!(rows.len(), PIN_REASONS);
@@ -907,6 +937,28 @@ mod tests {
             [Some("3".to_string()), Some("6".to_string())]
         );
         assert_eq!(row("user_variable")[1].as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn like_patterns() {
+        #[rustfmt::skip]
+        let table: &[(&str, &str, bool)] = &[
+            ("pool%", "pool.size", true),
+            ("POOL.%", "pool.size", true),
+            ("pool%", "max_packet_size", false),
+            ("%timeout%", "pool.queue_timeout_ms", true),
+            ("%_ms", "net_read_timeout_ms", true),
+            ("%_ms", "ms", false),
+            ("backends[_].%", "backends[0].address", true),
+            ("listen", "listen", true),
+            ("listen", "listen_backlog", false),
+            ("%", "", true),
+            ("", "x", false),
+            ("%%a%%", "bab", true),
+        ];
+        for (p, s, want) in table {
+            assert_eq!(like_match(p, s), *want, "{p} {s}");
+        }
     }
 
     #[test]

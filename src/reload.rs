@@ -10,7 +10,7 @@
 //! (slots lent between shards are forgotten; connections above a shrunk share close as they come
 //! back). What needs a restart: the listeners, shards and workers, TLS, users, pool mode,
 //! timeouts baked into open pools (connect, query), the pin budget. Which is which is decided
-//! here, in one place.
+//! here, in one place, and the console's `SHOW CONFIG` lists it from the same place.
 
 use crate::backend::router::{Admin, Role};
 use crate::config::{BackendConfig, Config};

@@ -265,6 +265,12 @@ fn show_config_lists_every_key_with_its_live_value() {
         users.contains(r#""password":"(hidden)""#) && !users.contains(r#""password":"app""#),
         "{users}"
     );
+    let (ok, out, err) = console(port, "SHOW CONFIG LIKE 'pool.%'");
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().skip(1).all(|l| l.starts_with("pool.")) && out.contains("pool.size"),
+        "{out}"
+    );
     // After a reload the live value is shown; a key that needs a restart keeps its running one.
     s.rewrite_config(
         &Config::default()
