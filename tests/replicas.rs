@@ -30,6 +30,48 @@ fn stale_reads(c: &mut mysql::Conn, tag: &str) -> usize {
     stale
 }
 
+/// A read that warns, its conditions read into user variables, a write, the variables read
+/// again: each read's column types and row.
+fn diagnostics_into_variables(c: &mut mysql::Conn) -> Vec<(String, String)> {
+    // A write first: the session holds no replica when the read comes (counted as routed).
+    c.query_drop("INSERT INTO ryw (tag, n) VALUES ('diag', 0)")
+        .unwrap();
+    c.query_drop("SELECT CAST('1x' AS SIGNED), CAST('2y' AS SIGNED)")
+        .unwrap();
+    c.query_drop("GET DIAGNOSTICS @n = NUMBER").unwrap();
+    c.query_drop("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO")
+        .unwrap();
+    let mut out = Vec::new();
+    let mut read = |c: &mut mysql::Conn| {
+        let mut r = c.query_iter("SELECT @n, @m, @e, COLLATION(@m)").unwrap();
+        let cols: Vec<String> = r
+            .columns()
+            .as_ref()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:?}/{:?}/{}",
+                    c.column_type(),
+                    c.flags(),
+                    c.character_set()
+                )
+            })
+            .collect();
+        let rows: Vec<mysql::Row> = r.by_ref().collect::<Result<_, _>>().unwrap();
+        let rows: Vec<String> = rows
+            .into_iter()
+            .flat_map(mysql::Row::unwrap)
+            .map(|v| v.as_sql(false))
+            .collect();
+        out.push((cols.join(" "), rows.join(", ")));
+    };
+    read(c);
+    c.query_drop("INSERT INTO ryw (tag, n) VALUES ('diag', 1)")
+        .unwrap();
+    read(c);
+    out
+}
+
 #[test]
 fn session_consistency_reads_your_writes_and_eventual_does_not() {
     let cl = Cluster::start_replicated(3);
@@ -124,6 +166,27 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(w[0].1, 1292, "{w:?}");
     }
+
+    // GET DIAGNOSTICS into user variables after a routed read that warned reads the replica's
+    // conditions, and the variables go on with the session to the primary at its next write:
+    // values and types as a direct session sees them.
+    let mut direct = cl.servers[0].conn();
+    let routed_before = metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]);
+    let through = diagnostics_into_variables(&mut ev);
+    let routed = metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]) - routed_before;
+    assert!(
+        routed >= 1.0,
+        "the warning read was served by a replica: {:?}",
+        scrape(mport)
+            .lines()
+            .filter(|l| l.contains("fallback") || l.contains("replica"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(through, diagnostics_into_variables(&mut direct));
+    assert!(
+        through.iter().any(|(_, row)| row.contains("1292")),
+        "{through:?}"
+    );
 
     // Writes, transactions and locking reads never go to a replica.
     c.query_drop("BEGIN").unwrap();

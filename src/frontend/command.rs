@@ -124,6 +124,35 @@ pub(crate) async fn query(
             None => {}
         }
     }
+    // GET DIAGNOSTICS into user variables while the session holds a replica (a routed read left
+    // its conditions there): it reads them there, and the variables go with the session to its
+    // next backend, pinned there (not on the replica: a pinned session must reach the primary).
+    if e.kind == sql::Kind::Diagnostic
+        && e.user_var_write
+        && sess.mode() != PoolMode::Session
+        && sess
+            .lease
+            .as_ref()
+            .is_some_and(|l| shard.reads_only(l.get().backend))
+    {
+        let targets = crate::session::route::diagnostics_targets(&payload[1..], sess.modes())
+            // Names sluice can write back as they are (nearly all): others pin on the primary.
+            .filter(|t| {
+                t.iter().all(|(n, _)| {
+                    n.iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+                })
+            });
+        if let Some(targets) = targets {
+            e.user_var_write = false;
+            sess.update_past(|p| {
+                for (name, kind) in targets {
+                    p.replica_vars.retain(|(n, _)| *n != name);
+                    p.replica_vars.push((name, kind));
+                }
+            });
+        }
+    }
     // A statement on the trackers runs after sluice sets the client's own (a statement of its
     // own on the backend), so the server no longer holds the session's history.
     let tracker_set = e.session_track && sess.mode() != PoolMode::Session;
@@ -495,6 +524,8 @@ fn same_settings(a: &Rc<Settings>, b: &Rc<Settings>) -> bool {
 
 async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Result<Lease, Error> {
     let (read, stay) = (need.read, need.read || need.replica_ok);
+    // User variables read on the replica given up below, to set on the next backend.
+    let mut carried = None;
     // A backend kept after a routed read (a session lingers on its backend between quick
     // commands, or keeps it for its diagnostics) serves reads, diagnostics and settings only
     // (`stay`): anything else gives it back first and goes to the primary. (What could tie the
@@ -506,7 +537,8 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
             .is_some_and(|l| shard.reads_only(l.get().backend))
     {
         let _ = reconsider(shard, sess).await;
-        // Still kept (the read left diagnostics): given up, the connection closed.
+        carried = carry_replica_vars(shard, sess).await?;
+        // Still kept (the read left diagnostics, or variables): given up, the connection closed.
         drop(sess.lease.take());
     }
     if let Some(mut l) = sess.lease.take() {
@@ -536,7 +568,15 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
     };
     let settings = sess.settings.clone();
     let lid = sess.history().last_insert_id.value();
-    match sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await {
+    let synced = sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await;
+    if let (Ok(()), Some(set)) = (&synced, carried) {
+        // The variables now live here, and pin the session here as any user variable does.
+        if let Err(e) = lease.conn().query_ok(&set).await {
+            return Err(backend_error(shard, &lease, e));
+        }
+        set_pins(shard, sess, Pins::mark_user_vars);
+    }
+    match synced {
         Ok(()) if sess.mode() == PoolMode::Session => {
             // The session keeps this backend to its end (then it is reset, sluice's trackers
             // back on): it runs the client's trackers, the server's defaults as a direct
@@ -561,6 +601,65 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
             Err(error)
         }
     }
+}
+
+/// Before a session gives up the replica it holds: the user variables `GET DIAGNOSTICS` set
+/// there (see `Past::replica_vars`), read with their types, as the `SET` that makes them again
+/// on the next backend (`None`: nothing to carry). A variable the statement left unset (it
+/// failed, or its condition did not exist) is not set.
+async fn carry_replica_vars(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+) -> Result<Option<String>, Error> {
+    use crate::session::route::DiagValue;
+    if !sess.owes_vars() {
+        return Ok(None);
+    }
+    let mut vars = Vec::new();
+    sess.update_past(|p| vars = std::mem::take(&mut p.replica_vars));
+    let Some(lease) = sess.lease.as_mut() else {
+        return Ok(None);
+    };
+    let name = |n: &[u8]| format!("@`{}`", String::from_utf8_lossy(n));
+    let select: Vec<String> = vars
+        .iter()
+        .map(|(n, kind)| match kind {
+            DiagValue::Text => format!("HEX({0}), COLLATION({0})", name(n)),
+            _ => format!("{0}, NULL", name(n)),
+        })
+        .collect();
+    let row = match lease
+        .conn()
+        .query_row(&format!("SELECT {}", select.join(", ")))
+        .await
+    {
+        Ok(row) => row,
+        Err(e) => return Err(backend_error(shard, lease, e)),
+    };
+    let mut sets = Vec::new();
+    for (i, (n, kind)) in vars.iter().enumerate() {
+        let (Some(Some(v)), c) = (row.get(2 * i), row.get(2 * i + 1)) else {
+            continue;
+        };
+        let value = match kind {
+            DiagValue::Unsigned => format!("CAST({} AS UNSIGNED)", v.parse::<u64>().unwrap_or(0)),
+            DiagValue::Signed => v.parse::<i64>().unwrap_or(0).to_string(),
+            DiagValue::Text => {
+                let collation = c.cloned().flatten().unwrap_or_default();
+                let charset = collation.split('_').next().unwrap_or_default();
+                if v.bytes().any(|b| !b.is_ascii_hexdigit())
+                    || !collation
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    continue;
+                }
+                format!("CONVERT(X'{v}' USING {charset}) COLLATE {collation}")
+            }
+        };
+        sets.push(format!("{} = {value}", name(n)));
+    }
+    Ok((!sets.is_empty()).then(|| format!("SET {}", sets.join(", "))))
 }
 
 /// A replica for a routed read, or `None` for the primary: the best replica whose pool has a
@@ -1232,10 +1331,8 @@ pub(crate) async fn after_command(
 
     // 3. The decision.
     let facts = Facts {
-        session_mode: sess.mode() == PoolMode::Session,
-        pinned: sess.pinned() || sess.pin_counted,
-        statement_pending: sess.stmts.as_ref().is_some_and(|s| s.pending()),
         fresh_backend,
+        ..sess.facts()
     };
     let mut out = effects::after(cmd.decision(), &resp, facts, sess.history());
     if out.history.found_rows == Known::OnBackend {
@@ -1357,12 +1454,7 @@ pub(crate) async fn reconsider(shard: &Rc<Shard>, sess: &mut Session) -> Result<
     let Some(mut lease) = sess.lease.take() else {
         return Ok(());
     };
-    let facts = Facts {
-        session_mode: sess.mode() == PoolMode::Session,
-        pinned: sess.pinned() || sess.pin_counted,
-        statement_pending: sess.stmts.as_ref().is_some_and(|s| s.pending()),
-        fresh_backend: false,
-    };
+    let facts = sess.facts();
     let past = sess.past().clone();
     let (hold, read) = effects::hold_for(
         facts,

@@ -67,6 +67,11 @@ pub struct Past {
     /// The client's `session_track_*` values as the server holds them, once it changed them
     /// (`None`: the server's defaults), in [`crate::session::trackers::TRACKER_VARS`] order.
     pub tracker_values: Option<Rc<[Option<String>; 4]>>,
+    /// User variables `GET DIAGNOSTICS` set on the replica the session holds (it read that
+    /// replica's conditions there): they tie the session to it, and go with the session to its
+    /// next backend, where they pin it as any user variable does (see
+    /// `command::carry_replica_vars`).
+    pub replica_vars: Vec<(Vec<u8>, crate::session::route::DiagValue)>,
 }
 
 /// Everything a client is between commands.
@@ -147,7 +152,7 @@ impl Session {
     pub(crate) fn facts(&self) -> crate::session::effects::Facts {
         crate::session::effects::Facts {
             session_mode: self.mode() == PoolMode::Session,
-            pinned: self.pinned() || self.pin_counted,
+            pinned: self.pinned() || self.pin_counted || self.owes_vars(),
             statement_pending: self.stmts.as_ref().is_some_and(|s| s.pending()),
             fresh_backend: false,
         }
@@ -162,6 +167,7 @@ impl Session {
             && (self.status & status::IN_TRANS != 0
                 || self.pinned()
                 || self.pin_counted
+                || !past.replica_vars.is_empty()
                 || past.uncertain
                 || past.one_shot
                 || self.mode() == PoolMode::Session)
@@ -197,6 +203,11 @@ impl Session {
 
     pub(crate) fn mode(&self) -> PoolMode {
         self.user.pool_mode
+    }
+
+    /// Holds user variables set on a replica that must go with it to its next backend.
+    pub(crate) fn owes_vars(&self) -> bool {
+        !self.past().replica_vars.is_empty()
     }
 
     pub(crate) fn pinned(&self) -> bool {

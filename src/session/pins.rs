@@ -237,6 +237,11 @@ impl Pins {
             .map(|(_, t)| t.as_deref())
     }
 
+    /// Marks user variables set (carried from the replica a `GET DIAGNOSTICS` ran on).
+    pub fn mark_user_vars(&mut self) {
+        self.user_vars = true;
+    }
+
     /// Marks a change nobody can explain (an EXECUTE of a statement prepared from a variable).
     pub fn mark_unknown(&mut self) {
         self.unknown = true;

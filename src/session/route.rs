@@ -9,7 +9,7 @@
 //! that compute from their arguments alone, no server schema (`information_schema`,
 //! `performance_schema`, `mysql`, `sys`), nothing that pins, nothing sluice answers itself.
 
-use super::sql::{tokens, Effects, Kind, Modes, Tok};
+use super::sql::{tokens, Effects, Hist, Kind, Modes, Tok};
 
 /// Builtins a replica answers as the primary would (computed from their arguments and the rows).
 const SAFE_FUNCTIONS: &[&[u8]] = &[
@@ -113,6 +113,10 @@ const UNSAFE_WORDS: &[&[u8]] = &[
     b"SETVAL",
 ];
 
+/// History functions: on a replica the session holds, answered as anywhere (see
+/// [`plain_select`]).
+const HISTORY_FUNCTIONS: &[&[u8]] = &[b"LAST_INSERT_ID", b"FOUND_ROWS", b"ROW_COUNT"];
+
 /// Schemas whose contents belong to the server answering (its threads, its status, its grants,
 /// its replication state): a replica's are not the primary's.
 const SERVER_SCHEMAS: &[&[u8]] = &[
@@ -142,6 +146,16 @@ pub fn replica_safe(sql: &[u8], e: &Effects, modes: Modes) -> bool {
     {
         return false;
     }
+    plain_select(sql, modes, false)
+}
+
+/// Is this one `SELECT` that reads rows and nothing of the server answering? `held`: on a
+/// replica the session already holds after a routed read, where it may also read what that
+/// read left: its conditions (`@@warning_count`, `@@error_count`), history values (which sluice
+/// answers or rewrites from the session's own record) and user variables (a session with
+/// variables of its own holds the primary; it holds a replica only with those a `GET
+/// DIAGNOSTICS` set there).
+fn plain_select(sql: &[u8], modes: Modes, held: bool) -> bool {
     let toks = tokens(sql, modes);
     if !matches!(toks.first(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(b"SELECT")) {
         return false;
@@ -149,11 +163,16 @@ pub fn replica_safe(sql: &[u8], e: &Effects, modes: Modes) -> bool {
     for (i, t) in toks.iter().enumerate() {
         let next_is_paren = matches!(toks.get(i + 1), Some(Tok::Punct(b'(')));
         match t {
-            Tok::SysVar(_) | Tok::UserVar(_) | Tok::Assign | Tok::Semicolon => return false,
+            Tok::Assign | Tok::Semicolon => return false,
+            Tok::UserVar(_) if !held => return false,
+            Tok::SysVar(v) if !(held && Hist::sysvar(v).is_some()) => return false,
             Tok::Word(w) if is(w, UNSAFE_WORDS) || is(w, SERVER_SCHEMAS) => return false,
             Tok::Ident(w) if is(w, SERVER_SCHEMAS) => return false,
             Tok::Word(w)
-                if next_is_paren && !is(w, SAFE_FUNCTIONS) && !is(w, KEYWORDS_BEFORE_PAREN) =>
+                if next_is_paren
+                    && !is(w, SAFE_FUNCTIONS)
+                    && !is(w, KEYWORDS_BEFORE_PAREN)
+                    && (!held || !is(w, HISTORY_FUNCTIONS)) =>
             {
                 return false
             }
@@ -170,15 +189,79 @@ pub fn replica_safe(sql: &[u8], e: &Effects, modes: Modes) -> bool {
 /// statement)? Reads, diagnostics reads and settings may; anything that writes, locks, pins or
 /// starts a transaction goes to the primary (the replica given up first).
 pub fn may_stay_on_replica(sql: &[u8], e: &Effects, modes: Modes) -> bool {
-    if e.statements != 1 || e.may_pin() || e.opaque || e.stored_function {
+    if e.statements != 1 || e.opaque || e.stored_function {
+        return false;
+    }
+    // `GET DIAGNOSTICS @v = …` reads the replica's conditions into user variables, which the
+    // session then carries to its next backend (see [`diagnostics_targets`]).
+    if e.kind == Kind::Diagnostic {
+        return !e.pins_beyond_user_vars();
+    }
+    if e.may_pin() {
         return false;
     }
     match e.kind {
-        Kind::Diagnostic | Kind::Set => true,
-        Kind::Query => !tokens(sql, modes)
-            .iter()
-            .any(|t| matches!(t, Tok::Word(w) if is(w, UNSAFE_WORDS))),
+        Kind::Set => true,
+        Kind::Query => plain_select(sql, modes, true),
         _ => false,
+    }
+}
+
+/// What a user variable set by `GET DIAGNOSTICS` holds, by the item assigned to it (the server's
+/// types: `NUMBER`, `MYSQL_ERRNO` and `ROW_NUMBER` unsigned integers, `ROW_COUNT` a signed one,
+/// every other item a string in the system character set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagValue {
+    Unsigned,
+    Signed,
+    Text,
+}
+
+/// The user variables a `GET [CURRENT | STACKED] DIAGNOSTICS` statement assigns, each with the
+/// type of its item, in order; `None` for any other statement, or one whose form is not the
+/// plain `@v = ITEM, …` list.
+pub fn diagnostics_targets(sql: &[u8], modes: Modes) -> Option<Vec<(Vec<u8>, DiagValue)>> {
+    let toks = tokens(sql, modes);
+    let word = |i: usize, k: &str| matches!(toks.get(i), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(k.as_bytes()));
+    if !word(0, "GET") {
+        return None;
+    }
+    let mut i = 1;
+    if word(i, "CURRENT") || word(i, "STACKED") {
+        i += 1;
+    }
+    if !word(i, "DIAGNOSTICS") {
+        return None;
+    }
+    i += 1;
+    if word(i, "CONDITION") {
+        // The condition number: a literal or a variable (read, not assigned).
+        i += 2;
+    }
+    let mut out = Vec::new();
+    loop {
+        let (Some(Tok::UserVar(name)), Some(Tok::Punct(b'=')), Some(Tok::Word(item))) =
+            (toks.get(i), toks.get(i + 1), toks.get(i + 2))
+        else {
+            return None;
+        };
+        let kind = if [&b"NUMBER"[..], b"MYSQL_ERRNO", b"ROW_NUMBER"]
+            .iter()
+            .any(|k| item.eq_ignore_ascii_case(k))
+        {
+            DiagValue::Unsigned
+        } else if item.eq_ignore_ascii_case(b"ROW_COUNT") {
+            DiagValue::Signed
+        } else {
+            DiagValue::Text
+        };
+        out.push((name.clone(), kind));
+        i += 3;
+        match toks.get(i) {
+            None => return Some(out),
+            Some(Tok::Punct(b',')) => i += 1,
+            _ => return None,
+        }
     }
 }
 
@@ -247,6 +330,17 @@ mod tests {
             ("SELECT a FROM t", true),
             ("SET NAMES utf8mb4", true),
             ("SET @a = 1", false),
+            ("GET DIAGNOSTICS @n = NUMBER", true),
+            ("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", true),
+            ("SELECT @n", true),
+            ("SELECT @n := 1", false),
+            ("SELECT @@error_count, ROW_COUNT(), LAST_INSERT_ID()", true),
+            ("SELECT @@server_id", false),
+            ("SELECT @@gtid_current_pos", false),
+            ("SELECT NOW()", false),
+            ("SELECT CONNECTION_ID()", false),
+            ("SELECT * FROM information_schema.PROCESSLIST", false),
+            ("SHOW STATUS", false),
             ("SELECT a FROM t FOR UPDATE", false),
             ("SELECT a INTO @x FROM t", false),
             ("INSERT INTO t VALUES (1)", false),
@@ -257,6 +351,39 @@ mod tests {
         for (sql, want) in cases {
             let e = analyze(sql.as_bytes(), m);
             assert_eq!(may_stay_on_replica(sql.as_bytes(), &e, m), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_get_diagnostics_assigns() {
+        use DiagValue::*;
+        let m = Modes::default();
+        type Targets = &'static [(&'static str, DiagValue)];
+        let cases: &[(&str, Option<Targets>)] = &[
+            ("GET DIAGNOSTICS @n = NUMBER", Some(&[("n", Unsigned)])),
+            (
+                "get current diagnostics @n = number, @r = ROW_COUNT",
+                Some(&[("n", Unsigned), ("r", Signed)]),
+            ),
+            (
+                "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO, @s = RETURNED_SQLSTATE",
+                Some(&[("m", Text), ("e", Unsigned), ("s", Text)]),
+            ),
+            (
+                "GET STACKED DIAGNOSTICS CONDITION @i @`x y` = CLASS_ORIGIN",
+                Some(&[("x y", Text)]),
+            ),
+            ("GET DIAGNOSTICS", None),
+            ("GET DIAGNOSTICS @n = NUMBER @r = ROW_COUNT", None),
+            ("GET DIAGNOSTICS @n := NUMBER", None),
+            ("SHOW WARNINGS", None),
+            ("SELECT @n", None),
+        ];
+        for (sql, want) in cases {
+            let got = diagnostics_targets(sql.as_bytes(), m);
+            let want: Option<Vec<(Vec<u8>, DiagValue)>> =
+                want.map(|w| w.iter().map(|(n, k)| (n.as_bytes().to_vec(), *k)).collect());
+            assert_eq!(got, want, "{sql}");
         }
     }
 }

@@ -267,7 +267,7 @@ impl Hist {
     }
 
     /// `@@name` / `@@session.name` / `@@local.name`; `None` for anything else (including global).
-    fn sysvar(v: &[u8]) -> Option<Hist> {
+    pub(crate) fn sysvar(v: &[u8]) -> Option<Hist> {
         let lower = v.to_ascii_lowercase();
         let name = lower
             .strip_prefix(b"session.")
@@ -420,8 +420,12 @@ pub struct Effects {
 impl Effects {
     /// Would this leave state behind that pins the session to its backend?
     pub fn may_pin(&self) -> bool {
-        self.user_var_write
-            || !self.temp_created.is_empty()
+        self.user_var_write || self.pins_beyond_user_vars()
+    }
+
+    /// Pins for a reason other than a user variable written.
+    pub fn pins_beyond_user_vars(&self) -> bool {
+        !self.temp_created.is_empty()
             || !self.prepared.is_empty()
             || !self.locks_acquired.is_empty()
             || self.lock_tables
