@@ -125,6 +125,30 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         "the delayed replica sent reads to the primary"
     );
 
+    // Prepared statements are routed the same way (prepared on the replica when first run there).
+    let before = metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]);
+    let read = c
+        .prep("SELECT COUNT(*) FROM ryw WHERE tag = ? AND n = ?")
+        .unwrap();
+    let mut stale = 0;
+    for i in 0..WRITES {
+        c.exec_drop(
+            "INSERT INTO ryw (tag, n) VALUES (?, ?)",
+            ("prepared", i as u64),
+        )
+        .unwrap_or_else(|e| panic!("prepared write {i}: {e}"));
+        let seen: Option<u64> = c
+            .exec_first(&read, ("prepared", i as u64))
+            .unwrap_or_else(|e| panic!("prepared read {i}: {e}"));
+        if seen != Some(1) {
+            stale += 1;
+        }
+    }
+    let routed = metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]) - before;
+    eprintln!("prepared: {routed} reads on replicas, {stale} stale of {WRITES}");
+    assert_eq!(stale, 0, "prepared reads after writes were stale");
+    assert!(routed > 0.0, "prepared reads were served by replicas");
+
     // Eventual consistency: stale reads happen (the test can fail).
     let mut ev = s.conn_as("ev", "ev", Some("app"));
     let stale = stale_reads(&mut ev, "eventual");

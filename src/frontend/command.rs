@@ -480,7 +480,7 @@ pub(crate) struct Need {
 /// Is this statement a read to route to a replica? Only for users with `reads = "replicas"`, in
 /// transaction or statement mode, with no backend held (a transaction, a pin), and only a plain
 /// read the server it runs on cannot colour.
-fn routed_read(sess: &Session, sql: &[u8], e: &Effects) -> bool {
+pub(crate) fn routed_read(sess: &Session, sql: &[u8], e: &Effects) -> bool {
     sess.user.reads == crate::config::Reads::Replicas
         && sess.mode() != PoolMode::Session
         && sess.status & status::AUTOCOMMIT != 0

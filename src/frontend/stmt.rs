@@ -220,7 +220,7 @@ pub(crate) async fn execute(
     next: u8,
     payload: &[u8],
 ) -> CmdResult {
-    let (client_id, _flags) = command::execute_flags(payload).map_err(|e| fail(e.into(), next))?;
+    let (client_id, flags) = command::execute_flags(payload).map_err(|e| fail(e.into(), next))?;
     let Some(mut stmt) = stmt_of(sess, client_id) else {
         let r = unknown_stmt(client_id, "mysqld_stmt_execute");
         return raise_on_backend(shard, ctl, sess, io, next, r).await;
@@ -264,11 +264,15 @@ pub(crate) async fn execute(
         return reply_err(io, next, long_data_lost(client_id)).await;
     }
     let effects = stmt.effects.clone();
-    // Prepared statements go to the primary (read routing covers text statements so far).
+    // Routed as its text would be. An execute that opens a cursor (CURSOR_TYPE_* flags) or
+    // carries long data stays off replicas: a replica given up at the session's next write
+    // would take the cursor or the data with it.
+    let plain = flags == 0 && !stmt.long_data;
     let need = Need {
         pin: PinReason::predicted(&effects),
-        read: false,
-        replica_ok: false,
+        read: plain && super::command::routed_read(sess, &stmt.sql, &effects),
+        replica_ok: plain
+            && crate::session::route::may_stay_on_replica(&stmt.sql, &effects, sess.modes()),
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();
