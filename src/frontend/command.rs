@@ -539,7 +539,10 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         let _ = reconsider(shard, sess).await;
         carried = carry_replica_vars(shard, sess).await?;
         // Still kept (the read left diagnostics, or variables): given up, the connection closed.
-        drop(sess.lease.take());
+        // The next backend is kept for diagnostics (if at all) from its own statement on.
+        if sess.lease.take().is_some() {
+            sess.update_past(|p| p.diag_held_since = None);
+        }
     }
     if let Some(mut l) = sess.lease.take() {
         // A held backend left under settings of a command's own (an execute under the
