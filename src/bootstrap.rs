@@ -4,7 +4,9 @@
 //! client's handshake collation id to `SET NAMES` arguments.
 //!
 //! This runs once, on the main thread, before any executor starts; a blocking socket is the
-//! simplest correct tool here.
+//! simplest correct tool here. The health prober runs the same [`probe`] on a helper thread
+//! when it first reaches a backend and at each reconnect, and compares what it learns with what
+//! the instance runs with (see `backend::compat`).
 
 use crate::codec::caps::cap;
 use crate::codec::command::{self, ResponseKind};
@@ -94,6 +96,9 @@ pub struct ServerInfo {
     pub source: String,
 }
 
+/// [`ServerInfo::source`] when no backend answered.
+const FALLBACK_SOURCE: &str = "defaults";
+
 /// The collation sluice's own backend connections use: utf8mb4_general_ci, which every MySQL 5.5+
 /// and MariaDB server has.
 pub const BACKEND_COLLATION: u8 = 45;
@@ -140,8 +145,13 @@ impl ServerInfo {
             routines: Arc::default(),
             fold_table_names: false,
             default_trackers: Default::default(),
-            source: "defaults".into(),
+            source: FALLBACK_SOURCE.into(),
         }
+    }
+
+    /// Is this [`ServerInfo::fallback`] (no backend answered at start)?
+    pub fn is_fallback(&self) -> bool {
+        self.source == FALLBACK_SOURCE
     }
 
     /// Capabilities sluice offers clients: the backend's, minus what sluice does not proxy.

@@ -491,7 +491,7 @@ fn show_backends(target: &Target) -> Answer {
         Ok(v) => v,
         Err(a) => return a,
     };
-    const COLS: [&str; 13] = [
+    const COLS: [&str; 14] = [
         "id",
         "address",
         "role",
@@ -505,6 +505,7 @@ fn show_backends(target: &Target) -> Answer {
         "pinned",
         "probes",
         "probe_failures",
+        "reason",
     ];
     const SUMMED: [&str; 4] = ["open", "idle", "in_use", "pinned"];
     let Some(first) = per_worker.first().and_then(|v| v.as_array()) else {

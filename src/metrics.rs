@@ -59,6 +59,10 @@ pub struct BackendSnapshot {
     pub probes: u64,
     pub probe_failures: u64,
     pub transitions: u64,
+    /// Why an `incompatible` backend is kept out (its first differences from the instance's
+    /// catalog); None otherwise.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A client as the console's SHOW CLIENTS lists it.
@@ -496,7 +500,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
     family(
         &mut o,
         "sluice_backend_state",
-        "Each backend's state (1 for the current one): up, suspect, down, draining, maintenance, removed.",
+        "Each backend's state (1 for the current one): up, suspect, down, incompatible (answers, but another kind of server than the instance learned at start), draining, maintenance, removed.",
         "gauge",
     );
     for w in &ws {
@@ -505,6 +509,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
                 "up",
                 "suspect",
                 "down",
+                "incompatible",
                 "draining",
                 "maintenance",
                 "removed",

@@ -214,6 +214,70 @@ fn a_backend_added_while_running_takes_load() {
     assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1]));
 }
 
+/// Why sluice refuses the backend at `addr` (`reason` in `BACKENDS`), if it does.
+fn reason(s: &Sluice, addr: &str) -> Option<String> {
+    let rows: serde_json::Value = serde_json::from_str(&admin(s, "BACKENDS")).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == addr)
+        .and_then(|b| b["reason"].as_str().map(str::to_string))
+}
+
+/// A MariaDB 10.11 started without InnoDB: its `information_schema.SYSTEM_VARIABLES` lacks
+/// InnoDB's session variables (`innodb_lock_wait_timeout`, `innodb_strict_mode`, …), which sluice
+/// replays when a client sets them. Server id 9 tells its answers apart.
+const NO_INNODB: &str =
+    "--innodb=OFF --default-storage-engine=Aria --default-tmp-storage-engine=Aria --server-id=9";
+
+#[test]
+fn a_backend_of_another_kind_is_refused_until_it_restarts_compatible() {
+    // The instance learns a stock server's catalog, InnoDB's session variables among them.
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let mut odd = Cluster::start_with_args(1, NO_INNODB);
+    let ao = odd.servers[0].addr();
+    let s = Sluice::with(
+        Config::default()
+            .pool(POOL)
+            .backends(vec![cl.servers[0].addr()]),
+    );
+    let mut clients: Vec<mysql::Conn> = (0..8).map(|_| s.conn()).collect();
+    // A backend of the same kind is checked and admitted as before.
+    assert_eq!(admin(&s, &format!("BACKEND ADD {a1} any 1")), "OK 1");
+    wait_state(&s, &a1, "up");
+    assert_eq!(reason(&s, &a1), None);
+    wait_served_by(&mut clients, 2);
+
+    // Another kind answers its probes but is refused, with the differences named.
+    assert_eq!(admin(&s, &format!("BACKEND ADD {ao} any 1")), "OK 2");
+    wait_state(&s, &ao, "incompatible");
+    let why = reason(&s, &ao).expect("a refusal names its reason");
+    eprintln!("refused: {why}");
+    assert!(why.starts_with("no session variable innodb_"), "{why}");
+    // It serves nothing, however long it answers.
+    for _ in 0..5 {
+        assert!(!run_all(&mut clients, 2).contains(&9));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state(&s, &ao), ("incompatible".to_string(), 0));
+    let log = s.log_text();
+    assert_eq!(
+        log.matches("backend incompatible").count(),
+        1,
+        "logged once at WARN:\n{log}"
+    );
+    assert!(log.contains(&why), "{log}");
+
+    // Restarted as a stock server (a restart may change what a server is), it is checked
+    // again at the reconnect and admitted.
+    odd.set_extra_args(0, "--server-id=9");
+    odd.restart(0);
+    wait_state(&s, &ao, "up");
+    assert_eq!(reason(&s, &ao), None);
+    wait_served_by(&mut clients, 9);
+}
+
 #[test]
 fn writes_follow_a_promoted_replica_and_no_acknowledged_write_is_lost() {
     let mut cl = Cluster::start_replicated(2);

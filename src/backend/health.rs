@@ -2,7 +2,9 @@
 //! saw. Pure: the prober feeds it events with the time, it answers with the state to publish.
 //!
 //! States (what the router reads): `Up` (serve), `Suspect` (one failure seen: still served, but
-//! ranked after every `Up` backend, and probed again at once), `Down` (not served). An operator's
+//! ranked after every `Up` backend, and probed again at once), `Down` (not served),
+//! `Incompatible` (it works, but it is another kind of server than the one sluice learned at
+//! start: not served; the prober sets it over the tracker's verdict, see `backend::compat`). An operator's
 //! intent (`Admin`: active, draining, maintenance) is separate: health says whether the server
 //! works, intent whether sluice should use it.
 //!
@@ -24,6 +26,8 @@ pub enum Health {
     Up = 0,
     Suspect = 1,
     Down = 2,
+    /// Reachable, but its catalog differs from the instance's in a way that matters.
+    Incompatible = 3,
 }
 
 impl Health {
@@ -31,6 +35,7 @@ impl Health {
         match v {
             0 => Health::Up,
             1 => Health::Suspect,
+            3 => Health::Incompatible,
             _ => Health::Down,
         }
     }
@@ -40,7 +45,13 @@ impl Health {
             Health::Up => "up",
             Health::Suspect => "suspect",
             Health::Down => "down",
+            Health::Incompatible => "incompatible",
         }
+    }
+
+    /// May the router hand this backend checkouts (and its pools keep idle connections)?
+    pub fn serves(self) -> bool {
+        matches!(self, Health::Up | Health::Suspect)
     }
 }
 
@@ -136,7 +147,8 @@ impl Tracker {
                         }
                     }
                     Health::Suspect => self.health = Health::Up,
-                    Health::Down => {
+                    // The tracker never holds `Incompatible` (the prober's overlay).
+                    Health::Down | Health::Incompatible => {
                         self.oks += 1;
                         let waited = self
                             .down_since
@@ -154,7 +166,7 @@ impl Tracker {
                 self.fails = self.fails.saturating_add(1);
                 let certain = e == Evidence::Refused;
                 match self.health {
-                    Health::Down => {}
+                    Health::Down | Health::Incompatible => {}
                     _ if certain || self.fails >= t.down_after => self.go_down(now, t),
                     _ => self.health = Health::Suspect,
                 }
@@ -285,6 +297,19 @@ mod tests {
         now += STABLE;
         tr.observe(ProbeOk, now, &t);
         assert_eq!(tr.backoff, t.backoff);
+    }
+
+    #[test]
+    fn only_up_and_suspect_serve_and_every_state_survives_the_board() {
+        for (h, serves) in [
+            (Up, true),
+            (Suspect, true),
+            (Down, false),
+            (Incompatible, false),
+        ] {
+            assert_eq!(h.serves(), serves, "{}", h.name());
+            assert_eq!(Health::from_u8(h as u8), h);
+        }
     }
 
     #[test]

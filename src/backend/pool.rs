@@ -140,9 +140,9 @@ impl Pool {
 
     /// May connections of this pool be kept idle for reuse?
     fn in_service(&self) -> bool {
-        self.backend_ref.as_ref().is_none_or(|b| {
-            b.admin() == super::router::Admin::Active && b.health() != super::health::Health::Down
-        })
+        self.backend_ref
+            .as_ref()
+            .is_none_or(|b| b.admin() == super::router::Admin::Active && b.health().serves())
     }
 
     /// Called when a checkout has to queue: asks another shard for a slot.

@@ -53,6 +53,9 @@ pub struct Backend {
     /// May this backend answer routed reads now: a read-only replica, replicating, within
     /// `routing.max_replication_lag_ms` of every writable backend (set by the probe).
     read_ok: std::sync::atomic::AtomicBool,
+    /// Why the prober keeps this backend out although it answers (its catalog differs from the
+    /// instance's: see `backend::compat`); shown beside the `incompatible` state.
+    refusal: std::sync::Mutex<Option<Arc<str>>>,
     /// Health changes (for metrics).
     pub transitions: AtomicU64,
     pub probes: AtomicU64,
@@ -87,6 +90,7 @@ impl Backend {
             drain_deadline_ms: AtomicU64::new(0),
             repl: std::sync::Mutex::new(Repl::default()),
             read_ok: std::sync::atomic::AtomicBool::new(false),
+            refusal: std::sync::Mutex::new(None),
             transitions: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
@@ -209,7 +213,20 @@ impl Backend {
             probes: self.probes.load(Ordering::Relaxed),
             probe_failures: self.probe_failures.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
+            reason: self.refusal().map(|r| r.to_string()),
         }
+    }
+
+    /// Why the backend is refused although it answers (None: it is not).
+    pub fn refusal(&self) -> Option<Arc<str>> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_refusal(&self, r: Option<Arc<str>>) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
     /// What `SHOW BACKENDS`-like views print: the operator's intent when it is not active, else

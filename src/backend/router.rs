@@ -5,7 +5,8 @@
 //! first choice cannot connect moves on to the next without the client noticing.
 //!
 //! Eligible (for the statements every client sends; reads on replicas are a later issue's):
-//! - the operator's intent is `Active` (not draining, not in maintenance) and health is not `Down`;
+//! - the operator's intent is `Active` (not draining, not in maintenance) and health is `Up` or
+//!   `Suspect` (not `Down`, not `Incompatible`);
 //! - a `primary` or `replica` backend only while it is writable (`read_only = OFF`, as the
 //!   probe last saw it; not before its first probe): writes go only to a writable server, and
 //!   when an orchestrator promotes a replica, it becomes eligible at the next probe;
@@ -86,13 +87,13 @@ pub struct Candidate {
 /// May this backend serve a checkout at all?
 pub fn eligible(c: &Candidate) -> bool {
     c.admin == Admin::Active
-        && c.health != Health::Down
+        && c.health.serves()
         && (c.role == Role::Any || c.writable == Some(true))
 }
 
 /// May this backend serve a routed read (read routing to replicas)?
 pub fn eligible_for_reads(c: &Candidate) -> bool {
-    c.admin == Admin::Active && c.health != Health::Down && c.read_ok
+    c.admin == Admin::Active && c.health.serves() && c.read_ok
 }
 
 /// Fills `out` with the replicas that may serve a routed read, best first (same order as

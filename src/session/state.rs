@@ -112,6 +112,12 @@ impl VarCatalog {
         self.settable.is_some()
     }
 
+    /// The session-settable variables, if the server told (compared between backends by
+    /// `backend::compat`).
+    pub fn settable(&self) -> Option<&HashSet<Box<str>>> {
+        self.settable.as_ref()
+    }
+
     /// A fresh connection's value of `name`, if the server told.
     pub fn fresh_value(&self, name: &str) -> Option<&str> {
         self.fresh.get(name).map(|v| &**v)

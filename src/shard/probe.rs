@@ -14,10 +14,19 @@
 //! With worker processes, only worker 0 probes: it publishes on the instance's health board and
 //! the other workers follow it (see [`crate::backend::board`]), probing for themselves only
 //! while its heartbeat is stale (worker 0 restarting).
+//!
+//! The first good probe of a backend, and the first after each reconnect (a restart may have
+//! upgraded it; a name may point elsewhere), also learns the backend's catalog the way start-up
+//! does ([`crate::bootstrap::probe`], on a helper thread: it is blocking code) and compares it
+//! with what the instance runs with ([`crate::backend::compat`]). A backend that differs in a
+//! way that matters is published `incompatible` (never served) with the differences as its
+//! reason, and logged once at WARN; one whose catalog cannot be read counts as a failed probe
+//! (not admitted unchecked). It is checked again at its next reconnect.
 
 use super::Shard;
+use crate::backend::compat;
 use crate::backend::conn::BackendConn;
-use crate::backend::health::{Evidence, Tracker};
+use crate::backend::health::{Evidence, Health, Tracker};
 use crate::backend::registry::Backend;
 use crate::backend::router::Admin;
 use std::rc::Rc;
@@ -58,6 +67,11 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
     let publisher = board.filter(|_| shard.shared.worker == 0);
     let follower = board.filter(|_| shard.shared.worker != 0);
     let mut seen_gen = b.addr_gen();
+    // The catalog is checked at the next good probe (the first, and after each reconnect).
+    let mut check_due = true;
+    // The refusal last logged (a WARN once per distinct refusal, not per probe).
+    let mut warned: Option<Arc<str>> = None;
+    let mut check_failed_warned = false;
     loop {
         if shard.shared.is_shutting_down() || b.admin() == Admin::Removed {
             return;
@@ -75,6 +89,12 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                     board.note_passive(b.id);
                 }
                 b.set_health(p.health);
+                if p.health != Health::Incompatible {
+                    b.set_refusal(None);
+                }
+                // Worker 0 checks catalogs; when this worker probes for itself again, it
+                // checks at its first good probe.
+                check_due = true;
                 if let Some(w) = p.writable {
                     b.set_writable(w);
                 }
@@ -89,7 +109,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
             // The backend's name moved: what was seen of the old address says nothing of the
             // new one (down, it comes back after its good probes, without a backoff).
             seen_gen = gen;
-            if tracker.health() == crate::backend::health::Health::Down {
+            if tracker.health() == Health::Down {
                 tracker = Tracker::unknown(&t);
             }
         }
@@ -109,8 +129,10 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
             Ok(probe_once(&shard, &b, &mut conn, timeout).await)
         })
         .await;
-        let evidence = match outcome {
+        let mut reconnected = false;
+        let mut evidence = match outcome {
             Ok(Ok(seen)) => {
+                reconnected = seen.reconnected;
                 b.set_writable(!seen.read_only);
                 let now = Instant::now();
                 if let Some(pos) = seen.pos {
@@ -134,6 +156,40 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 Evidence::Failed
             }
         };
+        if evidence == Evidence::ProbeOk && (check_due || reconnected) {
+            check_due = true;
+            match learn_catalog(&shard, &b).await {
+                Ok(theirs) => {
+                    check_due = false;
+                    check_failed_warned = false;
+                    let diffs = compat::compare(&shard.shared.server, &theirs);
+                    let refusal = (!diffs.is_empty()).then(|| Arc::from(compat::summary(&diffs)));
+                    if refusal != warned {
+                        match &refusal {
+                            Some(r) => warn!(
+                                backend = %b.address,
+                                version = %String::from_utf8_lossy(&theirs.version),
+                                instance = %String::from_utf8_lossy(&shard.shared.server.version),
+                                reason = %r,
+                                "backend incompatible with the server sluice learned at start: not admitted"
+                            ),
+                            None => info!(backend = %b.address, "backend compatible again"),
+                        }
+                        warned = refusal.clone();
+                    }
+                    b.set_refusal(refusal);
+                }
+                Err(e) => {
+                    // Not checked, not admitted: a failed probe (checked again at the next).
+                    if !check_failed_warned {
+                        warn!(backend = %b.address, error = %e, "cannot read the backend's catalog to check it");
+                        check_failed_warned = true;
+                    }
+                    conn = None;
+                    evidence = Evidence::Failed;
+                }
+            }
+        }
         b.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if evidence != Evidence::ProbeOk {
             // A named backend that fails may have moved: resolve it again at once.
@@ -142,7 +198,13 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let before = b.health();
-        let now = tracker.observe(evidence, Instant::now(), &t);
+        let tracked = tracker.observe(evidence, Instant::now(), &t);
+        // A refused backend that answers is `incompatible`; down, it is down.
+        let now = if tracked != Health::Down && b.refusal().is_some() {
+            Health::Incompatible
+        } else {
+            tracked
+        };
         b.set_health(now);
         if let Some(board) = publisher {
             board.publish(
@@ -157,9 +219,11 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
         }
         if now != before {
             match now {
-                crate::backend::health::Health::Up => {
+                Health::Up => {
                     info!(backend = %b.address, "backend up")
                 }
+                // Logged when the check found it.
+                Health::Incompatible => {}
                 h => {
                     warn!(backend = %b.address, state = h.name(), evidence = ?evidence, "backend {}", h.name())
                 }
@@ -179,6 +243,8 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
 
 /// What one probe saw.
 struct Seen {
+    /// The probe opened a new connection (the first, or after a failure, a move, a RECONNECT).
+    reconnected: bool,
     read_only: bool,
     /// `@@gtid_current_pos`.
     pos: Option<crate::backend::gtid::Pos>,
@@ -214,7 +280,8 @@ async fn probe_once(
         // The backend's name moved (probe the new address), or RECONNECT.
         *conn = None;
     }
-    if conn.is_none() {
+    let reconnected = conn.is_none();
+    if reconnected {
         let mut spec = shard.pool(0, b.id).spec().clone();
         spec.timeout = timeout;
         let gen;
@@ -256,8 +323,40 @@ async fn probe_once(
             .and_then(|r| r.get(1).cloned().flatten())
             .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
     Ok(Seen {
+        reconnected,
         read_only,
         pos,
         replicating,
     })
+}
+
+/// Learns backend `b`'s catalog as start-up does ([`crate::bootstrap::probe`], blocking, so on a
+/// helper thread; this task waits without blocking the shard), with the probe's account.
+async fn learn_catalog(
+    shard: &Rc<Shard>,
+    b: &Backend,
+) -> Result<crate::bootstrap::ServerInfo, String> {
+    let spec = shard.pool(0, b.id).spec().clone();
+    let live = shard.cfg();
+    let (user, password) = match &live.health.user {
+        Some(u) => (u.clone(), live.health.password.clone().unwrap_or_default()),
+        None => (
+            String::from_utf8_lossy(&spec.user).into_owned(),
+            String::from_utf8_lossy(&spec.password).into_owned(),
+        ),
+    };
+    let address = b.addr().0.to_string();
+    let timeout = Duration::from_millis(live.pool.connect_timeout_ms);
+    let tls = b.tls.clone();
+    let reply = super::Reply1::default();
+    let r = reply.clone();
+    std::thread::Builder::new()
+        .name("sluice-catalog".into())
+        .spawn(move || {
+            r.send(crate::bootstrap::probe(
+                &address, &user, &password, timeout, &tls,
+            ))
+        })
+        .map_err(|e| format!("catalog thread: {e}"))?;
+    reply.recv().await
 }

@@ -102,10 +102,16 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Result<Output, String> {
 /// Runs `scripts/mariadb-cluster.sh ARGS` (bounded by `limit`); its stdout, or an error with its
 /// stderr.
 fn run_script(args: &[&str], limit: Duration) -> Result<String, String> {
+    run_script_env(args, limit, &[])
+}
+
+/// [`run_script`] with environment variables set for the script.
+fn run_script_env(args: &[&str], limit: Duration, env: &[(&str, &str)]) -> Result<String, String> {
     let child = Command::new("bash")
         .arg(script())
         .args(args)
         .env_remove("MARIADB_PORT")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -181,15 +187,26 @@ fn spawn_watchdog(dir: &Path) -> Option<Child> {
 impl Cluster {
     /// `n` independent, equivalent servers (production profile, server_id I+1 for sI).
     pub fn start(n: usize) -> Cluster {
-        Cluster::launch(n, false)
+        Cluster::launch(n, false, None)
+    }
+
+    /// `n` independent servers started with extra `mariadbd` flags (`MARIADB_EXTRA_ARGS`; kept
+    /// at restarts until [`Cluster::set_extra_args`] changes them).
+    pub fn start_with_args(n: usize, extra: &str) -> Cluster {
+        Cluster::launch(n, false, Some(extra))
+    }
+
+    /// The extra `mariadbd` flags server `i` gets at its next [`Cluster::restart`].
+    pub fn set_extra_args(&self, i: usize, extra: &str) {
+        std::fs::write(self.servers[i].dir.join("extra-args"), extra).unwrap();
     }
 
     /// `n` servers: s0 the primary, s1 … s{n-1} read-only GTID replicas of it, caught up.
     pub fn start_replicated(n: usize) -> Cluster {
-        Cluster::launch(n, true)
+        Cluster::launch(n, true, None)
     }
 
-    fn launch(n: usize, replicated: bool) -> Cluster {
+    fn launch(n: usize, replicated: bool, extra: Option<&str>) -> Cluster {
         assert!(n > 0, "a cluster needs a server");
         let dir = cluster_dir();
         std::fs::create_dir_all(&dir).unwrap();
@@ -209,7 +226,11 @@ impl Cluster {
         }
         args.extend([d.as_str(), ns.as_str()]);
         let started = Instant::now();
-        let out = run_script(&args, Duration::from_secs(60 + 30 * n as u64))
+        let env: Vec<(&str, &str)> = extra
+            .map(|e| ("MARIADB_EXTRA_ARGS", e))
+            .into_iter()
+            .collect();
+        let out = run_script_env(&args, Duration::from_secs(60 + 30 * n as u64), &env)
             .unwrap_or_else(|e| panic!("mariadb-cluster.sh start {n} failed: {e}"));
         for i in 0..n {
             let get = |k: &str| {
