@@ -146,7 +146,7 @@ pub struct ShardSnapshot {
     #[serde(default)]
     pub reads_to_replicas: u64,
     #[serde(default)]
-    pub read_fallbacks: [u64; 3],
+    pub read_fallbacks: [u64; 4],
     #[serde(default)]
     pub causal_waits: u64,
     #[serde(default)]
@@ -464,7 +464,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
     family(
         &mut o,
         "sluice_read_fallbacks_total",
-        "Routed reads the primary served instead, by reason (no_replica, behind, global).",
+        "Routed reads the primary served instead, by reason (no_replica, behind, global, replica_error).",
         "counter",
     );
     for w in &ws {

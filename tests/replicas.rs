@@ -212,6 +212,40 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         "{through:?}"
     );
 
+    // A table only the primary has (created outside the binary log): the replica's ERR 1146
+    // is not the answer; the read runs again on the primary. An error the primary gives too
+    // reaches the client as the primary gives it.
+    let mut root0 = cl.servers[0].root();
+    root0
+        .query_drop("SET sql_log_bin = 0; CREATE TABLE app.only_primary (a INT); INSERT INTO app.only_primary VALUES (7); SET sql_log_bin = 1")
+        .unwrap();
+    let retried = |m: &str| {
+        metric_sum(
+            m,
+            "sluice_read_fallbacks_total",
+            &["reason=\"replica_error\""],
+        )
+    };
+    // A fresh session: `ev` holds variables now, so its reads stay on the primary.
+    let mut ev = s.conn_as("ev", "ev", Some("app"));
+    let before = retried(&scrape(mport));
+    for _ in 0..10 {
+        let n: Option<u64> = ev.query_first("SELECT a FROM only_primary").unwrap();
+        assert_eq!(n, Some(7));
+    }
+    let e = ev
+        .query_drop("SELECT nosuch FROM only_primary")
+        .expect_err("an unknown column");
+    assert_eq!(
+        common::server_error(&e).map(|(code, ..)| code),
+        Some(1054),
+        "{e}"
+    );
+    assert!(
+        retried(&scrape(mport)) - before >= 10.0,
+        "the replicas' errors were answered again by the primary"
+    );
+
     // Writes, transactions and locking reads never go to a replica.
     c.query_drop("BEGIN").unwrap();
     c.query_drop("INSERT INTO ryw VALUES ('trx', 1)").unwrap();

@@ -1003,16 +1003,45 @@ async fn forward_with(
         Cmd::Query(e) | Cmd::Execute(e) => Some(e),
         _ => None,
     };
+    // A routed read a replica cannot answer for lack of an object the primary may have runs
+    // again on the primary (nothing reached the client; a read changes nothing).
+    // (Not on a replica the session keeps for variables set there: they would go with it.)
+    let on_replica = need.read && !sess.owes_vars() && shard.reads_only(lease.get().backend);
     let with = RunWith {
         prepare_id: None,
         effects,
         own_trackers,
+        withhold_error: on_replica
+            .then_some(crate::session::route::replica_may_lack as fn(u16) -> bool),
     };
     let obs = run_on(shard, ctl, sess, io, next, &mut lease, payload, kind, with).await;
-    let obs = match obs {
+    let mut obs = match obs {
         Ok(o) => o,
         Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
+    if obs.withheld_error.is_some() {
+        let stats = &shard.stats;
+        let why = crate::shard::FALLBACK_REPLICA_ERROR;
+        stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
+        // The replica's diagnostics area holds the error: the connection is closed, not pooled.
+        drop(lease);
+        let primary = Need {
+            read: false,
+            replica_ok: false,
+            ..need
+        };
+        lease = acquire(shard, sess, primary)
+            .await
+            .map_err(|e| fail(e, next))?;
+        let with = RunWith {
+            withhold_error: None,
+            ..with
+        };
+        obs = match run_on(shard, ctl, sess, io, next, &mut lease, payload, kind, with).await {
+            Ok(o) => o,
+            Err(f) => return Err(lost_backend(sess, f, tied, lease)),
+        };
+    }
     after_command(shard, ctl, sess, lease, &obs, cmd).await?;
     Ok(obs)
 }
@@ -1053,6 +1082,8 @@ fn survives_backend_loss(f: &Failure, tied: bool, mode: PoolMode) -> bool {
 pub(crate) struct RunWith<'a> {
     /// COM_STMT_PREPARE: the statement id the client sees.
     pub prepare_id: Option<u32>,
+    /// See [`RelayCtx::withhold_error`].
+    pub withhold_error: Option<fn(u16) -> bool>,
     /// The statement's analysis (a query's, an executed statement's).
     pub effects: Option<&'a Effects>,
     /// The backend runs the client's own trackers for this command.
@@ -1096,6 +1127,7 @@ pub(crate) async fn run_on(
         prepare_id: with.prepare_id,
         own_gtid: with.own_trackers.then(|| sess.history().last_gtid.clone()),
         eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),
+        withhold_error: with.withhold_error,
     };
     let r = relay(io, lease.conn(), payload, kind, &ctx).await;
     ctl.end_run();

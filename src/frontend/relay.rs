@@ -65,6 +65,9 @@ pub struct Observed {
     pub cursor_opened: bool,
     /// A classic EOF said the session state changed (without saying how).
     pub classic_state_changed: bool,
+    /// The response was an ERR withheld from the client (see [`RelayCtx::withhold_error`]):
+    /// its code. Nothing was sent to the client.
+    pub withheld_error: Option<u16>,
 }
 
 /// How relaying failed.
@@ -112,6 +115,10 @@ pub struct RelayCtx<'a> {
     pub own_gtid: Option<Box<str>>,
     /// What the statement may change that a tracker follows (for classic EOFs).
     pub eof_hint: crate::session::trackers::EofHint,
+    /// An ERR answering the command outright (its first packet) whose code this accepts is not
+    /// sent to the client but reported as [`Observed::withheld_error`]: the caller runs the
+    /// command elsewhere (a routed read a replica could not answer).
+    pub withhold_error: Option<fn(u16) -> bool>,
 }
 
 const FLUSH_AT: usize = 64 << 10;
@@ -483,12 +490,21 @@ impl Relay<'_, '_> {
                     }
                 }
                 Role::Err => {
-                    self.obs.error = crate::codec::packets::ErrPacket::decode(
+                    let code = crate::codec::packets::ErrPacket::decode(
                         &self.be.rbuf.data()[HEADER_LEN..HEADER_LEN + h.len],
                     )
                     .map(|e| e.code)
-                    .ok()
-                    .or(Some(0));
+                    .ok();
+                    let first = self.next_client_seq == self.ctx.first_seq && !self.mid_frame;
+                    if let (true, Some(c), Some(withhold)) = (first, code, self.ctx.withhold_error)
+                    {
+                        if withhold(c) {
+                            self.be.rbuf.consume(HEADER_LEN + h.len);
+                            self.obs.withheld_error = Some(c);
+                            continue;
+                        }
+                    }
+                    self.obs.error = code.or(Some(0));
                     self.forward_whole(h);
                 }
                 Role::LocalInfile => self.local_infile(h, &mut t).await?,

@@ -207,6 +207,20 @@ pub fn may_stay_on_replica(sql: &[u8], e: &Effects, modes: Modes) -> bool {
     }
 }
 
+/// An error a replica may give to a routed read where the primary would not: an object it has
+/// not created yet (a table, a schema, a column, a view's base). The read runs again on the
+/// primary, and the client hears the primary's answer; any other error is the read's answer.
+pub fn replica_may_lack(code: u16) -> bool {
+    matches!(
+        code,
+        1049 // ER_BAD_DB_ERROR: unknown database
+            | 1054 // ER_BAD_FIELD_ERROR: unknown column
+            | 1146 // ER_NO_SUCH_TABLE
+            | 1356 // ER_VIEW_INVALID: a view's tables or columns
+            | 1932 // ER_NO_SUCH_TABLE_IN_ENGINE
+    )
+}
+
 /// What a user variable set by `GET DIAGNOSTICS` holds, by the item assigned to it (the server's
 /// types: `NUMBER`, `MYSQL_ERRNO` and `ROW_NUMBER` unsigned integers, `ROW_COUNT` a signed one,
 /// every other item a string in the system character set).
@@ -384,6 +398,24 @@ mod tests {
             let want: Option<Vec<(Vec<u8>, DiagValue)>> =
                 want.map(|w| w.iter().map(|(n, k)| (n.as_bytes().to_vec(), *k)).collect());
             assert_eq!(got, want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn replica_errors_the_primary_answers_again() {
+        for (code, again) in [
+            (1146, true),
+            (1049, true),
+            (1054, true),
+            (1356, true),
+            (1932, true),
+            (1064, false), // a syntax error is the same everywhere
+            (1292, false),
+            (1242, false), // subquery returns more than one row: the data's answer
+            (1317, false), // interrupted (KILL QUERY)
+            (2013, false),
+        ] {
+            assert_eq!(replica_may_lack(code), again, "{code}");
         }
     }
 }

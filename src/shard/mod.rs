@@ -161,7 +161,10 @@ pub enum ShardMsg {
 pub const FALLBACK_NO_REPLICA: usize = 0;
 pub const FALLBACK_BEHIND: usize = 1;
 pub const FALLBACK_GLOBAL: usize = 2;
-pub const FALLBACK_REASONS: [&str; 3] = ["no_replica", "behind", "global"];
+/// The replica answered with an error the primary may not give (a table it lacks): the read
+/// ran again on the primary, the replica's error never sent.
+pub const FALLBACK_REPLICA_ERROR: usize = 3;
+pub const FALLBACK_REASONS: [&str; 4] = ["no_replica", "behind", "global", "replica_error"];
 
 /// Per-shard counters (summed over shards for metrics).
 #[derive(Default)]
@@ -172,7 +175,7 @@ pub struct ShardStats {
     /// Routed reads served by a replica, and those the primary served instead, by reason
     /// ([`FALLBACK_REASONS`]).
     pub reads_to_replicas: Cell<u64>,
-    pub read_fallbacks: [Cell<u64>; 3],
+    pub read_fallbacks: [Cell<u64>; 4],
     /// Causal reads that waited on their replica (MASTER_GTID_WAIT), and the total time.
     pub causal_waits: Cell<u64>,
     pub causal_wait_us: Cell<u64>,
@@ -992,11 +995,7 @@ impl Shard {
             no_backend_waits: s.no_backend_waits.get(),
             drain_closes: s.drain_closes.get(),
             reads_to_replicas: s.reads_to_replicas.get(),
-            read_fallbacks: [
-                s.read_fallbacks[0].get(),
-                s.read_fallbacks[1].get(),
-                s.read_fallbacks[2].get(),
-            ],
+            read_fallbacks: std::array::from_fn(|i| s.read_fallbacks[i].get()),
             causal_waits: s.causal_waits.get(),
             causal_wait_us: s.causal_wait_us.get(),
             backends: if self.id == 0 {
