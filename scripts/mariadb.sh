@@ -58,13 +58,14 @@ set_profile() {
 
 launch() {
   local dir=$1 port=$2
+  mkdir -p "$dir/tmp"
   local user_args=()
   if [ "$(id -u)" -eq 0 ]; then user_args=(--user=root); fi
   set_profile
   # shellcheck disable=SC2086
   "$(mariadbd_bin)" --no-defaults "${user_args[@]}" \
     --datadir="$dir/data" --socket="$dir/mariadb.sock" --pid-file="$dir/mariadb.pid" \
-    --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+    --tmpdir="$dir/tmp" --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
     --log-error="$dir/mariadb.log" --max-allowed-packet=64M --max-connections=400 \
     --innodb-buffer-pool-size=256M --innodb-log-file-size=64M --innodb-flush-log-at-trx-commit=2 \
     --local-infile=1 "${profile_args[@]}" \
@@ -91,7 +92,11 @@ start() {
   ensure_installed
   local dir=${1:-}
   if [ -z "$dir" ]; then dir=$(mktemp -d /tmp/sluice-mariadb.XXXXXX); fi
-  mkdir -p "$dir"
+  # Each server's temporary files in its own directory: a server starting up removes every
+  # `#sql*` file in its tmpdir, so servers sharing /tmp (tests and benchmarks start several at
+  # once) delete each other's temporary tables ("Error on delete of '/tmp/#sql-temptable…'",
+  # or a failing mariadb-install-db).
+  mkdir -p "$dir/tmp"
   dir=$(cd "$dir" && pwd)
   local port=${MARIADB_PORT:-$(free_port)}
   if [ ! -d "$dir/data/mysql" ]; then
@@ -101,7 +106,7 @@ start() {
     local attempt
     for attempt in 1 2; do
       if mariadb-install-db --no-defaults "${user_args[@]}" --datadir="$dir/data" \
-           --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1; then
+           --tmpdir="$dir/tmp" --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1; then
         break
       fi
       if [ "$attempt" -eq 2 ]; then
