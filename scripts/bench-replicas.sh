@@ -13,9 +13,9 @@
 #    Each in several sysbench variants (VARIANTS): ps (sysbench's defaults: prepared statements,
 #    every 14 reads in BEGIN … COMMIT), text (--db-ps-mode=disable), and the same two with
 #    --skip_trx=on (ps-notrx, text-notrx: autocommit reads). sluice routes to replicas only plain
-#    SELECTs outside a transaction, sent as text (prepared statements go to the primary for now),
-#    so text-notrx is the variant where replicas serve the reads; the others show what a client
-#    that does not fit gets. Reported: queries/s, session ÷ primary, the share of reads replicas
+#    reads outside a transaction, so the variants in BEGIN … COMMIT keep every read on the
+#    primary (what such a client gets); ps-notrx shows whether binary prepared statements are
+#    routed (they are since commit 96d9787, not before). Reported: queries/s, session ÷ primary, the share of reads replicas
 #    served (sluice metrics), and where the CPU went: utime + stime (/proc/PID/stat, before and
 #    after) of each mariadbd, of sluice and of sysbench (the script's reaped-children time), and
 #    the rest of the machine (/proc/stat busy time minus ours: other engineers' builds, kernel
@@ -203,11 +203,12 @@ mariadb --no-defaults -h127.0.0.1 -P"$S0_PORT" -uapp -papp app -e \
   "CREATE TABLE sluice_causal (id BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL) ENGINE=InnoDB"
 wait_replicas
 
-# metrics TARGET: "to_replicas fb_no_replica fb_behind fb_global causal_waits causal_wait_us"
-# summed over sluice's workers ("0 0 0 0 0 0" for direct).
+# metrics TARGET: "to_replicas fb_no_replica fb_behind fb_global causal_waits causal_wait_us
+# fb_all" (fb_all: fallbacks of every reason, replica_error too) summed over sluice's workers
+# ("0 0 0 0 0 0 0" for direct).
 metrics() {
   local port=${METRICS_OF[$1]:-}
-  if [ -z "$port" ]; then echo "0 0 0 0 0 0"; return; fi
+  if [ -z "$port" ]; then echo "0 0 0 0 0 0 0"; return; fi
   python3 - "$port" <<'PY'
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
@@ -219,7 +220,8 @@ print(int(s("sluice_reads_to_replicas_total")),
       int(s("sluice_read_fallbacks_total", 'reason="behind"')),
       int(s("sluice_read_fallbacks_total", 'reason="global"')),
       int(s("sluice_causal_waits_total")),
-      int(round(s("sluice_causal_wait_seconds_total") * 1e6)))
+      int(round(s("sluice_causal_wait_seconds_total") * 1e6)),
+      int(s("sluice_read_fallbacks_total")))
 PY
 }
 
@@ -305,25 +307,28 @@ for m in $CAUSAL_MODES; do
     base=$((base + 10000000))
     log "causal reads, $m, $t: $N write + read pairs (after $CAUSAL_WARMUP unmeasured)"
     out="$WORK/causal.$m.$t.json"
-    before=$(metrics "$t")
+    before=$(snap "$t")
+    c0=$(children_ticks)
     ok=1
     run_child - "$WORK/causal.$m.$t.log" "$BIN_DIR/sluice-causal" -t "127.0.0.1:${PORT_OF[$t]}" \
       -u app -p app -d app -n "$N" --warmup "$CAUSAL_WARMUP" --id-base "$base" \
       --label "$m/$t" --json "$out" "${settle[@]}" || ok=0
-    after=$(metrics "$t")
+    c1=$(children_ticks)
+    after=$(snap "$t")
     [ "$ok" = 1 ] || { log "sluice-causal $m/$t failed:"; tail -n 5 "$WORK/causal.$m.$t.log" >&2; }
-    echo "$m $t $out $ok | $before | $after" >> "$WORK/causal-runs"
+    echo "$m $t $out $ok $((c1 - c0)) | $before | $after" >> "$WORK/causal-runs"
   done
 done
 
 machine_load > "$WORK/load-after.txt"
 bench_meta "$COMMAND" > "$WORK/meta.json"
-python3 - "$WORK" "$OUT_DIR/replicas.json" "$THREADS" "$DURATION" "$N" "$SMOKE" <<'PY' | tee "$OUT_DIR/replicas.txt"
+python3 - "$WORK" "$OUT_DIR/replicas.json" "$THREADS" "$DURATION" "$N" "$SMOKE" "$(getconf CLK_TCK)" <<'PY' | tee "$OUT_DIR/replicas.txt"
 import json, os, re, sys
-work, out, threads, duration, n, smoke = sys.argv[1:7]
+work, out, threads, duration, n, smoke, hz = sys.argv[1:8]
+hz = int(hz)
 cpus = os.cpu_count()
 MET = ["to_replicas", "fallback_no_replica", "fallback_behind", "fallback_global",
-       "causal_waits", "causal_wait_us"]
+       "causal_waits", "causal_wait_us", "fallbacks_all_reasons"]
 
 def sysbench(path):
     try:
@@ -363,6 +368,9 @@ for line in open(os.path.join(work, "sb-runs")):
     r["cpu_share_pct"] = {"primary": pct(s0), "replica1": pct(s1), "replica2": pct(s2),
                           "sluice": pct(sl), "sysbench": pct(sb), "other": pct(max(busy - ours, 0)),
                           "steal": pct(steal), "idle": pct(total - busy - steal)}
+    per_q = lambda t: rnd(div(t / hz * 1e6, r.get("queries")), 1)
+    r["cpu_us_per_query"] = {"servers": per_q(s0 + s1 + s2), "sluice": per_q(sl),
+                             "sysbench": per_q(sb)}
     if target != "direct":
         r["metrics"] = m
         r["share_of_reads_on_replicas"] = rnd(div(m["to_replicas"], r.get("reads")))
@@ -378,12 +386,19 @@ for res in throughput.values():
 causal = {}
 for line in open(os.path.join(work, "causal-runs")):
     head, before, after = [p.strip() for p in line.split("|")]
-    mode, target, path, ok = head.split()
-    m = dict(zip(MET, deltas(before, after)))
+    mode, target, path, ok, child = head.split()
+    d = deltas(before, after)
+    m = dict(zip(MET, d[7:]))
+    ours = sum(d[:4]) + int(child)
     try:
         r = json.load(open(path))
     except (OSError, ValueError):
         r = {"failed": True}
+    # The machine while this latency was measured: ours (servers, sluice, sluice-causal) and the
+    # rest (other builds on the box), as shares of its capacity.
+    if d[6]:
+        r["cpu_share_pct"] = {"ours": rnd(100 * ours / d[6], 1),
+                              "other": rnd(100 * max(d[4] - ours, 0) / d[6], 1)}
     if target != "direct":
         r["metrics"] = m
         r["mean_causal_wait_us"] = rnd(div(m["causal_wait_us"], m["causal_waits"]), 1)
@@ -420,7 +435,7 @@ print(f"bench-replicas{' (SMOKE: not a measurement)' if smoke == '1' else ''}: {
 print(f"1. sysbench oltp_read_only, {threads} threads, {duration} s per run; primary + 2 replicas "
       f"(GTID), sluice transaction mode")
 print(f"{'variant':12}{'target':10}{'q/s':>9}{'×primary':>10}{'×direct':>9}{'on repl.':>9}"
-      f"{'errors':>7}   CPU share of the machine (% of {cpus} CPUs): "
+      f"{'errors':>7}{'db µs/q':>9}{'sluice µs/q':>12}   CPU share of the machine (% of {cpus} CPUs): "
       f"primary repl1 repl2 sluice sysbench other steal idle")
 for v, res in throughput.items():
     for i, (t, r) in enumerate(res.items()):
@@ -431,15 +446,19 @@ for v, res in throughput.items():
               f"{fmt(r.get('ratio_to_primary'), lambda x: f'{x:.2f}'):>10}"
               f"{fmt(r.get('ratio_to_direct'), lambda x: f'{x:.2f}'):>9}"
               f"{fmt(r.get('share_of_reads_on_replicas'), lambda x: f'{100 * x:.0f}%'):>9}"
-              f"{fmt(r.get('errors'), str):>7}   {cpu}"
+              f"{fmt(r.get('errors'), str):>7}"
+              f"{fmt(r.get('cpu_us_per_query', {}).get('servers'), lambda x: f'{x:.0f}'):>9}"
+              f"{fmt(r.get('cpu_us_per_query', {}).get('sluice') if t != 'direct' else None, lambda x: f'{x:.0f}'):>12}   {cpu}"
               + (f"  FAILED: {r.get('message', '')}" if r.get("failed") else ""))
 print("on repl.: sluice_reads_to_replicas_total over the run ÷ sysbench's reads. CPU: utime+stime "
       "of each process over the run (/proc/PID/stat; sysbench = the script's reaped children); "
+      "db µs/q and sluice µs/q: the three servers' and sluice's CPU time ÷ sysbench's queries; "
       "other = /proc/stat busy − ours (other builds, kernel threads); steal = the hypervisor's; idle = the rest.")
 print()
 print(f"2. causal reads: INSERT then SELECT of that row at once, one connection, {n} pairs per run")
 print(f"{'mode':11}{'target':10}{'read p50':>10}{'read p99':>10}{'write p50':>10}{'stale':>7}"
-      f"{'on repl.':>9}{'behind':>8}{'no repl.':>9}{'waits':>7}{'mean wait':>10}")
+      f"{'on repl.':>9}{'fallbacks':>10}{'behind':>8}{'waits':>7}{'mean wait':>10}{'CPU ours/other':>16}")
+cpu_pair = lambda c: "{:.0f}%/{:.0f}%".format(c["ours"], c["other"])
 for mode, res in causal.items():
     for i, (t, r) in enumerate(res.items()):
         rd, wr, mt = r.get("read") or {}, r.get("write") or {}, r.get("metrics") or {}
@@ -447,17 +466,20 @@ for mode, res in causal.items():
         print(f"{(mode if i == 0 else ''):11}{t:10}{fmt(rd.get('p50_us'), us):>10}"
               f"{fmt(rd.get('p99_us'), us):>10}{fmt(wr.get('p50_us'), us):>10}"
               f"{fmt(r.get('stale_reads'), str):>7}{fmt(mt.get('to_replicas'), str):>9}"
-              f"{fmt(mt.get('fallback_behind'), str):>8}{fmt(mt.get('fallback_no_replica'), str):>9}"
+              f"{fmt(mt.get('fallbacks_all_reasons'), str):>10}{fmt(mt.get('fallback_behind'), str):>8}"
               f"{fmt(mt.get('causal_waits'), str):>7}{fmt(r.get('mean_causal_wait_us'), us):>10}"
+              f"{fmt(r.get('cpu_share_pct'), cpu_pair):>16}"
               + ("  FAILED" if r.get("failed") else ""))
     d = diffs.get(mode, {})
     print(f"{'':11}session − primary: p50 {fmt(d.get('session_minus_primary_p50_us'), lambda x: f'{x:+.0f} µs')}, "
           f"p99 {fmt(d.get('session_minus_primary_p99_us'), lambda x: f'{x:+.0f} µs')}; "
           f"session − eventual: p50 {fmt(d.get('session_minus_eventual_p50_us'), lambda x: f'{x:+.0f} µs')}, "
           f"p99 {fmt(d.get('session_minus_eventual_p99_us'), lambda x: f'{x:+.0f} µs')}")
-print("on repl. / behind / no repl. / waits: sluice_reads_to_replicas_total, "
-      "sluice_read_fallbacks_total{reason=behind|no_replica}, sluice_causal_waits_total over the run "
-      "(warm-up pairs included); stale: reads that did not return the row just written.")
+print("on repl. / fallbacks / behind / waits: sluice_reads_to_replicas_total, "
+      "sluice_read_fallbacks_total (every reason; reason=behind), sluice_causal_waits_total over the run "
+      "(warm-up pairs included); stale: reads that did not return the row just written; CPU "
+      "ours/other: the servers', sluice's and sluice-causal's share of the machine during the run, "
+      "and the rest's (other work on the box).")
 print("machine load before:", summary["load_before"][0] if summary["load_before"] else "-")
 print("machine load after: ", summary["load_after"][0] if summary["load_after"] else "-")
 print(f"JSON: {out}")
