@@ -156,7 +156,12 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 Evidence::Failed
             }
         };
-        if evidence == Evidence::ProbeOk && (check_due || reconnected) {
+        // An instance that learned no server at start (it presents a default identity) has
+        // nothing to compare a catalog with: every backend is admitted unchecked.
+        if evidence == Evidence::ProbeOk
+            && (check_due || reconnected)
+            && !shard.shared.server.is_fallback()
+        {
             check_due = true;
             match learn_catalog(&shard, &b).await {
                 Ok(theirs) => {
@@ -282,7 +287,10 @@ async fn probe_once(
     }
     let reconnected = conn.is_none();
     if reconnected {
-        let mut spec = shard.pool(0, b.id).spec().clone();
+        let mut spec = shard
+            .pool(shard.shared.users().first_current(), b.id)
+            .spec()
+            .clone();
         spec.timeout = timeout;
         let gen;
         (spec.address, gen) = b.addr();
@@ -336,7 +344,10 @@ async fn learn_catalog(
     shard: &Rc<Shard>,
     b: &Backend,
 ) -> Result<crate::bootstrap::ServerInfo, String> {
-    let spec = shard.pool(0, b.id).spec().clone();
+    let spec = shard
+        .pool(shard.shared.users().first_current(), b.id)
+        .spec()
+        .clone();
     let live = shard.cfg();
     let (user, password) = match &live.health.user {
         Some(u) => (u.clone(), live.health.password.clone().unwrap_or_default()),
