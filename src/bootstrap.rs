@@ -94,6 +94,10 @@ pub struct ServerInfo {
     pub default_trackers: crate::session::trackers::Trackers,
     /// Where this came from ("127.0.0.1:3306", or "defaults" when no backend answered).
     pub source: String,
+    /// What could not be read and was taken from the defaults instead (empty when everything
+    /// was read): enough to run with, not to judge another server by (see
+    /// [`crate::backend::compat`]).
+    pub unread: Vec<&'static str>,
 }
 
 /// [`ServerInfo::source`] when no backend answered.
@@ -146,6 +150,7 @@ impl ServerInfo {
             fold_table_names: false,
             default_trackers: Default::default(),
             source: FALLBACK_SOURCE.into(),
+            unread: Vec::new(),
         }
     }
 
@@ -339,6 +344,7 @@ pub fn probe(
     tls: &BlockingTls,
 ) -> Result<ServerInfo, String> {
     let (mut c, greeting) = connect(address, user, password, timeout, tls)?;
+    let mut unread = Vec::new();
     let mut collations = HashMap::new();
     let mut default_collations = HashMap::new();
     for row in c.query(
@@ -372,20 +378,29 @@ pub fn probe(
         })),
         Err(e) => {
             tracing::warn!(backend = address, error = %e, "cannot read the server's variables; replaying every reported variable but the known read-only ones");
+            unread.push("variables");
             VarCatalog::default()
         }
     };
-    let fold_table_names = c
-        .query("SELECT @@lower_case_table_names")
-        .ok()
-        .and_then(|r| r.first().and_then(|r| r.first().cloned().flatten()))
-        .is_some_and(|v| v != "0");
+    let fold_table_names = match c.query("SELECT @@lower_case_table_names") {
+        Ok(r) => r
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .is_some_and(|v| v != "0"),
+        Err(_) => {
+            unread.push("lower_case_table_names");
+            false
+        }
+    };
     let mut templates = default_templates();
     for (kind, expr) in TEMPLATE_EXPRS {
-        if let Ok((cols, _)) = c.query_full(&format!("SELECT {expr}")) {
-            if let Some(t) = cols.first().and_then(|d| column_template(d)) {
-                templates.insert(kind, t);
+        match c.query_full(&format!("SELECT {expr}")) {
+            Ok((cols, _)) => {
+                if let Some(t) = cols.first().and_then(|d| column_template(d)) {
+                    templates.insert(kind, t);
+                }
             }
+            Err(_) => unread.push("history value columns"),
         }
     }
     let routines = load_routines(&mut c).unwrap_or_default();
@@ -413,6 +428,7 @@ pub fn probe(
         fold_table_names,
         default_trackers,
         source: address.to_string(),
+        unread,
     })
 }
 

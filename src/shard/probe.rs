@@ -163,7 +163,16 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
             && !shard.shared.server.is_fallback()
         {
             check_due = true;
-            match learn_catalog(&shard, &b).await {
+            // A catalog read only in part (a query timed out under load, say) is not judged:
+            // its defaults would look like differences. Checked again at the next probe.
+            let learned = learn_catalog(&shard, &b).await.and_then(|t| {
+                if t.unread.is_empty() {
+                    Ok(t)
+                } else {
+                    Err(format!("read only in part: no {}", t.unread.join(", no ")))
+                }
+            });
+            match learned {
                 Ok(theirs) => {
                     check_due = false;
                     check_failed_warned = false;
