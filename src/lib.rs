@@ -29,3 +29,4 @@ pub mod shared;
 pub mod shm;
 pub mod supervisor;
 pub mod tls;
+pub mod users;

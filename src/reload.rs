@@ -4,13 +4,28 @@
 //! needing a restart, by key: nothing is refused silently, and no client is dropped.
 //!
 //! Applied live: the backends (added, removed, weights) and the keys `keys!` marks live (timeouts,
-//! limits, `pool.size`, `[health]`, `[dns]`), which everything reads from the live configuration.
-//! Removing a backend takes it out of the router at once; sessions holding it finish there and
-//! its connections close as they come back. A new `pool.size` gives every shard its fresh share
-//! (slots lent between shards are forgotten; connections above a shrunk share close as they come
-//! back). What needs a restart: the listeners, shards and workers, TLS, users, pool mode,
-//! timeouts baked into open pools (connect, query), the pin budget. Which is which is decided
-//! here, in one place, and the console's `SHOW CONFIG` lists it from the same place.
+//! limits, `pool.size`, `[health]`, `[dns]`, the users, TLS certificates), which everything reads
+//! from the live configuration. Removing a backend takes it out of the router at once; sessions
+//! holding it finish there and its connections close as they come back. A new `pool.size` gives
+//! every shard its fresh share (slots lent between shards are forgotten; connections above a
+//! shrunk share close as they come back).
+//!
+//! Users (see [`crate::users`]): the new list is published with the live configuration, so the
+//! next login on any shard checks it; a removed user's sessions keep running until they end (a
+//! reload drops no client); a user whose `backend_user` / `backend_password` changed has its
+//! pooled connections retired (idle ones close at once, busy ones as they come back) and new
+//! ones opened with the new account; a changed password forgets the caching_sha2 fast-path
+//! hashes learned for the old one. Limits and routing options apply to new logins.
+//!
+//! TLS: when `tls.cert` and `tls.key` are set, every reload reads both files again (a
+//! certificate renewed in place is picked up without any key changing); new handshakes use
+//! the new certificate, sessions already encrypted keep theirs. Files that do not load leave
+//! the running certificate in place and the reload says so. `tls.enabled` needs a restart.
+//!
+//! What needs a restart: the listeners, shards and workers, turning TLS on or off, pool mode,
+//! timeouts baked into open pools (connect, query), the pin budget, `[auth_from_backend]`,
+//! the console's own users. Which is which is decided here, in one place, and the console's
+//! `SHOW CONFIG` lists it from the same place.
 
 use crate::backend::router::{Admin, Role};
 use crate::config::{BackendConfig, Config};
@@ -94,12 +109,16 @@ keys! {
     "pool.pin_overflow": live => pool.pin_overflow;
     "pool.shard_weights": restart => pool.shard_weights;
     "pool.prepared_statements_per_connection": live => pool.prepared_statements_per_connection;
-    "tls": restart => tls;
+    "tls.enabled": restart => tls.enabled;
+    "tls.cert": live => tls.cert;
+    "tls.key": live => tls.key;
+    "tls.require": live => tls.require;
+    "tls.min_version": live => tls.min_version;
     "health": live => health;
     "dns": live => dns;
     "routing": restart => routing;
     "admin": restart => admin;
-    "users": restart => users;
+    "users": live => users;
     "auth_from_backend": restart => auth_from_backend;
 }
 
@@ -264,6 +283,11 @@ pub fn plan(started: &Config, running: &[Running], new: &Config) -> Plan {
     p
 }
 
+/// Is TLS towards clients read from files (which a reload reads again)?
+fn tls_from_files(c: &Config) -> bool {
+    c.tls.cert.is_some() && c.tls.key.is_some()
+}
+
 /// Reloads this process: plans against what runs, applies what can change live, and says what
 /// it did and what needs a restart (one line, for the admin request and the log).
 pub fn run(shared: &crate::shared::Shared) -> String {
@@ -283,6 +307,17 @@ pub fn run(shared: &crate::shared::Shared) -> String {
         .collect();
     let live = shared.live();
     let p = plan(&live, &running, &new);
+    let mut merged = merge_live(&live, &new);
+    // The users first: nothing is applied if they do not build (validation parsed them already).
+    let users = if p.live.iter().any(|k| k == "users") {
+        let old = shared.users();
+        match crate::users::Users::build(&merged, Some(&old)) {
+            Ok(u) => Some((crate::users::diff(&old, &u), u)),
+            Err(e) => return format!("ERR 1105 HY000 reload refused, nothing changed: users: {e}"),
+        }
+    } else {
+        None
+    };
     let mut done: Vec<String> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     for b in &p.add {
@@ -308,11 +343,39 @@ pub fn run(shared: &crate::shared::Shared) -> String {
             done.push(format!("backend {a} weight {w}"));
         }
     }
+    let tls_changed = p.live.iter().any(|k| k.starts_with("tls."));
+    let mut tls_failed = false;
+    if shared.config.tls.enabled && (tls_changed || tls_from_files(&new)) {
+        match crate::tls::server_config(&new.tls) {
+            Ok((c, _)) => {
+                shared.set_tls(c);
+                done.push(match &new.tls.cert {
+                    Some(cert) => format!("TLS certificate read from {cert} for new handshakes"),
+                    None => "TLS settings for new handshakes".to_string(),
+                });
+            }
+            Err(e) => {
+                failed.push(format!("{e} (new handshakes keep the running certificate)"));
+                merged.tls = live.tls.clone();
+                tls_failed = true;
+            }
+        }
+    }
     if !p.live.is_empty() {
-        // Shards pick the new values up at their next look (a command, or their janitor's
-        // second), resizing their pools when pool.size changed.
-        shared.set_live(merge_live(&live, &new));
-        done.extend(p.live.iter().map(|k| format!("{k} changed")));
+        // Shards pick the new values up at their next look (a login, a command, or their
+        // janitor's second), resizing their pools when pool.size changed and retiring the
+        // connections of users whose backend account changed.
+        let users_diff = users.as_ref().map(|(d, _)| d.describe());
+        shared.set_live(merged, users.map(|(_, u)| u));
+        for k in &p.live {
+            if tls_failed && k.starts_with("tls.") {
+                continue;
+            }
+            match (k.as_str(), &users_diff) {
+                ("users", Some(lines)) if !lines.is_empty() => done.extend(lines.iter().cloned()),
+                _ => done.push(format!("{k} changed")),
+            }
+        }
     }
     let mut out = if failed.is_empty() {
         "OK".to_string()
@@ -445,6 +508,15 @@ mod tests {
                 Plan {
                     live: vec!["client_idle_timeout_ms".into(), "pool.size".into()],
                     restart: vec!["shards".into(), "pool.mode".into()],
+                    ..Plan::default()
+                },
+            ),
+            (
+                "users and TLS certificates apply live; turning TLS off needs a restart",
+                format!("{a}{b}[tls]\nenabled = false\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n[[users]]\nname = \"other\"\npassword = \"x\"\nbackend_user = \"x\"\n"),
+                Plan {
+                    live: vec!["tls.cert".into(), "tls.key".into(), "users".into()],
+                    restart: vec!["tls.enabled".into()],
                     ..Plan::default()
                 },
             ),

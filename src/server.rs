@@ -304,7 +304,8 @@ pub struct FdBudget {
 /// backends, KILL and metrics still work.
 pub fn fd_budget(shared: &Shared, limit: usize, open: usize) -> FdBudget {
     let cfg = &shared.config;
-    let pool = shared.worker_share(cfg.pool.size) * shared.backends.len() * shared.users.len();
+    let pool =
+        shared.worker_share(cfg.pool.size) * shared.backends.len() * shared.users().current_count();
     let mut reserve = pool + shared.shards * (KILL_FDS_PER_SHARD + 1) + FD_MARGIN;
     if shared.supervisor.is_some() {
         reserve += ADMIN_FDS;
@@ -348,7 +349,7 @@ pub fn run(
     if let Some(fd) = board_fd {
         shared.board = Some(crate::backend::board::Board::attach(fd)?);
     }
-    let mut db_ids = DbUserIds::new(shared.users.len() as u32);
+    let mut db_ids = DbUserIds::new(crate::users::DB_USER_IDS_FROM);
     if shared.config.auth_from_backend.is_some() {
         match load_db_users(&shared.config) {
             Ok(users) => {

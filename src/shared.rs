@@ -1,30 +1,20 @@
 //! What every shard shares, built once at start from the validated configuration and what the
-//! backends told us: read-only, `Send + Sync`, behind an `Arc`. Per-shard state derives its own
-//! `Rc` copies from it, so nothing mutable crosses cores except typed messages.
+//! backends told us: `Send + Sync`, behind an `Arc`. Per-shard state derives its own `Rc` copies
+//! from it, so nothing mutable crosses cores except typed messages. What a reload may replace
+//! (the live configuration, the users, the TLS configuration for new handshakes) sits behind a
+//! lock taken only to copy an `Arc` out, under one generation shards compare on their hot path.
 
 use crate::auth::guard::LoginGuard;
-use crate::auth::{Credential, Decoys};
+use crate::auth::Decoys;
 use crate::bootstrap::ServerInfo;
-use crate::config::{Config, PoolMode};
+use crate::config::Config;
 use crate::shard::poller::Mailbox;
 use crate::shard::ShardMsg;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-#[derive(Debug, Clone)]
-pub struct UserSpec {
-    pub name: String,
-    pub credential: Credential,
-    pub backend_user: String,
-    pub backend_password: String,
-    pub pool_mode: PoolMode,
-    pub max_connections: usize,
-    pub require_tls: bool,
-    /// Where this user's reads go, and what they must have seen (`[routing]`, or the user's own).
-    pub reads: crate::config::Reads,
-    pub consistency: crate::config::Consistency,
-}
+pub use crate::users::UserSpec;
 
 pub struct Shared {
     /// The configuration the process started with (what needs a restart is read here).
@@ -33,7 +23,9 @@ pub struct Shared {
     /// generation: see `Shard::cfg`).
     live: std::sync::RwLock<Arc<Config>>,
     live_gen: std::sync::atomic::AtomicU64,
-    pub users: Vec<UserSpec>,
+    /// The users as reloaded (published with the live configuration, under its generation):
+    /// every account by stable id (see [`crate::users`]).
+    users: std::sync::RwLock<Arc<crate::users::Users>>,
     /// Every backend, by stable id, with the process's one view of its health.
     pub backends: crate::backend::registry::Registry,
     pub server: ServerInfo,
@@ -46,20 +38,19 @@ pub struct Shared {
     /// Every shard's mailbox, indexed by shard id (set once all shards started).
     pub mailboxes: OnceLock<Vec<Mailbox<ShardMsg>>>,
     pub shutting_down: AtomicBool,
-    /// TLS towards clients, when enabled (built once at start).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS towards clients, when enabled (built at start; a reload reads the certificate and
+    /// key files again and replaces it: new handshakes take the new one, sessions keep theirs).
+    tls: std::sync::RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// Client connections open in this process (admission control).
     pub clients: AtomicUsize,
-    /// Authenticated connections per user in this process.
-    pub user_clients: Vec<AtomicUsize>,
     /// The pool account of users loaded from the database (`[auth_from_backend]`).
     pub db_account: Option<u32>,
     /// Users loaded from the database at start, with their ids (later loads come by message).
     pub db_users_initial: Vec<(u32, crate::bootstrap::DbUser)>,
     /// Pinned sessions per pool (see [`Shared::pool_index`]) in this process: the pin budget is
     /// a process-wide count, while connection slots are per shard and move by messages. Grows
-    /// as backends are added.
-    pinned: std::sync::Mutex<Vec<Arc<AtomicUsize>>>,
+    /// as backends and users are added.
+    pinned: std::sync::Mutex<std::collections::HashMap<usize, Arc<AtomicUsize>>>,
     /// Failed logins per address and the secret keying unknown users' answers: shared by every
     /// shard, and by every worker process of the instance (see [`crate::auth::guard`]).
     pub guard: LoginGuard,
@@ -81,41 +72,8 @@ impl Shared {
         workers: u32,
         supervisor: Option<u32>,
     ) -> Result<Shared, String> {
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                Ok(UserSpec {
-                    name: u.name.clone(),
-                    credential: Credential::parse(&u.password, u.auth_plugin.as_deref())?,
-                    backend_user: u.backend_user.clone(),
-                    backend_password: u.backend_password.clone(),
-                    pool_mode: u.pool_mode.unwrap_or(config.pool.mode),
-                    max_connections: u.max_connections,
-                    require_tls: u.require_tls,
-                    reads: u.reads.unwrap_or(config.routing.reads),
-                    consistency: u.consistency.unwrap_or(config.routing.consistency),
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let mut users = users;
-        // Users loaded from the database share one pool account, listed last under a name no
-        // client can log in with.
-        let db_account = config.auth_from_backend.as_ref().map(|a| {
-            users.push(UserSpec {
-                name: String::new(),
-                credential: Credential::parse("*0000000000000000000000000000000000000000", None)
-                    .expect("valid placeholder hash"),
-                backend_user: a.backend_user.clone(),
-                backend_password: a.backend_password.clone(),
-                pool_mode: a.pool_mode.unwrap_or(config.pool.mode),
-                max_connections: 0,
-                require_tls: false,
-                reads: config.routing.reads,
-                consistency: config.routing.consistency,
-            });
-            (users.len() - 1) as u32
-        });
+        let users = crate::users::Users::build(&config, None)?;
+        let db_account = users.db_account;
         let backends = crate::backend::registry::Registry::default();
         for b in &config.backends {
             add_backend(
@@ -144,21 +102,14 @@ impl Shared {
                 config.pool.shard_weights.len()
             ));
         }
-        let decoys = Decoys::new(
-            users
-                .iter()
-                .filter(|u| !u.name.is_empty())
-                .map(|u| &u.credential),
-            db_account.is_some(),
-        );
+        let decoys = Decoys::new(users.logins().map(|u| &u.credential), db_account.is_some());
         let guard = LoginGuard::private().map_err(|e| format!("login guard memory: {e}"))?;
-        let user_clients = users.iter().map(|_| AtomicUsize::new(0)).collect();
-        let pinned = std::sync::Mutex::new(Vec::new());
+        let pinned = std::sync::Mutex::new(std::collections::HashMap::new());
         Ok(Shared {
             live: std::sync::RwLock::new(Arc::new(config.clone())),
             live_gen: std::sync::atomic::AtomicU64::new(0),
             config,
-            users,
+            users: std::sync::RwLock::new(Arc::new(users)),
             backends,
             server,
             shards,
@@ -167,9 +118,8 @@ impl Shared {
             supervisor,
             mailboxes: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
-            tls,
+            tls: std::sync::RwLock::new(tls),
             clients: AtomicUsize::new(0),
-            user_clients,
             db_account,
             db_users_initial: Vec::new(),
             pinned,
@@ -190,25 +140,50 @@ impl Shared {
         self.live_gen.load(Ordering::Acquire)
     }
 
-    /// Publishes a reloaded configuration.
-    pub fn set_live(&self, c: Config) {
-        *self.live.write().expect("live config") = Arc::new(c);
+    /// Publishes a reloaded configuration and the users built from it (one generation: a
+    /// shard that sees the new configuration sees the new users).
+    pub fn set_live(&self, c: Config, users: Option<crate::users::Users>) {
+        if let Some(u) = users {
+            *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(u);
+        }
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
         self.live_gen.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Where the pool of (`backend`, `user`) sits in every shard's list of pools: by backend id,
-    /// then user (backends are only ever appended, so an index never changes).
+    /// The users as they are now (every account by stable id).
+    pub fn users(&self) -> Arc<crate::users::Users> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// TLS towards clients now (what a new handshake uses).
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the TLS configuration new handshakes use.
+    pub fn set_tls(&self, c: Arc<rustls::ServerConfig>) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(c);
+    }
+
+    /// Where the pool of (`backend`, account `user`) sits in every shard's list of pools, and
+    /// what names it in messages between shards: from the user's stable id and the backend's
+    /// (neither is ever reused, so an index never changes or passes to another pool).
     pub fn pool_index(&self, user: u32, backend: u16) -> usize {
-        usize::from(backend) * self.users.len() + user as usize
+        user as usize * crate::backend::registry::MAX_BACKENDS + usize::from(backend)
+    }
+
+    /// The (account, backend) of a pool index.
+    pub fn pool_of(&self, index: usize) -> (u32, u16) {
+        let m = crate::backend::registry::MAX_BACKENDS;
+        ((index / m) as u32, (index % m) as u16)
     }
 
     /// The process-wide pinned-session counter of pool `index`.
     pub fn pin_counter(&self, index: usize) -> Arc<AtomicUsize> {
-        let mut v = self.pinned.lock().expect("pin counters");
-        while v.len() <= index {
-            v.push(Arc::new(AtomicUsize::new(0)));
-        }
-        v[index].clone()
+        let mut v = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        v.entry(index)
+            .or_insert_with(|| Arc::new(AtomicUsize::new(0)))
+            .clone()
     }
 
     /// This shard's share of a pool of `total` connections: first this process's share (an even
@@ -230,28 +205,14 @@ impl Shared {
         total / w + usize::from((self.worker as usize) < total % w)
     }
 
-    /// Counts a login of `user`; at the user's limit, nothing is counted and the limit is
-    /// returned as the error.
+    /// Counts a login of account `user`; at the user's limit, nothing is counted and the limit
+    /// is returned as the error.
     pub fn admit_user(&self, user: u32) -> Result<(), usize> {
-        let limit = self.users[user as usize].max_connections;
-        let n = &self.user_clients[user as usize];
-        if limit == 0 {
-            n.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-            (c < limit).then_some(c + 1)
-        })
-        .map(drop)
-        .map_err(|_| limit)
+        self.users().admit(user)
     }
 
     pub fn leave_user(&self, user: u32) {
-        let _ = self.user_clients[user as usize].fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |c| c.checked_sub(1),
-        );
+        self.users().leave(user)
     }
 
     /// How many clients this process may have open: `max_client_connections` (0 = no limit)

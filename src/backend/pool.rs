@@ -49,7 +49,12 @@ struct Waiter {
 pub struct Pool {
     pub backend: u16,
     pub user: u32,
-    spec: ConnectSpec,
+    /// How connections are opened; the account changes when a reload changed the user's
+    /// `backend_user` / `backend_password` (see [`Pool::set_account`]).
+    spec: RefCell<ConnectSpec>,
+    /// Connections opened before this were opened with an account since replaced: they close
+    /// instead of being reused.
+    retired_before: Cell<Option<Instant>>,
     fresh: Rc<Settings>,
     /// Boxed: connections move between this list, leases and waiters without copying, and a
     /// lease (held by parked sessions) stays one pointer wide.
@@ -101,7 +106,8 @@ impl Pool {
         Pool {
             backend: spec.backend,
             user,
-            spec,
+            spec: RefCell::new(spec),
+            retired_before: Cell::new(None),
             fresh,
             idle: RefCell::new(Vec::new()),
             open: Cell::new(0),
@@ -136,6 +142,19 @@ impl Pool {
         self.backend_ref
             .as_ref()
             .is_some_and(|b| b.conn_gen() != c.gen)
+            || self.retired_before.get().is_some_and(|t| c.created <= t)
+    }
+
+    /// A reload changed the account this pool logs in with: new connections use it, idle ones
+    /// close now and busy ones as they come back (as RECONNECT does). Returns (closed now, out).
+    pub fn set_account(&self, user: &str, password: &str) -> (usize, usize) {
+        {
+            let mut spec = self.spec.borrow_mut();
+            spec.user = user.as_bytes().to_vec();
+            spec.password = password.as_bytes().to_vec();
+        }
+        self.retired_before.set(Some(Instant::now()));
+        self.retire_idle()
     }
 
     /// May connections of this pool be kept idle for reuse?
@@ -208,8 +227,8 @@ impl Pool {
         }
     }
 
-    pub fn spec(&self) -> &ConnectSpec {
-        &self.spec
+    pub fn spec(&self) -> std::cell::Ref<'_, ConnectSpec> {
+        self.spec.borrow()
     }
 
     pub fn fresh(&self) -> Rc<Settings> {
@@ -331,8 +350,9 @@ impl Pool {
 
     /// Opens a connection under a slot already counted in `open`.
     async fn connect(self: &Rc<Self>, profile: Profile) -> Result<Lease, Error> {
-        let mut spec = self.spec.clone();
+        let mut spec = self.spec.borrow().clone();
         spec.profile = profile;
+        let started = Instant::now();
         let mut gen = 0;
         if let Some(b) = &self.backend_ref {
             (spec.address, gen) = b.addr();
@@ -341,6 +361,10 @@ impl Pool {
         match BackendConn::connect(&spec, self.fresh.clone()).await {
             Ok(mut conn) => {
                 conn.gen = gen;
+                if self.retired_before.get().is_some_and(|t| t >= started) {
+                    // Opened with the account replaced meanwhile: it will not be reused.
+                    conn.created = started;
+                }
                 Ok(self.lease(Box::new(conn)))
             }
             Err(e) => {
@@ -349,7 +373,7 @@ impl Pool {
                     .set(self.stats.connect_failures.get() + 1);
                 self.free_slot();
                 Err(Error::BackendConnect {
-                    backend: self.spec.address.to_string(),
+                    backend: spec.address.to_string(),
                     detail: e.to_string(),
                     refused: e.is_refused(),
                 })

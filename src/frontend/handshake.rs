@@ -60,7 +60,7 @@ pub async fn accept(
     let timeout = Some(handshake_timeout);
     let nonce = nonce();
     let server = &shard.shared.server;
-    let tls = shard.shared.tls.clone();
+    let tls = shard.shared.tls();
     let mut offered = server.client_capabilities();
     if tls.is_some() {
         offered |= cap::SSL;
@@ -331,7 +331,7 @@ fn tls_required(shard: &Shard, user: Option<&User>, is_tls: bool) -> Option<Repl
     if is_tls {
         return None;
     }
-    if shard.shared.config.tls.require {
+    if shard.cfg().tls.require {
         return Some(Reply::new(
             3159,
             b"HY000",
@@ -339,15 +339,13 @@ fn tls_required(shard: &Shard, user: Option<&User>, is_tls: bool) -> Option<Repl
         ));
     }
     let user = user?;
-    shard.shared.users[user.index as usize]
-        .require_tls
-        .then(|| {
-            Reply::new(
-                3159,
-                b"HY000",
-                format!("sluice: user '{}' must connect with TLS", user.name),
-            )
-        })
+    user.require_tls.then(|| {
+        Reply::new(
+            3159,
+            b"HY000",
+            format!("sluice: user '{}' must connect with TLS", user.name),
+        )
+    })
 }
 
 /// COM_CHANGE_USER: authenticates as another user, under the login's rules (TLS requirements,

@@ -38,14 +38,17 @@ use tracing::debug;
 /// A user as one shard sees it.
 #[derive(Debug)]
 pub struct User {
-    /// The account whose pools this user's sessions draw on (its index in the shared user list).
+    /// The account whose pools this user's sessions draw on (its stable id: see
+    /// [`crate::users`]).
     pub index: u32,
-    /// Who the user is (KILL permissions): its index for configured users; users loaded from
+    /// Who the user is (KILL permissions): its account id for configured users; users loaded from
     /// the database share one account but each have an id of their own.
     pub id: u32,
     pub name: Box<str>,
     pub credential: Credential,
     pub pool_mode: PoolMode,
+    /// Clients must log in as this user over TLS (`users[].require_tls`, as at the login).
+    pub require_tls: bool,
     /// Where this user's plain reads go (transaction mode only), and what they must have seen.
     pub reads: crate::config::Reads,
     pub consistency: crate::config::Consistency,

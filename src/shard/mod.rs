@@ -249,12 +249,16 @@ pub struct Shard {
     pub default_trackers: Rc<crate::session::trackers::Trackers>,
     pub all_trackers: Rc<crate::session::trackers::Trackers>,
     pub stats: ShardStats,
-    users: HashMap<Vec<u8>, Rc<User>>,
+    /// The users a client may log in as, by name (rebuilt when a reload changed them), and the
+    /// snapshot they came from.
+    users: RefCell<HashMap<Vec<u8>, Rc<User>>>,
+    users_snap: RefCell<Arc<crate::users::Users>>,
     /// Users loaded from the database (looked up after the configured ones).
     db_users: RefCell<HashMap<Vec<u8>, Rc<User>>>,
-    /// Every pool of this shard, at [`Shared::pool_index`] (made when the shard first sees
-    /// a backend).
-    pools: RefCell<Vec<Rc<Pool>>>,
+    /// Every pool of this shard, by account id then backend id (a row per account, made when
+    /// the shard first sees the account, with a pool for every backend; a backend added later
+    /// gets a pool in every row). Messages name a pool by [`Shared::pool_index`].
+    pools: RefCell<Vec<Vec<Rc<Pool>>>>,
     /// The backends as this shard last saw the registry, and the registry's generation then.
     backends: RefCell<Vec<Arc<crate::backend::registry::Backend>>>,
     backends_seen: Cell<u64>,
@@ -314,27 +318,8 @@ impl Shard {
             charset: fc.charset,
             collation: fc.name,
         };
-        let users = shared
-            .users
-            .iter()
-            .enumerate()
-            // The database users' pool account (empty name) is not a login.
-            .filter(|(_, u)| !u.name.is_empty())
-            .map(|(i, u)| {
-                (
-                    u.name.as_bytes().to_vec(),
-                    Rc::new(User {
-                        index: i as u32,
-                        id: i as u32,
-                        name: u.name.clone().into(),
-                        credential: u.credential.clone(),
-                        pool_mode: u.pool_mode,
-                        reads: u.reads,
-                        consistency: u.consistency,
-                    }),
-                )
-            })
-            .collect();
+        let users_snap = shared.users();
+        let users = login_map(&users_snap);
         let ids = IdLayout::new(shared.workers, shared.shards);
         Ok(Shard {
             id,
@@ -348,7 +333,8 @@ impl Shard {
             default_trackers: Rc::new(shared.server.default_trackers.clone()),
             all_trackers: Rc::new(crate::session::trackers::Trackers::everything()),
             stats: ShardStats::default(),
-            users,
+            users: RefCell::new(users),
+            users_snap: RefCell::new(users_snap),
             db_users: RefCell::new(HashMap::new()),
             pools: RefCell::new(Vec::new()),
             backends: RefCell::new(Vec::new()),
@@ -404,7 +390,10 @@ impl Shard {
     }
 
     pub fn user(&self, name: &[u8]) -> Option<Rc<User>> {
+        // A login uses the users as reloaded at once.
+        self.cfg();
         self.users
+            .borrow()
             .get(name)
             .cloned()
             .or_else(|| self.db_users.borrow().get(name).cloned())
@@ -415,7 +404,10 @@ impl Shard {
         let Some(account) = self.shared.db_account else {
             return;
         };
-        let mode = self.shared.users[account as usize].pool_mode;
+        let users = self.shared.users();
+        let Some(spec) = users.get(account).map(|a| a.spec.clone()) else {
+            return;
+        };
         let map = list
             .iter()
             .map(|(id, u)| {
@@ -432,9 +424,10 @@ impl Shard {
                     id: *id,
                     name: u.name.clone().into(),
                     credential,
-                    pool_mode: mode,
-                    reads: self.shared.users[account as usize].reads,
-                    consistency: self.shared.users[account as usize].consistency,
+                    pool_mode: spec.pool_mode,
+                    require_tls: false,
+                    reads: spec.reads,
+                    consistency: spec.consistency,
                 };
                 (u.name.as_bytes().to_vec(), Rc::new(user))
             })
@@ -442,28 +435,54 @@ impl Shard {
         *self.db_users.borrow_mut() = map;
     }
 
+    /// The pool of account `user` on backend `backend` (made now if this shard has none yet).
     pub fn pool(&self, user: u32, backend: u16) -> Rc<Pool> {
         self.refresh_backends();
-        self.pools.borrow()[self.shared.pool_index(user, backend)].clone()
+        if let Some(p) = self.pool_get(user, backend) {
+            return p;
+        }
+        self.make_row(user);
+        match self.pool_get(user, backend) {
+            Some(p) => p,
+            // A backend id this shard does not know: the caller's connect fails clearly.
+            None => Rc::new(self.new_pool(user, None, &self.backend_or_first(backend))),
+        }
+    }
+
+    fn pool_get(&self, user: u32, backend: u16) -> Option<Rc<Pool>> {
+        self.pools
+            .borrow()
+            .get(user as usize)
+            .and_then(|r| r.get(usize::from(backend)))
+            .cloned()
     }
 
     /// Every pool of this shard (a snapshot: backends may be added meanwhile).
     pub fn pools(&self) -> Vec<Rc<Pool>> {
         self.refresh_backends();
-        self.pools.borrow().clone()
+        self.pools.borrow().iter().flatten().cloned().collect()
     }
 
     /// The pool at `index` if this shard has it (a lend request may name a pool of a backend
-    /// this shard has not seen yet).
+    /// or a user this shard has not seen yet).
     fn pool_at(&self, index: usize) -> Option<Rc<Pool>> {
         self.refresh_backends();
-        self.pools.borrow().get(index).cloned()
+        let (user, backend) = self.shared.pool_of(index);
+        self.pool_get(user, backend)
     }
 
     /// Backend `id` as this shard knows it.
     pub fn backend(&self, id: u16) -> Arc<crate::backend::registry::Backend> {
         self.refresh_backends();
         self.backends.borrow()[usize::from(id)].clone()
+    }
+
+    fn backend_or_first(&self, id: u16) -> Arc<crate::backend::registry::Backend> {
+        let list = self.backends.borrow();
+        list.get(usize::from(id))
+            .or_else(|| list.first())
+            .cloned()
+            .unwrap_or_else(|| self.shared.backends.snapshot()[0].clone())
     }
 
     /// Picks up backends added since this shard last looked: makes their pools.
@@ -475,42 +494,122 @@ impl Shard {
         self.backends_seen.set(generation);
         let all = self.shared.backends.snapshot();
         let known = self.backends.borrow().len();
+        *self.backends.borrow_mut() = all.clone();
+        let rows = self.pools.borrow().len();
         for b in &all[known..] {
-            self.make_pools(b);
+            for user in 0..rows {
+                let made = !self.pools.borrow()[user].is_empty();
+                if made {
+                    let pool = Rc::new(self.new_pool(user as u32, None, b));
+                    self.pools.borrow_mut()[user].push(pool);
+                }
+            }
         }
-        *self.backends.borrow_mut() = all;
+        if known == 0 {
+            // The first look: a row for every account listed now.
+            let snap = self.users_snap.borrow().clone();
+            for a in snap.all.iter().filter(|a| a.current) {
+                self.make_row(a.spec.id);
+            }
+        }
     }
 
-    /// Makes this shard's pools (one per user) for backend `b`.
-    fn make_pools(&self, b: &Arc<crate::backend::registry::Backend>) {
+    /// Makes account `user`'s pools, one per backend, unless it has them.
+    fn make_row(&self, user: u32) {
+        let u = user as usize;
+        if self.pools.borrow().get(u).is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        let backends = self.backends.borrow().clone();
+        let snap = self.shared.users();
+        let spec = snap.get(user).map(|a| a.spec.clone());
+        let row: Vec<Rc<Pool>> = backends
+            .iter()
+            .map(|b| Rc::new(self.new_pool(user, spec.as_ref(), b)))
+            .collect();
+        let mut pools = self.pools.borrow_mut();
+        if pools.len() <= u {
+            pools.resize_with(u + 1, Vec::new);
+        }
+        pools[u] = row;
+    }
+
+    /// A pool of account `user` (whose settings are `spec`, or looked up) on backend `b`.
+    fn new_pool(
+        &self,
+        user: u32,
+        spec: Option<&crate::users::UserSpec>,
+        b: &Arc<crate::backend::registry::Backend>,
+    ) -> Pool {
         let (shared, cfg) = (&self.shared, &self.shared.config);
-        for (ui, u) in shared.users.iter().enumerate() {
-            let spec = ConnectSpec {
-                backend: b.id,
-                address: b.addr().0,
-                user: u.backend_user.as_bytes().to_vec(),
-                password: u.backend_password.as_bytes().to_vec(),
-                profile: crate::backend::conn::DEFAULT_PROFILE,
-                timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
-                query_timeout: (cfg.pool.query_timeout_ms > 0)
-                    .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
-                tls: b.tls.clone(),
+        let looked_up;
+        let spec = match spec {
+            Some(s) => Some(s),
+            None => {
+                looked_up = shared.users().get(user).map(|a| a.spec.clone());
+                looked_up.as_ref()
+            }
+        };
+        let (backend_user, backend_password) = spec
+            .map(|u| (u.backend_user.as_str(), u.backend_password.as_str()))
+            .unwrap_or(("", ""));
+        let spec = ConnectSpec {
+            backend: b.id,
+            address: b.addr().0,
+            user: backend_user.as_bytes().to_vec(),
+            password: backend_password.as_bytes().to_vec(),
+            profile: crate::backend::conn::DEFAULT_PROFILE,
+            timeout: Duration::from_millis(cfg.pool.connect_timeout_ms),
+            query_timeout: (cfg.pool.query_timeout_ms > 0)
+                .then(|| Duration::from_millis(cfg.pool.query_timeout_ms)),
+            tls: b.tls.clone(),
+        };
+        let size = self.live.borrow().pool.size;
+        let limit = shared.pool_share(size, self.id);
+        let mut pool = Pool::new(spec, user, limit, self.fresh.clone());
+        pool.set_backend(b.clone());
+        let index = shared.pool_index(user, b.id);
+        pool.set_pin_budget(
+            shared.pin_counter(index),
+            shared.worker_share(cfg.pool.pin_budget()),
+        );
+        let link = shared.clone();
+        let id = self.id;
+        pool.set_starved_hook(Box::new(move || request_slot(&link, id, index)));
+        *pool.stats.wait_hist.borrow_mut() =
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
+        pool
+    }
+
+    /// Takes the users a reload published: logins look up the new list; every pool of an
+    /// account whose backend account changed opens its next connections with the new one and
+    /// retires the old (idle ones close now, busy ones as they come back, as RECONNECT does);
+    /// caching_sha2 fast-path hashes learned for a changed password are forgotten.
+    fn refresh_users(&self) {
+        let new = self.shared.users();
+        let old = self.users_snap.replace(new.clone());
+        if Arc::ptr_eq(&old, &new) {
+            return;
+        }
+        *self.users.borrow_mut() = login_map(&new);
+        for a in new.all.iter().filter(|a| a.current) {
+            self.make_row(a.spec.id);
+        }
+        let rows = self.pools.borrow().clone();
+        for (id, row) in rows.iter().enumerate() {
+            let (Some(n), Some(o)) = (new.get(id as u32), old.get(id as u32)) else {
+                continue;
             };
-            let limit = shared.pool_share(cfg.pool.size, self.id);
-            let mut pool = Pool::new(spec, ui as u32, limit, self.fresh.clone());
-            pool.set_backend(b.clone());
-            let index = shared.pool_index(ui as u32, b.id);
-            debug_assert_eq!(index, self.pools.borrow().len());
-            pool.set_pin_budget(
-                shared.pin_counter(index),
-                shared.worker_share(cfg.pool.pin_budget()),
-            );
-            let link = shared.clone();
-            let id = self.id;
-            pool.set_starved_hook(Box::new(move || request_slot(&link, id, index)));
-            *pool.stats.wait_hist.borrow_mut() =
-                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
-            self.pools.borrow_mut().push(Rc::new(pool));
+            if (&n.spec.backend_user, &n.spec.backend_password)
+                != (&o.spec.backend_user, &o.spec.backend_password)
+            {
+                for p in row {
+                    p.set_account(&n.spec.backend_user, &n.spec.backend_password);
+                }
+            }
+            if n.spec.credential != o.spec.credential {
+                self.sha2_cache.borrow_mut().remove(&(id as u32));
+            }
         }
     }
 
@@ -526,7 +625,9 @@ impl Shard {
         self.refresh_backends();
         {
             let backends = self.backends.borrow();
-            let pools = self.pools.borrow();
+            self.make_row(user);
+            let all = self.pools.borrow();
+            let pools: &[Rc<Pool>] = all.get(user as usize).map_or(&[], |r| r.as_slice());
             if let [b] = backends.as_slice() {
                 // One backend: nothing to rank (the common deployment's hot path).
                 let mut out = self.route_out.borrow_mut();
@@ -548,7 +649,7 @@ impl Shard {
             } else {
                 self.rank_now(
                     &backends,
-                    &pools,
+                    pools,
                     user,
                     profile,
                     settings,
@@ -591,7 +692,8 @@ impl Shard {
         profile: crate::backend::conn::Profile,
         settings: &crate::session::state::Settings,
     ) -> crate::backend::router::Candidate {
-        let pool = &pools[self.shared.pool_index(user, b.id)];
+        let _ = user;
+        let pool = pools.get(usize::from(b.id));
         crate::backend::router::Candidate {
             id: b.id,
             role: b.role,
@@ -599,8 +701,8 @@ impl Shard {
             admin: b.admin(),
             health: b.health(),
             writable: b.writable(),
-            busy: pool.open() - pool.idle_count(),
-            mismatch: pool.idle_mismatch(profile, settings),
+            busy: pool.map_or(0, |p| p.open() - p.idle_count()),
+            mismatch: pool.is_some_and(|p| p.idle_mismatch(profile, settings)),
             read_ok: b.read_ok(),
         }
     }
@@ -613,6 +715,7 @@ impl Shard {
             self.live_seen.set(g);
             *self.live.borrow_mut() = Rc::new((*self.shared.live()).clone());
             self.resize_pools();
+            self.refresh_users();
         }
         self.live.borrow().clone()
     }
@@ -623,7 +726,7 @@ impl Shard {
     fn resize_pools(&self) {
         let size = self.live.borrow().pool.size;
         let limit = self.shared.pool_share(size, self.id);
-        for p in self.pools.borrow().iter() {
+        for p in self.pools.borrow().iter().flatten() {
             if p.limit() != limit {
                 p.reset_share(limit);
             }
@@ -677,10 +780,12 @@ impl Shard {
         self.refresh_backends();
         {
             let backends = self.backends.borrow();
-            let pools = self.pools.borrow();
+            self.make_row(user);
+            let all = self.pools.borrow();
+            let pools: &[Rc<Pool>] = all.get(user as usize).map_or(&[], |r| r.as_slice());
             self.rank_now(
                 &backends,
-                &pools,
+                pools,
                 user,
                 profile,
                 settings,
@@ -904,7 +1009,7 @@ impl Shard {
     pub fn clients(&self) -> Vec<crate::metrics::ClientRow> {
         let now = self.clock();
         let table = self.table.borrow();
-        // An active session's login name by its user id: a configured user's id is its index;
+        // An active session's login name by its user id: a configured user's id is its account id;
         // users loaded from the database have ids of their own, after those.
         let db_names: std::collections::HashMap<u32, Rc<User>> = self
             .db_users
@@ -912,8 +1017,9 @@ impl Shard {
             .values()
             .map(|u| (u.id, u.clone()))
             .collect();
-        let name_of = |id: u32| match self.shared.users.get(id as usize) {
-            Some(u) => u.name.clone(),
+        let users = self.shared.users();
+        let name_of = |id: u32| match users.get(id) {
+            Some(u) => u.spec.name.clone(),
             None => db_names
                 .get(&id)
                 .map(|u| u.name.to_string())
@@ -1020,11 +1126,15 @@ impl Shard {
             snap.pins_total[i] = s.pins_total[i].get();
             snap.pinned_now[i] = s.pinned_now[i].get();
         }
+        let users = self.shared.users();
         for p in &self.pools() {
             let st = &p.stats;
             let mut ps = PoolSnapshot {
                 backend: self.backend(p.backend).address.clone(),
-                user: self.shared.users[p.user as usize].name.clone(),
+                user: users
+                    .get(p.user)
+                    .map(|a| a.spec.name.clone())
+                    .unwrap_or_default(),
                 open: p.open() as u64,
                 idle: p.idle_count() as u64,
                 limit: p.limit() as u64,
@@ -1572,7 +1682,8 @@ impl Shard {
             if self.id == 0 && ticks % ROUTINES_EVERY == 0 {
                 glommio::spawn_local(self.clone().refresh_routines()).detach();
             }
-            for (index, pool) in self.pools().iter().enumerate() {
+            for pool in self.pools().iter() {
+                let index = self.shared.pool_index(pool.user, pool.backend);
                 match pool.maybe_return() {
                     Some((lender, Lent::Now)) => {
                         if let Some(mb) = self.shared.mailboxes.get().and_then(|m| m.get(lender)) {
@@ -1709,6 +1820,28 @@ fn next_shard(from: usize, asker: usize, n: usize) -> usize {
         s = (s + 1) % n;
     }
     s
+}
+
+/// The users a client may log in as in `users`, by name, as a shard keeps them.
+fn login_map(users: &crate::users::Users) -> HashMap<Vec<u8>, Rc<User>> {
+    users
+        .logins()
+        .map(|u| {
+            (
+                u.name.as_bytes().to_vec(),
+                Rc::new(User {
+                    index: u.id,
+                    id: u.id,
+                    name: u.name.clone().into(),
+                    credential: u.credential.clone(),
+                    pool_mode: u.pool_mode,
+                    require_tls: u.require_tls,
+                    reads: u.reads,
+                    consistency: u.consistency,
+                }),
+            )
+        })
+        .collect()
 }
 
 /// A checkout on `shard` queued for pool `pool`: ask the other shards, one after another, to
