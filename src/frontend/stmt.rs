@@ -326,6 +326,16 @@ pub(crate) async fn execute(
             run.pending_at = None;
         }
     }
+    // A cursor left open on another backend statement (the text with values in place, run
+    // before): this execute runs the client's text as it is now, on its own backend statement.
+    // The other cursor is left to its statement (closed when that is run again, closed or the
+    // connection reset): closing it here would be a statement of sluice's own, which changes
+    // ROW_COUNT(). (Long data stays: it belongs to the statement it was sent to.)
+    if let (Some(open), false) = (run.pending_at, stmt.long_data) {
+        if lease.conn().prepared_id(&stmt.settings, &run.sql, &[]) != Some(open) {
+            run.pending_at = None;
+        }
+    }
     let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &run).await {
         Ok(id) => id,
         Err(Error::Refused(r)) => {
