@@ -120,9 +120,10 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
     let behind = metric_sum(&m, "sluice_read_fallbacks_total", &["reason=\"behind\""]);
     eprintln!("session: {on_replicas} reads on replicas, {behind} to the primary (replica behind)");
     assert!(on_replicas > 0.0, "replicas served reads");
+    // Reads go to the freshest replica (not the delayed one), which waits for the write.
     assert!(
-        behind > 0.0,
-        "the delayed replica sent reads to the primary"
+        metric_sum(&m, "sluice_causal_waits_total", &[]) > 0.0,
+        "reads waited for their replica to apply the session's write"
     );
 
     // Prepared statements are routed the same way (prepared on the replica when first run there).
@@ -149,9 +150,34 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
     assert_eq!(stale, 0, "prepared reads after writes were stale");
     assert!(routed > 0.0, "prepared reads were served by replicas");
 
-    // Eventual consistency: stale reads happen (the test can fail).
+    // Eventual consistency: stale reads happen (the test can fail). Reads go to the freshest
+    // replica first, so for this part both replicas apply two seconds late.
+    let mut r2 = cl.servers[2].root();
+    r2.query_drop("STOP SLAVE").unwrap();
+    r2.query_drop("CHANGE MASTER TO MASTER_DELAY = 2").unwrap();
+    r2.query_drop("START SLAVE").unwrap();
     let mut ev = s.conn_as("ev", "ev", Some("app"));
     let stale = stale_reads(&mut ev, "eventual");
+    // With both replicas behind, `session` reads are still never stale: each read, sent with
+    // its wait, is dropped when the wait runs out, and the primary answers it.
+    let behind_before = metric_sum(
+        &scrape(mport),
+        "sluice_read_fallbacks_total",
+        &["reason=\"behind\""],
+    );
+    assert_eq!(stale_reads(&mut c, "late"), 0);
+    let behind = metric_sum(
+        &scrape(mport),
+        "sluice_read_fallbacks_total",
+        &["reason=\"behind\""],
+    ) - behind_before;
+    assert!(
+        behind >= (WRITES / 2) as f64,
+        "reads whose replica was behind went to the primary: {behind}"
+    );
+    r2.query_drop("STOP SLAVE").unwrap();
+    r2.query_drop("CHANGE MASTER TO MASTER_DELAY = 0").unwrap();
+    r2.query_drop("START SLAVE").unwrap();
     eprintln!("eventual: {stale} stale reads of {WRITES}");
     assert!(
         stale > 0,

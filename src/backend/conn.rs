@@ -359,6 +359,9 @@ pub struct BackendConn {
     /// (`Backend::conn_gen`): a name that moves (see `backend::dns`) or a RECONNECT retires
     /// connections of older generations.
     pub gen: u64,
+    /// A query sent ahead of the next command whose answer (one value) has not been read yet,
+    /// and since when (see [`BackendConn::send_ahead`]).
+    pub ahead: Option<Instant>,
     /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
     nonce: Vec<u8>,
     auth_plugin: Vec<u8>,
@@ -413,6 +416,7 @@ impl BackendConn {
             created: Instant::now(),
             last_used: Instant::now(),
             gen: 0,
+            ahead: None,
             nonce: Vec::new(),
             auth_plugin: crate::codec::auth::NATIVE_PASSWORD.to_vec(),
             prepared: Vec::new(),
@@ -710,6 +714,54 @@ impl BackendConn {
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
+        self.read_rows_and_collation().await
+    }
+
+    /// Sends a query returning one value without waiting for its answer: the next command is
+    /// written behind it (one round trip for both), and its answer is read first with
+    /// [`BackendConn::read_ahead`]. A connection with an answer still unread never goes back
+    /// to a pool (`Lease::release` closes it).
+    pub async fn send_ahead(&mut self, sql: &str) -> BResult<()> {
+        self.history_owner = 0;
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        crate::codec::command::encode_query(&mut p, sql.as_bytes());
+        self.write_packet(0, &p).await?;
+        self.ahead = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The answer to the query sent with [`BackendConn::send_ahead`]: its value, and how long
+    /// it took from sending.
+    pub async fn read_ahead(&mut self) -> BResult<(Option<String>, Duration)> {
+        let since = self.ahead.take().unwrap_or_else(Instant::now);
+        let (rows, _) = self.read_rows_and_collation().await?;
+        let v = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten());
+        Ok((v, since.elapsed()))
+    }
+
+    /// Reads a command's whole answer and drops it (a read whose answer must not reach the
+    /// client); the ERR it may end with is not an error here.
+    pub async fn discard_response(&mut self, kind: ResponseKind) -> BResult<()> {
+        let mut t = ResponseTracker::new(kind, self.deprecate_eof());
+        while !t.is_done() {
+            let (_, p) = self.read_packet().await?;
+            match t
+                .on_packet(p.len(), &p)
+                .map_err(|e| broken("response", e))?
+            {
+                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_rows_and_collation(
+        &mut self,
+    ) -> BResult<(Vec<Vec<Option<String>>>, Option<u16>)> {
         let mut t = ResponseTracker::new(ResponseKind::Query, self.deprecate_eof());
         let extended = (self.profile >> 32) as u32 & MARIADB_PROFILE != 0;
         let mut rows = Vec::new();

@@ -723,6 +723,10 @@ impl Lease {
     /// Returns the connection to the pool (or to the oldest waiter). Call only when the server
     /// reported it clean: no transaction, no pending result, no cursor.
     pub fn release(mut self) {
+        if self.conn.as_ref().is_some_and(|c| c.ahead.is_some()) {
+            // An answer is still on its way: the connection is not fit for another session.
+            return;
+        }
         let conn = self.conn.take().expect("lease holds a connection");
         self.pool.release_conn(conn);
     }

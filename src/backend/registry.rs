@@ -53,6 +53,10 @@ pub struct Backend {
     /// May this backend answer routed reads now: a read-only replica, replicating, within
     /// `routing.max_replication_lag_ms` of every writable backend (set by the probe).
     read_ok: std::sync::atomic::AtomicBool,
+    /// How far behind the writable backends this replica was at the last probe, in
+    /// milliseconds (0 for a writable backend; `u32::MAX` not known): reads go to the freshest
+    /// replica first, which is the one most likely to have applied a session's last write.
+    lag_ms: AtomicU32,
     /// Why the prober keeps this backend out although it answers (its catalog differs from the
     /// instance's: see `backend::compat`); shown beside the `incompatible` state.
     refusal: std::sync::Mutex<Option<Arc<str>>>,
@@ -90,6 +94,7 @@ impl Backend {
             drain_deadline_ms: AtomicU64::new(0),
             repl: std::sync::Mutex::new(Repl::default()),
             read_ok: std::sync::atomic::AtomicBool::new(false),
+            lag_ms: AtomicU32::new(u32::MAX),
             refusal: std::sync::Mutex::new(None),
             transitions: AtomicU64::new(0),
             probes: AtomicU64::new(0),
@@ -300,6 +305,37 @@ impl Backend {
             .map(|(_, p)| p.clone())
     }
 
+    /// How long ago this (writable) backend was last at a position `pos` covers (zero when
+    /// `pos` covers its newest known one); `None` when it covers none of those kept.
+    pub fn applied_age(
+        &self,
+        pos: &super::gtid::Pos,
+        now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let r = self.repl.lock().expect("repl state");
+        let mut newer_uncovered = false;
+        for (t, p) in r.history.iter().rev() {
+            if pos.covers(p) {
+                // Behind since the first position after this one it has not applied.
+                return Some(if newer_uncovered {
+                    now.saturating_duration_since(*t)
+                } else {
+                    std::time::Duration::ZERO
+                });
+            }
+            newer_uncovered = true;
+        }
+        None
+    }
+
+    pub fn lag_ms(&self) -> u32 {
+        self.lag_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_lag_ms(&self, ms: u32) {
+        self.lag_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn read_ok(&self) -> bool {
         self.read_ok.load(Ordering::Relaxed)
     }
@@ -376,5 +412,46 @@ impl Registry {
         list.iter()
             .find(|b| b.address == key && b.admin() != Admin::Removed)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gtid::Pos;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_replica_is_as_far_behind_as_the_newest_primary_position_it_has_applied() {
+        let primary = Backend::new(
+            0,
+            "p".into(),
+            BackendAddr::Tcp("127.0.0.1:1".parse().unwrap()),
+            Role::Primary,
+            1,
+            None,
+            Health::Up,
+        );
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let pos = |s: &str| Pos::parse(s).unwrap();
+        primary.set_pos(pos("0-1-10"), true, at(0));
+        primary.set_pos(pos("0-1-20"), true, at(250));
+        primary.set_pos(pos("0-1-30"), true, at(500));
+        let now = at(600);
+        let cases = [
+            ("0-1-30", Some(0)),
+            ("0-1-35", Some(0)),
+            ("0-1-25", Some(350)),
+            ("0-1-10", Some(600)),
+            ("0-1-5", None),
+        ];
+        for (replica, want) in cases {
+            assert_eq!(
+                primary.applied_age(&pos(replica), now),
+                want.map(Duration::from_millis),
+                "{replica}"
+            );
+        }
     }
 }

@@ -78,6 +78,10 @@ pub struct Candidate {
     pub busy: usize,
     /// A replica that may answer routed reads (read-only, replicating, within the lag bound).
     pub read_ok: bool,
+    /// Replication lag at the last probe, milliseconds (0 for a writable backend, `u32::MAX`
+    /// not known): routed reads go to the freshest replicas first, by steps of
+    /// [`LAG_STEP_MS`], then by load.
+    pub lag_ms: u32,
     /// The pool has idle connections, but none with the session's settings (using one costs a
     /// replay). A pool with no idle connection is not penalised: a backend just added or back
     /// from a failure must warm up, or it would never get work while another has matching ones.
@@ -108,6 +112,9 @@ pub fn rank(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
     rank_with(cands, turn, out, eligible)
 }
 
+/// Lags within one step are alike to the router (a probe's resolution is its interval).
+pub const LAG_STEP_MS: u32 = 100;
+
 fn rank_with(cands: &[Candidate], turn: usize, out: &mut Vec<u16>, ok: fn(&Candidate) -> bool) {
     out.clear();
     let n = cands.len().max(1);
@@ -118,6 +125,7 @@ fn rank_with(cands: &[Candidate], turn: usize, out: &mut Vec<u16>, ok: fn(&Candi
         (
             c.health as u8,
             c.writable == Some(false),
+            c.lag_ms / LAG_STEP_MS,
             load,
             c.mismatch,
             (i + n - turn % n) % n,
@@ -150,6 +158,7 @@ mod tests {
             busy: 0,
             mismatch: false,
             read_ok: false,
+            lag_ms: 0,
         }
     }
 
@@ -184,6 +193,40 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, vec![3, 1]);
+    }
+
+    #[test]
+    fn reads_go_to_the_freshest_replica_first() {
+        let replica = |id, lag_ms, busy| Candidate {
+            role: Role::Replica,
+            writable: Some(false),
+            read_ok: true,
+            lag_ms,
+            busy,
+            ..c(id)
+        };
+        let cases: &[(&str, Vec<Candidate>, Vec<u16>)] = &[
+            (
+                "a replica two seconds behind comes after a caught-up one, however idle",
+                vec![replica(1, 2000, 0), replica(2, 0, 5)],
+                vec![2, 1],
+            ),
+            (
+                "lags within one step are alike: the less busy first",
+                vec![replica(1, 30, 0), replica(2, 90, 5)],
+                vec![1, 2],
+            ),
+            (
+                "an unknown lag comes last",
+                vec![replica(1, u32::MAX, 0), replica(2, 400, 9)],
+                vec![2, 1],
+            ),
+        ];
+        for (name, cands, want) in cases {
+            let mut out = Vec::new();
+            rank_reads(cands, 0, &mut out);
+            assert_eq!(&out, want, "{name}");
+        }
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub(crate) async fn query(
         pin: PinReason::predicted(&e),
         read: routed_read(sess, &payload[1..], &e),
         replica_ok: crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
+        ahead: true,
     };
     forward_with(
         shard,
@@ -475,6 +476,9 @@ pub(crate) struct Need {
     /// The command may run on a replica the session still holds after a routed read (see
     /// [`crate::session::route::may_stay_on_replica`]); otherwise that replica is given up first.
     pub replica_ok: bool,
+    /// The command is relayed as soon as the backend is in hand (a text query): a causal wait
+    /// on a replica may be sent ahead of it, its answer read by the relay (one round trip).
+    pub ahead: bool,
 }
 
 /// Is this statement a read to route to a replica? Only for users with `reads = "replicas"`, in
@@ -561,17 +565,25 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
     let deadline = Instant::now() + Duration::from_millis(shard.cfg().pool.queue_timeout_ms);
     let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
     let replica = if read {
-        checkout_read(shard, sess, profile).await
+        checkout_read(shard, sess, profile, need.ahead).await
     } else {
         None
     };
-    let mut lease = match replica {
-        Some(l) => l,
-        None => checkout_routed(shard, sess, profile, deadline).await?,
+    let (mut lease, wait) = match replica {
+        Some((l, wait)) => (l, wait),
+        None => (checkout_routed(shard, sess, profile, deadline).await?, None),
     };
     let settings = sess.settings.clone();
     let lid = sess.history().last_insert_id.value();
-    let synced = sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await;
+    let mut synced = sync_to(shard, &mut lease, &settings, sess.multi_statements, lid).await;
+    if let (Ok(()), Some(sql)) = (&synced, wait) {
+        // The causal wait goes ahead of the command, in the same round trip; the relay reads
+        // its answer first (and if the replica is behind, drops the read's and the primary
+        // answers it).
+        if let Err(e) = lease.conn().send_ahead(&sql).await {
+            synced = Err(Synced::Lost(backend_error(shard, &lease, e)));
+        }
+    }
     if let (Ok(()), Some(set)) = (&synced, carried) {
         // The variables now live here, and pin the session here as any user variable does.
         if let Err(e) = lease.conn().query_ok(&set).await {
@@ -674,7 +686,8 @@ async fn checkout_read(
     shard: &Rc<Shard>,
     sess: &mut Session,
     profile: crate::backend::conn::Profile,
-) -> Option<Lease> {
+    ahead: bool,
+) -> Option<(Lease, Option<String>)> {
     use crate::config::Consistency;
     let stats = &shard.stats;
     let fallback = |why: usize| stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
@@ -722,6 +735,11 @@ async fn checkout_read(
                     crate::session::state::quote(text),
                     wait as f64 / 1000.0
                 );
+                if ahead {
+                    // Sent with the command (see `get_backend`); counted when answered.
+                    sess.backend = id;
+                    return Some((lease, Some(sql)));
+                }
                 let r = lease.conn().query_value(&sql).await;
                 stats.causal_waits.set(stats.causal_waits.get() + 1);
                 stats
@@ -746,7 +764,7 @@ async fn checkout_read(
         stats
             .reads_to_replicas
             .set(stats.reads_to_replicas.get() + 1);
-        return Some(lease);
+        return Some((lease, None));
     }
     fallback(crate::shard::FALLBACK_NO_REPLICA);
     None
@@ -1019,11 +1037,30 @@ async fn forward_with(
         Ok(o) => o,
         Err(f) => return Err(lost_backend(sess, f, tied, lease)),
     };
-    if obs.withheld_error.is_some() {
-        let stats = &shard.stats;
-        let why = crate::shard::FALLBACK_REPLICA_ERROR;
+    let stats = &shard.stats;
+    if let Some((applied, took)) = obs.causal {
+        stats.causal_waits.set(stats.causal_waits.get() + 1);
+        stats
+            .causal_wait_us
+            .set(stats.causal_wait_us.get() + took.as_micros() as u64);
+        if applied {
+            stats
+                .reads_to_replicas
+                .set(stats.reads_to_replicas.get() + 1);
+        }
+    }
+    let retry = if obs.withheld_error.is_some() {
+        Some(crate::shard::FALLBACK_REPLICA_ERROR)
+    } else if obs.causal.is_some_and(|(applied, _)| !applied) {
+        // The replica had not applied the session's write in time: the primary answers.
+        Some(crate::shard::FALLBACK_BEHIND)
+    } else {
+        None
+    };
+    if let Some(why) = retry {
         stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
-        // The replica's diagnostics area holds the error: the connection is closed, not pooled.
+        // The replica's connection holds the dropped read's traces (its error in the
+        // diagnostics area, FOUND_ROWS()): closed, not pooled.
         drop(lease);
         let primary = Need {
             read: false,

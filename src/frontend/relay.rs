@@ -68,6 +68,11 @@ pub struct Observed {
     /// The response was an ERR withheld from the client (see [`RelayCtx::withhold_error`]):
     /// its code. Nothing was sent to the client.
     pub withheld_error: Option<u16>,
+    /// A causal wait was sent ahead of the command (`BackendConn::send_ahead`): whether the
+    /// replica had applied the session's write in time (`MASTER_GTID_WAIT` answered 0), and how
+    /// long the wait took. When it had not, the command's answer was read and dropped: nothing
+    /// was sent to the client.
+    pub causal: Option<(bool, Duration)>,
 }
 
 /// How relaying failed.
@@ -385,6 +390,23 @@ impl Relay<'_, '_> {
             .write_packet(0, payload)
             .await
             .map_err(|e| lost(self.ctx.backend_name, e))?;
+        if self.be.ahead.is_some() {
+            // The causal wait sent ahead of this command answers first.
+            let applied = match self.be.read_ahead().await {
+                Ok((v, took)) => (v.as_deref() == Some("0"), took),
+                Err(BackendError::Server { .. }) => (false, Duration::ZERO),
+                Err(e) => return Err(lost(self.ctx.backend_name, e)),
+            };
+            self.obs.causal = Some(applied);
+            if !applied.0 {
+                // Run too early to see the session's write: its answer is not the client's.
+                return self
+                    .be
+                    .discard_response(kind)
+                    .await
+                    .map_err(|e| lost(self.ctx.backend_name, e));
+            }
+        }
         let classic = !self.be.deprecate_eof();
         let mut t = ResponseTracker::new(kind, !classic);
         let mut continued = false;

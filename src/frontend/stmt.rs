@@ -273,6 +273,8 @@ pub(crate) async fn execute(
         read: plain && super::command::routed_read(sess, &stmt.sql, &effects),
         replica_ok: plain
             && crate::session::route::may_stay_on_replica(&stmt.sql, &effects, sess.modes()),
+        // Preparing it there may come first: a causal wait is answered before.
+        ahead: false,
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();

@@ -642,6 +642,7 @@ impl Shard {
                     busy: 0,
                     mismatch: false,
                     read_ok: false,
+                    lag_ms: 0,
                 };
                 if crate::backend::router::eligible(&c) {
                     out.push(b.id);
@@ -704,6 +705,7 @@ impl Shard {
             busy: pool.map_or(0, |p| p.open() - p.idle_count()),
             mismatch: pool.is_some_and(|p| p.idle_mismatch(profile, settings)),
             read_ok: b.read_ok(),
+            lag_ms: b.lag_ms(),
         }
     }
 

@@ -139,6 +139,11 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                     b.set_pos(pos, !seen.read_only, now);
                 }
                 b.set_read_ok(seen.read_only && seen.replicating && within_lag(&shard, &b, now));
+                b.set_lag_ms(if seen.read_only {
+                    lag_of(&shard, &b, now)
+                } else {
+                    0
+                });
                 Evidence::ProbeOk
             }
             Ok(Err(refused)) => {
@@ -280,6 +285,27 @@ fn within_lag(shard: &Shard, b: &Backend, now: Instant) -> bool {
         .iter()
         .filter(|p| p.writable() == Some(true) && p.id != b.id)
         .all(|p| p.pos_as_of(max, now).is_none_or(|then| pos.covers(&then)))
+}
+
+/// How far behind every writable backend this replica is, in milliseconds (`u32::MAX`: not
+/// known, or behind everything kept).
+fn lag_of(shard: &Shard, b: &Backend, now: Instant) -> u32 {
+    let Some(pos) = b.pos() else {
+        return u32::MAX;
+    };
+    shard
+        .shared
+        .backends
+        .snapshot()
+        .iter()
+        .filter(|p| p.writable() == Some(true) && p.id != b.id)
+        .map(|p| {
+            p.applied_age(&pos, now).map_or(u32::MAX, |d| {
+                u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+            })
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// One probe: (re)connects if needed and reads `read_only`, the GTID position and, on a
