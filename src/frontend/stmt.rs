@@ -334,7 +334,13 @@ pub(crate) async fn execute(
     // connection reset): closing it here would be a statement of sluice's own, which changes
     // ROW_COUNT(). (Long data stays: it belongs to the statement it was sent to.)
     if let (Some(open), false) = (run.pending_at, stmt.long_data) {
-        if lease.conn().prepared_id(&stmt.settings, &run.sql, &[]) != Some(open) {
+        // (Statements of the session's other cursors are not this one's, even with its text.)
+        let busy = sess
+            .stmts
+            .as_ref()
+            .map(|s| s.busy_except(client_id))
+            .unwrap_or_default();
+        if lease.conn().prepared_id(&stmt.settings, &run.sql, &busy) != Some(open) {
             run.pending_at = None;
         }
     }
