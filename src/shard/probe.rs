@@ -278,13 +278,16 @@ fn within_lag(shard: &Shard, b: &Backend, now: Instant) -> bool {
         return false;
     };
     let max = Duration::from_millis(shard.cfg().routing.max_replication_lag_ms);
-    shard
-        .shared
-        .backends
-        .snapshot()
+    writable_others(shard, b)
         .iter()
-        .filter(|p| p.writable() == Some(true) && p.id != b.id)
         .all(|p| p.pos_as_of(max, now).is_none_or(|then| pos.covers(&then)))
+}
+
+/// The writable backends replica `b` is measured against.
+fn writable_others(shard: &Shard, b: &Backend) -> Vec<std::sync::Arc<Backend>> {
+    let mut all = shard.shared.backends.snapshot();
+    all.retain(|p| p.writable() == Some(true) && p.id != b.id);
+    all
 }
 
 /// How far behind every writable backend this replica is, in milliseconds (`u32::MAX`: not
@@ -293,12 +296,8 @@ fn lag_of(shard: &Shard, b: &Backend, now: Instant) -> u32 {
     let Some(pos) = b.pos() else {
         return u32::MAX;
     };
-    shard
-        .shared
-        .backends
-        .snapshot()
+    writable_others(shard, b)
         .iter()
-        .filter(|p| p.writable() == Some(true) && p.id != b.id)
         .map(|p| {
             p.applied_age(&pos, now).map_or(u32::MAX, |d| {
                 u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
