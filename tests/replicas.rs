@@ -237,6 +237,13 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         through.iter().any(|(_, row)| row.contains("1292")),
         "{through:?}"
     );
+    // Variables sluice does not carry (a quoted name with a space) pin on the primary, never on
+    // the replica: the write after them works.
+    let mut odd = s.conn_as("ev", "ev", Some("app"));
+    odd.query_drop("SELECT CAST('1x' AS SIGNED)").unwrap();
+    odd.query_drop("GET DIAGNOSTICS @`a b` = NUMBER").unwrap();
+    odd.query_drop("INSERT INTO ryw (tag, n) VALUES ('odd', 1)")
+        .expect("a write after GET DIAGNOSTICS into an odd variable");
 
     // A table only the primary has (created outside the binary log): the replica's ERR 1146
     // is not the answer; the read runs again on the primary. An error the primary gives too

@@ -160,7 +160,10 @@ pub(crate) async fn query(
     let need = Need {
         pin: PinReason::predicted(&e),
         read: routed_read(sess, &payload[1..], &e),
-        replica_ok: crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
+        // (A user variable still written here — a GET DIAGNOSTICS whose variables sluice does
+        // not carry — would pin the session to the replica: it goes to the primary.)
+        replica_ok: !e.user_var_write
+            && crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
         ahead: true,
     };
     forward_with(
