@@ -682,6 +682,13 @@ fn long_data_lost_with_its_backend_fails_the_execute_clearly() {
     ld.extend_from_slice(&0u16.to_le_bytes());
     ld.extend_from_slice(b"some long data");
     c.send(0, &ld);
+    // COM_STMT_SEND_LONG_DATA has no answer; a COM_PING after it is answered once sluice has
+    // handled it (commands are handled in order), so the data is on a backend by then. (Without
+    // this, under load the processlist below could show only the connection the prepare used,
+    // already back in the pool: killing it left the data's connection alive.)
+    c.send(0, &[0x0e]);
+    let (_, pong) = c.read_packet().expect("COM_PING's answer");
+    assert_eq!(pong[0], 0x00, "COM_PING answers OK");
     // The backend connection that holds the data dies (killed from outside, with every other
     // connection of this test's backend account).
     let deadline = Instant::now() + Duration::from_secs(10);
