@@ -693,11 +693,10 @@ async fn checkout_read(
 ) -> Option<(Lease, Option<String>)> {
     use crate::config::Consistency;
     let stats = &shard.stats;
-    let fallback = |why: usize| stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
     let user = sess.user.index;
     let (ids, n) = first_ranked(shard.route_reads(user, profile, &sess.settings));
     if n == 0 {
-        fallback(crate::shard::FALLBACK_NO_REPLICA);
+        stats.read_fallback(crate::shard::FALLBACK_NO_REPLICA);
         return None;
     }
     // What the replica must have applied: the session's last write, or everything the primary
@@ -712,7 +711,7 @@ async fn checkout_read(
         Consistency::Global => match primary_position(shard, user, profile, &sess.settings).await {
             Some(w) => Some(w),
             None => {
-                fallback(crate::shard::FALLBACK_GLOBAL);
+                stats.read_fallback(crate::shard::FALLBACK_GLOBAL);
                 return None;
             }
         },
@@ -744,16 +743,13 @@ async fn checkout_read(
                     return Some((lease, Some(sql)));
                 }
                 let r = lease.conn().query_value(&sql).await;
-                stats.causal_waits.set(stats.causal_waits.get() + 1);
-                stats
-                    .causal_wait_us
-                    .set(stats.causal_wait_us.get() + started.elapsed().as_micros() as u64);
+                stats.causal_wait(started.elapsed());
                 match r {
                     Ok(Some(v)) if v == "0" => {}
                     Ok(_) => {
                         // Not applied in time: the primary answers.
                         lease.release();
-                        fallback(crate::shard::FALLBACK_BEHIND);
+                        stats.read_fallback(crate::shard::FALLBACK_BEHIND);
                         return None;
                     }
                     Err(_) => {
@@ -769,7 +765,7 @@ async fn checkout_read(
             .set(stats.reads_to_replicas.get() + 1);
         return Some((lease, None));
     }
-    fallback(crate::shard::FALLBACK_NO_REPLICA);
+    stats.read_fallback(crate::shard::FALLBACK_NO_REPLICA);
     None
 }
 
@@ -1042,10 +1038,7 @@ async fn forward_with(
     };
     let stats = &shard.stats;
     if let Some((applied, took)) = obs.causal {
-        stats.causal_waits.set(stats.causal_waits.get() + 1);
-        stats
-            .causal_wait_us
-            .set(stats.causal_wait_us.get() + took.as_micros() as u64);
+        stats.causal_wait(took);
         if applied {
             stats
                 .reads_to_replicas
@@ -1061,7 +1054,7 @@ async fn forward_with(
         None
     };
     if let Some(why) = retry {
-        stats.read_fallbacks[why].set(stats.read_fallbacks[why].get() + 1);
+        stats.read_fallback(why);
         // The replica's connection holds the dropped read's traces (its error in the
         // diagnostics area, FOUND_ROWS()): closed, not pooled.
         drop(lease);

@@ -217,6 +217,18 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// A routed read the primary served instead, for reason `why` (`FALLBACK_*`).
+    pub fn read_fallback(&self, why: usize) {
+        self.read_fallbacks[why].set(self.read_fallbacks[why].get() + 1);
+    }
+
+    /// A causal wait on a replica, answered after `took`.
+    pub fn causal_wait(&self, took: std::time::Duration) {
+        self.causal_waits.set(self.causal_waits.get() + 1);
+        self.causal_wait_us
+            .set(self.causal_wait_us.get() + took.as_micros() as u64);
+    }
+
     /// Accounts for a session's pin reasons going from `before` to `after` (bit sets).
     pub fn pin_transition(&self, before: u16, after: u16) {
         for r in crate::session::pins::PinReason::ALL {
