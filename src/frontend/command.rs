@@ -598,7 +598,9 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         Ok(()) if sess.mode() == PoolMode::Session => {
             // The session keeps this backend to its end (then it is reset, sluice's trackers
             // back on): it runs the client's trackers, the server's defaults as a direct
-            // connection's (after the sync, which may have reset the connection).
+            // connection's (after the sync, which may have reset the connection). Those may
+            // leave the schema unreported: its reset reads it back.
+            lease.conn().schema_unsure = true;
             match lease.conn().query_ok(&trackers::restore_sql(None)).await {
                 Ok(_) => Ok(lease),
                 Err(e) => Err(backend_error(shard, &lease, e)),

@@ -487,11 +487,20 @@ pub async fn finish(shard: &Rc<Shard>, token: Token, mut sess: Session) {
 }
 
 /// Returns a held backend reset (its server-side state belongs to this client) and clears the
-/// pins and statements that lived on it.
-pub(crate) async fn drop_backend_state(shard: &Rc<Shard>, sess: &mut Session) {
+/// pins and statements that lived on it. The schema the backend kept through its reset, if it
+/// was held and the reset worked: the server's, which sluice may not have heard of (a
+/// session-mode client can turn schema tracking off).
+pub(crate) async fn drop_backend_state(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+) -> Option<Option<Box<str>>> {
+    let mut kept = None;
     if let Some(mut lease) = sess.lease.take() {
         match lease.conn().reset(shard.fresh.clone()).await {
-            Ok(()) => lease.release(),
+            Ok(()) => {
+                kept = Some(lease.get().settings.schema.clone());
+                lease.release();
+            }
             Err(e) => debug!(error = %e, "backend reset failed; discarding it"),
         }
     }
@@ -499,6 +508,7 @@ pub(crate) async fn drop_backend_state(shard: &Rc<Shard>, sess: &mut Session) {
     if let Some(s) = sess.stmts.as_mut() {
         s.forget_all();
     }
+    kept
 }
 
 /// A command sluice answers with an OK the server would have counted (COM_PING, a
@@ -677,10 +687,10 @@ async fn set_option(
 /// connections are untouched.
 async fn reset_session(shard: &Rc<Shard>, sess: &mut Session) {
     learn_found_rows(sess).await;
-    drop_backend_state(shard, sess).await;
+    let kept = drop_backend_state(shard, sess).await;
     // The server keeps the schema across COM_RESET_CONNECTION and returns to the handshake's
-    // character set; so does sluice.
-    let schema = sess.settings.schema.clone();
+    // character set; so does sluice (the held backend's schema is the server's own).
+    let schema = kept.unwrap_or_else(|| sess.settings.schema.clone());
     sess.settings = shard.initial_settings(sess.collation, schema, sess.caps);
     // Like the server, COM_RESET_CONNECTION keeps the COM_SET_OPTION multi-statements choice.
     sess.status = status::AUTOCOMMIT;
