@@ -282,6 +282,15 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
             }
         } else if opaque {
             h.found_rows = Known::OnBackend;
+        } else if resp.rows.is_some() || (e.kind == Kind::Query && !h.foreign.found_rows) {
+            // A query that failed once it ran (its error came after its rows' metadata, as a
+            // KILL QUERY's does) leaves FOUND_ROWS() as the server made it: 0 after a killed
+            // SELECT, the rows a subquery counted before `Subquery returns more than 1 row`
+            // (MariaDB 10.11, checked). On a backend holding the session's own value that is
+            // always the server's to say; one refused before running (a syntax error, a
+            // missing table) leaves it as it was, which sluice knows.
+            h.found_rows = Known::OnBackend;
+            h.foreign.found_rows = false;
         }
     }
 

@@ -131,6 +131,37 @@ fn every_command_by_every_response() {
             cmd: Some("SELECT nosuch"),
             resp: err(),
             facts: f,
+            // Kept or changed (an error while it ran), the server's value is the session's.
+            want: (Is(7), -1, OnBackend, Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "select failing after its metadata on a backend new to the session",
+            before: base.clone(),
+            cmd: Some("SELECT SLEEP(5)"),
+            resp: Response {
+                rows: Some(0),
+                ..err()
+            },
+            facts: Facts {
+                fresh_backend: true,
+                ..f
+            },
+            want: (Is(7), -1, OnBackend, Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "select refused on a backend new to the session",
+            before: base.clone(),
+            cmd: Some("SELECT nosuch"),
+            resp: err(),
+            facts: Facts {
+                fresh_backend: true,
+                ..f
+            },
+            // Its FOUND_ROWS() is another session's; this one's stays as sluice knew it.
             want: (Is(7), -1, Is(5), Dirty),
             hold: Some(Hold::Diagnostics),
             read: false,
