@@ -189,11 +189,13 @@ fn server_answers(sess: &Session, held: bool, kind: Hist) -> bool {
 
 /// Can sluice answer `SELECT <history values>` itself, exactly as the server would?
 fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
-    if items.iter().all(|i| i.kind == Hist::ConnectionId) {
-        // The id the handshake gave, in every mode (KILL uses it too).
-        return true;
-    }
     let held = sess.lease.is_some();
+    if items.iter().all(|i| i.kind == Hist::ConnectionId) {
+        // The id the handshake gave, in every mode (KILL uses it too). A backend the session
+        // keeps runs it (rewritten to that id): the statement sets the server's ROW_COUNT(),
+        // FOUND_ROWS() and diagnostics for the session's later reads, as it would directly.
+        return !held && sess.mode() != PoolMode::Session;
+    }
     if items.iter().all(|i| server_answers(sess, held, i.kind)) {
         return false;
     }
@@ -243,6 +245,78 @@ fn results_collation_name<'a>(
     let c = server.collations.get(&column?)?;
     let default = server.default_collations.get(charset) == column.as_ref();
     (c.charset == charset && !default).then_some(c.name.as_str())
+}
+
+/// The collations a character set change brought, as the server holds them: MariaDB reports
+/// character_set_connection but not always collation_connection, and never the collation
+/// results carry (what the column of this answer shows).
+struct Collations {
+    connection: Option<String>,
+    results_column: Option<u16>,
+    /// The backend's `FOUND_ROWS()`, read in the same statement (the read, a SELECT, changes
+    /// it).
+    found_rows: Option<u64>,
+}
+
+impl Collations {
+    async fn read(conn: &mut crate::backend::conn::BackendConn) -> Result<Self, BackendError> {
+        let (row, column) = conn
+            .query_row_and_collation("SELECT @@collation_connection, FOUND_ROWS()")
+            .await?;
+        let found_rows = row.get(1).cloned().flatten().and_then(|v| v.parse().ok());
+        Ok(Collations {
+            connection: row.into_iter().next().flatten(),
+            results_column: column,
+            found_rows,
+        })
+    }
+
+    /// Records them in settings `s`.
+    fn apply(&self, shard: &Shard, s: &mut Settings) {
+        if let Some(c) = &self.connection {
+            s.set_var("collation_connection", c);
+        }
+        s.set_results_collation(results_collation_name(
+            &shard.shared.server,
+            &shard.fresh_charset.charset,
+            s,
+            self.results_column,
+        ));
+    }
+}
+
+/// Before sluice switches a session-mode backend's settings itself (an execute under the
+/// character set its types were bound with, a statement prepared under other settings): the
+/// collations a character set change of the client's brought, read now (see
+/// [`Past::collations_unread`](super::session::Past::collations_unread)), so that switching
+/// back restores them exactly. The read is a statement of sluice's own: the session's
+/// `ROW_COUNT()` and `FOUND_ROWS()` are sluice's to answer from then on.
+pub(crate) async fn learn_collations(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    lease: &mut Lease,
+) -> Result<(), Error> {
+    if !sess.past().collations_unread {
+        return Ok(());
+    }
+    let read = Collations::read(lease.conn())
+        .await
+        .map_err(|e| backend_error(shard, lease, e))?;
+    let mut s = (*sess.settings).clone();
+    read.apply(shard, &mut s);
+    sess.settings = shard.interner.intern(s);
+    let mut here = (*lease.get().settings).clone();
+    read.apply(shard, &mut here);
+    lease.conn().settings = shard.interner.intern(here);
+    sess.update_past(|p| {
+        p.collations_unread = false;
+        if let Some(n) = read.found_rows {
+            p.history.found_rows = Known::Is(n);
+        }
+        p.history.foreign.found_rows = true;
+        p.history.foreign.row_count = true;
+    });
+    Ok(())
 }
 
 /// The collation id of the session's `character_set_results` (what a string column carries).
@@ -1258,26 +1332,17 @@ pub(crate) async fn after_command(
         );
         // Settings matter for replay only: a session-mode session keeps its backend, where
         // sluice must run nothing of its own (the server answers its history reads).
-        if obs.charset_changed && !session_mode {
-            // MariaDB reports character_set_connection but not always collation_connection,
-            // and never the collation results carry (what the column of this answer shows).
-            match lease
-                .conn()
-                .query_row_and_collation("SELECT @@collation_connection, FOUND_ROWS()")
-                .await
-            {
-                Ok((row, column)) => {
-                    found_rows_then = found_rows_then.or(number(row.get(1)));
+        if obs.charset_changed && session_mode {
+            // Read only if sluice must ever switch this backend's settings itself.
+            if !sess.past().collations_unread {
+                sess.update_past(|p| p.collations_unread = true);
+            }
+        } else if obs.charset_changed {
+            match Collations::read(lease.conn()).await {
+                Ok(read) => {
+                    found_rows_then = found_rows_then.or(read.found_rows);
                     let before = s.clone();
-                    if let Some(c) = row.into_iter().next().flatten() {
-                        s.set_var("collation_connection", &c);
-                    }
-                    s.set_results_collation(results_collation_name(
-                        server,
-                        &shard.fresh_charset.charset,
-                        &s,
-                        column,
-                    ));
+                    read.apply(shard, &mut s);
                     changed |= s != before;
                 }
                 Err(err) => return Err(told(err, &lease)),

@@ -281,6 +281,11 @@ pub(crate) async fn execute(
     let mut lease = acquire(shard, sess, need)
         .await
         .map_err(|e| fail(e, next))?;
+    if bind_charset.is_some() || lease.get().settings.for_prepare() != *stmt.settings {
+        if let Err(e) = super::command::learn_collations(shard, sess, &mut lease).await {
+            return Err(lost_backend(sess, fail(e, next), tied, lease));
+        }
+    }
     // Statements of sluice's own before the execute (the character set its types were bound
     // with, settings switched to prepare it here) change the backend's ROW_COUNT(): the
     // session's is the one sluice counted.
