@@ -362,10 +362,6 @@ pub struct BackendConn {
     /// A query sent ahead of the next command whose answer (one value) has not been read yet,
     /// and since when (see [`BackendConn::send_ahead`]).
     pub ahead: Option<Instant>,
-    /// The schema may have changed without a report: the connection ran a client's own
-    /// trackers (session mode), and a client may turn `session_track_schema` off. Its next
-    /// [`BackendConn::reset`] reads the schema back from the server.
-    pub schema_unsure: bool,
     /// The greeting's nonce and the plugin the login ended with (COM_CHANGE_USER reuses both).
     nonce: Vec<u8>,
     auth_plugin: Vec<u8>,
@@ -421,7 +417,6 @@ impl BackendConn {
             last_used: Instant::now(),
             gen: 0,
             ahead: None,
-            schema_unsure: false,
             nonce: Vec::new(),
             auth_plugin: crate::codec::auth::NATIVE_PASSWORD.to_vec(),
             prepared: Vec::new(),
@@ -813,37 +808,20 @@ impl BackendConn {
         }
     }
 
-    /// COM_RESET_CONNECTION, then the trackers back on, in one round trip (pipelined); when
-    /// the schema is not known for sure ([`BackendConn::schema_unsure`]), `SELECT DATABASE()`
-    /// in the same round trip.
+    /// COM_RESET_CONNECTION, then the trackers back on, in one round trip (pipelined).
     pub async fn reset(&mut self, fresh: Rc<Settings>) -> BResult<()> {
-        let learn_schema = self.schema_unsure;
-        let mut out = Vec::with_capacity(160);
+        let mut out = Vec::with_capacity(128);
         encode_packet(&mut out, 0, &[com::RESET_CONNECTION]);
         let mut q = Vec::with_capacity(ENABLE_TRACKERS.len() + 1);
         crate::codec::command::encode_query(&mut q, ENABLE_TRACKERS.as_bytes());
         encode_packet(&mut out, 0, &q);
-        if learn_schema {
-            q.clear();
-            crate::codec::command::encode_query(&mut q, b"SELECT DATABASE()");
-            encode_packet(&mut out, 0, &q);
-        }
         self.write_all(&out).await?;
         let r1 = self.finish_ok(ResponseKind::OkErr).await;
         let r2 = self.finish_ok(ResponseKind::Query).await;
-        // The schema survives COM_RESET_CONNECTION on MariaDB and MySQL.
-        let schema = if learn_schema {
-            let (rows, _) = self.read_rows_and_collation().await?;
-            rows.into_iter()
-                .next()
-                .and_then(|r| r.into_iter().next().flatten())
-                .map(Box::from)
-        } else {
-            self.settings.schema.clone()
-        };
         r1?;
         r2?;
-        self.schema_unsure = false;
+        // The schema survives COM_RESET_CONNECTION on MariaDB and MySQL.
+        let schema = self.settings.schema.clone();
         self.settings = if schema.is_some() {
             Rc::new(Settings {
                 schema,

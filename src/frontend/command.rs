@@ -155,7 +155,7 @@ pub(crate) async fn query(
     }
     // A statement on the trackers runs after sluice sets the client's own (a statement of its
     // own on the backend), so the server no longer holds the session's history.
-    let tracker_set = e.session_track && sess.mode() != PoolMode::Session;
+    let tracker_set = e.session_track;
     let payload = rewrite_history(sess, &e, payload, sess.lease.is_some() && !tracker_set);
     let need = Need {
         pin: PinReason::predicted(&e),
@@ -669,17 +669,6 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         set_pins(shard, sess, Pins::mark_user_vars);
     }
     match synced {
-        Ok(()) if sess.mode() == PoolMode::Session => {
-            // The session keeps this backend to its end (then it is reset, sluice's trackers
-            // back on): it runs the client's trackers, the server's defaults as a direct
-            // connection's (after the sync, which may have reset the connection). Those may
-            // leave the schema unreported: its reset reads it back.
-            lease.conn().schema_unsure = true;
-            match lease.conn().query_ok(&trackers::restore_sql(None)).await {
-                Ok(_) => Ok(lease),
-                Err(e) => Err(backend_error(shard, &lease, e)),
-            }
-        }
         Ok(()) => Ok(lease),
         Err(Synced::Lost(e)) => Err(e),
         Err(Synced::Refused { error, schema }) => {
@@ -1080,7 +1069,7 @@ async fn forward_with(
         .map_err(|e| fail(e, next))?;
     let mut own_trackers = false;
     if let Cmd::Query(e) = cmd {
-        if e.session_track && sess.mode() != PoolMode::Session {
+        if e.session_track {
             own_trackers = true;
             // The statement reads or sets the session trackers: it runs under the client's own
             // (so it sees the values it set, or the server's defaults, never sluice's); sluice's
@@ -1217,9 +1206,9 @@ pub(crate) async fn run_on(
     ctl.start_run(lease.get().backend, lease.get().thread_id);
     // The client's trackers (a client without CLIENT_SESSION_TRACK has them too: the server
     // hears nothing of its state but flags changes in classic EOFs).
-    let trackers = if sess.mode() == PoolMode::Session || with.own_trackers {
-        // The backend runs the client's own trackers (`get_backend`, `forward_with`): what it
-        // reports is what the client asked for.
+    let trackers = if with.own_trackers {
+        // The backend runs the client's own trackers (`forward_with`): what it reports is what
+        // the client asked for.
         shard.all_trackers.clone()
     } else {
         sess.past()
@@ -1314,7 +1303,7 @@ pub(crate) async fn after_command(
                     lease.conn().last_gtid = g.clone();
                     // A statement on the trackers hears the backend's current value when it
                     // starts tracking last_gtid: that is not the session's.
-                    if !e.is_some_and(|e| e.session_track) || session_mode {
+                    if !e.is_some_and(|e| e.session_track) {
                         resp.last_gtid = Some(g);
                     }
                 }
@@ -1411,13 +1400,17 @@ pub(crate) async fn after_command(
         let t = Rc::new(t.clone());
         sess.update_past(|p| p.trackers = Some(t));
     }
-    if e.is_some_and(|e| e.session_track) && !session_mode {
+    if e.is_some_and(|e| e.session_track) {
         // The statement read or changed the session trackers (it ran under the client's own
         // values, see `forward_with`): learn what they are now (the server does not always
-        // report it), then turn sluice's back on.
+        // report it), and the schema (a change of it under the client's trackers may have gone
+        // unreported), then turn sluice's back on.
         let row = lease
             .conn()
-            .query_row(&format!("{}, FOUND_ROWS()", trackers::READ_TRACKERS))
+            .query_row(&format!(
+                "{}, FOUND_ROWS(), DATABASE()",
+                trackers::READ_TRACKERS
+            ))
             .await
             .map_err(|err| told(err, &lease))?;
         found_rows_then = found_rows_then.or(number(row.get(4)));
@@ -1430,6 +1423,15 @@ pub(crate) async fn after_command(
             p.trackers = Some(Rc::new(t));
             p.tracker_values = Some(Rc::new(values));
         });
+        let schema: Option<Box<str>> = row.get(5).cloned().flatten().map(Box::from);
+        if schema != sess.settings.schema {
+            let mut s = (*sess.settings).clone();
+            s.schema = schema.clone();
+            sess.settings = shard.interner.intern(s);
+            let mut here = (*lease.get().settings).clone();
+            here.schema = schema;
+            lease.conn().settings = shard.interner.intern(here);
+        }
         if let Err(err) = lease.conn().query_ok(ENABLE_TRACKERS).await {
             return Err(told(err, &lease));
         }

@@ -762,6 +762,14 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
             Tok::Word(w) if w.len() > 14 && w[..14].eq_ignore_ascii_case(b"session_track_") => {
                 e.session_track = true
             }
+            // Listings of the session's variables show the trackers too (by pattern, or all).
+            Tok::Word(w)
+                if w.eq_ignore_ascii_case(b"SESSION_VARIABLES")
+                    || w.eq_ignore_ascii_case(b"SYSTEM_VARIABLES")
+                    || (w.eq_ignore_ascii_case(b"VARIABLES") && is_kw(s.first(), "SHOW")) =>
+            {
+                e.session_track = true
+            }
             Tok::SysVar(w) => {
                 if contains_ci(w, b"session_track_") {
                     e.session_track = true;

@@ -538,3 +538,29 @@ fn statements_that_return_rows_without_counting_them_in_found_rows() {
         assert!(!a(sql).keeps_found_rows, "{sql}");
     }
 }
+
+#[test]
+fn statements_on_the_session_trackers() {
+    for (sql, on) in [
+        ("SET session_track_schema = OFF", true),
+        ("SELECT @@session_track_system_variables", true),
+        ("SELECT @@SESSION.session_track_state_change", true),
+        ("SHOW VARIABLES LIKE 'session_track%'", true),
+        ("SHOW SESSION VARIABLES", true),
+        (
+            "show local variables where Variable_name = 'time_zone'",
+            true,
+        ),
+        ("SELECT * FROM information_schema.SESSION_VARIABLES", true),
+        (
+            "SELECT SESSION_VALUE FROM information_schema.SYSTEM_VARIABLES",
+            true,
+        ),
+        ("SHOW STATUS LIKE 'Threads%'", false),
+        ("SELECT variables FROM t", false),
+        ("SELECT 'session_track_schema'", false),
+        ("SELECT @@time_zone", false),
+    ] {
+        assert_eq!(a(sql).session_track, on, "{sql}");
+    }
+}
