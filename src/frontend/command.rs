@@ -285,40 +285,6 @@ impl Collations {
     }
 }
 
-/// Before sluice switches a session-mode backend's settings itself (an execute under the
-/// character set its types were bound with, a statement prepared under other settings): the
-/// collations a character set change of the client's brought, read now (see
-/// [`Past::collations_unread`](super::session::Past::collations_unread)), so that switching
-/// back restores them exactly. The read is a statement of sluice's own: the session's
-/// `ROW_COUNT()` and `FOUND_ROWS()` are sluice's to answer from then on.
-pub(crate) async fn learn_collations(
-    shard: &Rc<Shard>,
-    sess: &mut Session,
-    lease: &mut Lease,
-) -> Result<(), Error> {
-    if !sess.past().collations_unread {
-        return Ok(());
-    }
-    let read = Collations::read(lease.conn())
-        .await
-        .map_err(|e| backend_error(shard, lease, e))?;
-    let mut s = (*sess.settings).clone();
-    read.apply(shard, &mut s);
-    sess.settings = shard.interner.intern(s);
-    let mut here = (*lease.get().settings).clone();
-    read.apply(shard, &mut here);
-    lease.conn().settings = shard.interner.intern(here);
-    sess.update_past(|p| {
-        p.collations_unread = false;
-        if let Some(n) = read.found_rows {
-            p.history.found_rows = Known::Is(n);
-        }
-        p.history.foreign.found_rows = true;
-        p.history.foreign.row_count = true;
-    });
-    Ok(())
-}
-
 /// The collation id of the session's `character_set_results` (what a string column carries).
 fn results_collation(shard: &Shard, sess: &Session) -> Option<u16> {
     let server = &shard.shared.server;
@@ -1319,14 +1285,9 @@ pub(crate) async fn after_command(
             &server.vars,
             temporary,
         );
-        // Settings matter for replay only: a session-mode session keeps its backend, where
-        // sluice must run nothing of its own (the server answers its history reads).
-        if obs.charset_changed && session_mode {
-            // Read only if sluice must ever switch this backend's settings itself.
-            if !sess.past().collations_unread {
-                sess.update_past(|p| p.collations_unread = true);
-            }
-        } else if obs.charset_changed {
+        // In every mode: sluice switches settings itself at times (an execute under the
+        // character set its types were bound with), and switching back must restore them.
+        if obs.charset_changed {
             match Collations::read(lease.conn()).await {
                 Ok(read) => {
                     found_rows_then = found_rows_then.or(read.found_rows);

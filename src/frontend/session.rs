@@ -75,10 +75,6 @@ pub struct Past {
     /// next backend, where they pin it as any user variable does (see
     /// `command::carry_replica_vars`).
     pub replica_vars: Vec<(Vec<u8>, crate::session::route::DiagValue)>,
-    /// A session-mode client changed its character set: the collations that came with it are
-    /// the server's, not read yet (sluice runs nothing of its own there until it must switch
-    /// settings itself; see `command::learn_collations`).
-    pub collations_unread: bool,
 }
 
 /// Everything a client is between commands.

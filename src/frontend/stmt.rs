@@ -21,7 +21,7 @@ use crate::codec::command::{self, com, ResponseKind};
 use crate::error::{Error, Reply};
 use crate::session::pins::PinReason;
 use crate::session::sql;
-use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt};
+use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt, Conversion};
 use crate::shard::table::ActiveCtl;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -227,15 +227,11 @@ pub(crate) async fn execute(
     };
     // Types bound now are the statement's from now on, even if this execute never reaches a
     // server (a later execute may rely on them).
-    let settings = sess.settings.clone();
-    let client_charset = settings
-        .var("character_set_client")
-        .unwrap_or(&shard.fresh_charset.charset);
+    let now = Conversion::of(&sess.settings, &shard.fresh_charset);
     let rebinds = match bound_types(payload, stmt.params) {
         Ok(Some(t)) => {
             let t: Box<[u8]> = t.into();
-            let cs = (stmt.bound_charset.as_deref() != Some(client_charset))
-                .then(|| Box::<str>::from(client_charset));
+            let cs = (stmt.bound_charset.as_ref() != Some(&now)).then(|| now.clone());
             if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
                 s.types = Some(t.clone());
                 if let Some(cs) = &cs {
@@ -251,12 +247,9 @@ pub(crate) async fn execute(
         _ => stmt.types.is_some(),
     };
     // An execute that binds no types reuses the earlier binding, string conversion included
-    // (from the character set of then). sluice sends the types again (the backend statement
-    // may be another's), so it runs under that character set.
-    let bind_charset = stmt
-        .bound_charset
-        .clone()
-        .filter(|b| rebinds && **b != *client_charset);
+    // (from the character sets of then). sluice sends the types again (the backend statement
+    // may be another's), so it runs under those character sets.
+    let bind_charset = stmt.bound_charset.clone().filter(|b| rebinds && *b != now);
     if stmt.long_data_lost {
         if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
             s.long_data_lost = false;
@@ -281,11 +274,6 @@ pub(crate) async fn execute(
     let mut lease = acquire(shard, sess, need)
         .await
         .map_err(|e| fail(e, next))?;
-    if bind_charset.is_some() || lease.get().settings.for_prepare() != *stmt.settings {
-        if let Err(e) = super::command::learn_collations(shard, sess, &mut lease).await {
-            return Err(lost_backend(sess, fail(e, next), tied, lease));
-        }
-    }
     // Statements of sluice's own before the execute (the character set its types were bound
     // with, settings switched to prepare it here) change the backend's ROW_COUNT(): the
     // session's is the one sluice counted.
@@ -368,10 +356,14 @@ pub(crate) async fn execute(
         .map_err(|e| fail(e.into(), next))?;
     let multi = lease.get().multi_statements;
     let own = sess.settings.clone();
-    if let Some(cs) = &bind_charset {
-        let mut s = (*own).clone();
-        s.set_var("character_set_client", cs);
-        let target = shard.interner.intern(s);
+    if let Some(conv) = &bind_charset {
+        let server = &shard.shared.server;
+        let connection = server
+            .collations
+            .values()
+            .find(|c| *c.name == *conv.collation)
+            .map(|c| c.charset.as_str());
+        let target = shard.interner.intern(conv.applied_to(&own, connection));
         if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
             sync_to(shard, &mut lease, &target, multi, None).await
         {

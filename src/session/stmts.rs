@@ -4,11 +4,49 @@
 //! but the backend that serves it may never have seen them).
 
 use super::sql::Effects;
-use super::state::Settings;
+use super::state::{FreshCharset, Settings};
 use crate::codec::command::com;
 use crate::codec::{CodecError, Result};
 use std::collections::HashMap;
 use std::rc::Rc;
+
+/// What the server converts a statement's string parameters with when an execute binds their
+/// types (MariaDB 10.11, `Item_param::setup_conversion_string`): from the session's
+/// `character_set_client` to its connection collation (and that collation's character set), as
+/// they were then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversion {
+    pub client: Box<str>,
+    pub collation: Box<str>,
+}
+
+impl Conversion {
+    /// The conversion a session with settings `s` binds with.
+    pub fn of(s: &Settings, fresh: &FreshCharset) -> Conversion {
+        Conversion {
+            client: s
+                .var("character_set_client")
+                .unwrap_or(&fresh.charset)
+                .into(),
+            collation: s
+                .var("collation_connection")
+                .unwrap_or(&fresh.collation)
+                .into(),
+        }
+    }
+
+    /// Settings `s` switched to this conversion (`connection`: the collation's character
+    /// set).
+    pub fn applied_to(&self, s: &Settings, connection: Option<&str>) -> Settings {
+        let mut s = s.clone();
+        s.set_var("character_set_client", &self.client);
+        if let Some(cs) = connection {
+            s.set_var("character_set_connection", cs);
+        }
+        s.set_var("collation_connection", &self.collation);
+        s
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientStmt {
@@ -19,9 +57,9 @@ pub struct ClientStmt {
     pub columns: u16,
     /// Parameter types (`2 × params` bytes) from the last execute that bound them.
     pub types: Option<Box<[u8]>>,
-    /// The session's `character_set_client` when the types were bound: the server converts
-    /// string parameters of later executes that bind no types from that character set.
-    pub bound_charset: Option<Box<str>>,
+    /// How the server converted string parameters when the types were bound: later executes
+    /// that bind no types convert the same way.
+    pub bound_charset: Option<Conversion>,
     /// COM_STMT_SEND_LONG_DATA sent since the last execute: the data lives on one backend.
     pub long_data: bool,
     /// The backend statement holding this statement's pending long data or open cursor, on the
