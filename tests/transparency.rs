@@ -328,6 +328,47 @@ fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
+/// Reading the counts of the conditions (`SELECT @@warning_count, @@error_count`, a statement
+/// without tables, which leaves them in place) is reading them: the conditions stay for the
+/// `GET DIAGNOSTICS` that follows, also after the short hold while another client waits (found
+/// by the differential tester under load: the count read released them).
+#[test]
+fn reading_the_condition_counts_keeps_the_conditions_while_others_wait() {
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 10000\n"),
+    );
+    let (mut a, mut b) = (s.conn(), s.conn());
+    let failed_at = Instant::now();
+    assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
+    // b waits for the only backend, which a keeps for its conditions.
+    let waiting = std::thread::spawn(move || b.query_first::<i64, _>("SELECT 7"));
+    wait_for("b queued for the backend", Duration::from_secs(10), || {
+        (metric(&scrape(mport), "sluice_clients_waiting") >= 1.0).then_some(())
+    });
+    // Past the hold sluice grants while others wait (50 ms): bounded by the clock itself.
+    wait_for(
+        "the diagnostics hold to be due",
+        Duration::from_secs(1),
+        || (failed_at.elapsed() >= Duration::from_millis(80)).then_some(()),
+    );
+    let counts: Option<(u64, u64)> = a
+        .query_first("SELECT @@warning_count, @@error_count")
+        .unwrap();
+    assert_eq!(counts, Some((1, 1)));
+    a.query_drop("GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO")
+        .unwrap();
+    let e: Option<i64> = a.query_first("SELECT @e").unwrap().unwrap();
+    assert_eq!(e, Some(1146));
+    // (The variable pins a to the backend: its end lets b through.)
+    drop(a);
+    assert_eq!(waiting.join().unwrap().unwrap(), Some(7));
+}
+
 #[test]
 fn state_made_by_any_form_of_statement_stays_with_its_client() {
     let s = three_backends();

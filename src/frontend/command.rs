@@ -1482,10 +1482,16 @@ pub(crate) async fn after_command(
         .past()
         .diag_held_since
         .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE);
-    // Reading the conditions (SHOW WARNINGS, SHOW COUNT(*) ERRORS, GET DIAGNOSTICS, one after
-    // another) is what they are kept for and never counts; any other command does (a client
-    // failing over and over, or going on with statements that leave the area as it is).
-    let reads_them = e.is_some_and(|e| e.kind == sql::Kind::Diagnostic);
+    // Reading the conditions (SHOW WARNINGS, SHOW COUNT(*) ERRORS, GET DIAGNOSTICS, or their
+    // counts `@@warning_count` / `@@error_count`, one after another) is what they are kept for
+    // and never counts; any other command does (a client failing over and over, or going on
+    // with statements that leave the area as it is).
+    let reads_them = e.is_some_and(|e| {
+        e.kind == sql::Kind::Diagnostic
+            || e.history
+                .iter()
+                .any(|h| matches!(h.kind, Hist::WarningCount | Hist::ErrorCount))
+    });
     if hold == Some(effects::Hold::Diagnostics)
         && overdue
         && !reads_them
