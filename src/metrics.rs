@@ -75,7 +75,8 @@ pub struct ClientRow {
     /// had not recorded its socket yet).
     #[serde(default)]
     pub source: Option<String>,
-    /// parked, pinned (parked, holding its backend for a pin), active.
+    /// parked, pinned (parked, holding its backend for a pin), active, paused (its command
+    /// waits for RESUME).
     pub state: String,
     pub schema: Option<String>,
     /// The backend it holds (parked) or runs a statement on (active).

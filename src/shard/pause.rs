@@ -1,0 +1,228 @@
+//! PAUSE / RESUME on one shard: while paused, a session's next command that needs a backend
+//! waits at a gate before it is served (before its checkout, as it would wait for a free pool
+//! slot), unless the session is inside a transaction: that one runs so the transaction can end.
+//! Logins are still accepted and nobody is dropped. The console's PAUSE waits until every shard
+//! of every process reports nothing in flight (see [`Progress`]); RESUME opens the gates.
+//!
+//! Decisions here are pure functions ([`waits`], [`classify`], [`progress`]) with table tests;
+//! the shard keeps its flag in a `Cell` and counts its sessions with [`classify`].
+//!
+//! A paused client waits without a deadline, as PgBouncer's do: `pool.queue_timeout_ms` starts
+//! only after RESUME, at the checkout (a pause is the operator's decision, not a starved pool,
+//! and failing every client after a few seconds would defeat a pause meant to outlast a
+//! server restart). KILL still ends a waiting client.
+
+use super::table::ActiveCtl;
+use crate::codec::command::com;
+use std::future::poll_fn;
+use std::task::Poll;
+
+/// One shard's (or a process's, summed) answer to PAUSE, RESUME and their status request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PauseStatus {
+    pub paused: bool,
+    /// Sessions serving a command now (a statement running, or waiting for a backend).
+    pub running: u32,
+    /// Sessions between commands inside an open transaction.
+    pub in_transaction: u32,
+    /// Sessions whose command waits at the pause gate.
+    pub waiting: u32,
+}
+
+impl PauseStatus {
+    /// In-flight work the pause still waits for.
+    pub fn busy(&self) -> u32 {
+        self.running + self.in_transaction
+    }
+
+    /// Sums shards or processes: paused only if every one is.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a PauseStatus>) -> PauseStatus {
+        let mut out = PauseStatus {
+            paused: true,
+            ..PauseStatus::default()
+        };
+        let mut any = false;
+        for s in all {
+            any = true;
+            out.paused &= s.paused;
+            out.running += s.running;
+            out.in_transaction += s.in_transaction;
+            out.waiting += s.waiting;
+        }
+        out.paused &= any;
+        out
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} statement(s) running, {} transaction(s) open, {} client(s) waiting",
+            self.running, self.in_transaction, self.waiting
+        )
+    }
+}
+
+/// Does a command with this first byte wait at the gate? Only while paused, never inside a
+/// transaction (it must be able to end), and never for what needs no backend: COM_QUIT (the
+/// client leaves) and COM_PING (answered by sluice).
+pub fn waits(paused: bool, code: u8, in_transaction: bool) -> bool {
+    paused && !in_transaction && !matches!(code, com::QUIT | com::PING)
+}
+
+/// What one session counts as for a PAUSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Nothing in flight: parked, lingering between commands, or still logging in.
+    Quiet,
+    Running,
+    InTransaction,
+    /// Its command waits at the gate (not in flight: it has no backend).
+    Waiting,
+}
+
+/// A session's part in a pause, from what its shard knows of it: `serving` a command,
+/// `in_transaction` (the server's status flag after its last command), `gated` (waiting at the
+/// gate).
+pub fn classify(serving: bool, in_transaction: bool, gated: bool) -> Busy {
+    match (gated, serving, in_transaction) {
+        (true, _, _) => Busy::Waiting,
+        (false, true, _) => Busy::Running,
+        (false, false, true) => Busy::InTransaction,
+        (false, false, false) => Busy::Quiet,
+    }
+}
+
+/// Where a PAUSE stands, given every process's status (`None`: it did not answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Everything paused and nothing in flight.
+    Quiet,
+    /// Still waiting for this much.
+    Busy(PauseStatus),
+    /// Some process is not paused any more: a RESUME came (the PAUSE is cancelled).
+    Resumed,
+    /// This process did not answer.
+    Unreachable(usize),
+}
+
+pub fn progress(statuses: &[Option<PauseStatus>]) -> Progress {
+    if let Some(i) = statuses.iter().position(Option::is_none) {
+        return Progress::Unreachable(i);
+    }
+    let all: Vec<PauseStatus> = statuses.iter().flatten().copied().collect();
+    if all.iter().any(|s| !s.paused) {
+        return Progress::Resumed;
+    }
+    let sum = PauseStatus::sum(&all);
+    if sum.busy() == 0 {
+        Progress::Quiet
+    } else {
+        Progress::Busy(sum)
+    }
+}
+
+/// Waits while `paused()` says so (the shard's flag), or until the session is interrupted
+/// (KILL, shutdown). Marks the session gated meanwhile, for SHOW CLIENTS and the counts; the
+/// shard wakes gated sessions through their `ctl.waker` when it resumes.
+pub async fn gate(paused: impl Fn() -> bool, ctl: &ActiveCtl) {
+    if !paused() {
+        return;
+    }
+    ctl.gated.set(true);
+    poll_fn(|cx| {
+        if !paused() || ctl.interrupted() {
+            return Poll::Ready(());
+        }
+        ctl.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    })
+    .await;
+    ctl.gated.set(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_commands_wait() {
+        #[rustfmt::skip]
+        let table: &[(bool, u8, bool, bool)] = &[
+            // paused, command, in a transaction, waits
+            (false, com::QUERY, false, false),
+            (true, com::QUERY, false, true),
+            (true, com::QUERY, true, false),
+            (true, com::STMT_EXECUTE, false, true),
+            (true, com::STMT_PREPARE, false, true),
+            (true, com::INIT_DB, false, true),
+            (true, com::QUIT, false, false),
+            (true, com::PING, false, false),
+            (true, com::STMT_EXECUTE, true, false),
+        ];
+        for &(paused, code, trx, want) in table {
+            assert_eq!(waits(paused, code, trx), want, "{paused} {code} {trx}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_classified() {
+        #[rustfmt::skip]
+        let table: &[(bool, bool, bool, Busy)] = &[
+            // serving, in a transaction, gated
+            (false, false, false, Busy::Quiet),
+            (true, false, false, Busy::Running),
+            (true, true, false, Busy::Running),
+            (false, true, false, Busy::InTransaction),
+            (true, false, true, Busy::Waiting),
+            (false, false, true, Busy::Waiting),
+        ];
+        for &(serving, trx, gated, want) in table {
+            assert_eq!(
+                classify(serving, trx, gated),
+                want,
+                "{serving} {trx} {gated}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_over_processes() {
+        let s = |paused, running, in_transaction| {
+            Some(PauseStatus {
+                paused,
+                running,
+                in_transaction,
+                waiting: 1,
+            })
+        };
+        let busy = PauseStatus {
+            paused: true,
+            running: 1,
+            in_transaction: 2,
+            waiting: 2,
+        };
+        #[rustfmt::skip]
+        let table: Vec<(Vec<Option<PauseStatus>>, Progress)> = vec![
+            (vec![s(true, 0, 0)], Progress::Quiet),
+            (vec![s(true, 0, 0), s(true, 0, 0)], Progress::Quiet),
+            (vec![s(true, 1, 0), s(true, 0, 2)], Progress::Busy(busy)),
+            (vec![s(true, 1, 0), s(false, 0, 0)], Progress::Resumed),
+            (vec![s(true, 0, 0), None], Progress::Unreachable(1)),
+            (vec![None, s(false, 0, 0)], Progress::Unreachable(0)),
+        ];
+        for (statuses, want) in table {
+            assert_eq!(progress(&statuses), want, "{statuses:?}");
+        }
+    }
+
+    #[test]
+    fn sums_are_paused_only_when_all_are() {
+        let p = PauseStatus {
+            paused: true,
+            ..PauseStatus::default()
+        };
+        let r = PauseStatus::default();
+        assert!(PauseStatus::sum(&[p, p]).paused);
+        assert!(!PauseStatus::sum(&[p, r]).paused);
+        assert!(!PauseStatus::sum(&[]).paused);
+    }
+}
