@@ -36,6 +36,7 @@ use crate::shard::pause::PauseStatus;
 use crate::shared::Shared;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,7 +256,9 @@ fn serve(s: TcpStream, users: &[ConsoleUser], target: &Target) -> std::io::Resul
             Some(0x01) => return Ok(()), // COM_QUIT
             Some(0x03) => {
                 let sql = String::from_utf8_lossy(&p[1..]).into_owned();
-                let (a, then) = match answer(&sql, target) {
+                let fd = c.s.as_raw_fd();
+                let gone = move || client_gone(fd);
+                let (a, then) = match answer(&sql, target, &gone) {
                     Answer::Then(a, then) => (*a, Some(then)),
                     a => (a, None),
                 };
@@ -379,7 +382,24 @@ fn words(sql: &str) -> Vec<String> {
     out
 }
 
-fn answer(sql: &str, target: &Target) -> Answer {
+/// Has the console client on `fd` hung up (while it waits for an answer)? A peek that does not
+/// wait: end of stream or an error other than "nothing to read yet".
+fn client_gone(fd: std::os::fd::RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: a one-byte buffer we own; MSG_PEEK leaves the bytes, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+}
+
+/// `gone`: whether the console client has hung up (a waiting PAUSE stops waiting).
+fn answer(sql: &str, target: &Target, gone: &dyn Fn() -> bool) -> Answer {
     let w = words(sql);
     let up: Vec<String> = w.iter().map(|s| s.to_ascii_uppercase()).collect();
     let up: Vec<&str> = up.iter().map(String::as_str).collect();
@@ -435,7 +455,7 @@ fn answer(sql: &str, target: &Target) -> Answer {
             everywhere(target, &line)
         }
         ["PAUSE" | "RESUME" | "SHUTDOWN" | "SET", ..] => match parse_op(&w) {
-            Ok(Op::Pause { timeout_ms }) => pause(target, timeout_ms),
+            Ok(Op::Pause { timeout_ms }) => pause(target, timeout_ms, gone),
             Ok(Op::Resume) => resume(target),
             Ok(Op::Shutdown {
                 wait_for_clients,
@@ -552,9 +572,9 @@ fn pause_statuses(target: &Target, line: &str) -> Vec<Option<PauseStatus>> {
 /// stays: RESUME lifts it); ERR 1317 when a RESUME (from another console) cancelled it. The pause
 /// is applied everywhere before the wait starts; if a process cannot be paused (or stops
 /// answering), every process is resumed and the PAUSE fails: never half-applied. Closing the
-/// console connection that waits leaves the pause in effect, fully applied, as PgBouncer's
-/// does: only RESUME (or a shutdown) lifts it.
-fn pause(target: &Target, timeout_ms: u64) -> Answer {
+/// console connection that waits (`gone`) ends the wait and leaves the pause in effect, fully
+/// applied, as PgBouncer's does: only RESUME (or a shutdown) lifts it; the log says so.
+fn pause(target: &Target, timeout_ms: u64, gone: &dyn Fn() -> bool) -> Answer {
     use crate::shard::pause::{progress, Progress};
     let started = std::time::Instant::now();
     let first = pause_statuses(target, "PAUSE");
@@ -613,6 +633,10 @@ fn pause(target: &Target, timeout_ms: u64) -> Answer {
                 );
             }
             Progress::Busy(b) => {
+                if gone() {
+                    warn!(busy = %b.describe(), "PAUSE: the console client that asked left; the pause stays in effect (RESUME lifts it)");
+                    return Answer::Err(1317, b"70100", "PAUSE: client gone".into());
+                }
                 if std::time::Instant::now() >= deadline {
                     warn!(busy = %b.describe(), timeout_ms, "PAUSE: timed out; the pause stays in effect");
                     return Answer::Err(

@@ -522,6 +522,32 @@ fn pause_waits_for_transactions_holds_new_commands_and_resumes() {
     assert!(!ok && err.contains("ERROR 1317"), "{err}");
     b.query_drop("COMMIT").unwrap();
     a.query_drop("SELECT 3").unwrap();
+
+    // The console client of a waiting PAUSE hangs up: the wait ends, the pause stays.
+    b.query_drop("BEGIN").unwrap();
+    let mut cli = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", &format!("-P{port}")])
+        .args(["-uadmin", "-psecret", "-e", "PAUSE TIMEOUT 60000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the pause applied", Duration::from_secs(10), || {
+        paused(s.pid(), 0).then_some(())
+    });
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    wait_for("the PAUSE stopped waiting", Duration::from_secs(10), || {
+        s.log_text()
+            .contains("the console client that asked left")
+            .then_some(())
+    });
+    assert!(paused(s.pid(), 0), "the pause stays");
+    b.query_drop("COMMIT").unwrap();
+    let (ok, _, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    a.query_drop("SELECT 4").unwrap();
+
     let (ok, _, err) = console(port, "PAUSE TIMEOUT x");
     assert!(!ok && err.contains("ERROR 1064"), "{err}");
 }
