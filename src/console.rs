@@ -22,6 +22,37 @@
 //! queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are answered too. Anything
 //! else is ERR 1064 listing what the console understands.
 //!
+//! Operations on the whole instance (every shard of every worker):
+//!
+//! - `PAUSE [TIMEOUT <ms>]` (default 10 s): commands that need a backend wait before their
+//!   checkout, as for a free pool slot, except in a session inside a transaction (it runs, so
+//!   the transaction can end); logins are accepted, nobody is dropped, pooled connections stay
+//!   open (`PAUSE`, restart the server, `RECONNECT`, `RESUME` replaces them). The PAUSE then
+//!   waits for work in flight (statements running, transactions open) to end and answers with
+//!   what it waited for; at the timeout ERR 1205 names what is still busy and the pause stays
+//!   in effect. Paused commands wait without a deadline, as PgBouncer's do:
+//!   `pool.queue_timeout_ms` counts from RESUME (a pause is the operator's decision; failing
+//!   every client after a few seconds would defeat a pause meant to outlast a server restart).
+//!   `SHOW CLIENTS` lists a waiting client as `paused`; KILL still ends it. A RESUME from
+//!   another console connection cancels a waiting PAUSE (ERR 1317); closing the connection
+//!   that waits ends the wait and leaves the pause in effect (never half-applied: if a worker
+//!   cannot be paused, every worker is resumed and the PAUSE fails). A shutdown lifts it.
+//!   Decisions: [`crate::shard::pause`].
+//! - `RESUME`: lifts the pause at once everywhere; answers how many commands were waiting.
+//! - `SHUTDOWN`: what SIGTERM does (no new clients; idle ones closed, active ones after their
+//!   command, within `shutdown_timeout_ms`), answered OK first. `SHUTDOWN WAIT_FOR_CLIENTS
+//!   [TIMEOUT <ms>]`: every listener closes at once (new connections are refused), connected
+//!   clients keep being served; when the last has left (or at the timeout; without one, for as
+//!   long as it takes, as PgBouncer's does) the process stops as on SIGTERM and exits 0.
+//!   Answered at once with the clients it waits for; the log counts them every 5 s.
+//! - `SET [GLOBAL] <key> = <value>`: one key of `SHOW CONFIG`, applied exactly as a reload that
+//!   found only that key changed in the file ([`crate::reload::set`]), in every worker.
+//!   Refused as the server refuses `SET`: an unknown key ERR 1193, a key that needs a restart
+//!   ERR 1238, a value of the wrong type or that fails validation ERR 1231 with the reason,
+//!   bad syntax ERR 1064. Tables and lists (`users`, `health`, `dns`) are edited in the file.
+//!   The file is not written: the next `RELOAD` or SIGHUP makes the file's values live again
+//!   (as PgBouncer's and ProxySQL's reloads do), so put a value that must last in the file.
+//!
 //! Blocking threads (one per console connection, at most [`MAX_CONNECTIONS`]): consoles are few
 //! and never on the shards' path.
 
@@ -349,7 +380,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | SET key = value | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x | PAUSE [TIMEOUT ms] | RESUME | SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms]";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; `=` outside quotes is a word of its own; a trailing `;` goes).
@@ -619,7 +650,7 @@ fn pause(target: &Target, timeout_ms: u64, gone: &dyn Fn() -> bool) -> Answer {
                     1317,
                     b"70100",
                     format!(
-                        "PAUSE interrupted: a RESUME lifted the pause after {} ms",
+                        "PAUSE interrupted: the pause was lifted (a RESUME, or a worker restarted) after {} ms",
                         started.elapsed().as_millis()
                     ),
                 );

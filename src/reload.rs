@@ -22,6 +22,11 @@
 //! the new certificate, sessions already encrypted keep theirs. Files that do not load leave
 //! the running certificate in place and the reload says so. `tls.enabled` needs a restart.
 //!
+//! `SET key = value` (the console; [`set`]) goes the same way for one key: the live
+//! configuration with that key changed is validated whole, then [`apply`] applies it as a
+//! reload that found only that change (the backends left as they run). Until the next reload:
+//! a reload compares the file with what runs, so the file's value wins again.
+//!
 //! What needs a restart: the listeners, shards and workers, turning TLS on or off, pool mode,
 //! timeouts baked into open pools (connect, query), the pin budget, `[auth_from_backend]`,
 //! the console's own users. Which is which is decided here, in one place, and the console's
