@@ -553,7 +553,7 @@ fn pause_waits_for_transactions_holds_new_commands_and_resumes() {
 }
 
 #[test]
-fn with_workers_every_worker_pauses() {
+fn with_workers_every_worker_pauses_and_takes_a_set() {
     let (s, port) = with_console(2);
     wait_for("both workers answer", Duration::from_secs(10), || {
         let (_, out, _) = console(port, "SHOW WORKERS");
@@ -571,6 +571,18 @@ fn with_workers_every_worker_pauses() {
         assert!(!paused(s.pid(), w), "worker {w}");
     }
     mysql::prelude::Queryable::query_drop(&mut s.conn(), "SELECT 1").unwrap();
+
+    // SET reaches every worker (SHOW CONFIG would name each worker's value if they differed).
+    let (ok, _, err) = console(port, "SET pool.queue_timeout_ms = 1234");
+    assert!(ok, "{err}");
+    let (_, out, _) = console(port, "SHOW CONFIG LIKE 'pool.queue_timeout_ms'");
+    assert_eq!(
+        cell(&out, "pool.queue_timeout_ms", "value").as_deref(),
+        Some("1234"),
+        "{out}"
+    );
+    let (ok, _, err) = console(port, "SET workers = 3");
+    assert!(!ok && err.contains("ERROR 1238"), "{err}");
 }
 
 #[test]
@@ -644,8 +656,21 @@ fn set_changes_a_reloadable_key_until_the_next_reload_and_shutdown_stops() {
 
 #[test]
 fn shutdown_wait_for_clients_serves_them_until_they_leave() {
+    shutdown_wait_for_clients(1);
+}
+
+#[test]
+fn with_workers_shutdown_wait_for_clients_stops_every_worker() {
+    shutdown_wait_for_clients(2);
+}
+
+fn shutdown_wait_for_clients(workers: usize) {
     use mysql::prelude::Queryable;
-    let (mut s, port) = with_console(1);
+    let (mut s, port) = with_console(workers);
+    wait_for("every worker answers", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW WORKERS");
+        (out.lines().filter(|l| l.contains("\tup\t")).count() == workers).then_some(())
+    });
     let mut a = s.conn();
     a.query_drop("SELECT 1").unwrap();
     let (ok, out, err) = console(port, "SHUTDOWN WAIT_FOR_CLIENTS TIMEOUT 60000");
