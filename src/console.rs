@@ -7,7 +7,8 @@
 //! process) or to every worker (the supervisor, with `workers = N`), and the answers are merged:
 //! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
 //!
-//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
+//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`
+//! (each process: up, shards, clients, paused, commands waiting for RESUME),
 //! `SHOW CLIENTS` (id, user, source address, state, schema, backend, idle time, what holds it),
 //! `SHOW PINS` (pinned sessions now and pins since start, by reason), `SHOW CONFIG [LIKE 'p']`
 //! (every key with its live value, secrets hidden, and whether a reload applies it: the one list
@@ -1265,12 +1266,16 @@ fn kill_client(target: &Target, id: u32, kind: &str) -> Answer {
     everywhere_answers(vec![best])
 }
 
+/// `SHOW WORKERS`: each process's state, shards and clients, and whether it is paused (with
+/// the commands waiting for RESUME).
 fn show_workers(target: &Target) -> Answer {
     let all = target.ask_all("STATS");
+    let pauses = pause_statuses(target, "PAUSE STATUS");
     let rows = all
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            let pause = pauses.get(i).copied().flatten();
             let snaps: Option<Vec<crate::metrics::ShardSnapshot>> = serde_json::from_str(a).ok();
             let clients = snaps
                 .as_ref()
@@ -1287,6 +1292,8 @@ fn show_workers(target: &Target) -> Answer {
                 ),
                 snaps.as_ref().map(|s| s.len().to_string()),
                 clients,
+                pause.map(|p| if p.paused { "yes" } else { "no" }.to_string()),
+                pause.map(|p| p.waiting.to_string()),
             ]
         })
         .collect();
@@ -1296,6 +1303,8 @@ fn show_workers(target: &Target) -> Answer {
             "state".into(),
             "shards".into(),
             "clients".into(),
+            "paused".into(),
+            "clients_waiting".into(),
         ],
         rows,
     )

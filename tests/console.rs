@@ -565,6 +565,8 @@ fn with_workers_every_worker_pauses_and_takes_a_set() {
     for w in 0..2 {
         assert!(paused(s.pid(), w), "worker {w}");
     }
+    let (_, out, _) = console(port, "SHOW WORKERS");
+    assert_eq!(cell(&out, "1", "paused").as_deref(), Some("yes"), "{out}");
     let (ok, _, err) = console(port, "RESUME");
     assert!(ok, "{err}");
     for w in 0..2 {
