@@ -1275,7 +1275,7 @@ fn show_workers(target: &Target) -> Answer {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let pause = pauses.get(i).copied().flatten();
+            let pause = pauses.get(i).cloned().flatten();
             let snaps: Option<Vec<crate::metrics::ShardSnapshot>> = serde_json::from_str(a).ok();
             let clients = snaps
                 .as_ref()
@@ -1292,8 +1292,10 @@ fn show_workers(target: &Target) -> Answer {
                 ),
                 snaps.as_ref().map(|s| s.len().to_string()),
                 clients,
-                pause.map(|p| if p.paused { "yes" } else { "no" }.to_string()),
-                pause.map(|p| p.waiting.to_string()),
+                pause
+                    .as_ref()
+                    .map(|p| if p.paused { "yes" } else { "no" }.to_string()),
+                pause.as_ref().map(|p| p.waiting.to_string()),
             ]
         })
         .collect();

@@ -464,7 +464,9 @@ fn pause_waits_for_transactions_holds_new_commands_and_resumes() {
     // A transaction is open: PAUSE times out saying so, and stays in effect.
     let (ok, _, err) = console(port, "PAUSE TIMEOUT 200");
     assert!(
-        !ok && err.contains("ERROR 1205") && err.contains("1 transaction(s) open"),
+        !ok && err.contains("ERROR 1205")
+            && err.contains("1 transaction(s) open")
+            && err.contains(&format!("(busy: client {})", a.connection_id())),
         "{err}"
     );
     assert!(paused(s.pid(), 0));

@@ -1416,13 +1416,14 @@ impl Shard {
         };
         let table = self.table.borrow();
         for t in table.tokens() {
-            let busy = match table.get(t).map(|s| &s.state) {
-                Some(SlotState::Parked(s)) => pause::classify(
+            let Some(slot) = table.get(t) else { continue };
+            let busy = match &slot.state {
+                SlotState::Parked(s) => pause::classify(
                     false,
                     s.status & crate::codec::caps::status::IN_TRANS != 0,
                     false,
                 ),
-                Some(SlotState::Active(ctl)) => {
+                SlotState::Active(ctl) => {
                     if !self.paused.get() && ctl.gated.get() {
                         // Resumed: let it go.
                         if let Some(w) = ctl.waker.take() {
@@ -1431,13 +1432,18 @@ impl Shard {
                     }
                     pause::classify(ctl.serving.get(), ctl.in_transaction.get(), ctl.gated.get())
                 }
-                _ => Busy::Quiet,
+                SlotState::Free => Busy::Quiet,
             };
             match busy {
                 Busy::Quiet => {}
                 Busy::Running => st.running += 1,
                 Busy::InTransaction => st.in_transaction += 1,
                 Busy::Waiting => st.waiting += 1,
+            }
+            if matches!(busy, Busy::Running | Busy::InTransaction)
+                && st.busy_ids.len() < pause::BUSY_IDS
+            {
+                st.busy_ids.push(slot.conn_id);
             }
         }
         st

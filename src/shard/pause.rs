@@ -18,7 +18,7 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 /// One shard's (or a process's, summed) answer to PAUSE, RESUME and their status request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PauseStatus {
     pub paused: bool,
     /// Sessions serving a command now (a statement running, or waiting for a backend).
@@ -27,7 +27,14 @@ pub struct PauseStatus {
     pub in_transaction: u32,
     /// Sessions whose command waits at the pause gate.
     pub waiting: u32,
+    /// The connection ids of the first [`BUSY_IDS`] sessions running or in a transaction (what
+    /// a PAUSE that timed out names).
+    #[serde(default)]
+    pub busy_ids: Vec<u32>,
 }
+
+/// How many busy sessions a status names.
+pub const BUSY_IDS: usize = 10;
 
 impl PauseStatus {
     /// In-flight work the pause still waits for.
@@ -48,16 +55,28 @@ impl PauseStatus {
             out.running += s.running;
             out.in_transaction += s.in_transaction;
             out.waiting += s.waiting;
+            let room = BUSY_IDS.saturating_sub(out.busy_ids.len());
+            out.busy_ids.extend(s.busy_ids.iter().take(room));
         }
         out.paused &= any;
         out
     }
 
     pub fn describe(&self) -> String {
-        format!(
+        let mut d = format!(
             "{} statement(s) running, {} transaction(s) open, {} client(s) waiting",
             self.running, self.in_transaction, self.waiting
-        )
+        );
+        if !self.busy_ids.is_empty() {
+            let ids: Vec<String> = self.busy_ids.iter().map(u32::to_string).collect();
+            let more = if (self.busy() as usize) > self.busy_ids.len() {
+                ", …"
+            } else {
+                ""
+            };
+            d.push_str(&format!(" (busy: client {}{more})", ids.join(", ")));
+        }
+        d
     }
 }
 
@@ -108,7 +127,7 @@ pub fn progress(statuses: &[Option<PauseStatus>]) -> Progress {
     if let Some(i) = statuses.iter().position(Option::is_none) {
         return Progress::Unreachable(i);
     }
-    let all: Vec<PauseStatus> = statuses.iter().flatten().copied().collect();
+    let all: Vec<PauseStatus> = statuses.iter().flatten().cloned().collect();
     if all.iter().any(|s| !s.paused) {
         return Progress::Resumed;
     }
@@ -192,6 +211,7 @@ mod tests {
                 running,
                 in_transaction,
                 waiting: 1,
+                busy_ids: (0..running + in_transaction).collect(),
             })
         };
         let busy = PauseStatus {
@@ -199,6 +219,7 @@ mod tests {
             running: 1,
             in_transaction: 2,
             waiting: 2,
+            busy_ids: vec![0, 0, 1],
         };
         #[rustfmt::skip]
         let table: Vec<(Vec<Option<PauseStatus>>, Progress)> = vec![
@@ -221,8 +242,30 @@ mod tests {
             ..PauseStatus::default()
         };
         let r = PauseStatus::default();
-        assert!(PauseStatus::sum(&[p, p]).paused);
+        assert!(PauseStatus::sum(&[p.clone(), p.clone()]).paused);
         assert!(!PauseStatus::sum(&[p, r]).paused);
         assert!(!PauseStatus::sum(&[]).paused);
+    }
+
+    #[test]
+    fn a_status_names_the_first_busy_clients() {
+        let one = |ids: Vec<u32>| PauseStatus {
+            paused: true,
+            running: ids.len() as u32,
+            busy_ids: ids,
+            ..PauseStatus::default()
+        };
+        let sum = PauseStatus::sum(&[one((1..=8).collect()), one((20..=25).collect())]);
+        assert_eq!(sum.busy_ids, [1, 2, 3, 4, 5, 6, 7, 8, 20, 21]);
+        assert_eq!(sum.running, 14);
+        assert!(sum
+            .describe()
+            .ends_with("(busy: client 1, 2, 3, 4, 5, 6, 7, 8, 20, 21, …)"));
+        let d = one(vec![7]).describe();
+        assert_eq!(
+            d,
+            "1 statement(s) running, 0 transaction(s) open, 0 client(s) waiting (busy: client 7)"
+        );
+        assert!(!PauseStatus::default().describe().contains("busy"));
     }
 }
