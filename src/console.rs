@@ -34,7 +34,8 @@
 //!   in effect. Paused commands wait without a deadline, as PgBouncer's do:
 //!   `pool.queue_timeout_ms` counts from RESUME (a pause is the operator's decision; failing
 //!   every client after a few seconds would defeat a pause meant to outlast a server restart).
-//!   `SHOW CLIENTS` lists a waiting client as `paused`; KILL still ends it. A RESUME from
+//!   `SHOW CLIENTS` lists a waiting client as `paused`; KILL QUERY ends its command (ERR
+//!   1317; a client's own KILL statement is never held), KILL the client. A RESUME from
 //!   another console connection cancels a waiting PAUSE (ERR 1317); closing the connection
 //!   that waits ends the wait and leaves the pause in effect (never half-applied: if a worker
 //!   cannot be paused, every worker is resumed and the PAUSE fails). A shutdown lifts it.

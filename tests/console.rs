@@ -512,6 +512,27 @@ fn pause_waits_for_transactions_holds_new_commands_and_resumes() {
     let (mut b, v) = waiter.join().unwrap();
     assert_eq!(v, Some(42));
 
+    // Paused, a client's own KILL QUERY (what a driver's statement timeout sends) is not held,
+    // and ends the waiting command with ERR 1317.
+    let mut k = s.conn();
+    let (ok, _, err) = console(port, "PAUSE TIMEOUT 5000");
+    assert!(ok, "{err}");
+    let waiter = std::thread::spawn(move || {
+        let r = b.query_drop("SELECT 43");
+        (b, r)
+    });
+    wait_for("b's command waiting", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW CLIENTS");
+        (cell(&out, &b_id, "state").as_deref() == Some("paused")).then_some(())
+    });
+    k.query_drop(format!("KILL QUERY {b_id}")).unwrap();
+    let (mut b, r) = waiter.join().unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(common::server_error(&e).map(|x| x.0), Some(1317), "{e}");
+    let (ok, _, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    b.query_drop("SELECT 1").unwrap();
+
     // A waiting PAUSE is cancelled by a RESUME from another console connection.
     b.query_drop("BEGIN").unwrap();
     let pauser = std::thread::spawn(move || console(port, "PAUSE TIMEOUT 60000"));

@@ -439,14 +439,21 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 }
                 // PAUSE: a command that needs a backend waits here, as for a pool slot.
                 let in_trx = sess.status & status::IN_TRANS != 0;
-                if crate::shard::pause::waits(
-                    shard.paused.get(),
-                    payload.first().copied().unwrap_or(0),
-                    in_trx,
-                ) {
+                if crate::shard::pause::waits(shard.paused.get(), &payload, in_trx) {
                     crate::shard::pause::gate(|| shard.paused.get(), &ctl).await;
                     if let Err(e) = ctl.check() {
                         break Some(e);
+                    }
+                    let code = payload.first().copied().unwrap_or(0);
+                    if ctl.gate_cancelled.replace(false) && crate::shard::pause::answered(code) {
+                        let reply = Reply::new(1317, b"70100", "Query execution was interrupted");
+                        let mut out = Vec::new();
+                        reply.encode(&mut out);
+                        io.queue(seq.wrapping_add(1), &out);
+                        if let Err(e) = io.flush(None).await {
+                            break Some(e);
+                        }
+                        continue;
                     }
                 }
                 shard.stats.commands.set(shard.stats.commands.get() + 1);

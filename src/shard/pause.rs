@@ -10,10 +10,11 @@
 //! A paused client waits without a deadline, as PgBouncer's do: `pool.queue_timeout_ms` starts
 //! only after RESUME, at the checkout (a pause is the operator's decision, not a starved pool,
 //! and failing every client after a few seconds would defeat a pause meant to outlast a
-//! server restart). KILL still ends a waiting client.
+//! server restart). KILL QUERY ends a waiting command with ERR 1317 (as the server ends an
+//! interrupted statement); KILL ends the client.
 
 use super::table::ActiveCtl;
-use crate::codec::command::com;
+use crate::codec::command::{self, com, Disposition, ResponseKind};
 use std::future::poll_fn;
 use std::task::Poll;
 
@@ -80,11 +81,39 @@ impl PauseStatus {
     }
 }
 
-/// Does a command with this first byte wait at the gate? Only while paused, never inside a
-/// transaction (it must be able to end), and never for what needs no backend: COM_QUIT (the
-/// client leaves) and COM_PING (answered by sluice).
-pub fn waits(paused: bool, code: u8, in_transaction: bool) -> bool {
-    paused && !in_transaction && !matches!(code, com::QUIT | com::PING)
+/// Does a command wait at the gate? Only while paused, never inside a transaction (it must be
+/// able to end), and never for what needs no backend: COM_QUIT (the client leaves), COM_PING
+/// and KILL (answered by sluice: a driver's statement timeout sends `KILL QUERY` for a statement
+/// that may be the one waiting), and commands sluice refuses anyway.
+pub fn waits(paused: bool, payload: &[u8], in_transaction: bool) -> bool {
+    let Some(&code) = payload.first() else {
+        return false;
+    };
+    paused
+        && !in_transaction
+        && !matches!(code, com::QUIT | com::PING | com::PROCESS_KILL)
+        && !matches!(command::disposition(code), Disposition::Refuse)
+        && !(code == com::QUERY && is_kill(&payload[1..]))
+}
+
+/// Does the statement start with `KILL` (after comments and spaces)? Only its first bytes are
+/// looked at.
+fn is_kill(sql: &[u8]) -> bool {
+    let head = &sql[..sql.len().min(64)];
+    matches!(
+        crate::session::sql::tokens(head, Default::default()).first(),
+        Some(crate::session::sql::Tok::Word(w)) if w.eq_ignore_ascii_case(b"KILL")
+    )
+}
+
+/// Does a command get an answer (so a waiting one ended by KILL QUERY is answered ERR 1317)?
+/// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA do not: released from the gate by a KILL QUERY,
+/// they run.
+pub fn answered(code: u8) -> bool {
+    !matches!(
+        command::disposition(code),
+        Disposition::Forward(ResponseKind::None) | Disposition::Intercept(ResponseKind::None)
+    )
 }
 
 /// What one session counts as for a PAUSE.
@@ -140,7 +169,7 @@ pub fn progress(statuses: &[Option<PauseStatus>]) -> Progress {
 }
 
 /// Waits while `paused()` says so (the shard's flag), or until the session is interrupted
-/// (KILL, shutdown). Marks the session gated meanwhile, for SHOW CLIENTS and the counts; the
+/// (KILL, shutdown) or its command cancelled (KILL QUERY: `ctl.gate_cancelled`). Marks the session gated meanwhile, for SHOW CLIENTS and the counts; the
 /// shard wakes gated sessions through their `ctl.waker` when it resumes.
 pub async fn gate(paused: impl Fn() -> bool, ctl: &ActiveCtl) {
     if !paused() {
@@ -148,7 +177,7 @@ pub async fn gate(paused: impl Fn() -> bool, ctl: &ActiveCtl) {
     }
     ctl.gated.set(true);
     poll_fn(|cx| {
-        if !paused() || ctl.interrupted() {
+        if !paused() || ctl.interrupted() || ctl.gate_cancelled.get() {
             return Poll::Ready(());
         }
         ctl.waker.set(Some(cx.waker().clone()));
@@ -164,21 +193,42 @@ mod tests {
 
     #[test]
     fn which_commands_wait() {
+        let q = |sql: &str| [&[com::QUERY][..], sql.as_bytes()].concat();
         #[rustfmt::skip]
-        let table: &[(bool, u8, bool, bool)] = &[
+        let table: Vec<(bool, Vec<u8>, bool, bool)> = vec![
             // paused, command, in a transaction, waits
-            (false, com::QUERY, false, false),
-            (true, com::QUERY, false, true),
-            (true, com::QUERY, true, false),
-            (true, com::STMT_EXECUTE, false, true),
-            (true, com::STMT_PREPARE, false, true),
-            (true, com::INIT_DB, false, true),
-            (true, com::QUIT, false, false),
-            (true, com::PING, false, false),
-            (true, com::STMT_EXECUTE, true, false),
+            (false, q("SELECT 1"), false, false),
+            (true, q("SELECT 1"), false, true),
+            (true, q("SELECT 1"), true, false),
+            (true, q("kill query 12"), false, false),
+            (true, q(" /* x */ KILL 12"), false, false),
+            (true, q("SELECT 'KILL'"), false, true),
+            (true, q("KILLER()"), false, true),
+            (true, q(""), false, true),
+            (true, vec![com::STMT_EXECUTE, 1, 0, 0, 0], false, true),
+            (true, vec![com::STMT_PREPARE], false, true),
+            (true, vec![com::INIT_DB], false, true),
+            (true, vec![com::QUIT], false, false),
+            (true, vec![com::PING], false, false),
+            (true, vec![com::PROCESS_KILL, 1, 0, 0, 0], false, false),
+            (true, vec![0x1d], false, false), // COM_DAEMON: refused anyway
+            (true, vec![], false, false),
+            (true, vec![com::STMT_EXECUTE], true, false),
         ];
-        for &(paused, code, trx, want) in table {
-            assert_eq!(waits(paused, code, trx), want, "{paused} {code} {trx}");
+        for (paused, payload, trx, want) in table {
+            assert_eq!(
+                waits(paused, &payload, trx),
+                want,
+                "{paused} {payload:?} {trx}"
+            );
+        }
+        #[rustfmt::skip]
+        let answers: &[(u8, bool)] = &[
+            (com::QUERY, true), (com::STMT_EXECUTE, true), (com::INIT_DB, true),
+            (com::STMT_CLOSE, false), (com::STMT_SEND_LONG_DATA, false),
+        ];
+        for &(code, want) in answers {
+            assert_eq!(answered(code), want, "{code}");
         }
     }
 

@@ -109,6 +109,8 @@ pub struct ActiveCtl {
     pub in_transaction: Cell<bool>,
     /// The session's command waits at the pause gate.
     pub gated: Cell<bool>,
+    /// A KILL QUERY ended the command waiting at the gate (answered ERR 1317).
+    pub gate_cancelled: Cell<bool>,
 }
 
 impl ActiveCtl {
