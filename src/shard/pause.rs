@@ -89,11 +89,13 @@ pub fn waits(paused: bool, payload: &[u8], in_transaction: bool) -> bool {
     let Some(&code) = payload.first() else {
         return false;
     };
-    paused
-        && !in_transaction
-        && !matches!(code, com::QUIT | com::PING | com::PROCESS_KILL)
-        && !matches!(command::disposition(code), Disposition::Refuse)
-        && !(code == com::QUERY && is_kill(&payload[1..]))
+    if !paused || in_transaction {
+        return false;
+    }
+    let needs_no_backend = matches!(code, com::QUIT | com::PING | com::PROCESS_KILL)
+        || matches!(command::disposition(code), Disposition::Refuse)
+        || (code == com::QUERY && is_kill(&payload[1..]));
+    !needs_no_backend
 }
 
 /// Does the statement start with `KILL` (after comments and spaces)? Only its first bytes are
