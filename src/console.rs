@@ -714,8 +714,12 @@ fn resume(target: &Target) -> Answer {
 static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Stops this process as SIGTERM does (the signal goes to this process, whose main thread
-/// waits for it: a single process drains its shards, the supervisor stops its workers).
+/// waits for it: a single process drains its shards, the supervisor stops its workers). Not
+/// when it is stopping already: a second signal would make it exit at once.
 fn raise_sigterm() {
+    if crate::server::STOPPING.swap(true, Ordering::AcqRel) {
+        return;
+    }
     // SAFETY: kill(2) on our own pid with a valid signal number.
     unsafe {
         libc::kill(libc::getpid(), libc::SIGTERM);
@@ -771,6 +775,10 @@ fn shutdown(target: &Target, wait_for_clients: bool, timeout_ms: Option<u64>) ->
                 let limit = timeout_ms.map(Duration::from_millis);
                 let mut said = started;
                 loop {
+                    if crate::server::STOPPING.load(Ordering::Acquire) {
+                        // A signal or a plain SHUTDOWN took over.
+                        return;
+                    }
                     let left: Option<u64> = json_lines::<Vec<crate::metrics::ShardSnapshot>>(
                         &target, "STATS",
                     )
@@ -819,7 +827,7 @@ fn set(target: &Target, key: &str, value: &str) -> Answer {
     // once and no process applies anything.
     if let Target::Local(shared) = target {
         if let Err((code, state, msg)) = crate::reload::set_plan(&shared.live(), key, value) {
-            return Answer::Err(code, leak_state(state), msg);
+            return Answer::Err(code, static_state(state), msg);
         }
     }
     let answers = target.ask_all(&format!("SET {key} {value}"));
@@ -831,7 +839,7 @@ fn set(target: &Target, key: &str, value: &str) -> Answer {
             .and_then(|s| <[u8; 5]>::try_from(s.as_bytes()).ok())
             .unwrap_or(*b"HY000");
         let msg = parts.next().unwrap_or("").to_string();
-        return Answer::Err(code, leak_state(state), msg);
+        return Answer::Err(code, static_state(state), msg);
     }
     Answer::Rows(
         vec!["worker".into(), "result".into()],
@@ -844,7 +852,7 @@ fn set(target: &Target, key: &str, value: &str) -> Answer {
 }
 
 /// The SQLSTATEs the console answers with, as `'static` (an [`Answer::Err`] keeps a reference).
-fn leak_state(state: [u8; 5]) -> &'static [u8; 5] {
+fn static_state(state: [u8; 5]) -> &'static [u8; 5] {
     match &state {
         b"42000" => b"42000",
         b"08S01" => b"08S01",

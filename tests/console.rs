@@ -681,15 +681,22 @@ fn set_changes_a_reloadable_key_until_the_next_reload_and_shutdown_stops() {
 
 #[test]
 fn shutdown_wait_for_clients_serves_them_until_they_leave() {
-    shutdown_wait_for_clients(1);
+    shutdown_wait_for_clients(1, false);
+}
+
+#[test]
+fn shutdown_wait_for_clients_yields_to_a_sigterm() {
+    shutdown_wait_for_clients(1, true);
 }
 
 #[test]
 fn with_workers_shutdown_wait_for_clients_stops_every_worker() {
-    shutdown_wait_for_clients(2);
+    shutdown_wait_for_clients(2, false);
 }
 
-fn shutdown_wait_for_clients(workers: usize) {
+/// SHUTDOWN WAIT_FOR_CLIENTS with one client connected; then the client leaves, or a SIGTERM
+/// comes (`by_signal`): either way the process exits 0.
+fn shutdown_wait_for_clients(workers: usize, by_signal: bool) {
     use mysql::prelude::Queryable;
     let (mut s, port) = with_console(workers);
     wait_for("every worker answers", Duration::from_secs(10), || {
@@ -712,6 +719,13 @@ fn shutdown_wait_for_clients(workers: usize) {
     assert!(s
         .log_text()
         .contains("waiting for the connected ones to leave"));
-    drop(a);
+    if by_signal {
+        // A SIGTERM meanwhile stops it as usual (the waiting SHUTDOWN, seeing the clients
+        // gone, raises no second signal, which would exit 1 at once).
+        s.sigterm();
+    } else {
+        // The last client leaves: the process stops by itself.
+        drop(a);
+    }
     assert!(s.wait_exit(Duration::from_secs(20)).success());
 }
