@@ -502,6 +502,12 @@ fn pause_waits_for_transactions_holds_new_commands_and_resumes() {
         (cell(&out, &b_id, "state").as_deref() == Some("paused")).then_some(())
     });
     assert!(!waiter.is_finished(), "b is not answered while paused");
+    // The metrics say so too (sluice_paused, sluice_clients_paused).
+    let stats = sluice::admin::request(s.pid(), 0, "STATS").unwrap();
+    assert!(
+        stats.contains("\"paused\":1") && stats.contains("\"clients_paused\":1"),
+        "{stats}"
+    );
     let (ok, out, err) = console(port, "RESUME");
     assert!(ok, "{err}");
     assert_eq!(

@@ -1108,6 +1108,20 @@ impl Shard {
         let mut snap = ShardSnapshot {
             clients: table.len() as u64,
             parked: table.parked() as u64,
+            paused: u64::from(self.paused.get()),
+            // Counted only while paused (a scan of the table; none otherwise).
+            clients_paused: if self.paused.get() {
+                table
+                    .tokens()
+                    .into_iter()
+                    .filter(|t| {
+                        matches!(table.get(*t).map(|s| &s.state),
+                            Some(SlotState::Active(c)) if c.gated.get())
+                    })
+                    .count() as u64
+            } else {
+                0
+            },
             accepted: s.accepted.get(),
             commands: s.commands.get(),
             auth_failures: s.auth_failures.get(),
