@@ -23,7 +23,14 @@
 //! - `BACKEND ADD <address> [any|primary|replica] [weight]` → `OK <id>`;
 //!   `BACKEND DRAIN <id or address> [TIMEOUT <ms>]` → `OK` (after the timeout, sessions that still
 //!   hold the backend are closed with an error naming what kept them there);
-//!   `BACKEND UNDRAIN|MAINTENANCE|REMOVE <id or address>` → `OK`.
+//!   `BACKEND UNDRAIN|MAINTENANCE|REMOVE <id or address>` → `OK`;
+//! - `PAUSE` / `RESUME` / `PAUSE STATUS` → JSON (paused, running, in_transaction, waiting):
+//!   pauses, resumes or only reads every shard's pause and counts what its sessions are doing
+//!   (see [`crate::shard::pause`]; the console's PAUSE waits by asking `PAUSE STATUS`);
+//! - `ACCEPT STOP` → `OK <clients>`: every shard closes its listener (new connections are
+//!   refused) and keeps serving its clients (SHUTDOWN WAIT_FOR_CLIENTS);
+//! - `SET <key> <value>` → as `RELOAD` answers: one reloadable key changed as a reload
+//!   applying that one change would (see [`crate::reload::set`]).
 //!
 //! A single process (no workers) serves the same socket, named after its own pid, worker 0;
 //! `sluice ctl --pid PID 'REQUEST'` sends a request to every worker of an instance.
@@ -45,8 +52,8 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest request line read (requests are a few dozen bytes).
-const MAX_REQUEST: u64 = 256;
+/// Longest request line read (requests are a few dozen bytes; a SET's value may be longer).
+const MAX_REQUEST: u64 = 4096;
 
 /// The uid of the process at the other end of `s`.
 fn peer_uid(s: &UnixStream) -> Option<u32> {
@@ -199,10 +206,50 @@ pub fn handle(shared: &Shared, line: &str) -> String {
             let rows = crate::metrics::collect_clients(shared, Duration::from_secs(2));
             serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
         }
+        Some("PAUSE") => match words.next() {
+            None => pause(shared, Some(true)),
+            Some("STATUS") => pause(shared, None),
+            Some(_) => "ERR 1064 42000 PAUSE [STATUS]".into(),
+        },
+        Some("RESUME") => pause(shared, Some(false)),
+        Some("ACCEPT") if words.next() == Some("STOP") => {
+            let per_shard = crate::metrics::ask_shards(shared, Duration::from_secs(2), |reply| {
+                ShardMsg::StopAccepting { reply }
+            });
+            if per_shard.len() < shared.shards {
+                return "ERR 1105 HY000 a shard did not answer ACCEPT STOP".into();
+            }
+            format!("OK {}", per_shard.iter().sum::<u64>())
+        }
+        Some("SET") => {
+            // `SET <key> <value>`: the value is the rest of the line, spaces kept.
+            let rest = line
+                .trim_start()
+                .strip_prefix("SET")
+                .unwrap_or("")
+                .trim_start();
+            let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            crate::reload::set(shared, key, value.trim())
+        }
         Some("BACKEND") => backend(shared, words.next(), words.next(), words),
         Some("RECONNECT") => reconnect(shared, words.next()),
         _ => "ERR 1064 42000 unknown admin request".into(),
     }
+}
+
+/// `PAUSE` (`set`: `Some(true)`), `RESUME` (`Some(false)`), `PAUSE STATUS` (`None`): every
+/// shard of this process changes (or keeps) its pause and says what its sessions are doing;
+/// the sum as JSON ([`crate::shard::pause::PauseStatus`]). A shard that does not answer makes
+/// it an ERR (after a PAUSE the console then resumes everything: never half-applied).
+fn pause(shared: &Shared, set: Option<bool>) -> String {
+    let per_shard = crate::metrics::ask_shards(shared, Duration::from_secs(2), |reply| {
+        ShardMsg::Pause { set, reply }
+    });
+    if per_shard.len() < shared.shards {
+        return "ERR 1105 HY000 a shard did not answer the pause request".into();
+    }
+    let sum = crate::shard::pause::PauseStatus::sum(&per_shard);
+    serde_json::to_string(&sum).unwrap_or_else(|_| "{}".into())
 }
 
 /// `BACKENDS`: every backend this process lists, with its state and the connections its pools

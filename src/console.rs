@@ -7,7 +7,8 @@
 //! process) or to every worker (the supervisor, with `workers = N`), and the answers are merged:
 //! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
 //!
-//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`,
+//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`
+//! (each process: up, shards, clients, paused, commands waiting for RESUME),
 //! `SHOW CLIENTS` (id, user, source address, state, schema, backend, idle time, what holds it),
 //! `SHOW PINS` (pinned sessions now and pins since start, by reason), `SHOW CONFIG [LIKE 'p']`
 //! (every key with its live value, secrets hidden, and whether a reload applies it: the one list
@@ -22,6 +23,38 @@
 //! queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are answered too. Anything
 //! else is ERR 1064 listing what the console understands.
 //!
+//! Operations on the whole instance (every shard of every worker):
+//!
+//! - `PAUSE [TIMEOUT <ms>]` (default 10 s): commands that need a backend wait before their
+//!   checkout, as for a free pool slot, except in a session inside a transaction (it runs, so
+//!   the transaction can end); logins are accepted, nobody is dropped, pooled connections stay
+//!   open (`PAUSE`, restart the server, `RECONNECT`, `RESUME` replaces them). The PAUSE then
+//!   waits for work in flight (statements running, transactions open) to end and answers with
+//!   what it waited for; at the timeout ERR 1205 names what is still busy and the pause stays
+//!   in effect. Paused commands wait without a deadline, as PgBouncer's do:
+//!   `pool.queue_timeout_ms` counts from RESUME (a pause is the operator's decision; failing
+//!   every client after a few seconds would defeat a pause meant to outlast a server restart).
+//!   `SHOW CLIENTS` lists a waiting client as `paused`; KILL QUERY ends its command (ERR
+//!   1317; a client's own KILL statement is never held), KILL the client. A RESUME from
+//!   another console connection cancels a waiting PAUSE (ERR 1317); closing the connection
+//!   that waits ends the wait and leaves the pause in effect (never half-applied: if a worker
+//!   cannot be paused, every worker is resumed and the PAUSE fails). A shutdown lifts it.
+//!   Decisions: [`crate::shard::pause`].
+//! - `RESUME`: lifts the pause at once everywhere; answers how many commands were waiting.
+//! - `SHUTDOWN`: what SIGTERM does (no new clients; idle ones closed, active ones after their
+//!   command, within `shutdown_timeout_ms`), answered OK first. `SHUTDOWN WAIT_FOR_CLIENTS
+//!   [TIMEOUT <ms>]`: every listener closes at once (new connections are refused), connected
+//!   clients keep being served; when the last has left (or at the timeout; without one, for as
+//!   long as it takes, as PgBouncer's does) the process stops as on SIGTERM and exits 0.
+//!   Answered at once with the clients it waits for; the log counts them every 5 s.
+//! - `SET [GLOBAL] <key> = <value>`: one key of `SHOW CONFIG`, applied exactly as a reload that
+//!   found only that key changed in the file ([`crate::reload::set`]), in every worker.
+//!   Refused as the server refuses `SET`: an unknown key ERR 1193, a key that needs a restart
+//!   ERR 1238, a value of the wrong type or that fails validation ERR 1231 with the reason,
+//!   bad syntax ERR 1064. Tables and lists (`users`, `health`, `dns`) are edited in the file.
+//!   The file is not written: the next `RELOAD` or SIGHUP makes the file's values live again
+//!   (as PgBouncer's and ProxySQL's reloads do), so put a value that must last in the file.
+//!
 //! Blocking threads (one per console connection, at most [`MAX_CONNECTIONS`]): consoles are few
 //! and never on the shards' path.
 
@@ -32,9 +65,11 @@ use crate::codec::caps::cap;
 use crate::codec::handshake::{Handshake, HandshakeResponse};
 use crate::codec::packets::{encode_ok, EofPacket, ErrPacket, OkPacket, EOF};
 use crate::codec::wire::{put_lenenc_bytes, put_lenenc_int};
+use crate::shard::pause::PauseStatus;
 use crate::shared::Shared;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,15 +289,26 @@ fn serve(s: TcpStream, users: &[ConsoleUser], target: &Target) -> std::io::Resul
             Some(0x01) => return Ok(()), // COM_QUIT
             Some(0x03) => {
                 let sql = String::from_utf8_lossy(&p[1..]).into_owned();
-                match answer(&sql, target) {
-                    Answer::Ok => c.ok(caps)?,
-                    Answer::Rows(cols, rows) => {
-                        for packet in result_set(&cols, &rows, caps) {
-                            c.write(&packet)?;
-                        }
-                    }
-                    Answer::Err(code, state, msg) => c.err(code, state, &msg)?,
+                let fd = c.s.as_raw_fd();
+                let gone = move || client_gone(fd);
+                let (a, then) = match answer(&sql, target, &gone) {
+                    Answer::Then(a, then) => (*a, Some(then)),
+                    a => (a, None),
+                };
+                let sent = match a {
+                    Answer::Ok => c.ok(caps),
+                    Answer::Rows(cols, rows) => result_set(&cols, &rows, caps)
+                        .iter()
+                        .try_for_each(|packet| c.write(packet)),
+                    Answer::Err(code, state, msg) => c.err(code, state, &msg),
+                    Answer::Then(..) => c.err(1105, b"HY000", "sluice console: nested answer"),
+                };
+                // What comes after the answer (a SHUTDOWN) happens whether it reached the
+                // client or not.
+                if let Some(then) = then {
+                    then();
                 }
+                sent?;
             }
             Some(0x02 | 0x0e) => c.ok(caps)?, // COM_INIT_DB, COM_PING
             _ => c.err(1047, b"08S01", "Unknown command (admin console)")?,
@@ -274,6 +320,8 @@ enum Answer {
     Ok,
     Rows(Vec<String>, Vec<Vec<Option<String>>>),
     Err(u16, &'static [u8; 5], String),
+    /// This answer, then this action (once the answer is written: a SHUTDOWN).
+    Then(Box<Answer>, Box<dyn FnOnce() + Send>),
 }
 
 /// A string column (utf8mb4, up to 1024 characters).
@@ -334,7 +382,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | SET key = value | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x | PAUSE [TIMEOUT ms] | RESUME | SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms]";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; `=` outside quotes is a word of its own; a trailing `;` goes).
@@ -367,7 +415,24 @@ fn words(sql: &str) -> Vec<String> {
     out
 }
 
-fn answer(sql: &str, target: &Target) -> Answer {
+/// Has the console client on `fd` hung up (while it waits for an answer)? A peek that does not
+/// wait: end of stream or an error other than "nothing to read yet".
+fn client_gone(fd: std::os::fd::RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: a one-byte buffer we own; MSG_PEEK leaves the bytes, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+}
+
+/// `gone`: whether the console client has hung up (a waiting PAUSE stops waiting).
+fn answer(sql: &str, target: &Target, gone: &dyn Fn() -> bool) -> Answer {
     let w = words(sql);
     let up: Vec<String> = w.iter().map(|s| s.to_ascii_uppercase()).collect();
     let up: Vec<&str> = up.iter().map(String::as_str).collect();
@@ -422,6 +487,16 @@ fn answer(sql: &str, target: &Target) -> Answer {
             }
             everywhere(target, &line)
         }
+        ["PAUSE" | "RESUME" | "SHUTDOWN" | "SET", ..] => match parse_op(&w) {
+            Ok(Op::Pause { timeout_ms }) => pause(target, timeout_ms, gone),
+            Ok(Op::Resume) => resume(target),
+            Ok(Op::Shutdown {
+                wait_for_clients,
+                timeout_ms,
+            }) => shutdown(target, wait_for_clients, timeout_ms),
+            Ok(Op::Set { key, value }) => set(target, &key, &value),
+            Err(msg) => Answer::Err(1064, b"42000", msg),
+        },
         ["RECONNECT"] => reconnect(target, "RECONNECT"),
         ["RECONNECT", "BACKEND", _] => reconnect(target, &format!("RECONNECT {}", w[2])),
         ["ADD", "BACKEND", ..] if w.len() >= 3 => {
@@ -438,6 +513,351 @@ fn answer(sql: &str, target: &Target) -> Answer {
             everywhere(target, &format!("BACKEND ADD {} {role} {weight}", w[2]))
         }
         _ => syntax(),
+    }
+}
+
+/// PAUSE's bound when none is given.
+pub const PAUSE_TIMEOUT_MS: u64 = 10_000;
+/// The longest TIMEOUT taken (a day); longer ones are cut to it.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+/// The operations that change how the whole instance runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Pause {
+        timeout_ms: u64,
+    },
+    Resume,
+    Shutdown {
+        wait_for_clients: bool,
+        timeout_ms: Option<u64>,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
+}
+
+/// Parses `PAUSE [TIMEOUT ms]`, `RESUME`, `SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms]`,
+/// `SET [GLOBAL] key = value` (or `TO`) from the statement's words; `Err`: the syntax
+/// expected (ERR 1064).
+fn parse_op(w: &[String]) -> Result<Op, String> {
+    let up: Vec<String> = w.iter().map(|s| s.to_ascii_uppercase()).collect();
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    let ms = |s: &str| s.parse::<u64>().ok().map(|n| n.min(MAX_TIMEOUT_MS));
+    match up.as_slice() {
+        ["PAUSE"] => Ok(Op::Pause {
+            timeout_ms: PAUSE_TIMEOUT_MS,
+        }),
+        ["PAUSE", "TIMEOUT", n] => ms(n)
+            .map(|timeout_ms| Op::Pause { timeout_ms })
+            .ok_or_else(|| "PAUSE [TIMEOUT <ms>]".to_string()),
+        ["RESUME"] => Ok(Op::Resume),
+        ["SHUTDOWN", rest @ ..] => {
+            let usage = "SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT <ms>]";
+            let (wait_for_clients, rest) = match rest {
+                ["WAIT_FOR_CLIENTS", rest @ ..] => (true, rest),
+                rest => (false, rest),
+            };
+            let timeout_ms = match rest {
+                [] => None,
+                ["TIMEOUT", n] if wait_for_clients => Some(ms(n).ok_or(usage)?),
+                _ => return Err(usage.into()),
+            };
+            Ok(Op::Shutdown {
+                wait_for_clients,
+                timeout_ms,
+            })
+        }
+        ["SET", ..] => {
+            let usage = "SET <key> = <value> (SHOW CONFIG lists the keys)";
+            let at = if up.get(1) == Some(&"GLOBAL") { 2 } else { 1 };
+            match (w.get(at), up.get(at + 1), w.get(at + 2), w.len()) {
+                (Some(key), Some(&("=" | "TO")), Some(value), n) if n == at + 3 => {
+                    if value.contains(['\n', '\r']) || key.contains(['\n', '\r']) {
+                        return Err(usage.into());
+                    }
+                    Ok(Op::Set {
+                        key: key.to_ascii_lowercase(),
+                        value: value.clone(),
+                    })
+                }
+                _ => Err(usage.into()),
+            }
+        }
+        _ => Err(HELP.into()),
+    }
+}
+
+/// Every process's pause status after `line` (`None` for one that did not answer as expected).
+fn pause_statuses(target: &Target, line: &str) -> Vec<Option<PauseStatus>> {
+    target
+        .ask_all(line)
+        .iter()
+        .map(|a| serde_json::from_str(a).ok())
+        .collect()
+}
+
+/// `PAUSE [TIMEOUT ms]`: every shard of every process stops handing out backends for new
+/// commands (they wait at the gate; see [`crate::shard::pause`]), then this waits for what is in
+/// flight (statements running, transactions open) to end, up to the timeout. Answers with what
+/// it waited for once all is quiet; at the timeout ERR 1205 naming what is still busy (the pause
+/// stays: RESUME lifts it); ERR 1317 when a RESUME (from another console) cancelled it. The pause
+/// is applied everywhere before the wait starts; if a process cannot be paused (or stops
+/// answering), every process is resumed and the PAUSE fails: never half-applied. Closing the
+/// console connection that waits (`gone`) ends the wait and leaves the pause in effect, fully
+/// applied, as PgBouncer's does: only RESUME (or a shutdown) lifts it; the log says so.
+fn pause(target: &Target, timeout_ms: u64, gone: &dyn Fn() -> bool) -> Answer {
+    use crate::shard::pause::{progress, Progress};
+    let started = std::time::Instant::now();
+    let first = pause_statuses(target, "PAUSE");
+    if let Some(i) = first.iter().position(Option::is_none) {
+        target.ask_all("RESUME");
+        return Answer::Err(
+            1105,
+            b"HY000",
+            format!("PAUSE not applied: worker {i} did not answer; every worker was resumed"),
+        );
+    }
+    let waited_for = PauseStatus::sum(first.iter().flatten());
+    info!(waiting_for = %waited_for.describe(), timeout_ms, "PAUSE: new commands wait; waiting for work in flight");
+    let deadline = started + Duration::from_millis(timeout_ms);
+    let mut now = first;
+    loop {
+        match progress(&now) {
+            Progress::Quiet => {
+                let last = PauseStatus::sum(now.iter().flatten());
+                let ms = started.elapsed().as_millis().to_string();
+                info!(waited_ms = %ms, "PAUSE: quiet");
+                return Answer::Rows(
+                    vec![
+                        "paused".into(),
+                        "waited_for_statements".into(),
+                        "waited_for_transactions".into(),
+                        "clients_waiting".into(),
+                        "waited_ms".into(),
+                    ],
+                    vec![vec![
+                        Some("yes".into()),
+                        Some(waited_for.running.to_string()),
+                        Some(waited_for.in_transaction.to_string()),
+                        Some(last.waiting.to_string()),
+                        Some(ms),
+                    ]],
+                );
+            }
+            Progress::Resumed => {
+                info!("PAUSE: cancelled by RESUME");
+                return Answer::Err(
+                    1317,
+                    b"70100",
+                    format!(
+                        "PAUSE interrupted: the pause was lifted (a RESUME, or a worker restarted) after {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                );
+            }
+            Progress::Unreachable(i) => {
+                target.ask_all("RESUME");
+                return Answer::Err(
+                    1105,
+                    b"HY000",
+                    format!("PAUSE failed: worker {i} stopped answering; every worker was resumed"),
+                );
+            }
+            Progress::Busy(b) => {
+                if gone() {
+                    warn!(busy = %b.describe(), "PAUSE: the console client that asked left; the pause stays in effect (RESUME lifts it)");
+                    return Answer::Err(1317, b"70100", "PAUSE: client gone".into());
+                }
+                if std::time::Instant::now() >= deadline {
+                    warn!(busy = %b.describe(), timeout_ms, "PAUSE: timed out; the pause stays in effect");
+                    return Answer::Err(
+                        1205,
+                        b"HY000",
+                        format!(
+                            "PAUSE timed out after {timeout_ms} ms, still busy: {}; the pause stays in effect (RESUME lifts it)",
+                            b.describe()
+                        ),
+                    );
+                }
+            }
+        }
+        std::thread::sleep(PAUSE_POLL);
+        now = pause_statuses(target, "PAUSE STATUS");
+    }
+}
+
+/// How often a waiting PAUSE asks how busy the processes are.
+const PAUSE_POLL: Duration = Duration::from_millis(20);
+
+/// `RESUME`: every process lifts its pause; commands waiting at the gate go on at once. One
+/// row: how many were waiting.
+fn resume(target: &Target) -> Answer {
+    let all = pause_statuses(target, "RESUME");
+    if let Some(i) = all.iter().position(Option::is_none) {
+        return Answer::Err(
+            1105,
+            b"HY000",
+            format!("RESUME: worker {i} did not answer (the others resumed)"),
+        );
+    }
+    let sum = PauseStatus::sum(all.iter().flatten());
+    info!(released = sum.waiting, "RESUME");
+    Answer::Rows(
+        vec!["resumed".into(), "clients_released".into()],
+        vec![vec![Some("yes".into()), Some(sum.waiting.to_string())]],
+    )
+}
+
+/// A SHUTDOWN is under way (a second one with WAIT_FOR_CLIENTS is refused).
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops this process as SIGTERM does (the signal goes to this process, whose main thread
+/// waits for it: a single process drains its shards, the supervisor stops its workers). Not
+/// when it is stopping already: a second signal would make it exit at once.
+fn raise_sigterm() {
+    if crate::server::STOPPING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: kill(2) on our own pid with a valid signal number.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGTERM);
+    }
+}
+
+/// `SHUTDOWN`: as SIGTERM (no new clients; idle ones closed, active ones after their command;
+/// `shutdown_timeout_ms`), answered OK first. `SHUTDOWN WAIT_FOR_CLIENTS [TIMEOUT ms]`: every
+/// shard of every process closes its listener (new connections are refused) and keeps serving
+/// its clients; once none is left (or at the timeout; without one, for as long as it takes)
+/// the process stops as SIGTERM stops it. Answered at once with the clients it waits for; the
+/// log says every few seconds how many are left.
+fn shutdown(target: &Target, wait_for_clients: bool, timeout_ms: Option<u64>) -> Answer {
+    if !wait_for_clients {
+        SHUTTING_DOWN.store(true, Ordering::Release);
+        info!("SHUTDOWN from the admin console: stopping as on SIGTERM");
+        return Answer::Then(Box::new(Answer::Ok), Box::new(raise_sigterm));
+    }
+    if SHUTTING_DOWN.swap(true, Ordering::AcqRel) {
+        return Answer::Err(1105, b"HY000", "a SHUTDOWN is already under way".into());
+    }
+    let answers = target.ask_all("ACCEPT STOP");
+    let mut clients = 0u64;
+    for a in &answers {
+        match a.strip_prefix("OK ").and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) => clients += n,
+            None => {
+                // A process that did not stop accepting: stop everything the plain way rather
+                // than leave one half-closed.
+                warn!(answer = %a, "SHUTDOWN WAIT_FOR_CLIENTS: a worker did not stop accepting; shutting down now");
+                return Answer::Then(
+                    Box::new(Answer::Err(
+                        1105,
+                        b"HY000",
+                        format!("a worker did not stop accepting ({a}); shutting down now as SIGTERM does"),
+                    )),
+                    Box::new(raise_sigterm),
+                );
+            }
+        }
+    }
+    info!(
+        clients,
+        ?timeout_ms,
+        "SHUTDOWN WAIT_FOR_CLIENTS: no new clients; waiting for the connected ones to leave"
+    );
+    let target = target.clone();
+    let wait = move || {
+        let _ = std::thread::Builder::new()
+            .name("sluice-shutdown".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let limit = timeout_ms.map(Duration::from_millis);
+                let mut said = started;
+                loop {
+                    if crate::server::STOPPING.load(Ordering::Acquire) {
+                        // A signal or a plain SHUTDOWN took over.
+                        return;
+                    }
+                    let left: Option<u64> = json_lines::<Vec<crate::metrics::ShardSnapshot>>(
+                        &target, "STATS",
+                    )
+                    .ok()
+                    .map(|all| all.iter().flatten().map(|s| s.clients).sum());
+                    if left == Some(0) {
+                        info!("SHUTDOWN WAIT_FOR_CLIENTS: every client has left; stopping");
+                        break;
+                    }
+                    if limit.is_some_and(|l| started.elapsed() >= l) {
+                        warn!(clients = ?left, "SHUTDOWN WAIT_FOR_CLIENTS: timeout; stopping as on SIGTERM");
+                        break;
+                    }
+                    if said.elapsed() >= Duration::from_secs(5) {
+                        said = std::time::Instant::now();
+                        info!(clients = ?left, "SHUTDOWN WAIT_FOR_CLIENTS: waiting for clients to leave");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                raise_sigterm();
+            });
+    };
+    Answer::Then(
+        Box::new(Answer::Rows(
+            vec![
+                "shutdown".into(),
+                "clients_connected".into(),
+                "timeout_ms".into(),
+            ],
+            vec![vec![
+                Some("waiting for clients".into()),
+                Some(clients.to_string()),
+                timeout_ms.map(|t| t.to_string()),
+            ]],
+        )),
+        Box::new(wait),
+    )
+}
+
+/// `SET key = value`: every process applies it as a reload that finds only this key changed
+/// ([`crate::reload::set`]); refusals are the server's codes for `SET` (1193 unknown, 1238
+/// needs a restart, 1231 wrong value). The file is not written: a later RELOAD (or SIGHUP)
+/// makes the file's value live again.
+fn set(target: &Target, key: &str, value: &str) -> Answer {
+    // Decided here first (the same pure check every process makes), so a refusal names the key
+    // once and no process applies anything.
+    if let Target::Local(shared) = target {
+        if let Err((code, state, msg)) = crate::reload::set_plan(&shared.live(), key, value) {
+            return Answer::Err(code, static_state(state), msg);
+        }
+    }
+    let answers = target.ask_all(&format!("SET {key} {value}"));
+    if let Some(e) = answers.iter().find(|a| a.starts_with("ERR ")) {
+        let mut parts = e.splitn(4, ' ').skip(1);
+        let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1105);
+        let state = parts
+            .next()
+            .and_then(|s| <[u8; 5]>::try_from(s.as_bytes()).ok())
+            .unwrap_or(*b"HY000");
+        let msg = parts.next().unwrap_or("").to_string();
+        return Answer::Err(code, static_state(state), msg);
+    }
+    Answer::Rows(
+        vec!["worker".into(), "result".into()],
+        answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| vec![Some(i.to_string()), Some(a)])
+            .collect(),
+    )
+}
+
+/// The SQLSTATEs the console answers with, as `'static` (an [`Answer::Err`] keeps a reference).
+fn static_state(state: [u8; 5]) -> &'static [u8; 5] {
+    match &state {
+        b"42000" => b"42000",
+        b"08S01" => b"08S01",
+        b"70100" => b"70100",
+        _ => b"HY000",
     }
 }
 
@@ -855,12 +1275,16 @@ fn kill_client(target: &Target, id: u32, kind: &str) -> Answer {
     everywhere_answers(vec![best])
 }
 
+/// `SHOW WORKERS`: each process's state, shards and clients, and whether it is paused (with
+/// the commands waiting for RESUME).
 fn show_workers(target: &Target) -> Answer {
     let all = target.ask_all("STATS");
+    let pauses = pause_statuses(target, "PAUSE STATUS");
     let rows = all
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            let pause = pauses.get(i).cloned().flatten();
             let snaps: Option<Vec<crate::metrics::ShardSnapshot>> = serde_json::from_str(a).ok();
             let clients = snaps
                 .as_ref()
@@ -877,6 +1301,10 @@ fn show_workers(target: &Target) -> Answer {
                 ),
                 snaps.as_ref().map(|s| s.len().to_string()),
                 clients,
+                pause
+                    .as_ref()
+                    .map(|p| if p.paused { "yes" } else { "no" }.to_string()),
+                pause.as_ref().map(|p| p.waiting.to_string()),
             ]
         })
         .collect();
@@ -886,6 +1314,8 @@ fn show_workers(target: &Target) -> Answer {
             "state".into(),
             "shards".into(),
             "clients".into(),
+            "paused".into(),
+            "clients_waiting".into(),
         ],
         rows,
     )
@@ -915,6 +1345,55 @@ mod tests {
             ["kill", "clients", "where", "source", "=", "127.0.0.2"]
         );
         assert_eq!(words("'unterminated"), ["unterminated"]);
+    }
+
+    #[test]
+    fn operations_parse() {
+        let pause = |timeout_ms| Ok(Op::Pause { timeout_ms });
+        let shutdown = |wait_for_clients, timeout_ms| {
+            Ok(Op::Shutdown {
+                wait_for_clients,
+                timeout_ms,
+            })
+        };
+        let set = |key: &str, value: &str| {
+            Ok(Op::Set {
+                key: key.into(),
+                value: value.into(),
+            })
+        };
+        #[rustfmt::skip]
+        let table: Vec<(&str, Result<Op, ()>)> = vec![
+            ("PAUSE", pause(PAUSE_TIMEOUT_MS)),
+            ("pause timeout 200;", pause(200)),
+            ("PAUSE TIMEOUT 99999999999999999999", Err(())),
+            ("PAUSE TIMEOUT 18446744073709551615", pause(MAX_TIMEOUT_MS)),
+            ("PAUSE TIMEOUT", Err(())),
+            ("PAUSE TIMEOUT -1", Err(())),
+            ("PAUSE NOW", Err(())),
+            ("RESUME", Ok(Op::Resume)),
+            ("RESUME ALL", Err(())),
+            ("SHUTDOWN", shutdown(false, None)),
+            ("shutdown wait_for_clients", shutdown(true, None)),
+            ("SHUTDOWN WAIT_FOR_CLIENTS TIMEOUT 5000", shutdown(true, Some(5000))),
+            ("SHUTDOWN TIMEOUT 5000", Err(())),
+            ("SHUTDOWN WAIT_FOR_CLIENTS TIMEOUT x", Err(())),
+            ("SHUTDOWN NOW", Err(())),
+            ("SET pool.queue_timeout_ms = 250", set("pool.queue_timeout_ms", "250")),
+            ("set POOL.SIZE=8", set("pool.size", "8")),
+            ("SET GLOBAL pool.size = 8", set("pool.size", "8")),
+            ("SET tls.cert TO '/etc/a b.pem'", set("tls.cert", "/etc/a b.pem")),
+            ("SET pool.size = 'x'", set("pool.size", "x")),
+            ("SET pool.size 8", Err(())),
+            ("SET pool.size =", Err(())),
+            ("SET = 8", Err(())),
+            ("SET a = 1 , b = 2", Err(())),
+            ("SET NAMES utf8", Err(())),
+            ("SET", Err(())),
+        ];
+        for (sql, want) in table {
+            assert_eq!(parse_op(&words(sql)).map_err(|_| ()), want, "{sql}");
+        }
     }
 
     #[test]

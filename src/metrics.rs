@@ -75,7 +75,8 @@ pub struct ClientRow {
     /// had not recorded its socket yet).
     #[serde(default)]
     pub source: Option<String>,
-    /// parked, pinned (parked, holding its backend for a pin), active.
+    /// parked, pinned (parked, holding its backend for a pin), active, paused (its command
+    /// waits for RESUME).
     pub state: String,
     pub schema: Option<String>,
     /// The backend it holds (parked) or runs a statement on (active).
@@ -153,6 +154,12 @@ pub struct ShardSnapshot {
     pub causal_wait_us: u64,
     #[serde(default)]
     pub backends: Vec<BackendSnapshot>,
+    /// PAUSE is in effect (1) or not (0); summed per worker as "any shard paused".
+    #[serde(default)]
+    pub paused: u64,
+    /// Commands waiting at the pause for RESUME.
+    #[serde(default)]
+    pub clients_paused: u64,
 }
 
 /// Collects every shard's snapshot (waiting at most `timeout` for each).
@@ -212,6 +219,8 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.syncs += x.syncs;
         s.lazy_prepares += x.lazy_prepares;
         s.diagnostics_released += x.diagnostics_released;
+        s.paused = s.paused.max(x.paused);
+        s.clients_paused += x.clients_paused;
         s.kills_sent += x.kills_sent;
         s.kills_shared += x.kills_shared;
         s.kill_holds += x.kill_holds;
@@ -295,6 +304,20 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         "Clients being served (a task is running for them).",
         "gauge",
         &|w| w.s.clients.saturating_sub(w.s.parked).to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_paused",
+        "1 while the console's PAUSE is in effect (RESUME lifts it).",
+        "gauge",
+        &|w| w.s.paused.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_clients_paused",
+        "Commands waiting at the pause for RESUME.",
+        "gauge",
+        &|w| w.s.clients_paused.to_string(),
     );
     scalar(
         &mut o,
@@ -771,6 +794,8 @@ mod tests {
             clients: 10,
             parked: 8,
             commands: 5,
+            paused: 1,
+            clients_paused: 2,
             ..Default::default()
         };
         a.pins_total[PinReason::UserVariable as usize] = 2;
@@ -819,6 +844,9 @@ mod tests {
             "sluice_multiplexing_ratio{worker=\"0\"} 3",
             "sluice_pool_queue_wait_seconds_count{worker=\"0\",backend=\"db:3306\",user=\"app\"} 2",
             "sluice_clients_connected{worker=\"1\"} 7",
+            "sluice_paused{worker=\"0\"} 1",
+            "sluice_clients_paused{worker=\"0\"} 2",
+            "sluice_paused{worker=\"1\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -22,6 +22,11 @@
 //! the new certificate, sessions already encrypted keep theirs. Files that do not load leave
 //! the running certificate in place and the reload says so. `tls.enabled` needs a restart.
 //!
+//! `SET key = value` (the console; [`set`]) goes the same way for one key: the live
+//! configuration with that key changed is validated whole, then [`apply`] applies it as a
+//! reload that found only that change (the backends left as they run). Until the next reload:
+//! a reload compares the file with what runs, so the file's value wins again.
+//!
 //! What needs a restart: the listeners, shards and workers, turning TLS on or off, pool mode,
 //! timeouts baked into open pools (connect, query), the pin budget, `[auth_from_backend]`,
 //! the console's own users. Which is which is decided here, in one place, and the console's
@@ -59,6 +64,23 @@ macro_rules! keys {
                 reloadable: keys!(@live $when),
                 value: shown(&c.$($field).+),
             }),*]
+        }
+
+        /// Whether a reload applies `name` (`None`: no such key).
+        pub fn reloadable(name: &str) -> Option<bool> {
+            match name {
+                $($name => Some(keys!(@live $when)),)*
+                _ => None,
+            }
+        }
+
+        /// Sets key `name` of `c` from the console's text `value` (see [`set_value`]);
+        /// `None`: no such key.
+        fn set_key(c: &mut Config, name: &str, value: &str) -> Option<Result<(), String>> {
+            match name {
+                $($name => Some(set_value(&mut c.$($field).+, value)),)*
+                _ => None,
+            }
         }
 
         /// The live configuration after a reload: `new`'s live keys and backends, `running`'s
@@ -189,6 +211,114 @@ pub fn show_backends(c: &Config) -> Vec<Shown> {
     out
 }
 
+/// A value typed at the console (`SET key = value`) as the key's type: a number for a number,
+/// `true`/`false`/`on`/`off`/`1`/`0` for a switch, the text for a string (and for an unset
+/// option: a number if it reads as one, `NULL` unsets it). Tables and lists (`users`,
+/// `health`, `dns`) are refused: they are edited in the file and reloaded.
+fn set_value<T: serde::Serialize + serde::de::DeserializeOwned>(
+    field: &mut T,
+    text: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    let current = serde_json::to_value(&*field).map_err(|e| e.to_string())?;
+    let v = match current {
+        Value::Number(_) => match serde_json::from_str::<Value>(text) {
+            Ok(n @ Value::Number(_)) => n,
+            _ => return Err(format!("{text:?} is not a number")),
+        },
+        Value::Bool(_) => match text.to_ascii_lowercase().as_str() {
+            "true" | "on" | "1" => Value::Bool(true),
+            "false" | "off" | "0" => Value::Bool(false),
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a switch (ON, OFF, true, false, 1, 0)"
+                ))
+            }
+        },
+        Value::String(_) => Value::String(text.to_string()),
+        Value::Null if text.eq_ignore_ascii_case("NULL") => Value::Null,
+        Value::Null => match serde_json::from_str::<Value>(text) {
+            Ok(n @ Value::Number(_)) => n,
+            _ => Value::String(text.to_string()),
+        },
+        Value::Object(_) | Value::Array(_) => {
+            return Err(
+                "a table or list is not set from the console: change it in the file and RELOAD"
+                    .to_string(),
+            )
+        }
+    };
+    *field = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// What `SET key = value` decides before anything is applied: the new configuration (the live
+/// one with that key changed, validated whole), or the MySQL error the console answers (code,
+/// SQLSTATE, message) as the server answers `SET` of a variable it does not have (1193), of a
+/// read-only one (1238) and of a wrong value (1231).
+pub fn set_plan(live: &Config, key: &str, value: &str) -> Result<Config, (u16, [u8; 5], String)> {
+    match reloadable(key) {
+        None => {
+            return Err((
+                1193,
+                *b"HY000",
+                format!("Unknown system variable '{key}' (SHOW CONFIG lists sluice's settings)"),
+            ))
+        }
+        Some(false) => {
+            return Err((
+                1238,
+                *b"HY000",
+                format!(
+                    "Variable '{key}' is a read only variable: it needs a restart (change the file and restart sluice)"
+                ),
+            ))
+        }
+        Some(true) => {}
+    }
+    let wrong = |why: String| {
+        (
+            1231,
+            *b"42000",
+            format!("Variable '{key}' can't be set to the value of '{value}': {why}"),
+        )
+    };
+    let mut new = live.clone();
+    match set_key(&mut new, key, value) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(wrong(e)),
+        None => return Err(wrong("no such key".into())),
+    }
+    new.validate().map_err(|e| wrong(e.to_string()))?;
+    Ok(new)
+}
+
+/// `SET key = value` in this process: applied exactly as a reload that finds only this key
+/// changed applies it ([`apply`]: every shard picks it up). The file is not written: the next
+/// reload (SIGHUP, RELOAD) makes the live value the file's again, as PgBouncer's and
+/// ProxySQL's reloads do. Answers as [`run`] does; a refusal is `ERR <code> <sqlstate> …`.
+pub fn set(shared: &crate::shared::Shared, key: &str, value: &str) -> String {
+    let live = shared.live();
+    match set_plan(&live, key, value) {
+        Ok(new) => {
+            let out = apply(shared, &new, Scope::Keys);
+            tracing::info!(%key, %value, result = %out, "SET from the console");
+            out
+        }
+        Err((code, state, msg)) => {
+            format!("ERR {code} {} {msg}", String::from_utf8_lossy(&state))
+        }
+    }
+}
+
+/// What a reload compares: the file's whole configuration, or the live one with keys changed
+/// (`SET`: the backends are left as they run, console-added ones included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    File,
+    Keys,
+}
+
 /// Where the configuration came from: the file and the command line's overrides (set once by
 /// `main`; a reload reads the same file and applies the same overrides).
 static SOURCE: OnceLock<(PathBuf, crate::config::Overrides)> = OnceLock::new();
@@ -295,6 +425,14 @@ pub fn run(shared: &crate::shared::Shared) -> String {
         Ok(c) => c,
         Err(e) => return format!("ERR 1105 HY000 reload refused, nothing changed: {e}"),
     };
+    let out = apply(shared, &new, Scope::File);
+    tracing::info!(result = %out, "configuration reloaded");
+    out
+}
+
+/// Applies `new` (validated) to this process in numbered steps: plan against what runs, users,
+/// backends, TLS, then the live keys published to every shard.
+fn apply(shared: &crate::shared::Shared, new: &Config, scope: Scope) -> String {
     let listed = shared.backends.snapshot();
     let running: Vec<Running> = listed
         .iter()
@@ -306,8 +444,14 @@ pub fn run(shared: &crate::shared::Shared) -> String {
         })
         .collect();
     let live = shared.live();
-    let p = plan(&live, &running, &new);
-    let mut merged = merge_live(&live, &new);
+    let mut p = plan(&live, &running, new);
+    if scope == Scope::Keys {
+        // The backends stay as they run (the live list may differ from the file's).
+        p.add.clear();
+        p.remove.clear();
+        p.weights.clear();
+    }
+    let mut merged = merge_live(&live, new);
     // The users first: nothing is applied if they do not build (validation parsed them already).
     let users = if p.live.iter().any(|k| k == "users") {
         let old = shared.users();
@@ -345,7 +489,8 @@ pub fn run(shared: &crate::shared::Shared) -> String {
     }
     let tls_changed = p.live.iter().any(|k| k.starts_with("tls."));
     let mut tls_failed = false;
-    if shared.config.tls.enabled && (tls_changed || tls_from_files(&new)) {
+    let reread = scope == Scope::File && tls_from_files(new);
+    if shared.config.tls.enabled && (tls_changed || reread) {
         match crate::tls::server_config(&new.tls) {
             Ok((c, _)) => {
                 shared.set_tls(c);
@@ -393,7 +538,6 @@ pub fn run(shared: &crate::shared::Shared) -> String {
     if !p.restart.is_empty() {
         out.push_str(&format!("; needs a restart: {}", p.restart.join(", ")));
     }
-    tracing::info!(result = %out, "configuration reloaded");
     out
 }
 
@@ -457,6 +601,49 @@ mod tests {
             (Some("any"), false)
         );
         assert_eq!(b[3].value, None, "no TLS");
+    }
+
+    #[test]
+    fn set_decides_before_applying() {
+        let live =
+            cfg("[[backends]]\naddress = \"10.0.0.1:3306\"\n[pool]\nqueue_timeout_ms = 1000\n");
+        type Want = Result<(&'static str, &'static str), (u16, &'static [u8; 5], &'static str)>;
+        #[rustfmt::skip]
+        let table: &[(&str, &str, Want)] = &[
+            ("pool.queue_timeout_ms", "250", Ok(("pool.queue_timeout_ms", "250"))),
+            ("pool.size", "8", Ok(("pool.size", "8"))),
+            ("pool.pin_overflow", "wait", Ok(("pool.pin_overflow", "wait"))),
+            ("client_idle_timeout_ms", "5000", Ok(("client_idle_timeout_ms", "5000"))),
+            ("tls.cert", "/etc/c.pem", Err((1231, b"42000", "tls.cert and tls.key go together"))),
+            ("listen", "0.0.0.0:1", Err((1238, b"HY000", "Variable 'listen' is a read only variable: it needs a restart"))),
+            ("pool.mode", "session", Err((1238, b"HY000", "'pool.mode'"))),
+            ("no.such", "1", Err((1193, b"HY000", "Unknown system variable 'no.such'"))),
+            ("backends", "1", Err((1193, b"HY000", "'backends'"))),
+            ("pool.queue_timeout_ms", "soon", Err((1231, b"42000", "Variable 'pool.queue_timeout_ms' can't be set to the value of 'soon': \"soon\" is not a number"))),
+            ("pool.queue_timeout_ms", "-1", Err((1231, b"42000", "can't be set to the value of '-1'"))),
+            ("pool.size", "0", Err((1231, b"42000", "pool.size"))),
+            ("pool.pin_overflow", "maybe", Err((1231, b"42000", "pool.pin_overflow"))),
+            ("users", "[]", Err((1231, b"42000", "change it in the file and RELOAD"))),
+            ("health", "{}", Err((1231, b"42000", "table or list"))),
+        ];
+        for (key, value, want) in table {
+            let got = set_plan(&live, key, value);
+            match (got, want) {
+                (Ok(new), Ok((k, v))) => {
+                    let row = show(&new).into_iter().find(|r| r.name == *k).unwrap();
+                    assert_eq!(row.value.unwrap_or_default(), *v, "{key} {value}");
+                    // Nothing else changed.
+                    let p = plan(&live, &running(&live), &new);
+                    assert_eq!(p.live, vec![k.to_string()], "{key} {value}");
+                    assert!(p.restart.is_empty(), "{key} {value}");
+                }
+                (Err((code, state, msg)), Err((c, s, m))) => {
+                    assert_eq!((code, &state), (*c, *s), "{key} {value}: {msg}");
+                    assert!(msg.contains(m), "{key} {value}: {msg}");
+                }
+                (got, want) => panic!("{key} {value}: {:?} vs {want:?}", got.map(|_| ())),
+            }
+        }
     }
 
     #[test]

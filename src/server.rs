@@ -225,6 +225,11 @@ fn spawn_db_user_refresher(
     });
 }
 
+/// This process is stopping (a SIGTERM or SIGINT was taken, or the console's SHUTDOWN raised
+/// one): a SHUTDOWN WAIT_FOR_CLIENTS still waiting must not raise another, which would count as
+/// the "second signal" that exits at once.
+pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn block_signals() -> libc::sigset_t {
     // SAFETY: plain signal-mask calls on a local set.
     unsafe {
@@ -458,6 +463,7 @@ pub fn run(
                 let _ = crate::reload::run(&shared);
             }
             Some(sig) => {
+                STOPPING.store(true, Ordering::Release);
                 info!(
                     signal = sig,
                     "shutting down: no new clients; commands in flight may finish"

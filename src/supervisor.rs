@@ -108,6 +108,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                     }
                 }
             } else if stopping.is_none() {
+                crate::server::STOPPING.store(true, std::sync::atomic::Ordering::Release);
                 info!(signal = sig, "supervisor: stopping workers");
                 stopping = Some(Instant::now());
                 signal_all(&workers, libc::SIGTERM);

@@ -444,3 +444,294 @@ fn kill_clients_by_user_and_by_source() {
         "{err}"
     );
 }
+
+/// This process's pause status, as worker `w` of the instance `pid` reports it.
+fn paused(pid: u32, w: u32) -> bool {
+    sluice::admin::request(pid, w, "PAUSE STATUS")
+        .map(|a| a.contains("\"paused\":true"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn pause_waits_for_transactions_holds_new_commands_and_resumes() {
+    use mysql::prelude::Queryable;
+    let (s, port) = with_console(1);
+    let mut a = s.conn();
+    let mut b = s.conn();
+    a.query_drop("BEGIN").unwrap();
+    a.query_drop("SELECT 1").unwrap();
+
+    // A transaction is open: PAUSE times out saying so, and stays in effect.
+    let (ok, _, err) = console(port, "PAUSE TIMEOUT 200");
+    assert!(
+        !ok && err.contains("ERROR 1205")
+            && err.contains("1 transaction(s) open")
+            && err.contains(&format!("(busy: client {})", a.connection_id())),
+        "{err}"
+    );
+    assert!(paused(s.pid(), 0));
+    let (ok, out, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    assert_eq!(cell(&out, "yes", "clients_released").as_deref(), Some("0"));
+    assert!(!paused(s.pid(), 0));
+
+    // PAUSE waits for the transaction; the transaction may go on and end meanwhile.
+    let pauser = std::thread::spawn(move || console(port, "PAUSE TIMEOUT 20000"));
+    wait_for("the pause applied", Duration::from_secs(10), || {
+        paused(s.pid(), 0).then_some(())
+    });
+    a.query_drop("SELECT 2").unwrap();
+    a.query_drop("COMMIT").unwrap();
+    let (ok, out, err) = pauser.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        cell(&out, "yes", "waited_for_transactions").as_deref(),
+        Some("1"),
+        "{out}"
+    );
+
+    // Paused: logins are accepted, a new command waits (listed as paused), RESUME lets it run.
+    let _c = common::RawClient::login(s.port);
+    let b_id = b.connection_id().to_string();
+    let waiter = std::thread::spawn(move || {
+        let v: Option<u32> = b.query_first("SELECT 42").unwrap();
+        (b, v)
+    });
+    wait_for("b's command waiting", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW CLIENTS");
+        (cell(&out, &b_id, "state").as_deref() == Some("paused")).then_some(())
+    });
+    assert!(!waiter.is_finished(), "b is not answered while paused");
+    // The metrics say so too (sluice_paused, sluice_clients_paused).
+    let stats = sluice::admin::request(s.pid(), 0, "STATS").unwrap();
+    assert!(
+        stats.contains("\"paused\":1") && stats.contains("\"clients_paused\":1"),
+        "{stats}"
+    );
+    let (ok, out, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    assert_eq!(
+        cell(&out, "yes", "clients_released").as_deref(),
+        Some("1"),
+        "{out}"
+    );
+    let (mut b, v) = waiter.join().unwrap();
+    assert_eq!(v, Some(42));
+
+    // Paused, a client's own KILL QUERY (what a driver's statement timeout sends) is not held,
+    // and ends the waiting command with ERR 1317.
+    let mut k = s.conn();
+    let (ok, _, err) = console(port, "PAUSE TIMEOUT 5000");
+    assert!(ok, "{err}");
+    let waiter = std::thread::spawn(move || {
+        let r = b.query_drop("SELECT 43");
+        (b, r)
+    });
+    wait_for("b's command waiting", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW CLIENTS");
+        (cell(&out, &b_id, "state").as_deref() == Some("paused")).then_some(())
+    });
+    k.query_drop(format!("KILL QUERY {b_id}")).unwrap();
+    let (mut b, r) = waiter.join().unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(common::server_error(&e).map(|x| x.0), Some(1317), "{e}");
+    let (ok, _, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    b.query_drop("SELECT 1").unwrap();
+
+    // A waiting PAUSE is cancelled by a RESUME from another console connection.
+    b.query_drop("BEGIN").unwrap();
+    let pauser = std::thread::spawn(move || console(port, "PAUSE TIMEOUT 60000"));
+    wait_for("the pause applied", Duration::from_secs(10), || {
+        paused(s.pid(), 0).then_some(())
+    });
+    let (ok, _, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    let (ok, _, err) = pauser.join().unwrap();
+    assert!(!ok && err.contains("ERROR 1317"), "{err}");
+    b.query_drop("COMMIT").unwrap();
+    a.query_drop("SELECT 3").unwrap();
+
+    // The console client of a waiting PAUSE hangs up: the wait ends, the pause stays.
+    b.query_drop("BEGIN").unwrap();
+    let mut cli = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", &format!("-P{port}")])
+        .args(["-uadmin", "-psecret", "-e", "PAUSE TIMEOUT 60000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the pause applied", Duration::from_secs(10), || {
+        paused(s.pid(), 0).then_some(())
+    });
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    wait_for("the PAUSE stopped waiting", Duration::from_secs(10), || {
+        s.log_text()
+            .contains("the console client that asked left")
+            .then_some(())
+    });
+    assert!(paused(s.pid(), 0), "the pause stays");
+    b.query_drop("COMMIT").unwrap();
+    let (ok, _, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    a.query_drop("SELECT 4").unwrap();
+
+    let (ok, _, err) = console(port, "PAUSE TIMEOUT x");
+    assert!(!ok && err.contains("ERROR 1064"), "{err}");
+}
+
+#[test]
+fn with_workers_every_worker_pauses_and_takes_a_set() {
+    let (s, port) = with_console(2);
+    wait_for("both workers answer", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW WORKERS");
+        (out.lines().filter(|l| l.contains("\tup\t")).count() == 2).then_some(())
+    });
+    let (ok, out, err) = console(port, "PAUSE TIMEOUT 5000");
+    assert!(ok, "{err}");
+    assert_eq!(cell(&out, "yes", "paused").as_deref(), Some("yes"), "{out}");
+    for w in 0..2 {
+        assert!(paused(s.pid(), w), "worker {w}");
+    }
+    let (_, out, _) = console(port, "SHOW WORKERS");
+    assert_eq!(cell(&out, "1", "paused").as_deref(), Some("yes"), "{out}");
+    let (ok, _, err) = console(port, "RESUME");
+    assert!(ok, "{err}");
+    for w in 0..2 {
+        assert!(!paused(s.pid(), w), "worker {w}");
+    }
+    mysql::prelude::Queryable::query_drop(&mut s.conn(), "SELECT 1").unwrap();
+
+    // SET reaches every worker (SHOW CONFIG would name each worker's value if they differed).
+    let (ok, _, err) = console(port, "SET pool.queue_timeout_ms = 1234");
+    assert!(ok, "{err}");
+    let (_, out, _) = console(port, "SHOW CONFIG LIKE 'pool.queue_timeout_ms'");
+    assert_eq!(
+        cell(&out, "pool.queue_timeout_ms", "value").as_deref(),
+        Some("1234"),
+        "{out}"
+    );
+    let (ok, _, err) = console(port, "SET workers = 3");
+    assert!(!ok && err.contains("ERROR 1238"), "{err}");
+}
+
+#[test]
+fn set_changes_a_reloadable_key_until_the_next_reload_and_shutdown_stops() {
+    use mysql::prelude::Queryable;
+    let port = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top("shards = 1")
+            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 20000\n")
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{port}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    let mut s = s;
+    let (ok, out, err) = console(port, "SET pool.queue_timeout_ms = 300");
+    assert!(ok, "{err}");
+    assert!(out.contains("pool.queue_timeout_ms changed"), "{out}");
+    let (_, out, _) = console(port, "SHOW CONFIG LIKE 'pool.queue%'");
+    assert_eq!(
+        cell(&out, "pool.queue_timeout_ms", "value").as_deref(),
+        Some("300"),
+        "{out}"
+    );
+    // Effective: with the only pooled connection held by a transaction, another client's
+    // statement gives up after 300 ms, not 20 s.
+    let mut a = s.conn();
+    let mut b = s.conn();
+    a.query_drop("BEGIN").unwrap();
+    a.query_drop("SELECT 1").unwrap();
+    let t = std::time::Instant::now();
+    let e = b.query_drop("SELECT 2").unwrap_err();
+    assert_eq!(common::server_error(&e).map(|x| x.0), Some(9001), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    a.query_drop("COMMIT").unwrap();
+
+    // Refusals, with the server's codes for SET.
+    let (ok, _, err) = console(port, "SET listen = '127.0.0.1:1'");
+    assert!(
+        !ok && err.contains("ERROR 1238") && err.contains("needs a restart"),
+        "{err}"
+    );
+    let (ok, _, err) = console(port, "SET no_such_key = 1");
+    assert!(
+        !ok && err.contains("ERROR 1193") && err.contains("no_such_key"),
+        "{err}"
+    );
+    let (ok, _, err) = console(port, "SET pool.size = 0");
+    assert!(
+        !ok && err.contains("ERROR 1231") && err.contains("at least 1"),
+        "{err}"
+    );
+    let (ok, _, err) = console(port, "SET pool.size");
+    assert!(!ok && err.contains("ERROR 1064"), "{err}");
+
+    // A reload makes the file's value live again.
+    let (ok, _, err) = console(port, "RELOAD");
+    assert!(ok, "{err}");
+    let (_, out, _) = console(port, "SHOW CONFIG LIKE 'pool.queue%'");
+    assert_eq!(
+        cell(&out, "pool.queue_timeout_ms", "value").as_deref(),
+        Some("20000"),
+        "{out}"
+    );
+
+    // SHUTDOWN: as SIGTERM, answered first.
+    let (ok, _, err) = console(port, "SHUTDOWN");
+    assert!(ok, "{err}");
+    assert!(s.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn shutdown_wait_for_clients_serves_them_until_they_leave() {
+    shutdown_wait_for_clients(1, false);
+}
+
+#[test]
+fn shutdown_wait_for_clients_yields_to_a_sigterm() {
+    shutdown_wait_for_clients(1, true);
+}
+
+#[test]
+fn with_workers_shutdown_wait_for_clients_stops_every_worker() {
+    shutdown_wait_for_clients(2, false);
+}
+
+/// SHUTDOWN WAIT_FOR_CLIENTS with one client connected; then the client leaves, or a SIGTERM
+/// comes (`by_signal`): either way the process exits 0.
+fn shutdown_wait_for_clients(workers: usize, by_signal: bool) {
+    use mysql::prelude::Queryable;
+    let (mut s, port) = with_console(workers);
+    wait_for("every worker answers", Duration::from_secs(10), || {
+        let (_, out, _) = console(port, "SHOW WORKERS");
+        (out.lines().filter(|l| l.contains("\tup\t")).count() == workers).then_some(())
+    });
+    let mut a = s.conn();
+    a.query_drop("SELECT 1").unwrap();
+    let (ok, out, err) = console(port, "SHUTDOWN WAIT_FOR_CLIENTS TIMEOUT 60000");
+    assert!(ok, "{err}");
+    assert_eq!(
+        cell(&out, "waiting for clients", "clients_connected").as_deref(),
+        Some("1"),
+        "{out}"
+    );
+    // New clients are refused; the connected one is still served.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err());
+    a.query_drop("SELECT 2").unwrap();
+    assert!(s.alive());
+    assert!(s
+        .log_text()
+        .contains("waiting for the connected ones to leave"));
+    if by_signal {
+        // A SIGTERM meanwhile stops it as usual (the waiting SHUTDOWN, seeing the clients
+        // gone, raises no second signal, which would exit 1 at once).
+        s.sigterm();
+    } else {
+        // The last client leaves: the process stops by itself.
+        drop(a);
+    }
+    assert!(s.wait_exit(Duration::from_secs(20)).success());
+}

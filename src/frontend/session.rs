@@ -402,6 +402,7 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
     let live = shard.cfg();
     let max = live.max_packet_size;
     let read_timeout = Some(Duration::from_millis(live.net_read_timeout_ms));
+    ctl.in_transaction.set(sess.status & status::IN_TRANS != 0);
     let reason: Option<Error> = loop {
         if let Err(e) = ctl.check() {
             break Some(e);
@@ -436,9 +437,32 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                     let _ = io.flush(Some(Duration::from_secs(1))).await;
                     break None;
                 }
+                // PAUSE: a command that needs a backend waits here, as for a pool slot.
+                let in_trx = sess.status & status::IN_TRANS != 0;
+                if crate::shard::pause::waits(shard.paused.get(), &payload, in_trx) {
+                    crate::shard::pause::gate(|| shard.paused.get(), &ctl).await;
+                    if let Err(e) = ctl.check() {
+                        break Some(e);
+                    }
+                    let code = payload.first().copied().unwrap_or(0);
+                    if ctl.gate_cancelled.replace(false) && crate::shard::pause::answered(code) {
+                        let reply = Reply::new(1317, b"70100", "Query execution was interrupted");
+                        let mut out = Vec::new();
+                        reply.encode(&mut out);
+                        io.queue(seq.wrapping_add(1), &out);
+                        if let Err(e) = io.flush(None).await {
+                            break Some(e);
+                        }
+                        continue;
+                    }
+                }
                 shard.stats.commands.set(shard.stats.commands.get() + 1);
                 sess.last_active = shard.clock();
-                match handle(&shard, &ctl, &mut sess, &mut io, seq, payload).await {
+                ctl.serving.set(true);
+                let done = handle(&shard, &ctl, &mut sess, &mut io, seq, payload).await;
+                ctl.serving.set(false);
+                ctl.in_transaction.set(sess.status & status::IN_TRANS != 0);
+                match done {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Quit) => break None,
                     Err(f) => {

@@ -318,6 +318,11 @@ impl Shard {
                 Ok(())
             }
             Target::Active(ctl) => {
+                if kind == KillKind::Query && ctl.gated.get() {
+                    // Its command waits for RESUME: it ends as an interrupted statement does.
+                    ctl.gate_cancelled.set(true);
+                    ctl.notify(0);
+                }
                 self.interrupt_statement(conn_id, &ctl).await;
                 if kind == KillKind::Connection {
                     ctl.kill.set(Some(KillKind::Connection));

@@ -3,6 +3,7 @@
 //! threads reach a shard only through its [`Mailbox`](poller::Mailbox).
 
 pub mod kill;
+pub mod pause;
 pub mod poller;
 mod probe;
 pub mod table;
@@ -154,6 +155,15 @@ pub enum ShardMsg {
         backend: Option<u16>,
         reply: std::sync::mpsc::Sender<Vec<(u16, usize, usize)>>,
     },
+    /// PAUSE (`Some(true)`), RESUME (`Some(false)`) or neither (`None`: just the status);
+    /// reply with what this shard's sessions are doing (see [`pause`]).
+    Pause {
+        set: Option<bool>,
+        reply: std::sync::mpsc::Sender<pause::PauseStatus>,
+    },
+    /// SHUTDOWN WAIT_FOR_CLIENTS: close the listener (new clients are refused), keep serving
+    /// the clients there are; reply with how many.
+    StopAccepting { reply: std::sync::mpsc::Sender<u64> },
 }
 
 /// Why a routed read went to the primary: no replica could take it now; the replica had not
@@ -306,6 +316,8 @@ pub struct Shard {
     fd_warned: Cell<Option<Instant>>,
     /// Sessions kept hot between commands now (see `frontend::session::serve`).
     pub lingering: Cell<u32>,
+    /// PAUSE is in effect: commands wait at the gate (see [`pause`]).
+    pub paused: Cell<bool>,
 }
 
 impl Shard {
@@ -361,6 +373,7 @@ impl Shard {
             next_backend: Cell::new(id),
             draining: Cell::new(false),
             lingering: Cell::new(0),
+            paused: Cell::new(false),
             drain_deadline: Cell::new(None),
             schemas: RefCell::new(HashMap::new()),
             schema_checks: RefCell::new(HashMap::new()),
@@ -1070,7 +1083,12 @@ impl Shard {
                             row.user = name_of(ctl.user.get());
                         }
                         row.source = ctl.fd.get().and_then(source);
-                        row.state = "active".into();
+                        row.state = if ctl.gated.get() {
+                            "paused" // its command waits for RESUME
+                        } else {
+                            "active"
+                        }
+                        .into();
                         row.backend = ctl
                             .running()
                             .map(|r| self.backend(r.backend).address.clone());
@@ -1090,6 +1108,20 @@ impl Shard {
         let mut snap = ShardSnapshot {
             clients: table.len() as u64,
             parked: table.parked() as u64,
+            paused: u64::from(self.paused.get()),
+            // Counted only while paused (a scan of the table; none otherwise).
+            clients_paused: if self.paused.get() {
+                table
+                    .tokens()
+                    .into_iter()
+                    .filter(|t| {
+                        matches!(table.get(*t).map(|s| &s.state),
+                            Some(SlotState::Active(c)) if c.gated.get())
+                    })
+                    .count() as u64
+            } else {
+                0
+            },
             accepted: s.accepted.get(),
             commands: s.commands.get(),
             auth_failures: s.auth_failures.get(),
@@ -1263,6 +1295,13 @@ impl Shard {
                 }
                 let _ = reply.send(out);
             }
+            ShardMsg::Pause { set, reply } => {
+                let _ = reply.send(self.pause(set));
+            }
+            ShardMsg::StopAccepting { reply } => {
+                self.stop_accepting();
+                let _ = reply.send(self.table.borrow().tokens().len() as u64);
+            }
             ShardMsg::Kill {
                 conn_id,
                 kind,
@@ -1376,6 +1415,63 @@ impl Shard {
         .detach();
     }
 
+    /// Sets (or, with `None`, only reads) the pause; counts what the sessions are doing. On
+    /// RESUME, wakes every session waiting at the gate.
+    fn pause(&self, set: Option<bool>) -> pause::PauseStatus {
+        use pause::Busy;
+        if let Some(on) = set {
+            if self.paused.replace(on) != on {
+                info!(shard = self.id, paused = on, "pause changed");
+            }
+        }
+        let mut st = pause::PauseStatus {
+            paused: self.paused.get(),
+            ..Default::default()
+        };
+        let table = self.table.borrow();
+        for t in table.tokens() {
+            let Some(slot) = table.get(t) else { continue };
+            let busy = match &slot.state {
+                SlotState::Parked(s) => pause::classify(
+                    false,
+                    s.status & crate::codec::caps::status::IN_TRANS != 0,
+                    false,
+                ),
+                SlotState::Active(ctl) => {
+                    if !self.paused.get() && ctl.gated.get() {
+                        // Resumed: let it go.
+                        if let Some(w) = ctl.waker.take() {
+                            w.wake();
+                        }
+                    }
+                    pause::classify(ctl.serving.get(), ctl.in_transaction.get(), ctl.gated.get())
+                }
+                SlotState::Free => Busy::Quiet,
+            };
+            match busy {
+                Busy::Quiet => {}
+                Busy::Running => st.running += 1,
+                Busy::InTransaction => st.in_transaction += 1,
+                Busy::Waiting => st.waiting += 1,
+            }
+            if matches!(busy, Busy::Running | Busy::InTransaction)
+                && st.busy_ids.len() < pause::BUSY_IDS
+            {
+                st.busy_ids.push(slot.conn_id);
+            }
+        }
+        st
+    }
+
+    /// Closes the listener: with SO_REUSEPORT, once every shard has, new connections are
+    /// refused; the clients there are keep being served.
+    fn stop_accepting(&self) {
+        if let Some(l) = self.listener.borrow_mut().take() {
+            self.poller.remove(l.as_raw_fd());
+            info!(shard = self.id, "stopped accepting clients");
+        }
+    }
+
     fn begin_shutdown(self: &Rc<Self>) {
         if self.draining.replace(true) {
             return;
@@ -1388,9 +1484,9 @@ impl Shard {
             mailbox.post(ShardMsg::Wake);
         })
         .detach();
-        if let Some(l) = self.listener.borrow_mut().take() {
-            self.poller.remove(l.as_raw_fd());
-        }
+        self.stop_accepting();
+        // A pause ends with the process: waiting commands run, then their sessions close.
+        self.pause(Some(false));
         // Idle clients are closed now; active ones after their current command.
         let tokens = self.table.borrow().tokens();
         for t in tokens {

@@ -103,6 +103,14 @@ pub struct ActiveCtl {
     kills: Cell<u32>,
     /// Tasks waiting in [`ActiveCtl::kills_settled`] (in practice the session's own task).
     settle_wakers: Cell<Vec<Waker>>,
+    /// The session is serving a command now (for PAUSE: see [`super::pause`]).
+    pub serving: Cell<bool>,
+    /// The server said the session is inside a transaction after its last command.
+    pub in_transaction: Cell<bool>,
+    /// The session's command waits at the pause gate.
+    pub gated: Cell<bool>,
+    /// A KILL QUERY ended the command waiting at the gate (answered ERR 1317).
+    pub gate_cancelled: Cell<bool>,
 }
 
 impl ActiveCtl {
