@@ -119,14 +119,15 @@ log "sluice (pid $SLUICE_PID) on 127.0.0.1:$PORT, console on $CONSOLE"
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SLUICE_PID/status"; }
 fds() { find "/proc/$SLUICE_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
-# Descriptors once the pool holds no idle connection (idle_timeout_ms) and no client is left:
-# waits (60 s at most) until the count stops falling for 3 samples in a row.
+# Descriptors once the pool holds no idle connection and no client is left: waits (90 s at
+# most) until the count has not changed for 8 s, longer than pool.idle_timeout_ms (5 s) plus
+# the janitor's second.
 quiet_fds() {
   local last=-1 same=0 now
-  for _ in $(seq 1 60); do
+  for _ in $(seq 1 90); do
     now=$(fds)
     if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; fi
-    [ "$same" -ge 3 ] && break
+    [ "$same" -ge 8 ] && break
     last=$now
     sleep 1
   done
@@ -154,15 +155,16 @@ CHURN_PIDS+=($!)
 CHURN_PIDS+=($!)
 
 reload1=$((SECONDS_TOTAL / 4)); reload2=$((SECONDS_TOTAL / 2)); reload3=$((SECONDS_TOTAL * 3 / 4))
-done1= done2= done3=
+done1='' done2='' done3=''
 while :; do
   now=$(( $(date +%s) - START ))
   kill -0 "$SLUICE_PID" 2>/dev/null || { log "sluice died during the soak:"; tail -n 30 "$OUT/sluice.log" >&2; exit 1; }
+  # Samples while the churn runs only (the generators stop by themselves at the end).
+  [ "$now" -ge "$SECONDS_TOTAL" ] && break
   echo "$now,$(rss_kib),$(fds),churn" >> "$OUT/samples.csv"
   if [ -z "$done1" ] && [ "$now" -ge "$reload1" ]; then done1=1; log "console RELOAD: $(console RELOAD | tail -n +2 | tr '\n' ' ')"; fi
   if [ -z "$done2" ] && [ "$now" -ge "$reload2" ]; then done2=1; kill -HUP "$SLUICE_PID"; log "SIGHUP sent"; fi
   if [ -z "$done3" ] && [ "$now" -ge "$reload3" ]; then done3=1; log "console RELOAD: $(console RELOAD | tail -n +2 | tr '\n' ' ')"; fi
-  [ "$now" -ge "$SECONDS_TOTAL" ] && break
   sleep "$SAMPLE"
 done
 

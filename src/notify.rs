@@ -290,7 +290,14 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        let cases: Vec<(Option<(usize, usize)>, u64, Vec<(&str, &str)>, &str)> = vec![
+        /// (workers up of N, clients, (state, health) per backend, the line).
+        type Case = (
+            Option<(usize, usize)>,
+            u64,
+            Vec<(&'static str, &'static str)>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
             (None, 0, vec![], "0 clients, backends 0/0 up"),
             (None, 1, vec![("up", "up")], "1 client, backends 1/1 up"),
             (
