@@ -156,6 +156,21 @@ fn the_debian_package_installs_and_its_sluice_proxies() {
     }
     let unit = std::fs::read_to_string("/lib/systemd/system/sluice.service").unwrap();
     assert!(unit.contains("\nType=notify\n"), "{unit}");
+    // systemd's own check of the unit (it needs the installed binary, so here, not before);
+    // systemd-analyze works without a running systemd.
+    if Path::new("/usr/bin/systemd-analyze").exists() {
+        run(
+            "systemd-analyze verify",
+            Command::new("systemd-analyze").args([
+                "verify",
+                "--man=no",
+                "/lib/systemd/system/sluice.service",
+            ]),
+            Duration::from_secs(60),
+        );
+    } else {
+        eprintln!("no systemd-analyze here: the unit's syntax is not checked by systemd");
+    }
     let conffiles = run(
         "dpkg-query",
         Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", PACKAGE]),
