@@ -35,8 +35,21 @@ fn run(what: &str, cmd: &mut Command, limit: Duration) -> String {
     stdout
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string())
+/// A cargo command for the workspace at `root` building into `target`, in the environment a
+/// shell would give it: the `CARGO_*` variables cargo and nextest set for this test process
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`…) are removed, since build scripts that watch them
+/// (ring's) would otherwise rebuild half the tree, and the suite's next build again.
+fn cargo(root: &Path, target: &Path) -> Command {
+    let exe = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let mut cmd = Command::new(exe);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
+            cmd.env_remove(&*k);
+        }
+    }
+    cmd.current_dir(root).env("CARGO_TARGET_DIR", target);
+    cmd
 }
 
 /// Purges the package when dropped (the test passed, failed or panicked).
@@ -62,7 +75,8 @@ impl Drop for Installed {
 
 #[test]
 fn the_debian_package_installs_and_its_sluice_proxies() {
-    let have_deb = Command::new(cargo())
+    let root = common::repo_root();
+    let have_deb = cargo(&root, Path::new("target"))
         .args(["deb", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -96,14 +110,11 @@ fn the_debian_package_installs_and_its_sluice_proxies() {
         Some(other) => other,
         None => panic!("{} has no profile directory", exe.display()),
     };
-    let root = common::repo_root();
     // The load generator is packaged too; scripts/test.sh built it already (then this is a
     // no-op), a lone `cargo nextest run` may not have.
     run(
         "cargo build -p sluice-load",
-        Command::new(cargo())
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", target)
+        cargo(&root, target)
             .args([
                 "build",
                 "--quiet",
@@ -120,9 +131,7 @@ fn the_debian_package_installs_and_its_sluice_proxies() {
     std::fs::create_dir_all(&out_dir).unwrap();
     let deb = run(
         "cargo deb",
-        Command::new(cargo())
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", target)
+        cargo(&root, target)
             .args([
                 "deb",
                 "-p",
