@@ -8,7 +8,8 @@
 //!   admin socket (which a worker opens only after all its shards listen);
 //! - `RELOADING=1` with `MONOTONIC_USEC=` (what systemd ≥ 253 wants to tell this reload from an
 //!   older one) when a reload starts (SIGHUP, the console's `RELOAD`), then `READY=1` with a
-//!   `STATUS=` saying what the reload did;
+//!   `STATUS=` saying what the reload did (a reload asked for on the admin socket, `sluice ctl
+//!   --pid P RELOAD`, is not announced: that socket is the workers' link, not an operator's);
 //! - `STOPPING=1` when sluice starts draining for exit;
 //! - `STATUS=` every [`STATUS_EVERY`]: clients, backends up (and workers up), what `systemctl
 //!   status` shows.
