@@ -14,6 +14,7 @@ cd "$ROOT"
 
 ensure_rust
 ensure_nextest
+ensure_cargo_deb
 ensure_mariadb
 ensure_sysbench
 ensure_prometheus

@@ -7,6 +7,8 @@
 //! - `KILL WHERE USER <name>` / `KILL WHERE SOURCE <ip>` → `OK <n>`: ends every client of
 //!   this worker logged in as that user (the rest of the line, spaces included) or connected
 //!   from that address, each as `KILL CONNECTION` by the admin does; `n` is how many ended;
+//! - `PING` → `OK`: the process is up (it opens this socket only once all its shards listen;
+//!   the supervisor waits for every worker's answer before telling systemd it is ready);
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
 //! - `CLIENTS` → this worker's clients as JSON (id, user, state, schema, backend, idle time,
 //!   what holds it on its backend);
@@ -147,6 +149,7 @@ pub fn remote_stats(supervisor: u32, worker: u32) -> Option<Vec<ShardSnapshot>> 
 pub fn handle(shared: &Shared, line: &str) -> String {
     let mut words = line.split_whitespace();
     match words.next() {
+        Some("PING") => "OK".into(),
         Some("STATS") => {
             let snaps = crate::metrics::collect(shared, Duration::from_secs(2));
             serde_json::to_string(&snaps).unwrap_or_else(|_| "[]".into())

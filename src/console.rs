@@ -462,7 +462,12 @@ fn answer(sql: &str, target: &Target, gone: &dyn Fn() -> bool) -> Answer {
             Err(_) => syntax(),
         },
         ["RELOAD"] => {
-            let answers = target.ask_all("RELOAD");
+            // systemd hears RELOADING=1, then READY=1 with the report (see crate::notify).
+            let mut answers = Vec::new();
+            crate::notify::reloading(|| {
+                answers = target.ask_all("RELOAD");
+                answers.join("; ")
+            });
             if let Some(e) = answers.iter().find(|a| a.starts_with("ERR ")) {
                 let msg = e.splitn(4, ' ').nth(3).unwrap_or(e).to_string();
                 return Answer::Err(1105, b"HY000", msg);

@@ -21,6 +21,7 @@ pub mod error;
 pub mod frontend;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod reload;
 pub mod server;
 pub mod session;

@@ -198,6 +198,8 @@ fn main() -> ExitCode {
                 }
             };
             sluice::server::init_logging(&cfg);
+            // systemd's NOTIFY_SOCKET, read once (workers are started without it).
+            sluice::notify::init();
             sluice::reload::set_source(path.to_path_buf(), overrides.clone());
             let worker = match cli.worker.as_deref().map(parse_worker) {
                 Some(Ok(w)) => Some(w),

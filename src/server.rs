@@ -328,6 +328,21 @@ pub fn fd_budget(shared: &Shared, limit: usize, open: usize) -> FdBudget {
     }
 }
 
+/// This process's clients and backends up, for systemd's `STATUS=` ([`crate::notify`]).
+fn local_status(shared: &Shared) -> String {
+    let backends: Vec<_> = shared
+        .backends
+        .snapshot()
+        .iter()
+        .map(|b| b.snapshot())
+        .collect();
+    let pairs: Vec<(&str, &str)> = backends
+        .iter()
+        .map(|b| (b.state.as_str(), b.health.as_str()))
+        .collect();
+    crate::notify::status_line(None, shared.clients.load(Ordering::Relaxed) as u64, &pairs)
+}
+
 /// Runs the proxy until SIGTERM/SIGINT. `worker`/`workers` place this process among the worker
 /// processes sharing the listen address; `supervisor` is their supervisor's pid; `guard_fd` the
 /// shared login region the supervisor made for its workers ([`crate::auth::guard`]); `board_fd`
@@ -456,11 +471,17 @@ pub fn run(
         pool_size = shared.config.pool.size,
         "sluice ready"
     );
+    // systemd (Type=notify): a worker's supervisor speaks for it.
+    if supervisor.is_none() {
+        crate::notify::ready(&local_status(&shared));
+        let status_of = shared.clone();
+        crate::notify::spawn_status(move || local_status(&status_of));
+    }
     loop {
         match wait_signal(&sigset, Duration::from_millis(500)) {
             Some(libc::SIGHUP) => {
                 // Logged by the reload itself.
-                let _ = crate::reload::run(&shared);
+                let _ = crate::notify::reloading(|| crate::reload::run(&shared));
             }
             Some(sig) => {
                 STOPPING.store(true, Ordering::Release);
@@ -468,6 +489,12 @@ pub fn run(
                     signal = sig,
                     "shutting down: no new clients; commands in flight may finish"
                 );
+                if supervisor.is_none() {
+                    crate::notify::stopping(&format!(
+                        "stopping: draining {} clients",
+                        shared.clients.load(Ordering::Relaxed)
+                    ));
+                }
                 break;
             }
             None => {}

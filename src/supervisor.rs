@@ -46,6 +46,8 @@ fn spawn_worker(
         .arg(guard.to_string())
         .arg("--health-board-fd")
         .arg(board.to_string())
+        // Only the supervisor (systemd's main pid) notifies; it speaks for the workers.
+        .env_remove(crate::notify::ENV)
         .spawn()
 }
 
@@ -97,19 +99,37 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     }
     let mut stopping: Option<Instant> = None;
     let mut failure: Option<String> = None;
+    // systemd hears READY=1 once every worker answers on its admin socket (see crate::notify).
+    let mut ready = !crate::notify::enabled();
     loop {
+        if !ready && stopping.is_none() && workers_up(me, n) == n {
+            ready = true;
+            crate::notify::ready(&workers_status(me, n));
+            crate::notify::spawn_status(move || workers_status(me, n));
+        }
         if let Some(sig) = crate::server::wait_signal(&sigset, Duration::from_millis(200)) {
             if sig == libc::SIGHUP {
                 // Each worker reloads itself (each reads the file and logs what it did).
-                for w in 0..n as u32 {
-                    match admin::request(me, w, "RELOAD") {
-                        Ok(answer) => info!(worker = w, %answer, "SIGHUP: reload"),
-                        Err(e) => warn!(worker = w, error = %e, "SIGHUP: worker did not answer"),
+                crate::notify::reloading(|| {
+                    let mut answers = Vec::with_capacity(n);
+                    for w in 0..n as u32 {
+                        match admin::request(me, w, "RELOAD") {
+                            Ok(answer) => {
+                                info!(worker = w, %answer, "SIGHUP: reload");
+                                answers.push(format!("worker {w}: {answer}"));
+                            }
+                            Err(e) => {
+                                warn!(worker = w, error = %e, "SIGHUP: worker did not answer");
+                                answers.push(format!("worker {w}: did not answer: {e}"));
+                            }
+                        }
                     }
-                }
+                    answers.join("; ")
+                });
             } else if stopping.is_none() {
                 crate::server::STOPPING.store(true, std::sync::atomic::Ordering::Release);
                 info!(signal = sig, "supervisor: stopping workers");
+                crate::notify::stopping("stopping: workers draining their clients");
                 stopping = Some(Instant::now());
                 signal_all(&workers, libc::SIGTERM);
             } else {
@@ -139,6 +159,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                     "worker {i} died {} times in a row ({status})",
                     w.quick_deaths
                 ));
+                crate::notify::stopping(&format!("stopping: worker {i} keeps dying at start"));
                 stopping = Some(Instant::now());
                 break;
             }
@@ -178,6 +199,35 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
         Some(f) => Err(f),
         None => Ok(()),
     }
+}
+
+/// How many of the `n` workers answer on their admin socket.
+fn workers_up(me: u32, n: usize) -> usize {
+    (0..n as u32)
+        .filter(|&w| matches!(admin::request(me, w, "PING").as_deref(), Ok("OK")))
+        .count()
+}
+
+/// Workers up, their clients and the backends up (worker 0's view: health is one view per
+/// host, see `crate::backend::board`), for systemd's `STATUS=`.
+fn workers_status(me: u32, n: usize) -> String {
+    let mut up = 0;
+    let mut clients = 0;
+    for w in 0..n as u32 {
+        if let Some(snaps) = admin::remote_stats(me, w) {
+            up += 1;
+            clients += snaps.iter().map(|s| s.clients).sum::<u64>();
+        }
+    }
+    let backends: Vec<crate::metrics::BackendSnapshot> = admin::request(me, 0, "BACKENDS")
+        .ok()
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = backends
+        .iter()
+        .map(|b| (b.state.as_str(), b.health.as_str()))
+        .collect();
+    crate::notify::status_line(Some((up, n)), clients, &pairs)
 }
 
 fn signal_all(workers: &[Worker], sig: i32) {

@@ -107,3 +107,24 @@ ensure_prometheus() {
     exit 1
   fi
 }
+
+# cargo-deb for the Debian package (scripts/package.sh, tests/package.rs), installed with cargo
+# as nextest is; dpkg-dev for the shared-library dependencies it computes ($auto). When the
+# install fails, SLUICE_CARGO_DEB_UNAVAILABLE says why: tests/package.rs then skips with that
+# reason (and fails when cargo-deb is missing without one).
+CARGO_DEB_VERSION=3.8.0
+ensure_cargo_deb() {
+  apt_install dpkg-dev
+  cargo deb --version >/dev/null 2>&1 && return 0
+  echo "deps: installing cargo-deb" >&2
+  local log
+  log=$(mktemp)
+  # A known version: the test packages the debug build (`--profile dev`), which 3.8 accepts
+  # with a warning that later versions may turn into an error.
+  if ! cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >"$log" 2>&1; then
+    SLUICE_CARGO_DEB_UNAVAILABLE="cargo install --locked cargo-deb --version $CARGO_DEB_VERSION failed: $(tail -n 3 "$log" | tr '\n' ' ')"
+    export SLUICE_CARGO_DEB_UNAVAILABLE
+    echo "deps: $SLUICE_CARGO_DEB_UNAVAILABLE" >&2
+  fi
+  rm -f "$log"
+}

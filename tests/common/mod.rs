@@ -173,28 +173,46 @@ impl Sluice {
     }
 
     pub fn with(cfg: Config) -> Sluice {
-        Sluice::launch(cfg, None)
+        Sluice::launch(cfg, None, &[], None)
     }
 
     /// Starts sluice with its open-files limit (soft and hard) set to `nofile`.
     pub fn with_nofile(cfg: Config, nofile: u64) -> Sluice {
-        Sluice::launch(cfg, Some(nofile))
+        Sluice::launch(cfg, Some(nofile), &[], None)
     }
 
-    fn launch(cfg: Config, nofile: Option<u64>) -> Sluice {
+    /// Starts sluice with these environment variables set (e.g. systemd's `NOTIFY_SOCKET`).
+    pub fn with_env(cfg: Config, env: &[(&str, &str)]) -> Sluice {
+        Sluice::launch(cfg, None, env, None)
+    }
+
+    /// Starts the sluice binary at `exe` (e.g. the one a package installed) instead of the
+    /// workspace's.
+    pub fn with_binary(cfg: Config, exe: &std::path::Path) -> Sluice {
+        Sluice::launch(cfg, None, &[], Some(exe))
+    }
+
+    fn launch(
+        cfg: Config,
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+        exe: Option<&std::path::Path>,
+    ) -> Sluice {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let dir = tmpdir("sluice");
         let conf = dir.join("sluice.toml");
         std::fs::write(&conf, cfg.render(port)).unwrap();
         let log = dir.join("sluice.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut cmd =
+            Command::new(exe.unwrap_or_else(|| std::path::Path::new(env!("CARGO_BIN_EXE_sluice"))));
         cmd.arg("--config")
             .arg(&conf)
             .arg("--log-level")
             .arg(std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,sluice=debug".into()))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stderr(std::fs::File::create(&log).unwrap())
+            .envs(env.iter().copied());
         if let Some(n) = nofile {
             // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
             unsafe {

@@ -3,6 +3,7 @@
 //! ```text
 //! sluice-plot b3 target/bench/b3.json -o target/bench/b3.svg [--note TEXT]
 //! sluice-plot million target/bench/million-*.json -o target/bench/million.svg [--note TEXT]
+//! sluice-plot soak target/soak/samples.csv -o target/soak/soak.svg [--note TEXT]
 //! ```
 //!
 //! - `b3` (from `scripts/bench-b3.sh`): queries/s per workload, direct / floor relay / sluice at
@@ -13,6 +14,9 @@
 //!   N idle clients and without (same run) against N, and sluice's RSS per idle client against N.
 //!   Several files combine into one picture (runs at several N; repeated runs at one N are all
 //!   drawn, the line goes through their mean).
+//! - `soak` (from `scripts/soak.sh`, `seconds,rss_kib,fds,phase` rows): sluice's RSS and open
+//!   descriptors over the run, the warm-up's end marked, with the verdicts from the
+//!   `summary.json` beside the CSV when there is one.
 //!
 //! The SVG is written by hand rather than with a plotting crate: two chart kinds (grouped bars,
 //! lines over a log axis) are a few hundred lines, the output is plain text that diffs and
@@ -56,6 +60,11 @@ enum What {
         #[arg(required = true)]
         json: Vec<PathBuf>,
     },
+    /// The soak (scripts/soak.sh's samples.csv): RSS and open descriptors over time.
+    Soak {
+        /// samples.csv.
+        csv: PathBuf,
+    },
 }
 
 fn main() {
@@ -79,6 +88,18 @@ fn main() {
                 json[0].with_file_name("million.svg")
             };
             (million(&runs, cli.note.as_deref()), out)
+        }
+        What::Soak { csv } => {
+            let text = std::fs::read_to_string(csv)
+                .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", csv.display())));
+            let summary = std::fs::read_to_string(csv.with_file_name("summary.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            (
+                soak(&text, &summary, cli.note.as_deref()),
+                csv.with_extension("svg"),
+            )
         }
     };
     let svg = svg.unwrap_or_else(|e| fail(&e));
@@ -1029,6 +1050,116 @@ fn means(pts: &[Point], get: fn(&Point) -> Option<f64>) -> Vec<(f64, f64)> {
     out.into_iter().map(|(n, sum, k)| (n, sum / k)).collect()
 }
 
+/// The soak picture: RSS (MiB) and open descriptors against minutes, one panel each.
+fn soak(csv: &str, summary: &Value, note: Option<&str>) -> Result<String, String> {
+    // (minutes, RSS MiB, descriptors, quiet?)
+    let mut rows: Vec<(f64, f64, f64, bool)> = Vec::new();
+    for (i, line) in csv.lines().enumerate().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        let num = |j: usize| cols.get(j).and_then(|v| v.trim().parse::<f64>().ok());
+        match (num(0), num(1), num(2)) {
+            (Some(t), Some(rss), Some(fds)) => {
+                rows.push((t / 60.0, rss / 1024.0, fds, cols.get(3) == Some(&"quiet")))
+            }
+            _ => return Err(format!("samples.csv line {}: {line:?}", i + 1)),
+        }
+    }
+    if rows.is_empty() {
+        return Err("samples.csv has no samples".into());
+    }
+    let t_max = rows.iter().map(|r| r.0).fold(0.0, f64::max).max(1.0 / 60.0);
+    let warmup = f(&summary["warmup_s"]).map(|s| s / 60.0);
+    let mut foot = Vec::new();
+    if let Some(g) = f(&summary["rss_growth_pct_per_hour"]) {
+        foot.push(format!(
+            "RSS growth after warm-up {g:+.2} %/h (target ≤ 1 %/h): {}",
+            if g <= 1.0 { "met" } else { "missed" }
+        ));
+    }
+    if let Some(l) = f(&summary["fds_leaked"]) {
+        foot.push(format!(
+            "descriptors leaked (quiet after − quiet before): {l} (target 0): {}",
+            if l <= 0.0 { "met" } else { "missed" }
+        ));
+    }
+    foot.push(format!(
+        "scripts/soak.sh · {} samples · {} build",
+        rows.len(),
+        s(&summary["profile"])
+    ));
+    let mut svg = Svg::new(980.0, 720.0 + 14.0 * foot.len() as f64);
+    let top = header(
+        &mut svg,
+        "Soak: sluice under churn (scripts/soak.sh)",
+        "connects/disconnects, prepared statements, errors, KILLs, reloads; sampled every few seconds",
+        note,
+    );
+    type Get = fn(&(f64, f64, f64, bool)) -> f64;
+    let panels: [(&str, Get, &str); 2] = [
+        ("RSS (MiB)", |r| r.1, "#4e79a7"),
+        ("open descriptors", |r| r.2, "#e15759"),
+    ];
+    for (i, (title, get, col)) in panels.into_iter().enumerate() {
+        let y = top + 30.0 + i as f64 * 310.0;
+        let max = rows.iter().map(get).fold(0.0, f64::max);
+        let fr = Frame::y_axis(&mut svg, 90.0, y, 860.0, 240.0, max, title);
+        let px = |t: f64| fr.x + t / t_max * fr.w;
+        let (ticks, _) = linear_ticks(t_max);
+        for t in ticks.into_iter().filter(|t| *t <= t_max * 1.001) {
+            svg.text(
+                px(t),
+                fr.y + fr.h + 16.0,
+                &num(t),
+                11.0,
+                MUTED,
+                Anchor::Middle,
+                false,
+            );
+        }
+        svg.text(
+            fr.x + fr.w / 2.0,
+            fr.y + fr.h + 34.0,
+            "minutes",
+            12.0,
+            INK,
+            Anchor::Middle,
+            false,
+        );
+        let line: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| !r.3)
+            .map(|r| (px(r.0), fr.py(get(r))))
+            .collect();
+        svg.polyline(&line, col, 2.0, None);
+        for r in rows.iter().filter(|r| r.3) {
+            svg.circle(px(r.0), fr.py(get(r)), 4.0, col, true);
+            svg.text(
+                px(r.0) - 6.0,
+                fr.py(get(r)) - 8.0,
+                "quiet",
+                10.5,
+                MUTED,
+                Anchor::End,
+                false,
+            );
+        }
+        if let Some(w) = warmup {
+            svg.line(px(w), fr.y, px(w), fr.y + fr.h, MUTED, 1.0, Some("4,4"));
+            svg.text(
+                px(w) + 4.0,
+                fr.y + 12.0,
+                "end of warm-up",
+                10.5,
+                MUTED,
+                Anchor::Start,
+                false,
+            );
+        }
+    }
+    footer(&mut svg, &foot);
+    Ok(svg.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1091,6 +1222,27 @@ mod tests {
             assert!(svg.contains(want), "no {want} in {svg}");
         }
         assert!(b3(&serde_json::json!({}), None).is_err());
+    }
+
+    #[test]
+    fn soak_picture() {
+        let csv = "seconds,rss_kib,fds,phase\n0,20480,40,churn\n60,21504,300,churn\n120,21504,310,churn\n150,21000,23,quiet\n";
+        let summary = serde_json::json!({"warmup_s": 24, "rss_growth_pct_per_hour": 0.5,
+            "fds_leaked": 0, "profile": "dev"});
+        let svg = soak(csv, &summary, Some("short run")).unwrap();
+        well_formed(&svg);
+        for want in [
+            "RSS (MiB)",
+            "open descriptors",
+            "+0.50 %/h",
+            "met",
+            "quiet",
+            "short run",
+        ] {
+            assert!(svg.contains(want), "no {want} in {svg}");
+        }
+        assert!(soak("seconds,rss_kib,fds,phase\n", &Value::Null, None).is_err());
+        assert!(soak("h\n1,x,3,churn\n", &Value::Null, None).is_err());
     }
 
     #[test]
