@@ -1399,6 +1399,24 @@ pub(crate) async fn after_command(
         disturbed = true;
     }
 
+    // A one-shot insert_id set before this command stays set on the server until an insert
+    // uses it: still there, the backend stays with the session (on another, the value would be
+    // lost, and the next client here would insert with it).
+    if sess.past().one_shot && !resp.insert_id_set && !session_mode {
+        match lease
+            .conn()
+            .query_row("SELECT @@insert_id, FOUND_ROWS()")
+            .await
+        {
+            Ok(row) => {
+                found_rows_then = found_rows_then.or(number(row.get(1)));
+                resp.insert_id_kept = number(row.first()).is_some_and(|v: u64| v != 0);
+            }
+            Err(err) => return Err(told(err, &lease)),
+        }
+        disturbed = true;
+    }
+
     // 2. Pins (transaction and statement modes).
     if sess.mode() != PoolMode::Session {
         let in_trans = resp.status & status::IN_TRANS != 0;
@@ -1504,7 +1522,8 @@ pub(crate) async fn after_command(
                     .diagnostics_released
                     .set(shard.stats.diagnostics_released.get() + 1);
                 history.diag = Diag::Clean;
-                hold = None;
+                // (A one-shot insert_id still set keeps it: see `effects::hold_for`.)
+                hold = one_shot.then_some(effects::Hold::OneShot);
             }
             Err(err) => return Err(told(err, &lease)),
         }

@@ -159,6 +159,10 @@ pub struct Response {
     pub last_insert_id_set: Option<u64>,
     /// The server reported `insert_id` set to a non-zero value (a one-shot for the next insert).
     pub insert_id_set: bool,
+    /// A one-shot `insert_id` set before this command is still set after it (read from the
+    /// server: only an insert that generates an auto-increment value uses it up; a failed
+    /// insert, a SELECT, anything else leaves it for a later one).
+    pub insert_id_kept: bool,
     /// The server reported `last_gtid`.
     pub last_gtid: Option<Box<str>>,
     /// The result's rows were left in a cursor (COM_STMT_EXECUTE with a cursor type).
@@ -320,8 +324,9 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
         h.last_gtid = g.clone();
     }
 
-    // A one-shot set now waits for the next statement; one set before is used up by this one.
-    let one_shot_pending = resp.insert_id_set;
+    // A one-shot set now, or one set before that this command did not use up, waits for the
+    // insert that uses it.
+    let one_shot_pending = resp.insert_id_set || resp.insert_id_kept;
     let uncertain = resp.error && resp.status & AUTOCOMMIT == 0;
     let (hold, read_before_release) = hold_for(facts, &h, resp.status, uncertain, one_shot_pending);
     Outcome {

@@ -295,6 +295,32 @@ fn every_command_by_every_response() {
             read: false,
         },
         Case {
+            name: "insert_id still set after a statement that did not use it",
+            before: base.clone(),
+            cmd: Some("INSERT INTO t (s) VALUES ('x')"),
+            resp: Response {
+                insert_id_kept: true,
+                ..err()
+            },
+            facts: f,
+            want: (Is(7), -1, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "insert_id still set after a SELECT",
+            before: base.clone(),
+            cmd: Some("SELECT 1"),
+            resp: Response {
+                insert_id_kept: true,
+                ..rows(1)
+            },
+            facts: f,
+            want: (Is(7), -1, Is(1), Clean),
+            hold: Some(Hold::OneShot),
+            read: false,
+        },
+        Case {
             name: "commit",
             before: base.clone(),
             cmd: Some("COMMIT"),
