@@ -284,15 +284,18 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
             } else if let Some(n) = resp.rows {
                 h.found_rows = Known::Is(n);
             }
-        } else if opaque {
-            h.found_rows = Known::OnBackend;
-        } else if resp.rows.is_some() || (e.kind == Kind::Query && !h.foreign.found_rows) {
-            // A query that failed once it ran (its error came after its rows' metadata, as a
-            // KILL QUERY's does) leaves FOUND_ROWS() as the server made it: 0 after a killed
-            // SELECT, the rows a subquery counted before `Subquery returns more than 1 row`
-            // (MariaDB 10.11, checked). On a backend holding the session's own value that is
-            // always the server's to say; one refused before running (a syntax error, a
-            // missing table) leaves it as it was, which sluice knows.
+        } else if resp.rows.is_some()
+            || ((opaque || e.kind == Kind::Query) && !h.foreign.found_rows)
+        {
+            // A query (or code sluice does not see) that failed once it ran (its error came
+            // after rows' metadata, as a KILL QUERY's does) leaves FOUND_ROWS() as the server
+            // made it: 0 after a killed SELECT, the rows a subquery counted before `Subquery
+            // returns more than 1 row` (MariaDB 10.11, checked). On a backend holding the
+            // session's own value that is always the server's to say. One refused before
+            // running (a syntax error, a missing table, an unknown prepared statement) on a
+            // backend holding another session's value leaves the session's as it was, which
+            // sluice knows (a routine failing halfway, after SELECTs that sent no rows, is
+            // not told apart from that).
             h.found_rows = Known::OnBackend;
             h.foreign.found_rows = false;
         }

@@ -295,6 +295,29 @@ fn every_command_by_every_response() {
             read: false,
         },
         Case {
+            name: "unknown prepared statement on a backend new to the session",
+            before: base.clone(),
+            cmd: Some("EXECUTE never_prepared"),
+            resp: err(),
+            facts: Facts {
+                fresh_backend: true,
+                ..f
+            },
+            want: (OnBackend, -1, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "routine failing on the session's backend",
+            before: base.clone(),
+            cmd: Some("CALL p()"),
+            resp: err(),
+            facts: f,
+            want: (OnBackend, -1, OnBackend, Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
             name: "insert_id still set after a statement that did not use it",
             before: base.clone(),
             cmd: Some("INSERT INTO t (s) VALUES ('x')"),
