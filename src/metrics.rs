@@ -143,6 +143,7 @@ pub struct ShardSnapshot {
     /// Sessions closed at a drain's deadline.
     #[serde(default)]
     pub drain_closes: u64,
+    pub session_moves: u64,
     /// Routed reads served by replicas; routed reads the primary served, by reason.
     #[serde(default)]
     pub reads_to_replicas: u64,
@@ -233,6 +234,7 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.allocations += x.allocations;
         s.no_backend_waits += x.no_backend_waits;
         s.drain_closes += x.drain_closes;
+        s.session_moves += x.session_moves;
         s.reads_to_replicas += x.reads_to_replicas;
         for (a, b) in s.read_fallbacks.iter_mut().zip(x.read_fallbacks) {
             *a += b;
@@ -519,6 +521,13 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         "Sessions closed at a drain's deadline because what they held could not move.",
         "counter",
         &|w| w.s.drain_closes.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_session_moves_total",
+        "Session-mode sessions moved off a draining backend between their commands.",
+        "counter",
+        &|w| w.s.session_moves.to_string(),
     );
     family(
         &mut o,

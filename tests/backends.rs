@@ -372,6 +372,92 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
     assert!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT x")).starts_with("ERR 1064"));
 }
 
+/// Session-mode clients on a drained backend move to another between their commands, with
+/// their settings and history values; idle ones that hold nothing only the backend knows give it
+/// up without a command; a pinned one is closed at the deadline, naming why.
+#[test]
+fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let mport = common::free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
+            .pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000\n")
+            .backends(cl.addrs()),
+    );
+    // Clients on server 2: one pinned (a user variable), the others with settings, half of
+    // them with a LAST_INSERT_ID only the backend knows.
+    let mut on2: Vec<(mysql::Conn, bool)> = Vec::new();
+    let mut pinned = None;
+    // (Kept open: session-mode clients are placed on the least busy backend.)
+    let mut on1: Vec<mysql::Conn> = Vec::new();
+    for _ in 0..60 {
+        if on2.len() >= 4 && pinned.is_some() {
+            break;
+        }
+        let mut c = s.conn();
+        c.query_drop("SET time_zone = '+03:00'").unwrap();
+        if server_id(&mut c) != 2 {
+            on1.push(c);
+            continue;
+        }
+        if pinned.is_none() {
+            c.query_drop("SET @keep = 1").unwrap();
+            pinned = Some(c);
+            continue;
+        }
+        let lid = on2.len() % 2 == 1;
+        if lid {
+            c.query_drop("SELECT LAST_INSERT_ID(42)").unwrap();
+        }
+        on2.push((c, lid));
+    }
+    let mut pinned = pinned.expect("a client on server 2 within 60 tries");
+    assert!(on2.len() >= 4, "{} clients on server 2", on2.len());
+    let waiting = on2.iter().filter(|c| c.1).count() as u64;
+    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 4000")), "OK");
+    // Idle clients that hold nothing only server 2 knows give it up without a command.
+    wait_for(
+        "idle session-mode clients moved",
+        Duration::from_secs(10),
+        || (state(&s, &a1).1 <= 1 + waiting).then_some(()),
+    );
+    // Every one goes on on server 1 with its settings and its LAST_INSERT_ID.
+    for (c, lid) in on2.iter_mut() {
+        assert_eq!(server_id(c), 1);
+        let tz: String = c.query_first("SELECT @@time_zone").unwrap().unwrap();
+        assert_eq!(tz, "+03:00");
+        if *lid {
+            let v: u64 = c.query_first("SELECT LAST_INSERT_ID()").unwrap().unwrap();
+            assert_eq!(v, 42);
+        }
+    }
+    let m = common::scrape(mport);
+    assert!(
+        common::metric(&m, "sluice_session_moves_total") >= on2.len() as f64,
+        "{m}"
+    );
+    // The pinned one stays until the deadline, then is told why.
+    assert_eq!(server_id(&mut pinned), 2);
+    let e = wait_for(
+        "the drain's deadline closes the pinned client",
+        Duration::from_secs(10),
+        || pinned.query_drop("SELECT 1").err(),
+    );
+    let (code, _, msg) = server_error(&e).unwrap_or_else(|| panic!("not a server error: {e}"));
+    assert_eq!(code, 1053, "{msg}");
+    assert!(msg.contains("user_variable"), "{msg}");
+    wait_state(&s, &a1, "drained");
+    // The moved clients keep working, and so do those that were on server 1.
+    for (c, _) in on2.iter_mut() {
+        assert_eq!(server_id(c), 1);
+    }
+    for c in on1.iter_mut() {
+        assert_eq!(server_id(c), 1);
+    }
+}
+
 /// A name server of the test's own (UDP on loopback): answers A queries for every name with
 /// the address and TTL it is set to, AAAA queries with nothing.
 struct TestDns {

@@ -455,7 +455,8 @@ pub(crate) fn set_pins(shard: &Rc<Shard>, sess: &mut Session, f: impl FnOnce(&mu
     };
     shard.stats.pin_transition(before, after);
     let pool = shard.pool(sess.user.index, sess.backend);
-    if after != 0 && !sess.pin_counted {
+    // (A session-mode session owns its backend anyway: no unit of the pin budget.)
+    if after != 0 && !sess.pin_counted && sess.mode() != PoolMode::Session {
         pool.pin_force();
         sess.pin_counted = true;
     } else if after == 0 && sess.pin_counted {
@@ -1417,8 +1418,9 @@ pub(crate) async fn after_command(
         disturbed = true;
     }
 
-    // 2. Pins (transaction and statement modes).
-    if sess.mode() != PoolMode::Session {
+    // 2. Pins (in session mode too: they say whether the session could move, see
+    // `Session::movable`).
+    {
         let in_trans = resp.status & status::IN_TRANS != 0;
         let unexplained = Effects::default();
         let explained = Effects {

@@ -208,6 +208,35 @@ impl Session {
         self.user.pool_mode
     }
 
+    /// Can this session-mode session go on on another backend? Nothing it has lives only on
+    /// its backend: no transaction (nor one that may have begun), no pin (user variables,
+    /// temporary tables, locks, …), no statement with pending rows or long data, no conditions
+    /// to read, no forced `insert_id`. (History values and a diagnostics area only the backend
+    /// knows are read first: see [`move_off`].) Session mode tracks all of this as the other
+    /// modes do; only its backend is the session's to the end, unless that backend leaves.
+    pub(crate) fn movable(&self) -> bool {
+        use crate::session::effects::Diag;
+        let past = self.past();
+        self.mode() == PoolMode::Session
+            && self.lease.is_some()
+            && self.status & status::IN_TRANS == 0
+            && !self.pinned()
+            && !past.uncertain
+            && !past.one_shot
+            && past.replica_vars.is_empty()
+            && past.history.diag != Diag::Dirty
+            && !self.stmts.as_ref().is_some_and(|s| s.pending())
+    }
+
+    /// Does only the backend know some of the session's history (to be read before it moves)?
+    fn history_on_backend(&self) -> bool {
+        use crate::session::effects::{Diag, Known};
+        let h = &self.past().history;
+        h.last_insert_id == Known::OnBackend
+            || h.found_rows == Known::OnBackend
+            || h.diag == Diag::Unknown
+    }
+
     /// Holds user variables set on a replica that must go with it to its next backend.
     pub(crate) fn owes_vars(&self) -> bool {
         !self.past().replica_vars.is_empty()
@@ -324,12 +353,23 @@ pub fn held_by(sess: &Session) -> Option<String> {
 
 /// What keeps a session on its backend, in words (for the error a drain's deadline gives it).
 fn why_held(sess: &Session) -> String {
+    use crate::session::effects::Diag;
     let mut why: Vec<&str> = Vec::new();
-    if sess.mode() == PoolMode::Session {
-        why.push("session mode keeps its backend to the end");
-    }
     if sess.status & status::IN_TRANS != 0 {
         why.push("a transaction is open");
+    }
+    let past = sess.past();
+    if past.uncertain {
+        why.push("a transaction may have begun");
+    }
+    if past.one_shot {
+        why.push("insert_id is set for its next insert");
+    }
+    if past.history.diag == Diag::Dirty {
+        why.push("conditions not read yet");
+    }
+    if sess.stmts.as_ref().is_some_and(|s| s.pending()) {
+        why.push("a cursor or long data is pending");
     }
     if let Some(p) = &sess.pins {
         let mask = p.mask();
@@ -341,7 +381,11 @@ fn why_held(sess: &Session) -> String {
         );
     }
     if why.is_empty() {
-        why.push("it still held its backend");
+        why.push(if sess.mode() == PoolMode::Session {
+            "session mode: it sent no command to move at"
+        } else {
+            "it still held its backend"
+        });
     }
     why.join(", ")
 }
@@ -359,6 +403,92 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
         p.history.foreign = crate::session::effects::Foreign::default();
         p.diag_held_since = None;
     });
+    Some(lease)
+}
+
+/// A session-mode session whose backend is leaving (draining, in maintenance, removed) gives
+/// it up between commands when it can go on elsewhere ([`Session::movable`]); its next command
+/// takes another, where its settings are replayed and its history values answered by sluice
+/// (as after any release) until its own statements run there. What only that backend knows
+/// (history values, whether conditions remain) is read first. Returns whether it moved.
+pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
+    use crate::session::effects::{Diag, Known};
+    if !leaving(shard, sess) || !sess.movable() {
+        return false;
+    }
+    if sess.history_on_backend() {
+        let Some(lease) = sess.lease.as_mut() else {
+            return false;
+        };
+        let Ok(row) = lease
+            .conn()
+            .query_row("SELECT LAST_INSERT_ID(), FOUND_ROWS(), @@warning_count")
+            .await
+        else {
+            // Lost with its backend: the command that comes next says so.
+            return false;
+        };
+        let n = |i: usize| -> u64 {
+            row.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        sess.update_past(|p| {
+            let h = &mut p.history;
+            if h.last_insert_id == Known::OnBackend {
+                h.last_insert_id = Known::Is(n(0));
+            }
+            if h.found_rows == Known::OnBackend {
+                h.found_rows = Known::Is(n(1));
+            }
+            if h.diag == Diag::Unknown {
+                h.diag = if n(2) == 0 { Diag::Clean } else { Diag::Dirty };
+            }
+        });
+        if sess.past().history.diag == Diag::Dirty {
+            // Conditions to read there: it stays until the client has (or the deadline).
+            return false;
+        }
+    }
+    match take_for_move(shard, sess) {
+        Some(lease) => {
+            lease.release();
+            true
+        }
+        None => false,
+    }
+}
+
+fn leaving(shard: &Shard, sess: &Session) -> bool {
+    sess.lease
+        .as_ref()
+        .is_some_and(|l| shard.leaving(l.get().backend))
+}
+
+/// [`move_off`] for a parked session, which cannot wait on its backend: when sluice knows
+/// everything the backend does (most sessions). The backend to give back, if it moves.
+pub fn move_off_parked(shard: &Shard, sess: &mut Session) -> Option<crate::backend::pool::Lease> {
+    if sess.history_on_backend() || !leaving(shard, sess) || !sess.movable() {
+        return None;
+    }
+    take_for_move(shard, sess)
+}
+
+fn take_for_move(shard: &Shard, sess: &mut Session) -> Option<crate::backend::pool::Lease> {
+    let lease = sess.lease.take()?;
+    tracing::debug!(
+        conn = sess.conn_id,
+        backend = %shard.backend(lease.get().backend).address,
+        "session-mode session moves off a leaving backend"
+    );
+    // Its next backend holds other values until the session's own statements run there.
+    sess.update_past(|p| p.history.foreign = crate::session::effects::Foreign::ALL);
+    shard
+        .stats
+        .session_moves
+        .set(shard.stats.session_moves.get() + 1);
     Some(lease)
 }
 
@@ -428,6 +558,10 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
             }
             Ok(Next::Closed) => break None,
             Ok(Next::Packet(seq, payload)) => {
+                // A session-mode session on a backend that is leaving moves if it can.
+                if sess.mode() == PoolMode::Session && sess.lease.is_some() {
+                    move_off(&shard, &mut sess).await;
+                }
                 // A session still on a backend whose drain is overdue: its next command is
                 // answered with why it ends (its state cannot move), then the connection closes.
                 if let Some(reply) = drained_out(&shard, &sess) {

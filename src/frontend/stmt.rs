@@ -203,7 +203,7 @@ pub(crate) async fn prepare(
             .get_or_insert_with(Box::default)
             .map
             .insert(client_id, stmt);
-        if reads_history && sess.mode() != crate::config::PoolMode::Session {
+        if reads_history {
             set_pins(shard, sess, |p| p.history_statement(client_id, true));
         }
     }

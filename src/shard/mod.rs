@@ -191,6 +191,9 @@ pub struct ShardStats {
     pub causal_wait_us: Cell<u64>,
     /// Sessions closed at a drain's deadline (they held state that could not move).
     pub drain_closes: Cell<u64>,
+    /// Session-mode sessions moved off a backend that is leaving (draining, in maintenance,
+    /// removed) between their commands.
+    pub session_moves: Cell<u64>,
     pub commands: Cell<u64>,
     pub auth_failures: Cell<u64>,
     pub refused_max_clients: Cell<u64>,
@@ -770,6 +773,14 @@ impl Shard {
             })
     }
 
+    /// Is backend `id` leaving: draining, in maintenance or removed (no new checkouts)?
+    pub fn leaving(&self, id: u16) -> bool {
+        self.backends
+            .borrow()
+            .get(usize::from(id))
+            .is_some_and(|b| b.admin() != crate::backend::router::Admin::Active)
+    }
+
     /// Is backend `id` draining and past its deadline?
     pub fn drain_overdue(&self, id: u16) -> bool {
         self.backends
@@ -1146,6 +1157,7 @@ impl Shard {
             },
             no_backend_waits: s.no_backend_waits.get(),
             drain_closes: s.drain_closes.get(),
+            session_moves: s.session_moves.get(),
             reads_to_replicas: s.reads_to_replicas.get(),
             read_fallbacks: std::array::from_fn(|i| s.read_fallbacks[i].get()),
             causal_waits: s.causal_waits.get(),
@@ -1329,6 +1341,7 @@ impl Shard {
         let mut expired: Vec<(Token, bool)> = Vec::new();
         let mut soft: Vec<Token> = Vec::new();
         let mut drained: Vec<Token> = Vec::new();
+        let mut moving: Vec<Token> = Vec::new();
         {
             let table = self.table.borrow();
             for t in table.tokens() {
@@ -1341,6 +1354,13 @@ impl Shard {
                 {
                     drained.push(t);
                     continue;
+                }
+                if s.mode() == crate::config::PoolMode::Session
+                    && s.lease
+                        .as_ref()
+                        .is_some_and(|l| self.leaving(l.get().backend))
+                {
+                    moving.push(t);
                 }
                 // A session holding a backend (a transaction, a pin) is not idle in the pool's
                 // sense; it still times out, since it holds a connection others wait for.
@@ -1356,6 +1376,16 @@ impl Shard {
                     _ if idle >= SOFT_HOLD_SECS && s.soft_held() => soft.push(t),
                     _ => {}
                 }
+            }
+        }
+        for t in moving {
+            let lease = self
+                .table
+                .borrow_mut()
+                .parked_mut(t)
+                .and_then(|s| session::move_off_parked(self, s));
+            if let Some(lease) = lease {
+                lease.release();
             }
         }
         for t in soft {
