@@ -10,10 +10,15 @@
 #                 (BACKEND DRAIN, wait until it holds nothing, restart, wait until up, UNDRAIN):
 #                 errors (target 0) and each drain's time;
 #   promote       a primary and a replica (GTID): kill -9 the primary, promote the replica (what an
-#                 orchestrator does), time until a write through sluice succeeds again.
+#                 orchestrator does), time until a write through sluice succeeds again;
+#   drain-mixed   a drain (TIMEOUT 10 s) of one of three backends under mixed load: IDLE idle and
+#                 CLIENTS active transaction-mode clients (BEGIN; SELECT; UPDATE; COMMIT) and
+#                 SESSION_CLIENTS session-mode clients running point selects (they move off
+#                 between commands): time until it is drained, errors (target 0).
 #
 # Environment: REPEAT (5), CLIENTS (200), LOAD_SECONDS (per load scenario; default 30), POOL (32),
-# SCENARIOS (default "detect-kill detect-stop kill-load rolling promote"), BIN_DIR (binaries to use
+# IDLE (10000) and SESSION_CLIENTS (30) for drain-mixed,
+# SCENARIOS (default "detect-kill detect-stop kill-load rolling promote drain-mixed"), BIN_DIR (binaries to use
 # instead of building release ones), OUT_DIR (default target/bench). Writes OUT_DIR/backends.json
 # and prints a summary table.
 set -euo pipefail
@@ -25,9 +30,11 @@ REPEAT=${REPEAT:-5}
 CLIENTS=${CLIENTS:-200}
 LOAD_SECONDS=${LOAD_SECONDS:-30}
 POOL=${POOL:-32}
-SCENARIOS=${SCENARIOS:-"detect-kill detect-stop kill-load rolling promote"}
+SCENARIOS=${SCENARIOS:-"detect-kill detect-stop kill-load rolling promote drain-mixed"}
+IDLE=${IDLE:-10000}
+SESSION_CLIENTS=${SESSION_CLIENTS:-30}
 OUT_DIR=${OUT_DIR:-$ROOT/target/bench}
-COMMAND="REPEAT=$REPEAT CLIENTS=$CLIENTS LOAD_SECONDS=$LOAD_SECONDS POOL=$POOL SCENARIOS='$SCENARIOS' scripts/bench-backends.sh"
+COMMAND="REPEAT=$REPEAT CLIENTS=$CLIENTS LOAD_SECONDS=$LOAD_SECONDS POOL=$POOL IDLE=$IDLE SESSION_CLIENTS=$SESSION_CLIENTS SCENARIOS='$SCENARIOS' scripts/bench-backends.sh"
 log() { echo "bench-backends: $*" >&2; }
 
 ensure_rust
@@ -65,6 +72,12 @@ name = "app"
 password = "app"
 backend_user = "app"
 backend_password = "app"
+[[users]]
+name = "sess"
+password = "sess"
+backend_user = "app"
+backend_password = "app"
+pool_mode = "session"
 TOML
   "$BIN_DIR/sluice" -c "$WORK/sluice.toml" --log-level info 2>"$WORK/sluice.log" &
   SLUICE_PID=$!
@@ -126,7 +139,7 @@ PY
 
 needs_peers=0
 for s in $SCENARIOS; do
-  case $s in detect-kill | detect-stop | kill-load | rolling) needs_peers=1 ;; promote) ;;
+  case $s in detect-kill | detect-stop | kill-load | rolling | drain-mixed) needs_peers=1 ;; promote) ;;
     *) log "unknown scenario $s"; exit 2 ;;
   esac
 done
@@ -190,6 +203,33 @@ if [ $needs_peers = 1 ]; then
         done
         wait "$lp"
         result "rolling: $(json_get "$WORK/rolling.json" "f\"{r['run']['ok']} ok, {r['run']['failed']} failed, errors {r['errors_total']} {dict(r['errors'])}\""); $(stats drain "${drains[@]}")"
+        ;;
+      drain-mixed)
+        wait_field "$VICTIM" state up 30 >/dev/null
+        "$BIN_DIR/sluice-load" -t "127.0.0.1:$SLUICE_PORT" -u app -p app -d app -m trx \
+          --active "$CLIENTS" --idle "$IDLE" --duration "$LOAD_SECONDS" \
+          --json "$WORK/mixed-trx.json" >"$WORK/mixed-trx.txt" 2>&1 &
+        lt=$!
+        "$BIN_DIR/sluice-load" -t "127.0.0.1:$SLUICE_PORT" -u sess -p sess -d app -m select \
+          --active "$SESSION_CLIENTS" --duration "$LOAD_SECONDS" \
+          --json "$WORK/mixed-sess.json" >"$WORK/mixed-sess.txt" 2>&1 &
+        ls_=$!
+        # Once the idle clients are in and both loads run (idle clients log in first).
+        for _ in $(seq 1 600); do
+          n=$(ctl STATS 2>/dev/null | python3 -c "import json,sys; print(sum(s.get('clients',0) for s in json.load(sys.stdin)))" 2>/dev/null || echo 0)
+          [ "${n:-0}" -ge $((IDLE + CLIENTS + SESSION_CLIENTS)) ] && break
+          sleep 0.1
+        done
+        sleep 2
+        on_victim=$(field "$VICTIM" in_use)
+        ctl BACKEND DRAIN "$VICTIM" TIMEOUT 10000 >/dev/null
+        took=$(wait_field "$VICTIM" state drained 60 || echo "not drained in 60 s")
+        wait "$lt" "$ls_" || true
+        ctl BACKEND UNDRAIN "$VICTIM" >/dev/null
+        stat() { ctl STATS | python3 -c "import json,sys; print(sum(s.get('$1',0) for s in json.load(sys.stdin)))"; }
+        moves=$(stat session_moves)
+        closes=$(stat drain_closes)
+        result "drain-mixed: ${n:-?} clients connected ($IDLE idle, $CLIENTS transaction-mode active, $SESSION_CLIENTS session-mode active), $on_victim backend connections in use on the drained one; drained in $took ms; session-mode moves ${moves:-?}, drain closes ${closes:-?}; transaction load: $(json_get "$WORK/mixed-trx.json" "f\"{r['run']['ok']} ok, {r['run']['failed']} failed, errors {r['errors_total']} {dict(r['errors'])}\""); session-mode load: $(json_get "$WORK/mixed-sess.json" "f\"{r['run']['ok']} ok, {r['run']['failed']} failed, errors {r['errors_total']} {dict(r['errors'])}\"")"
         ;;
     esac
   done

@@ -472,14 +472,7 @@ fn answer(sql: &str, target: &Target, gone: &dyn Fn() -> bool) -> Answer {
                 let msg = e.splitn(4, ' ').nth(3).unwrap_or(e).to_string();
                 return Answer::Err(1105, b"HY000", msg);
             }
-            Answer::Rows(
-                vec!["worker".into(), "result".into()],
-                answers
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, a)| vec![Some(i.to_string()), Some(a)])
-                    .collect(),
-            )
+            per_worker(answers)
         }
         [verb @ ("DRAIN" | "UNDRAIN" | "MAINTENANCE" | "REMOVE"), "BACKEND", ..]
             if w.len() >= 3 =>
@@ -846,6 +839,11 @@ fn set(target: &Target, key: &str, value: &str) -> Answer {
         let msg = parts.next().unwrap_or("").to_string();
         return Answer::Err(code, static_state(state), msg);
     }
+    per_worker(answers)
+}
+
+/// One row per worker process: its number and its answer.
+fn per_worker(answers: Vec<String>) -> Answer {
     Answer::Rows(
         vec!["worker".into(), "result".into()],
         answers

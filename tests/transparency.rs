@@ -20,6 +20,19 @@ fn one_backend() -> Sluice {
     )
 }
 
+/// [`one_backend`] with its metrics on a port of its own (returned).
+fn one_backend_with_metrics() -> (Sluice, u16) {
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 10000\n"),
+    );
+    (s, mport)
+}
+
 /// A fresh table name for this test run (tests share the server).
 fn table(tag: &str) -> String {
     format!("tr_{tag}_{}", std::process::id())
@@ -334,14 +347,7 @@ fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
 /// by the differential tester under load: the count read released them).
 #[test]
 fn reading_the_condition_counts_keeps_the_conditions_while_others_wait() {
-    let mport = free_port();
-    let s = Sluice::with(
-        Config::default()
-            .top(&format!(
-                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
-            ))
-            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 10000\n"),
-    );
+    let (s, mport) = one_backend_with_metrics();
     let (mut a, mut b) = (s.conn(), s.conn());
     let failed_at = Instant::now();
     assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
@@ -445,14 +451,7 @@ fn a_temporary_table_is_named_with_its_schema() {
 
 #[test]
 fn com_init_db_is_a_setting_not_a_pin() {
-    let mport = free_port();
-    let s = Sluice::with(
-        Config::default()
-            .top(&format!(
-                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
-            ))
-            .pool("mode = \"transaction\"\nsize = 1\nqueue_timeout_ms = 10000\n"),
-    );
+    let (s, mport) = one_backend_with_metrics();
     let mut c = s.conn();
     c.select_db("mysql").unwrap();
     // With one backend connection, another client can only run if c gave it back.
