@@ -98,6 +98,15 @@ start() {
   # or a failing mariadb-install-db).
   mkdir -p "$dir/tmp"
   dir=$(cd "$dir" && pwd)
+  # Its server already runs: say where (a second one would wait on the data dir's locks, then
+  # fail, having rewritten the port and pid files meanwhile).
+  local running
+  running=$(cat "$dir/mariadbd.pid" 2>/dev/null || true)
+  if [ -n "$running" ] && ours "$running" "$dir"; then
+    log "a server already runs in $dir (pid $running)"
+    echo "MARIADB_DIR=$dir"; echo "MARIADB_PORT=$(cat "$dir/port")"; echo "MARIADB_PID=$running"
+    return 0
+  fi
   local port=${MARIADB_PORT:-$(free_port)}
   if [ ! -d "$dir/data/mysql" ]; then
     local user_args=()

@@ -395,10 +395,12 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     // them with a LAST_INSERT_ID only the backend knows.
     let mut on2: Vec<(mysql::Conn, bool)> = Vec::new();
     let mut pinned = None;
+    // One with a forced insert_id that no insert has used yet (MariaDB keeps it until one does).
+    let mut forced = None;
     // (Kept open: session-mode clients are placed on the least busy backend.)
     let mut on1: Vec<mysql::Conn> = Vec::new();
-    for _ in 0..60 {
-        if on2.len() >= 4 && pinned.is_some() {
+    for _ in 0..80 {
+        if on2.len() >= 4 && pinned.is_some() && forced.is_some() {
             break;
         }
         let mut c = s.conn();
@@ -412,15 +414,22 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
             pinned = Some(c);
             continue;
         }
+        if forced.is_none() {
+            c.query_drop("SET insert_id = 9000").unwrap();
+            c.query_drop("SELECT 1").unwrap();
+            forced = Some(c);
+            continue;
+        }
         let lid = on2.len() % 2 == 1;
         if lid {
             c.query_drop("SELECT LAST_INSERT_ID(42)").unwrap();
         }
         on2.push((c, lid));
     }
-    let mut pinned = pinned.expect("a client on server 2 within 60 tries");
+    let mut pinned = pinned.expect("a client on server 2 within 80 tries");
+    let mut forced = forced.expect("a second client on server 2 within 80 tries");
     assert!(on2.len() >= 4, "{} clients on server 2", on2.len());
-    let waiting = on2.iter().filter(|c| c.1).count() as u64;
+    let waiting = 1 + on2.iter().filter(|c| c.1).count() as u64;
     assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 4000")), "OK");
     // Idle clients that hold nothing only server 2 knows give it up without a command.
     wait_for(
@@ -446,6 +455,7 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     // The pinned one stays until the deadline, then is told why.
     assert_eq!(server_id(&mut pinned), 2);
     closed_at_deadline(&mut pinned, &["user_variable", &a1]);
+    closed_at_deadline(&mut forced, &["insert_id", &a1]);
     wait_state(&s, &a1, "drained");
     // The moved clients keep working, and so do those that were on server 1.
     for (c, _) in on2.iter_mut() {

@@ -1402,8 +1402,9 @@ pub(crate) async fn after_command(
 
     // A one-shot insert_id set before this command stays set on the server until an insert
     // uses it: still there, the backend stays with the session (on another, the value would be
-    // lost, and the next client here would insert with it).
-    if sess.past().one_shot && !resp.insert_id_set && !session_mode {
+    // lost, and the next client here would insert with it; a session-mode session could not
+    // move, see `Session::movable`).
+    if sess.past().one_shot && !resp.insert_id_set {
         match lease
             .conn()
             .query_row("SELECT @@insert_id, FOUND_ROWS()")
