@@ -438,6 +438,9 @@ fn failed_auth_shape(port: u16, user: &str, change_user: bool) -> (Shape, Durati
     let caps = sluice::codec::login::BASE_CAPABILITIES | sluice::codec::caps::cap::DEPRECATE_EOF;
     let mut c;
     let mut seq;
+    // Each time is taken before the packet goes out: the server's delay starts when it has
+    // read it, which may be before this thread returns from the write (a loaded machine).
+    let mut sent;
     if change_user {
         c = RawClient::login(port);
         let mut p = Vec::new();
@@ -450,6 +453,7 @@ fn failed_auth_shape(port: u16, user: &str, change_user: bool) -> (Shape, Durati
             attributes: Vec::new(),
         }
         .encode(&mut p, caps);
+        sent = Instant::now();
         c.send(0, &p);
         seq = 0;
     } else {
@@ -470,10 +474,10 @@ fn failed_auth_shape(port: u16, user: &str, change_user: bool) -> (Shape, Durati
         }
         .encode(&mut p);
         seq = s.wrapping_add(1);
+        sent = Instant::now();
         c.send(seq, &p);
     }
     let mut shape = Vec::new();
-    let mut sent = Instant::now();
     loop {
         let Some((s, p)) = c.read_packet() else {
             shape.push("closed".to_string());
@@ -491,16 +495,16 @@ fn failed_auth_shape(port: u16, user: &str, change_user: bool) -> (Shape, Durati
                     native_scramble(password, &sw.data)
                 };
                 seq = seq.wrapping_add(1);
-                c.send(seq, &answer);
                 sent = Instant::now();
+                c.send(seq, &answer);
             }
             Some(0x01) => {
                 shape.push(format!("more-data {:?}", &p[1..]));
                 if p[1..] == [4] {
                     // Full authentication: without TLS a client asks for the server's RSA key.
                     seq = seq.wrapping_add(1);
-                    c.send(seq, &[2]);
                     sent = Instant::now();
+                    c.send(seq, &[2]);
                 }
             }
             Some(0xFF) => {
