@@ -1473,24 +1473,9 @@ pub(crate) async fn after_command(
     let unknown = out.history.last_insert_id == Known::OnBackend
         || out.history.found_rows == Known::OnBackend;
     if out.read_before_release || (diag_only && unknown) {
-        match lease
-            .conn()
-            .query_row("SELECT @@warning_count, LAST_INSERT_ID(), FOUND_ROWS()")
+        out = read_history(&mut lease, out)
             .await
-        {
-            Ok(row) => {
-                let n = |i: usize| {
-                    row.get(i)
-                        .cloned()
-                        .flatten()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                out = effects::after_read(out, n(0), n(1), n(2));
-                lease.conn().last_insert_id = Some(n(1));
-            }
-            Err(err) => return Err(told(err, &lease)),
-        }
+            .map_err(|err| told(err, &lease))?;
     }
     let uncertain = out.hold == Some(effects::Hold::UncertainTransaction);
     let one_shot = out.one_shot_pending;
@@ -1595,27 +1580,8 @@ pub(crate) async fn reconsider(shard: &Rc<Shard>, sess: &mut Session) -> Result<
     }
     let mut history = past.history;
     if read {
-        let out = effects::Outcome {
-            history,
-            hold: None,
-            read_before_release: true,
-            one_shot_pending: false,
-        };
-        match lease
-            .conn()
-            .query_row("SELECT @@warning_count, LAST_INSERT_ID(), FOUND_ROWS()")
-            .await
-        {
-            Ok(row) => {
-                let n = |i: usize| {
-                    row.get(i)
-                        .cloned()
-                        .flatten()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                let out = effects::after_read(out, n(0), n(1), n(2));
-                lease.conn().last_insert_id = Some(n(1));
+        match read_history(&mut lease, effects::Outcome::reading(history)).await {
+            Ok(out) => {
                 if out.hold.is_some() {
                     sess.update_past(|p| p.history = out.history);
                     sess.lease = Some(lease);
@@ -1631,6 +1597,28 @@ pub(crate) async fn reconsider(shard: &Rc<Shard>, sess: &mut Session) -> Result<
     }
     release(sess, lease, history);
     Ok(())
+}
+
+/// Reads what only the backend knows of the session's history (`@@warning_count`,
+/// `LAST_INSERT_ID()`, `FOUND_ROWS()`) into the decision `out` (see [`effects::after_read`]),
+/// and the connection's own last insert id with it.
+pub(crate) async fn read_history(
+    lease: &mut Lease,
+    out: effects::Outcome,
+) -> Result<effects::Outcome, BackendError> {
+    let row = lease
+        .conn()
+        .query_row("SELECT @@warning_count, LAST_INSERT_ID(), FOUND_ROWS()")
+        .await?;
+    let n = |i: usize| {
+        row.get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    lease.conn().last_insert_id = Some(n(1));
+    Ok(effects::after_read(out, n(0), n(1), n(2)))
 }
 
 /// COM_STMT_* commands reach a held backend with the statement id rewritten; a few answers

@@ -20,7 +20,7 @@ use crate::codec::command::{self, com, set_option, Disposition};
 use crate::codec::packets::{encode_ok, EofPacket, OkPacket};
 use crate::config::PoolMode;
 use crate::error::{Error, Reply};
-use crate::session::effects::{History, Known};
+use crate::session::effects::{History, Known, Outcome};
 use crate::session::pins::Pins;
 use crate::session::sql::{Context, Modes};
 use crate::session::state::Settings;
@@ -412,42 +412,21 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
 /// (as after any release) until its own statements run there. What only that backend knows
 /// (history values, whether conditions remain) is read first. Returns whether it moved.
 pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
-    use crate::session::effects::{Diag, Known};
     if !leaving(shard, sess) || !sess.movable() {
         return false;
     }
     if sess.history_on_backend() {
+        let history = sess.past().history.clone();
         let Some(lease) = sess.lease.as_mut() else {
             return false;
         };
-        let Ok(row) = lease
-            .conn()
-            .query_row("SELECT LAST_INSERT_ID(), FOUND_ROWS(), @@warning_count")
-            .await
-        else {
+        let Ok(out) = exec::read_history(lease, Outcome::reading(history)).await else {
             // Lost with its backend: the command that comes next says so.
             return false;
         };
-        let n = |i: usize| -> u64 {
-            row.get(i)
-                .cloned()
-                .flatten()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        sess.update_past(|p| {
-            let h = &mut p.history;
-            if h.last_insert_id == Known::OnBackend {
-                h.last_insert_id = Known::Is(n(0));
-            }
-            if h.found_rows == Known::OnBackend {
-                h.found_rows = Known::Is(n(1));
-            }
-            if h.diag == Diag::Unknown {
-                h.diag = if n(2) == 0 { Diag::Clean } else { Diag::Dirty };
-            }
-        });
-        if sess.past().history.diag == Diag::Dirty {
+        let stays = out.hold.is_some();
+        sess.update_past(|p| p.history = out.history);
+        if stays {
             // Conditions to read there: it stays until the client has (or the deadline).
             return false;
         }

@@ -373,6 +373,19 @@ pub fn hold_for(
     (hold, read)
 }
 
+impl Outcome {
+    /// A release that must first read the history values only the backend knows (see
+    /// [`after_read`]).
+    pub fn reading(history: History) -> Outcome {
+        Outcome {
+            history,
+            hold: None,
+            read_before_release: true,
+            one_shot_pending: false,
+        }
+    }
+}
+
 /// Finishes a decision with what the server said to `SELECT @@warning_count, LAST_INSERT_ID(),
 /// FOUND_ROWS()` (run because [`Outcome::read_before_release`] asked): the history values become
 /// known, and the backend stays only if the diagnostics area still holds conditions. The read
