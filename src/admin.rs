@@ -146,6 +146,12 @@ pub fn remote_stats(supervisor: u32, worker: u32) -> Option<Vec<ShardSnapshot>> 
     serde_json::from_str(&a).ok()
 }
 
+/// A worker's clients (`None`: it did not answer).
+pub fn remote_clients(supervisor: u32, worker: u32) -> Option<Vec<crate::metrics::ClientRow>> {
+    let a = request(supervisor, worker, "CLIENTS").ok()?;
+    serde_json::from_str(&a).ok()
+}
+
 pub fn handle(shared: &Shared, line: &str) -> String {
     let mut words = line.split_whitespace();
     match words.next() {

@@ -75,6 +75,12 @@ pub struct ClientRow {
     /// had not recorded its socket yet).
     #[serde(default)]
     pub source: Option<String>,
+    /// The client's TCP port (`None`: not known, or a Unix socket).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// It is being served a command now (an active session between commands is not).
+    #[serde(default)]
+    pub busy: bool,
     /// parked, pinned (parked, holding its backend for a pin), active, paused (its command
     /// waits for RESUME).
     pub state: String,

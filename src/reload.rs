@@ -117,6 +117,7 @@ keys! {
     "client_idle_timeout_ms": live => client_idle_timeout_ms;
     "auth_failure_limit": live => auth_failure_limit;
     "max_client_connections": live => max_client_connections;
+    "processlist": live => processlist;
     "metrics_listen": restart => metrics_listen;
     "shutdown_timeout_ms": restart => shutdown_timeout_ms;
     "pool.mode": restart => pool.mode;

@@ -837,3 +837,192 @@ fn a_real_emfile_is_answered_with_1040_through_the_spare_descriptor() {
     }
     assert!(s.log_text().contains("out of file descriptors"));
 }
+
+// ---- SHOW PROCESSLIST -------------------------------------------------------------------------
+
+/// `SHOW [FULL] PROCESSLIST` through `c`: each row's (Id, User, Host, db, Command, State, Info).
+type PlRow = (
+    u64,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+
+fn processlist(c: &mut mysql::Conn, sql: &str) -> Vec<PlRow> {
+    c.query_map(sql, |row: mysql::Row| {
+        let (id, user, host, db, command, _time, state, info, _progress): (
+            u64,
+            String,
+            String,
+            Option<String>,
+            String,
+            u64,
+            String,
+            Option<String>,
+            f64,
+        ) = mysql::from_row(row);
+        (id, user, host, db, command, state, info)
+    })
+    .unwrap()
+}
+
+/// The column definitions of `sql`'s result as a client reads them: (name, charset, length,
+/// type, flags, decimals).
+fn column_shapes(c: &mut mysql::Conn, sql: &str) -> Vec<(String, u16, u32, u8, u16, u8)> {
+    let r = c.query_iter(sql).unwrap();
+    let shapes = r
+        .columns()
+        .as_ref()
+        .iter()
+        .map(|col| {
+            (
+                col.name_str().to_string(),
+                col.character_set(),
+                col.column_length(),
+                col.column_type() as u8,
+                col.flags().bits(),
+                col.decimals(),
+            )
+        })
+        .collect();
+    drop(r);
+    shapes
+}
+
+/// Through sluice, `SHOW PROCESSLIST` lists sluice's clients of the same user under the ids
+/// `CONNECTION_ID()` returns and `KILL` takes, across shards and worker processes, in the
+/// server's column definitions; the asker's row shows its own statement.
+#[test]
+fn show_processlist_lists_sluices_clients_under_their_own_ids() {
+    for workers in [1, 2] {
+        let s = Sluice::with(Config::default().top(&format!("shards = 2\nworkers = {workers}")));
+        let mut clients: Vec<mysql::Conn> = (0..6)
+            .map(|i| s.conn_as("app", "app", (i % 2 == 0).then_some("app")))
+            .collect();
+        let mut ids: Vec<u64> = clients.iter().map(|c| c.connection_id() as u64).collect();
+        ids.sort_unstable();
+        let me = clients[0].connection_id() as u64;
+        let rows = processlist(&mut clients[0], "SHOW PROCESSLIST");
+        let listed: Vec<u64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(listed, ids, "workers {workers}: {rows:?}");
+        for (id, user, host, db, command, state, info) in &rows {
+            assert_eq!(user, "app");
+            assert!(host.starts_with("127.0.0.1:"), "{host}");
+            if *id == me {
+                assert_eq!(
+                    (command.as_str(), state.as_str(), info.as_deref()),
+                    ("Query", "starting", Some("SHOW PROCESSLIST"))
+                );
+                assert_eq!(db.as_deref(), Some("app"));
+            } else {
+                assert_eq!((command.as_str(), info.as_deref()), ("Sleep", None), "{id}");
+            }
+        }
+        // The schema column follows each client's own schema.
+        let with_db = rows
+            .iter()
+            .filter(|r| r.3.as_deref() == Some("app"))
+            .count();
+        assert_eq!(with_db, 3, "{rows:?}");
+        // COM_PROCESS_INFO is answered as SHOW PROCESSLIST (the asker's command named so).
+        let mut raw = common::RawClient::login(s.port);
+        let packets = raw.command(&[0x0a]);
+        // Column count, 9 definitions, the rows (the raw client's own too), the closing OK.
+        assert_eq!(packets.len(), 1 + 9 + ids.len() + 1 + 1, "{packets:?}");
+        let own = packets
+            .iter()
+            .filter(|p| p.windows(11).any(|w| w == b"Processlist"))
+            .count();
+        assert_eq!(own, 1, "{packets:?}");
+        drop(raw);
+        // KILL takes a listed id: that client is gone, and the list no longer has it.
+        let victim = clients[5].connection_id() as u64;
+        clients[0].query_drop(format!("KILL {victim}")).unwrap();
+        assert!(clients[5].query_drop("SELECT 1").is_err());
+        // (The raw client's and the victim's rows go as their sessions end.)
+        let left: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
+        common::wait_for(
+            "the list to be the clients left",
+            Duration::from_secs(10),
+            || {
+                let l: Vec<u64> = processlist(&mut clients[0], "SHOW FULL PROCESSLIST")
+                    .iter()
+                    .map(|r| r.0)
+                    .collect();
+                (l == left).then_some(())
+            },
+        );
+    }
+}
+
+/// The column definitions are the server's, in whatever `character_set_results` the client
+/// runs with (the server converts string columns' lengths to it).
+#[test]
+fn show_processlist_columns_are_the_servers() {
+    let s = Sluice::start();
+    let mut via = s.conn();
+    let mut d = direct();
+    for set in [
+        "SET NAMES utf8mb4",
+        "SET NAMES latin1",
+        "SET NAMES utf8mb3",
+        "SET character_set_results = NULL",
+    ] {
+        for c in [&mut via, &mut d] {
+            c.query_drop(set).unwrap();
+        }
+        for sql in ["SHOW PROCESSLIST", "SHOW FULL PROCESSLIST"] {
+            assert_eq!(
+                column_shapes(&mut via, sql),
+                column_shapes(&mut d, sql),
+                "{set}; {sql}"
+            );
+        }
+    }
+    // Like the server's, it leaves the diagnostics area and FOUND_ROWS() alone and sets
+    // ROW_COUNT() to -1.
+    for c in [&mut via, &mut d] {
+        c.query_drop("SET NAMES utf8mb4").unwrap();
+        c.query_drop("SELECT SQL_CALC_FOUND_ROWS 1 UNION SELECT 2 LIMIT 1")
+            .unwrap();
+        c.query_drop("SELECT 1/0").unwrap();
+        c.query_drop("SHOW PROCESSLIST").unwrap();
+    }
+    let after = |c: &mut mysql::Conn| -> (Vec<(String, u16)>, (i64, i64)) {
+        let w = c
+            .query_map("SHOW WARNINGS", |(l, code, _m): (String, u16, String)| {
+                (l, code)
+            })
+            .unwrap();
+        let fr: (i64, i64) = c
+            .query_first("SELECT FOUND_ROWS(), ROW_COUNT()")
+            .unwrap()
+            .unwrap();
+        (w, fr)
+    };
+    assert_eq!(after(&mut via), after(&mut d));
+}
+
+/// `processlist = "server"` passes the statement through: the server's list, its threads
+/// under the backend account's name.
+#[test]
+fn show_processlist_passes_through_when_configured() {
+    let users = common::dedicated_backend_user("plist_server");
+    let s = Sluice::with(
+        Config::default()
+            .top("processlist = \"server\"")
+            .users(&users),
+    );
+    let mut c = s.conn();
+    let sql = "SHOW FULL /* plist-pass */ PROCESSLIST";
+    let rows = processlist(&mut c, sql);
+    let own: Vec<&PlRow> = rows
+        .iter()
+        .filter(|r| r.6.as_deref() == Some(sql))
+        .collect();
+    assert_eq!(own.len(), 1, "{rows:?}");
+    assert_eq!(own[0].1, "plist_server");
+}

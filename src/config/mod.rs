@@ -39,6 +39,18 @@ pub enum PinOverflow {
     Wait,
 }
 
+/// Whose connections `SHOW [FULL] PROCESSLIST` lists on the client port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Processlist {
+    /// sluice's clients of the asking client's user, under the ids `CONNECTION_ID()` and `KILL`
+    /// use (what a client of the database expects).
+    #[default]
+    Sluice,
+    /// Passed through: the backend's list (sluice's pooled connections, under the server's ids).
+    Server,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -99,6 +111,10 @@ pub struct Config {
     /// connections".
     #[serde(default)]
     pub max_client_connections: usize,
+    /// `SHOW [FULL] PROCESSLIST` on the client port: `sluice` (default: sluice's clients of
+    /// the same user) or `server` (passed through to the backend).
+    #[serde(default)]
+    pub processlist: Processlist,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty = off.
     #[serde(default)]
     pub metrics_listen: String,

@@ -49,45 +49,57 @@ pub fn column(c: &Column<'_>, extended: bool) -> Vec<u8> {
 
 /// The packets (payloads) of a one-row result set with `columns`.
 pub fn one_row(columns: &[Column<'_>], status: u16, caps: u32, extended: bool) -> Vec<Vec<u8>> {
-    let mut n = Vec::with_capacity(2);
-    put_lenenc_int(&mut n, columns.len() as u64);
-    let mut packets = vec![n];
-    for c in columns {
-        packets.push(column(c, extended));
+    let defs = columns.iter().map(|c| column(c, extended)).collect();
+    let row = text_row(columns.iter().map(|c| c.value));
+    result_set(defs, vec![row], status, caps)
+}
+
+/// A text-protocol row of `values` (`None`: SQL NULL).
+pub fn text_row<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<u8> {
+    let mut row = Vec::new();
+    for v in values {
+        match v {
+            Some(v) => put_lenenc_bytes(&mut row, v),
+            None => row.push(0xFB),
+        }
     }
+    row
+}
+
+/// The packets (payloads) of a result set: the column count, the definitions `defs`, the EOF a
+/// classic client expects after them, the `rows`, and the terminator (EOF, or an OK with the EOF
+/// header under CLIENT_DEPRECATE_EOF), each terminator carrying `status`.
+pub fn result_set(defs: Vec<Vec<u8>>, rows: Vec<Vec<u8>>, status: u16, caps: u32) -> Vec<Vec<u8>> {
+    let mut n = Vec::with_capacity(2);
+    put_lenenc_int(&mut n, defs.len() as u64);
+    let mut packets = Vec::with_capacity(defs.len() + rows.len() + 3);
+    packets.push(n);
+    packets.extend(defs);
     let classic = caps & cap::DEPRECATE_EOF == 0;
-    if classic {
+    let eof = || {
         let mut e = Vec::with_capacity(5);
         EofPacket {
             warnings: 0,
             status,
         }
         .encode(&mut e);
-        packets.push(e);
-    }
-    let mut row = Vec::new();
-    for c in columns {
-        match c.value {
-            Some(v) => put_lenenc_bytes(&mut row, v),
-            None => row.push(0xFB),
-        }
-    }
-    packets.push(row);
-    let mut end = Vec::with_capacity(8);
+        e
+    };
     if classic {
-        EofPacket {
-            warnings: 0,
-            status,
-        }
-        .encode(&mut end);
+        packets.push(eof());
+    }
+    packets.extend(rows);
+    if classic {
+        packets.push(eof());
     } else {
+        let mut end = Vec::with_capacity(8);
         OkPacket {
             status,
             ..OkPacket::default()
         }
         .encode(&mut end, EOF, caps);
+        packets.push(end);
     }
-    packets.push(end);
     packets
 }
 

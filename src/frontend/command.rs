@@ -102,6 +102,11 @@ pub(crate) async fn query(
         Some(Intercept::Select(items)) if can_answer(sess, items) => {
             return answer(shard, sess, io, next, items).await
         }
+        Some(Intercept::ShowProcesslist { full })
+            if shard.cfg().processlist == crate::config::Processlist::Sluice =>
+        {
+            return super::processlist::show(shard, sess, io, next, *full, Some(&payload[1..])).await
+        }
         _ => {}
     }
     // EXECUTE of an SQL-level prepared statement does what its text does.

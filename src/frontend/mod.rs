@@ -5,6 +5,7 @@ pub mod answer;
 pub mod client;
 pub mod command;
 pub mod handshake;
+pub mod processlist;
 pub mod relay;
 pub mod session;
 pub mod stmt;

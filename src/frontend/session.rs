@@ -512,6 +512,11 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
     let max = live.max_packet_size;
     let read_timeout = Some(Duration::from_millis(live.net_read_timeout_ms));
     ctl.in_transaction.set(sess.status & status::IN_TRANS != 0);
+    if sess.last_active == 0 {
+        // Just logged in: idle since now.
+        sess.last_active = shard.clock();
+    }
+    ctl.note(&sess.settings, sess.last_active);
     let reason: Option<Error> = loop {
         if let Err(e) = ctl.check() {
             break Some(e);
@@ -575,6 +580,7 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 let done = handle(&shard, &ctl, &mut sess, &mut io, seq, payload).await;
                 ctl.serving.set(false);
                 ctl.in_transaction.set(sess.status & status::IN_TRANS != 0);
+                ctl.note(&sess.settings, sess.last_active);
                 match done {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Quit) => break None,
@@ -746,6 +752,9 @@ async fn handle(
             com::STMT_CLOSE => stmt::close(shard, ctl, sess, &payload).await,
             com::STMT_RESET => stmt::reset(shard, ctl, sess, io, next, &payload).await,
             com::STMT_FETCH => stmt::fetch(shard, ctl, sess, io, next, &payload).await,
+            com::PROCESS_INFO if shard.cfg().processlist == crate::config::Processlist::Sluice => {
+                super::processlist::show(shard, sess, io, next, false, None).await
+            }
             _ => exec::forward(shard, ctl, sess, io, next, &payload, kind, Cmd::Plain)
                 .await
                 .map(|_| Flow::Continue),

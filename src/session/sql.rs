@@ -316,6 +316,9 @@ pub enum Intercept {
     Kill { query_only: bool, id: u64 },
     /// A KILL form sluice does not support (`KILL USER`, `KILL QUERY ID`).
     KillUnsupported,
+    /// `SHOW [FULL] PROCESSLIST`: the server would list sluice's pooled connections, under ids
+    /// no client of sluice has; sluice lists its own clients (see `frontend::processlist`).
+    ShowProcesslist { full: bool },
 }
 
 /// A table name resolved against the current schema: `schema\0name`, case as the server compares.
@@ -1269,10 +1272,16 @@ fn join_id(db: &[u8], name: &[u8]) -> TableId {
 }
 
 /// Recognises `SELECT item [[AS] alias], …` where every item is a history value sluice can
-/// answer, and `KILL`.
+/// answer, `KILL` and `SHOW [FULL] PROCESSLIST`.
 fn intercept(s: &[Lexed<'_>], sql: &[u8]) -> Option<Intercept> {
     let t: Vec<&Tok<'_>> = s.iter().map(|l| &l.tok).collect();
     let kw = |i: usize, k: &str| is_kw(t.get(i).copied(), k);
+    if kw(0, "SHOW") {
+        let full = kw(1, "FULL");
+        let at = 1 + usize::from(full);
+        return (kw(at, "PROCESSLIST") && t.len() == at + 1)
+            .then_some(Intercept::ShowProcesslist { full });
+    }
     if kw(0, "KILL") {
         let mut i = 1;
         if kw(i, "HARD") || kw(i, "SOFT") {

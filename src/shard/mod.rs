@@ -1064,7 +1064,7 @@ impl Shard {
                 .unwrap_or_default(),
         };
         let source = |fd: std::os::fd::RawFd| {
-            crate::net::peer_addr(&fd).map(|a| a.ip().to_canonical().to_string())
+            crate::net::peer_addr(&fd).map(|a| (a.ip().to_canonical().to_string(), a.port()))
         };
         table
             .tokens()
@@ -1079,7 +1079,7 @@ impl Shard {
                 match &slot.state {
                     SlotState::Parked(s) => {
                         row.user = s.user.name.to_string();
-                        row.source = source(s.fd.as_raw_fd());
+                        (row.source, row.port) = source(s.fd.as_raw_fd()).unzip();
                         row.state = if s.pinned() { "pinned" } else { "parked" }.into();
                         row.schema = s.settings.schema.as_deref().map(|x| x.to_string());
                         row.backend = s
@@ -1093,7 +1093,8 @@ impl Shard {
                         if ctl.logged_in.get() {
                             row.user = name_of(ctl.user.get());
                         }
-                        row.source = ctl.fd.get().and_then(source);
+                        (row.source, row.port) = ctl.fd.get().and_then(source).unzip();
+                        row.busy = ctl.serving.get();
                         row.state = if ctl.gated.get() {
                             "paused" // its command waits for RESUME
                         } else {
@@ -1103,6 +1104,12 @@ impl Shard {
                         row.backend = ctl
                             .running()
                             .map(|r| self.backend(r.backend).address.clone());
+                        if let Some(s) = ctl.seen.borrow().as_ref() {
+                            row.schema = s.schema.as_deref().map(|x| x.to_string());
+                        }
+                        if !row.busy {
+                            row.idle_s = u64::from(now.saturating_sub(ctl.last_active.get()));
+                        }
                     }
                     SlotState::Free => return None,
                 }

@@ -111,9 +111,23 @@ pub struct ActiveCtl {
     pub gated: Cell<bool>,
     /// A KILL QUERY ended the command waiting at the gate (answered ERR 1317).
     pub gate_cancelled: Cell<bool>,
+    /// What the session's last command left, for listings (SHOW PROCESSLIST, the console):
+    /// its settings (the schema) and when it ended (shard clock seconds).
+    pub seen: std::cell::RefCell<Option<Rc<crate::session::state::Settings>>>,
+    pub last_active: Cell<u32>,
 }
 
 impl ActiveCtl {
+    /// Records what a session's command left for listings: its settings (a pointer compare
+    /// unless they changed) and when.
+    pub fn note(&self, settings: &Rc<crate::session::state::Settings>, last_active: u32) {
+        self.last_active.set(last_active);
+        let mut seen = self.seen.borrow_mut();
+        if !seen.as_ref().is_some_and(|s| Rc::ptr_eq(s, settings)) {
+            *seen = Some(settings.clone());
+        }
+    }
+
     /// Must the session stop waiting for its client (KILL CONNECTION, shutdown)?
     pub fn interrupted(&self) -> bool {
         matches!(

@@ -646,11 +646,17 @@ impl RawClient {
 
     /// Sends a COM_QUERY and reads the whole response; returns its packets.
     pub fn query(&mut self, sql: &str) -> Vec<Vec<u8>> {
-        use sluice::codec::command::ResponseKind;
-        use sluice::codec::response::ResponseTracker;
         let mut p = vec![3u8];
         p.extend_from_slice(sql.as_bytes());
-        self.send(0, &p);
+        self.command(&p)
+    }
+
+    /// Sends command `p`, answered as a query is (a result set, OK or ERR), and reads the whole
+    /// response; returns its packets.
+    pub fn command(&mut self, p: &[u8]) -> Vec<Vec<u8>> {
+        use sluice::codec::command::ResponseKind;
+        use sluice::codec::response::ResponseTracker;
+        self.send(0, p);
         let mut t = ResponseTracker::new(ResponseKind::Query, true);
         let mut out = Vec::new();
         while !t.is_done() {

@@ -564,3 +564,23 @@ fn statements_on_the_session_trackers() {
         assert_eq!(a(sql).session_track, on, "{sql}");
     }
 }
+
+#[test]
+fn show_processlist_forms() {
+    for (sql, want) in [
+        ("SHOW PROCESSLIST", Some(false)),
+        ("show full processlist", Some(true)),
+        ("SHOW PROCESSLIST;", Some(false)),
+        ("/* x */ SHOW FULL PROCESSLIST", Some(true)),
+        ("SHOW PROCESSLIST; SELECT 1", None),
+        ("SHOW FULL", None),
+        ("SHOW STATUS", None),
+        ("SHOW PROCESSLIST x", None),
+    ] {
+        assert_eq!(
+            a(sql).intercept,
+            want.map(|full| Intercept::ShowProcesslist { full }),
+            "{sql}"
+        );
+    }
+}

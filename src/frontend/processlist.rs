@@ -1,0 +1,538 @@
+//! `SHOW [FULL] PROCESSLIST` on the client port. Passed to a backend, it would list sluice's
+//! pooled connections under the server's thread ids: ids no client of sluice has, which
+//! `CONNECTION_ID()` never returns and `KILL` does not know. sluice answers it itself (unless
+//! `processlist = "server"`) with its own clients of the asking client's user, in every worker
+//! process, under the ids `CONNECTION_ID()` and `KILL` use, in the server's columns and column
+//! definitions (MariaDB 10.11's, lengths in the client's `character_set_results` as the server
+//! converts them).
+//!
+//! What a row holds: `Command` is `Query` for a client being served a command and `Sleep`
+//! otherwise; `Time` the seconds since a parked client's last command (0 for one being served);
+//! `Info` the asking client's own statement (as the server shows it, cut to 100 characters
+//! without `FULL`), NULL for the others (sluice does not keep other clients' statement text:
+//! copying it on every command would cost the hot path an allocation); `State` likewise
+//! (`starting` for the asker, as the server says while it runs `SHOW PROCESSLIST`).
+//!
+//! The server lists every thread to a user with the PROCESS privilege; sluice lists the same
+//! user's clients only (it does not know the user's privileges on the server).
+//! `information_schema.PROCESSLIST` is not rewritten: a `SELECT` from it reaches the server and
+//! lists the server's threads.
+//!
+//! Like the server's, the statement sets `ROW_COUNT()` to -1 and leaves `FOUND_ROWS()` and the
+//! diagnostics area (`SHOW WARNINGS` after it still shows the previous statement's) as they were
+//! (checked against MariaDB 10.11).
+
+use super::answer::{self, Column};
+use super::client::ClientIo;
+use super::session::{fail, CmdResult, Flow, Session};
+use crate::bootstrap::ColumnTemplate;
+use crate::metrics::ClientRow;
+use crate::shard::{Reply1, Shard};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long sluice waits for its shards and worker processes to list their clients.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The server's `Info` without `FULL`: the statement's first 100 characters.
+const INFO_CHARS: usize = 100;
+
+/// The charset a column's length is counted in when `character_set_results` converts nothing
+/// (NULL, or `binary`): the server's system charset, utf8mb3, and its collation id.
+const SYSTEM_MBMAXLEN: u32 = 3;
+const SYSTEM_COLLATION: u16 = 33;
+
+/// One column of the server's `SHOW PROCESSLIST`: its name and how the server defines it.
+struct Def {
+    name: &'static [u8],
+    kind: Kind,
+    /// Field type, flags and decimals as MariaDB 10.11 sends them.
+    ty: u8,
+    flags: u16,
+    decimals: u8,
+}
+
+enum Kind {
+    /// A number: this display length, binary collation.
+    Number(u32),
+    /// A VARCHAR of this many characters.
+    Chars(u32),
+    /// A LONGTEXT (`Info` of `SHOW FULL PROCESSLIST`): this many bytes per byte of the
+    /// results charset's widest character.
+    Text(u32),
+}
+
+const fn def(name: &'static [u8], kind: Kind, ty: u8, flags: u16, decimals: u8) -> Def {
+    Def {
+        name,
+        kind,
+        ty,
+        flags,
+        decimals,
+    }
+}
+
+/// `Info` is VARCHAR(100) without `FULL`, LONGTEXT with it.
+fn defs(full: bool) -> [Def; 9] {
+    const LONGLONG: u8 = 0x08;
+    const LONG: u8 = 0x03;
+    const DOUBLE: u8 = 0x05;
+    const VARCHAR: u8 = 0xfd;
+    const LONG_BLOB: u8 = 0xfb;
+    const NOT_NULL: u16 = 0x01;
+    const UNSIGNED_NOT_NULL: u16 = 0x81;
+    // What the server sends as "decimals" for strings.
+    const STR: u8 = 39;
+    [
+        def(b"Id", Kind::Number(11), LONGLONG, UNSIGNED_NOT_NULL, 0),
+        def(b"User", Kind::Chars(128), VARCHAR, NOT_NULL, STR),
+        def(b"Host", Kind::Chars(64), VARCHAR, NOT_NULL, STR),
+        def(b"db", Kind::Chars(64), VARCHAR, 0, STR),
+        def(b"Command", Kind::Chars(16), VARCHAR, NOT_NULL, STR),
+        def(b"Time", Kind::Number(7), LONG, UNSIGNED_NOT_NULL, 0),
+        def(b"State", Kind::Chars(30), VARCHAR, 0, STR),
+        if full {
+            def(b"Info", Kind::Text(201_326_592), LONG_BLOB, 0, STR)
+        } else {
+            def(b"Info", Kind::Chars(INFO_CHARS as u32), VARCHAR, 0, STR)
+        },
+        def(b"Progress", Kind::Number(7), DOUBLE, UNSIGNED_NOT_NULL, 3),
+    ]
+}
+
+/// How the server converts string columns for the client: to its `character_set_results`
+/// (that charset's default collation id and widest character), or not at all (`None`: NULL or
+/// `binary`).
+pub type Results = Option<(u16, u32)>;
+
+/// The widest character of a MariaDB character set, in bytes (1 for those not listed: every
+/// other charset MariaDB has is single-byte).
+fn mbmaxlen(charset: &str) -> u32 {
+    match charset.to_ascii_lowercase().as_str() {
+        "utf8mb4" | "utf16" | "utf16le" | "utf32" => 4,
+        "utf8mb3" | "utf8" | "ujis" | "eucjpms" => 3,
+        "big5" | "sjis" | "euckr" | "gb2312" | "gbk" | "cp932" | "ucs2" => 2,
+        _ => 1,
+    }
+}
+
+/// The conversion for `character_set_results` = `charset` (`None`: NULL), given the default
+/// collation id of each charset.
+pub fn results(charset: Option<&str>, default_collation: impl Fn(&str) -> Option<u16>) -> Results {
+    let cs = charset.filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("NULL"))?;
+    if cs.eq_ignore_ascii_case("binary") {
+        return None;
+    }
+    Some((default_collation(cs)?, mbmaxlen(cs)))
+}
+
+/// The column definitions the server sends, converted as `results` says.
+pub fn columns(full: bool, results: Results, extended: bool) -> Vec<Vec<u8>> {
+    defs(full)
+        .iter()
+        .map(|d| {
+            let (charset, length) = match (&d.kind, results) {
+                (Kind::Number(n), _) => (63, *n),
+                (Kind::Chars(n), Some((cs, m))) => (cs, n * m),
+                (Kind::Chars(n), None) => (SYSTEM_COLLATION, n * SYSTEM_MBMAXLEN),
+                (Kind::Text(n), Some((cs, m))) => (cs, n.saturating_mul(m)),
+                (Kind::Text(n), None) => (SYSTEM_COLLATION, *n),
+            };
+            let mut t: ColumnTemplate = [0; 13];
+            t[0] = 0x0c;
+            t[1..3].copy_from_slice(&charset.to_le_bytes());
+            t[3..7].copy_from_slice(&length.to_le_bytes());
+            t[7] = d.ty;
+            t[8..10].copy_from_slice(&d.flags.to_le_bytes());
+            t[10] = d.decimals;
+            answer::column(
+                &Column {
+                    name: d.name,
+                    template: &t,
+                    charset: None,
+                    value: None,
+                },
+                extended,
+            )
+        })
+        .collect()
+}
+
+/// Who asks: their connection id, login name, and how: `SHOW PROCESSLIST` (command `Query`,
+/// the statement's text) or COM_PROCESS_INFO (command `Processlist`, no text).
+pub struct Asker<'a> {
+    pub id: u32,
+    pub user: &'a str,
+    pub command: &'static str,
+    pub sql: Option<&'a [u8]>,
+}
+
+/// The rows (text protocol) for `asker` out of every client of sluice, in id order.
+pub fn rows(clients: &[ClientRow], asker: &Asker<'_>, full: bool) -> Vec<Vec<u8>> {
+    let mut mine: Vec<&ClientRow> = clients
+        .iter()
+        .filter(|c| c.user == asker.user && !c.user.is_empty())
+        .collect();
+    mine.sort_by_key(|c| c.id);
+    mine.dedup_by_key(|c| c.id);
+    mine.into_iter()
+        .map(|c| {
+            let me = c.id == asker.id;
+            let busy = me || c.busy || c.state == "paused";
+            let host = match (&c.source, c.port) {
+                (Some(ip), Some(port)) => format!("{ip}:{port}"),
+                (Some(ip), None) => ip.clone(),
+                (None, _) => String::new(),
+            };
+            let info = asker.sql.filter(|_| me).map(|sql| {
+                if full {
+                    sql
+                } else {
+                    first_chars(sql, INFO_CHARS)
+                }
+            });
+            let command = match (me, busy) {
+                (true, _) => asker.command.as_bytes(),
+                (false, true) => b"Query",
+                (false, false) => b"Sleep",
+            };
+            let id = c.id.to_string();
+            let time = if busy { 0 } else { c.idle_s }.to_string();
+            let values: [Option<&[u8]>; 9] = [
+                Some(id.as_bytes()),
+                Some(c.user.as_bytes()),
+                Some(host.as_bytes()),
+                c.schema.as_deref().map(str::as_bytes),
+                Some(command),
+                Some(time.as_bytes()),
+                Some(if me { &b"starting"[..] } else { b"" }),
+                info,
+                Some(b"0.000"),
+            ];
+            answer::text_row(values)
+        })
+        .collect()
+}
+
+/// The first `n` characters of UTF-8 text `s` (bytes that are not UTF-8 count one each).
+fn first_chars(s: &[u8], n: usize) -> &[u8] {
+    let mut chars = 0;
+    for (i, &b) in s.iter().enumerate() {
+        // A character starts at every byte that is not a continuation byte.
+        if b & 0xc0 != 0x80 {
+            if chars == n {
+                return &s[..i];
+            }
+            chars += 1;
+        }
+    }
+    s
+}
+
+/// Every client of this sluice: this process's shards and the other worker processes. Listed
+/// from a plain thread, since the shards answer over blocking channels (this shard among
+/// them: its executor serves the request while this task waits).
+async fn every_client(shard: &Shard) -> Vec<ClientRow> {
+    let reply = Reply1::default();
+    let r = reply.clone();
+    let shared = shard.shared.clone();
+    std::thread::spawn(move || {
+        let mut rows = crate::metrics::collect_clients(&shared, GATHER_TIMEOUT);
+        if let Some(sup) = shared.supervisor {
+            for w in (0..shared.workers).filter(|w| *w != shared.worker) {
+                rows.extend(crate::admin::remote_clients(sup, w).unwrap_or_default());
+            }
+        }
+        r.send(rows)
+    });
+    reply.recv().await
+}
+
+/// Answers `SHOW [FULL] PROCESSLIST` (`sql`: the statement as the client sent it), or
+/// COM_PROCESS_INFO (`sql` `None`), which the server answers as `SHOW PROCESSLIST`.
+pub(crate) async fn show(
+    shard: &Rc<Shard>,
+    sess: &mut Session,
+    io: &mut ClientIo,
+    next: u8,
+    full: bool,
+    sql: Option<&[u8]>,
+) -> CmdResult {
+    let clients = every_client(shard).await;
+    let asker = Asker {
+        id: sess.conn_id,
+        user: &sess.user.name,
+        command: if sql.is_some() {
+            "Query"
+        } else {
+            "Processlist"
+        },
+        sql,
+    };
+    let server = &shard.shared.server;
+    let charset = match sess.settings.var("character_set_results") {
+        Some(cs) => Some(cs.to_string()),
+        None => server
+            .collations
+            .get(&u16::from(sess.collation))
+            .map(|c| c.charset.clone()),
+    };
+    let conversion = results(charset.as_deref(), |cs| {
+        server.default_collations.get(cs).copied()
+    });
+    let extended = sess.mariadb_caps & crate::codec::caps::mariadb_cap::EXTENDED_METADATA != 0;
+    let packets = answer::result_set(
+        columns(full, conversion, extended),
+        rows(&clients, &asker, full),
+        sess.session_status(),
+        sess.caps,
+    );
+    let mut seq = next;
+    for p in packets {
+        seq = io.queue(seq, &p);
+    }
+    io.flush(None).await.map_err(|e| fail(e, next))?;
+    // The server's ROW_COUNT() after it is -1; FOUND_ROWS() and the diagnostics stay. A
+    // backend the session holds did not run it.
+    sess.update_past(|p| {
+        p.history.row_count = -1;
+        p.history.foreign.row_count = true;
+    });
+    Ok(Flow::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::packets::column_fixed_part;
+
+    /// (charset, length) of each column, as a client reads them.
+    fn shape(full: bool, r: Results) -> Vec<(u16, u32)> {
+        columns(full, r, false)
+            .iter()
+            .map(|d| {
+                let f = column_fixed_part(d, false).unwrap();
+                (
+                    u16::from_le_bytes([f[1], f[2]]),
+                    u32::from_le_bytes([f[3], f[4], f[5], f[6]]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn column_lengths_follow_the_results_charset_as_the_server_converts_them() {
+        // Measured on MariaDB 10.11: latin1, utf8mb4, NULL (no conversion), utf8mb3.
+        type Shape = [(u16, u32); 9];
+        let cases: [(bool, Results, Shape); 4] = [
+            (
+                false,
+                Some((8, 1)),
+                [
+                    (63, 11),
+                    (8, 128),
+                    (8, 64),
+                    (8, 64),
+                    (8, 16),
+                    (63, 7),
+                    (8, 30),
+                    (8, 100),
+                    (63, 7),
+                ],
+            ),
+            (
+                false,
+                Some((45, 4)),
+                [
+                    (63, 11),
+                    (45, 512),
+                    (45, 256),
+                    (45, 256),
+                    (45, 64),
+                    (63, 7),
+                    (45, 120),
+                    (45, 400),
+                    (63, 7),
+                ],
+            ),
+            (
+                true,
+                None,
+                [
+                    (63, 11),
+                    (33, 384),
+                    (33, 192),
+                    (33, 192),
+                    (33, 48),
+                    (63, 7),
+                    (33, 90),
+                    (33, 201_326_592),
+                    (63, 7),
+                ],
+            ),
+            (
+                true,
+                Some((33, 3)),
+                [
+                    (63, 11),
+                    (33, 384),
+                    (33, 192),
+                    (33, 192),
+                    (33, 48),
+                    (63, 7),
+                    (33, 90),
+                    (33, 603_979_776),
+                    (63, 7),
+                ],
+            ),
+        ];
+        for (full, r, want) in cases {
+            assert_eq!(shape(full, r), want, "full {full}, {r:?}");
+        }
+    }
+
+    #[test]
+    fn results_conversion() {
+        let dc = |cs: &str| match cs {
+            "latin1" => Some(8),
+            "utf8mb4" => Some(45),
+            _ => None,
+        };
+        assert_eq!(results(Some("latin1"), dc), Some((8, 1)));
+        assert_eq!(results(Some("utf8mb4"), dc), Some((45, 4)));
+        assert_eq!(results(None, dc), None);
+        assert_eq!(results(Some(""), dc), None);
+        assert_eq!(results(Some("NULL"), dc), None);
+        assert_eq!(results(Some("binary"), dc), None);
+    }
+
+    fn client(id: u32, user: &str, state: &str, busy: bool) -> ClientRow {
+        ClientRow {
+            id,
+            user: user.into(),
+            source: Some("127.0.0.1".into()),
+            port: Some(4000 + id as u16),
+            state: state.into(),
+            busy,
+            idle_s: 7,
+            ..ClientRow::default()
+        }
+    }
+
+    /// A text row's values.
+    fn values(row: &[u8]) -> Vec<Option<String>> {
+        let mut r = crate::codec::wire::Reader::new(row);
+        let mut out = Vec::new();
+        while let Some(b) = r.peek_u8() {
+            if b == 0xfb {
+                r.skip(1, "null").unwrap();
+                out.push(None);
+            } else {
+                let v = r.lenenc_bytes("value").unwrap();
+                out.push(Some(String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rows_are_the_users_own_clients_in_id_order() {
+        let clients = [
+            client(9, "app", "parked", false),
+            client(3, "app", "active", true),
+            client(5, "other", "parked", false),
+            client(4, "app", "active", false),
+            client(8, "app", "paused", false),
+            client(6, "", "active", true), // still in its handshake
+        ];
+        let sql = "SHOW PROCESSLIST".as_bytes();
+        let asker = Asker {
+            id: 4,
+            user: "app",
+            command: "Query",
+            sql: Some(sql),
+        };
+        let rows: Vec<_> = rows(&clients, &asker, false)
+            .iter()
+            .map(|r| values(r))
+            .collect();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    s("3"),
+                    s("app"),
+                    s("127.0.0.1:4003"),
+                    None,
+                    s("Query"),
+                    s("0"),
+                    s(""),
+                    None,
+                    s("0.000")
+                ],
+                vec![
+                    s("4"),
+                    s("app"),
+                    s("127.0.0.1:4004"),
+                    None,
+                    s("Query"),
+                    s("0"),
+                    s("starting"),
+                    s("SHOW PROCESSLIST"),
+                    s("0.000")
+                ],
+                vec![
+                    s("8"),
+                    s("app"),
+                    s("127.0.0.1:4008"),
+                    None,
+                    s("Query"),
+                    s("0"),
+                    s(""),
+                    None,
+                    s("0.000")
+                ],
+                vec![
+                    s("9"),
+                    s("app"),
+                    s("127.0.0.1:4009"),
+                    None,
+                    s("Sleep"),
+                    s("7"),
+                    s(""),
+                    None,
+                    s("0.000")
+                ],
+            ]
+        );
+    }
+
+    #[test]
+    fn info_is_cut_to_100_characters_without_full() {
+        let long = format!("SELECT '{}'", "é".repeat(200));
+        let asker = Asker {
+            id: 1,
+            user: "u",
+            command: "Query",
+            sql: Some(long.as_bytes()),
+        };
+        let clients = [client(1, "u", "active", true)];
+        let info = |full| values(&rows(&clients, &asker, full)[0])[7].clone().unwrap();
+        assert_eq!(info(false).chars().count(), 100);
+        assert!(long.starts_with(&info(false)));
+        assert_eq!(info(true), long);
+        let by_com = Asker {
+            command: "Processlist",
+            sql: None,
+            ..asker
+        };
+        let row = values(&rows(&clients, &by_com, false)[0]);
+        assert_eq!(
+            (row[4].as_deref(), row[7].as_deref()),
+            (Some("Processlist"), None)
+        );
+        assert_eq!(first_chars(b"abc", 100), b"abc");
+        assert_eq!(first_chars(b"", 0), b"");
+    }
+}
