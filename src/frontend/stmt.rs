@@ -21,7 +21,7 @@ use crate::codec::command::{self, com, ResponseKind};
 use crate::error::{Error, Reply};
 use crate::session::pins::PinReason;
 use crate::session::sql;
-use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt, Conversion};
+use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt, Conversion, LostData};
 use crate::shard::table::ActiveCtl;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -194,7 +194,7 @@ pub(crate) async fn prepare(
             types: None,
             bound_charset: None,
             long_data: false,
-            long_data_lost: false,
+            long_data_lost: None,
             pending_at: None,
             effects,
         };
@@ -250,11 +250,13 @@ pub(crate) async fn execute(
     // (from the character sets of then). sluice sends the types again (the backend statement
     // may be another's), so it runs under those character sets.
     let bind_charset = stmt.bound_charset.clone().filter(|b| rebinds && *b != now);
-    if stmt.long_data_lost {
+    if let Some(why) = stmt.long_data_lost {
         if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
-            s.long_data_lost = false;
+            s.long_data_lost = None;
         }
-        return reply_err(io, next, long_data_lost(client_id)).await;
+        if why == LostData::Backend {
+            return reply_err(io, next, long_data_lost(client_id)).await;
+        }
     }
     let effects = stmt.effects.clone();
     // Routed as its text would be. An execute that opens a cursor (CURSOR_TYPE_* flags) or
@@ -352,6 +354,12 @@ pub(crate) async fn execute(
         }
         Err(e) => return Err(fail(e, next)),
     };
+    if stmt.long_data_lost.is_some() {
+        // Refused when the data came, taken now: the data is still lost.
+        sess.lease = Some(lease);
+        reconsider(shard, sess).await?;
+        return reply_err(io, next, long_data_lost(client_id)).await;
+    }
     let rewritten = rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
         .map_err(|e| fail(e.into(), next))?;
     let multi = lease.get().multi_statements;
@@ -413,17 +421,17 @@ pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[
     let Some(stmt) = stmt_of(sess, client_id) else {
         return Ok(Flow::Continue);
     };
-    let lost = |sess: &mut Session| {
+    let lost = |sess: &mut Session, why: LostData| {
         if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
             s.long_data = false;
-            s.long_data_lost = true;
+            s.long_data_lost = Some(why);
         }
     };
     let mut lease = match acquire(shard, sess, Need::default()).await {
         Ok(l) => l,
         Err(e) => {
             debug!(error = %e, "no backend for long data; the execute will report it");
-            lost(sess);
+            lost(sess, LostData::Backend);
             return Ok(Flow::Continue);
         }
     };
@@ -431,10 +439,12 @@ pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[
         Ok(id) => id,
         Err(e) => {
             debug!(error = %e, "long data for a statement the backend would not prepare");
-            lost(sess);
             if matches!(e, Error::Refused(_)) {
+                lost(sess, LostData::Refused);
                 sess.lease = Some(lease);
                 reconsider(shard, sess).await?;
+            } else {
+                lost(sess, LostData::Backend);
             }
             return Ok(Flow::Continue);
         }
@@ -447,12 +457,12 @@ pub(crate) async fn long_data(shard: &Rc<Shard>, sess: &mut Session, payload: &[
         if let Some(stmts) = sess.stmts.as_mut() {
             stmts.backend_lost();
         }
-        lost(sess);
+        lost(sess, LostData::Backend);
         return Err(Failure::new(err, None));
     }
     if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
         s.long_data = true;
-        s.long_data_lost = false;
+        s.long_data_lost = None;
         s.pending_at = Some(backend_id);
     }
     sess.lease = Some(lease);
@@ -518,7 +528,7 @@ pub(crate) async fn reset(
     };
     if let Some(s) = sess.stmts.as_mut().and_then(|s| s.map.get_mut(&client_id)) {
         // A reset discards long data, lost or not.
-        s.long_data_lost = false;
+        s.long_data_lost = None;
     }
     let cursor = sess.stmts.as_ref().is_some_and(|s| s.has_cursor(client_id));
     let Some(backend_id) = stmt

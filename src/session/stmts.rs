@@ -65,11 +65,23 @@ pub struct ClientStmt {
     /// The backend statement holding this statement's pending long data or open cursor, on the
     /// backend the session holds.
     pub pending_at: Option<u32>,
-    /// Long data was sent but its backend connection was lost (or would not take it): the next
-    /// execute must fail rather than run without it.
-    pub long_data_lost: bool,
+    /// Long data was sent but did not stay on a backend: the next execute must fail rather
+    /// than run without it.
+    pub long_data_lost: Option<LostData>,
     /// What the statement does, analysed once at prepare.
     pub effects: Rc<Effects>,
+}
+
+/// Why a statement's long data is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostData {
+    /// Its backend connection was lost, or no backend could be had to send it to.
+    Backend,
+    /// The session's backend refused to prepare the statement (a table a `LOCK TABLES` did not
+    /// name, a read-only transaction): the server would refuse the execute there too, so the
+    /// execute prepares it again and answers with the server's refusal (with the loss only if
+    /// the server now takes it).
+    Refused,
 }
 
 /// A session's statements by client-visible id.
@@ -128,7 +140,7 @@ impl Stmts {
             s.pending_at = None;
             if s.long_data {
                 s.long_data = false;
-                s.long_data_lost = true;
+                s.long_data_lost = Some(LostData::Backend);
             }
         }
     }
