@@ -278,6 +278,19 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         retried(&scrape(mport)) - before >= 10.0,
         "the replicas' errors were answered again by the primary"
     );
+    // Prepared statements too: a replica lacking the table cannot prepare the statement there;
+    // the primary prepares it and answers.
+    let before = retried(&scrape(mport));
+    for i in 0..10 {
+        let n: Option<u64> = ev
+            .exec_first("SELECT a FROM only_primary WHERE a = ?", (7,))
+            .unwrap_or_else(|e| panic!("execute {i}: {e}"));
+        assert_eq!(n, Some(7));
+    }
+    assert!(
+        retried(&scrape(mport)) - before >= 10.0,
+        "the replicas' refusals to prepare were answered by the primary"
+    );
 
     // Writes, transactions and locking reads never go to a replica.
     c.query_drop("BEGIN").unwrap();

@@ -20,6 +20,7 @@ use crate::codec::caps::status;
 use crate::codec::command::{self, com, ResponseKind};
 use crate::error::{Error, Reply};
 use crate::session::pins::PinReason;
+use crate::session::route::replica_may_lack;
 use crate::session::sql;
 use crate::session::stmts::{bound_types, rewrite_execute, ClientStmt, Conversion, LostData};
 use crate::shard::table::ActiveCtl;
@@ -273,129 +274,165 @@ pub(crate) async fn execute(
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();
-    let mut lease = acquire(shard, sess, need)
-        .await
-        .map_err(|e| fail(e, next))?;
-    // Statements of sluice's own before the execute (the character set its types were bound
-    // with, settings switched to prepare it here) change the backend's ROW_COUNT(): the
-    // session's is the one sluice counted.
-    if !effects.history.is_empty()
-        && (bind_charset.is_some() || prepare_switches(sess, &mut lease, client_id, &stmt))
-    {
-        sess.update_past(|p| p.history.foreign.row_count = true);
-    }
-    // A statement reading history values the backend does not hold for the session runs as
-    // its text with the session's values in place (the same columns and parameters), prepared
-    // on the side like any other text.
-    let mut run = stmt.clone();
-    if !effects.history.is_empty() && !stmt.long_data {
-        let mut text = Vec::with_capacity(stmt.sql.len() + 1);
-        text.push(com::QUERY);
-        text.extend_from_slice(&stmt.sql);
-        let text = Bytes::from(text);
-        let mut done = super::command::rewrite_history(sess, &effects, text.clone(), held);
-        if done[1..] != stmt.sql[..]
-            && !sess.history().foreign.row_count
-            && lease.get().settings.for_prepare() != *stmt.settings
+    let mut need = need;
+    let (obs, lease, backend_id) = loop {
+        let mut lease = acquire(shard, sess, need)
+            .await
+            .map_err(|e| fail(e, next))?;
+        // A read a replica cannot answer for lack of an object the primary may have (it cannot
+        // prepare the statement, or the execute fails so) runs again on the primary, as a text read
+        // does: nothing reached the client. (Not on a replica the session keeps for variables set
+        // there: they would go with it.)
+        let on_replica = need.read && !sess.owes_vars() && shard.reads_only(lease.get().backend);
+        // Statements of sluice's own before the execute (the character set its types were bound
+        // with, settings switched to prepare it here) change the backend's ROW_COUNT(): the
+        // session's is the one sluice counted.
+        if !effects.history.is_empty()
+            && (bind_charset.is_some() || prepare_switches(sess, &mut lease, client_id, &stmt))
         {
-            // The text with values in place is new here: preparing it switches settings first,
-            // so ROW_COUNT() goes in by value too.
             sess.update_past(|p| p.history.foreign.row_count = true);
-            done = super::command::rewrite_history(sess, &effects, text, held);
         }
-        if done[1..] != stmt.sql[..] {
-            if let Some(open) = stmt.pending_at {
-                // Its cursor is open: executing it again would have closed it.
-                let mut p = vec![com::STMT_RESET];
-                p.extend_from_slice(&open.to_le_bytes());
-                if let Err(e) = lease.conn().command_ok(&p, ResponseKind::OkErr).await {
-                    let f = fail(backend_error(shard, &lease, e), next);
-                    return Err(lost_backend(sess, f, tied, lease));
-                }
-                if let Some(stmts) = sess.stmts.as_mut() {
-                    if let Some(s) = stmts.map.get_mut(&client_id) {
-                        s.pending_at = None;
-                    }
-                    stmts.set_cursor(client_id, false);
-                }
+        // A statement reading history values the backend does not hold for the session runs as
+        // its text with the session's values in place (the same columns and parameters), prepared
+        // on the side like any other text.
+        let mut run = stmt.clone();
+        if !effects.history.is_empty() && !stmt.long_data {
+            let mut text = Vec::with_capacity(stmt.sql.len() + 1);
+            text.push(com::QUERY);
+            text.extend_from_slice(&stmt.sql);
+            let text = Bytes::from(text);
+            let mut done = super::command::rewrite_history(sess, &effects, text.clone(), held);
+            if done[1..] != stmt.sql[..]
+                && !sess.history().foreign.row_count
+                && lease.get().settings.for_prepare() != *stmt.settings
+            {
+                // The text with values in place is new here: preparing it switches settings first,
+                // so ROW_COUNT() goes in by value too.
+                sess.update_past(|p| p.history.foreign.row_count = true);
+                done = super::command::rewrite_history(sess, &effects, text, held);
             }
-            run.sql = done[1..].into();
-            run.pending_at = None;
+            if done[1..] != stmt.sql[..] {
+                if let Some(open) = stmt.pending_at {
+                    // Its cursor is open: executing it again would have closed it.
+                    let mut p = vec![com::STMT_RESET];
+                    p.extend_from_slice(&open.to_le_bytes());
+                    if let Err(e) = lease.conn().command_ok(&p, ResponseKind::OkErr).await {
+                        let f = fail(backend_error(shard, &lease, e), next);
+                        return Err(lost_backend(sess, f, tied, lease));
+                    }
+                    if let Some(stmts) = sess.stmts.as_mut() {
+                        if let Some(s) = stmts.map.get_mut(&client_id) {
+                            s.pending_at = None;
+                        }
+                        stmts.set_cursor(client_id, false);
+                    }
+                }
+                run.sql = done[1..].into();
+                run.pending_at = None;
+            }
         }
-    }
-    // A cursor left open on another backend statement (the text with values in place, run
-    // before): this execute runs the client's text as it is now, on its own backend statement.
-    // The other cursor is left to its statement (closed when that is run again, closed or the
-    // connection reset): closing it here would be a statement of sluice's own, which changes
-    // ROW_COUNT(). (Long data stays: it belongs to the statement it was sent to.)
-    if let (Some(open), false) = (run.pending_at, stmt.long_data) {
-        // (Statements of the session's other cursors are not this one's, even with its text.)
-        let busy = sess
-            .stmts
-            .as_ref()
-            .map(|s| s.busy_except(client_id))
-            .unwrap_or_default();
-        if lease.conn().prepared_id(&stmt.settings, &run.sql, &busy) != Some(open) {
-            run.pending_at = None;
+        // A cursor left open on another backend statement (the text with values in place, run
+        // before): this execute runs the client's text as it is now, on its own backend statement.
+        // The other cursor is left to its statement (closed when that is run again, closed or the
+        // connection reset): closing it here would be a statement of sluice's own, which changes
+        // ROW_COUNT(). (Long data stays: it belongs to the statement it was sent to.)
+        if let (Some(open), false) = (run.pending_at, stmt.long_data) {
+            // (Statements of the session's other cursors are not this one's, even with its text.)
+            let busy = sess
+                .stmts
+                .as_ref()
+                .map(|s| s.busy_except(client_id))
+                .unwrap_or_default();
+            if lease.conn().prepared_id(&stmt.settings, &run.sql, &busy) != Some(open) {
+                run.pending_at = None;
+            }
         }
-    }
-    let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &run).await {
-        Ok(id) => id,
-        Err(Error::Refused(r)) => {
-            // The server refused to prepare it here (a table dropped since, …): that is the
-            // execute's answer.
-            let obs = super::relay::Observed {
-                error: Some(r.code),
-                ..Default::default()
-            };
-            reply_err(io, next, r).await?;
-            after_command(shard, ctl, sess, lease, &obs, Cmd::Plain).await?;
-            return Ok(Flow::Continue);
+        let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &run).await {
+            Ok(id) => id,
+            Err(Error::Refused(r)) if on_replica && replica_may_lack(r.code) => {
+                shard
+                    .stats
+                    .read_fallback(crate::shard::FALLBACK_REPLICA_ERROR);
+                drop(lease);
+                need = Need {
+                    read: false,
+                    replica_ok: false,
+                    ..need
+                };
+                continue;
+            }
+            Err(Error::Refused(r)) => {
+                // The server refused to prepare it here (a table dropped since, …): that is the
+                // execute's answer.
+                let obs = super::relay::Observed {
+                    error: Some(r.code),
+                    ..Default::default()
+                };
+                reply_err(io, next, r).await?;
+                after_command(shard, ctl, sess, lease, &obs, Cmd::Plain).await?;
+                return Ok(Flow::Continue);
+            }
+            Err(e) => return Err(fail(e, next)),
+        };
+        if stmt.long_data_lost.is_some() {
+            // Refused when the data came, taken now: the data is still lost.
+            sess.lease = Some(lease);
+            reconsider(shard, sess).await?;
+            return reply_err(io, next, long_data_lost(client_id)).await;
         }
-        Err(e) => return Err(fail(e, next)),
-    };
-    if stmt.long_data_lost.is_some() {
-        // Refused when the data came, taken now: the data is still lost.
-        sess.lease = Some(lease);
-        reconsider(shard, sess).await?;
-        return reply_err(io, next, long_data_lost(client_id)).await;
-    }
-    let rewritten = rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
-        .map_err(|e| fail(e.into(), next))?;
-    let multi = lease.get().multi_statements;
-    let own = sess.settings.clone();
-    if let Some(conv) = &bind_charset {
-        let server = &shard.shared.server;
-        let connection = server
-            .collations
-            .values()
-            .find(|c| *c.name == *conv.collation)
-            .map(|c| c.charset.as_str());
-        let target = shard.interner.intern(conv.applied_to(&own, connection));
-        if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
-            sync_to(shard, &mut lease, &target, multi, None).await
+        let rewritten = rewrite_execute(payload, backend_id, stmt.params, stmt.types.as_deref())
+            .map_err(|e| fail(e.into(), next))?;
+        let multi = lease.get().multi_statements;
+        let own = sess.settings.clone();
+        if let Some(conv) = &bind_charset {
+            let server = &shard.shared.server;
+            let connection = server
+                .collations
+                .values()
+                .find(|c| *c.name == *conv.collation)
+                .map(|c| c.charset.as_str());
+            let target = shard.interner.intern(conv.applied_to(&own, connection));
+            if let Err(Synced::Lost(e) | Synced::Refused { error: e, .. }) =
+                sync_to(shard, &mut lease, &target, multi, None).await
+            {
+                return Err(lost_backend(sess, fail(e, next), tied, lease));
+            }
+        }
+        let obs = match run_on(
+            shard,
+            ctl,
+            sess,
+            io,
+            next,
+            &mut lease,
+            &rewritten,
+            ResponseKind::Execute,
+            RunWith {
+                effects: Some(&effects),
+                withhold_error: on_replica.then_some(replica_may_lack as fn(u16) -> bool),
+                ..RunWith::default()
+            },
+        )
+        .await
         {
-            return Err(lost_backend(sess, fail(e, next), tied, lease));
+            Ok(o) => o,
+            Err(f) => return Err(lost_backend(sess, f, tied, lease)),
+        };
+        if obs.withheld_error.is_some() {
+            // The replica's connection holds the dropped execute's traces (its error in the
+            // diagnostics area): closed, not pooled.
+            shard
+                .stats
+                .read_fallback(crate::shard::FALLBACK_REPLICA_ERROR);
+            drop(lease);
+            need = Need {
+                read: false,
+                replica_ok: false,
+                ..need
+            };
+            continue;
         }
-    }
-    let obs = match run_on(
-        shard,
-        ctl,
-        sess,
-        io,
-        next,
-        &mut lease,
-        &rewritten,
-        ResponseKind::Execute,
-        RunWith {
-            effects: Some(&effects),
-            ..RunWith::default()
-        },
-    )
-    .await
-    {
-        Ok(o) => o,
-        Err(f) => return Err(lost_backend(sess, f, tied, lease)),
+        break (obs, lease, backend_id);
     };
     // A backend that ran it under the bind-time character set keeps it (recorded in its
     // settings) until the session's next command there, or until a checkout: putting it back
