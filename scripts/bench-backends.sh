@@ -226,7 +226,7 @@ if [ $needs_peers = 1 ]; then
         took=$(wait_field "$VICTIM" state drained 60 || echo "not drained in 60 s")
         wait "$lt" "$ls_" || true
         ctl BACKEND UNDRAIN "$VICTIM" >/dev/null
-        stat() { ctl STATS | python3 -c "import json,sys; print(sum(s.get('$1',0) for s in json.load(sys.stdin)))"; }
+        stat() { ctl STATS | python3 -c "import json,sys; print(sum(sum(v) if isinstance(v, list) else v for v in (s.get('$1', 0) for s in json.load(sys.stdin))))"; }
         moves=$(stat session_moves)
         closes=$(stat drain_closes)
         result "drain-mixed: ${n:-?} clients connected ($IDLE idle, $CLIENTS transaction-mode active, $SESSION_CLIENTS session-mode active), $on_victim backend connections in use on the drained one; drained in $took ms; session-mode moves ${moves:-?}, drain closes ${closes:-?}; transaction load: $(json_get "$WORK/mixed-trx.json" "f\"{r['run']['ok']} ok, {r['run']['failed']} failed, errors {r['errors_total']} {dict(r['errors'])}\""); session-mode load: $(json_get "$WORK/mixed-sess.json" "f\"{r['run']['ok']} ok, {r['run']['failed']} failed, errors {r['errors_total']} {dict(r['errors'])}\"")"

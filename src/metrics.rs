@@ -149,7 +149,7 @@ pub struct ShardSnapshot {
     /// Sessions closed at a drain's deadline.
     #[serde(default)]
     pub drain_closes: u64,
-    pub session_moves: u64,
+    pub session_moves: [u64; 2],
     /// Routed reads served by replicas; routed reads the primary served, by reason.
     #[serde(default)]
     pub reads_to_replicas: u64,
@@ -240,7 +240,9 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.allocations += x.allocations;
         s.no_backend_waits += x.no_backend_waits;
         s.drain_closes += x.drain_closes;
-        s.session_moves += x.session_moves;
+        for (a, b) in s.session_moves.iter_mut().zip(x.session_moves) {
+            *a += b;
+        }
         s.reads_to_replicas += x.reads_to_replicas;
         for (a, b) in s.read_fallbacks.iter_mut().zip(x.read_fallbacks) {
             *a += b;
@@ -528,13 +530,21 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         "counter",
         &|w| w.s.drain_closes.to_string(),
     );
-    scalar(
+    family(
         &mut o,
         "sluice_session_moves_total",
-        "Session-mode sessions moved off a draining backend between their commands.",
+        "Session-mode sessions moved to another backend between their commands, by reason (leaving: their backend was draining, in maintenance or removed; rebalance: another served them with less load).",
         "counter",
-        &|w| w.s.session_moves.to_string(),
     );
+    for w in &ws {
+        for (i, r) in crate::shard::MOVE_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_session_moves_total{{worker=\"{}\",reason=\"{r}\"}} {}",
+                w.worker, w.s.session_moves[i]
+            );
+        }
+    }
     family(
         &mut o,
         "sluice_backend_state",

@@ -214,6 +214,64 @@ fn a_backend_added_while_running_takes_load() {
     assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1]));
 }
 
+/// Session-mode clients (each holding its backend for its whole session) spread onto a backend
+/// added while they run: about half of them move, at their next commands, keeping their
+/// settings and LAST_INSERT_ID(); then placements hold still (no moving back and forth).
+#[test]
+fn session_mode_clients_spread_onto_a_backend_added_while_running() {
+    let cl = Cluster::start(2);
+    let a1 = cl.servers[1].addr();
+    let mport = common::free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
+            .pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000\n")
+            .backends(vec![cl.servers[0].addr()]),
+    );
+    let n = 12;
+    let mut clients: Vec<mysql::Conn> = (0..n).map(|_| s.conn()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.query_drop("SET time_zone = '+03:00'").unwrap();
+        c.query_drop(format!("SELECT LAST_INSERT_ID({})", 100 + i))
+            .unwrap();
+    }
+    assert_eq!(run_all(&mut clients, 1), BTreeSet::from([1]));
+    assert_eq!(admin(&s, &format!("BACKEND ADD {a1} any 1")), "OK 1");
+    wait_state(&s, &a1, "up");
+    let placed =
+        |clients: &mut [mysql::Conn]| -> Vec<u32> { clients.iter_mut().map(server_id).collect() };
+    // Each shard evens its own sessions out (to within one), so about half move.
+    let spread = wait_for(
+        "sessions spread over both servers",
+        Duration::from_secs(15),
+        || {
+            let p = placed(&mut clients);
+            let on2 = p.iter().filter(|id| **id == 2).count();
+            (on2 >= n / 2 - 2).then_some(p)
+        },
+    );
+    let on2 = spread.iter().filter(|id| **id == 2).count();
+    assert!(on2 <= n / 2 + 2, "not everyone moves: {spread:?}");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let (tz, lid): (String, u64) = c
+            .query_first("SELECT @@time_zone, LAST_INSERT_ID()")
+            .unwrap()
+            .unwrap();
+        assert_eq!((tz.as_str(), lid), ("+03:00", 100 + i as u64), "client {i}");
+    }
+    // Balanced: more commands move nobody.
+    let settled = placed(&mut clients);
+    for _ in 0..3 {
+        assert_eq!(placed(&mut clients), settled);
+    }
+    let m = common::scrape(mport);
+    assert_eq!(
+        common::metric_sum(&m, "sluice_session_moves_total", &["reason=\"rebalance\""]),
+        settled.iter().filter(|id| **id == 2).count() as f64,
+        "{m}"
+    );
+}
+
 /// Why sluice refuses the backend at `addr` (`reason` in `BACKENDS`), if it does.
 fn reason(s: &Sluice, addr: &str) -> Option<String> {
     let rows: serde_json::Value = serde_json::from_str(&admin(s, "BACKENDS")).unwrap();
@@ -449,7 +507,8 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     }
     let m = common::scrape(mport);
     assert!(
-        common::metric(&m, "sluice_session_moves_total") >= on2.len() as f64,
+        common::metric_sum(&m, "sluice_session_moves_total", &["reason=\"leaving\""])
+            >= on2.len() as f64,
         "{m}"
     );
     // The pinned one stays until the deadline, then is told why.

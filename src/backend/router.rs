@@ -112,6 +112,32 @@ pub fn rank(cands: &[Candidate], turn: usize, out: &mut Vec<u16>) {
     rank_with(cands, turn, out, eligible)
 }
 
+/// Should a session holding backend `current` for good (session mode) move to another between
+/// its commands, so that a backend added under load takes its share? Yes when another eligible,
+/// healthy backend, no less preferred by the ranking (writable when `current` is), would be
+/// less loaded per unit of weight with the session than `current` is with it
+/// (`(busy + 1) / weight` against `busy / weight`, `busy` counting the session on `current`):
+/// the checkout that follows the move then ranks it first. Each move narrows the gap, so sessions
+/// stop moving once loads are within one session of each other: about half of the difference
+/// moves, never everyone. A `current` that is not eligible is the drain's business, not this.
+pub fn better_elsewhere(cands: &[Candidate], current: u16) -> bool {
+    let Some(cur) = cands.iter().find(|c| c.id == current) else {
+        return false;
+    };
+    if !eligible(cur) || cur.busy == 0 {
+        return false;
+    }
+    let load = |busy: usize, weight: u32| busy as u64 * 1_000_000 / u64::from(weight.max(1));
+    let here = load(cur.busy, cur.weight);
+    cands.iter().any(|c| {
+        c.id != current
+            && eligible(c)
+            && c.health == Health::Up
+            && (c.writable == Some(false)) <= (cur.writable == Some(false))
+            && load(c.busy + 1, c.weight) < here
+    })
+}
+
 /// Lags within one step are alike to the router (a probe's resolution is its interval).
 pub const LAG_STEP_MS: u32 = 100;
 
@@ -227,6 +253,112 @@ mod tests {
             rank_reads(cands, 0, &mut out);
             assert_eq!(&out, want, "{name}");
         }
+    }
+
+    #[test]
+    fn moving_for_balance() {
+        let busy = |id, busy| Candidate { busy, ..c(id) };
+        let cases: Vec<(&str, Vec<Candidate>, bool)> = vec![
+            (
+                "a backend just added, idle",
+                vec![busy(0, 6), busy(1, 0)],
+                true,
+            ),
+            (
+                "within one session of each other",
+                vec![busy(0, 3), busy(1, 2)],
+                false,
+            ),
+            (
+                "two apart: one move evens them",
+                vec![busy(0, 3), busy(1, 1)],
+                true,
+            ),
+            ("alone", vec![busy(0, 9)], false),
+            (
+                "the other is suspect",
+                vec![
+                    busy(0, 6),
+                    Candidate {
+                        health: Health::Suspect,
+                        ..busy(1, 0)
+                    },
+                ],
+                false,
+            ),
+            (
+                "the other is draining",
+                vec![
+                    busy(0, 6),
+                    Candidate {
+                        admin: Admin::Draining,
+                        ..busy(1, 0)
+                    },
+                ],
+                false,
+            ),
+            (
+                "weights: 4 on weight 1 against 7 on weight 2 (3.5): one more there would make it 4",
+                vec![
+                    busy(0, 4),
+                    Candidate {
+                        weight: 2,
+                        ..busy(1, 7)
+                    },
+                ],
+                false,
+            ),
+            (
+                "weights: 4 on weight 1 against 5 on weight 2 (2.5)",
+                vec![
+                    busy(0, 4),
+                    Candidate {
+                        weight: 2,
+                        ..busy(1, 5)
+                    },
+                ],
+                true,
+            ),
+            (
+                "not to a read-only peer from a writable one",
+                vec![
+                    busy(0, 6),
+                    Candidate {
+                        writable: Some(false),
+                        ..busy(1, 0)
+                    },
+                ],
+                false,
+            ),
+            (
+                "a primary moves only to a writable backend",
+                vec![
+                    Candidate {
+                        role: Role::Primary,
+                        ..busy(0, 6)
+                    },
+                    Candidate {
+                        role: Role::Replica,
+                        writable: Some(false),
+                        ..busy(1, 0)
+                    },
+                ],
+                false,
+            ),
+        ];
+        for (name, cands, want) in cases {
+            assert_eq!(better_elsewhere(&cands, 0), want, "{name}");
+        }
+        // A current backend that is leaving, or unknown: not this decision's business.
+        let leaving = [
+            Candidate {
+                admin: Admin::Draining,
+                ..busy(0, 6)
+            },
+            busy(1, 0),
+        ];
+        assert!(!better_elsewhere(&leaving, 0));
+        assert!(!better_elsewhere(&leaving, 7));
     }
 
     #[test]

@@ -406,15 +406,24 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
     Some(lease)
 }
 
-/// A session-mode session whose backend is leaving (draining, in maintenance, removed) gives
-/// it up between commands when it can go on elsewhere ([`Session::movable`]); its next command
-/// takes another, where its settings are replayed and its history values answered by sluice
-/// (as after any release) until its own statements run there. What only that backend knows
-/// (history values, whether conditions remain) is read first. Returns whether it moved.
+/// A session-mode session whose backend is leaving (draining, in maintenance, removed), or
+/// that another backend would serve with less load (one added under load: see
+/// [`crate::shard::rebalance`]), gives it up between commands when it can go on elsewhere
+/// ([`Session::movable`]); its next command takes another, where its settings are replayed and
+/// its history values answered by sluice (as after any release) until its own statements run
+/// there. What only that backend knows (history values, whether conditions remain) is read
+/// first. Returns whether it moved.
 pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
-    if !leaving(shard, sess) || !sess.movable() {
+    if !sess.movable() {
         return false;
     }
+    let why = if leaving(shard, sess) {
+        crate::shard::MOVE_LEAVING
+    } else if rebalances(shard, sess) {
+        crate::shard::MOVE_REBALANCE
+    } else {
+        return false;
+    };
     if sess.history_on_backend() {
         let history = sess.past().history.clone();
         let Some(lease) = sess.lease.as_mut() else {
@@ -431,7 +440,7 @@ pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
             return false;
         }
     }
-    match take_for_move(shard, sess) {
+    match take_for_move(shard, sess, why) {
         Some(lease) => {
             lease.release();
             true
@@ -446,28 +455,40 @@ fn leaving(shard: &Shard, sess: &Session) -> bool {
         .is_some_and(|l| shard.leaving(l.get().backend))
 }
 
+/// Would another backend serve this session with less load now (and may the shard move one)?
+fn rebalances(shard: &Shard, sess: &Session) -> bool {
+    let Some(l) = sess.lease.as_ref() else {
+        return false;
+    };
+    let profile = crate::backend::conn::profile_of(sess.caps, sess.mariadb_caps);
+    shard.rebalance(sess.user.index, profile, &sess.settings, l.get().backend)
+}
+
 /// [`move_off`] for a parked session, which cannot wait on its backend: when sluice knows
 /// everything the backend does (most sessions). The backend to give back, if it moves.
 pub fn move_off_parked(shard: &Shard, sess: &mut Session) -> Option<crate::backend::pool::Lease> {
     if sess.history_on_backend() || !leaving(shard, sess) || !sess.movable() {
         return None;
     }
-    take_for_move(shard, sess)
+    take_for_move(shard, sess, crate::shard::MOVE_LEAVING)
 }
 
-fn take_for_move(shard: &Shard, sess: &mut Session) -> Option<crate::backend::pool::Lease> {
+fn take_for_move(
+    shard: &Shard,
+    sess: &mut Session,
+    why: usize,
+) -> Option<crate::backend::pool::Lease> {
     let lease = sess.lease.take()?;
     tracing::debug!(
         conn = sess.conn_id,
         backend = %shard.backend(lease.get().backend).address,
-        "session-mode session moves off a leaving backend"
+        reason = crate::shard::MOVE_REASONS[why],
+        "session-mode session moves to another backend"
     );
     // Its next backend holds other values until the session's own statements run there.
     sess.update_past(|p| p.history.foreign = crate::session::effects::Foreign::ALL);
-    shard
-        .stats
-        .session_moves
-        .set(shard.stats.session_moves.get() + 1);
+    let moves = &shard.stats.session_moves[why];
+    moves.set(moves.get() + 1);
     Some(lease)
 }
 

@@ -6,6 +6,7 @@ pub mod kill;
 pub mod pause;
 pub mod poller;
 mod probe;
+pub mod rebalance;
 pub mod table;
 
 use crate::backend::conn::{BackendConn, ConnectSpec};
@@ -176,6 +177,13 @@ pub const FALLBACK_GLOBAL: usize = 2;
 pub const FALLBACK_REPLICA_ERROR: usize = 3;
 pub const FALLBACK_REASONS: [&str; 4] = ["no_replica", "behind", "global", "replica_error"];
 
+/// Why a session-mode session moved to another backend between its commands: its backend was
+/// leaving (draining, in maintenance, removed), or another served it with less load
+/// ([`rebalance`]).
+pub const MOVE_LEAVING: usize = 0;
+pub const MOVE_REBALANCE: usize = 1;
+pub const MOVE_REASONS: [&str; 2] = ["leaving", "rebalance"];
+
 /// Per-shard counters (summed over shards for metrics).
 #[derive(Default)]
 pub struct ShardStats {
@@ -193,7 +201,7 @@ pub struct ShardStats {
     pub drain_closes: Cell<u64>,
     /// Session-mode sessions moved off a backend that is leaving (draining, in maintenance,
     /// removed) between their commands.
-    pub session_moves: Cell<u64>,
+    pub session_moves: [Cell<u64>; 2],
     pub commands: Cell<u64>,
     pub auth_failures: Cell<u64>,
     pub refused_max_clients: Cell<u64>,
@@ -298,6 +306,8 @@ pub struct Shard {
     ids: IdLayout,
     next_id: Cell<u32>,
     next_backend: Cell<usize>,
+    /// Moves for balance made this second: (shard clock second, moves) (see [`rebalance`]).
+    rebalance_budget: Cell<(u32, u32)>,
     draining: Cell<bool>,
     drain_deadline: Cell<Option<Instant>>,
     schemas: RefCell<HashMap<SchemaKey, Instant>>,
@@ -374,6 +384,7 @@ impl Shard {
             ids,
             next_id: Cell::new(0),
             next_backend: Cell::new(id),
+            rebalance_budget: Cell::new((0, 0)),
             draining: Cell::new(false),
             lingering: Cell::new(0),
             paused: Cell::new(false),
@@ -1164,7 +1175,7 @@ impl Shard {
             },
             no_backend_waits: s.no_backend_waits.get(),
             drain_closes: s.drain_closes.get(),
-            session_moves: s.session_moves.get(),
+            session_moves: std::array::from_fn(|i| s.session_moves[i].get()),
             reads_to_replicas: s.reads_to_replicas.get(),
             read_fallbacks: std::array::from_fn(|i| s.read_fallbacks[i].get()),
             causal_waits: s.causal_waits.get(),
