@@ -449,16 +449,26 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
             .pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000\n")
             .backends(cl.addrs()),
     );
-    // Clients on server 2: one pinned (a user variable), the others with settings, half of
-    // them with a LAST_INSERT_ID only the backend knows.
+    // Clients on server 2: one pinned by a temporary table, one by a DOUBLE user variable (its
+    // text is not exact: not carried), one by user variables sluice carries by value, the others
+    // with settings, half of them with a LAST_INSERT_ID only the backend knows.
     let mut on2: Vec<(mysql::Conn, bool)> = Vec::new();
     let mut pinned = None;
+    let mut double = None;
+    let mut vars = None;
     // One with a forced insert_id that no insert has used yet (MariaDB keeps it until one does).
     let mut forced = None;
     // (Kept open: session-mode clients are placed on the least busy backend.)
     let mut on1: Vec<mysql::Conn> = Vec::new();
-    for _ in 0..80 {
-        if on2.len() >= 4 && pinned.is_some() && forced.is_some() {
+    const VARS: &str = "SELECT @i, @u, @d, @n, HEX(@s), COLLATION(@s), @b";
+    type Vars = (i64, u64, String, Option<String>, String, String, Vec<u8>);
+    for _ in 0..120 {
+        if on2.len() >= 4
+            && pinned.is_some()
+            && forced.is_some()
+            && double.is_some()
+            && vars.is_some()
+        {
             break;
         }
         let mut c = s.conn();
@@ -468,8 +478,23 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
             continue;
         }
         if pinned.is_none() {
-            c.query_drop("SET @keep = 1").unwrap();
+            c.query_drop("CREATE TEMPORARY TABLE keep (a INT)").unwrap();
             pinned = Some(c);
+            continue;
+        }
+        if double.is_none() {
+            c.query_drop("SET @f = 1e3").unwrap();
+            double = Some(c);
+            continue;
+        }
+        if vars.is_none() {
+            c.query_drop(
+                "SET @i = -5, @u = CAST(7 AS UNSIGNED), @d = 2.50, @n = NULL, \
+                 @s = _latin1 X'68E96C6C6F' COLLATE latin1_bin, @b = X'00FF'",
+            )
+            .unwrap();
+            let before: Vars = c.query_first(VARS).unwrap().unwrap();
+            vars = Some((c, before));
             continue;
         }
         if forced.is_none() {
@@ -484,10 +509,12 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
         }
         on2.push((c, lid));
     }
-    let mut pinned = pinned.expect("a client on server 2 within 80 tries");
-    let mut forced = forced.expect("a second client on server 2 within 80 tries");
+    let mut double = double.expect("a client on server 2 within 120 tries");
+    let (mut vars, before) = vars.expect("a client on server 2 within 120 tries");
+    let mut pinned = pinned.expect("a client on server 2 within 120 tries");
+    let mut forced = forced.expect("a client on server 2 within 120 tries");
     assert!(on2.len() >= 4, "{} clients on server 2", on2.len());
-    let waiting = 1 + on2.iter().filter(|c| c.1).count() as u64;
+    let waiting = 3 + on2.iter().filter(|c| c.1).count() as u64;
     assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 4000")), "OK");
     // Idle clients that hold nothing only server 2 knows give it up without a command.
     wait_for(
@@ -511,9 +538,16 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
             >= on2.len() as f64,
         "{m}"
     );
-    // The pinned one stays until the deadline, then is told why.
+    // The one pinned by user variables alone moves at its next command, its variables made
+    // again on server 1 with their types and collations.
+    assert_eq!(server_id(&mut vars), 1);
+    let after: Vars = vars.query_first(VARS).unwrap().unwrap();
+    assert_eq!(after, before);
+    // The pinned ones stay until the deadline, then are told why.
     assert_eq!(server_id(&mut pinned), 2);
-    closed_at_deadline(&mut pinned, &["user_variable", &a1]);
+    assert_eq!(server_id(&mut double), 2);
+    closed_at_deadline(&mut pinned, &["temporary_table", &a1]);
+    closed_at_deadline(&mut double, &["user_variable", &a1]);
     closed_at_deadline(&mut forced, &["insert_id", &a1]);
     wait_state(&s, &a1, "drained");
     // The moved clients keep working, and so do those that were on server 1.

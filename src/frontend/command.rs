@@ -640,6 +640,15 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         }
         set_pins(shard, sess, Pins::mark_user_vars);
     }
+    if let (Ok(()), Some(set)) = (&synced, sess.past().moved_vars.clone()) {
+        // A session moved off a backend with its variables: they live here now (still pinning
+        // it). Kept until they are made here: a failure tells the client, and the next backend
+        // tries again.
+        if let Err(e) = lease.conn().query_ok(&set).await {
+            return Err(backend_error(shard, &lease, e));
+        }
+        sess.update_past(|p| p.moved_vars = None);
+    }
     match synced {
         Ok(()) => Ok(lease),
         Err(Synced::Lost(e)) => Err(e),
@@ -701,20 +710,46 @@ async fn carry_replica_vars(
             DiagValue::Signed => v.parse::<i64>().unwrap_or(0).to_string(),
             DiagValue::Text => {
                 let collation = c.cloned().flatten().unwrap_or_default();
-                let charset = collation.split('_').next().unwrap_or_default();
-                if v.bytes().any(|b| !b.is_ascii_hexdigit())
-                    || !collation
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    continue;
+                match crate::session::uservars::text(v, &collation) {
+                    Some(t) => t,
+                    None => continue,
                 }
-                format!("CONVERT(X'{v}' USING {charset}) COLLATE {collation}")
             }
         };
         sets.push(format!("{} = {value}", name(n)));
     }
     Ok((!sets.is_empty()).then(|| format!("SET {}", sets.join(", "))))
+}
+
+/// The user variables of a session about to move off `lease`'s backend, read there, as the
+/// `SET` that makes them again on its next (see [`crate::session::uservars`]); `None` when one
+/// cannot be carried exactly or the read failed: the session stays. A failed read's error is
+/// cleared from the backend's diagnostics area (the session keeps that backend, and its own
+/// diagnostics were clean: a session with conditions does not move).
+pub(crate) async fn read_user_vars(lease: &mut Lease) -> Option<String> {
+    use crate::session::uservars;
+    let conn = lease.conn();
+    let read = async {
+        let rows = conn.query_rows(uservars::LIST).await?;
+        let Some(plan) = uservars::plan(&rows) else {
+            return Ok(None);
+        };
+        let strings = match plan.strings_query() {
+            Some(q) => conn.query_row(&q).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, BackendError>(plan.set_sql(&strings))
+    };
+    match read.await {
+        Ok(set) => set,
+        Err(e) => {
+            debug!(error = %e, "user variables could not be read; the session stays");
+            if matches!(e, BackendError::Server { .. }) {
+                let _ = clear_diagnostics(lease).await;
+            }
+            None
+        }
+    }
 }
 
 /// A replica for a routed read, or `None` for the primary: the best replica whose pool has a

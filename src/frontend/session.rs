@@ -75,6 +75,10 @@ pub struct Past {
     /// next backend, where they pin it as any user variable does (see
     /// `command::carry_replica_vars`).
     pub replica_vars: Vec<(Vec<u8>, crate::session::route::DiagValue)>,
+    /// The user variables of a session that moved off a backend while they pinned it there,
+    /// read there by value, as the `SET` that makes them on its next backend (see
+    /// [`crate::session::uservars`]); taken by that backend's checkout.
+    pub moved_vars: Option<Box<str>>,
 }
 
 /// Everything a client is between commands.
@@ -220,12 +224,21 @@ impl Session {
         self.mode() == PoolMode::Session
             && self.lease.is_some()
             && self.status & status::IN_TRANS == 0
-            && !self.pinned()
+            && self.pins_carried()
             && !past.uncertain
             && !past.one_shot
             && past.replica_vars.is_empty()
             && past.history.diag != Diag::Dirty
             && !self.stmts.as_ref().is_some_and(|s| s.pending())
+    }
+
+    /// Can what pins the session go with it to another backend? Nothing pins it, or only
+    /// user variables (carried by value: [`crate::session::uservars`]).
+    fn pins_carried(&self) -> bool {
+        use crate::session::pins::PinReason;
+        self.pins
+            .as_ref()
+            .is_none_or(|p| p.mask() & !PinReason::UserVariable.bit() == 0)
     }
 
     /// Does only the backend know some of the session's history (to be read before it moves)?
@@ -440,6 +453,20 @@ pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
             return false;
         }
     }
+    if sess.pinned() {
+        // Pinned by user variables alone (see `movable`): they go with it by value, or it
+        // stays. The reads are sluice's own statements there: the backend's history values are
+        // no longer the session's, whether it moves or not.
+        let Some(lease) = sess.lease.as_mut() else {
+            return false;
+        };
+        let set = exec::read_user_vars(lease).await;
+        sess.update_past(|p| p.history.foreign = crate::session::effects::Foreign::ALL);
+        match set {
+            Some(sql) => sess.update_past(|p| p.moved_vars = Some(sql.into())),
+            None => return false,
+        }
+    }
     match take_for_move(shard, sess, why) {
         Some(lease) => {
             lease.release();
@@ -467,7 +494,8 @@ fn rebalances(shard: &Shard, sess: &Session) -> bool {
 /// [`move_off`] for a parked session, which cannot wait on its backend: when sluice knows
 /// everything the backend does (most sessions). The backend to give back, if it moves.
 pub fn move_off_parked(shard: &Shard, sess: &mut Session) -> Option<crate::backend::pool::Lease> {
-    if sess.history_on_backend() || !leaving(shard, sess) || !sess.movable() {
+    // (Variables are read from the backend, which a parked session cannot wait for.)
+    if sess.history_on_backend() || sess.pinned() || !leaving(shard, sess) || !sess.movable() {
         return None;
     }
     take_for_move(shard, sess, crate::shard::MOVE_LEAVING)

@@ -8,3 +8,4 @@ pub mod sql;
 pub mod state;
 pub mod stmts;
 pub mod trackers;
+pub mod uservars;
