@@ -414,8 +414,30 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
         }
     }
     let mut pinned = pinned.expect("a pinned client on server 2 within 20 tries");
+    // One pinned by user variables alone: they can go with it.
+    let mut vars = None;
+    for _ in 0..20 {
+        let mut c = s.conn();
+        c.query_drop("SET @v = 42, @s = 'kept'").unwrap();
+        if server_id(&mut c) == 2 {
+            vars = Some(c);
+            break;
+        }
+    }
+    let mut vars = vars.expect("a client pinned by variables on server 2 within 20 tries");
+    let thread = |c: &mut mysql::Conn| -> u64 {
+        c.query_first("SELECT @@pseudo_thread_id").unwrap().unwrap()
+    };
     let mut free: Vec<mysql::Conn> = (0..4).map(|_| s.conn()).collect();
     assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 500")), "OK");
+    // It moves at its next command, its variables made again there, and stays pinned there
+    // (the same server connection from statement to statement).
+    assert_eq!(server_id(&mut vars), 1);
+    let (v, kept): (i64, String) = vars.query_first("SELECT @v, @s").unwrap().unwrap();
+    assert_eq!((v, kept.as_str()), (42, "kept"));
+    let t = thread(&mut vars);
+    run_all(&mut free, 2);
+    assert_eq!(thread(&mut vars), t);
     // Clients holding nothing move at once; the pinned one keeps its backend until the deadline.
     assert_eq!(run_all(&mut free, 3), BTreeSet::from([1]));
     assert_eq!(

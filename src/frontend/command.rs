@@ -648,6 +648,8 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
             return Err(backend_error(shard, &lease, e));
         }
         sess.update_past(|p| p.moved_vars = None);
+        // (Counts the pin against this backend's pool, outside session mode.)
+        set_pins(shard, sess, Pins::mark_user_vars);
     }
     match synced {
         Ok(()) => Ok(lease),

@@ -221,7 +221,9 @@ impl Session {
     pub(crate) fn movable(&self) -> bool {
         use crate::session::effects::Diag;
         let past = self.past();
-        self.mode() == PoolMode::Session
+        // (Other modes hold a backend between commands only for what pins them, or for
+        // conditions and one-shots, which do not move.)
+        (self.mode() == PoolMode::Session || self.pinned())
             && self.lease.is_some()
             && self.status & status::IN_TRANS == 0
             && self.pins_carried()
@@ -432,7 +434,7 @@ pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
     }
     let why = if leaving(shard, sess) {
         crate::shard::MOVE_LEAVING
-    } else if rebalances(shard, sess) {
+    } else if sess.mode() == PoolMode::Session && rebalances(shard, sess) {
         crate::shard::MOVE_REBALANCE
     } else {
         return false;
@@ -470,6 +472,12 @@ pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
     match take_for_move(shard, sess, why) {
         Some(lease) => {
             lease.release();
+            if sess.pin_counted {
+                // Its unit of the old pool's pin budget: the next backend's pool counts it
+                // when the variables are made there (`command::get_backend`).
+                shard.pool(sess.user.index, sess.backend).pin_release();
+                sess.pin_counted = false;
+            }
             true
         }
         None => false,
@@ -591,8 +599,9 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
             }
             Ok(Next::Closed) => break None,
             Ok(Next::Packet(seq, payload)) => {
-                // A session-mode session on a backend that is leaving moves if it can.
-                if sess.mode() == PoolMode::Session && sess.lease.is_some() {
+                // A session-mode session, or a session pinned by user variables alone, on a
+                // backend that is leaving moves if it can (session mode also for balance).
+                if sess.lease.is_some() && (sess.mode() == PoolMode::Session || sess.pinned()) {
                     move_off(&shard, &mut sess).await;
                 }
                 // A session still on a backend whose drain is overdue: its next command is
