@@ -1175,8 +1175,8 @@ fn show_clients(target: &Target) -> Answer {
         Ok(v) => v,
         Err(a) => return a,
     };
-    const COLS: [&str; 9] = [
-        "id", "user", "source", "state", "schema", "backend", "idle_s", "holds", "shard",
+    const COLS: [&str; 10] = [
+        "id", "user", "source", "state", "schema", "backend", "idle_s", "holds", "command", "shard",
     ];
     let mut rows: Vec<Vec<Option<String>>> = Vec::new();
     for w in per_worker.iter().filter_map(|w| w.as_array()) {

@@ -81,6 +81,10 @@ pub struct ClientRow {
     /// It is being served a command now (an active session between commands is not).
     #[serde(default)]
     pub busy: bool,
+    /// The command it is being served, as the server's processlist names it (`Query`,
+    /// `Execute`, …).
+    #[serde(default)]
+    pub command: Option<String>,
     /// parked, pinned (parked, holding its backend for a pin), active, paused (its command
     /// waits for RESUME).
     pub state: String,

@@ -927,6 +927,24 @@ fn show_processlist_lists_sluices_clients_under_their_own_ids() {
             .filter(|r| r.3.as_deref() == Some("app"))
             .count();
         assert_eq!(with_db, 3, "{rows:?}");
+        // A client being served is listed with its command, named as the server names it.
+        let busy_id = clients[1].connection_id() as u64;
+        let mut busy = clients.remove(1);
+        let sleeper = std::thread::spawn(move || {
+            busy.exec_drop("SELECT SLEEP(?)", (2,)).unwrap();
+            busy
+        });
+        common::wait_for(
+            "the sleeping execute listed",
+            Duration::from_secs(10),
+            || {
+                processlist(&mut clients[0], "SHOW PROCESSLIST")
+                    .iter()
+                    .any(|r| r.0 == busy_id && r.4 == "Execute")
+                    .then_some(())
+            },
+        );
+        clients.insert(1, sleeper.join().unwrap());
         // COM_PROCESS_INFO is answered as SHOW PROCESSLIST (the asker's command named so).
         let mut raw = common::RawClient::login(s.port);
         let packets = raw.command(&[0x0a]);

@@ -45,6 +45,49 @@ pub mod com {
     pub const STMT_BULK_EXECUTE: u8 = 0xfa;
 }
 
+/// The name MariaDB's processlist gives a thread running command `code` (its `Command`
+/// column; sql_parse.cc's `command_name`).
+pub fn thread_command(code: u8) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "Sleep",
+        "Quit",
+        "Init DB",
+        "Query",
+        "Field List",
+        "Create DB",
+        "Drop DB",
+        "Refresh",
+        "Shutdown",
+        "Statistics",
+        "Processlist",
+        "Connect",
+        "Kill",
+        "Debug",
+        "Ping",
+        "Time",
+        "Delayed insert",
+        "Change user",
+        "Binlog Dump",
+        "Table Dump",
+        "Connect Out",
+        "Register Slave",
+        "Prepare",
+        "Execute",
+        "Long Data",
+        "Close stmt",
+        "Reset stmt",
+        "Set option",
+        "Fetch",
+        "Daemon",
+        "Unimpl get tid",
+        "Reset connection",
+    ];
+    match code {
+        com::STMT_BULK_EXECUTE => "Bulk_execute",
+        _ => NAMES.get(usize::from(code)).copied().unwrap_or("Error"),
+    }
+}
+
 /// A printable name for metrics, logs and error messages.
 pub fn name(code: u8) -> &'static str {
     match code {

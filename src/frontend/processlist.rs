@@ -6,7 +6,8 @@
 //! definitions (MariaDB 10.11's, lengths in the client's `character_set_results` as the server
 //! converts them).
 //!
-//! What a row holds: `Command` is `Query` for a client being served a command and `Sleep`
+//! What a row holds: `Command` names the command a client is being served as the server does
+//! (`Query`, `Execute`, `Fetch`, …; a command waiting for RESUME is a `Query`) and `Sleep`
 //! otherwise; `Time` the seconds since a parked client's last command (0 for one being served);
 //! `Info` the asking client's own statement (as the server shows it, cut to 100 characters
 //! without `FULL`), NULL for the others (sluice does not keep other clients' statement text:
@@ -191,10 +192,11 @@ pub fn rows(clients: &[ClientRow], asker: &Asker<'_>, full: bool) -> Vec<Vec<u8>
                     first_chars(sql, INFO_CHARS)
                 }
             });
-            let command = match (me, busy) {
-                (true, _) => asker.command.as_bytes(),
-                (false, true) => b"Query",
-                (false, false) => b"Sleep",
+            let command = match (me, busy, &c.command) {
+                (true, ..) => asker.command.as_bytes(),
+                (false, true, Some(name)) => name.as_bytes(),
+                (false, true, None) => b"Query",
+                (false, false, _) => b"Sleep",
             };
             let id = c.id.to_string();
             let time = if busy { 0 } else { c.idle_s }.to_string();
@@ -439,7 +441,10 @@ mod tests {
     fn rows_are_the_users_own_clients_in_id_order() {
         let clients = [
             client(9, "app", "parked", false),
-            client(3, "app", "active", true),
+            ClientRow {
+                command: Some("Execute".into()),
+                ..client(3, "app", "active", true)
+            },
             client(5, "other", "parked", false),
             client(4, "app", "active", false),
             client(8, "app", "paused", false),
@@ -465,7 +470,7 @@ mod tests {
                     s("app"),
                     s("127.0.0.1:4003"),
                     None,
-                    s("Query"),
+                    s("Execute"),
                     s("0"),
                     s(""),
                     None,

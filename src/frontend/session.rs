@@ -634,6 +634,7 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 }
                 shard.stats.commands.set(shard.stats.commands.get() + 1);
                 sess.last_active = shard.clock();
+                ctl.command.set(payload.first().copied().unwrap_or(0));
                 ctl.serving.set(true);
                 let done = handle(&shard, &ctl, &mut sess, &mut io, seq, payload).await;
                 ctl.serving.set(false);

@@ -1106,6 +1106,9 @@ impl Shard {
                         }
                         (row.source, row.port) = ctl.fd.get().and_then(source).unzip();
                         row.busy = ctl.serving.get();
+                        row.command = row.busy.then(|| {
+                            crate::codec::command::thread_command(ctl.command.get()).to_string()
+                        });
                         row.state = if ctl.gated.get() {
                             "paused" // its command waits for RESUME
                         } else {

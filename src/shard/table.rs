@@ -115,6 +115,8 @@ pub struct ActiveCtl {
     /// its settings (the schema) and when it ended (shard clock seconds).
     pub seen: std::cell::RefCell<Option<Rc<crate::session::state::Settings>>>,
     pub last_active: Cell<u32>,
+    /// The command byte of the command being served (or last served).
+    pub command: Cell<u8>,
 }
 
 impl ActiveCtl {
