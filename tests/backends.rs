@@ -214,6 +214,18 @@ fn a_backend_added_while_running_takes_load() {
     assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1]));
 }
 
+/// A session-mode sluice on `backends`, and its metrics port.
+fn session_mode_sluice(backends: Vec<String>) -> (Sluice, u16) {
+    let mport = common::free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
+            .pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000\n")
+            .backends(backends),
+    );
+    (s, mport)
+}
+
 /// Session-mode clients (each holding its backend for its whole session) spread onto a backend
 /// added while they run: about half of them move, at their next commands, keeping their
 /// settings and LAST_INSERT_ID(); then placements hold still (no moving back and forth).
@@ -221,13 +233,7 @@ fn a_backend_added_while_running_takes_load() {
 fn session_mode_clients_spread_onto_a_backend_added_while_running() {
     let cl = Cluster::start(2);
     let a1 = cl.servers[1].addr();
-    let mport = common::free_port();
-    let s = Sluice::with(
-        Config::default()
-            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
-            .pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000\n")
-            .backends(vec![cl.servers[0].addr()]),
-    );
+    let (s, mport) = session_mode_sluice(vec![cl.servers[0].addr()]);
     let n = 12;
     let mut clients: Vec<mysql::Conn> = (0..n).map(|_| s.conn()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -464,13 +470,7 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
 fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     let cl = Cluster::start(2);
     let a1 = cl.servers[1].addr();
-    let mport = common::free_port();
-    let s = Sluice::with(
-        Config::default()
-            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
-            .pool("mode = \"session\"\nsize = 32\nqueue_timeout_ms = 10000\n")
-            .backends(cl.addrs()),
-    );
+    let (s, mport) = session_mode_sluice(cl.addrs());
     // Clients on server 2: one pinned by a temporary table, one by a DOUBLE user variable (its
     // text is not exact: not carried), one by user variables sluice carries by value, the others
     // with settings, half of them with a LAST_INSERT_ID only the backend knows.

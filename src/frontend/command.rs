@@ -530,6 +530,17 @@ pub(crate) struct Need {
     pub ahead: bool,
 }
 
+impl Need {
+    /// The same command, for the primary (a replica could not answer it).
+    pub fn on_primary(self) -> Need {
+        Need {
+            read: false,
+            replica_ok: false,
+            ..self
+        }
+    }
+}
+
 /// Is this statement a read to route to a replica? Only for users with `reads = "replicas"`, in
 /// transaction or statement mode, with no backend held (a transaction, a pin), and only a plain
 /// read the server it runs on cannot colour.
@@ -1132,12 +1143,7 @@ async fn forward_with(
         // The replica's connection holds the dropped read's traces (its error in the
         // diagnostics area, FOUND_ROWS()): closed, not pooled.
         drop(lease);
-        let primary = Need {
-            read: false,
-            replica_ok: false,
-            ..need
-        };
-        lease = acquire(shard, sess, primary)
+        lease = acquire(shard, sess, need.on_primary())
             .await
             .map_err(|e| fail(e, next))?;
         let with = RunWith {

@@ -212,6 +212,17 @@ pub(crate) async fn prepare(
     Ok(Flow::Continue)
 }
 
+/// A replica could not answer a routed execute (it lacks what the statement names): counted,
+/// and its connection closed, not pooled (it holds the execute's traces: its error in the
+/// diagnostics area). The execute's needs, for the primary.
+fn to_primary(shard: &Shard, lease: Lease, need: Need) -> Need {
+    shard
+        .stats
+        .read_fallback(crate::shard::FALLBACK_REPLICA_ERROR);
+    drop(lease);
+    need.on_primary()
+}
+
 /// COM_STMT_EXECUTE on whichever backend serves the session now.
 pub(crate) async fn execute(
     shard: &Rc<Shard>,
@@ -350,15 +361,7 @@ pub(crate) async fn execute(
         let backend_id = match ensure_prepared(shard, sess, &mut lease, client_id, &run).await {
             Ok(id) => id,
             Err(Error::Refused(r)) if on_replica && replica_may_lack(r.code) => {
-                shard
-                    .stats
-                    .read_fallback(crate::shard::FALLBACK_REPLICA_ERROR);
-                drop(lease);
-                need = Need {
-                    read: false,
-                    replica_ok: false,
-                    ..need
-                };
+                need = to_primary(shard, lease, need);
                 continue;
             }
             Err(Error::Refused(r)) => {
@@ -419,17 +422,7 @@ pub(crate) async fn execute(
             Err(f) => return Err(lost_backend(sess, f, tied, lease)),
         };
         if obs.withheld_error.is_some() {
-            // The replica's connection holds the dropped execute's traces (its error in the
-            // diagnostics area): closed, not pooled.
-            shard
-                .stats
-                .read_fallback(crate::shard::FALLBACK_REPLICA_ERROR);
-            drop(lease);
-            need = Need {
-                read: false,
-                replica_ok: false,
-                ..need
-            };
+            need = to_primary(shard, lease, need);
             continue;
         }
         break (obs, lease, backend_id);

@@ -712,6 +712,22 @@ impl Shard {
         rank: fn(&[crate::backend::router::Candidate], usize, &mut Vec<u16>),
     ) {
         let mut out = self.route_out.borrow_mut();
+        let cands = self.candidates(backends, pools, user, profile, settings);
+        let turn = self.next_backend.get();
+        self.next_backend.set(turn.wrapping_add(1));
+        rank(&cands, turn, &mut out);
+    }
+
+    /// What the router knows of every backend for a checkout of `user` now, in this shard's
+    /// scratch list.
+    fn candidates(
+        &self,
+        backends: &[Arc<crate::backend::registry::Backend>],
+        pools: &[Rc<Pool>],
+        user: u32,
+        profile: crate::backend::conn::Profile,
+        settings: &crate::session::state::Settings,
+    ) -> std::cell::RefMut<'_, Vec<crate::backend::router::Candidate>> {
         let mut cands = self.route_cands.borrow_mut();
         cands.clear();
         cands.extend(
@@ -719,9 +735,7 @@ impl Shard {
                 .iter()
                 .map(|b| self.candidate(b, pools, user, profile, settings)),
         );
-        let turn = self.next_backend.get();
-        self.next_backend.set(turn.wrapping_add(1));
-        rank(&cands, turn, &mut out);
+        cands
     }
 
     fn candidate(

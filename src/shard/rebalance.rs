@@ -42,13 +42,7 @@ impl Shard {
         }
         let all = self.pools.borrow();
         let pools = all.get(user as usize).map_or(&[][..], |r| r.as_slice());
-        let mut cands = self.route_cands.borrow_mut();
-        cands.clear();
-        cands.extend(
-            backends
-                .iter()
-                .map(|b| self.candidate(b, pools, user, profile, settings)),
-        );
+        let cands = self.candidates(&backends, pools, user, profile, settings);
         if !crate::backend::router::better_elsewhere(&cands, current) {
             return false;
         }
