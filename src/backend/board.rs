@@ -1,8 +1,10 @@
 //! One view of backend health per instance, shared by its worker processes: worker 0 probes
-//! (see `shard::probe`) and publishes each backend's health and `read_only` here; the other
-//! workers copy it into their own registry instead of probing, and add what their live traffic
-//! saw (failed connects, lost connections) for worker 0's prober to weigh. So 53 workers cost a
-//! backend one probe connection, not 53.
+//! (see `shard::probe`) and publishes each backend's health, `read_only` and replication lag
+//! here; the other workers copy it into their own registry instead of probing, and add what
+//! their live traffic saw (failed connects, lost connections) for worker 0's prober to weigh. So
+//! 53 workers cost a backend one probe connection, not 53. (Replicas' GTID positions are not
+//! shared: a follower's causal reads wait on the replica with `MASTER_GTID_WAIT` where the
+//! prober's may know the replica has the session's write already.)
 //!
 //! A region of [`crate::shm`]: a header (magic, the prober's heartbeat), then one slot per backend
 //! id: the address's hash (a worker follows a slot only when its own backend of that id has the
@@ -29,6 +31,9 @@ pub struct Published {
     pub writable: Option<bool>,
     /// The backend may answer routed reads (see `Backend::read_ok`).
     pub read_ok: bool,
+    /// Replication lag at the last probe, milliseconds (`u32::MAX`: not known; see
+    /// `Backend::lag_ms`): followers rank replicas by it as the prober does.
+    pub lag_ms: u32,
 }
 
 pub struct Board {
@@ -83,7 +88,11 @@ impl Board {
         };
         s[0].store(address_hash(address), Ordering::Relaxed);
         s[1].store(
-            u64::from(p.read_ok) << 17 | 1 << 16 | writable << 8 | p.health as u64,
+            u64::from(p.lag_ms) << 32
+                | u64::from(p.read_ok) << 17
+                | 1 << 16
+                | writable << 8
+                | p.health as u64,
             Ordering::Release,
         );
         self.region
@@ -114,6 +123,7 @@ impl Board {
                 _ => None,
             },
             read_ok: v >> 17 & 1 == 1,
+            lag_ms: (v >> 32) as u32,
         })
     }
 
@@ -146,6 +156,7 @@ mod tests {
             health: Health::Down,
             writable: Some(false),
             read_ok: true,
+            lag_ms: 1234,
         };
         prober.publish(0, "a:1", p);
         assert_eq!(follower.read(0, "a:1", 1000), Some(p));

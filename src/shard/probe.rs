@@ -99,6 +99,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                     b.set_writable(w);
                 }
                 b.set_read_ok(p.read_ok);
+                b.set_lag_ms(p.lag_ms);
                 glommio::timer::sleep(interval / 4).await;
                 continue;
             }
@@ -233,6 +234,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                     health: now,
                     writable: b.writable(),
                     read_ok: b.read_ok(),
+                    lag_ms: b.lag_ms(),
                 },
             );
         }
