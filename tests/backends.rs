@@ -214,6 +214,36 @@ fn a_backend_added_while_running_takes_load() {
     assert_eq!(run_all(&mut clients, 4), BTreeSet::from([1]));
 }
 
+/// A session's observable state, compared before and after it moves: the variables it set
+/// (session values that differ from the server's global ones), its schema, LAST_INSERT_ID(),
+/// and its user variables with their types.
+fn session_state(c: &mut mysql::Conn) -> Vec<String> {
+    let mut out: Vec<String> = c
+        .query_map(
+            "SELECT s.VARIABLE_NAME, s.VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES s \
+             JOIN information_schema.GLOBAL_VARIABLES g USING (VARIABLE_NAME) \
+             WHERE NOT (s.VARIABLE_VALUE <=> g.VARIABLE_VALUE) ORDER BY 1",
+            |(n, v): (String, Option<String>)| format!("{n}={v:?}"),
+        )
+        .unwrap();
+    let (db, lid): (Option<String>, u64) = c
+        .query_first("SELECT DATABASE(), LAST_INSERT_ID()")
+        .unwrap()
+        .unwrap();
+    out.push(format!("schema={db:?} last_insert_id={lid}"));
+    out.extend(
+        c.query_map(
+            "SELECT VARIABLE_NAME, VARIABLE_VALUE, VARIABLE_TYPE, CHARACTER_SET_NAME \
+             FROM information_schema.USER_VARIABLES ORDER BY 1",
+            |(n, v, t, cs): (String, Option<Vec<u8>>, String, Option<String>)| {
+                format!("@{n}={v:?} {t} {cs:?}")
+            },
+        )
+        .unwrap(),
+    );
+    out
+}
+
 /// A session-mode sluice on `backends`, and its metrics port.
 fn session_mode_sluice(backends: Vec<String>) -> (Sluice, u16) {
     let mport = common::free_port();
@@ -242,6 +272,7 @@ fn session_mode_clients_spread_onto_a_backend_added_while_running() {
             .unwrap();
     }
     assert_eq!(run_all(&mut clients, 1), BTreeSet::from([1]));
+    let states: Vec<Vec<String>> = clients.iter_mut().map(session_state).collect();
     assert_eq!(admin(&s, &format!("BACKEND ADD {a1} any 1")), "OK 1");
     wait_state(&s, &a1, "up");
     let placed =
@@ -265,6 +296,8 @@ fn session_mode_clients_spread_onto_a_backend_added_while_running() {
             .unwrap();
         assert_eq!((tz.as_str(), lid), ("+03:00", 100 + i as u64), "client {i}");
     }
+    let after: Vec<Vec<String>> = clients.iter_mut().map(session_state).collect();
+    assert_eq!(after, states);
     // Balanced: more commands move nobody.
     let settled = placed(&mut clients);
     for _ in 0..3 {
@@ -536,6 +569,9 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     let mut pinned = pinned.expect("a client on server 2 within 120 tries");
     let mut forced = forced.expect("a client on server 2 within 120 tries");
     assert!(on2.len() >= 4, "{} clients on server 2", on2.len());
+    // What each moving session looks like from the inside, to compare after its move.
+    let states: Vec<Vec<String>> = on2.iter_mut().map(|(c, _)| session_state(c)).collect();
+    let vars_state = session_state(&mut vars);
     let waiting = 3 + on2.iter().filter(|c| c.1).count() as u64;
     assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 4000")), "OK");
     // Idle clients that hold nothing only server 2 knows give it up without a command.
@@ -544,9 +580,11 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
         Duration::from_secs(10),
         || (state(&s, &a1).1 <= 1 + waiting).then_some(()),
     );
-    // Every one goes on on server 1 with its settings and its LAST_INSERT_ID.
-    for (c, lid) in on2.iter_mut() {
+    // Every one goes on on server 1 with its settings and its LAST_INSERT_ID: the same session
+    // seen from the inside.
+    for ((c, lid), state) in on2.iter_mut().zip(&states) {
         assert_eq!(server_id(c), 1);
+        assert_eq!(&session_state(c), state);
         let tz: String = c.query_first("SELECT @@time_zone").unwrap().unwrap();
         assert_eq!(tz, "+03:00");
         if *lid {
@@ -565,6 +603,7 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     assert_eq!(server_id(&mut vars), 1);
     let after: Vars = vars.query_first(VARS).unwrap().unwrap();
     assert_eq!(after, before);
+    assert_eq!(session_state(&mut vars), vars_state);
     // The pinned ones stay until the deadline, then are told why.
     assert_eq!(server_id(&mut pinned), 2);
     assert_eq!(server_id(&mut double), 2);
