@@ -135,10 +135,7 @@ pub(crate) async fn query(
     if e.kind == sql::Kind::Diagnostic
         && e.user_var_write
         && sess.mode() != PoolMode::Session
-        && sess
-            .lease
-            .as_ref()
-            .is_some_and(|l| shard.reads_only(l.get().backend))
+        && holds_replica(shard, sess)
     {
         let targets = crate::session::route::diagnostics_targets(&payload[1..], sess.modes())
             // Names sluice can write back as they are (nearly all): others pin on the primary.
@@ -168,6 +165,7 @@ pub(crate) async fn query(
         // (A user variable still written here — a GET DIAGNOSTICS whose variables sluice does
         // not carry — would pin the session to the replica: it goes to the primary.)
         replica_ok: !e.user_var_write
+            && holds_replica(shard, sess)
             && crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
         ahead: true,
     };
@@ -541,6 +539,14 @@ impl Need {
     }
 }
 
+/// Does the session hold a replica (kept after a routed read)? Only then does it matter whether
+/// a command may stay there (which reads the statement again: not for every command).
+pub(crate) fn holds_replica(shard: &Shard, sess: &Session) -> bool {
+    sess.lease
+        .as_ref()
+        .is_some_and(|l| shard.reads_only(l.get().backend))
+}
+
 /// Is this statement a read to route to a replica? Only for users with `reads = "replicas"`, in
 /// transaction or statement mode, with no backend held (a transaction, a pin), and only a plain
 /// read the server it runs on cannot colour.
@@ -594,12 +600,7 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
     // commands, or keeps it for its diagnostics) serves reads, diagnostics and settings only
     // (`stay`): anything else gives it back first and goes to the primary. (What could tie the
     // session to it — a transaction, a pin — never starts on a replica.)
-    if !stay
-        && sess
-            .lease
-            .as_ref()
-            .is_some_and(|l| shard.reads_only(l.get().backend))
-    {
+    if !stay && holds_replica(shard, sess) {
         let _ = reconsider(shard, sess).await;
         carried = carry_replica_vars(shard, sess).await?;
         // Still kept (the read left diagnostics, or variables): given up, the connection closed.

@@ -279,6 +279,7 @@ pub(crate) async fn execute(
         pin: PinReason::predicted(&effects),
         read: plain && super::command::routed_read(sess, &stmt.sql, &effects),
         replica_ok: plain
+            && super::command::holds_replica(shard, sess)
             && crate::session::route::may_stay_on_replica(&stmt.sql, &effects, sess.modes()),
         // Preparing it there may come first: a causal wait is answered before.
         ahead: false,

@@ -473,10 +473,26 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
         explains_state_change: true,
         ..Effects::default()
     };
-    let mut stmts: Vec<&[Lexed<'_>]> = toks
-        .split(|t| t.tok == Tok::Semicolon)
-        .filter(|s| !s.is_empty())
-        .collect();
+    // The statements, between semicolons. Nearly every text is one statement (perhaps with a
+    // trailing `;`): that one is not collected into a vector of its own.
+    let parts = || {
+        toks.split(|t| t.tok == Tok::Semicolon)
+            .filter(|s| !s.is_empty())
+    };
+    let mut parts_seen = parts();
+    let only = match (parts_seen.next(), parts_seen.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    };
+    let mut many: Vec<&[Lexed<'_>]> = Vec::new();
+    let mut stmts: &[&[Lexed<'_>]] = match &only {
+        Some(one) => std::slice::from_ref(one),
+        None => {
+            many.extend(parts());
+            &many
+        }
+    };
+    let whole = [&toks[..]];
     // A stored program's body (`CREATE PROCEDURE … BEGIN …; …; END`, `BEGIN NOT ATOMIC …
     // END`) holds semicolons of its own: the text is one statement.
     // One buffer of plain tokens for every statement (an allocation per query, not per use).
@@ -487,7 +503,7 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
             stored_program(&plain),
             Some(Program::Routine | Program::Compound)
         ) {
-            stmts = vec![&toks[..]];
+            stmts = &whole;
         }
     }
     e.statements = stmts.len();
