@@ -2,9 +2,9 @@
 //! (see `shard::probe`) and publishes each backend's health, `read_only` and replication lag
 //! here; the other workers copy it into their own registry instead of probing, and add what
 //! their live traffic saw (failed connects, lost connections) for worker 0's prober to weigh. So
-//! 53 workers cost a backend one probe connection, not 53. (Replicas' GTID positions are not
-//! shared: a follower's causal reads wait on the replica with `MASTER_GTID_WAIT` where the
-//! prober's may know the replica has the session's write already.)
+//! 53 workers cost a backend one probe connection, not 53. Each backend's GTID position goes
+//! with them (up to [`POS_DOMAINS`] replication domains), so every worker's causal reads skip
+//! the wait on a replica known to have the session's write.
 //!
 //! A region of [`crate::shm`]: a header (magic, the prober's heartbeat), then one slot per backend
 //! id: the address's hash (a worker follows a slot only when its own backend of that id has the
@@ -20,7 +20,15 @@ use std::sync::atomic::Ordering;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"sluiceH1");
 const HEADER_WORDS: usize = 8;
-const SLOT_WORDS: usize = 3;
+/// A slot: the address hash, the state, the passive failures, then the position: a sequence
+/// word (odd while the prober writes; the number of domains in its low byte) and
+/// [`POS_DOMAINS`] (domain, sequence number) pairs.
+const SLOT_WORDS: usize = 4 + 2 * POS_DOMAINS;
+/// GTID domains a published position holds; a server with more publishes none (followers then
+/// wait on the replica for every causal read, as without a board).
+pub const POS_DOMAINS: usize = 4;
+/// The count byte of a position not published (none yet, or too many domains).
+const NO_POS: u64 = 0xff;
 /// Bytes of the region.
 pub const SIZE: usize = (HEADER_WORDS + MAX_BACKENDS * SLOT_WORDS) * 8;
 
@@ -127,6 +135,55 @@ impl Board {
         })
     }
 
+    /// The prober publishes backend `id`'s GTID position (`None`: not known). Only the prober
+    /// writes: a sequence word tells readers when a write is under way.
+    pub fn publish_pos(&self, id: u16, pos: Option<&super::gtid::Pos>) {
+        let Some(s) = self.slot(id) else { return };
+        let domains = pos.map(|p| p.domains()).filter(|d| d.len() <= POS_DOMAINS);
+        let count = domains.map_or(NO_POS, |d| d.len() as u64);
+        let seq = s[3].load(Ordering::Relaxed) >> 8;
+        s[3].store((seq + 1) << 8 | NO_POS, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        for (i, (d, n)) in domains.unwrap_or_default().iter().enumerate() {
+            s[4 + 2 * i].store(u64::from(*d), Ordering::Relaxed);
+            s[5 + 2 * i].store(*n, Ordering::Relaxed);
+        }
+        s[3].store((seq + 2) << 8 | count, Ordering::Release);
+    }
+
+    /// The position the prober last published for backend `id` (`None`: none, or a write under
+    /// way that did not settle within a few tries).
+    pub fn read_pos(&self, id: u16) -> Option<super::gtid::Pos> {
+        let s = self.slot(id)?;
+        for _ in 0..4 {
+            let before = s[3].load(Ordering::Acquire);
+            if before >> 8 == 0 {
+                return None; // never published
+            }
+            if (before >> 8) & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let count = (before & 0xff) as usize;
+            if count > POS_DOMAINS {
+                return None;
+            }
+            let domains: Vec<(u32, u64)> = (0..count)
+                .map(|i| {
+                    (
+                        s[4 + 2 * i].load(Ordering::Relaxed) as u32,
+                        s[5 + 2 * i].load(Ordering::Relaxed),
+                    )
+                })
+                .collect();
+            std::sync::atomic::fence(Ordering::Acquire);
+            if s[3].load(Ordering::Relaxed) == before {
+                return Some(super::gtid::Pos::from_domains(domains));
+            }
+        }
+        None
+    }
+
     /// A worker's live traffic failed to reach backend `id`.
     pub fn note_passive(&self, id: u16) {
         if let Some(s) = self.slot(id) {
@@ -167,6 +224,19 @@ mod tests {
         follower.note_passive(0);
         assert_eq!(prober.take_passive(0), 2);
         assert_eq!(prober.take_passive(0), 0);
+        // Positions: published whole, read whole; too many domains publish none.
+        assert_eq!(follower.read_pos(0), None, "none published yet");
+        let pos = crate::backend::gtid::Pos::parse("0-1-42,7-2-9").unwrap();
+        prober.publish_pos(0, Some(&pos));
+        assert_eq!(follower.read_pos(0), Some(pos));
+        let wide = crate::backend::gtid::Pos::parse("0-1-1,1-1-1,2-1-1,3-1-1,4-1-1").unwrap();
+        prober.publish_pos(0, Some(&wide));
+        assert_eq!(follower.read_pos(0), None);
+        prober.publish_pos(0, None);
+        assert_eq!(follower.read_pos(0), None);
+        let empty = crate::backend::gtid::Pos::parse("").unwrap();
+        prober.publish_pos(0, Some(&empty));
+        assert_eq!(follower.read_pos(0), Some(empty));
         // A stale heartbeat: the follower is on its own.
         prober.region.word(1).store(1, Ordering::Release);
         assert_eq!(follower.read(0, "a:1", 1000), None);

@@ -38,6 +38,16 @@ impl Pos {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Each replication domain's highest sequence number.
+    pub fn domains(&self) -> &[(u32, u64)] {
+        &self.0
+    }
+
+    /// The position with these domains' highest sequence numbers.
+    pub fn from_domains(domains: Vec<(u32, u64)>) -> Pos {
+        Pos(domains)
+    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,9 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 }
                 b.set_read_ok(p.read_ok);
                 b.set_lag_ms(p.lag_ms);
+                if let Some(pos) = board.read_pos(b.id) {
+                    b.set_pos(pos, p.writable == Some(true), Instant::now());
+                }
                 glommio::timer::sleep(interval / 4).await;
                 continue;
             }
@@ -237,6 +240,7 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                     lag_ms: b.lag_ms(),
                 },
             );
+            board.publish_pos(b.id, b.pos().as_ref());
         }
         if now != before {
             match now {
