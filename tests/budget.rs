@@ -1,0 +1,232 @@
+//! One upstream budget per host (`workers = N`): `pool.size` bounds a pool's connections over
+//! every worker process; a worker with all the load gets the whole pool, gives it back when
+//! another worker needs a slot, and a worker killed outright leaves no slot behind.
+
+mod common;
+
+use common::{
+    dedicated_backend_user, direct, free_port, metric, scrape, server_error, threads_of, wait_for,
+    Config, Sluice,
+};
+use mysql::prelude::Queryable;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Worker index of a connection id: 2 workers and 1 shard use the top one of the 31 id bits.
+fn worker_of(c: &mysql::Conn) -> u32 {
+    c.connection_id() >> 30
+}
+
+/// Two workers of one shard each, a pool of 4 for a backend account of the test's own.
+fn two_workers(account: &str, queue_timeout_ms: u64) -> (Sluice, u16) {
+    let users = dedicated_backend_user(account);
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nworkers = 2\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .pool(&format!(
+                "mode = \"transaction\"\nsize = 4\nqueue_timeout_ms = {queue_timeout_ms}"
+            ))
+            .users(&users),
+    );
+    (s, mport)
+}
+
+/// Clients until `want[w]` of them sit on worker `w` (SO_REUSEPORT places them; the others
+/// are closed).
+fn clients_on(s: &Sluice, want: [usize; 2]) -> [Vec<mysql::Conn>; 2] {
+    let mut got: [Vec<mysql::Conn>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..400 {
+        if got[0].len() >= want[0] && got[1].len() >= want[1] {
+            return got;
+        }
+        let c = s.conn();
+        let w = worker_of(&c) as usize;
+        if got[w].len() < want[w] {
+            got[w].push(c);
+        }
+    }
+    panic!("SO_REUSEPORT never gave {want:?}: {:?}", got.map(|v| v.len()));
+}
+
+/// Watches the server's connections for `account` until dropped; `peak()` is the most seen.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(account: &str) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (st, pk, account) = (stop.clone(), peak.clone(), account.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut d = direct();
+            while !st.load(Ordering::Acquire) {
+                pk.fetch_max(threads_of(&mut d, &account), Ordering::AcqRel);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Watch {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn budget_of(text: &str, family: &str, worker: u32) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{worker=\"{worker}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Opens a transaction that holds a backend connection; returns how long it took.
+fn hold(c: &mut mysql::Conn) -> Duration {
+    let t = Instant::now();
+    c.query_drop("BEGIN").unwrap();
+    let v: i64 = c.query_first("SELECT 1").unwrap().unwrap();
+    assert_eq!(v, 1);
+    t.elapsed()
+}
+
+#[test]
+fn one_worker_with_all_the_load_gets_the_whole_pool_and_gives_it_back() {
+    let account = "budget1";
+    let (s, mport) = two_workers(account, 10_000);
+    let [mut w0, mut w1] = clients_on(&s, [4, 1]);
+    // Worker 1 has used its share of the pool once (so it holds it), then sits idle.
+    let v: i64 = w1[0].query_first("SELECT 2").unwrap().unwrap();
+    assert_eq!(v, 2);
+    let watch = Watch::start(account);
+    // Four transactions at once, all on worker 0: its own two slots, then worker 1's.
+    for c in &mut w0 {
+        let took = hold(c);
+        assert!(
+            took < Duration::from_secs(2),
+            "a slot took {took:?} to come from the other worker"
+        );
+    }
+    let text = scrape(mport);
+    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 0), 4.0, "{text}");
+    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 1), 0.0, "{text}");
+    assert!(budget_of(&text, "sluice_pool_budget_given_total", 1) >= 1.0);
+    let mut d = direct();
+    assert_eq!(threads_of(&mut d, account), 4);
+    // A fifth, on worker 1, waits: the budget is spent and worker 0's clients use all of it.
+    let mut fifth = w1.remove(0);
+    let waiter = std::thread::spawn(move || {
+        let took = hold(&mut fifth);
+        (took, fifth)
+    });
+    wait_for(
+        "the fifth transaction to queue on worker 1",
+        Duration::from_secs(10),
+        || (metric(&scrape(mport), "sluice_clients_waiting{worker=\"1\"}") == 1.0).then_some(()),
+    );
+    assert!(!waiter.is_finished());
+    // Worker 0 holds more than its share while worker 1 waits: the connection its client
+    // releases closes and the slot goes to worker 1.
+    let released = Instant::now();
+    w0[0].query_drop("COMMIT").unwrap();
+    let (_, mut fifth) = waiter.join().unwrap();
+    assert!(
+        released.elapsed() < Duration::from_secs(2),
+        "worker 1 waited {:?} after worker 0 released",
+        released.elapsed()
+    );
+    let text = wait_for("the budget to settle", Duration::from_secs(5), || {
+        let text = scrape(mport);
+        (budget_of(&text, "sluice_pool_budget_held", 1) == 1.0).then_some(text)
+    });
+    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 0), 3.0, "{text}");
+    for c in w0.iter_mut().skip(1).chain([&mut fifth]) {
+        c.query_drop("COMMIT").unwrap();
+    }
+    assert!(
+        watch.peak() <= 4,
+        "the server saw {} connections of a pool of 4",
+        watch.peak()
+    );
+    assert!(threads_of(&mut d, account) <= 4);
+}
+
+#[test]
+fn with_the_budget_spent_a_checkout_gets_the_queue_timeout_error() {
+    let account = "budget2";
+    let (s, _mport) = two_workers(account, 500);
+    let [mut w0, mut w1] = clients_on(&s, [4, 1]);
+    for c in &mut w0 {
+        hold(c);
+    }
+    let t = Instant::now();
+    let e = w1[0].query_drop("BEGIN").and_then(|_| w1[0].query_drop("SELECT 1"));
+    let e = e.expect_err("the pool of 4 is in use by worker 0");
+    assert_eq!(server_error(&e).map(|x| x.0), Some(9001), "{e}");
+    assert!(t.elapsed() >= Duration::from_millis(450));
+    let mut d = direct();
+    assert_eq!(threads_of(&mut d, account), 4);
+}
+
+#[test]
+fn a_killed_workers_slots_come_back() {
+    let account = "budget3";
+    let (s, mport) = two_workers(account, 10_000);
+    let [mut w0, mut w1] = clients_on(&s, [4, 4]);
+    // Worker 1 takes the whole pool, then is killed outright with its four transactions open.
+    for c in &mut w1 {
+        hold(c);
+    }
+    let text = scrape(mport);
+    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 1), 4.0, "{text}");
+    let victim = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmd.contains(&format!("1/2/{}", s.pid()))
+        })
+        .expect("worker 1's process");
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    drop(w1);
+    // The kernel closed its connections; the server ends their threads as it reads the close.
+    let mut d = direct();
+    wait_for(
+        "the server to see worker 1's connections go",
+        Duration::from_secs(10),
+        || (threads_of(&mut d, account) == 0).then_some(()),
+    );
+    // The supervisor reaped it and freed its slots: worker 0 gets all four.
+    let watch = Watch::start(account);
+    for c in &mut w0 {
+        let took = hold(c);
+        assert!(took < Duration::from_secs(3), "a slot took {took:?}");
+    }
+    let text = scrape(mport);
+    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 0), 4.0, "{text}");
+    assert!(budget_of(&text, "sluice_pool_budget_held_all", 0) <= 4.0, "{text}");
+    assert!(
+        watch.peak() <= 4,
+        "the server saw {} connections of a pool of 4",
+        watch.peak()
+    );
+    assert!(s.log_text().contains("slots are free"), "{}", s.log_text());
+}
