@@ -49,7 +49,10 @@ fn clients_on(s: &Sluice, want: [usize; 2]) -> [Vec<mysql::Conn>; 2] {
             got[w].push(c);
         }
     }
-    panic!("SO_REUSEPORT never gave {want:?}: {:?}", got.map(|v| v.len()));
+    panic!(
+        "SO_REUSEPORT never gave {want:?}: {:?}",
+        got.map(|v| v.len())
+    );
 }
 
 /// Watches the server's connections for `account` until dropped; `peak()` is the most seen.
@@ -126,8 +129,16 @@ fn one_worker_with_all_the_load_gets_the_whole_pool_and_gives_it_back() {
         );
     }
     let text = scrape(mport);
-    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 0), 4.0, "{text}");
-    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 1), 0.0, "{text}");
+    assert_eq!(
+        budget_of(&text, "sluice_pool_budget_held", 0),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        budget_of(&text, "sluice_pool_budget_held", 1),
+        0.0,
+        "{text}"
+    );
     assert!(budget_of(&text, "sluice_pool_budget_given_total", 1) >= 1.0);
     let mut d = direct();
     assert_eq!(threads_of(&mut d, account), 4);
@@ -157,7 +168,11 @@ fn one_worker_with_all_the_load_gets_the_whole_pool_and_gives_it_back() {
         let text = scrape(mport);
         (budget_of(&text, "sluice_pool_budget_held", 1) == 1.0).then_some(text)
     });
-    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 0), 3.0, "{text}");
+    assert_eq!(
+        budget_of(&text, "sluice_pool_budget_held", 0),
+        3.0,
+        "{text}"
+    );
     for c in w0.iter_mut().skip(1).chain([&mut fifth]) {
         c.query_drop("COMMIT").unwrap();
     }
@@ -178,7 +193,9 @@ fn with_the_budget_spent_a_checkout_gets_the_queue_timeout_error() {
         hold(c);
     }
     let t = Instant::now();
-    let e = w1[0].query_drop("BEGIN").and_then(|_| w1[0].query_drop("SELECT 1"));
+    let e = w1[0]
+        .query_drop("BEGIN")
+        .and_then(|_| w1[0].query_drop("SELECT 1"));
     let e = e.expect_err("the pool of 4 is in use by worker 0");
     assert_eq!(server_error(&e).map(|x| x.0), Some(9001), "{e}");
     assert!(t.elapsed() >= Duration::from_millis(450));
@@ -196,7 +213,11 @@ fn a_killed_workers_slots_come_back() {
         hold(c);
     }
     let text = scrape(mport);
-    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 1), 4.0, "{text}");
+    assert_eq!(
+        budget_of(&text, "sluice_pool_budget_held", 1),
+        4.0,
+        "{text}"
+    );
     let victim = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -221,8 +242,15 @@ fn a_killed_workers_slots_come_back() {
         assert!(took < Duration::from_secs(3), "a slot took {took:?}");
     }
     let text = scrape(mport);
-    assert_eq!(budget_of(&text, "sluice_pool_budget_held", 0), 4.0, "{text}");
-    assert!(budget_of(&text, "sluice_pool_budget_held_all", 0) <= 4.0, "{text}");
+    assert_eq!(
+        budget_of(&text, "sluice_pool_budget_held", 0),
+        4.0,
+        "{text}"
+    );
+    assert!(
+        budget_of(&text, "sluice_pool_budget_held_all", 0) <= 4.0,
+        "{text}"
+    );
     assert!(
         watch.peak() <= 4,
         "the server saw {} connections of a pool of 4",

@@ -94,6 +94,8 @@ pub struct Pool {
     /// Set by the budget tick: the next released connection closes and its slot goes back to
     /// the host budget (another worker needs it).
     yielding: Cell<bool>,
+    /// Connections closing to give their slot to the host budget.
+    giving: Cell<usize>,
 }
 
 /// A checkout that queues asks another shard for a slot at once and again after each such
@@ -135,6 +137,7 @@ impl Pool {
             backend_ref: None,
             host: None,
             yielding: Cell::new(false),
+            giving: Cell::new(0),
         }
     }
 
@@ -173,22 +176,20 @@ impl Pool {
         }
     }
 
-    /// Takes a free slot of the host budget (this shard's bound grows by one); when there is
-    /// none, says this worker is waiting so others give one up. `false` without a host budget.
+    /// Takes a free slot of the host budget (this shard's bound grows by one). `false` without
+    /// a host budget.
     fn host_grow(&self) -> bool {
         let Some(l) = &self.host else {
             return false;
         };
-        if l.take() {
-            self.limit.set(self.limit.get() + 1);
-            self.stats
-                .budget_taken
-                .set(self.stats.budget_taken.get() + 1);
-            true
-        } else {
-            l.want();
-            false
+        if !l.take() {
+            return false;
         }
+        self.limit.set(self.limit.get() + 1);
+        self.stats
+            .budget_taken
+            .set(self.stats.budget_taken.get() + 1);
+        true
     }
 
     /// Gives what [`Pool::lend`] gave up back to the host budget: a slot of headroom at once, a
@@ -202,9 +203,11 @@ impl Pool {
             Lent::Now => self.host_gave(),
             Lent::Closing(conn) => {
                 let pool = self.clone();
+                self.giving.set(self.giving.get() + 1);
                 glommio::spawn_local(async move {
                     conn.quit().await;
                     pool.lent_closed();
+                    pool.giving.set(pool.giving.get() - 1);
                     pool.host_gave();
                 })
                 .detach();
@@ -229,6 +232,11 @@ impl Pool {
         let Some(l) = &self.host else {
             return;
         };
+        if self.giving.get() > 0 {
+            // A slot given up is still closing: what the others need is read again after.
+            self.yielding.set(false);
+            return;
+        }
         let stance = policy::stance(&l.view());
         self.yielding.set(policy::yield_on_release(stance));
         if let Some(min_idle) = policy::give_idle_min(stance) {
@@ -502,6 +510,10 @@ impl Pool {
             gone: Cell::new(false),
         });
         self.waiters.borrow_mut().push_back(w.clone());
+        if let Some(l) = &self.host {
+            // Other workers see this queue and give a slot up (see `budget::policy`).
+            l.waiting(true);
+        }
         let guard = WaitGuard {
             pool: self.clone(),
             waiter: w.clone(),
@@ -514,8 +526,7 @@ impl Pool {
         // answer may bring one slot, and a lender may have nothing to give yet).
         let got = loop {
             let now = Instant::now();
-            // A free slot of the host budget first (no message, no wait); when there is none,
-            // `host_grow` tells the other workers this one is waiting.
+            // A free slot of the host budget first (no message, no wait).
             if self.host_grow() {
                 while self.open.get() < self.limit.get() && self.hand_slot() {}
             }
@@ -786,6 +797,9 @@ struct WaitGuard {
 impl Drop for WaitGuard {
     fn drop(&mut self) {
         self.waiter.gone.set(true);
+        if let Some(l) = &self.pool.host {
+            l.waiting(false);
+        }
         // A grant that arrived after the deadline fired must not be lost.
         if let Some(g) = self.waiter.grant.borrow_mut().take() {
             match g {

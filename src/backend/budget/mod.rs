@@ -8,8 +8,9 @@
 //! fixed table of [`ENTRIES`] pools found by open addressing on the pool's index (a word per
 //! entry holds index + 1, claimed with compare-and-swap; indexes are never reused). Each entry
 //! holds the budget (`pool.size` as the workers' live configuration says: a reload writes it),
-//! then per worker the slots it holds and when it last had a checkout queued. Atomics only: no
-//! lock a dead worker could hold.
+//! then per worker the slots it holds and how many of its checkouts are queued for a slot (a
+//! queued checkout counts itself in and out: see `Pool::wait`). Atomics only: no lock a dead
+//! worker could hold.
 //!
 //! **Taking without a lock.** A worker adds one to its own count, then sums every worker's: over
 //! the budget, it takes the one back and has nothing. All of these are sequentially consistent,
@@ -55,9 +56,6 @@ pub const FD_ENV: &str = "SLUICE_POOL_BUDGET_FD";
 pub const ENTRIES: usize = 1024;
 /// How often a shard looks at what other workers wait for.
 pub const TICK: Duration = Duration::from_millis(10);
-/// A worker counts as waiting for this long after a queued checkout last said so (a waiting
-/// checkout says so every 20 ms).
-const WANT_FRESH_MS: u64 = 100;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"sluiceB1");
 const HEADER_WORDS: usize = 8;
@@ -135,7 +133,7 @@ impl HostBudget {
         &self.words(e)[2 + worker]
     }
 
-    fn want_word(&self, e: Entry, worker: usize) -> &AtomicU64 {
+    fn waiting_word(&self, e: Entry, worker: usize) -> &AtomicU64 {
         &self.words(e)[2 + self.workers + worker]
     }
 
@@ -174,27 +172,25 @@ impl HostBudget {
         (0..self.workers).map(|w| self.held(e, w)).sum()
     }
 
-    /// What `worker` sees of `e` at `now_ms` (see [`crate::backend::registry::monotonic_ms`]).
-    pub fn view(&self, e: Entry, worker: usize, now_ms: u64) -> View {
+    /// What `worker` sees of `e`.
+    pub fn view(&self, e: Entry, worker: usize) -> View {
         let limit = self.limit(e);
-        let others_waiting = (0..self.workers).any(|w| {
-            w != worker && {
-                let at = self.want_word(e, w).load(Ordering::Acquire);
-                at != 0 && now_ms.saturating_sub(at) <= WANT_FRESH_MS
-            }
-        });
+        let waiting_elsewhere = (0..self.workers)
+            .filter(|&w| w != worker)
+            .map(|w| self.waiting_word(e, w).load(Ordering::SeqCst) as usize)
+            .sum();
         View {
             limit,
             total: self.total(e),
             held: self.held(e, worker),
             fair: policy::fair_share(limit, self.workers, worker),
-            others_waiting,
+            waiting_elsewhere,
         }
     }
 
     /// Takes one slot of `e` for `worker` if the policy allows and one is free.
-    pub fn take(&self, e: Entry, worker: usize, now_ms: u64) -> bool {
-        if worker >= self.workers || !policy::may_take(&self.view(e, worker, now_ms)) {
+    pub fn take(&self, e: Entry, worker: usize) -> bool {
+        if worker >= self.workers || !policy::may_take(&self.view(e, worker)) {
             return false;
         }
         let mine = self.held_word(e, worker);
@@ -215,11 +211,15 @@ impl HostBudget {
         }
     }
 
-    /// `worker` has a checkout of `e` queued (at `now_ms`).
-    pub fn want(&self, e: Entry, worker: usize, now_ms: u64) {
+    /// A checkout of `e` in `worker` starts (`true`) or stops (`false`) waiting for a slot.
+    pub fn waiting(&self, e: Entry, worker: usize, start: bool) {
         if worker < self.workers {
-            self.want_word(e, worker)
-                .store(now_ms.max(1), Ordering::Release);
+            let w = self.waiting_word(e, worker);
+            if start {
+                w.fetch_add(1, Ordering::SeqCst);
+            } else {
+                let _ = w.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            }
         }
     }
 
@@ -235,7 +235,7 @@ impl HostBudget {
                 continue;
             }
             freed += self.held_word(e, worker).swap(0, Ordering::SeqCst) as usize;
-            self.want_word(e, worker).store(0, Ordering::Release);
+            self.waiting_word(e, worker).store(0, Ordering::SeqCst);
         }
         freed
     }
@@ -266,24 +266,21 @@ impl Link {
         })
     }
 
-    fn now() -> u64 {
-        crate::backend::registry::monotonic_ms()
-    }
-
     pub fn take(&self) -> bool {
-        self.budget.take(self.entry, self.worker, Self::now())
+        self.budget.take(self.entry, self.worker)
     }
 
     pub fn give(&self) {
         self.budget.give(self.entry, self.worker)
     }
 
-    pub fn want(&self) {
-        self.budget.want(self.entry, self.worker, Self::now())
+    /// A checkout of this pool starts (`true`) or stops waiting for a slot.
+    pub fn waiting(&self, start: bool) {
+        self.budget.waiting(self.entry, self.worker, start)
     }
 
     pub fn view(&self) -> View {
-        self.budget.view(self.entry, self.worker, Self::now())
+        self.budget.view(self.entry, self.worker)
     }
 
     pub fn set_limit(&self, limit: usize) {
@@ -305,21 +302,28 @@ mod tests {
         assert_ne!(b.entry(8), Some(e));
         b.set_limit(e, 4);
         for _ in 0..4 {
-            assert!(b.take(e, 0, 1000));
+            assert!(b.take(e, 0));
         }
-        assert!(!b.take(e, 0, 1000), "spent");
-        assert!(!b.take(e, 1, 1000), "spent");
+        assert!(!b.take(e, 0), "spent");
+        assert!(!b.take(e, 1), "spent");
         assert_eq!((b.held(e, 0), b.total(e)), (4, 4));
-        b.want(e, 1, 1000);
-        let v = b.view(e, 0, 1050);
-        assert!(v.others_waiting);
+        b.waiting(e, 1, true);
+        let v = b.view(e, 0);
+        assert_eq!(v.waiting_elsewhere, 1);
         assert_eq!(policy::stance(&v), policy::Stance::Yield);
+        assert_eq!(
+            b.view(e, 1).waiting_elsewhere,
+            0,
+            "its own queue is not elsewhere"
+        );
         b.give(e, 0);
-        // Worker 0 is still above its share while worker 1 waits: the slot is worker 1's.
-        assert!(!b.take(e, 0, 1060));
-        assert!(b.take(e, 1, 1060));
-        // A want goes stale.
-        assert!(!b.view(e, 0, 1000 + WANT_FRESH_MS + 1).others_waiting);
+        // The free slot covers worker 1's queue: worker 0 gives no more, and does not take it.
+        assert_eq!(policy::stance(&b.view(e, 0)), policy::Stance::Keep);
+        assert!(!b.take(e, 0));
+        assert!(b.take(e, 1));
+        b.waiting(e, 1, false);
+        b.waiting(e, 1, false);
+        assert_eq!(b.view(e, 0).waiting_elsewhere, 0, "never below zero");
     }
 
     #[test]
@@ -329,11 +333,11 @@ mod tests {
         let f = b.entry(2).unwrap();
         b.set_limit(e, 4);
         b.set_limit(f, 4);
-        assert!(b.take(e, 1, 5) && b.take(e, 1, 5) && b.take(f, 1, 5) && b.take(e, 2, 5));
-        b.want(e, 1, 5);
+        assert!(b.take(e, 1) && b.take(e, 1) && b.take(f, 1) && b.take(e, 2));
+        b.waiting(e, 1, true);
         assert_eq!(b.reset_worker(1), 3);
         assert_eq!((b.total(e), b.total(f)), (1, 0));
-        assert!(!b.view(e, 0, 5).others_waiting);
+        assert_eq!(b.view(e, 0).waiting_elsewhere, 0);
         assert_eq!(b.reset_worker(9), 0);
     }
 
@@ -355,7 +359,7 @@ mod tests {
         let w = HostBudget::attach(dup, 2).unwrap();
         let e = w.entry(5).unwrap();
         w.set_limit(e, 2);
-        assert!(w.take(e, 1, 1));
+        assert!(w.take(e, 1));
         let e2 = sup.entry(5).unwrap();
         assert_eq!(sup.held(e2, 1), 1);
         assert_eq!(sup.reset_worker(1), 1);
@@ -379,7 +383,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut mine = 0;
                     for i in 0..20_000u32 {
-                        if (i + w as u32) % 3 != 0 && b.take(e, w, 0) {
+                        if (i + w as u32) % 3 != 0 && b.take(e, w) {
                             let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(now, Ordering::SeqCst);
                             mine += 1;

@@ -2,10 +2,14 @@
 //! of one pool's budget (no clock, no I/O), so every rule is a row of the table tests below.
 //!
 //! The rules, for one pool of `limit` (= `pool.size`) connections shared by every worker process:
-//! - **Taking.** A worker takes a free slot when it needs one, unless another worker is waiting
-//!   and this one already holds its fair share (`limit / workers`, remainders to the lowest
-//!   workers): the slot is the waiting worker's, and taking it back would only ping-pong it.
-//! - **Spare** (another worker waits, this one holds its fair share or less): give what is spare
+//! Other workers' needs are counted, not flagged: the checkouts they have queued for the pool,
+//! less the slots already free (which those checkouts will take within 20 ms). So a worker gives
+//! what is needed and no more, and stops as soon as the free slots cover the queue.
+//!
+//! - **Taking.** A worker takes a free slot when it needs one, unless the free slots are all
+//!   needed by other workers' queues and this one already holds its fair share (`limit /
+//!   workers`, remainders to the lowest workers): taking it would only ping-pong it.
+//! - **Spare** (another worker needs a slot, this one holds its fair share or less): give what is spare
 //!   by evidence, as shards lend to each other: unused headroom at once, an idle connection
 //!   unused for [`SPARE_IDLE_MIN`]. Nothing its own clients are using.
 //! - **Yield** (this worker holds more than its fair share, and another waits or the budget is
@@ -38,8 +42,20 @@ pub struct View {
     pub held: usize,
     /// This worker's fair share of `limit`.
     pub fair: usize,
-    /// Another worker has a checkout queued for this pool.
-    pub others_waiting: bool,
+    /// Checkouts of this pool queued in other workers.
+    pub waiting_elsewhere: usize,
+}
+
+impl View {
+    /// Slots nobody holds.
+    pub fn free(&self) -> usize {
+        self.limit.saturating_sub(self.total)
+    }
+
+    /// Do other workers wait for more slots than are free?
+    pub fn others_need(&self) -> bool {
+        self.waiting_elsewhere > self.free()
+    }
 }
 
 /// How a worker treats the slots it holds.
@@ -58,14 +74,14 @@ pub fn fair_share(limit: usize, workers: usize, worker: usize) -> usize {
 
 /// May this worker take a free slot now?
 pub fn may_take(v: &View) -> bool {
-    v.total < v.limit && (!v.others_waiting || v.held < v.fair)
+    v.free() > 0 && (v.free() > v.waiting_elsewhere || v.held < v.fair)
 }
 
 pub fn stance(v: &View) -> Stance {
     let over = v.total > v.limit;
-    if (over || v.others_waiting) && v.held > v.fair {
+    if (over || v.others_need()) && v.held > v.fair {
         Stance::Yield
-    } else if v.others_waiting {
+    } else if v.others_need() {
         Stance::Spare
     } else {
         Stance::Keep
@@ -91,13 +107,13 @@ pub fn yield_on_release(s: Stance) -> bool {
 mod tests {
     use super::*;
 
-    fn v(limit: usize, total: usize, held: usize, fair: usize, others_waiting: bool) -> View {
+    fn v(limit: usize, total: usize, held: usize, fair: usize, waiting_elsewhere: usize) -> View {
         View {
             limit,
             total,
             held,
             fair,
-            others_waiting,
+            waiting_elsewhere,
         }
     }
 
@@ -122,21 +138,24 @@ mod tests {
         // (view, may take)
         let table = [
             // Free slots, nobody else waiting: take, even far above the fair share.
-            (v(4, 0, 0, 2, false), true),
-            (v(4, 3, 3, 2, false), true),
+            (v(4, 0, 0, 2, 0), true),
+            (v(4, 3, 3, 2, 0), true),
             // Spent.
-            (v(4, 4, 4, 2, false), false),
-            (v(4, 4, 0, 2, true), false),
+            (v(4, 4, 4, 2, 0), false),
+            (v(4, 4, 0, 2, 1), false),
             // Overspent after a shrink.
-            (v(2, 4, 0, 1, false), false),
+            (v(2, 4, 0, 1, 0), false),
             // Another waits: the free slot is theirs unless this worker is below its share.
-            (v(4, 3, 2, 2, true), false),
-            (v(4, 3, 3, 2, true), false),
-            (v(4, 3, 1, 2, true), true),
-            (v(4, 0, 0, 2, true), true),
-            // A fair share of 0 (more workers than slots): only when nobody else waits.
-            (v(2, 1, 0, 0, true), false),
-            (v(2, 1, 0, 0, false), true),
+            (v(4, 3, 2, 2, 1), false),
+            (v(4, 3, 3, 2, 1), false),
+            (v(4, 3, 1, 2, 1), true),
+            (v(4, 0, 0, 2, 1), true),
+            // More free slots than others wait for: the rest is anyone's.
+            (v(4, 2, 2, 2, 1), true),
+            (v(4, 2, 2, 2, 2), false),
+            // A fair share of 0 (more workers than slots): only what nobody else waits for.
+            (v(2, 1, 0, 0, 1), false),
+            (v(2, 1, 0, 0, 0), true),
         ];
         for (view, want) in table {
             assert_eq!(may_take(&view), want, "{view:?}");
@@ -149,20 +168,24 @@ mod tests {
         // (view, stance)
         let table = [
             // Nobody waits, within budget: keep, whatever is held.
-            (v(4, 4, 4, 2, false), Keep),
-            (v(4, 2, 2, 2, false), Keep),
-            (v(4, 0, 0, 2, false), Keep),
+            (v(4, 4, 4, 2, 0), Keep),
+            (v(4, 2, 2, 2, 0), Keep),
+            (v(4, 0, 0, 2, 0), Keep),
             // Another waits: above the fair share, yield; within it, give only what is spare.
-            (v(4, 4, 4, 2, true), Yield),
-            (v(4, 4, 3, 2, true), Yield),
-            (v(4, 4, 2, 2, true), Spare),
-            (v(4, 4, 1, 2, true), Spare),
-            (v(4, 3, 0, 2, true), Spare),
+            (v(4, 4, 4, 2, 1), Yield),
+            (v(4, 4, 3, 2, 1), Yield),
+            (v(4, 4, 2, 2, 1), Spare),
+            (v(4, 4, 1, 2, 3), Spare),
+            (v(4, 3, 0, 2, 2), Spare),
+            // … but free slots already cover the queue elsewhere: nothing more to give.
+            (v(4, 3, 3, 2, 1), Keep),
+            (v(4, 2, 2, 2, 2), Keep),
+            (v(4, 2, 2, 2, 3), Spare),
             // Overspent (a reload shrank the pool): those above their share give, others keep.
-            (v(2, 4, 3, 1, false), Yield),
-            (v(2, 4, 1, 1, false), Keep),
-            (v(2, 4, 1, 1, true), Spare),
-            (v(2, 3, 0, 1, false), Keep),
+            (v(2, 4, 3, 1, 0), Yield),
+            (v(2, 4, 1, 1, 0), Keep),
+            (v(2, 4, 1, 1, 1), Spare),
+            (v(2, 3, 0, 1, 0), Keep),
         ];
         for (view, want) in table {
             assert_eq!(stance(&view), want, "{view:?}");
