@@ -18,20 +18,23 @@ fn worker_of(c: &mysql::Conn) -> u32 {
     c.connection_id() >> 30
 }
 
-/// Two workers of one shard each, a pool of 4 for a backend account of the test's own.
-fn two_workers(account: &str, queue_timeout_ms: u64) -> (Sluice, u16) {
+/// Two workers of one shard each, a pool of `size` for a backend account of the test's own.
+fn config(account: &str, size: usize, queue_timeout_ms: u64, mport: u16) -> Config {
     let users = dedicated_backend_user(account);
+    Config::default()
+        .top(&format!(
+            "shards = 1\nworkers = 2\nmetrics_listen = \"127.0.0.1:{mport}\""
+        ))
+        .pool(&format!(
+            "mode = \"transaction\"\nsize = {size}\nqueue_timeout_ms = {queue_timeout_ms}"
+        ))
+        .users(&users)
+}
+
+/// [`config`] with a pool of 4, started.
+fn two_workers(account: &str, queue_timeout_ms: u64) -> (Sluice, u16) {
     let mport = free_port();
-    let s = Sluice::with(
-        Config::default()
-            .top(&format!(
-                "shards = 1\nworkers = 2\nmetrics_listen = \"127.0.0.1:{mport}\""
-            ))
-            .pool(&format!(
-                "mode = \"transaction\"\nsize = 4\nqueue_timeout_ms = {queue_timeout_ms}"
-            ))
-            .users(&users),
-    );
+    let s = Sluice::with(config(account, 4, queue_timeout_ms, mport));
     (s, mport)
 }
 
@@ -257,4 +260,61 @@ fn a_killed_workers_slots_come_back() {
         watch.peak()
     );
     assert!(s.log_text().contains("slots are free"), "{}", s.log_text());
+}
+
+/// `pool.size` reloaded with worker processes: a smaller budget is given back as its
+/// connections are released (the server then sees no more than the new size), a larger one is
+/// used at once.
+#[test]
+fn the_budget_follows_a_reload_of_the_pool_size() {
+    let account = "budget4";
+    let (s, mport) = two_workers(account, 10_000);
+    let [mut w0, mut w1] = clients_on(&s, [4, 2]);
+    for c in &mut w0 {
+        hold(c);
+    }
+    let reload = |size: usize| {
+        s.rewrite_config(&config(account, size, 10_000, mport));
+        // SAFETY: kill(2) on our child's pid.
+        unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+        wait_for(
+            &format!("both workers to take pool.size = {size}"),
+            Duration::from_secs(10),
+            || {
+                let text = scrape(mport);
+                (0..2)
+                    .all(|w| budget_of(&text, "sluice_pool_budget_limit", w) == size as f64)
+                    .then_some(())
+            },
+        );
+    };
+    reload(2);
+    // The four transactions keep their connections; as they end, worker 0 (above its new share
+    // of 1) closes them until the budget is kept.
+    for c in &mut w0 {
+        c.query_drop("COMMIT").unwrap();
+    }
+    let mut d = direct();
+    wait_for(
+        "the server to see no more than the new size",
+        Duration::from_secs(10),
+        || {
+            let text = scrape(mport);
+            (threads_of(&mut d, account) <= 2
+                && budget_of(&text, "sluice_pool_budget_held_all", 0) <= 2.0)
+                .then_some(())
+        },
+    );
+    reload(6);
+    let watch = Watch::start(account);
+    for c in w0.iter_mut().chain(w1.iter_mut()) {
+        let took = hold(c);
+        assert!(took < Duration::from_secs(2), "a slot took {took:?}");
+    }
+    assert_eq!(threads_of(&mut d, account), 6);
+    assert!(
+        watch.peak() <= 6,
+        "the server saw {} connections of a pool of 6",
+        watch.peak()
+    );
 }

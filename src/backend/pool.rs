@@ -364,7 +364,12 @@ impl Pool {
 
     /// Could a checkout be served now without queueing (an idle connection, or room to open one)?
     pub fn can_serve_now(&self) -> bool {
-        !self.idle.borrow().is_empty() || self.open.get() < self.limit.get()
+        !self.idle.borrow().is_empty()
+            || self.open.get() < self.limit.get()
+            || self
+                .host
+                .as_ref()
+                .is_some_and(|l| super::budget::policy::may_take(&l.view()))
     }
 
     /// Are idle connections of `profile` waiting, none with exactly `wanted` settings?
