@@ -318,3 +318,56 @@ fn the_budget_follows_a_reload_of_the_pool_size() {
         watch.peak()
     );
 }
+
+/// Two shards per worker: a shard with all the load borrows from its sibling shard (messages
+/// within the process) and from the other worker (the host budget) at once, and the pool stays
+/// one budget of 4.
+#[test]
+fn shards_and_workers_lend_together() {
+    let account = "budget5";
+    let mport = free_port();
+    let s = Sluice::with(config(account, 4, 10_000, mport).top("shards = 2\nworkers = 2"));
+    // 2 workers × 2 shards: the id's top bit is the worker, the next the shard.
+    let place = |c: &mysql::Conn| (c.connection_id() >> 30, (c.connection_id() >> 29) & 1);
+    let mut hot = Vec::new();
+    let mut others = Vec::new();
+    for _ in 0..400 {
+        if hot.len() == 4 && others.len() == 3 {
+            break;
+        }
+        let c = s.conn();
+        match place(&c) {
+            (0, 0) if hot.len() < 4 => hot.push(c),
+            (0, 0) => {}
+            p if !others.iter().any(|o: &mysql::Conn| place(o) == p) => others.push(c),
+            _ => {}
+        }
+    }
+    assert_eq!((hot.len(), others.len()), (4, 3), "clients on every shard");
+    // Every other shard has used the pool once (so each holds its share), then sits idle.
+    for c in &mut others {
+        let v: i64 = c.query_first("SELECT 2").unwrap().unwrap();
+        assert_eq!(v, 2);
+    }
+    let watch = Watch::start(account);
+    for c in &mut hot {
+        let took = hold(c);
+        assert!(took < Duration::from_secs(2), "a slot took {took:?}");
+    }
+    let text = scrape(mport);
+    assert_eq!(
+        budget_of(&text, "sluice_pool_budget_held", 0),
+        4.0,
+        "{text}"
+    );
+    let mut d = direct();
+    assert_eq!(threads_of(&mut d, account), 4);
+    for c in &mut hot {
+        c.query_drop("COMMIT").unwrap();
+    }
+    assert!(
+        watch.peak() <= 4,
+        "the server saw {} connections of a pool of 4",
+        watch.peak()
+    );
+}
