@@ -371,3 +371,59 @@ fn shards_and_workers_lend_together() {
         watch.peak()
     );
 }
+
+/// Many clients on both workers, short transactions in a loop: every one is served (nobody
+/// times out while slots move back and forth between the workers), and the server never sees
+/// more than the pool's 4.
+#[test]
+fn many_clients_on_both_workers_share_four_connections() {
+    let account = "budget6";
+    let (s, mport) = two_workers(account, 10_000);
+    let [w0, w1] = clients_on(&s, [8, 8]);
+    let watch = Watch::start(account);
+    let started = Instant::now();
+    let threads: Vec<_> = w0
+        .into_iter()
+        .chain(w1)
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                for n in 0..25 {
+                    c.query_drop("BEGIN").unwrap();
+                    let v: i64 = c
+                        .query_first(format!("SELECT {i} * 100 + {n}"))
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(v, (i * 100 + n) as i64);
+                    c.query_drop("COMMIT").unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = scrape(mport);
+    eprintln!(
+        "400 transactions in {:?}; slots given by worker 0: {}, by worker 1: {}; peak {}",
+        started.elapsed(),
+        budget_of(&text, "sluice_pool_budget_given_total", 0),
+        budget_of(&text, "sluice_pool_budget_given_total", 1),
+        watch.peak()
+    );
+    assert_eq!(
+        (0..2)
+            .map(|w| metric(
+                &text,
+                &format!("sluice_pool_queue_timeouts_total{{worker=\"{w}\"")
+            ))
+            .sum::<f64>(),
+        0.0
+    );
+    assert!(budget_of(&text, "sluice_pool_budget_held_all", 0) <= 4.0);
+    assert!(
+        watch.peak() <= 4,
+        "the server saw {} connections of a pool of 4",
+        watch.peak()
+    );
+}

@@ -232,6 +232,11 @@ impl Pool {
         let Some(l) = &self.host else {
             return;
         };
+        if self.waiting() > 0 && self.host_grow() {
+            // A slot another worker gave up: the oldest waiter has it now, not at its next
+            // look (every ASK_EVERY).
+            while self.open.get() < self.limit.get() && self.hand_slot() {}
+        }
         if self.giving.get() > 0 {
             // A slot given up is still closing: what the others need is read again after.
             self.yielding.set(false);
