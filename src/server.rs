@@ -371,7 +371,8 @@ pub fn run(
     }
     if supervisor.is_some() {
         shared.budget =
-            crate::backend::budget::HostBudget::from_env(workers as usize)?.map(Arc::new);
+            crate::backend::budget::HostBudget::from_env(workers as usize, worker as usize)?
+                .map(Arc::new);
     }
     let mut db_ids = DbUserIds::new(crate::users::DB_USER_IDS_FROM);
     if shared.config.auth_from_backend.is_some() {

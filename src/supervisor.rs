@@ -108,6 +108,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     let mut failure: Option<String> = None;
     // systemd hears READY=1 once every worker answers on its admin socket (see crate::notify).
     let mut ready = !crate::notify::enabled();
+    let mut budget_swept = Instant::now();
     loop {
         if !ready && stopping.is_none() && workers_up(me, n) == n {
             ready = true;
@@ -144,6 +145,13 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                 signal_all(&workers, libc::SIGKILL);
             }
         }
+        if budget_swept.elapsed() >= Duration::from_secs(1) {
+            // Leases of processes gone without this supervisor reaping them (crate::backend::budget).
+            budget_swept = Instant::now();
+            for (pid, slots) in budget_region.sweep_dead() {
+                info!(pid, slots, "pool budget: a gone process's lease is free");
+            }
+        }
         for (i, w) in workers.iter_mut().enumerate() {
             let Some(child) = w.child.as_mut() else {
                 continue;
@@ -151,12 +159,14 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             let Ok(Some(status)) = child.try_wait() else {
                 continue;
             };
+            let pid = child.id();
             w.child = None;
             // Its sockets closed with it: the slots it held are free for the others.
-            let freed = budget_region.reset_worker(i);
+            let freed = budget_region.release_pid(pid);
             if freed > 0 {
                 info!(
                     worker = i,
+                    pid,
                     slots = freed,
                     "pool budget: a gone worker's slots are free"
                 );

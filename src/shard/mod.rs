@@ -610,9 +610,11 @@ impl Shard {
         pool.set_backend(b.clone());
         let index = shared.pool_index(user, b.id);
         // Worker processes: the share above is taken from the host budget (crate::backend::budget).
-        if let Some(link) = shared.budget.as_ref().and_then(|h| {
-            crate::backend::budget::Link::new(h.clone(), index, shared.worker as usize, size)
-        }) {
+        if let Some(link) = shared
+            .budget
+            .as_ref()
+            .and_then(|h| crate::backend::budget::Link::new(h.clone(), index, size))
+        {
             pool.set_host(link);
         }
         pool.set_pin_budget(
