@@ -237,8 +237,9 @@ impl Pool {
             // look (every ASK_EVERY).
             while self.open.get() < self.limit.get() && self.hand_slot() {}
         }
-        if self.giving.get() > 0 {
-            // A slot given up is still closing: what the others need is read again after.
+        if self.giving.get() > 0 || l.surely_keeps() {
+            // A slot given up is still closing (what the others need is read again after), or
+            // nobody else waits and this worker is within its share.
             self.yielding.set(false);
             return;
         }
