@@ -126,6 +126,7 @@ fn one_worker_with_all_the_load_gets_the_whole_pool_and_gives_it_back() {
     // Four transactions at once, all on worker 0: its own two slots, then worker 1's.
     for c in &mut w0 {
         let took = hold(c);
+        eprintln!("transaction served after {took:?}");
         assert!(
             took < Duration::from_secs(2),
             "a slot took {took:?} to come from the other worker"
@@ -162,6 +163,10 @@ fn one_worker_with_all_the_load_gets_the_whole_pool_and_gives_it_back() {
     let released = Instant::now();
     w0[0].query_drop("COMMIT").unwrap();
     let (_, mut fifth) = waiter.join().unwrap();
+    eprintln!(
+        "fifth served {:?} after worker 0 released",
+        released.elapsed()
+    );
     assert!(
         released.elapsed() < Duration::from_secs(2),
         "worker 1 waited {:?} after worker 0 released",
