@@ -195,7 +195,7 @@ fn one_worker_with_all_the_load_gets_the_whole_pool_and_gives_it_back() {
 #[test]
 fn with_the_budget_spent_a_checkout_gets_the_queue_timeout_error() {
     let account = "budget2";
-    let (s, _mport) = two_workers(account, 500);
+    let (s, _mport) = two_workers(account, 1_000);
     let [mut w0, mut w1] = clients_on(&s, [4, 1]);
     for c in &mut w0 {
         hold(c);
@@ -206,7 +206,7 @@ fn with_the_budget_spent_a_checkout_gets_the_queue_timeout_error() {
         .and_then(|_| w1[0].query_drop("SELECT 1"));
     let e = e.expect_err("the pool of 4 is in use by worker 0");
     assert_eq!(server_error(&e).map(|x| x.0), Some(9001), "{e}");
-    assert!(t.elapsed() >= Duration::from_millis(450));
+    assert!(t.elapsed() >= Duration::from_millis(950));
     let mut d = direct();
     assert_eq!(threads_of(&mut d, account), 4);
 }
