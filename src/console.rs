@@ -7,7 +7,9 @@
 //! process) or to every worker (the supervisor, with `workers = N`), and the answers are merged:
 //! `SHOW BACKENDS` sums the workers' connections, a `DRAIN BACKEND` reaches every worker.
 //!
-//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS`, `SHOW STATS`, `SHOW WORKERS`
+//! Statements: `SHOW BACKENDS` (or `SHOW SERVERS`), `SHOW POOLS` (with worker processes, also
+//! the host budget and the slots each worker holds: see [`crate::backend::budget`]), `SHOW STATS`,
+//! `SHOW WORKERS`
 //! (each process: up, shards, clients, paused, commands waiting for RESUME),
 //! `SHOW CLIENTS` (id, user, source address, state, schema, backend, idle time, what holds it),
 //! `SHOW PINS` (pinned sessions now and pins since start, by reason), `SHOW CONFIG [LIKE 'p']`
@@ -968,6 +970,19 @@ fn show_pools(target: &Target) -> Answer {
         Err(a) => return a,
     };
     let mut pools: std::collections::BTreeMap<(String, String), [u64; 8]> = Default::default();
+    // With worker processes, the host budget (see crate::backend::budget): its size and the
+    // slots each worker holds (one value per process: its shards report the same).
+    type Budget = (u64, std::collections::BTreeMap<usize, u64>);
+    let mut budgets: std::collections::BTreeMap<(String, String), Budget> = Default::default();
+    for (w, snaps) in all.iter().enumerate() {
+        for p in snaps.iter().flat_map(|s| &s.pools).filter(|p| p.budget) {
+            let e = budgets
+                .entry((p.backend.clone(), p.user.clone()))
+                .or_default();
+            e.0 = e.0.max(p.budget_limit);
+            e.1.insert(w, p.budget_held);
+        }
+    }
     for p in all.iter().flatten().flat_map(|s| &s.pools) {
         let e = pools
             .entry((p.backend.clone(), p.user.clone()))
@@ -997,10 +1012,19 @@ fn show_pools(target: &Target) -> Answer {
         "checkouts",
         "queue_waits",
         "queue_timeouts",
+        "budget",
+        "budget_held",
     ];
     let rows = pools
         .into_iter()
         .map(|((b, u), n)| {
+            let budget = budgets.get(&(b.clone(), u.clone()));
+            let held = budget.map(|(_, by)| {
+                by.iter()
+                    .map(|(w, h)| format!("worker {w}: {h}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
             let mut r = vec![
                 Some(b),
                 Some(if u.is_empty() {
@@ -1013,6 +1037,8 @@ fn show_pools(target: &Target) -> Answer {
             r.push(Some(n[1].to_string()));
             r.push(Some(n[0].saturating_sub(n[1]).to_string()));
             r.extend(n[2..].iter().map(|v| Some(v.to_string())));
+            r.push(budget.map(|(limit, _)| limit.to_string()));
+            r.push(held);
             r
         })
         .collect();

@@ -42,6 +42,21 @@ pub struct PoolSnapshot {
     pub wait_buckets: [u64; WAIT_BUCKETS.len()],
     pub wait_count: u64,
     pub wait_sum_s: f64,
+    /// The host budget (worker processes; see [`crate::backend::budget`]): the pool's size,
+    /// the slots this worker holds and every worker's (one value per process: shards report
+    /// the same), slots this shard took from and gave back to it. `budget` is false without one.
+    #[serde(default)]
+    pub budget: bool,
+    #[serde(default)]
+    pub budget_limit: u64,
+    #[serde(default)]
+    pub budget_held: u64,
+    #[serde(default)]
+    pub budget_total: u64,
+    #[serde(default)]
+    pub budget_taken: u64,
+    #[serde(default)]
+    pub budget_given: u64,
 }
 
 /// A backend as the process sees it (shard 0 reports these: health is one view per process).
@@ -281,6 +296,12 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
             }
             e.wait_count += p.wait_count;
             e.wait_sum_s += p.wait_sum_s;
+            e.budget |= p.budget;
+            e.budget_limit = e.budget_limit.max(p.budget_limit);
+            e.budget_held = e.budget_held.max(p.budget_held);
+            e.budget_total = e.budget_total.max(p.budget_total);
+            e.budget_taken += p.budget_taken;
+            e.budget_given += p.budget_given;
         }
     }
     WorkerSum { worker, s, pools }
@@ -710,6 +731,59 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
                     w.worker,
                     f(p)
                 );
+            }
+        }
+    }
+    type BudgetValue = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PoolSnapshot) -> u64,
+    );
+    let budget: [BudgetValue; 5] = [
+        (
+            "sluice_pool_budget_limit",
+            "The host-wide budget of a pool (pool.size), shared by the worker processes.",
+            "gauge",
+            |p| p.budget_limit,
+        ),
+        (
+            "sluice_pool_budget_held",
+            "Slots of the host budget this worker holds (its shards' limits).",
+            "gauge",
+            |p| p.budget_held,
+        ),
+        (
+            "sluice_pool_budget_held_all",
+            "Slots of the host budget every worker holds together, as this worker read them.",
+            "gauge",
+            |p| p.budget_total,
+        ),
+        (
+            "sluice_pool_budget_taken_total",
+            "Slots this worker took from the host budget.",
+            "counter",
+            |p| p.budget_taken,
+        ),
+        (
+            "sluice_pool_budget_given_total",
+            "Slots this worker gave back to the host budget for another worker.",
+            "counter",
+            |p| p.budget_given,
+        ),
+    ];
+    if ws.iter().any(|w| w.pools.values().any(|p| p.budget)) {
+        for (name, help, kind, f) in budget {
+            family(&mut o, name, help, kind);
+            for w in &ws {
+                for ((b, u), p) in w.pools.iter().filter(|(_, p)| p.budget) {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{worker=\"{}\",backend=\"{b}\",user=\"{u}\"}} {}",
+                        w.worker,
+                        f(p)
+                    );
+                }
             }
         }
     }

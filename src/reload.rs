@@ -8,7 +8,9 @@
 //! from the live configuration. Removing a backend takes it out of the router at once; sessions
 //! holding it finish there and its connections close as they come back. A new `pool.size` gives
 //! every shard its fresh share (slots lent between shards are forgotten; connections above a
-//! shrunk share close as they come back).
+//! shrunk share close as they come back); with worker processes it is written in the host budget
+//! instead, and the workers above their new fair share give slots back as their connections are
+//! released (see [`crate::backend::budget`]).
 //!
 //! Users (see [`crate::users`]): the new list is published with the live configuration, so the
 //! next login on any shard checks it; a removed user's sessions keep running until they end (a

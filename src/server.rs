@@ -369,6 +369,11 @@ pub fn run(
     if let Some(fd) = board_fd {
         shared.board = Some(crate::backend::board::Board::attach(fd)?);
     }
+    if supervisor.is_some() {
+        shared.budget =
+            crate::backend::budget::HostBudget::from_env(workers as usize, worker as usize)?
+                .map(Arc::new);
+    }
     let mut db_ids = DbUserIds::new(crate::users::DB_USER_IDS_FROM);
     if shared.config.auth_from_backend.is_some() {
         match load_db_users(&shared.config) {

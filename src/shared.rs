@@ -57,6 +57,9 @@ pub struct Shared {
     /// With worker processes: the instance's one view of backend health (worker 0 probes and
     /// publishes, the others follow; see [`crate::backend::board`]).
     pub board: Option<crate::backend::board::Board>,
+    /// With worker processes: `pool.size` as one budget for the whole instance (see
+    /// [`crate::backend::budget`]); `None` in a single process.
+    pub budget: Option<Arc<crate::backend::budget::HostBudget>>,
     /// The exchanges unknown user names get (see [`crate::auth::Decoys`]).
     pub decoys: Decoys,
     /// Clients this process admits before its file descriptors would run short (see
@@ -125,6 +128,7 @@ impl Shared {
             pinned,
             guard,
             board: None,
+            budget: None,
             decoys,
             fd_client_limit: AtomicUsize::new(usize::MAX),
         })

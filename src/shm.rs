@@ -2,7 +2,8 @@
 //! region (a memfd, inheritable) before it starts the workers; each worker maps it from the
 //! descriptor it inherits, so a worker restarted later joins the same region. A single process
 //! maps an anonymous region of the same layout. What lives in a region is only ever touched
-//! through atomics (see [`crate::auth::guard`], [`crate::backend::board`]).
+//! through atomics (see [`crate::auth::guard`], [`crate::backend::board`],
+//! [`crate::backend::budget`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU64;

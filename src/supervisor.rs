@@ -1,5 +1,6 @@
 //! `workers = N`: a supervisor process that starts N worker processes (this same binary, each
-//! with its shards on the shared SO_REUSEPORT address and 1/N of every pool), watches them,
+//! with its shards on the shared SO_REUSEPORT address, all sharing every pool's budget: see
+//! [`crate::backend::budget`]), watches them,
 //! restarts one that dies, forwards SIGTERM/SIGINT for a clean drain, and serves the metrics of
 //! all of them.
 //!
@@ -36,6 +37,7 @@ fn spawn_worker(
     me: u32,
     guard: RawFd,
     board: RawFd,
+    budget: RawFd,
 ) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     Command::new(exe)
@@ -46,6 +48,7 @@ fn spawn_worker(
         .arg(guard.to_string())
         .arg("--health-board-fd")
         .arg(board.to_string())
+        .env(crate::backend::budget::FD_ENV, budget.to_string())
         // Only the supervisor (systemd's main pid) notifies; it speaks for the workers.
         .env_remove(crate::notify::ENV)
         .spawn()
@@ -66,10 +69,14 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     let (_board, board_fd) = crate::backend::board::Board::create_shared()
         .map_err(|e| format!("shared health board: {e}"))?;
     let board = board_fd.as_raw_fd();
+    // `pool.size` as one budget for all workers: the slots each holds (crate::backend::budget).
+    let (budget_region, budget_fd) = crate::backend::budget::HostBudget::create_shared(n)
+        .map_err(|e| format!("shared pool budget: {e}"))?;
+    let budget = budget_fd.as_raw_fd();
     let sigset = crate::server::block_signals();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        let child = spawn_worker(args, i, n, me, guard, board)
+        let child = spawn_worker(args, i, n, me, guard, board, budget)
             .map_err(|e| format!("cannot start worker {i}: {e}"))?;
         workers.push(Worker {
             child: Some(child),
@@ -101,6 +108,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     let mut failure: Option<String> = None;
     // systemd hears READY=1 once every worker answers on its admin socket (see crate::notify).
     let mut ready = !crate::notify::enabled();
+    let mut budget_swept = Instant::now();
     loop {
         if !ready && stopping.is_none() && workers_up(me, n) == n {
             ready = true;
@@ -137,6 +145,13 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                 signal_all(&workers, libc::SIGKILL);
             }
         }
+        if budget_swept.elapsed() >= Duration::from_secs(1) {
+            // Leases of processes gone without this supervisor reaping them (crate::backend::budget).
+            budget_swept = Instant::now();
+            for (pid, slots) in budget_region.sweep_dead() {
+                info!(pid, slots, "pool budget: a gone process's lease is free");
+            }
+        }
         for (i, w) in workers.iter_mut().enumerate() {
             let Some(child) = w.child.as_mut() else {
                 continue;
@@ -144,7 +159,18 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             let Ok(Some(status)) = child.try_wait() else {
                 continue;
             };
+            let pid = child.id();
             w.child = None;
+            // Its sockets closed with it: the slots it held are free for the others.
+            let freed = budget_region.release_pid(pid);
+            if freed > 0 {
+                info!(
+                    worker = i,
+                    pid,
+                    slots = freed,
+                    "pool budget: a gone worker's slots are free"
+                );
+            }
             if stopping.is_some() {
                 continue;
             }
@@ -165,7 +191,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             }
             warn!(worker = i, %status, "worker exited; restarting it");
             std::thread::sleep(Duration::from_millis(100 * u64::from(w.quick_deaths)));
-            match spawn_worker(args, i, n, me, guard, board) {
+            match spawn_worker(args, i, n, me, guard, board, budget) {
                 Ok(c) => {
                     w.child = Some(c);
                     w.started = Instant::now();

@@ -110,6 +110,14 @@ fn with_workers_the_console_speaks_for_all_of_them() {
     let (ok, out, err) = console(port, "RECONNECT");
     assert!(ok, "{err}");
     assert!(cell(&out, &addr, "closed_now").is_some(), "{out}");
+    // SHOW POOLS: pool.size is one budget for both workers, with the slots each holds.
+    let mut c = s.conn();
+    mysql::prelude::Queryable::query_drop(&mut c, "SELECT 1").unwrap();
+    let (ok, out, err) = console(port, "SHOW POOLS");
+    assert!(ok, "{err}");
+    assert_eq!(cell(&out, &addr, "budget").as_deref(), Some("16"), "{out}");
+    let held = cell(&out, &addr, "budget_held").unwrap_or_default();
+    assert!(held.contains("worker "), "{out}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! and waiting queue; which backend serves (router) and whether it works (health).
 
 pub mod board;
+pub mod budget;
 pub mod compat;
 pub mod conn;
 pub mod dns;

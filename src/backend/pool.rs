@@ -29,6 +29,10 @@ pub struct PoolStats {
     pub connects: Cell<u64>,
     pub connect_failures: Cell<u64>,
     pub discarded: Cell<u64>,
+    /// Slots taken from and given back to the host budget (worker processes; see
+    /// [`super::budget`]).
+    pub budget_taken: Cell<u64>,
+    pub budget_given: Cell<u64>,
     /// Wait times in microseconds (checkouts that queued).
     pub wait_hist: RefCell<Option<hdrhistogram::Histogram<u64>>>,
 }
@@ -84,6 +88,14 @@ pub struct Pool {
     /// The backend as the process sees it: a connection released while the backend is out of
     /// service (draining, in maintenance, removed, down) is closed, not kept idle.
     backend_ref: Option<Arc<super::registry::Backend>>,
+    /// The pool's entry in the host budget shared by the worker processes (see
+    /// [`super::budget`]): this shard's `limit` counts in this worker's share of it.
+    host: Option<super::budget::Link>,
+    /// Set by the budget tick: the next released connection closes and its slot goes back to
+    /// the host budget (another worker needs it).
+    yielding: Cell<bool>,
+    /// Connections closing to give their slot to the host budget.
+    giving: Cell<usize>,
 }
 
 /// A checkout that queues asks another shard for a slot at once and again after each such
@@ -123,6 +135,119 @@ impl Pool {
             lend_retry_pending: Cell::new(false),
             stats: PoolStats::default(),
             backend_ref: None,
+            host: None,
+            yielding: Cell::new(false),
+            giving: Cell::new(0),
+        }
+    }
+
+    /// Links the pool to the host budget: its share (`limit` so far) is taken from the host, as
+    /// far as slots are free there.
+    pub fn set_host(&mut self, link: super::budget::Link) {
+        let want = self.limit.get();
+        let mut got = 0;
+        while got < want && link.take() {
+            got += 1;
+        }
+        self.stats.budget_taken.set(got as u64);
+        self.limit.set(got);
+        self.host = Some(link);
+    }
+
+    /// The host budget's view: (this worker's slots, every worker's, the budget); `None` in a
+    /// single process.
+    pub fn host_numbers(&self) -> Option<(usize, usize, usize)> {
+        self.host.as_ref().map(|l| {
+            let v = l.view();
+            (v.held, v.total, v.limit)
+        })
+    }
+
+    /// A reload changed `pool.size`: the host budget follows (a larger one is taken as needed,
+    /// a smaller one is given back by the workers above their new share; see
+    /// [`super::budget::policy`]). `false` without a host budget.
+    pub fn host_resize(&self, size: usize) -> bool {
+        match &self.host {
+            Some(l) => {
+                l.set_limit(size);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes a free slot of the host budget (this shard's bound grows by one). `false` without
+    /// a host budget.
+    fn host_grow(&self) -> bool {
+        let Some(l) = &self.host else {
+            return false;
+        };
+        if !l.take() {
+            return false;
+        }
+        self.limit.set(self.limit.get() + 1);
+        self.stats
+            .budget_taken
+            .set(self.stats.budget_taken.get() + 1);
+        true
+    }
+
+    /// Gives what [`Pool::lend`] gave up back to the host budget: a slot of headroom at once, a
+    /// connection once it is closed (COM_QUIT, and the server's close awaited).
+    fn host_give(self: &Rc<Self>, lent: Lent) {
+        if self.host.is_none() {
+            return;
+        }
+        match lent {
+            Lent::No => {}
+            Lent::Now => self.host_gave(),
+            Lent::Closing(conn) => {
+                let pool = self.clone();
+                self.giving.set(self.giving.get() + 1);
+                glommio::spawn_local(async move {
+                    conn.quit().await;
+                    pool.lent_closed();
+                    pool.giving.set(pool.giving.get() - 1);
+                    pool.host_gave();
+                })
+                .detach();
+            }
+        }
+    }
+
+    fn host_gave(&self) {
+        if let Some(l) = &self.host {
+            l.give();
+            self.stats
+                .budget_given
+                .set(self.stats.budget_given.get() + 1);
+        }
+    }
+
+    /// The budget tick (every [`super::budget::TICK`] on each shard): when another worker
+    /// waits, or the budget is overspent, gives up one slot as the policy says, and arms the
+    /// next release to give one.
+    pub fn host_tick(self: &Rc<Self>) {
+        use super::budget::policy;
+        let Some(l) = &self.host else {
+            return;
+        };
+        if self.waiting() > 0 && self.host_grow() {
+            // A slot another worker gave up: the oldest waiter has it now, not at its next
+            // look (every ASK_EVERY).
+            while self.open.get() < self.limit.get() && self.hand_slot() {}
+        }
+        if self.giving.get() > 0 || l.surely_keeps() {
+            // A slot given up is still closing (what the others need is read again after), or
+            // nobody else waits and this worker is within its share.
+            self.yielding.set(false);
+            return;
+        }
+        let stance = policy::stance(&l.view());
+        self.yielding.set(policy::yield_on_release(stance));
+        if let Some(min_idle) = policy::give_idle_min(stance) {
+            let lent = self.lend(min_idle);
+            self.host_give(lent);
         }
     }
 
@@ -245,7 +370,12 @@ impl Pool {
 
     /// Could a checkout be served now without queueing (an idle connection, or room to open one)?
     pub fn can_serve_now(&self) -> bool {
-        !self.idle.borrow().is_empty() || self.open.get() < self.limit.get()
+        !self.idle.borrow().is_empty()
+            || self.open.get() < self.limit.get()
+            || self
+                .host
+                .as_ref()
+                .is_some_and(|l| super::budget::policy::may_take(&l.view()))
     }
 
     /// Are idle connections of `profile` waiting, none with exactly `wanted` settings?
@@ -300,7 +430,7 @@ impl Pool {
         if let Some(conn) = self.take_idle(profile, wanted) {
             return Ok(self.lease(conn));
         }
-        if self.open.get() < self.limit.get() {
+        if self.open.get() < self.limit.get() || self.host_grow() {
             self.open.set(self.open.get() + 1);
             return self.connect(profile).await;
         }
@@ -391,6 +521,10 @@ impl Pool {
             gone: Cell::new(false),
         });
         self.waiters.borrow_mut().push_back(w.clone());
+        if let Some(l) = &self.host {
+            // Other workers see this queue and give a slot up (see `budget::policy`).
+            l.waiting(true);
+        }
         let guard = WaitGuard {
             pool: self.clone(),
             waiter: w.clone(),
@@ -403,6 +537,10 @@ impl Pool {
         // answer may bring one slot, and a lender may have nothing to give yet).
         let got = loop {
             let now = Instant::now();
+            // A free slot of the host budget first (no message, no wait).
+            if self.host_grow() {
+                while self.open.get() < self.limit.get() && self.hand_slot() {}
+            }
             if self
                 .asked_at
                 .get()
@@ -493,7 +631,7 @@ impl Pool {
         }
     }
 
-    fn release_conn(&self, mut conn: Box<BackendConn>) {
+    fn release_conn(self: &Rc<Self>, mut conn: Box<BackendConn>) {
         conn.last_used = Instant::now();
         if self.open.get() > self.limit.get() || !self.in_service() || self.stale(&conn) {
             // The share shrank while this connection was out, or the backend is being drained
@@ -501,6 +639,14 @@ impl Pool {
             drop(conn);
             self.stats.discarded.set(self.stats.discarded.get() + 1);
             self.free_slot();
+            return;
+        }
+        if self.yielding.replace(false) {
+            // Another worker waits and this one holds more than its share of the host budget:
+            // the connection closes and its slot goes to the host, not to this shard's queue.
+            self.limit.set(self.limit.get() - 1);
+            self.stats.discarded.set(self.stats.discarded.get() + 1);
+            self.host_give(Lent::Closing(conn));
             return;
         }
         if let Some(c) = self.hand_conn(conn) {
@@ -662,6 +808,9 @@ struct WaitGuard {
 impl Drop for WaitGuard {
     fn drop(&mut self) {
         self.waiter.gone.set(true);
+        if let Some(l) = &self.pool.host {
+            l.waiting(false);
+        }
         // A grant that arrived after the deadline fired must not be lost.
         if let Some(g) = self.waiter.grant.borrow_mut().take() {
             match g {

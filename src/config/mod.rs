@@ -67,9 +67,10 @@ pub struct Config {
     /// Shards (executor threads, one per core); 0 = one per available core.
     #[serde(default)]
     pub shards: usize,
-    /// Worker processes sharing the listen address (SO_REUSEPORT), each with `shards` shards and
-    /// an even share of the upstream pool; 1 = a single process, no supervisor. More workers let
-    /// one host hold more clients than one process's file-descriptor limit allows.
+    /// Worker processes sharing the listen address (SO_REUSEPORT), each with `shards` shards, all
+    /// sharing one budget per pool (`pool.size`: see [`crate::backend::budget`]); 1 = a single
+    /// process, no supervisor. More workers let one host hold more clients than one process's
+    /// file-descriptor limit allows.
     #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// Listen backlog of each shard's SO_REUSEPORT socket.
@@ -171,7 +172,7 @@ pub struct AuthFromBackend {
 pub struct PoolConfig {
     #[serde(default = "defaults::pool_mode")]
     pub mode: PoolMode,
-    /// Upstream connections per backend and user, across all shards.
+    /// Upstream connections per backend and user, across all shards and worker processes.
     #[serde(default = "defaults::pool_size")]
     pub size: usize,
     /// How long a command waits for a backend connection before it gets an error.

@@ -2,6 +2,7 @@
 //! session table, its slice of every pool and its buffers. Nothing in here is `Send`; other
 //! threads reach a shard only through its [`Mailbox`](poller::Mailbox).
 
+mod budget;
 pub mod kill;
 pub mod pause;
 pub mod poller;
@@ -608,6 +609,14 @@ impl Shard {
         let mut pool = Pool::new(spec, user, limit, self.fresh.clone());
         pool.set_backend(b.clone());
         let index = shared.pool_index(user, b.id);
+        // Worker processes: the share above is taken from the host budget (crate::backend::budget).
+        if let Some(link) = shared
+            .budget
+            .as_ref()
+            .and_then(|h| crate::backend::budget::Link::new(h.clone(), index, size))
+        {
+            pool.set_host(link);
+        }
         pool.set_pin_budget(
             shared.pin_counter(index),
             shared.worker_share(cfg.pool.pin_budget()),
@@ -782,6 +791,10 @@ impl Shard {
         let size = self.live.borrow().pool.size;
         let limit = self.shared.pool_share(size, self.id);
         for p in self.pools.borrow().iter().flatten() {
+            // With a host budget the workers settle the new size among themselves.
+            if p.host_resize(size) {
+                continue;
+            }
             if p.limit() != limit {
                 p.reset_share(limit);
             }
@@ -1239,8 +1252,14 @@ impl Shard {
                 connects: st.connects.get(),
                 connect_failures: st.connect_failures.get(),
                 discarded: st.discarded.get(),
+                budget_taken: st.budget_taken.get(),
+                budget_given: st.budget_given.get(),
                 ..PoolSnapshot::default()
             };
+            if let Some((held, total, limit)) = p.host_numbers() {
+                (ps.budget, ps.budget_held, ps.budget_total) = (true, held as u64, total as u64);
+                ps.budget_limit = limit as u64;
+            }
             if let Some(h) = st.wait_hist.borrow().as_ref() {
                 for (i, bound) in WAIT_BUCKETS.iter().enumerate() {
                     ps.wait_buckets[i] = h.count_between(0, (bound * 1e6) as u64);
@@ -2078,6 +2097,7 @@ pub async fn run(
     let _ = ready.send(Ok((id, shard.poller.mailbox())));
     info!(shard = id, %addr, "shard listening");
     glommio::spawn_local(shard.clone().janitor()).detach();
+    glommio::spawn_local(budget::tick(shard.clone())).detach();
     if id == 0 {
         glommio::spawn_local(probe::run(shard.clone())).detach();
     }
