@@ -1,6 +1,8 @@
 //! The shard's side of the host budget (worker processes; see [`crate::backend::budget`]): a
-//! tick every [`TICK`](crate::backend::budget::TICK) in which each pool of this shard looks at
-//! what the other workers wait for and gives a slot up when the policy says so. Taking needs no
+//! tick every [`TICK`](crate::backend::budget::TICK) while any checkout of the host waits for a
+//! slot (every [`IDLE_TICK`](crate::backend::budget::IDLE_TICK) while none does) in which each
+//! pool of this shard looks at what the other workers wait for and gives a slot up when the
+//! policy says so. Taking needs no
 //! tick: a checkout takes a free slot itself (see `Pool::checkout`).
 
 use super::Shard;
@@ -8,11 +10,17 @@ use std::rc::Rc;
 
 /// Runs until the shard drains; returns at once in a single process (no host budget).
 pub(super) async fn tick(shard: Rc<Shard>) {
-    if shard.shared.budget.is_none() {
+    let Some(host) = shard.shared.budget.clone() else {
         return;
-    }
+    };
     while !shard.is_draining() {
-        glommio::timer::sleep(crate::backend::budget::TICK).await;
+        let busy = host.anyone_waiting();
+        glommio::timer::sleep(if busy {
+            crate::backend::budget::TICK
+        } else {
+            crate::backend::budget::IDLE_TICK
+        })
+        .await;
         for pool in shard.pools() {
             pool.host_tick();
         }
