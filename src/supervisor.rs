@@ -108,7 +108,9 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             crate::notify::spawn_status(move || workers_status(me, n));
         }
         if let Some(sig) = crate::server::wait_signal(&sigset, Duration::from_millis(200)) {
-            if sig == libc::SIGHUP {
+            if sig == libc::SIGUSR2 {
+                warn!("SIGUSR2: upgrading without dropping clients is not built for worker processes yet (see crate::upgrade); ignored");
+            } else if sig == libc::SIGHUP {
                 // Each worker reloads itself (each reads the file and logs what it did).
                 crate::notify::reloading(|| {
                     let mut answers = Vec::with_capacity(n);

@@ -197,6 +197,7 @@ pub(crate) async fn prepare(
             long_data_lost: false,
             pending_at: None,
             effects,
+            modes: sess.modes(),
         };
         let reads_history = stmt.effects.reads_backend_history();
         sess.stmts

@@ -1,0 +1,661 @@
+//! Upgrading sluice without dropping a client: the running process (the *old* one) starts the
+//! binary now at its path, with its arguments, as a *successor*, and hands it the listeners, then
+//! every client session that can move, over a Unix socketpair the successor inherits.
+//!
+//! # How
+//! 1. **Trigger.** `SIGUSR2` to a single-process sluice (`workers = 1`), `sluice upgrade --pid P`
+//!    (which sends it), or the console's `UPGRADE`. (The shard watchdog's kick, which used
+//!    SIGUSR2, moved to a real-time signal: see `shard::poller`.)
+//! 2. **Start.** The old process makes a `SOCK_SEQPACKET` socketpair and starts the executable
+//!    at the path it was started from (resolved at start, so a package that replaced the file
+//!    runs the new one) with the same arguments; the successor's end is named by
+//!    `SLUICE_UPGRADE_FD`. `NOTIFY_SOCKET` is inherited as it is. The successor reads its
+//!    configuration file itself, whole, as any start does.
+//! 3. **Listeners.** The first message ([`wire::Msg::Hello`]) carries each shard's listening
+//!    socket (`SCM_RIGHTS`) and its connection-id counter. The successor's shards accept on
+//!    those same sockets (nothing is re-bound: no connection in a backlog is lost). Both accept
+//!    for a moment; each connection is accepted once.
+//! 4. **Health check.** The successor answers [`wire::Msg::Ready`] once every shard listens, or
+//!    [`wire::Msg::Failed`]. If it fails, exits, or is silent for [`READY_TIMEOUT`], the old
+//!    process kills it, logs why, and goes on with everything it had: it never stopped
+//!    accepting or serving (rollback).
+//! 5. **systemd.** On Ready, the old process sends `MAINPID=<successor>` and `READY=1` to
+//!    `NOTIFY_SOCKET` and says nothing more; the successor sends its own `READY=1` once the
+//!    handover is over. The old process then stops accepting.
+//! 6. **Sessions.** Every [`SWEEP_EVERY`] each shard takes out its parked sessions that may
+//!    move ([`shard_side::stays`]) and the old process sends each one's socket with its
+//!    versioned record ([`record`]); the successor adopts it on the shard its connection id
+//!    names, parked, and acknowledges. A session the successor refuses (its user no longer
+//!    configured, over its user's limit) is adopted back by the old process, which keeps serving
+//!    it. Active sessions move when they park (after their command and the 200 ms linger), so
+//!    every session that reaches a safe point before the deadline moves.
+//! 7. **End.** When no session is left, or after `shutdown_timeout_ms`, the old process tells
+//!    the successor it is done and shuts down as on SIGTERM: what is left (sessions that cannot
+//!    move, see below) is closed as a shutdown closes it (ERR 1053 "Server shutdown in
+//!    progress" to a client that sends a command; idle ones closed at once).
+//!
+//! # What moves, and what does not (yet)
+//! A session moves when it is parked (no command in flight, no byte buffered in the process: a
+//! parked session has no buffer at all, bytes the client sends meanwhile wait in the kernel's
+//! socket buffer and are read by the successor) and holds nothing outside its record:
+//! - **TLS clients stay**: their rustls state (keys, sequence numbers) lives in this process.
+//!   Moving them needs the secrets extracted (`dangerous_extract_secrets`) and kernel TLS on the
+//!   socket; not built. They are served by the old process until they leave or the deadline.
+//! - **Sessions holding a backend stay**: session mode, pinned sessions (user variables,
+//!   temporary tables, locks, …), open transactions, pending cursors or long data. Moving them
+//!   needs the backend connection moved too (its socket and its protocol state). Transaction-
+//!   mode clients between transactions hold no backend, so nearly all clients move.
+//! - A session with history values or diagnostics only its backend knows stays for the same
+//!   reason.
+//!
+//! What each session is is encoded whole ([`record::Record`]): user, capabilities, collation,
+//! schema, every changed variable, history values (LAST_INSERT_ID, ROW_COUNT, FOUND_ROWS,
+//! last GTID), its own session trackers, and its binary prepared statements (text, settings
+//! at prepare, parameter types bound, how the text was read); the statement ids go on from
+//! where they were. Connection ids stay: a session is adopted on the shard its id names, and
+//! each successor shard goes on counting from its predecessor's counter, so no new client gets
+//! a moved client's id. The successor refuses to start with another id layout (a changed
+//! `shards` or `workers`): that needs a restart. The idle time restarts from zero.
+//!
+//! # PgBouncer's online restart, and its seven reasons
+//! PgBouncer's `-R` handed its sockets to a new process and was removed (1.18 deprecated it,
+//! 1.20 dropped it) for reasons its maintainers listed. Each, and where sluice stands:
+//! 1. *It did not work with TLS*: the TLS state cannot be passed with a socket. Same here:
+//!    TLS clients stay in the old process and end at the deadline (above); the README says so.
+//! 2. *Bytes buffered in the old process were lost*: `-R` passed sockets with data read but not
+//!    yet handled. Here only parked sessions move, and a parked session has no buffer (the
+//!    table holds a record and a socket); unread bytes are in the kernel and go with the socket.
+//! 3. *Not all state was carried* (PgBouncer passed a few fields: user, database, some
+//!    parameters). Here the record encodes every field a parked session has, versioned, with
+//!    round-trip tests; a field added to the session must be added to the record (principle 8b).
+//! 4. *Configuration changed but not reloaded*: the new process took over the old one's
+//!    configuration state. Here the successor reads the file itself, validates it whole, and
+//!    starts from it; an invalid file makes it fail, and the old process keeps everything.
+//! 5. *systemd*: the new process was not the unit's main process. Here the old process sends
+//!    `MAINPID=` for the successor before it goes (NotifyAccess=main accepts it from the old
+//!    main pid), and the successor notifies from then on.
+//! 6. *It needed the old process to be stopped with its sockets in a safe state* (SUSPEND:
+//!    every client had to reach a point with no transaction). Here nothing is suspended: each
+//!    session moves on its own when it parks, and the others go on meanwhile.
+//! 7. *SO_REUSEPORT made it unnecessary* (run two processes, stop the old one gracefully): that
+//!    drops every client of the old process. Here the sockets themselves move, so clients
+//!    keep their connections; the listening sockets move too, so no backlog is lost.
+//!
+//! # Not built
+//! `workers = N` (the supervisor logs that SIGUSR2 is not supported there); TLS clients and
+//! sessions holding a backend (above); a successor that dies *after* reporting ready leaves the
+//! sessions it adopted to die with it (the old process takes back only sessions it had not
+//! acknowledged, and accepts again).
+
+pub mod record;
+pub mod shard_side;
+pub mod wire;
+
+use crate::shard::ShardMsg;
+use crate::shared::Shared;
+use shard_side::{ShardRequest, Sweep};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+use wire::{Channel, Msg};
+
+/// The environment variable naming the successor's end of the handover channel.
+pub const ENV_FD: &str = "SLUICE_UPGRADE_FD";
+/// How long the successor has to report ready (it learns the backends first).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the old process looks for sessions that reached a safe point.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// Sessions sent before their acknowledgements are read (bounded so neither side's socket
+/// buffer fills while the other waits).
+const WINDOW: usize = 64;
+/// How long an answer from a shard or from the successor may take.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The executable's path as the process started (see [`remember_exe`]).
+static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// An upgrade is under way in this process.
+static UPGRADING: AtomicBool = AtomicBool::new(false);
+
+/// Notes the executable's path now, at start: `/proc/self/exe` later names a replaced file
+/// "(deleted)", and the upgrade wants whatever is at the path now.
+pub fn remember_exe() {
+    EXE.get_or_init(|| std::env::current_exe().ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The successor's side.
+
+struct Inherited {
+    channel: Option<Channel>,
+    listeners: Vec<Option<OwnedFd>>,
+    next_ids: Vec<u32>,
+}
+
+static INHERITED: Mutex<Option<Inherited>> = Mutex::new(None);
+
+fn inherited<T>(f: impl FnOnce(&mut Inherited) -> T) -> Option<T> {
+    INHERITED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        .map(f)
+}
+
+/// Is this process a successor that has not finished its start yet?
+pub fn is_successor() -> bool {
+    inherited(|i| i.channel.is_some()).unwrap_or(false)
+}
+
+/// In a process started by an upgrade (`SLUICE_UPGRADE_FD` set): reads the predecessor's hello
+/// (listeners, id counters) and checks the connection-id layout is the same. Returns whether
+/// this is a successor. Called before the shards start.
+pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
+    let Some(v) = std::env::var_os(ENV_FD) else {
+        return Ok(false);
+    };
+    // Not for this process's own children.
+    std::env::remove_var(ENV_FD);
+    let fd: RawFd = v
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .filter(|&fd| fd > 2)
+        .ok_or_else(|| format!("{ENV_FD}={v:?}: not a descriptor"))?;
+    // SAFETY: the predecessor passed this descriptor for us alone; nothing else owns it. It is
+    // made close-on-exec again at once.
+    let channel = unsafe { Channel::from_raw(fd) };
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let (msg, fds) = channel
+        .recv(ANSWER_TIMEOUT)
+        .map_err(|e| format!("upgrade: reading the predecessor's hello: {e}"))?
+        .ok_or("upgrade: the predecessor sent no hello")?;
+    let Msg::Hello {
+        workers: w,
+        shards: s,
+        next_ids,
+        listeners,
+    } = msg
+    else {
+        return Err(format!("upgrade: expected a hello, got {msg:?}"));
+    };
+    if w != workers || s as usize != shards {
+        let why = format!(
+            "the connection-id layout changed (predecessor: {w} worker(s) × {s} shard(s), here {workers} × {shards}): moved clients' ids would be wrong; restart instead"
+        );
+        let _ = channel.send(&Msg::Failed { why: why.clone() }, &[]);
+        return Err(format!("upgrade: {why}"));
+    }
+    let mut fds = fds.into_iter();
+    let listeners = listeners
+        .iter()
+        .map(|&has| if has { fds.next() } else { None })
+        .collect();
+    *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Inherited {
+        channel: Some(channel),
+        listeners,
+        next_ids,
+    });
+    info!("upgrade: taking over from the predecessor");
+    Ok(true)
+}
+
+/// The listener shard `id` inherits, if any.
+pub fn inherited_listener(id: usize) -> Option<OwnedFd> {
+    inherited(|i| i.listeners.get_mut(id).and_then(Option::take)).flatten()
+}
+
+/// The connection-id counter shard `id` goes on from, if it has a predecessor.
+pub fn inherited_next_id(id: usize) -> Option<u32> {
+    inherited(|i| i.next_ids.get(id).copied()).flatten()
+}
+
+/// Tells the predecessor every shard listens, and adopts the sessions it sends, on a thread of
+/// its own; `READY=1` goes to systemd once the predecessor is done (it sent `MAINPID=` first).
+pub fn successor_ready(
+    shared: Arc<Shared>,
+    mailboxes: Vec<crate::shard::poller::Mailbox<ShardMsg>>,
+    status: impl Fn() -> String + Send + 'static,
+) {
+    let Some(channel) = inherited(|i| i.channel.take()).flatten() else {
+        return;
+    };
+    if let Err(e) = channel.send(
+        &Msg::Ready {
+            pid: std::process::id(),
+        },
+        &[],
+    ) {
+        error!(error = %e, "upgrade: cannot tell the predecessor we are ready; it keeps its clients");
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("sluice-adopt".into())
+        .spawn(move || {
+            let (adopted, refused) = adopt_loop(&shared, &mailboxes, &channel);
+            info!(adopted, refused, "upgrade: handover over");
+            crate::notify::ready(&status());
+        });
+    if let Err(e) = spawned {
+        error!(error = %e, "upgrade: cannot start the adopting thread");
+    }
+}
+
+fn adopt_loop(
+    shared: &Shared,
+    mailboxes: &[crate::shard::poller::Mailbox<ShardMsg>],
+    channel: &Channel,
+) -> (u64, u64) {
+    let ids = crate::shared::IdLayout::new(shared.workers, shared.shards);
+    let (mut adopted, mut refused) = (0u64, 0u64);
+    loop {
+        // The predecessor sends at least every sweep while it hands over; it may wait for its
+        // deadline with nothing to send, so no timeout ends this loop: the channel closing does.
+        let (msg, fds) = match channel.recv(Duration::from_secs(3600)) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(error = %e, "upgrade: the handover channel ended");
+                return (adopted, refused);
+            }
+        };
+        let (conn_id, result) = match (msg, fds.into_iter().next()) {
+            (Msg::Done, _) => return (adopted, refused),
+            (Msg::Session { record }, Some(fd)) => adopt_one(&ids, mailboxes, &record, fd),
+            (Msg::Session { .. }, None) => (0, Err("a session without its socket".to_string())),
+            (other, _) => {
+                warn!(message = ?other, "upgrade: unexpected message from the predecessor");
+                continue;
+            }
+        };
+        match &result {
+            Ok(()) => adopted += 1,
+            Err(why) => {
+                refused += 1;
+                warn!(conn = conn_id, why = %why, "upgrade: refused a session (the predecessor keeps it)");
+            }
+        }
+        let ack = Msg::Adopted {
+            conn_id,
+            refused: result.err(),
+        };
+        if let Err(e) = channel.send(&ack, &[]) {
+            warn!(error = %e, "upgrade: the handover channel ended");
+            return (adopted, refused);
+        }
+    }
+}
+
+fn adopt_one(
+    ids: &crate::shared::IdLayout,
+    mailboxes: &[crate::shard::poller::Mailbox<ShardMsg>],
+    bytes: &[u8],
+    fd: OwnedFd,
+) -> (u32, Result<(), String>) {
+    let r = match record::decode(bytes) {
+        Ok(r) => r,
+        Err(e) => return (0, Err(e.to_string())),
+    };
+    let conn_id = r.conn_id;
+    (conn_id, adopt_on_shard(ids, mailboxes, r, fd))
+}
+
+/// Adopts `r` on the shard its connection id names.
+fn adopt_on_shard(
+    ids: &crate::shared::IdLayout,
+    mailboxes: &[crate::shard::poller::Mailbox<ShardMsg>],
+    r: record::Record,
+    fd: OwnedFd,
+) -> Result<(), String> {
+    let (_, shard) = ids.locate(r.conn_id);
+    let mb = mailboxes
+        .get(shard as usize)
+        .ok_or_else(|| format!("connection id {} names shard {shard}", r.conn_id))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    mb.post(ShardMsg::Upgrade(ShardRequest::Adopt {
+        record: Box::new(r),
+        fd,
+        reply: tx,
+    }));
+    rx.recv_timeout(ANSWER_TIMEOUT)
+        .map_err(|_| format!("shard {shard} did not answer"))?
+}
+
+// ---------------------------------------------------------------------------------------------
+// The old process's side.
+
+/// Starts an upgrade on a thread of its own (SIGUSR2, the console's UPGRADE). Refused while one
+/// is under way, while stopping, and with worker processes.
+pub fn start(shared: Arc<Shared>) -> Result<(), String> {
+    if shared.supervisor.is_some() || shared.workers > 1 {
+        return Err("upgrading worker processes is not built yet; restart instead".into());
+    }
+    if crate::server::STOPPING.load(Ordering::Acquire) {
+        return Err("sluice is stopping".into());
+    }
+    if UPGRADING.swap(true, Ordering::AcqRel) {
+        return Err("an upgrade is already under way".into());
+    }
+    std::thread::Builder::new()
+        .name("sluice-upgrade".into())
+        .spawn(move || {
+            let done = run_old(&shared);
+            if done {
+                // Whatever could not move ends as at a shutdown; the process exits.
+                info!("upgrade: handed over; stopping this process");
+                // SAFETY: sends a signal to this process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            } else {
+                UPGRADING.store(false, Ordering::Release);
+            }
+        })
+        .map(drop)
+        .map_err(|e| {
+            UPGRADING.store(false, Ordering::Release);
+            format!("cannot start the upgrade thread: {e}")
+        })
+}
+
+fn mailboxes(shared: &Shared) -> Vec<crate::shard::poller::Mailbox<ShardMsg>> {
+    shared.mailboxes.get().cloned().unwrap_or_default()
+}
+
+/// Asks every shard for (a duplicate of its listener, its id counter).
+fn listeners(shared: &Shared) -> Result<Vec<(Option<OwnedFd>, u32)>, String> {
+    mailboxes(shared)
+        .iter()
+        .enumerate()
+        .map(|(i, mb)| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            mb.post(ShardMsg::Upgrade(ShardRequest::Listener { reply: tx }));
+            rx.recv_timeout(ANSWER_TIMEOUT)
+                .map_err(|_| format!("shard {i} did not answer"))
+        })
+        .collect()
+}
+
+fn spawn_successor(child_end: &Channel) -> Result<std::process::Child, String> {
+    use std::os::unix::process::CommandExt;
+    let exe = EXE
+        .get()
+        .cloned()
+        .flatten()
+        .ok_or("the executable's path is unknown")?;
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let fd = child_end.as_raw_fd();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(&args).env(ENV_FD, fd.to_string());
+    // SAFETY: only fcntl (async-signal-safe) runs between fork and exec: the successor's end of
+    // the pair is the one descriptor it inherits beyond the standard streams.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))
+}
+
+/// Waits for the successor's Ready; `Err` says why it is not coming.
+fn await_ready(channel: &Channel, child: &mut std::process::Child) -> Result<u32, String> {
+    let until = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("the successor exited during its start ({st})"));
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "the successor did not report ready within {} s",
+                READY_TIMEOUT.as_secs()
+            ));
+        }
+        match channel.recv(Duration::from_millis(100)) {
+            Ok(None) => {}
+            Ok(Some((Msg::Ready { pid }, _))) => return Ok(pid),
+            Ok(Some((Msg::Failed { why }, _))) => {
+                return Err(format!("the successor failed: {why}"))
+            }
+            Ok(Some((m, _))) => return Err(format!("the successor said {m:?} instead of ready")),
+            Err(e) => {
+                // It closed its end: it exited (or is exiting); say how when we can.
+                let st = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(format!(
+                    "the successor went away during its start: {e} ({st})"
+                ));
+            }
+        }
+    }
+}
+
+/// The old process's upgrade. Returns `true` when the successor took over (this process should
+/// stop), `false` when it rolled back (this process goes on as before).
+fn run_old(shared: &Arc<Shared>) -> bool {
+    let started = Instant::now();
+    let dups = match listeners(shared) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "upgrade: not started");
+            return false;
+        }
+    };
+    let (mine, theirs) = match wire::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "upgrade: cannot make the handover channel; not started");
+            return false;
+        }
+    };
+    let mut child = match spawn_successor(&theirs) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "upgrade: not started");
+            return false;
+        }
+    };
+    drop(theirs);
+    info!(pid = child.id(), "upgrade: successor started");
+    let hello = Msg::Hello {
+        workers: shared.workers,
+        shards: shared.shards as u32,
+        next_ids: dups.iter().map(|d| d.1).collect(),
+        listeners: dups.iter().map(|d| d.0.is_some()).collect(),
+    };
+    let fds: Vec<RawFd> = dups
+        .iter()
+        .filter_map(|d| d.0.as_ref().map(AsRawFd::as_raw_fd))
+        .collect();
+    let ready = mine
+        .send(&hello, &fds)
+        .map_err(|e| format!("cannot send the hello: {e}"))
+        .and_then(|()| await_ready(&mine, &mut child));
+    // Our duplicates of the listeners stay open until the end: if the successor dies during
+    // the handover, this process accepts on them again.
+    let dups: Vec<Option<OwnedFd>> = dups.into_iter().map(|d| d.0).collect();
+    let pid = match ready {
+        Ok(pid) => pid,
+        Err(why) => {
+            // SAFETY: signals our own child (still ours to reap: no pid reuse before wait).
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            error!(why = %why, "upgrade rolled back: this process keeps its listeners and every client");
+            return false;
+        }
+    };
+    info!(
+        pid,
+        took_ms = started.elapsed().as_millis() as u64,
+        "upgrade: successor ready; handing over"
+    );
+    crate::notify::hand_over(pid);
+    // Reap the child when it exits, whenever that is (we exit first, normally).
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    let mbs = mailboxes(shared);
+    for mb in &mbs {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        mb.post(ShardMsg::StopAccepting { reply: tx });
+    }
+    let deadline = Instant::now() + Duration::from_millis(shared.config.shutdown_timeout_ms);
+    let (mut moved, mut kept) = (0u64, 0u64);
+    let mut last_staying = String::new();
+    loop {
+        let mut left = 0;
+        let mut staying: Vec<(shard_side::Stay, usize)> = Vec::new();
+        for (i, mb) in mbs.iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            mb.post(ShardMsg::Upgrade(ShardRequest::HandOver {
+                max: WINDOW,
+                reply: tx,
+            }));
+            let Ok(sweep) = rx.recv_timeout(ANSWER_TIMEOUT) else {
+                warn!(shard = i, "upgrade: shard did not answer a sweep");
+                left += 1;
+                continue;
+            };
+            let Sweep {
+                moving,
+                left: l,
+                staying: s,
+            } = sweep;
+            left += l;
+            for (why, n) in s {
+                match staying.iter_mut().find(|(w, _)| *w == why) {
+                    Some((_, m)) => *m += n,
+                    None => staying.push((why, n)),
+                }
+            }
+            let n = moving.len();
+            match send_batch(&mine, shared, &mbs, moving) {
+                Ok((m, k)) => {
+                    moved += m;
+                    kept += k;
+                    left += k as usize;
+                }
+                Err(e) => {
+                    error!(error = %e, moved, "upgrade rolled back late: the successor stopped answering; this process keeps the sessions it still has and accepts again (sessions the successor had taken are lost with it)");
+                    crate::notify::take_back();
+                    for (mb, l) in mbs.iter().zip(dups) {
+                        mb.post(ShardMsg::Upgrade(ShardRequest::Resume { listener: l }));
+                    }
+                    return false;
+                }
+            }
+            if n == WINDOW {
+                left += 1; // more may be waiting on this shard
+            }
+        }
+        let summary: Vec<String> = staying
+            .iter()
+            .map(|(w, n)| format!("{}={n}", w.name()))
+            .collect();
+        let summary = summary.join(" ");
+        if !summary.is_empty() && summary != last_staying {
+            info!(staying = %summary, "upgrade: sessions that cannot move yet");
+        }
+        last_staying = summary;
+        if left == 0 {
+            info!(
+                moved,
+                took_ms = started.elapsed().as_millis() as u64,
+                "upgrade: every session moved"
+            );
+            break;
+        }
+        if Instant::now() >= deadline {
+            warn!(moved, kept, left, staying = %last_staying, "upgrade: deadline (shutdown_timeout_ms) passed; the sessions left end with this process");
+            break;
+        }
+        std::thread::sleep(SWEEP_EVERY);
+    }
+    let _ = mine.send(&Msg::Done, &[]);
+    true
+}
+
+/// Sends one sweep's sessions and reads their acknowledgements; a refused session is adopted
+/// back here. Returns (moved, kept here); `Err` when the channel failed (the sessions not
+/// acknowledged are adopted back first).
+fn send_batch(
+    channel: &Channel,
+    shared: &Shared,
+    mbs: &[crate::shard::poller::Mailbox<ShardMsg>],
+    moving: Vec<shard_side::Moving>,
+) -> Result<(u64, u64), String> {
+    let ids = crate::shared::IdLayout::new(shared.workers, shared.shards);
+    let mut pending: Vec<shard_side::Moving> = Vec::with_capacity(moving.len());
+    let mut failure = None;
+    let mut rest = moving.into_iter();
+    for m in rest.by_ref() {
+        let msg = Msg::Session {
+            record: m.record.clone(),
+        };
+        let sent = channel.send(&msg, &[m.fd.as_raw_fd()]);
+        pending.push(m);
+        if let Err(e) = sent {
+            failure = Some(format!("sending a session: {e}"));
+            break;
+        }
+    }
+    // Not sent at all: back here.
+    let mut unsent: Vec<shard_side::Moving> = rest.collect();
+    let (mut moved, mut kept) = (0, 0);
+    while failure.is_none() && !pending.is_empty() {
+        match channel.recv(ANSWER_TIMEOUT) {
+            Ok(Some((Msg::Adopted { conn_id, refused }, _))) => {
+                let Some(i) = pending.iter().position(|m| m.conn_id == conn_id) else {
+                    failure = Some(format!("acknowledgement for unknown session {conn_id}"));
+                    break;
+                };
+                let m = pending.swap_remove(i);
+                match refused {
+                    None => {
+                        // Ours closes; the successor's copy keeps the connection.
+                        moved += 1;
+                        drop(m);
+                    }
+                    Some(why) => {
+                        kept += 1;
+                        take_back(&ids, mbs, m, &why);
+                    }
+                }
+            }
+            Ok(Some((other, _))) => failure = Some(format!("unexpected message {other:?}")),
+            Ok(None) => failure = Some("no acknowledgement in time".into()),
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    match failure {
+        None => Ok((moved, kept)),
+        Some(e) => {
+            unsent.append(&mut pending);
+            for m in unsent {
+                take_back(&ids, mbs, m, "the successor did not acknowledge it");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Adopts a session back in this process (the successor refused it or did not answer).
+fn take_back(
+    ids: &crate::shared::IdLayout,
+    mbs: &[crate::shard::poller::Mailbox<ShardMsg>],
+    m: shard_side::Moving,
+    why: &str,
+) {
+    let conn_id = m.conn_id;
+    let r = match record::decode(&m.record) {
+        Ok(r) => adopt_on_shard(ids, mbs, r, m.fd),
+        Err(e) => Err(e.to_string()),
+    };
+    match r {
+        Ok(()) => info!(conn = conn_id, why = %why, "upgrade: session kept here"),
+        Err(e) => {
+            error!(conn = conn_id, why = %why, error = %e, "upgrade: a session could be neither moved nor kept; its connection is closed")
+        }
+    }
+}

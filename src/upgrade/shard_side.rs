@@ -1,0 +1,536 @@
+//! The shard's half of an upgrade, run on the shard's own thread: which parked sessions may
+//! move ([`stays`], pure), taking them out of the table as (socket, record) pairs, and adopting a
+//! record (in the successor, or back in the old process when the successor refused it).
+
+use super::record::{self, HistoryRec, Record, StmtRec, TrackersRec};
+use crate::codec::caps::status;
+use crate::frontend::session::{Past, Session};
+use crate::session::effects::{Diag, Foreign, History, Known};
+use crate::session::sql::Modes;
+use crate::session::state::Settings;
+use crate::session::stmts::{ClientStmt, Conversion, Stmts};
+use crate::session::trackers::{Trackers, TrxInfo};
+use crate::shard::poller::READABLE;
+use crate::shard::table::{ActiveCtl, SlotState, Token};
+use crate::shard::Shard;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+
+/// What a shard is asked during an upgrade.
+pub enum ShardRequest {
+    /// A duplicate of the shard's listener (`None` once it stopped accepting) and the last
+    /// connection-id counter it handed out.
+    Listener {
+        reply: Sender<(Option<OwnedFd>, u32)>,
+    },
+    /// Accept on `listener` again (the successor died during the handover).
+    Resume { listener: Option<OwnedFd> },
+    /// Take out up to `max` parked sessions that may move.
+    HandOver { max: usize, reply: Sender<Sweep> },
+    /// Adopt a session.
+    Adopt {
+        record: Box<Record>,
+        fd: OwnedFd,
+        reply: Sender<Result<(), String>>,
+    },
+}
+
+/// One session on its way out: its socket and its encoded record.
+pub struct Moving {
+    pub conn_id: u32,
+    pub fd: OwnedFd,
+    pub record: Vec<u8>,
+}
+
+/// What a hand-over sweep found.
+#[derive(Default)]
+pub struct Sweep {
+    pub moving: Vec<Moving>,
+    /// Sessions left in the shard (active, or parked but staying), after the sweep.
+    pub left: usize,
+    /// Parked sessions that stay, by reason.
+    pub staying: Vec<(Stay, usize)>,
+}
+
+/// Why a parked session stays in the old process (served there until it ends or the
+/// deadline, see the module doc of [`super`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stay {
+    /// Its TLS state lives in this process's rustls object.
+    Tls,
+    /// It holds a backend connection (session mode, a pin, a transaction, diagnostics).
+    HoldsBackend,
+    /// A transaction is open, or may be.
+    Transaction,
+    /// Pinned state (user variables, temporary tables, …), or a one-shot `insert_id`.
+    Pinned,
+    /// A history value or diagnostics only a backend knows.
+    BackendHistory,
+    /// A cursor or long data pending on a backend.
+    StatementPending,
+}
+
+impl Stay {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stay::Tls => "tls",
+            Stay::HoldsBackend => "holds_backend",
+            Stay::Transaction => "transaction",
+            Stay::Pinned => "pinned",
+            Stay::BackendHistory => "backend_history",
+            Stay::StatementPending => "statement_pending",
+        }
+    }
+}
+
+/// The facts about a parked session that decide whether it may move.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub tls: bool,
+    pub lease: bool,
+    pub pin_counted: bool,
+    pub pins: bool,
+    pub in_transaction: bool,
+    pub uncertain: bool,
+    pub one_shot: bool,
+    pub replica_vars: bool,
+    pub history_on_backend: bool,
+    pub diag_not_clean: bool,
+    pub statement_pending: bool,
+}
+
+/// Why a session with `f` stays, or `None`: it moves. Pure; the first reason wins, in the order
+/// an operator would look for it.
+pub fn stays(f: &Facts) -> Option<Stay> {
+    if f.tls {
+        Some(Stay::Tls)
+    } else if f.in_transaction || f.uncertain {
+        Some(Stay::Transaction)
+    } else if f.pins || f.pin_counted || f.one_shot || f.replica_vars {
+        Some(Stay::Pinned)
+    } else if f.lease {
+        Some(Stay::HoldsBackend)
+    } else if f.history_on_backend || f.diag_not_clean {
+        Some(Stay::BackendHistory)
+    } else if f.statement_pending {
+        Some(Stay::StatementPending)
+    } else {
+        None
+    }
+}
+
+fn facts(s: &Session) -> Facts {
+    let past = s.past.as_deref();
+    let h = past.map(|p| &p.history);
+    Facts {
+        tls: s.tls.is_some(),
+        lease: s.lease.is_some(),
+        pin_counted: s.pin_counted,
+        pins: s
+            .pins
+            .as_deref()
+            .is_some_and(|p| *p != crate::session::pins::Pins::default()),
+        in_transaction: s.status & status::IN_TRANS != 0,
+        uncertain: past.is_some_and(|p| p.uncertain),
+        one_shot: past.is_some_and(|p| p.one_shot),
+        replica_vars: past.is_some_and(|p| !p.replica_vars.is_empty()),
+        history_on_backend: h.is_some_and(|h| {
+            h.last_insert_id == Known::OnBackend || h.found_rows == Known::OnBackend
+        }) || past.is_some_and(|p| p.diag_held_since.is_some()),
+        diag_not_clean: h.is_some_and(|h| h.diag != Diag::Clean),
+        statement_pending: s
+            .stmts
+            .as_deref()
+            .is_some_and(|st| st.pending() || st.map.values().any(|c| c.pending_at.is_some())),
+    }
+}
+
+fn trackers_rec(t: &Trackers) -> TrackersRec {
+    TrackersRec {
+        all_vars: t.all_vars,
+        vars: t.vars.iter().map(|v| v.to_string()).collect(),
+        schema: t.schema,
+        state_change: t.state_change,
+        trx: match t.trx {
+            TrxInfo::Off => 0,
+            TrxInfo::State => 1,
+            TrxInfo::Characteristics => 2,
+        },
+    }
+}
+
+fn vars_of(s: &Settings) -> Vec<(String, String)> {
+    s.vars
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The record of a session that may move (see [`stays`]). `idle_secs`: since its last command.
+pub fn to_record(s: &Session, idle_secs: u32) -> Record {
+    let past = s.past.as_deref();
+    Record {
+        conn_id: s.conn_id,
+        user: s.user.name.to_string(),
+        caps: s.caps,
+        mariadb_caps: s.mariadb_caps,
+        collation: s.collation,
+        schema: s.settings.schema.as_deref().map(str::to_string),
+        vars: vars_of(&s.settings),
+        backend: s.backend,
+        multi_statements: s.multi_statements,
+        status: s.status,
+        idle_secs,
+        history: past.map(|p| {
+            let h = &p.history;
+            HistoryRec {
+                last_insert_id: h.last_insert_id.value().unwrap_or(0),
+                row_count: h.row_count,
+                found_rows: h.found_rows.value().unwrap_or(0),
+                foreign_row_count: h.foreign.row_count,
+                foreign_found_rows: h.foreign.found_rows,
+                last_gtid: h.last_gtid.to_string(),
+            }
+        }),
+        trackers: past.and_then(|p| p.trackers.as_deref()).map(trackers_rec),
+        tracker_values: past
+            .and_then(|p| p.tracker_values.as_deref())
+            .cloned(),
+        stmt_next_id: s.stmts.as_deref().map(Stmts::next_id),
+        stmts: s
+            .stmts
+            .as_deref()
+            .map(|st| {
+                let mut list: Vec<StmtRec> = st
+                    .map
+                    .iter()
+                    .map(|(&id, c)| StmtRec {
+                        id,
+                        sql: c.sql.to_vec(),
+                        schema: c.settings.schema.as_deref().map(str::to_string),
+                        vars: vars_of(&c.settings),
+                        params: c.params,
+                        columns: c.columns,
+                        types: c.types.as_deref().map(<[u8]>::to_vec),
+                        bound: c
+                            .bound_charset
+                            .as_ref()
+                            .map(|b| (b.client.to_string(), b.collation.to_string())),
+                        long_data_lost: c.long_data_lost,
+                        ansi_quotes: c.modes.ansi_quotes,
+                        no_backslash_escapes: c.modes.no_backslash_escapes,
+                    })
+                    .collect();
+                list.sort_by_key(|s| s.id);
+                list
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn settings_of(schema: Option<String>, vars: Vec<(String, String)>) -> Settings {
+    let mut s = Settings {
+        schema: schema.map(Into::into),
+        vars: Vec::with_capacity(vars.len()),
+    };
+    // Through set_var: the list stays sorted whatever order the record had.
+    for (n, v) in vars {
+        s.set_var(&n, &v);
+    }
+    s
+}
+
+/// Builds the session a record describes, on this shard (its user looked up by name as at a
+/// login, its settings and statement texts interned here).
+pub fn from_record(shard: &Shard, r: Record, fd: OwnedFd) -> Result<Session, String> {
+    let Some(user) = shard.user(r.user.as_bytes()) else {
+        return Err(format!("user {:?} is not configured here", r.user));
+    };
+    let settings = shard.interner.intern(settings_of(r.schema, r.vars));
+    let backends = shard.shared.backends.snapshot().len();
+    let backend = if usize::from(r.backend) < backends {
+        r.backend
+    } else {
+        shard.pick_backend()
+    };
+    let mut s = Session::new(fd, r.conn_id, user, r.caps, r.collation, settings, backend);
+    s.mariadb_caps = r.mariadb_caps;
+    s.multi_statements = r.multi_statements;
+    s.status = r.status;
+    s.last_active = shard.clock().saturating_sub(r.idle_secs);
+    if r.history.is_some() || r.trackers.is_some() || r.tracker_values.is_some() {
+        let h = r.history.unwrap_or(HistoryRec {
+            last_insert_id: 0,
+            row_count: -1,
+            found_rows: 0,
+            foreign_row_count: false,
+            foreign_found_rows: false,
+            last_gtid: String::new(),
+        });
+        let past = Past {
+            history: History {
+                last_insert_id: Known::Is(h.last_insert_id),
+                row_count: h.row_count,
+                found_rows: Known::Is(h.found_rows),
+                diag: Diag::Clean,
+                last_gtid: h.last_gtid.into(),
+                foreign: Foreign {
+                    row_count: h.foreign_row_count,
+                    found_rows: h.foreign_found_rows,
+                },
+            },
+            trackers: r.trackers.map(|t| {
+                Rc::new(Trackers {
+                    all_vars: t.all_vars,
+                    vars: t.vars.into_iter().map(Into::into).collect(),
+                    schema: t.schema,
+                    state_change: t.state_change,
+                    trx: match t.trx {
+                        1 => TrxInfo::State,
+                        2 => TrxInfo::Characteristics,
+                        _ => TrxInfo::Off,
+                    },
+                })
+            }),
+            tracker_values: r.tracker_values.map(Rc::new),
+            ..Past::default()
+        };
+        if past != Past::default() {
+            s.past = Some(Box::new(past));
+        }
+    }
+    if let Some(next) = r.stmt_next_id {
+        let mut st = Stmts::default();
+        st.set_next_id(next);
+        let routines = crate::frontend::session::routines(shard);
+        for c in r.stmts {
+            let settings = shard.interner.intern(settings_of(c.schema, c.vars));
+            let sql = shard.sql.intern_bytes(&c.sql);
+            let modes = Modes {
+                ansi_quotes: c.ansi_quotes,
+                no_backslash_escapes: c.no_backslash_escapes,
+            };
+            // What the statement does is a pure function of its text and how it was read then
+            // (modes, schema): derived again rather than carried.
+            let ctx = crate::session::sql::Context {
+                modes,
+                schema: settings.schema.as_deref().map(str::as_bytes),
+                fold_table_names: shard.shared.server.fold_table_names,
+                stored_functions: Some(&routines),
+            };
+            let effects = Rc::new(crate::session::sql::analyze_with(&sql, &ctx));
+            if c.types
+                .as_ref()
+                .is_some_and(|t| t.len() != 2 * usize::from(c.params))
+            {
+                return Err(format!("statement {}: parameter types do not match", c.id));
+            }
+            st.map.insert(
+                c.id,
+                ClientStmt {
+                    sql,
+                    settings,
+                    params: c.params,
+                    columns: c.columns,
+                    types: c.types.map(Vec::into_boxed_slice),
+                    bound_charset: c.bound.map(|(client, collation)| Conversion {
+                        client: client.into(),
+                        collation: collation.into(),
+                    }),
+                    long_data: false,
+                    pending_at: None,
+                    long_data_lost: c.long_data_lost,
+                    effects,
+                    modes,
+                },
+            );
+        }
+        s.stmts = Some(Box::new(st));
+    }
+    Ok(s)
+}
+
+/// Serves an upgrade request on the shard's thread.
+pub fn on_request(shard: &Rc<Shard>, req: ShardRequest) {
+    match req {
+        ShardRequest::Listener { reply } => {
+            let dup = shard
+                .listener
+                .borrow()
+                .as_ref()
+                .and_then(|l| l.try_clone().ok());
+            let _ = reply.send((dup, shard.next_id.get()));
+        }
+        ShardRequest::Resume { listener } => {
+            let Some(l) = listener else { return };
+            if shard.listener.borrow().is_some() {
+                return;
+            }
+            match shard
+                .poller
+                .add(l.as_raw_fd(), crate::shard::LISTENER, READABLE)
+            {
+                Ok(()) => *shard.listener.borrow_mut() = Some(l),
+                Err(e) => tracing::error!(shard = shard.id, error = %e, "cannot accept again"),
+            }
+        }
+        ShardRequest::HandOver { max, reply } => {
+            let _ = reply.send(hand_over(shard, max));
+        }
+        ShardRequest::Adopt { record, fd, reply } => {
+            let _ = reply.send(adopt(shard, *record, fd));
+        }
+    }
+}
+
+/// Takes up to `max` parked sessions that may move out of the table (and out of the epoll
+/// set), as sockets and records; nothing of them stays here.
+fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
+    let mut sweep = Sweep::default();
+    let now = shard.clock();
+    let tokens = shard.table.borrow().tokens();
+    for t in tokens {
+        let reason = match shard.table.borrow().get(t).map(|s| &s.state) {
+            Some(SlotState::Parked(s)) => stays(&facts(s)),
+            _ => continue,
+        };
+        if let Some(why) = reason {
+            match sweep.staying.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, n)) => *n += 1,
+                None => sweep.staying.push((why, 1)),
+            }
+            continue;
+        }
+        if sweep.moving.len() >= max {
+            break;
+        }
+        let Some(sess) = shard.table.borrow_mut().remove(t) else {
+            continue;
+        };
+        shard.poller.remove(sess.fd.as_raw_fd());
+        shard.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        shard.shared.leave_user(sess.user.index);
+        let rec = to_record(&sess, now.saturating_sub(sess.last_active));
+        sweep.moving.push(Moving {
+            conn_id: sess.conn_id,
+            record: record::encode(&rec),
+            fd: sess.fd,
+        });
+    }
+    sweep.left = shard.table.borrow().len();
+    sweep
+}
+
+/// Puts the session a record describes in this shard's table, parked, its socket watched.
+fn adopt(shard: &Rc<Shard>, r: Record, fd: OwnedFd) -> Result<(), String> {
+    if shard.table.borrow().find_conn(r.conn_id).is_some() {
+        return Err(format!("connection id {} is in use here", r.conn_id));
+    }
+    let sess = from_record(shard, r, fd)?;
+    shard
+        .shared
+        .admit_user(sess.user.index)
+        .map_err(|limit| format!("user {} is at its limit of {limit}", sess.user.name))?;
+    let ctl = Rc::new(ActiveCtl::default());
+    ctl.user.set(sess.user.id);
+    ctl.pool_user.set(sess.user.index);
+    ctl.logged_in.set(true);
+    let token: Token = shard.table.borrow_mut().insert(sess.conn_id, ctl);
+    shard.shared.clients.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = shard.poller.add(sess.fd.as_raw_fd(), token.to_u64(), 0) {
+        shard.shared.leave_user(sess.user.index);
+        shard.remove_session(token);
+        return Err(format!("cannot watch the socket: {e}"));
+    }
+    // Parks and arms the socket: bytes the client sent meanwhile wait in the kernel and are
+    // reported at once.
+    shard.park(token, sess);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_moves() {
+        let f = Facts::default();
+        let cases: Vec<(Facts, Option<Stay>)> = vec![
+            (f, None),
+            (Facts { tls: true, ..f }, Some(Stay::Tls)),
+            (Facts { lease: true, ..f }, Some(Stay::HoldsBackend)),
+            (
+                Facts {
+                    lease: true,
+                    in_transaction: true,
+                    ..f
+                },
+                Some(Stay::Transaction),
+            ),
+            (
+                Facts {
+                    uncertain: true,
+                    ..f
+                },
+                Some(Stay::Transaction),
+            ),
+            (Facts { pins: true, ..f }, Some(Stay::Pinned)),
+            (
+                Facts {
+                    pin_counted: true,
+                    ..f
+                },
+                Some(Stay::Pinned),
+            ),
+            (
+                Facts {
+                    one_shot: true,
+                    ..f
+                },
+                Some(Stay::Pinned),
+            ),
+            (
+                Facts {
+                    replica_vars: true,
+                    ..f
+                },
+                Some(Stay::Pinned),
+            ),
+            (
+                Facts {
+                    history_on_backend: true,
+                    ..f
+                },
+                Some(Stay::BackendHistory),
+            ),
+            (
+                Facts {
+                    diag_not_clean: true,
+                    ..f
+                },
+                Some(Stay::BackendHistory),
+            ),
+            (
+                Facts {
+                    statement_pending: true,
+                    ..f
+                },
+                Some(Stay::StatementPending),
+            ),
+            (
+                Facts {
+                    tls: true,
+                    lease: true,
+                    pins: true,
+                    ..f
+                },
+                Some(Stay::Tls),
+            ),
+        ];
+        for (facts, want) in cases {
+            assert_eq!(stays(&facts), want, "{facts:?}");
+        }
+    }
+}
