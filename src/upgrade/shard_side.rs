@@ -195,9 +195,7 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
             }
         }),
         trackers: past.and_then(|p| p.trackers.as_deref()).map(trackers_rec),
-        tracker_values: past
-            .and_then(|p| p.tracker_values.as_deref())
-            .cloned(),
+        tracker_values: past.and_then(|p| p.tracker_values.as_deref()).cloned(),
         stmt_next_id: s.stmts.as_deref().map(Stmts::next_id),
         stmts: s
             .stmts

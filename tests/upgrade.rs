@@ -1,0 +1,234 @@
+//! Upgrading without dropping a client (`crate::upgrade`): SIGUSR2 makes sluice start the binary
+//! at its path as a successor, which takes the listeners and every idle client, with its state;
+//! a successor that cannot start leaves the old process with everything.
+
+mod common;
+
+use common::{Config, Sluice};
+use mysql::prelude::Queryable;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A client with state sluice must carry: a session variable, a schema chosen with USE, a
+/// prepared statement, LAST_INSERT_ID.
+struct Client {
+    conn: mysql::Conn,
+    id: u64,
+    wait_timeout: u64,
+    stmt: mysql::Statement,
+    last_insert_id: u64,
+}
+
+fn client(s: &Sluice, i: u64) -> Client {
+    let mut conn = s.conn_as("app", "app", None);
+    let wait_timeout = 1000 + i;
+    conn.query_drop(format!("SET SESSION wait_timeout = {wait_timeout}"))
+        .unwrap();
+    conn.query_drop("USE app").unwrap();
+    let last_insert_id = 42 + i;
+    let _: Option<u64> = conn
+        .query_first(format!("SELECT LAST_INSERT_ID({last_insert_id})"))
+        .unwrap();
+    let stmt = conn
+        .prep("SELECT ? + 1, @@SESSION.wait_timeout, DATABASE()")
+        .unwrap();
+    let id: u64 = conn.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    Client {
+        conn,
+        id,
+        wait_timeout,
+        stmt,
+        last_insert_id,
+    }
+}
+
+/// The client's state is what it set, on its own connection.
+fn check(c: &mut Client, what: &str) {
+    let row: (u64, u64, Option<String>, u64) = c
+        .conn
+        .query_first("SELECT CONNECTION_ID(), @@SESSION.wait_timeout, DATABASE(), LAST_INSERT_ID()")
+        .unwrap_or_else(|e| panic!("{what}: client {} query: {e}", c.id))
+        .unwrap();
+    assert_eq!(
+        row,
+        (c.id, c.wait_timeout, Some("app".into()), c.last_insert_id),
+        "{what}: client {}",
+        c.id
+    );
+    let stmt = c.stmt.clone();
+    let (n, w, db): (u64, u64, Option<String>) = c
+        .conn
+        .exec_first(&stmt, (41,))
+        .unwrap_or_else(|e| panic!("{what}: client {} execute: {e}", c.id))
+        .unwrap();
+    assert_eq!(
+        (n, w, db),
+        (42, c.wait_timeout, Some("app".into())),
+        "{what}: client {}",
+        c.id
+    );
+}
+
+/// `text` without terminal colour sequences (`ESC [ … m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The successor's pid, from the old process's log line.
+fn successor_pid(s: &Sluice) -> Option<u32> {
+    let log = plain(&s.log_text());
+    let line = log.lines().find(|l| l.contains("successor ready"))?;
+    let at = line.find(" pid=")? + 5;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Stops the successor (not our child: the old process started it) at the end of a test.
+struct Successor(u32);
+
+impl Successor {
+    fn alive(&self) -> bool {
+        // SAFETY: signal 0 only checks the process exists.
+        unsafe { libc::kill(self.0 as i32, 0) == 0 }
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // SAFETY: plain signals to a pid this test learned from the log.
+        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        let limit = std::time::Instant::now() + Duration::from_secs(10);
+        while self.alive() && std::time::Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.alive() {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn upgrade(s: &Sluice) {
+    // SAFETY: a signal to the sluice this test started.
+    assert_eq!(unsafe { libc::kill(s.pid() as i32, libc::SIGUSR2) }, 0);
+}
+
+#[test]
+fn idle_clients_move_with_their_state() {
+    let dir = std::env::temp_dir().join(format!("sluice-upgrade-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut s = Sluice::with_env(
+        Config::default(),
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let mut clients: Vec<Client> = (0..8).map(|i| client(&s, i)).collect();
+    for c in clients.iter_mut() {
+        check(c, "before the upgrade");
+    }
+    let old = s.pid();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert_ne!(succ.0, old);
+    // Every client moves (they are idle), then the old process stops on its own.
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    common::wait_for("the successor to adopt all 8", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=8 refused=0")
+            .then_some(())
+    });
+    let log = s.log_text();
+    assert!(log.contains("upgrade: every session moved"), "{log}");
+    assert!(!log.contains("kept here"), "{log}");
+    assert!(succ.alive());
+    // Same connections, same state, served by the successor.
+    for c in clients.iter_mut() {
+        check(c, "after the upgrade");
+    }
+    // New clients reach the successor, and get ids no moved client has.
+    let mut fresh = s.conn();
+    let id: u64 = fresh
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(
+        clients.iter().all(|c| c.id != id),
+        "id {id} handed out twice"
+    );
+    // systemd heard the old process name the successor its main process, and the successor
+    // say it is ready.
+    let mut seen = String::new();
+    common::wait_for("MAINPID= and READY=1 from the successor", LIMIT, || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = notify.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+        let main = format!("MAINPID={}", succ.0);
+        let at = seen.find(&main)?;
+        // READY=1 again after the switch (from the successor, once it adopted everyone).
+        seen[at + main.len()..].contains("READY=1").then_some(())
+    });
+    drop(fresh);
+    drop(clients);
+    drop(succ);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn successor_that_fails_rolls_back() {
+    let mut s = Sluice::start();
+    let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    // The successor reads the file as any start does: an invalid one makes it fail.
+    std::fs::write(s.dir_path().join("sluice.toml"), "listen = \n").unwrap();
+    upgrade(&s);
+    common::wait_for("the rollback", LIMIT, || {
+        s.log_text().contains("upgrade rolled back").then_some(())
+    });
+    assert!(s.alive(), "the old process must go on");
+    for c in clients.iter_mut() {
+        check(c, "after the rollback");
+    }
+    // Still accepting.
+    let mut fresh = s.conn();
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+    // A second try works once the file is good again.
+    let good = Config::default();
+    s.rewrite_config(&good);
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    for c in clients.iter_mut() {
+        check(c, "after the second upgrade");
+    }
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+    drop(succ);
+}
