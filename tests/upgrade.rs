@@ -232,3 +232,46 @@ fn successor_that_fails_rolls_back() {
     let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
     drop(succ);
 }
+
+#[test]
+fn sessions_move_at_their_safe_point_or_are_told_why() {
+    let mut s = Sluice::with(Config::default().top("shutdown_timeout_ms = 3000"));
+    let mut idle = client(&s, 0);
+    let mut in_tx = client(&s, 1);
+    in_tx.conn.query_drop("BEGIN").unwrap();
+    let mut pinned = client(&s, 2);
+    pinned.conn.query_drop("SET @v = 1").unwrap();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    common::wait_for("the old process to keep the two that cannot move", LIMIT, || {
+        plain(&s.log_text())
+            .contains("staying=transaction=1 pinned=1")
+            .then_some(())
+    });
+    // The transaction ends on the old process; the session then moves at its next park.
+    in_tx.conn.query_drop("COMMIT").unwrap();
+    // The pinned one stays until the deadline; the old process then stops.
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    common::wait_for("the successor to adopt two", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=2 refused=0")
+            .then_some(())
+    });
+    check(&mut idle, "idle, after the upgrade");
+    check(&mut in_tx, "after its transaction, after the upgrade");
+    // The pinned client is told why its connection ended, at its next command.
+    let e = pinned
+        .conn
+        .query_drop("SELECT @v")
+        .expect_err("the pinned session ended with the old process");
+    let (code, state, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!((code, state.as_str()), (1053, "08S01"), "{message}");
+    assert!(
+        message.contains("could not move") && message.contains("pinned"),
+        "{message}"
+    );
+    drop(succ);
+}

@@ -573,6 +573,20 @@ fn run_old(shared: &Arc<Shared>) -> bool {
         std::thread::sleep(SWEEP_EVERY);
     }
     let _ = mine.send(&Msg::Done, &[]);
+    // What is left ends with this process: idle sessions are told why now; active ones end
+    // after their command, as at a shutdown.
+    let mut told = 0;
+    for mb in &mbs {
+        let (tx, rx) = std::sync::mpsc::channel();
+        mb.post(ShardMsg::Upgrade(ShardRequest::Farewell { reply: tx }));
+        told += rx.recv_timeout(ANSWER_TIMEOUT).unwrap_or(0);
+    }
+    if told > 0 {
+        warn!(
+            sessions = told,
+            "upgrade: closed the idle sessions that could not move, each told why"
+        );
+    }
     true
 }
 

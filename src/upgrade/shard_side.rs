@@ -27,6 +27,9 @@ pub enum ShardRequest {
     },
     /// Accept on `listener` again (the successor died during the handover).
     Resume { listener: Option<OwnedFd> },
+    /// The handover is over: tell each parked session still here why it ends (see
+    /// [`farewell`]) and close it; reply with how many.
+    Farewell { reply: Sender<usize> },
     /// Take out up to `max` parked sessions that may move.
     HandOver { max: usize, reply: Sender<Sweep> },
     /// Adopt a session.
@@ -374,6 +377,9 @@ pub fn on_request(shard: &Rc<Shard>, req: ShardRequest) {
                 Err(e) => tracing::error!(shard = shard.id, error = %e, "cannot accept again"),
             }
         }
+        ShardRequest::Farewell { reply } => {
+            let _ = reply.send(farewell(shard));
+        }
         ShardRequest::HandOver { max, reply } => {
             let _ = reply.send(hand_over(shard, max));
         }
@@ -419,6 +425,60 @@ fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
     }
     sweep.left = shard.table.borrow().len();
     sweep
+}
+
+/// The error a session that could not move is told when the old process stops after the
+/// handover.
+pub fn farewell_reply(why: Option<Stay>) -> crate::error::Reply {
+    let why = match why {
+        Some(Stay::Tls) => "its TLS state cannot move",
+        Some(Stay::HoldsBackend) => "it holds a backend connection (session mode)",
+        Some(Stay::Transaction) => "a transaction is open",
+        Some(Stay::Pinned) => "it is pinned to its backend (user variables, temporary tables, locks, …)",
+        Some(Stay::BackendHistory) => "a history value or diagnostics live on its backend only",
+        Some(Stay::StatementPending) => "a cursor or long data is pending",
+        None => "it did not become idle before the deadline",
+    };
+    crate::error::Reply::new(
+        1053,
+        b"08S01",
+        format!("sluice was upgraded and this session could not move to the new process ({why}); reconnect"),
+    )
+}
+
+/// Closes every parked session still here, each told why first: an ERR packet with sequence
+/// id 1, which is what the client reads as the answer to its next command (it sends that with
+/// sequence id 0), so it sees this error instead of a bare lost connection. A TLS session is
+/// closed without it (plaintext on a TLS stream would be garbage to it).
+fn farewell(shard: &Rc<Shard>) -> usize {
+    let tokens = shard.table.borrow().tokens();
+    let mut n = 0;
+    for t in tokens {
+        let sess = {
+            let mut table = shard.table.borrow_mut();
+            if !matches!(table.get(t).map(|s| &s.state), Some(SlotState::Parked(_))) {
+                continue;
+            }
+            table.unpark(t, Rc::new(ActiveCtl::default()))
+        };
+        let Some(sess) = sess else { continue };
+        shard.poller.remove(sess.fd.as_raw_fd());
+        let why = stays(&facts(&sess));
+        if sess.tls.is_none() {
+            let mut payload = Vec::new();
+            farewell_reply(why).encode(&mut payload);
+            let mut out = Vec::new();
+            crate::codec::frame::encode_packet(&mut out, 1, &payload);
+            let _ = crate::net::send(sess.fd.as_raw_fd(), &out);
+        }
+        n += 1;
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            crate::frontend::session::finish(&shard, t, sess).await
+        })
+        .detach();
+    }
+    n
 }
 
 /// Puts the session a record describes in this shard's table, parked, its socket watched.
