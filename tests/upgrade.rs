@@ -245,11 +245,15 @@ fn sessions_move_at_their_safe_point_or_are_told_why() {
     let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
         successor_pid(&s)
     }));
-    common::wait_for("the old process to keep the two that cannot move", LIMIT, || {
-        plain(&s.log_text())
-            .contains("staying=transaction=1 pinned=1")
-            .then_some(())
-    });
+    common::wait_for(
+        "the old process to keep the two that cannot move",
+        LIMIT,
+        || {
+            plain(&s.log_text())
+                .contains("staying=pinned=1 transaction=1")
+                .then_some(())
+        },
+    );
     // The transaction ends on the old process; the session then moves at its next park.
     in_tx.conn.query_drop("COMMIT").unwrap();
     // The pinned one stays until the deadline; the old process then stops.
@@ -273,5 +277,71 @@ fn sessions_move_at_their_safe_point_or_are_told_why() {
         message.contains("could not move") && message.contains("pinned"),
         "{message}"
     );
+    drop(succ);
+}
+
+#[test]
+fn busy_clients_move_between_commands_without_an_error() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut s = Sluice::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    let mut counts = Vec::new();
+    for i in 0..4u64 {
+        let mut c = client(&s, i);
+        let done = Arc::new(AtomicU64::new(0));
+        counts.push(done.clone());
+        let stop = stop.clone();
+        workers.push(std::thread::spawn(move || {
+            // Commands back to back: every error is counted, the loop goes on.
+            let mut errors = Vec::new();
+            let stmt = c.stmt.clone();
+            while !stop.load(Ordering::Relaxed) {
+                let n = done.load(Ordering::Relaxed);
+                let r: Result<Option<(u64, u64, Option<String>)>, _> =
+                    c.conn.exec_first(&stmt, (n,));
+                match r {
+                    Ok(Some((m, w, db)))
+                        if m == n + 1 && w == c.wait_timeout && db.as_deref() == Some("app") => {}
+                    other => errors.push(format!("{other:?}")),
+                }
+                let id: Result<Option<u64>, _> = c.conn.query_first("SELECT CONNECTION_ID()");
+                if id.as_ref().ok() != Some(&Some(c.id)) {
+                    errors.push(format!("connection id {id:?}, was {}", c.id));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            errors
+        }));
+    }
+    let at = |counts: &[Arc<AtomicU64>]| -> Vec<u64> {
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    };
+    common::wait_for("every client to be busy", LIMIT, || {
+        at(&counts).iter().all(|&n| n >= 20).then_some(())
+    });
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    let after = at(&counts);
+    common::wait_for("every client to go on on the successor", LIMIT, || {
+        at(&counts)
+            .iter()
+            .zip(&after)
+            .all(|(n, a)| *n >= a + 20)
+            .then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{}", s.log_text());
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade: every session moved"), "{log}");
     drop(succ);
 }

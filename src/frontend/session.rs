@@ -522,7 +522,12 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 // its session still running: no park, no epoll registration, no task to spawn.
                 // Only one that stays quiet for LINGER is parked as a compact record.
                 let lingering = shard.lingering.get();
-                if lingering < MAX_LINGERING && !shard.is_draining() {
+                // During an upgrade's handover sessions park at once: a parked session is one
+                // that can move (see crate::upgrade).
+                if lingering < MAX_LINGERING
+                    && !shard.is_draining()
+                    && !crate::upgrade::handing_over()
+                {
                     shard.lingering.set(lingering + 1);
                     let came = io.linger(LINGER).await;
                     shard.lingering.set(shard.lingering.get() - 1);

@@ -118,6 +118,14 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
 /// An upgrade is under way in this process.
 static UPGRADING: AtomicBool = AtomicBool::new(false);
+/// The successor is ready and sessions are being handed over: sessions park right after each
+/// command instead of lingering (a lingering session is not at a point where it can move).
+static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Are sessions being handed over now (see [`HANDING_OVER`])?
+pub fn handing_over() -> bool {
+    HANDING_OVER.load(Ordering::Relaxed)
+}
 
 /// Notes the executable's path now, at start: `/proc/self/exe` later names a replaced file
 /// "(deleted)", and the upgrade wants whatever is at the path now.
@@ -491,6 +499,7 @@ fn run_old(shared: &Arc<Shared>) -> bool {
         "upgrade: successor ready; handing over"
     );
     crate::notify::hand_over(pid);
+    HANDING_OVER.store(true, Ordering::Relaxed);
     // Reap the child when it exits, whenever that is (we exit first, normally).
     std::thread::spawn(move || {
         let _ = child.wait();
@@ -539,6 +548,7 @@ fn run_old(shared: &Arc<Shared>) -> bool {
                 Err(e) => {
                     error!(error = %e, moved, "upgrade rolled back late: the successor stopped answering; this process keeps the sessions it still has and accepts again (sessions the successor had taken are lost with it)");
                     crate::notify::take_back();
+                    HANDING_OVER.store(false, Ordering::Relaxed);
                     for (mb, l) in mbs.iter().zip(dups) {
                         mb.post(ShardMsg::Upgrade(ShardRequest::Resume { listener: l }));
                     }
@@ -549,6 +559,7 @@ fn run_old(shared: &Arc<Shared>) -> bool {
                 left += 1; // more may be waiting on this shard
             }
         }
+        staying.sort_by_key(|(w, _)| w.name());
         let summary: Vec<String> = staying
             .iter()
             .map(|(w, n)| format!("{}={n}", w.name()))

@@ -434,7 +434,9 @@ pub fn farewell_reply(why: Option<Stay>) -> crate::error::Reply {
         Some(Stay::Tls) => "its TLS state cannot move",
         Some(Stay::HoldsBackend) => "it holds a backend connection (session mode)",
         Some(Stay::Transaction) => "a transaction is open",
-        Some(Stay::Pinned) => "it is pinned to its backend (user variables, temporary tables, locks, …)",
+        Some(Stay::Pinned) => {
+            "it is pinned to its backend (user variables, temporary tables, locks, …)"
+        }
         Some(Stay::BackendHistory) => "a history value or diagnostics live on its backend only",
         Some(Stay::StatementPending) => "a cursor or long data is pending",
         None => "it did not become idle before the deadline",
@@ -473,9 +475,9 @@ fn farewell(shard: &Rc<Shard>) -> usize {
         }
         n += 1;
         let shard = shard.clone();
-        glommio::spawn_local(async move {
-            crate::frontend::session::finish(&shard, t, sess).await
-        })
+        glommio::spawn_local(
+            async move { crate::frontend::session::finish(&shard, t, sess).await },
+        )
         .detach();
     }
     n
