@@ -220,7 +220,12 @@ fn successor_that_fails_rolls_back() {
     // A second try works once the file is good again.
     let good = Config::default();
     s.rewrite_config(&good);
-    upgrade(&s);
+    // This time with the command-line client of the upgrade.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["upgrade", "--pid", &s.pid().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
         successor_pid(&s)
     }));
@@ -343,5 +348,38 @@ fn busy_clients_move_between_commands_without_an_error() {
     assert!(errors.is_empty(), "{errors:?}\n{}", s.log_text());
     let log = plain(&s.log_text());
     assert!(log.contains("upgrade: every session moved"), "{log}");
+    drop(succ);
+}
+
+#[test]
+fn console_upgrade_takes_the_console_and_metrics_listeners_too() {
+    let admin = common::free_port();
+    let metrics = common::free_port();
+    let mut s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{metrics}\""))
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    let mut clients: Vec<Client> = (0..3).map(|i| client(&s, i)).collect();
+    let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "UPGRADE");
+    assert!(ok && out.contains("started"), "{out}\n{err}");
+    // The successor binds neither again (the old process still listens on both): it starts.
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    for c in clients.iter_mut() {
+        check(c, "after UPGRADE");
+    }
+    // The console and the metrics endpoint now answer from the successor.
+    let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "SHOW CLIENTS");
+    assert!(ok, "{err}");
+    for c in &clients {
+        assert!(out.contains(&c.id.to_string()), "client {} in\n{out}", c.id);
+    }
+    assert!(common::scrape(metrics).contains("sluice_"));
     drop(succ);
 }

@@ -136,10 +136,58 @@ pub fn remember_exe() {
 // ---------------------------------------------------------------------------------------------
 // The successor's side.
 
+/// A listening socket besides the shards', which a successor takes over as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The SQL admin console (`[admin] listen`).
+    Console = 1,
+    /// The metrics endpoint (`metrics_listen`).
+    Metrics = 2,
+}
+
+impl Role {
+    fn from_byte(b: u8) -> Option<Role> {
+        match b {
+            1 => Some(Role::Console),
+            2 => Some(Role::Metrics),
+            _ => None,
+        }
+    }
+}
+
+/// This process's console and metrics listeners (their threads hold them until the process
+/// exits, so the descriptors stay valid), to pass on at an upgrade.
+static OTHERS: Mutex<Vec<(Role, RawFd)>> = Mutex::new(Vec::new());
+
+/// A TCP listener for `role` on `addr`: the predecessor's, when this is a successor and it had
+/// one on that address (binding again would fail: it still listens); otherwise a new one.
+pub fn tcp_listener(addr: &str, role: Role) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let wanted: Vec<std::net::SocketAddr> = addr.to_socket_addrs()?.collect();
+    let taken = inherited(|i| {
+        let at = i
+            .others
+            .iter()
+            .position(|(r, l)| *r == role && l.local_addr().is_ok_and(|a| wanted.contains(&a)))?;
+        Some(i.others.remove(at).1)
+    })
+    .flatten();
+    let listener = match taken {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(addr)?,
+    };
+    OTHERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((role, listener.as_raw_fd()));
+    Ok(listener)
+}
+
 struct Inherited {
     channel: Option<Channel>,
     listeners: Vec<Option<OwnedFd>>,
     next_ids: Vec<u32>,
+    others: Vec<(Role, std::net::TcpListener)>,
 }
 
 static INHERITED: Mutex<Option<Inherited>> = Mutex::new(None);
@@ -184,6 +232,7 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         shards: s,
         next_ids,
         listeners,
+        others,
     } = msg
     else {
         return Err(format!("upgrade: expected a hello, got {msg:?}"));
@@ -200,10 +249,16 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         .iter()
         .map(|&has| if has { fds.next() } else { None })
         .collect();
+    let others = others
+        .iter()
+        .filter_map(|&b| Some((Role::from_byte(b)?, fds.next()?)))
+        .map(|(r, fd)| (r, std::net::TcpListener::from(fd)))
+        .collect();
     *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Inherited {
         channel: Some(channel),
         listeners,
         next_ids,
+        others,
     });
     info!("upgrade: taking over from the predecessor");
     Ok(true)
@@ -226,7 +281,14 @@ pub fn successor_ready(
     mailboxes: Vec<crate::shard::poller::Mailbox<ShardMsg>>,
     status: impl Fn() -> String + Send + 'static,
 ) {
-    let Some(channel) = inherited(|i| i.channel.take()).flatten() else {
+    // What the predecessor passed and this process does not use (fewer shards, a listen
+    // address changed) is closed now.
+    let Some(channel) = inherited(|i| {
+        i.listeners.clear();
+        i.others.clear();
+        i.channel.take()
+    })
+    .flatten() else {
         return;
     };
     if let Err(e) = channel.send(
@@ -466,15 +528,18 @@ fn run_old(shared: &Arc<Shared>) -> bool {
     };
     drop(theirs);
     info!(pid = child.id(), "upgrade: successor started");
+    let others = OTHERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let hello = Msg::Hello {
         workers: shared.workers,
         shards: shared.shards as u32,
         next_ids: dups.iter().map(|d| d.1).collect(),
         listeners: dups.iter().map(|d| d.0.is_some()).collect(),
+        others: others.iter().map(|(r, _)| *r as u8).collect(),
     };
     let fds: Vec<RawFd> = dups
         .iter()
         .filter_map(|d| d.0.as_ref().map(AsRawFd::as_raw_fd))
+        .chain(others.iter().map(|(_, fd)| *fd))
         .collect();
     let ready = mine
         .send(&hello, &fds)

@@ -22,12 +22,13 @@ const MAX_MESSAGE: usize = super::record::MAX_RECORD + 1024;
 pub enum Msg {
     /// Old → new, first: the connection-id layout and each shard's last id handed out; the
     /// listeners ride along, one per `true` in `listeners` (a shard that stopped accepting has
-    /// none).
+    /// none), then one per entry of `others` (what each is: [`super::Role`] as a byte).
     Hello {
         workers: u32,
         shards: u32,
         next_ids: Vec<u32>,
         listeners: Vec<bool>,
+        others: Vec<u8>,
     },
     /// New → old: every shard listens; the successor takes sessions now.
     Ready { pid: u32 },
@@ -66,6 +67,7 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             shards,
             next_ids,
             listeners,
+            others,
         } => {
             let mut v = Vec::new();
             v.extend_from_slice(&workers.to_le_bytes());
@@ -74,7 +76,9 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             for n in next_ids {
                 v.extend_from_slice(&n.to_le_bytes());
             }
+            v.extend_from_slice(&(listeners.len() as u32).to_le_bytes());
             v.extend(listeners.iter().map(|&l| u8::from(l)));
+            v.extend_from_slice(others);
             (kind::HELLO, v)
         }
         Msg::Ready { pid } => (kind::READY, pid.to_le_bytes().to_vec()),
@@ -105,12 +109,21 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
             let next_ids = (0..n)
                 .map(|i| u32_at(p, 12 + 4 * i).ok_or_else(short))
                 .collect::<Result<Vec<_>, _>>()?;
-            let listeners = p[12 + 4 * n..].iter().map(|&b| b != 0).collect();
+            let at = 12 + 4 * n;
+            let l = u32_at(p, at).ok_or_else(short)? as usize;
+            let listeners = p
+                .get(at + 4..(at + 4).saturating_add(l))
+                .ok_or_else(short)?
+                .iter()
+                .map(|&b| b != 0)
+                .collect();
+            let others = p[at + 4 + l..].to_vec();
             Ok(Msg::Hello {
                 workers,
                 shards,
                 next_ids,
                 listeners,
+                others,
             })
         }
         kind::READY => Ok(Msg::Ready {
@@ -388,6 +401,7 @@ mod tests {
                 shards: 2,
                 next_ids: vec![7, 0],
                 listeners: vec![true, false],
+                others: vec![1, 2],
             },
             Msg::Ready { pid: 4242 },
             Msg::Failed { why: "no".into() },
