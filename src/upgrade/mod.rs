@@ -29,10 +29,13 @@
 //!    configured, over its user's limit) is adopted back by the old process, which keeps serving
 //!    it. Active sessions move when they park (after their command and the 200 ms linger), so
 //!    every session that reaches a safe point before the deadline moves.
+//!    During the handover sessions park right after each command (no linger), so a busy client
+//!    moves between two commands.
 //! 7. **End.** When no session is left, or after `shutdown_timeout_ms`, the old process tells
-//!    the successor it is done and shuts down as on SIGTERM: what is left (sessions that cannot
-//!    move, see below) is closed as a shutdown closes it (ERR 1053 "Server shutdown in
-//!    progress" to a client that sends a command; idle ones closed at once).
+//!    the successor it is done. Each parked session still here (one that cannot move, see
+//!    below) is sent an ERR 1053 saying why, with sequence id 1 (what the client reads as the
+//!    answer to its next command), and closed; then the process shuts down as on SIGTERM
+//!    (active sessions end after their command with "Server shutdown in progress").
 //!
 //! # What moves, and what does not (yet)
 //! A session moves when it is parked (no command in flight, no byte buffered in the process: a
