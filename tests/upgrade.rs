@@ -383,3 +383,33 @@ fn console_upgrade_takes_the_console_and_metrics_listeners_too() {
     assert!(common::scrape(metrics).contains("sluice_"));
     drop(succ);
 }
+
+#[test]
+fn successor_dying_during_the_handover_rolls_back_the_rest() {
+    // The successor exits right after adopting its second session (a test hook it inherits).
+    let mut s = Sluice::with_env(
+        Config::default().top("shards = 1"),
+        &[("SLUICE_UPGRADE_FAULT", "exit-after:2")],
+    );
+    let mut clients: Vec<Client> = (0..6).map(|i| client(&s, i)).collect();
+    upgrade(&s);
+    common::wait_for("the late rollback", LIMIT, || {
+        plain(&s.log_text())
+            .contains("upgrade rolled back late")
+            .then_some(())
+    });
+    assert!(s.alive(), "the old process must go on");
+    // The two the successor took are gone with it; the other four are served here as before.
+    let mut alive = 0;
+    for c in clients.iter_mut() {
+        let r: Result<Option<u64>, _> = c.conn.query_first("SELECT CONNECTION_ID()");
+        if r.is_ok() {
+            alive += 1;
+            check(c, "after the late rollback");
+        }
+    }
+    assert_eq!(alive, 4, "{}", s.log_text());
+    // The old process accepts again.
+    let mut fresh = s.conn();
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+}

@@ -257,6 +257,8 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         .filter_map(|&b| Some((Role::from_byte(b)?, fds.next()?)))
         .map(|(r, fd)| (r, std::net::TcpListener::from(fd)))
         .collect();
+    // No upgrade of this process before its own handover is over.
+    UPGRADING.store(true, Ordering::Release);
     *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Inherited {
         channel: Some(channel),
         listeners,
@@ -308,6 +310,7 @@ pub fn successor_ready(
         .spawn(move || {
             let (adopted, refused) = adopt_loop(&shared, &mailboxes, &channel);
             info!(adopted, refused, "upgrade: handover over");
+            UPGRADING.store(false, Ordering::Release);
             crate::notify::ready(&status());
         });
     if let Err(e) = spawned {
@@ -357,7 +360,27 @@ fn adopt_loop(
             warn!(error = %e, "upgrade: the handover channel ended");
             return (adopted, refused);
         }
+        if fault_exit_after() == Some(adopted) {
+            error!(
+                adopted,
+                "upgrade: {FAULT_ENV} says to exit now (a test of the late rollback)"
+            );
+            std::process::exit(3);
+        }
     }
+}
+
+/// For tests of the late rollback only: `SLUICE_UPGRADE_FAULT=exit-after:N` makes a successor
+/// exit right after acknowledging its N-th session (the old process is started with it and
+/// passes it on). Nothing else reads it.
+const FAULT_ENV: &str = "SLUICE_UPGRADE_FAULT";
+
+fn fault_exit_after() -> Option<u64> {
+    std::env::var(FAULT_ENV)
+        .ok()?
+        .strip_prefix("exit-after:")?
+        .parse()
+        .ok()
 }
 
 fn adopt_one(
@@ -577,6 +600,11 @@ fn run_old(shared: &Arc<Shared>) -> bool {
         let (tx, _rx) = std::sync::mpsc::channel();
         mb.post(ShardMsg::StopAccepting { reply: tx });
     }
+    // The successor opens pools of its own: this process gives its pooled connections up as
+    // they are released (RECONNECT), so the server sees the two pools overlap only by what the
+    // sessions still here hold.
+    let retired = crate::admin::handle(shared, "RECONNECT");
+    info!(retired = %retired, "upgrade: pooled connections retired");
     let deadline = Instant::now() + Duration::from_millis(shared.config.shutdown_timeout_ms);
     let (mut moved, mut kept) = (0u64, 0u64);
     let mut last_staying = String::new();
