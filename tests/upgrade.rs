@@ -89,10 +89,13 @@ fn plain(text: &str) -> String {
     out
 }
 
-/// The successor's pid, from the old process's log line.
+/// The successor's pid, from the old process's log line (the latest upgrade's).
 fn successor_pid(s: &Sluice) -> Option<u32> {
     let log = plain(&s.log_text());
-    let line = log.lines().find(|l| l.contains("successor ready"))?;
+    let line = log
+        .lines()
+        .filter(|l| l.contains("successor ready"))
+        .last()?;
     let at = line.find(" pid=")? + 5;
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
@@ -105,10 +108,43 @@ fn successor_pid(s: &Sluice) -> Option<u32> {
 struct Successor(u32);
 
 impl Successor {
+    /// Running (not gone, not a zombie waiting to be reaped).
     fn alive(&self) -> bool {
-        // SAFETY: signal 0 only checks the process exists.
-        unsafe { libc::kill(self.0 as i32, 0) == 0 }
+        std::fs::read_to_string(format!("/proc/{}/stat", self.0))
+            .ok()
+            .and_then(|st| {
+                let state = st
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .next()?
+                    .to_string();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
     }
+}
+
+/// The handover channels (`SOCK_SEQPACKET` Unix sockets) process `pid` holds.
+fn seqpacket_sockets(pid: u32) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; type 0005 = SEQPACKET.
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 6 && f[4] == "0005" && inodes.iter().any(|i| i == f[6])
+        })
+        .count()
 }
 
 impl Drop for Successor {
@@ -412,4 +448,55 @@ fn successor_dying_during_the_handover_rolls_back_the_rest() {
     // The old process accepts again.
     let mut fresh = s.conn();
     let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+}
+
+#[test]
+fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
+    let mut s = Sluice::start();
+    let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    upgrade(&s);
+    let first = Successor(common::wait_for("the first successor", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert!(s.wait_exit(LIMIT).success());
+    common::wait_for("the first handover to end", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=4 refused=0")
+            .then_some(())
+    });
+    // The handover channel is closed once the handover is over.
+    assert_eq!(seqpacket_sockets(first.0), 0);
+    for c in clients.iter_mut() {
+        check(c, "after the first upgrade");
+    }
+    // A client of the first successor, then the second upgrade (SIGUSR2 to the successor).
+    clients.push(client(&s, 4));
+    // SAFETY: a signal to the successor this test learned from the log.
+    assert_eq!(unsafe { libc::kill(first.0 as i32, libc::SIGUSR2) }, 0);
+    let second = Successor(common::wait_for("the second successor", LIMIT, || {
+        successor_pid(&s).filter(|&p| p != first.0)
+    }));
+    common::wait_for("the first successor to exit", LIMIT, || {
+        (!first.alive()).then_some(())
+    });
+    common::wait_for("the second handover to end", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=5 refused=0")
+            .then_some(())
+    });
+    assert_eq!(seqpacket_sockets(second.0), 0);
+    for c in clients.iter_mut() {
+        check(c, "after the second upgrade");
+    }
+    let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
+    for _ in 0..4 {
+        let mut fresh = s.conn();
+        let id: u64 = fresh
+            .query_first("SELECT CONNECTION_ID()")
+            .unwrap()
+            .unwrap();
+        assert!(!ids.contains(&id), "id {id} handed out twice ({ids:?})");
+    }
+    drop(second);
+    drop(first);
 }

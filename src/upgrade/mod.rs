@@ -14,7 +14,9 @@
 //! 3. **Listeners.** The first message ([`wire::Msg::Hello`]) carries each shard's listening
 //!    socket (`SCM_RIGHTS`) and its connection-id counter. The successor's shards accept on
 //!    those same sockets (nothing is re-bound: no connection in a backlog is lost). Both accept
-//!    for a moment; each connection is accepted once.
+//!    for a moment; each connection is accepted once. Each successor shard counts connection
+//!    ids on from [`ID_GAP`] past its predecessor's counter: the ids the old process hands out
+//!    until it stops accepting are in that gap, so no two clients ever share one.
 //! 4. **Health check.** The successor answers [`wire::Msg::Ready`] once every shard listens, or
 //!    [`wire::Msg::Failed`]. If it fails, exits, or is silent for [`READY_TIMEOUT`], the old
 //!    process kills it, logs why, and goes on with everything it had: it never stopped
@@ -496,6 +498,30 @@ fn spawn_successor(child_end: &Channel) -> Result<std::process::Child, String> {
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))
 }
 
+/// How far past its predecessor's counter a successor shard starts handing out connection ids
+/// (less when the counter has fewer than 20 bits: a sixteenth of its space):
+/// the predecessor goes on accepting until the successor is ready, and the ids it hands out
+/// meanwhile (fewer than this many per shard) stay its own.
+pub const ID_GAP: u32 = 1 << 16;
+
+/// Where a successor shard starts counting, from its predecessor's last id `last` (within the
+/// counter's bits, as `Shard::next_conn_id` wraps).
+fn successor_counter(shared: &Shared, last: u32) -> u32 {
+    let bits = crate::shared::IdLayout::new(shared.workers, shared.shards).local_bits();
+    counter_after(last, bits)
+}
+
+fn counter_after(last: u32, bits: u32) -> u32 {
+    let mask = if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
+    // At most a sixteenth of the counter's space (a layout with very few counter bits).
+    let gap = ID_GAP.min(1u32 << bits.saturating_sub(4).min(31));
+    last.wrapping_add(gap) & mask
+}
+
 /// Waits for the successor's Ready; `Err` says why it is not coming.
 fn await_ready(channel: &Channel, child: &mut std::process::Child) -> Result<u32, String> {
     let until = Instant::now() + READY_TIMEOUT;
@@ -558,7 +584,10 @@ fn run_old(shared: &Arc<Shared>) -> bool {
     let hello = Msg::Hello {
         workers: shared.workers,
         shards: shared.shards as u32,
-        next_ids: dups.iter().map(|d| d.1).collect(),
+        next_ids: dups
+            .iter()
+            .map(|d| successor_counter(shared, d.1))
+            .collect(),
         listeners: dups.iter().map(|d| d.0.is_some()).collect(),
         others: others.iter().map(|(r, _)| *r as u8).collect(),
     };
@@ -777,6 +806,26 @@ fn take_back(
         Ok(()) => info!(conn = conn_id, why = %why, "upgrade: session kept here"),
         Err(e) => {
             error!(conn = conn_id, why = %why, error = %e, "upgrade: a session could be neither moved nor kept; its connection is closed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_counters_leave_a_gap_and_wrap_within_their_bits() {
+        let cases = [
+            (0, 30, ID_GAP),
+            (7, 30, 7 + ID_GAP),
+            ((1 << 30) - 1, 30, ID_GAP - 1),
+            (u32::MAX, 32, ID_GAP - 1),
+            (5, 16, 5 + 4096),
+            (65530, 16, (65530 + 4096) & 0xffff),
+        ];
+        for (last, bits, want) in cases {
+            assert_eq!(counter_after(last, bits), want, "{last} {bits}");
         }
     }
 }
