@@ -713,7 +713,8 @@ fn resume(target: &Target) -> Answer {
 
 /// `UPGRADE`: what SIGUSR2 does (see [`crate::upgrade`]): starts the binary at this path as a
 /// successor and hands the clients over. Answered once it started (the successor's start and
-/// the handover go on after the answer; the log says how they went). Not with worker processes.
+/// the handover go on after the answer; the log says how they went). With worker processes, the
+/// supervisor upgrades them one at a time.
 fn upgrade(target: &Target) -> Answer {
     match target {
         Target::Local(shared) => match crate::upgrade::start(shared.clone()) {
@@ -729,11 +730,19 @@ fn upgrade(target: &Target) -> Answer {
             }
             Err(e) => Answer::Err(1105, b"HY000", format!("UPGRADE: {e}")),
         },
-        Target::Workers { .. } => Answer::Err(
-            1105,
-            b"HY000",
-            "UPGRADE: upgrading worker processes is not built yet; restart instead".into(),
-        ),
+        // The supervisor upgrades its workers one at a time on SIGUSR2 (crate::upgrade).
+        Target::Workers { .. } => {
+            info!("UPGRADE from the admin console: upgrading the workers");
+            // SAFETY: kill(2) on our own pid with a valid signal number.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+            Answer::Rows(
+                vec!["upgrade".into()],
+                vec![vec![Some(
+                    "started: the workers are upgraded one at a time; the log says how it goes"
+                        .into(),
+                )]],
+            )
+        }
     }
 }
 

@@ -27,6 +27,9 @@ struct Worker {
     child: Option<Child>,
     started: Instant,
     quick_deaths: u32,
+    /// Predecessors handing their clients over to `child` after an upgrade: they stop on their
+    /// own and are not restarted.
+    retiring: Vec<Child>,
 }
 
 fn spawn_worker(
@@ -36,10 +39,20 @@ fn spawn_worker(
     me: u32,
     guard: RawFd,
     board: RawFd,
+    upgrade_fd: Option<RawFd>,
 ) -> std::io::Result<Child> {
-    let exe = std::env::current_exe()?;
-    Command::new(exe)
-        .args(args)
+    // The path this process started from: after a package replaced the file, /proc/self/exe
+    // names it "(deleted)".
+    let exe = match crate::upgrade::exe() {
+        Some(p) => p,
+        None => std::env::current_exe()?,
+    };
+    let mut cmd = Command::new(exe);
+    if let Some(fd) = upgrade_fd {
+        // An upgrade's successor of this worker (see crate::upgrade::supervise).
+        crate::upgrade::as_successor(&mut cmd, fd);
+    }
+    cmd.args(args)
         .arg("--worker")
         .arg(format!("{i}/{n}/{me}"))
         .arg("--login-guard-fd")
@@ -69,12 +82,13 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     let sigset = crate::server::block_signals();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        let child = spawn_worker(args, i, n, me, guard, board)
+        let child = spawn_worker(args, i, n, me, guard, board, None)
             .map_err(|e| format!("cannot start worker {i}: {e}"))?;
         workers.push(Worker {
             child: Some(child),
             started: Instant::now(),
             quick_deaths: 0,
+            retiring: Vec::new(),
         });
     }
     info!(workers = n, listen = %cfg.listen, "supervisor started its workers");
@@ -98,6 +112,8 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
         )?;
     }
     let mut stopping: Option<Instant> = None;
+    // An upgrade of the workers under way: what its thread reports.
+    let mut upgrade_events: Option<std::sync::mpsc::Receiver<crate::upgrade::WorkerEvent>> = None;
     let mut failure: Option<String> = None;
     // systemd hears READY=1 once every worker answers on its admin socket (see crate::notify).
     let mut ready = !crate::notify::enabled();
@@ -109,7 +125,28 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
         }
         if let Some(sig) = crate::server::wait_signal(&sigset, Duration::from_millis(200)) {
             if sig == libc::SIGUSR2 {
-                warn!("SIGUSR2: upgrading without dropping clients is not built for worker processes yet (see crate::upgrade); ignored");
+                // Upgrade the workers one at a time (see crate::upgrade::supervise).
+                if upgrade_events.is_some() || stopping.is_some() {
+                    warn!("SIGUSR2: an upgrade is under way or the instance is stopping; ignored");
+                } else {
+                    info!("SIGUSR2: upgrading the workers, one at a time");
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    upgrade_events = Some(rx);
+                    let args = args.to_vec();
+                    let per_worker =
+                        Duration::from_millis(cfg.shutdown_timeout_ms) + Duration::from_secs(15);
+                    let _ = std::thread::Builder::new()
+                        .name("sluice-upgrade".into())
+                        .spawn(move || {
+                            crate::upgrade::supervise(
+                                me,
+                                n,
+                                per_worker,
+                                |i, fd| spawn_worker(&args, i, n, me, guard, board, Some(fd)),
+                                tx,
+                            )
+                        });
+                }
             } else if sig == libc::SIGHUP {
                 // Each worker reloads itself (each reads the file and logs what it did).
                 crate::notify::reloading(|| {
@@ -139,7 +176,34 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                 signal_all(&workers, libc::SIGKILL);
             }
         }
+        // upgrade: a ready successor becomes the worker; its predecessor retires.
+        while let Some(ev) = upgrade_events.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            match ev {
+                crate::upgrade::WorkerEvent::Replaced { worker, child } => {
+                    let w = &mut workers[worker];
+                    if let Some(old) = w.child.replace(child) {
+                        w.retiring.push(old);
+                    }
+                    w.started = Instant::now();
+                    w.quick_deaths = 0;
+                }
+                crate::upgrade::WorkerEvent::Finished { upgraded, failure } => {
+                    upgrade_events = None;
+                    match failure {
+                        None => info!(upgraded, "supervisor: upgrade done"),
+                        Some(f) => warn!(upgraded, failure = %f, "supervisor: upgrade stopped"),
+                    }
+                }
+            }
+        }
         for (i, w) in workers.iter_mut().enumerate() {
+            w.retiring.retain_mut(|c| match c.try_wait() {
+                Ok(Some(status)) => {
+                    info!(worker = i, pid = c.id(), %status, "supervisor: the upgraded worker's predecessor stopped");
+                    false
+                }
+                _ => true,
+            });
             let Some(child) = w.child.as_mut() else {
                 continue;
             };
@@ -167,7 +231,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             }
             warn!(worker = i, %status, "worker exited; restarting it");
             std::thread::sleep(Duration::from_millis(100 * u64::from(w.quick_deaths)));
-            match spawn_worker(args, i, n, me, guard, board) {
+            match spawn_worker(args, i, n, me, guard, board, None) {
                 Ok(c) => {
                     w.child = Some(c);
                     w.started = Instant::now();
@@ -179,7 +243,10 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             if failure.is_some() {
                 signal_all(&workers, libc::SIGTERM);
             }
-            if workers.iter().all(|w| w.child.is_none()) {
+            if workers
+                .iter()
+                .all(|w| w.child.is_none() && w.retiring.is_empty())
+            {
                 break;
             }
             if since.elapsed()
@@ -189,6 +256,9 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                 signal_all(&workers, libc::SIGKILL);
                 for w in &mut workers {
                     if let Some(mut c) = w.child.take() {
+                        let _ = c.wait();
+                    }
+                    for mut c in w.retiring.drain(..) {
                         let _ = c.wait();
                     }
                 }
@@ -234,7 +304,7 @@ fn workers_status(me: u32, n: usize) -> String {
 
 fn signal_all(workers: &[Worker], sig: i32) {
     for w in workers {
-        if let Some(c) = &w.child {
+        for c in w.child.iter().chain(&w.retiring) {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, sig) };
         }

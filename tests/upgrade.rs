@@ -92,10 +92,7 @@ fn plain(text: &str) -> String {
 /// The successor's pid, from the old process's log line (the latest upgrade's).
 fn successor_pid(s: &Sluice) -> Option<u32> {
     let log = plain(&s.log_text());
-    let line = log
-        .lines()
-        .filter(|l| l.contains("successor ready"))
-        .last()?;
+    let line = log.lines().rfind(|l| l.contains("successor ready"))?;
     let at = line.find(" pid=")? + 5;
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
@@ -107,21 +104,25 @@ fn successor_pid(s: &Sluice) -> Option<u32> {
 /// Stops the successor (not our child: the old process started it) at the end of a test.
 struct Successor(u32);
 
+/// Is process `pid` running (not gone, not a zombie waiting to be reaped)?
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            let state = st
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
 impl Successor {
-    /// Running (not gone, not a zombie waiting to be reaped).
     fn alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.0))
-            .ok()
-            .and_then(|st| {
-                let state = st
-                    .rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .next()?
-                    .to_string();
-                Some(state != "Z" && state != "X")
-            })
-            .unwrap_or(false)
+        running(self.0)
     }
 }
 
@@ -149,6 +150,9 @@ fn seqpacket_sockets(pid: u32) -> usize {
 
 impl Drop for Successor {
     fn drop(&mut self) {
+        if !self.alive() {
+            return;
+        }
         // SAFETY: plain signals to a pid this test learned from the log.
         unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
         let limit = std::time::Instant::now() + Duration::from_secs(10);
@@ -499,4 +503,106 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
     }
     drop(second);
     drop(first);
+}
+
+#[test]
+fn workers_are_upgraded_one_at_a_time() {
+    let mut s = Sluice::with(Config::default().top("workers = 2\nshards = 1"));
+    let sup = s.pid();
+    let mut clients: Vec<Client> = (0..8).map(|i| client(&s, i)).collect();
+    upgrade(&s);
+    common::wait_for("both workers upgraded", LIMIT, || {
+        plain(&s.log_text())
+            .contains("supervisor: every worker upgraded")
+            .then_some(())
+    });
+    let log = plain(&s.log_text());
+    let new_pids: Vec<u32> = log
+        .lines()
+        .filter(|l| l.contains("supervisor: worker upgraded"))
+        .filter_map(|l| {
+            let at = l.find(" pid=")? + 5;
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(new_pids.len(), 2, "{log}");
+    // Each successor is the supervisor's own child (it restarts and stops them).
+    for p in &new_pids {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, sup, "worker {p}");
+    }
+    common::wait_for("both old workers to stop", LIMIT, || {
+        (plain(&s.log_text())
+            .matches("the upgraded worker's predecessor stopped")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    assert!(s.alive(), "the supervisor goes on");
+    // Every client moved, in whichever worker it was.
+    let adopted: u64 = common::wait_for("both successors' handovers to end", LIMIT, || {
+        let log = plain(&s.log_text());
+        let counts: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("upgrade: handover over"))
+            .filter_map(|l| {
+                let at = l.find("adopted=")? + 8;
+                l[at..].split(' ').next()?.parse().ok()
+            })
+            .collect();
+        (counts.len() == 2).then(|| counts.iter().sum())
+    });
+    assert_eq!(adopted, 8, "{}", s.log_text());
+    for c in clients.iter_mut() {
+        check(c, "after the workers' upgrade");
+    }
+    let mut fresh = s.conn();
+    let id: u64 = fresh
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(
+        clients.iter().all(|c| c.id != id),
+        "id {id} handed out twice"
+    );
+    // The supervisor stops its new workers as it stopped the old ones.
+    assert!(s.terminate().success());
+    for p in &new_pids {
+        assert!(!running(*p), "worker {p} still runs");
+    }
+}
+
+#[test]
+fn workers_upgrade_stops_at_a_failing_successor_and_keeps_everything() {
+    let mut s = Sluice::with(Config::default().top("workers = 2\nshards = 1"));
+    let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    std::fs::write(s.dir_path().join("sluice.toml"), "listen = \n").unwrap();
+    upgrade(&s);
+    common::wait_for("the upgrade to stop", LIMIT, || {
+        plain(&s.log_text())
+            .contains("supervisor: upgrade stopped")
+            .then_some(())
+    });
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade rolled back"), "{log}");
+    assert!(!log.contains("restarting it"), "{log}");
+    assert!(s.alive());
+    for c in clients.iter_mut() {
+        check(c, "after the failed upgrade");
+    }
+    let mut fresh = s.conn();
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
 }

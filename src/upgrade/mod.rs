@@ -148,6 +148,8 @@ pub enum Role {
     Console = 1,
     /// The metrics endpoint (`metrics_listen`).
     Metrics = 2,
+    /// A worker's admin socket (abstract, named after its supervisor and its index).
+    Admin = 3,
 }
 
 impl Role {
@@ -155,6 +157,7 @@ impl Role {
         match b {
             1 => Some(Role::Console),
             2 => Some(Role::Metrics),
+            3 => Some(Role::Admin),
             _ => None,
         }
     }
@@ -169,30 +172,54 @@ static OTHERS: Mutex<Vec<(Role, RawFd)>> = Mutex::new(Vec::new());
 pub fn tcp_listener(addr: &str, role: Role) -> std::io::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
     let wanted: Vec<std::net::SocketAddr> = addr.to_socket_addrs()?.collect();
-    let taken = inherited(|i| {
-        let at = i
-            .others
-            .iter()
-            .position(|(r, l)| *r == role && l.local_addr().is_ok_and(|a| wanted.contains(&a)))?;
-        Some(i.others.remove(at).1)
-    })
-    .flatten();
+    let taken = take_other(role, |fd| {
+        socket2::SockRef::from(fd)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| wanted.contains(&a))
+    });
     let listener = match taken {
-        Some(l) => l,
+        Some(l) => std::net::TcpListener::from(l),
         None => std::net::TcpListener::bind(addr)?,
     };
+    note_other(role, listener.as_raw_fd());
+    Ok(listener)
+}
+
+/// A worker's admin listener at the abstract address `addr`: its predecessor's when it is a
+/// successor (the name is taken while the predecessor lives), otherwise a new one.
+pub fn admin_listener(
+    addr: &std::os::unix::net::SocketAddr,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    let listener = match take_other(Role::Admin, |_| true) {
+        Some(l) => std::os::unix::net::UnixListener::from(l),
+        None => std::os::unix::net::UnixListener::bind_addr(addr)?,
+    };
+    note_other(Role::Admin, listener.as_raw_fd());
+    Ok(listener)
+}
+
+fn take_other(role: Role, fits: impl Fn(&OwnedFd) -> bool) -> Option<OwnedFd> {
+    inherited(|i| {
+        let at = i.others.iter().position(|(r, l)| *r == role && fits(l))?;
+        Some(i.others.remove(at).1)
+    })
+    .flatten()
+}
+
+fn note_other(role: Role, fd: RawFd) {
     OTHERS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((role, listener.as_raw_fd()));
-    Ok(listener)
+        .push((role, fd));
 }
 
 struct Inherited {
     channel: Option<Channel>,
     listeners: Vec<Option<OwnedFd>>,
     next_ids: Vec<u32>,
-    others: Vec<(Role, std::net::TcpListener)>,
+    others: Vec<(Role, OwnedFd)>,
 }
 
 static INHERITED: Mutex<Option<Inherited>> = Mutex::new(None);
@@ -257,7 +284,6 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
     let others = others
         .iter()
         .filter_map(|&b| Some((Role::from_byte(b)?, fds.next()?)))
-        .map(|(r, fd)| (r, std::net::TcpListener::from(fd)))
         .collect();
     // No upgrade of this process before its own handover is over.
     UPGRADING.store(true, Ordering::Release);
@@ -424,11 +450,26 @@ fn adopt_on_shard(
 // The old process's side.
 
 /// Starts an upgrade on a thread of its own (SIGUSR2, the console's UPGRADE). Refused while one
-/// is under way, while stopping, and with worker processes.
+/// is under way, while stopping, and in a worker process (its supervisor upgrades workers one
+/// at a time: see [`supervise`]).
 pub fn start(shared: Arc<Shared>) -> Result<(), String> {
-    if shared.supervisor.is_some() || shared.workers > 1 {
-        return Err("upgrading worker processes is not built yet; restart instead".into());
+    if shared.supervisor.is_some() {
+        return Err("a worker process is upgraded by its supervisor: signal the supervisor".into());
     }
+    begin_thread(shared, None)
+}
+
+/// A worker's half of its supervisor's upgrade (the admin request `UPGRADE <rendezvous>`): meets
+/// the supervisor at the abstract socket `rendezvous`, takes the handover channel to the
+/// successor the supervisor starts, and hands over; tells the supervisor how it went.
+pub fn start_for_supervisor(shared: Arc<Shared>, rendezvous: String) -> Result<(), String> {
+    if shared.supervisor.is_none() {
+        return Err("not a worker process".into());
+    }
+    begin_thread(shared, Some(rendezvous))
+}
+
+fn begin_thread(shared: Arc<Shared>, rendezvous: Option<String>) -> Result<(), String> {
     if crate::server::STOPPING.load(Ordering::Acquire) {
         return Err("sluice is stopping".into());
     }
@@ -438,7 +479,17 @@ pub fn start(shared: Arc<Shared>) -> Result<(), String> {
     std::thread::Builder::new()
         .name("sluice-upgrade".into())
         .spawn(move || {
-            let done = run_old(&shared);
+            let launch = match rendezvous {
+                None => Ok(Launch::Here),
+                Some(name) => meet_supervisor(&name),
+            };
+            let done = match launch {
+                Ok(l) => run_old(&shared, l),
+                Err(e) => {
+                    error!(error = %e, "upgrade: not started");
+                    false
+                }
+            };
             if done {
                 // Whatever could not move ends as at a shutdown; the process exits.
                 info!("upgrade: handed over; stopping this process");
@@ -453,6 +504,31 @@ pub fn start(shared: Arc<Shared>) -> Result<(), String> {
             UPGRADING.store(false, Ordering::Release);
             format!("cannot start the upgrade thread: {e}")
         })
+}
+
+/// How the successor is started, and who hears how it went.
+enum Launch {
+    /// This process starts it (one process).
+    Here,
+    /// The supervisor started it: `channel` is the handover channel it passed, `control` the
+    /// line to the supervisor (Ready / Failed go there).
+    BySupervisor { control: Channel, channel: Channel },
+}
+
+fn meet_supervisor(name: &str) -> Result<Launch, String> {
+    let control = wire::connect(name).map_err(|e| format!("cannot reach the supervisor: {e}"))?;
+    match control.recv(ANSWER_TIMEOUT) {
+        Ok(Some((Msg::Handover, fds))) if fds.len() == 1 => {
+            let fd = fds.into_iter().next().ok_or("no channel")?;
+            // SAFETY: a descriptor just received, ours alone.
+            let channel = unsafe { Channel::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+            Ok(Launch::BySupervisor { control, channel })
+        }
+        Ok(other) => Err(format!(
+            "the supervisor sent {other:?} instead of a channel"
+        )),
+        Err(e) => Err(format!("the supervisor's channel: {e}")),
+    }
 }
 
 fn mailboxes(shared: &Shared) -> Vec<crate::shard::poller::Mailbox<ShardMsg>> {
@@ -474,26 +550,17 @@ fn listeners(shared: &Shared) -> Result<Vec<(Option<OwnedFd>, u32)>, String> {
 }
 
 fn spawn_successor(child_end: &Channel) -> Result<std::process::Child, String> {
-    use std::os::unix::process::CommandExt;
     let exe = EXE
         .get()
         .cloned()
         .flatten()
         .ok_or("the executable's path is unknown")?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let fd = child_end.as_raw_fd();
     let mut cmd = std::process::Command::new(&exe);
-    cmd.args(&args).env(ENV_FD, fd.to_string());
-    // SAFETY: only fcntl (async-signal-safe) runs between fork and exec: the successor's end of
-    // the pair is the one descriptor it inherits beyond the standard streams.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.args(&args);
+    // The successor's end of the pair is the one descriptor it inherits beyond the standard
+    // streams.
+    as_successor(&mut cmd, child_end.as_raw_fd());
     cmd.spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))
 }
@@ -523,10 +590,13 @@ fn counter_after(last: u32, bits: u32) -> u32 {
 }
 
 /// Waits for the successor's Ready; `Err` says why it is not coming.
-fn await_ready(channel: &Channel, child: &mut std::process::Child) -> Result<u32, String> {
+fn await_ready(
+    channel: &Channel,
+    mut child: Option<&mut std::process::Child>,
+) -> Result<u32, String> {
     let until = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Ok(Some(st)) = child.try_wait() {
+        if let Some(Ok(Some(st))) = child.as_mut().map(|c| c.try_wait()) {
             return Err(format!("the successor exited during its start ({st})"));
         }
         if Instant::now() >= until {
@@ -544,10 +614,12 @@ fn await_ready(channel: &Channel, child: &mut std::process::Child) -> Result<u32
             Ok(Some((m, _))) => return Err(format!("the successor said {m:?} instead of ready")),
             Err(e) => {
                 // It closed its end: it exited (or is exiting); say how when we can.
-                let st = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                return Err(format!(
-                    "the successor went away during its start: {e} ({st})"
-                ));
+                let st = child
+                    .as_mut()
+                    .and_then(|c| c.wait().ok())
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                return Err(format!("the successor went away during its start: {e}{st}"));
             }
         }
     }
@@ -555,7 +627,7 @@ fn await_ready(channel: &Channel, child: &mut std::process::Child) -> Result<u32
 
 /// The old process's upgrade. Returns `true` when the successor took over (this process should
 /// stop), `false` when it rolled back (this process goes on as before).
-fn run_old(shared: &Arc<Shared>) -> bool {
+fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     let started = Instant::now();
     let dups = match listeners(shared) {
         Ok(l) => l,
@@ -564,22 +636,28 @@ fn run_old(shared: &Arc<Shared>) -> bool {
             return false;
         }
     };
-    let (mine, theirs) = match wire::pair() {
-        Ok(p) => p,
-        Err(e) => {
-            error!(error = %e, "upgrade: cannot make the handover channel; not started");
-            return false;
+    let (mine, mut child, control) = match launch {
+        Launch::Here => {
+            let (mine, theirs) = match wire::pair() {
+                Ok(p) => p,
+                Err(e) => {
+                    error!(error = %e, "upgrade: cannot make the handover channel; not started");
+                    return false;
+                }
+            };
+            let child = match spawn_successor(&theirs) {
+                Ok(c) => c,
+                Err(e) => {
+                    error!(error = %e, "upgrade: not started");
+                    return false;
+                }
+            };
+            drop(theirs);
+            info!(pid = child.id(), "upgrade: successor started");
+            (mine, Some(child), None)
         }
+        Launch::BySupervisor { control, channel } => (channel, None, Some(control)),
     };
-    let mut child = match spawn_successor(&theirs) {
-        Ok(c) => c,
-        Err(e) => {
-            error!(error = %e, "upgrade: not started");
-            return false;
-        }
-    };
-    drop(theirs);
-    info!(pid = child.id(), "upgrade: successor started");
     let others = OTHERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let hello = Msg::Hello {
         workers: shared.workers,
@@ -599,20 +677,31 @@ fn run_old(shared: &Arc<Shared>) -> bool {
     let ready = mine
         .send(&hello, &fds)
         .map_err(|e| format!("cannot send the hello: {e}"))
-        .and_then(|()| await_ready(&mine, &mut child));
+        .and_then(|()| await_ready(&mine, child.as_mut()));
     // Our duplicates of the listeners stay open until the end: if the successor dies during
     // the handover, this process accepts on them again.
     let dups: Vec<Option<OwnedFd>> = dups.into_iter().map(|d| d.0).collect();
     let pid = match ready {
         Ok(pid) => pid,
         Err(why) => {
-            // SAFETY: signals our own child (still ours to reap: no pid reuse before wait).
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
+            if let Some(mut child) = child {
+                // SAFETY: signals our own child (still ours to reap: no pid reuse before wait).
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                let _ = child.wait();
+            }
+            if let Some(c) = &control {
+                // The supervisor stops the successor it started.
+                let _ = c.send(&Msg::Failed { why: why.clone() }, &[]);
+            }
             error!(why = %why, "upgrade rolled back: this process keeps its listeners and every client");
             return false;
         }
     };
+    if let Some(c) = &control {
+        if let Err(e) = c.send(&Msg::Ready { pid }, &[]) {
+            warn!(error = %e, "upgrade: cannot tell the supervisor the successor is ready");
+        }
+    }
     info!(
         pid,
         took_ms = started.elapsed().as_millis() as u64,
@@ -621,9 +710,11 @@ fn run_old(shared: &Arc<Shared>) -> bool {
     crate::notify::hand_over(pid);
     HANDING_OVER.store(true, Ordering::Relaxed);
     // Reap the child when it exits, whenever that is (we exit first, normally).
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
+    if let Some(mut child) = child.take() {
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+    }
     let mbs = mailboxes(shared);
     for mb in &mbs {
         let (tx, _rx) = std::sync::mpsc::channel();
@@ -637,7 +728,7 @@ fn run_old(shared: &Arc<Shared>) -> bool {
     let deadline = Instant::now() + Duration::from_millis(shared.config.shutdown_timeout_ms);
     let (mut moved, mut kept) = (0u64, 0u64);
     let mut last_staying = String::new();
-    loop {
+    'sweeps: loop {
         let mut left = 0;
         let mut staying: Vec<(shard_side::Stay, usize)> = Vec::new();
         for (i, mb) in mbs.iter().enumerate() {
@@ -669,6 +760,12 @@ fn run_old(shared: &Arc<Shared>) -> bool {
                     moved += m;
                     kept += k;
                     left += k as usize;
+                }
+                Err(e) if control.is_some() => {
+                    // The supervisor restarts the worker whose successor died, as any dead
+                    // worker; this one stops (what it still has is told why, below).
+                    error!(error = %e, moved, "upgrade: the successor stopped answering; this worker stops (its supervisor restarts the worker)");
+                    break 'sweeps;
                 }
                 Err(e) => {
                     error!(error = %e, moved, "upgrade rolled back late: the successor stopped answering; this process keeps the sessions it still has and accepts again (sessions the successor had taken are lost with it)");
@@ -808,6 +905,142 @@ fn take_back(
             error!(conn = conn_id, why = %why, error = %e, "upgrade: a session could be neither moved nor kept; its connection is closed")
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supervisor's side (`workers = N`): one worker at a time.
+
+/// What the supervisor's upgrade thread tells its main loop.
+pub enum WorkerEvent {
+    /// Worker `worker`'s successor is ready: it is that worker from now on; the old process
+    /// hands its clients over and stops (it must not be restarted).
+    Replaced {
+        worker: usize,
+        child: std::process::Child,
+    },
+    /// The upgrade is over: how many workers were upgraded, and why it stopped early if it did.
+    Finished {
+        upgraded: usize,
+        failure: Option<String>,
+    },
+}
+
+/// Makes `cmd` a successor: the handover channel's end `fd` is inherited under [`ENV_FD`].
+pub fn as_successor(cmd: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    cmd.env(ENV_FD, fd.to_string());
+    // SAFETY: only fcntl (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The executable's path as this process started (what an upgrade runs, and what a supervisor
+/// restarts workers from: `/proc/self/exe` names a replaced file "(deleted)").
+pub fn exe() -> Option<PathBuf> {
+    EXE.get().cloned().flatten()
+}
+
+/// The supervisor's upgrade of its `n` workers, one at a time, on the calling thread: for each,
+/// meets the worker at an abstract socket, gives it one end of a handover channel, starts its
+/// successor with `spawn(worker, other end)`, and waits until the successor is ready (then the
+/// main loop hears [`WorkerEvent::Replaced`]) and the old worker has handed over (or until
+/// `per_worker`). Stops at the first failure: the workers not upgraded yet keep running the old
+/// binary, which the log says.
+pub fn supervise(
+    me: u32,
+    n: usize,
+    per_worker: Duration,
+    spawn: impl Fn(usize, RawFd) -> std::io::Result<std::process::Child>,
+    events: std::sync::mpsc::Sender<WorkerEvent>,
+) {
+    let mut upgraded = 0;
+    let mut failure = None;
+    for w in 0..n {
+        match upgrade_worker(me, w, per_worker, &spawn, &events) {
+            Ok(pid) => {
+                info!(worker = w, pid, "supervisor: worker upgraded");
+                upgraded += 1;
+            }
+            Err(e) => {
+                error!(worker = w, error = %e, "supervisor: upgrade stopped; this worker and the ones after it keep running the old binary");
+                failure = Some(format!("worker {w}: {e}"));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        info!(workers = n, "supervisor: every worker upgraded");
+    }
+    let _ = events.send(WorkerEvent::Finished { upgraded, failure });
+}
+
+fn upgrade_worker(
+    me: u32,
+    w: usize,
+    per_worker: Duration,
+    spawn: &impl Fn(usize, RawFd) -> std::io::Result<std::process::Child>,
+    events: &std::sync::mpsc::Sender<WorkerEvent>,
+) -> Result<u32, String> {
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::getrandom(&mut nonce);
+    let name = format!("sluice-upgrade/{me}/{w}/{:016x}", u64::from_le_bytes(nonce));
+    let rendezvous = wire::Rendezvous::bind(&name).map_err(|e| format!("rendezvous: {e}"))?;
+    let answer = crate::admin::request(me, w as u32, &format!("UPGRADE {name}"))
+        .map_err(|e| format!("the worker did not answer: {e}"))?;
+    if answer != "OK" {
+        return Err(format!("the worker refused: {answer}"));
+    }
+    let control = rendezvous
+        .accept(ANSWER_TIMEOUT)
+        .map_err(|e| format!("the worker did not come to the rendezvous: {e}"))?;
+    drop(rendezvous);
+    let (old_end, new_end) = wire::pair().map_err(|e| format!("channel: {e}"))?;
+    control
+        .send(&Msg::Handover, &[old_end.as_raw_fd()])
+        .map_err(|e| format!("cannot give the worker its channel: {e}"))?;
+    drop(old_end);
+    let mut child = spawn(w, new_end.as_raw_fd()).map_err(|e| format!("cannot start: {e}"))?;
+    // Only the successor holds this end now: its exit is the old worker's EOF.
+    drop(new_end);
+    let outcome = match control.recv(READY_TIMEOUT + Duration::from_secs(5)) {
+        Ok(Some((Msg::Ready { pid }, _))) => Ok(pid),
+        Ok(Some((Msg::Failed { why }, _))) => Err(format!("rolled back: {why}")),
+        Ok(Some((m, _))) => Err(format!("the worker said {m:?}")),
+        Ok(None) => Err("no word from the worker in time".into()),
+        Err(e) => Err(format!("the worker's line: {e}")),
+    };
+    let pid = match outcome {
+        Ok(pid) => pid,
+        Err(e) => {
+            // SAFETY: signals our own child, reaped right after.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let _ = events.send(WorkerEvent::Replaced { worker: w, child });
+    // The old worker closes its line when its handover is over (then it stops).
+    let until = Instant::now() + per_worker;
+    loop {
+        match control.recv(until.saturating_duration_since(Instant::now())) {
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                warn!(
+                    worker = w,
+                    "supervisor: the old worker is still handing over; going on"
+                );
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(pid)
 }
 
 #[cfg(test)]

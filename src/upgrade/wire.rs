@@ -43,6 +43,8 @@ pub enum Msg {
     },
     /// Old → new: nothing more comes.
     Done,
+    /// Supervisor → old worker: the handover channel to its successor rides along.
+    Handover,
 }
 
 mod kind {
@@ -52,6 +54,7 @@ mod kind {
     pub const SESSION: u8 = 4;
     pub const ADOPTED: u8 = 5;
     pub const DONE: u8 = 6;
+    pub const HANDOVER: u8 = 7;
 }
 
 fn u32_at(b: &[u8], i: usize) -> Option<u32> {
@@ -92,6 +95,7 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             (kind::ADOPTED, v)
         }
         Msg::Done => (kind::DONE, Vec::new()),
+        Msg::Handover => (kind::HANDOVER, Vec::new()),
     }
 }
 
@@ -138,6 +142,7 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
             refused: (p.len() > 4).then(|| String::from_utf8_lossy(&p[4..]).into_owned()),
         }),
         kind::DONE => Ok(Msg::Done),
+        kind::HANDOVER => Ok(Msg::Handover),
         k => Err(format!("handover message of unknown kind {k}")),
     }
 }
@@ -174,6 +179,113 @@ pub fn pair() -> io::Result<(Channel, Channel)> {
             },
         )
     })
+}
+
+/// `sockaddr_un` for the abstract name `name` (no NUL byte, at most 107 bytes).
+fn abstract_addr(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = name.as_bytes();
+    if b.len() + 1 > a.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    for (i, &c) in b.iter().enumerate() {
+        a.sun_path[i + 1] = c as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + b.len();
+    Ok((a, len as libc::socklen_t))
+}
+
+fn seqpacket() -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall returning a new descriptor we own.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A listening `SOCK_SEQPACKET` socket at an abstract name: where a supervisor meets the
+/// worker it upgrades.
+pub struct Rendezvous {
+    fd: OwnedFd,
+}
+
+impl Rendezvous {
+    pub fn bind(name: &str) -> io::Result<Rendezvous> {
+        let fd = seqpacket()?;
+        let (a, len) = abstract_addr(name)?;
+        // SAFETY: a valid sockaddr_un of `len` bytes.
+        if unsafe { libc::bind(fd.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) } != 0
+            || unsafe { libc::listen(fd.as_raw_fd(), 1) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Rendezvous { fd })
+    }
+
+    /// Waits up to `timeout` for one connection from a process of this user.
+    pub fn accept(&self, timeout: Duration) -> io::Result<Channel> {
+        let listening = Channel {
+            fd: self.fd.try_clone()?,
+        };
+        if !listening.wait_readable(timeout)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "nobody came"));
+        }
+        // SAFETY: accept4 on a listening socket; the result is ours.
+        let fd = unsafe {
+            libc::accept4(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor.
+        let c = Channel {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        };
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: u32::MAX,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt into a ucred of the right size.
+        let r = unsafe {
+            libc::getsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                &mut cred as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        // SAFETY: getuid has no preconditions.
+        if r != 0 || cred.uid != unsafe { libc::getuid() } {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a process of another user",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// Connects to a [`Rendezvous`].
+pub fn connect(name: &str) -> io::Result<Channel> {
+    let fd = seqpacket()?;
+    let (a, len) = abstract_addr(name)?;
+    // SAFETY: a valid sockaddr_un of `len` bytes.
+    if unsafe { libc::connect(fd.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Channel { fd })
 }
 
 impl AsRawFd for Channel {
@@ -417,6 +529,7 @@ mod tests {
                 refused: Some("user gone".into()),
             },
             Msg::Done,
+            Msg::Handover,
         ];
         for m in cases {
             let (k, p) = encode(&m);
