@@ -3,9 +3,10 @@
 //! every client session that can move, over a Unix socketpair the successor inherits.
 //!
 //! # How
-//! 1. **Trigger.** `SIGUSR2` to a single-process sluice (`workers = 1`), `sluice upgrade --pid P`
-//!    (which sends it), or the console's `UPGRADE`. (The shard watchdog's kick, which used
-//!    SIGUSR2, moved to a real-time signal: see `shard::poller`.)
+//! 1. **Trigger.** `SIGUSR2` to a single-process sluice (`workers = 1`; with workers, to the
+//!    supervisor: see below), `sluice upgrade --pid P` (which sends it), or the console's
+//!    `UPGRADE`. (The shard watchdog's kick, which used SIGUSR2, moved to a real-time signal: see
+//!    `shard::poller`.)
 //! 2. **Start.** The old process makes a `SOCK_SEQPACKET` socketpair and starts the executable
 //!    at the path it was started from (resolved at start, so a package that replaced the file
 //!    runs the new one) with the same arguments; the successor's end is named by
@@ -86,11 +87,28 @@
 //!    drops every client of the old process. Here the sockets themselves move, so clients
 //!    keep their connections; the listening sockets move too, so no backlog is lost.
 //!
+//! # Worker processes (`workers = N`)
+//! SIGUSR2 to the supervisor (or the console's `UPGRADE`, which the supervisor serves) upgrades
+//! the workers one at a time ([`supervise`]): the supervisor binds an abstract `SOCK_SEQPACKET`
+//! rendezvous and asks worker *i* over its admin socket (`UPGRADE <name>`) to meet it there; it
+//! hands the worker one end of a fresh handover channel ([`wire::Msg::Handover`]) and starts the
+//! successor worker itself, with the other end and the shared login and health regions, so the
+//! successor is the supervisor's own child (restarted if it dies, stopped with the rest). The
+//! old worker then runs the same handover as a single process (its admin socket moves with its
+//! listeners) and reports Ready or Failed on the rendezvous line; on Ready the supervisor puts
+//! the successor in the worker's place and lets the old one stop (it is not restarted); on
+//! Failed it kills the successor and stops the upgrade there: the workers not upgraded keep the
+//! old binary, the log says so. The next worker starts once the old one closed its line (its
+//! handover is over). The supervisor itself is not replaced: it only starts workers and serves
+//! the console and metrics, and runs the old binary until a restart.
+//!
 //! # Not built
-//! `workers = N` (the supervisor logs that SIGUSR2 is not supported there); TLS clients and
-//! sessions holding a backend (above); a successor that dies *after* reporting ready leaves the
-//! sessions it adopted to die with it (the old process takes back only sessions it had not
-//! acknowledged, and accepts again).
+//! TLS clients and sessions holding a backend (above). A successor that dies *after* reporting
+//! ready leaves the sessions it adopted to die with it: a single process takes back only the
+//! sessions it had not had acknowledged, and accepts again; an old worker stops instead (what it
+//! still has is told why) and the supervisor restarts the worker as any dead worker. During a
+//! handover, a `KILL` or an admin request for a client may reach the process that does not hold
+//! it yet (or any more) and answer "unknown thread id".
 
 pub mod record;
 pub mod shard_side;
