@@ -210,6 +210,11 @@ fn idle_clients_move_with_their_state() {
     for c in clients.iter_mut() {
         check(c, "after the upgrade");
     }
+    // The successor's admin socket is its own (`sluice ctl --pid <successor>`).
+    assert_eq!(
+        sluice::admin::request(succ.0, 0, "PING").ok().as_deref(),
+        Some("OK")
+    );
     // New clients reach the successor, and get ids no moved client has.
     let mut fresh = s.conn();
     let id: u64 = fresh

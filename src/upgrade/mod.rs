@@ -210,7 +210,18 @@ pub fn tcp_listener(addr: &str, role: Role) -> std::io::Result<std::net::TcpList
 pub fn admin_listener(
     addr: &std::os::unix::net::SocketAddr,
 ) -> std::io::Result<std::os::unix::net::UnixListener> {
-    let listener = match take_other(Role::Admin, |_| true) {
+    use std::os::linux::net::SocketAddrExt;
+    let wanted = addr.as_abstract_name();
+    // The same name only: a single process's admin socket is named after its own pid, so a
+    // successor binds a new one (the predecessor's goes away with it).
+    let same = |fd: &OwnedFd| {
+        fd.try_clone()
+            .ok()
+            .map(std::os::unix::net::UnixListener::from)
+            .and_then(|l| l.local_addr().ok())
+            .is_some_and(|a| a.as_abstract_name().is_some() && a.as_abstract_name() == wanted)
+    };
+    let listener = match take_other(Role::Admin, same) {
         Some(l) => std::os::unix::net::UnixListener::from(l),
         None => std::os::unix::net::UnixListener::bind_addr(addr)?,
     };
