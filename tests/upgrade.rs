@@ -611,3 +611,68 @@ fn workers_upgrade_stops_at_a_failing_successor_and_keeps_everything() {
     let mut fresh = s.conn();
     let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
 }
+
+#[test]
+fn tls_clients_stay_and_end_with_the_old_process() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let mut s = Sluice::with(Config::default().top("shutdown_timeout_ms = 2000"));
+    let mut plain_client = client(&s, 0);
+    // A TLS client that stays connected: the mariadb CLI reading statements from a pipe.
+    let mut cli = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{}", s.port),
+            "-uapp",
+            "-papp",
+            "--ssl",
+            "--ssl-verify-server-cert=0",
+            "--skip-reconnect",
+            "--unbuffered",
+            "-N",
+            "app",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mariadb client");
+    let mut stdin = cli.stdin.take().unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    writeln!(stdin, "SELECT CONCAT('cipher:', VARIABLE_VALUE <> '') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher';").unwrap();
+    writeln!(stdin, "SELECT 'ready';").unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l == "ready") {
+        seen.push(rx.recv_timeout(LIMIT).expect("the TLS client's answer"));
+    }
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    common::wait_for("the TLS client to stay", LIMIT, || {
+        plain(&s.log_text()).contains("staying=tls=1").then_some(())
+    });
+    // The deadline passes; the old process closes it and stops.
+    assert!(s.wait_exit(LIMIT).success());
+    check(&mut plain_client, "the plaintext client, after the upgrade");
+    // The TLS client finds its connection closed at its next statement, and why.
+    writeln!(stdin, "SELECT 'after';").unwrap();
+    drop(stdin);
+    let out = common::wait_output(cli, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // Told why, through its TLS session.
+    assert!(
+        err.contains("ERROR 1053") && err.contains("its TLS state cannot move"),
+        "{err}"
+    );
+    drop(succ);
+}

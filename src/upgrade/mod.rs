@@ -44,9 +44,15 @@
 //! A session moves when it is parked (no command in flight, no byte buffered in the process: a
 //! parked session has no buffer at all, bytes the client sends meanwhile wait in the kernel's
 //! socket buffer and are read by the successor) and holds nothing outside its record:
-//! - **TLS clients stay**: their rustls state (keys, sequence numbers) lives in this process.
-//!   Moving them needs the secrets extracted (`dangerous_extract_secrets`) and kernel TLS on the
-//!   socket; not built. They are served by the old process until they leave or the deadline.
+//! - **TLS clients stay**: their rustls state (traffic keys, sequence numbers) lives in this
+//!   process. Moving them needs rustls's secrets extracted (`dangerous_extract_secrets`, which
+//!   the server config must allow) and kernel TLS set on the socket (`TCP_ULP "tls"`, then
+//!   `TLS_TX`/`TLS_RX`), after which the successor would read plaintext from the socket but must
+//!   handle TLS 1.3's post-handshake records (KeyUpdate, tickets) the kernel hands up as control
+//!   messages. Not built, and not testable here: this machine's kernel has no kTLS
+//!   (`setsockopt(TCP_ULP, "tls")` fails with ENOENT). They are served by the old process until
+//!   they leave or the deadline, then told why (ERR 1053 through their own TLS session, then
+//!   close_notify) and closed.
 //! - **Sessions holding a backend stay**: session mode, pinned sessions (user variables,
 //!   temporary tables, locks, …), open transactions, pending cursors or long data. Moving them
 //!   needs the backend connection moved too (its socket and its protocol state). Transaction-
@@ -67,7 +73,8 @@
 //! PgBouncer's `-R` handed its sockets to a new process and was removed (1.18 deprecated it,
 //! 1.20 dropped it) for reasons its maintainers listed. Each, and where sluice stands:
 //! 1. *It did not work with TLS*: the TLS state cannot be passed with a socket. Same here:
-//!    TLS clients stay in the old process and end at the deadline (above); the README says so.
+//!    TLS clients stay in the old process and end at the deadline, told why through their TLS
+//!    session (above); the README says so. Plaintext clients beside them move.
 //! 2. *Bytes buffered in the old process were lost*: `-R` passed sockets with data read but not
 //!    yet handled. Here only parked sessions move, and a parked session has no buffer (the
 //!    table holds a record and a socket); unread bytes are in the kernel and go with the socket.

@@ -516,8 +516,8 @@ pub fn farewell_reply(why: Option<Stay>) -> crate::error::Reply {
 
 /// Closes every parked session still here, each told why first: an ERR packet with sequence
 /// id 1, which is what the client reads as the answer to its next command (it sends that with
-/// sequence id 0), so it sees this error instead of a bare lost connection. A TLS session is
-/// closed without it (plaintext on a TLS stream would be garbage to it).
+/// sequence id 0), so it sees this error instead of a bare lost connection. A TLS session gets
+/// it through its own TLS state, followed by close_notify.
 fn farewell(shard: &Rc<Shard>) -> usize {
     let tokens = shard.table.borrow().tokens();
     let mut n = 0;
@@ -531,14 +531,27 @@ fn farewell(shard: &Rc<Shard>) -> usize {
         };
         let Some(sess) = sess else { continue };
         shard.poller.remove(sess.fd.as_raw_fd());
+        let mut sess = sess;
         let why = stays(&facts(&sess));
-        if sess.tls.is_none() {
-            let mut payload = Vec::new();
-            farewell_reply(why).encode(&mut payload);
-            let mut out = Vec::new();
-            crate::codec::frame::encode_packet(&mut out, 1, &payload);
-            let _ = crate::net::send(sess.fd.as_raw_fd(), &out);
+        let mut payload = Vec::new();
+        farewell_reply(why).encode(&mut payload);
+        let mut out = Vec::new();
+        crate::codec::frame::encode_packet(&mut out, 1, &payload);
+        if let Some(tls) = sess.tls.as_mut() {
+            // Through the session's own TLS state, then close_notify: the client reads the
+            // error, not a TLS error about a cut connection.
+            let _ = std::io::Write::write_all(&mut tls.writer(), &out);
+            tls.send_close_notify();
+            let mut records = Vec::new();
+            while tls.wants_write() {
+                if tls.write_tls(&mut records).is_err() {
+                    break;
+                }
+            }
+            out = records;
         }
+        // A parked session's socket buffer is empty: the few bytes go out at once.
+        let _ = crate::net::send(sess.fd.as_raw_fd(), &out);
         n += 1;
         let shard = shard.clone();
         glommio::spawn_local(
