@@ -367,6 +367,7 @@ pub fn successor_ready(
         &[],
     ) {
         error!(error = %e, "upgrade: cannot tell the predecessor we are ready; it keeps its clients");
+        UPGRADING.store(false, Ordering::Release);
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -379,6 +380,7 @@ pub fn successor_ready(
         });
     if let Err(e) = spawned {
         error!(error = %e, "upgrade: cannot start the adopting thread");
+        UPGRADING.store(false, Ordering::Release);
     }
 }
 
