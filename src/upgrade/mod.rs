@@ -70,29 +70,40 @@
 //! `shards` or `workers`): that needs a restart. The idle time restarts from zero.
 //!
 //! # PgBouncer's online restart, and its seven reasons
-//! PgBouncer's `-R` handed its sockets to a new process and was removed (1.18 deprecated it,
-//! 1.20 dropped it) for reasons its maintainers listed. Each, and where sluice stands:
-//! 1. *It did not work with TLS*: the TLS state cannot be passed with a socket. Same here:
-//!    TLS clients stay in the old process and end at the deadline, told why through their TLS
-//!    session (above); the README says so. Plaintext clients beside them move.
-//! 2. *Bytes buffered in the old process were lost*: `-R` passed sockets with data read but not
-//!    yet handled. Here only parked sessions move, and a parked session has no buffer (the
-//!    table holds a record and a socket); unread bytes are in the kernel and go with the socket.
-//! 3. *Not all state was carried* (PgBouncer passed a few fields: user, database, some
-//!    parameters). Here the record encodes every field a parked session has, versioned, with
-//!    round-trip tests; a field added to the session must be added to the record (principle 8b).
-//! 4. *Configuration changed but not reloaded*: the new process took over the old one's
-//!    configuration state. Here the successor reads the file itself, validates it whole, and
-//!    starts from it; an invalid file makes it fail, and the old process keeps everything.
-//! 5. *systemd*: the new process was not the unit's main process. Here the old process sends
-//!    `MAINPID=` for the successor before it goes (NotifyAccess=main accepts it from the old
-//!    main pid), and the successor notifies from then on.
-//! 6. *It needed the old process to be stopped with its sockets in a safe state* (SUSPEND:
-//!    every client had to reach a point with no transaction). Here nothing is suspended: each
-//!    session moves on its own when it parks, and the others go on meanwhile.
-//! 7. *SO_REUSEPORT made it unnecessary* (run two processes, stop the old one gracefully): that
-//!    drops every client of the old process. Here the sockets themselves move, so clients
-//!    keep their connections; the listening sockets move too, so no backlog is lost.
+//! PgBouncer's `-R` (takeover: the new process connected to the old one, sent `SUSPEND`, took
+//! its sockets with `SHOW FDS`) was deprecated in pgbouncer/pgbouncer#894 (2023) and removed in
+//! #1581 (2026). #894 lists seven problems; each, and where sluice stands:
+//! 1. *It does not work with TLS connections* (most production setups use TLS). Same limit here:
+//!    TLS clients stay in the old process, are served there until they leave or the deadline,
+//!    then told why through their own TLS session (above). Plaintext clients beside them move.
+//!    `tests/upgrade.rs` checks both.
+//! 2. *`application_name` is not copied over* (it was not part of `SHOW FDS`, unlike the other
+//!    tracked settings). Here the record is not a list of chosen settings: it carries every
+//!    variable the server reported changed, whatever its name, and every other field of the
+//!    parked session; [`shard_side::to_record`] takes each struct apart field by field, so a
+//!    field added to a session does not compile until its move is decided.
+//! 3. *Data in the old process's buffers is lost during the takeover.* Only parked sessions
+//!    move, and a parked session has no buffer: no command half read, no reply half written;
+//!    bytes the client sends meanwhile wait in the kernel's socket buffer and go with the socket.
+//! 4. *"transaction end, but xact_start == 0" after a takeover* (transaction state not carried).
+//!    A session in a transaction (or that may be in one) never moves: it moves once the
+//!    transaction ended and it parked, or stays and is told why at the deadline.
+//! 5. *A configuration file changed but not loaded yet breaks things* (the new process took the
+//!    old one's state under a different file). The successor reads and validates the file
+//!    itself, as any start does: an invalid file fails its start and the old process keeps
+//!    everything; a user removed from the file makes the successor refuse that user's sessions,
+//!    which the old process keeps serving until the deadline.
+//! 6. *`track_extra_parameters` are not copied.* Same answer as 2: every reported variable,
+//!    and the client's own session trackers, are in the record.
+//! 7. *It does not work well with systemd.* The old process sends `MAINPID=<successor>` (which
+//!    `NotifyAccess=main` accepts from the current main process) and then says nothing more;
+//!    the successor sends `READY=1`; with workers the supervisor stays the main process. Tested
+//!    with a notify socket the test makes.
+//!
+//! PgBouncer's replacement is a rolling restart over `so_reuseport` (#902): a new process joins
+//! the port and the old one waits for its clients to leave. That keeps clients only if they
+//! leave by themselves; here they move without reconnecting, and the listening sockets move
+//! too, so no connection waiting in the old process's backlog is reset.
 //!
 //! # Worker processes (`workers = N`)
 //! SIGUSR2 to the supervisor (or the console's `UPGRADE`, which the supervisor serves) upgrades
@@ -152,7 +163,7 @@ static UPGRADING: AtomicBool = AtomicBool::new(false);
 /// command instead of lingering (a lingering session is not at a point where it can move).
 static HANDING_OVER: AtomicBool = AtomicBool::new(false);
 
-/// Are sessions being handed over now (see [`HANDING_OVER`])?
+/// Are sessions being handed over now (the successor is ready; sessions park at once)?
 pub fn handing_over() -> bool {
     HANDING_OVER.load(Ordering::Relaxed)
 }

@@ -28,7 +28,7 @@ pub enum ShardRequest {
     /// Accept on `listener` again (the successor died during the handover).
     Resume { listener: Option<OwnedFd> },
     /// The handover is over: tell each parked session still here why it ends (see
-    /// [`farewell`]) and close it; reply with how many.
+    /// `farewell`) and close it; reply with how many.
     Farewell { reply: Sender<usize> },
     /// Take out up to `max` parked sessions that may move.
     HandOver { max: usize, reply: Sender<Sweep> },
