@@ -249,6 +249,13 @@ fn idle_clients_move_with_their_state() {
 fn successor_that_fails_rolls_back() {
     let mut s = Sluice::start();
     let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    let pid = s.pid();
+    let fds = move || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
     // The successor reads the file as any start does: an invalid one makes it fail.
     std::fs::write(s.dir_path().join("sluice.toml"), "listen = \n").unwrap();
     upgrade(&s);
@@ -256,6 +263,10 @@ fn successor_that_fails_rolls_back() {
         s.log_text().contains("upgrade rolled back").then_some(())
     });
     assert!(s.alive(), "the old process must go on");
+    // Nothing the attempt opened stays open (channel, listener duplicates).
+    common::wait_for("the descriptors of the attempt to close", LIMIT, || {
+        (fds() == before).then_some(())
+    });
     for c in clients.iter_mut() {
         check(c, "after the rollback");
     }
