@@ -588,6 +588,27 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_written_elsewhere_still_decode() {
+        // Written by hand (fuzz/corpus): version 1's layout must keep decoding as it did.
+        let r = decode(include_bytes!(
+            "../../fuzz/corpus/upgrade_record/session_record"
+        ))
+        .unwrap();
+        assert_eq!(
+            (r.conn_id, r.user.as_str(), r.collation),
+            (0x4000_0007, "app", 45)
+        );
+        assert_eq!(r.schema.as_deref(), Some("app"));
+        assert_eq!(r.vars.len(), 2);
+        assert_eq!(r.history.as_ref().map(|h| h.last_insert_id), Some(42));
+        assert_eq!(r.stmt_next_id, Some(3));
+        assert_eq!(r.stmts.len(), 1);
+        assert_eq!(r.stmts[0].types.as_deref(), Some(&[8u8, 0][..]));
+        assert!(r.stmts[0].ansi_quotes);
+        assert_eq!(decode(&encode(&r)), Ok(r));
+    }
+
+    #[test]
     fn unknown_fields_are_skipped() {
         let r = full();
         let mut bytes = encode(&r);
