@@ -687,3 +687,34 @@ fn tls_clients_stay_and_end_with_the_old_process() {
     );
     drop(succ);
 }
+
+#[test]
+fn many_idle_clients_move_in_windows() {
+    // More clients than one sweep takes from a shard (64): several windows, back to back.
+    let mut s = Sluice::with(Config::default().top("shards = 1"));
+    let mut clients: Vec<(common::RawClient, Vec<Vec<u8>>)> = (0..150)
+        .map(|_| {
+            let mut c = common::RawClient::login(s.port);
+            let answer = c.query("SELECT CONNECTION_ID(), @@SESSION.wait_timeout");
+            (c, answer)
+        })
+        .collect();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert!(s.wait_exit(LIMIT).success());
+    common::wait_for("the successor to adopt all 150", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=150 refused=0")
+            .then_some(())
+    });
+    for (c, before) in clients.iter_mut() {
+        // The same answer, byte for byte: the same connection id, on the same connection.
+        assert_eq!(
+            &c.query("SELECT CONNECTION_ID(), @@SESSION.wait_timeout"),
+            before
+        );
+    }
+    drop(succ);
+}

@@ -25,7 +25,8 @@
 //! 5. **systemd.** On Ready, the old process sends `MAINPID=<successor>` and `READY=1` to
 //!    `NOTIFY_SOCKET` and says nothing more; the successor sends its own `READY=1` once the
 //!    handover is over. The old process then stops accepting.
-//! 6. **Sessions.** Every [`SWEEP_EVERY`] each shard takes out its parked sessions that may
+//! 6. **Sessions.** Every [`SWEEP_EVERY`] (at once while sessions are waiting: each sweep takes
+//!    at most a window of them per shard) each shard takes out its parked sessions that may
 //!    move ([`shard_side::stays`]) and the old process sends each one's socket with its
 //!    versioned record ([`record`]); the successor adopts it on the shard its connection id
 //!    names, parked, and acknowledges. A session the successor refuses (its user no longer
@@ -779,6 +780,7 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     let mut last_staying = String::new();
     'sweeps: loop {
         let mut left = 0;
+        let mut full = false;
         let mut staying: Vec<(shard_side::Stay, usize)> = Vec::new();
         for (i, mb) in mbs.iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -827,7 +829,9 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
                 }
             }
             if n == WINDOW {
-                left += 1; // more may be waiting on this shard
+                // More may be waiting on this shard: sweep again at once.
+                left += 1;
+                full = true;
             }
         }
         staying.sort_by_key(|(w, _)| w.name());
@@ -852,7 +856,9 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
             warn!(moved, kept, left, staying = %last_staying, "upgrade: deadline (shutdown_timeout_ms) passed; the sessions left end with this process");
             break;
         }
-        std::thread::sleep(SWEEP_EVERY);
+        if !full {
+            std::thread::sleep(SWEEP_EVERY);
+        }
     }
     let _ = mine.send(&Msg::Done, &[]);
     // What is left ends with this process: idle sessions are told why now; active ones end
