@@ -127,7 +127,10 @@
 //! sessions it had not had acknowledged, and accepts again; an old worker stops instead (what it
 //! still has is told why) and the supervisor restarts the worker as any dead worker. During a
 //! handover, a `KILL` or an admin request for a client may reach the process that does not hold
-//! it yet (or any more) and answer "unknown thread id".
+//! it yet (or any more) and answer "unknown thread id". The successor's health check is "every
+//! shard listens": a successor that reached no backend at its start (it then presents a
+//! default server identity, as any start does) still takes over. Nothing is measured yet under
+//! load (the issue's 20,000 idle + 200 active clients); the log gives the handover's time.
 
 mod predecessor;
 pub mod record;
