@@ -231,6 +231,8 @@ fn main() -> ExitCode {
             status
         }
         None => {
+            // Before any thread starts: SIGUSR2 (an upgrade) waits for the main loop.
+            sluice::upgrade::block_trigger();
             let Some(path) = cli.config.as_deref() else {
                 eprintln!("sluice: --config FILE is required (see config/sluice.example.toml)");
                 return ExitCode::from(2);

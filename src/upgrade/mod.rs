@@ -182,6 +182,19 @@ pub fn handing_over() -> bool {
     HANDING_OVER.load(Ordering::Relaxed)
 }
 
+/// Blocks SIGUSR2 in the calling thread and every thread it starts from now on: called first
+/// thing, so a SIGUSR2 during the start (which the main loop takes once ready) cannot kill the
+/// process through a thread that has it unblocked (its default action is to terminate).
+pub fn block_trigger() {
+    // SAFETY: plain signal-mask calls on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Notes the executable's path now, at start: `/proc/self/exe` later names a replaced file
 /// "(deleted)", and the upgrade wants whatever is at the path now.
 pub fn remember_exe() {
