@@ -718,3 +718,27 @@ fn many_idle_clients_move_in_windows() {
     }
     drop(succ);
 }
+
+#[test]
+fn successor_that_reaches_no_backend_rolls_back() {
+    let mut s = Sluice::start();
+    let mut clients: Vec<Client> = (0..2).map(|i| client(&s, i)).collect();
+    // The file now names a backend nothing listens on: the successor starts, but on a default
+    // server identity; the health check refuses it.
+    s.rewrite_config(&Config::default().backends(vec!["127.0.0.1:1".into()]));
+    upgrade(&s);
+    common::wait_for("the rollback", LIMIT, || {
+        plain(&s.log_text())
+            .contains("upgrade rolled back")
+            .then_some(())
+    });
+    assert!(
+        plain(&s.log_text()).contains("reached no backend"),
+        "{}",
+        s.log_text()
+    );
+    assert!(s.alive());
+    for c in clients.iter_mut() {
+        check(c, "after the rollback");
+    }
+}

@@ -18,8 +18,10 @@
 //!    for a moment; each connection is accepted once. Each successor shard counts connection
 //!    ids on from [`ID_GAP`] past its predecessor's counter: the ids the old process hands out
 //!    until it stops accepting are in that gap, so no two clients ever share one.
-//! 4. **Health check.** The successor answers [`wire::Msg::Ready`] once every shard listens, or
-//!    [`wire::Msg::Failed`]. If it fails, exits, or is silent for [`READY_TIMEOUT`], the old
+//! 4. **Health check.** The successor answers [`wire::Msg::Ready`] once every shard listens
+//!    (saying whether a backend answered its start), or [`wire::Msg::Failed`]. A successor that
+//!    reached no backend while the old process knows its server fails the check (it would present
+//!    a default server identity). If it fails, exits, or is silent for [`READY_TIMEOUT`], the old
 //!    process kills it, logs why, and goes on with everything it had: it never stopped
 //!    accepting or serving (rollback).
 //! 5. **systemd.** On Ready, the old process sends `MAINPID=<successor>` and `READY=1` to
@@ -127,9 +129,9 @@
 //! sessions it had not had acknowledged, and accepts again; an old worker stops instead (what it
 //! still has is told why) and the supervisor restarts the worker as any dead worker. During a
 //! handover, a `KILL` or an admin request for a client may reach the process that does not hold
-//! it yet (or any more) and answer "unknown thread id". The successor's health check is "every
-//! shard listens": a successor that reached no backend at its start (it then presents a
-//! default server identity, as any start does) still takes over. Nothing is measured yet under
+//! it yet (or any more) and answer "unknown thread id". The health check does not send a query
+//! through the successor; a client that connected while both processes accepted and landed on
+//! a successor that then fails its check ends with it. Nothing is measured yet under
 //! load (the issue's 20,000 idle + 200 active clients); the log gives the handover's time.
 
 mod predecessor;

@@ -149,7 +149,7 @@ fn counter_after(last: u32, bits: u32) -> u32 {
 fn await_ready(
     channel: &Channel,
     mut child: Option<&mut std::process::Child>,
-) -> Result<u32, String> {
+) -> Result<(u32, bool), String> {
     let until = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(Ok(Some(st))) = child.as_mut().map(|c| c.try_wait()) {
@@ -163,7 +163,7 @@ fn await_ready(
         }
         match channel.recv(Duration::from_millis(100)) {
             Ok(None) => {}
-            Ok(Some((Msg::Ready { pid }, _))) => return Ok(pid),
+            Ok(Some((Msg::Ready { pid, server_known }, _))) => return Ok((pid, server_known)),
             Ok(Some((Msg::Failed { why }, _))) => {
                 return Err(format!("the successor failed: {why}"))
             }
@@ -233,7 +233,17 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     let ready = mine
         .send(&hello, &fds)
         .map_err(|e| format!("cannot send the hello: {e}"))
-        .and_then(|()| await_ready(&mine, child.as_mut()));
+        .and_then(|()| await_ready(&mine, child.as_mut()))
+        .and_then(|(pid, server_known)| {
+            // The health check: the successor listens, and knows the server if this process
+            // does (one that reached no backend would present a default identity to clients
+            // that logged in against the real one).
+            if server_known || shared.server.is_fallback() {
+                Ok(pid)
+            } else {
+                Err("the successor reached no backend at its start (check the backends in the configuration file)".into())
+            }
+        });
     // Our duplicates of the listeners stay open until the end: if the successor dies during
     // the handover, this process accepts on them again.
     let dups: Vec<Option<OwnedFd>> = dups.into_iter().map(|d| d.0).collect();
@@ -254,7 +264,11 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
         }
     };
     if let Some(c) = &control {
-        if let Err(e) = c.send(&Msg::Ready { pid }, &[]) {
+        let ready = Msg::Ready {
+            pid,
+            server_known: true,
+        };
+        if let Err(e) = c.send(&ready, &[]) {
             warn!(error = %e, "upgrade: cannot tell the supervisor the successor is ready");
         }
     }

@@ -201,6 +201,7 @@ pub fn successor_ready(
     if let Err(e) = channel.send(
         &Msg::Ready {
             pid: std::process::id(),
+            server_known: !shared.server.is_fallback(),
         },
         &[],
     ) {

@@ -30,8 +30,9 @@ pub enum Msg {
         listeners: Vec<bool>,
         others: Vec<u8>,
     },
-    /// New → old: every shard listens; the successor takes sessions now.
-    Ready { pid: u32 },
+    /// New → old: every shard listens; the successor takes sessions now. `server_known`: a
+    /// backend answered its start (otherwise it runs on a default server identity).
+    Ready { pid: u32, server_known: bool },
     /// New → old: the successor gives up (the old keeps everything).
     Failed { why: String },
     /// Old → new: one parked session's record; its socket rides along.
@@ -84,7 +85,11 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             v.extend_from_slice(others);
             (kind::HELLO, v)
         }
-        Msg::Ready { pid } => (kind::READY, pid.to_le_bytes().to_vec()),
+        Msg::Ready { pid, server_known } => {
+            let mut v = pid.to_le_bytes().to_vec();
+            v.push(u8::from(*server_known));
+            (kind::READY, v)
+        }
         Msg::Failed { why } => (kind::FAILED, why.as_bytes().to_vec()),
         Msg::Session { record } => (kind::SESSION, record.clone()),
         Msg::Adopted { conn_id, refused } => {
@@ -132,6 +137,7 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
         }
         kind::READY => Ok(Msg::Ready {
             pid: u32_at(p, 0).ok_or_else(short)?,
+            server_known: p.get(4).is_none_or(|&b| b != 0),
         }),
         kind::FAILED => Ok(Msg::Failed {
             why: String::from_utf8_lossy(p).into_owned(),
@@ -515,7 +521,14 @@ mod tests {
                 listeners: vec![true, false],
                 others: vec![1, 2],
             },
-            Msg::Ready { pid: 4242 },
+            Msg::Ready {
+                pid: 4242,
+                server_known: true,
+            },
+            Msg::Ready {
+                pid: 1,
+                server_known: false,
+            },
             Msg::Failed { why: "no".into() },
             Msg::Session {
                 record: vec![1, 2, 3],

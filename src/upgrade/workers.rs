@@ -95,7 +95,7 @@ fn upgrade_worker(
     // Only the successor holds this end now: its exit is the old worker's EOF.
     drop(new_end);
     let outcome = match control.recv(READY_TIMEOUT + Duration::from_secs(5)) {
-        Ok(Some((Msg::Ready { pid }, _))) => Ok(pid),
+        Ok(Some((Msg::Ready { pid, .. }, _))) => Ok(pid),
         Ok(Some((Msg::Failed { why }, _))) => Err(format!("rolled back: {why}")),
         Ok(Some((m, _))) => Err(format!("the worker said {m:?}")),
         Ok(None) => Err("no word from the worker in time".into()),
