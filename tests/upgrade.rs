@@ -263,9 +263,10 @@ fn successor_that_fails_rolls_back() {
         s.log_text().contains("upgrade rolled back").then_some(())
     });
     assert!(s.alive(), "the old process must go on");
-    // Nothing the attempt opened stays open (channel, listener duplicates).
+    // Nothing the attempt opened stays open (channel, listener duplicates). (At most as many as
+    // before: an idle pooled connection may close meanwhile.)
     common::wait_for("the descriptors of the attempt to close", LIMIT, || {
-        (fds() == before).then_some(())
+        (fds() <= before).then_some(())
     });
     for c in clients.iter_mut() {
         check(c, "after the rollback");
