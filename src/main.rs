@@ -188,7 +188,6 @@ fn main() -> ExitCode {
                     .as_deref()
                     .ok_or_else(|| "--pid or --pid-file is required".to_string())
                     .and_then(|f| std::fs::read_to_string(f).map_err(|e| e.to_string()))
-                    .map_err(|e| e.to_string())
                     .and_then(|t| t.trim().parse::<u32>().map_err(|e| e.to_string()))
                 {
                     Ok(p) => p,
@@ -198,8 +197,13 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            // Not 0 nor above i32::MAX: kill(2) would read those as process groups.
+            if pid == 0 || pid > i32::MAX as u32 {
+                eprintln!("sluice upgrade: {pid} is not a process id");
+                return ExitCode::from(2);
+            }
             // SAFETY: sends a signal; no memory is involved.
-            if pid == 0 || unsafe { libc::kill(pid as i32, libc::SIGUSR2) } != 0 {
+            if unsafe { libc::kill(pid as i32, libc::SIGUSR2) } != 0 {
                 eprintln!(
                     "sluice upgrade: cannot signal pid {pid}: {}",
                     std::io::Error::last_os_error()
