@@ -524,10 +524,19 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
 
 #[test]
 fn workers_are_upgraded_one_at_a_time() {
-    let mut s = Sluice::with(Config::default().top("workers = 2\nshards = 1"));
+    let admin = common::free_port();
+    let mut s = Sluice::with(
+        Config::default()
+            .top("workers = 2\nshards = 1")
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
     let sup = s.pid();
     let mut clients: Vec<Client> = (0..8).map(|i| client(&s, i)).collect();
-    upgrade(&s);
+    // The console (the supervisor serves it) starts the upgrade.
+    let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "UPGRADE");
+    assert!(ok && out.contains("one at a time"), "{out}\n{err}");
     common::wait_for("both workers upgraded", LIMIT, || {
         plain(&s.log_text())
             .contains("supervisor: every worker upgraded")
