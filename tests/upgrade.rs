@@ -752,3 +752,32 @@ fn successor_that_reaches_no_backend_rolls_back() {
         check(c, "after the rollback");
     }
 }
+
+#[test]
+fn session_mode_clients_give_up_their_backend_and_move() {
+    let mut s = Sluice::with(
+        Config::default().pool("mode = \"session\"\nsize = 16\nqueue_timeout_ms = 3000\n"),
+    );
+    let mut clients: Vec<Client> = (0..3).map(|i| client(&s, i)).collect();
+    // One with a user variable: that lives on its backend only, so it stays and is told why.
+    let mut pinned = client(&s, 3);
+    pinned.conn.query_drop("SET @v = 1").unwrap();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert!(s.wait_exit(LIMIT).success());
+    common::wait_for("the successor to adopt three", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=3 refused=0")
+            .then_some(())
+    });
+    for c in clients.iter_mut() {
+        check(c, "session mode, after the upgrade");
+    }
+    let e = pinned.conn.query_drop("SELECT @v").unwrap_err();
+    let (code, _, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(code, 1053, "{message}");
+    assert!(message.contains("pinned"), "{message}");
+    drop(succ);
+}

@@ -412,7 +412,13 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
 /// (as after any release) until its own statements run there. What only that backend knows
 /// (history values, whether conditions remain) is read first. Returns whether it moved.
 pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
-    if !leaving(shard, sess) || !sess.movable() {
+    move_off_if(shard, sess, false).await
+}
+
+/// [`move_off`]; `any`: whether its backend is leaving or not (an upgrade: the whole process
+/// is leaving).
+async fn move_off_if(shard: &Shard, sess: &mut Session, any: bool) -> bool {
+    if !(any || leaving(shard, sess)) || !sess.movable() {
         return false;
     }
     if sess.history_on_backend() {
@@ -453,6 +459,36 @@ pub fn move_off_parked(shard: &Shard, sess: &mut Session) -> Option<crate::backe
         return None;
     }
     take_for_move(shard, sess)
+}
+
+/// What an upgrade can do with a parked session-mode session's backend (see `crate::upgrade`).
+pub enum UpgradeMove {
+    /// Given up (sluice knows everything the backend does): the connection to drop.
+    GivenUp(crate::backend::pool::Lease),
+    /// History values only the backend knows must be read first ([`give_up_for_upgrade`]).
+    ReadFirst,
+    /// The session needs its backend (a pin, a transaction, …).
+    Keeps,
+}
+
+/// As [`move_off_parked`], whatever the backend: the whole process is leaving.
+pub fn take_for_upgrade(shard: &Shard, sess: &mut Session) -> UpgradeMove {
+    if !sess.movable() {
+        return UpgradeMove::Keeps;
+    }
+    if sess.history_on_backend() {
+        return UpgradeMove::ReadFirst;
+    }
+    match take_for_move(shard, sess) {
+        Some(lease) => UpgradeMove::GivenUp(lease),
+        None => UpgradeMove::Keeps,
+    }
+}
+
+/// As [`move_off`], whatever the backend (an upgrade): reads what only the backend knows, then
+/// gives it up when the session can go on without it. Returns whether it did.
+pub async fn give_up_for_upgrade(shard: &Shard, sess: &mut Session) -> bool {
+    move_off_if(shard, sess, true).await
 }
 
 fn take_for_move(shard: &Shard, sess: &mut Session) -> Option<crate::backend::pool::Lease> {

@@ -56,12 +56,15 @@
 //!   (`setsockopt(TCP_ULP, "tls")` fails with ENOENT). They are served by the old process until
 //!   they leave or the deadline, then told why (ERR 1053 through their own TLS session, then
 //!   close_notify) and closed.
-//! - **Sessions holding a backend stay**: session mode, pinned sessions (user variables,
-//!   temporary tables, locks, …), open transactions, pending cursors or long data. Moving them
-//!   needs the backend connection moved too (its socket and its protocol state). Transaction-
-//!   mode clients between transactions hold no backend, so nearly all clients move.
-//! - A session with history values or diagnostics only its backend knows stays for the same
-//!   reason.
+//! - **Sessions whose state lives on their backend stay**: pinned sessions (user variables,
+//!   temporary tables, locks, …), open transactions, conditions not read yet, pending cursors or
+//!   long data. Moving them needs the backend connection moved too (its socket and its protocol
+//!   state). Transaction-mode clients between transactions hold no backend, so nearly all
+//!   clients move.
+//! - **Session-mode sessions move** when nothing they have lives only on their backend: they
+//!   give it up as they do when it is drained (`frontend::session::take_for_upgrade`; history
+//!   values only the backend knows are read first, on a task, then the session parks again and
+//!   the next sweep moves it); the next command takes a backend in the successor.
 //!
 //! What each session is is encoded whole ([`record::Record`]): user, capabilities, collation,
 //! schema, every changed variable, history values (LAST_INSERT_ID, ROW_COUNT, FOUND_ROWS,

@@ -461,12 +461,41 @@ fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
     let mut sweep = Sweep::default();
     let now = shard.clock();
     let tokens = shard.table.borrow().tokens();
+    let mut read_first = Vec::new();
     for t in tokens {
-        let reason = match shard.table.borrow().get(t).map(|s| &s.state) {
-            Some(SlotState::Parked(s)) => stays(&facts(s)),
-            _ => continue,
+        let mut given_up = None;
+        let reason = match shard.table.borrow_mut().parked_mut(t) {
+            Some(s) => {
+                let f = facts(s);
+                // A session-mode session that holds its backend only because session mode
+                // keeps it gives it up and moves, as it moves off a drained backend; when
+                // only that backend knows some of its history, that is read first.
+                let without_backend = Facts {
+                    lease: false,
+                    history_on_backend: false,
+                    diag_not_clean: false,
+                    ..f
+                };
+                if f.lease && stays(&without_backend).is_none() {
+                    use crate::frontend::session::{take_for_upgrade, UpgradeMove};
+                    match take_for_upgrade(shard, s) {
+                        UpgradeMove::GivenUp(lease) => given_up = Some(lease),
+                        UpgradeMove::ReadFirst => read_first.push(t),
+                        UpgradeMove::Keeps => {}
+                    }
+                }
+                stays(&facts(s))
+            }
+            None => continue,
         };
+        // Dropped outside the table's borrow: the connection is discarded (this process goes).
+        drop(given_up);
         if let Some(why) = reason {
+            if why == Stay::HoldsBackend {
+                if let Some(SlotState::Parked(s)) = shard.table.borrow().get(t).map(|x| &x.state) {
+                    tracing::debug!(conn = s.conn_id, held_by = ?crate::frontend::session::held_by(s), "upgrade: a session keeps its backend");
+                }
+            }
             match sweep.staying.iter_mut().find(|(w, _)| *w == why) {
                 Some((_, n)) => *n += 1,
                 None => sweep.staying.push((why, 1)),
@@ -489,8 +518,35 @@ fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
             fd: sess.fd,
         });
     }
+    for t in read_first {
+        read_then_park(shard, t);
+    }
     sweep.left = shard.table.borrow().len();
     sweep
+}
+
+/// Takes a parked session-mode session out to read the history values only its backend knows
+/// and give that backend up (a task: it waits on the backend), then parks it again, for the
+/// next sweep to move. A KILL that came meanwhile ends it instead.
+fn read_then_park(shard: &Rc<Shard>, t: Token) {
+    let ctl = Rc::new(ActiveCtl::default());
+    let Some(mut sess) = shard.table.borrow_mut().unpark(t, ctl.clone()) else {
+        return;
+    };
+    ctl.user.set(sess.user.id);
+    ctl.pool_user.set(sess.user.index);
+    ctl.logged_in.set(true);
+    ctl.fd.set(Some(sess.fd.as_raw_fd()));
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        crate::frontend::session::give_up_for_upgrade(&shard, &mut sess).await;
+        if ctl.interrupted() {
+            crate::frontend::session::finish(&shard, t, sess).await;
+        } else {
+            shard.park(t, sess);
+        }
+    })
+    .detach();
 }
 
 /// The error a session that could not move is told when the old process stops after the
