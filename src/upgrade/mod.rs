@@ -127,7 +127,7 @@
 //! the console and metrics, and runs the old binary until a restart.
 //!
 //! # Not built
-//! TLS clients and sessions holding a backend (above). A successor that dies *after* reporting
+//! TLS clients and sessions whose state lives on their backend (above). A successor that dies *after* reporting
 //! ready leaves the sessions it adopted to die with it: a single process takes back only the
 //! sessions it had not had acknowledged, and accepts again; an old worker stops instead (what it
 //! still has is told why) and the supervisor restarts the worker as any dead worker. During a
