@@ -48,7 +48,7 @@ use crate::shared::{IdLayout, Shared};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -519,7 +519,8 @@ fn reconnect(shared: &Shared, key: Option<&str>) -> String {
 /// Serves this worker's admin socket on a thread of its own.
 pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
     let name = socket_name(supervisor, shared.worker);
-    let listener = UnixListener::bind_addr(&addr(&name)?)?;
+    // An upgrade's successor takes its predecessor's listener over (see crate::upgrade).
+    let listener = crate::upgrade::admin_listener(&addr(&name)?)?;
     std::thread::Builder::new()
         .name("sluice-admin".into())
         .spawn(move || {
@@ -543,7 +544,19 @@ pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
                         {
                             return;
                         }
-                        let answer = handle(&shared, line.trim());
+                        let line = line.trim();
+                        // The supervisor upgrades this worker: meet it at this abstract socket
+                        // (see crate::upgrade).
+                        let answer = match line.strip_prefix("UPGRADE ") {
+                            Some(name) => match crate::upgrade::start_for_supervisor(
+                                shared.clone(),
+                                name.trim().to_string(),
+                            ) {
+                                Ok(()) => "OK".to_string(),
+                                Err(e) => format!("ERR 1105 HY000 {e}"),
+                            },
+                            None => handle(&shared, line),
+                        };
                         if let Err(e) = (&s).write_all(format!("{answer}\n").as_bytes()) {
                             debug!(error = %e, "admin answer not delivered");
                         }

@@ -17,7 +17,7 @@
 //! in [`crate::reload`]; then the configured backends' fields), `RELOAD` (see [`crate::reload`]),
 //! `KILL CLIENT [QUERY] <id>`, `KILL CLIENTS WHERE USER = 'name'` and `… WHERE SOURCE = 'ip'`
 //! (the same KILL for every client that matches, in every process; answers how many ended),
-//! `RECONNECT [BACKEND <address|id>]` (retires the pooled connections: idle ones close now,
+//! `UPGRADE` (as SIGUSR2: see [`crate::upgrade`]), `RECONNECT [BACKEND <address|id>]` (retires the pooled connections: idle ones close now,
 //! busy ones when they come back, new ones are opened as needed, e.g. after a server's global
 //! variables changed; answers both counts per backend), `DRAIN BACKEND <address|id>
 //! [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`, `ADD BACKEND <address>
@@ -70,7 +70,7 @@ use crate::codec::wire::{put_lenenc_bytes, put_lenenc_int};
 use crate::shard::pause::PauseStatus;
 use crate::shared::Shared;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -136,7 +136,9 @@ pub fn users(cfg: &crate::config::Config) -> Vec<ConsoleUser> {
 
 /// Starts the console on `listen` (a thread accepting, one per connection).
 pub fn spawn(listen: &str, users: Vec<ConsoleUser>, target: Target) -> Result<(), String> {
-    let listener = TcpListener::bind(listen).map_err(|e| format!("admin.listen {listen}: {e}"))?;
+    // An upgrade's successor takes its predecessor's listener over (see crate::upgrade).
+    let listener = crate::upgrade::tcp_listener(listen, crate::upgrade::Role::Console)
+        .map_err(|e| format!("admin.listen {listen}: {e}"))?;
     let users = Arc::new(users);
     let open = Arc::new(AtomicUsize::new(0));
     info!(%listen, "admin console listening");
@@ -384,7 +386,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | SET key = value | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x | PAUSE [TIMEOUT ms] | RESUME | SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms]";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | SET key = value | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x | PAUSE [TIMEOUT ms] | RESUME | SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms] | UPGRADE";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; `=` outside quotes is a word of its own; a trailing `;` goes).
@@ -463,6 +465,7 @@ fn answer(sql: &str, target: &Target, gone: &dyn Fn() -> bool) -> Answer {
             Ok(id) => kill_client(target, id, "query"),
             Err(_) => syntax(),
         },
+        ["UPGRADE"] => upgrade(target),
         ["RELOAD"] => {
             // systemd hears RELOADING=1, then READY=1 with the report (see crate::notify).
             let mut answers = Vec::new();
@@ -708,6 +711,41 @@ fn resume(target: &Target) -> Answer {
         vec!["resumed".into(), "clients_released".into()],
         vec![vec![Some("yes".into()), Some(sum.waiting.to_string())]],
     )
+}
+
+/// `UPGRADE`: what SIGUSR2 does (see [`crate::upgrade`]): starts the binary at this path as a
+/// successor and hands the clients over. Answered once it started (the successor's start and
+/// the handover go on after the answer; the log says how they went). With worker processes, the
+/// supervisor upgrades them one at a time.
+fn upgrade(target: &Target) -> Answer {
+    match target {
+        Target::Local(shared) => match crate::upgrade::start(shared.clone()) {
+            Ok(()) => {
+                info!("UPGRADE from the admin console");
+                Answer::Rows(
+                    vec!["upgrade".into()],
+                    vec![vec![Some(
+                        "started: the log says when the successor is ready and how many clients moved"
+                            .into(),
+                    )]],
+                )
+            }
+            Err(e) => Answer::Err(1105, b"HY000", format!("UPGRADE: {e}")),
+        },
+        // The supervisor upgrades its workers one at a time on SIGUSR2 (crate::upgrade).
+        Target::Workers { .. } => {
+            info!("UPGRADE from the admin console: upgrading the workers");
+            // SAFETY: kill(2) on our own pid with a valid signal number.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+            Answer::Rows(
+                vec!["upgrade".into()],
+                vec![vec![Some(
+                    "started: the workers are upgraded one at a time; the log says how it goes"
+                        .into(),
+                )]],
+            )
+        }
+    }
 }
 
 /// A SHUTDOWN is under way (a second one with WAIT_FOR_CLIENTS is refused).

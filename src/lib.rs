@@ -30,4 +30,5 @@ pub mod shared;
 pub mod shm;
 pub mod supervisor;
 pub mod tls;
+pub mod upgrade;
 pub mod users;

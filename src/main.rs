@@ -53,6 +53,21 @@ enum Cmd {
     },
     /// Print the hashes of a password (read from the terminal or standard input) for the config.
     HashPassword,
+    /// Upgrade a running instance without dropping its clients: it starts the binary now at its
+    /// path, with its arguments, and hands its listeners and clients over (SIGUSR2 does the
+    /// same; see the README, "Upgrading without dropping clients").
+    Upgrade {
+        /// The pid of the instance.
+        #[arg(
+            long,
+            conflicts_with = "pid_file",
+            required_unless_present = "pid_file"
+        )]
+        pid: Option<u32>,
+        /// A file holding the pid (e.g. written by the service manager).
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+    },
     /// Send a request to a running instance's admin socket (every worker's), print the answers:
     /// `BACKENDS`, `BACKEND ADD <address> [any|primary|replica] [weight]`,
     /// `BACKEND DRAIN|UNDRAIN|MAINTENANCE|REMOVE <id or address>`, `STATS`.
@@ -135,6 +150,8 @@ static COUNTING: sluice::alloc_count::Counting = sluice::alloc_count::Counting;
 fn main() -> ExitCode {
     #[cfg(feature = "count-allocs")]
     COUNTING.install();
+    // Before anything can replace the file: an upgrade runs whatever is at this path then.
+    sluice::upgrade::remember_exe();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),
@@ -164,6 +181,38 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Cmd::Upgrade { pid, pid_file }) => {
+            let pid = match (pid, pid_file) {
+                (Some(p), _) => p,
+                (None, f) => match f
+                    .as_deref()
+                    .ok_or_else(|| "--pid or --pid-file is required".to_string())
+                    .and_then(|f| std::fs::read_to_string(f).map_err(|e| e.to_string()))
+                    .and_then(|t| t.trim().parse::<u32>().map_err(|e| e.to_string()))
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("sluice upgrade: pid file: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            // Not 0 nor above i32::MAX: kill(2) would read those as process groups.
+            if pid == 0 || pid > i32::MAX as u32 {
+                eprintln!("sluice upgrade: {pid} is not a process id");
+                return ExitCode::from(2);
+            }
+            // SAFETY: sends a signal; no memory is involved.
+            if unsafe { libc::kill(pid as i32, libc::SIGUSR2) } != 0 {
+                eprintln!(
+                    "sluice upgrade: cannot signal pid {pid}: {}",
+                    std::io::Error::last_os_error()
+                );
+                return ExitCode::FAILURE;
+            }
+            println!("sluice upgrade: asked process {pid} to upgrade (its log says how it went)");
+            ExitCode::SUCCESS
+        }
         Some(Cmd::Ctl { pid, request }) => {
             let line = request.join(" ");
             let mut status = ExitCode::SUCCESS;
@@ -186,6 +235,8 @@ fn main() -> ExitCode {
             status
         }
         None => {
+            // Before any thread starts: SIGUSR2 (an upgrade) waits for the main loop.
+            sluice::upgrade::block_trigger();
             let Some(path) = cli.config.as_deref() else {
                 eprintln!("sluice: --config FILE is required (see config/sluice.example.toml)");
                 return ExitCode::from(2);

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -862,7 +861,8 @@ pub fn local_source(shared: Arc<Shared>) -> Source {
 
 /// Serves `GET /metrics` on `addr` until the process exits.
 pub fn spawn(source: Source, addr: &str) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
+    // An upgrade's successor takes its predecessor's listener over (see crate::upgrade).
+    let listener = crate::upgrade::tcp_listener(addr, crate::upgrade::Role::Metrics)?;
     info!(%addr, "metrics endpoint listening");
     std::thread::Builder::new().name("sluice-metrics".into()).spawn(move || {
         for stream in listener.incoming() {

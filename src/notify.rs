@@ -126,6 +126,8 @@ struct Notifier {
 }
 
 static NOTIFIER: OnceLock<Option<Notifier>> = OnceLock::new();
+/// Set once an upgrade made another process the main one: this one says nothing more.
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 /// Set once `STOPPING=1` went out: the status refresher says nothing more.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
@@ -167,6 +169,9 @@ pub fn send(fields: &[Field]) {
     let Some(Some(n)) = NOTIFIER.get() else {
         return;
     };
+    if HANDED_OVER.load(Ordering::Acquire) {
+        return;
+    }
     let text = message(fields);
     match n.socket.send_to_addr(text.as_bytes(), &n.addr) {
         Ok(_) => debug!(message = %text.trim_end().replace('\n', " "), "systemd notified"),
@@ -207,6 +212,28 @@ pub fn reloading(reload: impl FnOnce() -> String) -> String {
     let report = reload();
     send(&[Field::Ready, Field::Status(format!("reload: {report}"))]);
     report
+}
+
+/// An upgrade's successor `pid` is ready: it becomes the unit's main process (`MAINPID=`, which
+/// systemd takes from the current main process under `NotifyAccess=main`), and this process
+/// says nothing more (see `crate::upgrade`).
+pub fn hand_over(pid: u32) {
+    send(&[
+        Field::MainPid(pid),
+        Field::Ready,
+        Field::Status(format!("upgrade: process {pid} takes over")),
+    ]);
+    HANDED_OVER.store(true, Ordering::Release);
+}
+
+/// The successor died during the handover: this process is the main one again.
+pub fn take_back() {
+    HANDED_OVER.store(false, Ordering::Release);
+    send(&[
+        Field::MainPid(std::process::id()),
+        Field::Ready,
+        Field::Status("upgrade rolled back".into()),
+    ]);
 }
 
 /// `STOPPING=1` and a status; the status refresher stops.

@@ -238,6 +238,8 @@ pub fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        // An upgrade (see crate::upgrade).
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -386,6 +388,8 @@ pub fn run(
             }
         }
     }
+    // upgrade: a successor reads its predecessor's hello (listeners, id counters) first.
+    crate::upgrade::successor_init(shared.workers, shared.shards)?;
     let shared = Arc::new(shared);
     let sigset = block_signals();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -476,8 +480,16 @@ pub fn run(
         pool_size = shared.config.pool.size,
         "sluice ready"
     );
-    // systemd (Type=notify): a worker's supervisor speaks for it.
-    if supervisor.is_none() {
+    // systemd (Type=notify): a worker's supervisor speaks for it; a successor speaks once its
+    // predecessor handed over (which sends MAINPID= for it first).
+    if crate::upgrade::is_successor() {
+        let status_of = shared.clone();
+        crate::upgrade::successor_ready(shared.clone(), mailboxes.clone(), move || {
+            local_status(&status_of)
+        });
+        let status_of = shared.clone();
+        crate::notify::spawn_status(move || local_status(&status_of));
+    } else if supervisor.is_none() {
         crate::notify::ready(&local_status(&shared));
         let status_of = shared.clone();
         crate::notify::spawn_status(move || local_status(&status_of));
@@ -487,6 +499,12 @@ pub fn run(
             Some(libc::SIGHUP) => {
                 // Logged by the reload itself.
                 let _ = crate::notify::reloading(|| crate::reload::run(&shared));
+            }
+            Some(libc::SIGUSR2) => {
+                info!("SIGUSR2: upgrading to the binary at this path");
+                if let Err(e) = crate::upgrade::start(shared.clone()) {
+                    warn!(error = %e, "upgrade not started");
+                }
             }
             Some(sig) => {
                 STOPPING.store(true, Ordering::Release);

@@ -28,6 +28,20 @@ struct Worker {
     child: Option<Child>,
     started: Instant,
     quick_deaths: u32,
+    /// Predecessors handing their clients over to `child` after an upgrade: they stop on their
+    /// own and are not restarted.
+    retiring: Vec<Child>,
+}
+
+/// The shared-memory regions every worker maps, by the descriptors it inherits.
+#[derive(Clone, Copy)]
+struct Regions {
+    /// Failed logins and the unknown-user secret ([`crate::auth::guard`]).
+    guard: RawFd,
+    /// Backend health ([`crate::backend::board`]).
+    board: RawFd,
+    /// The pool budget ([`crate::backend::budget`]).
+    budget: RawFd,
 }
 
 fn spawn_worker(
@@ -35,13 +49,26 @@ fn spawn_worker(
     i: usize,
     n: usize,
     me: u32,
-    guard: RawFd,
-    board: RawFd,
-    budget: RawFd,
+    regions: Regions,
+    upgrade_fd: Option<RawFd>,
 ) -> std::io::Result<Child> {
-    let exe = std::env::current_exe()?;
-    Command::new(exe)
-        .args(args)
+    let Regions {
+        guard,
+        board,
+        budget,
+    } = regions;
+    // The path this process started from: after a package replaced the file, /proc/self/exe
+    // names it "(deleted)".
+    let exe = match crate::upgrade::exe() {
+        Some(p) => p,
+        None => std::env::current_exe()?,
+    };
+    let mut cmd = Command::new(exe);
+    if let Some(fd) = upgrade_fd {
+        // An upgrade's successor of this worker (see crate::upgrade::supervise).
+        crate::upgrade::as_successor(&mut cmd, fd);
+    }
+    cmd.args(args)
         .arg("--worker")
         .arg(format!("{i}/{n}/{me}"))
         .arg("--login-guard-fd")
@@ -64,24 +91,27 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     // first worker starts; its memfd stays open (and inheritable) here for restarted workers.
     let (_guard, guard_fd) = crate::auth::guard::LoginGuard::create_shared()
         .map_err(|e| format!("shared login region: {e}"))?;
-    let guard = guard_fd.as_raw_fd();
     // The one view of backend health: worker 0 probes, the others follow.
     let (_board, board_fd) = crate::backend::board::Board::create_shared()
         .map_err(|e| format!("shared health board: {e}"))?;
-    let board = board_fd.as_raw_fd();
     // `pool.size` as one budget for all workers: the slots each holds (crate::backend::budget).
     let (budget_region, budget_fd) = crate::backend::budget::HostBudget::create_shared(n)
         .map_err(|e| format!("shared pool budget: {e}"))?;
-    let budget = budget_fd.as_raw_fd();
+    let regions = Regions {
+        guard: guard_fd.as_raw_fd(),
+        board: board_fd.as_raw_fd(),
+        budget: budget_fd.as_raw_fd(),
+    };
     let sigset = crate::server::block_signals();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        let child = spawn_worker(args, i, n, me, guard, board, budget)
+        let child = spawn_worker(args, i, n, me, regions, None)
             .map_err(|e| format!("cannot start worker {i}: {e}"))?;
         workers.push(Worker {
             child: Some(child),
             started: Instant::now(),
             quick_deaths: 0,
+            retiring: Vec::new(),
         });
     }
     info!(workers = n, listen = %cfg.listen, "supervisor started its workers");
@@ -105,6 +135,8 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
         )?;
     }
     let mut stopping: Option<Instant> = None;
+    // An upgrade of the workers under way: what its thread reports.
+    let mut upgrade_events: Option<std::sync::mpsc::Receiver<crate::upgrade::WorkerEvent>> = None;
     let mut failure: Option<String> = None;
     // systemd hears READY=1 once every worker answers on its admin socket (see crate::notify).
     let mut ready = !crate::notify::enabled();
@@ -116,7 +148,30 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             crate::notify::spawn_status(move || workers_status(me, n));
         }
         if let Some(sig) = crate::server::wait_signal(&sigset, Duration::from_millis(200)) {
-            if sig == libc::SIGHUP {
+            if sig == libc::SIGUSR2 {
+                // Upgrade the workers one at a time (see crate::upgrade::supervise).
+                if upgrade_events.is_some() || stopping.is_some() {
+                    warn!("SIGUSR2: an upgrade is under way or the instance is stopping; ignored");
+                } else {
+                    info!("SIGUSR2: upgrading the workers, one at a time");
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    upgrade_events = Some(rx);
+                    let args = args.to_vec();
+                    let per_worker =
+                        Duration::from_millis(cfg.shutdown_timeout_ms) + Duration::from_secs(15);
+                    let _ = std::thread::Builder::new()
+                        .name("sluice-upgrade".into())
+                        .spawn(move || {
+                            crate::upgrade::supervise(
+                                me,
+                                n,
+                                per_worker,
+                                |i, fd| spawn_worker(&args, i, n, me, regions, Some(fd)),
+                                tx,
+                            )
+                        });
+                }
+            } else if sig == libc::SIGHUP {
                 // Each worker reloads itself (each reads the file and logs what it did).
                 crate::notify::reloading(|| {
                     let mut answers = Vec::with_capacity(n);
@@ -152,7 +207,36 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                 info!(pid, slots, "pool budget: a gone process's lease is free");
             }
         }
+        // upgrade: a ready successor becomes the worker; its predecessor retires.
+        while let Some(ev) = upgrade_events.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            match ev {
+                crate::upgrade::WorkerEvent::Replaced { worker, child } => {
+                    let w = &mut workers[worker];
+                    if let Some(old) = w.child.replace(child) {
+                        w.retiring.push(old);
+                    }
+                    w.started = Instant::now();
+                    w.quick_deaths = 0;
+                }
+                crate::upgrade::WorkerEvent::Finished { upgraded, failure } => {
+                    upgrade_events = None;
+                    match failure {
+                        None => info!(upgraded, "supervisor: upgrade done"),
+                        Some(f) => warn!(upgraded, failure = %f, "supervisor: upgrade stopped"),
+                    }
+                }
+            }
+        }
         for (i, w) in workers.iter_mut().enumerate() {
+            w.retiring.retain_mut(|c| match c.try_wait() {
+                Ok(Some(status)) => {
+                    info!(worker = i, pid = c.id(), %status, "supervisor: the upgraded worker's predecessor stopped");
+                    // What it still held of the pool budget is free (its successor counts apart).
+                    budget_region.release_pid(c.id());
+                    false
+                }
+                _ => true,
+            });
             let Some(child) = w.child.as_mut() else {
                 continue;
             };
@@ -191,7 +275,7 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             }
             warn!(worker = i, %status, "worker exited; restarting it");
             std::thread::sleep(Duration::from_millis(100 * u64::from(w.quick_deaths)));
-            match spawn_worker(args, i, n, me, guard, board, budget) {
+            match spawn_worker(args, i, n, me, regions, None) {
                 Ok(c) => {
                     w.child = Some(c);
                     w.started = Instant::now();
@@ -203,7 +287,10 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             if failure.is_some() {
                 signal_all(&workers, libc::SIGTERM);
             }
-            if workers.iter().all(|w| w.child.is_none()) {
+            if workers
+                .iter()
+                .all(|w| w.child.is_none() && w.retiring.is_empty())
+            {
                 break;
             }
             if since.elapsed()
@@ -213,6 +300,9 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
                 signal_all(&workers, libc::SIGKILL);
                 for w in &mut workers {
                     if let Some(mut c) = w.child.take() {
+                        let _ = c.wait();
+                    }
+                    for mut c in w.retiring.drain(..) {
                         let _ = c.wait();
                     }
                 }
@@ -258,7 +348,7 @@ fn workers_status(me: u32, n: usize) -> String {
 
 fn signal_all(workers: &[Worker], sig: i32) {
     for w in workers {
-        if let Some(c) = &w.child {
+        for c in w.child.iter().chain(&w.retiring) {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, sig) };
         }

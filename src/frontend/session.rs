@@ -429,10 +429,16 @@ pub fn take_soft_lease(sess: &mut Session) -> Option<crate::backend::pool::Lease
 /// there. What only that backend knows (history values, whether conditions remain) is read
 /// first. Returns whether it moved.
 pub(crate) async fn move_off(shard: &Shard, sess: &mut Session) -> bool {
-    if !sess.movable() {
+    move_off_if(shard, sess, false).await
+}
+
+/// [`move_off`]; `any`: whether its backend is leaving or not (an upgrade: the whole process
+/// is leaving; a session pinned by user variables stays then, as every pinned one does).
+async fn move_off_if(shard: &Shard, sess: &mut Session, any: bool) -> bool {
+    if !sess.movable() || (any && sess.pinned()) {
         return false;
     }
-    let why = if leaving(shard, sess) {
+    let why = if any || leaving(shard, sess) {
         crate::shard::MOVE_LEAVING
     } else if sess.mode() == PoolMode::Session && rebalances(shard, sess) {
         crate::shard::MOVE_REBALANCE
@@ -507,6 +513,37 @@ pub fn move_off_parked(shard: &Shard, sess: &mut Session) -> Option<crate::backe
         return None;
     }
     take_for_move(shard, sess, crate::shard::MOVE_LEAVING)
+}
+
+/// What an upgrade can do with a parked session-mode session's backend (see `crate::upgrade`).
+pub enum UpgradeMove {
+    /// Given up (sluice knows everything the backend does): the connection to drop.
+    GivenUp(crate::backend::pool::Lease),
+    /// History values only the backend knows must be read first ([`give_up_for_upgrade`]).
+    ReadFirst,
+    /// The session needs its backend (a pin, a transaction, …).
+    Keeps,
+}
+
+/// As [`move_off_parked`], whatever the backend: the whole process is leaving.
+pub fn take_for_upgrade(shard: &Shard, sess: &mut Session) -> UpgradeMove {
+    // (User variables that would go by value are not carried across an upgrade: it stays.)
+    if !sess.movable() || sess.pinned() {
+        return UpgradeMove::Keeps;
+    }
+    if sess.history_on_backend() {
+        return UpgradeMove::ReadFirst;
+    }
+    match take_for_move(shard, sess, crate::shard::MOVE_LEAVING) {
+        Some(lease) => UpgradeMove::GivenUp(lease),
+        None => UpgradeMove::Keeps,
+    }
+}
+
+/// As [`move_off`], whatever the backend (an upgrade): reads what only the backend knows, then
+/// gives it up when the session can go on without it. Returns whether it did.
+pub async fn give_up_for_upgrade(shard: &Shard, sess: &mut Session) -> bool {
+    move_off_if(shard, sess, true).await
 }
 
 fn take_for_move(
@@ -584,7 +621,12 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 // its session still running: no park, no epoll registration, no task to spawn.
                 // Only one that stays quiet for LINGER is parked as a compact record.
                 let lingering = shard.lingering.get();
-                if lingering < MAX_LINGERING && !shard.is_draining() {
+                // During an upgrade's handover sessions park at once: a parked session is one
+                // that can move (see crate::upgrade).
+                if lingering < MAX_LINGERING
+                    && !shard.is_draining()
+                    && !crate::upgrade::handing_over()
+                {
                     shard.lingering.set(lingering + 1);
                     let came = io.linger(LINGER).await;
                     shard.lingering.set(shard.lingering.get() - 1);

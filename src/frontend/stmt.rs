@@ -198,6 +198,7 @@ pub(crate) async fn prepare(
             long_data_lost: None,
             pending_at: None,
             effects,
+            modes: sess.modes(),
         };
         let reads_history = stmt.effects.reads_backend_history();
         sess.stmts

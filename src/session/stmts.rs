@@ -70,6 +70,8 @@ pub struct ClientStmt {
     pub long_data_lost: Option<LostData>,
     /// What the statement does, analysed once at prepare.
     pub effects: Rc<Effects>,
+    /// How its text was read at prepare (an upgrade analyses it again the same way).
+    pub modes: super::sql::Modes,
 }
 
 /// Why a statement's long data is lost.
@@ -94,6 +96,16 @@ pub struct Stmts {
 }
 
 impl Stmts {
+    /// The last id handed out (an upgrade carries it: ids go on from there).
+    pub fn next_id(&self) -> u32 {
+        self.next_id
+    }
+
+    /// Goes on handing out ids after `last` (a session adopted from an older process).
+    pub fn set_next_id(&mut self, last: u32) {
+        self.next_id = last;
+    }
+
     pub fn allocate_id(&mut self) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.next_id

@@ -34,7 +34,7 @@ use table::{ActiveCtl, KillKind, SlotState, Table, Token};
 use tracing::{debug, info, warn};
 
 /// Token of the shard's listening socket in its poller.
-const LISTENER: u64 = u64::MAX - 1;
+pub(crate) const LISTENER: u64 = u64::MAX - 1;
 /// An idle connection is lent to a starved shard only after this long unused: short imbalances
 /// between busy shards resolve themselves; lending is for sustained skew.
 const LEND_IDLE_MIN: Duration = Duration::from_millis(250);
@@ -166,6 +166,8 @@ pub enum ShardMsg {
     /// SHUTDOWN WAIT_FOR_CLIENTS: close the listener (new clients are refused), keep serving
     /// the clients there are; reply with how many.
     StopAccepting { reply: std::sync::mpsc::Sender<u64> },
+    /// An upgrade's request (hand sessions over, adopt one): see `upgrade::shard_side`.
+    Upgrade(crate::upgrade::shard_side::ShardRequest),
 }
 
 /// Why a routed read went to the primary: no replica could take it now; the replica had not
@@ -303,9 +305,10 @@ pub struct Shard {
     /// The router's scratch lists (reused: ranking allocates nothing).
     route_cands: RefCell<Vec<crate::backend::router::Candidate>>,
     route_out: RefCell<Vec<u16>>,
-    listener: RefCell<Option<OwnedFd>>,
+    // pub(crate) for an upgrade's hand-over (`upgrade::shard_side`).
+    pub(crate) listener: RefCell<Option<OwnedFd>>,
     ids: IdLayout,
-    next_id: Cell<u32>,
+    pub(crate) next_id: Cell<u32>,
     next_backend: Cell<usize>,
     /// Moves for balance made this second: (shard clock second, moves) (see [`rebalance`]).
     rebalance_budget: Cell<(u32, u32)>,
@@ -1275,6 +1278,7 @@ impl Shard {
     fn on_message(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Shutdown => self.begin_shutdown(),
+            ShardMsg::Upgrade(req) => crate::upgrade::shard_side::on_request(self, req),
             ShardMsg::Wake => {}
             ShardMsg::DbUsers(list) => self.set_db_users(&list),
             ShardMsg::Sha2Cached { user, stage2 } => {
@@ -2081,12 +2085,19 @@ pub async fn run(
             return;
         }
     };
-    let listener = match net::reuseport_listener(addr, shared.config.listen_backlog) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("listen on {addr}: {e}")));
-            return;
-        }
+    // upgrade: a successor takes over its predecessor's listener and id counter.
+    if let Some(last) = crate::upgrade::inherited_next_id(id) {
+        shard.next_id.set(last);
+    }
+    let listener = match crate::upgrade::inherited_listener(id) {
+        Some(l) => l,
+        None => match net::reuseport_listener(addr, shared.config.listen_backlog) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!("listen on {addr}: {e}")));
+                return;
+            }
+        },
     };
     if let Err(e) = shard.poller.add(listener.as_raw_fd(), LISTENER, READABLE) {
         let _ = ready.send(Err(format!("watch listener: {e}")));

@@ -44,12 +44,16 @@ const STALE_INBOX: Duration = Duration::from_millis(200);
 /// No dispatcher turn and no janitor tick (every second) for this long: the shard is asleep
 /// with expired timers.
 const STALE_HEARTBEAT: Duration = Duration::from_secs(3);
-/// The signal that interrupts a shard thread (its handler does nothing).
-const KICK_SIGNAL: libc::c_int = libc::SIGUSR2;
+/// The signal that interrupts a shard thread (its handler does nothing): a real-time signal,
+/// so SIGUSR2 is free for an upgrade (`crate::upgrade`). glibc keeps the first two real-time
+/// signals for itself; `SIGRTMIN()` is past them.
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
 
 extern "C" fn on_kick(_: libc::c_int) {}
 
-/// Installs the no-op handler for [`KICK_SIGNAL`] (once per process). SA_RESTART keeps other
+/// Installs the no-op handler for [`kick_signal`] (once per process). SA_RESTART keeps other
 /// blocking calls transparent; io_uring's wait returns EINTR regardless.
 fn install_kick_handler() {
     static ONCE: Once = Once::new();
@@ -61,7 +65,7 @@ fn install_kick_handler() {
             sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as usize;
             sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut());
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
         }
     });
 }
@@ -154,7 +158,7 @@ impl<M> Shared<M> {
         self.kicks.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the thread is the shard's executor thread, alive as long as its Poller (which
         // joins this watcher before it is dropped).
-        unsafe { libc::pthread_kill(self.thread, KICK_SIGNAL) };
+        unsafe { libc::pthread_kill(self.thread, kick_signal()) };
     }
 }
 

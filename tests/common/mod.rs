@@ -198,6 +198,30 @@ impl Sluice {
         env: &[(&str, &str)],
         exe: Option<&std::path::Path>,
     ) -> Sluice {
+        // A port free a moment ago may be taken by the time sluice binds it (an outgoing
+        // connection's ephemeral port, another suite on the machine): then another port, a
+        // few times. Any other failure to start is the test's.
+        for _ in 0..3 {
+            let mut s = Sluice::spawn(&cfg, nofile, env, exe);
+            match s.wait_listening() {
+                Ok(()) => return s,
+                Err(log)
+                    if log.contains(&format!(
+                        "listen on 127.0.0.1:{}: Address already in use",
+                        s.port
+                    )) => {}
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("sluice found its listen port taken three times in a row");
+    }
+
+    fn spawn(
+        cfg: &Config,
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+        exe: Option<&std::path::Path>,
+    ) -> Sluice {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let dir = tmpdir("sluice");
@@ -229,32 +253,36 @@ impl Sluice {
             }
         }
         let child = cmd.spawn().expect("start sluice");
-        let mut s = Sluice {
+        Sluice {
             child: Some(child),
             port,
             dir,
             log,
-        };
-        s.wait_listening();
-        s
+        }
     }
 
     /// Waits until sluice says it is ready (every shard listening, the metrics endpoint up:
-    /// one shard's listener alone accepts connections earlier).
-    fn wait_listening(&mut self) {
+    /// one shard's listener alone accepts connections earlier); `Err` with what went wrong.
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.log_text().contains("sluice ready")
                 && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sluice exited ({st}) during start:\n{}", self.log_text());
+                return Err(format!(
+                    "sluice exited ({st}) during start:\n{}",
+                    self.log_text()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sluice did not listen within 20 s:\n{}", self.log_text());
+        Err(format!(
+            "sluice did not listen within 20 s:\n{}",
+            self.log_text()
+        ))
     }
 
     pub fn dir_path(&self) -> &std::path::Path {

@@ -1,0 +1,783 @@
+//! Upgrading without dropping a client (`crate::upgrade`): SIGUSR2 makes sluice start the binary
+//! at its path as a successor, which takes the listeners and every idle client, with its state;
+//! a successor that cannot start leaves the old process with everything.
+
+mod common;
+
+use common::{Config, Sluice};
+use mysql::prelude::Queryable;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A client with state sluice must carry: a session variable, a schema chosen with USE, a
+/// prepared statement, LAST_INSERT_ID.
+struct Client {
+    conn: mysql::Conn,
+    id: u64,
+    wait_timeout: u64,
+    stmt: mysql::Statement,
+    last_insert_id: u64,
+}
+
+fn client(s: &Sluice, i: u64) -> Client {
+    let mut conn = s.conn_as("app", "app", None);
+    let wait_timeout = 1000 + i;
+    conn.query_drop(format!("SET SESSION wait_timeout = {wait_timeout}"))
+        .unwrap();
+    conn.query_drop("USE app").unwrap();
+    let last_insert_id = 42 + i;
+    let _: Option<u64> = conn
+        .query_first(format!("SELECT LAST_INSERT_ID({last_insert_id})"))
+        .unwrap();
+    let stmt = conn
+        .prep("SELECT ? + 1, @@SESSION.wait_timeout, DATABASE()")
+        .unwrap();
+    let id: u64 = conn.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    Client {
+        conn,
+        id,
+        wait_timeout,
+        stmt,
+        last_insert_id,
+    }
+}
+
+/// The client's state is what it set, on its own connection.
+fn check(c: &mut Client, what: &str) {
+    let row: (u64, u64, Option<String>, u64) = c
+        .conn
+        .query_first("SELECT CONNECTION_ID(), @@SESSION.wait_timeout, DATABASE(), LAST_INSERT_ID()")
+        .unwrap_or_else(|e| panic!("{what}: client {} query: {e}", c.id))
+        .unwrap();
+    assert_eq!(
+        row,
+        (c.id, c.wait_timeout, Some("app".into()), c.last_insert_id),
+        "{what}: client {}",
+        c.id
+    );
+    let stmt = c.stmt.clone();
+    let (n, w, db): (u64, u64, Option<String>) = c
+        .conn
+        .exec_first(&stmt, (41,))
+        .unwrap_or_else(|e| panic!("{what}: client {} execute: {e}", c.id))
+        .unwrap();
+    assert_eq!(
+        (n, w, db),
+        (42, c.wait_timeout, Some("app".into())),
+        "{what}: client {}",
+        c.id
+    );
+}
+
+/// `text` without terminal colour sequences (`ESC [ … m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The successor's pid, from the old process's log line (the latest upgrade's).
+fn successor_pid(s: &Sluice) -> Option<u32> {
+    let log = plain(&s.log_text());
+    let line = log.lines().rfind(|l| l.contains("successor ready"))?;
+    let at = line.find(" pid=")? + 5;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Stops the successor (not our child: the old process started it) at the end of a test.
+struct Successor(u32);
+
+/// Is process `pid` running (not gone, not a zombie waiting to be reaped)?
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            let state = st
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+impl Successor {
+    fn alive(&self) -> bool {
+        running(self.0)
+    }
+}
+
+/// The handover channels (`SOCK_SEQPACKET` Unix sockets) process `pid` holds.
+fn seqpacket_sockets(pid: u32) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; type 0005 = SEQPACKET.
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 6 && f[4] == "0005" && inodes.iter().any(|i| i == f[6])
+        })
+        .count()
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        // SAFETY: plain signals to a pid this test learned from the log.
+        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        let limit = std::time::Instant::now() + Duration::from_secs(10);
+        while self.alive() && std::time::Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.alive() {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn upgrade(s: &Sluice) {
+    // SAFETY: a signal to the sluice this test started.
+    assert_eq!(unsafe { libc::kill(s.pid() as i32, libc::SIGUSR2) }, 0);
+}
+
+#[test]
+fn idle_clients_move_with_their_state() {
+    let dir = std::env::temp_dir().join(format!("sluice-upgrade-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut s = Sluice::with_env(
+        Config::default(),
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let mut clients: Vec<Client> = (0..8).map(|i| client(&s, i)).collect();
+    for c in clients.iter_mut() {
+        check(c, "before the upgrade");
+    }
+    let old = s.pid();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert_ne!(succ.0, old);
+    // Every client moves (they are idle), then the old process stops on its own.
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    common::wait_for("the successor to adopt all 8", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=8 refused=0")
+            .then_some(())
+    });
+    let log = s.log_text();
+    assert!(log.contains("upgrade: every session moved"), "{log}");
+    assert!(!log.contains("kept here"), "{log}");
+    assert!(succ.alive());
+    // Same connections, same state, served by the successor.
+    for c in clients.iter_mut() {
+        check(c, "after the upgrade");
+    }
+    // The successor's admin socket is its own (`sluice ctl --pid <successor>`).
+    assert_eq!(
+        sluice::admin::request(succ.0, 0, "PING").ok().as_deref(),
+        Some("OK")
+    );
+    // New clients reach the successor, and get ids no moved client has.
+    let mut fresh = s.conn();
+    let id: u64 = fresh
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(
+        clients.iter().all(|c| c.id != id),
+        "id {id} handed out twice"
+    );
+    // systemd heard the old process name the successor its main process, and the successor
+    // say it is ready.
+    let mut seen = String::new();
+    common::wait_for("MAINPID= and READY=1 from the successor", LIMIT, || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = notify.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+        let main = format!("MAINPID={}", succ.0);
+        let at = seen.find(&main)?;
+        // READY=1 again after the switch (from the successor, once it adopted everyone).
+        seen[at + main.len()..].contains("READY=1").then_some(())
+    });
+    drop(fresh);
+    drop(clients);
+    drop(succ);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn successor_that_fails_rolls_back() {
+    let mut s = Sluice::start();
+    let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    let pid = s.pid();
+    let fds = move || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // The successor reads the file as any start does: an invalid one makes it fail.
+    std::fs::write(s.dir_path().join("sluice.toml"), "listen = \n").unwrap();
+    upgrade(&s);
+    common::wait_for("the rollback", LIMIT, || {
+        s.log_text().contains("upgrade rolled back").then_some(())
+    });
+    assert!(s.alive(), "the old process must go on");
+    // Nothing the attempt opened stays open (channel, listener duplicates). (At most as many as
+    // before: an idle pooled connection may close meanwhile.)
+    common::wait_for("the descriptors of the attempt to close", LIMIT, || {
+        (fds() <= before).then_some(())
+    });
+    for c in clients.iter_mut() {
+        check(c, "after the rollback");
+    }
+    // Still accepting.
+    let mut fresh = s.conn();
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+    // A second try works once the file is good again.
+    let good = Config::default();
+    s.rewrite_config(&good);
+    // This time with the command-line client of the upgrade.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["upgrade", "--pid", &s.pid().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    for c in clients.iter_mut() {
+        check(c, "after the second upgrade");
+    }
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+    drop(succ);
+}
+
+#[test]
+fn sessions_move_at_their_safe_point_or_are_told_why() {
+    let mut s = Sluice::with(Config::default().top("shutdown_timeout_ms = 3000"));
+    let mut idle = client(&s, 0);
+    let mut in_tx = client(&s, 1);
+    in_tx.conn.query_drop("BEGIN").unwrap();
+    let mut pinned = client(&s, 2);
+    pinned.conn.query_drop("SET @v = 1").unwrap();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    common::wait_for(
+        "the old process to keep the two that cannot move",
+        LIMIT,
+        || {
+            plain(&s.log_text())
+                .contains("staying=pinned=1 transaction=1")
+                .then_some(())
+        },
+    );
+    // The transaction ends on the old process; the session then moves at its next park.
+    in_tx.conn.query_drop("COMMIT").unwrap();
+    // The pinned one stays until the deadline; the old process then stops.
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    common::wait_for("the successor to adopt two", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=2 refused=0")
+            .then_some(())
+    });
+    check(&mut idle, "idle, after the upgrade");
+    check(&mut in_tx, "after its transaction, after the upgrade");
+    // The pinned client is told why its connection ended, at its next command.
+    let e = pinned
+        .conn
+        .query_drop("SELECT @v")
+        .expect_err("the pinned session ended with the old process");
+    let (code, state, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!((code, state.as_str()), (1053, "08S01"), "{message}");
+    assert!(
+        message.contains("could not move") && message.contains("pinned"),
+        "{message}"
+    );
+    drop(succ);
+}
+
+#[test]
+fn busy_clients_move_between_commands_without_an_error() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut s = Sluice::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    let mut counts = Vec::new();
+    for i in 0..4u64 {
+        let mut c = client(&s, i);
+        let done = Arc::new(AtomicU64::new(0));
+        counts.push(done.clone());
+        let stop = stop.clone();
+        workers.push(std::thread::spawn(move || {
+            // Commands back to back: every error is counted, the loop goes on.
+            let mut errors = Vec::new();
+            let stmt = c.stmt.clone();
+            while !stop.load(Ordering::Relaxed) {
+                let n = done.load(Ordering::Relaxed);
+                let r: Result<Option<(u64, u64, Option<String>)>, _> =
+                    c.conn.exec_first(&stmt, (n,));
+                match r {
+                    Ok(Some((m, w, db)))
+                        if m == n + 1 && w == c.wait_timeout && db.as_deref() == Some("app") => {}
+                    other => errors.push(format!("{other:?}")),
+                }
+                let id: Result<Option<u64>, _> = c.conn.query_first("SELECT CONNECTION_ID()");
+                if id.as_ref().ok() != Some(&Some(c.id)) {
+                    errors.push(format!("connection id {id:?}, was {}", c.id));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            errors
+        }));
+    }
+    let at = |counts: &[Arc<AtomicU64>]| -> Vec<u64> {
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    };
+    common::wait_for("every client to be busy", LIMIT, || {
+        at(&counts).iter().all(|&n| n >= 20).then_some(())
+    });
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    let after = at(&counts);
+    common::wait_for("every client to go on on the successor", LIMIT, || {
+        at(&counts)
+            .iter()
+            .zip(&after)
+            .all(|(n, a)| *n >= a + 20)
+            .then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{}", s.log_text());
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade: every session moved"), "{log}");
+    drop(succ);
+}
+
+#[test]
+fn console_upgrade_takes_the_console_and_metrics_listeners_too() {
+    let admin = common::free_port();
+    let metrics = common::free_port();
+    let mut s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{metrics}\""))
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    let mut clients: Vec<Client> = (0..3).map(|i| client(&s, i)).collect();
+    let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "UPGRADE");
+    assert!(ok && out.contains("started"), "{out}\n{err}");
+    // The successor binds neither again (the old process still listens on both): it starts.
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    for c in clients.iter_mut() {
+        check(c, "after UPGRADE");
+    }
+    // The console and the metrics endpoint now answer from the successor.
+    let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "SHOW CLIENTS");
+    assert!(ok, "{err}");
+    for c in &clients {
+        assert!(out.contains(&c.id.to_string()), "client {} in\n{out}", c.id);
+    }
+    assert!(common::scrape(metrics).contains("sluice_"));
+    drop(succ);
+}
+
+#[test]
+fn successor_dying_during_the_handover_rolls_back_the_rest() {
+    // The successor exits right after adopting its second session (a test hook it inherits).
+    let mut s = Sluice::with_env(
+        Config::default().top("shards = 1"),
+        &[("SLUICE_UPGRADE_FAULT", "exit-after:2")],
+    );
+    let mut clients: Vec<Client> = (0..6).map(|i| client(&s, i)).collect();
+    upgrade(&s);
+    common::wait_for("the late rollback", LIMIT, || {
+        plain(&s.log_text())
+            .contains("upgrade rolled back late")
+            .then_some(())
+    });
+    assert!(s.alive(), "the old process must go on");
+    // The two the successor took are gone with it; the other four are served here as before.
+    let mut alive = 0;
+    for c in clients.iter_mut() {
+        let r: Result<Option<u64>, _> = c.conn.query_first("SELECT CONNECTION_ID()");
+        if r.is_ok() {
+            alive += 1;
+            check(c, "after the late rollback");
+        }
+    }
+    assert_eq!(alive, 4, "{}", s.log_text());
+    // The old process accepts again.
+    let mut fresh = s.conn();
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+}
+
+#[test]
+fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
+    let mut s = Sluice::start();
+    let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    upgrade(&s);
+    let first = Successor(common::wait_for("the first successor", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert!(s.wait_exit(LIMIT).success());
+    common::wait_for("the first handover to end", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=4 refused=0")
+            .then_some(())
+    });
+    // The handover channel is closed once the handover is over.
+    assert_eq!(seqpacket_sockets(first.0), 0);
+    for c in clients.iter_mut() {
+        check(c, "after the first upgrade");
+    }
+    // A client of the first successor, then the second upgrade (SIGUSR2 to the successor).
+    clients.push(client(&s, 4));
+    // SAFETY: a signal to the successor this test learned from the log.
+    assert_eq!(unsafe { libc::kill(first.0 as i32, libc::SIGUSR2) }, 0);
+    let second = Successor(common::wait_for("the second successor", LIMIT, || {
+        successor_pid(&s).filter(|&p| p != first.0)
+    }));
+    common::wait_for("the first successor to exit", LIMIT, || {
+        (!first.alive()).then_some(())
+    });
+    common::wait_for("the second handover to end", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=5 refused=0")
+            .then_some(())
+    });
+    assert_eq!(seqpacket_sockets(second.0), 0);
+    for c in clients.iter_mut() {
+        check(c, "after the second upgrade");
+    }
+    let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
+    for _ in 0..4 {
+        let mut fresh = s.conn();
+        let id: u64 = fresh
+            .query_first("SELECT CONNECTION_ID()")
+            .unwrap()
+            .unwrap();
+        assert!(!ids.contains(&id), "id {id} handed out twice ({ids:?})");
+    }
+    drop(second);
+    drop(first);
+}
+
+#[test]
+fn workers_are_upgraded_one_at_a_time() {
+    let admin = common::free_port();
+    let mut s = Sluice::with(
+        Config::default()
+            .top("workers = 2\nshards = 1")
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+    );
+    let sup = s.pid();
+    let mut clients: Vec<Client> = (0..8).map(|i| client(&s, i)).collect();
+    // The console (the supervisor serves it) starts the upgrade.
+    let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "UPGRADE");
+    assert!(ok && out.contains("one at a time"), "{out}\n{err}");
+    common::wait_for("both workers upgraded", LIMIT, || {
+        plain(&s.log_text())
+            .contains("supervisor: every worker upgraded")
+            .then_some(())
+    });
+    let log = plain(&s.log_text());
+    let new_pids: Vec<u32> = log
+        .lines()
+        .filter(|l| l.contains("supervisor: worker upgraded"))
+        .filter_map(|l| {
+            let at = l.find(" pid=")? + 5;
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(new_pids.len(), 2, "{log}");
+    // Each successor is the supervisor's own child (it restarts and stops them).
+    for p in &new_pids {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, sup, "worker {p}");
+    }
+    common::wait_for("both old workers to stop", LIMIT, || {
+        (plain(&s.log_text())
+            .matches("the upgraded worker's predecessor stopped")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    assert!(s.alive(), "the supervisor goes on");
+    // Every client moved, in whichever worker it was.
+    let adopted: u64 = common::wait_for("both successors' handovers to end", LIMIT, || {
+        let log = plain(&s.log_text());
+        let counts: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("upgrade: handover over"))
+            .filter_map(|l| {
+                let at = l.find("adopted=")? + 8;
+                l[at..].split(' ').next()?.parse().ok()
+            })
+            .collect();
+        (counts.len() == 2).then(|| counts.iter().sum())
+    });
+    assert_eq!(adopted, 8, "{}", s.log_text());
+    for c in clients.iter_mut() {
+        check(c, "after the workers' upgrade");
+    }
+    let mut fresh = s.conn();
+    let id: u64 = fresh
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(
+        clients.iter().all(|c| c.id != id),
+        "id {id} handed out twice"
+    );
+    // The supervisor stops its new workers as it stopped the old ones.
+    assert!(s.terminate().success());
+    for p in &new_pids {
+        assert!(!running(*p), "worker {p} still runs");
+    }
+}
+
+#[test]
+fn workers_upgrade_stops_at_a_failing_successor_and_keeps_everything() {
+    let mut s = Sluice::with(Config::default().top("workers = 2\nshards = 1"));
+    let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
+    std::fs::write(s.dir_path().join("sluice.toml"), "listen = \n").unwrap();
+    upgrade(&s);
+    common::wait_for("the upgrade to stop", LIMIT, || {
+        plain(&s.log_text())
+            .contains("supervisor: upgrade stopped")
+            .then_some(())
+    });
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade rolled back"), "{log}");
+    assert!(!log.contains("restarting it"), "{log}");
+    assert!(s.alive());
+    for c in clients.iter_mut() {
+        check(c, "after the failed upgrade");
+    }
+    let mut fresh = s.conn();
+    let _: Option<u64> = fresh.query_first("SELECT 1").unwrap();
+}
+
+#[test]
+fn tls_clients_stay_and_end_with_the_old_process() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let mut s = Sluice::with(Config::default().top("shutdown_timeout_ms = 2000"));
+    let mut plain_client = client(&s, 0);
+    // A TLS client that stays connected: the mariadb CLI reading statements from a pipe.
+    let mut cli = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{}", s.port),
+            "-uapp",
+            "-papp",
+            "--ssl",
+            "--ssl-verify-server-cert=0",
+            "--skip-reconnect",
+            "--unbuffered",
+            "-N",
+            "app",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mariadb client");
+    let mut stdin = cli.stdin.take().unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    writeln!(stdin, "SELECT CONCAT('cipher:', VARIABLE_VALUE <> '') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher';").unwrap();
+    writeln!(stdin, "SELECT 'ready';").unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l == "ready") {
+        seen.push(rx.recv_timeout(LIMIT).expect("the TLS client's answer"));
+    }
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    common::wait_for("the TLS client to stay", LIMIT, || {
+        plain(&s.log_text()).contains("staying=tls=1").then_some(())
+    });
+    // The deadline passes; the old process closes it and stops.
+    assert!(s.wait_exit(LIMIT).success());
+    check(&mut plain_client, "the plaintext client, after the upgrade");
+    // The TLS client finds its connection closed at its next statement, and why.
+    writeln!(stdin, "SELECT 'after';").unwrap();
+    drop(stdin);
+    let out = common::wait_output(cli, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // Told why, through its TLS session.
+    assert!(
+        err.contains("ERROR 1053") && err.contains("its TLS state cannot move"),
+        "{err}"
+    );
+    drop(succ);
+}
+
+#[test]
+fn many_idle_clients_move_in_windows() {
+    // More clients than one sweep takes from a shard (64): several windows, back to back.
+    let mut s = Sluice::with(Config::default().top("shards = 1"));
+    let mut clients: Vec<(common::RawClient, Vec<Vec<u8>>)> = (0..150)
+        .map(|_| {
+            let mut c = common::RawClient::login(s.port);
+            let answer = c.query("SELECT CONNECTION_ID(), @@SESSION.wait_timeout");
+            (c, answer)
+        })
+        .collect();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert!(s.wait_exit(LIMIT).success());
+    common::wait_for("the successor to adopt all 150", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=150 refused=0")
+            .then_some(())
+    });
+    for (c, before) in clients.iter_mut() {
+        // The same answer, byte for byte: the same connection id, on the same connection.
+        assert_eq!(
+            &c.query("SELECT CONNECTION_ID(), @@SESSION.wait_timeout"),
+            before
+        );
+    }
+    drop(succ);
+}
+
+#[test]
+fn successor_that_reaches_no_backend_rolls_back() {
+    let mut s = Sluice::start();
+    let mut clients: Vec<Client> = (0..2).map(|i| client(&s, i)).collect();
+    // The file now names a backend nothing listens on: the successor starts, but on a default
+    // server identity; the health check refuses it.
+    s.rewrite_config(&Config::default().backends(vec!["127.0.0.1:1".into()]));
+    upgrade(&s);
+    common::wait_for("the rollback", LIMIT, || {
+        plain(&s.log_text())
+            .contains("upgrade rolled back")
+            .then_some(())
+    });
+    assert!(
+        plain(&s.log_text()).contains("reached no backend"),
+        "{}",
+        s.log_text()
+    );
+    assert!(s.alive());
+    for c in clients.iter_mut() {
+        check(c, "after the rollback");
+    }
+}
+
+#[test]
+fn session_mode_clients_give_up_their_backend_and_move() {
+    let mut s = Sluice::with(
+        Config::default().pool("mode = \"session\"\nsize = 16\nqueue_timeout_ms = 3000\n"),
+    );
+    let mut clients: Vec<Client> = (0..3).map(|i| client(&s, i)).collect();
+    // One with a user variable: that lives on its backend only, so it stays and is told why.
+    let mut pinned = client(&s, 3);
+    pinned.conn.query_drop("SET @v = 1").unwrap();
+    upgrade(&s);
+    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(&s)
+    }));
+    assert!(s.wait_exit(LIMIT).success());
+    common::wait_for("the successor to adopt three", LIMIT, || {
+        plain(&s.log_text())
+            .contains("adopted=3 refused=0")
+            .then_some(())
+    });
+    for c in clients.iter_mut() {
+        check(c, "session mode, after the upgrade");
+    }
+    let e = pinned.conn.query_drop("SELECT @v").unwrap_err();
+    let (code, _, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(code, 1053, "{message}");
+    assert!(message.contains("pinned"), "{message}");
+    drop(succ);
+}
