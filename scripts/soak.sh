@@ -11,17 +11,21 @@
 #   - scripts/soak_churn.py: short client lives with binary prepared statements (some left open
 #     at disconnect), provoked errors, pinning session state (user variables, temporary tables,
 #     SQL PREPARE, transactions), KILL by SQL and by the admin console, dropped sockets;
-#   - reloads: the console's RELOAD at 1/4 and 3/4 of the run, SIGHUP at 1/2.
+#   - reloads: the console's RELOAD at 1/4 and 3/4 of the run, SIGHUP at 1/2;
+#   - an upgrade in place at 5/8 (SIGUSR2: the binary at the same path takes the clients over;
+#     the old process stops): from then on the successor is the one sampled and judged.
 # Every SOAK_SAMPLE_SECONDS (default 5) sluice's RSS and open descriptors go to
 # OUT/samples.csv. At the end the churn stops, the clients leave, idle pooled connections
 # close (pool.idle_timeout_ms is 5 s here), and the script judges:
-#   - RSS growth per hour after warm-up (the first fifth of the run, at most 5 minutes): the
-#     least-squares slope of RSS over the later samples, against the RSS at warm-up's end;
-#     target <= 1 %/h;
+#   - RSS growth per hour of the process that ran last (the successor of the upgrade), after
+#     its warm-up (the first fifth of its samples' span, at most 5 minutes): the least-squares
+#     slope of RSS over the later samples, against the RSS at warm-up's end; target <= 1 %/h;
 #   - descriptors leaked: open when quiet at the end minus open when quiet before the churn
-#     (same pool state: the health probe's connection only); target 0.
+#     (same pool state: the health probe's connection only; the successor holds the same
+#     listeners, console and admin sockets as its predecessor); target 0.
 # Each is printed as met or missed; OUT/summary.json has the numbers, OUT/soak.svg the picture
-# (sluice-plot soak). The issue also asks for an upgrade midway: sluice has no live upgrade yet.
+# (sluice-plot soak). Clients whose state lived on their backend at the upgrade (pins,
+# transactions) end with the old process, told why: counted as ended_by_upgrade, not errors.
 #
 # Environment: SOAK_MINUTES (30), SOAK_SAMPLE_SECONDS (5), SOAK_PROFILE (release; "dev" reuses
 # a debug build), SOAK_OUT (target/soak), SOAK_IDLE (idle clients, 500), SOAK_RATE (selects/s,
@@ -155,15 +159,36 @@ CHURN_PIDS+=($!)
 CHURN_PIDS+=($!)
 
 reload1=$((SECONDS_TOTAL / 4)); reload2=$((SECONDS_TOTAL / 2)); reload3=$((SECONDS_TOTAL * 3 / 4))
-done1='' done2='' done3=''
+upgrade_at=$((SECONDS_TOTAL * 5 / 8))
+done1='' done2='' done3='' upgraded=''
+PHASE=churn
+# upgrade: SIGUSR2 to sluice; waits (60 s at most) for the successor named in the log to take
+# over and the old process to stop, then samples the successor.
+upgrade() {
+  local old=$SLUICE_PID new=""
+  kill -USR2 "$old"
+  for _ in $(seq 1 600); do
+    new=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/sluice.log" | sed -n 's/.*upgrade: successor started pid=\([0-9]*\).*/\1/p' | tail -1)
+    if [ -n "$new" ] && ! kill -0 "$old" 2>/dev/null; then
+      SLUICE_PID=$new
+      PHASE=successor
+      log "upgraded: pid $old handed over to pid $new and stopped"
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "upgrade: no successor took over within 60 s (old pid $old, successor ${new:-none}); see $OUT/sluice.log"
+  return 1
+}
 while :; do
   now=$(( $(date +%s) - START ))
   kill -0 "$SLUICE_PID" 2>/dev/null || { log "sluice died during the soak:"; tail -n 30 "$OUT/sluice.log" >&2; exit 1; }
   # Samples while the churn runs only (the generators stop by themselves at the end).
   [ "$now" -ge "$SECONDS_TOTAL" ] && break
-  echo "$now,$(rss_kib),$(fds),churn" >> "$OUT/samples.csv"
+  echo "$now,$(rss_kib),$(fds),$PHASE" >> "$OUT/samples.csv"
   if [ -z "$done1" ] && [ "$now" -ge "$reload1" ]; then done1=1; log "console RELOAD: $(console RELOAD | tail -n +2 | tr '\n' ' ')"; fi
   if [ -z "$done2" ] && [ "$now" -ge "$reload2" ]; then done2=1; kill -HUP "$SLUICE_PID"; log "SIGHUP sent"; fi
+  if [ -z "$upgraded" ] && [ "$now" -ge "$upgrade_at" ]; then upgraded=1; upgrade || exit 1; fi
   if [ -z "$done3" ] && [ "$now" -ge "$reload3" ]; then done3=1; log "console RELOAD: $(console RELOAD | tail -n +2 | tr '\n' ' ')"; fi
   sleep "$SAMPLE"
 done
@@ -184,9 +209,16 @@ echo "$end,$(rss_kib),$FDS_AFTER,quiet" >> "$OUT/samples.csv"
 python3 - "$OUT" "$WARMUP" "$FDS_BEFORE" "$FDS_AFTER" "$MINUTES" "$PROFILE" <<'PY'
 import csv, json, sys
 out, warmup, before, after, minutes, profile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
-rows = [r for r in csv.DictReader(open(f"{out}/samples.csv")) if r["phase"] == "churn"]
-pts = [(float(r["seconds"]), float(r["rss_kib"])) for r in rows if float(r["seconds"]) >= warmup]
+rows = [r for r in csv.DictReader(open(f"{out}/samples.csv")) if r["phase"] != "quiet"]
+# The process that ran last (the upgrade's successor when there was one), after its warm-up.
+last = rows[-1]["phase"] if rows else "churn"
+mine = [r for r in rows if r["phase"] == last]
+if mine and last != "churn":
+    t0, t1 = float(mine[0]["seconds"]), float(mine[-1]["seconds"])
+    warmup = int(t0 + min((t1 - t0) / 5, 300))
+pts = [(float(r["seconds"]), float(r["rss_kib"])) for r in mine if float(r["seconds"]) >= warmup]
 summary = {"minutes": float(minutes), "profile": profile, "warmup_s": warmup, "samples": len(rows),
+           "judged_process": last,
            "fds_quiet_before": before, "fds_quiet_after": after, "fds_leaked": after - before}
 if len(pts) >= 3:
     n = len(pts)
