@@ -27,6 +27,7 @@ use super::answer::{self, Column};
 use super::client::ClientIo;
 use super::session::{fail, CmdResult, Flow, Session};
 use crate::bootstrap::ColumnTemplate;
+use crate::error::Reply;
 use crate::metrics::ClientRow;
 use crate::shard::{Reply1, Shard};
 use std::rc::Rc;
@@ -231,23 +232,65 @@ fn first_chars(s: &[u8], n: usize) -> &[u8] {
     s
 }
 
+/// Listings gathered at once in this process (each on a thread of its own, for at most about
+/// [`GATHER_TIMEOUT`]): a client sending SHOW PROCESSLIST in a loop from many connections gets
+/// its answers in turn, not a thread each.
+const MAX_LISTINGS: usize = 4;
+static LISTINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_LISTINGS`], given back when dropped (on the listing's thread).
+struct Listing;
+
+impl Listing {
+    /// Waits (polling every 5 ms) until fewer than [`MAX_LISTINGS`] run.
+    async fn take() -> Listing {
+        use std::sync::atomic::Ordering;
+        while LISTINGS.fetch_add(1, Ordering::AcqRel) >= MAX_LISTINGS {
+            LISTINGS.fetch_sub(1, Ordering::AcqRel);
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        Listing
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        LISTINGS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Every client of this sluice: this process's shards and the other worker processes. Listed
 /// from a plain thread, since the shards answer over blocking channels (this shard among
-/// them: its executor serves the request while this task waits).
-async fn every_client(shard: &Shard) -> Vec<ClientRow> {
+/// them: its executor serves the request while this task waits). `Err` when no thread could be
+/// made (the server's ER_CANT_CREATE_THREAD).
+async fn every_client(shard: &Shard) -> Result<Vec<ClientRow>, Reply> {
+    let slot = Listing::take().await;
     let reply = Reply1::default();
     let r = reply.clone();
     let shared = shard.shared.clone();
-    std::thread::spawn(move || {
-        let mut rows = crate::metrics::collect_clients(&shared, GATHER_TIMEOUT);
-        if let Some(sup) = shared.supervisor {
-            for w in (0..shared.workers).filter(|w| *w != shared.worker) {
-                rows.extend(crate::admin::remote_clients(sup, w).unwrap_or_default());
+    std::thread::Builder::new()
+        .name("sluice-processlist".into())
+        .spawn(move || {
+            let _slot = slot;
+            let mut rows = crate::metrics::collect_clients(&shared, GATHER_TIMEOUT);
+            if let Some(sup) = shared.supervisor {
+                for w in (0..shared.workers).filter(|w| *w != shared.worker) {
+                    rows.extend(crate::admin::remote_clients(sup, w).unwrap_or_default());
+                }
             }
-        }
-        r.send(rows)
-    });
-    reply.recv().await
+            r.send(rows)
+        })
+        .map_err(|e| {
+            Reply::new(
+                1135,
+                b"HY000",
+                format!(
+                    "Can't create a new thread (errno {}): sluice could not list its clients",
+                    e.raw_os_error().unwrap_or(0)
+                ),
+            )
+        })?;
+    Ok(reply.recv().await)
 }
 
 /// Answers `SHOW [FULL] PROCESSLIST` (`sql`: the statement as the client sent it), or
@@ -260,7 +303,10 @@ pub(crate) async fn show(
     full: bool,
     sql: Option<&[u8]>,
 ) -> CmdResult {
-    let clients = every_client(shard).await;
+    let clients = match every_client(shard).await {
+        Ok(c) => c,
+        Err(r) => return super::session::reply_err(io, next, r).await,
+    };
     let asker = Asker {
         id: sess.conn_id,
         user: &sess.user.name,
