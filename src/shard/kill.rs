@@ -235,12 +235,25 @@ impl Shard {
                 let reply = Reply1::default();
                 let r = reply.clone();
                 let sup = self.shared.supervisor.unwrap_or(0);
-                std::thread::spawn(move || {
-                    r.send(crate::admin::remote_kill(
-                        sup, worker, conn_id, kind, by_user,
-                    ))
-                });
-                reply.recv().await
+                let spawned = std::thread::Builder::new()
+                    .name("sluice-kill".into())
+                    .spawn(move || {
+                        r.send(crate::admin::remote_kill(
+                            sup, worker, conn_id, kind, by_user,
+                        ))
+                    });
+                match spawned {
+                    Ok(_) => reply.recv().await,
+                    // (The server's ER_CANT_CREATE_THREAD; a shard must not panic over it.)
+                    Err(e) => Err(Reply::new(
+                        1135,
+                        b"HY000",
+                        format!(
+                            "Can't create a new thread (errno {}): sluice could not reach the worker holding {conn_id}",
+                            e.raw_os_error().unwrap_or(0)
+                        ),
+                    )),
+                }
             }
         } else if shard as usize >= self.shared.shards {
             Err(no_such_thread(conn_id))
