@@ -165,6 +165,21 @@ impl Drop for Successor {
     }
 }
 
+/// Waits until the successor reports ready; it is stopped when dropped.
+fn ready_successor(s: &Sluice) -> Successor {
+    Successor(common::wait_for("the successor to be ready", LIMIT, || {
+        successor_pid(s)
+    }))
+}
+
+/// Waits until the successor has adopted `n` sessions, refusing none.
+fn wait_adopted(s: &Sluice, n: usize) {
+    let want = format!("adopted={n} refused=0");
+    common::wait_for(&format!("the successor to adopt {n}"), LIMIT, || {
+        plain(&s.log_text()).contains(&want).then_some(())
+    });
+}
+
 fn upgrade(s: &Sluice) {
     // SAFETY: a signal to the sluice this test started.
     assert_eq!(unsafe { libc::kill(s.pid() as i32, libc::SIGUSR2) }, 0);
@@ -190,18 +205,12 @@ fn idle_clients_move_with_their_state() {
     }
     let old = s.pid();
     upgrade(&s);
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     assert_ne!(succ.0, old);
     // Every client moves (they are idle), then the old process stops on its own.
     let st = s.wait_exit(LIMIT);
     assert!(st.success(), "the old process exited with {st}");
-    common::wait_for("the successor to adopt all 8", LIMIT, || {
-        plain(&s.log_text())
-            .contains("adopted=8 refused=0")
-            .then_some(())
-    });
+    wait_adopted(&s, 8);
     let log = s.log_text();
     assert!(log.contains("upgrade: every session moved"), "{log}");
     assert!(!log.contains("kept here"), "{log}");
@@ -283,9 +292,7 @@ fn successor_that_fails_rolls_back() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     let st = s.wait_exit(LIMIT);
     assert!(st.success(), "the old process exited with {st}");
     for c in clients.iter_mut() {
@@ -304,9 +311,7 @@ fn sessions_move_at_their_safe_point_or_are_told_why() {
     let mut pinned = client(&s, 2);
     pinned.conn.query_drop("SET @v = 1").unwrap();
     upgrade(&s);
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     common::wait_for(
         "the old process to keep the two that cannot move",
         LIMIT,
@@ -321,11 +326,7 @@ fn sessions_move_at_their_safe_point_or_are_told_why() {
     // The pinned one stays until the deadline; the old process then stops.
     let st = s.wait_exit(LIMIT);
     assert!(st.success(), "the old process exited with {st}");
-    common::wait_for("the successor to adopt two", LIMIT, || {
-        plain(&s.log_text())
-            .contains("adopted=2 refused=0")
-            .then_some(())
-    });
+    wait_adopted(&s, 2);
     check(&mut idle, "idle, after the upgrade");
     check(&mut in_tx, "after its transaction, after the upgrade");
     // The pinned client is told why its connection ended, at its next command.
@@ -384,9 +385,7 @@ fn busy_clients_move_between_commands_without_an_error() {
         at(&counts).iter().all(|&n| n >= 20).then_some(())
     });
     upgrade(&s);
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     let st = s.wait_exit(LIMIT);
     assert!(st.success(), "the old process exited with {st}");
     let after = at(&counts);
@@ -423,9 +422,7 @@ fn console_upgrade_takes_the_console_and_metrics_listeners_too() {
     let (ok, out, err) = common::mariadb_cli(admin, &["-uadmin", "-psecret"], "UPGRADE");
     assert!(ok && out.contains("started"), "{out}\n{err}");
     // The successor binds neither again (the old process still listens on both): it starts.
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     let st = s.wait_exit(LIMIT);
     assert!(st.success(), "the old process exited with {st}");
     for c in clients.iter_mut() {
@@ -480,12 +477,8 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
         successor_pid(&s)
     }));
     assert!(s.wait_exit(LIMIT).success());
-    common::wait_for("the first handover to end", LIMIT, || {
-        plain(&s.log_text())
-            .contains("adopted=4 refused=0")
-            .then_some(())
-    });
-    // The handover channel is closed once the handover is over.
+    wait_adopted(&s, 4); // the first handover to end
+                         // The handover channel is closed once the handover is over.
     assert_eq!(seqpacket_sockets(first.0), 0);
     for c in clients.iter_mut() {
         check(c, "after the first upgrade");
@@ -500,11 +493,7 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
     common::wait_for("the first successor to exit", LIMIT, || {
         (!first.alive()).then_some(())
     });
-    common::wait_for("the second handover to end", LIMIT, || {
-        plain(&s.log_text())
-            .contains("adopted=5 refused=0")
-            .then_some(())
-    });
+    wait_adopted(&s, 5); // the second handover to end
     assert_eq!(seqpacket_sockets(second.0), 0);
     for c in clients.iter_mut() {
         check(c, "after the second upgrade");
@@ -675,9 +664,7 @@ fn tls_clients_stay_and_end_with_the_old_process() {
         seen.push(rx.recv_timeout(LIMIT).expect("the TLS client's answer"));
     }
     upgrade(&s);
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     common::wait_for("the TLS client to stay", LIMIT, || {
         plain(&s.log_text()).contains("staying=tls=1").then_some(())
     });
@@ -710,15 +697,9 @@ fn many_idle_clients_move_in_windows() {
         })
         .collect();
     upgrade(&s);
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     assert!(s.wait_exit(LIMIT).success());
-    common::wait_for("the successor to adopt all 150", LIMIT, || {
-        plain(&s.log_text())
-            .contains("adopted=150 refused=0")
-            .then_some(())
-    });
+    wait_adopted(&s, 150);
     for (c, before) in clients.iter_mut() {
         // The same answer, byte for byte: the same connection id, on the same connection.
         assert_eq!(
@@ -763,15 +744,9 @@ fn session_mode_clients_give_up_their_backend_and_move() {
     let mut pinned = client(&s, 3);
     pinned.conn.query_drop("SET @v = 1").unwrap();
     upgrade(&s);
-    let succ = Successor(common::wait_for("the successor to be ready", LIMIT, || {
-        successor_pid(&s)
-    }));
+    let succ = ready_successor(&s);
     assert!(s.wait_exit(LIMIT).success());
-    common::wait_for("the successor to adopt three", LIMIT, || {
-        plain(&s.log_text())
-            .contains("adopted=3 refused=0")
-            .then_some(())
-    });
+    wait_adopted(&s, 3);
     for c in clients.iter_mut() {
         check(c, "session mode, after the upgrade");
     }

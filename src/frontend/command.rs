@@ -290,16 +290,26 @@ impl Collations {
 
 /// The collation id of the session's `character_set_results` (what a string column carries).
 fn results_collation(shard: &Shard, sess: &Session) -> Option<u16> {
-    let server = &shard.shared.server;
-    let charset = match sess.settings.var("character_set_results") {
-        Some(cs) => cs.to_string(),
-        None => server
+    let charset = results_charset(shard, sess)?;
+    shard
+        .shared
+        .server
+        .default_collations
+        .get(&charset)
+        .copied()
+}
+
+/// The session's `character_set_results`: as it set it, else its login collation's charset.
+pub(crate) fn results_charset(shard: &Shard, sess: &Session) -> Option<String> {
+    match sess.settings.var("character_set_results") {
+        Some(cs) => Some(cs.to_string()),
+        None => shard
+            .shared
+            .server
             .collations
-            .get(&u16::from(sess.collation))?
-            .charset
-            .clone(),
-    };
-    server.default_collations.get(&charset).copied()
+            .get(&u16::from(sess.collation))
+            .map(|c| c.charset.clone()),
+    }
 }
 
 /// Answers `SELECT <history values>` from what sluice knows.

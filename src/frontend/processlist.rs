@@ -318,13 +318,7 @@ pub(crate) async fn show(
         sql,
     };
     let server = &shard.shared.server;
-    let charset = match sess.settings.var("character_set_results") {
-        Some(cs) => Some(cs.to_string()),
-        None => server
-            .collations
-            .get(&u16::from(sess.collation))
-            .map(|c| c.charset.clone()),
-    };
+    let charset = super::command::results_charset(shard, sess);
     let conversion = results(charset.as_deref(), |cs| {
         server.default_collations.get(cs).copied()
     });
