@@ -22,7 +22,9 @@
 //!   needed; JSON per backend: connections `closed` now and `closing` (out now: leased, held
 //!   by a session, or being opened);
 //! - `BACKENDS` → the backends as JSON (state, health, role, weight, connections held);
-//! - `BACKEND ADD <address> [any|primary|replica] [weight]` → `OK <id>`;
+//! - `BACKEND ADD <address> [any|primary|replica] [weight] [TLS <verify 0|1> <ca> <server name>]`
+//!   → `OK <id>` (the CA file's path and the server name hex-encoded, `-` for none: a path may
+//!   hold spaces; checked as the file's `[[backends]]` are);
 //!   `BACKEND DRAIN <id or address> [TIMEOUT <ms>]` → `OK` (after the timeout, sessions that still
 //!   hold the backend are closed with an error naming what kept them there);
 //!   `BACKEND UNDRAIN|MAINTENANCE|REMOVE <id or address>` → `OK`;
@@ -330,12 +332,35 @@ fn backend<'a>(
             Some(Ok(w)) if (1..=1000).contains(&w) => w,
             Some(_) => return "ERR 1064 42000 weight must be between 1 and 1000".into(),
         };
+        let tls = match (rest.next(), rest.next(), rest.next(), rest.next()) {
+            (None, ..) => None,
+            (Some("TLS"), Some(verify @ ("0" | "1")), Some(ca), Some(name)) => {
+                let (Some(ca), Some(name)) = (unhex_opt(ca), unhex_opt(name)) else {
+                    return "ERR 1064 42000 BACKEND ADD … TLS: bad hex".into();
+                };
+                Some(crate::config::BackendTls {
+                    verify: verify == "1",
+                    ca,
+                    server_name: name,
+                })
+            }
+            _ => return "ERR 1064 42000 BACKEND ADD <address> <role> <weight> [TLS <verify 0|1> <ca hex|-> <server name hex|->]".into(),
+        };
         let cfg = crate::config::BackendConfig {
             address: key.to_string(),
-            tls: None,
+            tls,
             role,
             weight,
         };
+        // Held to the file's rules (a TLS check left to the connect would panic or fail later).
+        if let Some((field, value, why)) = cfg.problems().into_iter().next() {
+            let value = if value.is_empty() {
+                String::new()
+            } else {
+                format!(" {value}")
+            };
+            return format!("ERR 1210 HY000 backend {field}{value}: {why}");
+        }
         // Down until its probes show it works (see `shard::probe`).
         return match crate::shared::add_backend(
             &shared.backends,
@@ -344,7 +369,8 @@ fn backend<'a>(
             &shared.live().dns,
         ) {
             Ok(id) => {
-                tracing::info!(backend = %key, id, role = role.name(), weight, "backend added");
+                let tls = cfg.tls.is_some();
+                tracing::info!(backend = %key, id, role = role.name(), weight, tls, "backend added");
                 format!("OK {id}")
             }
             Err(e) => format!("ERR 1210 HY000 {e}"),
@@ -567,9 +593,44 @@ pub fn spawn(shared: Arc<Shared>, supervisor: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `text` as lowercase hex, for a value that may hold spaces in a request line (`-`: none).
+pub fn hex_opt(text: Option<&str>) -> String {
+    match text {
+        None => "-".into(),
+        Some(t) => t.bytes().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// The inverse of [`hex_opt`]: `Some(None)` for `-`, `None` for anything that is not hex of
+/// UTF-8 text.
+fn unhex_opt(hex: &str) -> Option<Option<String>> {
+    if hex == "-" {
+        return Some(None);
+    }
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok().map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips_text_with_spaces() {
+        for t in ["/etc/sluice/ca bundle.pem", "db.example", "", "é"] {
+            assert_eq!(unhex_opt(&hex_opt(Some(t))), Some(Some(t.to_string())));
+        }
+        assert_eq!(unhex_opt(&hex_opt(None)), Some(None));
+        for bad in ["abc", "zz", "ff", "é1"] {
+            assert_eq!(unhex_opt(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn kill_filters_parse_and_match() {

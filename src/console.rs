@@ -21,7 +21,8 @@
 //! busy ones when they come back, new ones are opened as needed, e.g. after a server's global
 //! variables changed; answers both counts per backend), `DRAIN BACKEND <address|id>
 //! [TIMEOUT <ms>]`, `UNDRAIN BACKEND …`, `MAINTENANCE BACKEND …`, `ADD BACKEND <address>
-//! [ROLE any|primary|replica] [WEIGHT n]`, `REMOVE BACKEND …`; the client's own start-up
+//! [ROLE any|primary|replica] [WEIGHT n] [TLS ON] [TLS_CA 'file'] [TLS_SERVER_NAME 'name']
+//! [TLS_VERIFY OFF]` (TLS options as a `[[backends]]` entry's `tls` table), `REMOVE BACKEND …`; the client's own start-up
 //! queries (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE()`) are answered too. Anything
 //! else is ERR 1064 listing what the console understands.
 //!
@@ -386,7 +387,7 @@ fn result_set(cols: &[String], rows: &[Vec<Option<String>>], caps: u32) -> Vec<V
     out
 }
 
-const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | SET key = value | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] | REMOVE BACKEND x | PAUSE [TIMEOUT ms] | RESUME | SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms] | UPGRADE";
+const HELP: &str = "the admin console understands SHOW BACKENDS | SHOW POOLS | SHOW STATS | SHOW WORKERS | SHOW CLIENTS | SHOW PINS | SHOW CONFIG [LIKE 'pattern'] | KILL CLIENT [QUERY] id | KILL CLIENTS WHERE USER = 'name' | KILL CLIENTS WHERE SOURCE = 'ip' | RECONNECT [BACKEND x] | RELOAD | SET key = value | DRAIN BACKEND x [TIMEOUT ms] | UNDRAIN BACKEND x | MAINTENANCE BACKEND x | ADD BACKEND x [ROLE r] [WEIGHT n] [TLS ON] [TLS_CA 'file'] [TLS_SERVER_NAME 'name'] [TLS_VERIFY OFF] | REMOVE BACKEND x | PAUSE [TIMEOUT ms] | RESUME | SHUTDOWN [WAIT_FOR_CLIENTS] [TIMEOUT ms] | UPGRADE";
 
 /// Splits a statement into words (a quoted or backquoted word keeps its spaces, without its
 /// quotes; `=` outside quotes is a word of its own; a trailing `;` goes).
@@ -502,19 +503,10 @@ fn answer(sql: &str, target: &Target, gone: &dyn Fn() -> bool) -> Answer {
         },
         ["RECONNECT"] => reconnect(target, "RECONNECT"),
         ["RECONNECT", "BACKEND", _] => reconnect(target, &format!("RECONNECT {}", w[2])),
-        ["ADD", "BACKEND", ..] if w.len() >= 3 => {
-            let (mut role, mut weight) = ("any".to_string(), "1".to_string());
-            let mut i = 3;
-            while i < w.len() {
-                match (up[i], w.get(i + 1)) {
-                    ("ROLE", Some(r)) => role = r.to_ascii_lowercase(),
-                    ("WEIGHT", Some(n)) => weight = n.clone(),
-                    _ => return syntax(),
-                }
-                i += 2;
-            }
-            everywhere(target, &format!("BACKEND ADD {} {role} {weight}", w[2]))
-        }
+        ["ADD", "BACKEND", ..] if w.len() >= 3 => match add_backend_request(&w) {
+            Some(line) => everywhere(target, &line),
+            None => syntax(),
+        },
         _ => syntax(),
     }
 }
@@ -902,6 +894,41 @@ fn static_state(state: [u8; 5]) -> &'static [u8; 5] {
         b"70100" => b"70100",
         _ => b"HY000",
     }
+}
+
+/// The admin request for `ADD BACKEND <address> [ROLE r] [WEIGHT n] [TLS ON|OFF] [TLS_CA 'file']
+/// [TLS_SERVER_NAME 'name'] [TLS_VERIFY ON|OFF]` (`w`: the statement's words), or `None` for
+/// bad syntax. Any `TLS_…` option turns TLS on; as in the file, verifying is the default and
+/// needs a CA (the worker checks the backend as it checks the file's: see
+/// `BackendConfig::problems`).
+fn add_backend_request(w: &[String]) -> Option<String> {
+    let (mut role, mut weight) = ("any".to_string(), "1".to_string());
+    let (mut tls, mut verify, mut ca, mut name) = (false, true, None, None);
+    let on_off = |v: &str| match v.to_ascii_uppercase().as_str() {
+        "ON" | "1" | "TRUE" => Some(true),
+        "OFF" | "0" | "FALSE" => Some(false),
+        _ => None,
+    };
+    let mut i = 3;
+    while i < w.len() {
+        let value = w.get(i + 1)?;
+        match w[i].to_ascii_uppercase().as_str() {
+            "ROLE" => role = value.to_ascii_lowercase(),
+            "WEIGHT" => weight = value.clone(),
+            "TLS" => tls = on_off(value)?,
+            "TLS_VERIFY" => (tls, verify) = (true, on_off(value)?),
+            "TLS_CA" => (tls, ca) = (true, Some(value.as_str())),
+            "TLS_SERVER_NAME" => (tls, name) = (true, Some(value.as_str())),
+            _ => return None,
+        }
+        i += 2;
+    }
+    let mut line = format!("BACKEND ADD {} {role} {weight}", w[2]);
+    if tls {
+        let (ca, name) = (crate::admin::hex_opt(ca), crate::admin::hex_opt(name));
+        line.push_str(&format!(" TLS {} {ca} {name}", u8::from(verify)));
+    }
+    Some(line)
 }
 
 fn syntax() -> Answer {
@@ -1391,6 +1418,30 @@ fn show_workers(target: &Target) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_backend_requests() {
+        let req = |sql: &str| add_backend_request(&words(sql));
+        let hex = |t: &str| crate::admin::hex_opt(Some(t));
+        #[rustfmt::skip]
+        let table: &[(&str, Option<String>)] = &[
+            ("ADD BACKEND 10.0.0.1:3306", Some("BACKEND ADD 10.0.0.1:3306 any 1".into())),
+            ("add backend db:3306 role Replica weight 5",
+                Some("BACKEND ADD db:3306 replica 5".into())),
+            ("ADD BACKEND db:3306 TLS ON", Some("BACKEND ADD db:3306 any 1 TLS 1 - -".into())),
+            ("ADD BACKEND db:3306 TLS OFF", Some("BACKEND ADD db:3306 any 1".into())),
+            ("ADD BACKEND db:3306 TLS_CA '/etc/my ca.pem'",
+                Some(format!("BACKEND ADD db:3306 any 1 TLS 1 {} -", hex("/etc/my ca.pem")))),
+            ("ADD BACKEND 10.0.0.1:3306 TLS_VERIFY off TLS_SERVER_NAME 'db.example'",
+                Some(format!("BACKEND ADD 10.0.0.1:3306 any 1 TLS 0 - {}", hex("db.example")))),
+            ("ADD BACKEND db:3306 TLS maybe", None),
+            ("ADD BACKEND db:3306 TLS_CA", None),
+            ("ADD BACKEND db:3306 COLOUR blue", None),
+        ];
+        for (sql, want) in table {
+            assert_eq!(&req(sql), want, "{sql}");
+        }
+    }
 
     #[test]
     fn statements_split_into_words() {

@@ -69,7 +69,7 @@ enum Cmd {
         pid_file: Option<PathBuf>,
     },
     /// Send a request to a running instance's admin socket (every worker's), print the answers:
-    /// `BACKENDS`, `BACKEND ADD <address> [any|primary|replica] [weight]`,
+    /// `BACKENDS`, `BACKEND ADD <address> [any|primary|replica] [weight] [TLS …]`,
     /// `BACKEND DRAIN|UNDRAIN|MAINTENANCE|REMOVE <id or address>`, `STATS`.
     Ctl {
         /// The pid of the instance (its supervisor's with workers).

@@ -743,3 +743,66 @@ fn shutdown_wait_for_clients(workers: usize, by_signal: bool) {
     }
     assert!(s.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// `ADD BACKEND … TLS_CA …`: a backend added while running is reached over TLS, verified
+/// against the CA given, as a `[[backends]]` entry with a `tls` table would be. The server
+/// requires secure transport, so the probe and the pool can only reach it over TLS; its
+/// sessions report an encrypted connection. A TLS backend added without what verifying
+/// needs, or over a Unix socket, is refused with the file's reason.
+#[test]
+fn a_backend_added_on_the_console_speaks_tls() {
+    use common::{make_certs, PrivateMariaDb};
+    use mysql::prelude::Queryable;
+    let dir = std::env::temp_dir().join(format!("sluice-console-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = make_certs(&dir);
+    let db = PrivateMariaDb::start(&format!(
+        "--ssl-ca={} --ssl-cert={} --ssl-key={} --require-secure-transport=ON",
+        ca.display(),
+        cert.display(),
+        key.display()
+    ));
+    let (s, port) = with_console(1);
+    let plain = mariadb_addr();
+    let tls_addr = db.addr();
+
+    let (ok, _, err) = console(port, &format!("ADD BACKEND '{tls_addr}' TLS ON"));
+    assert!(
+        !ok && err.contains("1210") && err.contains("tls.ca"),
+        "{err}"
+    );
+    let (ok, _, err) = console(port, "ADD BACKEND 'unix:/tmp/no.sock' TLS_VERIFY OFF");
+    assert!(!ok && err.contains("Unix socket"), "{err}");
+    let (ok, _, err) = console(port, &format!("ADD BACKEND '{tls_addr}' TLS perhaps"));
+    assert!(!ok && err.contains("1064"), "{err}");
+
+    let (ok, _, err) = console(
+        port,
+        &format!(
+            "ADD BACKEND '{tls_addr}' TLS_CA '{}' TLS_SERVER_NAME 'localhost'",
+            ca.display()
+        ),
+    );
+    assert!(ok, "{err}");
+    // Up only once a probe got through, which needs TLS on this server.
+    wait_for("the TLS backend is up", Duration::from_secs(15), || {
+        let (_, out, _) = console(port, "SHOW BACKENDS");
+        (cell(&out, &tls_addr, "state").as_deref() == Some("up")).then_some(())
+    });
+    let (ok, _, err) = console(port, &format!("REMOVE BACKEND '{plain}'"));
+    assert!(ok, "{err}");
+    let mut c = s.conn();
+    let (_, version): (String, String) = c
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+        .unwrap()
+        .unwrap();
+    assert!(
+        version.starts_with("TLSv1."),
+        "the added backend's connection is not encrypted: {version:?}"
+    );
+    let port_seen: u16 = c.query_first("SELECT @@port").unwrap().unwrap();
+    assert_eq!(tls_addr, format!("127.0.0.1:{port_seen}"));
+    drop(c);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

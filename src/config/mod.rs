@@ -288,6 +288,50 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
+impl BackendConfig {
+    /// What is wrong with this backend on its own (its place in a list aside: weights and
+    /// duplicates are the list's business): `(field, value, why)`, nothing when it can be used.
+    /// The file's validation and the console's `ADD BACKEND` both ask it, so a backend added
+    /// while running is held to the file's rules.
+    pub fn problems(&self) -> Vec<(&'static str, String, String)> {
+        let mut out = Vec::new();
+        if let Err(why) = check_host_port(&self.address) {
+            out.push(("address", format!("{:?}", self.address), why));
+        }
+        if let Some(t) = &self.tls {
+            if t.verify && t.ca.is_none() {
+                out.push((
+                    "tls.ca",
+                    String::new(),
+                    "needed to verify the server (or set verify = false, for development only)"
+                        .into(),
+                ));
+            }
+            if self.address.starts_with("unix:") {
+                out.push((
+                    "tls",
+                    String::new(),
+                    "TLS over a Unix socket is not supported".into(),
+                ));
+            }
+            let name = t.server_name.clone().unwrap_or_else(|| {
+                self.address
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                    .unwrap_or_default()
+            });
+            if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
+                out.push((
+                    "tls.server_name",
+                    format!("{name:?}"),
+                    "not a DNS name or IP address".into(),
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// Where reads go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -792,41 +836,8 @@ impl Config {
                     "listed twice",
                 );
             }
-            if let Err(why) = check_host_port(&b.address) {
-                err(
-                    &format!("backends[{i}].address"),
-                    &format!("{:?}", b.address),
-                    &why,
-                );
-            }
-            if let Some(t) = &b.tls {
-                if t.verify && t.ca.is_none() {
-                    err(
-                        &format!("backends[{i}].tls.ca"),
-                        &"",
-                        "needed to verify the server (or set verify = false, for development only)",
-                    );
-                }
-                if b.address.starts_with("unix:") {
-                    err(
-                        &format!("backends[{i}].tls"),
-                        &"",
-                        "TLS over a Unix socket is not supported",
-                    );
-                }
-                let name = t.server_name.clone().unwrap_or_else(|| {
-                    b.address
-                        .rsplit_once(':')
-                        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-                        .unwrap_or_default()
-                });
-                if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
-                    err(
-                        &format!("backends[{i}].tls.server_name"),
-                        &format!("{name:?}"),
-                        "not a DNS name or IP address",
-                    );
-                }
+            for (field, value, why) in b.problems() {
+                err(&format!("backends[{i}].{field}"), &value, &why);
             }
         }
         if !self.admin.listen.is_empty() {
