@@ -143,7 +143,12 @@ fn a_statement_in_flight_on_a_killed_backend_gets_2013_once_and_is_never_resent(
             }
             Some(None) => panic!("client {k}: not a server error"),
         }
-        assert_eq!(*after, 1, "client {k} goes on, on the survivor");
+        // A client whose statement was lost goes on, on the survivor. (One whose statement
+        // ended before the kill — a slow machine can start it seconds before the others — may
+        // have asked server 2 before it died.)
+        if err.is_some() {
+            assert_eq!(*after, 1, "client {k} goes on, on the survivor");
+        }
     }
     assert!(lost > 0, "some statements were on the killed backend");
     // Never sent again: the survivor holds exactly the rows it acknowledged.
@@ -468,8 +473,15 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
         c.query_first("SELECT @@pseudo_thread_id").unwrap().unwrap()
     };
     let mut free: Vec<mysql::Conn> = (0..4).map(|_| s.conn()).collect();
-    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 500")), "OK");
-    // It moves at its next command, its variables made again there, and stays pinned there
+    // A deadline a loaded machine cannot pass before the checks that must come before it.
+    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 3000")), "OK");
+    // The pinned client keeps its backend until the deadline.
+    assert_eq!(
+        server_id(&mut pinned),
+        2,
+        "before the deadline it is served"
+    );
+    // The one pinned by variables moves at its next command, its variables made again there, and stays pinned there
     // (the same server connection from statement to statement).
     assert_eq!(server_id(&mut vars), 1);
     let (v, kept): (i64, String) = vars.query_first("SELECT @v, @s").unwrap().unwrap();
@@ -477,13 +489,8 @@ fn a_drain_deadline_closes_what_cannot_move_with_an_error_naming_why() {
     let t = thread(&mut vars);
     run_all(&mut free, 2);
     assert_eq!(thread(&mut vars), t);
-    // Clients holding nothing move at once; the pinned one keeps its backend until the deadline.
+    // Clients holding nothing move at once.
     assert_eq!(run_all(&mut free, 3), BTreeSet::from([1]));
-    assert_eq!(
-        server_id(&mut pinned),
-        2,
-        "before the deadline it is served"
-    );
     // After it, the pinned client is told why and its connection ends.
     closed_at_deadline(&mut pinned, &["temporary_table", &a1]);
     wait_for("backend 2 drained", Duration::from_secs(10), || {
@@ -573,7 +580,11 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     let states: Vec<Vec<String>> = on2.iter_mut().map(|(c, _)| session_state(c)).collect();
     let vars_state = session_state(&mut vars);
     let waiting = 3 + on2.iter().filter(|c| c.1).count() as u64;
-    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 4000")), "OK");
+    // A deadline long enough for what must happen before it on a loaded machine.
+    assert_eq!(admin(&s, &format!("BACKEND DRAIN {a1} TIMEOUT 8000")), "OK");
+    // The pinned ones stay until the deadline.
+    assert_eq!(server_id(&mut pinned), 2);
+    assert_eq!(server_id(&mut double), 2);
     // Idle clients that hold nothing only server 2 knows give it up without a command.
     wait_for(
         "idle session-mode clients moved",
@@ -604,9 +615,7 @@ fn session_mode_clients_move_off_a_drained_backend_keeping_their_state() {
     let after: Vars = vars.query_first(VARS).unwrap().unwrap();
     assert_eq!(after, before);
     assert_eq!(session_state(&mut vars), vars_state);
-    // The pinned ones stay until the deadline, then are told why.
-    assert_eq!(server_id(&mut pinned), 2);
-    assert_eq!(server_id(&mut double), 2);
+    // The pinned ones are told why at the deadline.
     closed_at_deadline(&mut pinned, &["temporary_table", &a1]);
     closed_at_deadline(&mut double, &["user_variable", &a1]);
     closed_at_deadline(&mut forced, &["insert_id", &a1]);

@@ -60,6 +60,10 @@ pub struct Backend {
     /// Why the prober keeps this backend out although it answers (its catalog differs from the
     /// instance's: see `backend::compat`); shown beside the `incompatible` state.
     refusal: std::sync::Mutex<Option<Arc<str>>>,
+    /// Why the last probe failed (None after a probe that got through): told to a client whose
+    /// command found no backend, and shown by `SHOW BACKENDS`, so a certificate or password
+    /// problem is named where it is seen, not only in the log.
+    last_error: std::sync::Mutex<Option<Arc<str>>>,
     /// Health changes (for metrics).
     pub transitions: AtomicU64,
     pub probes: AtomicU64,
@@ -96,6 +100,7 @@ impl Backend {
             read_ok: std::sync::atomic::AtomicBool::new(false),
             lag_ms: AtomicU32::new(u32::MAX),
             refusal: std::sync::Mutex::new(None),
+            last_error: std::sync::Mutex::new(None),
             transitions: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
@@ -218,7 +223,14 @@ impl Backend {
             probes: self.probes.load(Ordering::Relaxed),
             probe_failures: self.probe_failures.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
-            reason: self.refusal().map(|r| r.to_string()),
+            reason: self
+                .refusal()
+                .or_else(|| {
+                    (self.health() != Health::Up)
+                        .then(|| self.last_error())
+                        .flatten()
+                })
+                .map(|r| r.to_string()),
         }
     }
 
@@ -232,6 +244,18 @@ impl Backend {
 
     pub fn set_refusal(&self, r: Option<Arc<str>>) {
         *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// Why the last probe failed, if it did.
+    pub fn last_error(&self) -> Option<Arc<str>> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_last_error(&self, e: Option<Arc<str>>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
     /// What `SHOW BACKENDS`-like views print: the operator's intent when it is not active, else

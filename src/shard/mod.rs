@@ -845,6 +845,12 @@ impl Shard {
                 ""
             };
             out.push_str(&format!("{} {}{}", b.address, b.state_name(), ro));
+            // A backend that is not up says why, as its last probe saw it.
+            if b.health() != crate::backend::health::Health::Up {
+                if let Some(e) = b.refusal().or_else(|| b.last_error()) {
+                    out.push_str(&format!(": {e}"));
+                }
+            }
         }
         out
     }

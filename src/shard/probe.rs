@@ -148,11 +148,13 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
                 } else {
                     0
                 });
+                b.set_last_error(None);
                 Evidence::ProbeOk
             }
-            Ok(Err(refused)) => {
+            Ok(Err((refused, why))) => {
                 conn = None;
                 b.set_read_ok(false);
+                b.set_last_error(Some(Arc::from(why)));
                 if refused {
                     Evidence::Refused
                 } else {
@@ -162,6 +164,10 @@ async fn probe_backend(shard: Rc<Shard>, b: Arc<Backend>, added: bool) {
             Err(_) => {
                 conn = None;
                 b.set_read_ok(false);
+                b.set_last_error(Some(Arc::from(format!(
+                    "no answer to the probe within {} ms",
+                    timeout.as_millis()
+                ))));
                 Evidence::Failed
             }
         };
@@ -314,13 +320,13 @@ fn lag_of(shard: &Shard, b: &Backend, now: Instant) -> u32 {
 }
 
 /// One probe: (re)connects if needed and reads `read_only`, the GTID position and, on a
-/// read-only server, whether it replicates. `Err(refused)` on failure.
+/// read-only server, whether it replicates. `Err((refused, why))` on failure.
 async fn probe_once(
     shard: &Rc<Shard>,
     b: &Backend,
     conn: &mut Option<BackendConn>,
     timeout: Duration,
-) -> Result<Seen, bool> {
+) -> Result<Seen, (bool, String)> {
     if conn.as_ref().is_some_and(|c| c.gen != b.conn_gen()) {
         // The backend's name moved (probe the new address), or RECONNECT.
         *conn = None;
@@ -345,14 +351,14 @@ async fn probe_once(
                 c.gen = gen;
                 *conn = Some(c)
             }
-            Err(e) => return Err(e.is_refused()),
+            Err(e) => return Err((e.is_refused(), e.to_string())),
         }
     }
     let c = conn.as_mut().expect("connected above");
     let row = c
         .query_row("SELECT @@global.read_only, @@global.gtid_current_pos")
         .await
-        .map_err(|_| false)?;
+        .map_err(|e| (false, e.to_string()))?;
     let read_only = row
         .first()
         .cloned()
@@ -366,7 +372,7 @@ async fn probe_once(
     let replicating = read_only
         && c.query_rows("SHOW GLOBAL STATUS LIKE 'Slave_running'")
             .await
-            .map_err(|_| false)?
+            .map_err(|e| (false, e.to_string()))?
             .first()
             .and_then(|r| r.get(1).cloned().flatten())
             .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
