@@ -83,7 +83,7 @@ ensure_sysbench
 if [ -z "${BIN_DIR:-}" ]; then
   ensure_rust
   cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=$ROOT/target/release
+  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
 SLUICE_BIN=$BIN_DIR/sluice
 if [ "$ALLOCS" = 1 ]; then

@@ -18,6 +18,7 @@ DURATION=${DURATION:-30}
 ensure_rust
 ensure_mariadb
 cargo build --release --quiet -p sluice -p sluice-load
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 mkdir -p target/bench
 WORK=$(mktemp -d /tmp/sluice-b4.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"
@@ -49,7 +50,7 @@ size = $POOL
 queue_timeout_ms = 30000
 TOML
 backend_and_app_user "127.0.0.1:$MARIADB_PORT" b4pool pw >> "$WORK/sluice.toml"
-target/release/sluice --config "$WORK/sluice.toml" --log-level warn &
+"$BIN/sluice" --config "$WORK/sluice.toml" --log-level warn &
 SLUICE_PID=$!
 wait_port "$PORT"
 
@@ -65,7 +66,7 @@ wait_port "$PORT"
 SAMPLER_PID=$!
 
 echo "B4: $CLIENTS clients, pool $POOL, ${DURATION}s through sluice" >&2
-target/release/sluice-load -t "127.0.0.1:$PORT" -m trx --prepare-table --active "$CLIENTS" \
+"$BIN/sluice-load" -t "127.0.0.1:$PORT" -m trx --prepare-table --active "$CLIENTS" \
   --duration "$DURATION" --sample-pid "$SLUICE_PID" --json "$WORK/through.json" -q || true
 kill "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
@@ -93,7 +94,7 @@ print(json.dumps({"queued_checkouts": count, "queue_wait_p99_le_seconds": p99, "
 PY
 
 echo "B4: the same $CLIENTS clients straight to MariaDB (max_connections 151)" >&2
-target/release/sluice-load -t "127.0.0.1:$MARIADB_PORT" -m trx --active "$CLIENTS" \
+"$BIN/sluice-load" -t "127.0.0.1:$MARIADB_PORT" -m trx --active "$CLIENTS" \
   --duration "$DURATION" --json "$WORK/direct.json" -q || true
 
 python3 - "$WORK/through.json" "$WORK/direct.json" "$WORK/metrics.json" "$PEAK" "$CLIENTS" "$POOL" "$DURATION" <<'PY' | tee target/bench/b4.txt

@@ -41,7 +41,7 @@ ensure_rust
 ensure_mariadb
 if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release -q -p sluice -p sluice-load
-  BIN_DIR=$ROOT/target/release
+  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d /tmp/sluice-bench-backends.XXXXXX)

@@ -58,7 +58,7 @@ ensure_mariadb
 if [ -z "${BIN_DIR:-}" ]; then
   ensure_rust
   cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=$ROOT/target/release
+  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
 
 # Bigger accept queues (the defaults overflowed at 500k connections under CPU contention) and
