@@ -464,7 +464,8 @@ impl Pool {
     /// the same budget) can count it when it adopts it; the connection stays counted in `open`
     /// until [`Lease::moved`] (or [`Pool::move_back`]). Returns whether a slot was given.
     pub fn move_out(&self) -> bool {
-        if self.host.is_none() {
+        // (A share already given away, lent or yielded, has no slot left to give.)
+        if self.host.is_none() || self.limit.get() == 0 {
             return false;
         }
         self.limit.set(self.limit.get().saturating_sub(1));

@@ -170,7 +170,12 @@
 //!
 //! # Not built
 //! TLS clients, sessions whose backend connection runs over TLS, and the few others above
-//! that stay. A successor that dies *after* reporting
+//! that stay. A successor shard whose pool is at its bound refuses a session with its backend
+//! connection rather than ask a sibling shard to lend it a slot (the old process keeps it and
+//! offers it again at each sweep, until the deadline). With `workers = 1` the two processes'
+//! pools are counted apart, as before: the server sees what the successor opens plus what
+//! sessions still in the old process hold (moved connections are counted once, in the
+//! successor). A successor that dies *after* reporting
 //! ready leaves the sessions it adopted to die with it: a single process takes back only the
 //! sessions it had not had acknowledged, and accepts again; an old worker stops instead (what it
 //! still has is told why) and the supervisor restarts the worker as any dead worker. During a
