@@ -429,6 +429,13 @@ fn sessions_with_backend_state_move_with_their_backend_connection() {
         .unwrap()
         .unwrap();
     assert_eq!(user, Some(held[3]));
+    // Conditions not read yet: they are the connection's (its diagnostics area), and move too.
+    let n: Option<i64> = temp
+        .conn
+        .query_first("SELECT CAST('x' AS SIGNED)")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, Some(0));
 
     upgrade(&s);
     let succ = ready_successor(&s);
@@ -445,6 +452,9 @@ fn sessions_with_backend_state_move_with_their_backend_connection() {
     assert!(log.contains("carry_backends=true"), "{log}");
 
     // Same server connections, with what lives on them.
+    let warnings: Vec<(String, u16, String)> = temp.conn.query("SHOW WARNINGS").unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1, 1292, "{warnings:?}");
     let after: Vec<u64> = [&mut temp, &mut commit, &mut rollback, &mut locker]
         .into_iter()
         .map(backend_thread)
