@@ -303,7 +303,10 @@ fn successor_that_fails_rolls_back() {
 }
 
 #[test]
-fn sessions_move_at_their_safe_point_or_are_told_why() {
+fn sessions_in_a_transaction_or_pinned_move_with_their_backend_at_their_safe_point() {
+    // (Before backend connections moved, these two stayed and the pinned one was told why at
+    // the deadline: `tls_clients_stay_and_end_with_the_old_process` and
+    // `refused_sessions_stay_in_the_old_process_with_their_backend` cover that now.)
     let mut s = Sluice::with(Config::default().top("shutdown_timeout_ms = 3000"));
     let mut idle = client(&s, 0);
     let mut in_tx = client(&s, 1);
@@ -312,35 +315,322 @@ fn sessions_move_at_their_safe_point_or_are_told_why() {
     pinned.conn.query_drop("SET @v = 1").unwrap();
     upgrade(&s);
     let succ = ready_successor(&s);
-    common::wait_for(
-        "the old process to keep the two that cannot move",
-        LIMIT,
-        || {
-            plain(&s.log_text())
-                .contains("staying=pinned=1 transaction=1")
-                .then_some(())
-        },
-    );
-    // The transaction ends on the old process; the session then moves at its next park.
-    in_tx.conn.query_drop("COMMIT").unwrap();
-    // The pinned one stays until the deadline; the old process then stops.
     let st = s.wait_exit(LIMIT);
     assert!(st.success(), "the old process exited with {st}");
-    wait_adopted(&s, 2);
+    wait_adopted(&s, 3);
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade: every session moved"), "{log}");
     check(&mut idle, "idle, after the upgrade");
-    check(&mut in_tx, "after its transaction, after the upgrade");
-    // The pinned client is told why its connection ended, at its next command.
-    let e = pinned
+    // Still in its transaction (the server says so through sluice's status flags).
+    let in_trans: u64 = in_tx
         .conn
-        .query_drop("SELECT @v")
-        .expect_err("the pinned session ended with the old process");
-    let (code, state, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
-    assert_eq!((code, state.as_str()), (1053, "08S01"), "{message}");
-    assert!(
-        message.contains("could not move") && message.contains("pinned"),
-        "{message}"
-    );
+        .query_first("SELECT @@in_transaction")
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_trans, 1);
+    in_tx.conn.query_drop("COMMIT").unwrap();
+    check(&mut in_tx, "after its transaction, after the upgrade");
+    let v: Option<i64> = pinned.conn.query_first("SELECT @v").unwrap().unwrap();
+    assert_eq!(v, Some(1));
+    check(&mut pinned, "pinned, after the upgrade");
     drop(succ);
+}
+
+/// The server connection (thread) id a session's statements run on.
+fn backend_thread(c: &mut Client) -> u64 {
+    c.conn
+        .query_first("SELECT @@SESSION.pseudo_thread_id")
+        .unwrap()
+        .unwrap()
+}
+
+/// The server's connection ids of account `name`, sorted.
+fn threads_ids(d: &mut mysql::Conn, name: &str) -> Vec<u64> {
+    d.query(format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{name}' ORDER BY ID"
+    ))
+    .unwrap()
+}
+
+/// Samples the server's count of `account`'s connections until sluice's process `s` exits (the
+/// old process, at the end of its handover); returns the most seen.
+fn most_threads_until_exit(s: &mut Sluice, d: &mut mysql::Conn, account: &str) -> u64 {
+    let limit = std::time::Instant::now() + LIMIT;
+    let mut most = 0;
+    while s.alive() {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the old process did not stop"
+        );
+        most = most.max(common::threads_of(d, account));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    most.max(common::threads_of(d, account))
+}
+
+#[test]
+fn sessions_with_backend_state_move_with_their_backend_connection() {
+    let account = "upg_carry";
+    let users = common::dedicated_backend_user(account);
+    let mut s = Sluice::with(Config::default().users(&users).pool(
+        "mode = \"transaction\"\nsize = 8\nqueue_timeout_ms = 3000\nidle_timeout_ms = 1000\n",
+    ));
+    let mut d = common::direct();
+    d.query_drop("CREATE TABLE IF NOT EXISTS app.upg_carry (id BIGINT PRIMARY KEY, v INT)")
+        .unwrap();
+    let base = u64::from(std::process::id()) * 10;
+    d.query_drop(format!(
+        "DELETE FROM app.upg_carry WHERE id IN ({base}, {})",
+        base + 1
+    ))
+    .unwrap();
+    let lock = format!("upg_lock_{}", std::process::id());
+    let mut idle = client(&s, 0);
+    let mut temp = client(&s, 1);
+    temp.conn
+        .query_drop("CREATE TEMPORARY TABLE t_upg (x INT)")
+        .unwrap();
+    temp.conn
+        .query_drop("INSERT INTO t_upg VALUES (7), (8)")
+        .unwrap();
+    let mut commit = client(&s, 2);
+    commit.conn.query_drop("BEGIN").unwrap();
+    commit
+        .conn
+        .query_drop(format!("INSERT INTO app.upg_carry VALUES ({base}, 1)"))
+        .unwrap();
+    let mut rollback = client(&s, 3);
+    rollback.conn.query_drop("BEGIN").unwrap();
+    rollback
+        .conn
+        .query_drop(format!(
+            "INSERT INTO app.upg_carry VALUES ({}, 2)",
+            base + 1
+        ))
+        .unwrap();
+    let mut locker = client(&s, 4);
+    let got: Option<i64> = locker
+        .conn
+        .query_first(format!("SELECT GET_LOCK('{lock}', 0)"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let held: Vec<u64> = [&mut temp, &mut commit, &mut rollback, &mut locker]
+        .into_iter()
+        .map(backend_thread)
+        .collect();
+    let server_side = threads_ids(&mut d, account);
+    assert!(
+        held.iter().all(|t| server_side.contains(t)),
+        "{held:?} {server_side:?}"
+    );
+    let user: Option<u64> = d
+        .query_first(format!("SELECT IS_USED_LOCK('{lock}')"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(user, Some(held[3]));
+    // Conditions not read yet: they are the connection's (its diagnostics area), and move too.
+    let n: Option<i64> = temp
+        .conn
+        .query_first("SELECT CAST('x' AS SIGNED)")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, Some(0));
+
+    upgrade(&s);
+    let succ = ready_successor(&s);
+    // The connections move, they are not opened again: the server never sees more than
+    // `pool.size` of sluice's account across the handover.
+    let most = most_threads_until_exit(&mut s, &mut d, account);
+    assert!(
+        most <= 8,
+        "{most} connections of {account} during the handover"
+    );
+    wait_adopted(&s, 5);
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade: every session moved"), "{log}");
+    assert!(log.contains("carry_backends=true"), "{log}");
+
+    // Same server connections, with what lives on them.
+    let warnings: Vec<(String, u16, String)> = temp.conn.query("SHOW WARNINGS").unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1, 1292, "{warnings:?}");
+    let after: Vec<u64> = [&mut temp, &mut commit, &mut rollback, &mut locker]
+        .into_iter()
+        .map(backend_thread)
+        .collect();
+    assert_eq!(after, held);
+    let rows: Vec<i64> = temp.conn.query("SELECT x FROM t_upg ORDER BY x").unwrap();
+    assert_eq!(rows, vec![7, 8]);
+    let user: Option<u64> = d
+        .query_first(format!("SELECT IS_USED_LOCK('{lock}')"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(user, Some(held[3]), "the lock is still held by its session");
+    // Another connection does not see the uncommitted rows yet; then one commits, one rolls back.
+    let seen: u64 = d
+        .query_first(format!(
+            "SELECT COUNT(*) FROM app.upg_carry WHERE id IN ({base}, {})",
+            base + 1
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, 0);
+    commit.conn.query_drop("COMMIT").unwrap();
+    rollback.conn.query_drop("ROLLBACK").unwrap();
+    let rows: Vec<(u64, i64)> = d
+        .query(format!(
+            "SELECT id, v FROM app.upg_carry WHERE id IN ({base}, {}) ORDER BY id",
+            base + 1
+        ))
+        .unwrap();
+    assert_eq!(rows, vec![(base, 1)]);
+    let released: Option<i64> = locker
+        .conn
+        .query_first(format!("SELECT RELEASE_LOCK('{lock}')"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(released, Some(1));
+    let free: Option<i64> = d
+        .query_first(format!("SELECT IS_FREE_LOCK('{lock}')"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(free, Some(1));
+    for c in [
+        &mut idle,
+        &mut temp,
+        &mut commit,
+        &mut rollback,
+        &mut locker,
+    ] {
+        check(c, "after the upgrade with its backend");
+    }
+    // The successor's pool counts them: once the clients leave, their connections go back to
+    // it and close after `idle_timeout_ms`; none is left open outside a pool.
+    drop((idle, temp, commit, rollback, locker));
+    common::wait_for("sluice's connections to close", LIMIT, || {
+        (common::threads_of(&mut d, account) == 0).then_some(())
+    });
+    drop(succ);
+}
+
+#[test]
+fn refused_sessions_stay_in_the_old_process_with_their_backend() {
+    let account = "upg_refused";
+    let users = common::dedicated_backend_user(account);
+    let cfg = Config::default()
+        .users(&users)
+        .top("shutdown_timeout_ms = 4000");
+    let mut s = Sluice::with(cfg.clone());
+    let mut d = common::direct();
+    let mut idle = client(&s, 0);
+    let mut temp = client(&s, 1);
+    temp.conn
+        .query_drop("CREATE TEMPORARY TABLE t_upg (x INT)")
+        .unwrap();
+    temp.conn
+        .query_drop("INSERT INTO t_upg VALUES (5)")
+        .unwrap();
+    let thread = backend_thread(&mut temp);
+    // The successor's pool for this user logs in as another account: it cannot take the
+    // connection (opened as `upg_refused`) and refuses the session.
+    let other = common::dedicated_backend_user("upg_refused_other");
+    s.rewrite_config(&cfg.users(&other));
+    upgrade(&s);
+    let succ = ready_successor(&s);
+    common::wait_for("the successor to refuse the pinned session", LIMIT, || {
+        plain(&s.log_text())
+            .contains("logs in as another account here")
+            .then_some(())
+    });
+    // Served by the old process meanwhile, on the same server connection.
+    let rows: Vec<i64> = temp.conn.query("SELECT x FROM t_upg").unwrap();
+    assert_eq!(rows, vec![5]);
+    assert_eq!(backend_thread(&mut temp), thread);
+    let st = s.wait_exit(LIMIT);
+    assert!(st.success(), "the old process exited with {st}");
+    let log = plain(&s.log_text());
+    assert!(log.contains("upgrade: handover over adopted=1"), "{log}");
+    check(&mut idle, "idle, after the upgrade");
+    // At the deadline the old process told it why and closed it, and its server connection
+    // ended with it: no copy of the socket was left open in either process.
+    let e = temp
+        .conn
+        .query_drop("SELECT x FROM t_upg")
+        .expect_err("the refused session ended with the old process");
+    let (code, _, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(code, 1053, "{message}");
+    assert!(message.contains("pinned"), "{message}");
+    common::wait_thread_gone(&mut d, thread);
+    assert_eq!(threads_ids(&mut d, account), Vec::<u64>::new());
+    drop(succ);
+}
+
+#[test]
+fn workers_move_sessions_with_their_backend_within_the_host_budget() {
+    let account = "upg_carry_workers";
+    let users = common::dedicated_backend_user(account);
+    let mut s = Sluice::with(
+        Config::default()
+            .top("workers = 2\nshards = 1")
+            .users(&users)
+            // (The pin budget is split between the workers: 3 each, for the 3 pinned sessions
+            // wherever they land.)
+            .pool("mode = \"transaction\"\nsize = 6\npin_budget = 6\nqueue_timeout_ms = 3000\n"),
+    );
+    let mut d = common::direct();
+    let mut temps: Vec<(Client, u64)> = (0..3)
+        .map(|i| {
+            let mut c = client(&s, i);
+            c.conn
+                .query_drop("CREATE TEMPORARY TABLE t_upg (x INT)")
+                .unwrap();
+            c.conn
+                .query_drop(format!("INSERT INTO t_upg VALUES ({i})"))
+                .unwrap();
+            let t = backend_thread(&mut c);
+            (c, t)
+        })
+        .collect();
+    let mut in_tx = client(&s, 3);
+    in_tx.conn.query_drop("BEGIN").unwrap();
+    let tx_thread = backend_thread(&mut in_tx);
+    upgrade(&s);
+    let limit = std::time::Instant::now() + LIMIT;
+    let mut most = 0;
+    loop {
+        most = most.max(common::threads_of(&mut d, account));
+        if plain(&s.log_text()).contains("supervisor: every worker upgraded") {
+            break;
+        }
+        assert!(std::time::Instant::now() < limit, "{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        most <= 6,
+        "{most} connections of {account} during the upgrade"
+    );
+    common::wait_for("both old workers to stop", LIMIT, || {
+        (plain(&s.log_text())
+            .matches("the upgraded worker's predecessor stopped")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    for (i, (c, t)) in temps.iter_mut().enumerate() {
+        assert_eq!(backend_thread(c), *t);
+        let rows: Vec<i64> = c.conn.query("SELECT x FROM t_upg").unwrap();
+        assert_eq!(rows, vec![i as i64]);
+        check(c, "a pinned session, after the workers' upgrade");
+    }
+    assert_eq!(backend_thread(&mut in_tx), tx_thread);
+    in_tx.conn.query_drop("COMMIT").unwrap();
+    check(
+        &mut in_tx,
+        "after its transaction, after the workers' upgrade",
+    );
+    assert!(common::threads_of(&mut d, account) <= 6);
+    assert!(s.terminate().success());
 }
 
 #[test]
@@ -740,19 +1030,19 @@ fn session_mode_clients_give_up_their_backend_and_move() {
         Config::default().pool("mode = \"session\"\nsize = 16\nqueue_timeout_ms = 3000\n"),
     );
     let mut clients: Vec<Client> = (0..3).map(|i| client(&s, i)).collect();
-    // One with a user variable: that lives on its backend only, so it stays and is told why.
+    // One with a user variable: that lives on its backend only, so it moves with it.
     let mut pinned = client(&s, 3);
     pinned.conn.query_drop("SET @v = 1").unwrap();
+    let thread = backend_thread(&mut pinned);
     upgrade(&s);
     let succ = ready_successor(&s);
     assert!(s.wait_exit(LIMIT).success());
-    wait_adopted(&s, 3);
+    wait_adopted(&s, 4);
     for c in clients.iter_mut() {
         check(c, "session mode, after the upgrade");
     }
-    let e = pinned.conn.query_drop("SELECT @v").unwrap_err();
-    let (code, _, message) = common::server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
-    assert_eq!(code, 1053, "{message}");
-    assert!(message.contains("pinned"), "{message}");
+    let v: Option<i64> = pinned.conn.query_first("SELECT @v").unwrap().unwrap();
+    assert_eq!(v, Some(1));
+    assert_eq!(backend_thread(&mut pinned), thread);
     drop(succ);
 }

@@ -373,7 +373,138 @@ pub struct BackendConn {
     query_timeout: Option<Duration>,
 }
 
+/// Everything sluice knows about a connection besides its socket: what an upgrade hands to
+/// the successor process with the socket's descriptor (see `crate::upgrade`).
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub backend: u16,
+    /// A Unix-domain socket (else TCP).
+    pub unix: bool,
+    pub profile: Profile,
+    pub caps: u32,
+    pub thread_id: u32,
+    pub status: u16,
+    pub settings: Rc<Settings>,
+    pub multi_statements: bool,
+    pub last_insert_id: Option<u64>,
+    pub last_gtid: Box<str>,
+    pub history_owner: u32,
+    pub trx_state: Box<[u8]>,
+    pub last_warnings: u16,
+    /// Since it was opened.
+    pub age: Duration,
+    pub nonce: Vec<u8>,
+    pub auth_plugin: Vec<u8>,
+    /// Statements prepared on it: settings, text, the server's id.
+    pub prepared: Vec<(Rc<Settings>, Rc<[u8]>, u32)>,
+}
+
 impl BackendConn {
+    /// May this connection move to another process now? Plaintext (a TLS session's keys and
+    /// sequence numbers live in this process's rustls object), no query sent ahead, nothing in
+    /// its read buffer, and nothing unread from the server in the kernel either (a peek).
+    pub fn movable(&self) -> bool {
+        !matches!(self.stream, Stream::Tls(_) | Stream::Detached)
+            && self.ahead.is_none()
+            && self.is_healthy()
+    }
+
+    /// Does the connection run over TLS?
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// What sluice knows about it (see [`Parts`]).
+    pub fn parts(&self) -> Parts {
+        Parts {
+            backend: self.backend,
+            unix: matches!(self.stream, Stream::Unix(_)),
+            profile: self.profile,
+            caps: self.caps,
+            thread_id: self.thread_id,
+            status: self.status,
+            settings: self.settings.clone(),
+            multi_statements: self.multi_statements,
+            last_insert_id: self.last_insert_id,
+            last_gtid: self.last_gtid.clone(),
+            history_owner: self.history_owner,
+            trx_state: self.trx_state.clone(),
+            last_warnings: self.last_warnings,
+            age: self.created.elapsed(),
+            nonce: self.nonce.clone(),
+            auth_plugin: self.auth_plugin.clone(),
+            prepared: self
+                .prepared
+                .iter()
+                .map(|p| (p.settings.clone(), p.sql.clone(), p.id))
+                .collect(),
+        }
+    }
+
+    /// A duplicate of the socket's descriptor (close-on-exec), to pass to another process:
+    /// the connection stays open while either is (dropping this `BackendConn` closes only its
+    /// own descriptor; it never shuts the socket down).
+    pub fn dup_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: `fd` is this connection's open socket for as long as `self` lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) }.try_clone_to_owned()
+    }
+
+    /// A connection another process opened and handed over (its socket `fd`, what it knew
+    /// `p`), on this executor; `gen` is its backend's connection generation here. Must run on
+    /// a glommio executor thread.
+    pub fn adopt(fd: std::os::fd::OwnedFd, p: Parts, spec: &ConnectSpec, gen: u64) -> BackendConn {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` is a connected socket we own; glommio takes ownership.
+        let stream = unsafe {
+            if p.unix {
+                Stream::Unix(glommio::net::UnixStream::from_raw_fd(raw))
+            } else {
+                Stream::Tcp(TcpStream::from_raw_fd(raw))
+            }
+        };
+        let now = Instant::now();
+        let mut c = BackendConn {
+            stream,
+            fd: raw,
+            rbuf: ReadBuf::with_capacity(16 << 10),
+            backend: p.backend,
+            profile: p.profile,
+            caps: p.caps,
+            thread_id: p.thread_id,
+            status: p.status,
+            settings: p.settings,
+            multi_statements: p.multi_statements,
+            last_insert_id: p.last_insert_id,
+            last_gtid: p.last_gtid,
+            out: Vec::new(),
+            scratch: Vec::new(),
+            history_owner: p.history_owner,
+            trx_state: p.trx_state,
+            last_warnings: p.last_warnings,
+            created: now.checked_sub(p.age).unwrap_or(now),
+            last_used: now,
+            gen,
+            ahead: None,
+            nonce: p.nonce,
+            auth_plugin: p.auth_plugin,
+            prepared: Vec::new(),
+            prepared_tick: 0,
+            op_timeout: spec.timeout,
+            query_timeout: spec.query_timeout,
+        };
+        for (settings, sql, id) in p.prepared {
+            c.prepared_tick += 1;
+            c.prepared.push(Prepared {
+                settings,
+                sql,
+                id,
+                last_used: c.prepared_tick,
+            });
+        }
+        c
+    }
+
     /// Opens, authenticates and prepares (trackers on) a connection.
     pub async fn connect(spec: &ConnectSpec, fresh: Rc<Settings>) -> BResult<BackendConn> {
         let fut = Self::connect_inner(spec, fresh);

@@ -444,6 +444,44 @@ impl Pool {
         self.wait(profile, deadline).await
     }
 
+    /// Takes in a connection another process opened and handed over with its session (an
+    /// upgrade: see `crate::upgrade`), as checked out by that session: counted against this
+    /// shard's bound like any connection (taking a slot of the host budget when the bound is
+    /// reached, as a checkout does). At the bound with no slot to take it is given back: the
+    /// caller refuses the session (dropping the connection closes only this process's
+    /// descriptor of the socket; the other process still has it).
+    pub fn adopt(self: &Rc<Self>, conn: Box<BackendConn>) -> Result<Lease, Box<BackendConn>> {
+        if self.open.get() < self.limit.get() || self.host_grow() {
+            self.open.set(self.open.get() + 1);
+            Ok(self.lease(conn))
+        } else {
+            Err(conn)
+        }
+    }
+
+    /// A leased connection is about to be handed to a successor process (an upgrade): with a
+    /// host budget, its slot is given to the host now, so the successor (another holder of
+    /// the same budget) can count it when it adopts it; the connection stays counted in `open`
+    /// until [`Lease::moved`] (or [`Pool::move_back`]). Returns whether a slot was given.
+    pub fn move_out(&self) -> bool {
+        // (A share already given away, lent or yielded, has no slot left to give.)
+        if self.host.is_none() || self.limit.get() == 0 {
+            return false;
+        }
+        self.limit.set(self.limit.get().saturating_sub(1));
+        self.host_gave();
+        true
+    }
+
+    /// The successor refused a connection [`Pool::move_out`] prepared to move (`gave`: a slot
+    /// went to the host): the slot is taken back when the host has one free; otherwise the
+    /// connection is over this shard's bound and closes at its release.
+    pub fn move_back(&self, gave: bool) {
+        if gave {
+            self.host_grow();
+        }
+    }
+
     /// Hands out `conn` (counted in `open` already).
     fn lease(self: &Rc<Self>, conn: Box<BackendConn>) -> Lease {
         Lease {
@@ -882,6 +920,16 @@ impl Lease {
 
     /// Discards the connection explicitly (same as dropping the lease).
     pub fn discard(self) {}
+
+    /// The connection went to a successor process with its session (an upgrade): this
+    /// process's descriptor of the socket closes (no shutdown: the successor's keeps it open)
+    /// and its slot is free here.
+    pub fn moved(mut self) {
+        if let Some(c) = self.conn.take() {
+            drop(c);
+            self.pool.free_slot();
+        }
+    }
 }
 
 impl Drop for Lease {

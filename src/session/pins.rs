@@ -112,23 +112,24 @@ pub struct Reported<'a> {
     pub autocommit: bool,
 }
 
-/// A session's pinned state.
+/// A session's pinned state. (Fields are public for an upgrade, which carries them to the
+/// successor field by field with the backend connection they pin: `upgrade::shard_side`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pins {
-    user_vars: bool,
-    temp_tables: Vec<Vec<u8>>,
+    pub user_vars: bool,
+    pub temp_tables: Vec<Vec<u8>>,
     /// SQL-level prepared statements by name, with their text when it was a literal.
-    sql_prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    named_locks: Vec<Vec<u8>>,
-    lock_tables: bool,
-    handler: bool,
-    trx_characteristics: bool,
-    unknown: bool,
-    sequence: bool,
-    stored_function: bool,
+    pub sql_prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub named_locks: Vec<Vec<u8>>,
+    pub lock_tables: bool,
+    pub handler: bool,
+    pub trx_characteristics: bool,
+    pub unknown: bool,
+    pub sequence: bool,
+    pub stored_function: bool,
     /// Binary prepared statements (client ids) that read backend-only history values.
-    history_statements: Vec<u32>,
-    savepoint: bool,
+    pub history_statements: Vec<u32>,
+    pub savepoint: bool,
 }
 
 impl Pins {

@@ -46,7 +46,7 @@
 //! # What moves, and what does not (yet)
 //! A session moves when it is parked (no command in flight, no byte buffered in the process: a
 //! parked session has no buffer at all, bytes the client sends meanwhile wait in the kernel's
-//! socket buffer and are read by the successor) and holds nothing outside its record:
+//! socket buffer and are read by the successor) and everything it holds can go with it:
 //! - **TLS clients stay**: their rustls state (traffic keys, sequence numbers) lives in this
 //!   process. Moving them needs rustls's secrets extracted (`dangerous_extract_secrets`, which
 //!   the server config must allow) and kernel TLS set on the socket (`TCP_ULP "tls"`, then
@@ -56,15 +56,52 @@
 //!   (`setsockopt(TCP_ULP, "tls")` fails with ENOENT). They are served by the old process until
 //!   they leave or the deadline, then told why (ERR 1053 through their own TLS session, then
 //!   close_notify) and closed.
-//! - **Sessions whose state lives on their backend stay**: pinned sessions (user variables,
-//!   temporary tables, locks, …), open transactions, conditions not read yet, pending cursors or
-//!   long data. Moving them needs the backend connection moved too (its socket and its protocol
-//!   state). Transaction-mode clients between transactions hold no backend, so nearly all
-//!   clients move.
+//! - **Sessions whose state lives on their backend move with their backend connection**:
+//!   pinned sessions (user variables, temporary tables, GET_LOCK, LOCK TABLES, SQL-level
+//!   PREPARE, …), an open transaction (or one that may have begun), a one-shot `insert_id`,
+//!   history values and conditions only that connection knows. The connection's socket goes
+//!   with the client's in the same message (`SCM_RIGHTS`, a duplicate: the old process keeps
+//!   its own until the answer), and the record carries what sluice knows of it
+//!   ([`record::BackendRec`], version 2): the backend by its configured address and the account
+//!   it logged in as (the pool key, with the session's user), the server's thread id, the
+//!   negotiated capabilities and profile, status flags, the settings applied on it, the
+//!   statements prepared on it with their server ids (the session's binary statements keep
+//!   mapping to them), LAST_INSERT_ID and the last GTID as it knows them, the transaction
+//!   tracker's state, the greeting's nonce and auth plugin (COM_CHANGE_USER), its age, and the
+//!   session's pins, pin-budget unit and the history values and diagnostics state that live on
+//!   it. The successor adopts the connection *as checked out by that session*, in the pool of
+//!   (that backend, that user), counted against the pool's bound and, with workers, the host
+//!   budget (`backend::pool::Pool::adopt`; with workers the old process gives the slot to the
+//!   host budget as the session leaves, `Pool::move_out`, so the successor can take it: the
+//!   server sees the same socket throughout, never one more). Until the successor answers, the
+//!   old process keeps the lease *in transit* (still counted); adopted, it lets its descriptor
+//!   go without a shutdown (`Lease::moved`); refused, it adopts the session back with that
+//!   same lease, and the successor's descriptor is closed there, so nothing is counted twice or
+//!   left open. The successor refuses (and the old process keeps serving the session, trying
+//!   again at each sweep until the deadline) when the backend is not in its configuration (by
+//!   address), is configured with TLS there, its pool for the user logs in as another account,
+//!   or the pool is at its bound with no slot in the host budget. A successor that predates
+//!   version 2 says so in its Ready (no `records` byte), and such sessions stay as before; one
+//!   that cannot decode a record refuses it.
+//!
+//!   *The safe point* is the parked session's, plus the connection's own: nothing in its read
+//!   buffer, no query sent ahead, nothing from the server unread in the kernel either (a
+//!   `MSG_PEEK`: a server that sent something unasked, such as a KILL's error, leaves the
+//!   connection where it is). *An open transaction moves*: it lives on the server, under the
+//!   connection, and the socket goes with it; its state flags and tracker come along, and
+//!   COMMIT or ROLLBACK in the successor end it as they would have here. *Unread conditions
+//!   move* too: the diagnostics area is the connection's, so `SHOW WARNINGS` in the successor
+//!   reads the same server area (rather than the session waiting for its client to read them,
+//!   which it may never do). Still staying: a connection over **TLS** (its rustls state, as
+//!   for clients), one on another backend than the session's (a routed read), user variables
+//!   read off a replica not yet made on its next backend, and a **cursor or long data
+//!   pending** (sluice's own bookkeeping of a half-fetched result is not encoded). Those are
+//!   served by the old process until they leave or the deadline, then told why.
 //! - **Session-mode sessions move** when nothing they have lives only on their backend: they
 //!   give it up as they do when it is drained (`frontend::session::take_for_upgrade`; history
 //!   values only the backend knows are read first, on a task, then the session parks again and
-//!   the next sweep moves it); the next command takes a backend in the successor.
+//!   the next sweep moves it); the next command takes a backend in the successor. One whose
+//!   backend holds its state moves with it, as above.
 //!
 //! What each session is is encoded whole ([`record::Record`]): user, capabilities, collation,
 //! schema, every changed variable, history values (LAST_INSERT_ID, ROW_COUNT, FOUND_ROWS,
@@ -92,8 +129,13 @@
 //!    move, and a parked session has no buffer: no command half read, no reply half written;
 //!    bytes the client sends meanwhile wait in the kernel's socket buffer and go with the socket.
 //! 4. *"transaction end, but xact_start == 0" after a takeover* (transaction state not carried).
-//!    A session in a transaction (or that may be in one) never moves: it moves once the
-//!    transaction ended and it parked, or stays and is told why at the deadline.
+//!    A session in a transaction (or that may be in one) moves with its backend connection,
+//!    whose server-side transaction goes with the socket; the status flags and the transaction
+//!    tracker's state sluice keeps for the session and for the connection are in the record,
+//!    so the successor knows the transaction is open and holds the connection until COMMIT or
+//!    ROLLBACK, as the old process would have. (A transaction on a TLS backend connection
+//!    stays, and is told why at the deadline.) Tested with a COMMIT and a ROLLBACK after the
+//!    upgrade.
 //! 5. *A configuration file changed but not loaded yet breaks things* (the new process took the
 //!    old one's state under a different file). The successor reads and validates the file
 //!    itself, as any start does: an invalid file fails its start and the old process keeps
@@ -127,7 +169,13 @@
 //! the console and metrics, and runs the old binary until a restart.
 //!
 //! # Not built
-//! TLS clients and sessions whose state lives on their backend (above). A successor that dies *after* reporting
+//! TLS clients, sessions whose backend connection runs over TLS, and the few others above
+//! that stay. A successor shard whose pool is at its bound refuses a session with its backend
+//! connection rather than ask a sibling shard to lend it a slot (the old process keeps it and
+//! offers it again at each sweep, until the deadline). With `workers = 1` the two processes'
+//! pools are counted apart, as before: the server sees what the successor opens plus what
+//! sessions still in the old process hold (moved connections are counted once, in the
+//! successor). A successor that dies *after* reporting
 //! ready leaves the sessions it adopted to die with it: a single process takes back only the
 //! sessions it had not had acknowledged, and accepts again; an old worker stops instead (what it
 //! still has is told why) and the supervisor restarts the worker as any dead worker. During a

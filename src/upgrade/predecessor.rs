@@ -149,7 +149,7 @@ fn counter_after(last: u32, bits: u32) -> u32 {
 fn await_ready(
     channel: &Channel,
     mut child: Option<&mut std::process::Child>,
-) -> Result<(u32, bool), String> {
+) -> Result<(u32, bool, u8), String> {
     let until = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(Ok(Some(st))) = child.as_mut().map(|c| c.try_wait()) {
@@ -163,7 +163,14 @@ fn await_ready(
         }
         match channel.recv(Duration::from_millis(100)) {
             Ok(None) => {}
-            Ok(Some((Msg::Ready { pid, server_known }, _))) => return Ok((pid, server_known)),
+            Ok(Some((
+                Msg::Ready {
+                    pid,
+                    server_known,
+                    records,
+                },
+                _,
+            ))) => return Ok((pid, server_known, records)),
             Ok(Some((Msg::Failed { why }, _))) => {
                 return Err(format!("the successor failed: {why}"))
             }
@@ -234,12 +241,12 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
         .send(&hello, &fds)
         .map_err(|e| format!("cannot send the hello: {e}"))
         .and_then(|()| await_ready(&mine, child.as_mut()))
-        .and_then(|(pid, server_known)| {
+        .and_then(|(pid, server_known, records)| {
             // The health check: the successor listens, and knows the server if this process
             // does (one that reached no backend would present a default identity to clients
             // that logged in against the real one).
             if server_known || shared.server.is_fallback() {
-                Ok(pid)
+                Ok((pid, records))
             } else {
                 Err("the successor reached no backend at its start (check the backends in the configuration file)".into())
             }
@@ -247,8 +254,8 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     // Our duplicates of the listeners stay open until the end: if the successor dies during
     // the handover, this process accepts on them again.
     let dups: Vec<Option<OwnedFd>> = dups.into_iter().map(|d| d.0).collect();
-    let pid = match ready {
-        Ok(pid) => pid,
+    let (pid, records) = match ready {
+        Ok(r) => r,
         Err(why) => {
             if let Some(mut child) = child {
                 // SAFETY: signals our own child (still ours to reap: no pid reuse before wait).
@@ -267,13 +274,17 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
         let ready = Msg::Ready {
             pid,
             server_known: true,
+            records,
         };
         if let Err(e) = c.send(&ready, &[]) {
             warn!(error = %e, "upgrade: cannot tell the supervisor the successor is ready");
         }
     }
+    // Sessions move with their backend connection only to a successor that reads such records.
+    let carry = records >= record::VERSION_BACKEND;
     info!(
         pid,
+        carry_backends = carry,
         took_ms = started.elapsed().as_millis() as u64,
         "upgrade: successor ready; handing over"
     );
@@ -306,6 +317,7 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
             let (tx, rx) = std::sync::mpsc::channel();
             mb.post(ShardMsg::Upgrade(ShardRequest::HandOver {
                 max: WINDOW,
+                carry,
                 reply: tx,
             }));
             let Ok(sweep) = rx.recv_timeout(ANSWER_TIMEOUT) else {
@@ -415,7 +427,10 @@ fn send_batch(
         let msg = Msg::Session {
             record: m.record.clone(),
         };
-        let sent = channel.send(&msg, &[m.fd.as_raw_fd()]);
+        let fds: Vec<RawFd> = std::iter::once(m.fd.as_raw_fd())
+            .chain(m.backend_fd.as_ref().map(AsRawFd::as_raw_fd))
+            .collect();
+        let sent = channel.send(&msg, &fds);
         pending.push(m);
         if let Err(e) = sent {
             failure = Some(format!("sending a session: {e}"));
@@ -428,15 +443,32 @@ fn send_batch(
     while failure.is_none() && !pending.is_empty() {
         match channel.recv(ANSWER_TIMEOUT) {
             Ok(Some((Msg::Adopted { conn_id, refused }, _))) => {
-                let Some(i) = pending.iter().position(|m| m.conn_id == conn_id) else {
-                    failure = Some(format!("acknowledgement for unknown session {conn_id}"));
-                    break;
+                // A successor answers in order. One that cannot decode a record (an older
+                // sluice given a version-2 record) refuses it with id 0: the oldest one
+                // waiting is that one.
+                let i = match pending.iter().position(|m| m.conn_id == conn_id) {
+                    Some(i) => i,
+                    None if refused.is_some() && !pending.is_empty() => 0,
+                    None => {
+                        failure = Some(format!("acknowledgement for unknown session {conn_id}"));
+                        break;
+                    }
                 };
-                let m = pending.swap_remove(i);
+                let m = pending.remove(i);
                 match refused {
                     None => {
-                        // Ours closes; the successor's copy keeps the connection.
+                        // Ours closes; the successor's copy keeps the connection. A backend
+                        // connection that went with it is let go by its shard (kept there,
+                        // in transit, until now).
                         moved += 1;
+                        if m.backend_fd.is_some() {
+                            let (_, shard) = ids.locate(m.conn_id);
+                            if let Some(mb) = mbs.get(shard as usize) {
+                                mb.post(ShardMsg::Upgrade(ShardRequest::Gone {
+                                    conn_id: m.conn_id,
+                                }));
+                            }
+                        }
                         drop(m);
                     }
                     Some(why) => {
@@ -471,7 +503,7 @@ fn take_back(
 ) {
     let conn_id = m.conn_id;
     let r = match record::decode(&m.record) {
-        Ok(r) => adopt_on_shard(ids, mbs, r, m.fd),
+        Ok(r) => adopt_on_shard(ids, mbs, r, m.fd, m.backend_fd),
         Err(e) => Err(e.to_string()),
     };
     match r {

@@ -9,14 +9,24 @@
 //! successor resolves it against its own configuration (same rule as a login), and refuses the
 //! session when the user is gone (then the old process keeps it).
 //!
+//! **Version 2** is version 1 plus [`BackendRec`] (tag 17): a session that moves *with its
+//! backend connection* (its socket rides beside the client's). Only such a record is written as
+//! version 2; every other record stays version 1, which every sluice reads. The version byte,
+//! not a new tag, marks it because a version-1 reader skips tags it does not know: it would
+//! adopt the session without its backend (the temporary tables, locks and transaction on that
+//! connection silently gone). A version-1 reader refuses a version-2 record instead, and the
+//! old process keeps the session (see `super::predecessor::send_batch`).
+//!
 //! Turned down: serde + bincode (a dependency, and its layouts are not versioned by field: one
 //! added field breaks every older reader), and passing the in-memory structs (`Rc`s, interned
 //! pointers, shard clocks mean nothing in another process).
 
 use std::fmt;
 
-/// The record's format version. Version 1: the fields below.
+/// The record's format version without a backend connection. Version 1: the fields below.
 pub const VERSION: u8 = 1;
+/// The version of a record that carries its backend connection ([`Record::backend_conn`]).
+pub const VERSION_BACKEND: u8 = 2;
 
 /// A field or a whole record longer than this is refused (a session's statements are bounded by
 /// the client's memory at sluice, but a decoder must not trust a length field).
@@ -47,6 +57,65 @@ mod tag {
     pub const STMT_NEXT_ID: u8 = 15;
     /// A nested list with the `stmt` tags.
     pub const STMT: u8 = 16;
+    /// Version 2 only: the backend connection that moves with the session, a nested list with
+    /// the `conn` tags.
+    pub const BACKEND_CONN: u8 = 17;
+
+    pub mod conn {
+        /// The backend as configured (`host:port` or `unix:/path`): the pool key's backend.
+        pub const ADDRESS: u8 = 1;
+        /// The account the connection logged in with.
+        pub const ACCOUNT: u8 = 2;
+        /// bit 0 Unix socket, bit 1 multi-statements on, bit 2 the session holds a unit of the
+        /// pin budget, bit 3 one-shot `insert_id` set, bit 4 a transaction may have begun,
+        /// bit 5 LAST_INSERT_ID on the backend only, bit 6 FOUND_ROWS on the backend only,
+        /// bit 7 the backend is held for the session's diagnostics.
+        pub const FLAGS: u8 = 3;
+        /// `int<4>`: the server's connection (thread) id.
+        pub const THREAD_ID: u8 = 4;
+        /// `int<4>`: capabilities negotiated with the server.
+        pub const CAPS: u8 = 5;
+        /// `int<8>`: the connection's profile (`backend::conn::Profile`).
+        pub const PROFILE: u8 = 6;
+        /// `int<2>`: status flags of the last OK/EOF.
+        pub const STATUS: u8 = 7;
+        /// `int<8>`, absent when sluice does not know it.
+        pub const LAST_INSERT_ID: u8 = 8;
+        pub const LAST_GTID: u8 = 9;
+        /// `int<4>`: the session whose statement ran there last (0: nobody's).
+        pub const HISTORY_OWNER: u8 = 10;
+        /// The transaction-state tracker's last report (8 characters).
+        pub const TRX_STATE: u8 = 11;
+        /// `int<2>`.
+        pub const WARNINGS: u8 = 12;
+        /// `int<4>`: seconds since it was opened.
+        pub const AGE_SECS: u8 = 13;
+        /// The greeting's nonce, and the plugin the login ended with (COM_CHANGE_USER).
+        pub const NONCE: u8 = 14;
+        pub const PLUGIN: u8 = 15;
+        /// The settings applied on it: schema, then variables as the top-level `VAR`.
+        pub const SCHEMA: u8 = 16;
+        pub const VAR: u8 = 17;
+        /// A statement prepared on it: a nested list with the `stmt` tags `ID` (its *backend*
+        /// id), `SQL`, `SCHEMA`, `VAR`.
+        pub const PREPARED: u8 = 18;
+        /// `int<1>`: the session's diagnostics area, 0 clean, 1 dirty, 2 unknown.
+        pub const DIAG: u8 = 19;
+        /// The session's pins: a nested list with the `pins` tags.
+        pub const PINS: u8 = 20;
+    }
+
+    pub mod pins {
+        /// bit 0 user variables, 1 LOCK TABLES, 2 HANDLER, 3 transaction characteristics, 4 an
+        /// unexplained state change, 5 a sequence, 6 a stored function, 7 a savepoint.
+        pub const FLAGS: u8 = 1;
+        pub const TEMP_TABLE: u8 = 2;
+        /// `int<2>` name length, name, `int<1>` text known, text (the rest).
+        pub const SQL_PREPARED: u8 = 3;
+        pub const NAMED_LOCK: u8 = 4;
+        /// `int<4>`: a binary statement (client id) that reads backend-only history values.
+        pub const HISTORY_STMT: u8 = 5;
+    }
 
     pub mod stmt {
         pub const ID: u8 = 1;
@@ -90,7 +159,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Version(v) => {
                 write!(
                     f,
-                    "session record version {v} (this sluice reads {VERSION})"
+                    "session record version {v} (this sluice reads {VERSION} and {VERSION_BACKEND})"
                 )
             }
             DecodeError::Truncated => write!(f, "session record truncated"),
@@ -147,6 +216,69 @@ pub struct StmtRec {
     pub no_backslash_escapes: bool,
 }
 
+/// A statement prepared on a backend connection that moves (see `backend::conn::Prepared`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreparedRec {
+    /// The server's statement id.
+    pub id: u32,
+    pub sql: Vec<u8>,
+    /// The settings it was prepared under.
+    pub schema: Option<String>,
+    pub vars: Vec<(String, String)>,
+}
+
+/// Why the session is pinned (see `session::pins::Pins`, field for field).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PinsRec {
+    pub user_vars: bool,
+    pub temp_tables: Vec<Vec<u8>>,
+    pub sql_prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub named_locks: Vec<Vec<u8>>,
+    pub lock_tables: bool,
+    pub handler: bool,
+    pub trx_characteristics: bool,
+    pub unknown: bool,
+    pub sequence: bool,
+    pub stored_function: bool,
+    pub history_statements: Vec<u32>,
+    pub savepoint: bool,
+}
+
+/// A session's backend connection, moving with it (see `backend::conn::BackendConn`), and the
+/// session's state that lives on that connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendRec {
+    pub address: String,
+    pub account: String,
+    pub unix: bool,
+    pub thread_id: u32,
+    pub caps: u32,
+    pub profile: u64,
+    pub status: u16,
+    pub multi_statements: bool,
+    pub last_insert_id: Option<u64>,
+    pub last_gtid: String,
+    pub history_owner: u32,
+    pub trx_state: Vec<u8>,
+    pub last_warnings: u16,
+    pub age_secs: u32,
+    pub nonce: Vec<u8>,
+    pub auth_plugin: Vec<u8>,
+    pub schema: Option<String>,
+    pub vars: Vec<(String, String)>,
+    pub prepared: Vec<PreparedRec>,
+    /// The session's, about this connection:
+    pub pin_counted: bool,
+    pub one_shot: bool,
+    pub uncertain: bool,
+    pub last_insert_id_on_backend: bool,
+    pub found_rows_on_backend: bool,
+    /// 0 clean, 1 dirty, 2 unknown.
+    pub diag: u8,
+    pub diag_held: bool,
+    pub pins: Option<PinsRec>,
+}
+
 /// Everything a parked session is, in plain values.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
@@ -170,6 +302,8 @@ pub struct Record {
     /// `None`: the session never prepared a statement.
     pub stmt_next_id: Option<u32>,
     pub stmts: Vec<StmtRec>,
+    /// The backend connection that moves with the session (version 2).
+    pub backend_conn: Option<BackendRec>,
 }
 
 fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
@@ -273,6 +407,107 @@ pub fn encode(r: &Record) -> Vec<u8> {
     }
     for s in &r.stmts {
         put(&mut out, tag::STMT, &encode_stmt(s));
+    }
+    if let Some(b) = &r.backend_conn {
+        out[0] = VERSION_BACKEND;
+        put(&mut out, tag::BACKEND_CONN, &encode_backend(b));
+    }
+    out
+}
+
+fn bits(flags: &[bool]) -> u8 {
+    flags
+        .iter()
+        .enumerate()
+        .fold(0, |acc, (i, &on)| acc | u8::from(on) << i)
+}
+
+fn encode_pins(p: &PinsRec) -> Vec<u8> {
+    use tag::pins as t;
+    let mut out = Vec::new();
+    let flags = bits(&[
+        p.user_vars,
+        p.lock_tables,
+        p.handler,
+        p.trx_characteristics,
+        p.unknown,
+        p.sequence,
+        p.stored_function,
+        p.savepoint,
+    ]);
+    put(&mut out, t::FLAGS, &[flags]);
+    for name in &p.temp_tables {
+        put(&mut out, t::TEMP_TABLE, name);
+    }
+    for (name, text) in &p.sql_prepared {
+        let name = &name[..name.len().min(u16::MAX as usize)];
+        let mut v = (name.len() as u16).to_le_bytes().to_vec();
+        v.extend_from_slice(name);
+        v.push(u8::from(text.is_some()));
+        v.extend_from_slice(text.as_deref().unwrap_or_default());
+        put(&mut out, t::SQL_PREPARED, &v);
+    }
+    for name in &p.named_locks {
+        put(&mut out, t::NAMED_LOCK, name);
+    }
+    for id in &p.history_statements {
+        put(&mut out, t::HISTORY_STMT, &id.to_le_bytes());
+    }
+    out
+}
+
+fn encode_backend(b: &BackendRec) -> Vec<u8> {
+    use tag::conn as t;
+    let mut out = Vec::with_capacity(256);
+    put(&mut out, t::ADDRESS, b.address.as_bytes());
+    put(&mut out, t::ACCOUNT, b.account.as_bytes());
+    let flags = bits(&[
+        b.unix,
+        b.multi_statements,
+        b.pin_counted,
+        b.one_shot,
+        b.uncertain,
+        b.last_insert_id_on_backend,
+        b.found_rows_on_backend,
+        b.diag_held,
+    ]);
+    put(&mut out, t::FLAGS, &[flags]);
+    put(&mut out, t::THREAD_ID, &b.thread_id.to_le_bytes());
+    put(&mut out, t::CAPS, &b.caps.to_le_bytes());
+    put(&mut out, t::PROFILE, &b.profile.to_le_bytes());
+    put(&mut out, t::STATUS, &b.status.to_le_bytes());
+    if let Some(id) = b.last_insert_id {
+        put(&mut out, t::LAST_INSERT_ID, &id.to_le_bytes());
+    }
+    put(&mut out, t::LAST_GTID, b.last_gtid.as_bytes());
+    put(&mut out, t::HISTORY_OWNER, &b.history_owner.to_le_bytes());
+    put(&mut out, t::TRX_STATE, &b.trx_state);
+    put(&mut out, t::WARNINGS, &b.last_warnings.to_le_bytes());
+    put(&mut out, t::AGE_SECS, &b.age_secs.to_le_bytes());
+    put(&mut out, t::NONCE, &b.nonce);
+    put(&mut out, t::PLUGIN, &b.auth_plugin);
+    if let Some(schema) = &b.schema {
+        put(&mut out, t::SCHEMA, schema.as_bytes());
+    }
+    for (n, v) in &b.vars {
+        put(&mut out, t::VAR, &var_bytes(n, v));
+    }
+    for p in &b.prepared {
+        use tag::stmt as st;
+        let mut v = Vec::with_capacity(16 + p.sql.len());
+        put(&mut v, st::ID, &p.id.to_le_bytes());
+        put(&mut v, st::SQL, &p.sql);
+        if let Some(schema) = &p.schema {
+            put(&mut v, st::SCHEMA, schema.as_bytes());
+        }
+        for (n, val) in &p.vars {
+            put(&mut v, st::VAR, &var_bytes(n, val));
+        }
+        put(&mut out, t::PREPARED, &v);
+    }
+    put(&mut out, t::DIAG, &[b.diag]);
+    if let Some(p) = &b.pins {
+        put(&mut out, t::PINS, &encode_pins(p));
     }
     out
 }
@@ -392,10 +627,152 @@ fn decode_stmt(v: &[u8]) -> Result<StmtRec, DecodeError> {
     Ok(s)
 }
 
+fn decode_pins(v: &[u8]) -> Result<PinsRec, DecodeError> {
+    use tag::pins as t;
+    let mut p = PinsRec::default();
+    for f in (Fields { rest: v }) {
+        let (k, v) = f?;
+        match k {
+            t::FLAGS => {
+                let [b] = fixed::<1>(k, v)?;
+                let on = |i: u8| b & 1 << i != 0;
+                p.user_vars = on(0);
+                p.lock_tables = on(1);
+                p.handler = on(2);
+                p.trx_characteristics = on(3);
+                p.unknown = on(4);
+                p.sequence = on(5);
+                p.stored_function = on(6);
+                p.savepoint = on(7);
+            }
+            t::TEMP_TABLE => p.temp_tables.push(v.to_vec()),
+            t::SQL_PREPARED => {
+                let bad = DecodeError::Field {
+                    tag: k,
+                    why: "bad SQL-level statement",
+                };
+                let n = v.get(..2).ok_or(bad.clone())?;
+                let n = u16::from_le_bytes([n[0], n[1]]) as usize;
+                let name = v.get(2..2 + n).ok_or(bad.clone())?;
+                let (&known, text) = v[2 + n..].split_first().ok_or(bad.clone())?;
+                let text = match known {
+                    0 if text.is_empty() => None,
+                    1 => Some(text.to_vec()),
+                    _ => return Err(bad),
+                };
+                p.sql_prepared.push((name.to_vec(), text));
+            }
+            t::NAMED_LOCK => p.named_locks.push(v.to_vec()),
+            t::HISTORY_STMT => p.history_statements.push(u32::from_le_bytes(fixed(k, v)?)),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn decode_prepared(v: &[u8]) -> Result<PreparedRec, DecodeError> {
+    use tag::stmt as t;
+    let mut p = PreparedRec::default();
+    let (mut id, mut sql) = (false, false);
+    for f in (Fields { rest: v }) {
+        let (k, v) = f?;
+        match k {
+            t::ID => {
+                p.id = u32::from_le_bytes(fixed(k, v)?);
+                id = true;
+            }
+            t::SQL => {
+                p.sql = v.to_vec();
+                sql = true;
+            }
+            t::SCHEMA => p.schema = Some(text(k, v)?),
+            t::VAR => p.vars.push(var(k, v)?),
+            _ => {}
+        }
+    }
+    if !id || !sql {
+        return Err(DecodeError::Missing("a backend statement's id and text"));
+    }
+    Ok(p)
+}
+
+fn decode_backend(v: &[u8]) -> Result<BackendRec, DecodeError> {
+    use tag::conn as t;
+    let mut b = BackendRec::default();
+    let (mut address, mut thread, mut caps, mut profile) = (false, false, false, false);
+    for f in (Fields { rest: v }) {
+        let (k, v) = f?;
+        match k {
+            t::ADDRESS => {
+                b.address = text(k, v)?;
+                address = true;
+            }
+            t::ACCOUNT => b.account = text(k, v)?,
+            t::FLAGS => {
+                let [f] = fixed::<1>(k, v)?;
+                let on = |i: u8| f & 1 << i != 0;
+                b.unix = on(0);
+                b.multi_statements = on(1);
+                b.pin_counted = on(2);
+                b.one_shot = on(3);
+                b.uncertain = on(4);
+                b.last_insert_id_on_backend = on(5);
+                b.found_rows_on_backend = on(6);
+                b.diag_held = on(7);
+            }
+            t::THREAD_ID => {
+                b.thread_id = u32::from_le_bytes(fixed(k, v)?);
+                thread = true;
+            }
+            t::CAPS => {
+                b.caps = u32::from_le_bytes(fixed(k, v)?);
+                caps = true;
+            }
+            t::PROFILE => {
+                b.profile = u64::from_le_bytes(fixed(k, v)?);
+                profile = true;
+            }
+            t::STATUS => b.status = u16::from_le_bytes(fixed(k, v)?),
+            t::LAST_INSERT_ID => b.last_insert_id = Some(u64::from_le_bytes(fixed(k, v)?)),
+            t::LAST_GTID => b.last_gtid = text(k, v)?,
+            t::HISTORY_OWNER => b.history_owner = u32::from_le_bytes(fixed(k, v)?),
+            t::TRX_STATE => b.trx_state = v.to_vec(),
+            t::WARNINGS => b.last_warnings = u16::from_le_bytes(fixed(k, v)?),
+            t::AGE_SECS => b.age_secs = u32::from_le_bytes(fixed(k, v)?),
+            t::NONCE => b.nonce = v.to_vec(),
+            t::PLUGIN => b.auth_plugin = v.to_vec(),
+            t::SCHEMA => b.schema = Some(text(k, v)?),
+            t::VAR => b.vars.push(var(k, v)?),
+            t::PREPARED => b.prepared.push(decode_prepared(v)?),
+            t::DIAG => {
+                let [d] = fixed::<1>(k, v)?;
+                if d > 2 {
+                    return Err(DecodeError::Field {
+                        tag: k,
+                        why: "bad diagnostics state",
+                    });
+                }
+                b.diag = d;
+            }
+            t::PINS => b.pins = Some(decode_pins(v)?),
+            _ => {}
+        }
+    }
+    if !address {
+        return Err(DecodeError::Missing("the backend connection's backend"));
+    }
+    if !(thread && caps && profile) {
+        return Err(DecodeError::Missing(
+            "the backend connection's thread id, capabilities and profile",
+        ));
+    }
+    Ok(b)
+}
+
 /// Decodes a record; any input gives a record or an error.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_BACKEND {
         return Err(DecodeError::Version(version));
     }
     if bytes.len() > MAX_RECORD {
@@ -501,6 +878,16 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             }
             tag::STMT_NEXT_ID => r.stmt_next_id = Some(u32::from_le_bytes(fixed(k, v)?)),
             tag::STMT => r.stmts.push(decode_stmt(v)?),
+            // (In a version-1 record, a field a version-1 reader skips: skipped too.)
+            tag::BACKEND_CONN if version == VERSION_BACKEND => {
+                if r.backend_conn.is_some() {
+                    return Err(DecodeError::Field {
+                        tag: k,
+                        why: "two backend connections",
+                    });
+                }
+                r.backend_conn = Some(decode_backend(v)?);
+            }
             // A newer sluice's field: skipped.
             _ => {}
         }
@@ -516,6 +903,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
     if !coll {
         return Err(DecodeError::Missing("a collation"));
+    }
+    if version == VERSION_BACKEND && r.backend_conn.is_none() {
+        return Err(DecodeError::Missing("a backend connection"));
     }
     Ok(r)
 }
@@ -579,7 +969,166 @@ mod tests {
                     ..StmtRec::default()
                 },
             ],
+            backend_conn: None,
         }
+    }
+
+    fn backend() -> BackendRec {
+        BackendRec {
+            address: "127.0.0.1:3306".into(),
+            account: "app".into(),
+            unix: false,
+            thread_id: 77,
+            caps: 0x0fa6_a28f,
+            profile: 1 << 24 | 1 << 35,
+            status: 0x4003,
+            multi_statements: true,
+            last_insert_id: None,
+            last_gtid: "0-1-9".into(),
+            history_owner: 0x1234_5678,
+            trx_state: b"T___W___".to_vec(),
+            last_warnings: 2,
+            age_secs: 61,
+            nonce: vec![1; 20],
+            auth_plugin: b"mysql_native_password".to_vec(),
+            schema: Some("shop".into()),
+            vars: vec![("time_zone".into(), "+02:00".into())],
+            prepared: vec![
+                PreparedRec {
+                    id: 5,
+                    sql: b"SELECT ?".to_vec(),
+                    schema: Some("shop".into()),
+                    vars: vec![("sql_mode".into(), "".into())],
+                },
+                PreparedRec {
+                    id: 6,
+                    sql: b"DO 1".to_vec(),
+                    ..PreparedRec::default()
+                },
+            ],
+            pin_counted: true,
+            one_shot: false,
+            uncertain: true,
+            last_insert_id_on_backend: true,
+            found_rows_on_backend: false,
+            diag: 2,
+            diag_held: true,
+            pins: Some(PinsRec {
+                user_vars: true,
+                temp_tables: vec![b"shop.t".to_vec()],
+                sql_prepared: vec![
+                    (b"s".to_vec(), Some(b"SELECT 1".to_vec())),
+                    (b"v".to_vec(), None),
+                ],
+                named_locks: vec![b"job".to_vec(), b"job".to_vec()],
+                lock_tables: true,
+                handler: false,
+                trx_characteristics: true,
+                unknown: false,
+                sequence: true,
+                stored_function: false,
+                history_statements: vec![3],
+                savepoint: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_record_with_its_backend_is_version_2_and_round_trips() {
+        let mut r = full();
+        r.backend_conn = Some(backend());
+        let bytes = encode(&r);
+        assert_eq!(bytes[0], VERSION_BACKEND);
+        assert_eq!(decode(&bytes), Ok(r.clone()));
+        // Without pins, with every flag off.
+        let mut b = BackendRec {
+            pins: None,
+            diag: 0,
+            ..backend()
+        };
+        b.prepared.clear();
+        r.backend_conn = Some(b);
+        assert_eq!(decode(&encode(&r)), Ok(r));
+        // Without one, version 1 as before.
+        assert_eq!(encode(&full())[0], VERSION);
+    }
+
+    #[test]
+    fn version_2_refusals() {
+        // (A version-1 sluice refuses any version byte but 1, so it refuses these records
+        // rather than skip the backend connection: see `a_record_with_its_backend_is_version_2`.)
+        let mut r = full();
+        r.backend_conn = Some(backend());
+        let bytes = encode(&r);
+        // Version 2 without its backend connection.
+        let mut no_conn = encode(&full());
+        no_conn[0] = VERSION_BACKEND;
+        assert_eq!(
+            decode(&no_conn),
+            Err(DecodeError::Missing("a backend connection"))
+        );
+        // A backend connection in a version-1 record is skipped, as a version-1 reader does.
+        let mut v1 = bytes.clone();
+        v1[0] = VERSION;
+        assert_eq!(decode(&v1), Ok(full()));
+        // A bad diagnostics state, a backend without its address.
+        let mut bad = encode(&full());
+        bad[0] = VERSION_BACKEND;
+        let mut conn = Vec::new();
+        put(&mut conn, tag::conn::ADDRESS, b"x:1");
+        put(&mut conn, tag::conn::THREAD_ID, &1u32.to_le_bytes());
+        put(&mut conn, tag::conn::CAPS, &1u32.to_le_bytes());
+        put(&mut conn, tag::conn::PROFILE, &1u64.to_le_bytes());
+        put(&mut conn, tag::conn::DIAG, &[3]);
+        let mut b1 = bad.clone();
+        put(&mut b1, tag::BACKEND_CONN, &conn);
+        assert_eq!(
+            decode(&b1),
+            Err(DecodeError::Field {
+                tag: tag::conn::DIAG,
+                why: "bad diagnostics state"
+            })
+        );
+        let mut b2 = bad;
+        // (Without the address field, 8 bytes, nor the bad state, the last 6.)
+        put(&mut b2, tag::BACKEND_CONN, &conn[8..conn.len() - 6]);
+        assert_eq!(
+            decode(&b2),
+            Err(DecodeError::Missing("the backend connection's backend"))
+        );
+    }
+
+    #[test]
+    fn version_2_records_written_elsewhere_still_decode() {
+        // The fuzz corpus's seed for version 2 (written by this build's encoder once, then
+        // committed): its layout must keep decoding.
+        let r = decode(include_bytes!(
+            "../../fuzz/corpus/upgrade_record/session_record_with_backend"
+        ))
+        .unwrap();
+        let b = r.backend_conn.as_ref().unwrap();
+        assert_eq!((b.thread_id, b.address.as_str()), (77, "127.0.0.1:3306"));
+        assert_eq!(
+            b.pins.as_ref().unwrap().temp_tables,
+            vec![b"shop.t".to_vec()]
+        );
+        assert_eq!(b.prepared.len(), 2);
+        assert_eq!(decode(&encode(&r)), Ok(r));
+    }
+
+    #[test]
+    #[ignore]
+    fn write_version_2_seed() {
+        let mut r = full();
+        r.backend_conn = Some(backend());
+        std::fs::write(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fuzz/corpus/upgrade_record/session_record_with_backend"
+            ),
+            encode(&r),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -628,7 +1177,7 @@ mod tests {
         let good = encode(&full());
         let cases: Vec<(Vec<u8>, DecodeError)> = vec![
             (vec![], DecodeError::Empty),
-            (vec![2], DecodeError::Version(2)),
+            (vec![3], DecodeError::Version(3)),
             (vec![VERSION], DecodeError::Missing("a connection id")),
             (good[..good.len() - 1].to_vec(), DecodeError::Truncated),
             (good[..3].to_vec(), DecodeError::Truncated),
@@ -672,23 +1221,26 @@ mod tests {
     fn garbage_never_panics() {
         // Every prefix and every single-byte corruption of a full record, and pseudo-random
         // bytes: a record or an error, never a panic.
-        let good = encode(&full());
-        for n in 0..good.len() {
-            let _ = decode(&good[..n]);
-            for b in [0u8, 1, 0x7f, 0xff] {
-                let mut c = good.clone();
-                c[n] = b;
-                let _ = decode(&c);
+        let mut with_backend = full();
+        with_backend.backend_conn = Some(backend());
+        for good in [encode(&full()), encode(&with_backend)] {
+            for n in 0..good.len() {
+                let _ = decode(&good[..n]);
+                for b in [0u8, 1, 0x7f, 0xff] {
+                    let mut c = good.clone();
+                    c[n] = b;
+                    let _ = decode(&c);
+                }
             }
         }
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..2000 {
-            let mut v = vec![VERSION];
+            let mut v = vec![if x & 1 == 0 { VERSION } else { VERSION_BACKEND }];
             for _ in 0..(x % 97) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                v.push(x as u8 % 20);
+                v.push(x as u8 % 22);
             }
             let _ = decode(&v);
         }

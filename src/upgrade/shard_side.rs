@@ -1,11 +1,21 @@
 //! The shard's half of an upgrade, run on the shard's own thread: which parked sessions may
 //! move ([`stays`], pure), taking them out of the table as (socket, record) pairs, and adopting a
 //! record (in the successor, or back in the old process when the successor refused it).
+//!
+//! A session that moves with its backend connection ([`Facts::carriable`]) leaves its lease
+//! here, *in transit* (counted in its pool as before), until the successor answers: adopted,
+//! the lease is let go without a shutdown ([`ShardRequest::Gone`], `Lease::moved`); refused,
+//! the session is adopted back with that same lease (the descriptor the successor got is
+//! closed there), so nothing is counted twice and nothing leaks.
 
-use super::record::{self, HistoryRec, Record, StmtRec, TrackersRec};
+use super::record::{
+    self, BackendRec, HistoryRec, PinsRec, PreparedRec, Record, StmtRec, TrackersRec,
+};
+use crate::backend::pool::{Lease, Pool};
 use crate::codec::caps::status;
 use crate::frontend::session::{Past, Session};
 use crate::session::effects::{Diag, Foreign, History, Known};
+use crate::session::pins::Pins;
 use crate::session::sql::Modes;
 use crate::session::state::Settings;
 use crate::session::stmts::{ClientStmt, Conversion, LostData, Stmts};
@@ -13,6 +23,8 @@ use crate::session::trackers::{Trackers, TrxInfo};
 use crate::shard::poller::READABLE;
 use crate::shard::table::{ActiveCtl, SlotState, Token};
 use crate::shard::Shard;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -30,21 +42,65 @@ pub enum ShardRequest {
     /// The handover is over: tell each parked session still here why it ends (see
     /// `farewell`) and close it; reply with how many.
     Farewell { reply: Sender<usize> },
-    /// Take out up to `max` parked sessions that may move.
-    HandOver { max: usize, reply: Sender<Sweep> },
-    /// Adopt a session.
+    /// Take out up to `max` parked sessions that may move; `carry`: the successor reads
+    /// records with a backend connection (version 2), so sessions may move with theirs.
+    HandOver {
+        max: usize,
+        carry: bool,
+        reply: Sender<Sweep>,
+    },
+    /// Adopt a session (with the socket of its backend connection when it moves with it).
     Adopt {
         record: Box<Record>,
         fd: OwnedFd,
+        backend_fd: Option<OwnedFd>,
         reply: Sender<Result<(), String>>,
     },
+    /// The successor adopted session `conn_id`, which moved with its backend connection: the
+    /// lease kept in transit here lets the connection go.
+    Gone { conn_id: u32 },
 }
 
-/// One session on its way out: its socket and its encoded record.
+/// One session on its way out: its socket, its backend connection's (a duplicate) when it
+/// moves with it, and its encoded record.
 pub struct Moving {
     pub conn_id: u32,
     pub fd: OwnedFd,
+    pub backend_fd: Option<OwnedFd>,
     pub record: Vec<u8>,
+}
+
+/// A lease whose session was handed to the successor with its backend connection, waiting for
+/// the answer.
+struct InTransit {
+    lease: Lease,
+    /// `Pool::move_out` gave the slot to the host budget.
+    gave: bool,
+    /// The pool whose pin budget the session holds a unit of.
+    pin_pool: Option<std::rc::Rc<Pool>>,
+    /// The session's pin reasons (the shard's pinned-sessions gauges count them).
+    pin_mask: u16,
+}
+
+thread_local! {
+    /// This shard's leases in transit, by connection id.
+    static IN_TRANSIT: RefCell<HashMap<u32, InTransit>> = RefCell::new(HashMap::new());
+}
+
+/// Lets a lease in transit go: `moved` (the successor has the connection now) or discarded
+/// (the session ends); its session's pin-budget unit and gauges go with it.
+fn let_go(shard: &Shard, t: InTransit) {
+    let InTransit {
+        lease,
+        gave: _,
+        pin_pool,
+        pin_mask,
+    } = t;
+    lease.moved();
+    if let Some(p) = pin_pool {
+        p.pin_release();
+    }
+    shard.stats.pin_transition(pin_mask, 0);
 }
 
 /// What a hand-over sweep found.
@@ -75,6 +131,18 @@ pub enum Stay {
     StatementPending,
 }
 
+/// Why a session holding a backend connection cannot move *with* it (it then stays for the
+/// reason [`stays`] gives without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCarried {
+    /// The connection runs over TLS (its state lives in this process's rustls object).
+    Tls,
+    /// Bytes from the server are unread, or a query was sent ahead.
+    Busy,
+    /// The lease is on another backend than the session's (a routed read).
+    Elsewhere,
+}
+
 impl Stay {
     pub fn name(self) -> &'static str {
         match self {
@@ -102,6 +170,10 @@ pub struct Facts {
     pub history_on_backend: bool,
     pub diag_not_clean: bool,
     pub statement_pending: bool,
+    /// It holds a backend connection that can move with it (see [`carry`]): then what lives
+    /// on that connection (a transaction, pins, a one-shot, history values and conditions
+    /// only it knows) moves too.
+    pub carriable: bool,
 }
 
 /// Why a session with `f` stays, or `None`: it moves. Pure; the first reason wins, in the order
@@ -109,6 +181,17 @@ pub struct Facts {
 pub fn stays(f: &Facts) -> Option<Stay> {
     if f.tls {
         Some(Stay::Tls)
+    } else if f.carriable {
+        // Its backend goes with it; what still stays is state sluice itself holds for it
+        // and does not encode: user variables read off a replica (to be made on its next
+        // backend), a cursor or long data pending.
+        if f.replica_vars {
+            Some(Stay::Pinned)
+        } else if f.statement_pending {
+            Some(Stay::StatementPending)
+        } else {
+            None
+        }
     } else if f.in_transaction || f.uncertain {
         Some(Stay::Transaction)
     } else if f.pins || f.pin_counted || f.one_shot || f.replica_vars {
@@ -124,7 +207,23 @@ pub fn stays(f: &Facts) -> Option<Stay> {
     }
 }
 
-fn facts(s: &Session) -> Facts {
+/// Can the session's backend connection move with it, or why not (`None`: it holds none).
+fn carry(s: &Session) -> Option<Result<(), NotCarried>> {
+    let conn = s.lease.as_ref()?.get();
+    Some(if conn.backend != s.backend {
+        Err(NotCarried::Elsewhere)
+    } else if !conn.movable() {
+        Err(if conn.is_tls() {
+            NotCarried::Tls
+        } else {
+            NotCarried::Busy
+        })
+    } else {
+        Ok(())
+    })
+}
+
+fn facts(s: &Session, carry_ok: bool) -> Facts {
     let past = s.past.as_deref();
     let h = past.map(|p| &p.history);
     Facts {
@@ -148,6 +247,7 @@ fn facts(s: &Session) -> Facts {
             .stmts
             .as_deref()
             .is_some_and(|st| st.pending() || st.map.values().any(|c| c.pending_at.is_some())),
+        carriable: carry_ok && carry(s) == Some(Ok(())),
     }
 }
 
@@ -194,7 +294,9 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
         mariadb_caps,
         collation,
         settings,
-        // A session holding a backend, pinned, pin-counted or on TLS does not move (`stays`).
+        // Its backend connection, when it moves with it: [`backend_rec`] (with `pin_counted`,
+        // `pins` and what of `past` lives on that connection). A session holding a backend
+        // that cannot move, or on TLS, does not move (`stays`).
         lease: _,
         backend,
         multi_statements,
@@ -225,10 +327,12 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
     if let Some(p) = past.as_deref() {
         let Past {
             history,
-            // A session with any of these does not move (`stays`).
+            // Carried with its backend connection ([`backend_rec`]); without one, a session
+            // with any of these does not move (`stays`).
             one_shot: _,
             uncertain: _,
             diag_held_since: _,
+            // A session with either does not move (`stays`).
             replica_vars: _,
             moved_vars: _,
             trackers,
@@ -238,7 +342,8 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
             last_insert_id,
             row_count,
             found_rows,
-            // Clean for a session that moves (`stays`): nothing to carry.
+            // Clean for a session that moves without its backend (`stays`); with it:
+            // [`backend_rec`].
             diag: _,
             last_gtid,
             foreign,
@@ -298,6 +403,240 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
         r.stmts = list;
     }
     r
+}
+
+/// The record of the backend connection a session moves with (see [`Facts::carriable`]), and of
+/// the session's state that lives on it; `None` when it holds none.
+pub fn backend_rec(shard: &Shard, s: &Session) -> Option<BackendRec> {
+    let lease = s.lease.as_ref()?;
+    let crate::backend::conn::Parts {
+        backend,
+        unix,
+        profile,
+        caps,
+        thread_id,
+        status,
+        settings,
+        multi_statements,
+        last_insert_id,
+        last_gtid,
+        history_owner,
+        trx_state,
+        last_warnings,
+        age,
+        nonce,
+        auth_plugin,
+        prepared,
+    } = lease.get().parts();
+    let past = s.past();
+    let h = &past.history;
+    let pins = s.pins.as_deref().map(|p| {
+        let Pins {
+            user_vars,
+            temp_tables,
+            sql_prepared,
+            named_locks,
+            lock_tables,
+            handler,
+            trx_characteristics,
+            unknown,
+            sequence,
+            stored_function,
+            history_statements,
+            savepoint,
+        } = p.clone();
+        PinsRec {
+            user_vars,
+            temp_tables,
+            sql_prepared,
+            named_locks,
+            lock_tables,
+            handler,
+            trx_characteristics,
+            unknown,
+            sequence,
+            stored_function,
+            history_statements,
+            savepoint,
+        }
+    });
+    Some(BackendRec {
+        address: shard.backend(backend).address.clone(),
+        account: String::from_utf8_lossy(&lease.pool().spec().user).into_owned(),
+        unix,
+        thread_id,
+        caps,
+        profile,
+        status,
+        multi_statements,
+        last_insert_id,
+        last_gtid: last_gtid.to_string(),
+        history_owner,
+        trx_state: trx_state.to_vec(),
+        last_warnings,
+        age_secs: age.as_secs().min(u64::from(u32::MAX)) as u32,
+        nonce,
+        auth_plugin,
+        schema: settings.schema.as_deref().map(str::to_string),
+        vars: vars_of(&settings),
+        prepared: prepared
+            .into_iter()
+            .map(|(settings, sql, id)| PreparedRec {
+                id,
+                sql: sql.to_vec(),
+                schema: settings.schema.as_deref().map(str::to_string),
+                vars: vars_of(&settings),
+            })
+            .collect(),
+        pin_counted: s.pin_counted,
+        one_shot: past.one_shot,
+        uncertain: past.uncertain,
+        last_insert_id_on_backend: h.last_insert_id == Known::OnBackend,
+        found_rows_on_backend: h.found_rows == Known::OnBackend,
+        diag: match h.diag {
+            Diag::Clean => 0,
+            Diag::Dirty => 1,
+            Diag::Unknown => 2,
+        },
+        diag_held: past.diag_held_since.is_some(),
+        pins,
+    })
+}
+
+/// Puts back on `s` (built by [`from_record`]) the session state that lived on its backend
+/// connection: history values and conditions only that connection knows, a transaction that
+/// may have begun, a one-shot, its pins.
+fn restore_backend_state(s: &mut Session, b: &BackendRec) {
+    s.update_past(|p| {
+        if b.last_insert_id_on_backend {
+            p.history.last_insert_id = Known::OnBackend;
+        }
+        if b.found_rows_on_backend {
+            p.history.found_rows = Known::OnBackend;
+        }
+        p.history.diag = match b.diag {
+            1 => Diag::Dirty,
+            2 => Diag::Unknown,
+            _ => Diag::Clean,
+        };
+        p.diag_held_since = b.diag_held.then(std::time::Instant::now);
+        p.one_shot = b.one_shot;
+        p.uncertain = b.uncertain;
+    });
+    s.pins = b.pins.clone().map(|p| {
+        let PinsRec {
+            user_vars,
+            temp_tables,
+            sql_prepared,
+            named_locks,
+            lock_tables,
+            handler,
+            trx_characteristics,
+            unknown,
+            sequence,
+            stored_function,
+            history_statements,
+            savepoint,
+        } = p;
+        Box::new(Pins {
+            user_vars,
+            temp_tables,
+            sql_prepared,
+            named_locks,
+            lock_tables,
+            handler,
+            trx_characteristics,
+            unknown,
+            sequence,
+            stored_function,
+            history_statements,
+            savepoint,
+        })
+    });
+    if s.pins.as_deref().is_some_and(|p| !p.is_pinned()) {
+        s.pins = None;
+    }
+    s.pin_counted = b.pin_counted;
+}
+
+/// Makes the backend connection a record describes (its socket `fd`, handed over by the old
+/// process) this session's, checked out of the pool of (its backend, its user) here, which
+/// counts it. Refused when that backend is not configured here (by address; removed, or now
+/// on TLS), when the pool logs in with another account now, or when the pool is at its bound
+/// and the host budget has no slot.
+fn adopt_backend(
+    shard: &Shard,
+    s: &mut Session,
+    b: &BackendRec,
+    fd: OwnedFd,
+) -> Result<(), String> {
+    use crate::backend::router::Admin;
+    let backend = shard
+        .shared
+        .backends
+        .snapshot()
+        .iter()
+        .find(|x| x.address == b.address && x.admin() != Admin::Removed)
+        .cloned()
+        .ok_or_else(|| format!("backend {} is not configured here", b.address))?;
+    if backend.tls.is_some() {
+        return Err(format!(
+            "backend {} is configured with TLS here; its connection is plaintext",
+            b.address
+        ));
+    }
+    let pool = shard.pool(s.user.index, backend.id);
+    if pool.spec().user != b.account.as_bytes() {
+        return Err(format!(
+            "the pool of user {} on {} logs in as another account here",
+            s.user.name, b.address
+        ));
+    }
+    let intern = |schema: &Option<String>, vars: &[(String, String)]| {
+        shard
+            .interner
+            .intern(settings_of(schema.clone(), vars.to_vec()))
+    };
+    let parts = crate::backend::conn::Parts {
+        backend: backend.id,
+        unix: b.unix,
+        profile: b.profile,
+        caps: b.caps,
+        thread_id: b.thread_id,
+        status: b.status,
+        settings: intern(&b.schema, &b.vars),
+        multi_statements: b.multi_statements,
+        last_insert_id: b.last_insert_id,
+        last_gtid: b.last_gtid.as_str().into(),
+        history_owner: b.history_owner,
+        trx_state: b.trx_state.clone().into_boxed_slice(),
+        last_warnings: b.last_warnings,
+        age: std::time::Duration::from_secs(u64::from(b.age_secs)),
+        nonce: b.nonce.clone(),
+        auth_plugin: b.auth_plugin.clone(),
+        prepared: b
+            .prepared
+            .iter()
+            .map(|p| {
+                (
+                    intern(&p.schema, &p.vars),
+                    shard.sql.intern_bytes(&p.sql),
+                    p.id,
+                )
+            })
+            .collect(),
+    };
+    let conn =
+        crate::backend::conn::BackendConn::adopt(fd, parts, &pool.spec(), backend.conn_gen());
+    let lease = pool.adopt(Box::new(conn)).map_err(|_| {
+        format!(
+            "the pool of user {} on {} is at its bound here",
+            s.user.name, b.address
+        )
+    })?;
+    s.backend = backend.id;
+    s.lease = Some(lease);
+    Ok(())
 }
 
 fn settings_of(schema: Option<String>, vars: Vec<(String, String)>) -> Settings {
@@ -453,18 +792,30 @@ pub fn on_request(shard: &Rc<Shard>, req: ShardRequest) {
         ShardRequest::Farewell { reply } => {
             let _ = reply.send(farewell(shard));
         }
-        ShardRequest::HandOver { max, reply } => {
-            let _ = reply.send(hand_over(shard, max));
+        ShardRequest::HandOver { max, carry, reply } => {
+            let _ = reply.send(hand_over(shard, max, carry));
         }
-        ShardRequest::Adopt { record, fd, reply } => {
-            let _ = reply.send(adopt(shard, *record, fd));
+        ShardRequest::Adopt {
+            record,
+            fd,
+            backend_fd,
+            reply,
+        } => {
+            let _ = reply.send(adopt(shard, *record, fd, backend_fd));
+        }
+        ShardRequest::Gone { conn_id } => {
+            if let Some(t) = IN_TRANSIT.with(|m| m.borrow_mut().remove(&conn_id)) {
+                let_go(shard, t);
+            }
         }
     }
 }
 
 /// Takes up to `max` parked sessions that may move out of the table (and out of the epoll
-/// set), as sockets and records; nothing of them stays here.
-fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
+/// set), as sockets and records; nothing of them stays here, but the lease of one that moves
+/// with its backend connection (`carry`: the successor reads such records), in transit until
+/// the successor answers.
+fn hand_over(shard: &Rc<Shard>, max: usize, carry: bool) -> Sweep {
     let mut sweep = Sweep::default();
     let now = shard.clock();
     let tokens = shard.table.borrow().tokens();
@@ -473,34 +824,45 @@ fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
         let mut given_up = None;
         let reason = match shard.table.borrow_mut().parked_mut(t) {
             Some(s) => {
-                let f = facts(s);
+                let f = facts(s, carry);
                 // A session-mode session that holds its backend only because session mode
                 // keeps it gives it up and moves, as it moves off a drained backend; when
-                // only that backend knows some of its history, that is read first.
+                // only that backend knows some of its history, that is read first. (Giving
+                // it up is preferred to carrying it: nothing of the session is left on a
+                // connection that moves.)
                 let without_backend = Facts {
                     lease: false,
                     history_on_backend: false,
                     diag_not_clean: false,
+                    carriable: false,
                     ..f
                 };
+                let mut reading = false;
                 if f.lease && stays(&without_backend).is_none() {
                     use crate::frontend::session::{take_for_upgrade, UpgradeMove};
                     match take_for_upgrade(shard, s) {
                         UpgradeMove::GivenUp(lease) => given_up = Some(lease),
-                        UpgradeMove::ReadFirst => read_first.push(t),
+                        UpgradeMove::ReadFirst => {
+                            read_first.push(t);
+                            reading = true;
+                        }
                         UpgradeMove::Keeps => {}
                     }
                 }
-                stays(&facts(s))
+                if reading {
+                    Some(Stay::HoldsBackend)
+                } else {
+                    stays(&facts(s, carry))
+                }
             }
             None => continue,
         };
         // Dropped outside the table's borrow: the connection is discarded (this process goes).
         drop(given_up);
         if let Some(why) = reason {
-            if why == Stay::HoldsBackend {
-                if let Some(SlotState::Parked(s)) = shard.table.borrow().get(t).map(|x| &x.state) {
-                    tracing::debug!(conn = s.conn_id, held_by = ?crate::frontend::session::held_by(s), "upgrade: a session keeps its backend");
+            if let Some(SlotState::Parked(s)) = shard.table.borrow().get(t).map(|x| &x.state) {
+                if why == Stay::HoldsBackend || s.lease.is_some() {
+                    tracing::debug!(conn = s.conn_id, held_by = ?crate::frontend::session::held_by(s), not_carried = ?carry_why(s, carry), "upgrade: a session keeps its backend");
                 }
             }
             match sweep.staying.iter_mut().find(|(w, _)| *w == why) {
@@ -512,17 +874,59 @@ fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
         if sweep.moving.len() >= max {
             break;
         }
-        let Some(sess) = shard.table.borrow_mut().remove(t) else {
+        // The backend connection's socket, duplicated for the successor (before the session
+        // leaves the table: if that fails, it stays).
+        let dup = match shard.table.borrow().get(t).map(|x| &x.state) {
+            Some(SlotState::Parked(s)) => s.lease.as_ref().map(|l| l.get().dup_fd()),
+            _ => None,
+        };
+        let backend_fd = match dup {
+            None => None,
+            Some(Ok(fd)) => Some(fd),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "upgrade: cannot duplicate a backend connection's socket; its session stays");
+                match sweep
+                    .staying
+                    .iter_mut()
+                    .find(|(w, _)| *w == Stay::HoldsBackend)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => sweep.staying.push((Stay::HoldsBackend, 1)),
+                }
+                continue;
+            }
+        };
+        let Some(mut sess) = shard.table.borrow_mut().remove(t) else {
             continue;
         };
         shard.poller.remove(sess.fd.as_raw_fd());
         shard.shared.clients.fetch_sub(1, Ordering::Relaxed);
         shard.shared.leave_user(sess.user.index);
-        let rec = to_record(&sess, now.saturating_sub(sess.last_active));
+        let mut rec = to_record(&sess, now.saturating_sub(sess.last_active));
+        rec.backend_conn = backend_rec(shard, &sess);
+        if let Some(lease) = sess.lease.take() {
+            // (`stays` let it go: its connection moves with it.) Kept here until the
+            // successor answers.
+            let gave = lease.pool().move_out();
+            let pin_pool = sess
+                .pin_counted
+                .then(|| shard.pool(sess.user.index, sess.backend));
+            let pin_mask = sess.pins.as_deref().map_or(0, Pins::mask);
+            let transit = InTransit {
+                lease,
+                gave,
+                pin_pool,
+                pin_mask,
+            };
+            if let Some(old) = IN_TRANSIT.with(|m| m.borrow_mut().insert(sess.conn_id, transit)) {
+                let_go(shard, old);
+            }
+        }
         sweep.moving.push(Moving {
             conn_id: sess.conn_id,
             record: record::encode(&rec),
             fd: sess.fd,
+            backend_fd,
         });
     }
     for t in read_first {
@@ -530,6 +934,17 @@ fn hand_over(shard: &Rc<Shard>, max: usize) -> Sweep {
     }
     sweep.left = shard.table.borrow().len();
     sweep
+}
+
+/// Why a session's backend connection does not move with it (for the log).
+fn carry_why(s: &Session, carry_ok: bool) -> Option<&'static str> {
+    match carry(s)? {
+        _ if !carry_ok => Some("the successor does not read records with a backend connection"),
+        Ok(()) => None,
+        Err(NotCarried::Tls) => Some("tls"),
+        Err(NotCarried::Busy) => Some("bytes unread or a query sent ahead"),
+        Err(NotCarried::Elsewhere) => Some("held on another backend than the session's"),
+    }
 }
 
 /// Takes a parked session-mode session out to read the history values only its backend knows
@@ -595,7 +1010,7 @@ fn farewell(shard: &Rc<Shard>) -> usize {
         let Some(sess) = sess else { continue };
         shard.poller.remove(sess.fd.as_raw_fd());
         let mut sess = sess;
-        let why = stays(&facts(&sess));
+        let why = stays(&facts(&sess, false));
         let mut payload = Vec::new();
         farewell_reply(why).encode(&mut payload);
         let mut out = Vec::new();
@@ -626,15 +1041,80 @@ fn farewell(shard: &Rc<Shard>) -> usize {
 }
 
 /// Puts the session a record describes in this shard's table, parked, its socket watched.
-fn adopt(shard: &Rc<Shard>, r: Record, fd: OwnedFd) -> Result<(), String> {
+/// With its backend connection: in the old process taking it back (refused by the successor),
+/// the lease it left in transit here; in the successor, the socket `backend_fd` adopted into its
+/// pool ([`adopt_backend`]). On any refusal, what was taken is given back: a lease in transit
+/// is discarded with its session (which ends), an adopted one closes only this process's
+/// descriptor.
+fn adopt(
+    shard: &Rc<Shard>,
+    mut r: Record,
+    fd: OwnedFd,
+    backend_fd: Option<OwnedFd>,
+) -> Result<(), String> {
+    let transit = IN_TRANSIT.with(|m| m.borrow_mut().remove(&r.conn_id));
+    let backend = r.backend_conn.take();
+    let give_back = |transit: Option<InTransit>| {
+        if let Some(t) = transit {
+            // The session ends here: its connection is discarded (not handed anywhere).
+            let InTransit {
+                lease,
+                pin_pool,
+                pin_mask,
+                gave: _,
+            } = t;
+            drop(lease);
+            if let Some(p) = pin_pool {
+                p.pin_release();
+            }
+            shard.stats.pin_transition(pin_mask, 0);
+        }
+    };
     if shard.table.borrow().find_conn(r.conn_id).is_some() {
+        give_back(transit);
         return Err(format!("connection id {} is in use here", r.conn_id));
     }
-    let sess = from_record(shard, r, fd)?;
-    shard
-        .shared
-        .admit_user(sess.user.index)
-        .map_err(|limit| format!("user {} is at its limit of {limit}", sess.user.name))?;
+    let mut sess = match from_record(shard, r, fd) {
+        Ok(s) => s,
+        Err(e) => {
+            give_back(transit);
+            return Err(e);
+        }
+    };
+    if let Err(limit) = shard.shared.admit_user(sess.user.index) {
+        give_back(transit);
+        return Err(format!(
+            "user {} is at its limit of {limit}",
+            sess.user.name
+        ));
+    }
+    if let Some(b) = &backend {
+        let attached = match (transit, backend_fd) {
+            (Some(t), _) => {
+                // Taken back: the lease never left (the descriptor the successor had is
+                // closed there; ours, `backend_fd`, here).
+                t.lease.pool().move_back(t.gave);
+                sess.lease = Some(t.lease);
+                restore_backend_state(&mut sess, b);
+                Ok(())
+            }
+            (None, Some(bfd)) => adopt_backend(shard, &mut sess, b, bfd).map(|()| {
+                restore_backend_state(&mut sess, b);
+                if sess.pin_counted {
+                    shard.pool(sess.user.index, sess.backend).pin_force();
+                }
+                let mask = sess.pins.as_deref().map_or(0, Pins::mask);
+                shard.stats.pin_transition(0, mask);
+            }),
+            (None, None) => Err("a backend connection without its socket".to_string()),
+        };
+        if let Err(e) = attached {
+            shard.shared.leave_user(sess.user.index);
+            return Err(e);
+        }
+    } else {
+        give_back(transit);
+    }
     let ctl = Rc::new(ActiveCtl::default());
     ctl.user.set(sess.user.id);
     ctl.pool_user.set(sess.user.index);
@@ -643,6 +1123,9 @@ fn adopt(shard: &Rc<Shard>, r: Record, fd: OwnedFd) -> Result<(), String> {
     shard.shared.clients.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = shard.poller.add(sess.fd.as_raw_fd(), token.to_u64(), 0) {
         shard.shared.leave_user(sess.user.index);
+        unpin(shard, &mut sess);
+        // (Its lease, if any, is discarded with it.)
+        drop(sess);
         shard.remove_session(token);
         return Err(format!("cannot watch the socket: {e}"));
     }
@@ -650,6 +1133,18 @@ fn adopt(shard: &Rc<Shard>, r: Record, fd: OwnedFd) -> Result<(), String> {
     // reported at once.
     shard.park(token, sess);
     Ok(())
+}
+
+/// Gives up a session's pin-budget unit and its place in the pinned gauges (it ends).
+fn unpin(shard: &Shard, s: &mut Session) {
+    if s.pin_counted {
+        shard.pool(s.user.index, s.backend).pin_release();
+        s.pin_counted = false;
+    }
+    shard
+        .stats
+        .pin_transition(s.pins.as_deref().map_or(0, Pins::mask), 0);
+    s.pins = None;
 }
 
 #[cfg(test)]
@@ -729,6 +1224,59 @@ mod tests {
                     ..f
                 },
                 Some(Stay::Tls),
+            ),
+            // With a backend connection that moves with it: what lives there moves too.
+            (
+                Facts {
+                    lease: true,
+                    carriable: true,
+                    in_transaction: true,
+                    uncertain: true,
+                    pins: true,
+                    pin_counted: true,
+                    one_shot: true,
+                    history_on_backend: true,
+                    diag_not_clean: true,
+                    ..f
+                },
+                None,
+            ),
+            (
+                Facts {
+                    lease: true,
+                    carriable: true,
+                    ..f
+                },
+                None,
+            ),
+            (
+                Facts {
+                    tls: true,
+                    lease: true,
+                    carriable: true,
+                    ..f
+                },
+                Some(Stay::Tls),
+            ),
+            (
+                Facts {
+                    lease: true,
+                    carriable: true,
+                    pins: true,
+                    replica_vars: true,
+                    ..f
+                },
+                Some(Stay::Pinned),
+            ),
+            (
+                Facts {
+                    lease: true,
+                    carriable: true,
+                    in_transaction: true,
+                    statement_pending: true,
+                    ..f
+                },
+                Some(Stay::StatementPending),
             ),
         ];
         for (facts, want) in cases {

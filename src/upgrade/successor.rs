@@ -202,6 +202,7 @@ pub fn successor_ready(
         &Msg::Ready {
             pid: std::process::id(),
             server_known: !shared.server.is_fallback(),
+            records: super::record::VERSION_BACKEND,
         },
         &[],
     ) {
@@ -241,9 +242,12 @@ fn adopt_loop(
                 return (adopted, refused);
             }
         };
-        let (conn_id, result) = match (msg, fds.into_iter().next()) {
+        let mut fds = fds.into_iter();
+        let (conn_id, result) = match (msg, fds.next()) {
             (Msg::Done, _) => return (adopted, refused),
-            (Msg::Session { record }, Some(fd)) => adopt_one(&ids, mailboxes, &record, fd),
+            (Msg::Session { record }, Some(fd)) => {
+                adopt_one(&ids, mailboxes, &record, fd, fds.next())
+            }
             (Msg::Session { .. }, None) => (0, Err("a session without its socket".to_string())),
             (other, _) => {
                 warn!(message = ?other, "upgrade: unexpected message from the predecessor");
@@ -293,13 +297,14 @@ fn adopt_one(
     mailboxes: &[crate::shard::poller::Mailbox<ShardMsg>],
     bytes: &[u8],
     fd: OwnedFd,
+    backend_fd: Option<OwnedFd>,
 ) -> (u32, Result<(), String>) {
     let r = match record::decode(bytes) {
         Ok(r) => r,
         Err(e) => return (0, Err(e.to_string())),
     };
     let conn_id = r.conn_id;
-    (conn_id, adopt_on_shard(ids, mailboxes, r, fd))
+    (conn_id, adopt_on_shard(ids, mailboxes, r, fd, backend_fd))
 }
 
 /// Adopts `r` on the shard its connection id names.
@@ -308,6 +313,7 @@ pub(super) fn adopt_on_shard(
     mailboxes: &[crate::shard::poller::Mailbox<ShardMsg>],
     r: record::Record,
     fd: OwnedFd,
+    backend_fd: Option<OwnedFd>,
 ) -> Result<(), String> {
     let (_, shard) = ids.locate(r.conn_id);
     let mb = mailboxes
@@ -317,6 +323,7 @@ pub(super) fn adopt_on_shard(
     mb.post(ShardMsg::Upgrade(ShardRequest::Adopt {
         record: Box::new(r),
         fd,
+        backend_fd,
         reply: tx,
     }));
     rx.recv_timeout(ANSWER_TIMEOUT)

@@ -32,7 +32,14 @@ pub enum Msg {
     },
     /// New → old: every shard listens; the successor takes sessions now. `server_known`: a
     /// backend answered its start (otherwise it runs on a default server identity).
-    Ready { pid: u32, server_known: bool },
+    /// `records`: the newest session-record version it reads (absent, from a sluice that
+    /// predates the byte: 1); sessions move with their backend connection only to a successor
+    /// that reads `record::VERSION_BACKEND`.
+    Ready {
+        pid: u32,
+        server_known: bool,
+        records: u8,
+    },
     /// New → old: the successor gives up (the old keeps everything).
     Failed { why: String },
     /// Old → new: one parked session's record; its socket rides along.
@@ -85,9 +92,14 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             v.extend_from_slice(others);
             (kind::HELLO, v)
         }
-        Msg::Ready { pid, server_known } => {
+        Msg::Ready {
+            pid,
+            server_known,
+            records,
+        } => {
             let mut v = pid.to_le_bytes().to_vec();
             v.push(u8::from(*server_known));
+            v.push(*records);
             (kind::READY, v)
         }
         Msg::Failed { why } => (kind::FAILED, why.as_bytes().to_vec()),
@@ -138,6 +150,7 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
         kind::READY => Ok(Msg::Ready {
             pid: u32_at(p, 0).ok_or_else(short)?,
             server_known: p.get(4).is_none_or(|&b| b != 0),
+            records: p.get(5).copied().unwrap_or(1),
         }),
         kind::FAILED => Ok(Msg::Failed {
             why: String::from_utf8_lossy(p).into_owned(),
@@ -524,10 +537,12 @@ mod tests {
             Msg::Ready {
                 pid: 4242,
                 server_known: true,
+                records: 2,
             },
             Msg::Ready {
                 pid: 1,
                 server_known: false,
+                records: 1,
             },
             Msg::Failed { why: "no".into() },
             Msg::Session {
