@@ -106,7 +106,7 @@ pub struct Reported<'a> {
     pub failed: bool,
     pub state_changed: bool,
     pub trx_state: Option<&'a [u8]>,
-    pub trx_characteristics: Option<&'a [u8]>,
+    pub(crate) trx_characteristics: Option<&'a [u8]>,
     pub in_transaction: bool,
     /// Autocommit is on after the statement.
     pub autocommit: bool,
@@ -116,20 +116,20 @@ pub struct Reported<'a> {
 /// successor field by field with the backend connection they pin: `upgrade::shard_side`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pins {
-    pub user_vars: bool,
-    pub temp_tables: Vec<Vec<u8>>,
+    pub(crate) user_vars: bool,
+    pub(crate) temp_tables: Vec<Vec<u8>>,
     /// SQL-level prepared statements by name, with their text when it was a literal.
-    pub sql_prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    pub named_locks: Vec<Vec<u8>>,
-    pub lock_tables: bool,
-    pub handler: bool,
-    pub trx_characteristics: bool,
-    pub unknown: bool,
-    pub sequence: bool,
-    pub stored_function: bool,
+    pub(crate) sql_prepared: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub(crate) named_locks: Vec<Vec<u8>>,
+    pub(crate) lock_tables: bool,
+    pub(crate) handler: bool,
+    pub(crate) trx_characteristics: bool,
+    pub(crate) unknown: bool,
+    pub(crate) sequence: bool,
+    pub(crate) stored_function: bool,
     /// Binary prepared statements (client ids) that read backend-only history values.
-    pub history_statements: Vec<u32>,
-    pub savepoint: bool,
+    pub(crate) history_statements: Vec<u32>,
+    pub(crate) savepoint: bool,
 }
 
 impl Pins {
