@@ -114,10 +114,10 @@ pub struct Shard {
     spare_fd: RefCell<Option<OwnedFd>>,
     /// When the shard last logged running out of descriptors.
     fd_warned: Cell<Option<Instant>>,
-    /// Sessions kept hot between commands now (see `frontend::session::serve`).
-    pub lingering: Cell<u32>,
+    /// Sessions kept hot between commands now (see [`Shard::linger`]).
+    lingering: Cell<u32>,
     /// PAUSE is in effect: commands wait at the gate (see [`pause`]).
-    pub paused: Cell<bool>,
+    paused: Cell<bool>,
 }
 
 impl Shard {

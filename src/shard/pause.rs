@@ -193,6 +193,11 @@ pub async fn gate(paused: impl Fn() -> bool, ctl: &ActiveCtl) {
 
 /// The shard's side: its flag and its sessions counted.
 impl Shard {
+    /// Is PAUSE in effect on this shard (commands that need a backend wait at the gate)?
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.get()
+    }
+
     /// Sets (or, with `None`, only reads) the pause; counts what the sessions are doing. On
     /// RESUME, wakes every session waiting at the gate.
     pub(super) fn pause(&self, set: Option<bool>) -> PauseStatus {

@@ -12,7 +12,9 @@
 //!   slot and the client's place under the limit; [`tell_and_finish`] ends a parked session
 //!   with a last word (the janitor's idle timeouts and overdue drains).
 //!
-//! The table itself is [`super::table`].
+//! Also the one counter a session task keeps on the shard: how many sessions linger (stay hot
+//! between commands; see [`Shard::linger`]). Owns the shard's `lingering`; the table itself is
+//! [`super::table`].
 
 use super::poller::READABLE;
 use super::table::{ActiveCtl, SlotState, Token};
@@ -25,6 +27,16 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tracing::{debug, warn};
+
+/// A session kept hot between commands: counted in its shard's `lingering` while this lives
+/// (see [`Shard::linger`]).
+pub(crate) struct Linger<'a>(&'a Shard);
+
+impl Drop for Linger<'_> {
+    fn drop(&mut self) {
+        self.0.lingering.set(self.0.lingering.get() - 1);
+    }
+}
 
 impl Shard {
     /// Starts the session of a client just admitted: gives it a connection id and a slot (its
@@ -137,6 +149,17 @@ impl Shard {
         ctl.logged_in.set(true);
         ctl.fd.set(Some(sess.fd.as_raw_fd()));
         glommio::spawn_local(session::serve(self.clone(), token, ctl, sess)).detach();
+    }
+
+    /// Lets a session linger (stay hot between commands) unless `max` of this shard's already
+    /// do; it lingers as long as the returned guard lives.
+    pub(crate) fn linger(&self, max: u32) -> Option<Linger<'_>> {
+        let n = self.lingering.get();
+        if n >= max {
+            return None;
+        }
+        self.lingering.set(n + 1);
+        Some(Linger(self))
     }
 }
 
