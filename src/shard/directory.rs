@@ -16,6 +16,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 impl Shard {
+    /// The user a client logs in as `name`: a configured one, else one loaded from the
+    /// database.
     pub(crate) fn user(&self, name: &[u8]) -> Option<Rc<User>> {
         // A login uses the users as reloaded at once.
         self.cfg();

@@ -286,6 +286,7 @@ impl Shard {
         self.epoch.elapsed().as_secs() as u32
     }
 
+    /// Is the shard shutting down (see [`shutdown`])?
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.get()
     }

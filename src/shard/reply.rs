@@ -1,11 +1,11 @@
 //! A one-shot reply channel across threads: one side sends a value once, the other awaits it,
 //! either as a glommio task ([`Reply1::recv`]) or as a plain thread ([`Reply1::recv_blocking`]).
 //!
-//! It is what a [`ShardMsg`](super::ShardMsg) that wants an answer carries (KILL, SHOW
-//! PROCESSLIST's gathering, the probe's catalog thread), and the only cross-thread primitive the
-//! runtime owns besides the [`Mailbox`](super::poller::Mailbox). A mutex and a condition
-//! variable rather than a channel crate: the receiver may be a task or a thread, and a value is
-//! sent at most once, so a slot and a waker are all it needs.
+//! It carries the answer of a [`ShardMsg::Kill`](super::ShardMsg::Kill) back to whoever asked
+//! (a session's task on another shard, or a plain thread), and the result of a helper
+//! thread a task waits for (SHOW PROCESSLIST's gathering, the health probe's catalog read). A
+//! mutex and a condition variable rather than a channel: the receiver may be a task or a plain
+//! thread, and a value is sent once, so a slot, a waker and a condvar are all it needs.
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
