@@ -620,16 +620,16 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 // A client that sends its next command right away (most do, under load) finds
                 // its session still running: no park, no epoll registration, no task to spawn.
                 // Only one that stays quiet for LINGER is parked as a compact record.
-                let lingering = shard.lingering.get();
                 // During an upgrade's handover sessions park at once: a parked session is one
                 // that can move (see crate::upgrade).
-                if lingering < MAX_LINGERING
-                    && !shard.is_draining()
-                    && !crate::upgrade::handing_over()
-                {
-                    shard.lingering.set(lingering + 1);
+                let hot = if !shard.is_draining() && !crate::upgrade::handing_over() {
+                    shard.linger(MAX_LINGERING)
+                } else {
+                    None
+                };
+                if let Some(hot) = hot {
                     let came = io.linger(LINGER).await;
-                    shard.lingering.set(shard.lingering.get() - 1);
+                    drop(hot);
                     if came {
                         continue;
                     }
@@ -657,8 +657,8 @@ pub async fn serve(shard: Rc<Shard>, token: Token, ctl: Rc<ActiveCtl>, mut sess:
                 }
                 // PAUSE: a command that needs a backend waits here, as for a pool slot.
                 let in_trx = sess.status & status::IN_TRANS != 0;
-                if crate::shard::pause::waits(shard.paused.get(), &payload, in_trx) {
-                    crate::shard::pause::gate(|| shard.paused.get(), &ctl).await;
+                if crate::shard::pause::waits(shard.is_paused(), &payload, in_trx) {
+                    crate::shard::pause::gate(|| shard.is_paused(), &ctl).await;
                     if let Err(e) = ctl.check() {
                         break Some(e);
                     }

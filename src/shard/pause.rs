@@ -13,10 +13,12 @@
 //! server restart). KILL QUERY ends a waiting command with ERR 1317 (as the server ends an
 //! interrupted statement); KILL ends the client.
 
-use super::table::ActiveCtl;
+use super::table::{ActiveCtl, SlotState};
+use super::Shard;
 use crate::codec::command::{self, com, Disposition, ResponseKind};
 use std::future::poll_fn;
 use std::task::Poll;
+use tracing::info;
 
 /// One shard's (or a process's, summed) answer to PAUSE, RESUME and their status request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -187,6 +189,59 @@ pub async fn gate(paused: impl Fn() -> bool, ctl: &ActiveCtl) {
     })
     .await;
     ctl.gated.set(false);
+}
+
+/// The shard's side: its flag and its sessions counted.
+impl Shard {
+    /// Is PAUSE in effect on this shard (commands that need a backend wait at the gate)?
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Sets (or, with `None`, only reads) the pause; counts what the sessions are doing. On
+    /// RESUME, wakes every session waiting at the gate.
+    pub(super) fn pause(&self, set: Option<bool>) -> PauseStatus {
+        if let Some(on) = set {
+            if self.paused.replace(on) != on {
+                info!(shard = self.id, paused = on, "pause changed");
+            }
+        }
+        let mut st = PauseStatus {
+            paused: self.paused.get(),
+            ..Default::default()
+        };
+        let table = self.table.borrow();
+        for t in table.tokens() {
+            let Some(slot) = table.get(t) else { continue };
+            let busy = match &slot.state {
+                SlotState::Parked(s) => classify(
+                    false,
+                    s.status & crate::codec::caps::status::IN_TRANS != 0,
+                    false,
+                ),
+                SlotState::Active(ctl) => {
+                    if !self.paused.get() && ctl.gated.get() {
+                        // Resumed: let it go.
+                        if let Some(w) = ctl.waker.take() {
+                            w.wake();
+                        }
+                    }
+                    classify(ctl.serving.get(), ctl.in_transaction.get(), ctl.gated.get())
+                }
+                SlotState::Free => Busy::Quiet,
+            };
+            match busy {
+                Busy::Quiet => {}
+                Busy::Running => st.running += 1,
+                Busy::InTransaction => st.in_transaction += 1,
+                Busy::Waiting => st.waiting += 1,
+            }
+            if matches!(busy, Busy::Running | Busy::InTransaction) && st.busy_ids.len() < BUSY_IDS {
+                st.busy_ids.push(slot.conn_id);
+            }
+        }
+        st
+    }
 }
 
 #[cfg(test)]
