@@ -167,6 +167,12 @@ impl Backend {
     }
 
     /// Is the backend draining and its deadline passed?
+    /// Is this backend draining with a deadline at most `ms` away (or past)?
+    pub fn drain_due_within(&self, ms: u64) -> bool {
+        let d = self.drain_deadline_ms.load(Ordering::Relaxed);
+        self.admin() == Admin::Draining && d != 0 && monotonic_ms().saturating_add(ms) >= d
+    }
+
     pub fn drain_overdue(&self) -> bool {
         let d = self.drain_deadline_ms.load(Ordering::Relaxed);
         self.admin() == Admin::Draining && d != 0 && monotonic_ms() >= d

@@ -439,6 +439,15 @@ async fn move_off_if(shard: &Shard, sess: &mut Session, any: bool) -> bool {
         return false;
     }
     let why = if any || leaving(shard, sess) {
+        // Drains are paced (see `shard::rebalance`); an upgrade is not a drain.
+        if !any
+            && !sess
+                .lease
+                .as_ref()
+                .is_some_and(|l| shard.may_move_off(l.get().backend))
+        {
+            return false;
+        }
         crate::shard::MOVE_LEAVING
     } else if sess.mode() == PoolMode::Session && rebalances(shard, sess) {
         crate::shard::MOVE_REBALANCE
@@ -477,6 +486,9 @@ async fn move_off_if(shard: &Shard, sess: &mut Session, any: bool) -> bool {
     }
     match take_for_move(shard, sess, why) {
         Some(lease) => {
+            if why == crate::shard::MOVE_LEAVING && !any {
+                shard.moved_off();
+            }
             lease.release();
             if sess.pin_counted {
                 // Its unit of the old pool's pin budget: the next backend's pool counts it

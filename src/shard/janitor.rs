@@ -130,7 +130,7 @@ impl Shard {
         let mut expired: Vec<(Token, bool)> = Vec::new();
         let mut soft: Vec<Token> = Vec::new();
         let mut drained: Vec<Token> = Vec::new();
-        let mut moving: Vec<Token> = Vec::new();
+        let mut moving: Vec<(Token, u16)> = Vec::new();
         {
             let table = self.table.borrow();
             for t in table.tokens() {
@@ -144,12 +144,12 @@ impl Shard {
                     drained.push(t);
                     continue;
                 }
-                if s.mode() == crate::config::PoolMode::Session
-                    && s.lease
-                        .as_ref()
-                        .is_some_and(|l| self.leaving(l.get().backend))
-                {
-                    moving.push(t);
+                if s.mode() == crate::config::PoolMode::Session {
+                    if let Some(b) = s.lease.as_ref().map(|l| l.get().backend) {
+                        if self.leaving(b) {
+                            moving.push((t, b));
+                        }
+                    }
                 }
                 // A session holding a backend (a transaction, a pin) is not idle in the pool's
                 // sense; it still times out, since it holds a connection others wait for.
@@ -167,13 +167,18 @@ impl Shard {
                 }
             }
         }
-        for t in moving {
+        for (t, backend) in moving {
+            // Paced (see `rebalance`): the rest move at a later sweep, or at their command.
+            if !self.may_move_off(backend) {
+                continue;
+            }
             let lease = self
                 .table
                 .borrow_mut()
                 .parked_mut(t)
                 .and_then(|s| session::move_off_parked(self, s));
             if let Some(lease) = lease {
+                self.moved_off();
                 lease.release();
             }
         }

@@ -200,6 +200,8 @@ pub struct Shard {
     // `rebalance`.
     /// Moves for balance made this second: (shard clock second, moves) (see [`rebalance`]).
     rebalance_budget: Cell<(u32, u32)>,
+    /// Moves off leaving backends made this second (see [`rebalance`]).
+    leaving_budget: Cell<(u32, u32)>,
 
     // `kill`.
     /// The shard's own backend connections for KILL QUERY.
@@ -266,6 +268,7 @@ impl Shard {
             next_id: Cell::new(0),
             next_backend: Cell::new(id),
             rebalance_budget: Cell::new((0, 0)),
+            leaving_budget: Cell::new((0, 0)),
             draining: Cell::new(false),
             lingering: Cell::new(0),
             paused: Cell::new(false),
