@@ -1267,7 +1267,11 @@ fn information_schema_processlist_columns_are_the_servers() {
                 // What differs, as the README says: no schema and no original table (a
                 // derived table), no NO_DEFAULT_VALUE flag, STAGE and MAX_STAGE an INT, the
                 // display lengths of numbers and of INFO.
-                assert_eq!((o.schema.as_str(), o.org_table.as_str()), ("", ""), "{what}");
+                assert_eq!(
+                    (o.schema.as_str(), o.org_table.as_str()),
+                    ("", ""),
+                    "{what}"
+                );
                 assert_eq!(
                     (t.schema.as_str(), t.org_table.as_str()),
                     ("information_schema", "PROCESSLIST"),
@@ -1311,7 +1315,9 @@ fn information_schema_processlist_text_cannot_break_out_of_its_literals() {
     assert_eq!(db.as_deref(), Some(odd_db));
     // The same bytes to the server directly and through sluice: the same INFO.
     let mut text = b"SELECT INFO, HEX(INFO_BINARY), COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() AND '".to_vec();
-    text.extend_from_slice(b"a\\'b''c\"d\\\\e\x00f\xff\xfeg\xf0\x9f\x98\x80h\xc3\xa9i\xe2\x82*/;--j");
+    text.extend_from_slice(
+        b"a\\'b''c\"d\\\\e\x00f\xff\xfeg\xf0\x9f\x98\x80h\xc3\xa9i\xe2\x82*/;--j",
+    );
     text.extend_from_slice(b"' <> '' -- ' DROP TABLE x");
     let info = |port: u16| -> Vec<Option<Vec<u8>>> {
         let mut c = RawClient::login(port);
@@ -1390,7 +1396,10 @@ fn information_schema_processlist_too_large_to_list_is_an_error() {
     let e = c.query_drop(&sql).unwrap_err();
     let (code, state, message) = server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
     assert_eq!((code, state.as_str()), (1235, "42000"), "{message}");
-    assert!(message.contains("information_schema.PROCESSLIST"), "{message}");
+    assert!(
+        message.contains("information_schema.PROCESSLIST"),
+        "{message}"
+    );
     let n: u64 = c
         .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST")
         .unwrap()

@@ -414,11 +414,7 @@ pub fn utf8mb3_lossy(bytes: &[u8]) -> Vec<u8> {
         let len = match c {
             0x00..=0x7f => 1,
             0xc2..=0xdf if cont(i + 1) => 2,
-            0xe0..=0xef
-                if cont(i + 1) && cont(i + 2) && (c != 0xe0 || bytes[i + 1] >= 0xa0) =>
-            {
-                3
-            }
+            0xe0..=0xef if cont(i + 1) && cont(i + 2) && (c != 0xe0 || bytes[i + 1] >= 0xa0) => 3,
             _ => 0,
         };
         if len == 0 {
@@ -452,9 +448,11 @@ fn push_text(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The derived table that stands in for `information_schema.PROCESSLIST`: `asker`'s listing
 /// (the rows `SHOW PROCESSLIST` shows it) as literal rows, after an empty read of the server's
 /// table that gives the columns their names, types, lengths, character set and nullability
-/// (a `UNION` takes them from every part). Columns sluice has no notion of hold what the server
-/// shows for an idle connection: `STAGE`, `MAX_STAGE`, `MEMORY_USED`, `MAX_MEMORY_USED`,
-/// `EXAMINED_ROWS`, `QUERY_ID`, `TID` 0, `PROGRESS` 0.000; `TIME_MS` is `TIME` in milliseconds
+/// (a `UNION` takes them from every part). Columns sluice has no notion of: `STAGE`,
+/// `MAX_STAGE`, `EXAMINED_ROWS` 0 and `PROGRESS` 0.000, as the server shows an idle connection;
+/// `MEMORY_USED`, `MAX_MEMORY_USED`, `QUERY_ID`, `TID` 0, which the server never shows (a
+/// client of sluice has no server memory, query id or thread of its own: 0 says "none", where
+/// a backend's values would be another connection's); `TIME_MS` is `TIME` in milliseconds
 /// (sluice counts whole seconds). `INFO` is the asker's own statement, NULL for the others (as in
 /// `SHOW PROCESSLIST`); `INFO_BINARY` the same bytes unconverted. Every string is a hex literal.
 pub fn derived_table(clients: &[ClientRow], asker: &Asker<'_>) -> Vec<u8> {
@@ -944,6 +942,9 @@ mod tests {
             at: 0..1,
             alias: Some(b"a`b".to_vec()),
         };
-        assert_eq!(rewrite(b"x", &[odd], b"(T)", 100).unwrap(), b"(T) AS `a``b`");
+        assert_eq!(
+            rewrite(b"x", &[odd], b"(T)", 100).unwrap(),
+            b"(T) AS `a``b`"
+        );
     }
 }

@@ -161,8 +161,8 @@ pub fn processlist_edits(sql: &[u8], ctx: &Context<'_>) -> Vec<Edit> {
             }
             continue;
         }
-        let top_level = READERS.iter().any(|k| is_kw(Some(first), k))
-            || matches!(first, Tok::Punct(b'('));
+        let top_level =
+            READERS.iter().any(|k| is_kw(Some(first), k)) || matches!(first, Tok::Punct(b'('));
         if !top_level && !WRITERS.iter().any(|k| is_kw(Some(first), k)) {
             continue;
         }
@@ -202,7 +202,8 @@ fn statement(
         && s.iter().enumerate().any(|(i, t)| {
             is_name(Some(t), TABLE)
                 && i > 0
-                && (matches!(s[i - 1], Tok::Punct(b',')) || is_kw(s.get(i - 1), "WITH")
+                && (matches!(s[i - 1], Tok::Punct(b','))
+                    || is_kw(s.get(i - 1), "WITH")
                     || is_kw(s.get(i - 1), "RECURSIVE"))
                 && (is_kw(s.get(i + 1), "AS") || matches!(s.get(i + 1), Some(Tok::Punct(b'('))))
         });
