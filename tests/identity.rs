@@ -1148,6 +1148,12 @@ fn information_schema_processlist_lists_sluices_clients_under_their_own_ids() {
             .unwrap();
         assert_eq!(n, ids.len() as u64);
         c.query_drop("USE app").unwrap();
+        // An executable comment is code.
+        let n: u64 = c
+            .query_first("SELECT COUNT(*) FROM /*M!100000 information_schema.PROCESSLIST */")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, ids.len() as u64);
         // A KILL script built on it: the id it reads ends that client.
         let victim: u64 = c
             .query_first(
