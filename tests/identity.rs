@@ -1044,3 +1044,389 @@ fn show_processlist_passes_through_when_configured() {
     assert_eq!(own.len(), 1, "{rows:?}");
     assert_eq!(own[0].1, "plist_server");
 }
+
+// ---- information_schema.PROCESSLIST -----------------------------------------------------------
+
+/// (ID, USER, HOST, DB, COMMAND, STATE, INFO) of the rows `sql` selects (it selects those).
+type IsRow = (
+    u64,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn is_rows(c: &mut mysql::Conn, sql: &str) -> Vec<IsRow> {
+    c.query_map(sql, |row: mysql::Row| mysql::from_row::<IsRow>(row))
+        .unwrap()
+}
+
+/// Through sluice, `information_schema.PROCESSLIST` lists the clients `SHOW PROCESSLIST` lists
+/// (the same user's, across shards and worker processes, under the ids `CONNECTION_ID()` and
+/// `KILL` use), and the server evaluates the rest of the statement over them.
+#[test]
+fn information_schema_processlist_lists_sluices_clients_under_their_own_ids() {
+    for workers in [1, 2] {
+        let s = Sluice::with(Config::default().top(&format!("shards = 2\nworkers = {workers}")));
+        let mut clients: Vec<mysql::Conn> = (0..5)
+            .map(|i| s.conn_as("app", "app", (i % 2 == 0).then_some("app")))
+            .collect();
+        let mut ids: Vec<u64> = clients.iter().map(|c| c.connection_id() as u64).collect();
+        ids.sort_unstable();
+        let me = clients[0].connection_id() as u64;
+        let sql = "SELECT ID, USER, HOST, DB, COMMAND, STATE, INFO FROM information_schema.PROCESSLIST ORDER BY ID";
+        let rows = is_rows(&mut clients[0], sql);
+        let listed: Vec<u64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(listed, ids, "workers {workers}: {rows:?}");
+        for (id, user, host, db, command, state, info) in &rows {
+            assert_eq!(user, "app");
+            assert!(host.starts_with("127.0.0.1:"), "{host}");
+            if *id == me {
+                assert_eq!(
+                    (command.as_str(), state.as_deref(), info.as_deref()),
+                    ("Query", Some("Filling schema table"), Some(sql))
+                );
+                assert_eq!(db.as_deref(), Some("app"));
+            } else {
+                assert_eq!(
+                    (command.as_str(), state.as_deref(), info.as_deref()),
+                    ("Sleep", Some(""), None),
+                    "{id}"
+                );
+            }
+        }
+        // The same clients as SHOW PROCESSLIST, with the same hosts and schemas.
+        let shown: Vec<(u64, String, Option<String>)> =
+            processlist(&mut clients[0], "SHOW PROCESSLIST")
+                .into_iter()
+                .map(|r| (r.0, r.2, r.3))
+                .collect();
+        let read: Vec<(u64, String, Option<String>)> =
+            rows.into_iter().map(|r| (r.0, r.2, r.3)).collect();
+        assert_eq!(shown, read);
+        // The server evaluates the statement: counts, filters, joins, subqueries, the column
+        // qualified with the schema, the table unqualified in its own schema.
+        let c = &mut clients[0];
+        let n: u64 = c
+            .query_first("SELECT COUNT(*) FROM information_schema.processlist")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, ids.len() as u64);
+        let mine: Vec<u64> = c
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+            .unwrap();
+        assert_eq!(mine, vec![me]);
+        let n: u64 = c
+            .query_first(
+                "SELECT COUNT(*) FROM `information_schema`.`PROCESSLIST` p \
+                 JOIN information_schema.PROCESSLIST q ON p.ID = q.ID \
+                 WHERE p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, ids.len() as u64);
+        let sleeping: Vec<u64> = c
+            .query(
+                "SELECT information_schema.PROCESSLIST.ID FROM information_schema.PROCESSLIST \
+                 WHERE COMMAND = 'Sleep' ORDER BY 1",
+            )
+            .unwrap();
+        let others: Vec<u64> = ids.iter().copied().filter(|i| *i != me).collect();
+        assert_eq!(sleeping, others);
+        let highest: Option<u64> = c
+            .query_first(
+                "SELECT (SELECT MAX(ID) FROM information_schema.PROCESSLIST WHERE TIME_MS >= 0)",
+            )
+            .unwrap();
+        assert_eq!(highest, ids.last().copied());
+        c.query_drop("USE information_schema").unwrap();
+        let n: u64 = c
+            .query_first("SELECT COUNT(*) FROM PROCESSLIST")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, ids.len() as u64);
+        c.query_drop("USE app").unwrap();
+        // An executable comment is code.
+        let n: u64 = c
+            .query_first("SELECT COUNT(*) FROM /*M!100000 information_schema.PROCESSLIST */")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, ids.len() as u64);
+        // A KILL script built on it: the id it reads ends that client.
+        let victim: u64 = c
+            .query_first(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() ORDER BY ID DESC LIMIT 1",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(Some(&victim), others.last());
+        c.query_drop(format!("KILL {victim}")).unwrap();
+        let at = clients
+            .iter()
+            .position(|c| c.connection_id() as u64 == victim)
+            .unwrap();
+        assert!(clients[at].query_drop("SELECT 1").is_err());
+    }
+}
+
+/// A column definition as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ColumnDef {
+    name: String,
+    org_name: String,
+    table: String,
+    org_table: String,
+    schema: String,
+    charset: u16,
+    length: u32,
+    ty: u8,
+    flags: u16,
+    decimals: u8,
+}
+
+fn column_defs(c: &mut mysql::Conn, sql: &str) -> Vec<ColumnDef> {
+    let r = c.query_iter(sql).unwrap();
+    let defs = r
+        .columns()
+        .as_ref()
+        .iter()
+        .map(|col| ColumnDef {
+            name: col.name_str().to_string(),
+            org_name: col.org_name_str().to_string(),
+            table: col.table_str().to_string(),
+            org_table: col.org_table_str().to_string(),
+            schema: col.schema_str().to_string(),
+            charset: col.character_set(),
+            length: col.column_length(),
+            ty: col.column_type() as u8,
+            flags: col.flags().bits(),
+            decimals: col.decimals(),
+        })
+        .collect();
+    drop(r);
+    defs
+}
+
+/// `SELECT * FROM information_schema.PROCESSLIST` through sluice has the server's columns:
+/// names, order, character sets, decimals and nullability exactly, types and lengths except
+/// where the README says (a derived table is not the server's table).
+#[test]
+fn information_schema_processlist_columns_are_the_servers() {
+    const NO_DEFAULT_VALUE: u16 = 0x1000;
+    const TINY: u8 = 0x01;
+    const LONG: u8 = 0x03;
+    const VAR_STRING: u8 = 0xfd;
+    let s = Sluice::start();
+    let mut via = s.conn();
+    let mut d = direct();
+    for set in [
+        "SET NAMES utf8mb4",
+        "SET NAMES latin1",
+        "SET NAMES utf8mb3",
+        "SET character_set_results = NULL",
+    ] {
+        for c in [&mut via, &mut d] {
+            c.query_drop(set).unwrap();
+        }
+        for sql in [
+            "SELECT * FROM information_schema.PROCESSLIST",
+            "SELECT * FROM information_schema.PROCESSLIST WHERE 0",
+        ] {
+            let ours = column_defs(&mut via, sql);
+            let theirs = column_defs(&mut d, sql);
+            assert_eq!(ours.len(), 18, "{set}; {sql}");
+            let names: Vec<&str> = theirs.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "ID",
+                    "USER",
+                    "HOST",
+                    "DB",
+                    "COMMAND",
+                    "TIME",
+                    "STATE",
+                    "INFO",
+                    "TIME_MS",
+                    "STAGE",
+                    "MAX_STAGE",
+                    "PROGRESS",
+                    "MEMORY_USED",
+                    "MAX_MEMORY_USED",
+                    "EXAMINED_ROWS",
+                    "QUERY_ID",
+                    "INFO_BINARY",
+                    "TID"
+                ]
+            );
+            for (o, t) in ours.iter().zip(&theirs) {
+                let what = format!("{set}; {sql}; {o:?} / {t:?}");
+                // Exactly the server's.
+                assert_eq!(
+                    (&o.name, &o.org_name, &o.table, o.charset, o.decimals),
+                    (&t.name, &t.org_name, &t.table, t.charset, t.decimals),
+                    "{what}"
+                );
+                assert_eq!(o.flags, t.flags & !NO_DEFAULT_VALUE, "{what}");
+                // What differs, as the README says: no schema and no original table (a
+                // derived table), no NO_DEFAULT_VALUE flag, STAGE and MAX_STAGE an INT, the
+                // display lengths of numbers and of INFO.
+                assert_eq!(
+                    (o.schema.as_str(), o.org_table.as_str()),
+                    ("", ""),
+                    "{what}"
+                );
+                assert_eq!(
+                    (t.schema.as_str(), t.org_table.as_str()),
+                    ("information_schema", "PROCESSLIST"),
+                    "{what}"
+                );
+                if t.name.ends_with("STAGE") {
+                    assert_eq!((o.ty, t.ty), (LONG, TINY), "{what}");
+                } else {
+                    assert_eq!(o.ty, t.ty, "{what}");
+                }
+                if t.ty == VAR_STRING || t.name == "INFO_BINARY" || t.decimals == 3 {
+                    assert_eq!(o.length, t.length, "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// `INFO` is the asker's statement as the server shows it (utf8mb3, a `?` for each byte it
+/// cannot show) and `INFO_BINARY` its bytes, whatever they are: quotes, backslashes, NUL,
+/// invalid UTF-8, multi-byte text, comment ends. Another client's schema with quotes in its
+/// name is listed as it is. Nothing breaks out of the literals sluice writes.
+#[test]
+fn information_schema_processlist_text_cannot_break_out_of_its_literals() {
+    let s = Sluice::start();
+    let mut d = direct();
+    let odd_db = "pl'q\"b\\k`é";
+    let quoted_db = format!("`{}`", odd_db.replace('`', "``"));
+    d.query_drop(format!("CREATE DATABASE IF NOT EXISTS {quoted_db}"))
+        .unwrap();
+    let mut other = s.conn_as("app", "app", None);
+    other.query_drop(format!("USE {quoted_db}")).unwrap();
+    let other_id = other.connection_id();
+    let mut via = s.conn();
+    let db: Option<String> = via
+        .query_first(format!(
+            "SELECT DB FROM information_schema.PROCESSLIST WHERE ID = {other_id}"
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(db.as_deref(), Some(odd_db));
+    // The same bytes to the server directly and through sluice: the same INFO.
+    let mut text = b"SELECT INFO, HEX(INFO_BINARY), COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() AND '".to_vec();
+    text.extend_from_slice(
+        b"a\\'b''c\"d\\\\e\x00f\xff\xfeg\xf0\x9f\x98\x80h\xc3\xa9i\xe2\x82*/;--j",
+    );
+    text.extend_from_slice(b"' <> '' -- ' DROP TABLE x");
+    let info = |port: u16| -> Vec<Option<Vec<u8>>> {
+        let mut c = RawClient::login(port);
+        let mut p = vec![3u8];
+        p.extend_from_slice(&text);
+        let packets = c.command(&p);
+        assert_eq!(packets[0], [3], "three columns: {packets:?}");
+        // Count, three definitions, one row, the closing OK.
+        assert_eq!(packets.len(), 6, "{packets:?}");
+        text_row(&packets[4])
+    };
+    let through = info(s.port);
+    let direct_port: u16 = common::mariadb_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let server = info(direct_port);
+    assert_eq!(through, server);
+    let hex: String = text.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(through[1].as_deref(), Some(hex.as_bytes()));
+    assert_eq!(through[2].as_deref(), Some(&b"1"[..]));
+    // Under ANSI_QUOTES and NO_BACKSLASH_ESCAPES, read as the server reads them.
+    via.query_drop("SET sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES'")
+        .unwrap();
+    let ids: Vec<u64> = via
+        .query(
+            "SELECT \"ID\" FROM \"information_schema\".\"PROCESSLIST\" WHERE \"ID\" = CONNECTION_ID() AND 'a\\' <> ''",
+        )
+        .unwrap();
+    assert_eq!(ids, vec![via.connection_id() as u64]);
+}
+
+/// A text row's values (NULL as `None`).
+fn text_row(row: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < row.len() {
+        if row[i] == 0xfb {
+            out.push(None);
+            i += 1;
+            continue;
+        }
+        let (len, n) = match row[i] {
+            0xfc => (u16::from_le_bytes([row[i + 1], row[i + 2]]) as usize, 3),
+            0xfd => (
+                u32::from_le_bytes([row[i + 1], row[i + 2], row[i + 3], 0]) as usize,
+                4,
+            ),
+            0xfe => panic!("8-byte length in a test row"),
+            l => (l as usize, 1),
+        };
+        out.push(Some(row[i + n..i + n + len].to_vec()));
+        i += n + len;
+    }
+    out
+}
+
+/// A statement whose listings would not fit in one statement is refused with an error (never
+/// a shorter list), and the session goes on.
+#[test]
+fn information_schema_processlist_too_large_to_list_is_an_error() {
+    let s = Sluice::start();
+    let mut c = s.conn();
+    // Each reference carries the asker's statement (INFO and INFO_BINARY, up to 64 KiB each,
+    // in hex): twenty of them are more than sluice puts in a statement.
+    let refs: Vec<String> = (0..20)
+        .map(|i| format!("information_schema.PROCESSLIST p{i}"))
+        .collect();
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE 0 AND '{}' <> ''",
+        refs.join(", "),
+        "x".repeat(65_000)
+    );
+    let e = c.query_drop(&sql).unwrap_err();
+    let (code, state, message) = server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!((code, state.as_str()), (1235, "42000"), "{message}");
+    assert!(
+        message.contains("information_schema.PROCESSLIST"),
+        "{message}"
+    );
+    let n: u64 = c
+        .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// `processlist = "server"` passes the statement through: the server's threads, under the
+/// backend account's name.
+#[test]
+fn information_schema_processlist_passes_through_when_configured() {
+    let users = common::dedicated_backend_user("plist_is_server");
+    let s = Sluice::with(
+        Config::default()
+            .top("processlist = \"server\"")
+            .users(&users),
+    );
+    let mut c = s.conn();
+    let sql = "SELECT ID, USER, HOST, DB, COMMAND, STATE, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE '%plist-is-pass%'";
+    let rows = is_rows(&mut c, sql);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1, "plist_is_server");
+    assert_eq!(rows[0].6.as_deref(), Some(sql));
+}

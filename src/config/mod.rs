@@ -39,7 +39,8 @@ pub enum PinOverflow {
     Wait,
 }
 
-/// Whose connections `SHOW [FULL] PROCESSLIST` lists on the client port.
+/// Whose connections `SHOW [FULL] PROCESSLIST`, COM_PROCESS_INFO and
+/// `information_schema.PROCESSLIST` list on the client port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Processlist {
@@ -112,8 +113,9 @@ pub struct Config {
     /// connections".
     #[serde(default)]
     pub max_client_connections: usize,
-    /// `SHOW [FULL] PROCESSLIST` on the client port: `sluice` (default: sluice's clients of
-    /// the same user) or `server` (passed through to the backend).
+    /// `SHOW [FULL] PROCESSLIST` and `information_schema.PROCESSLIST` on the client port:
+    /// `sluice` (default: sluice's clients of the same user) or `server` (passed through to
+    /// the backend).
     #[serde(default)]
     pub processlist: Processlist,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty = off.

@@ -158,7 +158,15 @@ pub(crate) async fn query(
     // A statement on the trackers runs after sluice sets the client's own (a statement of its
     // own on the backend), so the server no longer holds the session's history.
     let tracker_set = e.session_track;
+    let original = payload.clone();
     let payload = rewrite_history(sess, &e, payload, sess.lease.is_some() && !tracker_set);
+    // information_schema.PROCESSLIST reads sluice's listing (the statement as the client sent
+    // it is its own INFO).
+    let payload =
+        match super::processlist::information_schema(shard, sess, &original[1..], payload).await {
+            Ok(p) => p,
+            Err(r) => return reply_err(io, next, r).await,
+        };
     let need = Need {
         pin: PinReason::predicted(&e),
         read: routed_read(sess, &payload[1..], &e),

@@ -15,9 +15,16 @@
 //! (`starting` for the asker, as the server says while it runs `SHOW PROCESSLIST`).
 //!
 //! The server lists every thread to a user with the PROCESS privilege; sluice lists the same
-//! user's clients only (it does not know the user's privileges on the server).
-//! `information_schema.PROCESSLIST` is not rewritten: a `SELECT` from it reaches the server and
-//! lists the server's threads.
+//! user's clients only (it does not know the user's privileges on the server), in both listings.
+//!
+//! `information_schema.PROCESSLIST` shows the same listing: a statement that reads the table
+//! (where [`sql::info_schema`] finds it) reaches the server with the table replaced by a derived
+//! table of literal rows ([`derived_table`]), so the server itself evaluates the rest of the
+//! statement (WHERE, ORDER BY, GROUP BY, joins, COUNT, subqueries) over sluice's clients. A
+//! listing that would add more than [`MAX_LISTING_TEXT`] bytes to the statement is refused with
+//! an error (1235), never cut short. Prepared statements (COM_STMT_PREPARE) are not rewritten:
+//! their text is prepared once on a backend, and a listing frozen into it would be stale at the
+//! next execution; they read the server's table, like stored code and dynamic SQL.
 //!
 //! Like the server's, the statement sets `ROW_COUNT()` to -1 and leaves `FOUND_ROWS()` and the
 //! diagnostics area (`SHOW WARNINGS` after it still shows the previous statement's) as they were
@@ -29,7 +36,9 @@ use super::session::{fail, CmdResult, Flow, Session};
 use crate::bootstrap::ColumnTemplate;
 use crate::error::Reply;
 use crate::metrics::ClientRow;
+use crate::session::sql::{self, info_schema::Edit};
 use crate::shard::{Reply1, Shard};
+use bytes::Bytes;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -169,8 +178,25 @@ pub struct Asker<'a> {
     pub sql: Option<&'a [u8]>,
 }
 
-/// The rows (text protocol) for `asker` out of every client of sluice, in id order.
-pub fn rows(clients: &[ClientRow], asker: &Asker<'_>, full: bool) -> Vec<Vec<u8>> {
+/// What a listing shows of one client: the same in `SHOW PROCESSLIST` and
+/// `information_schema.PROCESSLIST`.
+struct Entry<'a> {
+    id: u32,
+    user: &'a str,
+    /// `ip:port`, the IP alone, or empty (not known).
+    host: String,
+    db: Option<&'a str>,
+    command: &'a [u8],
+    /// Seconds in its state: since its last command for a sleeping client, 0 for one being
+    /// served.
+    time: u64,
+    /// The asker itself.
+    me: bool,
+}
+
+/// The clients `asker` sees, in id order: those of its own user (the one rule of both
+/// listings).
+fn listing<'a>(clients: &'a [ClientRow], asker: &Asker<'a>) -> Vec<Entry<'a>> {
     let mut mine: Vec<&ClientRow> = clients
         .iter()
         .filter(|c| c.user == asker.user && !c.user.is_empty())
@@ -186,29 +212,47 @@ pub fn rows(clients: &[ClientRow], asker: &Asker<'_>, full: bool) -> Vec<Vec<u8>
                 (Some(ip), None) => ip.clone(),
                 (None, _) => String::new(),
             };
-            let info = asker.sql.filter(|_| me).map(|sql| {
-                if full {
-                    sql
-                } else {
-                    first_chars(sql, INFO_CHARS)
-                }
-            });
             let command = match (me, busy, &c.command) {
                 (true, ..) => asker.command.as_bytes(),
                 (false, true, Some(name)) => name.as_bytes(),
                 (false, true, None) => b"Query",
                 (false, false, _) => b"Sleep",
             };
-            let id = c.id.to_string();
-            let time = if busy { 0 } else { c.idle_s }.to_string();
+            Entry {
+                id: c.id,
+                user: &c.user,
+                host,
+                db: c.schema.as_deref(),
+                command,
+                time: if busy { 0 } else { c.idle_s },
+                me,
+            }
+        })
+        .collect()
+}
+
+/// The rows (text protocol) for `asker` out of every client of sluice, in id order.
+pub fn rows(clients: &[ClientRow], asker: &Asker<'_>, full: bool) -> Vec<Vec<u8>> {
+    listing(clients, asker)
+        .into_iter()
+        .map(|e| {
+            let info = asker.sql.filter(|_| e.me).map(|sql| {
+                if full {
+                    sql
+                } else {
+                    first_chars(sql, INFO_CHARS)
+                }
+            });
+            let id = e.id.to_string();
+            let time = e.time.to_string();
             let values: [Option<&[u8]>; 9] = [
                 Some(id.as_bytes()),
-                Some(c.user.as_bytes()),
-                Some(host.as_bytes()),
-                c.schema.as_deref().map(str::as_bytes),
-                Some(command),
+                Some(e.user.as_bytes()),
+                Some(e.host.as_bytes()),
+                e.db.map(str::as_bytes),
+                Some(e.command),
                 Some(time.as_bytes()),
-                Some(if me { &b"starting"[..] } else { b"" }),
+                Some(if e.me { &b"starting"[..] } else { b"" }),
                 info,
                 Some(b"0.000"),
             ];
@@ -341,6 +385,221 @@ pub(crate) async fn show(
         p.history.foreign.row_count = true;
     });
     Ok(Flow::Continue)
+}
+
+// ---- information_schema.PROCESSLIST ---------------------------------------------------------
+
+/// What the server keeps of a statement in `INFO` and `INFO_BINARY`: its first 65,535 bytes
+/// (`PROCESS_LIST_INFO_WIDTH`).
+const INFO_BYTES: usize = 65_535;
+
+/// The most text sluice adds to a statement for its listings (every reference together): half of
+/// MariaDB's default `max_allowed_packet` (16 MiB), so that the statement stays well under what
+/// the server takes. sluice does not know the server's own setting: a server configured below
+/// this refuses a large listing with its own error (1153).
+pub const MAX_LISTING_TEXT: usize = 4 << 20;
+
+/// The server's `STATE` of the thread reading the table.
+const READING_STATE: &[u8] = b"Filling schema table";
+
+/// `bytes` as the server shows a statement in `INFO` (a utf8mb3 column): every byte that does
+/// not start a well-formed utf8mb3 character of 1 to 3 bytes becomes `?` (so a 4-byte character
+/// becomes `????`, as MariaDB 10.11 shows it, whatever the client's character set).
+pub fn utf8mb3_lossy(bytes: &[u8]) -> Vec<u8> {
+    let cont = |i: usize| bytes.get(i).is_some_and(|b| b & 0xc0 == 0x80);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let len = match c {
+            0x00..=0x7f => 1,
+            0xc2..=0xdf if cont(i + 1) => 2,
+            0xe0..=0xef if cont(i + 1) && cont(i + 2) && (c != 0xe0 || bytes[i + 1] >= 0xa0) => 3,
+            _ => 0,
+        };
+        if len == 0 {
+            out.push(b'?');
+            i += 1;
+        } else {
+            out.extend_from_slice(&bytes[i..i + len]);
+            i += len;
+        }
+    }
+    out
+}
+
+/// Appends `introducer X'<hex of bytes>'`: a literal no byte of `bytes` can break out of.
+fn push_hex(out: &mut Vec<u8>, introducer: &[u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(introducer);
+    out.extend_from_slice(b"X'");
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
+    }
+    out.push(b'\'');
+}
+
+/// A utf8mb3 string literal of `bytes` (as the server would store them in its utf8mb3 column).
+fn push_text(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_hex(out, b"_utf8mb3 ", &utf8mb3_lossy(bytes));
+}
+
+/// The derived table that stands in for `information_schema.PROCESSLIST`: `asker`'s listing
+/// (the rows `SHOW PROCESSLIST` shows it) as literal rows, after an empty read of the server's
+/// table that gives the columns their names, types, lengths, character set and nullability
+/// (a `UNION` takes them from every part). Columns sluice has no notion of: `STAGE`,
+/// `MAX_STAGE`, `EXAMINED_ROWS` 0 and `PROGRESS` 0.000, as the server shows an idle connection;
+/// `MEMORY_USED`, `MAX_MEMORY_USED`, `QUERY_ID`, `TID` 0, which the server never shows (a
+/// client of sluice has no server memory, query id or thread of its own: 0 says "none", where
+/// a backend's values would be another connection's); `TIME_MS` is `TIME` in milliseconds
+/// (sluice counts whole seconds). `INFO` is the asker's own statement, NULL for the others (as in
+/// `SHOW PROCESSLIST`); `INFO_BINARY` the same bytes unconverted. Every string is a hex literal.
+pub fn derived_table(clients: &[ClientRow], asker: &Asker<'_>) -> Vec<u8> {
+    let entries = listing(clients, asker);
+    let mut out = Vec::with_capacity(64 + entries.len() * 192);
+    out.extend_from_slice(b"(SELECT * FROM information_schema.PROCESSLIST WHERE 0");
+    for e in entries {
+        out.extend_from_slice(b" UNION ALL SELECT ");
+        out.extend_from_slice(e.id.to_string().as_bytes());
+        out.push(b',');
+        push_text(&mut out, e.user.as_bytes());
+        out.push(b',');
+        push_text(&mut out, e.host.as_bytes());
+        out.push(b',');
+        match e.db {
+            Some(db) => push_text(&mut out, db.as_bytes()),
+            None => out.extend_from_slice(b"NULL"),
+        }
+        out.push(b',');
+        push_text(&mut out, e.command);
+        out.push(b',');
+        out.extend_from_slice(e.time.to_string().as_bytes());
+        out.push(b',');
+        let info = asker
+            .sql
+            .filter(|_| e.me)
+            .map(|sql| &sql[..sql.len().min(INFO_BYTES)]);
+        push_text(&mut out, if e.me { READING_STATE } else { b"" });
+        out.push(b',');
+        match info {
+            Some(sql) => push_text(&mut out, sql),
+            None => out.extend_from_slice(b"NULL"),
+        }
+        // TIME_MS, STAGE, MAX_STAGE, PROGRESS, MEMORY_USED, MAX_MEMORY_USED, EXAMINED_ROWS,
+        // QUERY_ID.
+        out.extend_from_slice(format!(",{}.000,0,0,0.000,0,0,0,0,", e.time * 1000).as_bytes());
+        match info {
+            Some(sql) => push_hex(&mut out, b"_binary ", sql),
+            None => out.extend_from_slice(b"NULL"),
+        }
+        // TID.
+        out.extend_from_slice(b",0");
+    }
+    out.push(b')');
+    out
+}
+
+/// Quotes `name` as an identifier (backquotes, doubled inside).
+fn quoted_ident(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    out.push(b'`');
+    for &b in name {
+        if b == b'`' {
+            out.push(b'`');
+        }
+        out.push(b);
+    }
+    out.push(b'`');
+    out
+}
+
+/// `sql` with every edit applied, `table` standing in for each table reference; `Err(bytes)`
+/// when the listings would add more than `limit` bytes.
+pub fn rewrite(sql: &[u8], edits: &[Edit], table: &[u8], limit: usize) -> Result<Vec<u8>, usize> {
+    let mut added = 0usize;
+    let mut out: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::with_capacity(edits.len());
+    for e in edits {
+        match e {
+            Edit::Table { at, alias } => {
+                let mut t = table.to_vec();
+                if let Some(a) = alias {
+                    t.extend_from_slice(b" AS ");
+                    t.extend_from_slice(&quoted_ident(a));
+                }
+                added += t.len();
+                out.push((at.clone(), t));
+            }
+            Edit::Qualifier { at } => out.push((at.clone(), Vec::new())),
+        }
+    }
+    if added > limit {
+        return Err(added);
+    }
+    Ok(sql::splice(sql, &out))
+}
+
+/// Is the server MariaDB (whose `information_schema.PROCESSLIST` has the columns sluice
+/// writes)? MySQL's has eight: its statements pass unchanged.
+fn is_mariadb(version: &[u8]) -> bool {
+    version
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"MariaDB"))
+}
+
+/// COM_QUERY `payload` (the text as it goes to the server: history reads may already be
+/// rewritten) with its references to `information_schema.PROCESSLIST` replaced by sluice's
+/// listing (unless `processlist = "server"`, or the text has none; see [`sql::info_schema`]).
+/// `original` is the client's own text, its `INFO`. `Err`: the answer for the client (a listing
+/// too large to send, or no thread to gather it).
+pub(crate) async fn information_schema(
+    shard: &Rc<Shard>,
+    sess: &Session,
+    original: &[u8],
+    payload: Bytes,
+) -> Result<Bytes, Reply> {
+    if shard.cfg().processlist != crate::config::Processlist::Sluice
+        || !is_mariadb(&shard.shared.server.version)
+    {
+        return Ok(payload);
+    }
+    let ctx = sql::Context {
+        modes: sess.modes(),
+        schema: sess.settings.schema.as_deref().map(str::as_bytes),
+        ..sql::Context::default()
+    };
+    let Some(text) = payload.get(1..) else {
+        return Ok(payload);
+    };
+    let edits = sql::info_schema::processlist_edits(text, &ctx);
+    if edits.is_empty() {
+        return Ok(payload);
+    }
+    let clients = every_client(shard).await?;
+    let asker = Asker {
+        id: sess.conn_id,
+        user: &sess.user.name,
+        command: "Query",
+        sql: Some(original),
+    };
+    let table = derived_table(&clients, &asker);
+    let rewritten = rewrite(text, &edits, &table, MAX_LISTING_TEXT).map_err(too_large)?;
+    let mut out = Vec::with_capacity(rewritten.len() + 1);
+    out.push(payload[0]);
+    out.extend_from_slice(&rewritten);
+    Ok(Bytes::from(out))
+}
+
+/// The answer when the listing does not fit in a statement: an error, never a shorter list
+/// that would pass for the whole.
+fn too_large(bytes: usize) -> Reply {
+    Reply::new(
+        1235,
+        b"42000",
+        format!(
+            "sluice: information_schema.PROCESSLIST would take {bytes} bytes of SQL here, more than sluice puts in one statement ({MAX_LISTING_TEXT}); use SHOW PROCESSLIST"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -579,5 +838,113 @@ mod tests {
         );
         assert_eq!(first_chars(b"abc", 100), b"abc");
         assert_eq!(first_chars(b"", 0), b"");
+    }
+
+    #[test]
+    fn info_is_converted_as_the_server_shows_it() {
+        // Measured on MariaDB 10.11 (INFO of the thread's own statement).
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"SELECT 1", b"SELECT 1"),
+            ("é".as_bytes(), "é".as_bytes()),
+            ("😀".as_bytes(), b"????"),
+            (b"a\xffb", b"a?b"),
+            (b"a\x00b", b"a\x00b"),
+            (b"\xed\xa0\x80", b"\xed\xa0\x80"),
+            (b"\xefb", b"?b"),
+            (b"\xe0\x80\x80", b"???"),
+            (b"\xc0\x80", b"??"),
+            (b"x\xc3", b"x?"),
+            (b"\xe9t\xe9", b"?t?"),
+        ];
+        for (from, want) in cases {
+            assert_eq!(utf8mb3_lossy(from), *want, "{from:?}");
+        }
+    }
+
+    fn asker<'a>(sql: &'a [u8]) -> Asker<'a> {
+        Asker {
+            id: 4,
+            user: "app",
+            command: "Query",
+            sql: Some(sql),
+        }
+    }
+
+    #[test]
+    fn the_derived_table_holds_the_same_listing_as_literal_rows() {
+        let clients = [
+            ClientRow {
+                schema: Some("app".into()),
+                ..client(9, "app", "parked", false)
+            },
+            client(5, "other", "parked", false),
+            client(4, "app", "active", true),
+        ];
+        let t = derived_table(&clients, &asker(b"SELECT 'x'"));
+        let want = "(SELECT * FROM information_schema.PROCESSLIST WHERE 0 \
+             UNION ALL SELECT 4,_utf8mb3 X'617070',_utf8mb3 X'3132372E302E302E313A34303034',NULL,\
+             _utf8mb3 X'5175657279',0,_utf8mb3 X'46696C6C696E6720736368656D61207461626C65',\
+             _utf8mb3 X'53454C45435420277827',0.000,0,0,0.000,0,0,0,0,_binary X'53454C45435420277827',0 \
+             UNION ALL SELECT 9,_utf8mb3 X'617070',_utf8mb3 X'3132372E302E302E313A34303039',\
+             _utf8mb3 X'617070',_utf8mb3 X'536C656570',7,_utf8mb3 X'',NULL,7000.000,0,0,0.000,0,0,0,0,NULL,0)";
+        assert_eq!(String::from_utf8(t).unwrap(), want);
+        // No client of the user (the asker's own row not gathered in time): the empty read.
+        let t = derived_table(&clients[1..2], &asker(b"x"));
+        assert_eq!(t, b"(SELECT * FROM information_schema.PROCESSLIST WHERE 0)");
+    }
+
+    #[test]
+    fn no_text_breaks_out_of_its_literal() {
+        // The asker's statement (INFO), another client's schema: quotes, backslashes, NUL,
+        // comment and statement ends, invalid UTF-8, multi-byte text.
+        let nasty: &[u8] = b"SELECT '\\'', \"\\\"\", `x``y` /* */ -- \n; DROP TABLE t; \x00 \xff\xfe \xe2\x82 \xf0\x9f\x98\x80 \xc3\xa9 */ #";
+        let clients = [
+            client(4, "app", "active", true),
+            ClientRow {
+                schema: Some(String::from_utf8_lossy(nasty).into_owned()),
+                ..client(6, "app", "parked", false)
+            },
+        ];
+        let t = derived_table(&clients, &asker(nasty));
+        for modes in [
+            sql::Modes::default(),
+            sql::Modes {
+                ansi_quotes: true,
+                no_backslash_escapes: true,
+            },
+        ] {
+            for l in sql::lex(&t, modes) {
+                match l.tok {
+                    // Every literal is hex digits.
+                    sql::Tok::Str(s) => assert!(s.iter().all(u8::is_ascii_hexdigit), "{s:?}"),
+                    sql::Tok::Word(_) | sql::Tok::Number(_) | sql::Tok::Punct(_) => {}
+                    other => panic!("{other:?} in {}", String::from_utf8_lossy(&t)),
+                }
+            }
+        }
+        assert!(t.is_ascii());
+        assert!(!t.windows(2).any(|w| w == b"*/" || w == b"--"));
+    }
+
+    #[test]
+    fn rewriting_applies_every_edit_or_refuses() {
+        let sql = b"SELECT information_schema.PROCESSLIST.ID FROM information_schema.PROCESSLIST, information_schema.PROCESSLIST p";
+        let ctx = sql::Context::default();
+        let edits = sql::info_schema::processlist_edits(sql, &ctx);
+        assert_eq!(
+            rewrite(sql, &edits, b"(T)", 100).unwrap(),
+            b"SELECT PROCESSLIST.ID FROM (T) AS `PROCESSLIST`, (T) p"
+        );
+        // Two listings of 3 bytes and ` AS `PROCESSLIST`` (17): 23 bytes added.
+        assert_eq!(rewrite(sql, &edits, b"(T)", 22), Err(23));
+        assert!(rewrite(sql, &edits, b"(T)", 23).is_ok());
+        let odd = sql::info_schema::Edit::Table {
+            at: 0..1,
+            alias: Some(b"a`b".to_vec()),
+        };
+        assert_eq!(
+            rewrite(b"x", &[odd], b"(T)", 100).unwrap(),
+            b"(T) AS `a``b`"
+        );
     }
 }

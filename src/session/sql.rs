@@ -16,6 +16,8 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
+pub mod info_schema;
+
 /// One lexical token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tok<'a> {
