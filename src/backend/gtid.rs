@@ -48,11 +48,45 @@ impl Pos {
     pub fn from_domains(domains: Vec<(u32, u64)>) -> Pos {
         Pos(domains)
     }
+
+    /// Raises each of this position's domains to `other`'s where `other` is ahead (a domain
+    /// only `other` has is added): what a server that reached both has reached.
+    pub fn merge(&mut self, other: &Pos) {
+        for &(d, n) in &other.0 {
+            match self.0.iter_mut().find(|(e, _)| *e == d) {
+                Some((_, m)) => *m = (*m).max(n),
+                None => self.0.push((d, n)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_merge_per_domain() {
+        let p = |s: &str| Pos::parse(s).unwrap();
+        // (known, reached, merged)
+        let cases = [
+            ("0-1-10", "0-1-12", "0-1-12"),
+            ("0-1-12", "0-1-10", "0-1-12"),
+            ("0-1-10", "1-3-5", "0-1-10,1-3-5"),
+            ("0-1-10,1-3-5", "1-3-9", "0-1-10,1-3-9"),
+            ("", "0-1-1", "0-1-1"),
+            ("0-1-4", "", "0-1-4"),
+        ];
+        for (known, reached, merged) in cases {
+            let mut k = p(known);
+            k.merge(&p(reached));
+            assert!(
+                k.covers(&p(merged)) && p(merged).covers(&k),
+                "{known} + {reached}"
+            );
+            assert!(k.covers(&p(reached)) && k.covers(&p(known)));
+        }
+    }
 
     #[test]
     fn positions_compare_per_domain() {

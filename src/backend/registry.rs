@@ -316,6 +316,23 @@ impl Backend {
         r.pos = Some(pos);
     }
 
+    /// This (read-only) backend answered a `MASTER_GTID_WAIT(reached)` with 0: it has applied
+    /// `reached`, which its known position now covers until the next probe reads a newer one.
+    /// A causal read for a write it covers then needs no wait (a session reading many times
+    /// after one write waits once, and so do sessions after writes older than the newest
+    /// awaited).
+    pub fn note_applied(&self, reached: &super::gtid::Pos) {
+        let mut r = self.repl.lock().expect("repl state");
+        if !r.history.is_empty() {
+            // A writable backend: its own commits are its position (the probe's).
+            return;
+        }
+        match &mut r.pos {
+            Some(p) => p.merge(reached),
+            None => r.pos = Some(reached.clone()),
+        }
+    }
+
     /// The position at the last probe.
     pub fn pos(&self) -> Option<super::gtid::Pos> {
         self.repl.lock().expect("repl state").pos.clone()

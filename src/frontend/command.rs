@@ -849,7 +849,7 @@ async fn checkout_read(
                 let r = lease.conn().query_value(&sql).await;
                 stats.causal_wait(started.elapsed());
                 match r {
-                    Ok(Some(v)) if v == "0" => {}
+                    Ok(Some(v)) if v == "0" => shard.backend(id).note_applied(w),
                     Ok(_) => {
                         // Not applied in time: the primary answers.
                         lease.release();
@@ -1147,6 +1147,13 @@ async fn forward_with(
             stats
                 .reads_to_replicas
                 .set(stats.reads_to_replicas.get() + 1);
+            // What it waited for (the session's last write: `global` reads are served by the
+            // primary) is applied there.
+            if sess.user.consistency == crate::config::Consistency::Session {
+                if let Some(p) = crate::backend::gtid::Pos::parse(&sess.history().last_gtid) {
+                    shard.backend(lease.get().backend).note_applied(&p);
+                }
+            }
         }
     }
     let retry = if obs.withheld_error.is_some() {
