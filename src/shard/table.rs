@@ -383,6 +383,26 @@ impl<S> Table<S> {
     }
 
     /// Every occupied slot's token.
+    /// Slots the table has room for now (used or free): the range [`Table::tokens_in`] takes.
+    pub fn slots(&self) -> usize {
+        self.chunks.len() * CHUNK
+    }
+
+    /// The tokens of the sessions in slots `range` (a slice of [`Table::slots`]).
+    pub fn tokens_in(&self, range: std::ops::Range<usize>) -> Vec<Token> {
+        let mut out = Vec::new();
+        for index in range.start..range.end.min(self.slots()) {
+            let s = &self.chunks[index / CHUNK][index % CHUNK];
+            if !matches!(s.state, SlotState::Free) {
+                out.push(Token {
+                    index: index as u32,
+                    gen: s.gen,
+                });
+            }
+        }
+        out
+    }
+
     pub fn tokens(&self) -> Vec<Token> {
         let mut out = Vec::with_capacity(self.used);
         for (ci, chunk) in self.chunks.iter().enumerate() {
@@ -423,6 +443,28 @@ mod tests {
             "FIFO reuse does not hand the same slot back at once"
         );
         assert_eq!(Token::from_u64(b.to_u64()), b);
+    }
+
+    #[test]
+    fn slices_of_the_table_cover_every_session_once() {
+        let mut t: Table<String> = Table::default();
+        let ctl = Rc::new(ActiveCtl::default());
+        let tokens: Vec<Token> = (0..5000).map(|i| t.insert(i, ctl.clone())).collect();
+        for tok in tokens.iter().step_by(3) {
+            t.remove(*tok);
+        }
+        let all = t.tokens();
+        assert_eq!(all.len(), t.len());
+        for of in [1u32, 3, 10] {
+            let slots = t.slots();
+            let at = |k: u32| slots * k as usize / of as usize;
+            let mut seen: Vec<Token> = (0..of)
+                .flat_map(|k| t.tokens_in(at(k)..at(k + 1)))
+                .collect();
+            seen.sort_by_key(|t| t.index);
+            assert_eq!(seen, all, "{of} slices");
+        }
+        assert!(t.tokens_in(t.slots()..t.slots() + 10).is_empty());
     }
 
     #[test]
