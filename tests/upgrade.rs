@@ -180,6 +180,16 @@ fn wait_adopted(s: &Sluice, n: usize) {
     });
 }
 
+/// A new client gets a connection id none of `ids` has (moved clients keep theirs).
+fn assert_fresh_id(s: &Sluice, ids: &[u64]) {
+    let mut fresh = s.conn();
+    let id: u64 = fresh
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(!ids.contains(&id), "id {id} handed out twice ({ids:?})");
+}
+
 fn upgrade(s: &Sluice) {
     // SAFETY: a signal to the sluice this test started.
     assert_eq!(unsafe { libc::kill(s.pid() as i32, libc::SIGUSR2) }, 0);
@@ -225,15 +235,8 @@ fn idle_clients_move_with_their_state() {
         Some("OK")
     );
     // New clients reach the successor, and get ids no moved client has.
-    let mut fresh = s.conn();
-    let id: u64 = fresh
-        .query_first("SELECT CONNECTION_ID()")
-        .unwrap()
-        .unwrap();
-    assert!(
-        clients.iter().all(|c| c.id != id),
-        "id {id} handed out twice"
-    );
+    let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
+    assert_fresh_id(&s, &ids);
     // systemd heard the old process name the successor its main process, and the successor
     // say it is ready.
     let mut seen = String::new();
@@ -248,7 +251,6 @@ fn idle_clients_move_with_their_state() {
         // READY=1 again after the switch (from the successor, once it adopted everyone).
         seen[at + main.len()..].contains("READY=1").then_some(())
     });
-    drop(fresh);
     drop(clients);
     drop(succ);
     let _ = std::fs::remove_dir_all(&dir);
@@ -790,12 +792,7 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
     }
     let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
     for _ in 0..4 {
-        let mut fresh = s.conn();
-        let id: u64 = fresh
-            .query_first("SELECT CONNECTION_ID()")
-            .unwrap()
-            .unwrap();
-        assert!(!ids.contains(&id), "id {id} handed out twice ({ids:?})");
+        assert_fresh_id(&s, &ids);
     }
     drop(second);
     drop(first);
@@ -874,15 +871,8 @@ fn workers_are_upgraded_one_at_a_time() {
     for c in clients.iter_mut() {
         check(c, "after the workers' upgrade");
     }
-    let mut fresh = s.conn();
-    let id: u64 = fresh
-        .query_first("SELECT CONNECTION_ID()")
-        .unwrap()
-        .unwrap();
-    assert!(
-        clients.iter().all(|c| c.id != id),
-        "id {id} handed out twice"
-    );
+    let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
+    assert_fresh_id(&s, &ids);
     // The supervisor stops its new workers as it stopped the old ones.
     assert!(s.terminate().success());
     for p in &new_pids {
