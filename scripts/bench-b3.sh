@@ -80,11 +80,7 @@ trap 'echo "bench-b3: terminated" >&2; exit 143' TERM
 
 ensure_mariadb
 ensure_sysbench
-if [ -z "${BIN_DIR:-}" ]; then
-  ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+release_bins
 SLUICE_BIN=$BIN_DIR/sluice
 if [ "$ALLOCS" = 1 ]; then
   # sluice with a counting allocator (src/alloc_count.rs), in a target directory of its own.

@@ -5,7 +5,8 @@
 # clients straight to MariaDB (max_connections 151: most cannot even connect).
 # Reports transactions/s, errors, upstream connections (sampled from MariaDB's processlist during
 # the run), the p99 queue wait and pinned sessions (from sluice's metrics).
-# Writes target/bench/b4.json and prints a table.
+# Writes target/bench/b4.json and prints a table. BIN_DIR: binaries to use instead of building
+# release ones.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -17,8 +18,8 @@ DURATION=${DURATION:-30}
 
 ensure_rust
 ensure_mariadb
-cargo build --release --quiet -p sluice -p sluice-load
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+release_bins
+BIN=$BIN_DIR
 mkdir -p target/bench
 WORK=$(mktemp -d /tmp/sluice-b4.XXXXXX)
 MARIADB_DIR="$WORK/mariadb"

@@ -55,11 +55,7 @@ trap 'echo "bench-million: interrupted" >&2; exit 130' INT
 trap 'echo "bench-million: terminated" >&2; exit 143' TERM
 
 ensure_mariadb
-if [ -z "${BIN_DIR:-}" ]; then
-  ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+release_bins
 
 # Bigger accept queues (the defaults overflowed at 500k connections under CPU contention) and
 # enough system-wide files for N client sockets plus N proxy sockets.

@@ -115,11 +115,7 @@ machine_load > "$WORK/load-before.txt"
 
 ensure_mariadb
 ensure_sysbench
-if [ -z "${BIN_DIR:-}" ]; then
-  ensure_rust
-  cargo build --release --quiet -p sluice -p sluice-load --bins
-  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+release_bins
 for b in sluice sluice-causal; do
   [ -x "$BIN_DIR/$b" ] || { log "no $BIN_DIR/$b"; exit 1; }
 done

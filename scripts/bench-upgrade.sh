@@ -31,10 +31,7 @@ log() { echo "bench-upgrade: $*" >&2; }
 
 ensure_rust
 ensure_mariadb
-if [ -z "${BIN_DIR:-}" ]; then
-  cargo build --release -q -p sluice -p sluice-load
-  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+release_bins
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d /tmp/sluice-bench-upgrade.XXXXXX)
 DB="$WORK/db"

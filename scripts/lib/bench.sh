@@ -200,3 +200,14 @@ plot() {
   [ -n "${PLOT_NOTE:-}" ] && note=(--note "$PLOT_NOTE")
   "$bin" "$kind" "$@" -o "$out" "${note[@]}" || echo "bench: sluice-plot $kind failed; no picture" >&2
 }
+
+# release_bins: unless BIN_DIR names the binaries to use, builds sluice's and the load
+# generator's release binaries and points BIN_DIR where cargo put them (CARGO_TARGET_DIR
+# respected, so a run uses what it just built). Needs ROOT and scripts/lib/deps.sh.
+release_bins() {
+  if [ -z "${BIN_DIR:-}" ]; then
+    ensure_rust
+    cargo build --release --quiet -p sluice -p sluice-load --bins
+    BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
+  fi
+}
