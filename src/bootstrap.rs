@@ -108,6 +108,13 @@ const FALLBACK_SOURCE: &str = "defaults";
 pub const BACKEND_COLLATION: u8 = 45;
 
 impl ServerInfo {
+    /// Is the server MariaDB (its version says so), rather than MySQL?
+    pub fn is_mariadb(&self) -> bool {
+        self.version
+            .windows(7)
+            .any(|w| w.eq_ignore_ascii_case(b"MariaDB"))
+    }
+
     /// What sluice presents when no backend answered at start.
     pub fn fallback() -> ServerInfo {
         let mut collations = HashMap::new();

@@ -751,17 +751,10 @@ fn shutdown_wait_for_clients(workers: usize, by_signal: bool) {
 /// needs, or over a Unix socket, is refused with the file's reason.
 #[test]
 fn a_backend_added_on_the_console_speaks_tls() {
-    use common::{make_certs, PrivateMariaDb};
+    use common::PrivateMariaDb;
     use mysql::prelude::Queryable;
     let dir = std::env::temp_dir().join(format!("sluice-console-certs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = make_certs(&dir);
-    let db = PrivateMariaDb::start(&format!(
-        "--ssl-ca={} --ssl-cert={} --ssl-key={} --require-secure-transport=ON",
-        ca.display(),
-        cert.display(),
-        key.display()
-    ));
+    let (db, ca) = PrivateMariaDb::start_tls(&dir, "--require-secure-transport=ON");
     let (s, port) = with_console(1);
     let plain = mariadb_addr();
     let tls_addr = db.addr();

@@ -181,14 +181,7 @@ fn caching_sha2_full_authentication_over_tls_then_the_fast_path() {
 #[test]
 fn backend_tls_with_ca_verification() {
     let dir = std::env::temp_dir().join(format!("sluice-backend-certs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = make_certs(&dir);
-    let db = PrivateMariaDb::start(&format!(
-        "--ssl-ca={} --ssl-cert={} --ssl-key={}",
-        ca.display(),
-        cert.display(),
-        key.display()
-    ));
+    let (db, ca) = PrivateMariaDb::start_tls(&dir, "");
     let tls = |ca: &std::path::Path| {
         Config::default().backends(vec![]).top("").pool(&format!(
             "mode = \"transaction\"\nsize = 4\nqueue_timeout_ms = 3000\nconnect_timeout_ms = 3000\n\n[[backends]]\naddress = \"{}\"\n[backends.tls]\nca = \"{}\"\nserver_name = \"localhost\"\n",

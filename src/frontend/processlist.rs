@@ -539,14 +539,6 @@ pub fn rewrite(sql: &[u8], edits: &[Edit], table: &[u8], limit: usize) -> Result
     Ok(sql::splice(sql, &out))
 }
 
-/// Is the server MariaDB (whose `information_schema.PROCESSLIST` has the columns sluice
-/// writes)? MySQL's has eight: its statements pass unchanged.
-fn is_mariadb(version: &[u8]) -> bool {
-    version
-        .windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"MariaDB"))
-}
-
 /// COM_QUERY `payload` (the text as it goes to the server: history reads may already be
 /// rewritten) with its references to `information_schema.PROCESSLIST` replaced by sluice's
 /// listing (unless `processlist = "server"`, or the text has none; see [`sql::info_schema`]).
@@ -559,7 +551,8 @@ pub(crate) async fn information_schema(
     payload: Bytes,
 ) -> Result<Bytes, Reply> {
     if shard.cfg().processlist != crate::config::Processlist::Sluice
-        || !is_mariadb(&shard.shared.server.version)
+        // (MySQL's table has eight columns, not the ones sluice writes: it passes unchanged.)
+        || !shard.shared.server.is_mariadb()
     {
         return Ok(payload);
     }

@@ -213,12 +213,7 @@ impl Shard {
                 glommio::spawn_local(session::release_soft(self.clone(), lease)).detach();
             }
         }
-        let silent = self
-            .shared
-            .server
-            .version
-            .windows(7)
-            .any(|w| w == b"MariaDB");
+        let silent = self.shared.server.is_mariadb();
         for t in drained {
             let ctl = Rc::new(ActiveCtl::default());
             let Some(sess) = self.table.borrow_mut().unpark(t, ctl.clone()) else {

@@ -776,6 +776,20 @@ pub struct PrivateMariaDb {
 }
 
 impl PrivateMariaDb {
+    /// A server with TLS from a CA of the test's own, made in `dir` (with `extra_args`); and
+    /// the CA's PEM file, which verifies it for the name `localhost`.
+    pub fn start_tls(dir: &std::path::Path, extra_args: &str) -> (PrivateMariaDb, PathBuf) {
+        std::fs::create_dir_all(dir).unwrap();
+        let (ca, cert, key) = make_certs(dir);
+        let db = PrivateMariaDb::start(&format!(
+            "--ssl-ca={} --ssl-cert={} --ssl-key={} {extra_args}",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ));
+        (db, ca)
+    }
+
     pub fn start(extra_args: &str) -> PrivateMariaDb {
         let dir = tmpdir("mariadb");
         let out = Command::new("bash")
