@@ -12,7 +12,7 @@
 #     at disconnect), provoked errors, pinning session state (user variables, temporary tables,
 #     SQL PREPARE, transactions), KILL by SQL and by the admin console, dropped sockets;
 #   - reloads: the console's RELOAD at 1/4 and 3/4 of the run, SIGHUP at 1/2;
-#   - an upgrade in place at 5/8 (SIGUSR2: the binary at the same path takes the clients over;
+#   - an upgrade in place at SOAK_UPGRADE_AT of the run (5/8 by default; SIGUSR2: the binary at the same path takes the clients over;
 #     the old process stops): from then on the successor is the one sampled and judged.
 # Every SOAK_SAMPLE_SECONDS (default 5) sluice's RSS and open descriptors go to
 # OUT/samples.csv. At the end the churn stops, the clients leave, idle pooled connections
@@ -29,7 +29,9 @@
 #
 # Environment: SOAK_MINUTES (30), SOAK_SAMPLE_SECONDS (5), SOAK_PROFILE (release; "dev" reuses
 # a debug build), SOAK_OUT (target/soak), SOAK_IDLE (idle clients, 500), SOAK_RATE (selects/s,
-# 200), SOAK_STORM (storm loops, 4, at SOAK_STORM_RATE connects/s in all, 40).
+# 200), SOAK_STORM (storm loops, 4, at SOAK_STORM_RATE connects/s in all, 40), SOAK_UPGRADE_AT
+# (the fraction of the run at which the upgrade happens, 0.625: a long run that judges RSS wants it
+# early, e.g. 0.1, so the successor it judges runs for most of the time).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -159,7 +161,7 @@ CHURN_PIDS+=($!)
 CHURN_PIDS+=($!)
 
 reload1=$((SECONDS_TOTAL / 4)); reload2=$((SECONDS_TOTAL / 2)); reload3=$((SECONDS_TOTAL * 3 / 4))
-upgrade_at=$((SECONDS_TOTAL * 5 / 8))
+upgrade_at=$(python3 -c "print(int($SECONDS_TOTAL * float('${SOAK_UPGRADE_AT:-0.625}')))")
 done1='' done2='' done3='' upgraded=''
 PHASE=churn
 # upgrade: SIGUSR2 to sluice; waits (60 s at most) for the successor named in the log to take
