@@ -349,6 +349,10 @@ pub struct BackendConn {
     /// ROW_COUNT() and the like are that session's); 0: nobody's. Every command of sluice's own
     /// (the methods below) clears it.
     pub history_owner: u32,
+    /// A statement of this session (client connection id) that may have switched schemas failed
+    /// here: the server may hold a schema report back until its next report
+    /// (`session::schema_report`). Not carried across an upgrade.
+    pub schema_mark: Option<u32>,
     /// The transaction state its tracker last reported (8 characters).
     pub trx_state: Box<[u8]>,
     /// Warnings of the last of sluice's own commands (a replayed SET may raise some).
@@ -400,6 +404,13 @@ pub struct Parts {
 }
 
 impl BackendConn {
+    /// A command of sluice's own starts: what the connection holds of a session's statement
+    /// (its history values, a schema report it may hold back) is nobody's any more.
+    fn own_command(&mut self) {
+        self.history_owner = 0;
+        self.schema_mark = None;
+    }
+
     /// May this connection move to another process now? Plaintext (a TLS session's keys and
     /// sequence numbers live in this process's rustls object), no query sent ahead, nothing in
     /// its read buffer, and nothing unread from the server in the kernel either (a peek).
@@ -480,6 +491,7 @@ impl BackendConn {
             out: Vec::new(),
             scratch: Vec::new(),
             history_owner: p.history_owner,
+            schema_mark: None,
             trx_state: p.trx_state,
             last_warnings: p.last_warnings,
             created: now.checked_sub(p.age).unwrap_or(now),
@@ -542,6 +554,7 @@ impl BackendConn {
             out: Vec::new(),
             scratch: Vec::new(),
             history_owner: 0,
+            schema_mark: None,
             trx_state: Box::from(&b"________"[..]),
             last_warnings: 0,
             created: Instant::now(),
@@ -695,7 +708,7 @@ impl BackendConn {
     /// Reads the response to a command sent earlier and expects OK (any result sets are
     /// discarded).
     pub async fn finish_ok(&mut self, kind: ResponseKind) -> BResult<(u16, Vec<u8>)> {
-        self.history_owner = 0;
+        self.own_command();
         self.last_warnings = 0;
         let mut t = ResponseTracker::new(kind, self.deprecate_eof());
         let mut result = Ok((self.status, Vec::new()));
@@ -756,7 +769,7 @@ impl BackendConn {
         set: Option<&str>,
         set_option: Option<u16>,
     ) -> BResult<Applied> {
-        self.history_owner = 0;
+        self.own_command();
         let mut out = Vec::with_capacity(256);
         if let Some(db) = schema {
             let mut p = vec![com::INIT_DB];
@@ -841,7 +854,7 @@ impl BackendConn {
         &mut self,
         sql: &str,
     ) -> BResult<(Vec<Vec<Option<String>>>, Option<u16>)> {
-        self.history_owner = 0;
+        self.own_command();
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
@@ -853,7 +866,7 @@ impl BackendConn {
     /// [`BackendConn::read_ahead`]. A connection with an answer still unread never goes back
     /// to a pool (`Lease::release` closes it).
     pub async fn send_ahead(&mut self, sql: &str) -> BResult<()> {
-        self.history_owner = 0;
+        self.own_command();
         let mut p = Vec::with_capacity(sql.len() + 1);
         crate::codec::command::encode_query(&mut p, sql.as_bytes());
         self.write_packet(0, &p).await?;
@@ -1002,7 +1015,7 @@ impl BackendConn {
         spec: &ConnectSpec,
         fresh: Rc<Settings>,
     ) -> BResult<()> {
-        self.history_owner = 0;
+        self.own_command();
         let params = LoginParams {
             user: spec.user.clone(),
             password: spec.password.clone(),
@@ -1121,7 +1134,7 @@ impl BackendConn {
 
     /// Prepares `sql` for sluice's own use (the response is read and dropped); returns its id.
     pub async fn prepare_quiet(&mut self, sql: &[u8]) -> BResult<u32> {
-        self.history_owner = 0;
+        self.own_command();
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(com::STMT_PREPARE);
         p.extend_from_slice(sql);

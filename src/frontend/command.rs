@@ -8,18 +8,19 @@
 
 use super::answer::{self, Column};
 use super::client::ClientIo;
-use super::relay::{relay, Failure, Observed, RelayCtx};
+use super::relay::{relay, Failure, Observed, RelayCtx, SchemaCtx};
 use super::session::{fail, reply_err, reply_ok, routines, CmdResult, Flow, Session};
 use crate::backend::conn::{BackendError, ENABLE_TRACKERS};
 use crate::backend::pool::Lease;
-use crate::codec::caps::{mariadb_cap, status};
-use crate::codec::command::{set_option, ResponseKind};
+use crate::codec::caps::{cap, mariadb_cap, status};
+use crate::codec::command::{com, set_option, ResponseKind};
 use crate::codec::packets::SessionChange;
 use crate::config::{PinOverflow, PoolMode};
 use crate::error::{code, Error, Reply};
 use crate::session::effects::{self, Diag, Facts, Foreign, History, Known, Response};
 use crate::session::pins::{PinReason, Pins, Reported};
-use crate::session::sql::{self, Effects, Hist, Intercept};
+use crate::session::schema_report::Turn;
+use crate::session::sql::{self, Effects, Hist, Intercept, Kind};
 use crate::session::state::{self, Settings, VarClass};
 use crate::session::trackers::{self, EofHint, Trackers};
 use crate::shard::table::{ActiveCtl, KillKind};
@@ -1132,6 +1133,7 @@ async fn forward_with(
         prepare_id: None,
         effects,
         own_trackers,
+        schema_turn: None,
         withhold_error: on_replica
             .then_some(crate::session::route::replica_may_lack as fn(u16) -> bool),
     };
@@ -1227,6 +1229,9 @@ pub(crate) struct RunWith<'a> {
     pub effects: Option<&'a Effects>,
     /// The backend runs the client's own trackers for this command.
     pub own_trackers: bool,
+    /// What the command may do to the schema tracker, when not judged from a text command's SQL
+    /// (an execute: see `session::schema_report`).
+    pub schema_turn: Option<crate::session::schema_report::Turn>,
 }
 
 /// Relays one command on `lease` (which the caller keeps).
@@ -1268,7 +1273,35 @@ pub(crate) async fn run_on(
         eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),
         withhold_error: with.withhold_error,
     };
-    let r = relay(io, lease.conn(), payload, kind, &ctx).await;
+    // The schema report of a client that tracks its schema (`session::schema_report`).
+    let settings = sess.settings.clone();
+    let before = settings.schema.as_deref().unwrap_or("").as_bytes();
+    let turn = match payload.first() {
+        Some(&com::QUERY) => with.schema_turn,
+        Some(&com::INIT_DB) => Some(Turn {
+            may_switch: true,
+            likely: false,
+        }),
+        _ => Some(with.schema_turn.unwrap_or_default()),
+    };
+    let follows_schema = sess.caps & cap::SESSION_TRACK != 0 && !with.own_trackers;
+    let schema = follows_schema.then(|| {
+        let mine = lease.get().schema_mark == Some(sess.conn_id);
+        let mut held = sess.past().schema_report;
+        held.start(mine);
+        SchemaCtx {
+            held,
+            mine,
+            before,
+            turn,
+            text: payload.get(1..).unwrap_or_default(),
+            modes: sess.modes(),
+            opaque: with.effects.is_some_and(|e| {
+                e.opaque || e.stored_function || e.statements > 1 || e.kind == Kind::Routine
+            }),
+        }
+    });
+    let r = relay(io, lease.conn(), payload, kind, &ctx, schema).await;
     ctl.end_run();
     // A KILL QUERY aimed at this statement may still be on its way to the server: the backend
     // stays with this session until it landed, so it can never reach another client's statement
@@ -1280,6 +1313,28 @@ pub(crate) async fn run_on(
     let obs = r?;
     if let Some(st) = obs.status {
         sess.status = st;
+    }
+    if obs.reported {
+        lease.conn().schema_mark = None;
+    }
+    if let Some(mut held) = obs.schema {
+        if obs.error.is_some() {
+            let turn = turn.unwrap_or_else(|| {
+                Turn::of_text(
+                    payload.get(1..).unwrap_or_default(),
+                    sess.modes(),
+                    before,
+                    with.effects.is_some_and(|e| e.opaque || e.stored_function),
+                )
+            });
+            if turn.may_switch {
+                held.failed(true, turn.likely);
+                lease.conn().schema_mark = Some(sess.conn_id);
+            }
+        }
+        if held != sess.past().schema_report {
+            sess.update_past(|p| p.schema_report = held);
+        }
     }
     Ok(obs)
 }

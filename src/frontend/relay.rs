@@ -22,6 +22,7 @@ use crate::codec::frame::{put_header, FrameHeader, HEADER_LEN, MAX_FRAME};
 use crate::codec::packets::{OkPacket, SessionChange, EOF, OK};
 use crate::codec::response::{ResponseTracker, Role};
 use crate::error::{Error, Reply};
+use crate::session::schema_report::{self, Action, Entry, Held, Turn};
 use crate::session::trackers::TrxInfo;
 use std::time::Duration;
 
@@ -73,6 +74,10 @@ pub struct Observed {
     /// long the wait took. When it had not, the command's answer was read and dropped: nothing
     /// was sent to the client.
     pub causal: Option<(bool, Duration)>,
+    /// The backend reported session state (which flushes any schema report it held back).
+    pub reported: bool,
+    /// The session's schema report after the command (see [`SchemaCtx`]).
+    pub schema: Option<Held>,
 }
 
 /// How relaying failed.
@@ -126,12 +131,40 @@ pub struct RelayCtx<'a> {
     pub withhold_error: Option<fn(u16) -> bool>,
 }
 
+/// What the relay needs to follow the schema report of a client that tracks its schema: what
+/// the backend may flush, or the client's own connection would be holding
+/// (`session::schema_report`).
+pub struct SchemaCtx<'a> {
+    pub held: Held,
+    /// The backend connection carries this session's mark.
+    pub mine: bool,
+    /// The session's schema before the command.
+    pub before: &'a [u8],
+    /// What the command may do to the schema tracker; `None`: judged from `text` when needed.
+    pub turn: Option<Turn>,
+    /// A text command's SQL, how to read it, and whether its analysis found code sluice cannot
+    /// see into.
+    pub text: &'a [u8],
+    pub modes: crate::session::sql::Modes,
+    pub opaque: bool,
+}
+
+impl SchemaCtx<'_> {
+    pub fn turn(&mut self) -> Turn {
+        *self
+            .turn
+            .get_or_insert_with(|| Turn::of_text(self.text, self.modes, self.before, self.opaque))
+    }
+}
+
 const FLUSH_AT: usize = 64 << 10;
 
 struct Relay<'a, 'b> {
     io: &'a mut ClientIo,
     be: &'a mut BackendConn,
     ctx: &'a RelayCtx<'b>,
+    /// The session's schema report as the response goes.
+    schema: Option<SchemaCtx<'b>>,
     /// Next sequence id the client expects.
     next_client_seq: u8,
     /// Part of a frame has been sent to the client: no packet may be inserted now.
@@ -293,6 +326,7 @@ impl Relay<'_, '_> {
             self.forward_whole(h);
             return Ok(());
         }
+        self.obs.reported = true;
         // A statement that changes the client's trackers is reported under the new ones.
         for c in ok.session_changes() {
             if let Ok(SessionChange::SystemVariable { name, value }) = c {
@@ -340,6 +374,31 @@ impl Relay<'_, '_> {
             {
                 filtered = Some(b);
             }
+        }
+        // The schema report the backend flushes, or the client's connection would.
+        if let (true, true, Some(sc)) = (tracking, current.schema, self.schema.as_mut()) {
+            let block = filtered.as_deref().unwrap_or(ok.session_state);
+            let found = schema_report::find(block).map_err(broken)?;
+            let entry = match &found {
+                None => Entry::None,
+                Some((_, v)) if *v == sc.before => Entry::Same,
+                Some(_) => Entry::Changed,
+            };
+            let rest = block.len() > found.as_ref().map_or(0, |(at, _)| at.len());
+            let explained = entry == Entry::Same && sc.turn().may_switch;
+            match (sc.held.report(sc.mine, explained, entry, rest), found) {
+                (Action::Drop, Some((at, _))) => {
+                    let mut b = block.to_vec();
+                    b.drain(at);
+                    filtered = Some(b);
+                }
+                (Action::Add, _) => {
+                    filtered = Some(schema_report::insert(block, sc.before).map_err(broken)?)
+                }
+                _ => {}
+            }
+            // A report flushes the connection: the session's mark, if any, is resolved.
+            sc.mine = false;
         }
         let Some(filtered) = filtered else {
             self.forward_whole(h);
@@ -614,12 +673,13 @@ impl Relay<'_, '_> {
 }
 
 /// Sends `payload` (a whole command) to the backend and relays the response to the client.
-pub async fn relay(
+pub async fn relay<'a>(
     io: &mut ClientIo,
     be: &mut BackendConn,
     payload: &[u8],
     kind: ResponseKind,
-    ctx: &RelayCtx<'_>,
+    ctx: &RelayCtx<'a>,
+    schema: Option<SchemaCtx<'a>>,
 ) -> Result<Observed, Failure> {
     let mut r = Relay {
         io,
@@ -628,8 +688,11 @@ pub async fn relay(
         next_client_seq: ctx.first_seq,
         mid_frame: false,
         obs: Observed::default(),
+        schema,
     };
-    match r.run(payload, kind).await {
+    let ended = r.run(payload, kind).await;
+    r.obs.schema = r.schema.as_ref().map(|s| s.held);
+    match ended {
         Ok(()) => Ok(r.obs),
         Err(error) => {
             let next_seq = (!r.mid_frame).then_some(r.next_client_seq);

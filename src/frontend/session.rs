@@ -79,6 +79,9 @@ pub struct Past {
     /// read there by value, as the `SET` that makes them on its next backend (see
     /// [`crate::session::uservars`]); taken by that backend's checkout.
     pub moved_vars: Option<Box<str>>,
+    /// The schema report the client's own connection would be holding back
+    /// ([`crate::session::schema_report`]; followed for clients that track their schema).
+    pub schema_report: crate::session::schema_report::Held,
 }
 
 /// Everything a client is between commands.

@@ -368,7 +368,14 @@ pub(crate) async fn execute(
             }
             Err(Error::Refused(r)) => {
                 // The server refused to prepare it here (a table dropped since, …): that is the
-                // execute's answer.
+                // execute's answer. The client's own connection would have switched to the
+                // schema it was prepared in and failed there: it holds that schema report back
+                // (`session::schema_report`; sluice's switch back reported it to sluice).
+                if sess.caps & crate::codec::caps::cap::SESSION_TRACK != 0
+                    && stmt.settings.schema != sess.settings.schema
+                {
+                    sess.update_past(|p| p.schema_report.pending = true);
+                }
                 let obs = super::relay::Observed {
                     error: Some(r.code),
                     ..Default::default()
@@ -415,6 +422,12 @@ pub(crate) async fn execute(
             RunWith {
                 effects: Some(&effects),
                 withhold_error: on_replica.then_some(replica_may_lack as fn(u16) -> bool),
+                // Run in the schema it was prepared in, it switches there and back when the
+                // session has moved on to another.
+                schema_turn: Some(crate::session::schema_report::Turn {
+                    may_switch: true,
+                    likely: stmt.settings.schema != sess.settings.schema,
+                }),
                 ..RunWith::default()
             },
         )

@@ -4,6 +4,7 @@
 pub mod effects;
 pub mod pins;
 pub mod route;
+pub mod schema_report;
 pub mod sql;
 pub mod state;
 pub mod stmts;
