@@ -8,7 +8,7 @@ use crate::codec::command::{com, ChangeUser, ResponseKind};
 use crate::codec::frame::{encode_packet, scan_packet, take_packet, FrameHeader, Scan};
 use crate::codec::handshake::Handshake;
 use crate::codec::login::{Login, LoginParams, LoginStep, BASE_CAPABILITIES};
-use crate::codec::packets::{ErrPacket, OkPacket};
+use crate::codec::packets::{ErrPacket, OkPacket, SessionChange};
 use crate::codec::response::{ResponseTracker, Role};
 use crate::session::state::Settings;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -353,8 +353,12 @@ pub struct BackendConn {
     /// here: the server may hold a schema report back until its next report
     /// (`session::schema_report`). Not carried across an upgrade.
     pub schema_mark: Option<u32>,
-    /// The transaction state its tracker last reported (8 characters).
+    /// The transaction state its tracker last reported (8 characters), sluice's own
+    /// statements' reports included.
     pub trx_state: Box<[u8]>,
+    /// The transaction state the client holding it has heard (or would have, had it tracked
+    /// it): without the flags sluice's own statements added (`trackers::client_trx_state`).
+    pub trx_client: Box<[u8]>,
     /// Warnings of the last of sluice's own commands (a replayed SET may raise some).
     pub last_warnings: u16,
     pub created: Instant,
@@ -409,6 +413,23 @@ impl BackendConn {
     fn own_command(&mut self) {
         self.history_owner = 0;
         self.schema_mark = None;
+    }
+
+    /// The OK or terminator of one of sluice's own statements: its status, and the transaction
+    /// state it reports (a result set or a read of a system variable inside the client's
+    /// transaction adds flags the client must not hear of: see `trackers::client_trx_state`).
+    fn note_end(&mut self, st: u16, p: &[u8]) {
+        self.status = st;
+        if st & status::SESSION_STATE_CHANGED == 0 || !self.deprecate_eof() {
+            return;
+        }
+        if let Ok(ok) = OkPacket::decode(p, self.caps) {
+            for c in ok.session_changes().flatten() {
+                if let SessionChange::TransactionState(s) = c {
+                    self.trx_state = s.into();
+                }
+            }
+        }
     }
 
     /// May this connection move to another process now? Plaintext (a TLS session's keys and
@@ -492,6 +513,7 @@ impl BackendConn {
             scratch: Vec::new(),
             history_owner: p.history_owner,
             schema_mark: None,
+            trx_client: p.trx_state.clone(),
             trx_state: p.trx_state,
             last_warnings: p.last_warnings,
             created: now.checked_sub(p.age).unwrap_or(now),
@@ -556,6 +578,7 @@ impl BackendConn {
             history_owner: 0,
             schema_mark: None,
             trx_state: Box::from(&b"________"[..]),
+            trx_client: Box::from(&b"________"[..]),
             last_warnings: 0,
             created: Instant::now(),
             last_used: Instant::now(),
@@ -726,7 +749,7 @@ impl BackendConn {
                     result = result.map(|(_, s)| (st, s));
                 }
                 Role::Ok { status: st, .. } => {
-                    self.status = st;
+                    self.note_end(st, &p);
                     let ok = OkPacket::decode(&p, self.caps).map_err(|e| broken("OK", e))?;
                     self.last_warnings = ok.warnings;
                     if let Ok((_, state)) = &mut result {
@@ -734,7 +757,7 @@ impl BackendConn {
                     }
                     result = result.map(|(_, s)| (st, s));
                 }
-                Role::RowsEnd { status: st, .. } => self.status = st,
+                Role::RowsEnd { status: st, .. } => self.note_end(st, &p),
                 Role::Err => {
                     let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
                     result = Err(BackendError::Server {
@@ -896,7 +919,9 @@ impl BackendConn {
                 .on_packet(p.len(), &p)
                 .map_err(|e| broken("response", e))?
             {
-                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
+                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => {
+                    self.note_end(st, &p)
+                }
                 _ => {}
             }
         }
@@ -934,7 +959,9 @@ impl BackendConn {
                     }
                     rows.push(values);
                 }
-                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => self.status = st,
+                Role::RowsEnd { status: st, .. } | Role::Ok { status: st, .. } => {
+                    self.note_end(st, &p)
+                }
                 Role::Err => {
                     let e = ErrPacket::decode(&p).map_err(|e| broken("ERR", e))?;
                     err = Some(BackendError::Server {

@@ -165,6 +165,9 @@ struct Relay<'a, 'b> {
     ctx: &'a RelayCtx<'b>,
     /// The session's schema report as the response goes.
     schema: Option<SchemaCtx<'b>>,
+    /// The transaction state the client's connection reports with the packet at hand, when it
+    /// may differ from the backend's (`trackers::client_trx_state`).
+    trx_view: Option<Box<[u8]>>,
     /// Next sequence id the client expects.
     next_client_seq: u8,
     /// Part of a frame has been sent to the client: no packet may be inserted now.
@@ -282,6 +285,11 @@ impl Relay<'_, '_> {
                 match c {
                     SessionChange::StateChange(true) => self.obs.state_changed = true,
                     SessionChange::TransactionState(s) => {
+                        self.trx_view = Some(crate::session::trackers::client_trx_state(
+                            &self.be.trx_client,
+                            &self.be.trx_state,
+                            s,
+                        ));
                         self.be.trx_state = s.into();
                         self.obs.trx_state = Some(s.to_vec())
                     }
@@ -298,6 +306,19 @@ impl Relay<'_, '_> {
                     _ => {}
                 }
             }
+        }
+        // A result set sent inside a transaction: the client's connection says so (sluice's
+        // backend may have said it already, for a statement of sluice's own).
+        if self.obs.result_set && ok.status & status::IN_TRANS != 0 {
+            use crate::session::trackers::{TRX_RESULT_SET, TRX_STATE_LEN};
+            let mut v = self
+                .trx_view
+                .take()
+                .unwrap_or_else(|| self.be.trx_client.clone());
+            if v.len() == TRX_STATE_LEN && v[0] != b'_' {
+                v[TRX_RESULT_SET] = b'S';
+            }
+            self.trx_view = Some(v);
         }
         // Only the status and counters are needed past this point.
         Ok(OkPacket {
@@ -322,11 +343,28 @@ impl Relay<'_, '_> {
             )
         };
         let ok = OkPacket::decode(payload, self.be.caps).map_err(broken)?;
-        if ok.session_state.is_empty() && ok.status & status::SESSION_STATE_CHANGED == 0 {
+        let tracking = self.ctx.client_caps & cap::SESSION_TRACK != 0;
+        let current = self.obs.trackers.as_ref().unwrap_or(self.ctx.trackers);
+        // The transaction state the client's connection reports now, if it reports one.
+        let trx = match self.trx_view.take() {
+            Some(view) if view != self.be.trx_client => {
+                self.be.trx_client = view.clone();
+                Some(view)
+            }
+            Some(_) => Some(Box::default()),
+            None => None,
+        };
+        let trx = trx.filter(|_| tracking && current.trx != TrxInfo::Off);
+        if ok.session_state.is_empty()
+            && ok.status & status::SESSION_STATE_CHANGED == 0
+            && trx.as_ref().is_none_or(|v| v.is_empty())
+        {
             self.forward_whole(h);
             return Ok(());
         }
-        self.obs.reported = true;
+        if ok.status & status::SESSION_STATE_CHANGED != 0 {
+            self.obs.reported = true;
+        }
         // A statement that changes the client's trackers is reported under the new ones.
         for c in ok.session_changes() {
             if let Ok(SessionChange::SystemVariable { name, value }) = c {
@@ -342,7 +380,6 @@ impl Relay<'_, '_> {
                 }
             }
         }
-        let tracking = self.ctx.client_caps & cap::SESSION_TRACK != 0;
         let current = self.obs.trackers.as_ref().unwrap_or(self.ctx.trackers);
         let mut filtered = if tracking {
             current.filter(ok.session_state).map_err(broken)?
@@ -361,7 +398,7 @@ impl Relay<'_, '_> {
             let state: &[u8] = if self.be.status & status::IN_TRANS == 0 {
                 b"________"
             } else {
-                &self.be.trx_state
+                &self.be.trx_client
             };
             crate::session::trackers::encode_trx_state(&mut block, state);
             filtered = Some(block);
@@ -399,6 +436,20 @@ impl Relay<'_, '_> {
             }
             // A report flushes the connection: the session's mark, if any, is resolved.
             sc.mine = false;
+        }
+        // The transaction state as the client's connection reports it: without what sluice's
+        // own statements added, and not at all when that leaves it unchanged (empty `trx`).
+        if let Some(view) = trx {
+            let block = filtered.as_deref().unwrap_or(ok.session_state);
+            let at = crate::session::trackers::find_trx_state(block).map_err(broken)?;
+            let mut b = block.to_vec();
+            if let Some(at) = at {
+                b.drain(at);
+            }
+            if !view.is_empty() {
+                crate::session::trackers::encode_trx_state(&mut b, &view);
+            }
+            filtered = Some(b);
         }
         let Some(filtered) = filtered else {
             self.forward_whole(h);
@@ -689,6 +740,7 @@ pub async fn relay<'a>(
         mid_frame: false,
         obs: Observed::default(),
         schema,
+        trx_view: None,
     };
     let ended = r.run(payload, kind).await;
     r.obs.schema = r.schema.as_ref().map(|s| s.held);

@@ -250,6 +250,50 @@ impl Trackers {
     }
 }
 
+/// The transaction state a client's own connection would report, given what it heard last
+/// (`client`), what the backend reported before (`backend`, sluice's own statements included)
+/// and what it reports now. Inside a transaction the state only gains flags, and sluice's own
+/// statements there (a SELECT of history values, of the trackers, of a collation) add some the
+/// client's connection would not have (`S`: a result set was sent; `s`: an unsafe statement,
+/// such as a read of a system variable): a flag is the client's when this report is the first
+/// to show it. Outside a transaction (or on a malformed state) the report stands.
+pub fn client_trx_state(client: &[u8], backend: &[u8], reported: &[u8]) -> Box<[u8]> {
+    let well_formed = |s: &[u8]| s.len() == TRX_STATE_LEN;
+    if !(well_formed(client) && well_formed(backend) && well_formed(reported))
+        || reported[0] == b'_'
+    {
+        return reported.into();
+    }
+    reported
+        .iter()
+        .zip(backend)
+        .zip(client)
+        .map(|((&r, &b), &c)| match (r, b == r) {
+            (b'_', _) => b'_',
+            (_, true) => c,
+            (_, false) => r,
+        })
+        .collect()
+}
+
+/// The transaction state's length, and where its "result set sent" flag is.
+pub const TRX_STATE_LEN: usize = 8;
+pub const TRX_RESULT_SET: usize = 6;
+
+/// Where a block's transaction-state entry is.
+pub fn find_trx_state(block: &[u8]) -> Result<Option<std::ops::Range<usize>>> {
+    let mut r = Reader::new(block);
+    while !r.is_empty() {
+        let start = block.len() - r.clone().rest().len();
+        let ty = r.u8("session state type")?;
+        r.lenenc_bytes("session state data")?;
+        if ty == session_track::TRANSACTION_STATE {
+            return Ok(Some(start..block.len() - r.clone().rest().len()));
+        }
+    }
+    Ok(None)
+}
+
 /// Appends a transaction-state entry (the 8-character state, e.g. `________`).
 pub fn encode_trx_state(out: &mut Vec<u8>, state: &[u8]) {
     let mut data = Vec::with_capacity(state.len() + 1);
@@ -296,6 +340,36 @@ pub fn encode_var(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clients_transaction_state_lacks_what_sluices_statements_added() {
+        // (the client's last, the backend's last, reported now) => the client's now
+        let cases: [(&[u8], &[u8], &[u8], &[u8]); 8] = [
+            // sluice's SELECT added s and S; the client's INSERT adds W.
+            (b"T_______", b"T____sS_", b"T___WsS_", b"T___W___"),
+            // The client's own SELECT showed S first: it is the client's.
+            (b"T_______", b"T_______", b"T_____S_", b"T_____S_"),
+            (b"T_____S_", b"T____sS_", b"T_r__sS_", b"T_r___S_"),
+            // The transaction ends: blank, whatever was heard.
+            (b"T___W___", b"T___WsS_", b"________", b"________"),
+            // A new one starts (ROLLBACK AND CHAIN, BEGIN after COMMIT).
+            (b"________", b"________", b"T_______", b"T_______"),
+            (b"I_______", b"I____sS_", b"T____sS_", b"T_______"),
+            // Malformed: the report stands.
+            (b"T_______", b"T____sS_", b"T___W", b"T___W"),
+            (b"", b"T____sS_", b"T___WsS_", b"T___WsS_"),
+        ];
+        for (client, backend, reported, want) in cases {
+            assert_eq!(
+                &*client_trx_state(client, backend, reported),
+                want,
+                "{:?} {:?} {:?}",
+                String::from_utf8_lossy(client),
+                String::from_utf8_lossy(backend),
+                String::from_utf8_lossy(reported)
+            );
+        }
+    }
 
     #[test]
     fn a_classic_eof_keeps_the_state_flag_only_for_what_the_client_follows() {
