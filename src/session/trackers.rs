@@ -344,7 +344,8 @@ mod tests {
     #[test]
     fn the_clients_transaction_state_lacks_what_sluices_statements_added() {
         // (the client's last, the backend's last, reported now) => the client's now
-        let cases: [(&[u8], &[u8], &[u8], &[u8]); 8] = [
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+        let cases: [Case; 8] = [
             // sluice's SELECT added s and S; the client's INSERT adds W.
             (b"T_______", b"T____sS_", b"T___WsS_", b"T___W___"),
             // The client's own SELECT showed S first: it is the client's.
