@@ -49,7 +49,9 @@ pub struct Shared {
     pub db_users_initial: Vec<(u32, crate::bootstrap::DbUser)>,
     /// Pinned sessions per pool (see [`Shared::pool_index`]) in this process: the pin budget is
     /// a process-wide count, while connection slots are per shard and move by messages. Grows
-    /// as backends and users are added.
+    /// as backends and users are added. With worker processes the host budget counts pins
+    /// instead, host-wide (see [`crate::backend::budget::pins`]); this count serves a pool it
+    /// has no entry for.
     pinned: std::sync::Mutex<std::collections::HashMap<usize, Arc<AtomicUsize>>>,
     /// Failed logins per address and the secret keying unknown users' answers: shared by every
     /// shard, and by every worker process of the instance (see [`crate::auth::guard`]).

@@ -42,6 +42,8 @@ struct Regions {
     board: RawFd,
     /// The pool budget ([`crate::backend::budget`]).
     budget: RawFd,
+    /// The pin budget's counts ([`crate::backend::budget::pins`]).
+    pins: RawFd,
 }
 
 fn spawn_worker(
@@ -56,6 +58,7 @@ fn spawn_worker(
         guard,
         board,
         budget,
+        pins,
     } = regions;
     // The path this process started from: after a package replaced the file, /proc/self/exe
     // names it "(deleted)".
@@ -76,6 +79,7 @@ fn spawn_worker(
         .arg("--health-board-fd")
         .arg(board.to_string())
         .env(crate::backend::budget::FD_ENV, budget.to_string())
+        .env(crate::backend::budget::pins::PIN_FD_ENV, pins.to_string())
         // Only the supervisor (systemd's main pid) notifies; it speaks for the workers.
         .env_remove(crate::notify::ENV)
         .spawn()
@@ -94,13 +98,15 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
     // The one view of backend health: worker 0 probes, the others follow.
     let (_board, board_fd) = crate::backend::board::Board::create_shared()
         .map_err(|e| format!("shared health board: {e}"))?;
-    // `pool.size` as one budget for all workers: the slots each holds (crate::backend::budget).
-    let (budget_region, budget_fd) = crate::backend::budget::HostBudget::create_shared(n)
+    // `pool.size` and `pool.pin_budget` as budgets for all workers: the slots and pins each
+    // holds (crate::backend::budget).
+    let (budget_region, budget_fds) = crate::backend::budget::HostBudget::create_shared(n)
         .map_err(|e| format!("shared pool budget: {e}"))?;
     let regions = Regions {
         guard: guard_fd.as_raw_fd(),
         board: board_fd.as_raw_fd(),
-        budget: budget_fd.as_raw_fd(),
+        budget: budget_fds.slots.as_raw_fd(),
+        pins: budget_fds.pins.as_raw_fd(),
     };
     let sigset = crate::server::block_signals();
     let mut workers = Vec::with_capacity(n);
@@ -203,8 +209,13 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
         if budget_swept.elapsed() >= Duration::from_secs(1) {
             // Leases of processes gone without this supervisor reaping them (crate::backend::budget).
             budget_swept = Instant::now();
-            for (pid, slots) in budget_region.sweep_dead() {
-                info!(pid, slots, "pool budget: a gone process's lease is free");
+            for (pid, freed) in budget_region.sweep_dead() {
+                info!(
+                    pid,
+                    slots = freed.slots,
+                    pins = freed.pins,
+                    "pool budget: a gone process's lease is free"
+                );
             }
         }
         // upgrade: a ready successor becomes the worker; its predecessor retires.
@@ -245,14 +256,16 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<(), String> {
             };
             let pid = child.id();
             w.child = None;
-            // Its sockets closed with it: the slots it held are free for the others.
+            // Its sockets closed with it: the slots it held are free for the others, and so are
+            // its clients' pins.
             let freed = budget_region.release_pid(pid);
-            if freed > 0 {
+            if freed.slots > 0 || freed.pins > 0 {
                 info!(
                     worker = i,
                     pid,
-                    slots = freed,
-                    "pool budget: a gone worker's slots are free"
+                    slots = freed.slots,
+                    pins = freed.pins,
+                    "pool budget: a gone worker's slots and pins are free"
                 );
             }
             if stopping.is_some() {

@@ -1,6 +1,8 @@
 //! One upstream budget per host (`workers = N`): `pool.size` bounds a pool's connections over
 //! every worker process; a worker with all the load gets the whole pool, gives it back when
-//! another worker needs a slot, and a worker killed outright leaves no slot behind.
+//! another worker needs a slot, and a worker killed outright leaves no slot behind. The same for
+//! `pool.pin_budget`: a worker whose clients pin may pin the whole budget, the host never more,
+//! and a killed worker's pins are free again.
 
 mod common;
 
@@ -31,6 +33,16 @@ fn config(account: &str, size: usize, queue_timeout_ms: u64, mport: u16) -> Conf
         .users(&users)
 }
 
+/// [`config`] with a pin budget of `pins` and `pin_overflow` ("error" or "wait").
+fn pin_config(account: &str, pins: usize, overflow: &str, mport: u16) -> Config {
+    let c = config(account, 4, 10_000, mport);
+    let pool = format!(
+        "{}\npin_budget = {pins}\npin_overflow = \"{overflow}\"",
+        c.pool
+    );
+    c.pool(&pool)
+}
+
 /// [`config`] with a pool of 4, started.
 fn two_workers(account: &str, queue_timeout_ms: u64) -> (Sluice, u16) {
     let mport = free_port();
@@ -56,6 +68,18 @@ fn clients_on(s: &Sluice, want: [usize; 2]) -> [Vec<mysql::Conn>; 2] {
         "SO_REUSEPORT never gave {want:?}: {:?}",
         got.map(|v| v.len())
     );
+}
+
+/// The pid of worker `w` of `s` (found by its command line).
+fn worker_pid(s: &Sluice, w: u32) -> u32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmd.contains(&format!("{w}/2/{}", s.pid()))
+        })
+        .unwrap_or_else(|| panic!("worker {w}'s process"))
 }
 
 /// Watches the server's connections for `account` until dropped; `peak()` is the most seen.
@@ -226,14 +250,7 @@ fn a_killed_workers_slots_come_back() {
         4.0,
         "{text}"
     );
-    let victim = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            cmd.contains(&format!("1/2/{}", s.pid()))
-        })
-        .expect("worker 1's process");
+    let victim = worker_pid(&s, 1);
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     drop(w1);
     // The kernel closed its connections; the server ends their threads as it reads the close.
@@ -264,7 +281,11 @@ fn a_killed_workers_slots_come_back() {
         "the server saw {} connections of a pool of 4",
         watch.peak()
     );
-    assert!(s.log_text().contains("slots are free"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("slots and pins are free"),
+        "{}",
+        s.log_text()
+    );
 }
 
 /// `pool.size` reloaded with worker processes: a smaller budget is given back as its
@@ -431,4 +452,147 @@ fn many_clients_on_both_workers_share_four_connections() {
         "the server saw {} connections of a pool of 4",
         watch.peak()
     );
+}
+
+/// Sessions pinned per worker, from the metrics (every pool, every shard).
+fn pinned_on(mport: u16) -> [f64; 2] {
+    let text = scrape(mport);
+    [0, 1].map(|w| {
+        common::metric_sum(
+            &text,
+            "sluice_pool_pinned_sessions{",
+            &[&format!("worker=\"{w}\"")],
+        )
+    })
+}
+
+/// Pins the session (a user variable pins in transaction mode); the error if it was refused.
+fn pin(c: &mut mysql::Conn) -> Result<(), (u16, String)> {
+    c.query_drop("SET @pinned = 1").map_err(|e| {
+        let (code, _, msg) = server_error(&e).unwrap_or_else(|| panic!("{e}"));
+        (code, msg)
+    })
+}
+
+/// The pin budget is one budget per host: with 2 workers and a pin budget of 2, a worker whose
+/// clients pin gets both (before, each worker had 1); a third pin anywhere on the host is
+/// refused with a message counting the host's pins; a pin that ends frees its unit for the
+/// other worker.
+#[test]
+fn one_worker_may_pin_the_whole_pin_budget_and_the_host_no_more() {
+    let account = "budget7";
+    let mport = free_port();
+    let s = Sluice::with(pin_config(account, 2, "error", mport));
+    let [mut w0, mut w1] = clients_on(&s, [3, 1]);
+    for (i, c) in w0.iter_mut().take(2).enumerate() {
+        pin(c).unwrap_or_else(|e| panic!("pin {i} on worker 0: {e:?}"));
+    }
+    assert_eq!(pinned_on(mport), [2.0, 0.0]);
+    // The host's budget is used up: a third pin is refused on either worker.
+    for c in [&mut w0[2], &mut w1[0]] {
+        let (code, msg) = pin(c).expect_err("a third pin on a host budget of 2");
+        assert_eq!(code, 9003, "{msg}");
+        assert!(msg.contains("and 2 sessions already are"), "{msg}");
+    }
+    assert_eq!(pinned_on(mport), [2.0, 0.0]);
+    // A pin ends on worker 0 (the session is reset): worker 1 may pin now.
+    w0[0].reset().unwrap();
+    wait_for("worker 0's pin to end", Duration::from_secs(5), || {
+        (pinned_on(mport) == [1.0, 0.0]).then_some(())
+    });
+    pin(&mut w1[0]).expect("the unit worker 0 gave back");
+    let v: i64 = w1[0].query_first("SELECT @pinned").unwrap().unwrap();
+    assert_eq!(v, 1, "its variable lives on its pinned backend");
+    assert_eq!(pinned_on(mport), [1.0, 1.0]);
+    let (code, _) = pin(&mut w0[0]).expect_err("the budget is used up again");
+    assert_eq!(code, 9003);
+    let text = scrape(mport);
+    let refused: f64 = (0..2)
+        .map(|w| {
+            metric(
+                &text,
+                &format!("sluice_pin_refusals_total{{worker=\"{w}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(refused, 3.0, "{text}");
+}
+
+/// `pin_overflow = "wait"` across workers: a pin on worker 1 waits while worker 0's sessions
+/// hold the whole pin budget, and goes through as soon as one of them ends.
+#[test]
+fn a_pin_waits_for_a_unit_another_worker_gives_back() {
+    let account = "budget8";
+    let mport = free_port();
+    let s = Sluice::with(pin_config(account, 2, "wait", mport));
+    let [mut w0, mut w1] = clients_on(&s, [2, 1]);
+    for c in &mut w0 {
+        pin(c).unwrap();
+    }
+    let mut waiter = w1.remove(0);
+    let h = std::thread::spawn(move || {
+        let r = pin(&mut waiter);
+        (r, waiter)
+    });
+    wait_for(
+        "worker 1's pin to wait for the budget",
+        Duration::from_secs(10),
+        || (metric(&scrape(mport), "sluice_clients_active{worker=\"1\"}") == 1.0).then_some(()),
+    );
+    assert!(!h.is_finished(), "worker 1 pinned over the host's budget");
+    assert_eq!(pinned_on(mport), [2.0, 0.0]);
+    let ended = Instant::now();
+    w0[1].reset().unwrap();
+    let (r, _waiter) = h.join().unwrap();
+    r.expect("the pin waited for a unit, it was not refused");
+    assert!(
+        ended.elapsed() < Duration::from_secs(2),
+        "worker 1 pinned {:?} after worker 0's pin ended",
+        ended.elapsed()
+    );
+    assert_eq!(pinned_on(mport), [1.0, 1.0]);
+}
+
+/// A worker killed while its sessions hold the whole pin budget leaves no pin behind: the
+/// supervisor frees them with its slots, and the other worker may pin the whole budget.
+#[test]
+fn a_killed_workers_pins_come_back() {
+    let account = "budget9";
+    let mport = free_port();
+    let s = Sluice::with(pin_config(account, 2, "error", mport));
+    let [mut w0, mut w1] = clients_on(&s, [2, 2]);
+    for c in &mut w1 {
+        pin(c).unwrap();
+    }
+    let (code, msg) = pin(&mut w0[0]).expect_err("worker 1 holds the host's pins");
+    assert_eq!(code, 9003, "{msg}");
+    let victim = worker_pid(&s, 1);
+    // SAFETY: kill(2) on a process of the test's own sluice.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    drop(w1);
+    wait_for(
+        "the supervisor to free the killed worker's pins",
+        Duration::from_secs(10),
+        || {
+            // The log's fields may be coloured: keep the text between escape sequences.
+            let text = s.log_text();
+            let plain: String = text
+                .split('\x1b')
+                .map(|part| part.split_once('m').map_or(part, |(_, rest)| rest))
+                .collect();
+            plain
+                .lines()
+                .any(|l| l.contains("slots and pins are free") && l.contains("pins=2"))
+                .then_some(())
+        },
+    );
+    for (i, c) in w0.iter_mut().enumerate() {
+        pin(c).unwrap_or_else(|e| panic!("pin {i} on worker 0 after worker 1 died: {e:?}"));
+    }
+    wait_for("worker 1 to be back", Duration::from_secs(10), || {
+        let text = scrape(mport);
+        text.contains("sluice_pool_pinned_sessions{worker=\"1\"")
+            .then_some(())
+    });
+    assert_eq!(pinned_on(mport), [2.0, 0.0]);
 }

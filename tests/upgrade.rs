@@ -576,8 +576,8 @@ fn workers_move_sessions_with_their_backend_within_the_host_budget() {
         Config::default()
             .top("workers = 2\nshards = 1")
             .users(&users)
-            // (The pin budget is split between the workers: 3 each, for the 3 pinned sessions
-            // wherever they land.)
+            // (The pin budget is one for the host: 6 covers the 3 pinned sessions wherever
+            // they land, counted in both processes for the moment a session is handed over.)
             .pool("mode = \"transaction\"\nsize = 6\npin_budget = 6\nqueue_timeout_ms = 3000\n"),
     );
     let mut d = common::direct();

@@ -70,8 +70,8 @@ pub struct Pool {
     waiters: RefCell<VecDeque<Rc<Waiter>>>,
     /// Sessions pinned to connections of this pool on this shard (for metrics).
     pinned: Cell<usize>,
-    /// The pin budget is process-wide: a counter shared by every shard's slice of this pool.
-    pin_budget: Option<(Arc<AtomicUsize>, usize)>,
+    /// Where this pool's pins count against `pool.pin_budget` (`None`: nowhere, tests).
+    pin_budget: Option<PinCount>,
     /// Asks another shard to lend this pool a slot (set by the shard; see [`Pool::lend`]).
     starved: RefCell<Option<Box<dyn Fn()>>>,
     /// Shards that lent this pool the slots above its own share, most recent last.
@@ -96,6 +96,18 @@ pub struct Pool {
     yielding: Cell<bool>,
     /// Connections closing to give their slot to the host budget.
     giving: Cell<usize>,
+}
+
+/// Where a pool's pins are counted (see [`super::budget::pins::scope`]).
+pub enum PinCount {
+    /// By this process: a counter shared by every shard's slice of this pool.
+    Process {
+        count: Arc<AtomicUsize>,
+        limit: usize,
+    },
+    /// By every worker process of the host, under this process's lease in the host budget
+    /// (the pool's [`super::budget::Link`]).
+    Host { limit: usize },
 }
 
 /// A checkout that queues asks another shard for a slot at once and again after each such
@@ -251,9 +263,17 @@ impl Pool {
         }
     }
 
-    /// Shares the process-wide pin budget `(counter, limit)`.
-    pub fn set_pin_budget(&mut self, counter: Arc<AtomicUsize>, limit: usize) {
-        self.pin_budget = Some((counter, limit));
+    /// Says where this pool's pins count. [`PinCount::Host`] needs the pool's link to a host
+    /// budget that counts pins (see [`Pool::host_counts_pins`]); without one, its pins are
+    /// counted nowhere.
+    pub fn set_pin_budget(&mut self, count: PinCount) {
+        self.pin_budget = Some(count);
+    }
+
+    /// Can this pool's pins be counted host-wide (it has an entry in a host budget with the
+    /// pin region)?
+    pub fn host_counts_pins(&self) -> bool {
+        self.host.as_ref().is_some_and(|l| l.counts_pins())
     }
 
     /// Links the pool to its backend's shared state (see `backend_ref`).
@@ -298,23 +318,26 @@ impl Pool {
         self.pinned.get()
     }
 
-    /// Sessions pinned to this pool's connections in the whole process (what the budget counts).
-    pub fn pinned_in_process(&self) -> usize {
-        match &self.pin_budget {
-            Some((n, _)) => n.load(Ordering::Acquire),
-            None => self.pinned.get(),
+    /// Sessions pinned to this pool's connections as the pin budget counts them: in the whole
+    /// process, or on the whole host when the worker processes count pins together.
+    pub fn pinned_counted(&self) -> usize {
+        match (&self.pin_budget, &self.host) {
+            (Some(PinCount::Process { count, .. }), _) => count.load(Ordering::Acquire),
+            (Some(PinCount::Host { .. }), Some(l)) => l.pinned(),
+            _ => self.pinned.get(),
         }
     }
 
     /// Takes a unit of the pin budget if one is free.
     pub fn pin_try_acquire(&self) -> bool {
-        let ok = match &self.pin_budget {
-            Some((n, limit)) => n
+        let ok = match (&self.pin_budget, &self.host) {
+            (Some(PinCount::Process { count, limit }), _) => count
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
                     (c < *limit).then_some(c + 1)
                 })
                 .is_ok(),
-            None => true,
+            (Some(PinCount::Host { limit }), Some(l)) => l.pin_take(*limit),
+            _ => true,
         };
         if ok {
             self.pinned.set(self.pinned.get() + 1);
@@ -324,22 +347,31 @@ impl Pool {
 
     /// Counts a pin the server reported and sluice could not refuse (over budget or not).
     pub fn pin_force(&self) {
-        if let Some((n, _)) = &self.pin_budget {
-            n.fetch_add(1, Ordering::AcqRel);
+        match (&self.pin_budget, &self.host) {
+            (Some(PinCount::Process { count, .. }), _) => {
+                count.fetch_add(1, Ordering::AcqRel);
+            }
+            (Some(PinCount::Host { .. }), Some(l)) => l.pin_force(),
+            _ => {}
         }
         self.pinned.set(self.pinned.get() + 1);
     }
 
     pub fn pin_release(&self) {
-        if let Some((n, _)) = &self.pin_budget {
-            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        match (&self.pin_budget, &self.host) {
+            (Some(PinCount::Process { count, .. }), _) => {
+                let _ =
+                    count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+            }
+            (Some(PinCount::Host { .. }), Some(l)) => l.pin_give(),
+            _ => {}
         }
         self.pinned.set(self.pinned.get().saturating_sub(1));
     }
 
     /// Waits until a unit of the pin budget is free and takes it; `false` at the deadline. The
-    /// budget is shared with other shards, whose releases this shard cannot be woken by, so the
-    /// wait re-checks every 10 ms.
+    /// budget is shared with other shards (and worker processes), whose releases this shard
+    /// cannot be woken by, so the wait re-checks every 10 ms.
     pub async fn pin_wait(&self, deadline: Instant) -> bool {
         loop {
             if self.pin_try_acquire() {

@@ -196,8 +196,8 @@ pub struct PoolConfig {
     /// connection is closed; 0 = wait as long as the statement runs.
     #[serde(default)]
     pub query_timeout_ms: u64,
-    /// Sessions that may be pinned to a backend at once, per backend and user (across shards);
-    /// 0 = half of `size`.
+    /// Sessions that may be pinned to a backend at once, per backend and user (across shards and
+    /// worker processes); 0 = half of `size`.
     #[serde(default)]
     pub pin_budget: usize,
     /// "error" (refuse the statement that would pin) or "wait" (wait for a pinned session to

@@ -524,7 +524,7 @@ pub(crate) async fn reserve_pin(
         format!(
             "sluice: this statement would pin the session to its backend ({}), and {} sessions already are (pool.pin_budget); retry later or avoid session state",
             reason.name(),
-            pool.pinned_in_process()
+            pool.pinned_counted()
         ),
     )))
 }

@@ -6,13 +6,15 @@
 //!
 //! Owns the shard's `backends`, `backends_seen` and `pools`. A new pool gets this shard's share
 //! of `pool.size` (resized when a reload changes it), its place in the host budget (worker
-//! processes), its pin budget, and the starved hook that asks other shards to lend it a slot
-//! ([`super::lend`]).
+//! processes), its pin budget (host-wide with worker processes, see
+//! [`crate::backend::budget::pins`]), and the starved hook that asks other shards to lend it a
+//! slot ([`super::lend`]).
 
 use super::lend;
 use super::Shard;
+use crate::backend::budget::pins::Scope;
 use crate::backend::conn::ConnectSpec;
-use crate::backend::pool::Pool;
+use crate::backend::pool::{PinCount, Pool};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,10 +213,21 @@ impl Shard {
         {
             pool.set_host(link);
         }
-        pool.set_pin_budget(
-            shared.pin_counter(index),
-            shared.worker_share(cfg.pool.pin_budget()),
+        // The pin budget: host-wide when the host budget counts this pool's pins, else this
+        // process's (all of it in a single process, 1/N with workers).
+        let scope = crate::backend::budget::pins::scope(
+            cfg.pool.pin_budget(),
+            shared.workers as usize,
+            shared.worker as usize,
+            pool.host_counts_pins(),
         );
+        pool.set_pin_budget(match scope {
+            Scope::Host { limit } => PinCount::Host { limit },
+            Scope::Process { limit } => PinCount::Process {
+                count: shared.pin_counter(index),
+                limit,
+            },
+        });
         let link = shared.clone();
         let id = self.id;
         pool.set_starved_hook(Box::new(move || lend::request_slot(&link, id, index)));

@@ -48,13 +48,19 @@
 //! lending. When the table is full (more than [`ENTRIES`] pools in the instance) a new pool
 //! falls back to the static split: 1/N of `pool.size` per worker, never lent between workers.
 //!
+//! **Pins.** `pool.pin_budget` is a host budget too: a second region counts each lease's
+//! pinned sessions per entry of this table, and the supervisor's zeroing of a lease gives its
+//! pins back with its slots (see [`pins`]).
+//!
 //! Turned down: a descriptor on the worker's command line as the other regions have. The
 //! variable keeps `server::run` and the worker's arguments (which the upgrade work changes)
 //! untouched.
 
+pub mod pins;
 pub mod policy;
 
 use crate::shm::Region;
+use pins::PinTable;
 use policy::View;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,10 +116,28 @@ pub struct HostBudget {
     leases: usize,
     /// This process's lease (a worker's; the supervisor has none).
     me: Option<Holder>,
+    /// The pinned sessions of each lease per entry; `None` for a worker whose supervisor made
+    /// no such region (an older one: see [`pins`]).
+    pins: Option<PinTable>,
+}
+
+/// The descriptors of the supervisor's regions, for its workers to inherit.
+pub struct Fds {
+    /// The slots' table ([`FD_ENV`]).
+    pub slots: OwnedFd,
+    /// The pins' counts ([`pins::PIN_FD_ENV`]).
+    pub pins: OwnedFd,
+}
+
+/// What a gone process's lease held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freed {
+    pub slots: usize,
+    pub pins: usize,
 }
 
 impl HostBudget {
-    fn init(region: Region, workers: usize) -> HostBudget {
+    fn init(region: Region, workers: usize, pins: Option<PinTable>) -> HostBudget {
         region.word(1).store(workers as u64, Ordering::Relaxed);
         region.word(0).store(MAGIC, Ordering::Release);
         HostBudget {
@@ -121,18 +145,38 @@ impl HostBudget {
             workers,
             leases: lease_count(workers),
             me: None,
+            pins,
         }
     }
 
-    /// The region the supervisor makes for its `workers` workers (its memfd is inherited).
-    pub fn create_shared(workers: usize) -> std::io::Result<(HostBudget, OwnedFd)> {
-        let (region, fd) = Region::create_shared(c"sluice-pool-budget", size(workers))?;
-        Ok((HostBudget::init(region, workers), fd))
+    /// The regions the supervisor makes for its `workers` workers (their memfds are inherited).
+    pub fn create_shared(workers: usize) -> std::io::Result<(HostBudget, Fds)> {
+        let (region, slots) = Region::create_shared(c"sluice-pool-budget", size(workers))?;
+        let (table, pins) = PinTable::create_shared(workers, lease_count(workers))?;
+        Ok((
+            HostBudget::init(region, workers, Some(table)),
+            Fds { slots, pins },
+        ))
     }
 
-    /// A region for this process alone (tests).
+    /// Regions for this process alone (tests).
     pub fn private(workers: usize) -> std::io::Result<HostBudget> {
-        Ok(HostBudget::init(Region::private(size(workers))?, workers))
+        let pins = PinTable::private(workers, lease_count(workers))?;
+        Ok(HostBudget::init(
+            Region::private(size(workers))?,
+            workers,
+            Some(pins),
+        ))
+    }
+
+    /// A region for this process alone without the pins' (tests: a worker under an older
+    /// supervisor).
+    pub fn private_without_pins(workers: usize) -> std::io::Result<HostBudget> {
+        Ok(HostBudget::init(
+            Region::private(size(workers))?,
+            workers,
+            None,
+        ))
     }
 
     /// Maps the supervisor's region from the descriptor this worker inherited.
@@ -148,19 +192,36 @@ impl HostBudget {
             workers,
             leases: lease_count(workers),
             me: None,
+            pins: None,
         })
     }
 
-    /// The region named by [`FD_ENV`], if the supervisor passed one, with a lease claimed for
-    /// this process as worker `worker` of `workers`.
+    /// Maps the supervisor's pin region from the descriptor this worker inherited.
+    pub fn attach_pins(&mut self, fd: RawFd) -> Result<(), String> {
+        self.pins = Some(PinTable::attach(fd, self.workers, self.leases)?);
+        Ok(())
+    }
+
+    /// The regions named by [`FD_ENV`] and [`pins::PIN_FD_ENV`], if the supervisor passed
+    /// them, with a lease claimed for this process as worker `worker` of `workers`. An older
+    /// supervisor passes no pin region: pins are then counted per process (see [`pins`]).
     pub fn from_env(workers: usize, worker: usize) -> Result<Option<HostBudget>, String> {
-        let Ok(v) = std::env::var(FD_ENV) else {
+        let fd_of = |name: &str| -> Result<Option<RawFd>, String> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={v}: not a descriptor")),
+                Err(_) => Ok(None),
+            }
+        };
+        let Some(fd) = fd_of(FD_ENV)? else {
             return Ok(None);
         };
-        let fd: RawFd = v
-            .parse()
-            .map_err(|_| format!("{FD_ENV}={v}: not a descriptor"))?;
         let mut b = HostBudget::attach(fd, workers)?;
+        if let Some(fd) = fd_of(pins::PIN_FD_ENV)? {
+            b.attach_pins(fd)?;
+        }
         b.me = Some(
             b.claim(std::process::id(), worker)
                 .ok_or("pool budget: no free lease (too many worker processes alive)")?,
@@ -225,15 +286,18 @@ impl HostBudget {
         Some(Holder { lease, worker })
     }
 
-    /// Zeroes lease `lease`'s counts in every pool; returns the slots it held.
-    fn zero(&self, lease: usize) -> usize {
-        let mut freed = 0;
+    /// Zeroes lease `lease`'s counts in every pool; returns what it held.
+    fn zero(&self, lease: usize) -> Freed {
+        let mut freed = Freed::default();
         for i in 0..ENTRIES {
             let e = Entry(i);
             if self.words(e)[0].load(Ordering::Acquire) == 0 {
                 continue;
             }
-            freed += self.held_word(e, lease).swap(0, Ordering::SeqCst) as usize;
+            freed.slots += self.held_word(e, lease).swap(0, Ordering::SeqCst) as usize;
+            if let Some(p) = &self.pins {
+                freed.pins += p.zero(e, lease);
+            }
             let queued = self.waiting_word(e, lease).swap(0, Ordering::SeqCst);
             for sum in [self.waiting_sum(e), self.waiting_host()] {
                 let _ = sum.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -244,14 +308,16 @@ impl HostBudget {
         freed
     }
 
-    /// The process `pid` is gone (the supervisor reaped it): what its lease held is free again
-    /// and the lease with it. Returns the slots freed.
-    pub fn release_pid(&self, pid: u32) -> usize {
-        let mut freed = 0;
+    /// The process `pid` is gone (the supervisor reaped it): what its lease held (slots and
+    /// pins) is free again and the lease with it. Returns what was freed.
+    pub fn release_pid(&self, pid: u32) -> Freed {
+        let mut freed = Freed::default();
         for i in 0..self.leases {
             let w = self.lease_word(i).load(Ordering::SeqCst);
             if w != 0 && (w >> 32) as u32 == pid {
-                freed += self.zero(i);
+                let f = self.zero(i);
+                freed.slots += f.slots;
+                freed.pins += f.pins;
                 let _ =
                     self.lease_word(i)
                         .compare_exchange(w, 0, Ordering::SeqCst, Ordering::SeqCst);
@@ -260,8 +326,8 @@ impl HostBudget {
         freed
     }
 
-    /// Frees the leases of processes that no longer exist; returns (pid, slots freed) of each.
-    pub fn sweep_dead(&self) -> Vec<(u32, usize)> {
+    /// Frees the leases of processes that no longer exist; returns (pid, what was freed) of each.
+    pub fn sweep_dead(&self) -> Vec<(u32, Freed)> {
         let mut out = Vec::new();
         for i in 0..self.leases {
             let w = self.lease_word(i).load(Ordering::SeqCst);
@@ -360,6 +426,43 @@ impl HostBudget {
         }
     }
 
+    /// Does the host count pins (the supervisor made the pin region)?
+    pub fn counts_pins(&self) -> bool {
+        self.pins.is_some()
+    }
+
+    /// Counts a pin of `e` for `h` if the host has fewer than `limit` pinned; `false` without
+    /// the pin region.
+    pub fn pin_take(&self, e: Entry, h: Holder, limit: usize) -> bool {
+        self.pins
+            .as_ref()
+            .is_some_and(|p| p.take(e, h.lease, limit))
+    }
+
+    /// Counts a pin of `e` for `h` whatever the sum (one the server reported unasked).
+    pub fn pin_force(&self, e: Entry, h: Holder) {
+        if let Some(p) = &self.pins {
+            p.force(e, h.lease)
+        }
+    }
+
+    /// A pin of `e` counted for `h` ends.
+    pub fn pin_give(&self, e: Entry, h: Holder) {
+        if let Some(p) = &self.pins {
+            p.give(e, h.lease)
+        }
+    }
+
+    /// Sessions pinned to `e`'s connections on the whole host.
+    pub fn pinned(&self, e: Entry) -> usize {
+        self.pins.as_ref().map_or(0, |p| p.total(e))
+    }
+
+    /// Sessions pinned to `e`'s connections under lease `lease`.
+    pub fn pinned_by(&self, e: Entry, lease: usize) -> usize {
+        self.pins.as_ref().map_or(0, |p| p.held(e, lease))
+    }
+
     /// A checkout of `e` under `h` starts (`true`) or stops (`false`) waiting for a slot.
     pub fn waiting(&self, e: Entry, h: Holder, start: bool) {
         if h.lease < self.leases {
@@ -430,6 +533,28 @@ impl Link {
 
     pub fn set_limit(&self, limit: usize) {
         self.budget.set_limit(self.entry, limit)
+    }
+
+    /// Does the host count this pool's pins?
+    pub fn counts_pins(&self) -> bool {
+        self.budget.counts_pins()
+    }
+
+    pub fn pin_take(&self, limit: usize) -> bool {
+        self.budget.pin_take(self.entry, self.me, limit)
+    }
+
+    pub fn pin_force(&self) {
+        self.budget.pin_force(self.entry, self.me)
+    }
+
+    pub fn pin_give(&self) {
+        self.budget.pin_give(self.entry, self.me)
+    }
+
+    /// Sessions pinned to this pool's connections on the whole host.
+    pub fn pinned(&self) -> usize {
+        self.budget.pinned(self.entry)
     }
 }
 
@@ -532,10 +657,10 @@ mod tests {
         b.set_limit(f, 4);
         assert!(b.take(e, h[1]) && b.take(e, h[1]) && b.take(f, h[1]) && b.take(e, h[2]));
         b.waiting(e, h[1], true);
-        assert_eq!(b.release_pid(1_000_001), 3);
+        assert_eq!(b.release_pid(1_000_001).slots, 3);
         assert_eq!((b.total(e), b.total(f)), (1, 0));
         assert_eq!(b.view(e, h[0]).waiting_elsewhere, 0);
-        assert_eq!(b.release_pid(42), 0, "not a holder");
+        assert_eq!(b.release_pid(42), Freed::default(), "not a holder");
         // Its successor gets a lease (perhaps the same one) starting from nothing.
         let next = b.claim(1_000_009, 1).unwrap();
         assert_eq!(b.view(e, next).held, 0);
@@ -551,7 +676,7 @@ mod tests {
         let e = b.entry(3).unwrap();
         b.set_limit(e, 4);
         assert!(b.take(e, old) && b.take(e, new) && b.take(e, new));
-        assert_eq!(b.release_pid(1_000_001), 1, "the old one's slot only");
+        assert_eq!(b.release_pid(1_000_001).slots, 1, "the old one's slot only");
         assert_eq!(b.total(e), 2);
     }
 
@@ -569,7 +694,7 @@ mod tests {
         let e = b.entry(9).unwrap();
         b.set_limit(e, 2);
         assert!(b.take(e, first));
-        assert_eq!(b.sweep_dead(), vec![(gone, 1)]);
+        assert_eq!(b.sweep_dead(), vec![(gone, Freed { slots: 1, pins: 0 })]);
         assert_eq!(b.total(e), 0);
         assert!(
             b.claim(std::process::id(), 0).is_some(),
@@ -590,21 +715,31 @@ mod tests {
 
     #[test]
     fn a_worker_maps_the_supervisors_region() {
-        let (sup, fd) = HostBudget::create_shared(2).unwrap();
+        let (sup, fds) = HostBudget::create_shared(2).unwrap();
         // SAFETY: dup of a descriptor we own.
-        let dup = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&fd)) };
-        let w = HostBudget::attach(dup, 2).unwrap();
+        let dup = |fd: &OwnedFd| unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(fd)) };
+        let mut w = HostBudget::attach(dup(&fds.slots), 2).unwrap();
+        assert!(!w.counts_pins(), "no pin region mapped yet");
+        w.attach_pins(dup(&fds.pins)).unwrap();
+        assert!(w.counts_pins());
         let me = w.claim(1_000_001, 1).unwrap();
         let e = w.entry(5).unwrap();
         w.set_limit(e, 2);
         assert!(w.take(e, me));
+        assert!(w.pin_take(e, me, 2));
         let e2 = sup.entry(5).unwrap();
         assert_eq!(sup.held(e2, me.lease), 1);
-        assert_eq!(sup.release_pid(1_000_001), 1);
-        assert_eq!(w.total(e), 0);
-        // SAFETY: as above.
-        let dup = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&fd)) };
-        assert!(HostBudget::attach(dup, 3).is_err(), "another worker count");
+        assert_eq!(sup.pinned_by(e2, me.lease), 1);
+        assert_eq!(sup.release_pid(1_000_001), Freed { slots: 1, pins: 1 });
+        assert_eq!((w.total(e), w.pinned(e)), (0, 0));
+        assert!(
+            HostBudget::attach(dup(&fds.slots), 3).is_err(),
+            "another worker count"
+        );
+        assert!(
+            w.attach_pins(dup(&fds.slots)).is_err(),
+            "the slots' region is not the pins'"
+        );
     }
 
     /// Workers racing for slots never hold more than the budget together.
@@ -645,5 +780,87 @@ mod tests {
         }
         assert!(peak.load(Ordering::SeqCst) <= 3, "{peak:?}");
         assert_eq!(b.total(e), 0);
+    }
+
+    #[test]
+    fn one_worker_may_pin_the_whole_budget_of_the_host_and_no_more() {
+        let b = HostBudget::private(2).unwrap();
+        let h = holders(&b);
+        let e = b.entry(4).unwrap();
+        assert!(b.counts_pins());
+        assert!(b.pin_take(e, h[0], 2) && b.pin_take(e, h[0], 2));
+        assert!(!b.pin_take(e, h[0], 2), "the host's budget is used up");
+        assert!(!b.pin_take(e, h[1], 2), "for the other worker too");
+        assert_eq!((b.pinned_by(e, h[0].lease), b.pinned(e)), (2, 2));
+        b.pin_give(e, h[0]);
+        assert!(b.pin_take(e, h[1], 2), "a pin ended: its unit is anyone's");
+        // A pin the server reported unasked is counted over the budget; new ones wait for
+        // the sum to come back under.
+        b.pin_force(e, h[1]);
+        assert_eq!(b.pinned(e), 3);
+        b.pin_give(e, h[0]);
+        assert!(!b.pin_take(e, h[0], 2));
+        b.pin_give(e, h[1]);
+        assert!(b.pin_take(e, h[0], 2));
+        // Another pool counts apart; giving never goes below zero.
+        let f = b.entry(5).unwrap();
+        b.pin_give(f, h[0]);
+        assert_eq!(b.pinned(f), 0);
+        // A worker killed while holding pins: its lease's pins are free again.
+        assert_eq!(b.release_pid(1_000_000), Freed { slots: 0, pins: 1 });
+        assert_eq!(b.pinned(e), 1);
+        assert!(b.pin_take(e, h[1], 2));
+    }
+
+    #[test]
+    fn without_the_pin_region_nothing_is_counted_for_the_host() {
+        let b = HostBudget::private_without_pins(2).unwrap();
+        let h = holders(&b);
+        let e = b.entry(4).unwrap();
+        assert!(!b.counts_pins());
+        assert!(!b.pin_take(e, h[0], 2));
+        b.pin_force(e, h[0]);
+        b.pin_give(e, h[0]);
+        assert_eq!(b.pinned(e), 0);
+    }
+
+    /// Workers racing for pins never count more than the budget together.
+    #[test]
+    fn racing_pins_never_overshoot() {
+        let b = Arc::new(HostBudget::private(4).unwrap());
+        let h = holders(&b);
+        let e = b.entry(1).unwrap();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = h
+            .into_iter()
+            .map(|me| {
+                let (b, holding, peak) = (b.clone(), holding.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let mut mine = 0;
+                    for i in 0..20_000u32 {
+                        if (i + me.worker as u32) % 3 != 0 && b.pin_take(e, me, 3) {
+                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            mine += 1;
+                        } else if mine > 0 {
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            b.pin_give(e, me);
+                            mine -= 1;
+                        }
+                    }
+                    for _ in 0..mine {
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        b.pin_give(e, me);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 3, "{peak:?}");
+        assert_eq!(peak.load(Ordering::SeqCst), 3, "the whole budget was used");
+        assert_eq!(b.pinned(e), 0);
     }
 }
