@@ -1606,7 +1606,10 @@ pub(crate) async fn after_command(
             .await
             .map_err(|err| told(err, &lease))?;
     }
-    let uncertain = out.hold == Some(effects::Hold::UncertainTransaction);
+    // Whatever holds the backend (session mode, a pin), a failure with autocommit off may have
+    // begun a transaction only the server knows of (see `session::settle_status`).
+    let uncertain = out.hold == Some(effects::Hold::UncertainTransaction)
+        || (resp.error && resp.status & status::AUTOCOMMIT == 0);
     let one_shot = out.one_shot_pending;
     let mut hold = out.hold;
     let mut history = out.history;

@@ -782,7 +782,31 @@ pub(crate) fn counted_as_ok(sess: &mut Session) {
     }
 }
 
-pub(crate) async fn reply_ok(io: &mut ClientIo, sess: &Session, seq: u8) -> CmdResult {
+/// Before sluice answers a command itself: after a command that failed with autocommit off,
+/// only the server knows whether a transaction began (an ERR carries no status; MariaDB begins
+/// one for a failed statement that touched a transactional table), so the backend the session
+/// holds for that reason is asked (a COM_PING, which the client's own OK-answered command stands
+/// for) and its status becomes the session's.
+pub(crate) async fn settle_status(sess: &mut Session) {
+    if !sess.past().uncertain {
+        return;
+    }
+    let Some(lease) = sess.lease.as_mut() else {
+        return;
+    };
+    match lease
+        .conn()
+        .command_ok(&[com::PING], crate::codec::command::ResponseKind::OkErr)
+        .await
+    {
+        Ok((st, _)) => sess.status = st,
+        Err(e) => debug!(error = %e, "reading the held backend's status failed"),
+    }
+}
+
+/// Answers OK with the session's status (settled first: see [`settle_status`]).
+pub(crate) async fn reply_ok(io: &mut ClientIo, sess: &mut Session, seq: u8) -> CmdResult {
+    settle_status(sess).await;
     let mut out = Vec::with_capacity(16);
     encode_ok(&mut out, sess.session_status(), sess.caps);
     io.queue(seq, &out);
@@ -918,6 +942,7 @@ async fn set_option(
             }
         }
     }
+    settle_status(sess).await;
     let mut out = Vec::with_capacity(16);
     if sess.caps & cap::DEPRECATE_EOF != 0 {
         OkPacket {
