@@ -96,6 +96,11 @@ pub enum Target {
 impl Target {
     /// Sends `line` everywhere; one answer per process (an unreachable worker's is an ERR).
     fn ask_all(&self, line: &str) -> Vec<String> {
+        self.ask_all_within(line, crate::admin::TIMEOUT)
+    }
+
+    /// [`Target::ask_all`], each worker given up to `timeout` to answer.
+    fn ask_all_within(&self, line: &str, timeout: Duration) -> Vec<String> {
         match self {
             Target::Local(shared) => vec![crate::admin::handle(shared, line)],
             Target::Workers {
@@ -103,9 +108,9 @@ impl Target {
                 workers,
             } => (0..*workers)
                 .map(|w| {
-                    crate::admin::request(*supervisor, w, line).unwrap_or_else(|e| {
-                        format!("ERR 2013 HY000 worker {w} did not answer: {e}")
-                    })
+                    crate::admin::request_within(*supervisor, w, line, timeout).unwrap_or_else(
+                        |e| format!("ERR 2013 HY000 worker {w} did not answer: {e}"),
+                    )
                 })
                 .collect(),
         }
@@ -1355,7 +1360,9 @@ fn reconnect(target: &Target, line: &str) -> Answer {
 /// KILL [QUERY] for any client: asked of every process; the one that holds it answers.
 fn kill_client(target: &Target, id: u32, kind: &str) -> Answer {
     let line = format!("KILL {id} {kind} {}", crate::shard::kill::BY_ADMIN);
-    let answers = target.ask_all(&line);
+    // (During an upgrade's handover a worker may ask the other process of its upgrade: see
+    // `upgrade::peer`.)
+    let answers = target.ask_all_within(&line, crate::admin::KILL_TIMEOUT);
     if answers.iter().any(|a| a == "OK") {
         return Answer::Ok;
     }

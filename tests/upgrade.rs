@@ -1036,3 +1036,219 @@ fn session_mode_clients_give_up_their_backend_and_move() {
     assert_eq!(backend_thread(&mut pinned), thread);
     drop(succ);
 }
+
+/// The ids of the clients process `pid` (a single sluice, or a successor) holds, from its
+/// admin socket.
+fn clients_of(pid: u32) -> Vec<sluice::metrics::ClientRow> {
+    sluice::admin::remote_clients(pid, 0)
+        .unwrap_or_else(|| panic!("process {pid} did not list its clients"))
+}
+
+fn ids_of(pid: u32) -> Vec<u64> {
+    clients_of(pid).iter().map(|c| u64::from(c.id)).collect()
+}
+
+/// The server's error code for `e`, if it is a server error.
+fn code(e: &mysql::Error) -> Option<u16> {
+    common::server_error(e).map(|x| x.0)
+}
+
+#[test]
+fn kills_reach_clients_on_either_side_of_a_handover() {
+    // The successor stops reading sessions after adopting its third (a test hook it inherits)
+    // while the file `hold` exists: clients are then in the old process, in the successor and
+    // on their way between them.
+    let hold = std::env::temp_dir().join(format!(
+        "sluice-upgrade-kill-hold-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&hold, b"").unwrap();
+    let admin = common::free_port();
+    let users = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+                 [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
+    let mut s = Sluice::with_env(
+        Config::default()
+            .top("shards = 1")
+            .users(users)
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+        &[(
+            "SLUICE_UPGRADE_FAULT",
+            &format!("hold-after:3:{}", hold.display()),
+        )],
+    );
+    let console = |sql: &str| common::mariadb_cli(admin, &["-uadmin", "-psecret"], sql);
+    let old = s.pid();
+    let mut victims: Vec<Client> = (0..6).map(|i| client(&s, i)).collect();
+    let ids: Vec<u64> = victims.iter().map(|c| c.id).collect();
+    // Two clients busy while the old process hands over: they stay in it. (Two rows: the
+    // server notices the KILL QUERY between them and answers ERR 1317; a lone SLEEP
+    // interrupted may answer 1 instead.)
+    let mut d = common::direct();
+    let busy_sql =
+        "SELECT SLEEP(60) AS killed_from_the_successor FROM (SELECT 1 UNION ALL SELECT 2) t";
+    let console_sql =
+        "SELECT SLEEP(60) AS killed_from_the_console FROM (SELECT 1 UNION ALL SELECT 2) t";
+    let mut sleepers = Vec::new();
+    for (i, sql) in [busy_sql, console_sql].into_iter().enumerate() {
+        let mut c = client(&s, 10 + i as u64);
+        let id = c.id;
+        sleepers.push((
+            id,
+            std::thread::spawn(move || {
+                // (Every row read: the ERR comes after the first.)
+                let r = c.conn.query::<u64, _>(sql).map(drop);
+                (c, r)
+            }),
+        ));
+        common::wait_for_statement(&mut d, sql);
+    }
+    let (busy_id, console_id) = (sleepers[0].0, sleepers[1].0);
+    common::wait_for("the idle clients to park", LIMIT, || {
+        let rows = clients_of(old);
+        ids.iter()
+            .all(|id| {
+                rows.iter()
+                    .any(|r| u64::from(r.id) == *id && r.state == "parked")
+            })
+            .then_some(())
+    });
+    upgrade(&s);
+    let succ = ready_successor(&s);
+    common::wait_for("the successor to hold the handover", LIMIT, || {
+        plain(&s.log_text())
+            .contains("holds the handover while this file exists")
+            .then_some(())
+    });
+    // Where everyone is: three idle clients adopted, three on their way, the busy two in the
+    // old process.
+    let (in_old, in_new) = (ids_of(old), ids_of(succ.0));
+    let moved: Vec<u64> = ids.iter().filter(|i| in_new.contains(i)).copied().collect();
+    let on_the_way: Vec<u64> = ids
+        .iter()
+        .filter(|i| !in_new.contains(i) && !in_old.contains(i))
+        .copied()
+        .collect();
+    let where_ = format!("old {in_old:?}, new {in_new:?}, clients {ids:?}");
+    assert_eq!(moved.len(), 3, "{where_}");
+    assert_eq!(on_the_way.len(), 3, "{where_}");
+    assert!(
+        in_old.contains(&busy_id) && in_old.contains(&console_id),
+        "{where_}"
+    );
+    let nobody = 3_999_999u64;
+    assert!(!in_old.contains(&nobody) && !in_new.contains(&nobody));
+
+    // A client of the successor (the old process accepts no more) kills the statement of a
+    // client the old process holds: the victim sees ERR 1317, the killer OK.
+    let mut killer = s.conn();
+    let killer_id: u64 = killer
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(ids_of(succ.0).contains(&killer_id));
+    // Another user may not, across processes either.
+    let mut stranger = s.conn_as("other", "o", None);
+    let e = stranger
+        .query_drop(format!("KILL QUERY {busy_id}"))
+        .expect_err("user other killed a statement of user app");
+    assert_eq!(code(&e), Some(1095), "{e}");
+    killer
+        .query_drop(format!("KILL QUERY {busy_id}"))
+        .unwrap_or_else(|e| panic!("KILL QUERY of a client of the old process: {e}"));
+    let (_, sleeper) = sleepers.remove(0);
+    let (mut busy, r) = sleeper.join().unwrap();
+    let e = r.expect_err("the SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    // An id nobody has: the server's answer, exactly, from either process.
+    let e = killer
+        .query_drop(format!("KILL {nobody}"))
+        .expect_err("KILL of an id nobody has");
+    assert_eq!(
+        common::server_error(&e),
+        Some((1094, "HY000".into(), format!("Unknown thread id: {nobody}"))),
+        "{e}"
+    );
+    // The other way round: a client of the old process kills one the successor adopted.
+    busy.conn
+        .query_drop(format!("KILL {}", moved[0]))
+        .unwrap_or_else(|e| panic!("KILL from the old process of a moved client: {e}"));
+    let e = busy
+        .conn
+        .query_drop(format!("KILL QUERY {nobody}"))
+        .expect_err("KILL QUERY of an id nobody has");
+    assert_eq!(
+        common::server_error(&e),
+        Some((1094, "HY000".into(), format!("Unknown thread id: {nobody}"))),
+        "{e}"
+    );
+    // (The busy client is still the old process's: nothing is swept while the hold lasts.)
+    assert!(ids_of(old).contains(&busy_id));
+    // The console (whichever process answers it): one client in each process, and nobody.
+    let (ok, out, err) = console(&format!("KILL CLIENT {}", moved[1]));
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = console(&format!("KILL CLIENT QUERY {console_id}"));
+    assert!(ok, "{out}\n{err}");
+    let (_, sleeper) = sleepers.remove(0);
+    let (mut console_victim, r) = sleeper.join().unwrap();
+    let e = r.expect_err("the SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    let (ok, _, err) = console(&format!("KILL CLIENT {nobody}"));
+    assert!(
+        !ok && err.contains(&format!(
+            "ERROR 1094 (HY000) at line 1: Unknown thread id: {nobody}"
+        )),
+        "{err}"
+    );
+    // A client on its way: the KILL waits for it to arrive (here, once the hold ends).
+    let target = on_the_way[0];
+    let waiting = std::thread::spawn(move || {
+        let r = killer.query_drop(format!("KILL {target}"));
+        (killer, r)
+    });
+    let field = format!("conn_id={target}");
+    common::wait_for("the KILL to wait for its client", LIMIT, || {
+        plain(&s.log_text())
+            .lines()
+            .any(|l| {
+                l.contains("KILL waits for a session on its way")
+                    && l.split_whitespace().any(|w| w == field)
+            })
+            .then_some(())
+    });
+    std::fs::remove_file(&hold).unwrap();
+    let (mut killer, r) = waiting.join().unwrap();
+    r.unwrap_or_else(|e| panic!("KILL of a client on its way: {e}"));
+
+    // The handover ends; the old process stops.
+    assert!(s.wait_exit(LIMIT).success(), "{}", s.log_text());
+    // (Adopted: the six idle clients and the two busy ones; three were killed since.)
+    wait_adopted(&s, 8);
+    // The killed clients are gone, each once; every other client is as it was.
+    let killed = [moved[0], moved[1], on_the_way[0]];
+    let left = ids_of(succ.0);
+    for c in victims.iter_mut() {
+        if killed.contains(&c.id) {
+            assert!(!left.contains(&c.id), "client {} still there", c.id);
+            assert!(
+                c.conn.query_drop("SELECT 1").is_err(),
+                "client {} answered",
+                c.id
+            );
+        } else {
+            check(c, "a client not killed");
+        }
+    }
+    for (c, what) in [
+        (&mut busy, "the client whose statement was killed"),
+        (&mut console_victim, "the console's victim"),
+    ] {
+        check(c, what);
+    }
+    let _: Option<u64> = killer.query_first("SELECT 1").unwrap();
+    let _: Option<u64> = stranger.query_first("SELECT 1").unwrap();
+    let _ = std::fs::remove_file(&hold);
+    drop(succ);
+}

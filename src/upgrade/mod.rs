@@ -185,6 +185,7 @@
 //! a successor that then fails its check ends with it. Nothing is measured yet under
 //! load (the 20,000 idle + 200 active clients); the log gives the handover's time.
 
+pub mod peer;
 mod predecessor;
 pub mod record;
 pub mod shard_side;
