@@ -769,9 +769,13 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
         successor_pid(&s)
     }));
     assert!(s.wait_exit(LIMIT).success());
-    wait_adopted(&s, 4); // the first handover to end
-                         // The handover channel is closed once the handover is over.
-    assert_eq!(seqpacket_sockets(first.0), 0);
+    // The first handover to end.
+    wait_adopted(&s, 4);
+    // The handover channel is closed once the handover is over, and the KILL line once the
+    // old process is gone (its end closing is what tells the successor, a moment later).
+    common::wait_for("the first successor's channels to close", LIMIT, || {
+        (seqpacket_sockets(first.0) == 0).then_some(())
+    });
     for c in clients.iter_mut() {
         check(c, "after the first upgrade");
     }
@@ -786,7 +790,9 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
         (!first.alive()).then_some(())
     });
     wait_adopted(&s, 5); // the second handover to end
-    assert_eq!(seqpacket_sockets(second.0), 0);
+    common::wait_for("the second successor's channels to close", LIMIT, || {
+        (seqpacket_sockets(second.0) == 0).then_some(())
+    });
     for c in clients.iter_mut() {
         check(c, "after the second upgrade");
     }
