@@ -66,6 +66,8 @@ pub async fn run(
         glommio::spawn_local(probe::run(shard.clone())).detach();
     }
     shard.clone().dispatch().await;
+    // (Questions from the other process of an upgrade for this shard's ids answer at once.)
+    crate::upgrade::peer::shard_stopped(id);
     info!(shard = id, "shard stopped");
 }
 

@@ -17,7 +17,11 @@
 //!    ([`Msg::Kill`], with the answer channel, a fresh socketpair end, riding along) and a
 //!    thread of each serves the other's questions ([`serve`]): one thread per question, which
 //!    hands it to the shard the id names and answers on the channel that came with it
-//!    ([`Msg::Killed`]). So answers need no request ids, and a slow KILL delays no other.
+//!    ([`Msg::Killed`]). So answers need no request ids, and a slow KILL delays no other. The
+//!    old process answers from the hello on and asks from the successor's ready on (before, the
+//!    successor answers nothing yet, and a question would wait for its start); the successor
+//!    asks from its start (its shards accept before it reports ready) and answers from its
+//!    ready.
 //! 2. **A ladder** ([`next`], pure): a process that does not find the id asks the other one,
 //!    which looks only in its own table (never asks back). The successor, told "unknown", looks
 //!    in its own table once more: the old process's "unknown" means the session was in neither
@@ -66,8 +70,9 @@ use crate::shard::{Reply1, ShardMsg};
 use crate::shared::{IdLayout, Shared};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// How long a KILL waits for a session on its way to the successor to arrive (adopted, or
@@ -149,6 +154,9 @@ pub fn next(side: Option<Side>, at: Place, said: &Said) -> Option<Place> {
 struct Peer {
     side: Side,
     line: Channel,
+    /// This process asks the other (the old process from the successor's ready on: before,
+    /// the successor answers nothing yet, and holds none of the old process's clients).
+    asking: AtomicBool,
 }
 
 /// The line to the other process of the handover under way, if any.
@@ -160,7 +168,9 @@ fn current() -> Option<Arc<Peer>> {
 
 /// Which side of a handover this process is, while the other process can be asked.
 pub fn side() -> Option<Side> {
-    current().map(|p| p.side)
+    current()
+        .filter(|p| p.asking.load(Ordering::Acquire))
+        .map(|p| p.side)
 }
 
 /// A new KILL line: (this process's end, the other's).
@@ -186,9 +196,21 @@ pub(super) fn pair() -> std::io::Result<(Channel, Channel)> {
     Ok((a, b))
 }
 
-/// Asks the other process through `line` from now on (this process is `side`).
-pub(super) fn open(side: Side, line: Channel) {
-    *PEER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Peer { side, line }));
+/// Takes `line` to the other process (this process is `side`): [`serve`] answers its
+/// questions; this process asks it from now on if `asking`, else from [`start_asking`] on.
+pub(super) fn open(side: Side, line: Channel, asking: bool) {
+    *PEER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Peer {
+        side,
+        line,
+        asking: AtomicBool::new(asking),
+    }));
+}
+
+/// This process asks the other from now on (the old process, once its successor is ready).
+pub(super) fn start_asking() {
+    if let Some(p) = current() {
+        p.asking.store(true, Ordering::Release);
+    }
 }
 
 /// Stops asking (the successor was stopped: a rollback).
@@ -270,6 +292,23 @@ fn reply(answer: &Channel, r: Result<(), Reply>) {
     }
 }
 
+/// Shards of this process that have stopped: their mailboxes are read no more, and their
+/// sessions are gone (the old process, stopping after its handover, stops each shard once its
+/// last command is done, while others may still finish theirs).
+static STOPPED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Shard `id` has stopped (see [`STOPPED`]).
+pub fn shard_stopped(id: usize) {
+    STOPPED.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+}
+
+fn stopped(id: usize) -> bool {
+    STOPPED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&id)
+}
+
 /// KILL [QUERY] `conn_id` for the other process: in this process only (its shard waits for a
 /// session on its way first), with `by`'s permissions here.
 fn kill_here(
@@ -279,11 +318,12 @@ fn kill_here(
     by: Option<String>,
 ) -> Result<(), Reply> {
     let (worker, shard) = IdLayout::new(shared.workers, shared.shards).locate(conn_id);
+    let shard = shard as usize;
     let mb = shared
         .mailboxes
         .get()
-        .and_then(|m| m.get(shard as usize))
-        .filter(|_| worker == shared.worker)
+        .and_then(|m| m.get(shard))
+        .filter(|_| worker == shared.worker && !stopped(shard))
         .ok_or_else(|| no_such_thread(conn_id))?;
     let answer = Reply1::default();
     mb.post(ShardMsg::PeerKill {
@@ -292,13 +332,23 @@ fn kill_here(
         by,
         reply: answer.clone(),
     });
-    answer.recv_blocking(SERVE_WAIT).unwrap_or_else(|| {
-        Err(Reply::new(
-            1105,
-            b"HY000",
-            format!("sluice: the shard holding {conn_id} did not answer the KILL in time"),
-        ))
-    })
+    let until = Instant::now() + SERVE_WAIT;
+    loop {
+        if let Some(r) = answer.recv_blocking(Duration::from_millis(50)) {
+            return r;
+        }
+        if stopped(shard) {
+            // Stopped before it answered: whatever it held has ended.
+            return Err(no_such_thread(conn_id));
+        }
+        if Instant::now() >= until {
+            return Err(Reply::new(
+                1105,
+                b"HY000",
+                format!("sluice: the shard holding {conn_id} did not answer the KILL in time"),
+            ));
+        }
+    }
 }
 
 /// Asks the other process of the handover to KILL [QUERY] `conn_id` there, for the user named
@@ -452,7 +502,7 @@ mod tests {
             reply(&answer, Err(no_such_thread(9)));
             far
         });
-        open(Side::Successor, near);
+        open(Side::Successor, near, true);
         assert_eq!(side(), Some(Side::Successor));
         assert_eq!(ask(9, KillKind::Query, Some("app".into())), Said::Unknown);
         // The far end closes (the other process exits): asking says there is no peer, and the

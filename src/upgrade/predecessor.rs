@@ -225,7 +225,8 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     // The KILL line (see `peer`), last: KILLs reach the clients of either process from now on.
     let theirs = match peer::pair() {
         Ok((ours, theirs)) => {
-            peer::open(peer::Side::Predecessor, ours);
+            // Answering now (the successor's clients may KILL ours), asking once it is ready.
+            peer::open(peer::Side::Predecessor, ours, false);
             peer::serve(shared.clone());
             others.push((Role::Peer, theirs.as_raw_fd()));
             Some(theirs)
@@ -286,6 +287,8 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
             return false;
         }
     };
+    // The successor answers KILL questions from now on.
+    peer::start_asking();
     if let Some(c) = &control {
         let ready = Msg::Ready {
             pid,

@@ -169,7 +169,7 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         let fd = others.remove(at).1;
         // SAFETY: a descriptor the predecessor passed, ours alone.
         let line = unsafe { Channel::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-        super::peer::open(super::peer::Side::Successor, line);
+        super::peer::open(super::peer::Side::Successor, line, true);
     }
     // No upgrade of this process before its own handover is over.
     UPGRADING.store(true, Ordering::Release);
