@@ -125,6 +125,23 @@ pub fn request_within(
     Ok(answer.trim_end().to_string())
 }
 
+/// A `KILL` request to a worker, answered. During a worker's upgrade its old and new processes
+/// both answer on the worker's socket, and the old one exits once its handover is over: a
+/// request it took and did not answer (the connection closed without a line, or reset before
+/// it read it) is sent once more, and reaches the new one. Not a KILL applied twice: a session
+/// still in the old process when it exits ends with it (the new process then finds nothing),
+/// and a KILL the old process had passed to the new one through the KILL line finds the same
+/// session there (a KILL QUERY just delivered is not sent again: `shard::kill`, rule 2).
+pub fn request_kill(supervisor: u32, worker: u32, line: &str) -> std::io::Result<String> {
+    match request_within(supervisor, worker, line, KILL_TIMEOUT) {
+        Ok(a) if a.is_empty() => request_within(supervisor, worker, line, KILL_TIMEOUT),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            request_within(supervisor, worker, line, KILL_TIMEOUT)
+        }
+        r => r,
+    }
+}
+
 /// KILL for a session of another worker.
 pub fn remote_kill(
     supervisor: u32,
@@ -138,12 +155,7 @@ pub fn remote_kill(
     } else {
         "connection"
     };
-    match request_within(
-        supervisor,
-        worker,
-        &format!("KILL {conn_id} {kind} {user}"),
-        KILL_TIMEOUT,
-    ) {
+    match request_kill(supervisor, worker, &format!("KILL {conn_id} {kind} {user}")) {
         Ok(a) if a == "OK" => Ok(()),
         Ok(a) => Err(parse_err(&a).unwrap_or_else(|| {
             Reply::new(1094, b"HY000", format!("Unknown thread id: {conn_id}"))

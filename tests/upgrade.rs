@@ -1258,3 +1258,134 @@ fn kills_reach_clients_on_either_side_of_a_handover() {
     let _ = std::fs::remove_file(&hold);
     drop(succ);
 }
+
+#[test]
+fn kills_from_another_worker_reach_clients_of_a_worker_being_upgraded() {
+    // Worker 0's successor stops reading sessions after adopting its first while `hold`
+    // exists; worker 1 is not upgraded yet, and its clients KILL worker 0's through worker 0's
+    // admin socket, which the old and the new worker 0 both answer during the handover.
+    let hold = std::env::temp_dir().join(format!(
+        "sluice-upgrade-kill-workers-hold-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&hold, b"").unwrap();
+    let mut s = Sluice::with_env(
+        Config::default().top("workers = 2\nshards = 1"),
+        &[(
+            "SLUICE_UPGRADE_FAULT",
+            &format!("hold-after:1:{}", hold.display()),
+        )],
+    );
+    let layout = sluice::shared::IdLayout::new(2, 1);
+    let worker = |id: u64| layout.locate(id as u32).0;
+    // Clients spread over the workers by the kernel: enough of each (bounded).
+    let (mut zero, mut one): (Vec<Client>, Vec<Client>) = (Vec::new(), Vec::new());
+    let mut seen = Vec::new();
+    for i in 0..200 {
+        if zero.len() >= 4 && !one.is_empty() {
+            break;
+        }
+        let c = client(&s, i);
+        seen.push(c.id);
+        match worker(c.id) {
+            0 if zero.len() < 4 => zero.push(c),
+            1 if one.is_empty() => one.push(c),
+            _ => {}
+        }
+    }
+    assert!(
+        zero.len() == 4 && one.len() == 1,
+        "clients did not spread over both workers: {seen:?}"
+    );
+    let mut killer = one.remove(0);
+    // One of worker 0's clients is busy during the handover: it stays in the old worker.
+    let mut busy = zero.remove(0);
+    let busy_id = busy.id;
+    let sql = "SELECT SLEEP(60) AS killed_from_worker_1 FROM (SELECT 1 UNION ALL SELECT 2) t";
+    let sleeper = std::thread::spawn(move || {
+        let r = busy.conn.query::<u64, _>(sql).map(drop);
+        (busy, r)
+    });
+    let mut d = common::direct();
+    common::wait_for_statement(&mut d, sql);
+    upgrade(&s);
+    common::wait_for("worker 0's successor to hold the handover", LIMIT, || {
+        plain(&s.log_text())
+            .contains("holds the handover while this file exists")
+            .then_some(())
+    });
+    // Worker 0 now has one idle client adopted by its successor and two on their way.
+    killer
+        .conn
+        .query_drop(format!("KILL QUERY {busy_id}"))
+        .unwrap_or_else(|e| panic!("KILL QUERY across workers during the handover: {e}"));
+    let (mut busy, r) = sleeper.join().unwrap();
+    let e = r.expect_err("the SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    let nobody = u64::from(layout.compose(0, 0, 999_999));
+    let e = killer
+        .conn
+        .query_drop(format!("KILL {nobody}"))
+        .expect_err("KILL of an id nobody has");
+    assert_eq!(
+        common::server_error(&e),
+        Some((1094, "HY000".into(), format!("Unknown thread id: {nobody}"))),
+        "{e}"
+    );
+    // KILL QUERY (nothing to interrupt: they are idle) of each idle client, then KILL of one:
+    // those on their way are waited for, until the hold ends.
+    let ids: Vec<u64> = zero.iter().map(|c| c.id).collect();
+    let victim = ids[0];
+    let killing = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        for id in &ids {
+            answers.push((
+                format!("KILL QUERY {id}"),
+                killer.conn.query_drop(format!("KILL QUERY {id}")),
+            ));
+        }
+        answers.push((
+            format!("KILL {victim}"),
+            killer.conn.query_drop(format!("KILL {victim}")),
+        ));
+        (killer, answers)
+    });
+    common::wait_for("a KILL to wait for its client", LIMIT, || {
+        plain(&s.log_text())
+            .contains("KILL waits for a session on its way")
+            .then_some(())
+    });
+    std::fs::remove_file(&hold).unwrap();
+    let (mut killer, answers) = killing.join().unwrap();
+    for (what, r) in answers {
+        r.unwrap_or_else(|e| {
+            panic!(
+                "{what} across workers during the handover: {e}\n{}",
+                s.log_text()
+            )
+        });
+    }
+    common::wait_for("both workers upgraded", LIMIT, || {
+        plain(&s.log_text())
+            .contains("supervisor: every worker upgraded")
+            .then_some(())
+    });
+    for c in zero.iter_mut() {
+        if c.id == victim {
+            assert!(
+                c.conn.query_drop("SELECT 1").is_err(),
+                "the victim answered"
+            );
+        } else {
+            check(
+                c,
+                "an idle client whose KILL QUERY found nothing to interrupt",
+            );
+        }
+    }
+    check(&mut busy, "the client whose statement was killed");
+    check(&mut killer, "the killer");
+    let _ = std::fs::remove_file(&hold);
+    assert!(s.terminate().success());
+}
