@@ -55,7 +55,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request's answer may take (but a KILL's: [`KILL_TIMEOUT`]).
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker's shard may take over a `KILL` request: during an upgrade's handover it
+/// may wait for a session on its way, then ask the other process (see `upgrade::peer`).
+const KILL_WAIT: Duration = Duration::from_secs(
+    crate::upgrade::peer::TRANSIT_WAIT.as_secs() + crate::upgrade::peer::ASK_TIMEOUT.as_secs() + 5,
+);
+/// How long whoever sends a `KILL` request waits for its answer (longer than the worker's
+/// own wait, so it hears the worker's answer rather than a timeout).
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(KILL_WAIT.as_secs() + 5);
 /// Longest request line read (requests are a few dozen bytes; a SET's value may be longer).
 const MAX_REQUEST: u64 = 4096;
 
@@ -97,13 +106,40 @@ fn addr(name: &str) -> std::io::Result<SocketAddr> {
 
 /// Sends one request line to a worker and returns its answer line.
 pub fn request(supervisor: u32, worker: u32, line: &str) -> std::io::Result<String> {
+    request_within(supervisor, worker, line, TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the answer.
+pub fn request_within(
+    supervisor: u32,
+    worker: u32,
+    line: &str,
+    timeout: Duration,
+) -> std::io::Result<String> {
     let s = UnixStream::connect_addr(&addr(&socket_name(supervisor, worker))?)?;
-    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(TIMEOUT))?;
     (&s).write_all(format!("{line}\n").as_bytes())?;
     let mut answer = String::new();
     BufReader::new(&s).read_line(&mut answer)?;
     Ok(answer.trim_end().to_string())
+}
+
+/// A `KILL` request to a worker, answered. During a worker's upgrade its old and new processes
+/// both answer on the worker's socket, and the old one exits once its handover is over: a
+/// request it took and did not answer (the connection closed without a line, or reset before
+/// it read it) is sent once more, and reaches the new one. Not a KILL applied twice: a session
+/// still in the old process when it exits ends with it (the new process then finds nothing),
+/// and a KILL the old process had passed to the new one through the KILL line finds the same
+/// session there (a KILL QUERY just delivered is not sent again: `shard::kill`, rule 2).
+pub fn request_kill(supervisor: u32, worker: u32, line: &str) -> std::io::Result<String> {
+    match request_within(supervisor, worker, line, KILL_TIMEOUT) {
+        Ok(a) if a.is_empty() => request_within(supervisor, worker, line, KILL_TIMEOUT),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            request_within(supervisor, worker, line, KILL_TIMEOUT)
+        }
+        r => r,
+    }
 }
 
 /// KILL for a session of another worker.
@@ -119,7 +155,7 @@ pub fn remote_kill(
     } else {
         "connection"
     };
-    match request(supervisor, worker, &format!("KILL {conn_id} {kind} {user}")) {
+    match request_kill(supervisor, worker, &format!("KILL {conn_id} {kind} {user}")) {
         Ok(a) if a == "OK" => Ok(()),
         Ok(a) => Err(parse_err(&a).unwrap_or_else(|| {
             Reply::new(1094, b"HY000", format!("Unknown thread id: {conn_id}"))
@@ -188,13 +224,16 @@ pub fn handle(shared: &Shared, line: &str) -> String {
                 return format!("ERR 1094 HY000 Unknown thread id: {id}");
             };
             let reply = Reply1::default();
+            // A client of this worker, wherever it is during an upgrade's handover: here,
+            // or (after a handover began) in the other process of this worker's upgrade.
             mb.post(ShardMsg::Kill {
                 conn_id: id,
                 kind,
                 by_user: user,
+                ask_peer: true,
                 reply: reply.clone(),
             });
-            match reply.recv_blocking(TIMEOUT) {
+            match reply.recv_blocking(KILL_WAIT) {
                 Some(Ok(())) => "OK".into(),
                 Some(Err(r)) => format!(
                     "ERR {} {} {}",
@@ -467,6 +506,7 @@ fn kill_where(shared: &Shared, f: &ClientFilter) -> String {
                 conn_id: c.id,
                 kind: KillKind::Connection,
                 by_user: crate::shard::kill::BY_ADMIN,
+                ask_peer: false,
                 reply: reply.clone(),
             });
             Some(reply)

@@ -96,6 +96,20 @@ pub enum Target {
 impl Target {
     /// Sends `line` everywhere; one answer per process (an unreachable worker's is an ERR).
     fn ask_all(&self, line: &str) -> Vec<String> {
+        self.ask_all_by(line, |sup, w| crate::admin::request(sup, w, line))
+    }
+
+    /// [`Target::ask_all`] for a `KILL` request ([`crate::admin::request_kill`]: longer, and
+    /// asked again of a worker whose old process exited during its upgrade).
+    fn ask_all_kill(&self, line: &str) -> Vec<String> {
+        self.ask_all_by(line, |sup, w| crate::admin::request_kill(sup, w, line))
+    }
+
+    fn ask_all_by(
+        &self,
+        line: &str,
+        request: impl Fn(u32, u32) -> std::io::Result<String>,
+    ) -> Vec<String> {
         match self {
             Target::Local(shared) => vec![crate::admin::handle(shared, line)],
             Target::Workers {
@@ -103,7 +117,7 @@ impl Target {
                 workers,
             } => (0..*workers)
                 .map(|w| {
-                    crate::admin::request(*supervisor, w, line).unwrap_or_else(|e| {
+                    request(*supervisor, w).unwrap_or_else(|e| {
                         format!("ERR 2013 HY000 worker {w} did not answer: {e}")
                     })
                 })
@@ -1355,7 +1369,9 @@ fn reconnect(target: &Target, line: &str) -> Answer {
 /// KILL [QUERY] for any client: asked of every process; the one that holds it answers.
 fn kill_client(target: &Target, id: u32, kind: &str) -> Answer {
     let line = format!("KILL {id} {kind} {}", crate::shard::kill::BY_ADMIN);
-    let answers = target.ask_all(&line);
+    // (During an upgrade's handover a worker may ask the other process of its upgrade: see
+    // `upgrade::peer`.)
+    let answers = target.ask_all_kill(&line);
     if answers.iter().any(|a| a == "OK") {
         return Answer::Ok;
     }

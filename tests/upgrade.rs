@@ -769,9 +769,13 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
         successor_pid(&s)
     }));
     assert!(s.wait_exit(LIMIT).success());
-    wait_adopted(&s, 4); // the first handover to end
-                         // The handover channel is closed once the handover is over.
-    assert_eq!(seqpacket_sockets(first.0), 0);
+    // The first handover to end.
+    wait_adopted(&s, 4);
+    // The handover channel is closed once the handover is over, and the KILL line once the
+    // old process is gone (its end closing is what tells the successor, a moment later).
+    common::wait_for("the first successor's channels to close", LIMIT, || {
+        (seqpacket_sockets(first.0) == 0).then_some(())
+    });
     for c in clients.iter_mut() {
         check(c, "after the first upgrade");
     }
@@ -786,7 +790,9 @@ fn two_upgrades_in_a_row_keep_clients_and_ids_unique() {
         (!first.alive()).then_some(())
     });
     wait_adopted(&s, 5); // the second handover to end
-    assert_eq!(seqpacket_sockets(second.0), 0);
+    common::wait_for("the second successor's channels to close", LIMIT, || {
+        (seqpacket_sockets(second.0) == 0).then_some(())
+    });
     for c in clients.iter_mut() {
         check(c, "after the second upgrade");
     }
@@ -1035,4 +1041,351 @@ fn session_mode_clients_give_up_their_backend_and_move() {
     assert_eq!(v, Some(1));
     assert_eq!(backend_thread(&mut pinned), thread);
     drop(succ);
+}
+
+/// The ids of the clients process `pid` (a single sluice, or a successor) holds, from its
+/// admin socket.
+fn clients_of(pid: u32) -> Vec<sluice::metrics::ClientRow> {
+    sluice::admin::remote_clients(pid, 0)
+        .unwrap_or_else(|| panic!("process {pid} did not list its clients"))
+}
+
+fn ids_of(pid: u32) -> Vec<u64> {
+    clients_of(pid).iter().map(|c| u64::from(c.id)).collect()
+}
+
+/// The server's error code for `e`, if it is a server error.
+fn code(e: &mysql::Error) -> Option<u16> {
+    common::server_error(e).map(|x| x.0)
+}
+
+#[test]
+fn kills_reach_clients_on_either_side_of_a_handover() {
+    // The successor stops reading sessions after adopting its third (a test hook it inherits)
+    // while the file `hold` exists: clients are then in the old process, in the successor and
+    // on their way between them.
+    let hold = std::env::temp_dir().join(format!(
+        "sluice-upgrade-kill-hold-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&hold, b"").unwrap();
+    let admin = common::free_port();
+    let users = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+                 [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
+    let mut s = Sluice::with_env(
+        Config::default()
+            .top("shards = 1")
+            .users(users)
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+        &[(
+            "SLUICE_UPGRADE_FAULT",
+            &format!("hold-after:3:{}", hold.display()),
+        )],
+    );
+    let console = |sql: &str| common::mariadb_cli(admin, &["-uadmin", "-psecret"], sql);
+    let old = s.pid();
+    let mut victims: Vec<Client> = (0..6).map(|i| client(&s, i)).collect();
+    let ids: Vec<u64> = victims.iter().map(|c| c.id).collect();
+    // Two clients busy while the old process hands over: they stay in it. (Two rows: the
+    // server notices the KILL QUERY between them and answers ERR 1317; a lone SLEEP
+    // interrupted may answer 1 instead.)
+    let mut d = common::direct();
+    let busy_sql =
+        "SELECT SLEEP(60) AS killed_from_the_successor FROM (SELECT 1 UNION ALL SELECT 2) t";
+    let console_sql =
+        "SELECT SLEEP(60) AS killed_from_the_console FROM (SELECT 1 UNION ALL SELECT 2) t";
+    let mut sleepers = Vec::new();
+    for (i, sql) in [busy_sql, console_sql].into_iter().enumerate() {
+        let mut c = client(&s, 10 + i as u64);
+        let id = c.id;
+        sleepers.push((
+            id,
+            std::thread::spawn(move || {
+                // (Every row read: the ERR comes after the first.)
+                let r = c.conn.query::<u64, _>(sql).map(drop);
+                (c, r)
+            }),
+        ));
+        common::wait_for_statement(&mut d, sql);
+    }
+    let (busy_id, console_id) = (sleepers[0].0, sleepers[1].0);
+    common::wait_for("the idle clients to park", LIMIT, || {
+        let rows = clients_of(old);
+        ids.iter()
+            .all(|id| {
+                rows.iter()
+                    .any(|r| u64::from(r.id) == *id && r.state == "parked")
+            })
+            .then_some(())
+    });
+    upgrade(&s);
+    let succ = ready_successor(&s);
+    common::wait_for("the successor to hold the handover", LIMIT, || {
+        plain(&s.log_text())
+            .contains("holds the handover while this file exists")
+            .then_some(())
+    });
+    // Where everyone is: three idle clients adopted, three on their way, the busy two in the
+    // old process.
+    let (in_old, in_new) = (ids_of(old), ids_of(succ.0));
+    let moved: Vec<u64> = ids.iter().filter(|i| in_new.contains(i)).copied().collect();
+    let on_the_way: Vec<u64> = ids
+        .iter()
+        .filter(|i| !in_new.contains(i) && !in_old.contains(i))
+        .copied()
+        .collect();
+    let where_ = format!("old {in_old:?}, new {in_new:?}, clients {ids:?}");
+    assert_eq!(moved.len(), 3, "{where_}");
+    assert_eq!(on_the_way.len(), 3, "{where_}");
+    assert!(
+        in_old.contains(&busy_id) && in_old.contains(&console_id),
+        "{where_}"
+    );
+    let nobody = 3_999_999u64;
+    assert!(!in_old.contains(&nobody) && !in_new.contains(&nobody));
+
+    // A client of the successor (the old process accepts no more) kills the statement of a
+    // client the old process holds: the victim sees ERR 1317, the killer OK.
+    let mut killer = s.conn();
+    let killer_id: u64 = killer
+        .query_first("SELECT CONNECTION_ID()")
+        .unwrap()
+        .unwrap();
+    assert!(ids_of(succ.0).contains(&killer_id));
+    // Another user may not, across processes either.
+    let mut stranger = s.conn_as("other", "o", None);
+    let e = stranger
+        .query_drop(format!("KILL QUERY {busy_id}"))
+        .expect_err("user other killed a statement of user app");
+    assert_eq!(code(&e), Some(1095), "{e}");
+    killer
+        .query_drop(format!("KILL QUERY {busy_id}"))
+        .unwrap_or_else(|e| panic!("KILL QUERY of a client of the old process: {e}"));
+    let (_, sleeper) = sleepers.remove(0);
+    let (mut busy, r) = sleeper.join().unwrap();
+    let e = r.expect_err("the SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    // An id nobody has: the server's answer, exactly, from either process.
+    let e = killer
+        .query_drop(format!("KILL {nobody}"))
+        .expect_err("KILL of an id nobody has");
+    assert_eq!(
+        common::server_error(&e),
+        Some((1094, "HY000".into(), format!("Unknown thread id: {nobody}"))),
+        "{e}"
+    );
+    // The other way round: a client of the old process kills one the successor adopted.
+    busy.conn
+        .query_drop(format!("KILL {}", moved[0]))
+        .unwrap_or_else(|e| panic!("KILL from the old process of a moved client: {e}"));
+    let e = busy
+        .conn
+        .query_drop(format!("KILL QUERY {nobody}"))
+        .expect_err("KILL QUERY of an id nobody has");
+    assert_eq!(
+        common::server_error(&e),
+        Some((1094, "HY000".into(), format!("Unknown thread id: {nobody}"))),
+        "{e}"
+    );
+    // (The busy client is still the old process's: nothing is swept while the hold lasts.)
+    assert!(ids_of(old).contains(&busy_id));
+    // The console (whichever process answers it): one client in each process, and nobody.
+    let (ok, out, err) = console(&format!("KILL CLIENT {}", moved[1]));
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = console(&format!("KILL CLIENT QUERY {console_id}"));
+    assert!(ok, "{out}\n{err}");
+    let (_, sleeper) = sleepers.remove(0);
+    let (mut console_victim, r) = sleeper.join().unwrap();
+    let e = r.expect_err("the SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    let (ok, _, err) = console(&format!("KILL CLIENT {nobody}"));
+    assert!(
+        !ok && err.contains(&format!(
+            "ERROR 1094 (HY000) at line 1: Unknown thread id: {nobody}"
+        )),
+        "{err}"
+    );
+    // A client on its way: the KILL waits for it to arrive (here, once the hold ends).
+    let target = on_the_way[0];
+    let waiting = std::thread::spawn(move || {
+        let r = killer.query_drop(format!("KILL {target}"));
+        (killer, r)
+    });
+    let field = format!("conn_id={target}");
+    common::wait_for("the KILL to wait for its client", LIMIT, || {
+        plain(&s.log_text())
+            .lines()
+            .any(|l| {
+                l.contains("KILL waits for a session on its way")
+                    && l.split_whitespace().any(|w| w == field)
+            })
+            .then_some(())
+    });
+    std::fs::remove_file(&hold).unwrap();
+    let (mut killer, r) = waiting.join().unwrap();
+    r.unwrap_or_else(|e| panic!("KILL of a client on its way: {e}"));
+
+    // The handover ends; the old process stops.
+    assert!(s.wait_exit(LIMIT).success(), "{}", s.log_text());
+    // (Adopted: the six idle clients and the two busy ones; three were killed since.)
+    wait_adopted(&s, 8);
+    // The killed clients are gone, each once; every other client is as it was.
+    let killed = [moved[0], moved[1], on_the_way[0]];
+    let left = ids_of(succ.0);
+    for c in victims.iter_mut() {
+        if killed.contains(&c.id) {
+            assert!(!left.contains(&c.id), "client {} still there", c.id);
+            assert!(
+                c.conn.query_drop("SELECT 1").is_err(),
+                "client {} answered",
+                c.id
+            );
+        } else {
+            check(c, "a client not killed");
+        }
+    }
+    for (c, what) in [
+        (&mut busy, "the client whose statement was killed"),
+        (&mut console_victim, "the console's victim"),
+    ] {
+        check(c, what);
+    }
+    let _: Option<u64> = killer.query_first("SELECT 1").unwrap();
+    let _: Option<u64> = stranger.query_first("SELECT 1").unwrap();
+    let _ = std::fs::remove_file(&hold);
+    drop(succ);
+}
+
+#[test]
+fn kills_from_another_worker_reach_clients_of_a_worker_being_upgraded() {
+    // Worker 0's successor stops reading sessions after adopting its first while `hold`
+    // exists; worker 1 is not upgraded yet, and its clients KILL worker 0's through worker 0's
+    // admin socket, which the old and the new worker 0 both answer during the handover.
+    let hold = std::env::temp_dir().join(format!(
+        "sluice-upgrade-kill-workers-hold-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&hold, b"").unwrap();
+    let mut s = Sluice::with_env(
+        Config::default().top("workers = 2\nshards = 1"),
+        &[(
+            "SLUICE_UPGRADE_FAULT",
+            &format!("hold-after:1:{}", hold.display()),
+        )],
+    );
+    let layout = sluice::shared::IdLayout::new(2, 1);
+    let worker = |id: u64| layout.locate(id as u32).0;
+    // Clients spread over the workers by the kernel: enough of each (bounded).
+    let (mut zero, mut one): (Vec<Client>, Vec<Client>) = (Vec::new(), Vec::new());
+    let mut seen = Vec::new();
+    for i in 0..200 {
+        if zero.len() >= 4 && !one.is_empty() {
+            break;
+        }
+        let c = client(&s, i);
+        seen.push(c.id);
+        match worker(c.id) {
+            0 if zero.len() < 4 => zero.push(c),
+            1 if one.is_empty() => one.push(c),
+            _ => {}
+        }
+    }
+    assert!(
+        zero.len() == 4 && one.len() == 1,
+        "clients did not spread over both workers: {seen:?}"
+    );
+    let mut killer = one.remove(0);
+    // One of worker 0's clients is busy during the handover: it stays in the old worker.
+    let mut busy = zero.remove(0);
+    let busy_id = busy.id;
+    let sql = "SELECT SLEEP(60) AS killed_from_worker_1 FROM (SELECT 1 UNION ALL SELECT 2) t";
+    let sleeper = std::thread::spawn(move || {
+        let r = busy.conn.query::<u64, _>(sql).map(drop);
+        (busy, r)
+    });
+    let mut d = common::direct();
+    common::wait_for_statement(&mut d, sql);
+    upgrade(&s);
+    common::wait_for("worker 0's successor to hold the handover", LIMIT, || {
+        plain(&s.log_text())
+            .contains("holds the handover while this file exists")
+            .then_some(())
+    });
+    // Worker 0 now has one idle client adopted by its successor and two on their way.
+    killer
+        .conn
+        .query_drop(format!("KILL QUERY {busy_id}"))
+        .unwrap_or_else(|e| panic!("KILL QUERY across workers during the handover: {e}"));
+    let (mut busy, r) = sleeper.join().unwrap();
+    let e = r.expect_err("the SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    let nobody = u64::from(layout.compose(0, 0, 999_999));
+    let e = killer
+        .conn
+        .query_drop(format!("KILL {nobody}"))
+        .expect_err("KILL of an id nobody has");
+    assert_eq!(
+        common::server_error(&e),
+        Some((1094, "HY000".into(), format!("Unknown thread id: {nobody}"))),
+        "{e}"
+    );
+    // KILL QUERY (nothing to interrupt: they are idle) of each idle client, then KILL of one:
+    // those on their way are waited for, until the hold ends.
+    let ids: Vec<u64> = zero.iter().map(|c| c.id).collect();
+    let victim = ids[0];
+    let killing = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        for id in &ids {
+            answers.push((
+                format!("KILL QUERY {id}"),
+                killer.conn.query_drop(format!("KILL QUERY {id}")),
+            ));
+        }
+        answers.push((
+            format!("KILL {victim}"),
+            killer.conn.query_drop(format!("KILL {victim}")),
+        ));
+        (killer, answers)
+    });
+    common::wait_for("a KILL to wait for its client", LIMIT, || {
+        plain(&s.log_text())
+            .contains("KILL waits for a session on its way")
+            .then_some(())
+    });
+    std::fs::remove_file(&hold).unwrap();
+    let (mut killer, answers) = killing.join().unwrap();
+    for (what, r) in answers {
+        r.unwrap_or_else(|e| {
+            panic!(
+                "{what} across workers during the handover: {e}\n{}",
+                s.log_text()
+            )
+        });
+    }
+    common::wait_for("both workers upgraded", LIMIT, || {
+        plain(&s.log_text())
+            .contains("supervisor: every worker upgraded")
+            .then_some(())
+    });
+    for c in zero.iter_mut() {
+        if c.id == victim {
+            assert!(
+                c.conn.query_drop("SELECT 1").is_err(),
+                "the victim answered"
+            );
+        } else {
+            check(
+                c,
+                "an idle client whose KILL QUERY found nothing to interrupt",
+            );
+        }
+    }
+    check(&mut busy, "the client whose statement was killed");
+    check(&mut killer, "the killer");
+    let _ = std::fs::remove_file(&hold);
+    assert!(s.terminate().success());
 }

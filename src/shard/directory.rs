@@ -28,6 +28,38 @@ impl Shard {
             .or_else(|| self.db_users.borrow().get(name).cloned())
     }
 
+    /// The name of the user whose id is `id` (a configured account, listed now or not, or a
+    /// user loaded from the database): how a KILL names its user to the other process of an
+    /// upgrade, whose ids may differ (see `upgrade::peer`).
+    pub(crate) fn user_name(&self, id: u32) -> Option<String> {
+        if id < crate::users::DB_USER_IDS_FROM {
+            return self.shared.users().get(id).map(|a| a.spec.name.clone());
+        }
+        self.db_users
+            .borrow()
+            .values()
+            .find(|u| u.id == id)
+            .map(|u| u.name.to_string())
+    }
+
+    /// This process's id of the user named `name`, as a login would find it: a configured
+    /// user listed now, else one loaded from the database, else an account no longer listed
+    /// (its sessions may still run).
+    pub(crate) fn user_id_named(&self, name: &str) -> Option<u32> {
+        let users = self.shared.users();
+        let account = users
+            .all
+            .iter()
+            .find(|a| a.spec.name == name && a.spec.name != crate::users::DB_ACCOUNT);
+        if let Some(a) = account.filter(|a| a.current) {
+            return Some(a.spec.id);
+        }
+        if let Some(u) = self.db_users.borrow().get(name.as_bytes()) {
+            return Some(u.id);
+        }
+        account.map(|a| a.spec.id)
+    }
+
     /// Replaces the users loaded from the database (sessions already open keep theirs).
     pub(crate) fn set_db_users(&self, list: &[(u32, crate::bootstrap::DbUser)]) {
         let Some(account) = self.shared.db_account else {

@@ -66,6 +66,8 @@ pub async fn run(
         glommio::spawn_local(probe::run(shard.clone())).detach();
     }
     shard.clone().dispatch().await;
+    // (Questions from the other process of an upgrade for this shard's ids answer at once.)
+    crate::upgrade::peer::shard_stopped(id);
     info!(shard = id, "shard stopped");
 }
 
@@ -106,8 +108,30 @@ impl Shard {
                 conn_id,
                 kind,
                 by_user,
+                ask_peer,
                 reply,
             } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let r = if ask_peer {
+                        shard.kill_anywhere(conn_id, kind, by_user).await
+                    } else {
+                        shard.kill_local(conn_id, kind, by_user).await
+                    };
+                    reply.send(r);
+                })
+                .detach();
+            }
+            ShardMsg::PeerKill {
+                conn_id,
+                kind,
+                by,
+                reply,
+            } => {
+                let by_user = match by {
+                    None => super::kill::BY_ADMIN,
+                    Some(name) => self.user_id_named(&name).unwrap_or(super::kill::NOBODY),
+                };
                 let shard = self.clone();
                 glommio::spawn_local(async move {
                     reply.send(shard.kill_local(conn_id, kind, by_user).await);

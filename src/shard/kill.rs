@@ -30,12 +30,19 @@
 //!
 //! A KILL QUERY for a session with no statement on a backend (idle, or between statements)
 //! does nothing, as the server does for an idle connection: its next statement runs normally.
+//!
+//! During an upgrade's handover a session may be in the old process, in its successor, or on
+//! its way between them: [`Shard::kill_anywhere`] looks here, then asks the other process
+//! (`upgrade::peer` has the why and the order), and [`Shard::kill_local`] waits for a session
+//! on its way to arrive before it looks.
 
 use super::table::{ActiveCtl, KillKind, Running, SentKill, SlotState};
 use super::{Reply1, Shard, ShardMsg};
 use crate::backend::conn::{BackendConn, BackendError};
 use crate::error::{Error, Reply};
 use crate::frontend::session;
+use crate::upgrade::peer::{self, Place, Said};
+use crate::upgrade::shard_side;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -43,6 +50,13 @@ use tracing::{debug, warn};
 
 /// The `by_user` of a KILL from the admin console: allowed for any session.
 pub const BY_ADMIN: u32 = u32::MAX;
+
+/// The `by_user` of a KILL from the other process of an upgrade for a user this process does
+/// not know: no session's user (ids of users loaded from the database count up from 2^24).
+pub const NOBODY: u32 = u32::MAX - 1;
+
+/// The server's code for a connection id that names no session.
+pub const NO_SUCH_THREAD: u16 = 1094;
 
 /// Connections a shard keeps for KILL QUERY, open at once (idle or busy; more KILLs wait their
 /// turn): bounded, so a KILL storm cannot exhaust the backend's connections or the descriptors
@@ -214,7 +228,7 @@ impl KillLines {
 
 /// The ERR for a connection id that names no session.
 pub fn no_such_thread(id: u32) -> Reply {
-    Reply::new(1094, b"HY000", format!("Unknown thread id: {id}"))
+    Reply::new(NO_SUCH_THREAD, b"HY000", format!("Unknown thread id: {id}"))
 }
 
 impl Shard {
@@ -258,7 +272,7 @@ impl Shard {
         } else if shard as usize >= self.shared.shards {
             Err(no_such_thread(conn_id))
         } else if shard as usize == self.id {
-            self.kill_local(conn_id, kind, by_user).await
+            self.kill_anywhere(conn_id, kind, by_user).await
         } else {
             let reply = Reply1::default();
             let Some(mb) = self
@@ -273,11 +287,65 @@ impl Shard {
                 conn_id,
                 kind,
                 by_user,
+                ask_peer: true,
                 reply: reply.clone(),
             });
             reply.recv().await
         };
         r.map_err(Error::Refused)
+    }
+
+    /// KILL [QUERY] `conn_id`, an id of this shard: here, or during an upgrade's handover in
+    /// the other process (the order is [`peer::next`]'s; `upgrade::peer` says why).
+    pub(super) async fn kill_anywhere(
+        self: &Rc<Self>,
+        conn_id: u32,
+        kind: KillKind,
+        by_user: u32,
+    ) -> Result<(), Reply> {
+        let side = peer::side();
+        let mut at = Place::Here;
+        // (Three places at most: `next` never names one twice.)
+        for _ in 0..3 {
+            let said = match at {
+                Place::Here | Place::HereAgain => {
+                    match self.kill_local(conn_id, kind, by_user).await {
+                        Err(r) if r.code == NO_SUCH_THREAD => Said::Unknown,
+                        r => Said::Found(r),
+                    }
+                }
+                Place::Peer => self.ask_peer(conn_id, kind, by_user).await,
+            };
+            match peer::next(side, at, &said) {
+                Some(p) => at = p,
+                None => return said.into_result(conn_id),
+            }
+        }
+        Err(no_such_thread(conn_id))
+    }
+
+    /// Asks the other process of the handover to KILL `conn_id` there (from a helper thread:
+    /// the question blocks), naming the user as that process knows it: by name.
+    async fn ask_peer(&self, conn_id: u32, kind: KillKind, by_user: u32) -> Said {
+        let by = if by_user == BY_ADMIN {
+            None
+        } else {
+            match self.user_name(by_user) {
+                Some(name) => Some(name),
+                // A user this process no longer knows by name (a database user dropped since
+                // it logged in) owns nothing the other process could name.
+                None => return Said::Unknown,
+            }
+        };
+        let reply = Reply1::default();
+        let r = reply.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sluice-kill".into())
+            .spawn(move || r.send(peer::ask(conn_id, kind, by)));
+        match spawned {
+            Ok(_) => reply.recv().await,
+            Err(e) => Said::NoAnswer(format!("cannot start a thread to ask: {e}")),
+        }
     }
 
     /// KILL [QUERY] `conn_id`, a session of this shard (`by_user` [`BY_ADMIN`]: the admin
@@ -288,6 +356,26 @@ impl Shard {
         kind: KillKind,
         by_user: u32,
     ) -> Result<(), Reply> {
+        if shard_side::moving(conn_id) {
+            // On its way to the successor (in neither table): wait until it arrives there or
+            // is taken back here.
+            debug!(
+                conn_id,
+                "KILL waits for a session on its way to the new process"
+            );
+            let arrived = glommio::timer::timeout(peer::TRANSIT_WAIT, async {
+                shard_side::arrived(conn_id).await;
+                Ok(())
+            })
+            .await;
+            if arrived.is_err() {
+                return Err(Reply::new(
+                    1105,
+                    b"HY000",
+                    format!("sluice: connection {conn_id} is still being moved to the new process of an upgrade after {} s; KILL it again", peer::TRANSIT_WAIT.as_secs()),
+                ));
+            }
+        }
         let token = self
             .table
             .borrow()

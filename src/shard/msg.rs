@@ -17,10 +17,21 @@ pub enum ShardMsg {
     /// Stop accepting, let commands in flight finish, close everything.
     Shutdown,
     /// KILL a session of this shard; the reply says whether it was found and allowed.
+    /// `ask_peer`: during an upgrade's handover, when it is not here, ask the other process
+    /// (see `upgrade::peer`).
     Kill {
         conn_id: u32,
         kind: KillKind,
         by_user: u32,
+        ask_peer: bool,
+        reply: Reply1<Result<(), Reply>>,
+    },
+    /// KILL a session of this shard for the other process of an upgrade's handover, for the
+    /// user it names (`None`: the admin console): here only (see `upgrade::peer`).
+    PeerKill {
+        conn_id: u32,
+        kind: KillKind,
+        by: Option<String>,
         reply: Reply1<Result<(), Reply>>,
     },
     /// Re-check the drain condition (the last session left, or the deadline passed).

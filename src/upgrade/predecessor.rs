@@ -221,7 +221,21 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
         }
         Launch::BySupervisor { control, channel } => (channel, None, Some(control)),
     };
-    let others = OTHERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut others = OTHERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // The KILL line (see `peer`), last: KILLs reach the clients of either process from now on.
+    let theirs = match peer::pair() {
+        Ok((ours, theirs)) => {
+            // Answering now (the successor's clients may KILL ours), asking once it is ready.
+            peer::open(peer::Side::Predecessor, ours, false);
+            peer::serve(shared.clone());
+            others.push((Role::Peer, theirs.as_raw_fd()));
+            Some(theirs)
+        }
+        Err(e) => {
+            warn!(error = %e, "upgrade: cannot make the KILL line; during the handover a KILL reaches only the process that holds its client");
+            None
+        }
+    };
     let hello = Msg::Hello {
         workers: shared.workers,
         shards: shared.shards as u32,
@@ -237,8 +251,10 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
         .filter_map(|d| d.0.as_ref().map(AsRawFd::as_raw_fd))
         .chain(others.iter().map(|(_, fd)| *fd))
         .collect();
-    let ready = mine
-        .send(&hello, &fds)
+    let sent = mine.send(&hello, &fds);
+    // The successor's end is its own now (ours closes, so our line ends when it exits).
+    drop(theirs);
+    let ready = sent
         .map_err(|e| format!("cannot send the hello: {e}"))
         .and_then(|()| await_ready(&mine, child.as_mut()))
         .and_then(|(pid, server_known, records)| {
@@ -266,10 +282,13 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
                 // The supervisor stops the successor it started.
                 let _ = c.send(&Msg::Failed { why: why.clone() }, &[]);
             }
+            peer::close();
             error!(why = %why, "upgrade rolled back: this process keeps its listeners and every client");
             return false;
         }
     };
+    // The successor answers KILL questions from now on.
+    peer::start_asking();
     if let Some(c) = &control {
         let ready = Msg::Ready {
             pid,
@@ -354,6 +373,7 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
                     error!(error = %e, moved, "upgrade rolled back late: the successor stopped answering; this process keeps the sessions it still has and accepts again (sessions the successor had taken are lost with it)");
                     crate::notify::take_back();
                     HANDING_OVER.store(false, Ordering::Relaxed);
+                    peer::close();
                     for (mb, l) in mbs.iter().zip(dups) {
                         mb.post(ShardMsg::Upgrade(ShardRequest::Resume { listener: l }));
                     }
@@ -457,17 +477,14 @@ fn send_batch(
                 let m = pending.remove(i);
                 match refused {
                     None => {
-                        // Ours closes; the successor's copy keeps the connection. A backend
-                        // connection that went with it is let go by its shard (kept there,
-                        // in transit, until now).
+                        // Ours closes; the successor's copy keeps the connection. Its shard
+                        // learns it arrived (a KILL waiting for it asks the successor now),
+                        // and lets go a backend connection that went with it (kept there, in
+                        // transit, until now).
                         moved += 1;
-                        if m.backend_fd.is_some() {
-                            let (_, shard) = ids.locate(m.conn_id);
-                            if let Some(mb) = mbs.get(shard as usize) {
-                                mb.post(ShardMsg::Upgrade(ShardRequest::Gone {
-                                    conn_id: m.conn_id,
-                                }));
-                            }
+                        let (_, shard) = ids.locate(m.conn_id);
+                        if let Some(mb) = mbs.get(shard as usize) {
+                            mb.post(ShardMsg::Upgrade(ShardRequest::Gone { conn_id: m.conn_id }));
                         }
                         drop(m);
                     }
@@ -509,7 +526,12 @@ fn take_back(
     match r {
         Ok(()) => info!(conn = conn_id, why = %why, "upgrade: session kept here"),
         Err(e) => {
-            error!(conn = conn_id, why = %why, error = %e, "upgrade: a session could be neither moved nor kept; its connection is closed")
+            error!(conn = conn_id, why = %why, error = %e, "upgrade: a session could be neither moved nor kept; its connection is closed");
+            // No longer on its way (a KILL waiting for it answers now).
+            let (_, shard) = ids.locate(conn_id);
+            if let Some(mb) = mbs.get(shard as usize) {
+                mb.post(ShardMsg::Upgrade(ShardRequest::Settled { conn_id }));
+            }
         }
     }
 }

@@ -24,11 +24,12 @@ use crate::shard::poller::READABLE;
 use crate::shard::table::{ActiveCtl, SlotState, Token};
 use crate::shard::Shard;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
+use std::task::{Poll, Waker};
 
 /// What a shard is asked during an upgrade.
 pub enum ShardRequest {
@@ -56,9 +57,13 @@ pub enum ShardRequest {
         backend_fd: Option<OwnedFd>,
         reply: Sender<Result<(), String>>,
     },
-    /// The successor adopted session `conn_id`, which moved with its backend connection: the
-    /// lease kept in transit here lets the connection go.
+    /// The successor adopted session `conn_id`: it is no longer on its way (see [`moving`]);
+    /// when it moved with its backend connection, the lease kept in transit here lets the
+    /// connection go.
     Gone { conn_id: u32 },
+    /// Session `conn_id`, on its way, was neither adopted nor taken back (it could not be
+    /// decoded again, or its shard did not answer): it is no longer on its way.
+    Settled { conn_id: u32 },
 }
 
 /// One session on its way out: its socket, its backend connection's (a duplicate) when it
@@ -85,6 +90,45 @@ struct InTransit {
 thread_local! {
     /// This shard's leases in transit, by connection id.
     static IN_TRANSIT: RefCell<HashMap<u32, InTransit>> = RefCell::new(HashMap::new());
+    /// This shard's sessions on their way to the successor (sent, not answered yet), by
+    /// connection id: in neither process's table until the answer (see [`moving`]).
+    static MOVING: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
+    /// Tasks waiting for one of them to settle ([`arrived`]).
+    static MOVING_WAITERS: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Is session `conn_id` of this shard on its way to the successor: taken out of the table and
+/// sent, its answer not read yet? Such a session is in neither process's table; a KILL for it
+/// waits until it settles ([`arrived`]): adopted by the successor, or taken back here.
+pub fn moving(conn_id: u32) -> bool {
+    MOVING.with(|m| m.borrow().contains(&conn_id))
+}
+
+/// Resolves once session `conn_id` is no longer on its way (see [`moving`]): it is then in
+/// this shard's table (taken back), in the successor's (adopted), or gone.
+pub async fn arrived(conn_id: u32) {
+    std::future::poll_fn(|cx| {
+        if !moving(conn_id) {
+            return Poll::Ready(());
+        }
+        MOVING_WAITERS.with(|w| {
+            let mut w = w.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+        });
+        Poll::Pending
+    })
+    .await
+}
+
+/// Session `conn_id` is no longer on its way; wakes whoever waits for one to settle.
+fn settle(conn_id: u32) {
+    if MOVING.with(|m| m.borrow_mut().remove(&conn_id)) {
+        for w in MOVING_WAITERS.with(|w| std::mem::take(&mut *w.borrow_mut())) {
+            w.wake();
+        }
+    }
 }
 
 /// Lets a lease in transit go: `moved` (the successor has the connection now) or discarded
@@ -810,7 +854,9 @@ pub fn on_request(shard: &Rc<Shard>, req: ShardRequest) {
             if let Some(t) = IN_TRANSIT.with(|m| m.borrow_mut().remove(&conn_id)) {
                 let_go(shard, t);
             }
+            settle(conn_id);
         }
+        ShardRequest::Settled { conn_id } => settle(conn_id),
     }
 }
 
@@ -902,6 +948,9 @@ fn hand_over(shard: &Rc<Shard>, max: usize, carry: bool) -> Sweep {
         let Some(mut sess) = shard.table.borrow_mut().remove(t) else {
             continue;
         };
+        // On its way from now until the successor answers (in the same step as leaving the
+        // table: a KILL on this shard never finds it in neither).
+        MOVING.with(|m| m.borrow_mut().insert(sess.conn_id));
         shard.poller.remove(sess.fd.as_raw_fd());
         shard.shared.clients.fetch_sub(1, Ordering::Relaxed);
         shard.shared.leave_user(sess.user.index);
@@ -1056,6 +1105,9 @@ fn adopt(
     backend_fd: Option<OwnedFd>,
 ) -> Result<(), String> {
     let transit = IN_TRANSIT.with(|m| m.borrow_mut().remove(&r.conn_id));
+    // Taken back (in the old process): no longer on its way. This function does not yield,
+    // so a KILL woken by this finds the session in the table, or finds it gone.
+    settle(r.conn_id);
     let backend = r.backend_conn.take();
     let give_back = |transit: Option<InTransit>| {
         if let Some(t) = transit {

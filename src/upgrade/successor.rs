@@ -13,6 +13,9 @@ pub enum Role {
     Metrics = 2,
     /// A worker's admin socket (abstract, named after its supervisor and its index).
     Admin = 3,
+    /// Not a listener: the successor's end of the KILL line ([`super::peer`]), passed last (a
+    /// successor that predates it skips the role and closes the descriptor).
+    Peer = 4,
 }
 
 impl Role {
@@ -21,6 +24,7 @@ impl Role {
             1 => Some(Role::Console),
             2 => Some(Role::Metrics),
             3 => Some(Role::Admin),
+            4 => Some(Role::Peer),
             _ => None,
         }
     }
@@ -155,10 +159,18 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         .iter()
         .map(|&has| if has { fds.next() } else { None })
         .collect();
-    let others = others
+    let mut others: Vec<(Role, OwnedFd)> = others
         .iter()
         .filter_map(|&b| Some((Role::from_byte(b)?, fds.next()?)))
         .collect();
+    // The KILL line: a KILL here for a client the predecessor holds asks it from now on (this
+    // process's shards accept before the predecessor hears it is ready).
+    if let Some(at) = others.iter().position(|(r, _)| *r == Role::Peer) {
+        let fd = others.remove(at).1;
+        // SAFETY: a descriptor the predecessor passed, ours alone.
+        let line = unsafe { Channel::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        super::peer::open(super::peer::Side::Successor, line, true);
+    }
     // No upgrade of this process before its own handover is over.
     UPGRADING.store(true, Ordering::Release);
     *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Inherited {
@@ -198,6 +210,9 @@ pub fn successor_ready(
     .flatten() else {
         return;
     };
+    // The predecessor's KILL questions are answered from now on (asked before this, they
+    // waited in the line).
+    super::peer::serve(shared.clone());
     if let Err(e) = channel.send(
         &Msg::Ready {
             pid: std::process::id(),
@@ -269,6 +284,9 @@ fn adopt_loop(
             warn!(error = %e, "upgrade: the handover channel ended");
             return (adopted, refused);
         }
+        if let Some(path) = fault_hold_after(adopted) {
+            hold(&path);
+        }
         if fault_exit_after() == Some(adopted) {
             error!(
                 adopted,
@@ -279,10 +297,15 @@ fn adopt_loop(
     }
 }
 
-/// For tests of the late rollback only: `SLUICE_UPGRADE_FAULT=exit-after:N` makes a successor
-/// exit right after acknowledging its N-th session (the old process is started with it and
-/// passes it on). Nothing else reads it.
+/// For tests only (the old process is started with it and passes it on; nothing else reads
+/// it): `SLUICE_UPGRADE_FAULT=exit-after:N` makes a successor exit right after acknowledging
+/// its N-th session (the late rollback); `hold-after:N:PATH` makes it stop reading the
+/// predecessor's sessions after acknowledging its N-th, while the file PATH exists (at most
+/// [`HOLD_AT_MOST`]; the predecessor gives up after `ANSWER_TIMEOUT`), so a test finds
+/// sessions in both processes and on their way.
 const FAULT_ENV: &str = "SLUICE_UPGRADE_FAULT";
+/// The longest a `hold-after` hold lasts.
+const HOLD_AT_MOST: Duration = Duration::from_secs(8);
 
 fn fault_exit_after() -> Option<u64> {
     std::env::var(FAULT_ENV)
@@ -290,6 +313,22 @@ fn fault_exit_after() -> Option<u64> {
         .strip_prefix("exit-after:")?
         .parse()
         .ok()
+}
+
+/// The file a `hold-after:N:PATH` hold waits on, when `adopted` is its N.
+fn fault_hold_after(adopted: u64) -> Option<PathBuf> {
+    let v = std::env::var(FAULT_ENV).ok()?;
+    let (n, path) = v.strip_prefix("hold-after:")?.split_once(':')?;
+    (n.parse::<u64>().ok()? == adopted).then(|| PathBuf::from(path))
+}
+
+fn hold(path: &std::path::Path) {
+    warn!(path = %path.display(), "upgrade: {FAULT_ENV} holds the handover while this file exists");
+    let until = Instant::now() + HOLD_AT_MOST;
+    while path.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    warn!("upgrade: the handover goes on");
 }
 
 fn adopt_one(

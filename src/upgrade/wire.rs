@@ -53,6 +53,17 @@ pub enum Msg {
     Done,
     /// Supervisor → old worker: the handover channel to its successor rides along.
     Handover,
+    /// Either process → the other, on the KILL line ([`super::peer`]): KILL [QUERY] `conn_id`
+    /// there, for the user named `by` (`None`: the admin console, which may kill any); the
+    /// channel for the answer rides along.
+    Kill {
+        conn_id: u32,
+        query: bool,
+        by: Option<String>,
+    },
+    /// The answer to a [`Msg::Kill`], on the channel that came with it: `None` for OK, else
+    /// the ERR (code, SQLSTATE, message) a client would be sent.
+    Killed { err: Option<(u16, [u8; 5], String)> },
 }
 
 mod kind {
@@ -63,6 +74,8 @@ mod kind {
     pub const ADOPTED: u8 = 5;
     pub const DONE: u8 = 6;
     pub const HANDOVER: u8 = 7;
+    pub const KILL: u8 = 8;
+    pub const KILLED: u8 = 9;
 }
 
 fn u32_at(b: &[u8], i: usize) -> Option<u32> {
@@ -113,6 +126,24 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
         }
         Msg::Done => (kind::DONE, Vec::new()),
         Msg::Handover => (kind::HANDOVER, Vec::new()),
+        Msg::Kill { conn_id, query, by } => {
+            let mut v = conn_id.to_le_bytes().to_vec();
+            v.push(u8::from(*query));
+            v.push(u8::from(by.is_some()));
+            if let Some(name) = by {
+                v.extend_from_slice(name.as_bytes());
+            }
+            (kind::KILL, v)
+        }
+        Msg::Killed { err } => {
+            let mut v = Vec::new();
+            if let Some((code, state, message)) = err {
+                v.extend_from_slice(&code.to_le_bytes());
+                v.extend_from_slice(state);
+                v.extend_from_slice(message.as_bytes());
+            }
+            (kind::KILLED, v)
+        }
     }
 }
 
@@ -162,6 +193,36 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
         }),
         kind::DONE => Ok(Msg::Done),
         kind::HANDOVER => Ok(Msg::Handover),
+        // `conn_id: int<4>`, `query: int<1>`, `by_user: int<1>` (0: the admin), then the
+        // user's name (an empty name is a user's too: a database may list an anonymous one).
+        kind::KILL => Ok(Msg::Kill {
+            conn_id: u32_at(p, 0).ok_or_else(short)?,
+            query: *p.get(4).ok_or_else(short)? != 0,
+            by: match *p.get(5).ok_or_else(short)? {
+                0 => None,
+                _ => Some(
+                    String::from_utf8(p[6..].to_vec())
+                        .map_err(|_| "handover KILL: the user's name is not UTF-8".to_string())?,
+                ),
+            },
+        }),
+        // Empty: OK; else `code: int<2>`, `sqlstate: string<5>`, the message.
+        kind::KILLED if p.is_empty() => Ok(Msg::Killed { err: None }),
+        kind::KILLED => {
+            let code = p.get(..2).ok_or_else(short)?;
+            let state: [u8; 5] = p
+                .get(2..7)
+                .ok_or_else(short)?
+                .try_into()
+                .map_err(|_| short())?;
+            Ok(Msg::Killed {
+                err: Some((
+                    u16::from_le_bytes([code[0], code[1]]),
+                    state,
+                    String::from_utf8_lossy(&p[7..]).into_owned(),
+                )),
+            })
+        }
         k => Err(format!("handover message of unknown kind {k}")),
     }
 }
@@ -558,6 +619,28 @@ mod tests {
             },
             Msg::Done,
             Msg::Handover,
+            Msg::Kill {
+                conn_id: 65539,
+                query: true,
+                by: Some("app".into()),
+            },
+            Msg::Kill {
+                conn_id: 7,
+                query: false,
+                by: None,
+            },
+            Msg::Kill {
+                conn_id: 7,
+                query: false,
+                by: Some(String::new()),
+            },
+            Msg::Killed { err: None },
+            Msg::Killed {
+                err: Some((1094, *b"HY000", "Unknown thread id: 7".into())),
+            },
+            Msg::Killed {
+                err: Some((1095, *b"HY000", String::new())),
+            },
         ];
         for m in cases {
             let (k, p) = encode(&m);
