@@ -13,6 +13,7 @@
 //! be UTF-8), understands comments (including executable `/*! … */` comments, whose content counts
 //! as code), string literals with both escaping styles, and quoted identifiers.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ops::Range;
 
@@ -56,8 +57,17 @@ pub struct Modes {
 /// Splits `sql` into tokens with their byte ranges. Never fails: unterminated literals end at the
 /// end of input.
 pub fn lex(sql: &[u8], modes: Modes) -> Vec<Lexed<'_>> {
+    let mut out = Vec::new();
+    lex_into(sql, modes, &mut out);
+    out
+}
+
+/// [`lex`] into `out` (cleared first): no allocation when `out` has room (the statement
+/// analysis lexes into a buffer it keeps, see [`with_scratch`]).
+pub fn lex_into<'a>(sql: &'a [u8], modes: Modes, out: &mut Vec<Lexed<'a>>) {
+    out.clear();
     // About one token per four bytes of SQL: one allocation for most statements.
-    let mut out = Vec::with_capacity(sql.len() / 4 + 4);
+    out.reserve(sql.len() / 4 + 4);
     let mut i = 0;
     let n = sql.len();
     let mut push = |tok, at: Range<usize>| out.push(Lexed { tok, at });
@@ -160,7 +170,70 @@ pub fn lex(sql: &[u8], modes: Modes) -> Vec<Lexed<'_>> {
             }
         }
     }
-    out
+}
+
+/// A statement's tokens, read in place in the lexed text (positions alongside) rather than
+/// copied out of it: the analysis of a statement allocates nothing for its tokens.
+#[derive(Debug, Clone, Copy)]
+struct Toks<'s, 'a>(&'s [Lexed<'a>]);
+
+impl<'s, 'a> Toks<'s, 'a> {
+    fn get(self, i: usize) -> Option<&'s Tok<'a>> {
+        self.0.get(i).map(|l| &l.tok)
+    }
+
+    fn first(self) -> Option<&'s Tok<'a>> {
+        self.get(0)
+    }
+
+    fn len(self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(self) -> impl Iterator<Item = &'s Tok<'a>> {
+        self.0.iter().map(|l| &l.tok)
+    }
+
+    /// The tokens from the `i`th on (none past the end).
+    fn from(self, i: usize) -> Toks<'s, 'a> {
+        Toks(self.0.get(i..).unwrap_or_default())
+    }
+
+    /// Where the `i`th token is in the text.
+    fn at(self, i: usize) -> Range<usize> {
+        self.0.get(i).map_or(0..0, |l| l.at.clone())
+    }
+}
+
+/// Token vectors that grew past this many tokens are not kept for the next statement.
+const SCRATCH_MAX: usize = 4096;
+
+thread_local! {
+    /// The token buffer the statement analysis lexes into, kept (empty) between statements:
+    /// one per shard thread, so a query's analysis allocates nothing for its tokens.
+    static SCRATCH: Cell<Vec<Lexed<'static>>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's token buffer (empty). A nested call (`EXECUTE IMMEDIATE
+/// 'literal'` is analysed inside its statement's analysis) finds none and allocates its own.
+fn with_scratch<'a, R>(f: impl FnOnce(&mut Vec<Lexed<'a>>) -> R) -> R {
+    let mut toks = relifetime(SCRATCH.take());
+    let r = f(&mut toks);
+    if toks.capacity() <= SCRATCH_MAX {
+        SCRATCH.set(relifetime(toks));
+    }
+    r
+}
+
+/// The same vector, emptied, for tokens of another text. No element is converted (there are
+/// none left) and the in-place `collect` keeps the allocation, both element types having one
+/// layout (`the_token_scratch_keeps_its_allocation` checks it): the alternative, a transmute,
+/// would need `unsafe`.
+// (`filter_map` rather than `filter`: the element type changes, in its lifetime.)
+#[allow(clippy::unnecessary_filter_map)]
+fn relifetime<'a, 'b>(mut v: Vec<Lexed<'a>>) -> Vec<Lexed<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// The tokens of `sql`, without positions.
@@ -258,32 +331,43 @@ pub enum Hist {
 
 impl Hist {
     fn function(name: &[u8]) -> Option<Hist> {
-        let n = name.to_ascii_uppercase();
-        Some(match n.as_slice() {
-            b"LAST_INSERT_ID" => Hist::LastInsertId,
-            b"ROW_COUNT" => Hist::RowCount,
-            b"FOUND_ROWS" => Hist::FoundRows,
-            b"CONNECTION_ID" => Hist::ConnectionId,
-            _ => return None,
-        })
+        // (Compared in place: a lowercased copy would be an allocation per call in a query.)
+        const FUNCTIONS: [(&str, Hist); 4] = [
+            ("LAST_INSERT_ID", Hist::LastInsertId),
+            ("ROW_COUNT", Hist::RowCount),
+            ("FOUND_ROWS", Hist::FoundRows),
+            ("CONNECTION_ID", Hist::ConnectionId),
+        ];
+        FUNCTIONS
+            .iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+            .map(|&(_, h)| h)
     }
 
     /// `@@name` / `@@session.name` / `@@local.name`; `None` for anything else (including global).
     pub(crate) fn sysvar(v: &[u8]) -> Option<Hist> {
-        let lower = v.to_ascii_lowercase();
-        let name = lower
-            .strip_prefix(b"session.")
-            .or_else(|| lower.strip_prefix(b"local."))
-            .unwrap_or(&lower);
-        Some(match name {
-            b"identity" | b"last_insert_id" => Hist::Identity,
-            b"insert_id" => Hist::InsertId,
-            b"warning_count" => Hist::WarningCount,
-            b"error_count" => Hist::ErrorCount,
-            b"last_gtid" => Hist::LastGtid,
-            _ => return None,
-        })
+        const VARS: [(&str, Hist); 6] = [
+            ("identity", Hist::Identity),
+            ("last_insert_id", Hist::Identity),
+            ("insert_id", Hist::InsertId),
+            ("warning_count", Hist::WarningCount),
+            ("error_count", Hist::ErrorCount),
+            ("last_gtid", Hist::LastGtid),
+        ];
+        let name = strip_prefix_ci(v, b"session.")
+            .or_else(|| strip_prefix_ci(v, b"local."))
+            .unwrap_or(v);
+        VARS.iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+            .map(|&(_, h)| h)
     }
+}
+
+/// `v` without `prefix` (compared ignoring ASCII case), if it starts with it.
+fn strip_prefix_ci<'v>(v: &'v [u8], prefix: &[u8]) -> Option<&'v [u8]> {
+    v.get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .and_then(|_| v.get(prefix.len()..))
 }
 
 /// Where a statement reads a history value.
@@ -470,7 +554,14 @@ pub fn analyze(sql: &[u8], modes: Modes) -> Effects {
 
 /// Analyses a COM_QUERY text (or a prepared statement's).
 pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
-    let toks = lex(sql, ctx.modes);
+    with_scratch(|toks| {
+        lex_into(sql, ctx.modes, toks);
+        analyze_lexed(sql, toks, ctx)
+    })
+}
+
+/// [`analyze_with`] of a text lexed into `toks`.
+fn analyze_lexed(sql: &[u8], toks: &[Lexed<'_>], ctx: &Context<'_>) -> Effects {
     let mut e = Effects {
         explains_state_change: true,
         ..Effects::default()
@@ -494,15 +585,13 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
             &many
         }
     };
-    let whole = [&toks[..]];
+    let whole = [toks];
     // A stored program's body (`CREATE PROCEDURE … BEGIN …; …; END`, `BEGIN NOT ATOMIC …
     // END`) holds semicolons of its own: the text is one statement.
-    // One buffer of plain tokens for every statement (an allocation per query, not per use).
-    let mut plain: Vec<Tok<'_>> = Vec::with_capacity(toks.len());
     if let Some(first) = stmts.first().filter(|_| stmts.len() > 1) {
-        plain.extend(first.iter().take(24).map(|l| l.tok.clone()));
+        let head = Toks(&first[..first.len().min(24)]);
         if matches!(
-            stored_program(&plain),
+            stored_program(head),
             Some(Program::Routine | Program::Compound)
         ) {
             stmts = &whole;
@@ -513,15 +602,14 @@ pub fn analyze_with(sql: &[u8], ctx: &Context<'_>) -> Effects {
         e.intercept = intercept(stmts[0], sql);
     }
     for (n, s) in stmts.iter().enumerate() {
-        plain.clear();
-        plain.extend(s.iter().map(|l| l.tok.clone()));
+        let s = Toks(s);
         let refs = e.history.len();
-        let kind = statement(&plain, s, ctx, &mut e);
+        let kind = statement(s, ctx, &mut e);
         for r in &mut e.history[refs..] {
             r.later = n > 0;
         }
         e.kind = if stmts.len() == 1 { kind } else { Kind::Multi };
-        if stmts.len() > 1 && is_kw(plain.first(), "KILL") {
+        if stmts.len() > 1 && is_kw(s.first(), "KILL") {
             e.kill_nested = true;
         }
     }
@@ -593,7 +681,7 @@ const NOT_CALLS: &[&str] = &[
 ];
 
 /// Analyses one statement; returns its kind.
-fn statement(s: &[Tok<'_>], lexed: &[Lexed<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
+fn statement(s: Toks<'_, '_>, ctx: &Context<'_>, e: &mut Effects) -> Kind {
     // SET STATEMENT a = 1, b = 2 FOR <statement>: the assignments last one statement, and the
     // server reports their temporary values as if they were session changes.
     let mut body = 0;
@@ -610,24 +698,24 @@ fn statement(s: &[Tok<'_>], lexed: &[Lexed<'_>], ctx: &Context<'_>, e: &mut Effe
         body = (i + 1).min(s.len());
     }
     let refs = e.history.len();
-    scan(s, lexed, body, ctx, e);
+    scan(s, body, ctx, e);
     // The body runs later (or, for a compound block, statement after statement on the
     // server): its history reads are not this statement's, and nothing may rewrite them.
-    if let Some(p) = stored_program(&s[body..]) {
+    if let Some(p) = stored_program(s.from(body)) {
         e.history.truncate(refs);
         if p == Program::Compound {
             e.opaque = true;
         }
     }
-    e.keeps_found_rows |= keeps_found_rows(&s[body..]);
-    classify(&s[body..], ctx, e)
+    e.keeps_found_rows |= keeps_found_rows(s.from(body));
+    classify(s.from(body), ctx, e)
 }
 
 /// Statements that return rows without setting FOUND_ROWS(): the SHOW forms MariaDB answers
 /// without a query on its information schema, EXPLAIN of a statement, table maintenance,
 /// `VALUES`, `TABLE t` and `HELP` (MariaDB 10.11, checked one by one). Other SHOW forms, DESCRIBE
 /// of a table and every SELECT set it to their rows.
-fn keeps_found_rows(s: &[Tok<'_>]) -> bool {
+fn keeps_found_rows(s: Toks<'_, '_>) -> bool {
     let first = s.first();
     let second = s.get(1);
     if [
@@ -709,7 +797,7 @@ enum Program {
     Compound,
 }
 
-fn stored_program(s: &[Tok<'_>]) -> Option<Program> {
+fn stored_program(s: Toks<'_, '_>) -> Option<Program> {
     let mut i = 0;
     // A label: `l1: BEGIN NOT ATOMIC`.
     if matches!(s.get(1), Some(Tok::Punct(b':'))) {
@@ -756,8 +844,8 @@ fn stored_program(s: &[Tok<'_>]) -> Option<Program> {
 }
 
 /// Effects that can appear anywhere in a statement (`body`: where the statement proper starts).
-fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &mut Effects) {
-    let select_list = select_list_range(&s[body..]).map(|r| r.start + body..r.end + body);
+fn scan(s: Toks<'_, '_>, body: usize, ctx: &Context<'_>, e: &mut Effects) {
+    let select_list = select_list_range(s.from(body)).map(|r| r.start + body..r.end + body);
     let mut depth = 0usize;
     for (i, t) in s.iter().enumerate() {
         let next = s.get(i + 1);
@@ -810,7 +898,7 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
                 if let Some(kind) = Hist::sysvar(w).filter(|_| !target) {
                     e.history.push(HistRef {
                         kind,
-                        at: lexed[i].at.clone(),
+                        at: s.at(i),
                         whole_item: in_list && whole_item(s, i, i, depth),
                         later: false,
                     });
@@ -826,25 +914,28 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
                 e.sequence = true
             }
             Tok::Word(w) if matches!(next, Some(Tok::Punct(b'('))) && !after_dot => {
-                let upper = w.to_ascii_uppercase();
+                // (Names compared in place: an uppercased copy would be an allocation per
+                // call in the text.)
+                let is = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
                 let arg_empty = matches!(s.get(i + 2), Some(Tok::Punct(b')')));
-                match upper.as_slice() {
-                    b"GET_LOCK" => e
-                        .locks_acquired
-                        .push(ident_of(s.get(i + 2), false).unwrap_or_default()),
-                    b"RELEASE_LOCK" => e
-                        .locks_released
-                        .push(ident_of(s.get(i + 2), false).unwrap_or_default()),
-                    b"RELEASE_ALL_LOCKS" => e.release_all_locks = true,
-                    b"NEXTVAL" | b"SETVAL" | b"LASTVAL" => e.sequence = true,
-                    b"LAST_INSERT_ID" if !arg_empty => e.sets_last_insert_id = true,
-                    _ => {}
+                if is("GET_LOCK") {
+                    e.locks_acquired
+                        .push(ident_of(s.get(i + 2), false).unwrap_or_default());
+                } else if is("RELEASE_LOCK") {
+                    e.locks_released
+                        .push(ident_of(s.get(i + 2), false).unwrap_or_default());
+                } else if is("RELEASE_ALL_LOCKS") {
+                    e.release_all_locks = true;
+                } else if is("NEXTVAL") || is("SETVAL") || is("LASTVAL") {
+                    e.sequence = true;
+                } else if is("LAST_INSERT_ID") && !arg_empty {
+                    e.sets_last_insert_id = true;
                 }
                 if let Some(kind) = Hist::function(w).filter(|_| arg_empty) {
-                    let end = lexed[i + 2].at.end;
+                    let end = s.at(i + 2).end;
                     e.history.push(HistRef {
                         kind,
-                        at: lexed[i].at.start..end,
+                        at: s.at(i).start..end,
                         whole_item: in_list && whole_item(s, i, i + 2, depth),
                         later: false,
                     });
@@ -878,7 +969,7 @@ fn scan(s: &[Tok<'_>], lexed: &[Lexed<'_>], body: usize, ctx: &Context<'_>, e: &
 }
 
 /// What kind of statement `s` is, and the effects its kind implies; returns the kind.
-fn classify(s: &[Tok<'_>], ctx: &Context<'_>, e: &mut Effects) -> Kind {
+fn classify(s: Toks<'_, '_>, ctx: &Context<'_>, e: &mut Effects) -> Kind {
     let fold = ctx.fold_table_names;
     let first = s.first();
     if stored_program(s) == Some(Program::Compound) {
@@ -1101,7 +1192,7 @@ const TABLE_CONTEXT: &[&str] = &[
 ];
 
 /// Is the word at `i` (followed by `(` or `.name(`) in a position where it would be a call?
-fn is_call_site(s: &[Tok<'_>], i: usize) -> bool {
+fn is_call_site(s: Toks<'_, '_>, i: usize) -> bool {
     let w = match s.get(i) {
         Some(Tok::Word(w)) => *w,
         Some(Tok::Ident(_)) => b"",
@@ -1119,8 +1210,20 @@ fn is_call_site(s: &[Tok<'_>], i: usize) -> bool {
 
 /// Is `name` one of the server's stored functions? With no list, nothing is.
 fn is_stored(ctx: &Context<'_>, name: &[u8]) -> bool {
-    ctx.stored_functions
-        .is_some_and(|f| f.contains(&name.to_ascii_lowercase()))
+    let Some(f) = ctx.stored_functions.filter(|f| !f.is_empty()) else {
+        return false;
+    };
+    // Lowercased on the stack (an allocation per call in a query otherwise); longer names, which
+    // the server does not have (64 characters at most), are copied.
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..name.len()) {
+        Some(lower) => {
+            lower.copy_from_slice(name);
+            lower.make_ascii_lowercase();
+            f.contains(&*lower)
+        }
+        None => f.contains(&name.to_ascii_lowercase()),
+    }
 }
 
 /// Folds an analysed inner text (EXECUTE IMMEDIATE 'literal') into the outer statement's effects.
@@ -1176,7 +1279,7 @@ const SELECT_MODIFIERS: &[&str] = &[
 
 /// Is `s[first..=last]` (at paren depth `depth`, in a select list) a whole item without alias:
 /// after `SELECT` (and its modifiers) or a comma, and before a comma or the list's end?
-fn whole_item(s: &[Tok<'_>], first: usize, last: usize, depth: usize) -> bool {
+fn whole_item(s: Toks<'_, '_>, first: usize, last: usize, depth: usize) -> bool {
     if depth != 0 {
         return false;
     }
@@ -1196,7 +1299,7 @@ fn whole_item(s: &[Tok<'_>], first: usize, last: usize, depth: usize) -> bool {
 
 /// `SHOW WARNINGS`, `SHOW ERRORS`, `SHOW COUNT(*) WARNINGS|ERRORS`, `GET [CURRENT|STACKED]
 /// DIAGNOSTICS`.
-fn is_diagnostic(s: &[Tok<'_>]) -> bool {
+fn is_diagnostic(s: Toks<'_, '_>) -> bool {
     let kw = |i: usize, k: &str| is_kw(s.get(i), k);
     if kw(0, "SHOW") {
         return kw(1, "WARNINGS")
@@ -1225,7 +1328,7 @@ const SELECT_LIST_ENDS: [&str; 13] = [
 
 /// The token range of a `SELECT`'s top-level select list (after `SELECT` and its modifiers, up to
 /// `FROM`/`INTO`/`WHERE`/… at depth 0), if the statement is a SELECT.
-fn select_list_range(s: &[Tok<'_>]) -> Option<Range<usize>> {
+fn select_list_range(s: Toks<'_, '_>) -> Option<Range<usize>> {
     if !is_kw(s.first(), "SELECT") {
         return None;
     }
@@ -1256,7 +1359,7 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 
 /// A table name possibly qualified as `db.t`, resolved against `schema`.
 fn table_id(
-    toks: &[Tok<'_>],
+    toks: Toks<'_, '_>,
     i: usize,
     schema: Option<&[u8]>,
     fold: bool,
@@ -1292,8 +1395,8 @@ fn join_id(db: &[u8], name: &[u8]) -> TableId {
 /// Recognises `SELECT item [[AS] alias], …` where every item is a history value sluice can
 /// answer, `KILL` and `SHOW [FULL] PROCESSLIST`.
 fn intercept(s: &[Lexed<'_>], sql: &[u8]) -> Option<Intercept> {
-    let t: Vec<&Tok<'_>> = s.iter().map(|l| &l.tok).collect();
-    let kw = |i: usize, k: &str| is_kw(t.get(i).copied(), k);
+    let t = Toks(s);
+    let kw = |i: usize, k: &str| is_kw(t.get(i), k);
     if kw(0, "SHOW") {
         let full = kw(1, "FULL");
         let at = 1 + usize::from(full);

@@ -20,7 +20,7 @@
 //! Alternative turned down: matching the text with a pattern. It cannot tell a table from a word
 //! in a literal or a comment, and sluice would then rewrite what the client did not ask.
 
-use super::{contains_ci, is_kw, lex, stored_program, Context, Lexed, Tok};
+use super::{contains_ci, is_kw, lex, stored_program, Context, Lexed, Tok, Toks};
 use std::ops::Range;
 
 /// One place to edit.
@@ -152,7 +152,7 @@ pub fn processlist_edits(sql: &[u8], ctx: &Context<'_>) -> Vec<Edit> {
             continue;
         };
         // Stored code, and what follows it in the text (a body's later statements).
-        if stored_program(&plain).is_some() {
+        if stored_program(Toks(stmt)).is_some() {
             break;
         }
         if is_kw(Some(first), "USE") {

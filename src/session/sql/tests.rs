@@ -584,3 +584,32 @@ fn show_processlist_forms() {
         );
     }
 }
+
+#[test]
+fn the_token_scratch_keeps_its_allocation() {
+    // `relifetime` must hand the same buffer on (the in-place collect), or every statement's
+    // analysis would allocate again.
+    let kept: Vec<Lexed<'static>> = Vec::with_capacity(64);
+    let at = kept.as_ptr() as usize;
+    let sql = b"SELECT c FROM sbtest1 WHERE id = 42".to_vec();
+    let mut toks: Vec<Lexed<'_>> = relifetime(kept);
+    lex_into(&sql, Modes::default(), &mut toks);
+    assert_eq!(toks.len(), 8);
+    assert_eq!(
+        toks.as_ptr() as usize,
+        at,
+        "lex_into reallocated a buffer with room"
+    );
+    assert_eq!(toks, lex(&sql, Modes::default()));
+    let back: Vec<Lexed<'static>> = relifetime(toks);
+    assert!(back.is_empty());
+    assert_eq!(back.as_ptr() as usize, at, "the buffer was not reused");
+    assert_eq!(back.capacity(), 64);
+    // The analysis leaves the thread's buffer empty, and a nested one (EXECUTE IMMEDIATE of a
+    // literal) gets a buffer of its own.
+    let e = a("EXECUTE IMMEDIATE 'SELECT @v := 1'");
+    assert!(e.user_var_write);
+    assert_eq!(a("SELECT LAST_INSERT_ID()").statements, 1);
+    let left = SCRATCH.take();
+    assert!(left.is_empty() && left.capacity() > 0);
+}
