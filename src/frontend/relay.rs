@@ -309,16 +309,21 @@ impl Relay<'_, '_> {
         }
         // A result set sent inside a transaction: the client's connection says so (sluice's
         // backend may have said it already, for a statement of sluice's own).
+        // (No allocation unless the client's state changes: once per transaction.)
         if self.obs.result_set && ok.status & status::IN_TRANS != 0 {
             use crate::session::trackers::{TRX_RESULT_SET, TRX_STATE_LEN};
-            let mut v = self
-                .trx_view
-                .take()
-                .unwrap_or_else(|| self.be.trx_client.clone());
-            if v.len() == TRX_STATE_LEN && v[0] != b'_' {
-                v[TRX_RESULT_SET] = b'S';
+            let lacks =
+                |v: &[u8]| v.len() == TRX_STATE_LEN && v[0] != b'_' && v[TRX_RESULT_SET] == b'_';
+            match &mut self.trx_view {
+                Some(v) if lacks(v) => v[TRX_RESULT_SET] = b'S',
+                Some(_) => {}
+                None if lacks(&self.be.trx_client) => {
+                    let mut v = self.be.trx_client.clone();
+                    v[TRX_RESULT_SET] = b'S';
+                    self.trx_view = Some(v);
+                }
+                None => {}
             }
-            self.trx_view = Some(v);
         }
         // Only the status and counters are needed past this point.
         Ok(OkPacket {
