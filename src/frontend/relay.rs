@@ -351,15 +351,27 @@ impl Relay<'_, '_> {
         let tracking = self.ctx.client_caps & cap::SESSION_TRACK != 0;
         let current = self.obs.trackers.as_ref().unwrap_or(self.ctx.trackers);
         // The transaction state the client's connection reports now, if it reports one.
+        // A statement on the client's trackers (run under them: `own_gtid`; or turning them on)
+        // hears the state even unchanged, as from the server; any other report of an unchanged
+        // state is one sluice's own statements caused, and is dropped (an empty `trx`).
+        let on_trackers = || {
+            self.obs.trackers.is_some()
+                || self.ctx.own_gtid.is_some()
+                || ok.session_changes().any(|c| {
+                    matches!(c, Ok(SessionChange::SystemVariable { name, .. })
+                        if name.starts_with(b"session_track_"))
+                })
+        };
         let trx = match self.trx_view.take() {
             Some(view) if view != self.be.trx_client => {
                 self.be.trx_client = view.clone();
                 Some(view)
             }
+            Some(view) if on_trackers() => Some(view),
             Some(_) => Some(Box::default()),
             None => None,
         };
-        let trx = trx.filter(|_| tracking && current.trx != TrxInfo::Off);
+        let mut trx = trx.filter(|_| tracking && current.trx != TrxInfo::Off);
         if ok.session_state.is_empty()
             && ok.status & status::SESSION_STATE_CHANGED == 0
             && trx.as_ref().is_none_or(|v| v.is_empty())
@@ -407,6 +419,8 @@ impl Relay<'_, '_> {
             };
             crate::session::trackers::encode_trx_state(&mut block, state);
             filtered = Some(block);
+            // That is the report: the client's state is not edited again below.
+            trx = None;
         }
         if let (true, Some(g)) = (tracking, &self.ctx.own_gtid) {
             let block = filtered.as_deref().unwrap_or(ok.session_state);
