@@ -742,13 +742,16 @@ mod tests {
         );
     }
 
-    /// Workers racing for slots never hold more than the budget together.
-    #[test]
-    fn racing_takes_never_overshoot() {
-        let b = Arc::new(HostBudget::private(4).unwrap());
-        let h = holders(&b);
-        let e = b.entry(1).unwrap();
-        b.set_limit(e, 3);
+    /// Each holder takes and gives units of `e` from 4 threads at once (two of three tries a
+    /// take, the rest a give of one it holds), then gives back what it holds; returns the most
+    /// units held at once.
+    fn race(
+        b: &Arc<HostBudget>,
+        h: Vec<Holder>,
+        e: Entry,
+        take: fn(&HostBudget, Entry, Holder) -> bool,
+        give: fn(&HostBudget, Entry, Holder),
+    ) -> usize {
         let holding = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = h
@@ -758,19 +761,19 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut mine = 0;
                     for i in 0..20_000u32 {
-                        if (i + me.worker as u32) % 3 != 0 && b.take(e, me) {
+                        if (i + me.worker as u32) % 3 != 0 && take(&b, e, me) {
                             let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(now, Ordering::SeqCst);
                             mine += 1;
                         } else if mine > 0 {
                             holding.fetch_sub(1, Ordering::SeqCst);
-                            b.give(e, me);
+                            give(&b, e, me);
                             mine -= 1;
                         }
                     }
                     for _ in 0..mine {
                         holding.fetch_sub(1, Ordering::SeqCst);
-                        b.give(e, me);
+                        give(&b, e, me);
                     }
                 })
             })
@@ -778,7 +781,18 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert!(peak.load(Ordering::SeqCst) <= 3, "{peak:?}");
+        peak.load(Ordering::SeqCst)
+    }
+
+    /// Workers racing for slots never hold more than the budget together.
+    #[test]
+    fn racing_takes_never_overshoot() {
+        let b = Arc::new(HostBudget::private(4).unwrap());
+        let h = holders(&b);
+        let e = b.entry(1).unwrap();
+        b.set_limit(e, 3);
+        let peak = race(&b, h, e, HostBudget::take, HostBudget::give);
+        assert!(peak <= 3, "{peak:?}");
         assert_eq!(b.total(e), 0);
     }
 
@@ -830,37 +844,15 @@ mod tests {
         let b = Arc::new(HostBudget::private(4).unwrap());
         let h = holders(&b);
         let e = b.entry(1).unwrap();
-        let holding = Arc::new(AtomicUsize::new(0));
-        let peak = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = h
-            .into_iter()
-            .map(|me| {
-                let (b, holding, peak) = (b.clone(), holding.clone(), peak.clone());
-                std::thread::spawn(move || {
-                    let mut mine = 0;
-                    for i in 0..20_000u32 {
-                        if (i + me.worker as u32) % 3 != 0 && b.pin_take(e, me, 3) {
-                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
-                            peak.fetch_max(now, Ordering::SeqCst);
-                            mine += 1;
-                        } else if mine > 0 {
-                            holding.fetch_sub(1, Ordering::SeqCst);
-                            b.pin_give(e, me);
-                            mine -= 1;
-                        }
-                    }
-                    for _ in 0..mine {
-                        holding.fetch_sub(1, Ordering::SeqCst);
-                        b.pin_give(e, me);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert!(peak.load(Ordering::SeqCst) <= 3, "{peak:?}");
-        assert_eq!(peak.load(Ordering::SeqCst), 3, "the whole budget was used");
+        let peak = race(
+            &b,
+            h,
+            e,
+            |b, e, h| b.pin_take(e, h, 3),
+            HostBudget::pin_give,
+        );
+        assert!(peak <= 3, "{peak:?}");
+        assert_eq!(peak, 3, "the whole budget was used");
         assert_eq!(b.pinned(e), 0);
     }
 }
