@@ -1284,6 +1284,11 @@ pub(crate) async fn run_on(
         }),
         _ => Some(with.schema_turn.unwrap_or_default()),
     };
+    let text = payload.get(1..).unwrap_or_default();
+    // Code sluice cannot see into, which may switch schemas.
+    let opaque = with.effects.is_some_and(|e| {
+        e.opaque || e.stored_function || e.statements > 1 || e.kind == Kind::Routine
+    });
     let follows_schema = sess.caps & cap::SESSION_TRACK != 0 && !with.own_trackers;
     let schema = follows_schema.then(|| {
         let mine = lease.get().schema_mark == Some(sess.conn_id);
@@ -1294,11 +1299,9 @@ pub(crate) async fn run_on(
             mine,
             before,
             turn,
-            text: payload.get(1..).unwrap_or_default(),
+            text,
             modes: sess.modes(),
-            opaque: with.effects.is_some_and(|e| {
-                e.opaque || e.stored_function || e.statements > 1 || e.kind == Kind::Routine
-            }),
+            opaque,
         }
     });
     let r = relay(io, lease.conn(), payload, kind, &ctx, schema).await;
@@ -1319,16 +1322,9 @@ pub(crate) async fn run_on(
     }
     if let Some(mut held) = obs.schema {
         if obs.error.is_some() {
-            let turn = turn.unwrap_or_else(|| {
-                Turn::of_text(
-                    payload.get(1..).unwrap_or_default(),
-                    sess.modes(),
-                    before,
-                    with.effects.is_some_and(|e| e.opaque || e.stored_function),
-                )
-            });
+            let turn = turn.unwrap_or_else(|| Turn::of_text(text, sess.modes(), before, opaque));
+            held.failed(turn.may_switch, turn.likely);
             if turn.may_switch {
-                held.failed(true, turn.likely);
                 lease.conn().schema_mark = Some(sess.conn_id);
             }
         }
