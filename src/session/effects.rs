@@ -222,6 +222,8 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
             && !e.keeps_found_rows
     });
     let keeps_found_rows = e.is_some_and(|e| e.keeps_found_rows && e.kind != Kind::Multi);
+    // Whether the backend held another session's FOUND_ROWS() when the statement began.
+    let found_rows_foreign = h.foreign.found_rows;
     if e.is_some() {
         h.foreign.row_count = false;
         let counted = if counted_multi {
@@ -282,7 +284,23 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
                 // them, or none (a table-less SELECT; MariaDB 10.11, checked). Only it knows.
                 h.found_rows = Known::OnBackend;
             } else if let Some(n) = resp.rows {
-                h.found_rows = Known::Is(n);
+                // An aggregate answered by at most one row may have been implicitly grouped
+                // and answered by the optimizer without reading rows, which leaves FOUND_ROWS()
+                // as it was (`SELECT COUNT(*) FROM t WHERE pk = <missing>`, `SELECT MAX(k) FROM
+                // t WHERE k > <largest>`, an impossible WHERE: MariaDB 10.11, checked). Unless
+                // both outcomes agree, only the server knows, and on a backend that held the
+                // session's value its read says which. On one that held another session's, the
+                // value it was left at is not the session's, and a read after the statement
+                // cannot tell "counted" from "left" when they are equal (1 is the common
+                // value): the row is counted, as almost always happens (README, "MariaDB
+                // behaviours"; knowing would take a statement of sluice's own before the
+                // client's on every backend new to the session).
+                if e.aggregate && n <= 1 && before.found_rows != Known::Is(n) && !found_rows_foreign
+                {
+                    h.found_rows = Known::OnBackend;
+                } else {
+                    h.found_rows = Known::Is(n);
+                }
             }
         } else if resp.rows.is_some()
             || ((opaque || e.kind == Kind::Query) && !h.foreign.found_rows)

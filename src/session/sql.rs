@@ -486,6 +486,9 @@ pub struct Effects {
     /// Returns rows without setting FOUND_ROWS() (`SHOW CREATE TABLE`, `SHOW WARNINGS`,
     /// `EXPLAIN SELECT`, `VALUES`, …).
     pub keeps_found_rows: bool,
+    /// Calls an aggregate function somewhere (`COUNT(`, `MAX(`, …): the statement may be
+    /// implicitly grouped, and then whether it sets FOUND_ROWS() is the optimizer's to say.
+    pub aggregate: bool,
     /// Variables named in `SET STATEMENT … FOR`: the server reports their temporary values.
     pub set_statement_vars: Vec<Vec<u8>>,
     /// `KILL` inside several statements or inside dynamic SQL: it would reach backend threads.
@@ -843,6 +846,30 @@ fn stored_program(s: Toks<'_, '_>) -> Option<Program> {
     None
 }
 
+/// MariaDB's aggregate functions (10.11): a SELECT calling one without GROUP BY is implicitly
+/// grouped. Window uses (`COUNT(*) OVER (…)`) and a user's function of the same name count too:
+/// taking one for an aggregate only costs a read of FOUND_ROWS() (see `effects::after`).
+const AGGREGATES: [&str; 18] = [
+    "COUNT",
+    "SUM",
+    "MIN",
+    "MAX",
+    "AVG",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "GROUP_CONCAT",
+    "STD",
+    "STDDEV",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "VARIANCE",
+    "VAR_POP",
+    "VAR_SAMP",
+    "JSON_ARRAYAGG",
+    "JSON_OBJECTAGG",
+];
+
 /// Effects that can appear anywhere in a statement (`body`: where the statement proper starts).
 fn scan(s: Toks<'_, '_>, body: usize, ctx: &Context<'_>, e: &mut Effects) {
     let select_list = select_list_range(s.from(body)).map(|r| r.start + body..r.end + body);
@@ -930,6 +957,8 @@ fn scan(s: Toks<'_, '_>, body: usize, ctx: &Context<'_>, e: &mut Effects) {
                     e.sequence = true;
                 } else if is("LAST_INSERT_ID") && !arg_empty {
                     e.sets_last_insert_id = true;
+                } else if AGGREGATES.iter().any(|a| is(a)) {
+                    e.aggregate = true;
                 }
                 if let Some(kind) = Hist::function(w).filter(|_| arg_empty) {
                     let end = s.at(i + 2).end;

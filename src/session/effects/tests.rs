@@ -719,3 +719,81 @@ fn holds_have_names() {
         assert!(!h.name().is_empty());
     }
 }
+
+#[test]
+fn an_aggregate_leaves_found_rows_to_the_server_when_the_optimizer_may_have_answered() {
+    let fresh = Facts {
+        fresh_backend: true,
+        ..Facts::default()
+    };
+    let agg = q("SELECT COUNT(*), MAX(id) FROM t WHERE id = 9");
+    // (session's FOUND_ROWS before, facts, rows) → (FOUND_ROWS after, read before release)
+    let cases = [
+        // The session's own value is on the backend: the server's answer decides.
+        ("held", 5, Facts::default(), 1, Known::OnBackend, true),
+        (
+            "no row (a HAVING that failed)",
+            5,
+            Facts::default(),
+            0,
+            Known::OnBackend,
+            true,
+        ),
+        // Counted or left, both are 1: nothing to ask.
+        ("agrees", 1, Facts::default(), 1, Known::Is(1), false),
+        // Grouped rows: more than one is always counted.
+        ("rows", 5, Facts::default(), 3, Known::Is(3), false),
+        // Another session's value was on the backend: what the statement left there cannot be
+        // told from its count; counted (the documented difference).
+        ("fresh backend", 5, fresh, 1, Known::Is(1), false),
+    ];
+    for (name, fr, facts, n, want, read) in cases {
+        let before = known(7, 3, fr);
+        for cmd in [Command::Query(&agg), Command::Execute(&agg)] {
+            let o = after(cmd, &rows(n), facts, &before);
+            assert_eq!(o.history.found_rows, want, "{name}");
+            assert_eq!(o.read_before_release, read, "{name}");
+        }
+    }
+    // The read settles it: the statement's count, or the value it left.
+    let o = after(
+        Command::Query(&agg),
+        &rows(1),
+        Facts::default(),
+        &known(7, 3, 5),
+    );
+    assert_eq!(
+        after_read(o.clone(), 0, 7, 5).history.found_rows,
+        Known::Is(5)
+    );
+    assert_eq!(
+        after_read(o.clone(), 0, 7, 1).history.found_rows,
+        Known::Is(1)
+    );
+    // In a transaction the backend stays; a later statement that sets FOUND_ROWS() ends the
+    // question, one that leaves it (an UPDATE) keeps it open.
+    let next = after(
+        Command::Query(&q("SELECT a FROM t")),
+        &rows(4),
+        Facts::default(),
+        &o.history,
+    );
+    assert_eq!(next.history.found_rows, Known::Is(4));
+    let next = after(
+        Command::Query(&q("UPDATE t SET a = 1")),
+        &ok(1, 0),
+        Facts::default(),
+        &o.history,
+    );
+    assert_eq!(next.history.found_rows, Known::OnBackend);
+    // Not aggregates: a one-row SELECT of a column named like one, a schema's function.
+    for sql in ["SELECT count FROM t WHERE id = 9", "SELECT s.max(1)"] {
+        let o = after(
+            Command::Query(&q(sql)),
+            &rows(1),
+            Facts::default(),
+            &known(7, 3, 5),
+        );
+        assert_eq!(o.history.found_rows, Known::Is(1), "{sql}");
+    }
+}
