@@ -11,7 +11,7 @@
 //!   the supervisor waits for every worker's answer before telling systemd it is ready);
 //! - `STATS` → this worker's shard snapshots as JSON (the supervisor sums them for `/metrics`);
 //! - `CLIENTS` → this worker's clients as JSON (id, user, state, schema, backend, idle time,
-//!   what holds it on its backend);
+//!   what holds it on its backend); `CLIENTS HERE`: this process's alone, during a handover;
 //! - `RELOAD` → re-reads the configuration file, applies what can change live, says what needs
 //!   a restart (see [`crate::reload`]);
 //! - `CONFIG` → this process's live configuration as JSON, one row per key (name, value with
@@ -38,6 +38,13 @@
 //!
 //! A single process (no workers) serves the same socket, named after its own pid, worker 0;
 //! `sluice ctl --pid PID 'REQUEST'` sends a request to every worker of an instance.
+//!
+//! During an upgrade's handover the clients of one process (or worker) are in two: the old
+//! process and its successor, which may both answer this socket. `CLIENTS`, `STATS` and `KILL
+//! WHERE` then answer for both: the process asked adds the other's part, asked over the KILL
+//! line between them ([`crate::upgrade::peer::ask_admin`], [`merge`]). A client on its way
+//! between them (sent, not yet adopted: well under a millisecond, unless the successor is slow)
+//! is in neither part.
 //!
 //! Abstract sockets have no file permissions, so every connection's peer credentials are checked:
 //! only processes of sluice's own user (or root) are served.
@@ -190,7 +197,88 @@ pub fn remote_clients(supervisor: u32, worker: u32) -> Option<Vec<crate::metrics
     serde_json::from_str(&a).ok()
 }
 
+/// Answers the admin request `line`: for this process, and during an upgrade's handover for
+/// both processes where the request is about clients (see the module's doc).
 pub fn handle(shared: &Shared, line: &str) -> String {
+    let here = handle_here(shared, line);
+    let Some(kind) = Merged::of(line) else {
+        return here;
+    };
+    match crate::upgrade::peer::ask_admin(line) {
+        None => here,
+        Some(Ok(there)) => merge(kind, &here, &there),
+        Some(Err(why)) => {
+            warn!(request = line, why = %why, "admin: the other process of the upgrade under way did not answer; this answer covers this process only");
+            unanswered(kind, here, &why)
+        }
+    }
+}
+
+/// Requests whose answer covers both processes of a handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merged {
+    Clients,
+    Stats,
+    KillWhere,
+}
+
+impl Merged {
+    fn of(line: &str) -> Option<Merged> {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("CLIENTS"), None) => Some(Merged::Clients),
+            (Some("STATS"), None) => Some(Merged::Stats),
+            (Some("KILL"), Some("WHERE")) => Some(Merged::KillWhere),
+            _ => None,
+        }
+    }
+}
+
+/// One answer from this process's (`here`) and the other's (`there`): the two lists of
+/// clients (one row per id: a client listed by both moved between the two reads) or shard
+/// snapshots, the sum of the clients killed. An ERR from either is the answer, saying what was
+/// done here.
+fn merge(kind: Merged, here: &str, there: &str) -> String {
+    if kind == Merged::KillWhere {
+        let n = |a: &str| a.strip_prefix("OK ").and_then(|n| n.parse::<u64>().ok());
+        return match (n(here), n(there)) {
+            (Some(a), Some(b)) => format!("OK {}", a + b),
+            (Some(a), None) => format!(
+                "ERR 1105 HY000 {a} client(s) ended in this process; the other process of the upgrade under way answered: {there}"
+            ),
+            (None, _) => here.to_string(),
+        };
+    }
+    let list = |a: &str| serde_json::from_str::<Vec<serde_json::Value>>(a).ok();
+    let (Some(mut rows), Some(theirs)) = (list(here), list(there)) else {
+        return here.to_string();
+    };
+    match kind {
+        Merged::Clients => {
+            for r in theirs {
+                if !rows.iter().any(|m| m["id"] == r["id"]) {
+                    rows.push(r);
+                }
+            }
+        }
+        _ => rows.extend(theirs),
+    }
+    serde_json::to_string(&rows).unwrap_or_else(|_| here.to_string())
+}
+
+/// The answer when the other process of a handover did not answer: this process's part of a
+/// list (logged), an ERR for a KILL (never "done" when it may not be).
+fn unanswered(kind: Merged, here: String, why: &str) -> String {
+    match (kind, here.strip_prefix("OK ")) {
+        (Merged::KillWhere, Some(n)) => format!(
+            "ERR 1105 HY000 {n} client(s) ended in this process; the other process of the upgrade under way did not answer ({why}): its clients may remain"
+        ),
+        _ => here,
+    }
+}
+
+/// Answers the admin request `line` for this process alone.
+pub fn handle_here(shared: &Shared, line: &str) -> String {
     let mut words = line.split_whitespace();
     match words.next() {
         Some("PING") => "OK".into(),
@@ -710,6 +798,40 @@ mod tests {
         for (f, c, want) in matching {
             assert_eq!(f.matches(c), *want, "{f:?} {c:?}");
         }
+    }
+
+    #[test]
+    fn both_sides_of_a_handover_answer_as_one() {
+        use Merged::*;
+        assert_eq!(Merged::of("CLIENTS"), Some(Clients));
+        assert_eq!(Merged::of("CLIENTS HERE"), None);
+        assert_eq!(Merged::of("STATS"), Some(Stats));
+        assert_eq!(Merged::of("KILL WHERE USER app"), Some(KillWhere));
+        assert_eq!(Merged::of("KILL 7 query 0"), None);
+        assert_eq!(Merged::of("RELOAD"), None);
+        #[rustfmt::skip]
+        let table: &[(Merged, &str, &str, &str)] = &[
+            // One row per client: one listed by both moved between the two reads.
+            (Clients, r#"[{"id":1},{"id":2}]"#, r#"[{"id":2},{"id":3}]"#, r#"[{"id":1},{"id":2},{"id":3}]"#),
+            (Clients, "[]", r#"[{"id":3}]"#, r#"[{"id":3}]"#),
+            // Shard snapshots of both processes.
+            (Stats, r#"[{"shard":0}]"#, r#"[{"shard":0}]"#, r#"[{"shard":0},{"shard":0}]"#),
+            // This process's answer when either is not a list.
+            (Clients, "ERR 1105 HY000 x", "[]", "ERR 1105 HY000 x"),
+            (Clients, r#"[{"id":1}]"#, "garbage", r#"[{"id":1}]"#),
+            (KillWhere, "OK 2", "OK 3", "OK 5"),
+            (KillWhere, "ERR 1210 HY000 bad", "OK 3", "ERR 1210 HY000 bad"),
+            (KillWhere, "OK 2", "ERR 1105 HY000 slow",
+             "ERR 1105 HY000 2 client(s) ended in this process; the other process of the upgrade under way answered: ERR 1105 HY000 slow"),
+        ];
+        for (kind, here, there, want) in table {
+            assert_eq!(merge(*kind, here, there), *want, "{kind:?} {here} {there}");
+        }
+        // The other process silent: a KILL says so, a list is this process's.
+        assert!(unanswered(KillWhere, "OK 2".into(), "timeout").starts_with(
+            "ERR 1105 HY000 2 client(s) ended in this process; the other process of the upgrade under way did not answer (timeout)"
+        ));
+        assert_eq!(unanswered(Clients, "[]".into(), "timeout"), "[]");
     }
 
     #[test]

@@ -267,7 +267,13 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         }
         s.causal_waits += x.causal_waits;
         s.causal_wait_us += x.causal_wait_us;
-        s.backends.extend(x.backends.iter().cloned());
+        // (Shard 0 lists the backends; during an upgrade's handover a worker's snapshots are
+        // both processes', each with its shard 0: one row per backend.)
+        for b in &x.backends {
+            if !s.backends.iter().any(|y| y.address == b.address) {
+                s.backends.push(b.clone());
+            }
+        }
         for i in 0..crate::session::pins::PIN_REASONS {
             s.pins_total[i] += x.pins_total[i];
             s.pinned_now[i] += x.pinned_now[i];

@@ -190,6 +190,17 @@ fn assert_fresh_id(s: &Sluice, ids: &[u64]) {
     assert!(!ids.contains(&id), "id {id} handed out twice ({ids:?})");
 }
 
+/// Waits until each of `n` workers answers on its admin socket: the port answers once the
+/// first worker listens, and a SIGUSR2 before the others are up stops at the first that is not
+/// (seen once in CI).
+fn workers_up(s: &Sluice, n: u32) {
+    common::wait_for(&format!("{n} workers up"), LIMIT, || {
+        (0..n)
+            .all(|w| sluice::admin::request(s.pid(), w, "PING").is_ok_and(|a| a == "OK"))
+            .then_some(())
+    });
+}
+
 fn upgrade(s: &Sluice) {
     // SAFETY: a signal to the sluice this test started.
     assert_eq!(unsafe { libc::kill(s.pid() as i32, libc::SIGUSR2) }, 0);
@@ -580,6 +591,7 @@ fn workers_move_sessions_with_their_backend_within_the_host_budget() {
             // they land, counted in both processes for the moment a session is handed over.)
             .pool("mode = \"transaction\"\nsize = 6\npin_budget = 6\nqueue_timeout_ms = 3000\n"),
     );
+    workers_up(&s, 2);
     let mut d = common::direct();
     let mut temps: Vec<(Client, u64)> = (0..3)
         .map(|i| {
@@ -814,6 +826,7 @@ fn workers_are_upgraded_one_at_a_time() {
                 "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
             )),
     );
+    workers_up(&s, 2);
     let sup = s.pid();
     let mut clients: Vec<Client> = (0..8).map(|i| client(&s, i)).collect();
     // The console (the supervisor serves it) starts the upgrade.
@@ -889,6 +902,7 @@ fn workers_are_upgraded_one_at_a_time() {
 #[test]
 fn workers_upgrade_stops_at_a_failing_successor_and_keeps_everything() {
     let mut s = Sluice::with(Config::default().top("workers = 2\nshards = 1"));
+    workers_up(&s, 2);
     let mut clients: Vec<Client> = (0..4).map(|i| client(&s, i)).collect();
     std::fs::write(s.dir_path().join("sluice.toml"), "listen = \n").unwrap();
     upgrade(&s);
@@ -1045,8 +1059,11 @@ fn session_mode_clients_give_up_their_backend_and_move() {
 
 /// The ids of the clients process `pid` (a single sluice, or a successor) holds, from its
 /// admin socket.
+/// Process `pid`'s own clients (during a handover `CLIENTS` answers for both processes).
 fn clients_of(pid: u32) -> Vec<sluice::metrics::ClientRow> {
-    sluice::admin::remote_clients(pid, 0)
+    sluice::admin::request(pid, 0, "CLIENTS HERE")
+        .ok()
+        .and_then(|a| serde_json::from_str(&a).ok())
         .unwrap_or_else(|| panic!("process {pid} did not list its clients"))
 }
 
@@ -1277,6 +1294,7 @@ fn kills_from_another_worker_reach_clients_of_a_worker_being_upgraded() {
             &format!("hold-after:1:{}", hold.display()),
         )],
     );
+    workers_up(&s, 2);
     let layout = sluice::shared::IdLayout::new(2, 1);
     let worker = |id: u64| layout.locate(id as u32).0;
     // Clients spread over the workers by the kernel: enough of each (bounded).
@@ -1388,4 +1406,128 @@ fn kills_from_another_worker_reach_clients_of_a_worker_being_upgraded() {
     check(&mut killer, "the killer");
     let _ = std::fs::remove_file(&hold);
     assert!(s.terminate().success());
+}
+
+#[test]
+fn the_console_lists_and_kills_clients_on_both_sides_of_a_handover() {
+    // As in `kills_reach_clients_on_either_side_of_a_handover`: the successor holds the
+    // handover after adopting two sessions, while `hold` exists.
+    let hold = std::env::temp_dir().join(format!(
+        "sluice-upgrade-console-hold-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&hold, b"").unwrap();
+    let admin = common::free_port();
+    let users = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+                 [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
+    let mut s = Sluice::with_env(
+        Config::default()
+            .top("shards = 1")
+            .users(users)
+            .tables(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
+            )),
+        &[(
+            "SLUICE_UPGRADE_FAULT",
+            &format!("hold-after:2:{}", hold.display()),
+        )],
+    );
+    let console = |sql: &str| common::mariadb_cli(admin, &["-uadmin", "-psecret"], sql);
+    let listed = |out: &str| -> Vec<u64> {
+        out.lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next()?.parse().ok())
+            .collect()
+    };
+    let old = s.pid();
+    let idle: Vec<Client> = (0..2).map(|i| client(&s, i)).collect();
+    let idle_ids: Vec<u64> = idle.iter().map(|c| c.id).collect();
+    // Busy while the old process hands over: they stay in it. One of app, one of other.
+    let mut d = common::direct();
+    let mut sleepers = Vec::new();
+    for (user, pw) in [("app", "app"), ("other", "o")] {
+        let mut c = s.conn_as(user, pw, None);
+        let id: u64 = c.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+        let sql = format!(
+            "SELECT SLEEP(60) AS console_handover_{user} FROM (SELECT 1 UNION ALL SELECT 2) t"
+        );
+        let waiting = sql.clone();
+        sleepers.push((
+            id,
+            std::thread::spawn(move || {
+                let r = c.query::<u64, _>(sql).map(drop);
+                (c, r)
+            }),
+        ));
+        common::wait_for_statement(&mut d, &waiting);
+    }
+    let (busy_app, busy_other) = (sleepers[0].0, sleepers[1].0);
+    common::wait_for("the idle clients to park", LIMIT, || {
+        let rows = clients_of(old);
+        idle_ids
+            .iter()
+            .all(|id| {
+                rows.iter()
+                    .any(|r| u64::from(r.id) == *id && r.state == "parked")
+            })
+            .then_some(())
+    });
+    upgrade(&s);
+    let succ = ready_successor(&s);
+    common::wait_for("the successor to hold the handover", LIMIT, || {
+        plain(&s.log_text())
+            .contains("holds the handover while this file exists")
+            .then_some(())
+    });
+    // The two idle clients in the successor, the busy two in the old process.
+    let (in_old, in_new) = (ids_of(old), ids_of(succ.0));
+    let where_ = format!("old {in_old:?}, new {in_new:?}");
+    assert!(
+        idle_ids.iter().all(|i| in_new.contains(i)),
+        "{where_}, idle {idle_ids:?}"
+    );
+    assert!(
+        in_old.contains(&busy_app) && in_old.contains(&busy_other),
+        "{where_}"
+    );
+    // SHOW CLIENTS lists both processes' clients, whichever process answers it.
+    for _ in 0..4 {
+        let (ok, out, err) = console("SHOW CLIENTS");
+        assert!(ok, "{out}\n{err}");
+        let ids = listed(&out);
+        for id in idle_ids.iter().chain([&busy_app, &busy_other]) {
+            assert!(
+                ids.contains(id),
+                "client {id} missing from SHOW CLIENTS: {out}"
+            );
+        }
+    }
+    // KILL CLIENTS WHERE USER = 'app' ends app's clients in both: the two moved and the busy one.
+    let (ok, out, err) = console("KILL CLIENTS WHERE USER = 'app'");
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(out.lines().nth(1), Some("3"), "{out}");
+    let (_, sleeper) = sleepers.remove(0);
+    let (_, r) = sleeper.join().unwrap();
+    assert!(r.is_err(), "app's busy client was not ended");
+    for mut c in idle {
+        assert!(
+            c.conn.query_drop("SELECT 1").is_err(),
+            "idle client {} answered",
+            c.id
+        );
+    }
+    // other's client is untouched: its statement still runs (ended now by the console's KILL
+    // QUERY, its connection kept); the handover ends and it moves.
+    assert!(ids_of(old).contains(&busy_other));
+    let (ok, out, err) = console(&format!("KILL CLIENT QUERY {busy_other}"));
+    assert!(ok, "{out}\n{err}");
+    let (_, sleeper) = sleepers.remove(0);
+    let (mut busy, r) = sleeper.join().unwrap();
+    let e = r.expect_err("other's SLEEP ran its course");
+    assert_eq!(code(&e), Some(1317), "{e}");
+    std::fs::remove_file(&hold).unwrap();
+    let _: Option<u64> = busy.query_first("SELECT 1").unwrap();
+    assert!(s.wait_exit(LIMIT).success(), "{}", s.log_text());
+    drop(succ);
 }

@@ -61,6 +61,16 @@
 //!
 //! One line per process: a successor upgraded again while its own predecessor still finishes
 //! its last sessions asks only its new successor.
+//!
+//! # Admin requests on the same line
+//! The admin socket's `CLIENTS`, `STATS` and `KILL WHERE` answer for both processes of a
+//! handover (`crate::admin::handle`): the process asked sends [`Msg::Admin`] with the request,
+//! the other answers for itself alone ([`Msg::AdminAnswer`]), on the same terms as a KILL
+//! question (a thread per question, the answer channel riding along, [`ASK_TIMEOUT`]). A
+//! process older than these messages would take one for a broken line, so each side asks only
+//! once the other said it answers them: the old process with a mark after the line in its hello
+//! (`Role::PeerAdmin`, no descriptor: a successor that predates it skips it), the successor in
+//! its ready (`Msg::Ready::admin`).
 
 use super::wire::{self, Channel, Msg};
 use crate::error::Reply;
@@ -157,6 +167,10 @@ struct Peer {
     /// This process asks the other (the old process from the successor's ready on: before,
     /// the successor answers nothing yet, and holds none of the old process's clients).
     asking: AtomicBool,
+    /// The other process answers admin requests ([`Msg::Admin`]) too: it said so (the old
+    /// process with a mark in its hello, the successor in its ready). One that predates them
+    /// would take the message for a broken line.
+    admin: AtomicBool,
 }
 
 /// The line to the other process of the handover under way, if any.
@@ -197,18 +211,22 @@ pub(super) fn pair() -> std::io::Result<(Channel, Channel)> {
 }
 
 /// Takes `line` to the other process (this process is `side`): [`serve`] answers its
-/// questions; this process asks it from now on if `asking`, else from [`start_asking`] on.
-pub(super) fn open(side: Side, line: Channel, asking: bool) {
+/// questions; this process asks it from now on if `asking`, else from [`start_asking`] on,
+/// admin requests too if `admin` (the other process answers them).
+pub(super) fn open(side: Side, line: Channel, asking: bool, admin: bool) {
     *PEER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Peer {
         side,
         line,
         asking: AtomicBool::new(asking),
+        admin: AtomicBool::new(admin),
     }));
 }
 
-/// This process asks the other from now on (the old process, once its successor is ready).
-pub(super) fn start_asking() {
+/// This process asks the other from now on (the old process, once its successor is ready),
+/// admin requests too if `admin`.
+pub(super) fn start_asking(admin: bool) {
     if let Some(p) = current() {
+        p.admin.store(admin, Ordering::Release);
         p.asking.store(true, Ordering::Release);
     }
 }
@@ -263,6 +281,28 @@ pub(super) fn serve(shared: Arc<Shared>) {
                             });
                         if let Err(e) = spawned {
                             warn!(error = %e, "upgrade: cannot answer a KILL question");
+                        }
+                    }
+                    Ok(Some((Msg::Admin { line }, fds))) => {
+                        let Some(fd) = fds.into_iter().next() else {
+                            warn!("upgrade: an admin request without its answer channel");
+                            continue;
+                        };
+                        // SAFETY: a descriptor just received, ours alone.
+                        let answer =
+                            unsafe { Channel::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+                        let shared = shared.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("sluice-admin-answer".into())
+                            .spawn(move || {
+                                // This process's part only: never asks back.
+                                let text = crate::admin::handle_here(&shared, &line);
+                                if let Err(e) = answer.send(&Msg::AdminAnswer { text }, &[]) {
+                                    debug!(error = %e, "upgrade: an admin answer was not delivered");
+                                }
+                            });
+                        if let Err(e) = spawned {
+                            warn!(error = %e, "upgrade: cannot answer an admin request");
                         }
                     }
                     Ok(Some((other, _))) => {
@@ -401,6 +441,39 @@ pub fn ask(conn_id: u32, kind: KillKind, by: Option<String>) -> Said {
     }
 }
 
+/// Asks the other process of the handover for its answer to the admin request `line` (its
+/// part alone): `None` when there is no other process to ask (no handover, or one that
+/// predates admin requests on the line), else its answer or why there is none. Blocks up to
+/// [`ASK_TIMEOUT`]: call it from a thread of its own, never a shard's.
+pub fn ask_admin(line: &str) -> Option<Result<String, String>> {
+    let peer = current()
+        .filter(|p| p.asking.load(Ordering::Acquire) && p.admin.load(Ordering::Acquire))?;
+    let (mine, theirs) = match wire::pair() {
+        Ok(p) => p,
+        Err(e) => return Some(Err(format!("cannot make the answer channel: {e}"))),
+    };
+    let question = Msg::Admin { line: line.into() };
+    if let Err(e) = peer.line.send(&question, &[theirs.as_raw_fd()]) {
+        return match e.kind() {
+            // Its end is closed: the other process is gone, with its clients.
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::NotConnected => {
+                forget(&peer);
+                None
+            }
+            _ => Some(Err(format!("the KILL line: {e}"))),
+        };
+    }
+    drop(theirs);
+    match mine.recv(ASK_TIMEOUT) {
+        Ok(Some((Msg::AdminAnswer { text }, _))) => Some(Ok(text)),
+        Ok(Some((other, _))) => Some(Err(format!("it answered {other:?}"))),
+        Ok(None) => Some(Err(format!("no answer within {} s", ASK_TIMEOUT.as_secs()))),
+        // The channel closing unanswered: the other process exited (with its clients).
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => None,
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,7 +575,7 @@ mod tests {
             reply(&answer, Err(no_such_thread(9)));
             far
         });
-        open(Side::Successor, near, true);
+        open(Side::Successor, near, true, false);
         assert_eq!(side(), Some(Side::Successor));
         assert_eq!(ask(9, KillKind::Query, Some("app".into())), Said::Unknown);
         // The far end closes (the other process exits): asking says there is no peer, and the

@@ -149,7 +149,7 @@ fn counter_after(last: u32, bits: u32) -> u32 {
 fn await_ready(
     channel: &Channel,
     mut child: Option<&mut std::process::Child>,
-) -> Result<(u32, bool, u8), String> {
+) -> Result<(u32, bool, u8, bool), String> {
     let until = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(Ok(Some(st))) = child.as_mut().map(|c| c.try_wait()) {
@@ -168,9 +168,10 @@ fn await_ready(
                     pid,
                     server_known,
                     records,
+                    admin,
                 },
                 _,
-            ))) => return Ok((pid, server_known, records)),
+            ))) => return Ok((pid, server_known, records, admin)),
             Ok(Some((Msg::Failed { why }, _))) => {
                 return Err(format!("the successor failed: {why}"))
             }
@@ -226,7 +227,7 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     let theirs = match peer::pair() {
         Ok((ours, theirs)) => {
             // Answering now (the successor's clients may KILL ours), asking once it is ready.
-            peer::open(peer::Side::Predecessor, ours, false);
+            peer::open(peer::Side::Predecessor, ours, false, false);
             peer::serve(shared.clone());
             others.push((Role::Peer, theirs.as_raw_fd()));
             Some(theirs)
@@ -244,7 +245,12 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
             .map(|d| successor_counter(shared, d.1))
             .collect(),
         listeners: dups.iter().map(|d| d.0.is_some()).collect(),
-        others: others.iter().map(|(r, _)| *r as u8).collect(),
+        // (The KILL line answers admin requests too: a mark with no descriptor, last.)
+        others: others
+            .iter()
+            .map(|(r, _)| *r as u8)
+            .chain(theirs.as_ref().map(|_| Role::PeerAdmin as u8))
+            .collect(),
     };
     let fds: Vec<RawFd> = dups
         .iter()
@@ -257,12 +263,12 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     let ready = sent
         .map_err(|e| format!("cannot send the hello: {e}"))
         .and_then(|()| await_ready(&mine, child.as_mut()))
-        .and_then(|(pid, server_known, records)| {
+        .and_then(|(pid, server_known, records, admin)| {
             // The health check: the successor listens, and knows the server if this process
             // does (one that reached no backend would present a default identity to clients
             // that logged in against the real one).
             if server_known || shared.server.is_fallback() {
-                Ok((pid, records))
+                Ok((pid, records, admin))
             } else {
                 Err("the successor reached no backend at its start (check the backends in the configuration file)".into())
             }
@@ -270,7 +276,7 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     // Our duplicates of the listeners stay open until the end: if the successor dies during
     // the handover, this process accepts on them again.
     let dups: Vec<Option<OwnedFd>> = dups.into_iter().map(|d| d.0).collect();
-    let (pid, records) = match ready {
+    let (pid, records, admin) = match ready {
         Ok(r) => r,
         Err(why) => {
             if let Some(mut child) = child {
@@ -287,13 +293,14 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
             return false;
         }
     };
-    // The successor answers KILL questions from now on.
-    peer::start_asking();
+    // The successor answers KILL questions (and admin requests, if it says so) from now on.
+    peer::start_asking(admin);
     if let Some(c) = &control {
         let ready = Msg::Ready {
             pid,
             server_known: true,
             records,
+            admin,
         };
         if let Err(e) = c.send(&ready, &[]) {
             warn!(error = %e, "upgrade: cannot tell the supervisor the successor is ready");
@@ -323,7 +330,7 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
     // The successor opens pools of its own: this process gives its pooled connections up as
     // they are released (RECONNECT), so the server sees the two pools overlap only by what the
     // sessions still here hold.
-    let retired = crate::admin::handle(shared, "RECONNECT");
+    let retired = crate::admin::handle_here(shared, "RECONNECT");
     info!(retired = %retired, "upgrade: pooled connections retired");
     let deadline = Instant::now() + Duration::from_millis(shared.config.shutdown_timeout_ms);
     let (mut moved, mut kept) = (0u64, 0u64);

@@ -16,6 +16,10 @@ pub enum Role {
     /// Not a listener: the successor's end of the KILL line ([`super::peer`]), passed last (a
     /// successor that predates it skips the role and closes the descriptor).
     Peer = 4,
+    /// Not a descriptor: a mark after [`Role::Peer`] saying the old process answers admin
+    /// requests on that line too (`wire::Msg::Admin`). A successor that predates it skips it,
+    /// and no descriptor goes with it, so the others stay in step.
+    PeerAdmin = 5,
 }
 
 impl Role {
@@ -25,6 +29,7 @@ impl Role {
             2 => Some(Role::Metrics),
             3 => Some(Role::Admin),
             4 => Some(Role::Peer),
+            5 => Some(Role::PeerAdmin),
             _ => None,
         }
     }
@@ -159,9 +164,13 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         .iter()
         .map(|&has| if has { fds.next() } else { None })
         .collect();
+    let peer_admin = others.contains(&(Role::PeerAdmin as u8));
     let mut others: Vec<(Role, OwnedFd)> = others
         .iter()
-        .filter_map(|&b| Some((Role::from_byte(b)?, fds.next()?)))
+        .filter_map(|&b| {
+            let role = Role::from_byte(b).filter(|r| *r != Role::PeerAdmin)?;
+            Some((role, fds.next()?))
+        })
         .collect();
     // The KILL line: a KILL here for a client the predecessor holds asks it from now on (this
     // process's shards accept before the predecessor hears it is ready).
@@ -169,7 +178,7 @@ pub fn successor_init(workers: u32, shards: usize) -> Result<bool, String> {
         let fd = others.remove(at).1;
         // SAFETY: a descriptor the predecessor passed, ours alone.
         let line = unsafe { Channel::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-        super::peer::open(super::peer::Side::Successor, line, true);
+        super::peer::open(super::peer::Side::Successor, line, true, peer_admin);
     }
     // No upgrade of this process before its own handover is over.
     UPGRADING.store(true, Ordering::Release);
@@ -218,6 +227,7 @@ pub fn successor_ready(
             pid: std::process::id(),
             server_known: !shared.server.is_fallback(),
             records: super::record::VERSION_BACKEND,
+            admin: true,
         },
         &[],
     ) {

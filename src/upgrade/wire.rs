@@ -34,11 +34,13 @@ pub enum Msg {
     /// backend answered its start (otherwise it runs on a default server identity).
     /// `records`: the newest session-record version it reads (absent, from a sluice that
     /// predates the byte: 1); sessions move with their backend connection only to a successor
-    /// that reads `record::VERSION_BACKEND`.
+    /// that reads `record::VERSION_BACKEND`. `admin`: it answers [`Msg::Admin`] on the KILL
+    /// line (absent, from a sluice that predates the byte: no).
     Ready {
         pid: u32,
         server_known: bool,
         records: u8,
+        admin: bool,
     },
     /// New → old: the successor gives up (the old keeps everything).
     Failed { why: String },
@@ -64,6 +66,12 @@ pub enum Msg {
     /// The answer to a [`Msg::Kill`], on the channel that came with it: `None` for OK, else
     /// the ERR (code, SQLSTATE, message) a client would be sent.
     Killed { err: Option<(u16, [u8; 5], String)> },
+    /// Either process → the other, on the KILL line, once the other said it answers these
+    /// ([`super::peer`]): the admin request `line` (`CLIENTS`, `STATS`, `KILL WHERE …`) for that
+    /// process alone; the channel for the answer rides along.
+    Admin { line: String },
+    /// The answer to a [`Msg::Admin`], on the channel that came with it.
+    AdminAnswer { text: String },
 }
 
 mod kind {
@@ -76,6 +84,8 @@ mod kind {
     pub const HANDOVER: u8 = 7;
     pub const KILL: u8 = 8;
     pub const KILLED: u8 = 9;
+    pub const ADMIN: u8 = 10;
+    pub const ADMIN_ANSWER: u8 = 11;
 }
 
 fn u32_at(b: &[u8], i: usize) -> Option<u32> {
@@ -109,10 +119,12 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             pid,
             server_known,
             records,
+            admin,
         } => {
             let mut v = pid.to_le_bytes().to_vec();
             v.push(u8::from(*server_known));
             v.push(*records);
+            v.push(u8::from(*admin));
             (kind::READY, v)
         }
         Msg::Failed { why } => (kind::FAILED, why.as_bytes().to_vec()),
@@ -144,6 +156,8 @@ pub fn encode(m: &Msg) -> (u8, Vec<u8>) {
             }
             (kind::KILLED, v)
         }
+        Msg::Admin { line } => (kind::ADMIN, line.as_bytes().to_vec()),
+        Msg::AdminAnswer { text } => (kind::ADMIN_ANSWER, text.as_bytes().to_vec()),
     }
 }
 
@@ -182,6 +196,7 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
             pid: u32_at(p, 0).ok_or_else(short)?,
             server_known: p.get(4).is_none_or(|&b| b != 0),
             records: p.get(5).copied().unwrap_or(1),
+            admin: p.get(6).is_some_and(|&b| b != 0),
         }),
         kind::FAILED => Ok(Msg::Failed {
             why: String::from_utf8_lossy(p).into_owned(),
@@ -223,6 +238,13 @@ pub fn decode(kind: u8, p: &[u8]) -> Result<Msg, String> {
                 )),
             })
         }
+        kind::ADMIN => Ok(Msg::Admin {
+            line: String::from_utf8(p.to_vec())
+                .map_err(|_| "handover admin request: not UTF-8".to_string())?,
+        }),
+        kind::ADMIN_ANSWER => Ok(Msg::AdminAnswer {
+            text: String::from_utf8_lossy(p).into_owned(),
+        }),
         k => Err(format!("handover message of unknown kind {k}")),
     }
 }
@@ -599,11 +621,13 @@ mod tests {
                 pid: 4242,
                 server_known: true,
                 records: 2,
+                admin: true,
             },
             Msg::Ready {
                 pid: 1,
                 server_known: false,
                 records: 1,
+                admin: false,
             },
             Msg::Failed { why: "no".into() },
             Msg::Session {
@@ -641,7 +665,26 @@ mod tests {
             Msg::Killed {
                 err: Some((1095, *b"HY000", String::new())),
             },
+            Msg::Admin {
+                line: "KILL WHERE USER app".into(),
+            },
+            Msg::AdminAnswer {
+                text: "[{\"id\":7}]".into(),
+            },
+            Msg::AdminAnswer {
+                text: String::new(),
+            },
         ];
+        // A Ready from a sluice that predates the admin byte (or the records byte).
+        assert_eq!(
+            decode(kind::READY, &[7, 0, 0, 0, 1, 2]),
+            Ok(Msg::Ready {
+                pid: 7,
+                server_known: true,
+                records: 2,
+                admin: false,
+            })
+        );
         for m in cases {
             let (k, p) = encode(&m);
             assert_eq!(decode(k, &p), Ok(m));
