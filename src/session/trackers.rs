@@ -294,12 +294,31 @@ pub fn find_trx_state(block: &[u8]) -> Result<Option<std::ops::Range<usize>>> {
     Ok(None)
 }
 
-/// Appends a transaction-state entry (the 8-character state, e.g. `________`).
+/// Adds a transaction-state entry (the 8-character state, e.g. `________`) to a well-formed
+/// block where MariaDB puts it: its transaction tracker reports last, the state before the
+/// characteristics, so before a `trx_characteristics` entry, else at the end.
 pub fn encode_trx_state(out: &mut Vec<u8>, state: &[u8]) {
     let mut data = Vec::with_capacity(state.len() + 1);
     put_lenenc_bytes(&mut data, state);
-    out.push(session_track::TRANSACTION_STATE);
-    put_lenenc_bytes(out, &data);
+    let mut entry = Vec::with_capacity(data.len() + 2);
+    entry.push(session_track::TRANSACTION_STATE);
+    put_lenenc_bytes(&mut entry, &data);
+    let at = characteristics_at(out).unwrap_or(out.len());
+    out.splice(at..at, entry);
+}
+
+/// Where the block's `trx_characteristics` entry starts, if it has one.
+fn characteristics_at(block: &[u8]) -> Option<usize> {
+    let mut r = Reader::new(block);
+    while !r.is_empty() {
+        let start = block.len() - r.clone().rest().len();
+        let ty = r.u8("session state type").ok()?;
+        r.lenenc_bytes("session state data").ok()?;
+        if ty == session_track::TRANSACTION_CHARACTERISTICS {
+            return Some(start);
+        }
+    }
+    None
 }
 
 /// Encodes one system-variable entry (for tests and fakes).
@@ -370,6 +389,42 @@ mod tests {
                 String::from_utf8_lossy(reported)
             );
         }
+    }
+
+    #[test]
+    fn the_transaction_state_goes_where_the_server_puts_it() {
+        let chars = |out: &mut Vec<u8>| {
+            out.push(session_track::TRANSACTION_CHARACTERISTICS);
+            put_lenenc_bytes(out, &[0]);
+        };
+        let state = |out: &mut Vec<u8>| {
+            out.push(session_track::TRANSACTION_STATE);
+            put_lenenc_bytes(out, b"\x08________");
+        };
+        // After a variable, before the characteristics (MariaDB: trx_state, then
+        // trx_characteristics, after every other tracker's entries).
+        let mut got = Vec::new();
+        encode_var(&mut got, b"autocommit", b"ON");
+        chars(&mut got);
+        encode_trx_state(&mut got, b"________");
+        let mut want = Vec::new();
+        encode_var(&mut want, b"autocommit", b"ON");
+        state(&mut want);
+        chars(&mut want);
+        assert_eq!(got, want);
+        // Without characteristics: at the end; an empty block: alone.
+        let mut got = Vec::new();
+        encode_var(&mut got, b"autocommit", b"ON");
+        encode_trx_state(&mut got, b"________");
+        let mut want = Vec::new();
+        encode_var(&mut want, b"autocommit", b"ON");
+        state(&mut want);
+        assert_eq!(got, want);
+        let mut got = Vec::new();
+        encode_trx_state(&mut got, b"________");
+        let mut want = Vec::new();
+        state(&mut want);
+        assert_eq!(got, want);
     }
 
     #[test]
