@@ -309,8 +309,14 @@ impl Relay<'_, '_> {
         }
         // A result set sent inside a transaction: the client's connection says so (sluice's
         // backend may have said it already, for a statement of sluice's own).
-        // (No allocation unless the client's state changes: once per transaction.)
-        if self.obs.result_set && ok.status & status::IN_TRANS != 0 {
+        // (No allocation unless the client's state changes: once per transaction.) Not for a
+        // statement run under the client's own trackers (`own_gtid`: `SHOW VARIABLES` and the
+        // like): the backend's report is the client's connection's then, and MariaDB flags no
+        // result set for those listings (10.11, checked).
+        if self.obs.result_set
+            && ok.status & status::IN_TRANS != 0
+            && self.ctx.own_gtid.is_none()
+        {
             use crate::session::trackers::{TRX_RESULT_SET, TRX_STATE_LEN};
             let lacks =
                 |v: &[u8]| v.len() == TRX_STATE_LEN && v[0] != b'_' && v[TRX_RESULT_SET] == b'_';
