@@ -311,8 +311,7 @@ impl Relay<'_, '_> {
         // backend may have said it already, for a statement of sluice's own).
         // (No allocation unless the client's state changes: once per transaction.) Not for a
         // statement run under the client's own trackers (`own_gtid`: `SHOW VARIABLES` and the
-        // like): the backend's report is the client's connection's then, and MariaDB flags no
-        // result set for those listings (10.11, checked).
+        // like): the backend's report is the client's connection's then, flag or no flag.
         if self.obs.result_set
             && ok.status & status::IN_TRANS != 0
             && self.ctx.own_gtid.is_none()
