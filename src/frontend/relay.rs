@@ -311,9 +311,12 @@ impl Relay<'_, '_> {
         // backend may have said it already, for a statement of sluice's own).
         // (No allocation unless the client's state changes: once per transaction.) Not for a
         // statement run under the client's own trackers (`own_gtid`: `SHOW VARIABLES` and the
-        // like): the backend's report is the client's connection's then, flag or no flag.
+        // like): the backend's report is the client's connection's then, flag or no flag. Nor
+        // for a procedure's OUT parameters (the row of a `PS_OUT_PARAMS` result: MariaDB 10.11
+        // flags none for it, checked).
         if self.obs.result_set
             && ok.status & status::IN_TRANS != 0
+            && ok.status & status::PS_OUT_PARAMS == 0
             && self.ctx.own_gtid.is_none()
         {
             use crate::session::trackers::{TRX_RESULT_SET, TRX_STATE_LEN};
