@@ -1076,13 +1076,13 @@ fn code(e: &mysql::Error) -> Option<u16> {
     common::server_error(e).map(|x| x.0)
 }
 
-#[test]
-fn kills_reach_clients_on_either_side_of_a_handover() {
-    // The successor stops reading sessions after adopting its third (a test hook it inherits)
-    // while the file `hold` exists: clients are then in the old process, in the successor and
-    // on their way between them.
+/// A sluice (one shard, users `app` and `other`, the console on the port returned) whose
+/// upgrade's successor holds the handover after adopting `after` sessions while the returned
+/// file exists (a test hook it inherits): clients are then in the old process, in the successor
+/// and on their way between them.
+fn held_handover(after: usize) -> (Sluice, std::path::PathBuf, u16) {
     let hold = std::env::temp_dir().join(format!(
-        "sluice-upgrade-kill-hold-{}-{:?}",
+        "sluice-upgrade-hold-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
@@ -1090,7 +1090,7 @@ fn kills_reach_clients_on_either_side_of_a_handover() {
     let admin = common::free_port();
     let users = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
                  [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
-    let mut s = Sluice::with_env(
+    let s = Sluice::with_env(
         Config::default()
             .top("shards = 1")
             .users(users)
@@ -1099,9 +1099,41 @@ fn kills_reach_clients_on_either_side_of_a_handover() {
             )),
         &[(
             "SLUICE_UPGRADE_FAULT",
-            &format!("hold-after:3:{}", hold.display()),
+            &format!("hold-after:{after}:{}", hold.display()),
         )],
     );
+    (s, hold, admin)
+}
+
+/// Waits until every client of `ids` is parked in process `pid`.
+fn wait_parked(pid: u32, ids: &[u64]) {
+    common::wait_for("the idle clients to park", LIMIT, || {
+        let rows = clients_of(pid);
+        ids.iter()
+            .all(|id| {
+                rows.iter()
+                    .any(|r| u64::from(r.id) == *id && r.state == "parked")
+            })
+            .then_some(())
+    });
+}
+
+/// Upgrades `s` (see [`held_handover`]) and waits until its successor holds the handover.
+fn upgrade_and_hold(s: &Sluice) -> Successor {
+    upgrade(s);
+    let succ = ready_successor(s);
+    common::wait_for("the successor to hold the handover", LIMIT, || {
+        plain(&s.log_text())
+            .contains("holds the handover while this file exists")
+            .then_some(())
+    });
+    succ
+}
+
+#[test]
+fn kills_reach_clients_on_either_side_of_a_handover() {
+    // The successor holds the handover after adopting its third session.
+    let (mut s, hold, admin) = held_handover(3);
     let console = |sql: &str| common::mariadb_cli(admin, &["-uadmin", "-psecret"], sql);
     let old = s.pid();
     let mut victims: Vec<Client> = (0..6).map(|i| client(&s, i)).collect();
@@ -1129,22 +1161,8 @@ fn kills_reach_clients_on_either_side_of_a_handover() {
         common::wait_for_statement(&mut d, sql);
     }
     let (busy_id, console_id) = (sleepers[0].0, sleepers[1].0);
-    common::wait_for("the idle clients to park", LIMIT, || {
-        let rows = clients_of(old);
-        ids.iter()
-            .all(|id| {
-                rows.iter()
-                    .any(|r| u64::from(r.id) == *id && r.state == "parked")
-            })
-            .then_some(())
-    });
-    upgrade(&s);
-    let succ = ready_successor(&s);
-    common::wait_for("the successor to hold the handover", LIMIT, || {
-        plain(&s.log_text())
-            .contains("holds the handover while this file exists")
-            .then_some(())
-    });
+    wait_parked(old, &ids);
+    let succ = upgrade_and_hold(&s);
     // Where everyone is: three idle clients adopted, three on their way, the busy two in the
     // old process.
     let (in_old, in_new) = (ids_of(old), ids_of(succ.0));
@@ -1410,29 +1428,8 @@ fn kills_from_another_worker_reach_clients_of_a_worker_being_upgraded() {
 
 #[test]
 fn the_console_lists_and_kills_clients_on_both_sides_of_a_handover() {
-    // As in `kills_reach_clients_on_either_side_of_a_handover`: the successor holds the
-    // handover after adopting two sessions, while `hold` exists.
-    let hold = std::env::temp_dir().join(format!(
-        "sluice-upgrade-console-hold-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&hold, b"").unwrap();
-    let admin = common::free_port();
-    let users = "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
-                 [[users]]\nname = \"other\"\npassword = \"o\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n";
-    let mut s = Sluice::with_env(
-        Config::default()
-            .top("shards = 1")
-            .users(users)
-            .tables(&format!(
-                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.users]]\nname = \"admin\"\npassword = \"secret\"\n"
-            )),
-        &[(
-            "SLUICE_UPGRADE_FAULT",
-            &format!("hold-after:2:{}", hold.display()),
-        )],
-    );
+    // The successor holds the handover after adopting two sessions.
+    let (mut s, hold, admin) = held_handover(2);
     let console = |sql: &str| common::mariadb_cli(admin, &["-uadmin", "-psecret"], sql);
     let listed = |out: &str| -> Vec<u64> {
         out.lines()
@@ -1463,23 +1460,8 @@ fn the_console_lists_and_kills_clients_on_both_sides_of_a_handover() {
         common::wait_for_statement(&mut d, &waiting);
     }
     let (busy_app, busy_other) = (sleepers[0].0, sleepers[1].0);
-    common::wait_for("the idle clients to park", LIMIT, || {
-        let rows = clients_of(old);
-        idle_ids
-            .iter()
-            .all(|id| {
-                rows.iter()
-                    .any(|r| u64::from(r.id) == *id && r.state == "parked")
-            })
-            .then_some(())
-    });
-    upgrade(&s);
-    let succ = ready_successor(&s);
-    common::wait_for("the successor to hold the handover", LIMIT, || {
-        plain(&s.log_text())
-            .contains("holds the handover while this file exists")
-            .then_some(())
-    });
+    wait_parked(old, &idle_ids);
+    let succ = upgrade_and_hold(&s);
     // The two idle clients in the successor, the busy two in the old process.
     let (in_old, in_new) = (ids_of(old), ids_of(succ.0));
     let where_ = format!("old {in_old:?}, new {in_new:?}");
