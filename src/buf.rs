@@ -4,6 +4,7 @@
 //! its shard's pool and gives them back when it parks again. Buffers that grew for a large packet
 //! are dropped instead of pooled, so one 20 MiB blob does not pin 20 MiB forever.
 
+use bytes::BytesMut;
 use std::cell::RefCell;
 
 /// A linear read buffer: bytes `start..end` are unread data, `end..` is free space.
@@ -98,6 +99,8 @@ pub const DEFAULT_BUF: usize = 4 << 10;
 pub struct BufPool {
     reads: RefCell<Vec<ReadBuf>>,
     writes: RefCell<Vec<Vec<u8>>>,
+    /// Command payload buffers (`frontend::client`), one per active session as the others.
+    payloads: RefCell<Vec<BytesMut>>,
     limit: usize,
 }
 
@@ -123,6 +126,25 @@ impl BufPool {
             .unwrap_or_else(|| Vec::with_capacity(DEFAULT_BUF))
     }
 
+    /// A command payload buffer: one from the pool, or an empty one (allocated at its first use).
+    pub fn payload_buf(&self) -> BytesMut {
+        self.payloads.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Keeps a payload buffer whose whole memory is free again (no payload points into it any
+    /// more) and no larger than [`PAYLOAD_BUF`](crate::frontend::client::PAYLOAD_BUF).
+    pub fn give_payload(&self, mut b: BytesMut) {
+        use crate::frontend::client::PAYLOAD_BUF;
+        let mut payloads = self.payloads.borrow_mut();
+        if b.is_empty()
+            && b.try_reclaim(PAYLOAD_BUF)
+            && b.capacity() == PAYLOAD_BUF
+            && payloads.len() < self.limit
+        {
+            payloads.push(b);
+        }
+    }
+
     pub fn give_read(&self, mut b: ReadBuf) {
         let mut reads = self.reads.borrow_mut();
         if b.capacity() <= POOLED_MAX && reads.len() < self.limit {
@@ -144,9 +166,11 @@ impl BufPool {
     pub fn trim(&self, keep: usize) {
         self.reads.borrow_mut().truncate(keep);
         self.writes.borrow_mut().truncate(keep);
+        self.payloads.borrow_mut().truncate(keep);
     }
 
-    /// Buffers waiting in the pool (for metrics).
+    /// Read and write buffers waiting in the pool (for metrics; payload buffers, as many as the
+    /// read buffers at most, are not counted).
     pub fn pooled(&self) -> usize {
         self.reads.borrow().len() + self.writes.borrow().len()
     }
@@ -173,6 +197,34 @@ mod tests {
         assert!(b.is_empty());
         b.shrink_if_idle(16);
         assert_eq!(b.capacity(), 16);
+    }
+
+    #[test]
+    fn payload_buffers_go_back_only_when_nothing_points_into_them() {
+        use crate::frontend::client::PAYLOAD_BUF;
+        let p = BufPool::new(4);
+        let unused = p.payload_buf();
+        assert_eq!(unused.capacity(), 0);
+        p.give_payload(unused);
+        assert!(
+            p.payloads.borrow().is_empty(),
+            "an empty buffer is not worth keeping"
+        );
+        let mut b = BytesMut::with_capacity(PAYLOAD_BUF);
+        b.extend_from_slice(b"abc");
+        let held = b.split().freeze();
+        p.give_payload(b);
+        assert!(
+            p.payloads.borrow().is_empty(),
+            "a payload still points into it"
+        );
+        let mut b = BytesMut::with_capacity(PAYLOAD_BUF);
+        b.extend_from_slice(b"abc");
+        drop(b.split());
+        p.give_payload(b);
+        assert_eq!(p.payloads.borrow().len(), 1);
+        assert_eq!(p.payload_buf().capacity(), PAYLOAD_BUF);
+        assert_eq!(&held[..], b"abc");
     }
 
     #[test]

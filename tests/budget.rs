@@ -260,7 +260,20 @@ fn a_killed_workers_slots_come_back() {
         Duration::from_secs(10),
         || (threads_of(&mut d, account) == 0).then_some(()),
     );
-    // The supervisor reaped it and freed its slots: worker 0 gets all four.
+    // The supervisor reaps it, frees its slots and starts another worker 1, whose start-up probe
+    // logs in to the server as the same account: the server's count is watched only once that
+    // worker is ready (a third "sluice ready") and its probe's connection is gone.
+    wait_for(
+        "the restarted worker 1 to be ready",
+        Duration::from_secs(20),
+        || (s.log_text().matches("sluice ready").count() >= 3).then_some(()),
+    );
+    wait_for(
+        "the restarted worker's probe connection to go",
+        Duration::from_secs(10),
+        || (threads_of(&mut d, account) == 0).then_some(()),
+    );
+    // Worker 0 gets all four.
     let watch = Watch::start(account);
     for c in &mut w0 {
         let took = hold(c);

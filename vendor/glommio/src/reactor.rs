@@ -445,6 +445,24 @@ impl Reactor {
         source
     }
 
+    /// Submits again a readiness poll that completed: `source` came from
+    /// [`poll_read_ready`](Self::poll_read_ready) (or, with `write`,
+    /// [`poll_write_ready`](Self::poll_write_ready)), and is reused instead of a new source
+    /// being allocated. `false` (and the source left as it is) if it is not a poll that
+    /// completed, e.g. one still in flight. (sluice, see SLUICE.md.)
+    pub(crate) fn rearm_poll_ready(&self, source: &Source, write: bool) -> bool {
+        if !source.reset_completed_poll() {
+            return false;
+        }
+        let flags = if write {
+            common_flags() | PollFlags::POLLOUT
+        } else {
+            common_flags() | read_flags()
+        };
+        self.sys.poll_ready(source, flags);
+        true
+    }
+
     pub(crate) fn rushed_send(
         &self,
         fd: RawFd,

@@ -128,6 +128,61 @@ pub async fn readable(fd: std::os::unix::io::RawFd) -> io::Result<()> {
     source.collect_rw().await.map(|_| ())
 }
 
+/// A reusable wait for readability (or writability) of a file descriptor glommio does not own:
+/// like [`readable`], but each wait after one that completed submits the same poll again
+/// instead of allocating a new source, and a wait given up before its poll completed leaves
+/// that poll pending for the next wait to take over. Dropping it cancels a pending poll, as
+/// dropping [`readable`]'s future does.
+///
+/// Added for sluice (see `vendor/glommio/SLUICE.md`): a hot client session waits for its next
+/// command this way after every command.
+#[derive(Debug)]
+pub struct Readiness {
+    fd: std::os::unix::io::RawFd,
+    write: bool,
+    source: Option<crate::sys::Source>,
+}
+
+impl Readiness {
+    /// Waits for `fd` to be readable.
+    pub fn readable(fd: std::os::unix::io::RawFd) -> Readiness {
+        Readiness {
+            fd,
+            write: false,
+            source: None,
+        }
+    }
+
+    /// Waits for `fd` to be writable.
+    pub fn writable(fd: std::os::unix::io::RawFd) -> Readiness {
+        Readiness {
+            fd,
+            write: true,
+            source: None,
+        }
+    }
+
+    /// Waits until the descriptor is ready (or has an error, or hung up).
+    pub async fn wait(&mut self) -> io::Result<()> {
+        let reactor = crate::executor().reactor();
+        let source = match self.source.take() {
+            Some(pending) if pending.in_flight() => pending,
+            Some(done) if reactor.rearm_poll_ready(&done, self.write) => done,
+            _ if self.write => reactor.poll_write_ready(self.fd),
+            _ => reactor.poll_read_ready(self.fd),
+        };
+        let source = &*self.source.insert(source);
+        futures_lite::future::poll_fn(|cx| match source.result() {
+            Some(r) => std::task::Poll::Ready(r.map(|_| ())),
+            None => {
+                source.add_waiter_single(cx.waker());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 /// Like [`readable`], for writability.
 pub async fn writable(fd: std::os::unix::io::RawFd) -> io::Result<()> {
     let source = crate::executor().reactor().poll_write_ready(fd);

@@ -215,6 +215,15 @@ impl Timeout {
     }
 }
 
+/// A read-readiness poll on `fd`: `done` (a poll of it that completed) submitted again, or a new
+/// one. (sluice: saves a source allocation per read that waits, see SLUICE.md.)
+fn read_poll(reactor: &Reactor, fd: RawFd, done: Option<Source>) -> Source {
+    match done {
+        Some(source) if reactor.rearm_poll_ready(&source, false) => source,
+        _ => reactor.poll_read_ready(fd),
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
@@ -269,14 +278,16 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 
         if no_pending_poll {
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
+                // (sluice: a completed poll is kept and submitted again below rather than
+                // dropped and replaced by a new source, see SLUICE.md.)
+                let done = self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
                 // Start an early poll if the buffer is not fully filled. So when
                 // the next time `poll_read` is called, it will be known immediately
                 // whether the underlying stream is ready for reading.
                 if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
+                    self.source_rx = Some(read_poll(reactor, self.stream.as_raw_fd(), done));
                     // The `rush_dispatch`s here and after could be removed to
                     // improve performance if #458 is handled appropriately.
                     // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
@@ -288,7 +299,8 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         poll_err!(self.read_timeout.check(reactor));
 
         if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
+            let done = self.source_rx.take();
+            self.source_rx = Some(read_poll(reactor, self.stream.as_raw_fd(), done));
             // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
         }
 

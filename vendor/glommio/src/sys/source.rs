@@ -302,6 +302,30 @@ impl Source {
         self.inner.borrow().stats_collection
     }
 
+    /// Is the source submitted, or queued for submission, and not completed yet?
+    pub(crate) fn in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
+    /// Makes a readiness poll that completed ready to be submitted again: its result and
+    /// timestamps are cleared. `false` (and nothing changed) for a source that is not a poll,
+    /// or has not completed: one still in the ring must not be submitted twice. (sluice: a
+    /// completed poll reused instead of a new source per wait, see SLUICE.md.)
+    pub(crate) fn reset_completed_poll(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if inner.enqueued.is_some()
+            || inner.wakers.result.is_none()
+            || !matches!(inner.source_type, SourceType::PollAdd)
+        {
+            return false;
+        }
+        inner.wakers.result = None;
+        inner.wakers.queued_at = None;
+        inner.wakers.submitted_at = None;
+        inner.wakers.fulfilled_at = None;
+        true
+    }
+
     pub(crate) async fn collect_rw(&self) -> io::Result<usize> {
         future::poll_fn(|cx| {
             if let Some(result) = self.result() {

@@ -143,6 +143,20 @@ impl Timer {
         let mut inner = self.inner.borrow_mut();
         inner.reset(dur);
     }
+
+    /// Disarms the timer: it no longer wakes the task that polled it, until it is polled again
+    /// (after a [`reset()`][`Timer::reset()`], typically). What dropping it would do, for a
+    /// timer kept to be reused rather than one allocated per wait. (Added for sluice, see
+    /// `vendor/glommio/SLUICE.md`.)
+    pub fn disarm(&mut self) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.is_charged {
+            if let Some(reactor) = inner.reactor.upgrade() {
+                reactor.remove_timer(inner.id);
+            }
+            inner.is_charged = false;
+        }
+    }
 }
 
 impl Drop for Timer {
