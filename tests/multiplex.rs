@@ -986,3 +986,50 @@ fn change_user_resets_only_this_clients_state() {
         .unwrap_err();
     assert_eq!(server_error(&e).map(|x| x.0), Some(1045));
 }
+
+#[test]
+fn table_locks_stay_with_their_client_when_it_changes_its_trackers() {
+    // A client that turns transaction tracking on while it holds LOCK TABLES: the server's
+    // tracker starts afresh and reports no lock. The connection went back to the pool with the
+    // lock held, and the next client's statements failed with ERR 1100 (seed 1796610019).
+    let users = dedicated_backend_user("locktrk");
+    let mport = free_port();
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!(
+                "shards = 1\nmetrics_listen = \"127.0.0.1:{mport}\""
+            ))
+            .pool(&trx_pool(1, "queue_timeout_ms = 20000"))
+            .users(&users),
+    );
+    let mut d = direct();
+    d.query_drop("CREATE TABLE IF NOT EXISTS lt_a (x INT)")
+        .unwrap();
+    d.query_drop("CREATE TABLE IF NOT EXISTS lt_b (x INT)")
+        .unwrap();
+    let mut a = s.conn();
+    // (Connected first: the driver's login runs a query, which would wait for the connection.)
+    let mut b = s.conn();
+    a.query_drop("LOCK TABLES lt_a READ").unwrap();
+    a.query_drop("SET session_track_transaction_info = 'STATE'")
+        .unwrap();
+    let _: Vec<i64> = a.query("SELECT x FROM lt_a").unwrap();
+    // Another client waits for the pool's one connection (the locking client keeps it) and
+    // gets it once the tables are unlocked.
+    let other = std::thread::spawn(move || {
+        let r = b.query_drop("INSERT INTO lt_b VALUES (1)");
+        (b, r)
+    });
+    wait_for(
+        "the other client to wait for the connection",
+        Duration::from_secs(10),
+        || (metric(&scrape(mport), "sluice_clients_waiting{worker=\"0\"}") == 1.0).then_some(()),
+    );
+    assert!(
+        !other.is_finished(),
+        "served while the locking client held the only connection"
+    );
+    a.query_drop("UNLOCK TABLES").unwrap();
+    let (_, r) = other.join().unwrap();
+    r.unwrap_or_else(|e| panic!("the other client's statement: {e}"));
+}

@@ -209,9 +209,19 @@ impl Pins {
                 self.named_locks.clear();
             }
         }
-        // The server vouches for table locks (transaction-state tracker, 8 characters, 'L' last).
+        // The server vouches for table locks (transaction-state tracker, 8 characters, 'L'
+        // last) it saw taken. Their absence counts only after a statement that may end them: a
+        // tracker turned off and on again (a client running its own trackers, `SET
+        // session_track_transaction_info = …`) starts from nothing and reports no `L` for tables
+        // still locked (a connection with a client's `LOCK TABLES` went back to the pool so).
         if let Some(ts) = r.trx_state {
-            self.lock_tables = ts.last() == Some(&b'L');
+            let locked = ts.last() == Some(&b'L');
+            if locked || e.may_unlock_tables {
+                self.lock_tables = locked;
+            }
+        }
+        if e.unlocks_tables && !r.failed {
+            self.lock_tables = false;
         }
         // One-shot characteristics (SET TRANSACTION …) pending outside a transaction.
         if let Some(c) = r.trx_characteristics {
@@ -355,6 +365,55 @@ mod tests {
             PinReason::UserVariable.bit(),
             "user variables last until reset"
         );
+    }
+
+    #[test]
+    fn table_locks_end_only_where_they_can() {
+        let report = |ts: &'static [u8]| Reported {
+            trx_state: Some(ts),
+            ..ok()
+        };
+        // (statement, its transaction-state report, still pinned for LOCK TABLES?)
+        #[rustfmt::skip]
+        let after_lock: &[(&str, Option<&'static [u8]>, bool)] = &[
+            // A tracker turned off and on again under LOCK TABLES (the client's own trackers)
+            // reports a state without L: the tables are still locked (seed 1796610019: the
+            // connection went back to the pool with them).
+            ("SET session_track_transaction_info = 'STATE'", Some(b"________"), true),
+            ("SELECT COUNT(*) FROM t", Some(b"_____R__"), true),
+            ("SET session_track_transaction_info = 'STATE'", None, true),
+            // The statements that end table locks.
+            ("UNLOCK TABLES", Some(b"________"), false),
+            ("UNLOCK TABLES", None, false),
+            ("BEGIN", Some(b"T_______"), false),
+            ("START TRANSACTION", None, false),
+            ("LOCK TABLES t2 WRITE", Some(b"_______L"), true),
+            ("FLUSH TABLES", Some(b"________"), false),
+            ("EXECUTE s", Some(b"________"), false),
+            ("SELECT 1; UNLOCK TABLES", Some(b"________"), false),
+        ];
+        for (sql, ts, pinned) in after_lock {
+            let mut p = Pins::default();
+            run(&mut p, "LOCK TABLES t READ", report(b"_______L"));
+            let r = match ts {
+                Some(ts) => report(ts),
+                None => ok(),
+            };
+            run(&mut p, sql, r);
+            assert_eq!(p.lock_tables, *pinned, "{sql} {ts:?}");
+        }
+        // A failed UNLOCK TABLES (a syntax error) ends nothing.
+        let mut p = Pins::default();
+        run(&mut p, "LOCK TABLES t READ", report(b"_______L"));
+        run(
+            &mut p,
+            "UNLOCK TABLES",
+            Reported {
+                failed: true,
+                ..ok()
+            },
+        );
+        assert!(p.lock_tables);
     }
 
     #[test]

@@ -463,6 +463,13 @@ pub struct Effects {
     pub locks_released: Vec<Vec<u8>>,
     pub release_all_locks: bool,
     pub lock_tables: bool,
+    /// Ends the session's table locks when it succeeds: `UNLOCK TABLES`, `BEGIN`, `START
+    /// TRANSACTION`.
+    pub unlocks_tables: bool,
+    /// May end (or change) the session's table locks: those above, `LOCK TABLES` (which releases
+    /// the earlier ones), `FLUSH`, `XA`, an SQL `EXECUTE`. Only after one of these does a
+    /// transaction-state report without `L` mean the tables are unlocked (see `pins`).
+    pub may_unlock_tables: bool,
     pub handler_open: bool,
     /// Uses a sequence (`NEXTVAL`, `SETVAL`, `NEXT VALUE FOR`): its last value stays on the backend.
     pub sequence: bool,
@@ -1006,6 +1013,19 @@ fn classify(s: Toks<'_, '_>, ctx: &Context<'_>, e: &mut Effects) -> Kind {
         return Kind::Other;
     }
     let kw = |i: usize, k: &str| is_kw(s.get(i), k);
+    if is_kw(first, "UNLOCK")
+        || is_kw(first, "BEGIN")
+        || (is_kw(first, "START") && kw(1, "TRANSACTION"))
+    {
+        e.unlocks_tables = true;
+    }
+    if e.unlocks_tables
+        || ["LOCK", "FLUSH", "XA", "EXECUTE"]
+            .iter()
+            .any(|k| is_kw(first, k))
+    {
+        e.may_unlock_tables = true;
+    }
     if ["CREATE", "DROP", "ALTER"].iter().any(|k| is_kw(first, k))
         && s.iter().take(8).any(|t| is_kw(Some(t), "FUNCTION"))
     {
@@ -1267,6 +1287,8 @@ fn merge(e: &mut Effects, inner: Effects) {
     e.locks_released.extend(inner.locks_released);
     e.release_all_locks |= inner.release_all_locks;
     e.lock_tables |= inner.lock_tables;
+    e.unlocks_tables |= inner.unlocks_tables;
+    e.may_unlock_tables |= inner.may_unlock_tables;
     e.handler_open |= inner.handler_open;
     e.sequence |= inner.sequence;
     e.stored_function |= inner.stored_function;
