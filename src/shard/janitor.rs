@@ -24,9 +24,12 @@ use std::rc::Rc;
 use std::time::Duration;
 use tracing::debug;
 
-/// A parked session keeps a backend only for its diagnostics this long (seconds) before the
-/// janitor gives it back (see [`session::release_soft`]).
+/// A parked session keeps a backend only for its diagnostics more than this long (seconds, on
+/// the janitor's whole-second clock: at least one full second) while other sessions wait for
+/// a connection, before the janitor gives it back (see [`session::release_soft`])...
 const SOFT_HOLD_SECS: u32 = 1;
+/// ... and more than this long whether or not anyone waits.
+const SOFT_HOLD_IDLE_SECS: u32 = 10;
 /// Janitor ticks (seconds) between reloads of the server's stored functions.
 const ROUTINES_EVERY: u64 = 10;
 /// With this many parked sessions or more, the sweep of parked sessions is cut into
@@ -183,7 +186,13 @@ impl Shard {
                         expired.push((t, true))
                     }
                     (_, Some(w)) if idle >= w => expired.push((t, false)),
-                    _ if idle >= SOFT_HOLD_SECS && s.soft_held() => soft.push(t),
+                    _ if idle > SOFT_HOLD_SECS
+                        && (idle > SOFT_HOLD_IDLE_SECS
+                            || s.lease.as_ref().is_some_and(|l| l.pool().waiting() > 0))
+                        && s.soft_held() =>
+                    {
+                        soft.push(t)
+                    }
                     _ => {}
                 }
             }
