@@ -330,3 +330,116 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// What a session sees through sluice and directly: after a read that raised a condition (a
+/// warning, an error; routed to a replica through sluice), a statement that must run on the
+/// primary and leaves the diagnostics area as it is (a user variable), then the conditions. Each
+/// part on a new connection (`connect`): a session with user variables reads on the primary.
+fn conditions_after_leaving_a_replica(connect: impl Fn() -> mysql::Conn) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut c = connect();
+    c.query_drop("SELECT CAST('2020-02-30' AS DATE)").unwrap();
+    c.query_drop("SET @a = 1").unwrap();
+    let n: Option<u64> = c.query_first("SHOW COUNT(*) WARNINGS").unwrap();
+    out.push(format!("{n:?}"));
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").unwrap();
+    out.push(format!("{w:?}"));
+    c.query_drop("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO")
+        .unwrap();
+    let r: Option<(String, u32)> = c.query_first("SELECT @m, @e").unwrap();
+    out.push(format!("{r:?}"));
+    // An error (the data's answer, on any server) and a statement that leaves it there.
+    let mut c = connect();
+    let e = c
+        .query_drop("SELECT 1 FROM DUAL WHERE (SELECT 1 UNION SELECT 2)")
+        .expect_err("subquery returns more than one row");
+    out.push(format!(
+        "{:?}",
+        common::server_error(&e).map(|(code, ..)| code)
+    ));
+    c.query_drop("SET @b = 2").unwrap();
+    let w: Vec<(String, u32, String)> = c.query("SHOW ERRORS").unwrap();
+    out.push(format!("{w:?}"));
+    out
+}
+
+#[test]
+fn a_session_leaving_its_replica_keeps_its_writes_and_conditions() {
+    let cl = Cluster::start_replicated(3);
+    // Both replicas apply everything two seconds late: a read that does not wait for the
+    // session's write on a replica is stale.
+    for i in [1, 2] {
+        let mut r = cl.servers[i].root();
+        r.query_drop("STOP SLAVE").unwrap();
+        r.query_drop("CHANGE MASTER TO MASTER_DELAY = 2").unwrap();
+        r.query_drop("START SLAVE").unwrap();
+    }
+    let mport = free_port();
+    let (a0, a1, a2) = (
+        cl.servers[0].addr(),
+        cl.servers[1].addr(),
+        cl.servers[2].addr(),
+    );
+    let s = Sluice::with(
+        Config::default()
+            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
+            .backends_toml(&format!(
+                "[[backends]]\naddress = \"{a0}\"\nrole = \"primary\"\n\
+                 [[backends]]\naddress = \"{a1}\"\nrole = \"replica\"\n\
+                 [[backends]]\naddress = \"{a2}\"\nrole = \"replica\"\n"
+            ))
+            .tables(
+                "[routing]\nreads = \"replicas\"\nconsistency = \"session\"\n\
+                 max_replication_lag_ms = 60000\ncausal_wait_ms = 50\n",
+            ),
+    );
+    let mut c = s.conn();
+    c.query_drop("CREATE TABLE rr (n INT)").unwrap();
+    wait_for("reads served by replicas", Duration::from_secs(30), || {
+        let _: Option<u64> = c.query_first("SELECT COUNT(*) FROM rr").unwrap();
+        (metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]) > 0.0).then_some(())
+    });
+
+    // COM_RESET_CONNECTION and COM_CHANGE_USER empty @@last_gtid, not what the client wrote: a
+    // direct connection reads its writes after them, and so must a read through sluice.
+    let behind = |m: &str| metric_sum(m, "sluice_read_fallbacks_total", &["reason=\"behind\""]);
+    let before = behind(&scrape(mport));
+    for i in 0..10 {
+        c.query_drop(format!("INSERT INTO rr VALUES ({i})"))
+            .unwrap();
+        if i % 2 == 0 {
+            c.reset().unwrap();
+        } else {
+            c.change_user(mysql::ChangeUserOpts::DEFAULT).unwrap();
+        }
+        let last: Option<String> = c.query_first("SELECT @@last_gtid").unwrap();
+        assert_eq!(last.as_deref(), Some(""), "@@last_gtid after the reset");
+        let n: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM rr WHERE n = {i}"))
+            .unwrap();
+        assert_eq!(n, Some(1), "read {i} after a write and a reset");
+    }
+    // (Each read waited on a replica, which was behind, and the primary answered.)
+    assert!(behind(&scrape(mport)) - before >= 10.0);
+
+    // Conditions a routed read raised on a replica, left there when the session goes to the
+    // primary for a statement that keeps the diagnostics area as it is: the client reads them
+    // as directly. (Fresh sessions: they have written nothing, so their reads go to a replica.)
+    let routed = || metric_sum(&scrape(mport), "sluice_reads_to_replicas_total", &[]);
+    let before = routed();
+    let through = conditions_after_leaving_a_replica(|| s.conn());
+    assert!(
+        routed() - before >= 2.0,
+        "the reads were served by replicas: {:?}",
+        scrape(mport)
+            .lines()
+            .filter(|l| l.contains("fallback") || l.contains("replica"))
+            .collect::<Vec<_>>()
+    );
+    let direct = conditions_after_leaving_a_replica(|| cl.servers[0].conn());
+    assert_eq!(through, direct);
+    assert!(
+        direct[1].contains("1292") && direct[4].contains("1242"),
+        "{direct:?}"
+    );
+}

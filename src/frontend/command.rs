@@ -619,12 +619,26 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
     // commands, or keeps it for its diagnostics) serves reads, diagnostics and settings only
     // (`stay`): anything else gives it back first and goes to the primary. (What could tie the
     // session to it — a transaction, a pin — never starts on a replica.)
+    // The statement that raised the conditions the session leaves on its replica, to run again
+    // on the next backend.
+    let mut rerun = None;
     if !stay && holds_replica(shard, sess) {
         let _ = reconsider(shard, sess).await;
         carried = carry_replica_vars(shard, sess).await?;
+        let source = sess.past().replica_conditions.clone();
+        if source.is_some() {
+            sess.update_past(|p| p.replica_conditions = None);
+        }
         // Still kept (the read left diagnostics, or variables): given up, the connection closed.
-        // The next backend is kept for diagnostics (if at all) from its own statement on.
-        if sess.lease.take().is_some() {
+        // Conditions the client has not read yet (a direct connection keeps them until a
+        // statement that uses a table or raises one) are made again on the next backend by the
+        // statement that raised them, when it was a text read (see `Past::replica_conditions`).
+        if let Some(mut l) = sess.lease.take() {
+            if let Some(src) = source {
+                if sess.history().diag != Diag::Clean && conditions_left(&mut l).await {
+                    rerun = Some(src);
+                }
+            }
             sess.update_past(|p| p.diag_held_since = None);
         }
     }
@@ -682,6 +696,21 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         // (Counts the pin against this backend's pool, outside session mode.)
         set_pins(shard, sess, Pins::mark_user_vars);
     }
+    if let (Ok(()), Some(src)) = (&synced, rerun) {
+        // The read that raised the conditions, again, its answer (an ERR too) dropped: its
+        // conditions are in this connection's diagnostics area, as in the client's.
+        let conn = lease.conn();
+        let r = match conn.write_packet(0, &src).await {
+            Ok(()) => conn.discard_response(ResponseKind::Query).await,
+            Err(e) => Err(e),
+        };
+        // sluice's own statement: the connection's history values are nobody's now.
+        conn.history_owner = 0;
+        conn.schema_mark = None;
+        if let Err(e) = r {
+            return Err(backend_error(shard, &lease, e));
+        }
+    }
     match synced {
         Ok(()) => Ok(lease),
         Err(Synced::Lost(e)) => Err(e),
@@ -698,6 +727,14 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
             Err(error)
         }
     }
+}
+
+/// Does the backend's diagnostics area hold conditions (asked before a session gives it up)?
+async fn conditions_left(lease: &mut Lease) -> bool {
+    matches!(
+        lease.conn().query_value("SELECT @@warning_count").await,
+        Ok(Some(n)) if n != "0"
+    )
 }
 
 /// Before a session gives up the replica it holds: the user variables `GET DIAGNOSTICS` set
@@ -808,7 +845,7 @@ async fn checkout_read(
     // has committed now (`global`: asked of the primary, one round trip).
     let wanted: Option<(String, crate::backend::gtid::Pos)> = match sess.user.consistency {
         Consistency::Session => {
-            let g = sess.history().last_gtid.to_string();
+            let g = sess.written_gtid();
             crate::backend::gtid::Pos::parse(&g)
                 .filter(|p| !p.is_empty())
                 .map(|p| (g, p))
@@ -1152,7 +1189,7 @@ async fn forward_with(
             // What it waited for (the session's last write: `global` reads are served by the
             // primary) is applied there.
             if sess.user.consistency == crate::config::Consistency::Session {
-                if let Some(p) = crate::backend::gtid::Pos::parse(&sess.history().last_gtid) {
+                if let Some(p) = crate::backend::gtid::Pos::parse(&sess.written_gtid()) {
                     shard.backend(lease.get().backend).note_applied(&p);
                 }
             }
@@ -1319,6 +1356,21 @@ pub(crate) async fn run_on(
     }
     if obs.reported {
         lease.conn().schema_mark = None;
+    }
+    // A statement that raised conditions on a replica: the statement that makes them again on
+    // the next backend, should the session leave the replica before the client reads them (a
+    // single text read; anything else cannot be run again there, and the conditions are lost).
+    if (obs.warnings || obs.error.is_some())
+        && obs.withheld_error.is_none()
+        && !obs.causal.is_some_and(|(applied, _)| !applied)
+        && shard.reads_only(lease.get().backend)
+    {
+        let source = (payload.first() == Some(&com::QUERY)
+            && with
+                .effects
+                .is_some_and(|e| e.kind == Kind::Query && e.statements == 1))
+        .then(|| Box::from(payload));
+        sess.update_past(|p| p.replica_conditions = source);
     }
     if let Some(mut held) = obs.schema {
         if obs.error.is_some() {
