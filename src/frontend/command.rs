@@ -1362,7 +1362,7 @@ pub(crate) async fn run_on(
     // single text read; anything else cannot be run again there, and the conditions are lost).
     if (obs.warnings || obs.error.is_some())
         && obs.withheld_error.is_none()
-        && !obs.causal.is_some_and(|(applied, _)| !applied)
+        && obs.causal.is_none_or(|(applied, _)| applied)
         && shard.reads_only(lease.get().backend)
     {
         let source = (payload.first() == Some(&com::QUERY)
