@@ -61,6 +61,27 @@ impl Pos {
     }
 }
 
+/// Two GTID lists (`d-s-n[,…]`) as one that a server has applied once it has applied both: per
+/// domain the GTID with the highest sequence number, in order of first appearance (text fit for
+/// `MASTER_GTID_WAIT`, which takes one GTID per domain). Malformed parts are left out.
+pub fn merge_text(a: &str, b: &str) -> String {
+    let mut out: Vec<(u32, u64, &str)> = Vec::new();
+    for part in a.split(',').chain(b.split(',')).map(str::trim) {
+        let Some(Pos(parsed)) = Pos::parse(part) else {
+            continue;
+        };
+        let Some(&(d, n)) = parsed.first() else {
+            continue;
+        };
+        match out.iter_mut().find(|(x, ..)| *x == d) {
+            Some(e) if e.1 >= n => {}
+            Some(e) => *e = (d, n, part),
+            None => out.push((d, n, part)),
+        }
+    }
+    out.iter().map(|e| e.2).collect::<Vec<_>>().join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +129,26 @@ mod tests {
         }
         for bad in ["x", "0-1", "0-1-2-3", "0-1-x", "-1-2"] {
             assert_eq!(Pos::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn gtid_lists_merge_as_text() {
+        // (a, b, merged)
+        let cases = [
+            ("", "", ""),
+            ("0-1-5", "", "0-1-5"),
+            ("", "0-1-5", "0-1-5"),
+            ("0-1-5", "0-1-9", "0-1-9"),
+            ("0-1-9", "0-1-5", "0-1-9"),
+            // Another server id in the same domain (after a failover): the sequence decides.
+            ("0-1-9", "0-2-10", "0-2-10"),
+            ("0-1-9", "1-3-2", "0-1-9,1-3-2"),
+            ("0-1-9,1-3-2", "1-3-4, 0-1-3", "0-1-9,1-3-4"),
+            ("x", "0-1-2", "0-1-2"),
+        ];
+        for (a, b, merged) in cases {
+            assert_eq!(merge_text(a, b), merged, "{a} + {b}");
         }
     }
 }

@@ -624,6 +624,8 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         carried = carry_replica_vars(shard, sess).await?;
         // Still kept (the read left diagnostics, or variables): given up, the connection closed.
         // The next backend is kept for diagnostics (if at all) from its own statement on.
+        // (Conditions the client has not read yet are lost with it: README, "Reads on
+        // replicas".)
         if sess.lease.take().is_some() {
             sess.update_past(|p| p.diag_held_since = None);
         }
@@ -808,7 +810,7 @@ async fn checkout_read(
     // has committed now (`global`: asked of the primary, one round trip).
     let wanted: Option<(String, crate::backend::gtid::Pos)> = match sess.user.consistency {
         Consistency::Session => {
-            let g = sess.history().last_gtid.to_string();
+            let g = sess.written_gtid();
             crate::backend::gtid::Pos::parse(&g)
                 .filter(|p| !p.is_empty())
                 .map(|p| (g, p))
@@ -1152,7 +1154,7 @@ async fn forward_with(
             // What it waited for (the session's last write: `global` reads are served by the
             // primary) is applied there.
             if sess.user.consistency == crate::config::Consistency::Session {
-                if let Some(p) = crate::backend::gtid::Pos::parse(&sess.history().last_gtid) {
+                if let Some(p) = crate::backend::gtid::Pos::parse(&sess.written_gtid()) {
                     shard.backend(lease.get().backend).note_applied(&p);
                 }
             }

@@ -82,6 +82,11 @@ pub struct Past {
     /// The schema report the client's own connection would be holding back
     /// ([`crate::session::schema_report`]; followed for clients that track their schema).
     pub schema_report: crate::session::schema_report::Held,
+    /// The GTIDs the client's connection wrote before its last COM_RESET_CONNECTION or
+    /// COM_CHANGE_USER (which empty `@@last_gtid`, the history value, but not what the client
+    /// has written): its reads must still see them (read routing, `consistency = "session"`;
+    /// see [`Session::written_gtid`]).
+    pub written_before_reset: Box<str>,
 }
 
 /// Everything a client is between commands.
@@ -253,6 +258,13 @@ impl Session {
         h.last_insert_id == Known::OnBackend
             || h.found_rows == Known::OnBackend
             || h.diag == Diag::Unknown
+    }
+
+    /// What a replica must have applied before it answers this session's read (`consistency =
+    /// "session"`): the session's `last_gtid` and what it wrote before a reset, as a GTID list.
+    pub(crate) fn written_gtid(&self) -> String {
+        let p = self.past();
+        crate::backend::gtid::merge_text(&p.written_before_reset, &p.history.last_gtid)
     }
 
     /// Holds user variables set on a replica that must go with it to its next backend.
@@ -1007,8 +1019,12 @@ fn forget_past(sess: &mut Session) {
         Known::Is(n) => n,
         _ => 0,
     };
+    // What the client wrote is still on the primary for it to read (a direct connection reads
+    // there), though `@@last_gtid` is empty again.
+    let written = sess.written_gtid().into_boxed_str();
     sess.past = None;
     sess.update_past(|p| {
+        p.written_before_reset = written;
         p.history.found_rows = Known::Is(found_rows);
         p.history.row_count = 0;
         // The backend went back at the reset: the next one holds another session's values.

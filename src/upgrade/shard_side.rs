@@ -382,6 +382,10 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
             // Not carried: a schema report the client's connection would be holding back is
             // dropped (at worst a later report of the client's lacks its unchanged schema).
             schema_report: _,
+            // Not carried (the record has no place for it yet): a session that reset after
+            // writing may read its earlier writes on a replica without waiting right after an
+            // upgrade.
+            written_before_reset: _,
             trackers,
             tracker_values,
         } = p;
