@@ -72,33 +72,45 @@ fn diagnostics_into_variables(c: &mut mysql::Conn) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn session_consistency_reads_your_writes_and_eventual_does_not() {
-    let cl = Cluster::start_replicated(3);
-    // Replica 1 applies everything two seconds late (its SQL thread waits).
-    let mut r1 = cl.servers[1].root();
-    r1.query_drop("STOP SLAVE").unwrap();
-    r1.query_drop("CHANGE MASTER TO MASTER_DELAY = 2").unwrap();
-    r1.query_drop("START SLAVE").unwrap();
-    let mport = free_port();
+/// Replicas `which` of `cl` apply everything two seconds late (their SQL threads wait).
+fn delay(cl: &Cluster, which: &[usize]) {
+    for &i in which {
+        let mut r = cl.servers[i].root();
+        r.query_drop("STOP SLAVE").unwrap();
+        r.query_drop("CHANGE MASTER TO MASTER_DELAY = 2").unwrap();
+        r.query_drop("START SLAVE").unwrap();
+    }
+}
+
+/// A sluice routing reads to the two replicas of `cl` with session consistency, its metrics on
+/// `mport`.
+fn routed(cl: &Cluster, mport: u16) -> Config {
     let (a0, a1, a2) = (
         cl.servers[0].addr(),
         cl.servers[1].addr(),
         cl.servers[2].addr(),
     );
+    Config::default()
+        .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
+        .backends_toml(&format!(
+            "[[backends]]\naddress = \"{a0}\"\nrole = \"primary\"\n\
+             [[backends]]\naddress = \"{a1}\"\nrole = \"replica\"\n\
+             [[backends]]\naddress = \"{a2}\"\nrole = \"replica\"\n"
+        ))
+        .tables(
+            "[routing]\nreads = \"replicas\"\nconsistency = \"session\"\n\
+             max_replication_lag_ms = 60000\ncausal_wait_ms = 50\n",
+        )
+}
+
+#[test]
+fn session_consistency_reads_your_writes_and_eventual_does_not() {
+    let cl = Cluster::start_replicated(3);
+    // Replica 1 applies everything two seconds late (its SQL thread waits).
+    delay(&cl, &[1]);
+    let mport = free_port();
     let s = Sluice::with(
-        Config::default()
-            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
-            .backends_toml(&format!(
-                "[[backends]]\naddress = \"{a0}\"\nrole = \"primary\"\n\
-                 [[backends]]\naddress = \"{a1}\"\nrole = \"replica\"\n\
-                 [[backends]]\naddress = \"{a2}\"\nrole = \"replica\"\n"
-            ))
-            .tables(
-                "[routing]\nreads = \"replicas\"\nconsistency = \"session\"\n\
-                 max_replication_lag_ms = 60000\ncausal_wait_ms = 50\n",
-            )
-            .users(
+        routed(&cl, mport).users(
                 "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
                  [[users]]\nname = \"ev\"\npassword = \"ev\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"eventual\"\n\
                  [[users]]\nname = \"gl\"\npassword = \"gl\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"global\"\n",
@@ -336,31 +348,9 @@ fn a_session_keeps_reading_its_writes_after_a_reset() {
     let cl = Cluster::start_replicated(3);
     // Both replicas apply everything two seconds late: a read that does not wait for the
     // session's write on a replica is stale.
-    for i in [1, 2] {
-        let mut r = cl.servers[i].root();
-        r.query_drop("STOP SLAVE").unwrap();
-        r.query_drop("CHANGE MASTER TO MASTER_DELAY = 2").unwrap();
-        r.query_drop("START SLAVE").unwrap();
-    }
+    delay(&cl, &[1, 2]);
     let mport = free_port();
-    let (a0, a1, a2) = (
-        cl.servers[0].addr(),
-        cl.servers[1].addr(),
-        cl.servers[2].addr(),
-    );
-    let s = Sluice::with(
-        Config::default()
-            .top(&format!("metrics_listen = \"127.0.0.1:{mport}\""))
-            .backends_toml(&format!(
-                "[[backends]]\naddress = \"{a0}\"\nrole = \"primary\"\n\
-                 [[backends]]\naddress = \"{a1}\"\nrole = \"replica\"\n\
-                 [[backends]]\naddress = \"{a2}\"\nrole = \"replica\"\n"
-            ))
-            .tables(
-                "[routing]\nreads = \"replicas\"\nconsistency = \"session\"\n\
-                 max_replication_lag_ms = 60000\ncausal_wait_ms = 50\n",
-            ),
-    );
+    let s = Sluice::with(routed(&cl, mport));
     let mut c = s.conn();
     c.query_drop("CREATE TABLE rr (n INT)").unwrap();
     wait_for("reads served by replicas", Duration::from_secs(30), || {
