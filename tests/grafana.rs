@@ -398,11 +398,11 @@ fn every_panel_of_the_grafana_dashboard_has_data_in_a_real_prometheus() {
         .prefer_socket(false);
     assert!(mysql::Conn::new(bad).is_err(), "a wrong password logged in");
     assert!(a.query_drop("SELEC 1").is_err());
-    // (sluice keeps the backend for the error's diagnostics, a second at most while a is idle:
-    // a statement that succeeds gives it up at once.)
-    a.query_drop("SELECT 1").unwrap();
+    // (sluice keeps the backend for the error's diagnostics while `a` may read them: `a`
+    // leaves, which gives it back.)
+    drop(a);
     // The only backend connection back in the pool before the next client needs it (on a busy
-    // machine `a` may still be on its way to giving it up).
+    // machine `a`'s session may still be on its way to giving it up).
     wait_for(
         "the backend connection back in the pool",
         Duration::from_secs(10),
