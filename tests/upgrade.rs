@@ -1345,6 +1345,10 @@ fn kills_from_another_worker_reach_clients_of_a_worker_being_upgraded() {
     });
     let mut d = common::direct();
     common::wait_for_statement(&mut d, sql);
+    // The idle ones parked first (a session lingers hot a moment after its command; only
+    // parked sessions are sent at once, which the holds below count on).
+    let idle_ids: Vec<u64> = zero.iter().map(|c| c.id).collect();
+    wait_parked(s.pid(), &idle_ids);
     upgrade(&s);
     common::wait_for("worker 0's successor to hold the handover", LIMIT, || {
         plain(&s.log_text())
