@@ -750,6 +750,10 @@ fn successor_dying_during_the_handover_rolls_back_the_rest() {
         &[("SLUICE_UPGRADE_FAULT", "exit-after:2")],
     );
     let mut clients: Vec<Client> = (0..6).map(|i| client(&s, i)).collect();
+    // All parked first (a session lingers hot a moment after its command; parked ones are sent
+    // at once, so the successor takes two of them before it exits).
+    let ids: Vec<u64> = clients.iter().map(|c| c.id).collect();
+    wait_parked(s.pid(), &ids);
     upgrade(&s);
     common::wait_for("the late rollback", LIMIT, || {
         plain(&s.log_text())
