@@ -375,6 +375,40 @@ fn reading_the_condition_counts_keeps_the_conditions_while_others_wait() {
     assert_eq!(waiting.join().unwrap().unwrap(), Some(7));
 }
 
+/// Conditions a statement raises are kept for the client's next command even when the
+/// backend was already kept for older ones past the short hold while others wait: the hold is
+/// counted from the newest conditions (found by the seeded short run under CI load: an error
+/// right after an overdue hold lost its conditions before the client's `GET DIAGNOSTICS`).
+#[test]
+fn new_conditions_are_kept_after_an_overdue_hold_while_others_wait() {
+    let (s, mport) = one_backend_with_metrics();
+    let (mut a, mut b) = (s.conn(), s.conn());
+    let failed_at = Instant::now();
+    assert!(a.query_drop("SELECT CAST('1x' AS INT)").is_ok());
+    assert_eq!(a.warnings(), 1);
+    // b waits for the only backend, which a keeps for its warning.
+    let waiting = std::thread::spawn(move || b.query_first::<i64, _>("SELECT 7"));
+    wait_for("b queued for the backend", Duration::from_secs(10), || {
+        (metric(&scrape(mport), "sluice_clients_waiting") >= 1.0).then_some(())
+    });
+    wait_for(
+        "the diagnostics hold to be due",
+        Duration::from_secs(1),
+        || (failed_at.elapsed() >= Duration::from_millis(80)).then_some(()),
+    );
+    // A new error: its condition is the client's to read next.
+    assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
+    a.query_drop("GET DIAGNOSTICS @n = NUMBER").unwrap();
+    a.query_drop("GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO")
+        .unwrap();
+    assert_eq!(a.warnings(), 0, "the condition was there to read");
+    let got: Option<(i64, i64)> = a.query_first("SELECT @n, @e").unwrap();
+    assert_eq!(got, Some((1, 1146)));
+    // (The variables pin a to the backend: its end lets b through.)
+    drop(a);
+    assert_eq!(waiting.join().unwrap().unwrap(), Some(7));
+}
+
 #[test]
 fn state_made_by_any_form_of_statement_stays_with_its_client() {
     let s = three_backends();

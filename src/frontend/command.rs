@@ -1611,13 +1611,19 @@ pub(crate) async fn after_command(
     let one_shot = out.one_shot_pending;
     let mut hold = out.hold;
     let mut history = out.history;
-    // A backend kept for the session's diagnostics goes to sessions waiting for one once it
-    // has been kept that way for DIAGNOSTICS_UNDER_PRESSURE (a client that reads its warnings
-    // does so right away; one failing over and over must not starve the others).
-    let overdue = sess
-        .past()
-        .diag_held_since
-        .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE);
+    // A backend kept for the session's diagnostics goes to sessions waiting for one once the
+    // conditions it keeps have been kept DIAGNOSTICS_UNDER_PRESSURE (a client that reads its
+    // warnings does so right away; one going on with statements that leave the area as it is
+    // must not starve the others). Conditions this very statement raised are new: they are
+    // kept for the client's next command whatever came before (the hold is counted from them;
+    // found by the seeded short run under CI load: an error right after an older, overdue
+    // hold lost its conditions before the client's GET DIAGNOSTICS).
+    let raised = obs.error.is_some() || obs.warnings;
+    let overdue = !raised
+        && sess
+            .past()
+            .diag_held_since
+            .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE);
     // Reading the conditions (SHOW WARNINGS, SHOW COUNT(*) ERRORS, GET DIAGNOSTICS, or their
     // counts `@@warning_count` / `@@error_count`, one after another) is what they are kept for
     // and never counts; any other command does (a client failing over and over, or going on
@@ -1657,6 +1663,7 @@ pub(crate) async fn after_command(
             p.one_shot = one_shot;
             p.uncertain = uncertain;
             p.diag_held_since = match h {
+                effects::Hold::Diagnostics if raised => Some(Instant::now()),
                 effects::Hold::Diagnostics => p.diag_held_since.or_else(|| Some(Instant::now())),
                 _ => None,
             };
