@@ -1494,16 +1494,49 @@ pub(crate) async fn after_command(
         // values, see `forward_with`): learn what they are now (the server does not always
         // report it), and the schema (a change of it under the client's trackers may have gone
         // unreported), then turn sluice's back on.
-        let row = lease
-            .conn()
-            .query_row(&format!(
-                "{}, FOUND_ROWS(), DATABASE()",
-                trackers::READ_TRACKERS
-            ))
-            .await
-            .map_err(|err| told(err, &lease))?;
-        found_rows_then = found_rows_then.or(number(row.get(4)));
-        let values: [Option<String>; 4] = std::array::from_fn(|i| row.get(i).cloned().flatten());
+        // Inside a transaction, an `@@` read or FOUND_ROWS() would set the state's `s` flag on
+        // the backend, and the client's own next unsafe statement would go unreported there:
+        // read quietly when sluice will know FOUND_ROWS() without asking (what the statement
+        // leaves it at; the read's own rows change it on the backend, as any read of sluice's).
+        let in_trans = resp.status & status::IN_TRANS != 0;
+        let found_rows_needed = || {
+            let facts = Facts {
+                fresh_backend,
+                ..sess.facts()
+            };
+            effects::after(cmd.decision(), &resp, facts, sess.history())
+                .history
+                .found_rows
+                == Known::OnBackend
+                && found_rows_then.is_none()
+        };
+        let quiet = if in_trans && !found_rows_needed() {
+            let rows = lease
+                .conn()
+                .query_rows(trackers::READ_TRACKERS_QUIETLY)
+                .await
+                .map_err(|err| told(err, &lease))?;
+            trackers::tracker_rows(&rows)
+        } else {
+            None
+        };
+        let (values, schema) = match quiet {
+            Some(read) => read,
+            None => {
+                let row = lease
+                    .conn()
+                    .query_row(&format!(
+                        "{}, FOUND_ROWS(), DATABASE()",
+                        trackers::READ_TRACKERS
+                    ))
+                    .await
+                    .map_err(|err| told(err, &lease))?;
+                found_rows_then = found_rows_then.or(number(row.get(4)));
+                let values: [Option<String>; 4] =
+                    std::array::from_fn(|i| row.get(i).cloned().flatten());
+                (values, row.get(5).cloned().flatten())
+            }
+        };
         let mut t = Trackers::everything();
         for (name, v) in trackers::TRACKER_VARS.iter().zip(&values) {
             t.set(name, v.as_deref().unwrap_or(""));
@@ -1512,7 +1545,7 @@ pub(crate) async fn after_command(
             p.trackers = Some(Rc::new(t));
             p.tracker_values = Some(Rc::new(values));
         });
-        let schema: Option<Box<str>> = row.get(5).cloned().flatten().map(Box::from);
+        let schema: Option<Box<str>> = schema.map(Box::from);
         if schema != sess.settings.schema {
             let mut s = (*sess.settings).clone();
             s.schema = schema.clone();

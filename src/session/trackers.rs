@@ -23,6 +23,44 @@ pub const TRACKER_VARS: [&str; 4] = [
 pub const READ_TRACKERS: &str = "SELECT @@session_track_system_variables, \
      @@session_track_schema, @@session_track_state_change, @@session_track_transaction_info";
 
+/// Reads the session's [`TRACKER_VARS`] without an `@@` read or a function the server counts as
+/// unsafe for the binary log: inside a transaction, either would set the transaction state's
+/// `s` flag, which MariaDB reports to a client tracking the state only when it first appears
+/// (the client's own next unsafe statement would then go unreported). One row per variable:
+/// name, value, `DATABASE()`; see [`tracker_rows`].
+pub const READ_TRACKERS_QUIETLY: &str = "SELECT VARIABLE_NAME, VARIABLE_VALUE, DATABASE() \
+     FROM information_schema.SESSION_VARIABLES WHERE VARIABLE_NAME IN \
+     ('SESSION_TRACK_SYSTEM_VARIABLES', 'SESSION_TRACK_SCHEMA', 'SESSION_TRACK_STATE_CHANGE', \
+     'SESSION_TRACK_TRANSACTION_INFO')";
+
+/// The rows of [`READ_TRACKERS_QUIETLY`] as [`READ_TRACKERS`] would have read them (in
+/// [`TRACKER_VARS`] order, booleans as `0` / `1`), and the schema. `None` when a variable is
+/// missing or a row is malformed.
+#[allow(clippy::type_complexity)]
+pub fn tracker_rows(rows: &[Vec<Option<String>>]) -> Option<([Option<String>; 4], Option<String>)> {
+    let mut values: [Option<String>; 4] = Default::default();
+    let mut schema = None;
+    for row in rows {
+        let [Some(name), value, db] = row.as_slice() else {
+            return None;
+        };
+        let i = TRACKER_VARS
+            .iter()
+            .position(|v| v.eq_ignore_ascii_case(name))?;
+        let value = value.clone().unwrap_or_default();
+        values[i] = Some(match i {
+            1 | 2 if value.eq_ignore_ascii_case("ON") => "1".to_string(),
+            1 | 2 if value.eq_ignore_ascii_case("OFF") => "0".to_string(),
+            _ => value,
+        });
+        schema = db.clone();
+    }
+    values
+        .iter()
+        .all(Option::is_some)
+        .then_some((values, schema))
+}
+
 /// Sets a backend's trackers to a client's own `values` (as read by [`READ_TRACKERS`]; `None`:
 /// the server's defaults, which a direct connection starts with).
 pub fn restore_sql(values: Option<&[Option<String>; 4]>) -> String {
@@ -359,6 +397,46 @@ pub fn encode_var(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trackers_read_quietly_come_out_as_an_at_at_read_would() {
+        let row = |n: &str, v: Option<&str>, db: Option<&str>| {
+            vec![
+                Some(n.to_string()),
+                v.map(String::from),
+                db.map(String::from),
+            ]
+        };
+        let s = |v: &str| Some(v.to_string());
+        // Any order; booleans as 0 / 1; an empty list stays empty.
+        let rows = [
+            row("SESSION_TRACK_TRANSACTION_INFO", Some("STATE"), Some("app")),
+            row("SESSION_TRACK_SCHEMA", Some("ON"), Some("app")),
+            row("SESSION_TRACK_STATE_CHANGE", Some("OFF"), Some("app")),
+            row("SESSION_TRACK_SYSTEM_VARIABLES", Some(""), Some("app")),
+        ];
+        assert_eq!(
+            tracker_rows(&rows),
+            Some(([s(""), s("1"), s("0"), s("STATE")], s("app")))
+        );
+        // No schema selected.
+        let rows = [
+            row("session_track_system_variables", Some("*"), None),
+            row("session_track_schema", Some("OFF"), None),
+            row("session_track_state_change", Some("ON"), None),
+            row("session_track_transaction_info", Some("OFF"), None),
+        ];
+        assert_eq!(
+            tracker_rows(&rows),
+            Some(([s("*"), s("0"), s("1"), s("OFF")], None))
+        );
+        // A variable missing, an unknown one, a short row: not understood.
+        assert_eq!(tracker_rows(&rows[..3]), None);
+        let mut odd = rows.to_vec();
+        odd[0] = row("session_track_gtids", Some("OFF"), None);
+        assert_eq!(tracker_rows(&odd), None);
+        assert_eq!(tracker_rows(&[vec![s("session_track_schema")]]), None);
+    }
 
     #[test]
     fn the_clients_transaction_state_lacks_what_sluices_statements_added() {
