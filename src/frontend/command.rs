@@ -332,14 +332,36 @@ async fn answer(
     let templates = &shard.shared.server.templates;
     let charset = results_collation(shard, sess);
     let values: Vec<Option<String>> = items.iter().map(|i| history_value(sess, i.kind)).collect();
-    let mut columns = Vec::with_capacity(items.len());
+    let mut sized = Vec::with_capacity(items.len());
     for (item, v) in items.iter().zip(&values) {
-        let Some(template) = templates.get(&item.kind) else {
+        let Some(mut template) = templates.get(&item.kind).copied() else {
             return Err(fail(
                 Error::Refused(Reply::new(1105, b"HY000", "sluice: no column template")),
                 next,
             ));
         };
+        if item.kind == Hist::LastGtid {
+            // The server sizes a string variable's column by its value (in characters, times
+            // the widest character of the results charset: one byte for `binary`; with
+            // results not converted, NULL, the variable's own utf8mb3 and its collation); the
+            // template holds the value it was captured with.
+            use super::processlist::{mbmaxlen, SYSTEM_COLLATION, SYSTEM_MBMAXLEN};
+            let widest = match results_charset(shard, sess)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("NULL"))
+            {
+                Some(c) => mbmaxlen(&c),
+                None => {
+                    template[1..3].copy_from_slice(&SYSTEM_COLLATION.to_le_bytes());
+                    SYSTEM_MBMAXLEN
+                }
+            };
+            let chars = v.as_deref().map_or(0, |v| v.chars().count()) as u32;
+            template[3..7].copy_from_slice(&chars.saturating_mul(widest).to_le_bytes());
+        }
+        sized.push(template);
+    }
+    let mut columns = Vec::with_capacity(items.len());
+    for ((item, v), template) in items.iter().zip(&values).zip(&sized) {
         columns.push(Column {
             name: &item.label,
             template,
@@ -395,7 +417,7 @@ async fn kill(
 /// session's own, as expressions the server types exactly as the original (checked against
 /// MariaDB 10.11: same type, length, flags; a bare select item keeps its name with an alias):
 /// `ROW_COUNT()` becomes `IF(1, v, ROW_COUNT())`, `FOUND_ROWS()` likewise, `@@warning_count` and
-/// `@@error_count` `IF(1, CAST(0 AS UNSIGNED), …)`, `@@last_gtid` `NULLIF('…', '-')`, and
+/// `@@error_count` `IF(1, CAST(0 AS UNSIGNED), …)`, `@@last_gtid` `NULLIF('…', IF(@@autocommit, '-', '-'))`, and
 /// `CONNECTION_ID()` (in every mode) `IF(1, CAST(id AS UNSIGNED), CONNECTION_ID())`.
 /// `LAST_INSERT_ID()` needs nothing: it is carried to the backend before the statement.
 pub(crate) fn rewrite_history(sess: &Session, e: &Effects, payload: Bytes, held: bool) -> Bytes {
@@ -417,10 +439,13 @@ pub(crate) fn rewrite_history(sess: &Session, e: &Effects, payload: Bytes, held:
             // A pooled backend's own last_gtid is whatever its last writer left, even while
             // it is held (until the session's first write there commits); sluice knows the
             // session's exactly (the trackers report every change). A session-mode backend is
-            // the client's own.
-            Hist::LastGtid if sess.mode() != PoolMode::Session => {
-                Some(format!("NULLIF({}, '-')", state::quote(&h.last_gtid)))
-            }
+            // the client's own. The `@@autocommit` read, which changes nothing in the value
+            // or its type, is there for the transaction state: any `@@` read sets its
+            // unsafe-statement flag `s`, which the client's own connection would report.
+            Hist::LastGtid if sess.mode() != PoolMode::Session => Some(format!(
+                "NULLIF({}, IF(@@autocommit, '-', '-'))",
+                state::quote(&h.last_gtid)
+            )),
             kind if server_answers(sess, held, kind) => None,
             Hist::RowCount => Some(format!("IF(1, {}, {orig})", h.row_count)),
             Hist::FoundRows => h.found_rows.value().map(|v| format!("IF(1, {v}, {orig})")),

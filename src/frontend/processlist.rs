@@ -50,8 +50,8 @@ const INFO_CHARS: usize = 100;
 
 /// The charset a column's length is counted in when `character_set_results` converts nothing
 /// (NULL, or `binary`): the server's system charset, utf8mb3, and its collation id.
-const SYSTEM_MBMAXLEN: u32 = 3;
-const SYSTEM_COLLATION: u16 = 33;
+pub(crate) const SYSTEM_MBMAXLEN: u32 = 3;
+pub(crate) const SYSTEM_COLLATION: u16 = 33;
 
 /// One column of the server's `SHOW PROCESSLIST`: its name and how the server defines it.
 struct Def {
@@ -118,7 +118,7 @@ pub type Results = Option<(u16, u32)>;
 
 /// The widest character of a MariaDB character set, in bytes (1 for those not listed: every
 /// other charset MariaDB has is single-byte).
-fn mbmaxlen(charset: &str) -> u32 {
+pub(crate) fn mbmaxlen(charset: &str) -> u32 {
     match charset.to_ascii_lowercase().as_str() {
         "utf8mb4" | "utf16" | "utf16le" | "utf32" => 4,
         "utf8mb3" | "utf8" | "ujis" | "eucjpms" => 3,
