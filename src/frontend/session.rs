@@ -938,8 +938,17 @@ async fn set_option(
         }
     };
     sess.multi_statements = on;
+    // Inside a transaction the server's answer (an EOF) marks it as having sent a result
+    // set (`S` in the transaction state, MariaDB 10.11, checked): the held backend gets the
+    // command even when its choice is already the session's, so that its state says so too
+    // (the flags a client hears stay a subset of its backend's, see
+    // `trackers::client_trx_state`), and a client tracking the state hears of it below.
+    let in_trans = sess.lease.as_ref().is_some_and(|l| {
+        l.get().status & crate::codec::caps::status::IN_TRANS != 0
+            && l.get().trx_client.first().is_some_and(|&c| c != b'_')
+    });
     if let Some(lease) = sess.lease.as_mut() {
-        if lease.get().multi_statements != on {
+        if lease.get().multi_statements != on || in_trans {
             match lease.conn().apply(None, None, Some(opt)).await {
                 Ok(a) if a.ok() => lease.conn().multi_statements = on,
                 Ok(a) => {
@@ -957,8 +966,28 @@ async fn set_option(
     settle_status(sess).await;
     let mut out = Vec::with_capacity(16);
     if sess.caps & cap::DEPRECATE_EOF != 0 {
+        let mut status = sess.session_status();
+        let mut state = Vec::new();
+        if let Some(view) = sess
+            .lease
+            .as_mut()
+            .and_then(|l| result_set_sent(l, in_trans))
+        {
+            let tracks = sess
+                .past()
+                .trackers
+                .as_deref()
+                .unwrap_or(&shard.default_trackers)
+                .trx
+                != crate::session::trackers::TrxInfo::Off;
+            if tracks && sess.caps & cap::SESSION_TRACK != 0 {
+                crate::session::trackers::encode_trx_state(&mut state, &view);
+                status |= crate::codec::caps::status::SESSION_STATE_CHANGED;
+            }
+        }
         OkPacket {
-            status: sess.session_status(),
+            status,
+            session_state: &state,
             ..OkPacket::default()
         }
         .encode(&mut out, 0xFE, sess.caps);
@@ -980,6 +1009,21 @@ async fn set_option(
         });
     }
     Ok(Flow::Continue)
+}
+
+/// A command answered with an EOF ran in the open transaction of `lease` (`in_trans`): the
+/// transaction state the client's connection has now, when that adds the result-set flag
+/// (recorded as heard).
+fn result_set_sent(lease: &mut crate::backend::pool::Lease, in_trans: bool) -> Option<Box<[u8]>> {
+    use crate::session::trackers::{TRX_RESULT_SET, TRX_STATE_LEN};
+    let heard = &lease.get().trx_client;
+    if !in_trans || heard.len() != TRX_STATE_LEN || heard[TRX_RESULT_SET] != b'_' {
+        return None;
+    }
+    let mut view = heard.clone();
+    view[TRX_RESULT_SET] = b'S';
+    lease.conn().trx_client = view.clone();
+    Some(view)
 }
 
 /// COM_RESET_CONNECTION: this client's state returns to what it had after login; other clients'
