@@ -271,10 +271,22 @@ struct Collations {
 }
 
 impl Collations {
-    async fn read(conn: &mut crate::backend::conn::BackendConn) -> Result<Self, BackendError> {
-        let (row, column) = conn
-            .query_row_and_collation("SELECT @@collation_connection, FOUND_ROWS()")
-            .await?;
+    /// `quietly`: without `FOUND_ROWS()` or an `@@` read, which inside a transaction would set
+    /// its unsafe-statement flag `s` on the backend (see `trackers::READ_TRACKERS_QUIETLY`);
+    /// for when sluice knows `FOUND_ROWS()` without asking. A string column of
+    /// information_schema carries the same results collation as `@@collation_connection`'s
+    /// (MariaDB 10.11, checked with `SET NAMES … COLLATE …`, `binary`, results NULL).
+    async fn read(
+        conn: &mut crate::backend::conn::BackendConn,
+        quietly: bool,
+    ) -> Result<Self, BackendError> {
+        let sql = if quietly {
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
+             WHERE VARIABLE_NAME = 'COLLATION_CONNECTION'"
+        } else {
+            "SELECT @@collation_connection, FOUND_ROWS()"
+        };
+        let (row, column) = conn.query_row_and_collation(sql).await?;
         let found_rows = row.get(1).cloned().flatten().and_then(|v| v.parse().ok());
         Ok(Collations {
             connection: row.into_iter().next().flatten(),
@@ -467,6 +479,27 @@ pub(crate) fn rewrite_history(sess: &Session, e: &Effects, payload: Bytes, held:
         return payload;
     }
     Bytes::from(sql::splice(&payload, &edits))
+}
+
+/// Will sluice know what the command left `FOUND_ROWS()` at without asking the backend
+/// (`found_rows_then`: a read of sluice's own since the command already asked)? Then a read of
+/// sluice's own that would set the transaction's `s` flag can be done another way.
+fn found_rows_known(
+    sess: &Session,
+    cmd: Cmd<'_>,
+    resp: &Response,
+    fresh_backend: bool,
+    found_rows_then: Option<u64>,
+) -> bool {
+    let facts = Facts {
+        fresh_backend,
+        ..sess.facts()
+    };
+    found_rows_then.is_some()
+        || effects::after(cmd.decision(), resp, facts, sess.history())
+            .history
+            .found_rows
+            != Known::OnBackend
 }
 
 /// Shifts a range by `n` bytes (the command byte before the SQL text).
@@ -1441,7 +1474,9 @@ pub(crate) async fn after_command(
         // In every mode: sluice switches settings itself at times (an execute under the
         // character set its types were bound with), and switching back must restore them.
         if obs.charset_changed {
-            match Collations::read(lease.conn()).await {
+            let quietly = resp.status & status::IN_TRANS != 0
+                && found_rows_known(sess, cmd, &resp, fresh_backend, found_rows_then);
+            match Collations::read(lease.conn(), quietly).await {
                 Ok(read) => {
                     found_rows_then = found_rows_then.or(read.found_rows);
                     let before = s.clone();
@@ -1523,19 +1558,9 @@ pub(crate) async fn after_command(
         // the backend, and the client's own next unsafe statement would go unreported there:
         // read quietly when sluice will know FOUND_ROWS() without asking (what the statement
         // leaves it at; the read's own rows change it on the backend, as any read of sluice's).
-        let in_trans = resp.status & status::IN_TRANS != 0;
-        let found_rows_needed = || {
-            let facts = Facts {
-                fresh_backend,
-                ..sess.facts()
-            };
-            effects::after(cmd.decision(), &resp, facts, sess.history())
-                .history
-                .found_rows
-                == Known::OnBackend
-                && found_rows_then.is_none()
-        };
-        let quiet = if in_trans && !found_rows_needed() {
+        let quiet = if resp.status & status::IN_TRANS != 0
+            && found_rows_known(sess, cmd, &resp, fresh_backend, found_rows_then)
+        {
             let rows = lease
                 .conn()
                 .query_rows(trackers::READ_TRACKERS_QUIETLY)
