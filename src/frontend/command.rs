@@ -211,6 +211,16 @@ fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
     if items.iter().all(|i| server_answers(sess, held, i.kind)) {
         return false;
     }
+    // Inside a transaction the statement adds to its state (`S` for the result set, `s` for
+    // most history reads) on the client's own connection: it runs on the held backend,
+    // rewritten to the session's values (`rewrite_history`), whose state then says so too.
+    if sess
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.get().status & status::IN_TRANS != 0)
+    {
+        return false;
+    }
     let h = sess.history();
     items.iter().all(|i| match i.kind {
         Hist::LastInsertId | Hist::Identity => h.last_insert_id.value().is_some(),
