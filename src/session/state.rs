@@ -371,6 +371,11 @@ impl Settings {
         for (n, v) in &p.vars {
             s.set_var(n, v);
         }
+        // Another character_set_client is assigned by name, which gives it its default
+        // collation (and keeping this one could name a collation of another character set).
+        if s.var("character_set_client") != self.var("character_set_client") {
+            s.set_client_collation(None);
+        }
         s
     }
 }
@@ -470,11 +475,22 @@ pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Sync
         assignments.push(("sql_big_selects", rhs));
     }
     let mut set: Vec<String> = Vec::new();
+    // An assignment of character_set_results (character_set_client) by name above returns its
+    // hidden collation to the default, even to the same character set: the backend has none
+    // then.
+    let assigned = |name: &str| assignments.iter().any(|(n, _)| *n == name);
     let (had, wants) = (
-        current.var(RESULTS_COLLATION),
+        current
+            .var(RESULTS_COLLATION)
+            .filter(|_| !assigned("character_set_results")),
         wanted.var(RESULTS_COLLATION),
     );
-    let (had_client, wants_client) = (current.var(CLIENT_COLLATION), wanted.var(CLIENT_COLLATION));
+    let (had_client, wants_client) = (
+        current
+            .var(CLIENT_COLLATION)
+            .filter(|_| !assigned("character_set_client")),
+        wanted.var(CLIENT_COLLATION),
+    );
     // Only SET NAMES x COLLATE y gives results or the client a collation that is not the
     // character set's default (both y, and the connection (x, y)). Both wanted means the same
     // y: nothing else sets either.
@@ -1019,6 +1035,28 @@ mod tests {
         for (i, (from, to, want)) in cases.iter().enumerate() {
             assert_eq!(plan(from, to, &f).set.as_deref(), *want, "case {i}");
         }
+        // The same character set written differently (a fresh connection's, unset) is still
+        // assigned by name, which loses the collation: SET NAMES again.
+        let mut bin_unset = bin.clone();
+        bin_unset
+            .vars
+            .retain(|(n, _)| &**n != "character_set_client");
+        assert_eq!(
+            plan(&bin, &bin_unset, &f).set.as_deref(),
+            Some(
+                "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin', \
+                 @@SESSION.character_set_connection = 'utf8mb4', \
+                 @@SESSION.collation_connection = 'utf8mb4_bin'"
+            )
+        );
+        // Switched to a statement's prepare-time character set, the client has its default
+        // collation (never `latin1` with `utf8mb4_bin`).
+        let mut latin1 = Settings::default();
+        latin1.set_var("character_set_client", "latin1");
+        let p = bin.with_prepare(&latin1);
+        assert_eq!(p.var(CLIENT_COLLATION), None);
+        assert_eq!(p.var(RESULTS_COLLATION), Some("utf8mb4_bin"));
+        assert_eq!(bin.with_prepare(&bin.for_prepare()), bin);
         // A report of character_set_client returns it to the default.
         let cat = VarCatalog::default();
         let mut s = bin.clone();
