@@ -305,17 +305,29 @@ impl Collations {
         })
     }
 
-    /// Records them in settings `s`.
-    fn apply(&self, shard: &Shard, s: &mut Settings) {
+    /// Records them in settings `s`. `names`: the command reported both `character_set_client`
+    /// and `character_set_results` (as `SET NAMES` does).
+    fn apply(&self, shard: &Shard, s: &mut Settings, names: bool) {
         if let Some(c) = &self.connection {
             s.set_var("collation_connection", c);
         }
-        s.set_results_collation(results_collation_name(
+        let results = results_collation_name(
             &shard.shared.server,
             &shard.fresh_charset.charset,
             s,
             self.results_column,
-        ));
+        );
+        // Only SET NAMES x COLLATE y gives results a collation that is not the default, and it
+        // gives the client the same one (`state::CLIENT_COLLATION`). No variable shows the
+        // client's; a statement that reassigned `character_set_client` by name after its own
+        // SET NAMES (`SET NAMES x COLLATE y, character_set_client = x`) is taken for a SET NAMES.
+        if names {
+            let fresh = &shard.fresh_charset.charset;
+            let same = s.var("character_set_client").unwrap_or(fresh)
+                == s.var("character_set_results").unwrap_or(fresh);
+            s.set_client_collation(results.filter(|_| same));
+        }
+        s.set_results_collation(results);
     }
 }
 
@@ -1490,7 +1502,11 @@ pub(crate) async fn after_command(
                 Ok(read) => {
                     found_rows_then = found_rows_then.or(read.found_rows);
                     let before = s.clone();
-                    read.apply(shard, &mut s);
+                    let reported =
+                        |v: &[u8]| obs.changes.iter().any(|(n, _)| n.as_deref() == Some(v));
+                    let names =
+                        reported(b"character_set_client") && reported(b"character_set_results");
+                    read.apply(shard, &mut s, names);
                     changed |= s != before;
                 }
                 Err(err) => return Err(told(err, &lease)),

@@ -322,7 +322,7 @@ pub(crate) async fn execute(
                 // The text with values in place is new here: preparing it switches settings first,
                 // so ROW_COUNT() goes in by value too.
                 sess.update_past(|p| p.history.foreign.row_count = true);
-                done = super::command::rewrite_history(sess, &effects, text, held);
+                done = super::command::rewrite_history(sess, &effects, text.clone(), held);
             }
             if done[1..] != stmt.sql[..] {
                 if let Some(open) = stmt.pending_at {
@@ -338,6 +338,13 @@ pub(crate) async fn execute(
                             s.pending_at = None;
                         }
                         stmts.set_cursor(client_id, false);
+                    }
+                    // That COM_STMT_RESET is a command of sluice's own: the server's ROW_COUNT()
+                    // is 0 now, so the session's goes in by value (a -1 after an error was read
+                    // as 0: seed 1796658000 session 14).
+                    if !sess.history().foreign.row_count {
+                        sess.update_past(|p| p.history.foreign.row_count = true);
+                        done = super::command::rewrite_history(sess, &effects, text, held);
                     }
                 }
                 run.sql = done[1..].into();

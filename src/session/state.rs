@@ -156,6 +156,19 @@ impl VarCatalog {
 /// with `SET NAMES`.
 pub const RESULTS_COLLATION: &str = "character_set_results/collation";
 
+/// Not a server variable either: the collation `character_set_client` carries inside the
+/// server. `@@character_set_client` shows only its character set, yet a string parameter bound
+/// by COM_STMT_EXECUTE takes this collation when no conversion is needed (the client's and the
+/// connection's character sets are the same; MariaDB 10.11 `Item_param::CONVERSION_INFO::set`),
+/// and with it, for example, the BINARY flag of a `SELECT ?` column (checked against MariaDB
+/// 10.11: after `SET NAMES utf8mb4 COLLATE utf8mb4_bin` the flag is set, after a following
+/// `SET character_set_client = utf8mb4` it is not). Like the results collation, only the
+/// handshake and `SET NAMES x COLLATE y` give it a collation that is not its character set's
+/// default (any other assignment of `character_set_client` returns it to the default; an
+/// assignment by number, `SET character_set_client = 46`, also gives the default, checked), so
+/// sluice replays it with `SET NAMES` and then leaves `character_set_client` alone.
+pub const CLIENT_COLLATION: &str = "character_set_client/collation";
+
 pub const CHARSET_VARS: [&str; 4] = [
     "character_set_client",
     "character_set_connection",
@@ -219,6 +232,7 @@ impl Settings {
         }
         if !default {
             s.set_var(RESULTS_COLLATION, collation);
+            s.set_var(CLIENT_COLLATION, collation);
         }
         s
     }
@@ -229,6 +243,15 @@ impl Settings {
         match collation {
             Some(c) => self.set_var(RESULTS_COLLATION, c),
             None => self.vars.retain(|(n, _)| &**n != RESULTS_COLLATION),
+        }
+    }
+
+    /// Records the collation `character_set_client` carries (`None`: its character set's
+    /// default).
+    pub fn set_client_collation(&mut self, collation: Option<&str>) {
+        match collation {
+            Some(c) => self.set_var(CLIENT_COLLATION, c),
+            None => self.vars.retain(|(n, _)| &**n != CLIENT_COLLATION),
         }
     }
 
@@ -264,6 +287,10 @@ impl Settings {
                         // Back to its default collation, unless the statement was a SET NAMES
                         // with COLLATE (which the caller learns from the server).
                         changed |= self.remove_var(RESULTS_COLLATION);
+                    }
+                    if name == "character_set_client" {
+                        // Likewise (see CLIENT_COLLATION).
+                        changed |= self.remove_var(CLIENT_COLLATION);
                     }
                     let is_fresh =
                         !CHARSET_VARS.contains(&name) && catalog.fresh_value(name) == Some(value);
@@ -344,6 +371,11 @@ impl Settings {
         for (n, v) in &p.vars {
             s.set_var(n, v);
         }
+        // Another character_set_client is assigned by name, which gives it its default
+        // collation (and keeping this one could name a collation of another character set).
+        if s.var("character_set_client") != self.var("character_set_client") {
+            s.set_client_collation(None);
+        }
         s
     }
 }
@@ -418,7 +450,7 @@ pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Sync
             }
             (None, None) => break,
         };
-        if name == RESULTS_COLLATION {
+        if name == RESULTS_COLLATION || name == CLIENT_COLLATION {
             continue;
         }
         let rhs = match value.or_else(|| fresh.value(name)) {
@@ -443,35 +475,61 @@ pub fn plan(current: &Settings, wanted: &Settings, fresh: &FreshCharset) -> Sync
         assignments.push(("sql_big_selects", rhs));
     }
     let mut set: Vec<String> = Vec::new();
+    // An assignment of character_set_results (character_set_client) by name above returns its
+    // hidden collation to the default, even to the same character set: the backend has none
+    // then.
+    let assigned = |name: &str| assignments.iter().any(|(n, _)| *n == name);
     let (had, wants) = (
-        current.var(RESULTS_COLLATION),
+        current
+            .var(RESULTS_COLLATION)
+            .filter(|_| !assigned("character_set_results")),
         wanted.var(RESULTS_COLLATION),
     );
-    if let (Some(y), true) = (wants, had != wants) {
-        // SET NAMES x COLLATE y gives results collation y, and the connection (x, x, y): the
-        // other character set variables follow it.
-        let x = wanted
-            .var("character_set_results")
-            .unwrap_or(&fresh.charset);
+    let (had_client, wants_client) = (
+        current
+            .var(CLIENT_COLLATION)
+            .filter(|_| !assigned("character_set_client")),
+        wanted.var(CLIENT_COLLATION),
+    );
+    // Only SET NAMES x COLLATE y gives results or the client a collation that is not the
+    // character set's default (both y, and the connection (x, y)). Both wanted means the same
+    // y: nothing else sets either.
+    let names = match (wants, wants_client) {
+        (Some(y), _) if had != wants => Some((y, "character_set_results")),
+        (_, Some(y)) if had_client != wants_client => Some((y, "character_set_client")),
+        _ => None,
+    };
+    if let Some((y, of)) = names {
+        let x = wanted.var(of).unwrap_or(&fresh.charset);
         set.push(format!("NAMES {} COLLATE {}", quote(x), quote(y)));
+        // The other character set variables follow by name; an assignment of
+        // character_set_results or character_set_client returns it to its default collation,
+        // so the one that keeps y is left alone.
         assignments.retain(|(n, _)| !CHARSET_VARS.contains(n));
-        for name in [
-            "character_set_client",
-            "character_set_connection",
-            "collation_connection",
-        ] {
+        for name in CHARSET_VARS {
+            let keeps = match name {
+                "character_set_results" => wants == Some(y),
+                "character_set_client" => wants_client == Some(y),
+                _ => false,
+            };
+            if keeps {
+                continue;
+            }
             if let Some(rhs) = charset_value(wanted, name) {
                 assignments.push((name, rhs));
             }
         }
-    } else if had.is_some() && wants.is_none() {
-        // Any assignment of character_set_results returns it to its default collation.
-        if !assignments
-            .iter()
-            .any(|(n, _)| *n == "character_set_results")
-        {
-            if let Some(rhs) = charset_value(wanted, "character_set_results") {
-                assignments.push(("character_set_results", rhs));
+    } else {
+        // Any assignment of character_set_results (character_set_client) returns it to its
+        // default collation.
+        for (had, wants, name) in [
+            (had, wants, "character_set_results"),
+            (had_client, wants_client, "character_set_client"),
+        ] {
+            if had.is_some() && wants.is_none() && !assignments.iter().any(|(n, _)| *n == name) {
+                if let Some(rhs) = charset_value(wanted, name) {
+                    assignments.push((name, rhs));
+                }
             }
         }
     }
@@ -846,10 +904,12 @@ mod tests {
         assert_eq!(s.var("character_set_results"), Some("latin1"));
         assert_eq!(s.var("collation_connection"), Some("latin1_swedish_ci"));
         assert_eq!(s.vars.len(), 4);
-        // A collation not its character set's default is the results collation too.
+        // A collation not its character set's default is the results collation too, and the
+        // client's.
         let s = Settings::for_collation("utf8mb4", "utf8mb4_unicode_ci", false, &fresh());
         assert_eq!(s.var(RESULTS_COLLATION), Some("utf8mb4_unicode_ci"));
-        assert_eq!(s.vars.len(), 5);
+        assert_eq!(s.var(CLIENT_COLLATION), Some("utf8mb4_unicode_ci"));
+        assert_eq!(s.vars.len(), 6);
     }
 
     #[test]
@@ -857,12 +917,12 @@ mod tests {
         let plain = Settings::for_collation("latin1", "latin1_swedish_ci", true, &fresh());
         let german = Settings::for_collation("latin1", "latin1_german1_ci", false, &fresh());
         let f = fresh();
-        // Into it: SET NAMES, then the connection's own variables again.
+        // Into it: SET NAMES, then the connection's own variables again (not
+        // character_set_client: the handshake gave it the collation too).
         assert_eq!(
             plan(&Settings::default(), &german, &f).set.as_deref(),
             Some(
                 "SET NAMES 'latin1' COLLATE 'latin1_german1_ci', \
-                 @@SESSION.character_set_client = 'latin1', \
                  @@SESSION.character_set_connection = 'latin1', \
                  @@SESSION.collation_connection = 'latin1_german1_ci'"
             )
@@ -872,7 +932,8 @@ mod tests {
             plan(&german, &plain, &f).set.as_deref(),
             Some(
                 "SET @@SESSION.collation_connection = 'latin1_swedish_ci', \
-                 @@SESSION.character_set_results = 'latin1'"
+                 @@SESSION.character_set_results = 'latin1', \
+                 @@SESSION.character_set_client = 'latin1'"
             )
         );
         assert_eq!(
@@ -887,11 +948,128 @@ mod tests {
         assert_eq!(plan(&german, &german, &f).set, None);
         let mut s = german.clone();
         s.set_results_collation(None);
+        s.set_client_collation(None);
         assert_eq!(s, {
             let mut p = plain.clone();
             p.set_var("collation_connection", "latin1_german1_ci");
             p
         });
+    }
+
+    /// The client's collation (`CLIENT_COLLATION`) and the results' are replayed with one SET
+    /// NAMES; whichever of the two a session does not want back in its collation is assigned
+    /// by name afterwards (which returns it to the character set's default).
+    #[test]
+    fn a_client_collation_is_replayed_with_set_names() {
+        let f = fresh();
+        // SET NAMES utf8mb4 COLLATE utf8mb4_bin: all of it.
+        let mut bin = Settings::default();
+        for v in CHARSET_VARS {
+            bin.set_var(
+                v,
+                if v == "collation_connection" {
+                    "utf8mb4_bin"
+                } else {
+                    "utf8mb4"
+                },
+            );
+        }
+        bin.set_results_collation(Some("utf8mb4_bin"));
+        bin.set_client_collation(Some("utf8mb4_bin"));
+        // …then SET character_set_results = utf8mb4: the client keeps it.
+        let mut client_only = bin.clone();
+        client_only.set_results_collation(None);
+        // …or SET character_set_client = utf8mb4: results keep it.
+        let mut results_only = bin.clone();
+        results_only.set_client_collation(None);
+        let cases: [(&Settings, &Settings, Option<&str>); 6] = [
+            (
+                &Settings::default(),
+                &bin,
+                Some(
+                    "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin', \
+                     @@SESSION.character_set_connection = 'utf8mb4', \
+                     @@SESSION.collation_connection = 'utf8mb4_bin'",
+                ),
+            ),
+            (
+                &Settings::default(),
+                &client_only,
+                Some(
+                    "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin', \
+                     @@SESSION.character_set_connection = 'utf8mb4', \
+                     @@SESSION.character_set_results = 'utf8mb4', \
+                     @@SESSION.collation_connection = 'utf8mb4_bin'",
+                ),
+            ),
+            (
+                &Settings::default(),
+                &results_only,
+                Some(
+                    "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin', \
+                     @@SESSION.character_set_client = 'utf8mb4', \
+                     @@SESSION.character_set_connection = 'utf8mb4', \
+                     @@SESSION.collation_connection = 'utf8mb4_bin'",
+                ),
+            ),
+            (
+                &bin,
+                &client_only,
+                Some("SET @@SESSION.character_set_results = 'utf8mb4'"),
+            ),
+            (
+                &bin,
+                &results_only,
+                Some("SET @@SESSION.character_set_client = 'utf8mb4'"),
+            ),
+            (
+                &results_only,
+                &bin,
+                Some(
+                    "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin', \
+                     @@SESSION.character_set_connection = 'utf8mb4', \
+                     @@SESSION.collation_connection = 'utf8mb4_bin'",
+                ),
+            ),
+        ];
+        for (i, (from, to, want)) in cases.iter().enumerate() {
+            assert_eq!(plan(from, to, &f).set.as_deref(), *want, "case {i}");
+        }
+        // The same character set written differently (a fresh connection's, unset) is still
+        // assigned by name, which loses the collation: SET NAMES again.
+        let mut bin_unset = bin.clone();
+        bin_unset
+            .vars
+            .retain(|(n, _)| &**n != "character_set_client");
+        assert_eq!(
+            plan(&bin, &bin_unset, &f).set.as_deref(),
+            Some(
+                "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin', \
+                 @@SESSION.character_set_connection = 'utf8mb4', \
+                 @@SESSION.collation_connection = 'utf8mb4_bin'"
+            )
+        );
+        // Switched to a statement's prepare-time character set, the client has its default
+        // collation (never `latin1` with `utf8mb4_bin`).
+        let mut latin1 = Settings::default();
+        latin1.set_var("character_set_client", "latin1");
+        let p = bin.with_prepare(&latin1);
+        assert_eq!(p.var(CLIENT_COLLATION), None);
+        assert_eq!(p.var(RESULTS_COLLATION), Some("utf8mb4_bin"));
+        assert_eq!(bin.with_prepare(&bin.for_prepare()), bin);
+        // A report of character_set_client returns it to the default.
+        let cat = VarCatalog::default();
+        let mut s = bin.clone();
+        s.apply(
+            [SessionChange::SystemVariable {
+                name: b"character_set_client",
+                value: b"utf8mb4",
+            }],
+            &cat,
+            &[],
+        );
+        assert_eq!(s.var(CLIENT_COLLATION), None);
+        assert_eq!(s.var(RESULTS_COLLATION), Some("utf8mb4_bin"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! but the backend that serves it may never have seen them).
 
 use super::sql::Effects;
-use super::state::{FreshCharset, Settings};
+use super::state::{FreshCharset, Settings, CLIENT_COLLATION};
 use crate::codec::command::com;
 use crate::codec::{CodecError, Result};
 use std::collections::HashMap;
@@ -13,10 +13,14 @@ use std::rc::Rc;
 /// What the server converts a statement's string parameters with when an execute binds their
 /// types (MariaDB 10.11, `Item_param::setup_conversion_string`): from the session's
 /// `character_set_client` to its connection collation (and that collation's character set), as
-/// they were then.
+/// they were then. Where the two character sets are the same nothing is converted and the
+/// parameter keeps the collation `character_set_client` carries (its BINARY flag shows it), so
+/// that collation is part of the conversion too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversion {
     pub client: Box<str>,
+    /// [`CLIENT_COLLATION`]: `None` for the character set's default.
+    pub client_collation: Option<Box<str>>,
     pub collation: Box<str>,
 }
 
@@ -28,6 +32,7 @@ impl Conversion {
                 .var("character_set_client")
                 .unwrap_or(&fresh.charset)
                 .into(),
+            client_collation: s.var(CLIENT_COLLATION).map(Into::into),
             collation: s
                 .var("collation_connection")
                 .unwrap_or(&fresh.collation)
@@ -40,6 +45,7 @@ impl Conversion {
     pub fn applied_to(&self, s: &Settings, connection: Option<&str>) -> Settings {
         let mut s = s.clone();
         s.set_var("character_set_client", &self.client);
+        s.set_client_collation(self.client_collation.as_deref());
         if let Some(cs) = connection {
             s.set_var("character_set_connection", cs);
         }

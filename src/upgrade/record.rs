@@ -131,6 +131,9 @@ mod tag {
         /// statement's text is read with), bit 3 the long data was lost because the backend
         /// refused to prepare the statement (a decoder that ignores it reports the loss at once).
         pub const FLAGS: u8 = 10;
+        /// The collation `character_set_client` carried when its types were bound, when not
+        /// its character set's default (an older decoder ignores it: the default).
+        pub const BOUND_CLIENT_COLLATION: u8 = 11;
     }
 }
 
@@ -208,6 +211,8 @@ pub struct StmtRec {
     pub types: Option<Vec<u8>>,
     /// `character_set_client` and `collation_connection` when its types were bound.
     pub bound: Option<(String, String)>,
+    /// The collation `character_set_client` carried then, when not its default.
+    pub bound_client_collation: Option<String>,
     pub long_data_lost: bool,
     /// Lost because the session's backend refused to prepare the statement: its execute asks
     /// the server again first (see `crate::session::stmts::LostData`).
@@ -339,6 +344,9 @@ fn encode_stmt(s: &StmtRec) -> Vec<u8> {
     if let Some((client, collation)) = &s.bound {
         put(&mut out, t::BOUND_CLIENT, client.as_bytes());
         put(&mut out, t::BOUND_COLLATION, collation.as_bytes());
+    }
+    if let Some(c) = &s.bound_client_collation {
+        put(&mut out, t::BOUND_CLIENT_COLLATION, c.as_bytes());
     }
     let flags = u8::from(s.long_data_lost)
         | u8::from(s.ansi_quotes) << 1
@@ -599,6 +607,7 @@ fn decode_stmt(v: &[u8]) -> Result<StmtRec, DecodeError> {
                 let c = text(k, v)?;
                 s.bound = Some((s.bound.take().map(|b| b.0).unwrap_or_default(), c));
             }
+            t::BOUND_CLIENT_COLLATION => s.bound_client_collation = Some(text(k, v)?),
             t::FLAGS => {
                 let [b] = fixed::<1>(k, v)?;
                 s.long_data_lost = b & 1 != 0;
@@ -958,6 +967,7 @@ mod tests {
                     columns: 1,
                     types: Some(vec![8, 0]),
                     bound: Some(("utf8mb4".into(), "utf8mb4_general_ci".into())),
+                    bound_client_collation: Some("utf8mb4_bin".into()),
                     long_data_lost: true,
                     long_data_refused: true,
                     ansi_quotes: true,

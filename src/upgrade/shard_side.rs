@@ -443,6 +443,9 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
                     bound: bound_charset
                         .as_ref()
                         .map(|b| (b.client.to_string(), b.collation.to_string())),
+                    bound_client_collation: bound_charset
+                        .as_ref()
+                        .and_then(|b| b.client_collation.as_deref().map(str::to_string)),
                     long_data_lost: long_data_lost.is_some(),
                     long_data_refused: *long_data_lost == Some(LostData::Refused),
                     ansi_quotes: modes.ansi_quotes,
@@ -797,6 +800,7 @@ pub fn from_record(shard: &Shard, r: Record, fd: OwnedFd) -> Result<Session, Str
                     types: c.types.map(Vec::into_boxed_slice),
                     bound_charset: c.bound.map(|(client, collation)| Conversion {
                         client: client.into(),
+                        client_collation: c.bound_client_collation.map(Into::into),
                         collation: collation.into(),
                     }),
                     long_data: false,
