@@ -1642,11 +1642,14 @@ pub(crate) async fn after_command(
     // lost, and the next client here would insert with it; a session-mode session could not
     // move, see `Session::movable`).
     if sess.past().one_shot && !resp.insert_id_set {
-        match lease
-            .conn()
-            .query_row("SELECT @@insert_id, FOUND_ROWS()")
-            .await
-        {
+        // (Quietly where it can: see `may_read_quietly`.)
+        let sql = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
+             WHERE VARIABLE_NAME = 'INSERT_ID'"
+        } else {
+            "SELECT @@insert_id, FOUND_ROWS()"
+        };
+        match lease.conn().query_row(sql).await {
             Ok(row) => {
                 found_rows_then = found_rows_then.or(number(row.get(1)));
                 resp.insert_id_kept = number(row.first()).is_some_and(|v: u64| v != 0);
