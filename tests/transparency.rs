@@ -341,6 +341,27 @@ fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
+/// Has `b` wait for the only backend of a one-backend sluice (metrics on `mport`), which
+/// another client keeps for conditions it got at `held_since`, until that hold is past what
+/// sluice grants while others wait (50 ms; bounded by the clock itself). `b`'s `SELECT 7` runs
+/// once the backend comes free.
+fn queue_past_the_hold(
+    mut b: mysql::Conn,
+    mport: u16,
+    held_since: Instant,
+) -> std::thread::JoinHandle<mysql::Result<Option<i64>>> {
+    let waiting = std::thread::spawn(move || b.query_first::<i64, _>("SELECT 7"));
+    wait_for("b queued for the backend", Duration::from_secs(10), || {
+        (metric(&scrape(mport), "sluice_clients_waiting") >= 1.0).then_some(())
+    });
+    wait_for(
+        "the diagnostics hold to be due",
+        Duration::from_secs(1),
+        || (held_since.elapsed() >= Duration::from_millis(80)).then_some(()),
+    );
+    waiting
+}
+
 /// Reading the counts of the conditions (`SELECT @@warning_count, @@error_count`, a statement
 /// without tables, which leaves them in place) is reading them: the conditions stay for the
 /// `GET DIAGNOSTICS` that follows, also after the short hold while another client waits (found
@@ -348,20 +369,11 @@ fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
 #[test]
 fn reading_the_condition_counts_keeps_the_conditions_while_others_wait() {
     let (s, mport) = one_backend_with_metrics();
-    let (mut a, mut b) = (s.conn(), s.conn());
+    let (mut a, b) = (s.conn(), s.conn());
     let failed_at = Instant::now();
     assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
     // b waits for the only backend, which a keeps for its conditions.
-    let waiting = std::thread::spawn(move || b.query_first::<i64, _>("SELECT 7"));
-    wait_for("b queued for the backend", Duration::from_secs(10), || {
-        (metric(&scrape(mport), "sluice_clients_waiting") >= 1.0).then_some(())
-    });
-    // Past the hold sluice grants while others wait (50 ms): bounded by the clock itself.
-    wait_for(
-        "the diagnostics hold to be due",
-        Duration::from_secs(1),
-        || (failed_at.elapsed() >= Duration::from_millis(80)).then_some(()),
-    );
+    let waiting = queue_past_the_hold(b, mport, failed_at);
     let counts: Option<(u64, u64)> = a
         .query_first("SELECT @@warning_count, @@error_count")
         .unwrap();
@@ -382,20 +394,12 @@ fn reading_the_condition_counts_keeps_the_conditions_while_others_wait() {
 #[test]
 fn new_conditions_are_kept_after_an_overdue_hold_while_others_wait() {
     let (s, mport) = one_backend_with_metrics();
-    let (mut a, mut b) = (s.conn(), s.conn());
+    let (mut a, b) = (s.conn(), s.conn());
     let failed_at = Instant::now();
     assert!(a.query_drop("SELECT CAST('1x' AS INT)").is_ok());
     assert_eq!(a.warnings(), 1);
     // b waits for the only backend, which a keeps for its warning.
-    let waiting = std::thread::spawn(move || b.query_first::<i64, _>("SELECT 7"));
-    wait_for("b queued for the backend", Duration::from_secs(10), || {
-        (metric(&scrape(mport), "sluice_clients_waiting") >= 1.0).then_some(())
-    });
-    wait_for(
-        "the diagnostics hold to be due",
-        Duration::from_secs(1),
-        || (failed_at.elapsed() >= Duration::from_millis(80)).then_some(()),
-    );
+    let waiting = queue_past_the_hold(b, mport, failed_at);
     // A new error: its condition is the client's to read next.
     assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
     a.query_drop("GET DIAGNOSTICS @n = NUMBER").unwrap();
