@@ -470,13 +470,23 @@ mod tests {
         );
     }
 
+    /// (target, known, eligible, since the last causal read, ending, next)
+    type Case = (
+        &'static str,
+        Option<Pos>,
+        bool,
+        Option<Duration>,
+        bool,
+        Next,
+    );
+
     #[test]
     fn a_follower_waits_only_for_what_the_replica_is_not_known_to_have() {
         let p = |s: &str| Pos::parse(s).unwrap();
         let recent = Some(Duration::from_millis(10));
         let stale = Some(FOLLOW_FOR);
         // (target, known, eligible, since the last causal read, ending, next)
-        let cases: [(&str, Option<Pos>, bool, Option<Duration>, bool, Next); 13] = [
+        let cases: [Case; 13] = [
             ("0-1-5", None, true, recent, false, Next::Wait),
             ("0-1-5", Some(p("0-1-4")), true, recent, false, Next::Wait),
             ("0-1-5", Some(p("0-1-5")), true, recent, false, Next::Idle),
