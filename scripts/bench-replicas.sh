@@ -200,11 +200,12 @@ mariadb --no-defaults -h127.0.0.1 -P"$S0_PORT" -uapp -papp app -e \
 wait_replicas
 
 # metrics TARGET: "to_replicas fb_no_replica fb_behind fb_global causal_waits causal_wait_us
-# fb_all" (fb_all: fallbacks of every reason, replica_error too) summed over sluice's workers
-# ("0 0 0 0 0 0 0" for direct).
+# fb_all follow_waits follow_applied" (fb_all: fallbacks of every reason, replica_error too;
+# follow_*: the position follower's waits sent and answered "applied") summed over sluice's
+# workers ("0 0 0 0 0 0 0 0 0" for direct).
 metrics() {
   local port=${METRICS_OF[$1]:-}
-  if [ -z "$port" ]; then echo "0 0 0 0 0 0 0"; return; fi
+  if [ -z "$port" ]; then echo "0 0 0 0 0 0 0 0 0"; return; fi
   python3 - "$port" <<'PY'
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
@@ -217,7 +218,9 @@ print(int(s("sluice_reads_to_replicas_total")),
       int(s("sluice_read_fallbacks_total", 'reason="global"')),
       int(s("sluice_causal_waits_total")),
       int(round(s("sluice_causal_wait_seconds_total") * 1e6)),
-      int(s("sluice_read_fallbacks_total")))
+      int(s("sluice_read_fallbacks_total")),
+      int(s("sluice_follow_waits_total")),
+      int(s("sluice_follow_applied_total")))
 PY
 }
 
@@ -324,7 +327,7 @@ work, out, threads, duration, n, smoke, hz = sys.argv[1:8]
 hz = int(hz)
 cpus = os.cpu_count()
 MET = ["to_replicas", "fallback_no_replica", "fallback_behind", "fallback_global",
-       "causal_waits", "causal_wait_us", "fallbacks_all_reasons"]
+       "causal_waits", "causal_wait_us", "fallbacks_all_reasons", "follow_waits", "follow_applied"]
 
 def sysbench(path):
     try:
@@ -453,7 +456,7 @@ print("on repl.: sluice_reads_to_replicas_total over the run ÷ sysbench's reads
 print()
 print(f"2. causal reads: INSERT then SELECT of that row at once, one connection, {n} pairs per run")
 print(f"{'mode':11}{'target':10}{'read p50':>10}{'read p99':>10}{'write p50':>10}{'stale':>7}"
-      f"{'on repl.':>9}{'fallbacks':>10}{'behind':>8}{'waits':>7}{'mean wait':>10}{'CPU ours/other':>16}")
+      f"{'on repl.':>9}{'fallbacks':>10}{'behind':>8}{'waits':>7}{'mean wait':>10}{'followed':>14}{'CPU ours/other':>16}")
 cpu_pair = lambda c: "{:.0f}%/{:.0f}%".format(c["ours"], c["other"])
 for mode, res in causal.items():
     for i, (t, r) in enumerate(res.items()):
@@ -464,6 +467,7 @@ for mode, res in causal.items():
               f"{fmt(r.get('stale_reads'), str):>7}{fmt(mt.get('to_replicas'), str):>9}"
               f"{fmt(mt.get('fallbacks_all_reasons'), str):>10}{fmt(mt.get('fallback_behind'), str):>8}"
               f"{fmt(mt.get('causal_waits'), str):>7}{fmt(r.get('mean_causal_wait_us'), us):>10}"
+              f"{(str(mt['follow_applied']) + '/' + str(mt['follow_waits'])) if mt else '-':>14}"
               f"{fmt(r.get('cpu_share_pct'), cpu_pair):>16}"
               + ("  FAILED" if r.get("failed") else ""))
     d = diffs.get(mode, {})
@@ -473,7 +477,8 @@ for mode, res in causal.items():
           f"p99 {fmt(d.get('session_minus_eventual_p99_us'), lambda x: f'{x:+.0f} µs')}")
 print("on repl. / fallbacks / behind / waits: sluice_reads_to_replicas_total, "
       "sluice_read_fallbacks_total (every reason; reason=behind), sluice_causal_waits_total over the run "
-      "(warm-up pairs included); stale: reads that did not return the row just written; CPU "
+      "(warm-up pairs included); followed: the position follower's waits answered applied / sent "
+      "(sluice_follow_applied_total / sluice_follow_waits_total); stale: reads that did not return the row just written; CPU "
       "ours/other: the servers', sluice's and sluice-causal's share of the machine during the run, "
       "and the rest's (other work on the box).")
 print("machine load before:", summary["load_before"][0] if summary["load_before"] else "-")

@@ -177,6 +177,16 @@ pub struct ShardSnapshot {
     pub causal_waits: u64,
     #[serde(default)]
     pub causal_wait_us: u64,
+    /// The position follower's waits sent, answered "applied", timed out, failed
+    /// (`shard::follow`).
+    #[serde(default)]
+    pub follow_waits: u64,
+    #[serde(default)]
+    pub follow_applied: u64,
+    #[serde(default)]
+    pub follow_timeouts: u64,
+    #[serde(default)]
+    pub follow_errors: u64,
     #[serde(default)]
     pub backends: Vec<BackendSnapshot>,
     /// PAUSE is in effect (1) or not (0); summed per worker as "any shard paused".
@@ -267,6 +277,10 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         }
         s.causal_waits += x.causal_waits;
         s.causal_wait_us += x.causal_wait_us;
+        s.follow_waits += x.follow_waits;
+        s.follow_applied += x.follow_applied;
+        s.follow_timeouts += x.follow_timeouts;
+        s.follow_errors += x.follow_errors;
         // (Shard 0 lists the backends; during an upgrade's handover a worker's snapshots are
         // both processes', each with its shard 0: one row per backend.)
         for b in &x.backends {
@@ -552,6 +566,34 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         "Time causal reads waited for their replica.",
         "counter",
         &|w| (w.s.causal_wait_us as f64 / 1e6).to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_follow_waits_total",
+        "MASTER_GTID_WAITs the position follower sent to replicas (while causal reads are served).",
+        "counter",
+        &|w| w.s.follow_waits.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_follow_applied_total",
+        "Position follower waits a replica answered applied (its known position raised).",
+        "counter",
+        &|w| w.s.follow_applied.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_follow_timeouts_total",
+        "Position follower waits that ran out of time (the replica had not applied the target).",
+        "counter",
+        &|w| w.s.follow_timeouts.to_string(),
+    );
+    scalar(
+        &mut o,
+        "sluice_follow_errors_total",
+        "Position follower waits or connects that failed (the follower backs off).",
+        "counter",
+        &|w| w.s.follow_errors.to_string(),
     );
     scalar(
         &mut o,

@@ -380,3 +380,110 @@ fn a_session_keeps_reading_its_writes_after_a_reset() {
     // (Each read waited on a replica, which was behind, and the primary answered.)
     assert!(behind(&scrape(mport)) - before >= 10.0);
 }
+
+/// The position follower (`shard::follow`): once causal reads are served, a causal user's write
+/// is followed on each replica, so the reads after it that come once the replicas applied it
+/// need no `MASTER_GTID_WAIT` of their own; before any causal read, writes cost no follower
+/// wait at all. The probe looks once a minute here: only the follower (or a read's own wait)
+/// can have told sluice that a replica applied a write.
+#[test]
+fn the_follower_spares_causal_reads_their_wait_once_replicas_applied() {
+    let cl = Cluster::start_replicated(3);
+    let mport = free_port();
+    let s = Sluice::with(
+        routed(&cl, mport)
+            .health("user = \"app\"\npassword = \"app\"\ninterval_ms = 60000\n")
+            .users(
+                "[[users]]\nname = \"app\"\npassword = \"app\"\nbackend_user = \"app\"\nbackend_password = \"app\"\n\
+                 [[users]]\nname = \"ev\"\npassword = \"ev\"\nbackend_user = \"app\"\nbackend_password = \"app\"\nconsistency = \"eventual\"\n",
+            ),
+    );
+    let m = |name: &str| metric_sum(&scrape(mport), name, &[]);
+    let mut c = s.conn();
+    let mut ev = s.conn_as("ev", "ev", Some("app"));
+    let mut primary = cl.servers[0].root();
+    let mut replicas = [cl.servers[1].root(), cl.servers[2].root()];
+    // Waits (bounded) until both replicas have applied everything the primary has committed.
+    let mut settle = |primary: &mut mysql::Conn| {
+        let pos: String = primary
+            .query_first("SELECT @@global.gtid_binlog_pos")
+            .unwrap()
+            .unwrap();
+        for r in replicas.iter_mut() {
+            let applied: i64 = r
+                .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(applied, 0, "a replica did not apply {pos} within 30 s");
+        }
+    };
+
+    // Writes of a causal user with no causal read (another user reads, `eventual`): no
+    // follower, no wait.
+    c.query_drop("CREATE TABLE fl (n INT)").unwrap();
+    for i in 0..20 {
+        c.query_drop(format!("INSERT INTO fl VALUES ({i})"))
+            .unwrap();
+    }
+    settle(&mut primary);
+    wait_for(
+        "eventual reads served by replicas",
+        Duration::from_secs(30),
+        || {
+            let _: Option<u64> = ev.query_first("SELECT COUNT(*) FROM fl").unwrap();
+            (m("sluice_reads_to_replicas_total") > 0.0).then_some(())
+        },
+    );
+    assert_eq!(
+        m("sluice_follow_waits_total"),
+        0.0,
+        "no causal read, no follower"
+    );
+
+    // A causal read turns following on; then each write is followed on both replicas.
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM fl").unwrap();
+    assert_eq!(n, Some(20));
+    for round in 0..3u64 {
+        let applied0 = m("sluice_follow_applied_total");
+        c.query_drop(format!("INSERT INTO fl VALUES ({})", 100 + round))
+            .unwrap();
+        settle(&mut primary);
+        // Both replicas' followers answered "applied" for this write, and none is waiting.
+        wait_for(
+            "the followers to learn the write",
+            Duration::from_secs(30),
+            || {
+                let scraped = scrape(mport);
+                let f = |name: &str| metric_sum(&scraped, name, &[]);
+                let (sent, applied) = (
+                    f("sluice_follow_waits_total"),
+                    f("sluice_follow_applied_total"),
+                );
+                assert_eq!(f("sluice_follow_errors_total"), 0.0);
+                (applied >= applied0 + 2.0 && sent == applied + f("sluice_follow_timeouts_total"))
+                    .then_some(())
+            },
+        );
+        let (waits0, served0) = (
+            m("sluice_causal_waits_total"),
+            m("sluice_reads_to_replicas_total"),
+        );
+        for i in 0..20 {
+            let n: Option<u64> = c
+                .query_first(format!("SELECT COUNT(*) FROM fl WHERE n = {}", 100 + round))
+                .unwrap();
+            assert_eq!(n, Some(1), "round {round}, read {i} after the write");
+        }
+        let waits = m("sluice_causal_waits_total") - waits0;
+        let served = m("sluice_reads_to_replicas_total") - served0;
+        eprintln!("round {round}: 20 causal reads, {served} on replicas, {waits} causal waits");
+        assert_eq!(served, 20.0, "the causal reads went to replicas");
+        assert_eq!(waits, 0.0, "causal reads waited although the follower knew");
+    }
+    eprintln!(
+        "follower: {} waits, {} applied, {} timed out",
+        m("sluice_follow_waits_total"),
+        m("sluice_follow_applied_total"),
+        m("sluice_follow_timeouts_total")
+    );
+}

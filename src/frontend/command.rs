@@ -895,9 +895,14 @@ async fn checkout_read(
     let wanted: Option<(String, crate::backend::gtid::Pos)> = match sess.user.consistency {
         Consistency::Session => {
             let g = sess.written_gtid();
-            crate::backend::gtid::Pos::parse(&g)
+            let w = crate::backend::gtid::Pos::parse(&g)
                 .filter(|p| !p.is_empty())
-                .map(|p| (g, p))
+                .map(|p| (g, p));
+            if w.is_some() {
+                // Keeps the replicas' positions followed (see `shard::follow`).
+                shard.causal_read();
+            }
+            w
         }
         Consistency::Global => match primary_position(shard, user, profile, &sess.settings).await {
             Some(w) => Some(w),
@@ -1686,6 +1691,16 @@ pub(crate) async fn after_command(
                 },
             )
         });
+    }
+
+    // A causal user's write: the replicas are followed up to it (see `shard::follow`; a
+    // signal, never a wait).
+    if let Some(g) = &resp.last_gtid {
+        if sess.user.reads == crate::config::Reads::Replicas
+            && sess.user.consistency == crate::config::Consistency::Session
+        {
+            shard.followed_write(g);
+        }
     }
 
     // 3. The decision.

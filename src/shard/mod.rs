@@ -22,7 +22,7 @@
 //! - [`pools`]: this shard's view of the backends and its pools. [`route`]: the router's
 //!   inputs. [`rebalance`]: moves for balance. [`lend`]: slot lending between shards.
 //!   [`budget`]: the shard's side of the host budget (worker processes). [`probe`]: health
-//!   probes (shard 0).
+//!   probes (shard 0). [`follow`]: replicas' positions followed for causal reads.
 //! - [`kill`]: KILL [QUERY]. [`pause`]: PAUSE / RESUME. [`shutdown`]: draining.
 //! - [`janitor`]: the once-a-second sweep (pools, idle clients, soft holds, stored functions).
 //! - [`stats`]: the counters and the metrics snapshot. [`clients`]: SHOW CLIENTS.
@@ -70,6 +70,7 @@ mod budget;
 mod clients;
 mod directory;
 mod dispatch;
+pub(crate) mod follow;
 mod ids;
 mod janitor;
 pub mod kill;
@@ -207,6 +208,10 @@ pub struct Shard {
     /// The shard's own backend connections for KILL QUERY.
     kill_lines: kill::KillLines,
 
+    // `follow`.
+    /// The replicas' positions followed while causal reads are served (see [`follow`]).
+    follow: follow::Follow,
+
     // `pause`.
     /// PAUSE is in effect: commands wait at the gate (see [`pause`]).
     paused: Cell<bool>,
@@ -278,6 +283,7 @@ impl Shard {
             sha2_cache: RefCell::new(HashMap::new()),
             epoch: Instant::now(),
             kill_lines: kill::KillLines::default(),
+            follow: follow::Follow::default(),
             spare_fd: RefCell::new(Some(net::spare_fd()?)),
             fd_warned: Cell::new(None),
             shared,

@@ -1,8 +1,8 @@
 //! Shutdown: a shard that is told to stop ([`ShardMsg::Shutdown`]) closes its listener, ends a
 //! pause, finishes its parked sessions at once and its active ones after their current command,
-//! closes its idle backend connections and its KILL connections, and stops once no session is
-//! left or `shutdown_timeout_ms` has passed ([`Shard::drained`], asked by the dispatcher each
-//! turn).
+//! closes its idle backend connections, its KILL connections and its position followers, and
+//! stops once no session is left or `shutdown_timeout_ms` has passed ([`Shard::drained`], asked
+//! by the dispatcher each turn).
 //!
 //! Owns the shard's `draining` flag and `drain_deadline`. While draining, the janitor and the
 //! budget tick stop, and [`Shard::park`] finishes a session instead of parking it.
@@ -53,6 +53,7 @@ impl Shard {
             p.close_idle();
         }
         self.kill_lines.sweep(Duration::ZERO);
+        self.stop_following();
     }
 
     /// Has a draining shard finished: no session left, or the deadline passed (the rest are

@@ -40,6 +40,13 @@ pub struct ShardStats {
     /// Causal reads that waited on their replica (MASTER_GTID_WAIT), and the total time.
     pub causal_waits: Cell<u64>,
     pub causal_wait_us: Cell<u64>,
+    /// The position follower's `MASTER_GTID_WAIT`s sent, those answered "applied" (the
+    /// replica's known position raised), those that ran out of time, and the waits or
+    /// connects that failed (see [`super::follow`]).
+    pub follow_waits: Cell<u64>,
+    pub follow_applied: Cell<u64>,
+    pub follow_timeouts: Cell<u64>,
+    pub follow_errors: Cell<u64>,
     /// Sessions closed at a drain's deadline (they held state that could not move).
     pub drain_closes: Cell<u64>,
     /// Session-mode sessions moved off a backend that is leaving (draining, in maintenance,
@@ -165,6 +172,10 @@ impl Shard {
             read_fallbacks: std::array::from_fn(|i| s.read_fallbacks[i].get()),
             causal_waits: s.causal_waits.get(),
             causal_wait_us: s.causal_wait_us.get(),
+            follow_waits: s.follow_waits.get(),
+            follow_applied: s.follow_applied.get(),
+            follow_timeouts: s.follow_timeouts.get(),
+            follow_errors: s.follow_errors.get(),
             backends: if self.id == 0 {
                 self.shared
                     .backends
