@@ -964,15 +964,17 @@ async fn set_option(
         }
     }
     settle_status(sess).await;
+    // (Heard even by a client whose answer is a classic EOF, which carries no state: its
+    // connection's next report includes the flag.)
+    let heard = sess
+        .lease
+        .as_mut()
+        .and_then(|l| result_set_sent(l, in_trans));
     let mut out = Vec::with_capacity(16);
     if sess.caps & cap::DEPRECATE_EOF != 0 {
         let mut status = sess.session_status();
         let mut state = Vec::new();
-        if let Some(view) = sess
-            .lease
-            .as_mut()
-            .and_then(|l| result_set_sent(l, in_trans))
-        {
+        if let Some(view) = heard {
             let tracks = sess
                 .past()
                 .trackers
