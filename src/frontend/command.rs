@@ -100,7 +100,7 @@ pub(crate) async fn query(
             )
             .await
         }
-        Some(Intercept::Select(items)) if can_answer(sess, items) => {
+        Some(Intercept::Select(items)) if can_answer(shard, sess, items) => {
             return answer(shard, sess, io, next, items).await
         }
         Some(Intercept::ShowProcesslist { full })
@@ -200,7 +200,7 @@ fn server_answers(sess: &Session, held: bool, kind: Hist) -> bool {
 }
 
 /// Can sluice answer `SELECT <history values>` itself, exactly as the server would?
-fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
+fn can_answer(shard: &Shard, sess: &Session, items: &[sql::Answered]) -> bool {
     let held = sess.lease.is_some();
     if items.iter().all(|i| i.kind == Hist::ConnectionId) {
         // The id the handshake gave, in every mode (KILL uses it too). A backend the session
@@ -212,12 +212,23 @@ fn can_answer(sess: &Session, items: &[sql::Answered]) -> bool {
         return false;
     }
     // Inside a transaction the statement adds to its state (`S` for the result set, `s` for
-    // most history reads) on the client's own connection: it runs on the held backend,
-    // rewritten to the session's values (`rewrite_history`), whose state then says so too.
-    if sess
-        .lease
-        .as_ref()
-        .is_some_and(|l| l.get().status & status::IN_TRANS != 0)
+    // most history reads) on the client's own connection: for a client that hears of that
+    // state, it runs on the held backend, rewritten to the session's values
+    // (`rewrite_history`), whose state then says so too. (Others keep the answer without a
+    // round trip: `SELECT LAST_INSERT_ID()` after an insert in a transaction is common.)
+    let hears_state = sess.caps & cap::SESSION_TRACK != 0
+        && sess
+            .past()
+            .trackers
+            .as_deref()
+            .unwrap_or(&shard.default_trackers)
+            .trx
+            != trackers::TrxInfo::Off;
+    if hears_state
+        && sess
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.get().status & status::IN_TRANS != 0)
     {
         return false;
     }
