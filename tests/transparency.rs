@@ -388,29 +388,86 @@ fn reading_the_condition_counts_keeps_the_conditions_while_others_wait() {
 }
 
 /// Conditions a statement raises are kept for the client's next command even when the
-/// backend was already kept for older ones past the short hold while others wait: the hold is
-/// counted from the newest conditions (found by the seeded short run under CI load: an error
-/// right after an overdue hold lost its conditions before the client's `GET DIAGNOSTICS`).
+/// backend had been kept for older ones past the short hold and another client began to wait
+/// while the statement ran (found by the seeded short run under CI load: an error after an
+/// older, overdue hold lost its conditions before the client's `GET DIAGNOSTICS`).
 #[test]
 fn new_conditions_are_kept_after_an_overdue_hold_while_others_wait() {
     let (s, mport) = one_backend_with_metrics();
-    let (mut a, b) = (s.conn(), s.conn());
-    let failed_at = Instant::now();
-    assert!(a.query_drop("SELECT CAST('1x' AS INT)").is_ok());
+    let (mut a, mut b) = (s.conn(), s.conn());
+    let mut d = direct();
+    let warned_at = Instant::now();
+    a.query_drop("SELECT CAST('1x' AS INT)").unwrap();
     assert_eq!(a.warnings(), 1);
-    // b waits for the only backend, which a keeps for its warning.
-    let waiting = queue_past_the_hold(b, mport, failed_at);
-    // A new error: its condition is the client's to read next.
-    assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
-    a.query_drop("GET DIAGNOSTICS @n = NUMBER").unwrap();
-    a.query_drop("GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO")
-        .unwrap();
-    assert_eq!(a.warnings(), 0, "the condition was there to read");
-    let got: Option<(i64, i64)> = a.query_first("SELECT @n, @e").unwrap();
-    assert_eq!(got, Some((1, 1146)));
-    // (The variables pin a to the backend: its end lets b through.)
+    // The hold is past what sluice grants while others wait (none wait yet).
+    wait_for(
+        "the diagnostics hold to be due",
+        Duration::from_secs(1),
+        || (warned_at.elapsed() >= Duration::from_millis(80)).then_some(()),
+    );
+    // a's next statement raises a condition of its own; b begins to wait while it runs.
+    let running = std::thread::spawn(move || {
+        let r = a.query_first::<(i64, i64), _>("SELECT SLEEP(0.5), CAST('2x' AS INT)");
+        (a, r)
+    });
+    wait_for("a's statement to run", Duration::from_secs(10), || {
+        let n: Option<u64> = d
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE 'SELECT SLEEP(0.5), CAST%'",
+            )
+            .unwrap();
+        (n == Some(1)).then_some(())
+    });
+    let waiting = std::thread::spawn(move || b.query_first::<i64, _>("SELECT 7"));
+    wait_for("b queued for the backend", Duration::from_secs(10), || {
+        (metric(&scrape(mport), "sluice_clients_waiting") >= 1.0).then_some(())
+    });
+    let (mut a, r) = running.join().unwrap();
+    assert_eq!(r.unwrap(), Some((0, 2)));
+    // The new condition is a's to read next.
+    let w: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].1, 1292, "{w:?}");
     drop(a);
     assert_eq!(waiting.join().unwrap().unwrap(), Some(7));
+}
+
+/// A client whose every statement warns keeps raising new conditions; it must not keep the
+/// only backend from a waiting client: at its next command after the short hold, the backend
+/// goes to the waiting client first (with the first fix for new conditions, which counted the
+/// hold from the newest ones, a KILL QUERY storm in `tests/identity.rs` starved two clients
+/// for 20 s in CI).
+#[test]
+fn a_client_raising_conditions_over_and_over_lets_waiting_clients_through() {
+    let (s, mport) = one_backend_with_metrics();
+    let (mut a, b) = (s.conn(), s.conn());
+    let failed_at = Instant::now();
+    assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
+    let waiting = queue_past_the_hold(b, mport, failed_at);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && runs < 20_000 {
+                a.query_drop("SELECT CAST('1x' AS INT)").unwrap();
+                runs += 1;
+            }
+            // Its own conditions are still its own to read.
+            let w: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").unwrap();
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert_eq!(w[0].1, 1292, "{w:?}");
+        })
+    };
+    // b gets through while a still fails (a bounded loop: had the hold lasted, b would have
+    // waited for its end, or for the pool's queue timeout, 10 s, and ERR 9001).
+    let got = waiting.join().unwrap();
+    let a_still_failing = !failing.is_finished();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    failing.join().unwrap();
+    assert_eq!(got.unwrap(), Some(7));
+    assert!(a_still_failing, "b got the backend only once a had stopped");
 }
 
 #[test]

@@ -177,6 +177,7 @@ pub(crate) async fn query(
             && holds_replica(shard, sess)
             && crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
         ahead: true,
+        reads_diagnostics: reads_diagnostics(&e),
     };
     forward_with(
         shard,
@@ -640,6 +641,9 @@ pub(crate) struct Need {
     /// The command is relayed as soon as the backend is in hand (a text query): a causal wait
     /// on a replica may be sent ahead of it, its answer read by the relay (one round trip).
     pub ahead: bool,
+    /// The command reads the session's conditions ([`reads_diagnostics`]): a backend kept for
+    /// them serves it, however long it has been kept.
+    pub reads_diagnostics: bool,
 }
 
 impl Need {
@@ -723,6 +727,22 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         // replicas".)
         if sess.lease.take().is_some() {
             sess.update_past(|p| p.diag_held_since = None);
+        }
+    }
+    // A backend kept only for the session's diagnostics, without a break for
+    // DIAGNOSTICS_UNDER_PRESSURE while other sessions wait for one, goes to them before a
+    // command that does not read the conditions (a client failing over and over keeps raising
+    // new ones): emptied first, counted (`sluice_diagnostics_released_total`), and the session
+    // waits its turn like the others.
+    if !need.reads_diagnostics
+        && sess
+            .past()
+            .diag_held_since
+            .is_some_and(|t| t.elapsed() >= DIAGNOSTICS_UNDER_PRESSURE)
+        && sess.lease.as_ref().is_some_and(|l| l.pool().waiting() > 0)
+    {
+        if let Some(lease) = super::session::take_soft_lease(sess) {
+            super::session::release_soft(shard.clone(), lease).await;
         }
     }
     if let Some(mut l) = sess.lease.take() {
@@ -1750,13 +1770,14 @@ pub(crate) async fn after_command(
     let one_shot = out.one_shot_pending;
     let mut hold = out.hold;
     let mut history = out.history;
-    // A backend kept for the session's diagnostics goes to sessions waiting for one once the
-    // conditions it keeps have been kept DIAGNOSTICS_UNDER_PRESSURE (a client that reads its
-    // warnings does so right away; one going on with statements that leave the area as it is
-    // must not starve the others). Conditions this very statement raised are new: they are
-    // kept for the client's next command whatever came before (the hold is counted from them;
-    // found by the seeded short run under CI load: an error right after an older, overdue
-    // hold lost its conditions before the client's GET DIAGNOSTICS).
+    // A backend kept for the session's diagnostics goes to sessions waiting for one once it
+    // has been kept that way DIAGNOSTICS_UNDER_PRESSURE without a break (a client that reads
+    // its warnings does so right away; one going on with statements that leave the area as it
+    // is must not starve the others). Not right after a statement that raised conditions:
+    // those are new, and kept for the client's next command (found by the seeded short run
+    // under CI load: an error after an older, overdue hold lost its conditions before the
+    // client's GET DIAGNOSTICS). A client failing over and over gives the backend up at its
+    // next command instead (`get_backend`).
     let raised = obs.error.is_some() || obs.warnings;
     let overdue = !raised
         && sess
@@ -1767,12 +1788,7 @@ pub(crate) async fn after_command(
     // counts `@@warning_count` / `@@error_count`, one after another) is what they are kept for
     // and never counts; any other command does (a client failing over and over, or going on
     // with statements that leave the area as it is).
-    let reads_them = e.is_some_and(|e| {
-        e.kind == sql::Kind::Diagnostic
-            || e.history
-                .iter()
-                .any(|h| matches!(h.kind, Hist::WarningCount | Hist::ErrorCount))
-    });
+    let reads_them = e.is_some_and(reads_diagnostics);
     if hold == Some(effects::Hold::Diagnostics)
         && overdue
         && !reads_them
@@ -1802,7 +1818,6 @@ pub(crate) async fn after_command(
             p.one_shot = one_shot;
             p.uncertain = uncertain;
             p.diag_held_since = match h {
-                effects::Hold::Diagnostics if raised => Some(Instant::now()),
                 effects::Hold::Diagnostics => p.diag_held_since.or_else(|| Some(Instant::now())),
                 _ => None,
             };
@@ -1821,6 +1836,16 @@ pub(crate) async fn clear_diagnostics(lease: &mut Lease) -> Result<(), BackendEr
         .query_ok("SELECT 1 FROM information_schema.COLLATIONS LIMIT 0")
         .await
         .map(|_| ())
+}
+
+/// The statement reads the session's conditions (SHOW WARNINGS, SHOW COUNT(*) ERRORS, GET
+/// DIAGNOSTICS) or their counts (`@@warning_count`, `@@error_count`): what a backend kept for
+/// them is kept for.
+pub(crate) fn reads_diagnostics(e: &Effects) -> bool {
+    e.kind == sql::Kind::Diagnostic
+        || e.history
+            .iter()
+            .any(|h| matches!(h.kind, Hist::WarningCount | Hist::ErrorCount))
 }
 
 /// Gives the session's backend back to the pool.

@@ -284,6 +284,7 @@ pub(crate) async fn execute(
             && crate::session::route::may_stay_on_replica(&stmt.sql, &effects, sess.modes()),
         // Preparing it there may come first: a causal wait is answered before.
         ahead: false,
+        reads_diagnostics: super::command::reads_diagnostics(&effects),
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();
