@@ -124,7 +124,9 @@ fn the_debian_package_installs_and_its_sluice_proxies() {
                 "sluice-load",
             ])
             .args(["--profile", profile]),
-        Duration::from_secs(120),
+        // Generous: a no-op after scripts/test.sh, but it waits for the target directory's
+        // lock while other tests' cargo runs hold it (it ran past 120 s once in CI).
+        Duration::from_secs(300),
     );
     let out_dir = target.join("debian-test");
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -143,7 +145,7 @@ fn the_debian_package_installs_and_its_sluice_proxies() {
             ])
             .arg("--output")
             .arg(&out_dir),
-        Duration::from_secs(120),
+        Duration::from_secs(300),
     );
     let deb = PathBuf::from(deb.lines().last().unwrap_or_default().trim());
     assert!(deb.is_file(), "cargo deb made no package: {deb:?}");

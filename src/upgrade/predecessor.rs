@@ -284,12 +284,13 @@ fn run_old(shared: &Arc<Shared>, launch: Launch) -> bool {
                 unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 let _ = child.wait();
             }
+            // Said before the supervisor hears of it (its own line follows this one).
+            error!(why = %why, "upgrade rolled back: this process keeps its listeners and every client");
             if let Some(c) = &control {
                 // The supervisor stops the successor it started.
                 let _ = c.send(&Msg::Failed { why: why.clone() }, &[]);
             }
             peer::close();
-            error!(why = %why, "upgrade rolled back: this process keeps its listeners and every client");
             return false;
         }
     };
