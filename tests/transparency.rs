@@ -9,6 +9,8 @@ mod common;
 
 use common::*;
 use mysql::prelude::Queryable;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// sluice with one shard and one backend connection: every client shares it.
@@ -316,18 +318,7 @@ fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
     let n: Option<u64> = a.query_first("SELECT @@error_count").unwrap();
     assert_eq!(n, Some(1));
     // Then a loop of table-less statements while another client needs the backend.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let looping = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut runs = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && runs < 2_000 {
-                a.query_drop("SELECT SLEEP(0.005)").unwrap();
-                runs += 1;
-            }
-            runs
-        })
-    };
+    let (stop, looping) = repeat_until_stopped(a, "SELECT SLEEP(0.005)", 2_000);
     let mut b = s.conn();
     let started = Instant::now();
     for i in 0..20 {
@@ -335,10 +326,32 @@ fn a_client_that_failed_once_does_not_keep_the_backend_from_waiting_clients() {
         assert_eq!(v, i);
     }
     let took = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     looping.join().unwrap();
     // The pool's queue timeout is 10 s: had the hold lasted, b would have got ERR 9001.
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// Runs `sql` on `c` over and over in a thread (each must succeed) until the returned flag is
+/// set or `max` runs; the thread gives the connection back with the number of runs.
+fn repeat_until_stopped(
+    mut c: mysql::Conn,
+    sql: &'static str,
+    max: u32,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<(mysql::Conn, u32)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let looping = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0u32;
+            while !stop.load(Ordering::Relaxed) && runs < max {
+                c.query_drop(sql).unwrap();
+                runs += 1;
+            }
+            (c, runs)
+        })
+    };
+    (stop, looping)
 }
 
 /// Has `b` wait for the only backend of a one-backend sluice (metrics on `mport`), which
@@ -445,29 +458,19 @@ fn a_client_raising_conditions_over_and_over_lets_waiting_clients_through() {
     let failed_at = Instant::now();
     assert!(a.query_drop("SELECT * FROM no_such_table_here").is_err());
     let waiting = queue_past_the_hold(b, mport, failed_at);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failing = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut runs = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && runs < 20_000 {
-                a.query_drop("SELECT CAST('1x' AS INT)").unwrap();
-                runs += 1;
-            }
-            // Its own conditions are still its own to read.
-            let w: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").unwrap();
-            assert_eq!(w.len(), 1, "{w:?}");
-            assert_eq!(w[0].1, 1292, "{w:?}");
-        })
-    };
+    let (stop, failing) = repeat_until_stopped(a, "SELECT CAST('1x' AS INT)", 20_000);
     // b gets through while a still fails (a bounded loop: had the hold lasted, b would have
     // waited for its end, or for the pool's queue timeout, 10 s, and ERR 9001).
     let got = waiting.join().unwrap();
     let a_still_failing = !failing.is_finished();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    failing.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (mut a, _) = failing.join().unwrap();
     assert_eq!(got.unwrap(), Some(7));
     assert!(a_still_failing, "b got the backend only once a had stopped");
+    // Its own conditions are still its own to read.
+    let w: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].1, 1292, "{w:?}");
 }
 
 #[test]

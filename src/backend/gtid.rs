@@ -3,6 +3,16 @@
 //! numbers only grow, so a replica has applied a GTID when its position's sequence for that
 //! domain is at least the GTID's. Pure; never panics.
 
+/// One GTID of a list (`d-s-n`, trimmed): its domain, its server id as written, and its
+/// sequence number; `None` unless it has three parts and the first and last are numbers.
+pub fn split(part: &str) -> Option<(u32, &str, u64)> {
+    let mut f = part.split('-');
+    let (Some(d), Some(server), Some(n), None) = (f.next(), f.next(), f.next(), f.next()) else {
+        return None;
+    };
+    Some((d.parse().ok()?, server, n.parse().ok()?))
+}
+
 /// A position: the highest sequence number seen per replication domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pos(Vec<(u32, u64)>);
@@ -13,12 +23,7 @@ impl Pos {
     pub fn parse(text: &str) -> Option<Pos> {
         let mut out: Vec<(u32, u64)> = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let mut f = part.split('-');
-            let (Some(d), Some(_server), Some(n), None) = (f.next(), f.next(), f.next(), f.next())
-            else {
-                return None;
-            };
-            let (d, n) = (d.parse::<u32>().ok()?, n.parse::<u64>().ok()?);
+            let (d, _server, n) = split(part)?;
             match out.iter_mut().find(|(x, _)| *x == d) {
                 Some(e) => e.1 = e.1.max(n),
                 None => out.push((d, n)),

@@ -217,15 +217,7 @@ fn can_answer(shard: &Shard, sess: &Session, items: &[sql::Answered]) -> bool {
     // state, it runs on the held backend, rewritten to the session's values
     // (`rewrite_history`), whose state then says so too. (Others keep the answer without a
     // round trip: `SELECT LAST_INSERT_ID()` after an insert in a transaction is common.)
-    let hears_state = sess.caps & cap::SESSION_TRACK != 0
-        && sess
-            .past()
-            .trackers
-            .as_deref()
-            .unwrap_or(&shard.default_trackers)
-            .trx
-            != trackers::TrxInfo::Off;
-    if hears_state
+    if sess.hears_trx_state(shard)
         && sess
             .lease
             .as_ref()
@@ -303,8 +295,7 @@ impl Collations {
         quietly: bool,
     ) -> Result<Self, BackendError> {
         let sql = if quietly {
-            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
-             WHERE VARIABLE_NAME = 'COLLATION_CONNECTION'"
+            read_var_quietly!("COLLATION_CONNECTION")
         } else {
             "SELECT @@collation_connection, FOUND_ROWS()"
         };
@@ -514,6 +505,20 @@ pub(crate) fn rewrite_history(sess: &Session, e: &Effects, payload: Bytes, held:
     }
     Bytes::from(sql::splice(&payload, &edits))
 }
+
+/// The query reading one session variable (its name in capitals) from information_schema,
+/// without an `@@` read (see [`may_read_quietly`]); its one column is a string column, which
+/// carries the results collation as `@@`'s does.
+macro_rules! read_var_quietly {
+    ($name:literal) => {
+        concat!(
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES WHERE VARIABLE_NAME = '",
+            $name,
+            "'"
+        )
+    };
+}
+use read_var_quietly;
 
 /// May a read of sluice's own after the command, inside a transaction, be made from
 /// information_schema rather than with `@@` reads and `FOUND_ROWS()` (which set the
@@ -1680,8 +1685,7 @@ pub(crate) async fn after_command(
     if sess.past().one_shot && !resp.insert_id_set {
         // (Quietly where it can: see `may_read_quietly`.)
         let sql = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
-            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
-             WHERE VARIABLE_NAME = 'INSERT_ID'"
+            read_var_quietly!("INSERT_ID")
         } else {
             "SELECT @@insert_id, FOUND_ROWS()"
         };

@@ -188,6 +188,19 @@ impl Session {
                 || self.mode() == PoolMode::Session)
     }
 
+    /// Does the client hear its transaction state (it negotiated CLIENT_SESSION_TRACK and its
+    /// `session_track_transaction_info`, or the server's default, is not OFF)?
+    pub fn hears_trx_state(&self, shard: &crate::shard::Shard) -> bool {
+        self.caps & cap::SESSION_TRACK != 0
+            && self
+                .past()
+                .trackers
+                .as_deref()
+                .unwrap_or(&shard.default_trackers)
+                .trx
+                != crate::session::trackers::TrxInfo::Off
+    }
+
     /// Does the session keep its backend only for its diagnostics (which may be given up under
     /// pressure or after a second idle, see [`release_soft`])?
     pub fn soft_held(&self) -> bool {
@@ -974,18 +987,9 @@ async fn set_option(
     if sess.caps & cap::DEPRECATE_EOF != 0 {
         let mut status = sess.session_status();
         let mut state = Vec::new();
-        if let Some(view) = heard {
-            let tracks = sess
-                .past()
-                .trackers
-                .as_deref()
-                .unwrap_or(&shard.default_trackers)
-                .trx
-                != crate::session::trackers::TrxInfo::Off;
-            if tracks && sess.caps & cap::SESSION_TRACK != 0 {
-                crate::session::trackers::encode_trx_state(&mut state, &view);
-                status |= crate::codec::caps::status::SESSION_STATE_CHANGED;
-            }
+        if let Some(view) = heard.filter(|_| sess.hears_trx_state(shard)) {
+            crate::session::trackers::encode_trx_state(&mut state, &view);
+            status |= crate::codec::caps::status::SESSION_STATE_CHANGED;
         }
         OkPacket {
             status,

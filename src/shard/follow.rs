@@ -72,11 +72,10 @@ pub struct Gtid {
 pub fn raise(target: &mut Vec<Gtid>, text: &str) -> bool {
     let mut rose = false;
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let mut f = part.split('-');
-        let (Some(d), Some(s), Some(n), None) = (f.next(), f.next(), f.next(), f.next()) else {
+        let Some((domain, server, seq)) = crate::backend::gtid::split(part) else {
             continue;
         };
-        let (Ok(domain), Ok(server), Ok(seq)) = (d.parse(), s.parse(), n.parse()) else {
+        let Ok(server) = server.parse() else {
             continue;
         };
         let g = Gtid {
