@@ -134,6 +134,9 @@ pub struct ShardSnapshot {
     /// Backends given back with their session's diagnostics dropped (pressure or idle).
     #[serde(default)]
     pub diagnostics_released: u64,
+    /// Routed reads run again on the primary to make the conditions a session left on a replica.
+    #[serde(default)]
+    pub replica_conditions_rerun: u64,
     /// KILL QUERYs sent to backends.
     #[serde(default)]
     pub kills_sent: u64,
@@ -254,6 +257,7 @@ fn sum_worker(worker: u32, shards: &[ShardSnapshot]) -> WorkerSum {
         s.syncs += x.syncs;
         s.lazy_prepares += x.lazy_prepares;
         s.diagnostics_released += x.diagnostics_released;
+        s.replica_conditions_rerun += x.replica_conditions_rerun;
         s.paused = s.paused.max(x.paused);
         s.clients_paused += x.clients_paused;
         s.kills_sent += x.kills_sent;
@@ -381,7 +385,7 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
         &|w| w.pools.values().map(|p| p.waiting).sum::<u64>().to_string(),
     );
     type Counter = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
-    let counters: [Counter; 15] = [
+    let counters: [Counter; 16] = [
         (
             "sluice_tls_clients_total",
             "Clients that upgraded to TLS.",
@@ -437,6 +441,11 @@ pub fn render(workers: &[(u32, Vec<ShardSnapshot>)]) -> String {
             "sluice_diagnostics_released_total",
             "Backends given back although their session's warnings or errors lived there (other sessions waited, or the session stayed idle past a second); SHOW WARNINGS reads empty for it afterwards.",
             |s| s.diagnostics_released,
+        ),
+        (
+            "sluice_replica_conditions_rerun_total",
+            "Routed reads run again on the session's next backend (answer dropped) because the session left the replica before reading the warnings or errors they raised there.",
+            |s| s.replica_conditions_rerun,
         ),
         (
             "sluice_kill_queries_sent_total",

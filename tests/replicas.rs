@@ -343,8 +343,54 @@ fn session_consistency_reads_your_writes_and_eventual_does_not() {
     assert_eq!(n, 1);
 }
 
+/// What a session sees through sluice and directly: a read that raises a condition (routed to
+/// a replica through sluice), then a statement that must run on the primary and leaves the
+/// diagnostics area as it is (a user variable set, a prepare), or one that empties it (a write
+/// of rows), then the conditions. Each part on a new connection (`connect`): a session that has
+/// not written reads on a replica at once.
+fn conditions_after_leaving_a_replica(connect: impl Fn() -> mysql::Conn) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut c = connect();
+    c.query_drop("SELECT CAST('2020-02-30' AS DATE)").unwrap();
+    c.query_drop("SET @a = 1").unwrap();
+    let n: Option<u64> = c.query_first("SHOW COUNT(*) WARNINGS").unwrap();
+    out.push(format!("after SET: {n:?}"));
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").unwrap();
+    out.push(format!("{w:?}"));
+    c.query_drop("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT, @e = MYSQL_ERRNO")
+        .unwrap();
+    let r: Option<(Option<String>, Option<u32>)> = c.query_first("SELECT @m, @e").unwrap();
+    out.push(format!("{r:?}"));
+    // An error (the data's answer, on any server), then a statement that leaves it there.
+    let mut c = connect();
+    let e = c
+        .query_drop("SELECT 1 FROM DUAL WHERE (SELECT 1 UNION SELECT 2)")
+        .expect_err("subquery returns more than one row");
+    out.push(format!(
+        "{:?}",
+        common::server_error(&e).map(|(code, ..)| code)
+    ));
+    c.query_drop("SET @b = 2").unwrap();
+    let w: Vec<(String, u32, String)> = c.query("SHOW ERRORS").unwrap();
+    out.push(format!("{w:?}"));
+    // A prepare (COM_STMT_PREPARE, on the primary) leaves them too.
+    let mut c = connect();
+    c.query_drop("SELECT 1/0").unwrap();
+    let st = c.prep("SELECT ? + 1").unwrap();
+    let n: Option<u64> = c.query_first("SHOW COUNT(*) WARNINGS").unwrap();
+    out.push(format!("after a prepare: {n:?}"));
+    c.close(st).unwrap();
+    // A write of rows empties the area.
+    let mut c = connect();
+    c.query_drop("SELECT 1/0").unwrap();
+    c.query_drop("INSERT INTO rr VALUES (-1)").unwrap();
+    let n: Option<u64> = c.query_first("SHOW COUNT(*) WARNINGS").unwrap();
+    out.push(format!("after a write: {n:?}"));
+    out
+}
+
 #[test]
-fn a_session_keeps_reading_its_writes_after_a_reset() {
+fn a_session_leaving_its_replica_keeps_its_writes_and_conditions() {
     let cl = Cluster::start_replicated(3);
     // Both replicas apply everything two seconds late: a read that does not wait for the
     // session's write on a replica is stale.
@@ -379,6 +425,36 @@ fn a_session_keeps_reading_its_writes_after_a_reset() {
     }
     // (Each read waited on a replica, which was behind, and the primary answered.)
     assert!(behind(&scrape(mport)) - before >= 10.0);
+
+    // Conditions a routed read raised on a replica, left there when the session goes on to the
+    // primary: the client reads them as it would directly. The read runs again there, except
+    // before the write, which empties the area anyway.
+    let m = scrape(mport);
+    let routed = |m: &str| metric_sum(m, "sluice_reads_to_replicas_total", &[]);
+    let rerun = |m: &str| metric_sum(m, "sluice_replica_conditions_rerun_total", &[]);
+    let (routed_before, rerun_before) = (routed(&m), rerun(&m));
+    let through = conditions_after_leaving_a_replica(|| s.conn());
+    let m = scrape(mport);
+    assert_eq!(
+        routed(&m) - routed_before,
+        4.0,
+        "the four reads that raised conditions were served by replicas"
+    );
+    assert_eq!(
+        rerun(&m) - rerun_before,
+        3.0,
+        "run again before SET, SET and the prepare"
+    );
+    let direct = conditions_after_leaving_a_replica(|| cl.servers[0].conn());
+    assert_eq!(through, direct);
+    assert!(
+        direct[0] == "after SET: Some(1)"
+            && direct[1].contains("1292")
+            && direct[4].contains("1242")
+            && direct[5] == "after a prepare: Some(1)"
+            && direct[6] == "after a write: Some(0)",
+        "{direct:?}"
+    );
 }
 
 /// The position follower (`shard::follow`): once causal reads are served, a causal user's write

@@ -178,6 +178,11 @@ pub(crate) async fn query(
             && crate::session::route::may_stay_on_replica(&payload[1..], &e, sess.modes()),
         ahead: true,
         reads_diagnostics: reads_diagnostics(&e),
+        clears_conditions: crate::session::route::clears_conditions(
+            &payload[1..],
+            &e,
+            sess.modes(),
+        ),
     };
     forward_with(
         shard,
@@ -649,6 +654,10 @@ pub(crate) struct Need {
     /// The command reads the session's conditions ([`reads_diagnostics`]): a backend kept for
     /// them serves it, however long it has been kept.
     pub reads_diagnostics: bool,
+    /// The command certainly empties the diagnostics area where it runs
+    /// ([`crate::session::route::clears_conditions`]): conditions left on a replica the session
+    /// gives up for it need not be made again on the next backend.
+    pub clears_conditions: bool,
 }
 
 impl Need {
@@ -719,6 +728,9 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
     let (read, stay) = (need.read, need.read || need.replica_ok);
     // User variables read on the replica given up below, to set on the next backend.
     let mut carried = None;
+    // The read that raised the conditions left on the replica given up below, to run again on
+    // the next backend.
+    let mut rerun = None;
     // A backend kept after a routed read (a session lingers on its backend between quick
     // commands, or keeps it for its diagnostics) serves reads, diagnostics and settings only
     // (`stay`): anything else gives it back first and goes to the primary. (What could tie the
@@ -727,11 +739,19 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         let _ = reconsider(shard, sess).await;
         carried = carry_replica_vars(shard, sess).await?;
         // Still kept (the read left diagnostics, or variables): given up, the connection closed.
-        // The next backend is kept for diagnostics (if at all) from its own statement on.
-        // (Conditions the client has not read yet are lost with it: README, "Reads on
-        // replicas".)
+        // Conditions the client has not read yet (its own connection keeps them until a
+        // statement that uses a table or raises one) are made again on the next backend by the
+        // read that raised them, unless this command empties the area anyway. (Conditions of
+        // anything else, a binary execute, are lost: README, "Reads on replicas".)
         if sess.lease.take().is_some() {
-            sess.update_past(|p| p.diag_held_since = None);
+            let source = sess.past().replica_conditions.clone();
+            sess.update_past(|p| {
+                p.diag_held_since = None;
+                p.replica_conditions = None;
+            });
+            if !need.clears_conditions && sess.history().diag != Diag::Clean {
+                rerun = source;
+            }
         }
     }
     // A backend kept only for the session's diagnostics, without a break for
@@ -803,6 +823,26 @@ async fn get_backend(shard: &Rc<Shard>, sess: &mut Session, need: Need) -> Resul
         sess.update_past(|p| p.moved_vars = None);
         // (Counts the pin against this backend's pool, outside session mode.)
         set_pins(shard, sess, Pins::mark_user_vars);
+    }
+    if let (Ok(()), Some(src)) = (&synced, rerun) {
+        // The read that raised the conditions, again, its answer (an ERR too) dropped: they are
+        // in this connection's diagnostics area, as in the client's. It ran under the session's
+        // settings there and does here; its ROW_COUNT() and FOUND_ROWS() here are sluice's own
+        // statement's (the data may differ from the replica's), so nobody's.
+        let conn = lease.conn();
+        let r = match conn.write_packet(0, &src).await {
+            Ok(()) => conn.discard_response(ResponseKind::Query).await,
+            Err(e) => Err(e),
+        };
+        conn.history_owner = 0;
+        conn.schema_mark = None;
+        shard
+            .stats
+            .replica_conditions_rerun
+            .set(shard.stats.replica_conditions_rerun.get() + 1);
+        if let Err(e) = r {
+            return Err(backend_error(shard, &lease, e));
+        }
     }
     match synced {
         Ok(()) => Ok(lease),
@@ -1446,6 +1486,22 @@ pub(crate) async fn run_on(
     }
     if obs.reported {
         lease.conn().schema_mark = None;
+    }
+    // The statement that would make these conditions again should the session leave this
+    // replica before the client reads them (see `Past::replica_conditions`): a single text read
+    // run on a replica. Conditions raised anywhere else make any earlier one stale. (Not for a
+    // read the replica could not answer, which the primary runs again.)
+    let answered = obs.withheld_error.is_none() && obs.causal.is_none_or(|(applied, _)| applied);
+    if (obs.warnings || obs.error.is_some()) && answered {
+        let source = (shard.reads_only(lease.get().backend)
+            && payload.first() == Some(&com::QUERY)
+            && with
+                .effects
+                .is_some_and(|e| e.kind == Kind::Query && e.statements == 1))
+        .then(|| Box::from(payload));
+        if source.is_some() || sess.past().replica_conditions.is_some() {
+            sess.update_past(|p| p.replica_conditions = source);
+        }
     }
     if let Some(mut held) = obs.schema {
         if obs.error.is_some() {

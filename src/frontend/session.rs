@@ -87,6 +87,11 @@ pub struct Past {
     /// has written): its reads must still see them (read routing, `consistency = "session"`;
     /// see [`Session::written_gtid`]).
     pub written_before_reset: Box<str>,
+    /// The last statement that raised conditions, when it was a text read run on a replica (the
+    /// last one raised anywhere else clears it): should the session leave that replica before
+    /// the client reads them, it runs again, its answer dropped, on the next backend, so that
+    /// they are there as in the client's own connection (see `command::get_backend`).
+    pub replica_conditions: Option<Box<[u8]>>,
 }
 
 /// Everything a client is between commands.

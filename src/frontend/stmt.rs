@@ -285,6 +285,11 @@ pub(crate) async fn execute(
         // Preparing it there may come first: a causal wait is answered before.
         ahead: false,
         reads_diagnostics: super::command::reads_diagnostics(&effects),
+        clears_conditions: crate::session::route::clears_conditions(
+            &stmt.sql,
+            &effects,
+            sess.modes(),
+        ),
     };
     let tied = sess.tied_to_backend();
     let held = sess.lease.is_some();

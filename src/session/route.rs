@@ -207,6 +207,42 @@ pub fn may_stay_on_replica(sql: &[u8], e: &Effects, modes: Modes) -> bool {
     }
 }
 
+/// Does this statement certainly empty the diagnostics area of the connection it runs on?
+/// MariaDB empties it for a statement that uses a table, and for one that raises a condition
+/// (which nobody knows before it runs): certain only for a write of rows (`INSERT`, `REPLACE`,
+/// `UPDATE`, `DELETE`) and a `SELECT` naming a table in a `FROM` of its own (not `DUAL`, not
+/// inside parentheses, where `FROM` may belong to `EXTRACT` or `TRIM`). Anything else may leave
+/// an earlier statement's conditions for the client to read.
+pub fn clears_conditions(sql: &[u8], e: &Effects, modes: Modes) -> bool {
+    if e.statements != 1 {
+        return false;
+    }
+    let toks = tokens(sql, modes);
+    let word = |t: Option<&Tok>, list: &[&[u8]]| matches!(t, Some(Tok::Word(w)) if is(w, list));
+    if word(toks.first(), &[b"INSERT", b"REPLACE", b"UPDATE", b"DELETE"]) {
+        return true;
+    }
+    if !word(toks.first(), &[b"SELECT"]) {
+        return false;
+    }
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth = depth.saturating_sub(1),
+            Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case(b"FROM") => {
+                return match toks.get(i + 1) {
+                    Some(Tok::Ident(_)) => true,
+                    Some(Tok::Word(w)) => !w.eq_ignore_ascii_case(b"DUAL"),
+                    _ => false,
+                };
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// An error a replica may give to a routed read where the primary would not: an object it has
 /// not created yet (a table, a schema, a column, a view's base). The read runs again on the
 /// primary, and the client hears the primary's answer; any other error is the read's answer.
@@ -398,6 +434,35 @@ mod tests {
             let want: Option<Vec<(Vec<u8>, DiagValue)>> =
                 want.map(|w| w.iter().map(|(n, k)| (n.as_bytes().to_vec(), *k)).collect());
             assert_eq!(got, want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_that_certainly_empty_the_diagnostics_area() {
+        let m = Modes::default();
+        let cases: &[(&str, bool)] = &[
+            ("INSERT INTO t VALUES (1)", true),
+            ("replace into t values (1)", true),
+            ("UPDATE t SET a = 1", true),
+            ("DELETE FROM t", true),
+            ("SELECT a FROM t", true),
+            ("SELECT a FROM `t` WHERE b = 1", true),
+            ("SELECT a FROM s.t FOR UPDATE", true),
+            ("SELECT 1 FROM DUAL", false),
+            ("SELECT 1", false),
+            ("SELECT EXTRACT(DAY FROM NOW())", false),
+            ("SELECT TRIM(LEADING 'x' FROM 'xa')", false),
+            ("SELECT * FROM (SELECT 1) AS d", false),
+            ("SELECT @@warning_count", false),
+            ("SET @a = 1", false),
+            ("DO 1", false),
+            ("CALL p()", false),
+            ("SHOW WARNINGS", false),
+            ("INSERT INTO t VALUES (1); SELECT 1", false),
+        ];
+        for (sql, want) in cases {
+            let e = analyze(sql.as_bytes(), m);
+            assert_eq!(clears_conditions(sql.as_bytes(), &e, m), *want, "{sql}");
         }
     }
 

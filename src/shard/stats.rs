@@ -69,6 +69,9 @@ pub struct ShardStats {
     /// Backends given back although their session's diagnostics lived there (pool pressure, or
     /// an idle session): those sessions' SHOW WARNINGS reads empty afterwards.
     pub diagnostics_released: Cell<u64>,
+    /// Routed reads run again on the next backend to make the conditions a session left on a
+    /// replica (`command::get_backend`).
+    pub replica_conditions_rerun: Cell<u64>,
     /// KILL QUERYs sent to backends.
     pub kills_sent: Cell<u64>,
     /// KILL [QUERY] requests served by the KILL QUERY already sent for the same statement.
@@ -151,6 +154,7 @@ impl Shard {
             syncs: s.syncs.get(),
             lazy_prepares: s.lazy_prepares.get(),
             diagnostics_released: s.diagnostics_released.get(),
+            replica_conditions_rerun: s.replica_conditions_rerun.get(),
             kills_sent: s.kills_sent.get(),
             kills_shared: s.kills_shared.get(),
             kill_holds: s.kill_holds.get(),

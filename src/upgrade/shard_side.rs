@@ -379,6 +379,9 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
             // A session with either does not move (`stays`).
             replica_vars: _,
             moved_vars: _,
+            // Not carried: after an upgrade, conditions left on a replica are lost when the
+            // session goes on to the primary (as before this field).
+            replica_conditions: _,
             // Not carried: a schema report the client's connection would be holding back is
             // dropped (at worst a later report of the client's lacks its unchanged schema).
             schema_report: _,
