@@ -1449,6 +1449,13 @@ pub(crate) async fn run_on(
             may_switch: true,
             likely: false,
         }),
+        // A prepare loads the stored routines the statement calls, switching to their schema
+        // and back, but only the first time the connection uses them (its routine cache):
+        // whether the client's own connection would is unknown, so never `likely`.
+        Some(&com::STMT_PREPARE) => Some(Turn {
+            likely: false,
+            ..Turn::of_text(&payload[1..], sess.modes(), before, false)
+        }),
         _ => Some(with.schema_turn.unwrap_or_default()),
     };
     let text = payload.get(1..).unwrap_or_default();
@@ -1510,6 +1517,13 @@ pub(crate) async fn run_on(
             if turn.may_switch {
                 lease.conn().schema_mark = Some(sess.conn_id);
             }
+        } else if payload.first() == Some(&com::STMT_PREPARE) && turn.is_some_and(|t| t.may_switch)
+        {
+            // A prepare's answer carries no session state either: a routine it loaded left its
+            // mark as a failure does (see `turn` above). Followed on this connection, whose next
+            // report says whether there was one; dropped if the session leaves it first.
+            held.failed(true, false);
+            lease.conn().schema_mark = Some(sess.conn_id);
         }
         if held != sess.past().schema_report {
             sess.update_past(|p| p.schema_report = held);

@@ -436,10 +436,20 @@ pub(crate) async fn execute(
                 effects: Some(&effects),
                 withhold_error: on_replica.then_some(replica_may_lack as fn(u16) -> bool),
                 // Run in the schema it was prepared in, it switches there and back when the
-                // session has moved on to another.
-                schema_turn: Some(crate::session::schema_report::Turn {
-                    may_switch: true,
-                    likely: stmt.settings.schema != sess.settings.schema,
+                // session has moved on to another; and into the schema of any routine it calls.
+                // (Otherwise a schema entry in its report is a leftover flushed, not its own.)
+                schema_turn: Some({
+                    let elsewhere = stmt.settings.schema != sess.settings.schema;
+                    let code = crate::session::schema_report::Turn::of_text(
+                        &stmt.sql,
+                        sess.modes(),
+                        sess.settings.schema.as_deref().unwrap_or("").as_bytes(),
+                        effects.opaque || effects.stored_function,
+                    );
+                    crate::session::schema_report::Turn {
+                        may_switch: elsewhere || code.may_switch,
+                        likely: elsewhere || code.likely,
+                    }
                 }),
                 ..RunWith::default()
             },
