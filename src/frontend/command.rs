@@ -1752,7 +1752,10 @@ pub(crate) async fn after_command(
     // uses it: still there, the backend stays with the session (on another, the value would be
     // lost, and the next client here would insert with it; a session-mode session could not
     // move, see `Session::movable`).
-    if sess.past().one_shot && !resp.insert_id_set {
+    if sess.past().one_shot && !resp.insert_id_set && !effects::may_use_one_shot(cmd.decision()) {
+        // Still set: nothing asked (see `effects::may_use_one_shot`).
+        resp.insert_id_kept = true;
+    } else if sess.past().one_shot && !resp.insert_id_set {
         // (Quietly where it can: see `may_read_quietly`.)
         let sql = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
             read_var_quietly!("INSERT_ID")

@@ -358,6 +358,26 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
     }
 }
 
+/// Can this command use up a one-shot `insert_id` set before it (`SET insert_id = N`, taken by
+/// the next statement that generates an auto-increment value)? Only one that may insert rows:
+/// not a read, a diagnostics read, a `SET`, transaction control, `USE` or `DROP TABLE` that
+/// calls no stored code, nor a command without a statement of its own (a prepare, a fetch).
+/// After anything else sluice asks the server whether it is still set; after these it knows,
+/// without a statement of its own between the client's (which would change `ROW_COUNT()` for a
+/// `GET DIAGNOSTICS … = ROW_COUNT` that follows).
+pub fn may_use_one_shot(cmd: Command<'_>) -> bool {
+    let e = match cmd {
+        Command::Query(e) | Command::Execute(e) => e,
+        Command::Fetch | Command::Plain => return false,
+    };
+    let plain = e.statements == 1 && !e.opaque && !e.stored_function;
+    let inserts_nothing = matches!(
+        e.kind,
+        Kind::Query | Kind::Diagnostic | Kind::Set | Kind::Control
+    ) || (e.kind == Kind::Other && !e.tables_dropped.is_empty());
+    !(plain && inserts_nothing)
+}
+
 /// Why the backend must stay with the session now (if it must), and whether history values must
 /// be read from it before it goes back. `uncertain`: the last command failed with autocommit off.
 pub fn hold_for(

@@ -797,3 +797,38 @@ fn an_aggregate_leaves_found_rows_to_the_server_when_the_optimizer_may_have_answ
         assert_eq!(o.history.found_rows, Known::Is(1), "{sql}");
     }
 }
+
+#[test]
+fn which_commands_may_use_a_one_shot_insert_id() {
+    let cases: &[(&str, bool)] = &[
+        ("INSERT INTO t (s) VALUES ('x')", true),
+        ("REPLACE INTO t VALUES (1)", true),
+        ("INSERT INTO t SELECT * FROM u", true),
+        ("LOAD DATA INFILE 'f' INTO TABLE t", true),
+        // A trigger may insert.
+        ("UPDATE t SET a = 1", true),
+        ("DELETE FROM t", true),
+        ("CALL p()", true),
+        ("EXECUTE s", true),
+        ("INSERT INTO t VALUES (1); SELECT 1", true),
+        ("CREATE TABLE t2 AS SELECT * FROM t", true),
+        ("SELECT 1", false),
+        ("SELECT LAST_INSERT_ID() + 1", false),
+        ("SELECT @@warning_count, @@error_count", false),
+        ("SHOW WARNINGS", false),
+        ("GET DIAGNOSTICS @n = NUMBER, @rc = ROW_COUNT", false),
+        ("SET @a = 1", false),
+        ("SET time_zone = '+01:00'", false),
+        ("BEGIN", false),
+        ("COMMIT", false),
+        ("USE db", false),
+        ("DROP TABLE IF EXISTS nosuch_table", false),
+        ("SELEC 1", true),
+    ];
+    for (sql, want) in cases {
+        let e = q(sql);
+        assert_eq!(may_use_one_shot(Command::Query(&e)), *want, "{sql}");
+    }
+    assert!(!may_use_one_shot(Command::Fetch));
+    assert!(!may_use_one_shot(Command::Plain));
+}
