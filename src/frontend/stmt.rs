@@ -567,7 +567,12 @@ pub(crate) async fn close(
             if let Some(id) = stmt.pending_at {
                 let mut p = vec![com::STMT_RESET];
                 p.extend_from_slice(&id.to_le_bytes());
-                if let Err(e) = lease.conn().command_ok(&p, ResponseKind::OkErr).await {
+                let r = lease.conn().command_ok(&p, ResponseKind::OkErr).await;
+                // A command of sluice's own (the client's COM_STMT_CLOSE has no answer and
+                // leaves ROW_COUNT() as it was; a reset makes the server's 0): the session's
+                // goes in by value from now on (seed 1796710072 session 10).
+                sess.update_past(|p| p.history.foreign.row_count = true);
+                if let Err(e) = r {
                     if let BackendError::Broken(_) = e {
                         return Err(Failure::new(backend_error(shard, &lease, e), None));
                     }
