@@ -1752,24 +1752,27 @@ pub(crate) async fn after_command(
     // uses it: still there, the backend stays with the session (on another, the value would be
     // lost, and the next client here would insert with it; a session-mode session could not
     // move, see `Session::movable`).
-    if sess.past().one_shot && !resp.insert_id_set && !effects::may_use_one_shot(cmd.decision()) {
-        // Still set: nothing asked (see `effects::may_use_one_shot`).
-        resp.insert_id_kept = true;
-    } else if sess.past().one_shot && !resp.insert_id_set {
-        // (Quietly where it can: see `may_read_quietly`.)
-        let sql = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
-            read_var_quietly!("INSERT_ID")
-        } else {
-            "SELECT @@insert_id, FOUND_ROWS()"
-        };
-        match lease.conn().query_row(sql).await {
-            Ok(row) => {
-                found_rows_then = found_rows_then.or(number(row.get(1)));
-                resp.insert_id_kept = number(row.first()).is_some_and(|v: u64| v != 0);
+    // Asked only after a command that may have used it (`effects::may_use_one_shot`); after any
+    // other it is still set.
+    if sess.past().one_shot && !resp.insert_id_set {
+        if effects::may_use_one_shot(cmd.decision()) {
+            // (Quietly where it can: see `may_read_quietly`.)
+            let sql = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
+                read_var_quietly!("INSERT_ID")
+            } else {
+                "SELECT @@insert_id, FOUND_ROWS()"
+            };
+            match lease.conn().query_row(sql).await {
+                Ok(row) => {
+                    found_rows_then = found_rows_then.or(number(row.get(1)));
+                    resp.insert_id_kept = number(row.first()).is_some_and(|v: u64| v != 0);
+                }
+                Err(err) => return Err(told(err, &lease)),
             }
-            Err(err) => return Err(told(err, &lease)),
+            disturbed = true;
+        } else {
+            resp.insert_id_kept = true;
         }
-        disturbed = true;
     }
 
     // 2. Pins (in session mode too: they say whether the session could move, see
