@@ -1487,7 +1487,15 @@ pub(crate) async fn run_on(
         shard.stats.kill_holds.set(shard.stats.kill_holds.get() + 1);
         ctl.kills_settled().await;
     }
-    let obs = r?;
+    let mut obs = r?;
+    // A failed statement that cannot change the schema itself left the session where it was,
+    // whatever schema code it ran reported on the way (see `failure_may_change_schema`).
+    if obs.error.is_some()
+        && obs.changes.iter().any(|(n, _)| n.is_none())
+        && !crate::session::schema_report::failure_may_change_schema(payload, sess.modes())
+    {
+        obs.changes.retain(|(n, _)| n.is_some());
+    }
     if let Some(st) = obs.status {
         sess.status = st;
     }

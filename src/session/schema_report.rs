@@ -201,6 +201,26 @@ impl Turn {
     }
 }
 
+/// Can a command that failed have left the session in another schema than it began in? Only a
+/// text `USE`, `DROP DATABASE`/`DROP SCHEMA` (of the current one) or several statements can
+/// change it. Any other command's schema reports are code of another schema switching there and
+/// back (MariaDB always returns to the caller's schema), and a failure inside that code cuts
+/// off the report of the switch back, not the switch (seed 1796720005 session 28: a `CALL
+/// other.p()` reporting `other` with its first result, then failing; the session is still in
+/// its own schema, and the server holds that report back).
+pub fn failure_may_change_schema(payload: &[u8], modes: Modes) -> bool {
+    use crate::codec::command::com;
+    let sql = match payload.split_first() {
+        Some((&com::QUERY, sql)) => sql,
+        Some((&com::DROP_DB, _)) => return true,
+        _ => return false,
+    };
+    let toks = lex(sql, modes);
+    let word = |i: usize, k: &str| matches!(toks.get(i).map(|l| &l.tok), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(k.as_bytes()));
+    let several = toks.iter().any(|l| matches!(l.tok, Tok::Semicolon));
+    word(0, "USE") || (word(0, "DROP") && (word(1, "DATABASE") || word(1, "SCHEMA"))) || several
+}
+
 /// Where a report's schema entry is, and its value.
 pub fn find(block: &[u8]) -> Result<Option<(std::ops::Range<usize>, &[u8])>> {
     let mut r = Reader::new(block);
@@ -431,6 +451,28 @@ mod tests {
         );
         h.failed(true, false);
         assert_eq!(h, held(true, Some(false)));
+    }
+
+    #[test]
+    fn which_failures_may_leave_another_schema() {
+        let m = Modes::default();
+        let q = |sql: &str| {
+            let mut p = vec![crate::codec::command::com::QUERY];
+            p.extend_from_slice(sql.as_bytes());
+            failure_may_change_schema(&p, m)
+        };
+        assert!(q("USE b"));
+        assert!(q("drop database b"));
+        assert!(q("DROP SCHEMA IF EXISTS b"));
+        assert!(q("CALL b.p(); USE c"));
+        assert!(!q("CALL b.p()"));
+        assert!(!q("SELECT b.f(1)"));
+        assert!(!q("DROP TABLE b.t"));
+        assert!(!failure_may_change_schema(
+            &[crate::codec::command::com::STMT_EXECUTE, 1, 0, 0, 0],
+            m
+        ));
+        assert!(!failure_may_change_schema(&[], m));
     }
 
     #[test]
