@@ -1275,6 +1275,7 @@ async fn forward_with(
         .await
         .map_err(|e| fail(e, next))?;
     let mut own_trackers = false;
+    let mut schema_flushed = false;
     if let Cmd::Query(e) = cmd {
         if e.session_track {
             own_trackers = true;
@@ -1282,9 +1283,15 @@ async fn forward_with(
             // (so it sees the values it set, or the server's defaults, never sluice's); sluice's
             // come back after it (`after_command`).
             let set = trackers::restore_sql(sess.past().tracker_values.as_deref());
-            if let Err(err) = lease.conn().query_ok(&set).await {
-                let f = fail(backend_error(shard, &lease, err), next);
-                return Err(lost_backend(sess, f, tied, lease));
+            // (Whether the connection carries this session's schema mark: sluice's statement
+            // spends it.)
+            let mine = lease.get().schema_mark == Some(sess.conn_id);
+            match lease.conn().query_ok(&set).await {
+                Ok((_, state)) => schema_flushed = flushed_schema_report(sess, mine, &state),
+                Err(err) => {
+                    let f = fail(backend_error(shard, &lease, err), next);
+                    return Err(lost_backend(sess, f, tied, lease));
+                }
             }
         }
     }
@@ -1300,6 +1307,7 @@ async fn forward_with(
         prepare_id: None,
         effects,
         own_trackers,
+        schema_flushed,
         schema_turn: None,
         withhold_error: on_replica
             .then_some(crate::session::route::replica_may_lack as fn(u16) -> bool),
@@ -1396,9 +1404,37 @@ pub(crate) struct RunWith<'a> {
     pub effects: Option<&'a Effects>,
     /// The backend runs the client's own trackers for this command.
     pub own_trackers: bool,
+    /// Under the client's own trackers: sluice's statement setting them flushed the schema
+    /// report the client's connection holds back (see [`flushed_schema_report`]), which this
+    /// command's report carries, if it makes one.
+    pub schema_flushed: bool,
     /// What the command may do to the schema tracker, when not judged from a text command's SQL
     /// (an execute: see `session::schema_report`).
     pub schema_turn: Option<crate::session::schema_report::Turn>,
+}
+
+/// Did sluice's statement setting the client's own trackers (its OK's session state: `state`)
+/// flush the schema report the client's connection holds back? That report (pending, or marked
+/// on the connection, `mine`: see `session::schema_report`) is then pending for certain.
+fn flushed_schema_report(sess: &mut Session, mine: bool, state: &[u8]) -> bool {
+    let held = sess.past().schema_report;
+    let ours = held.pending || (mine && held.mark.is_some());
+    if !ours || sess.caps & cap::SESSION_TRACK == 0 {
+        return false;
+    }
+    if !matches!(crate::session::schema_report::find(state), Ok(Some(_))) {
+        // A report without it: nothing was held back after all (a mark the server did not
+        // need to make). (No report: nothing is known.)
+        if mine && !held.pending && !state.is_empty() {
+            sess.update_past(|p| p.schema_report.mark = None);
+        }
+        return false;
+    }
+    sess.update_past(|p| {
+        p.schema_report.pending = true;
+        p.schema_report.mark = None;
+    });
+    true
 }
 
 /// Relays one command on `lease` (which the caller keeps).
@@ -1463,16 +1499,28 @@ pub(crate) async fn run_on(
     let opaque = with.effects.is_some_and(|e| {
         e.opaque || e.stored_function || e.statements > 1 || e.kind == Kind::Routine
     });
-    let follows_schema = sess.caps & cap::SESSION_TRACK != 0 && !with.own_trackers;
+    // (Under the client's own trackers the backend's report is its connection's, but for a
+    // report sluice's statement setting them flushed: `schema_flushed`, held pending, added to
+    // this command's report as its connection would, or kept for a later one.)
+    let follows_schema =
+        sess.caps & cap::SESSION_TRACK != 0 && (!with.own_trackers || with.schema_flushed);
     let schema = follows_schema.then(|| {
-        let mine = lease.get().schema_mark == Some(sess.conn_id);
+        let mine = !with.own_trackers && lease.get().schema_mark == Some(sess.conn_id);
         let mut held = sess.past().schema_report;
         held.start(mine);
         SchemaCtx {
             held,
             mine,
             before,
-            turn,
+            // Whatever schema entry the report has is the command's own.
+            turn: if with.own_trackers {
+                Some(Turn {
+                    may_switch: true,
+                    likely: false,
+                })
+            } else {
+                turn
+            },
             text,
             modes: sess.modes(),
             opaque,
