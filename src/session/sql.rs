@@ -628,6 +628,12 @@ fn analyze_lexed(sql: &[u8], toks: &[Lexed<'_>], ctx: &Context<'_>) -> Effects {
             e.kill_nested = true;
         }
     }
+    // An executable comment is code only on a server at least as new as its version, which the
+    // tokenizer does not ask (`/*!99999 INSERT … */ SELECT 1` runs a SELECT without tables): a
+    // text with one does not vouch for an emptied diagnostics area.
+    if e.clears_diagnostics && (find(sql, 0, b"/*!").is_some() || find(sql, 0, b"/*M!").is_some()) {
+        e.clears_diagnostics = false;
+    }
     e
 }
 
