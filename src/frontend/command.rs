@@ -18,6 +18,7 @@ use crate::codec::packets::SessionChange;
 use crate::config::{PinOverflow, PoolMode};
 use crate::error::{code, Error, Reply};
 use crate::session::effects::{self, Diag, Facts, Foreign, History, Known, Response};
+use crate::session::own_read::OwnRead;
 use crate::session::pins::{PinReason, Pins, Reported};
 use crate::session::schema_report::Turn;
 use crate::session::sql::{self, Effects, Hist, Intercept, Kind};
@@ -284,28 +285,24 @@ fn results_collation_name<'a>(
 struct Collations {
     connection: Option<String>,
     results_column: Option<u16>,
-    /// The backend's `FOUND_ROWS()`, read in the same statement (the read, a SELECT, changes
-    /// it).
+    /// The backend's `FOUND_ROWS()`, read in the same statement when the read replaces it
+    /// (see [`OwnRead`]).
     found_rows: Option<u64>,
 }
 
 impl Collations {
-    /// `quietly`: without `FOUND_ROWS()` or an `@@` read, which inside a transaction would set
-    /// its unsafe-statement flag `s` on the backend (see `trackers::READ_TRACKERS_QUIETLY`);
-    /// for when sluice knows `FOUND_ROWS()` without asking. A string column of
-    /// information_schema carries the same results collation as `@@collation_connection`'s
-    /// (MariaDB 10.11, checked with `SET NAMES … COLLATE …`, `binary`, results NULL).
+    /// Read as [`OwnRead`] says: on MariaDB with `VALUES (@@collation_connection)`, which
+    /// leaves `FOUND_ROWS()` and the diagnostics area as they were and, `collation_connection`
+    /// being a variable the binary log carries, sets no `s` flag in a transaction (the
+    /// information_schema form read before 2026-12-08 replaced `FOUND_ROWS()` and cleared the
+    /// area; the `SELECT … FOUND_ROWS()` form replaced it and set `s`).
     async fn read(
         conn: &mut crate::backend::conn::BackendConn,
-        quietly: bool,
+        mariadb: bool,
     ) -> Result<Self, BackendError> {
-        let sql = if quietly {
-            read_var_quietly!("COLLATION_CONNECTION")
-        } else {
-            "SELECT @@collation_connection, FOUND_ROWS()"
-        };
-        let (row, column) = conn.query_row_and_collation(sql).await?;
-        let found_rows = row.get(1).cloned().flatten().and_then(|v| v.parse().ok());
+        let read = OwnRead::of("@@collation_connection", mariadb);
+        let (row, column) = conn.query_row_and_collation(&read.sql).await?;
+        let found_rows = read.found_rows(&row);
         Ok(Collations {
             connection: row.into_iter().next().flatten(),
             results_column: column,
@@ -523,23 +520,32 @@ macro_rules! read_var_quietly {
         )
     };
 }
-use read_var_quietly;
 
 /// May a read of sluice's own after the command, inside a transaction, be made from
-/// information_schema rather than with `@@` reads and `FOUND_ROWS()` (which set the
-/// transaction state's `s` flag on the backend)? Only when sluice will know what the command
+/// information_schema rather than with `@@` reads (which set the transaction state's `s` flag
+/// on the backend for variables the binary log does not carry, as `FOUND_ROWS()` does)? Only when sluice will know what the command
 /// left `FOUND_ROWS()` at without asking (`found_rows_then`: a read of sluice's own since the
 /// command already asked), and the session's diagnostics area is empty: a statement that uses
 /// a table clears it, where a table-less SELECT leaves the conditions for the client's next
 /// command (the run of 2026-12-08 night on new seeds, seed 1796700021 session 31).
+///
+/// And only for a client that may hear of the `s` flag (`hears`: it tracks the transaction
+/// state, or may have begun to with this command): the information_schema read replaces the
+/// backend's `FOUND_ROWS()`, which code sluice does not see into (a `CALL` running no SELECT)
+/// would then leave for the server to answer; the `@@` read, written as MariaDB's `VALUES`,
+/// leaves it (see `OwnRead`), and sets an `s` no one else hears (2026-12-08, seed 1796710048
+/// session 20 and `difftest/repro/own-reads-keep-found-rows.txt`). For a client that hears it,
+/// the trade stays as it was: `FOUND_ROWS()` replaced (known to sluice, answered or rewritten
+/// by value, but wrong for code run on the backend next) rather than `s` early.
 fn may_read_quietly(
     sess: &Session,
     cmd: Cmd<'_>,
     resp: &Response,
     fresh_backend: bool,
     found_rows_then: Option<u64>,
+    hears: bool,
 ) -> bool {
-    if resp.status & status::IN_TRANS == 0 {
+    if resp.status & status::IN_TRANS == 0 || !hears {
         return false;
     }
     let facts = Facts {
@@ -1619,14 +1625,19 @@ pub(crate) async fn after_command(
     };
     // sluice's own statements on this backend after the client's (they change its ROW_COUNT()).
     let mut disturbed = false;
-    // Each of them that is a SELECT (which sets FOUND_ROWS()) reads FOUND_ROWS() first, in the
-    // same statement: the value the backend held for the session.
+    // Each of them that replaces FOUND_ROWS() (a SELECT; not MariaDB's `VALUES`, which leaves
+    // the session's there: see `OwnRead`) reads it first, in the same statement: the value the
+    // backend held for the session.
     let mut found_rows_then: Option<u64> = None;
     let number = |v: Option<&Option<String>>| v.cloned().flatten().and_then(|v| v.parse().ok());
+    let mariadb = server.is_mariadb();
     // The command ran here: the backend's history values are the session's, unless they were
     // another's before and the command did not set them (see `effects::after`), or sluice runs
     // statements of its own below (every one clears the owner).
     let fresh_backend = lease.get().history_owner != sess.conn_id;
+    // Whether the client heard of its transaction state before this command (see
+    // `may_read_quietly`).
+    let heard_trx_state = sess.hears_trx_state(shard);
     lease.conn().history_owner = sess.conn_id;
     // The command ran under settings of its own (an execute under the character set its types
     // were bound with): the backend keeps them, and changes the command reports apply to them.
@@ -1667,8 +1678,7 @@ pub(crate) async fn after_command(
         // In every mode: sluice switches settings itself at times (an execute under the
         // character set its types were bound with), and switching back must restore them.
         if obs.charset_changed {
-            let quietly = may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then);
-            match Collations::read(lease.conn(), quietly).await {
+            match Collations::read(lease.conn(), mariadb).await {
                 Ok(read) => {
                     found_rows_then = found_rows_then.or(read.found_rows);
                     let before = s.clone();
@@ -1706,13 +1716,10 @@ pub(crate) async fn after_command(
     if obs.classic_state_changed && !session_mode && e.is_some_and(|e| EofHint::of(e).may_write) {
         // A classic EOF carries no state: a write in a result-set statement (a sequence
         // refilling its cache, a stored function) moved last_gtid without saying to what.
-        match lease
-            .conn()
-            .query_row("SELECT @@last_gtid, FOUND_ROWS()")
-            .await
-        {
+        let read = OwnRead::of("@@last_gtid", mariadb);
+        match lease.conn().query_row(&read.sql).await {
             Ok(row) => {
-                found_rows_then = found_rows_then.or(number(row.get(1)));
+                found_rows_then = found_rows_then.or(read.found_rows(&row));
                 // Changed on this connection: the statement wrote, and it is the session's.
                 let g: Box<str> = row.into_iter().next().flatten().unwrap_or_default().into();
                 if g != lease.get().last_gtid {
@@ -1754,7 +1761,14 @@ pub(crate) async fn after_command(
         // the backend, and the client's own next unsafe statement would go unreported there:
         // read quietly when that can be done (see `may_read_quietly`; the read's own rows
         // change FOUND_ROWS() on the backend, as any read of sluice's).
-        let quiet = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
+        // Whether the client hears its transaction state now: as before, as the server
+        // reported, or unknown until this read when the statement may have changed the
+        // trackers (not a listing or a read of them).
+        let reads_only = e.is_some_and(|e| {
+            matches!(e.kind, Kind::Query | Kind::Diagnostic) && !e.opaque && !e.stored_function
+        });
+        let hears = heard_trx_state || sess.hears_trx_state(shard) || !reads_only;
+        let quiet = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then, hears) {
             let rows = lease
                 .conn()
                 .query_rows(trackers::READ_TRACKERS_QUIETLY)
@@ -1767,18 +1781,17 @@ pub(crate) async fn after_command(
         let (values, schema) = match quiet {
             Some(read) => read,
             None => {
+                let read =
+                    OwnRead::of(&format!("{}, DATABASE()", trackers::TRACKER_ITEMS), mariadb);
                 let row = lease
                     .conn()
-                    .query_row(&format!(
-                        "{}, FOUND_ROWS(), DATABASE()",
-                        trackers::READ_TRACKERS
-                    ))
+                    .query_row(&read.sql)
                     .await
                     .map_err(|err| told(err, &lease))?;
-                found_rows_then = found_rows_then.or(number(row.get(4)));
+                found_rows_then = found_rows_then.or(read.found_rows(&row));
                 let values: [Option<String>; 4] =
                     std::array::from_fn(|i| row.get(i).cloned().flatten());
-                (values, row.get(5).cloned().flatten())
+                (values, row.get(4).cloned().flatten())
             }
         };
         let mut t = Trackers::everything();
@@ -1813,14 +1826,20 @@ pub(crate) async fn after_command(
     if sess.past().one_shot && !resp.insert_id_set {
         if effects::may_use_one_shot(cmd.decision()) {
             // (Quietly where it can: see `may_read_quietly`.)
-            let sql = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then) {
-                read_var_quietly!("INSERT_ID")
+            let hears = sess.hears_trx_state(shard);
+            let read = if may_read_quietly(sess, cmd, &resp, fresh_backend, found_rows_then, hears)
+            {
+                OwnRead {
+                    sql: read_var_quietly!("INSERT_ID").into(),
+                    // (A SELECT of a table, which replaces FOUND_ROWS(): sluice knows it.)
+                    asks_found_rows: false,
+                }
             } else {
-                "SELECT @@insert_id, FOUND_ROWS()"
+                OwnRead::of("@@insert_id", mariadb)
             };
-            match lease.conn().query_row(sql).await {
+            match lease.conn().query_row(&read.sql).await {
                 Ok(row) => {
-                    found_rows_then = found_rows_then.or(number(row.get(1)));
+                    found_rows_then = found_rows_then.or(read.found_rows(&row));
                     resp.insert_id_kept = number(row.first()).is_some_and(|v: u64| v != 0);
                 }
                 Err(err) => return Err(told(err, &lease)),

@@ -329,13 +329,16 @@ pub fn after(cmd: Command<'_>, resp: &Response, facts: Facts, before: &History) 
         h.last_insert_id = Known::OnBackend;
     }
 
-    // The diagnostics area.
+    // The diagnostics area. A single INSERT, REPLACE, UPDATE or DELETE names a table, and the
+    // server empties the area before running such a statement: after one that raised nothing it
+    // is empty (a quiet statement without tables leaves what was there).
     let diagnostic = kind == Some(Kind::Diagnostic);
+    let clears = e.is_some_and(|e| e.clears_diagnostics && e.kind == Kind::Other);
     h.diag = if resp.error || resp.warnings {
         Diag::Dirty
     } else if diagnostic {
         before.diag
-    } else if before.diag == Diag::Clean {
+    } else if before.diag == Diag::Clean || clears {
         Diag::Clean
     } else {
         Diag::Unknown

@@ -2,6 +2,7 @@
 //! variables), their replay on another backend, and the reasons a session must stay pinned.
 
 pub mod effects;
+pub mod own_read;
 pub mod pins;
 pub mod route;
 pub mod schema_report;

@@ -493,6 +493,11 @@ pub struct Effects {
     /// Returns rows without setting FOUND_ROWS() (`SHOW CREATE TABLE`, `SHOW WARNINGS`,
     /// `EXPLAIN SELECT`, `VALUES`, …).
     pub keeps_found_rows: bool,
+    /// Starts with `INSERT`, `REPLACE`, `UPDATE` or `DELETE`: a statement that names a table,
+    /// for which the server empties the diagnostics area before it runs (MariaDB's
+    /// `mysql_execute_command` clears it for every statement with tables but the diagnostics
+    /// ones). Meaningful for one statement (`Kind::Other`), not several.
+    pub clears_diagnostics: bool,
     /// Calls an aggregate function somewhere (`COUNT(`, `MAX(`, …): the statement may be
     /// implicitly grouped, and then whether it sets FOUND_ROWS() is the optimizer's to say.
     pub aggregate: bool,
@@ -622,6 +627,12 @@ fn analyze_lexed(sql: &[u8], toks: &[Lexed<'_>], ctx: &Context<'_>) -> Effects {
         if stmts.len() > 1 && is_kw(s.first(), "KILL") {
             e.kill_nested = true;
         }
+    }
+    // An executable comment is code only on a server at least as new as its version, which the
+    // tokenizer does not ask (`/*!99999 INSERT … */ SELECT 1` runs a SELECT without tables): a
+    // text with one does not vouch for an emptied diagnostics area.
+    if e.clears_diagnostics && (find(sql, 0, b"/*!").is_some() || find(sql, 0, b"/*M!").is_some()) {
+        e.clears_diagnostics = false;
     }
     e
 }
@@ -1013,6 +1024,12 @@ fn classify(s: Toks<'_, '_>, ctx: &Context<'_>, e: &mut Effects) -> Kind {
         return Kind::Other;
     }
     let kw = |i: usize, k: &str| is_kw(s.get(i), k);
+    if ["INSERT", "REPLACE", "UPDATE", "DELETE"]
+        .iter()
+        .any(|k| is_kw(first, k))
+    {
+        e.clears_diagnostics = true;
+    }
     if is_kw(first, "UNLOCK")
         || is_kw(first, "BEGIN")
         || (is_kw(first, "START") && kw(1, "TRANSACTION"))

@@ -19,8 +19,9 @@ pub const TRACKER_VARS: [&str; 4] = [
     "session_track_transaction_info",
 ];
 
-/// Reads the session's [`TRACKER_VARS`].
-pub const READ_TRACKERS: &str = "SELECT @@session_track_system_variables, \
+/// The select list reading the session's [`TRACKER_VARS`] (read as
+/// [`super::own_read::OwnRead`] says).
+pub const TRACKER_ITEMS: &str = "@@session_track_system_variables, \
      @@session_track_schema, @@session_track_state_change, @@session_track_transaction_info";
 
 /// Reads the session's [`TRACKER_VARS`] without an `@@` read or a function the server counts as
@@ -33,7 +34,7 @@ pub const READ_TRACKERS_QUIETLY: &str = "SELECT VARIABLE_NAME, VARIABLE_VALUE, D
      ('SESSION_TRACK_SYSTEM_VARIABLES', 'SESSION_TRACK_SCHEMA', 'SESSION_TRACK_STATE_CHANGE', \
      'SESSION_TRACK_TRANSACTION_INFO')";
 
-/// The rows of [`READ_TRACKERS_QUIETLY`] as [`READ_TRACKERS`] would have read them (in
+/// The rows of [`READ_TRACKERS_QUIETLY`] as [`TRACKER_ITEMS`] would have read them (in
 /// [`TRACKER_VARS`] order, booleans as `0` / `1`), and the schema. `None` when a variable is
 /// missing or a row is malformed.
 #[allow(clippy::type_complexity)]
@@ -61,7 +62,7 @@ pub fn tracker_rows(rows: &[Vec<Option<String>>]) -> Option<([Option<String>; 4]
         .then_some((values, schema))
 }
 
-/// Sets a backend's trackers to a client's own `values` (as read by [`READ_TRACKERS`]; `None`:
+/// Sets a backend's trackers to a client's own `values` (as read by [`TRACKER_ITEMS`]; `None`:
 /// the server's defaults, which a direct connection starts with).
 pub fn restore_sql(values: Option<&[Option<String>; 4]>) -> String {
     let mut sql = String::from("SET SESSION ");

@@ -464,6 +464,61 @@ fn every_command_by_every_response() {
             hold: None,
             read: true,
         },
+        // A statement naming a table empties the area before it runs; one raising nothing
+        // leaves it empty (MariaDB clears it for every statement with tables).
+        Case {
+            name: "insert after conditions",
+            before: History {
+                diag: Dirty,
+                ..base.clone()
+            },
+            cmd: Some("INSERT INTO t (a) VALUES (1)"),
+            resp: ok(1, 0),
+            facts: f,
+            want: (Is(7), 1, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "update, delete, replace after conditions (binary protocol too)",
+            before: History {
+                diag: Unknown,
+                ..base.clone()
+            },
+            cmd: Some("EXEC UPDATE t SET a = 2 WHERE b = ?"),
+            resp: ok(0, 0),
+            facts: f,
+            want: (Is(7), 0, Is(5), Clean),
+            hold: None,
+            read: false,
+        },
+        Case {
+            name: "insert after conditions, raising its own",
+            before: History {
+                diag: Dirty,
+                ..base.clone()
+            },
+            cmd: Some("INSERT IGNORE INTO t (a) VALUES (1), (1)"),
+            resp: warned(ok(1, 0)),
+            facts: f,
+            want: (Is(7), 1, Is(5), Dirty),
+            hold: Some(Hold::Diagnostics),
+            read: false,
+        },
+        Case {
+            name: "several statements with an insert after conditions",
+            before: History {
+                diag: Dirty,
+                ..base.clone()
+            },
+            cmd: Some("INSERT INTO t (a) VALUES (1); DO 1"),
+            resp: ok(0, 0),
+            facts: f,
+            // The last one, without tables, left what the insert left: not told apart here.
+            want: (OnBackend, 0, Is(5), Unknown),
+            hold: None,
+            read: true,
+        },
         Case {
             name: "show warnings while clean",
             before: base.clone(),
