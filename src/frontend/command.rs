@@ -1984,11 +1984,13 @@ pub(crate) async fn after_command(
     Ok(())
 }
 
-/// Empties a backend's diagnostics area (MariaDB clears it for a statement that uses a table).
+/// Empties a backend's diagnostics area (MariaDB clears it for a statement that uses a table),
+/// leaving its `FOUND_ROWS()` as it was (a `SHOW`, not a `SELECT`: checked on MariaDB 10.11; a
+/// `SELECT … LIMIT 0` made it 0, which the session's own value on a held backend is not).
 pub(crate) async fn clear_diagnostics(lease: &mut Lease) -> Result<(), BackendError> {
     lease
         .conn()
-        .query_ok("SELECT 1 FROM information_schema.COLLATIONS LIMIT 0")
+        .query_ok("SHOW CREATE TABLE information_schema.COLLATIONS")
         .await
         .map(|_| ())
 }
