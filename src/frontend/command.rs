@@ -1713,8 +1713,18 @@ pub(crate) async fn after_command(
             sess.settings = rc;
         }
     }
-    if obs.classic_state_changed && !session_mode && e.is_some_and(|e| EofHint::of(e).may_write) {
-        // A classic EOF carries no state: a write in a result-set statement (a sequence
+    // A statement that failed inside a transaction after committing it implicitly (`DROP TABLE
+    // nosuch_table`: the commit, then ERR 1051) gave the transaction a GTID no report carried:
+    // the client's `@@last_gtid` is that GTID. (Not asked for a client that hears its
+    // transaction state: if nothing committed, the read would set the state's `s` flag, which the
+    // client's own next unsafe statement would then not report: README, `@@last_gtid`.)
+    let failed_commit = obs.error.is_some()
+        && sess.status & status::IN_TRANS != 0
+        && e.is_some_and(effects::may_commit_implicitly)
+        && !sess.hears_trx_state(shard);
+    let classic_write = obs.classic_state_changed && e.is_some_and(|e| EofHint::of(e).may_write);
+    if (classic_write || failed_commit) && !session_mode {
+        // A classic EOF carries no state either: a write in a result-set statement (a sequence
         // refilling its cache, a stored function) moved last_gtid without saying to what.
         let read = OwnRead::of("@@last_gtid", mariadb);
         match lease.conn().query_row(&read.sql).await {

@@ -381,6 +381,18 @@ pub fn may_use_one_shot(cmd: Command<'_>) -> bool {
     !(plain && inserts_nothing)
 }
 
+/// Can this statement have committed the open transaction before it failed? MariaDB commits
+/// implicitly before DDL, `LOCK TABLES`, `BEGIN`, `SET autocommit = 1`, account statements and
+/// the like, and code sluice does not see may `COMMIT`; a read, a diagnostics read or one write
+/// of rows never does. After such a failure inside a transaction, `@@last_gtid` may be a new
+/// GTID that no report carried (an ERR carries none).
+pub fn may_commit_implicitly(e: &Effects) -> bool {
+    let plain = e.statements == 1 && !e.opaque;
+    let never = matches!(e.kind, Kind::Query | Kind::Diagnostic | Kind::SelectInto)
+        || (e.kind == Kind::Other && e.clears_diagnostics);
+    !(plain && never)
+}
+
 /// Why the backend must stay with the session now (if it must), and whether history values must
 /// be read from it before it goes back. `uncertain`: the last command failed with autocommit off.
 pub fn hold_for(

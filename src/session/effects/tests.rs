@@ -887,3 +887,26 @@ fn which_commands_may_use_a_one_shot_insert_id() {
     assert!(!may_use_one_shot(Command::Fetch));
     assert!(!may_use_one_shot(Command::Plain));
 }
+
+#[test]
+fn which_failed_statements_may_have_committed() {
+    let cases: &[(&str, bool)] = &[
+        ("DROP TABLE nosuch_table", true),
+        ("CREATE TABLE t9 (a INT)", true),
+        ("ALTER TABLE t ADD COLUMN z INT", true),
+        ("LOCK TABLES t WRITE", true),
+        ("BEGIN", true),
+        ("SET autocommit = 1", true),
+        ("CALL p()", true),
+        ("INSERT INTO t VALUES (1); DROP TABLE x", true),
+        ("INSERT INTO t VALUES (1)", false),
+        ("UPDATE t SET a = 1", false),
+        ("DELETE FROM t", false),
+        ("SELECT * FROM nosuch", false),
+        ("SHOW WARNINGS", false),
+        ("SELECT 1 INTO @x", false),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(may_commit_implicitly(&q(sql)), *want, "{sql}");
+    }
+}
