@@ -1277,9 +1277,31 @@ async fn forward_with(
     need: Need,
 ) -> Result<Observed, Failure> {
     let tied = sess.tied_to_backend();
+    // Whether the backend's ROW_COUNT() will be the session's (see below).
+    let row_count_sessions = server_answers(sess, sess.lease.is_some(), Hist::RowCount);
     let mut lease = acquire(shard, sess, need)
         .await
         .map_err(|e| fail(e, next))?;
+    // `GET DIAGNOSTICS … = ROW_COUNT` reads the backend's ROW_COUNT(), which no rewrite
+    // reaches: on a backend where it is not the session's, a statement of sluice's own makes it
+    // so first, when one can (`effects::row_count_restore`: -1 and 0; not the `VALUES` inside a
+    // transaction for a client that hears its state, where it would add `S`).
+    if let Cmd::Query(e) = cmd {
+        if !row_count_sessions && effects::reads_row_count_item(&payload[1..], e, sess.modes()) {
+            let in_trx = lease.get().status & status::IN_TRANS != 0;
+            let restore = effects::row_count_restore(
+                sess.history().row_count,
+                shard.shared.server.is_mariadb(),
+            )
+            .filter(|sql| sql.starts_with("DO") || !(in_trx && sess.hears_trx_state(shard)));
+            if let Some(sql) = restore {
+                if let Err(err) = lease.conn().query_ok(sql).await {
+                    let f = fail(backend_error(shard, &lease, err), next);
+                    return Err(lost_backend(sess, f, tied, lease));
+                }
+            }
+        }
+    }
     let mut own_trackers = false;
     let mut schema_flushed = false;
     if let Cmd::Query(e) = cmd {

@@ -381,6 +381,28 @@ pub fn may_use_one_shot(cmd: Command<'_>) -> bool {
     !(plain && inserts_nothing)
 }
 
+/// Does this `GET DIAGNOSTICS` read the statement-information item `ROW_COUNT` (the backend's
+/// `ROW_COUNT()`, which no rewrite reaches)?
+pub fn reads_row_count_item(sql: &[u8], e: &Effects, modes: super::sql::Modes) -> bool {
+    e.kind == Kind::Diagnostic
+        && e.statements == 1
+        && super::sql::tokens(sql, modes)
+            .iter()
+            .any(|t| matches!(t, super::sql::Tok::Word(w) if w.eq_ignore_ascii_case(b"ROW_COUNT")))
+}
+
+/// A statement that makes a backend's `ROW_COUNT()` the session's `row_count` without touching
+/// its conditions, `FOUND_ROWS()` or the transaction state's flags (other than `S` for the
+/// `VALUES`): `DO 0` counts 0, MariaDB's `VALUES (1)` -1 (10.11, checked); no statement counts N
+/// rows without a table (which would empty the diagnostics area).
+pub fn row_count_restore(row_count: i64, mariadb: bool) -> Option<&'static str> {
+    match row_count {
+        0 => Some("DO 0"),
+        -1 if mariadb => Some("VALUES (1)"),
+        _ => None,
+    }
+}
+
 /// Can this statement have committed the open transaction before it failed? MariaDB commits
 /// implicitly before DDL, `LOCK TABLES`, `BEGIN`, `SET autocommit = 1`, account statements and
 /// the like, and code sluice does not see may `COMMIT`; a read, a diagnostics read or one write

@@ -910,3 +910,26 @@ fn which_failed_statements_may_have_committed() {
         assert_eq!(may_commit_implicitly(&q(sql)), *want, "{sql}");
     }
 }
+
+#[test]
+fn get_diagnostics_row_count_and_its_restore() {
+    let m = Modes::default();
+    for (sql, want) in [
+        ("GET DIAGNOSTICS @n = NUMBER, @rc = ROW_COUNT", true),
+        ("get current diagnostics @rc = row_count", true),
+        ("GET DIAGNOSTICS @n = NUMBER", false),
+        ("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", false),
+        ("SHOW WARNINGS", false),
+        ("SELECT ROW_COUNT()", false),
+    ] {
+        assert_eq!(
+            reads_row_count_item(sql.as_bytes(), &q(sql), m),
+            want,
+            "{sql}"
+        );
+    }
+    assert_eq!(row_count_restore(0, true), Some("DO 0"));
+    assert_eq!(row_count_restore(-1, true), Some("VALUES (1)"));
+    assert_eq!(row_count_restore(-1, false), None);
+    assert_eq!(row_count_restore(3, true), None);
+}
