@@ -1501,6 +1501,13 @@ pub(crate) async fn run_on(
         backend_name,
         prepare_id: with.prepare_id,
         own_gtid: with.own_trackers.then(|| sess.history().last_gtid.clone()),
+        gtid: (sess.caps & cap::SESSION_TRACK != 0
+            && !with.own_trackers
+            && trackers.tracks_var("last_gtid"))
+        .then(|| super::relay::GtidCtx {
+            session: sess.history().last_gtid.clone(),
+            pending: std::cell::Cell::new(sess.past().gtid_pending),
+        }),
         eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),
         withhold_error: with.withhold_error,
     };
@@ -1556,6 +1563,11 @@ pub(crate) async fn run_on(
     });
     let r = relay(io, lease.conn(), payload, kind, &ctx, schema).await;
     ctl.end_run();
+    if let Some(g) = &ctx.gtid {
+        if g.pending.get() != sess.past().gtid_pending {
+            sess.update_past(|p| p.gtid_pending = g.pending.get());
+        }
+    }
     // A KILL QUERY aimed at this statement may still be on its way to the server: the backend
     // stays with this session until it landed, so it can never reach another client's statement
     // (nor sluice's own statements after this one).
@@ -1745,7 +1757,7 @@ pub(crate) async fn after_command(
         && e.is_some_and(effects::may_commit_implicitly)
         && !sess.hears_trx_state(shard);
     let classic_write = obs.classic_state_changed && e.is_some_and(|e| EofHint::of(e).may_write);
-    if (classic_write || failed_commit) && !session_mode {
+    if (classic_write && !session_mode) || failed_commit {
         // A classic EOF carries no state either: a write in a result-set statement (a sequence
         // refilling its cache, a stored function) moved last_gtid without saying to what.
         let read = OwnRead::of("@@last_gtid", mariadb);
@@ -1757,6 +1769,19 @@ pub(crate) async fn after_command(
                 if g != lease.get().last_gtid {
                     lease.conn().last_gtid = g.clone();
                     resp.last_gtid = Some(g);
+                    // The failed statement's commit marked `last_gtid` on the client's own
+                    // connection, whose ERR reported nothing: it holds the report back (sluice's
+                    // read here may have flushed it on the backend; see `relay::GtidCtx`).
+                    let tracks = sess.caps & cap::SESSION_TRACK != 0
+                        && sess
+                            .past()
+                            .trackers
+                            .as_deref()
+                            .unwrap_or(&shard.default_trackers)
+                            .tracks_var("last_gtid");
+                    if failed_commit && tracks {
+                        sess.update_past(|p| p.gtid_pending = true);
+                    }
                 }
             }
             Err(err) => return Err(told(err, &lease)),

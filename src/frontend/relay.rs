@@ -108,6 +108,19 @@ impl Failure {
     }
 }
 
+/// The `last_gtid` report the client's own connection would be holding back, for a client that
+/// tracks `last_gtid`: a statement that committed implicitly and then failed marked it, and the
+/// ERR reported nothing (see `command::after_command`). A report from sluice's backend that
+/// carries the value the connection already held is that mark flushed, not the statement's own
+/// commit (each commit reports a new GTID): it reaches the client only with a report the
+/// client's connection makes anyway, as the server writes every marked tracker into one.
+pub struct GtidCtx {
+    /// The session's own `@@last_gtid`.
+    pub session: Box<str>,
+    /// The client's connection holds the report back.
+    pub pending: std::cell::Cell<bool>,
+}
+
 /// Timeouts and limits for one relay.
 pub struct RelayCtx<'a> {
     pub client_caps: u32,
@@ -123,6 +136,8 @@ pub struct RelayCtx<'a> {
     /// The session's own `last_gtid`, when the backend may report its own instead (it starts
     /// tracking last_gtid for the client).
     pub own_gtid: Option<Box<str>>,
+    /// See [`GtidCtx`].
+    pub gtid: Option<GtidCtx>,
     /// What the statement may change that a tracker follows (for classic EOFs).
     pub eof_hint: crate::session::trackers::EofHint,
     /// An ERR answering the command outright (its first packet) whose code this accepts is not
@@ -437,6 +452,37 @@ impl Relay<'_, '_> {
                     .map_err(broken)?
             {
                 filtered = Some(b);
+            }
+        }
+        // A `last_gtid` report a failed statement left (see `GtidCtx`).
+        if let (true, Some(g)) = (tracking, &self.ctx.gtid) {
+            let block = filtered.as_deref().unwrap_or(ok.session_state);
+            let held = &*self.be.last_gtid;
+            match crate::session::trackers::find_var(block, b"last_gtid").map_err(broken)? {
+                Some((at, v)) if !held.is_empty() && v == held.as_bytes() => {
+                    let own = v == g.session.as_bytes();
+                    if own && block.len() > at.len() {
+                        g.pending.set(false);
+                    } else {
+                        let mut b = block.to_vec();
+                        b.drain(at);
+                        filtered = Some(b);
+                        g.pending.set(own || g.pending.get());
+                    }
+                }
+                Some(_) => g.pending.set(false),
+                None if g.pending.get() && !block.is_empty() => {
+                    filtered = Some(
+                        crate::session::trackers::insert_var(
+                            block,
+                            b"last_gtid",
+                            g.session.as_bytes(),
+                        )
+                        .map_err(broken)?,
+                    );
+                    g.pending.set(false);
+                }
+                None => {}
             }
         }
         // The schema report the backend flushes, or the client's connection would.

@@ -92,6 +92,9 @@ pub struct Past {
     /// the client reads them, it runs again, its answer dropped, on the next backend, so that
     /// they are there as in the client's own connection (see `command::get_backend`).
     pub replica_conditions: Option<Box<[u8]>>,
+    /// The client's connection holds a `last_gtid` report back (see
+    /// `relay::GtidCtx`).
+    pub gtid_pending: bool,
 }
 
 /// Everything a client is between commands.

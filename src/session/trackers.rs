@@ -211,7 +211,7 @@ impl Trackers {
         }
     }
 
-    fn tracks_var(&self, name: &str) -> bool {
+    pub fn tracks_var(&self, name: &str) -> bool {
         self.all_vars || self.vars.iter().any(|v| v.eq_ignore_ascii_case(name))
     }
 
@@ -385,6 +385,49 @@ pub fn replace_var(block: &[u8], name: &[u8], value: &[u8]) -> Result<Option<Vec
         out.extend_from_slice(entry);
     }
     Ok(replaced.then_some(out))
+}
+
+/// Where variable `name`'s entry is in `block`, and its value.
+pub fn find_var<'a>(
+    block: &'a [u8],
+    name: &[u8],
+) -> Result<Option<(std::ops::Range<usize>, &'a [u8])>> {
+    let mut r = Reader::new(block);
+    while !r.is_empty() {
+        let start = block.len() - r.clone().rest().len();
+        let ty = r.u8("session state type")?;
+        let data = r.lenenc_bytes("session state data")?;
+        if ty == session_track::SYSTEM_VARIABLES {
+            let mut d = Reader::new(data);
+            let n = d.lenenc_bytes("tracked variable name")?;
+            let v = d.lenenc_bytes("tracked variable value")?;
+            if n.eq_ignore_ascii_case(name) {
+                let end = block.len() - r.clone().rest().len();
+                return Ok(Some((start..end, v)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `block` with an entry for variable `name` after its leading variable entries (where the
+/// server lists variables).
+pub fn insert_var(block: &[u8], name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    let mut r = Reader::new(block);
+    let mut at = 0;
+    while !r.is_empty() {
+        if r.clone().u8("session state type")? != session_track::SYSTEM_VARIABLES {
+            break;
+        }
+        r.u8("session state type")?;
+        r.lenenc_bytes("session state data")?;
+        at = block.len() - r.clone().rest().len();
+    }
+    let mut out = Vec::with_capacity(block.len() + name.len() + value.len() + 4);
+    out.extend_from_slice(&block[..at]);
+    encode_var(&mut out, name, value);
+    out.extend_from_slice(&block[at..]);
+    Ok(out)
 }
 
 pub fn encode_var(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -647,5 +690,27 @@ mod tests {
             let _ = t.filter(&b[..cut]);
         }
         assert!(t.filter(&[0, 5, 1]).is_err());
+    }
+
+    #[test]
+    fn a_variable_is_found_and_inserted_after_the_variables() {
+        let mut block = Vec::new();
+        encode_var(&mut block, b"autocommit", b"OFF");
+        encode_var(&mut block, b"last_gtid", b"0-1-7");
+        let schema_at = block.len();
+        block.extend_from_slice(&[session_track::SCHEMA, 2, 1, b'a']);
+        let (at, v) = find_var(&block, b"LAST_GTID").unwrap().unwrap();
+        assert_eq!(v, b"0-1-7");
+        let mut rest = block.clone();
+        rest.drain(at);
+        assert!(find_var(&rest, b"last_gtid").unwrap().is_none());
+        let again = insert_var(&rest, b"last_gtid", b"0-1-7").unwrap();
+        assert_eq!(again, block, "after the variables, before the schema");
+        assert_eq!(schema_at, block.len() - 4);
+        assert!(find_var(&[], b"last_gtid").unwrap().is_none());
+        assert!(
+            find_var(&[0, 9], b"x").is_err(),
+            "a cut entry is an error, not a panic"
+        );
     }
 }

@@ -382,6 +382,9 @@ pub fn to_record(s: &Session, idle_secs: u32) -> Record {
             // Not carried: after an upgrade, conditions left on a replica are lost when the
             // session goes on to the primary (as before this field).
             replica_conditions: _,
+            // Not carried: a `last_gtid` report the client's connection would be holding back
+            // is dropped (its next report lacks the unchanged value).
+            gtid_pending: _,
             // Not carried: a schema report the client's connection would be holding back is
             // dropped (at worst a later report of the client's lacks its unchanged schema).
             schema_report: _,
