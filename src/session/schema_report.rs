@@ -240,16 +240,7 @@ pub fn find(block: &[u8]) -> Result<Option<(std::ops::Range<usize>, &[u8])>> {
 /// `block` with a schema entry for `schema` after its leading variable entries (where the
 /// server puts it).
 pub fn insert(block: &[u8], schema: &[u8]) -> Result<Vec<u8>> {
-    let mut r = Reader::new(block);
-    let mut at = 0;
-    while !r.is_empty() {
-        if r.clone().u8("session state type")? != session_track::SYSTEM_VARIABLES {
-            break;
-        }
-        r.u8("session state type")?;
-        r.lenenc_bytes("session state data")?;
-        at = block.len() - r.clone().rest().len();
-    }
+    let at = crate::session::trackers::after_variables(block)?;
     let mut data = Vec::with_capacity(schema.len() + 1);
     put_lenenc_bytes(&mut data, schema);
     let mut out = Vec::with_capacity(block.len() + data.len() + 2);

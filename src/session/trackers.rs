@@ -410,9 +410,8 @@ pub fn find_var<'a>(
     Ok(None)
 }
 
-/// `block` with an entry for variable `name` after its leading variable entries (where the
-/// server lists variables).
-pub fn insert_var(block: &[u8], name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+/// Where a report's leading variable entries end (the server lists variables first).
+pub fn after_variables(block: &[u8]) -> Result<usize> {
     let mut r = Reader::new(block);
     let mut at = 0;
     while !r.is_empty() {
@@ -423,6 +422,13 @@ pub fn insert_var(block: &[u8], name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
         r.lenenc_bytes("session state data")?;
         at = block.len() - r.clone().rest().len();
     }
+    Ok(at)
+}
+
+/// `block` with an entry for variable `name` after its leading variable entries (where the
+/// server lists variables).
+pub fn insert_var(block: &[u8], name: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    let at = after_variables(block)?;
     let mut out = Vec::with_capacity(block.len() + name.len() + value.len() + 4);
     out.extend_from_slice(&block[..at]);
     encode_var(&mut out, name, value);
