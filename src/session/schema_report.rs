@@ -223,18 +223,12 @@ pub fn failure_may_change_schema(payload: &[u8], modes: Modes) -> bool {
 
 /// Where a report's schema entry is, and its value.
 pub fn find(block: &[u8]) -> Result<Option<(std::ops::Range<usize>, &[u8])>> {
-    let mut r = Reader::new(block);
-    while !r.is_empty() {
-        let start = block.len() - r.clone().rest().len();
-        let ty = r.u8("session state type")?;
-        let data = r.lenenc_bytes("session state data")?;
-        if ty == session_track::SCHEMA {
-            let end = block.len() - r.clone().rest().len();
-            let name = Reader::new(data).lenenc_bytes("tracked schema")?;
-            return Ok(Some((start..end, name)));
+    crate::session::trackers::find_entry(block, |ty, data| {
+        if ty != session_track::SCHEMA {
+            return Ok(None);
         }
-    }
-    Ok(None)
+        Reader::new(data).lenenc_bytes("tracked schema").map(Some)
+    })
 }
 
 /// `block` with a schema entry for `schema` after its leading variable entries (where the

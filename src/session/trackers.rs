@@ -319,18 +319,30 @@ pub fn client_trx_state(client: &[u8], backend: &[u8], reported: &[u8]) -> Box<[
 pub const TRX_STATE_LEN: usize = 8;
 pub const TRX_RESULT_SET: usize = 6;
 
-/// Where a block's transaction-state entry is.
-pub fn find_trx_state(block: &[u8]) -> Result<Option<std::ops::Range<usize>>> {
+/// The first entry of a session-state block that `pick` (given its type and data) takes: where
+/// it is, and what `pick` made of it.
+pub fn find_entry<'a, T>(
+    block: &'a [u8],
+    mut pick: impl FnMut(u8, &'a [u8]) -> Result<Option<T>>,
+) -> Result<Option<(std::ops::Range<usize>, T)>> {
     let mut r = Reader::new(block);
     while !r.is_empty() {
         let start = block.len() - r.clone().rest().len();
         let ty = r.u8("session state type")?;
-        r.lenenc_bytes("session state data")?;
-        if ty == session_track::TRANSACTION_STATE {
-            return Ok(Some(start..block.len() - r.clone().rest().len()));
+        let data = r.lenenc_bytes("session state data")?;
+        if let Some(t) = pick(ty, data)? {
+            return Ok(Some((start..block.len() - r.clone().rest().len(), t)));
         }
     }
     Ok(None)
+}
+
+/// Where a block's transaction-state entry is.
+pub fn find_trx_state(block: &[u8]) -> Result<Option<std::ops::Range<usize>>> {
+    let found = find_entry(block, |ty, _| {
+        Ok((ty == session_track::TRANSACTION_STATE).then_some(()))
+    })?;
+    Ok(found.map(|(at, ())| at))
 }
 
 /// Adds a transaction-state entry (the 8-character state, e.g. `________`) to a well-formed
@@ -392,22 +404,15 @@ pub fn find_var<'a>(
     block: &'a [u8],
     name: &[u8],
 ) -> Result<Option<(std::ops::Range<usize>, &'a [u8])>> {
-    let mut r = Reader::new(block);
-    while !r.is_empty() {
-        let start = block.len() - r.clone().rest().len();
-        let ty = r.u8("session state type")?;
-        let data = r.lenenc_bytes("session state data")?;
-        if ty == session_track::SYSTEM_VARIABLES {
-            let mut d = Reader::new(data);
-            let n = d.lenenc_bytes("tracked variable name")?;
-            let v = d.lenenc_bytes("tracked variable value")?;
-            if n.eq_ignore_ascii_case(name) {
-                let end = block.len() - r.clone().rest().len();
-                return Ok(Some((start..end, v)));
-            }
+    find_entry(block, |ty, data| {
+        if ty != session_track::SYSTEM_VARIABLES {
+            return Ok(None);
         }
-    }
-    Ok(None)
+        let mut d = Reader::new(data);
+        let n = d.lenenc_bytes("tracked variable name")?;
+        let v = d.lenenc_bytes("tracked variable value")?;
+        Ok(n.eq_ignore_ascii_case(name).then_some(v))
+    })
 }
 
 /// Where a report's leading variable entries end (the server lists variables first).
