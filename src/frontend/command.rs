@@ -1501,12 +1501,11 @@ pub(crate) async fn run_on(
         backend_name,
         prepare_id: with.prepare_id,
         own_gtid: with.own_trackers.then(|| sess.history().last_gtid.clone()),
-        gtid: (sess.caps & cap::SESSION_TRACK != 0
-            && !with.own_trackers
-            && trackers.tracks_var("last_gtid"))
-        .then(|| super::relay::GtidCtx {
-            session: sess.history().last_gtid.clone(),
-            pending: std::cell::Cell::new(sess.past().gtid_pending),
+        gtid: (!with.own_trackers && sess.hears_var(shard, "last_gtid")).then(|| {
+            super::relay::GtidCtx {
+                session: sess.history().last_gtid.clone(),
+                pending: std::cell::Cell::new(sess.past().gtid_pending),
+            }
         }),
         eof_hint: with.effects.map(EofHint::of).unwrap_or_default(),
         withhold_error: with.withhold_error,
@@ -1772,14 +1771,7 @@ pub(crate) async fn after_command(
                     // The failed statement's commit marked `last_gtid` on the client's own
                     // connection, whose ERR reported nothing: it holds the report back (sluice's
                     // read here may have flushed it on the backend; see `relay::GtidCtx`).
-                    let tracks = sess.caps & cap::SESSION_TRACK != 0
-                        && sess
-                            .past()
-                            .trackers
-                            .as_deref()
-                            .unwrap_or(&shard.default_trackers)
-                            .tracks_var("last_gtid");
-                    if failed_commit && tracks {
+                    if failed_commit && sess.hears_var(shard, "last_gtid") {
                         sess.update_past(|p| p.gtid_pending = true);
                     }
                 }

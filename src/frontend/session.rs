@@ -196,6 +196,19 @@ impl Session {
                 || self.mode() == PoolMode::Session)
     }
 
+    /// Does the client hear changes of system variable `name` (it negotiated
+    /// CLIENT_SESSION_TRACK and its `session_track_system_variables`, or the server's default,
+    /// lists it or is `*`)?
+    pub fn hears_var(&self, shard: &crate::shard::Shard, name: &str) -> bool {
+        self.caps & cap::SESSION_TRACK != 0
+            && self
+                .past()
+                .trackers
+                .as_deref()
+                .unwrap_or(&shard.default_trackers)
+                .tracks_var(name)
+    }
+
     /// Does the client hear its transaction state (it negotiated CLIENT_SESSION_TRACK and its
     /// `session_track_transaction_info`, or the server's default, is not OFF)?
     pub fn hears_trx_state(&self, shard: &crate::shard::Shard) -> bool {
