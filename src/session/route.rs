@@ -223,8 +223,7 @@ pub fn clears_conditions(sql: &[u8], e: &Effects, modes: Modes) -> bool {
     }
     // (Not a text with an executable comment: whether the server runs what the tokenizer reads
     // as code depends on its version.)
-    let executable_comment = sql.windows(3).any(|w| w == b"/*!" || w == b"/*M");
-    if e.kind != Kind::Query || executable_comment {
+    if e.kind != Kind::Query || super::sql::has_executable_comment(sql) {
         return false;
     }
     let toks = tokens(sql, modes);

@@ -631,10 +631,16 @@ fn analyze_lexed(sql: &[u8], toks: &[Lexed<'_>], ctx: &Context<'_>) -> Effects {
     // An executable comment is code only on a server at least as new as its version, which the
     // tokenizer does not ask (`/*!99999 INSERT … */ SELECT 1` runs a SELECT without tables): a
     // text with one does not vouch for an emptied diagnostics area.
-    if e.clears_diagnostics && (find(sql, 0, b"/*!").is_some() || find(sql, 0, b"/*M!").is_some()) {
+    if e.clears_diagnostics && has_executable_comment(sql) {
         e.clears_diagnostics = false;
     }
     e
+}
+
+/// Does the text hold an executable comment (`/*!…*/`, `/*M!…*/`)? The tokenizer reads its
+/// content as code whatever its version, which the server may not run.
+pub fn has_executable_comment(sql: &[u8]) -> bool {
+    find(sql, 0, b"/*!").is_some() || find(sql, 0, b"/*M!").is_some()
 }
 
 /// Words that may precede `(` without being a function call.
